@@ -1,0 +1,30 @@
+/** Public face of the crypto module: keys, the streaming AEAD, DSSE envelopes. */
+export { sha256, b64url, fromB64url, fromB64, wipe } from './encoding.ts';
+export {
+  type ContentKey,
+  CONTENT_KEY_BYTES,
+  generateContentKey,
+  contentKeyFromBytes,
+  contentKeyId,
+  keyIdBytes,
+  encodeContentKeyFile,
+  parseContentKeyFile,
+  readContentKeyFile,
+  assertPrivateFileMode,
+} from './content-key.ts';
+export {
+  type SigningAlgorithm,
+  type SigningKeyPair,
+  generateSigningKey,
+  publicKeyId,
+  signingAlgorithmOf,
+  encodePrivateKeyPem,
+  encodePublicKeyPem,
+  readPrivateSigningKey,
+  readPublicSigningKey,
+  parsePublicKeyPem,
+} from './signing-key.ts';
+export { type DsseEnvelope, IN_TOTO_PAYLOAD_TYPE, pae, signEnvelope, parseEnvelope, verifyEnvelope } from './dsse.ts';
+export { type CipherSuite, CIPHER_SUITES, TAG_BYTES, ChunkCipher, cipherSuiteFromId, parseCipherSuite } from './stream.ts';
+export { type Sha256Sink, createSha256Sink } from './parallel-hash.ts';
+export { writePrivateFile } from './private-file.ts';

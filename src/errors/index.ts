@@ -1,0 +1,100 @@
+/**
+ * One error type for the whole codebase: a stable `EG_*` code that scripts can match on, and a
+ * sentence a person can act on. The CLI prints `CODE: message`; a stack trace only with --debug.
+ */
+
+/** Every code, with the process exit status the CLI maps it to. */
+export const ERROR_EXIT_CODES = {
+  // Usage and input the operator controls.
+  EG_USAGE: 2,
+  EG_CONFIG: 2,
+  EG_NOT_FOUND: 2,
+  EG_EXISTS: 2,
+  EG_IO: 1,
+  // Package and signature integrity: the bytes cannot be trusted.
+  EG_FORMAT: 3,
+  EG_UNSUPPORTED: 3,
+  EG_TAMPERED: 3,
+  EG_TRUNCATED: 3,
+  EG_TRAILING_DATA: 3,
+  EG_DIGEST_MISMATCH: 3,
+  EG_SIGNATURE_INVALID: 3,
+  EG_SIGNATURE_MISMATCH: 3,
+  // Keys.
+  EG_KEY_FORMAT: 4,
+  EG_WRONG_KEY: 4,
+  EG_KEY_PERMISSIONS: 4,
+  // TPM.
+  EG_TPM: 5,
+  EG_TPM_UNAVAILABLE: 5,
+  EG_TPM_POLICY: 5,
+  EG_TPM_STRUCTURE: 5,
+  EG_TPM_RESOURCES: 5,
+  EG_TPM_AUTH: 5,
+  EG_TPM_WRONG_DEVICE: 5,
+  // Inference and the input guard.
+  EG_MODEL_LOAD: 6,
+  EG_INPUT: 6,
+  EG_INFERENCE: 6,
+  EG_GUARD: 6,
+  // Network, PKI, server, attestation, audit.
+  EG_TLS: 7,
+  EG_PKI: 7,
+  EG_ENROLL: 7,
+  EG_UNAUTHORIZED: 7,
+  EG_FORBIDDEN: 7,
+  EG_SERVER: 7,
+  EG_BAD_REQUEST: 7,
+  EG_RATE_LIMITED: 7,
+  EG_AUDIT: 8,
+  EG_AUDIT_INCONSISTENT: 8,
+  EG_INTERNAL: 1,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_EXIT_CODES;
+
+export interface EdgeguardErrorOptions {
+  cause?: unknown;
+  /** Structured facts for --json output and logs (chunk index, offsets, ids). Never secrets. */
+  details?: Record<string, unknown>;
+}
+
+export class EdgeguardError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: EdgeguardErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'EdgeguardError';
+    this.code = code;
+    this.details = options.details;
+  }
+
+  get exitCode(): number {
+    return ERROR_EXIT_CODES[this.code];
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) };
+  }
+}
+
+export function isEdgeguardError(e: unknown, code?: ErrorCode): e is EdgeguardError {
+  return e instanceof EdgeguardError && (code === undefined || e.code === code);
+}
+
+/** Wrap an unknown failure (fs, OpenSSL, ORT) so the user sees a code and a sentence, not a trace. */
+export function asEdgeguardError(e: unknown, code: ErrorCode, message: string): EdgeguardError {
+  if (e instanceof EdgeguardError) return e;
+  return new EdgeguardError(code, message, { cause: e });
+}
+
+/** Map a Node fs error on `path` to a typed error. */
+export function fsError(e: unknown, path: string, action: string): EdgeguardError {
+  if (e instanceof EdgeguardError) return e;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOENT') return new EdgeguardError('EG_NOT_FOUND', `${path} does not exist; check the path.`, { cause: e });
+  if (code === 'EEXIST') return new EdgeguardError('EG_EXISTS', `${path} already exists; remove it or pass --force.`, { cause: e });
+  if (code === 'EACCES' || code === 'EPERM') return new EdgeguardError('EG_IO', `permission denied while trying to ${action} ${path}.`, { cause: e });
+  return new EdgeguardError('EG_IO', `could not ${action} ${path} (${code ?? 'unknown error'}).`, { cause: e });
+}

@@ -1,0 +1,125 @@
+/**
+ * A model from a protected package, running in ONNX Runtime: the package is verified and
+ * decrypted into memory, the session is created from that buffer
+ * (InferenceSession.create(Uint8Array); ONNX Runtime keeps its own copy), and our plaintext
+ * buffer is wiped at once. No plaintext model ever touches the file system.
+ */
+import { ort } from './ort.ts';
+import { EdgeguardError } from '../errors/index.ts';
+import type { ContentKey } from '../crypto/index.ts';
+import { decryptPackageToMemory, type ModelMetadata, type TrustOptions } from '../model/index.ts';
+import { imageToTensor, type Tensor } from './preprocess.ts';
+
+export interface Classification {
+  /** Index of the highest score. */
+  index: number;
+  label: string;
+  confidence: number;
+  scores: number[];
+}
+
+export class LoadedModel {
+  constructor(
+    readonly session: ort.InferenceSession,
+    readonly metadata: ModelMetadata,
+    readonly provenance: { headerSha256: string; signedBy: string; packagePath?: string },
+  ) {}
+
+  get inputName(): string {
+    return this.metadata.inputs[0]?.name ?? this.session.inputNames[0]!;
+  }
+
+  get outputName(): string {
+    return this.metadata.outputs[0]?.name ?? this.session.outputNames[0]!;
+  }
+
+  /** Run the model on one float32 tensor; returns its first output's values. */
+  async run(input: Tensor): Promise<Float32Array> {
+    let result: ort.InferenceSession.OnnxValueMapType;
+    try {
+      result = await this.session.run({ [this.inputName]: new ort.Tensor('float32', input.data, input.dims) });
+    } catch (e) {
+      throw new EdgeguardError('EG_INFERENCE', `inference failed: the input of shape [${input.dims.join(',')}] does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+    }
+    const out = result[this.outputName];
+    if (!out || !(out.data instanceof Float32Array)) {
+      throw new EdgeguardError('EG_INFERENCE', `model ${this.metadata.name} did not produce a float32 output "${this.outputName}".`);
+    }
+    return out.data;
+  }
+
+  /** Classify: scores are returned as probabilities (softmax is applied unless they already sum to 1). */
+  async classify(input: Tensor): Promise<Classification> {
+    const scores = toProbabilities(await this.run(input));
+    let index = 0;
+    for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[index]!) index = i;
+    const labels = this.metadata.outputs[0]?.labels;
+    return { index, label: labels?.[index] ?? String(index), confidence: scores[index]!, scores };
+  }
+
+  async classifyImage(bytes: Uint8Array): Promise<Classification> {
+    return this.classify(await this.imageTensor(bytes));
+  }
+
+  async imageTensor(bytes: Uint8Array): Promise<Tensor> {
+    const pre = this.metadata.preprocessing;
+    if (!pre) throw new EdgeguardError('EG_INPUT', `model ${this.metadata.name} declares no image preprocessing; send a tensor instead of an image.`);
+    return imageToTensor(bytes, pre);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export function toProbabilities(values: Float32Array): number[] {
+  const arr = Array.from(values);
+  const sum = arr.reduce((a, b) => a + b, 0);
+  if (arr.every((v) => v >= 0 && v <= 1) && Math.abs(sum - 1) < 1e-3) return arr;
+  const max = Math.max(...arr);
+  const exps = arr.map((v) => Math.exp(v - max));
+  const total = exps.reduce((a, b) => a + b, 0);
+  return exps.map((v) => v / total);
+}
+
+/** Create a session from plaintext model bytes, wiping them as soon as ONNX Runtime has its copy. */
+export async function createSessionFromMemory(plaintext: Buffer, what: string): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(plaintext, { graphOptimizationLevel: 'all', intraOpNumThreads: 1, interOpNumThreads: 1 });
+  } catch (e) {
+    throw new EdgeguardError('EG_MODEL_LOAD', `ONNX Runtime could not load ${what}: it is not a valid ONNX model (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+  } finally {
+    plaintext.fill(0);
+  }
+}
+
+export interface LoadOptions extends TrustOptions {
+  contentKey: ContentKey;
+}
+
+export async function loadProtectedModel(packagePath: string, o: LoadOptions): Promise<LoadedModel> {
+  const dec = await decryptPackageToMemory(packagePath, o);
+  if (dec.header.metadata.format !== 'onnx') {
+    dec.plaintext.fill(0);
+    throw new EdgeguardError('EG_MODEL_LOAD', `package ${packagePath} holds a model of format "${dec.header.metadata.format}", not ONNX.`);
+  }
+  const session = await createSessionFromMemory(dec.plaintext, `the model in ${packagePath}`);
+  return new LoadedModel(session, dec.header.metadata, { headerSha256: dec.headerSha256, signedBy: dec.signature.keyId, packagePath });
+}
+
+/** Describe an ONNX model's inputs and outputs (used when packing, from the plaintext file). */
+export async function describeOnnx(bytes: Buffer): Promise<{ inputs: ModelMetadata['inputs']; outputs: ModelMetadata['outputs'] }> {
+  const copy = Buffer.from(bytes);
+  const session = await createSessionFromMemory(copy, 'the model');
+  try {
+    const meta = (session as unknown as { inputMetadata?: Array<{ name: string; shape?: Array<number | string> }> }).inputMetadata;
+    const outMeta = (session as unknown as { outputMetadata?: Array<{ name: string; shape?: Array<number | string> }> }).outputMetadata;
+    const shapeOf = (list: typeof meta, name: string) => (list?.find((m) => m.name === name)?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
+    return {
+      inputs: session.inputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(meta, name) })),
+      outputs: session.outputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(outMeta, name) })),
+    };
+  } finally {
+    await session.release();
+  }
+}
