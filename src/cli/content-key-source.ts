@@ -3,7 +3,9 @@
  * wrapped key that only this device's key store can unwrap (--wrapped-key with --device).
  */
 import { readContentKeyFile, type ContentKey } from '../crypto/index.ts';
-import { EdgeguardError } from '../errors/index.ts';
+import { readFile } from 'node:fs/promises';
+import { EdgeguardError, fsError } from '../errors/index.ts';
+import { openDeviceKeyStore } from '../keystore/index.ts';
 
 export interface ContentKeySourceOptions {
   key?: string;
@@ -31,6 +33,14 @@ export async function resolveContentKey(o: ContentKeySourceOptions): Promise<Res
   throw new EdgeguardError('EG_USAGE', 'pass the content key: --key model.key, or --wrapped-key model.key.wrapped --device DIR.');
 }
 
-async function unwrapWithDevice(_wrappedPath: string, _deviceDir: string): Promise<ResolvedContentKey> {
-  throw new EdgeguardError('EG_USAGE', 'unwrapping with a device key store is not available in this build.');
+async function unwrapWithDevice(wrappedPath: string, deviceDir: string): Promise<ResolvedContentKey> {
+  const store = await openDeviceKeyStore(deviceDir);
+  let text: string;
+  try {
+    text = await readFile(wrappedPath, 'utf8');
+  } catch (e) {
+    throw fsError(e, wrappedPath, 'read the wrapped key');
+  }
+  const key = await store.unwrapContentKey(text);
+  return { key, provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label };
 }

@@ -28,3 +28,21 @@ export { type DsseEnvelope, IN_TOTO_PAYLOAD_TYPE, pae, signEnvelope, parseEnvelo
 export { type CipherSuite, CIPHER_SUITES, TAG_BYTES, ChunkCipher, cipherSuiteFromId, parseCipherSuite } from './stream.ts';
 export { type Sha256Sink, createSha256Sink } from './parallel-hash.ts';
 export { writePrivateFile } from './private-file.ts';
+export {
+  type SealKeyPair,
+  type Sealed,
+  HPKE_KEM_X25519_SHA256,
+  HPKE_KDF_HKDF_SHA256,
+  HPKE_AEAD_AES_256_GCM,
+  X25519_KEY_BYTES,
+  SEAL_TAG_BYTES,
+  seal,
+  open as openSealed,
+  generateSealKeyPair,
+  deriveSealKeyPair,
+  rawPublicKey,
+  encodeSealPrivateKeyPem,
+  encodeSealPublicKeyPem,
+  parseSealPublicKeyPem,
+  parseSealPrivateKeyPem,
+} from './sealed-box.ts';

@@ -37,6 +37,11 @@ export const ERROR_EXIT_CODES = {
   EG_INPUT: 6,
   EG_INFERENCE: 6,
   EG_GUARD: 6,
+  // The inference service (HTTP): overload, timeouts, bodies it does not take.
+  EG_OVERLOADED: 6,
+  EG_TIMEOUT: 6,
+  EG_UNSUPPORTED_MEDIA_TYPE: 6,
+  EG_PAYLOAD_TOO_LARGE: 6,
   // Network, PKI, server, attestation, audit.
   EG_TLS: 7,
   EG_PKI: 7,

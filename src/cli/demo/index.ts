@@ -3,6 +3,11 @@
  * steps to DEMO_STEPS, in the order a fleet would meet them.
  */
 import { keysStep, packStep, verifyStep, runStep, tamperStep } from './model-step.ts';
+import { deviceStep } from './device-step.ts';
+import { auditStep } from './audit-step.ts';
+import { controlPlaneStep } from './control-plane-step.ts';
+import { guardStep } from './guard-step.ts';
+import { agentStep } from './agent-step.ts';
 import type { DemoStep } from './context.ts';
 
 export { type DemoStep, type DemoContext, makeContext } from './context.ts';
@@ -13,8 +18,12 @@ export const DEMO_STEPS: DemoStep[] = [
   verifyStep,
   runStep,
   tamperStep,
-  // Device key binding (TPM / software key store) steps go here.
+  deviceStep,
   // Input guard and review queue steps go here.
+  guardStep,
+  agentStep,
   // Control plane (server, enrollment) steps go here.
+  controlPlaneStep,
   // Audit log steps go here.
+  auditStep,
 ];

@@ -1,0 +1,63 @@
+/**
+ * Shared set-up of the guard benchmarks: the two demo models in ONNX Runtime (loaded from the
+ * committed fixtures), the calibration and evaluation digits of the fixed split, and a profile
+ * calibrated on the calibration digits only.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ort } from '../../src/inference/index.ts';
+import { calibrateProfile, computeStatistics, floatImageToGuardImage, sessionClassifier, type Classifier, type GuardProfile, type GuardImage } from '../../src/guard/index.ts';
+import { loadMnist, mnistSplit, digitPixels, type MnistData, type MnistSplit } from '../../scripts/lib/mnist-split.ts';
+
+export const ROOT = new URL('../..', import.meta.url).pathname;
+export const SHAPE = { channels: 1, height: 28, width: 28 } as const;
+export const DIMS = [1, 1, 28, 28];
+
+export interface DemoModels {
+  cnn: Classifier;
+  mlp: Classifier;
+  sessions: ort.InferenceSession[];
+}
+
+export async function loadDemoModels(): Promise<DemoModels> {
+  const opts: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
+  const cnnS = await ort.InferenceSession.create(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), opts);
+  const mlpS = await ort.InferenceSession.create(readFileSync(join(ROOT, 'fixtures/models/mnist-mlp.onnx')), opts);
+  return { cnn: sessionClassifier(cnnS, { dims: DIMS }), mlp: sessionClassifier(mlpS, { dims: DIMS }), sessions: [cnnS, mlpS] };
+}
+
+/** A digit as the guard sees a 28x28 PNG: 8-bit pixels and the tensor pixel/255. */
+export function asInput(values: Float32Array, format = 'png'): { image: GuardImage; tensor: Float32Array } {
+  const image = floatImageToGuardImage(values, 28, 28, format);
+  const tensor = new Float32Array(image.pixels.length);
+  for (let i = 0; i < tensor.length; i++) tensor[i] = image.pixels[i]! / 255;
+  return { image, tensor };
+}
+
+export interface Setup {
+  data: MnistData;
+  split: MnistSplit;
+  models: DemoModels;
+  profile: GuardProfile;
+}
+
+export async function setUp(fpr: number, squeezeFpr = fpr, primary: 'cnn' | 'mlp' = 'cnn'): Promise<Setup> {
+  const data = loadMnist();
+  const split = mnistSplit(data.count);
+  const models = await loadDemoModels();
+  const samples = split.calibration.map((idx) => {
+    const { image, tensor } = asInput(digitPixels(data, idx));
+    return { stats: computeStatistics(image), tensor };
+  });
+  const profile = await calibrateProfile({
+    samples,
+    fpr,
+    squeezeFpr,
+    primary: models[primary],
+    ensemble: models[primary === 'cnn' ? 'mlp' : 'cnn'],
+    shape: SHAPE,
+    squeeze: { bitDepth: 1, medianSize: 2 },
+    model: { name: `mnist-${primary}` },
+  });
+  return { data, split, models, profile };
+}

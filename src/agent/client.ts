@@ -1,0 +1,121 @@
+/**
+ * An HTTPS client for the control plane that trusts only the fleet CA (pinned: the system trust
+ * store is not used) and, once the device or admin holds a certificate, authenticates with it
+ * (mutual TLS). Connections are kept alive. Used by the agent and by the admin CLI.
+ */
+import { Agent, request as httpsRequest } from 'node:https';
+import { EdgeguardError, type ErrorCode, ERROR_EXIT_CODES } from '../errors/index.ts';
+
+export interface FleetClientOptions {
+  /** https://host:port */
+  server: string;
+  /** Fleet root CA, PEM (the only trust anchor). */
+  ca: string;
+  /** Client certificate chain and key, PEM (absent for enrollment calls). */
+  cert?: string | undefined;
+  key?: string | undefined;
+  /** Max sockets (default 16). */
+  maxSockets?: number;
+  timeoutMs?: number;
+}
+
+export interface FleetResponse<T = unknown> {
+  status: number;
+  body: T;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+export class FleetClient {
+  readonly base: URL;
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+
+  constructor(opts: FleetClientOptions) {
+    let base: URL;
+    try {
+      base = new URL(opts.server);
+    } catch (e) {
+      throw new EdgeguardError('EG_USAGE', `"${opts.server}" is not a URL; use https://HOST:PORT.`, { cause: e });
+    }
+    if (base.protocol !== 'https:') throw new EdgeguardError('EG_USAGE', `the control plane is reached over https only, not ${base.protocol}.`);
+    this.base = base;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.agent = new Agent({
+      keepAlive: true,
+      maxSockets: opts.maxSockets ?? 16,
+      ca: opts.ca,
+      ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
+      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      minVersion: 'TLSv1.3',
+      rejectUnauthorized: true,
+    });
+  }
+
+  /** Raw request: returns status and parsed JSON (or Buffer for non-JSON), never throws on HTTP status. */
+  async send<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<FleetResponse<T>> {
+    const url = new URL(path, this.base);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        url,
+        {
+          method,
+          agent: this.agent,
+          headers: { accept: 'application/json', ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers },
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const raw = Buffer.concat(chunks);
+            const type = String(res.headers['content-type'] ?? '');
+            let parsed: unknown = raw;
+            if (type.includes('json')) {
+              try {
+                parsed = JSON.parse(raw.toString('utf8'));
+              } catch {
+                parsed = raw.toString('utf8');
+              }
+            } else if (type.startsWith('text/')) {
+              parsed = raw.toString('utf8');
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed as T, headers: res.headers });
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new EdgeguardError('EG_TLS', `the server at ${this.base.origin} did not answer within ${this.timeoutMs} ms.`)));
+      req.on('error', (e) => reject(connectionError(e, this.base)));
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+
+  /** Request that must succeed (2xx); otherwise the server's error code and sentence are thrown. */
+  async call<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<FleetResponse<T>> {
+    const r = await this.send<T>(method, path, body, headers);
+    if (r.status >= 200 && r.status < 300) return r;
+    throw serverError(r);
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+export function serverError(r: FleetResponse<unknown>): EdgeguardError {
+  const err = (r.body as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const code = err?.code && err.code in ERROR_EXIT_CODES ? (err.code as ErrorCode) : 'EG_SERVER';
+  return new EdgeguardError(code, err?.message ?? `the server answered HTTP ${r.status}.`, { details: { status: r.status } });
+}
+
+function connectionError(e: unknown, base: URL): EdgeguardError {
+  if (e instanceof EdgeguardError) return e;
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  if (code === 'ECONNREFUSED') return new EdgeguardError('EG_SERVER', `nothing listens at ${base.origin}; is \`edgeguard server\` running?`, { cause: e });
+  if (/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|HOSTNAME/i.test(code) || /certificate/i.test((e as Error).message ?? '')) {
+    return new EdgeguardError('EG_TLS', `the server at ${base.origin} did not present a certificate from the pinned fleet CA (${code || (e as Error).message}); check --ca and --server.`, { cause: e });
+  }
+  return new EdgeguardError('EG_SERVER', `could not reach ${base.origin} (${code || (e as Error).message}).`, { cause: e });
+}

@@ -1,0 +1,177 @@
+/**
+ * The agent's configuration (`agent.yaml`), validated with zod; unknown keys are refused so a typo
+ * is an error, not a silently ignored setting. Relative paths are resolved against the config
+ * file's directory. Every key is documented in the README ("Inference service").
+ *
+ *   listen:   { host: 127.0.0.1, port: 8480 }        # or { socket: /run/edgeguard/agent.sock }
+ *   limits:   { bodyBytes: 1048576, concurrency: 4, requestTimeoutMs: 10000, inferenceTimeoutMs: 5000 }
+ *   trust:    { publicKeys: [publisher.pub] }
+ *   contentKey: { file: model.key }                   # or { wrapped: model.key.wrapped, device: device/ }
+ *   models:   { primary: mnist.egm, ensemble: mnist-cnn.egm, fallback: mnist-cnn.egm }
+ *   guard:    { profile: profile.json, confidence: { threshold: 0.85 }, ... }   # src/guard config
+ *   review:   { publicKey: review.pub, spool: { dir: spool, maxItems: 1000, maxBytes: 67108864 } }
+ *   upload:   { device: device/ }                   # enrolled device dir; or { server, ca, cert, key }
+ *   metrics:  { enabled: true }
+ *   openapi:  { enabled: true }
+ *   log:      { level: info }
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { EdgeguardError, fsError } from '../errors/index.ts';
+import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
+
+const path = z.string().min(1).max(4096);
+
+export const agentConfigSchema = z
+  .object({
+    listen: z
+      .object({
+        /** Address to bind; loopback by default so only local clients reach the service. */
+        host: z.string().min(1).max(255).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8480),
+        /** A unix socket path instead of host/port (mode 0660). */
+        socket: path.optional(),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        /** Largest request body accepted (bytes); larger ones get 413. */
+        bodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        /** Requests to /v1/infer processed at once; more get 429 at once (no queue). */
+        concurrency: z.number().int().min(1).max(1024).default(4),
+        /** Time to receive a whole request (headers and body), ms. */
+        requestTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+        /** Time for decoding, the guard and the models of one request, ms; then 503. */
+        inferenceTimeoutMs: z.number().int().min(10).max(600_000).default(5_000),
+        /** Idle keep-alive connections are closed after this long, ms. */
+        keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+        /** On shutdown, wait this long for requests in flight, ms. */
+        shutdownGraceMs: z.number().int().min(0).max(600_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    trust: z
+      .object({
+        /** Publisher public keys (PEM); a package must be signed by one of them. */
+        publicKeys: z.array(path).min(1).max(32),
+      })
+      .strict(),
+    contentKey: z.union([
+      z.object({ file: path }).strict(),
+      z.object({ wrapped: path, device: path }).strict(),
+    ]),
+    models: z
+      .object({
+        primary: path,
+        /** A second model of another architecture (the ensemble member). */
+        ensemble: path.optional(),
+        /** Answers flagged inputs; defaults to the ensemble model. */
+        fallback: path.optional(),
+      })
+      .strict(),
+    guard: guardConfigSchema.prefault({}),
+    review: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** The operators' review public key (X25519 SPKI PEM from `edgeguard review keygen`). */
+        publicKey: path.optional(),
+        /** Which verdicts send the input to review. */
+        verdicts: z.array(z.enum(['flag', 'reject'])).min(1).max(2).default(['flag']),
+        spool: z
+          .object({
+            dir: path.default('review-spool'),
+            maxItems: z.number().int().min(1).max(1_000_000).default(1000),
+            maxBytes: z.number().int().min(4096).max(64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    upload: z
+      .union([
+        z
+          .object({
+            /** An enrolled device directory (`edgeguard agent enroll`): its server, pinned CA and TLS key (unwrapped by the key store). */
+            device: path,
+            intervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
+          })
+          .strict(),
+        z
+          .object({
+            /** Control plane URL (https://HOST:PORT); sealed review items are sent there. */
+            server: z.string().url(),
+            /** Fleet CA (PEM), device certificate chain and key (PEM files) for mutual TLS. */
+            ca: path,
+            cert: path,
+            key: path,
+            intervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
+          })
+          .strict(),
+      ])
+      .optional(),
+    metrics: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
+    openapi: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.review.enabled && !c.review.publicKey) {
+      ctx.addIssue({ code: 'custom', path: ['review', 'publicKey'], message: 'review is enabled but has no publicKey (make one with `edgeguard review keygen`, or set review.enabled: false)' });
+    }
+  });
+
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+
+/** Resolve every path of the config against `baseDir`. */
+function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
+  const r = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const rOpt = (p: string | undefined) => (p === undefined ? undefined : r(p));
+  const guard: GuardConfig = { ...c.guard, ...(c.guard.profile ? { profile: r(c.guard.profile) } : {}) };
+  return {
+    ...c,
+    listen: { ...c.listen, ...(c.listen.socket ? { socket: r(c.listen.socket) } : {}) },
+    trust: { publicKeys: c.trust.publicKeys.map(r) },
+    contentKey: 'file' in c.contentKey ? { file: r(c.contentKey.file) } : { wrapped: r(c.contentKey.wrapped), device: r(c.contentKey.device) },
+    models: { primary: r(c.models.primary), ensemble: rOpt(c.models.ensemble), fallback: rOpt(c.models.fallback) },
+    guard,
+    review: { ...c.review, publicKey: rOpt(c.review.publicKey), spool: { ...c.review.spool, dir: r(c.review.spool.dir) } },
+    ...(c.upload ? { upload: 'device' in c.upload ? { ...c.upload, device: r(c.upload.device) } : { ...c.upload, ca: r(c.upload.ca), cert: r(c.upload.cert), key: r(c.upload.key) } } : {}),
+  };
+}
+
+export function agentConfig(value: unknown, baseDir: string, where = 'the agent configuration'): AgentConfig {
+  const parsed = agentConfigSchema.safeParse(value ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new EdgeguardError('EG_CONFIG', `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`);
+  }
+  return resolvePaths(parsed.data, baseDir);
+}
+
+export function parseAgentConfigYaml(text: string, baseDir: string, where = 'the agent configuration'): AgentConfig {
+  let value: unknown;
+  try {
+    value = parseYaml(text, { maxAliasCount: 16 });
+  } catch (e) {
+    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+  }
+  return agentConfig(value, baseDir, where);
+}
+
+export async function loadAgentConfig(file: string): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw fsError(e, file, 'read the agent configuration');
+  }
+  return parseAgentConfigYaml(text, dirname(resolve(file)), file);
+}

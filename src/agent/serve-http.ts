@@ -1,0 +1,100 @@
+/**
+ * HTTP plumbing of the inference service: error codes as statuses (every error body is
+ * `{ error: { code, message } }` with a stable EG_* code), and the Prometheus metrics.
+ */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { EdgeguardError, type ErrorCode } from '../errors/index.ts';
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  EG_BAD_REQUEST: 400,
+  EG_USAGE: 400,
+  EG_NOT_FOUND: 404,
+  EG_PAYLOAD_TOO_LARGE: 413,
+  EG_UNSUPPORTED_MEDIA_TYPE: 415,
+  EG_INPUT: 422,
+  EG_OVERLOADED: 429,
+  EG_TIMEOUT: 503,
+};
+
+export function statusOf(code: ErrorCode): number {
+  return STATUS[code] ?? 500;
+}
+
+export const ERROR_RESPONSE_SCHEMA = {
+  type: 'object',
+  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } },
+  required: ['error'],
+} as const;
+
+/** Fastify's own errors (body parsing, limits) as EG_* codes. */
+function fromFastify(e: FastifyError): EdgeguardError | undefined {
+  switch (e.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new EdgeguardError('EG_UNSUPPORTED_MEDIA_TYPE', 'send the input as image/png, image/jpeg or application/json (a tensor).');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new EdgeguardError('EG_PAYLOAD_TOO_LARGE', 'the request body is larger than limits.bodyBytes allows.');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new EdgeguardError('EG_BAD_REQUEST', 'the JSON body is empty.');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new EdgeguardError('EG_BAD_REQUEST', 'the Content-Length header does not match the body.');
+  }
+  if (e.validation) return new EdgeguardError('EG_BAD_REQUEST', `the request body does not match the API schema: ${e.message}.`);
+  if (e instanceof SyntaxError || (e.statusCode === 400 && /JSON/i.test(e.message))) return new EdgeguardError('EG_BAD_REQUEST', 'the body is not valid JSON.');
+  if (e.statusCode === 413) return new EdgeguardError('EG_PAYLOAD_TOO_LARGE', 'the request body is too large.');
+  if (e.statusCode === 415) return new EdgeguardError('EG_UNSUPPORTED_MEDIA_TYPE', 'unsupported content type.');
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new EdgeguardError('EG_BAD_REQUEST', e.message);
+  return undefined;
+}
+
+export function errorHandler(error: FastifyError | EdgeguardError | Error, request: FastifyRequest, reply: FastifyReply): void {
+  const err = error instanceof EdgeguardError ? error : fromFastify(error as FastifyError);
+  if (!err) {
+    request.log.error({ err: error }, 'unexpected error');
+    void reply.status(500).send({ error: { code: 'EG_INTERNAL', message: 'internal error; see the agent log.' } });
+    return;
+  }
+  const status = statusOf(err.code);
+  if (status >= 500 && err.code !== 'EG_TIMEOUT') request.log.error({ err }, 'request failed');
+  else request.log.info({ code: err.code }, err.message);
+  if (status === 429 || status === 503) void reply.header('retry-after', '1');
+  void reply.status(status).send({ error: { code: err.code, message: err.message } });
+}
+
+export interface AgentMetrics {
+  registry: Registry;
+  requests: Counter<'route' | 'status'>;
+  verdicts: Counter<'verdict'>;
+  overload: Counter;
+  inflight: Gauge;
+  duration: Histogram<'route'>;
+  stage: Histogram<'stage'>;
+  reviewSealed: Counter;
+  reviewDropped: Counter<'reason'>;
+  reviewUploaded: Counter;
+  reviewUploadFailures: Counter;
+  spoolItems: Gauge;
+  spoolBytes: Gauge;
+}
+
+export function createAgentMetrics(): AgentMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'edgeguard_agent_' });
+  const r = [registry];
+  const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+  return {
+    registry,
+    requests: new Counter({ name: 'edgeguard_agent_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: r }),
+    verdicts: new Counter({ name: 'edgeguard_agent_verdicts_total', help: 'Guard verdicts', labelNames: ['verdict'], registers: r }),
+    overload: new Counter({ name: 'edgeguard_agent_overload_total', help: 'Inference requests refused with 429 (concurrency limit)', registers: r }),
+    inflight: new Gauge({ name: 'edgeguard_agent_inflight', help: 'Inference requests in flight', registers: r }),
+    duration: new Histogram({ name: 'edgeguard_agent_request_duration_seconds', help: 'Request latency', labelNames: ['route'], buckets, registers: r }),
+    stage: new Histogram({ name: 'edgeguard_agent_stage_duration_seconds', help: 'Latency of decoding, each guard stage and the whole pipeline', labelNames: ['stage'], buckets, registers: r }),
+    reviewSealed: new Counter({ name: 'edgeguard_review_sealed_total', help: 'Inputs sealed to the review key and spooled', registers: r }),
+    reviewDropped: new Counter({ name: 'edgeguard_review_dropped_total', help: 'Sealed items dropped (oldest first) to keep the spool within its limits', labelNames: ['reason'], registers: r }),
+    reviewUploaded: new Counter({ name: 'edgeguard_review_uploaded_total', help: 'Sealed items delivered to the control plane', registers: r }),
+    reviewUploadFailures: new Counter({ name: 'edgeguard_review_upload_failures_total', help: 'Failed delivery rounds', registers: r }),
+    spoolItems: new Gauge({ name: 'edgeguard_review_spool_items', help: 'Sealed items waiting in the spool', registers: r }),
+    spoolBytes: new Gauge({ name: 'edgeguard_review_spool_bytes', help: 'Bytes of sealed items waiting in the spool', registers: r }),
+  };
+}

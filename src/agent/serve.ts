@@ -1,0 +1,562 @@
+/**
+ * The agent's inference service (`edgeguard agent serve`): HTTP on loopback or a unix socket
+ * (fastify). `POST /v1/infer` takes a PNG/JPEG image or a tensor as JSON and answers the label,
+ * scores, the guard verdict with its reasons, and timings.
+ *
+ *   - Models come from protected packages, verified and decrypted into memory only
+ *     (loadProtectedModel); the content key comes from a key file or a device-wrapped key and is
+ *     wiped once the sessions exist.
+ *   - Inputs are decoded and processed only in memory (sharp from a buffer); the request body and
+ *     the decoded pixels are wiped after each request. A flagged input leaves the process only
+ *     sealed to the review public key (review.ts).
+ *   - Bounded body size (413), request and inference timeouts (503), a concurrency limit checked
+ *     before the body is read (429 with Retry-After, no queue), graceful shutdown.
+ *   - pino logs (never bodies), /healthz, OpenAPI at /openapi.json, Prometheus at /metrics.
+ */
+import { readFile, unlink, chmod, lstat } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Logger } from 'pino';
+import { EdgeguardError, fsError } from '../errors/index.ts';
+import { parseSealPublicKeyPem, readContentKeyFile, readPublicSigningKey, wipe, type ContentKey } from '../crypto/index.ts';
+import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } from '../inference/index.ts';
+import type { ImagePreprocessing } from '../model/index.ts';
+import { openDeviceKeyStore } from '../keystore/index.ts';
+import { Guard, computeStatistics, guardInputShape, loadedModelClassifier, parseProfile, type GuardImage, type GuardResult, type PlanarShape } from '../guard/index.ts';
+import { FleetClient } from './client.ts';
+import { deviceClient, loadDeviceCredential } from './enroll.ts';
+import type { AgentConfig } from './config.ts';
+import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
+import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
+
+export interface KeyPosture {
+  provider: 'key-file' | 'tpm' | 'software';
+  hardwareBound: boolean;
+  label: string;
+}
+
+export interface AgentRuntime {
+  primary: LoadedModel;
+  ensemble?: LoadedModel;
+  fallback?: LoadedModel;
+  guard: Guard;
+  pre: ImagePreprocessing;
+  shape: PlanarShape;
+  key: KeyPosture;
+  release(): Promise<void>;
+}
+
+async function resolveKey(c: AgentConfig['contentKey']): Promise<{ key: ContentKey; posture: KeyPosture }> {
+  if ('file' in c) return { key: await readContentKeyFile(c.file), posture: { provider: 'key-file', hardwareBound: false, label: 'content key file: not hardware-bound' } };
+  const store = await openDeviceKeyStore(c.device);
+  let text: string;
+  try {
+    text = await readFile(c.wrapped, 'utf8');
+  } catch (e) {
+    throw fsError(e, c.wrapped, 'read the wrapped key');
+  }
+  const key = await store.unwrapContentKey(text);
+  return { key, posture: { provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label } };
+}
+
+/** Load the models (in memory) and build the guard, as the config says. */
+export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntime> {
+  const publicKeys = await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p)));
+  const { key, posture } = await resolveKey(config.contentKey);
+  const loaded = new Map<string, LoadedModel>();
+  try {
+    const load = async (path: string | undefined) => {
+      if (!path) return undefined;
+      let m = loaded.get(path);
+      if (!m) {
+        m = await loadProtectedModel(path, { publicKeys, contentKey: key });
+        loaded.set(path, m);
+      }
+      return m;
+    };
+    const primary = (await load(config.models.primary))!;
+    const ensemble = await load(config.models.ensemble);
+    const fallback = await load(config.models.fallback);
+    const pre = primary.metadata.preprocessing;
+    const shape = guardInputShape(pre, `model ${primary.metadata.name}`);
+    for (const m of [ensemble, fallback]) {
+      if (m && JSON.stringify(m.metadata.inputs[0]?.shape) !== JSON.stringify(primary.metadata.inputs[0]?.shape)) {
+        throw new EdgeguardError('EG_CONFIG', `model ${m.metadata.name} takes input ${JSON.stringify(m.metadata.inputs[0]?.shape)}, unlike the primary's ${JSON.stringify(primary.metadata.inputs[0]?.shape)}; the ensemble and fallback must take the same input.`);
+      }
+    }
+    let profile;
+    if (config.guard.profile) {
+      let bytes: Buffer;
+      try {
+        bytes = await readFile(config.guard.profile);
+      } catch (e) {
+        throw fsError(e, config.guard.profile, 'read the guard profile');
+      }
+      profile = parseProfile(bytes, config.guard.profile);
+    }
+    const guard = new Guard({
+      config: config.guard,
+      profile,
+      primary: loadedModelClassifier(primary),
+      ensemble: ensemble ? loadedModelClassifier(ensemble) : undefined,
+      fallback: fallback ? loadedModelClassifier(fallback) : undefined,
+      shape,
+      labels: primary.metadata.outputs[0]?.labels,
+    });
+    return {
+      primary,
+      ensemble,
+      fallback,
+      guard,
+      pre: pre!,
+      shape,
+      key: posture,
+      release: async () => {
+        for (const m of loaded.values()) await m.release().catch(() => undefined);
+        loaded.clear();
+      },
+    };
+  } catch (e) {
+    for (const m of loaded.values()) await m.release().catch(() => undefined);
+    throw e;
+  } finally {
+    wipe(key.bytes);
+  }
+}
+
+// --- request handling -----------------------------------------------------------------------
+
+const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const JPEG_MAGIC = Buffer.from([0xff, 0xd8, 0xff]);
+
+interface Slot {
+  released: boolean;
+  work?: Promise<unknown>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    egSlot?: Slot;
+  }
+}
+
+export interface InferResponse {
+  requestId: string;
+  verdict: GuardResult['verdict'];
+  label: string | null;
+  index: number | null;
+  confidence: number | null;
+  source: 'primary' | 'fallback' | null;
+  scores: number[] | null;
+  reasons: GuardResult['reasons'];
+  primary: { label: string; confidence: number } | null;
+  review: { queued: boolean; id?: string } | null;
+  model: { name: string; version: number };
+  timings: Record<string, number>;
+}
+
+const reasonSchema = { type: 'object', properties: { stage: { type: 'string' }, code: { type: 'string' }, message: { type: 'string' } } };
+const INFER_RESPONSE_SCHEMA = {
+  type: 'object',
+  properties: {
+    requestId: { type: 'string' },
+    verdict: { type: 'string', enum: ['accept', 'flag', 'reject'] },
+    label: { type: ['string', 'null'] },
+    index: { type: ['integer', 'null'] },
+    confidence: { type: ['number', 'null'] },
+    source: { type: ['string', 'null'], enum: ['primary', 'fallback', null] },
+    scores: { type: ['array', 'null'], items: { type: 'number' } },
+    reasons: { type: 'array', items: reasonSchema },
+    primary: { type: ['object', 'null'], properties: { label: { type: 'string' }, confidence: { type: 'number' } } },
+    review: { type: ['object', 'null'], properties: { queued: { type: 'boolean' }, id: { type: 'string' } } },
+    model: { type: 'object', properties: { name: { type: 'string' }, version: { type: 'integer' } } },
+    timings: { type: 'object', additionalProperties: { type: 'number' } },
+  },
+} as const;
+
+const TENSOR_BODY_SCHEMA = {
+  type: 'object',
+  required: ['tensor'],
+  additionalProperties: false,
+  properties: {
+    tensor: {
+      type: 'object',
+      required: ['dims', 'data'],
+      additionalProperties: false,
+      properties: {
+        dims: { type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1, maxItems: 8 },
+        data: { type: 'array', items: { type: 'number' }, maxItems: 16_777_216 },
+      },
+    },
+  },
+} as const;
+
+/** A planar 0..1 tensor (C x H x W) as the 8-bit interleaved image the guard's statistics read. */
+function tensorImage(data: Float32Array, shape: PlanarShape): GuardImage {
+  const { channels: c, height: h, width: w } = shape;
+  const pixels = new Uint8Array(c * h * w);
+  for (let k = 0; k < c; k++) {
+    for (let i = 0; i < h * w; i++) pixels[i * c + k] = Math.min(255, Math.max(0, Math.round(data[k * h * w + i]! * 255)));
+  }
+  return { pixels, width: w, height: h, channels: c, source: { format: 'tensor', width: w, height: h } };
+}
+
+export interface BuildAgentAppOptions {
+  logger?: Logger;
+  review?: ReviewQueue;
+  metrics?: AgentMetrics;
+}
+
+export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, o: BuildAgentAppOptions = {}): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
+  const metrics = o.metrics ?? createAgentMetrics();
+  const limits = config.limits;
+  const app = Fastify({
+    ...(o.logger ? { loggerInstance: o.logger as FastifyBaseLogger } : { logger: false }),
+    bodyLimit: limits.bodyBytes,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionTimeout: limits.requestTimeoutMs,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  });
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json.` } });
+  });
+  if (config.openapi.enabled) {
+    await app.register(swagger, {
+      openapi: {
+        info: { title: 'edgeguard agent inference API', version: '1', description: 'In-memory inference behind the adversarial-input guard.' },
+        components: {},
+      },
+    });
+  }
+  // Only the three input types are parsed; any other body is refused (415) without being read.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer', bodyLimit: limits.bodyBytes }, (_req, body, done) => done(null, body));
+
+  let inflight = 0;
+  const release = (slot: Slot) => {
+    if (slot.released) return;
+    slot.released = true;
+    inflight--;
+    metrics.inflight.set(inflight);
+  };
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unknown';
+    metrics.requests.inc({ route, status: String(reply.statusCode) });
+    metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+  });
+
+  app.get('/healthz', { schema: { tags: ['service'], summary: 'liveness and what is loaded' } }, async () => ({
+    status: 'ok',
+    models: Object.fromEntries(
+      (['primary', 'ensemble', 'fallback'] as const)
+        .filter((k) => runtime[k])
+        .map((k) => [k, { name: runtime[k]!.metadata.name, version: runtime[k]!.metadata.version, headerSha256: runtime[k]!.provenance.headerSha256 }]),
+    ),
+    key: runtime.key,
+    inflight,
+    review: o.review ? { keyId: o.review.keyId, spooled: o.review.spool.items } : null,
+  }));
+  if (config.metrics.enabled) {
+    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+      void reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+  }
+  if (config.openapi.enabled) app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  const modelInfo = { name: runtime.primary.metadata.name, version: runtime.primary.metadata.version };
+  const tensorDims = [1, runtime.shape.channels, runtime.shape.height, runtime.shape.width];
+
+  async function process(req: FastifyRequest, t0: number): Promise<InferResponse> {
+    const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'image/png' && type !== 'image/jpeg' && type !== 'application/json') {
+      throw new EdgeguardError('EG_UNSUPPORTED_MEDIA_TYPE', 'send the input as image/png, image/jpeg or application/json (a tensor).');
+    }
+    // Everything derived from the input is wiped when the request ends, on every path.
+    const wipeLater: Array<{ fill(v: number): unknown }> = [];
+    try {
+      return await processInput(req, type, t0, wipeLater);
+    } finally {
+      for (const b of wipeLater) b.fill(0);
+    }
+  }
+
+  async function processInput(req: FastifyRequest, type: string, t0: number, wipeLater: Array<{ fill(v: number): unknown }>): Promise<InferResponse> {
+    const timings: Record<string, number> = {};
+    let reviewBytes: () => Buffer;
+    let tensor: Float32Array;
+    let image: GuardImage;
+    if (type === 'image/png' || type === 'image/jpeg') {
+      const input = req.body as Buffer;
+      wipeLater.push(input);
+      reviewBytes = () => input;
+      const magic = type === 'image/png' ? PNG_MAGIC : JPEG_MAGIC;
+      if (input.length < magic.length || !input.subarray(0, magic.length).equals(magic)) {
+        throw new EdgeguardError('EG_INPUT', `the body is not a ${type === 'image/png' ? 'PNG' : 'JPEG'} image (its first bytes do not match ${type}).`);
+      }
+      const decoded = await decodeImage(input, runtime.pre);
+      wipeLater.push(decoded.pixels);
+      image = decoded;
+      tensor = pixelsToTensor(decoded, runtime.pre).data;
+      wipeLater.push(tensor);
+    } else {
+      const body = req.body as { tensor: { dims: number[]; data: number[] } };
+      const { dims, data } = body.tensor;
+      wipeLater.push(data);
+      if (dims.length !== tensorDims.length || dims.some((d, i) => d !== tensorDims[i])) {
+        throw new EdgeguardError('EG_INPUT', `the tensor has dims [${dims.join(',')}]; the model takes [${tensorDims.join(',')}].`);
+      }
+      const n = tensorDims.reduce((a, b) => a * b, 1);
+      if (data.length !== n) throw new EdgeguardError('EG_INPUT', `the tensor has ${data.length} values; dims [${tensorDims.join(',')}] need ${n}.`);
+      const t = new Float32Array(n);
+      wipeLater.push(t);
+      for (let i = 0; i < n; i++) {
+        const v = data[i]!;
+        if (!Number.isFinite(v) || v < 0 || v > 1) throw new EdgeguardError('EG_INPUT', `tensor value ${i} is ${v}; values must be finite and within 0..1 (pixel / 255).`);
+        t[i] = v;
+      }
+      tensor = t;
+      image = tensorImage(t, runtime.shape);
+      wipeLater.push(image.pixels);
+      reviewBytes = () => {
+        const b = Buffer.from(JSON.stringify({ tensor: { dims: tensorDims, data: Array.from(t) } }));
+        wipeLater.push(b);
+        return b;
+      };
+    }
+    timings.decodeMs = performance.now() - t0;
+    metrics.stage.observe({ stage: 'decode' }, timings.decodeMs / 1000);
+    const statistics = computeStatistics(image);
+    const r = await runtime.guard.check({ tensor, statistics });
+    for (const [k, v] of Object.entries(r.timings)) {
+      if (typeof v === 'number') {
+        timings[k] = v;
+        metrics.stage.observe({ stage: k.replace(/Ms$/, '') === 'total' ? 'guard' : k.replace(/Ms$/, '') }, v / 1000);
+      }
+    }
+    metrics.verdicts.inc({ verdict: r.verdict });
+    let review: InferResponse['review'] = null;
+    if (o.review && config.review.verdicts.includes(r.verdict as 'flag' | 'reject')) {
+      try {
+        const { id } = await o.review.submit(
+          {
+            contentType: type === 'image/png' || type === 'image/jpeg' ? type : 'application/json',
+            verdict: r.verdict,
+            reasons: r.reasons,
+            ...(r.answer ? { answer: { source: r.answer.source, label: r.answer.label, confidence: r.answer.confidence } } : {}),
+            ...(r.primary ? { primary: { label: r.primary.label, confidence: r.primary.confidence } } : {}),
+            model: { name: modelInfo.name, version: modelInfo.version, headerSha256: runtime.primary.provenance.headerSha256 },
+          },
+          reviewBytes(),
+        );
+        metrics.reviewSealed.inc();
+        review = { queued: true, id };
+      } catch (e) {
+        req.log.error({ err: e }, 'could not queue the input for review');
+        review = { queued: false };
+      }
+    }
+    timings.totalMs = performance.now() - t0;
+    metrics.stage.observe({ stage: 'total' }, timings.totalMs / 1000);
+    const a = r.answer;
+    return {
+      requestId: req.id,
+      verdict: r.verdict,
+      label: a?.label ?? null,
+      index: a?.index ?? null,
+      confidence: a?.confidence ?? null,
+      source: a?.source ?? null,
+      scores: a?.scores ?? null,
+      reasons: r.reasons,
+      primary: r.primary ? { label: r.primary.label, confidence: r.primary.confidence } : null,
+      review,
+      model: modelInfo,
+      timings,
+    };
+  }
+
+  app.post(
+    '/v1/infer',
+    {
+      schema: {
+        tags: ['inference'],
+        summary: 'classify one input behind the guard',
+        description:
+          'Send image/png or image/jpeg bytes, or application/json {"tensor":{"dims":[1,C,H,W],"data":[...0..1 values]}}. The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 429 when the concurrency limit is reached.',
+        body: {
+          content: {
+            'application/json': { schema: TENSOR_BODY_SCHEMA },
+            'image/png': { schema: {} },
+            'image/jpeg': { schema: {} },
+          },
+        },
+        response: {
+          200: INFER_RESPONSE_SCHEMA,
+          400: ERROR_RESPONSE_SCHEMA,
+          413: ERROR_RESPONSE_SCHEMA,
+          415: ERROR_RESPONSE_SCHEMA,
+          422: ERROR_RESPONSE_SCHEMA,
+          429: ERROR_RESPONSE_SCHEMA,
+          503: ERROR_RESPONSE_SCHEMA,
+        },
+      },
+      // The limit is checked before the body is read, so an overload costs no buffering.
+      onRequest: async (req, reply) => {
+        if (inflight >= limits.concurrency) {
+          metrics.overload.inc();
+          throw new EdgeguardError('EG_OVERLOADED', `the service is at its concurrency limit (${limits.concurrency} requests); retry shortly.`);
+        }
+        inflight++;
+        metrics.inflight.set(inflight);
+        const slot: Slot = { released: false };
+        req.egSlot = slot;
+        // The response is finished or the connection is gone (client abort, request timeout):
+        // a request that never reached its work frees the slot here; one that did, when the work ends.
+        reply.raw.once('close', () => {
+          if (!slot.work) release(slot);
+        });
+      },
+    },
+    async (req) => {
+      const slot = req.egSlot!;
+      const t0 = performance.now();
+      const work = process(req, t0);
+      slot.work = work;
+      // The slot is held until the work really ends, even after a timeout answer.
+      work.then(
+        () => release(slot),
+        () => release(slot),
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new EdgeguardError('EG_TIMEOUT', `the inference took longer than limits.inferenceTimeoutMs (${limits.inferenceTimeoutMs} ms).`)), limits.inferenceTimeoutMs);
+      });
+      try {
+        return await Promise.race([work, timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  );
+  return { app, metrics };
+}
+
+export interface RunningAgent {
+  app: FastifyInstance;
+  runtime: AgentRuntime;
+  metrics: AgentMetrics;
+  review?: ReviewQueue;
+  /** http://127.0.0.1:PORT, or unix:PATH */
+  url: string;
+  port?: number;
+  socket?: string;
+  close(): Promise<void>;
+}
+
+export interface StartAgentOptions {
+  logger?: Logger;
+  /** Override the review sink (tests); by default the control plane from `upload`, if configured. */
+  reviewSink?: ReviewSink;
+}
+
+async function reviewSinkFromConfig(config: AgentConfig): Promise<ReviewSink | undefined> {
+  const u = config.upload;
+  if (!u) return undefined;
+  if ('device' in u) return fleetReviewSink(deviceClient(await loadDeviceCredential(u.device)));
+  const read = async (p: string, what: string) => {
+    try {
+      return await readFile(p, 'utf8');
+    } catch (e) {
+      throw fsError(e, p, `read ${what}`);
+    }
+  };
+  const client = new FleetClient({ server: u.server, ca: await read(u.ca, 'the fleet CA'), cert: await read(u.cert, 'the device certificate'), key: await read(u.key, 'the device key'), timeoutMs: 15_000 });
+  return fleetReviewSink(client);
+}
+
+/** Load everything, listen, and return a handle whose close() shuts down gracefully. */
+export async function startAgent(config: AgentConfig, o: StartAgentOptions = {}): Promise<RunningAgent> {
+  const metrics = createAgentMetrics();
+  let review: ReviewQueue | undefined;
+  if (config.review.enabled) {
+    let pem: string;
+    try {
+      pem = await readFile(config.review.publicKey!, 'utf8');
+    } catch (e) {
+      throw fsError(e, config.review.publicKey!, 'read the review public key');
+    }
+    review = await ReviewQueue.open({
+      publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
+      dir: config.review.spool.dir,
+      maxItems: config.review.spool.maxItems,
+      maxBytes: config.review.spool.maxBytes,
+      sink: o.reviewSink ?? (await reviewSinkFromConfig(config)),
+      intervalMs: config.upload?.intervalMs,
+      log: o.logger,
+      events: {
+        dropped: (_e, reason) => metrics.reviewDropped.inc({ reason }),
+        changed: (items, bytes) => {
+          metrics.spoolItems.set(items);
+          metrics.spoolBytes.set(bytes);
+        },
+        uploaded: () => metrics.reviewUploaded.inc(),
+        uploadFailed: () => metrics.reviewUploadFailures.inc(),
+      },
+    });
+  }
+  let runtime: AgentRuntime;
+  try {
+    runtime = await loadAgentRuntime(config);
+  } catch (e) {
+    await review?.close();
+    throw e;
+  }
+  const { app } = await buildAgentApp(config, runtime, { logger: o.logger, review, metrics });
+  let url: string;
+  let port: number | undefined;
+  const socket = config.listen.socket;
+  try {
+    if (socket) {
+      const st = await lstat(socket).catch(() => undefined);
+      if (st?.isSocket()) await unlink(socket);
+      else if (st) throw new EdgeguardError('EG_EXISTS', `${socket} exists and is not a socket; choose another listen.socket path.`);
+      await app.listen({ path: socket });
+      await chmod(socket, 0o660);
+      url = `unix:${socket}`;
+    } else {
+      await app.listen({ host: config.listen.host, port: config.listen.port });
+      port = (app.server.address() as AddressInfo).port;
+      const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+      url = `http://${host}:${port}`;
+    }
+  } catch (e) {
+    await app.close().catch(() => undefined);
+    await runtime.release();
+    await review?.close();
+    if (e instanceof EdgeguardError) throw e;
+    throw new EdgeguardError('EG_IO', `could not listen on ${socket ?? `${config.listen.host}:${config.listen.port}`} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}).`, { cause: e });
+  }
+  review?.start();
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      const force = setTimeout(() => app.server.closeAllConnections(), config.limits.shutdownGraceMs);
+      force.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+        await review?.close();
+        await runtime.release();
+        if (socket) await unlink(socket).catch(() => undefined);
+      }
+    })();
+    return closing;
+  };
+  return { app, runtime, metrics, review, url, ...(port !== undefined ? { port } : {}), ...(socket ? { socket } : {}), close };
+}

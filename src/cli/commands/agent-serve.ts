@@ -1,0 +1,49 @@
+/** `edgeguard agent serve --config agent.yaml`: the inference service behind the guard. */
+import { Command } from 'commander';
+import pino from 'pino';
+import { loadAgentConfig } from '../../agent/config.ts';
+import { startAgent } from '../../agent/serve.ts';
+import { Output, globalOptions } from '../output.ts';
+
+function group(program: Command, name: string, description: string): Command {
+  return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
+}
+
+export function registerAgentServeCommand(program: Command): void {
+  const agent = group(program, 'agent', 'the device agent');
+  agent
+    .command('serve')
+    .description('serve in-memory inference behind the adversarial-input guard (HTTP on loopback or a unix socket)')
+    .requiredOption('--config <file>', 'agent.yaml (see the README, "Inference service")')
+    .option('--check', 'load the config, the models and the guard, then exit without listening')
+    .action(async (opts: { config: string; check?: boolean }, cmd: Command) => {
+      const g = globalOptions(cmd);
+      const out = new Output(g);
+      const config = await loadAgentConfig(opts.config);
+      if (opts.check) {
+        const { loadAgentRuntime } = await import('../../agent/serve.ts');
+        const rt = await loadAgentRuntime(config);
+        const models = { primary: rt.primary.metadata.name, ensemble: rt.ensemble?.metadata.name ?? null, fallback: rt.fallback?.metadata.name ?? null };
+        await rt.release();
+        out.result({ ok: true, models, key: rt.key }, [`config OK: primary ${models.primary}, ensemble ${models.ensemble ?? '-'}, fallback ${models.fallback ?? '-'}; key: ${rt.key.label}`]);
+        return;
+      }
+      // Logs go to stderr (JSON lines, pino); request and response bodies are never logged.
+      const logger = pino({ level: g.debug ? 'debug' : config.log.level, base: { service: 'edgeguard-agent' } }, pino.destination(2));
+      const running = await startAgent(config, { logger });
+      logger.info({ url: running.url, key: running.runtime.key.label, review: running.review ? running.review.keyId : null }, 'inference service listening');
+      out.info(`edgeguard agent serving on ${running.url} (POST /v1/infer, /healthz, /metrics, /openapi.json); Ctrl-C to stop`);
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, 'shutting down: finishing requests in flight');
+          running.close().then(resolve, (e) => {
+            logger.error({ err: e }, 'shutdown failed');
+            resolve();
+          });
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+      out.result({ ok: true, stopped: true }, 'stopped');
+    });
+}

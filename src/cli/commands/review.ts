@@ -1,0 +1,255 @@
+/**
+ * `edgeguard review ...`: the operator's side of the review queue. Items are sealed on devices to
+ * the review public key; only here, with the review private key, are they opened.
+ *
+ *   review keygen -o review             review.key (PKCS#8, 0600) + review.pub (SPKI)
+ *   review list  --dir DIR [--key K]    items in a directory of *.egr (a spool copy or an export)
+ *   review show  ID --dir DIR --key K [--out FILE]
+ *   review label ID LABEL --dir DIR --key K [--by NAME] [--note TEXT]   appends to DIR/labels.jsonl
+ *   review fetch --server URL --cert admin.crt --key admin.key --ca fleet-ca.pem --out DIR
+ *                                       download the sealed items the control plane received
+ */
+import { Command } from 'commander';
+import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { encodeSealPrivateKeyPem, encodeSealPublicKeyPem, generateSealKeyPair, parseSealPrivateKeyPem, writePrivateFile, assertPrivateFileMode } from '../../crypto/index.ts';
+import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { openReviewItem, parseReviewItem, reviewKeyId, type ReviewHeader, type ReviewMetadata } from '../../agent/review-item.ts';
+import { spoolFileName } from '../../agent/review-spool.ts';
+import { FleetClient } from '../../agent/client.ts';
+import { mkdir } from 'node:fs/promises';
+import { Output, globalOptions } from '../output.ts';
+
+function group(program: Command, name: string, description: string): Command {
+  return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
+}
+
+async function readPrivateKey(path: string): Promise<KeyObject> {
+  await assertPrivateFileMode(path);
+  let pem: string;
+  try {
+    pem = await readFile(path, 'utf8');
+  } catch (e) {
+    throw fsError(e, path, 'read the review private key');
+  }
+  return parseSealPrivateKeyPem(pem, path);
+}
+
+interface Listed {
+  file: string;
+  header: ReviewHeader;
+}
+
+async function listItems(dir: string): Promise<Listed[]> {
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((n) => n.endsWith('.egr')).sort();
+  } catch (e) {
+    throw fsError(e, dir, 'read the review directory');
+  }
+  const out: Listed[] = [];
+  for (const n of names) {
+    const file = join(dir, n);
+    const bytes = await readFile(file).catch((e) => {
+      throw fsError(e, file, 'read the review item');
+    });
+    out.push({ file, header: parseReviewItem(bytes, file) });
+  }
+  return out;
+}
+
+async function findItem(dir: string, id: string): Promise<Listed> {
+  if (!/^[0-9a-f]{4,32}$/.test(id)) throw new EdgeguardError('EG_USAGE', `"${id}" is not an item id (4 to 32 hex digits; see \`edgeguard review list\`).`);
+  const matches = (await listItems(dir)).filter((l) => l.header.id.startsWith(id));
+  if (matches.length === 0) throw new EdgeguardError('EG_NOT_FOUND', `no review item ${id} in ${dir}.`);
+  if (matches.length > 1) throw new EdgeguardError('EG_USAGE', `${id} matches ${matches.length} items; give more digits.`);
+  return matches[0]!;
+}
+
+interface LabelRecord {
+  id: string;
+  label: string;
+  by?: string;
+  note?: string;
+  at: string;
+}
+
+async function readLabels(dir: string): Promise<Map<string, LabelRecord>> {
+  const text = await readFile(join(dir, 'labels.jsonl'), 'utf8').catch(() => '');
+  const m = new Map<string, LabelRecord>();
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const r = JSON.parse(line) as LabelRecord;
+      if (typeof r.id === 'string' && typeof r.label === 'string') m.set(r.id, r);
+    } catch {
+      // a torn last line: ignore
+    }
+  }
+  return m;
+}
+
+function summary(m: ReviewMetadata): string {
+  const reasons = m.reasons.map((r) => r.code).join(', ') || '-';
+  const answer = m.answer ? `${m.answer.label} (${m.answer.source}, ${m.answer.confidence.toFixed(3)})` : '-';
+  return `${m.verdict} [${reasons}] answer ${answer}`;
+}
+
+export function registerReviewCommands(program: Command): void {
+  const review = group(program, 'review', 'the human-review queue: keys, and flagged inputs opened with the review private key');
+
+  review
+    .command('keygen')
+    .description('make the review key pair: PREFIX.key (X25519 PKCS#8, mode 0600, stays with operators) and PREFIX.pub (for agent.yaml review.publicKey)')
+    .requiredOption('-o, --out <prefix>', 'output prefix, e.g. review')
+    .action(async (opts: { out: string }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const pair = generateSealKeyPair();
+      await writePrivateFile(`${opts.out}.key`, encodeSealPrivateKeyPem(pair.privateKey));
+      try {
+        await writeFile(`${opts.out}.pub`, encodeSealPublicKeyPem(pair.publicKey), { flag: 'wx' });
+      } catch (e) {
+        throw fsError(e, `${opts.out}.pub`, 'write the review public key');
+      }
+      const keyId = reviewKeyId(pair.publicKey);
+      out.result({ ok: true, keyId, privateKey: `${opts.out}.key`, publicKey: `${opts.out}.pub` }, [`review key ${keyId}: ${opts.out}.key (keep it off devices), ${opts.out}.pub (put it in agent.yaml review.publicKey)`]);
+    });
+
+  review
+    .command('list')
+    .description('list sealed items in a directory (a copy of a device spool or an export); with --key, open each and show the findings')
+    .requiredOption('--dir <dir>', 'directory of *.egr items')
+    .option('--key <file>', 'review private key (review.key)')
+    .action(async (opts: { dir: string; key?: string }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const key = opts.key ? await readPrivateKey(opts.key) : undefined;
+      const labels = await readLabels(opts.dir);
+      const rows = [];
+      for (const l of await listItems(opts.dir)) {
+        const row: Record<string, unknown> = { id: l.header.id, created: new Date(l.header.createdMs).toISOString(), keyId: l.header.recipientKeyId, bytes: l.header.ciphertext.length, label: labels.get(l.header.id)?.label ?? null };
+        if (key) {
+          const opened = openReviewItem(await readFile(l.file), key, l.file);
+          row.metadata = opened.metadata;
+          row.inputBytes = opened.input.length;
+          opened.input.fill(0);
+        }
+        rows.push(row);
+      }
+      out.result(
+        { ok: true, items: rows },
+        rows.length === 0
+          ? ['no review items']
+          : rows.map((r) => `${String(r.id)}  ${String(r.created)}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`),
+      );
+    });
+
+  review
+    .command('show')
+    .description('open one item with the review private key: the guard findings, and the input (written only with --out)')
+    .argument('<id>', 'item id or a unique prefix')
+    .requiredOption('--dir <dir>', 'directory of *.egr items')
+    .requiredOption('--key <file>', 'review private key (review.key)')
+    .option('--out <file>', 'write the decrypted input here (operator machine only)')
+    .action(async (id: string, opts: { dir: string; key: string; out?: string }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const key = await readPrivateKey(opts.key);
+      const item = await findItem(opts.dir, id);
+      const opened = openReviewItem(await readFile(item.file), key, item.file);
+      try {
+        if (opts.out) await writePrivateFile(opts.out, opened.input);
+        const label = (await readLabels(opts.dir)).get(opened.header.id) ?? null;
+        out.result({ ok: true, id: opened.header.id, metadata: opened.metadata, inputBytes: opened.input.length, inputWritten: opts.out ?? null, label }, [
+          `item ${opened.header.id} (${opened.metadata.createdAt}, ${opened.metadata.contentType}, ${opened.input.length} bytes)`,
+          `verdict: ${summary(opened.metadata)}`,
+          ...opened.metadata.reasons.map((r) => `  - ${r.stage}: ${r.message}`),
+          ...(opened.metadata.primary ? [`primary model said ${opened.metadata.primary.label} (${opened.metadata.primary.confidence.toFixed(3)})`] : []),
+          ...(opts.out ? [`input written to ${opts.out} (mode 0600)`] : []),
+          ...(label ? [`label: ${label.label}${label.by ? ` by ${label.by}` : ''} at ${label.at}`] : []),
+        ]);
+      } finally {
+        opened.input.fill(0);
+      }
+    });
+
+  review
+    .command('label')
+    .description('record the true label of an item (opened first, so only real items are labelled); appends to DIR/labels.jsonl')
+    .argument('<id>', 'item id or a unique prefix')
+    .argument('<label>', 'the correct label, e.g. 7')
+    .requiredOption('--dir <dir>', 'directory of *.egr items')
+    .requiredOption('--key <file>', 'review private key (review.key)')
+    .option('--by <name>', 'who labelled it')
+    .option('--note <text>', 'a note')
+    .action(async (id: string, label: string, opts: { dir: string; key: string; by?: string; note?: string }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      if (!/^[\w .:-]{1,64}$/.test(label)) throw new EdgeguardError('EG_USAGE', 'a label is 1 to 64 letters, digits, spaces, dots, colons, dashes or underscores.');
+      const key = await readPrivateKey(opts.key);
+      const item = await findItem(opts.dir, id);
+      const opened = openReviewItem(await readFile(item.file), key, item.file);
+      opened.input.fill(0);
+      const record: LabelRecord = { id: opened.header.id, label, ...(opts.by ? { by: opts.by } : {}), ...(opts.note ? { note: opts.note } : {}), at: new Date().toISOString() };
+      try {
+        await appendFile(join(opts.dir, 'labels.jsonl'), JSON.stringify(record) + '\n', { mode: 0o600 });
+      } catch (e) {
+        throw fsError(e, join(opts.dir, 'labels.jsonl'), 'append to');
+      }
+      out.result({ ok: true, ...record, previous: opened.metadata.answer ?? null }, `labelled ${record.id} as ${label} (the device answered ${opened.metadata.answer?.label ?? 'nothing'})`);
+    });
+
+  review
+    .command('fetch')
+    .description('download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label')
+    .option('--server <url>', 'control plane URL, https://HOST:PORT (or $EDGEGUARD_SERVER)')
+    .option('--cert <file>', 'admin client certificate (or $EDGEGUARD_CERT)')
+    .option('--key <file>', 'admin client key (or $EDGEGUARD_KEY); not the review key')
+    .option('--ca <file>', 'fleet CA to pin (or $EDGEGUARD_CA)')
+    .requiredOption('--out <dir>', 'directory for the *.egr items')
+    .action(async (opts: { server?: string; cert?: string; key?: string; ca?: string; out: string }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const pick = async (v: string | undefined, env: string, what: string, file: boolean) => {
+        const x = v ?? process.env[env];
+        if (!x) throw new EdgeguardError('EG_USAGE', `missing --${what} (or $${env}).`);
+        if (!file) return x;
+        try {
+          return await readFile(x, 'utf8');
+        } catch (e) {
+          throw fsError(e, x, `read the ${what} file`);
+        }
+      };
+      const client = new FleetClient({
+        server: await pick(opts.server, 'EDGEGUARD_SERVER', 'server', false),
+        cert: await pick(opts.cert, 'EDGEGUARD_CERT', 'cert', true),
+        key: await pick(opts.key, 'EDGEGUARD_KEY', 'key', true),
+        ca: await pick(opts.ca, 'EDGEGUARD_CA', 'ca', true),
+      });
+      try {
+        await mkdir(opts.out, { recursive: true, mode: 0o700 });
+        const have = new Set((await readdir(opts.out)).filter((n) => n.endsWith('.egr')));
+        let after: string | undefined;
+        let fetched = 0;
+        let skipped = 0;
+        for (;;) {
+          const page = await client.call<{ items: Array<{ id: string; createdMs: number }> }>('GET', `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`);
+          const items = page.body.items;
+          if (items.length === 0) break;
+          for (const it of items) {
+            const name = spoolFileName(it.createdMs, it.id);
+            after = it.id;
+            if (have.has(name)) {
+              skipped++;
+              continue;
+            }
+            const r = await client.call<{ id: string; item: string }>('GET', `/v1/review/items/${it.id}`);
+            const bytes = Buffer.from(r.body.item, 'base64');
+            parseReviewItem(bytes, `item ${it.id} from the server`);
+            await writeFile(join(opts.out, name), bytes, { mode: 0o600 });
+            fetched++;
+          }
+        }
+        out.result({ ok: true, fetched, skipped, dir: opts.out }, `fetched ${fetched} sealed items into ${opts.out} (${skipped} already there); open them with \`edgeguard review list --dir ${opts.out} --key review.key\``);
+      } finally {
+        client.close();
+      }
+    });
+}

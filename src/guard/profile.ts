@@ -1,0 +1,163 @@
+/**
+ * The calibrated input profile (profile.json): per-statistic bounds learned from legitimate
+ * inputs at a chosen false-positive rate, the accepted dimensions and formats, and the feature-
+ * squeezing threshold. It is outside input to the device (it arrives with a model), so it is
+ * parsed strictly: bounded size, a fixed schema (zod, unknown keys refused), finite numbers,
+ * min <= max. The layout is documented in docs/formats.md ("Guard profile").
+ */
+import { z } from 'zod';
+import { EdgeguardError } from '../errors/index.ts';
+import { NUMERIC_STATISTICS, type InputStatistics, type NumericStatistic } from './stats.ts';
+
+export const PROFILE_KIND = 'edgeguard-guard-profile';
+export const PROFILE_VERSION = 1;
+export const MAX_PROFILE_BYTES = 64 * 1024;
+
+const finite = z.number().finite();
+const rate = z.number().min(0).max(1);
+
+const boundsSchema = z
+  .object({ min: finite, max: finite })
+  .strict()
+  .refine((b) => b.min <= b.max, { message: 'min must not exceed max' });
+
+const statisticsShape = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, boundsSchema])) as Record<NumericStatistic, typeof boundsSchema>;
+
+export const profileSchema = z
+  .object({
+    kind: z.literal(PROFILE_KIND),
+    version: z.literal(PROFILE_VERSION),
+    createdAt: z.string().max(64),
+    /** Which model it was calibrated for (informational; the guard config binds them). */
+    model: z
+      .object({ name: z.string().max(128), version: z.number().int().min(0).optional(), sha256: z.string().regex(/^[0-9a-f]{64}$/).optional() })
+      .strict()
+      .optional(),
+    samples: z.number().int().min(1).max(100_000_000),
+    validation: z
+      .object({
+        /** Target false-positive rate of the whole validation stage on the calibration set. */
+        fpr: z.number().gt(0).lt(1),
+        /** Tail mass cut from each side of each statistic to reach that rate. */
+        tail: rate,
+        statistics: z.object(statisticsShape).strict(),
+        dimensions: z
+          .object({
+            minWidth: z.number().int().min(1).max(1_000_000),
+            maxWidth: z.number().int().min(1).max(1_000_000),
+            minHeight: z.number().int().min(1).max(1_000_000),
+            maxHeight: z.number().int().min(1).max(1_000_000),
+          })
+          .strict()
+          .refine((d) => d.minWidth <= d.maxWidth && d.minHeight <= d.maxHeight, { message: 'minimum dimensions must not exceed maximum' }),
+        formats: z.array(z.string().regex(/^[a-z0-9]{1,16}$/)).min(1).max(16),
+        /** Measured rejection rate on the calibration set. */
+        measuredFpr: rate,
+      })
+      .strict(),
+    squeeze: z
+      .object({
+        fpr: z.number().gt(0).lt(1),
+        bitDepth: z.number().int().min(1).max(16),
+        medianSize: z.number().int().min(1).max(9),
+        /** L1 distance above which an input is flagged (0..2). */
+        threshold: z.number().min(0).max(2),
+        measuredFpr: rate,
+      })
+      .strict()
+      .optional(),
+    /** Rates of the fixed-threshold stages on the calibration set, for planning the total FPR. */
+    observed: z
+      .object({ lowConfidenceRate: rate.optional(), confidenceThreshold: rate.optional(), ensembleDisagreementRate: rate.optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export type GuardProfile = z.infer<typeof profileSchema>;
+
+/** Parse profile.json bytes or text; any defect is EG_FORMAT with the first problem named. */
+export function parseProfile(input: Uint8Array | string, where = 'the guard profile'): GuardProfile {
+  const size = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength;
+  if (size > MAX_PROFILE_BYTES) {
+    throw new EdgeguardError('EG_FORMAT', `${where} is ${size} bytes, more than the ${MAX_PROFILE_BYTES} allowed; it is not a profile written by edgeguard guard calibrate.`);
+  }
+  let text: string;
+  try {
+    text = typeof input === 'string' ? input : new TextDecoder('utf-8', { fatal: true }).decode(input);
+  } catch (e) {
+    throw new EdgeguardError('EG_FORMAT', `${where} is not valid UTF-8; regenerate it with edgeguard guard calibrate.`, { cause: e });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new EdgeguardError('EG_FORMAT', `${where} is not valid JSON; regenerate it with edgeguard guard calibrate.`, { cause: e });
+  }
+  const r = profileSchema.safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new EdgeguardError('EG_FORMAT', `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`);
+  }
+  return r.data;
+}
+
+export function serializeProfile(p: GuardProfile): string {
+  return JSON.stringify(profileSchema.parse(p), null, 2) + '\n';
+}
+
+export interface StatisticViolation {
+  statistic: NumericStatistic | 'dimensions' | 'format';
+  value: number | string;
+  /** The accepted range (numbers) or set (format). */
+  expected: string;
+}
+
+export interface ValidationOutcome {
+  passed: boolean;
+  /**
+   * A continuous anomaly score: max over statistics of the distance outside [min, max] in units
+   * of the range width (negative inside the bounds, > 0 means rejected); 1e6 for a dimension or
+   * format violation. Used for ROC curves; `passed` is score <= 0 and no categorical violation.
+   */
+  score: number;
+  violations: StatisticViolation[];
+}
+
+export interface ValidationChecks {
+  dimensions: boolean;
+  format: boolean;
+}
+
+const CATEGORICAL_SCORE = 1e6;
+
+/** Check one input's statistics against the profile's bounds. */
+export function validateStatistics(stats: InputStatistics, profile: GuardProfile, checks: ValidationChecks = { dimensions: true, format: true }): ValidationOutcome {
+  const v = profile.validation;
+  const violations: StatisticViolation[] = [];
+  let score = -Infinity;
+  for (const name of NUMERIC_STATISTICS) {
+    const b = v.statistics[name];
+    const value = stats[name];
+    const width = Math.max(b.max - b.min, 1e-9);
+    const s = Number.isFinite(value) ? Math.max(b.min - value, value - b.max) / width : CATEGORICAL_SCORE;
+    score = Math.max(score, s);
+    if (!(value >= b.min && value <= b.max)) violations.push({ statistic: name, value, expected: `${fmt(b.min)}..${fmt(b.max)}` });
+  }
+  if (checks.dimensions) {
+    const d = v.dimensions;
+    if (stats.width < d.minWidth || stats.width > d.maxWidth || stats.height < d.minHeight || stats.height > d.maxHeight) {
+      violations.push({ statistic: 'dimensions', value: `${stats.width}x${stats.height}`, expected: `${d.minWidth}..${d.maxWidth} x ${d.minHeight}..${d.maxHeight}` });
+      score = CATEGORICAL_SCORE;
+    }
+  }
+  if (checks.format && !v.formats.includes(stats.format)) {
+    violations.push({ statistic: 'format', value: stats.format, expected: v.formats.join(', ') });
+    score = CATEGORICAL_SCORE;
+  }
+  return { passed: violations.length === 0, score, violations };
+}
+
+function fmt(n: number): string {
+  return Number(n.toPrecision(4)).toString();
+}

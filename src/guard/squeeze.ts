@@ -1,0 +1,97 @@
+/**
+ * Feature squeezing (Xu, Evans, Qi, "Feature Squeezing: Detecting Adversarial Examples in Deep
+ * Neural Networks", NDSS 2018, sections III and V): compare the model's softmax on the input with
+ * its softmax on squeezed copies. Legitimate inputs barely move; adversarial perturbations, which
+ * live in the bits and pixels a squeezer removes, move a lot.
+ *
+ *   - bit-depth reduction to b bits: x -> round(x * (2^b - 1)) / (2^b - 1)  (section III-A)
+ *   - median smoothing with a k x k window, reflect padding               (section III-B)
+ *   - score = max over squeezers of || softmax(x) - softmax(squeeze(x)) ||_1, in 0..2 (section V-A)
+ *
+ * Inputs are model tensors on the 0..1 scale, planar (NCHW without the batch dimension).
+ */
+import type { Classifier } from './classifier.ts';
+
+export interface PlanarShape {
+  channels: number;
+  height: number;
+  width: number;
+}
+
+/** Bit-depth reduction of every value to `bits` bits (values clamped to 0..1 first). */
+export function reduceBitDepth(x: Float32Array, bits: number): Float32Array {
+  if (!Number.isInteger(bits) || bits < 1 || bits > 16) throw new RangeError('bits must be an integer in 1..16');
+  const levels = 2 ** bits - 1;
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = Math.min(1, Math.max(0, x[i]!));
+    out[i] = Math.round(v * levels) / levels;
+  }
+  return out;
+}
+
+/** Reflect (d c b a | a b c d | d c b a) an index into 0..n-1. */
+function reflect(i: number, n: number): number {
+  const period = 2 * n;
+  let m = ((i % period) + period) % period;
+  if (m >= n) m = period - 1 - m;
+  return m;
+}
+
+/**
+ * k x k median filter per channel with reflect padding. For even k the window is anchored as in
+ * scipy.ndimage.median_filter (the paper's implementation): rows y - k/2 .. y + k/2 - 1, and the
+ * value taken is the element of rank floor(k*k/2) (the upper median), so a 2x2 window looks at
+ * (y-1..y, x-1..x) and returns the third smallest of its four values.
+ */
+export function medianFilter(x: Float32Array, shape: PlanarShape, k: number): Float32Array {
+  const { channels: c, height: h, width: w } = shape;
+  if (x.length !== c * h * w) throw new RangeError(`expected ${c * h * w} values, got ${x.length}`);
+  if (!Number.isInteger(k) || k < 1 || k > 9) throw new RangeError('median window must be an integer in 1..9');
+  const out = new Float32Array(x.length);
+  const half = Math.floor(k / 2);
+  const window = new Float64Array(k * k);
+  const rank = Math.floor((k * k) / 2);
+  for (let ch = 0; ch < c; ch++) {
+    const base = ch * h * w;
+    for (let y = 0; y < h; y++) {
+      for (let xx = 0; xx < w; xx++) {
+        let n = 0;
+        for (let dy = 0; dy < k; dy++) {
+          const yy = reflect(y - half + dy, h);
+          for (let dx = 0; dx < k; dx++) window[n++] = x[base + yy * w + reflect(xx - half + dx, w)]!;
+        }
+        window.sort();
+        out[base + y * w + xx] = window[rank]!;
+      }
+    }
+  }
+  return out;
+}
+
+export function l1Distance(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new RangeError('probability vectors differ in length');
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d += Math.abs(a[i]! - b[i]!);
+  return d;
+}
+
+export interface SqueezeSettings {
+  bitDepth: number;
+  medianSize: number;
+}
+
+export interface SqueezeScore {
+  /** max of the two distances, 0..2. */
+  score: number;
+  bitDepth: number;
+  median: number;
+}
+
+/** The joint squeezing score of `x`, given the classifier's probabilities on x itself. */
+export async function squeezeScore(classify: Classifier, x: Float32Array, probabilities: ArrayLike<number>, shape: PlanarShape, s: SqueezeSettings): Promise<SqueezeScore> {
+  const [pBits, pMedian] = await Promise.all([classify(reduceBitDepth(x, s.bitDepth)), classify(medianFilter(x, shape, s.medianSize))]);
+  const bitDepth = l1Distance(probabilities, pBits);
+  const median = l1Distance(probabilities, pMedian);
+  return { score: Math.max(bitDepth, median), bitDepth, median };
+}

@@ -1,0 +1,147 @@
+/**
+ * The control-plane HTTPS server: fastify over TLS 1.3 with a server certificate issued at start
+ * by the fleet's issuing CA (key in memory only), client certificates requested on every
+ * connection and checked per route (auth.ts), JSON bodies validated against the protocol's
+ * schemas, OpenAPI at /docs, Prometheus metrics at /metrics (admin only), pino logs.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { Logger } from 'pino';
+import { FleetCa } from '../pki/index.ts';
+import type { Store } from '../store/index.ts';
+import type { EkTrustStore } from '../attest/index.ts';
+import { makeAuthenticator, type Requirement } from './auth.ts';
+import { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './context.ts';
+import { EnrollmentService } from './enrollment.ts';
+import { errorHandler } from './errors.ts';
+import { createMetrics } from './metrics.ts';
+import { registeredServerPlugins, type ServerPlugin } from './plugins.ts';
+import { publicRoutes } from './routes/public.ts';
+import { enrollRoutes } from './routes/enroll.ts';
+import { deviceRoutes } from './routes/devices.ts';
+
+export interface BuildServerOptions {
+  store: Store;
+  ca: FleetCa;
+  ekTrust: EkTrustStore;
+  policy?: Partial<ServerPolicy>;
+  /** Names the server certificate covers (default: localhost, 127.0.0.1, ::1). */
+  hostnames?: string[];
+  /** A pino logger, or false for none (tests). */
+  logger?: Logger | false;
+  /** Extra plugins besides those registered with registerServerPlugin. */
+  plugins?: ServerPlugin[];
+  /** Include plugins registered globally (default true). */
+  registeredPlugins?: boolean;
+}
+
+export interface BuiltServer {
+  app: FastifyInstance;
+  ctx: ControlPlaneContext;
+  enrollment: EnrollmentService;
+}
+
+const CRL_MAX_AGE_MS = 5 * 60 * 1000;
+
+export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer> {
+  const hostnames = opts.hostnames ?? ['localhost', '127.0.0.1', '::1'];
+  const serverKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const serverCert = await opts.ca.issueServerCertificate({ hostnames, publicKey: serverKey.publicKey.export({ type: 'spki', format: 'der' }) });
+
+  const fastifyOpts: FastifyServerOptions & { https: Record<string, unknown> } = {
+    https: {
+      key: serverKey.privateKey.export({ type: 'pkcs8', format: 'pem' }),
+      cert: serverCert.chainPem,
+      ca: [opts.ca.rootPem, opts.ca.issuingPem],
+      requestCert: true,
+      // Verified per route instead (auth.ts): the enrollment routes must accept certificate-less clients.
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.3',
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    bodyLimit: 64 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    keepAliveTimeout: 30_000,
+  };
+  const app = Fastify({ ...fastifyOpts, ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }) } as FastifyServerOptions) as unknown as FastifyInstance;
+
+  const { registry, metrics } = createMetrics(opts.store);
+  const authenticate = makeAuthenticator(opts.store, metrics);
+  const guard = (need: Requirement) => async (req: Parameters<typeof authenticate>[0]) => {
+    await authenticate(req, need);
+  };
+  let crlCache: { der: Buffer; at: number } | undefined;
+  const ctx: ControlPlaneContext = {
+    store: opts.store,
+    ca: opts.ca,
+    ekTrust: opts.ekTrust,
+    policy: { ...DEFAULT_POLICY, ...opts.policy },
+    metrics,
+    registry,
+    log: app.log,
+    requireDevice: guard('device'),
+    requireAdmin: guard('admin'),
+    requireDeviceOrAdmin: guard('device-or-admin'),
+    crlChanged: () => {
+      crlCache = undefined;
+    },
+  };
+  const crl = {
+    async der(): Promise<Buffer> {
+      if (crlCache && Date.now() - crlCache.at < CRL_MAX_AGE_MS) return crlCache.der;
+      const revoked = await ctx.store.revokedCertificates();
+      const list = await ctx.ca.createCrl(revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: r.revocation_reason })));
+      crlCache = { der: Buffer.from(list.rawData), at: Date.now() };
+      return crlCache.der;
+    },
+  };
+  const enrollment = new EnrollmentService(ctx);
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /docs.` } });
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions?.url ?? 'unmatched';
+    metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(rateLimit, {
+    global: false,
+    errorResponseBuilder: (_req, c) => ({ statusCode: 429, error: { code: 'EG_RATE_LIMITED', message: `too many enrollment requests; retry in ${Math.ceil(c.ttl / 1000)} s.` } }),
+  });
+  // OpenAPI 3.1 for the mutualTLS security scheme type (the plugin's types know only 3.0's).
+  const openapi = {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'edgeguard control plane', version: '1', description: 'Fleet PKI, TPM-proven device enrollment and device management. Routes that list no security requirement (health, docs, CA, CRL, enrollment, public audit reads) need no client certificate; every other route needs one issued by the fleet CA.' },
+      components: {
+        securitySchemes: {
+          deviceCertificate: { type: 'mutualTLS', description: 'A device certificate (OU=device) issued at enrollment.' },
+          adminCertificate: { type: 'mutualTLS', description: 'An admin certificate (OU=admin) from `edgeguard admin cert`.' },
+        },
+      },
+    },
+  } as unknown as Parameters<typeof swagger>[1];
+  await app.register(swagger, openapi);
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  await publicRoutes(app, ctx, crl);
+  await enrollRoutes(app, ctx, enrollment);
+  await deviceRoutes(app, ctx, enrollment);
+
+  const plugins = [...(opts.registeredPlugins === false ? [] : registeredServerPlugins()), ...(opts.plugins ?? [])];
+  const seen = new Set<string>();
+  for (const p of plugins) {
+    if (seen.has(p.name)) continue;
+    seen.add(p.name);
+    await p.register(app, ctx);
+  }
+  await app.ready();
+  return { app, ctx, enrollment };
+}

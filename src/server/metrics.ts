@@ -1,0 +1,40 @@
+/** Prometheus metrics of one server instance (its own registry, so several servers can share a process). */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Store } from '../store/index.ts';
+
+export interface ServerMetrics {
+  httpRequests: Counter<'method' | 'route' | 'status'>;
+  httpDuration: Histogram<'method' | 'route'>;
+  enrollments: Counter<'stage' | 'result'>;
+  authRefusals: Counter<'reason'>;
+}
+
+export function createMetrics(store: Store): { registry: Registry; metrics: ServerMetrics } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'edgeguard_' });
+  const metrics: ServerMetrics = {
+    httpRequests: new Counter({ name: 'edgeguard_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers: [registry] }),
+    httpDuration: new Histogram({
+      name: 'edgeguard_http_request_duration_seconds',
+      help: 'HTTP request duration',
+      labelNames: ['method', 'route'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    enrollments: new Counter({ name: 'edgeguard_enrollments_total', help: 'Enrollment steps by outcome', labelNames: ['stage', 'result'], registers: [registry] }),
+    authRefusals: new Counter({ name: 'edgeguard_auth_refusals_total', help: 'Requests refused by client-certificate checks', labelNames: ['reason'], registers: [registry] }),
+  };
+  new Gauge({
+    name: 'edgeguard_devices',
+    help: 'Devices by status',
+    labelNames: ['status'],
+    registers: [registry],
+    async collect() {
+      const devices = await store.listDevices();
+      const counts = { pending: 0, approved: 0, revoked: 0 };
+      for (const d of devices) counts[d.status]++;
+      for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
+    },
+  });
+  return { registry, metrics };
+}

@@ -1,0 +1,160 @@
+/**
+ * The review queue on the control plane (a server plugin, see ../README-extending.md). Devices
+ * deliver sealed review items; the server checks their outer layout and stores them as they are,
+ * still encrypted to the operators' review key (it holds no key that opens them). Operators fetch
+ * them with an admin certificate (`edgeguard review fetch`) and open them offline.
+ *
+ *   POST /v1/review/items        device  { id, item: base64 }  -> { id, stored }   (idempotent)
+ *   GET  /v1/review/items        admin   ?after=ID&limit=N     -> { items: [{ id, deviceId, keyId, createdMs, receivedAt, bytes }] }
+ *   GET  /v1/review/items/:id    admin   -> { id, deviceId, item: base64 }
+ */
+import type { Kysely } from 'kysely';
+import { EdgeguardError } from '../../errors/index.ts';
+import { MAX_SEALED_BYTES, REVIEW_HEADER_BYTES, parseReviewItem } from '../../agent/review-item.ts';
+import { ERROR_SCHEMA } from '../errors.ts';
+import type { ServerPlugin } from '../plugins.ts';
+
+/** Largest item the route takes (the body is base64, 4/3 larger). */
+export const MAX_UPLOAD_ITEM_BYTES = 8 * 1024 * 1024;
+
+type ReviewTables = {
+  review_items: {
+    id: string;
+    device_id: string;
+    key_id: string;
+    created_ms: number | string;
+    received_at: string;
+    size: number;
+    item: string;
+  };
+};
+
+/**
+ * The table is created when the plugin registers (CREATE TABLE IF NOT EXISTS, portable DDL), not
+ * through the global migration registry: a process that opens the same store without this plugin
+ * (the audit CLI, other tools) must not find an "executed but unknown" migration.
+ */
+async function ensureTable(db: Kysely<ReviewTables>): Promise<void> {
+  const create = () =>
+    db.schema
+      .createTable('review_items')
+      .ifNotExists()
+      .addColumn('id', 'varchar(32)', (c) => c.primaryKey())
+      .addColumn('device_id', 'varchar(128)', (c) => c.notNull())
+      .addColumn('key_id', 'varchar(16)', (c) => c.notNull())
+      .addColumn('created_ms', 'bigint', (c) => c.notNull())
+      .addColumn('received_at', 'text', (c) => c.notNull())
+      .addColumn('size', 'integer', (c) => c.notNull())
+      .addColumn('item', 'text', (c) => c.notNull())
+      .execute();
+  try {
+    await create();
+  } catch {
+    // Two replicas starting at once on PostgreSQL can race on IF NOT EXISTS; the second try sees the table.
+    await create();
+  }
+}
+
+const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA };
+const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' } as const;
+
+export function reviewServerPlugin(): ServerPlugin {
+  return {
+    name: 'review',
+    async register(app, ctx) {
+      const db = ctx.store.db.withTables<ReviewTables>() as unknown as Kysely<ReviewTables>;
+      await ensureTable(db);
+
+      app.post(
+        '/v1/review/items',
+        {
+          preHandler: ctx.requireDevice,
+          bodyLimit: Math.ceil((MAX_UPLOAD_ITEM_BYTES * 4) / 3) + 1024,
+          schema: {
+            tags: ['review'],
+            summary: 'deliver one sealed review item (device certificate)',
+            body: { type: 'object', required: ['id', 'item'], additionalProperties: false, properties: { id: ID, item: { type: 'string', maxLength: Math.ceil((MAX_UPLOAD_ITEM_BYTES * 4) / 3) + 4 } } },
+            response: { 200: { type: 'object', properties: { id: { type: 'string' }, stored: { type: 'boolean' } } }, ...errors },
+          },
+        },
+        async (req) => {
+          const body = req.body as { id: string; item: string };
+          const bytes = Buffer.from(body.item, 'base64');
+          if (bytes.length < REVIEW_HEADER_BYTES || bytes.length > Math.min(MAX_UPLOAD_ITEM_BYTES, MAX_SEALED_BYTES)) {
+            throw new EdgeguardError('EG_BAD_REQUEST', `a review item is ${REVIEW_HEADER_BYTES} to ${MAX_UPLOAD_ITEM_BYTES} bytes; got ${bytes.length}.`);
+          }
+          let header;
+          try {
+            header = parseReviewItem(bytes, 'the review item');
+          } catch (e) {
+            throw new EdgeguardError('EG_BAD_REQUEST', (e as Error).message, { cause: e });
+          }
+          if (header.id !== body.id) throw new EdgeguardError('EG_BAD_REQUEST', `the item's id is ${header.id}, not ${body.id}.`);
+          const deviceId = req.identity!.deviceId!;
+          const existing = await db.selectFrom('review_items').select(['device_id']).where('id', '=', header.id).executeTakeFirst();
+          if (existing) {
+            if (existing.device_id !== deviceId) throw new EdgeguardError('EG_FORBIDDEN', 'another device already delivered an item with this id.');
+            return { id: header.id, stored: false };
+          }
+          await db
+            .insertInto('review_items')
+            .values({ id: header.id, device_id: deviceId, key_id: header.recipientKeyId, created_ms: header.createdMs, received_at: new Date().toISOString(), size: bytes.length, item: bytes.toString('base64') })
+            .onConflict((oc) => oc.column('id').doNothing())
+            .execute();
+          req.log.info({ item: header.id, device: deviceId, bytes: bytes.length }, 'review item received (sealed)');
+          return { id: header.id, stored: true };
+        },
+      );
+
+      app.get(
+        '/v1/review/items',
+        {
+          preHandler: ctx.requireAdmin,
+          schema: {
+            tags: ['review'],
+            summary: 'list sealed review items (admin certificate)',
+            querystring: { type: 'object', additionalProperties: false, properties: { after: ID, limit: { type: 'string', pattern: '^[1-9][0-9]{0,2}$|^1000$' } } },
+            response: {
+              200: {
+                type: 'object',
+                properties: {
+                  items: {
+                    type: 'array',
+                    items: { type: 'object', properties: { id: { type: 'string' }, deviceId: { type: 'string' }, keyId: { type: 'string' }, createdMs: { type: 'number' }, receivedAt: { type: 'string' }, bytes: { type: 'integer' } } },
+                  },
+                },
+              },
+              ...errors,
+            },
+          },
+        },
+        async (req) => {
+          const q = req.query as { after?: string; limit?: string };
+          let query = db.selectFrom('review_items').select(['id', 'device_id', 'key_id', 'created_ms', 'received_at', 'size']).orderBy('id').limit(q.limit ? Number(q.limit) : 100);
+          if (q.after) query = query.where('id', '>', q.after);
+          const rows = await query.execute();
+          return { items: rows.map((r) => ({ id: r.id, deviceId: r.device_id, keyId: r.key_id, createdMs: Number(r.created_ms), receivedAt: r.received_at, bytes: r.size })) };
+        },
+      );
+
+      app.get(
+        '/v1/review/items/:id',
+        {
+          preHandler: ctx.requireAdmin,
+          schema: {
+            tags: ['review'],
+            summary: 'one sealed review item (admin certificate); still encrypted to the review key',
+            params: { type: 'object', properties: { id: ID }, required: ['id'] },
+            response: { 200: { type: 'object', properties: { id: { type: 'string' }, deviceId: { type: 'string' }, item: { type: 'string' } } }, ...errors },
+          },
+        },
+        async (req) => {
+          const { id } = req.params as { id: string };
+          const row = await db.selectFrom('review_items').select(['id', 'device_id', 'item']).where('id', '=', id).executeTakeFirst();
+          if (!row) throw new EdgeguardError('EG_NOT_FOUND', `no review item ${id}.`);
+          return { id: row.id, deviceId: row.device_id, item: row.item };
+        },
+      );
+    },
+  };
+}

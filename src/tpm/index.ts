@@ -1,0 +1,54 @@
+/**
+ * Public face of the TPM module: a TPM 2.0 client over tpm2-tools (client.ts), and TCG structures
+ * parsed and verified in pure TypeScript (public.ts, attest.ts, signature.ts, pcr.ts) so that a
+ * verifier needs no TPM software at all.
+ */
+export { TPM_ALG, TPMA_OBJECT, TPM_ST, HASH_ALGS, ECC_CURVES, decodeObjectAttributes, type ObjectAttributeName } from './constants.ts';
+export { TpmReader, TpmWriter } from './reader.ts';
+export {
+  type TpmPublic,
+  type PublicParameters,
+  parseTpm2bPublic,
+  parseTpmtPublic,
+  marshalTpm2bPublic,
+  objectName,
+  tpmPublicKey,
+  hasAttributes,
+} from './public.ts';
+export { type TpmsAttest, type AttestedInfo, type ClockInfo, parseTpmsAttest, parseTpm2bAttest } from './attest.ts';
+export {
+  type TpmSignature,
+  type VerifiedAttestation,
+  type VerifyAttestationOptions,
+  parseTpmtSignature,
+  verifyTpmSignature,
+  verifyAttestation,
+  verifyCertify,
+  verifyQuote,
+} from './signature.ts';
+export {
+  type PcrSelection,
+  type PcrBankSelection,
+  type PcrValues,
+  DEFAULT_BINDING_PCRS,
+  parsePcrSelection,
+  formatPcrSelection,
+  marshalPcrSelection,
+  pcrCompositeDigest,
+  policyPcrDigest,
+} from './pcr.ts';
+export { type DecodedRc, decodeResponseCode } from './response-code.ts';
+export {
+  TpmClient,
+  activateCredential,
+  type TpmClientOptions,
+  type TpmKeyBlobs,
+  type BindingKey,
+  type EndorsementKeys,
+  type Attestation,
+  SRK_TEMPLATE,
+  BINDING_KEY_ALG,
+  BINDING_KEY_ATTRIBUTES,
+  EK_CERT_NV_INDEX_RSA,
+} from './client.ts';
+export { startSwtpm, createLocalCa, missingSwtpmBinaries, type Swtpm, type SwtpmOptions, type LocalCa } from './swtpm.ts';

@@ -1,0 +1,237 @@
+/**
+ * The review queue: the sealed item format (bad input, property tests), the bounded spool (oldest
+ * dropped with an event), and delivery to a real control plane over mutual TLS: items wait sealed
+ * while the server is unreachable, arrive still sealed, and only the review private key opens them.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { generateSealKeyPair } from '../../src/crypto/index.ts';
+import { isEdgeguardError, EdgeguardError } from '../../src/errors/index.ts';
+import { openReviewItem, parseReviewItem, sealReviewItem, REVIEW_HEADER_BYTES } from '../../src/agent/review-item.ts';
+import { ReviewSpool } from '../../src/agent/review-spool.ts';
+import { registerServerPlugin } from '../../src/server/index.ts';
+import { reviewServerPlugin } from '../../src/server/routes/review.ts';
+import { FIXTURES, tempDir } from '../helpers/workspace.ts';
+import { runCli } from '../helpers/cli.ts';
+import { startTestFleet } from '../server/fleet-helpers.ts';
+import { serveFixture, startService, infer } from './serve-fixture.ts';
+
+const META = { contentType: 'image/png', verdict: 'flag' as const, reasons: [{ stage: 'ensemble', code: 'ensemble-disagreement', message: 'x' }] };
+
+test('a sealed item round-trips; its layout is parsed strictly', () => {
+  const k = generateSealKeyPair();
+  const input = Buffer.from('input bytes that must stay private');
+  const { id, bytes } = sealReviewItem(k.publicKey, META, input);
+  const opened = openReviewItem(bytes, k.privateKey);
+  assert.equal(opened.header.id, id);
+  assert.deepEqual(opened.input, input);
+  assert.equal(opened.metadata.verdict, 'flag');
+  assert.equal(bytes.includes(input), false);
+  const code = (b: Uint8Array) => {
+    try {
+      parseReviewItem(b);
+      return 'parsed';
+    } catch (e) {
+      assert.ok(isEdgeguardError(e), String(e));
+      return e.code;
+    }
+  };
+  assert.equal(code(bytes.subarray(0, 10)), 'EG_TRUNCATED');
+  assert.equal(code(bytes.subarray(0, bytes.length - 1)), 'EG_TRUNCATED');
+  assert.equal(code(Buffer.concat([bytes, Buffer.from([0])])), 'EG_TRAILING_DATA');
+  const bad = (at: number, v: number) => {
+    const b = Buffer.from(bytes);
+    b[at] = v;
+    return b;
+  };
+  assert.equal(code(bad(0, 0x58)), 'EG_FORMAT');
+  assert.equal(code(bad(4, 2)), 'EG_UNSUPPORTED');
+  assert.equal(code(bad(6, 0x10)), 'EG_UNSUPPORTED');
+  assert.equal(code(bad(10, 1)), 'EG_UNSUPPORTED');
+  const len = Buffer.from(bytes);
+  len.writeUInt32BE(3, 75);
+  assert.equal(code(len), 'EG_FORMAT');
+  // The id and time are authenticated: changing them makes the item unopenable.
+  const idChanged = bad(20, bytes[20]! ^ 1);
+  assert.throws(() => openReviewItem(idChanged, k.privateKey), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+  // Another key is refused before any decryption is attempted.
+  assert.throws(() => openReviewItem(bytes, generateSealKeyPair().privateKey), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+});
+
+test('property: arbitrary bytes and single-byte changes never open and never throw untyped errors', () => {
+  const k = generateSealKeyPair();
+  const { bytes } = sealReviewItem(k.publicKey, META, Buffer.from('x'.repeat(100)));
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
+      try {
+        openReviewItem(b, k.privateKey);
+        assert.fail('random bytes opened');
+      } catch (e) {
+        assert.ok(e instanceof EdgeguardError, String(e));
+      }
+    }),
+    { numRuns: 300 },
+  );
+  fc.assert(
+    fc.property(fc.nat(bytes.length - 1), fc.integer({ min: 1, max: 255 }), (at, x) => {
+      const b = Buffer.from(bytes);
+      b[at]! ^= x;
+      try {
+        openReviewItem(b, k.privateKey);
+        assert.fail(`a change at byte ${at} still opened`);
+      } catch (e) {
+        assert.ok(e instanceof EdgeguardError, String(e));
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('the spool is bounded: the oldest items are dropped with an event; reopening re-indexes', async (t) => {
+  const dir = join(await tempDir(t), 'spool');
+  const k = generateSealKeyPair();
+  const dropped: Array<[string, string]> = [];
+  const spool = await ReviewSpool.open({ dir, maxItems: 3, maxBytes: 1 << 20, events: { dropped: (e, reason) => dropped.push([e.id, reason]) } });
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const { id, bytes } = sealReviewItem(k.publicKey, META, Buffer.alloc(100, i), 1_700_000_000_000 + i);
+    ids.push(id);
+    await spool.add(bytes);
+  }
+  assert.deepEqual(dropped, [[ids[0], 'max-items'], [ids[1], 'max-items']]);
+  assert.deepEqual(spool.list().map((e) => e.id), ids.slice(2));
+  assert.equal((await readdir(dir)).length, 3);
+  // A byte budget: one item is about 100 + 79 + 16 + metadata bytes.
+  const small = await ReviewSpool.open({ dir, maxItems: 100, maxBytes: spool.list()[0]!.bytes * 2 + 10, events: { dropped: (e, reason) => dropped.push([e.id, reason]) } });
+  assert.equal(small.items, 2, 'reopening enforced the byte budget on existing items');
+  assert.deepEqual(dropped.at(-1), [ids[2], 'max-bytes']);
+  // A stray temporary file (a crash mid-write) is removed; foreign files are ignored.
+  await writeFile(join(dir, '0000000000000001-00000000000000000000000000000000.egr.tmp'), 'partial');
+  await writeFile(join(dir, 'README'), 'x');
+  const again = await ReviewSpool.open({ dir, maxItems: 100, maxBytes: 1 << 20 });
+  assert.deepEqual(again.list().map((e) => e.id), ids.slice(3));
+  assert.deepEqual((await readdir(dir)).sort().filter((n) => n.endsWith('.tmp')), []);
+  await assert.rejects(again.add(Buffer.from('not an item')), (e) => isEdgeguardError(e));
+});
+
+test('delivery to the control plane: items wait sealed while it is unreachable, then arrive sealed', async (t) => {
+  registerServerPlugin(reviewServerPlugin());
+  const fleet = await startTestFleet();
+  t.after(() => fleet.stop());
+  const f = await serveFixture(t);
+  const device = await fleet.deviceCredential();
+  const admin = await fleet.adminCredential();
+  await writeFile(join(f.dir, 'fleet-ca.pem'), fleet.ca.rootPem);
+  await writeFile(join(f.dir, 'device.crt'), device.cert);
+  await writeFile(join(f.dir, 'device.key'), device.key, { mode: 0o600 });
+  const png = await readFile(join(FIXTURES, 'digits', '3-1.png'));
+
+  // 1. Nothing listens at the configured server: the flagged input waits, sealed, in the spool.
+  const offline = await startService(t, f.config({ upload: { server: 'https://127.0.0.1:9', ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key', intervalMs: 60_000 } }));
+  const r1 = await infer(offline.url, png, 'image/png');
+  assert.equal(r1.body.verdict, 'flag');
+  const flush1 = await offline.review!.flush();
+  assert.deepEqual(flush1, { sent: 0, failed: true });
+  assert.equal(offline.review!.spool.items, 1);
+  assert.match(await (await fetch(`${offline.url}/metrics`)).text(), /edgeguard_review_upload_failures_total [1-9]/);
+  await offline.close();
+
+  // 2. The same spool with the real control plane: delivered, then removed from the device.
+  const online = await startService(t, f.config({ upload: { server: fleet.server.url, ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key', intervalMs: 60_000 } }));
+  assert.equal(online.review!.spool.items, 1, 'the spooled item survived the restart');
+  const r2 = await infer(online.url, png, 'image/png');
+  const id2 = (r2.body.review as { id: string }).id;
+  let flushed = await online.review!.flush();
+  if (online.review!.spool.items > 0) flushed = await online.review!.flush();
+  assert.equal(online.review!.spool.items, 0, JSON.stringify(flushed));
+  assert.deepEqual((await readdir(f.spoolDir)).filter((n) => n.endsWith('.egr')), []);
+
+  const client = fleet.client(admin);
+  const list = await client.call<{ items: Array<{ id: string; deviceId: string; keyId: string }> }>('GET', '/v1/review/items');
+  assert.equal(list.body.items.length, 2);
+  assert.ok(list.body.items.every((i) => i.deviceId === device.deviceId));
+  const stored = await client.call<{ item: string }>('GET', `/v1/review/items/${id2}`);
+  const sealed = Buffer.from(stored.body.item, 'base64');
+  assert.equal(sealed.includes(png.subarray(40, 80)), false, 'the server holds plaintext');
+  assert.deepEqual(openReviewItem(sealed, f.review.privateKey).input, png);
+  // A device cannot list items; an admin cannot deliver; a forged item is refused.
+  const dev = fleet.client(device);
+  assert.equal((await dev.send('GET', '/v1/review/items')).status, 403);
+  assert.equal((await client.send('POST', '/v1/review/items', { id: id2, item: stored.body.item })).status, 403);
+  const forged = Buffer.from(sealed);
+  forged.writeUInt32BE(5, 75);
+  assert.equal((await dev.send('POST', '/v1/review/items', { id: id2, item: forged.toString('base64') })).status, 400);
+  assert.equal(sealed.length > REVIEW_HEADER_BYTES, true);
+
+  // 3. The operator fetches them (still sealed) and opens them with the review key.
+  const credDir = join(f.dir, 'admin');
+  await mkdir(credDir);
+  await writeFile(join(credDir, 'admin.crt'), admin.cert);
+  await writeFile(join(credDir, 'admin.key'), admin.key, { mode: 0o600 });
+  const out = join(f.dir, 'fetched');
+  const fetched = await runCli(['review', 'fetch', '--server', fleet.server.url, '--cert', join(credDir, 'admin.crt'), '--key', join(credDir, 'admin.key'), '--ca', join(f.dir, 'fleet-ca.pem'), '--out', out, '--json']);
+  assert.equal(fetched.code, 0, fetched.stderr + fetched.stdout);
+  assert.equal(JSON.parse(fetched.stdout).fetched, 2);
+  const listed = await runCli(['review', 'list', '--dir', out, '--key', f.reviewKeyPath, '--json']);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.deepEqual(JSON.parse(listed.stdout).items.map((i: { metadata: { verdict: string } }) => i.metadata.verdict), ['flag', 'flag']);
+});
+
+test('the control plane keeps review items sealed on PostgreSQL too', async (t) => {
+  const { createTempDatabase } = await import('../helpers/postgres.ts');
+  registerServerPlugin(reviewServerPlugin());
+  const db = await createTempDatabase('eg_review');
+  t.after(() => db.drop());
+  const fleet = await startTestFleet({ dbUrl: db.url });
+  t.after(() => fleet.stop());
+  const device = await fleet.deviceCredential();
+  const admin = await fleet.adminCredential();
+  const k = generateSealKeyPair();
+  const input = Buffer.from('a flagged frame');
+  const { id, bytes } = sealReviewItem(k.publicKey, META, input);
+  const dev = fleet.client(device);
+  const first = await dev.call<{ stored: boolean }>('POST', '/v1/review/items', { id, item: bytes.toString('base64') });
+  assert.equal(first.body.stored, true);
+  const again = await dev.call<{ stored: boolean }>('POST', '/v1/review/items', { id, item: bytes.toString('base64') });
+  assert.equal(again.body.stored, false, 'delivery is idempotent');
+  const client = fleet.client(admin);
+  const list = await client.call<{ items: Array<{ id: string; createdMs: number }> }>('GET', '/v1/review/items?limit=10');
+  assert.deepEqual(list.body.items.map((i) => i.id), [id]);
+  assert.equal(list.body.items[0]!.createdMs, parseReviewItem(bytes).createdMs);
+  const got = await client.call<{ item: string }>('GET', `/v1/review/items/${id}`);
+  assert.deepEqual(openReviewItem(Buffer.from(got.body.item, 'base64'), k.privateKey).input, input);
+  assert.equal((await client.send('GET', `/v1/review/items/${'0'.repeat(32)}`)).status, 404);
+});
+
+test('upload through an enrolled device directory (software key store): the TLS key is unwrapped, items delivered', async (t) => {
+  const { initDevice } = await import('../../src/keystore/index.ts');
+  const { enrollDevice } = await import('../../src/agent/enroll.ts');
+  registerServerPlugin(reviewServerPlugin());
+  const fleet = await startTestFleet({ policy: { allowSoftwareDevices: true } });
+  t.after(() => fleet.stop());
+  const f = await serveFixture(t);
+  const deviceDir = join(f.dir, 'device');
+  await initDevice({ dir: deviceDir });
+  const enrolling = enrollDevice({ deviceDir, server: fleet.server.url, caPem: fleet.ca.rootPem, poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 } });
+  let approved = false;
+  for (let i = 0; i < 200 && !approved; i++) {
+    const pending = await fleet.server.ctx.store.listDevices({ status: 'pending' });
+    if (pending[0]) {
+      await fleet.server.ctx.store.approveDevice(pending[0].id, 'test');
+      approved = true;
+    } else await new Promise((r) => setTimeout(r, 50));
+  }
+  const enrolled = await enrolling;
+  const s = await startService(t, f.config({ upload: { device: deviceDir, intervalMs: 60_000 } }));
+  const r = await infer(s.url, await readFile(join(FIXTURES, 'digits', '3-1.png')), 'image/png');
+  assert.equal(r.body.verdict, 'flag');
+  await s.review!.flush();
+  if (s.review!.spool.items > 0) await s.review!.flush();
+  assert.equal(s.review!.spool.items, 0);
+  const admin = fleet.client(await fleet.adminCredential());
+  const list = await admin.call<{ items: Array<{ id: string; deviceId: string }> }>('GET', '/v1/review/items');
+  assert.deepEqual(list.body.items.map((i) => [i.id, i.deviceId]), [[(r.body.review as { id: string }).id, enrolled.deviceId]]);
+});

@@ -1,0 +1,83 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { packModel, parseModelMetadata } from '../../src/model/index.ts';
+import { parseProfile } from '../../src/guard/index.ts';
+import { runCli } from '../helpers/cli.ts';
+import { FIXTURES, tempDir, writeKeys } from '../helpers/workspace.ts';
+import { pngOf } from './fixtures.ts';
+
+async function packDemo(dir: string, keys: Awaited<ReturnType<typeof writeKeys>>, arch: 'cnn' | 'mlp') {
+  const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8'));
+  const r = await packModel({
+    inputPath: join(FIXTURES, 'models', `mnist-${arch}.onnx`),
+    outputPath: join(dir, `mnist-${arch}.egm`),
+    contentKey: keys.contentKey,
+    signer: keys.signer,
+    metadata: parseModelMetadata({ ...meta, name: `mnist-${arch}`, version: 1, format: 'onnx' }),
+  });
+  return r.packagePath;
+}
+
+test('guard calibrate and guard check run on protected packages, decrypted in memory', async (t) => {
+  const dir = await tempDir(t);
+  const keys = await writeKeys(dir);
+  const cnn = await packDemo(dir, keys, 'cnn');
+  const mlp = await packDemo(dir, keys, 'mlp');
+  const profilePath = join(dir, 'profile.json');
+  const common = ['--model', cnn, '--ensemble', mlp, '--key', keys.contentKeyPath, '--pub', keys.publicKeyPath];
+
+  const cal = await runCli(['guard', 'calibrate', ...common, '--images', join(FIXTURES, 'digits'), '--fpr', '0.1', '-o', profilePath, '--json']);
+  assert.equal(cal.code, 0, cal.stderr);
+  const profile = parseProfile(await readFile(profilePath));
+  assert.equal(profile.samples, 20);
+  assert.equal(profile.model?.name, 'mnist-cnn');
+  assert.match(profile.model?.sha256 ?? '', /^[0-9a-f]{64}$/);
+  assert.ok(profile.squeeze && profile.squeeze.measuredFpr <= 0.1);
+  assert.equal(JSON.parse(cal.stdout).samples, 20);
+
+  // Refuses to overwrite without --force.
+  const again = await runCli(['guard', 'calibrate', ...common, '--images', join(FIXTURES, 'digits'), '-o', profilePath]);
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /^EG_EXISTS: /);
+
+  const noise = join(dir, 'noise.png');
+  await writeFile(noise, await pngOf(Array.from({ length: 784 }, (_, i) => ((i * 7919) % 256) / 255)));
+  const check = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', join(FIXTURES, 'digits', '3-0.png'), '--input', noise, '--json']);
+  assert.equal(check.code, 0, check.stderr);
+  const results = JSON.parse(check.stdout).results as Array<{ verdict: string; answer?: { label: string }; reasons: Array<{ stage: string }> }>;
+  assert.equal(results[0]?.verdict, 'accept');
+  assert.equal(results[0]?.answer?.label, '3');
+  assert.equal(results[1]?.verdict, 'reject');
+  assert.ok(results[1]?.reasons.every((r) => r.stage === 'validation'));
+
+  const human = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', noise]);
+  assert.match(human.stdout, /noise\.png: REJECT -> no answer: /);
+});
+
+test('guard commands fail with a code and a sentence', async (t) => {
+  const dir = await tempDir(t);
+  const bad = join(dir, 'bad.json');
+  await writeFile(bad, '{"kind":"edgeguard-guard-profile","version":1}');
+  const dev = ['--onnx', join(FIXTURES, 'models', 'mnist-cnn.onnx'), '--meta', join(FIXTURES, 'models', 'mnist.meta.yaml'), '--ensemble-onnx', join(FIXTURES, 'models', 'mnist-mlp.onnx')];
+  const r1 = await runCli(['guard', 'check', ...dev, '--profile', bad, '--input', join(FIXTURES, 'digits', '3-0.png')]);
+  assert.equal(r1.code, 3);
+  assert.match(r1.stderr, /^EG_FORMAT: .*bad\.json is invalid at /);
+  const r2 = await runCli(['guard', 'check', ...dev, '--input', join(FIXTURES, 'digits', '3-0.png')]);
+  assert.equal(r2.code, 2);
+  assert.match(r2.stderr, /^EG_CONFIG: input validation is enabled but no calibrated profile/);
+  const r3 = await runCli(['guard', 'calibrate', '--model', 'x.egm', '--images', join(FIXTURES, 'digits'), '-o', join(dir, 'p.json')]);
+  assert.equal(r3.code, 2);
+  assert.match(r3.stderr, /^EG_USAGE: pass the publisher public key/);
+  const r4 = await runCli(['guard', 'calibrate', ...dev, '--images', dir, '-o', join(dir, 'p.json')]);
+  assert.equal(r4.code, 2);
+  assert.match(r4.stderr, /holds no PNG, JPEG or WebP images/);
+  const r5 = await runCli(['guard', 'calibrate', ...dev, '--images', join(FIXTURES, 'digits'), '--fpr', '2', '-o', join(dir, 'p.json')]);
+  assert.equal(r5.code, 2);
+  assert.match(r5.stderr, /^EG_USAGE: .*rate between 0 and 1/);
+  const r6 = await runCli(['guard', 'check', ...dev, '--profile', join(FIXTURES, 'guard', 'mnist-cnn.profile.json'), '--input', bad]);
+  assert.equal(r6.code, 6);
+  assert.match(r6.stderr, /^EG_INPUT: .*bad\.json: the input is not an image/);
+});

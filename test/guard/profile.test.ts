@@ -1,0 +1,118 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { isEdgeguardError } from '../../src/errors/index.ts';
+import { MAX_PROFILE_BYTES, NUMERIC_STATISTICS, parseProfile, serializeProfile, validateStatistics, type GuardProfile, type InputStatistics } from '../../src/guard/index.ts';
+import { FIXTURES } from '../helpers/workspace.ts';
+
+const FIXTURE = readFileSync(join(FIXTURES, 'guard', 'mnist-cnn.profile.json'));
+
+function valid(): GuardProfile {
+  return parseProfile(FIXTURE);
+}
+
+function refusesWithFormat(input: Uint8Array | string, pattern?: RegExp): void {
+  assert.throws(() => parseProfile(input), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT') && (!pattern || pattern.test(e.message)));
+}
+
+test('the committed profile parses and round-trips', () => {
+  const p = valid();
+  assert.equal(p.kind, 'edgeguard-guard-profile');
+  assert.equal(p.samples, 1000);
+  assert.ok(p.squeeze && p.squeeze.threshold > 0 && p.squeeze.threshold <= 2);
+  assert.deepEqual(parseProfile(serializeProfile(p)), p);
+});
+
+test('bad profiles are refused with EG_FORMAT and the problem named', () => {
+  const p = valid();
+  const edit = (f: (x: Record<string, unknown>) => void) => {
+    const x = JSON.parse(JSON.stringify(p)) as Record<string, unknown>;
+    f(x);
+    return JSON.stringify(x);
+  };
+  refusesWithFormat('', /not valid JSON/);
+  refusesWithFormat('{"kind":', /not valid JSON/);
+  refusesWithFormat(JSON.stringify(p) + 'x', /not valid JSON/);
+  refusesWithFormat(Uint8Array.from([0x7b, 0xff, 0x7d]), /UTF-8/);
+  refusesWithFormat('null');
+  refusesWithFormat('[]');
+  refusesWithFormat(edit((x) => (x.kind = 'something-else')), /kind/);
+  refusesWithFormat(edit((x) => (x.version = 2)), /version/);
+  refusesWithFormat(edit((x) => (x.extra = true)), /Unrecognized key/);
+  refusesWithFormat(edit((x) => ((x.validation as { statistics: Record<string, unknown> }).statistics.noise = { min: 0.5, max: 0.1 })), /validation\.statistics\.noise.*min must not exceed max/);
+  refusesWithFormat(edit((x) => delete (x.validation as { statistics: Record<string, unknown> }).statistics.blur), /blur/);
+  refusesWithFormat(edit((x) => ((x.validation as Record<string, unknown>).fpr = 1)), /fpr/);
+  refusesWithFormat(edit((x) => ((x.validation as Record<string, unknown>).formats = [])), /formats/);
+  refusesWithFormat(edit((x) => ((x.squeeze as Record<string, unknown>).threshold = 3)), /squeeze\.threshold/);
+  refusesWithFormat(edit((x) => ((x.squeeze as Record<string, unknown>).threshold = '0.5')), /squeeze\.threshold/);
+  refusesWithFormat(JSON.stringify(p).replace(/"threshold": ?[0-9.e-]+/, '"threshold": 1e999'), /squeeze\.threshold/);
+  refusesWithFormat(' '.repeat(MAX_PROFILE_BYTES + 1), /more than/);
+});
+
+test('property: arbitrary bytes never crash the parser (a profile or EG_FORMAT, nothing else)', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => {
+      try {
+        parseProfile(bytes);
+        return true;
+      } catch (e) {
+        return isEdgeguardError(e, 'EG_FORMAT');
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test('property: any single edited byte of a valid profile parses to a valid profile or fails with EG_FORMAT', () => {
+  const text = serializeProfile(valid());
+  const bytes = Buffer.from(text);
+  fc.assert(
+    fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 0, max: 255 }), (at, value) => {
+      const copy = Buffer.from(bytes);
+      copy[at] = value;
+      try {
+        const p = parseProfile(copy);
+        // Whatever parsed must still obey the invariants.
+        return NUMERIC_STATISTICS.every((s) => p.validation.statistics[s].min <= p.validation.statistics[s].max);
+      } catch (e) {
+        return isEdgeguardError(e, 'EG_FORMAT');
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('property: JSON values of any shape are refused cleanly', () => {
+  fc.assert(
+    fc.property(fc.jsonValue(), (v) => {
+      try {
+        parseProfile(JSON.stringify(v) ?? 'null');
+        return false; // no random JSON value is a complete profile
+      } catch (e) {
+        return isEdgeguardError(e, 'EG_FORMAT');
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('validation: inside every bound passes; each violated bound, size or format is reported', () => {
+  const p = valid();
+  const mid = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, (p.validation.statistics[s].min + p.validation.statistics[s].max) / 2])) as Record<(typeof NUMERIC_STATISTICS)[number], number>;
+  const ok: InputStatistics = { ...mid, width: 28, height: 28, format: 'png' };
+  const r = validateStatistics(ok, p);
+  assert.equal(r.passed, true);
+  assert.ok(r.score < 0);
+  for (const s of NUMERIC_STATISTICS) {
+    const bad = validateStatistics({ ...ok, [s]: p.validation.statistics[s].max + 1 }, p);
+    assert.equal(bad.passed, false);
+    assert.deepEqual(bad.violations.map((v) => v.statistic), [s]);
+    assert.ok(bad.score > 0);
+    assert.equal(validateStatistics({ ...ok, [s]: Number.NaN }, p).passed, false);
+  }
+  assert.deepEqual(validateStatistics({ ...ok, width: 56 }, p).violations.map((v) => v.statistic), ['dimensions']);
+  assert.deepEqual(validateStatistics({ ...ok, format: 'gif' }, p).violations.map((v) => v.statistic), ['format']);
+  assert.equal(validateStatistics({ ...ok, format: 'gif', width: 56 }, p, { dimensions: false, format: false }).passed, true);
+});

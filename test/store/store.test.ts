@@ -1,0 +1,163 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import { Store, registerMigrations, registeredMigrations, type NewDevice } from '../../src/store/index.ts';
+import { isEdgeguardError } from '../../src/errors/index.ts';
+import { BACKENDS } from '../helpers/stores.ts';
+
+function device(over: Partial<NewDevice> = {}): NewDevice {
+  return {
+    id: `dev-${randomBytes(4).toString('hex')}`,
+    ek_pub_sha256: randomBytes(32).toString('hex'),
+    ek_cert_pem: null,
+    ak_public: randomBytes(20).toString('base64'),
+    ak_name: '000b' + randomBytes(32).toString('hex'),
+    binding_public: randomBytes(20).toString('base64'),
+    key_provider: 'tpm',
+    status: 'pending',
+    label: 'cam-1',
+    csr_pem: '-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----',
+    poll_token_sha256: randomBytes(32).toString('hex'),
+    created_at: new Date().toISOString(),
+    ...over,
+  };
+}
+
+// A migration registered by "another module", as the audit log does.
+// A type alias, not an interface: withTables<T> needs an index-signature-compatible type.
+type ExtraTables = {
+  extension_probe: { id: string; note: string };
+};
+registerMigrations('store-test', {
+  '0001_probe': {
+    async up(db) {
+      await db.schema.createTable('extension_probe').addColumn('id', 'varchar(32)', (c) => c.primaryKey()).addColumn('note', 'text', (c) => c.notNull()).execute();
+    },
+  },
+});
+
+for (const backend of BACKENDS) {
+  describe(`store on ${backend.name}`, () => {
+    let store: Store;
+    let cleanup: () => Promise<void>;
+    let url: string | undefined;
+    let dataDir: string;
+
+    before(async () => {
+      ({ store, cleanup, url, dataDir } = await backend.open());
+    });
+    after(async () => {
+      await cleanup();
+    });
+
+    it('migrates, including migrations registered by other modules, and reopening is idempotent', async () => {
+      assert.ok(registeredMigrations().includes('control-plane/0001_init'));
+      assert.ok(registeredMigrations().includes('store-test/0001_probe'));
+      const ext = store.db.withTables<ExtraTables>();
+      await ext.insertInto('extension_probe').values({ id: 'a', note: 'hello' }).execute();
+      const again = await Store.open(url !== undefined ? { url } : { dataDir });
+      const rows = await again.db.withTables<ExtraTables>().selectFrom('extension_probe').selectAll().execute();
+      assert.deepEqual(rows, [{ id: 'a', note: 'hello' }]);
+      const applied = await sql<{ name: string }>`select name from kysely_migration order by name`.execute(again.db);
+      assert.deepEqual(applied.rows.map((r) => r.name).filter((n) => n.startsWith('control-plane/') || n.startsWith('store-test/')), ['control-plane/0001_init', 'store-test/0001_probe']);
+      await again.close();
+    });
+
+    it('opens a database migrated by a process that registered more migrations', async () => {
+      // Simulate another module's migration recorded by a fuller process (e.g. the server).
+      await sql`insert into kysely_migration (name, timestamp) values (${'zz-other-module/0001_x'}, ${new Date().toISOString()})`.execute(store.db);
+      const again = await Store.open(url !== undefined ? { url } : { dataDir });
+      assert.equal(await again.getDevice('none'), undefined);
+      await again.close();
+    });
+
+    it('inserts, reads and lists devices; refuses a second device with the same EK', async () => {
+      const d = device();
+      const rec = await store.insertDevice(d);
+      assert.equal(rec.id, d.id);
+      assert.equal(rec.status, 'pending');
+      assert.equal(rec.approved_at, null);
+      assert.deepEqual(await store.getDeviceByEk(d.ek_pub_sha256), rec);
+      await assert.rejects(store.insertDevice(device({ ek_pub_sha256: d.ek_pub_sha256 })), (e) => isEdgeguardError(e, 'EG_EXISTS'));
+      const pending = await store.listDevices({ status: 'pending' });
+      assert.ok(pending.some((x) => x.id === d.id));
+      assert.equal(await store.getDevice('no-such-device'), undefined);
+    });
+
+    it('approves only pending devices and revokes a device with all its certificates', async () => {
+      const d = await store.insertDevice(device());
+      const approved = await store.approveDevice(d.id, 'admin-1');
+      assert.equal(approved?.status, 'approved');
+      assert.equal(approved?.approved_by, 'admin-1');
+      assert.equal(await store.approveDevice(d.id, 'admin-1'), undefined, 'approving twice does nothing');
+      const serialA = randomBytes(8).toString('hex');
+      const serialB = randomBytes(8).toString('hex');
+      for (const serial of [serialA, serialB]) {
+        await store.recordCertificate({ serial, device_id: d.id, role: 'device', subject: `CN=${d.id}`, not_before: new Date().toISOString(), not_after: new Date(Date.now() + 1e9).toISOString(), pem: 'x' });
+      }
+      assert.equal(await store.certificateStatus(serialA), 'good');
+      assert.equal(await store.certificateStatus('00ff'), 'unknown');
+      const res = await store.revokeDevice(d.id);
+      assert.equal(res?.device.status, 'revoked');
+      assert.deepEqual(res?.revokedSerials.sort(), [serialA, serialB].sort());
+      assert.equal(await store.certificateStatus(serialA), 'revoked');
+      assert.equal(await store.certificateStatus(serialB), 'revoked');
+      assert.equal(await store.revokeDevice(d.id), undefined, 'revoking twice does nothing');
+      assert.equal(await store.approveDevice(d.id, 'x'), undefined, 'a revoked device cannot be approved');
+      const live = await store.insertDevice(device());
+      assert.equal(await store.deleteRevokedDevice(live.id), false, 'only revoked devices are removed');
+      assert.equal(await store.deleteRevokedDevice(d.id), true);
+      assert.equal(await store.getDevice(d.id), undefined);
+      assert.equal(await store.certificateStatus(serialA), 'revoked', 'certificates stay revoked');
+      const revoked = await store.revokedCertificates();
+      assert.ok(revoked.some((r) => r.serial === serialA && r.revocation_reason === 'cessationOfOperation'));
+    });
+
+    it('revokes a single certificate and finds the latest valid certificate of a device', async () => {
+      const d = await store.insertDevice(device());
+      const t = Date.now();
+      await store.recordCertificate({ serial: 'aa01', device_id: d.id, role: 'device', subject: 's', not_before: new Date(t).toISOString(), not_after: new Date(t + 1000e3).toISOString(), pem: 'old' });
+      await store.recordCertificate({ serial: 'aa02', device_id: d.id, role: 'device', subject: 's', not_before: new Date(t).toISOString(), not_after: new Date(t + 2000e3).toISOString(), pem: 'new' });
+      assert.equal((await store.latestCertificateFor(d.id))?.pem, 'new');
+      assert.equal(await store.revokeCertificate('aa02', 'keyCompromise'), true);
+      assert.equal(await store.revokeCertificate('aa02'), false);
+      assert.equal((await store.latestCertificateFor(d.id))?.pem, 'old');
+      assert.equal((await store.getCertificate('aa02'))?.revocation_reason, 'keyCompromise');
+    });
+
+    it('looks up certificate state and the device record in one query', async () => {
+      const d = await store.insertDevice(device());
+      await store.recordCertificate({ serial: 'bb01', device_id: d.id, role: 'device', subject: 's', not_before: new Date().toISOString(), not_after: new Date(Date.now() + 1e6).toISOString(), pem: 'p' });
+      await store.recordCertificate({ serial: 'bb02', device_id: null, role: 'admin', subject: 'a', not_before: new Date().toISOString(), not_after: new Date(Date.now() + 1e6).toISOString(), pem: 'p' });
+      const dev = await store.authLookup('bb01');
+      assert.equal(dev.status, 'good');
+      assert.deepEqual(dev.device, await store.getDevice(d.id));
+      const adm = await store.authLookup('bb02');
+      assert.deepEqual(adm, { status: 'good', device: undefined });
+      assert.deepEqual(await store.authLookup('bb03'), { status: 'unknown', device: undefined });
+      await store.revokeCertificate('bb01');
+      assert.equal((await store.authLookup('bb01')).status, 'revoked');
+    });
+
+    it('consumes a challenge exactly once, even when two consumers race', async () => {
+      const id = randomBytes(16).toString('hex');
+      await store.createChallenge({ id, kind: 'credential', value: 'v', payload: '{"a":1}', ttlSeconds: 60 });
+      assert.equal(await store.consumeChallenge(id, 'nonce'), undefined, 'wrong kind is refused');
+      const results = await Promise.all([store.consumeChallenge(id, 'credential'), store.consumeChallenge(id, 'credential'), store.consumeChallenge(id, 'credential')]);
+      const winners = results.filter((r) => r !== undefined);
+      assert.equal(winners.length, 1);
+      assert.equal(winners[0]?.payload, '{"a":1}');
+      assert.equal(await store.consumeChallenge(id, 'credential'), undefined, 'a replay is refused');
+      assert.equal(await store.consumeChallenge('missing', 'credential'), undefined);
+    });
+
+    it('refuses an expired challenge and prunes old ones', async () => {
+      const id = randomBytes(16).toString('hex');
+      await store.createChallenge({ id, kind: 'nonce', value: 'n', ttlSeconds: -10 });
+      assert.equal(await store.consumeChallenge(id, 'nonce'), undefined);
+      const pruned = await store.pruneChallenges(0);
+      assert.ok(pruned >= 1);
+    });
+  });
+}
