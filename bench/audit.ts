@@ -11,9 +11,8 @@
  *   (--only appends|latency|api|proofs runs one part; api = device journals over HTTPS + mTLS)
  */
 import { mkdtempSync, rmSync, openSync, writeSync, fsyncSync, closeSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execSync } from 'node:child_process';
 import { randomBytes, createPrivateKey } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import BetterSqlite3 from 'better-sqlite3';
@@ -25,6 +24,7 @@ import { startServer } from '../src/server/index.ts';
 import { auditServerPlugin } from '../src/server/routes/audit.ts';
 import { generateP256, privateKeyToPkcs8Pem, spkiOf } from '../src/pki/index.ts';
 import { FleetClient } from '../src/agent/client.ts';
+import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -35,15 +35,6 @@ const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefi
 const TREE_DIR = args.includes('--tree-dir') ? args[args.indexOf('--tree-dir') + 1] : undefined;
 const PG_ADMIN = process.env.EDGEGUARD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-function machine(): string {
-  let model = 'unknown';
-  try {
-    model = execSync("lscpu | sed -n 's/^Model name:[ ]*//p'", { encoding: 'utf8' }).trim();
-  } catch {
-    model = cpus()[0]?.model ?? 'unknown';
-  }
-  return `${model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}`;
-}
 
 function event(i: number): AuditEvent {
   return {

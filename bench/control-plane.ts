@@ -15,11 +15,11 @@
  *
  *   node --import tsx bench/control-plane.ts [--devices 300] [--seconds 10] [--db postgres://...] [--quick]
  */
-import { spawn, execSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, createDecipheriv, createHmac, generateKeyPairSync, privateDecrypt, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { kdfa, parseCredentialBlob, ekPublicKeyHash, protocol } from '../src/attest/index.ts';
@@ -27,6 +27,7 @@ import { createCsr, generateP256, privateKeyToPkcs8Pem, x509 } from '../src/pki/
 import { TpmWriter, parseTpm2bPublic, objectName, missingSwtpmBinaries, startSwtpm } from '../src/tpm/index.ts';
 import { initDevice } from '../src/keystore/index.ts';
 import { enrollDevice } from '../src/agent/enroll.ts';
+import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: string) => (args.includes(name) ? (args[args.indexOf(name) + 1] ?? def) : def);
@@ -38,15 +39,6 @@ const CLIENTS = 100;
 const ENROLL_CONCURRENCY = 16;
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeguard.js');
 
-function machine(): string {
-  let model = 'unknown';
-  try {
-    model = execSync("lscpu | sed -n 's/^Model name:[ ]*//p'", { encoding: 'utf8' }).trim();
-  } catch {
-    model = cpus()[0]?.model ?? 'unknown';
-  }
-  return `${model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`;
-}
 
 // ---- emulated TPM (bench client side only) ----
 
@@ -186,7 +178,7 @@ async function main(): Promise<void> {
   let server: ChildProcess | undefined;
   let swtpm: Awaited<ReturnType<typeof startSwtpm>> | undefined;
   try {
-    process.stderr.write(`machine: ${machine()}\n`);
+    process.stderr.write(`machine: ${machine({ load: true })}\n`);
     // A bench "TPM vendor" CA whose certificate goes into ek-roots.
     const vendorKeys = await generateP256();
     const vendorName = 'CN=Bench TPM Vendor EK CA';
@@ -274,7 +266,7 @@ async function main(): Promise<void> {
 
     const db = DB ? 'PostgreSQL' : 'SQLite';
     const lines = [
-      `control plane (${db}), server in its own process; machine: ${machine()}`,
+      `control plane (${db}), server in its own process; machine: ${machine({ load: true })}`,
       `enrollments: ${devices.length} devices, ${ENROLL_CONCURRENCY} concurrent: ${enrollRate.toFixed(1)} enrollments/s (full protocol incl. certificate), latency p50 ${percentile(enrollLat, 50).toFixed(1)} ms, p99 ${percentile(enrollLat, 99).toFixed(1)} ms`,
       `baseline GET /healthz, ${CLIENTS} keep-alive mTLS clients, ${SECONDS}s: ${base.rps.toFixed(0)} req/s, p50 ${base.p50.toFixed(2)} ms, p99 ${base.p99.toFixed(2)} ms (${base.errors} errors)`,
       `device endpoint GET /v1/device/self, ${CLIENTS} keep-alive mTLS clients, ${SECONDS}s: ${mtls.rps.toFixed(0)} req/s, p50 ${mtls.p50.toFixed(2)} ms, p99 ${mtls.p99.toFixed(2)} ms (${mtls.errors} errors)`,

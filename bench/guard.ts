@@ -6,8 +6,6 @@
  *
  * Run: npx tsx bench/guard.ts [--iterations 2000]
  */
-import { execFileSync } from 'node:child_process';
-import { cpus, loadavg, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
@@ -15,6 +13,7 @@ import { decodeImage, pixelsToTensor } from '../src/inference/index.ts';
 import { Guard, computeStatistics, guardConfig, squeezeScore, validateStatistics, type GuardImage } from '../src/guard/index.ts';
 import { digitPixels } from '../scripts/lib/mnist-split.ts';
 import { SHAPE, setUp } from './lib/guard-setup.ts';
+import { machine } from './lib/machine.ts';
 
 const { values: args } = parseArgs({ options: { iterations: { type: 'string', default: '2000' } } });
 const ITER = Number(args.iterations);
@@ -36,16 +35,6 @@ async function measure(name: string, inputs: number, fn: (i: number) => Promise<
   return { name, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), mean: t.reduce((a, b) => a + b, 0) / t.length };
 }
 
-function machine(): string {
-  let model = cpus()[0]?.model ?? 'unknown CPU';
-  try {
-    model = execFileSync('lscpu', { encoding: 'utf8' }).split('\n').find((l) => l.startsWith('Model name'))?.split(':')[1]?.trim() ?? model;
-  } catch {
-    // lscpu missing: keep os.cpus()
-  }
-  const nproc = execFileSync('nproc', { encoding: 'utf8' }).trim();
-  return `${model}, ${nproc} cores (nproc), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}; load average at start ${loadavg()[0]!.toFixed(1)}`;
-}
 
 async function main(): Promise<void> {
   const s = await setUp(0.01, 0.02);
@@ -72,7 +61,7 @@ async function main(): Promise<void> {
   rows.push(await measure('squeezing: 1-bit + 2x2 median, 2 extra inferences', n, (i) => squeezeScore(s.models.cnn, decoded[i]!.tensor, probs[i]!, SHAPE, { bitDepth: 1, medianSize: 2 })));
   rows.push(await measure('whole guard pipeline (all stages; confidence is free)', n, (i) => guard.check(decoded[i]!)));
   const lines = [
-    `Machine: ${machine()}. ${ITER} iterations per row over ${n} evaluation digits, after 200 warm-up runs; ONNX Runtime with 1 intra-op thread.`,
+    `Machine: ${machine({ load: true })}. ${ITER} iterations per row over ${n} evaluation digits, after 200 warm-up runs; ONNX Runtime with 1 intra-op thread.`,
     '',
     '| step | p50 (ms) | p99 (ms) | mean (ms) | p50 / plain inference p50 |',
     '|---|---|---|---|---|',

@@ -7,9 +7,8 @@
  *
  *   node --import tsx bench/serve.ts [--runs 1000]
  */
-import { execSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, totalmem, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import YAML from 'yaml';
@@ -20,20 +19,12 @@ import { startAgent } from '../src/agent/serve.ts';
 import { computeStatistics } from '../src/guard/index.ts';
 import { decodeImage, pixelsToTensor } from '../src/inference/index.ts';
 import { ReviewQueue } from '../src/agent/review.ts';
+import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args.includes('--runs') ? args[args.indexOf('--runs') + 1] : 1000);
 const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
 
-function machine(): string {
-  let model = 'unknown';
-  try {
-    model = execSync("lscpu | sed -n 's/^Model name:[ ]*//p'", { encoding: 'utf8' }).trim();
-  } catch {
-    model = cpus()[0]?.model ?? 'unknown';
-  }
-  return `${model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}`;
-}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -10,26 +10,18 @@
  */
 import { execSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { cpus, totalmem, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { generateContentKey, wipe } from '../src/crypto/index.ts';
 import { encodeWrappedKeyFile, initDevice, openDeviceKeyStore, parseBindingPublicKey, wrapContentKey, type KeyStore } from '../src/keystore/index.ts';
 import { TpmClient, startSwtpm, type Swtpm } from '../src/tpm/index.ts';
+import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
 const RUNS = Number(opt('--runs') ?? 20);
 
-function machine(): string {
-  let model = 'unknown';
-  try {
-    model = execSync("lscpu | sed -n 's/^Model name:[ ]*//p'", { encoding: 'utf8' }).trim();
-  } catch {
-    model = cpus()[0]?.model ?? 'unknown';
-  }
-  return `${model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}`;
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
