@@ -8,14 +8,19 @@
  * Thresholds and bounds are calibrated on the calibration split only (scripts/lib/mnist-split.ts);
  * every rate below is measured on the evaluation split, which neither training nor calibration saw.
  *
- * Run: npx tsx bench/guard-eval.ts [--fpr 0.01] [--squeeze-fpr 0.02] [--joint-fpr 0.04] [--json out.json]
- * (about 5 minutes on 2 cores, most of it the TensorFlow.js cpu backend computing gradients).
+ * Three detectors are compared: the guard as configured by default with a profile calibrated to
+ * a pipeline budget (`--fpr`, the default of `edgeguard guard calibrate`); the same guard with a
+ * per-stage profile and the seed's rules (validation at --stage-fpr, squeezing at --squeeze-fpr,
+ * confidence 0.85, argmax disagreement); and the benchmark-only joint detector.
+ *
+ * Run: npx tsx bench/guard-eval.ts [--fpr 0.04] [--fpr-confidence 0.95] [--stage-fpr 0.01] [--squeeze-fpr 0.02] [--joint-fpr 0.04] [--json out.json]
+ * (about 3 minutes on 2 cores, most of it the TensorFlow.js cpu backend computing gradients).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { Guard, calibrateProfile, computeStatistics, guardConfig, thresholdAtFpr, type GuardResult } from '../src/guard/index.ts';
+import { Guard, calibrateProfile, computeStatistics, guardConfig, rateUpperBound, thresholdAtFpr, type GuardResult } from '../src/guard/index.ts';
 import { loadTfFromOnnx } from '../scripts/lib/demo-models.ts';
 import { bim, fgsm } from '../scripts/lib/attacks.ts';
 import { digitPixels, loadMnist, mnistSplit, MNIST_PIXELS } from '../scripts/lib/mnist-split.ts';
@@ -25,7 +30,9 @@ import { rocAuc } from './lib/roc.ts';
 
 const { values: args } = parseArgs({
   options: {
-    fpr: { type: 'string', default: '0.01' },
+    fpr: { type: 'string', default: '0.04' },
+    'fpr-confidence': { type: 'string', default: '0.95' },
+    'stage-fpr': { type: 'string', default: '0.01' },
     'squeeze-fpr': { type: 'string', default: '0.02' },
     'joint-fpr': { type: 'string', default: '0.04' },
     json: { type: 'string' },
@@ -33,6 +40,8 @@ const { values: args } = parseArgs({
   },
 });
 const FPR = Number(args.fpr);
+const FPR_CONFIDENCE = Number(args['fpr-confidence']);
+const STAGE_FPR = Number(args['stage-fpr']);
 const SQUEEZE_FPR = Number(args['squeeze-fpr']);
 const JOINT_FPR = Number(args['joint-fpr']);
 
@@ -129,8 +138,14 @@ async function main(): Promise<void> {
     const { image, tensor } = asInput(digitPixels(data, idx));
     return { stats: computeStatistics(image), tensor };
   });
-  const profile = await calibrateProfile({ samples: calSamples, fpr: FPR, squeezeFpr: SQUEEZE_FPR, primary: models.cnn, ensemble: models.mlp, shape: SHAPE, squeeze: { bitDepth: 1, medianSize: 2 } });
+  const common = { samples: calSamples, primary: models.cnn, ensemble: models.mlp, shape: SHAPE, squeeze: { bitDepth: 1, medianSize: 2 } };
+  const profile = await calibrateProfile({ ...common, fpr: FPR, fprConfidence: FPR_CONFIDENCE });
   const guard = new Guard({ config: guardConfig({ shortCircuit: false }), profile, shape: SHAPE, primary: models.cnn, ensemble: models.mlp });
+  // The per-stage profile with the seed's fixed rules (0.85, argmax disagreement), for comparison.
+  const stageProfile = await calibrateProfile({ ...common, pipeline: false, fpr: STAGE_FPR, squeezeFpr: SQUEEZE_FPR });
+  const stageGuard = new Guard({ config: guardConfig({ shortCircuit: false }), profile: stageProfile, shape: SHAPE, primary: models.cnn, ensemble: models.mlp });
+  const pl = profile.pipeline!;
+  process.stderr.write(`pipeline profile: stage rate ${pl.stageRate.toFixed(4)}, confidence ${pl.confidenceThreshold.toFixed(4)}, ensemble L1 ${pl.ensembleThreshold?.toFixed(4)}, squeeze ${profile.squeeze!.threshold.toFixed(4)}, validation tail ${profile.validation.tail.toFixed(5)}; cross-validated FPR ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), in-sample ${pct(pl.measuredFpr)}\n`);
   const calScores = await runGuard(guard, split.calibration.map((idx) => digitPixels(data, idx)));
   const pvals = Object.fromEntries(STAGES.map((s) => [s, survival(calScores.map((c) => c.score[s]))])) as Record<Stage, (x: number) => number>;
   // Joint detector: the smallest per-stage p-value, as -log p; threshold at JOINT_FPR on calibration.
@@ -141,6 +156,7 @@ async function main(): Promise<void> {
   const evalImages = evalIdx.map((idx) => Float32Array.from(digitPixels(data, idx)));
   const evalLabels = evalIdx.map((idx) => data.labels[idx]!);
   const clean = await runGuard(guard, evalImages);
+  const cleanStage = await runGuard(stageGuard, evalImages);
   const cleanCorrect = clean.map((c, i) => c.primaryIndex === evalLabels[i]);
 
   const cnnTf = loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), 'linear').model;
@@ -167,11 +183,19 @@ async function main(): Promise<void> {
   const cleanFpr = Object.fromEntries(STAGES.map((s) => [s, clean.filter((c) => c.fired[s]).length / clean.length])) as Record<Stage, number>;
   const cleanPipeline = clean.filter((c) => c.verdict !== 'accept').length / clean.length;
   const cleanJoint = clean.filter((c) => joint(c) > jointThreshold).length / clean.length;
+  const cleanFlagged = clean.filter((c) => c.verdict !== 'accept').length;
+  const cleanInterval = [1 - rateUpperBound(clean.length - cleanFlagged, clean.length, 0.975), rateUpperBound(cleanFlagged, clean.length, 0.975)] as const;
+  const cleanStageFpr = Object.fromEntries(STAGES.map((s) => [s, cleanStage.filter((c) => c.fired[s]).length / cleanStage.length])) as Record<Stage, number>;
+  const cleanPerStage = cleanStage.filter((c) => c.verdict !== 'accept').length / cleanStage.length;
   const results: Array<Record<string, unknown>> = [];
   for (const set of sets) {
     let scored = await runGuard(guard, set.images);
+    let stageScored = await runGuard(stageGuard, set.images);
     const attempted = scored.length;
-    if (set.keep) scored = scored.filter((s, i) => set.keep!(s, i));
+    if (set.keep) {
+      stageScored = stageScored.filter((_, i) => set.keep!(scored[i]!, i));
+      scored = scored.filter((s, i) => set.keep!(s, i));
+    }
     const row: Record<string, unknown> = { set: set.name, note: set.note, n: scored.length, attempted };
     for (const s of STAGES) {
       row[`${s}.detected`] = scored.filter((x) => x.fired[s]).length / scored.length;
@@ -179,6 +203,7 @@ async function main(): Promise<void> {
     }
     row['pipeline.detected'] = scored.filter((x) => x.verdict !== 'accept').length / scored.length;
     row['pipeline.rejected'] = scored.filter((x) => x.verdict === 'reject').length / scored.length;
+    row['perStage.detected'] = stageScored.filter((x) => x.verdict !== 'accept').length / stageScored.length;
     row['joint.detected'] = scored.filter((x) => joint(x) > jointThreshold).length / scored.length;
     row['joint.auc'] = rocAuc(scored.map(joint), clean.map(joint));
     results.push(row);
@@ -189,8 +214,13 @@ async function main(): Promise<void> {
   const acceptedCorrect = clean.filter((c, i) => c.verdict === 'accept' && c.primaryIndex === evalLabels[i]).length;
   const summary = {
     evaluationDigits: evalIdx.length,
-    calibration: { digits: split.calibration.length, validationFpr: FPR, squeezeFpr: SQUEEZE_FPR, jointFpr: JOINT_FPR, squeezeThreshold: profile.squeeze!.threshold, validationTail: profile.validation.tail },
-    cleanFalsePositives: { ...cleanFpr, pipeline: cleanPipeline, joint: cleanJoint },
+    calibration: {
+      digits: split.calibration.length,
+      pipeline: { ...pl, squeezeThreshold: profile.squeeze!.threshold, validationTail: profile.validation.tail },
+      perStage: { validationFpr: STAGE_FPR, squeezeFpr: SQUEEZE_FPR, squeezeThreshold: stageProfile.squeeze!.threshold, validationTail: stageProfile.validation.tail, confidenceThreshold: 0.85 },
+      jointFpr: JOINT_FPR,
+    },
+    cleanFalsePositives: { ...cleanFpr, pipeline: cleanPipeline, pipeline95: cleanInterval, joint: cleanJoint, perStage: { ...cleanStageFpr, pipeline: cleanPerStage } },
     cleanAccuracy: { primary: cleanCorrect.filter(Boolean).length / clean.length, acceptedAnswersCorrect: acceptedCorrect / Math.max(1, accepted.length), accepted: accepted.length / clean.length },
     sets: results,
   };
@@ -198,16 +228,18 @@ async function main(): Promise<void> {
 
   // 4. Markdown for docs/guard.md.
   const lines: string[] = [];
-  lines.push(`Clean evaluation digits (n = ${clean.length}): primary accuracy ${pct(summary.cleanAccuracy.primary)}; false positives: validation ${pct(cleanFpr.validation)}, confidence < 0.85 ${pct(cleanFpr.confidence)}, ensemble disagreement ${pct(cleanFpr.ensemble)}, squeezing ${pct(cleanFpr.squeeze)}; whole pipeline (default config) ${pct(cleanPipeline)}; joint detector ${pct(cleanJoint)}. Accepted answers correct: ${pct(summary.cleanAccuracy.acceptedAnswersCorrect)}.`);
+  lines.push(`Pipeline profile (--fpr ${FPR}, --fpr-confidence ${FPR_CONFIDENCE}): per-stage rate ${pl.stageRate.toFixed(4)}; confidence threshold ${pl.confidenceThreshold.toFixed(3)}; ensemble L1 threshold ${pl.ensembleThreshold?.toFixed(3)}; squeezing threshold ${profile.squeeze!.threshold.toFixed(3)}; validation tail ${profile.validation.tail.toFixed(5)}; cross-validated FPR on the calibration digits ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), in-sample ${pct(pl.measuredFpr)}.`);
+  lines.push('');
+  lines.push(`Clean evaluation digits (n = ${clean.length}): primary accuracy ${pct(summary.cleanAccuracy.primary)}; false positives of the default pipeline ${pct(cleanPipeline)} (95% interval ${pct(cleanInterval[0])} to ${pct(cleanInterval[1])}): validation ${pct(cleanFpr.validation)}, confidence ${pct(cleanFpr.confidence)}, ensemble ${pct(cleanFpr.ensemble)}, squeezing ${pct(cleanFpr.squeeze)}. Per-stage profile with the seed's rules: ${pct(cleanPerStage)} (validation ${pct(cleanStageFpr.validation)}, confidence < 0.85 ${pct(cleanStageFpr.confidence)}, argmax disagreement ${pct(cleanStageFpr.ensemble)}, squeezing ${pct(cleanStageFpr.squeeze)}). Joint detector ${pct(cleanJoint)}. Accepted answers correct: ${pct(summary.cleanAccuracy.acceptedAnswersCorrect)} (${pct(summary.cleanAccuracy.accepted)} accepted).`);
   lines.push('');
   lines.push('Detection rate (share of the set flagged or rejected) at the calibrated thresholds:');
   lines.push('');
-  lines.push('| set | n | validation | confidence | ensemble | squeezing | pipeline (default) | joint @ calibrated ' + pct(JOINT_FPR) + ' |');
-  lines.push('|---|---|---|---|---|---|---|---|');
+  lines.push('| set | n | validation | confidence | ensemble | squeezing | **pipeline (default)** | per-stage, seed rules | joint |');
+  lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
-    lines.push(`| ${r.set} | ${r.n} | ${STAGES.map((s) => pct(r[`${s}.detected`] as number)).join(' | ')} | ${pct(r['pipeline.detected'] as number)} | ${pct(r['joint.detected'] as number)} |`);
+    lines.push(`| ${r.set} | ${r.n} | ${STAGES.map((s) => pct(r[`${s}.detected`] as number)).join(' | ')} | **${pct(r['pipeline.detected'] as number)}** | ${pct(r['perStage.detected'] as number)} | ${pct(r['joint.detected'] as number)} |`);
   }
-  lines.push(`| *clean digits (false positives)* | ${clean.length} | ${STAGES.map((s) => pct(cleanFpr[s])).join(' | ')} | ${pct(cleanPipeline)} | ${pct(cleanJoint)} |`);
+  lines.push(`| *clean digits (false positives)* | ${clean.length} | ${STAGES.map((s) => pct(cleanFpr[s])).join(' | ')} | **${pct(cleanPipeline)}** | ${pct(cleanPerStage)} | ${pct(cleanJoint)} |`);
   lines.push('');
   lines.push('ROC-AUC of each stage\'s continuous score against the clean evaluation digits:');
   lines.push('');

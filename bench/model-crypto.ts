@@ -1,8 +1,9 @@
 /**
  * Model package crypto benchmark (issue 2, item 8). In one run, on the same random file:
- *   - `packModel` and `verifyPackage` with the content key (every chunk authenticated, plaintext
- *     SHA-256 checked, nothing written) for each cipher suite, each run in a child process whose
- *     idle and peak RSS are read (`/usr/bin/time -f %M` when present, getrusage in the child too);
+ *   - `packModel` and `verifyPackage` with the content key (every chunk authenticated, every
+ *     signed plaintext shard SHA-256 checked, on worker threads; nothing written) for each cipher
+ *     suite, each run in a child process whose idle and peak RSS are read (`/usr/bin/time -f %M`
+ *     when present, getrusage in the child too);
  *   - the machine's limit for that work, measured in the same run: `openssl speed -evp CIPHER`
  *     (encrypt for pack, -decrypt for verify) and `openssl speed -evp sha256`, 1 MiB blocks;
  *     the limit is the smaller of the two (decrypting and hashing may run on separate cores);

@@ -4,8 +4,11 @@
  *   fixtures/guard/fgsm-<true>-as-<adv>.png   one FGSM example (eps 0.3) against the CNN, made
  *                                              from an evaluation digit with TensorFlow.js
  *                                              gradients; the tests check it is flagged by squeezing
- *   fixtures/guard/mnist-cnn.profile.json      a profile calibrated on the 1,000 calibration digits
- *                                              at 5% FPR (for the demo and the README)
+ *   fixtures/guard/mnist-cnn.profile.json      a per-stage (version 1) profile calibrated on the
+ *                                              1,000 calibration digits at 5% FPR (for the demo,
+ *                                              the README and the agent tests)
+ *   fixtures/guard/mnist-cnn.pipeline.profile.json   a version-2 profile: the whole pipeline
+ *                                              calibrated to a 4% budget (the demo's guard step)
  *
  * Run: npx tsx scripts/make-guard-fixtures.ts   (seconds; not run by CI). Deterministic: the
  * first evaluation digit (split order) for which the 8-bit PNG of the attack still fools the
@@ -29,9 +32,13 @@ async function main(): Promise<void> {
   mkdirSync(OUT, { recursive: true });
   const data = loadMnist();
   const split = mnistSplit(data.count);
-  const s = await setUp(0.05);
+  const s = await setUp(0.05, 0.05); // per-stage (version 1): the agent tests rely on the seed's rules
   writeFileSync(join(OUT, 'mnist-cnn.profile.json'), serializeProfile(s.profile));
   console.log(`profile: squeeze threshold ${s.profile.squeeze?.threshold.toFixed(4)}, validation measured FPR ${s.profile.validation.measuredFpr}`);
+  const budget = await setUp(0.04);
+  writeFileSync(join(OUT, 'mnist-cnn.pipeline.profile.json'), serializeProfile(budget.profile));
+  console.log(`pipeline profile: cross-validated FPR ${budget.profile.pipeline?.crossValidatedFpr}, upper bound ${budget.profile.pipeline?.upperBound}`);
+  for (const x of budget.models.sessions) await x.release();
 
   const { model } = loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), 'linear');
   const candidates = split.evaluation.slice(0, 100);

@@ -41,7 +41,11 @@ export interface Setup {
   profile: GuardProfile;
 }
 
-export async function setUp(fpr: number, squeezeFpr = fpr, primary: 'cnn' | 'mlp' = 'cnn'): Promise<Setup> {
+/**
+ * `fpr` is the whole pipeline's budget (the default of `edgeguard guard calibrate`); with
+ * `squeezeFpr` the profile is calibrated per stage instead (validation at fpr, squeezing at squeezeFpr).
+ */
+export async function setUp(fpr: number, squeezeFpr?: number, primary: 'cnn' | 'mlp' = 'cnn'): Promise<Setup> {
   const data = loadMnist();
   const split = mnistSplit(data.count);
   const models = await loadDemoModels();
@@ -52,7 +56,7 @@ export async function setUp(fpr: number, squeezeFpr = fpr, primary: 'cnn' | 'mlp
   const profile = await calibrateProfile({
     samples,
     fpr,
-    squeezeFpr,
+    ...(squeezeFpr === undefined ? {} : { pipeline: false, squeezeFpr }),
     primary: models[primary],
     ensemble: models[primary === 'cnn' ? 'mlp' : 'cnn'],
     shape: SHAPE,

@@ -27,8 +27,11 @@ export interface FleetResponse<T = unknown> {
 
 export class FleetClient {
   readonly base: URL;
-  private readonly agent: Agent;
+  private agent: Agent;
   private readonly timeoutMs: number;
+  private readonly maxSockets: number;
+  private readonly ca: string;
+  private retired: Array<{ agent: Agent; timer: NodeJS.Timeout }> = [];
 
   constructor(opts: FleetClientOptions) {
     let base: URL;
@@ -40,15 +43,38 @@ export class FleetClient {
     if (base.protocol !== 'https:') throw new EdgeguardError('EG_USAGE', `the control plane is reached over https only, not ${base.protocol}.`);
     this.base = base;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
-    this.agent = new Agent({
+    this.maxSockets = opts.maxSockets ?? 16;
+    this.ca = opts.ca;
+    this.agent = this.makeAgent(opts.cert, opts.key);
+  }
+
+  private makeAgent(cert: string | undefined, key: string | undefined): Agent {
+    return new Agent({
       keepAlive: true,
-      maxSockets: opts.maxSockets ?? 16,
-      ca: opts.ca,
-      ...(opts.cert !== undefined ? { cert: opts.cert } : {}),
-      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      maxSockets: this.maxSockets,
+      ca: this.ca,
+      ...(cert !== undefined ? { cert } : {}),
+      ...(key !== undefined ? { key } : {}),
       minVersion: 'TLSv1.3',
       rejectUnauthorized: true,
     });
+  }
+
+  /**
+   * Present another client certificate from the next request on (a renewed device certificate):
+   * new requests open connections with it; requests in flight finish on the old connections,
+   * which are closed once the request timeout has passed.
+   */
+  setCredential(cert: string, key: string): void {
+    const old = this.agent;
+    this.agent = this.makeAgent(cert, key);
+    for (const sockets of Object.values(old.freeSockets)) for (const s of sockets ?? []) s.destroy();
+    const timer = setTimeout(() => {
+      old.destroy();
+      this.retired = this.retired.filter((r) => r.agent !== old);
+    }, this.timeoutMs);
+    timer.unref();
+    this.retired.push({ agent: old, timer });
   }
 
   /** Raw request: returns status and parsed JSON (or Buffer for non-JSON), never throws on HTTP status. */
@@ -101,6 +127,11 @@ export class FleetClient {
 
   close(): void {
     this.agent.destroy();
+    for (const r of this.retired) {
+      clearTimeout(r.timer);
+      r.agent.destroy();
+    }
+    this.retired = [];
   }
 }
 

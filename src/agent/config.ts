@@ -11,12 +11,14 @@
  *   guard:    { profile: profile.json, confidence: { threshold: 0.85 }, ... }   # src/guard config
  *   review:   { publicKey: review.pub, spool: { dir: spool, maxItems: 1000, maxBytes: 67108864 } }
  *   upload:   { device: device/ }                   # enrolled device dir; or { server, ca, cert, key }
+ *   renewal:  { enabled: true, maxSleepMs: 3600000 } # renew the device certificate at 2/3 of its life
+ *   journal:  { path: audit.journal, forwardIntervalMs: 10000 }   # signed local audit journal, forwarded
  *   metrics:  { enabled: true }
  *   openapi:  { enabled: true }
  *   log:      { level: info }
  */
 import { readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeguardError, fsError } from '../errors/index.ts';
@@ -113,6 +115,35 @@ export const agentConfigSchema = z
           .strict(),
       ])
       .optional(),
+    /** Renewal of the device certificate of `upload` (at two thirds of its lifetime). */
+    renewal: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** The longest single wait between checks: a long sleep or a clock change is caught within this. */
+        maxSleepMs: z.number().int().min(100).max(24 * 3_600_000).default(3_600_000),
+        /** Retry after a failed renewal: exponential backoff from backoffInitialMs up to backoffMaxMs. */
+        backoffInitialMs: z.number().int().min(10).max(3_600_000).default(10_000),
+        backoffMaxMs: z.number().int().min(10).max(24 * 3_600_000).default(3_600_000),
+      })
+      .strict()
+      .prefault({}),
+    /** The device's signed audit journal (needs `upload`: entries are signed with the device certificate key). */
+    journal: z
+      .object({
+        /** Default: on when `upload` is configured. */
+        enabled: z.boolean().optional(),
+        /** Default: fleet/audit.journal in the device directory (upload.device; it goes with a re-enrollment), else audit.journal next to this file. */
+        path: path.optional(),
+        forwardIntervalMs: z.number().int().min(50).max(3_600_000).default(10_000),
+        /** While the control plane is unreachable, retries back off exponentially up to this. */
+        backoffMaxMs: z.number().int().min(50).max(24 * 3_600_000).default(300_000),
+        /** Records per POST (the server takes at most 1000). */
+        batch: z.number().int().min(1).max(1000).default(500),
+        /** Events waiting for the disk; beyond this new events are dropped (counted, logged). */
+        maxPending: z.number().int().min(16).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
     metrics: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
     openapi: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
     log: z
@@ -122,6 +153,9 @@ export const agentConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.journal.enabled === true && !c.upload) {
+      ctx.addIssue({ code: 'custom', path: ['journal', 'enabled'], message: 'the journal is signed with the device certificate key, so it needs upload (an enrolled device or its certificate and key)' });
+    }
     if (c.review.enabled && !c.review.publicKey) {
       ctx.addIssue({ code: 'custom', path: ['review', 'publicKey'], message: 'review is enabled but has no publicKey (make one with `edgeguard review keygen`, or set review.enabled: false)' });
     }
@@ -143,6 +177,7 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
     models: { primary: r(c.models.primary), ensemble: rOpt(c.models.ensemble), fallback: rOpt(c.models.fallback) },
     guard,
     review: { ...c.review, publicKey: rOpt(c.review.publicKey), spool: { ...c.review.spool, dir: r(c.review.spool.dir) } },
+    journal: { ...c.journal, ...(c.journal.path ? { path: r(c.journal.path) } : c.upload && 'device' in c.upload ? { path: r(join(c.upload.device, 'fleet', 'audit.journal')) } : { path: r('audit.journal') }) },
     ...(c.upload ? { upload: 'device' in c.upload ? { ...c.upload, device: r(c.upload.device) } : { ...c.upload, ca: r(c.upload.ca), cert: r(c.upload.cert), key: r(c.upload.key) } } : {}),
   };
 }

@@ -14,7 +14,7 @@
  *
  * State lives in DEVICE_DIR/fleet/ (docs/formats.md); an interrupted enrollment resumes polling.
  */
-import { createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -84,7 +84,8 @@ async function readText(path: string, what: string): Promise<string> {
   }
 }
 
-async function writeAtomic(path: string, text: string, mode = 0o644): Promise<void> {
+/** Write through a temporary file and rename, so a reader never sees half a file. */
+export async function writeAtomic(path: string, text: string, mode = 0o644): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   await writeFile(tmp, text, { mode }).catch((e) => {
     throw fsError(e, tmp, 'write');
@@ -281,23 +282,32 @@ export async function renewIfDue(deviceDir: string, opts: { tcti?: string; now?:
   if (!opts.force && !renewalDue(cred.certificate.notBefore, cred.certificate.notAfter, opts.now)) {
     return { renewed: false, notAfter: cred.certificate.notAfter.toISOString() };
   }
-  const keys = {
-    privateKey: await globalThis.crypto.subtle.importKey('pkcs8', createPrivateKeyDer(cred.keyPem), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']),
-    publicKey: await globalThis.crypto.subtle.importKey('spki', createPublicKey(cred.keyPem).export({ type: 'spki', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']),
-  };
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cred.deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
   const client = deviceClient(cred);
   try {
-    const r = (await client.call<protocol.CertificateResponse>('POST', '/v1/device/renew', { csr: csr.toString('pem') })).body;
-    const leaf = await checkIssued(r.certificateChain, cred.keyPem, cred.caPem);
-    await writeAtomic(join(resolve(deviceDir), FLEET_SUBDIR, FLEET_FILES.certificate), r.certificateChain);
-    return { renewed: true, notAfter: leaf.notAfter.toISOString() };
+    const r = await requestRenewal(client, cred);
+    await writeAtomic(join(resolve(deviceDir), FLEET_SUBDIR, FLEET_FILES.certificate), r.chainPem);
+    return { renewed: true, notAfter: r.certificate.notAfter.toISOString() };
   } finally {
     client.close();
   }
 }
 
+/**
+ * POST /v1/device/renew over `client` (mutual TLS with the current certificate): a CSR for the
+ * same key; the answer must be for our key and chain to the pinned fleet CA.
+ */
+export async function requestRenewal(client: FleetClient, cred: { deviceId: string; keyPem: string; caPem: string }): Promise<{ chainPem: string; certificate: x509.X509Certificate }> {
+  const keys = {
+    privateKey: await globalThis.crypto.subtle.importKey('pkcs8', createPrivateKeyDer(cred.keyPem), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']),
+    publicKey: await globalThis.crypto.subtle.importKey('spki', createPublicKey(cred.keyPem).export({ type: 'spki', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']),
+  };
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cred.deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  const r = (await client.call<protocol.CertificateResponse>('POST', '/v1/device/renew', { csr: csr.toString('pem') })).body;
+  const certificate = await checkIssued(r.certificateChain, cred.keyPem, cred.caPem);
+  return { chainPem: r.certificateChain, certificate };
+}
+
 function createPrivateKeyDer(pem: string): Buffer {
-  const b64 = pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
-  return Buffer.from(b64, 'base64');
+  // PKCS#8 whatever the PEM holds (a key file may be SEC1 "EC PRIVATE KEY").
+  return createPrivateKey(pem).export({ type: 'pkcs8', format: 'der' });
 }

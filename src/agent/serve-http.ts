@@ -75,6 +75,15 @@ export interface AgentMetrics {
   reviewUploadFailures: Counter;
   spoolItems: Gauge;
   spoolBytes: Gauge;
+  certNotAfter: Gauge;
+  certRenewals: Counter<'result'>;
+  certRenewalLastSuccess: Gauge;
+  certRenewalLastTime: Gauge;
+  journalEntries: Counter;
+  journalDropped: Counter;
+  journalHeadSeq: Gauge;
+  journalForwardedSeq: Gauge;
+  journalForwardFailures: Counter;
 }
 
 export function createAgentMetrics(): AgentMetrics {
@@ -96,5 +105,14 @@ export function createAgentMetrics(): AgentMetrics {
     reviewUploadFailures: new Counter({ name: 'edgeguard_review_upload_failures_total', help: 'Failed delivery rounds', registers: r }),
     spoolItems: new Gauge({ name: 'edgeguard_review_spool_items', help: 'Sealed items waiting in the spool', registers: r }),
     spoolBytes: new Gauge({ name: 'edgeguard_review_spool_bytes', help: 'Bytes of sealed items waiting in the spool', registers: r }),
+    certNotAfter: new Gauge({ name: 'edgeguard_agent_cert_not_after_seconds', help: 'notAfter of the device certificate in use (Unix seconds)', registers: r }),
+    certRenewals: new Counter({ name: 'edgeguard_agent_cert_renewals_total', help: 'Certificate renewal attempts by result (renewed, failed)', labelNames: ['result'], registers: r }),
+    certRenewalLastSuccess: new Gauge({ name: 'edgeguard_agent_cert_renewal_last_success', help: '1 if the last renewal attempt succeeded, 0 if it failed (absent before the first attempt)', registers: r }),
+    certRenewalLastTime: new Gauge({ name: 'edgeguard_agent_cert_renewal_last_timestamp_seconds', help: 'When the last renewal attempt ended (Unix seconds)', registers: r }),
+    journalEntries: new Counter({ name: 'edgeguard_agent_journal_entries_total', help: 'Events appended (signed, fsynced) to the device audit journal', registers: r }),
+    journalDropped: new Counter({ name: 'edgeguard_agent_journal_dropped_total', help: 'Events dropped because the journal could not keep up or failed to write', registers: r }),
+    journalHeadSeq: new Gauge({ name: 'edgeguard_agent_journal_head_seq', help: 'Sequence number of the last journal entry', registers: r }),
+    journalForwardedSeq: new Gauge({ name: 'edgeguard_agent_journal_forwarded_seq', help: 'Sequence number of the last entry the control plane has logged', registers: r }),
+    journalForwardFailures: new Counter({ name: 'edgeguard_agent_journal_forward_failures_total', help: 'Failed journal forwarding rounds', registers: r }),
   };
 }

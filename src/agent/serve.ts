@@ -12,8 +12,13 @@
  *   - Bounded body size (413), request and inference timeouts (503), a concurrency limit checked
  *     before the body is read (429 with Retry-After, no queue), graceful shutdown.
  *   - pino logs (never bodies), /healthz, OpenAPI at /openapi.json, Prometheus at /metrics.
+ *   - With `upload` (a device identity): the device certificate is renewed at two thirds of its
+ *     lifetime (renewal.ts) and the agent's security events go to its signed journal, forwarded to
+ *     the control plane (agent-journal.ts).
  */
+import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFile, unlink, chmod, lstat } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -25,9 +30,9 @@ import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } fro
 import type { ImagePreprocessing } from '../model/index.ts';
 import { openDeviceKeyStore } from '../keystore/index.ts';
 import { Guard, computeStatistics, guardInputShape, loadedModelClassifier, parseProfile, type GuardImage, type GuardResult, type PlanarShape } from '../guard/index.ts';
-import { FleetClient } from './client.ts';
-import { deviceClient, loadDeviceCredential } from './enroll.ts';
 import type { AgentConfig } from './config.ts';
+import { AgentIdentity, CertificateRenewer } from './renewal.ts';
+import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
 
@@ -207,6 +212,30 @@ export interface BuildAgentAppOptions {
   logger?: Logger;
   review?: ReviewQueue;
   metrics?: AgentMetrics;
+  /** Guard flags and rejections are journaled here (never the input). */
+  journal?: AgentJournal;
+  /** Extra /healthz fields (certificate, journal). */
+  health?: () => Record<string, unknown>;
+}
+
+const micro = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? 0 : Math.max(-1e12, Math.min(1e12, Math.round(v * 1e6))));
+
+/** The check, score and threshold (x 10^6) of the first reason of a verdict, for the audit event. */
+function guardFinding(r: GuardResult): { check: string; score: number; threshold: number } {
+  const first = r.reasons[0];
+  const s = r.stages;
+  switch (first?.stage) {
+    case 'confidence':
+      return { check: first.code, score: micro(s.confidence?.value), threshold: micro(s.confidence?.threshold) };
+    case 'squeeze':
+      return { check: first.code, score: micro(s.squeeze?.score), threshold: micro(s.squeeze?.threshold) };
+    case 'ensemble':
+      return { check: first.code, score: micro(s.ensemble?.distance), threshold: micro(s.ensemble?.threshold) };
+    case 'validation':
+      return { check: first.code, score: micro(s.validation?.score), threshold: 0 };
+    default:
+      return { check: 'unknown', score: 0, threshold: 0 };
+  }
 }
 
 export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, o: BuildAgentAppOptions = {}): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
@@ -260,6 +289,7 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
     key: runtime.key,
     inflight,
     review: o.review ? { keyId: o.review.keyId, spooled: o.review.spool.items } : null,
+    ...(o.health?.() ?? {}),
   }));
   if (config.metrics.enabled) {
     app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
@@ -361,6 +391,17 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
         review = { queued: false };
       }
     }
+    if (o.journal && (r.verdict === 'flag' || r.verdict === 'reject')) {
+      const common = {
+        ...guardFinding(r),
+        queuedForReview: review?.queued ?? false,
+        reasons: [...new Set(r.reasons.map((x) => x.code))].slice(0, 16),
+        model: `${modelInfo.name}@${modelInfo.version}`,
+        modelSha256: runtime.primary.provenance.headerSha256,
+      };
+      if (r.verdict === 'flag') o.journal.record('guard.flagged', 'success', common);
+      else o.journal.record('guard.rejected', 'denied', common);
+    }
     timings.totalMs = performance.now() - t0;
     metrics.stage.observe({ stage: 'total' }, timings.totalMs / 1000);
     const a = r.answer;
@@ -451,75 +492,190 @@ export interface RunningAgent {
   runtime: AgentRuntime;
   metrics: AgentMetrics;
   review?: ReviewQueue;
+  /** The device identity of `upload`, its certificate renewal and the audit journal. */
+  identity?: AgentIdentity;
+  renewer?: CertificateRenewer;
+  journal?: AgentJournal;
   /** http://127.0.0.1:PORT, or unix:PATH */
   url: string;
   port?: number;
   socket?: string;
-  close(): Promise<void>;
+  /** Graceful shutdown; `reason` goes into the journal's agent.stopped event. */
+  close(reason?: string): Promise<void>;
 }
 
 export interface StartAgentOptions {
   logger?: Logger;
   /** Override the review sink (tests); by default the control plane from `upload`, if configured. */
   reviewSink?: ReviewSink;
+  /** Wall clock of the certificate renewal schedule (tests, the demo); default Date.now. */
+  renewalClock?: () => number;
 }
 
-async function reviewSinkFromConfig(config: AgentConfig): Promise<ReviewSink | undefined> {
-  const u = config.upload;
-  if (!u) return undefined;
-  if ('device' in u) return fleetReviewSink(deviceClient(await loadDeviceCredential(u.device)));
-  const read = async (p: string, what: string) => {
-    try {
-      return await readFile(p, 'utf8');
-    } catch (e) {
-      throw fsError(e, p, `read ${what}`);
-    }
-  };
-  const client = new FleetClient({ server: u.server, ca: await read(u.ca, 'the fleet CA'), cert: await read(u.cert, 'the device certificate'), key: await read(u.key, 'the device key'), timeoutMs: 15_000 });
-  return fleetReviewSink(client);
+/** SHA-256 of the resolved configuration as JSON with sorted keys: which configuration ran. */
+export function configDigest(config: AgentConfig): string {
+  const sorted = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(sorted) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted((v as Record<string, unknown>)[k])])) : v;
+  return createHash('sha256').update(JSON.stringify(sorted(config))).digest('hex');
+}
+
+async function fileDigest(path: string | undefined): Promise<string | undefined> {
+  if (!path) return undefined;
+  return createHash('sha256').update(await readFile(path).catch(() => Buffer.alloc(0))).digest('hex');
 }
 
 /** Load everything, listen, and return a handle whose close() shuts down gracefully. */
 export async function startAgent(config: AgentConfig, o: StartAgentOptions = {}): Promise<RunningAgent> {
+  const startedAt = Date.now();
   const metrics = createAgentMetrics();
+  const log = o.logger;
+  // Everything opened so far, closed in reverse order if a later step fails.
+  const undo: Array<() => Promise<void> | void> = [];
+  const unwind = async () => {
+    for (const f of undo.reverse()) await Promise.resolve(f()).catch(() => undefined);
+  };
+  let identity: AgentIdentity | undefined;
+  let journal: AgentJournal | undefined;
+  let renewer: CertificateRenewer | undefined;
   let review: ReviewQueue | undefined;
-  if (config.review.enabled) {
-    let pem: string;
-    try {
-      pem = await readFile(config.review.publicKey!, 'utf8');
-    } catch (e) {
-      throw fsError(e, config.review.publicKey!, 'read the review public key');
-    }
-    review = await ReviewQueue.open({
-      publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
-      dir: config.review.spool.dir,
-      maxItems: config.review.spool.maxItems,
-      maxBytes: config.review.spool.maxBytes,
-      sink: o.reviewSink ?? (await reviewSinkFromConfig(config)),
-      intervalMs: config.upload?.intervalMs,
-      log: o.logger,
-      events: {
-        dropped: (_e, reason) => metrics.reviewDropped.inc({ reason }),
-        changed: (items, bytes) => {
-          metrics.spoolItems.set(items);
-          metrics.spoolBytes.set(bytes);
-        },
-        uploaded: () => metrics.reviewUploaded.inc(),
-        uploadFailed: () => metrics.reviewUploadFailures.inc(),
-      },
-    });
-  }
   let runtime: AgentRuntime;
   try {
-    runtime = await loadAgentRuntime(config);
+    if (config.upload) {
+      identity = await AgentIdentity.fromConfig(config.upload);
+      undo.push(() => identity!.close());
+      metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
+    }
+    if (identity && config.journal.enabled !== false) {
+      const privateKey = createPrivateKey(identity.keyPem);
+      const j = config.journal;
+      journal = await AgentJournal.open({
+        path: j.path!,
+        privateKey,
+        publicKey: createPublicKey(privateKey),
+        deviceId: identity.deviceId,
+        transport: identity.client(),
+        intervalMs: j.forwardIntervalMs,
+        backoffMaxMs: j.backoffMaxMs,
+        batch: j.batch,
+        maxPending: j.maxPending,
+        ...(log ? { log } : {}),
+        events: {
+          appended: (n, seq) => {
+            metrics.journalEntries.inc(n);
+            metrics.journalHeadSeq.set(seq);
+          },
+          dropped: (n) => metrics.journalDropped.inc(n),
+          forwarded: (r) => metrics.journalForwardedSeq.set(r.serverSeq),
+          forwardFailed: () => metrics.journalForwardFailures.inc(),
+        },
+      });
+      metrics.journalHeadSeq.set(journal.journal.lastSeq);
+      undo.push(() => journal!.close(0));
+    }
+    if (config.review.enabled) {
+      let pem: string;
+      try {
+        pem = await readFile(config.review.publicKey!, 'utf8');
+      } catch (e) {
+        throw fsError(e, config.review.publicKey!, 'read the review public key');
+      }
+      const reviewEvent = (itemId: string, action: 'queued' | 'uploaded' | 'dropped', reason?: string) =>
+        journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', { itemId, action, ...(reason ? { reason } : {}) });
+      review = await ReviewQueue.open({
+        publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
+        dir: config.review.spool.dir,
+        maxItems: config.review.spool.maxItems,
+        maxBytes: config.review.spool.maxBytes,
+        sink: o.reviewSink ?? (identity ? fleetReviewSink(identity.client()) : undefined),
+        intervalMs: config.upload?.intervalMs,
+        log,
+        events: {
+          dropped: (e, reason) => {
+            metrics.reviewDropped.inc({ reason });
+            reviewEvent(e.id, 'dropped', `spool ${reason}`);
+          },
+          changed: (items, bytes) => {
+            metrics.spoolItems.set(items);
+            metrics.spoolBytes.set(bytes);
+          },
+          sealed: (id) => reviewEvent(id, 'queued'),
+          uploaded: (id) => {
+            metrics.reviewUploaded.inc();
+            reviewEvent(id, 'uploaded');
+          },
+          uploadFailed: () => metrics.reviewUploadFailures.inc(),
+        },
+      });
+      undo.push(() => review!.close());
+    }
+    try {
+      runtime = await loadAgentRuntime(config);
+    } catch (e) {
+      const code = e instanceof EdgeguardError ? e.code : 'EG_INTERNAL';
+      journal?.record('model.load_failed', 'failure', { name: basename(config.models.primary).slice(0, 200), code });
+      throw e;
+    }
+    undo.push(() => runtime.release());
   } catch (e) {
-    await review?.close();
+    await unwind();
     throw e;
   }
-  const { app } = await buildAgentApp(config, runtime, { logger: o.logger, review, metrics });
+  if (journal) {
+    const seen = new Set<LoadedModel>();
+    for (const m of [runtime.primary, runtime.ensemble, runtime.fallback]) {
+      if (!m || seen.has(m)) continue;
+      seen.add(m);
+      journal.record('model.loaded', 'success', {
+        modelSha256: m.provenance.headerSha256,
+        name: m.metadata.name,
+        version: m.metadata.version,
+        signerKeyId: m.provenance.signedBy,
+        keyProvider: runtime.key.provider,
+      });
+    }
+  }
+  if (identity && config.renewal.enabled) {
+    const r = config.renewal;
+    const id = identity;
+    renewer = new CertificateRenewer({
+      identity: id,
+      maxSleepMs: r.maxSleepMs,
+      backoffInitialMs: r.backoffInitialMs,
+      backoffMaxMs: Math.max(r.backoffInitialMs, r.backoffMaxMs),
+      ...(o.renewalClock ? { now: o.renewalClock } : {}),
+      ...(log ? { log } : {}),
+      events: {
+        renewed: (previousSerial, cert) => {
+          metrics.certRenewals.inc({ result: 'renewed' });
+          metrics.certRenewalLastSuccess.set(1);
+          metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
+          metrics.certNotAfter.set(Math.floor(cert.notAfter.getTime() / 1000));
+          journal?.record('cert.renewed', 'success', { previousSerial, serial: id.serial, notAfter: cert.notAfter.toISOString() }, id.serial);
+        },
+        failed: (err) => {
+          metrics.certRenewals.inc({ result: 'failed' });
+          metrics.certRenewalLastSuccess.set(0);
+          metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
+          journal?.record('cert.renewed', 'failure', { previousSerial: id.serial, reason: `${err.code}: ${err.message}`.slice(0, 2000) }, id.serial);
+        },
+      },
+    });
+    undo.push(() => renewer!.close());
+  }
+  const health = () => ({
+    ...(identity ? { certificate: renewer ? renewer.status() : { deviceId: identity.deviceId, serial: identity.serial, notAfter: identity.certificate.notAfter.toISOString(), renewal: 'disabled' } } : {}),
+    ...(journal ? { journal: journal.status() } : {}),
+  });
+  let app: FastifyInstance;
   let url: string;
   let port: number | undefined;
   const socket = config.listen.socket;
+  try {
+    ({ app } = await buildAgentApp(config, runtime, { logger: log, review, metrics, ...(journal ? { journal } : {}), health }));
+  } catch (e) {
+    await unwind();
+    throw e;
+  }
   try {
     if (socket) {
       const st = await lstat(socket).catch(() => undefined);
@@ -536,14 +692,19 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     }
   } catch (e) {
     await app.close().catch(() => undefined);
-    await runtime.release();
-    await review?.close();
+    await unwind();
     if (e instanceof EdgeguardError) throw e;
     throw new EdgeguardError('EG_IO', `could not listen on ${socket ?? `${config.listen.host}:${config.listen.port}`} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}).`, { cause: e });
   }
+  if (journal) {
+    const profile = await fileDigest(config.guard.profile);
+    journal.record('agent.started', 'success', { configSha256: configDigest(config), ...(profile ? { guardProfileSha256: profile } : {}), keyProvider: runtime.key.provider, pid: process.pid });
+  }
   review?.start();
+  renewer?.start();
+  journal?.start();
   let closing: Promise<void> | undefined;
-  const close = () => {
+  const close = (reason = 'shutdown') => {
     closing ??= (async () => {
       const force = setTimeout(() => app.server.closeAllConnections(), config.limits.shutdownGraceMs);
       force.unref();
@@ -551,12 +712,28 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
         await app.close();
       } finally {
         clearTimeout(force);
+        await renewer?.close();
         await review?.close();
+        journal?.record('agent.stopped', 'success', { reason: reason.slice(0, 2000), uptimeS: Math.max(0, Math.floor((Date.now() - startedAt) / 1000)) });
+        await journal?.close().catch((e: unknown) => log?.error({ err: e }, 'could not close the audit journal'));
+        identity?.close();
         await runtime.release();
         if (socket) await unlink(socket).catch(() => undefined);
       }
     })();
     return closing;
   };
-  return { app, runtime, metrics, review, url, ...(port !== undefined ? { port } : {}), ...(socket ? { socket } : {}), close };
+  return {
+    app,
+    runtime,
+    metrics,
+    review,
+    ...(identity ? { identity } : {}),
+    ...(renewer ? { renewer } : {}),
+    ...(journal ? { journal } : {}),
+    url,
+    ...(port !== undefined ? { port } : {}),
+    ...(socket ? { socket } : {}),
+    close,
+  };
 }

@@ -24,6 +24,7 @@ export const JOURNAL_VERSION = 1;
 export const MAX_PAYLOAD_BYTES = 60_000;
 export const ZERO_HASH = Buffer.alloc(32);
 const BODY_FIXED = 1 + 8 + 32 + 8 + 4;
+const MARK_EVERY = 256;
 
 export type JournalAlgorithm = 'ed25519' | 'ecdsa-p256';
 const ALG_IDS: Record<JournalAlgorithm, number> = { ed25519: 1, 'ecdsa-p256': 2 };
@@ -251,6 +252,9 @@ export function checkJournalBytes(bytes: Uint8Array, publicKey: KeyObject): { en
  */
 export class Journal {
   private queue: Promise<unknown> = Promise.resolve();
+  /** Byte offset of every MARK_EVERY-th record (and the file end), so readFrom() reads only the tail. */
+  private marks: Array<{ seq: number; offset: number }> = [];
+  private end: number = JOURNAL_MAGIC.length;
 
   private constructor(
     readonly path: string,
@@ -258,6 +262,15 @@ export class Journal {
     private head: ChainHead,
     private readonly now: () => number,
   ) {}
+
+  private mark(entries: readonly JournalEntry[], from: number): void {
+    let at = from;
+    for (const e of entries) {
+      if (e.seq % MARK_EVERY === 0) this.marks.push({ seq: e.seq, offset: at });
+      at += 4 + e.body.length + 3 + e.signature.length;
+    }
+    this.end = at;
+  }
 
   /**
    * Open (or create) the journal at `path`. An existing journal must check clean under
@@ -271,6 +284,7 @@ export class Journal {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(e, path, 'read the audit journal');
     }
     let head = GENESIS_HEAD;
+    let entries: JournalEntry[] = [];
     if (bytes === undefined || bytes.length === 0) {
       const fh = await open(path, 'wx', 0o600).catch((e: unknown) => {
         throw fsError(e, path, 'create the audit journal');
@@ -292,8 +306,11 @@ export class Journal {
         throw new EdgeguardError('EG_TAMPERED', `the audit journal ${path} is broken at entry ${first.position}: ${first.reason}.`, { details: { gaps: check.gaps } });
       }
       head = check.head;
+      entries = check.entries;
     }
-    return new Journal(path, signer, head, opts.now ?? Date.now);
+    const journal = new Journal(path, signer, head, opts.now ?? Date.now);
+    journal.mark(entries, JOURNAL_MAGIC.length);
+    return journal;
   }
 
   get lastSeq(): number {
@@ -342,12 +359,36 @@ export class Journal {
       await fh.close();
     }
     this.head = { seq, hash };
+    this.mark(entries, this.end);
     return entries;
   }
 
-  /** Every entry from `fromSeq` on (for forwarding to the server). */
-  async readFrom(fromSeq: number): Promise<JournalEntry[]> {
-    const parsed = parseJournal(await readFile(this.path));
+  /**
+   * Every entry from `fromSeq` on (for forwarding to the server). Only the file from the last
+   * mark at or before `fromSeq` up to the end of the last complete append is read and parsed;
+   * `maxBytes` bounds that read (the entries that fit; at least one record is always read).
+   */
+  async readFrom(fromSeq: number, maxBytes = Number.POSITIVE_INFINITY): Promise<JournalEntry[]> {
+    let start = JOURNAL_MAGIC.length;
+    for (const m of this.marks) {
+      if (m.seq > fromSeq) break;
+      start = m.offset;
+    }
+    const end = Math.min(this.end, start + Math.max(maxBytes, 4 + BODY_FIXED + MAX_PAYLOAD_BYTES + 3 + 512));
+    let tail: Buffer;
+    try {
+      const fh = await open(this.path, 'r');
+      try {
+        tail = Buffer.alloc(Math.max(0, end - start));
+        const { bytesRead } = await fh.read(tail, 0, tail.length, start);
+        tail = tail.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      throw fsError(e, this.path, 'read the audit journal');
+    }
+    const parsed = parseJournal(Buffer.concat([JOURNAL_MAGIC, tail]));
     return parsed.entries.filter((e) => e.seq >= fromSeq);
   }
 }

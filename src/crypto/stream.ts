@@ -33,6 +33,17 @@ export function parseCipherSuite(name: string): CipherSuite {
   throw new EdgeguardError('EG_USAGE', `unknown cipher "${name}"; choose aes-256-gcm or chacha20-poly1305.`);
 }
 
+/**
+ * The per-file subkey and nonce prefix (layout above). Exported for the parallel chunk opener
+ * (src/model/chunk-opener.ts), which builds nonce(i, last) the same way on worker threads. The
+ * caller wipes both buffers when done.
+ */
+export function deriveStreamMaterial(suite: CipherSuite, contentKey: Uint8Array, salt: Uint8Array, headerDigest: Uint8Array): { key: Buffer; prefix: Buffer } {
+  const info = Buffer.concat([INFO_LABEL, Buffer.from([CIPHER_SUITES[suite]]), headerDigest]);
+  const okm = Buffer.from(hkdfSync('sha256', contentKey, salt, info, 32 + NONCE_PREFIX_BYTES));
+  return { key: okm.subarray(0, 32), prefix: okm.subarray(32) };
+}
+
 export class ChunkCipher {
   private readonly key: Buffer;
   private readonly prefix: Buffer;
@@ -44,10 +55,7 @@ export class ChunkCipher {
     salt: Uint8Array,
     private readonly headerDigest: Buffer,
   ) {
-    const info = Buffer.concat([INFO_LABEL, Buffer.from([CIPHER_SUITES[suite]]), headerDigest]);
-    const okm = Buffer.from(hkdfSync('sha256', contentKey, salt, info, 32 + NONCE_PREFIX_BYTES));
-    this.key = okm.subarray(0, 32);
-    this.prefix = okm.subarray(32);
+    ({ key: this.key, prefix: this.prefix } = deriveStreamMaterial(suite, contentKey, salt, headerDigest));
     this.prefix.copy(this.nonce, 0);
   }
 

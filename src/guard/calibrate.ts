@@ -1,6 +1,20 @@
 /**
  * Calibration: learn the profile from legitimate inputs only, at a chosen false-positive rate.
  *
+ * Pipeline mode (the default with a model): `fpr` is the budget of the whole default pipeline,
+ * the share of legitimate inputs that validation, confidence, ensemble and squeezing together
+ * may reject or flag. Every stage gets its threshold at one common per-stage rate a (validation:
+ * the tail bisection described below, at target a; confidence: the a-quantile of the top probability; ensemble:
+ * the (1-a)-quantile of the L1 distance between the two models' probabilities; squeezing: the
+ * (1-a)-quantile of its score). Fitting 15 thresholds (12 statistic bounds and 3 scores) on the
+ * same inputs they are judged on is optimistic (about 1/(N+1) per threshold), so a is chosen on
+ * K-fold cross-validated counts: thresholds fitted on K-1 folds, the held-out fold counted. a is
+ * the largest rate (bisection) whose cross-validated count k keeps the one-sided Clopper-Pearson
+ * upper bound on the rate, at level `fprConfidence` (default 0.95), within `fpr`; the final
+ * thresholds are then fitted on all inputs at a.
+ *
+ * Stage mode (`pipeline: false`, and always without a model) is what follows: each stage on its own.
+ *
  * Validation bounds. Each statistic gets [quantile(t), quantile(1 - t)] of its calibration
  * values, with the same tail mass t for every statistic. The fraction of calibration inputs
  * outside at least one bound grows with t; t is the largest value (found by bisection) for which
@@ -12,8 +26,9 @@
  */
 import { EdgeguardError } from '../errors/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
+import { DEFAULT_CONFIDENCE_THRESHOLD } from './config.ts';
 import { PROFILE_KIND, PROFILE_VERSION, validateStatistics, type GuardProfile } from './profile.ts';
-import { squeezeScore, type PlanarShape, type SqueezeSettings } from './squeeze.ts';
+import { l1Distance, squeezeScore, type PlanarShape, type SqueezeSettings } from './squeeze.ts';
 import { NUMERIC_STATISTICS, type InputStatistics, type NumericStatistic } from './stats.ts';
 
 export interface CalibrationSample {
@@ -24,15 +39,25 @@ export interface CalibrationSample {
 
 export interface CalibrateOptions {
   samples: CalibrationSample[];
-  /** Target false-positive rate of the validation stage (0..1, exclusive). */
+  /**
+   * Target false-positive rate (0..1, exclusive): of the whole pipeline in pipeline mode, of the
+   * validation stage in stage mode.
+   */
   fpr: number;
-  /** Target false-positive rate of the squeezing detector; defaults to `fpr`. */
+  /** Stage mode only: target false-positive rate of the squeezing detector; defaults to `fpr`. */
   squeezeFpr?: number;
   primary?: Classifier;
   ensemble?: Classifier;
   shape?: PlanarShape;
   squeeze?: SqueezeSettings;
+  /** The confidence threshold whose rate is recorded in `observed` (default 0.85). */
   confidenceThreshold?: number;
+  /** Calibrate the whole pipeline to `fpr` (default: true when a primary model is given). */
+  pipeline?: boolean;
+  /** Level of the upper confidence bound the pipeline budget is met at (0 = the point estimate; default 0.95). */
+  fprConfidence?: number;
+  /** Folds of the cross-validation (default 5). */
+  folds?: number;
   model?: GuardProfile['model'];
   /** Called after each sample with model work, for progress bars. */
   onProgress?: (done: number, total: number) => void;
@@ -74,18 +99,142 @@ function boundsAt(sorted: Record<NumericStatistic, Float64Array>, tail: number):
   return out;
 }
 
-function rejectionRate(samples: CalibrationSample[], bounds: Bounds): number {
-  let rejected = 0;
-  for (const { stats } of samples) {
-    for (const s of NUMERIC_STATISTICS) {
-      const v = stats[s];
-      if (v < bounds[s].min || v > bounds[s].max) {
-        rejected++;
-        break;
-      }
-    }
+function outside(stats: InputStatistics, bounds: Bounds): boolean {
+  for (const s of NUMERIC_STATISTICS) {
+    const v = stats[s];
+    if (!(v >= bounds[s].min && v <= bounds[s].max)) return true;
   }
-  return rejected / samples.length;
+  return false;
+}
+
+function rejectionRate(stats: InputStatistics[], bounds: Bounds): number {
+  let rejected = 0;
+  for (const x of stats) if (outside(x, bounds)) rejected++;
+  return rejected / stats.length;
+}
+
+/** Per-statistic bounds with a common tail mass, the largest whose joint rejection rate is <= fpr. */
+function fitValidation(stats: InputStatistics[], fpr: number): { tail: number; statistics: Bounds } {
+  const sorted = {} as Record<NumericStatistic, Float64Array>;
+  for (const s of NUMERIC_STATISTICS) sorted[s] = Float64Array.from(stats.map((x) => x[s])).sort();
+  // Bisection on the tail mass: rejectionRate(boundsAt(t)) is non-decreasing in t.
+  let lo = 0;
+  let hi = 0.5;
+  for (let i = 0; i < 50; i++) {
+    const mid = (lo + hi) / 2;
+    if (rejectionRate(stats, boundsAt(sorted, mid)) <= fpr) lo = mid;
+    else hi = mid;
+  }
+  return { tail: lo, statistics: boundsAt(sorted, lo) };
+}
+
+/** The value below which at most floor(N * rate) of `values` lie (flag when value < threshold). */
+export function lowerThresholdAtRate(values: ArrayLike<number>, rate: number): number {
+  if (values.length === 0) throw new RangeError('no values');
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * rate))]!;
+}
+
+/** ln P(X <= k) for X ~ Binomial(n, p), summed in log space. */
+function logBinomialCdf(k: number, n: number, p: number): number {
+  if (k >= n || p <= 0) return 0;
+  if (p >= 1) return -Infinity;
+  const lp = Math.log(p);
+  const lq = Math.log1p(-p);
+  let term = n * lq;
+  let acc = term;
+  for (let i = 0; i < k; i++) {
+    term += Math.log(n - i) - Math.log(i + 1) + lp - lq;
+    acc = acc > term ? acc + Math.log1p(Math.exp(term - acc)) : term + Math.log1p(Math.exp(acc - term));
+  }
+  return acc;
+}
+
+/**
+ * One-sided Clopper-Pearson upper confidence bound on a rate after k events in n trials: the p
+ * with P(Binomial(n, p) <= k) = 1 - level. Level 0 gives the point estimate k / n.
+ */
+export function rateUpperBound(k: number, n: number, level: number): number {
+  if (!(n > 0) || k < 0 || k > n) throw new RangeError('need 0 <= k <= n, n > 0');
+  if (level <= 0) return k / n;
+  if (k === n) return 1;
+  const target = Math.log(1 - level);
+  let lo = k / n;
+  let hi = 1;
+  for (let i = 0; i < 60; i++) {
+    const mid = (lo + hi) / 2;
+    if (logBinomialCdf(k, n, mid) > target) lo = mid;
+    else hi = mid;
+  }
+  return hi;
+}
+
+/** The largest count k out of n whose upper bound at `level` stays within `fpr` (-1: none does). */
+export function allowedCount(n: number, fpr: number, level: number): number {
+  let lo = -1;
+  let hi = n;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi + 1) / 2); // > lo, so the loop ends
+    if (rateUpperBound(mid, n, level) <= fpr) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** Per-sample scores of the model stages, computed once. */
+interface ModelScores {
+  confidence: Float64Array;
+  /** L1 distance between the primary's and the ensemble's probabilities. */
+  ensemble?: Float64Array;
+  squeeze: Float64Array;
+}
+
+interface StageThresholds {
+  validation: { tail: number; statistics: Bounds; minWidth: number; maxWidth: number; minHeight: number; maxHeight: number; formats: Set<string> };
+  confidence: number;
+  ensemble?: number;
+  squeeze: number;
+}
+
+function fitStages(idx: number[], samples: CalibrationSample[], m: ModelScores, rate: number): StageThresholds {
+  const stats = idx.map((i) => samples[i]!.stats);
+  const pick = (a: Float64Array) => idx.map((i) => a[i]!);
+  return {
+    validation: {
+      ...fitValidation(stats, rate),
+      minWidth: stats.reduce((m, x) => Math.min(m, x.width), Infinity),
+      maxWidth: stats.reduce((m, x) => Math.max(m, x.width), 0),
+      minHeight: stats.reduce((m, x) => Math.min(m, x.height), Infinity),
+      maxHeight: stats.reduce((m, x) => Math.max(m, x.height), 0),
+      formats: new Set(stats.map((x) => x.format)),
+    },
+    confidence: lowerThresholdAtRate(pick(m.confidence), rate),
+    ...(m.ensemble ? { ensemble: thresholdAtFpr(pick(m.ensemble), rate) } : {}),
+    squeeze: thresholdAtFpr(pick(m.squeeze), rate),
+  };
+}
+
+/** Whether sample i is rejected or flagged by at least one stage, exactly as the Guard decides. */
+function firesAny(i: number, samples: CalibrationSample[], m: ModelScores, t: StageThresholds): boolean {
+  const x = samples[i]!.stats;
+  const v = t.validation;
+  if (outside(x, v.statistics) || x.width < v.minWidth || x.width > v.maxWidth || x.height < v.minHeight || x.height > v.maxHeight || !v.formats.has(x.format)) return true;
+  if (m.confidence[i]! < t.confidence) return true;
+  if (m.ensemble && t.ensemble !== undefined && m.ensemble[i]! > t.ensemble) return true;
+  return m.squeeze[i]! > t.squeeze;
+}
+
+/** Number of samples fired on when each fold is judged by thresholds fitted on the other folds. */
+function crossValidatedCount(samples: CalibrationSample[], m: ModelScores, rate: number, folds: number): number {
+  let count = 0;
+  for (let f = 0; f < folds; f++) {
+    const train: number[] = [];
+    const held: number[] = [];
+    for (let i = 0; i < samples.length; i++) (i % folds === f ? held : train).push(i);
+    const t = fitStages(train, samples, m, rate);
+    for (const i of held) if (firesAny(i, samples, m, t)) count++;
+  }
+  return count;
 }
 
 /** Learn the whole profile (validation bounds, and with a model the squeezing threshold). */
@@ -95,38 +244,97 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
     throw new EdgeguardError('EG_USAGE', `calibration needs at least ${MIN_CALIBRATION_SAMPLES} legitimate inputs; got ${n}. Add more images.`);
   }
   checkFpr(o.fpr, '--fpr');
+  const pipeline = o.pipeline ?? Boolean(o.primary);
+  if (pipeline && !o.primary) throw new EdgeguardError('EG_USAGE', 'calibrating the whole pipeline needs the primary model.');
+  if (pipeline && o.squeezeFpr !== undefined) throw new EdgeguardError('EG_USAGE', '--squeeze-fpr sets a per-stage rate; with a pipeline budget (--fpr) the stages share it. Use --per-stage to set stage rates.');
   const squeezeFpr = o.squeezeFpr ?? o.fpr;
   checkFpr(squeezeFpr, '--squeeze-fpr');
+  const level = o.fprConfidence ?? 0.95;
+  if (!(level >= 0 && level < 1)) throw new EdgeguardError('EG_USAGE', `--fpr-confidence must be in [0, 1), e.g. 0.95; got ${level}.`);
+  const folds = o.folds ?? 5;
+  if (!(Number.isInteger(folds) && folds >= 2 && folds <= 100)) throw new EdgeguardError('EG_USAGE', `folds must be an integer in 2..100; got ${folds}.`);
   for (const { stats } of o.samples) {
     for (const s of NUMERIC_STATISTICS) {
       if (!Number.isFinite(stats[s])) throw new EdgeguardError('EG_INPUT', `a calibration input has a non-finite ${s} statistic.`);
     }
   }
-  const sorted = {} as Record<NumericStatistic, Float64Array>;
-  for (const s of NUMERIC_STATISTICS) sorted[s] = Float64Array.from(o.samples.map((x) => x.stats[s])).sort();
 
-  // Bisection on the tail mass: rejectionRate(boundsAt(t)) is non-decreasing in t.
-  let lo = 0;
-  let hi = 0.5;
-  for (let i = 0; i < 50; i++) {
-    const mid = (lo + hi) / 2;
-    if (rejectionRate(o.samples, boundsAt(sorted, mid)) <= o.fpr) lo = mid;
-    else hi = mid;
+  // Model scores of every sample (and the informational rates at the fixed 0.85 / argmax rules).
+  let scores: ModelScores | undefined;
+  let observed: GuardProfile['observed'];
+  if (o.primary) {
+    if (!o.shape || !o.squeeze) throw new EdgeguardError('EG_USAGE', 'squeezing calibration needs the model input shape and squeezer settings.');
+    const m: ModelScores = { confidence: new Float64Array(n), squeeze: new Float64Array(n), ...(o.ensemble ? { ensemble: new Float64Array(n) } : {}) };
+    let lowConfidence = 0;
+    let disagreements = 0;
+    const threshold = o.confidenceThreshold ?? DEFAULT_CONFIDENCE_THRESHOLD;
+    for (let i = 0; i < n; i++) {
+      const t = o.samples[i]!.tensor;
+      if (!t) throw new EdgeguardError('EG_USAGE', 'squeezing calibration needs the model input of every sample.');
+      const p = await o.primary(t);
+      const top = argmax(p);
+      m.confidence[i] = p[top]!;
+      if (p[top]! < threshold) lowConfidence++;
+      m.squeeze[i] = (await squeezeScore(o.primary, t, p, o.shape, o.squeeze)).score;
+      if (o.ensemble) {
+        const q = await o.ensemble(t);
+        m.ensemble![i] = l1Distance(p, q);
+        if (argmax(q) !== top) disagreements++;
+      }
+      o.onProgress?.(i + 1, n);
+    }
+    scores = m;
+    observed = { confidenceThreshold: threshold, lowConfidenceRate: lowConfidence / n, ...(o.ensemble ? { ensembleDisagreementRate: disagreements / n } : {}) };
   }
-  const tail = lo;
-  const statistics = boundsAt(sorted, tail);
+
+  // The per-stage rates: one shared rate for the pipeline, or the requested ones.
+  let validationRate = o.fpr;
+  let squeezeRate = squeezeFpr;
+  let pipelineSection: GuardProfile['pipeline'];
+  let final: StageThresholds | undefined;
+  if (pipeline && scores) {
+    const k = Math.max(0, allowedCount(n, o.fpr, level));
+    const kFolds = Math.min(folds, n);
+    let lo = 0;
+    let hi = Math.min(0.5, o.fpr);
+    for (let i = 0; i < 30; i++) {
+      const mid = (lo + hi) / 2;
+      if (crossValidatedCount(o.samples, scores, mid, kFolds) <= k) lo = mid;
+      else hi = mid;
+    }
+    const cv = crossValidatedCount(o.samples, scores, lo, kFolds);
+    final = fitStages(Array.from({ length: n }, (_, i) => i), o.samples, scores, lo);
+    let inSample = 0;
+    for (let i = 0; i < n; i++) if (firesAny(i, o.samples, scores, final)) inSample++;
+    validationRate = lo;
+    squeezeRate = lo;
+    pipelineSection = {
+      fpr: o.fpr,
+      fprConfidence: level,
+      folds: kFolds,
+      stageRate: lo,
+      confidenceThreshold: final.confidence,
+      ...(final.ensemble !== undefined ? { ensembleThreshold: final.ensemble } : {}),
+      crossValidatedFpr: cv / n,
+      upperBound: rateUpperBound(cv, n, level),
+      measuredFpr: inSample / n,
+    };
+  }
+
+  const { tail, statistics } = final?.validation ?? fitValidation(o.samples.map((x) => x.stats), validationRate);
   const widths = o.samples.map((x) => x.stats.width);
   const heights = o.samples.map((x) => x.stats.height);
   const formats = [...new Set(o.samples.map((x) => x.stats.format))].sort();
 
   const profile: GuardProfile = {
     kind: PROFILE_KIND,
-    version: PROFILE_VERSION,
+    // Version 2 only when there is a pipeline section: a per-stage profile stays readable by version-1 readers.
+    version: pipelineSection ? PROFILE_VERSION : 1,
     createdAt: new Date().toISOString(),
     ...(o.model ? { model: o.model } : {}),
     samples: n,
     validation: {
-      fpr: o.fpr,
+      fpr: validationRate,
       tail,
       statistics,
       dimensions: { minWidth: Math.min(...widths), maxWidth: Math.max(...widths), minHeight: Math.min(...heights), maxHeight: Math.max(...heights) },
@@ -136,35 +344,17 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
   };
   profile.validation.measuredFpr = o.samples.filter((x) => !validateStatistics(x.stats, profile).passed).length / n;
 
-  if (o.primary) {
-    if (!o.shape || !o.squeeze) throw new EdgeguardError('EG_USAGE', 'squeezing calibration needs the model input shape and squeezer settings.');
-    const scores: number[] = [];
-    let lowConfidence = 0;
-    let disagreements = 0;
-    const threshold = o.confidenceThreshold ?? 0.85;
-    for (let i = 0; i < n; i++) {
-      const t = o.samples[i]!.tensor;
-      if (!t) throw new EdgeguardError('EG_USAGE', 'squeezing calibration needs the model input of every sample.');
-      const p = await o.primary(t);
-      const top = argmax(p);
-      if (p[top]! < threshold) lowConfidence++;
-      scores.push((await squeezeScore(o.primary, t, p, o.shape, o.squeeze)).score);
-      if (o.ensemble && argmax(await o.ensemble(t)) !== top) disagreements++;
-      o.onProgress?.(i + 1, n);
-    }
-    const thr = thresholdAtFpr(scores, squeezeFpr);
+  if (scores && o.squeeze) {
+    const thr = final?.squeeze ?? thresholdAtFpr(scores.squeeze, squeezeRate);
     profile.squeeze = {
-      fpr: squeezeFpr,
+      fpr: squeezeRate,
       bitDepth: o.squeeze.bitDepth,
       medianSize: o.squeeze.medianSize,
       threshold: thr,
-      measuredFpr: scores.filter((s) => s > thr).length / n,
+      measuredFpr: scores.squeeze.filter((s) => s > thr).length / n,
     };
-    profile.observed = {
-      confidenceThreshold: threshold,
-      lowConfidenceRate: lowConfidence / n,
-      ...(o.ensemble ? { ensembleDisagreementRate: disagreements / n } : {}),
-    };
+    profile.observed = observed;
   }
+  if (pipelineSection) profile.pipeline = pipelineSection;
   return profile;
 }

@@ -1,13 +1,17 @@
 /**
  * Guard configuration (YAML, validated with zod). Every field has a default, so an empty file
- * (or none) gives the full pipeline: validation against the calibrated profile, the 0.85
- * confidence threshold, ensemble disagreement, and feature squeezing with the profile's threshold.
+ * (or none) gives the full pipeline: validation against the calibrated profile, confidence,
+ * ensemble and feature squeezing, each with the profile's calibrated threshold.
  *
  *   profile: profile.json        # from `edgeguard guard calibrate`
  *   validation: { enabled: true, dimensions: true, format: true }
- *   confidence: { enabled: true, threshold: 0.85 }
- *   ensemble:   { enabled: true }
- *   squeeze:    { enabled: true, threshold: 0.4 }   # threshold overrides the profile's
+ *   confidence: { enabled: true, threshold: 0.85 }  # threshold overrides the profile's
+ *   ensemble:   { enabled: true, threshold: 1.2 }   # L1 distance; overrides the profile's
+ *   squeeze:    { enabled: true, threshold: 0.4 }   # overrides the profile's
+ *
+ * Threshold precedence, per stage: the value in this file, else the profile's calibrated value
+ * (a version-2 profile carries one for every stage), else the built-in default: 0.85 for
+ * confidence (the seed's value), argmax disagreement for the ensemble; squeezing has none.
  */
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
@@ -31,11 +35,22 @@ export const guardConfigSchema = z
     confidence: z
       .object({
         enabled: z.boolean().default(true),
-        threshold: z.number().min(0).max(1).default(0.85),
+        /** Overrides the profile's calibrated threshold; without either, DEFAULT_CONFIDENCE_THRESHOLD. */
+        threshold: z.number().min(0).max(1).optional(),
       })
       .strict()
       .prefault({}),
-    ensemble: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
+    ensemble: z
+      .object({
+        enabled: z.boolean().default(true),
+        /**
+         * Flag when the L1 distance between the two models' probabilities (0..2) exceeds this;
+         * overrides the profile's. Without either, the two argmaxes differing flags.
+         */
+        threshold: z.number().min(0).max(2).optional(),
+      })
+      .strict()
+      .prefault({}),
     squeeze: z
       .object({
         enabled: z.boolean().default(true),
@@ -50,6 +65,9 @@ export const guardConfigSchema = z
     shortCircuit: z.boolean().default(true),
   })
   .strict();
+
+/** The seed's confidence threshold, used when neither the configuration nor the profile sets one. */
+export const DEFAULT_CONFIDENCE_THRESHOLD = 0.85;
 
 export type GuardConfig = z.infer<typeof guardConfigSchema>;
 export type GuardConfigInput = z.input<typeof guardConfigSchema>;

@@ -10,13 +10,17 @@
  *     (the ensemble member unless another is given) and the caller sends the input to review.
  *   - accept: nothing fired; the answer is the primary model's.
  *
+ * Thresholds: the configuration's, else the profile's calibrated ones (a version-2 profile sets
+ * all four stages to one pipeline-wide false-positive budget), else 0.85 for confidence and plain
+ * argmax disagreement for the ensemble.
+ *
  * The guard fails closed at construction: an enabled stage without what it needs (a profile, an
  * ensemble model, a squeezing threshold) is a configuration error, not a silently skipped check.
  */
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
-import type { GuardConfig } from './config.ts';
+import { DEFAULT_CONFIDENCE_THRESHOLD, type GuardConfig } from './config.ts';
 import { validateStatistics, type GuardProfile, type StatisticViolation } from './profile.ts';
 import { l1Distance, squeezeScore, type PlanarShape } from './squeeze.ts';
 import { computeStatistics, type GuardImage, type InputStatistics } from './stats.ts';
@@ -42,7 +46,8 @@ export interface Answer {
 export interface StageResults {
   validation?: { passed: boolean; score: number; statistics: InputStatistics; violations: StatisticViolation[] };
   confidence?: { passed: boolean; value: number; threshold: number };
-  ensemble?: { passed: boolean; index: number; agrees: boolean; distance: number };
+  /** `threshold` present: the stage fires on distance > threshold; absent: on argmax disagreement. */
+  ensemble?: { passed: boolean; index: number; agrees: boolean; distance: number; threshold?: number };
   squeeze?: { passed: boolean; score: number; bitDepth: number; median: number; threshold: number };
 }
 
@@ -86,6 +91,10 @@ export class Guard {
   readonly config: GuardConfig;
   readonly profile: GuardProfile | undefined;
   readonly squeezeThreshold: number | undefined;
+  /** The confidence threshold in force (configuration, else profile, else 0.85). */
+  readonly confidenceThreshold: number;
+  /** The ensemble L1 threshold in force; undefined means argmax disagreement. */
+  readonly ensembleThreshold: number | undefined;
   private readonly models: GuardModels;
   private readonly shape: PlanarShape;
   private readonly labels: string[] | undefined;
@@ -104,6 +113,8 @@ export class Guard {
       throw new EdgeguardError('EG_CONFIG', 'the ensemble stage is enabled but no ensemble model was given; configure a second model or set ensemble.enabled: false.');
     }
     this.squeezeThreshold = c.squeeze.threshold ?? o.profile?.squeeze?.threshold;
+    this.confidenceThreshold = c.confidence.threshold ?? o.profile?.pipeline?.confidenceThreshold ?? DEFAULT_CONFIDENCE_THRESHOLD;
+    this.ensembleThreshold = c.ensemble.threshold ?? o.profile?.pipeline?.ensembleThreshold;
     if (c.squeeze.enabled && this.squeezeThreshold === undefined) {
       throw new EdgeguardError('EG_CONFIG', 'feature squeezing is enabled but has no threshold; calibrate the profile with the model, set squeeze.threshold, or set squeeze.enabled: false.');
     }
@@ -155,9 +166,10 @@ export class Guard {
     const primary = this.answer(p, 'primary');
 
     if (c.confidence.enabled) {
-      const passed = primary.confidence >= c.confidence.threshold;
-      stages.confidence = { passed, value: primary.confidence, threshold: c.confidence.threshold };
-      if (!passed) reasons.push({ stage: 'confidence', code: 'low-confidence', message: `confidence ${primary.confidence.toFixed(3)} is below ${c.confidence.threshold}` });
+      const threshold = this.confidenceThreshold;
+      const passed = primary.confidence >= threshold;
+      stages.confidence = { passed, value: primary.confidence, threshold };
+      if (!passed) reasons.push({ stage: 'confidence', code: 'low-confidence', message: `confidence ${primary.confidence.toFixed(3)} is below ${Number(threshold.toPrecision(4))}` });
     }
 
     let ensembleProbs: Float32Array | undefined;
@@ -167,8 +179,18 @@ export class Guard {
       timings.ensembleMs = performance.now() - s;
       const index = argmax(ensembleProbs);
       const agrees = index === primary.index;
-      stages.ensemble = { passed: agrees, index, agrees, distance: l1Distance(p, ensembleProbs) };
-      if (!agrees) reasons.push({ stage: 'ensemble', code: 'ensemble-disagreement', message: `the ensemble model says ${this.labels?.[index] ?? index}, the primary ${primary.label}` });
+      const distance = l1Distance(p, ensembleProbs);
+      const threshold = this.ensembleThreshold;
+      const passed = threshold === undefined ? agrees : distance <= threshold;
+      stages.ensemble = { passed, index, agrees, distance, ...(threshold === undefined ? {} : { threshold }) };
+      if (!passed) {
+        const says = `the ensemble model says ${this.labels?.[index] ?? index}, the primary ${primary.label}`;
+        reasons.push({
+          stage: 'ensemble',
+          code: 'ensemble-disagreement',
+          message: threshold === undefined ? says : `the two models' probabilities differ by ${distance.toFixed(3)} (L1), above ${threshold.toFixed(3)}; ${says}`,
+        });
+      }
     }
 
     if (c.squeeze.enabled) {

@@ -10,7 +10,8 @@ import { EdgeguardError } from '../errors/index.ts';
 import { NUMERIC_STATISTICS, type InputStatistics, type NumericStatistic } from './stats.ts';
 
 export const PROFILE_KIND = 'edgeguard-guard-profile';
-export const PROFILE_VERSION = 1;
+/** Written with a `pipeline` section; a per-stage profile is written, and read, as version 1. */
+export const PROFILE_VERSION = 2;
 export const MAX_PROFILE_BYTES = 64 * 1024;
 
 const finite = z.number().finite();
@@ -26,7 +27,7 @@ const statisticsShape = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, bou
 export const profileSchema = z
   .object({
     kind: z.literal(PROFILE_KIND),
-    version: z.literal(PROFILE_VERSION),
+    version: z.union([z.literal(1), z.literal(2)]),
     createdAt: z.string().max(64),
     /** Which model it was calibrated for (informational; the guard config binds them). */
     model: z
@@ -37,7 +38,7 @@ export const profileSchema = z
     validation: z
       .object({
         /** Target false-positive rate of the whole validation stage on the calibration set. */
-        fpr: z.number().gt(0).lt(1),
+        fpr: z.number().min(0).lt(1),
         /** Tail mass cut from each side of each statistic to reach that rate. */
         tail: rate,
         statistics: z.object(statisticsShape).strict(),
@@ -57,7 +58,7 @@ export const profileSchema = z
       .strict(),
     squeeze: z
       .object({
-        fpr: z.number().gt(0).lt(1),
+        fpr: z.number().min(0).lt(1),
         bitDepth: z.number().int().min(1).max(16),
         medianSize: z.number().int().min(1).max(9),
         /** L1 distance above which an input is flagged (0..2). */
@@ -71,8 +72,34 @@ export const profileSchema = z
       .object({ lowConfidenceRate: rate.optional(), confidenceThreshold: rate.optional(), ensembleDisagreementRate: rate.optional() })
       .strict()
       .optional(),
+    /**
+     * Version 2: the whole pipeline calibrated to one false-positive budget. Every stage's
+     * threshold sits at the same per-stage rate `stageRate`, the largest for which the
+     * cross-validated share of calibration inputs flagged or rejected by at least one stage keeps
+     * the Clopper-Pearson upper bound at `fprConfidence` within `fpr`.
+     */
+    pipeline: z
+      .object({
+        fpr: z.number().gt(0).lt(1),
+        fprConfidence: z.number().min(0).lt(1),
+        folds: z.number().int().min(2).max(100),
+        stageRate: rate,
+        /** Flag when the primary's top probability is below this (replaces the 0.85 default). */
+        confidenceThreshold: rate,
+        /** Flag when the L1 distance between the two models' probabilities exceeds this (0..2). */
+        ensembleThreshold: z.number().min(0).max(2).optional(),
+        /** Share of the calibration inputs the whole pipeline flags or rejects, held out by fold. */
+        crossValidatedFpr: rate,
+        /** One-sided upper confidence bound (level fprConfidence) on the pipeline's false-positive rate. */
+        upperBound: rate,
+        /** Share of the calibration inputs the final thresholds flag or reject (in-sample, optimistic). */
+        measuredFpr: rate,
+      })
+      .strict()
+      .optional(),
   })
-  .strict();
+  .strict()
+  .refine((p) => p.version === 2 || p.pipeline === undefined, { message: 'a pipeline section needs profile version 2', path: ['pipeline'] });
 
 export type GuardProfile = z.infer<typeof profileSchema>;
 

@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { constants as bufferConstants } from 'node:buffer';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import type { ContentKey } from '../crypto/index.ts';
-import { PackageFile, readSignatureFile } from './package-file.ts';
+import { PackageFile, readSignatureFile, type DecryptOptions } from './package-file.ts';
 import { signaturePathFor } from './pack.ts';
 import { unverifiedStatement, type VerifiedSignature } from './signature.ts';
 import { chunkCount, type PackageHeader } from './header.ts';
@@ -19,6 +19,8 @@ export interface TrustOptions {
   publicKeys: KeyObject[];
   signaturePath?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Parallelism tuning (worker count, size from which workers start); the defaults suit. */
+  parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting'>;
 }
 
 export interface PackageSummary {
@@ -80,13 +82,13 @@ export interface VerifyResult extends PackageSummary {
   chunksAuthenticated: boolean;
 }
 
-/** Signature and header; with a content key, every chunk's tag and the plaintext digest too. */
+/** Signature and header; with a content key, every chunk's tag and every signed shard digest too. */
 export async function verifyPackage(path: string, o: TrustOptions & { contentKey?: ContentKey }): Promise<VerifyResult> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
     const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
     if (o.contentKey) {
-      await pkg.decrypt(o.contentKey, { chunk: () => undefined }, { onProgress: o.onProgress });
+      await pkg.decrypt(o.contentKey, null, { ...o.parallel, onProgress: o.onProgress, shards: sig.shards });
     }
     return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: Boolean(o.contentKey) };
   });
@@ -115,7 +117,11 @@ export async function unpackPackage(path: string, outputPath: string, o: TrustOp
     });
     let ok = false;
     try {
-      await pkg.decrypt(o.contentKey, { chunk: async (plain, _i, offset) => void (await out.write(plain, 0, plain.length, offset)) }, { onProgress: o.onProgress });
+      await pkg.decrypt(
+        o.contentKey,
+        { chunk: async (plain, _i, offset) => void (await out.write(plain, 0, plain.length, offset)) },
+        { ...o.parallel, onProgress: o.onProgress, shards: sig.shards },
+      );
       await out.sync();
       ok = true;
     } finally {
@@ -155,7 +161,7 @@ export async function decryptPackageToMemory(path: string, o: TrustOptions & { c
           begin: (n) => void (plaintext = Buffer.alloc(n)),
           chunk: (plain, _i, offset) => void plain.copy(plaintext!, offset),
         },
-        { onProgress: o.onProgress },
+        { ...o.parallel, onProgress: o.onProgress, shards: signature.shards },
       );
     } catch (e) {
       plaintext?.fill(0);

@@ -1,7 +1,7 @@
 /**
  * Packing: plaintext model file -> NAME.egm (+ NAME.egm.sig.json). Two passes over the input with
- * one chunk in memory at a time: the first hashes it (the digest goes in the header, which every
- * chunk is bound to), the second encrypts. The output appears only complete: it is written to a
+ * one chunk in memory at a time: the first hashes it (the whole digest goes in the header, which
+ * every chunk is bound to; the shard digests go in the signed statement), the second encrypts. The output appears only complete: it is written to a
  * temporary name beside the target and renamed at the end.
  */
 import { randomBytes, createHash } from 'node:crypto';
@@ -13,6 +13,7 @@ import { DEFAULT_CHUNK_SIZE, FORMAT_VERSION, checkChunkSize, chunkCount, encodeH
 import type { ModelMetadata } from './metadata.ts';
 import { signPackageHeader } from './signature.ts';
 import { readFully } from './read.ts';
+import { checkShardSize, defaultShardSize } from './shards.ts';
 
 export interface PackOptions {
   inputPath: string;
@@ -22,6 +23,8 @@ export interface PackOptions {
   metadata: ModelMetadata;
   suite?: CipherSuite;
   chunkSize?: number;
+  /** Bytes per signed shard, a multiple of the chunk size (default: see src/model/shards.ts). */
+  shardSize?: number;
   /** Name of the model file in the signed statement; defaults to the input's base name. */
   resourceName?: string;
   overwrite?: boolean;
@@ -43,6 +46,8 @@ export function signaturePathFor(packagePath: string): string {
 export async function packModel(o: PackOptions): Promise<PackResult> {
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
   checkChunkSize(chunkSize);
+  const shardSize = o.shardSize ?? defaultShardSize(chunkSize);
+  checkShardSize(shardSize, chunkSize);
   const suite = o.suite ?? 'aes-256-gcm';
   const signaturePath = signaturePathFor(o.outputPath);
   if (!o.overwrite) {
@@ -62,14 +67,22 @@ export async function packModel(o: PackOptions): Promise<PackResult> {
   try {
     const length = (await input.stat()).size;
     const total = length * 2;
-    // Pass 1: the plaintext digest.
+    // Pass 1: the plaintext digest, and each shard's (the signed list a verifier checks).
     const hash = createHash('sha256');
+    const shardDigests: Buffer[] = [];
+    let shard = createHash('sha256');
     for (let off = 0; off < length; off += chunkSize) {
       const n = Math.min(chunkSize, length - off);
       await readFully(input, buf, n, off, o.inputPath);
       hash.update(buf.subarray(0, n));
+      shard.update(buf.subarray(0, n));
+      if ((off + n) % shardSize === 0 || off + n === length) {
+        shardDigests.push(shard.digest());
+        shard = createHash('sha256');
+      }
       o.onProgress?.(off + n, total);
     }
+    if (length === 0) shardDigests.push(shard.digest());
     const plaintextSha256 = hash.digest();
     const headerBytes = encodeHeader({
       version: FORMAT_VERSION,
@@ -109,7 +122,7 @@ export async function packModel(o: PackOptions): Promise<PackResult> {
     if (!check.digest().equals(plaintextSha256)) {
       throw new EdgeguardError('EG_IO', `${o.inputPath} changed while it was being packed; pack it again when nothing writes to it.`);
     }
-    const envelope = signPackageHeader(parsed, o.resourceName ?? basename(o.inputPath), o.signer);
+    const envelope = signPackageHeader(parsed, o.resourceName ?? basename(o.inputPath), shardSize, shardDigests, o.signer);
     await rename(tmpPath, o.outputPath).catch((e) => {
       throw fsError(e, o.outputPath, 'write');
     });

@@ -1,12 +1,16 @@
 /**
- * Reading a package: header, signature, and chunk-by-chunk authenticated decryption into a sink.
- * A chunk's plaintext reaches the sink only after its tag verifies; nothing is held beyond two
- * chunk buffers (one being decrypted, the next being read), so memory is constant in file size.
+ * Reading a package: header, signature, and authenticated decryption into a sink, chunk by chunk
+ * in order. A chunk's plaintext reaches the sink only after its tag verifies and (with a verified
+ * signature) the SHA-256 of its whole shard matches the signed one; memory is a fixed number of
+ * shard slots (src/model/chunk-opener.ts), constant in file size.
  */
 import { open, readFile, type FileHandle } from 'node:fs/promises';
-import type { KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { ChunkCipher, TAG_BYTES, createSha256Sink, parseEnvelope, type ContentKey, type DsseEnvelope } from '../crypto/index.ts';
+import { deriveStreamMaterial, parseEnvelope, type ContentKey, type DsseEnvelope } from '../crypto/index.ts';
+import { openShards, type OpenPlan } from './chunk-opener.ts';
+import { checkShardSize, defaultShardSize, shardCount, type SignedShards } from './shards.ts';
 import { chunkCount, expectedPackageSize, parseHeader, FIXED_HEADER_BYTES, type ParsedHeader } from './header.ts';
 import { signaturePathFor } from './pack.ts';
 import { verifyPackageSignature, type VerifiedSignature } from './signature.ts';
@@ -21,7 +25,19 @@ export interface ChunkSink {
 
 export interface DecryptOptions {
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Signed shard digests (from verifySignature): checked per shard, and shards open in parallel. */
+  shards?: SignedShards;
+  /** Worker threads for a large package (default: the CPUs available, at most MAX_WORKERS). */
+  workers?: number;
+  /** Plaintext size from which workers are used (default PARALLEL_FROM_BYTES). */
+  parallelFrom?: number;
+  /** Open shards on this thread too while the workers start (default true; tests turn it off). */
+  helpWhileStarting?: boolean;
 }
+
+/** Below this, starting worker threads costs more than it saves: shards open on the calling thread. */
+export const PARALLEL_FROM_BYTES = 8 * 1024 * 1024;
+const MAX_WORKERS = 4;
 
 export class PackageFile {
   private constructor(
@@ -75,60 +91,83 @@ export class PackageFile {
     return verifyPackageSignature(await readSignatureFile(signaturePath), this.parsed, trusted);
   }
 
-  /** Decrypt and authenticate every chunk into `sink`, then check the whole-plaintext SHA-256. */
-  async decrypt(key: ContentKey, sink: ChunkSink, options: DecryptOptions = {}): Promise<void> {
+  /**
+   * Decrypt and authenticate every chunk into `sink`, in order (`null`: authenticate and check
+   * only, handing no plaintext out of the decrypting threads). With `shards` (the digests from a
+   * verified signature) each shard's plaintext is checked against its signed digest before any of
+   * its chunks reaches the sink, and shards are opened on worker threads in parallel. Without, the
+   * whole plaintext's SHA-256 is checked against the header at the end (one thread).
+   */
+  async decrypt(key: ContentKey, sink: ChunkSink | null, options: DecryptOptions = {}): Promise<void> {
     const h = this.header;
     if (key.kid !== h.keyId) {
       throw new EdgeguardError('EG_WRONG_KEY', `this package was encrypted with content key ${h.keyId}, but the key given is ${key.kid}.`, {
         details: { expected: h.keyId, given: key.kid },
       });
     }
-    const cipher = new ChunkCipher(h.suite, key.bytes, h.salt, this.parsed.digest);
+    const shardSize = options.shards?.shardSize ?? defaultShardSize(h.chunkSize);
+    checkShardSize(shardSize, h.chunkSize);
+    const shards = shardCount(h.plaintextLength, shardSize);
+    if (options.shards && options.shards.digests.length !== 32 * shards) {
+      throw new EdgeguardError('EG_SIGNATURE_INVALID', `the signature lists ${options.shards.digests.length / 32} shard digests; this package has ${shards} shards.`);
+    }
     const n = chunkCount(h.plaintextLength, h.chunkSize);
-    const buffers = [Buffer.alloc(h.chunkSize + TAG_BYTES), Buffer.alloc(h.chunkSize + TAG_BYTES)];
-    const sealedLength = (i: number) => Math.min(h.chunkSize, h.plaintextLength - i * h.chunkSize) + TAG_BYTES;
-    const positionOf = (i: number) => this.parsed.bytes.length + i * (h.chunkSize + TAG_BYTES);
-    const readChunk = (i: number) => readUpTo(this.fh, buffers[i % 2]!, sealedLength(i), positionOf(i), this.path);
-    const hasher = createSha256Sink(h.plaintextLength);
-    let pending: Promise<number> | undefined = readChunk(0);
+    const { key: subkey, prefix } = deriveStreamMaterial(h.suite, key.bytes, h.salt, this.parsed.digest);
+    const plan: OpenPlan = {
+      fd: this.fh.fd,
+      path: this.path,
+      suite: h.suite,
+      key: subkey,
+      prefix,
+      aad: this.parsed.digest,
+      headerBytes: this.parsed.bytes.length,
+      chunkSize: h.chunkSize,
+      plaintextLength: h.plaintextLength,
+      chunks: n,
+      shardChunks: shardSize / h.chunkSize,
+      shards,
+      expected: options.shards?.digests,
+    };
+    // Without signed shard digests, the header's whole-plaintext digest is the check.
+    const whole = options.shards ? undefined : createHash('sha256');
+    // Nothing to hand out (verify): the plaintext never leaves the threads that decrypt it.
+    const discard = sink === null && !whole;
+    const parallel = h.plaintextLength >= (options.parallelFrom ?? PARALLEL_FROM_BYTES) && shards > 1;
+    const workers = parallel ? Math.max(1, Math.min(options.workers ?? availableParallelism(), MAX_WORKERS, shards)) : 0;
     try {
-      for (let i = 0; i < n; i++) {
-        const got = await pending!;
-        pending = i + 1 < n ? readChunk(i + 1) : undefined;
-        if (got < sealedLength(i)) {
-          throw new EdgeguardError('EG_TRUNCATED', `the package ends inside chunk ${i} of ${n}; the file was truncated.`, { details: { chunk: i } });
-        }
-        const plain = cipher.open(i, i === n - 1, buffers[i % 2]!.subarray(0, got));
-        try {
-          if (i === 0) {
-            // The header is authentic now; its length claims can be trusted for the size check.
+      await openShards(
+        plan,
+        async (s, plain) => {
+          if (s === 0) {
+            // Chunk 0 authenticated: the header is genuine, its length claims can be trusted.
             if (this.size < this.expectedSize) {
               throw new EdgeguardError('EG_TRUNCATED', `the package is ${this.size} bytes but its header declares ${this.expectedSize}; the file was truncated.`);
             }
             if (this.size > this.expectedSize) {
               throw new EdgeguardError('EG_TRAILING_DATA', `the package has ${this.size - this.expectedSize} bytes after its last chunk; the file was modified.`);
             }
-            await sink.begin?.(h.plaintextLength);
+            await sink?.begin?.(h.plaintextLength);
           }
-          await hasher.update(plain);
-          await sink.chunk(plain, i, i * h.chunkSize);
-        } finally {
-          plain.fill(0);
-        }
-        options.onProgress?.(Math.min((i + 1) * h.chunkSize, h.plaintextLength), h.plaintextLength);
-      }
-      const digest = await hasher.digest();
-      if (!digest.equals(h.plaintextSha256)) {
+          whole?.update(plain);
+          const first = s * plan.shardChunks;
+          for (let j = 0; sink && (j * h.chunkSize < plain.length || (j === 0 && plain.length === 0)); j++) {
+            const piece = plain.subarray(j * h.chunkSize, Math.min(plain.length, (j + 1) * h.chunkSize));
+            await sink.chunk(piece, first + j, (first + j) * h.chunkSize);
+          }
+          const done = Math.min(h.plaintextLength, (s + 1) * shardSize);
+          options.onProgress?.(done, h.plaintextLength);
+        },
+        { workers, helpWhileStarting: options.helpWhileStarting, discard },
+      );
+      if (whole && !whole.digest().equals(h.plaintextSha256)) {
         throw new EdgeguardError(
           'EG_DIGEST_MISMATCH',
           'the decrypted model does not match the digest in its header; it was re-encrypted by a holder of the content key. Do not use it.',
         );
       }
     } finally {
-      await pending?.catch(() => undefined);
-      for (const b of buffers) b.fill(0);
-      cipher.destroy();
-      await hasher.close();
+      subkey.fill(0);
+      prefix.fill(0);
     }
   }
 }

@@ -4,13 +4,15 @@
  * "https://model_signing/signature/v1.0", predicate { serialization, resources } as OMS lays them
  * out, so OMS tooling can check the signature against the decrypted model file.
  *
- * OMS "files" serialization: resources sorted by name, each {name, algorithm, digest}; the subject
- * digest is SHA-256 over the concatenated raw resource digests. A package holds one file, so
- * root = SHA-256(SHA-256(model)).
+ * OMS "shards" serialization (src/model/shards.ts): serialization {method "shards", hash_type
+ * "sha256", shard_size S, allow_symlinks false}; one resource per shard, in offset order, each
+ * {name "FILE:START:END", algorithm "sha256-sharded-S", digest SHA-256 of those plaintext bytes};
+ * the subject digest is SHA-256 over the concatenated raw resource digests in that order (OMS
+ * sorts resources by file, then start offset, then end offset; one file makes that offset order).
  *
  * Added predicate field `edgeguard` binds the ciphertext as well: the SHA-256 of the exact package
- * header (which fixes salt, key id, cipher suite, chunk size, length and plaintext digest) and the
- * model metadata (name, version), so neither can be swapped under a valid signature.
+ * header (which fixes salt, key id, cipher suite, chunk size, length and whole-plaintext digest)
+ * and the model metadata (name, version), so neither can be swapped under a valid signature.
  */
 import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
@@ -18,6 +20,7 @@ import { EdgeguardError } from '../errors/index.ts';
 import { IN_TOTO_PAYLOAD_TYPE, sha256, signEnvelope, verifyEnvelope, type DsseEnvelope, type SigningKeyPair } from '../crypto/index.ts';
 import { FORMAT_VERSION, type ParsedHeader } from './header.ts';
 import { modelMetadataSchema, type ModelMetadata } from './metadata.ts';
+import { shardAlgorithm, shardCount, shardName, type SignedShards } from './shards.ts';
 
 export const IN_TOTO_STATEMENT_TYPE = 'https://in-toto.io/Statement/v1';
 export const OMS_PREDICATE_TYPE = 'https://model_signing/signature/v1.0';
@@ -29,8 +32,13 @@ const statementSchema = z.object({
   subject: z.array(z.object({ name: z.string(), digest: z.object({ sha256: hex64 }) })).length(1),
   predicateType: z.literal(OMS_PREDICATE_TYPE),
   predicate: z.object({
-    serialization: z.object({ method: z.literal('files'), hash_type: z.literal('sha256'), allow_symlinks: z.boolean() }),
-    resources: z.array(z.object({ name: z.string().min(1), algorithm: z.literal('sha256'), digest: hex64 })).length(1),
+    serialization: z.object({
+      method: z.literal('shards'),
+      hash_type: z.literal('sha256'),
+      shard_size: z.number().int().positive(),
+      allow_symlinks: z.boolean(),
+    }),
+    resources: z.array(z.object({ name: z.string().min(1), algorithm: z.string(), digest: hex64 })).min(1),
     edgeguard: z.object({
       package: z.object({
         formatVersion: z.number().int(),
@@ -39,6 +47,7 @@ const statementSchema = z.object({
         cipherSuite: z.string(),
         chunkSize: z.number().int(),
         plaintextLength: z.number().int(),
+        plaintextSha256: hex64,
       }),
       model: modelMetadataSchema,
     }),
@@ -47,16 +56,21 @@ const statementSchema = z.object({
 
 export type ModelStatement = z.infer<typeof statementSchema>;
 
-export function buildStatement(parsed: ParsedHeader, resourceName: string): ModelStatement {
+/** `shardDigests`: the SHA-256 of each plaintext shard of `shardSize` bytes, in order. */
+export function buildStatement(parsed: ParsedHeader, resourceName: string, shardSize: number, shardDigests: Buffer[]): ModelStatement {
   const h = parsed.header;
-  const digest = h.plaintextSha256;
+  if (shardDigests.length !== shardCount(h.plaintextLength, shardSize)) throw new EdgeguardError('EG_INTERNAL', 'shard digests do not cover the model.');
   return {
     _type: IN_TOTO_STATEMENT_TYPE,
-    subject: [{ name: h.metadata.name, digest: { sha256: sha256(digest).toString('hex') } }],
+    subject: [{ name: h.metadata.name, digest: { sha256: sha256(...shardDigests).toString('hex') } }],
     predicateType: OMS_PREDICATE_TYPE,
     predicate: {
-      serialization: { method: 'files', hash_type: 'sha256', allow_symlinks: false },
-      resources: [{ name: resourceName, algorithm: 'sha256', digest: digest.toString('hex') }],
+      serialization: { method: 'shards', hash_type: 'sha256', shard_size: shardSize, allow_symlinks: false },
+      resources: shardDigests.map((d, i) => ({
+        name: shardName(resourceName, i, h.plaintextLength, shardSize),
+        algorithm: shardAlgorithm(shardSize),
+        digest: d.toString('hex'),
+      })),
       edgeguard: {
         package: {
           formatVersion: FORMAT_VERSION,
@@ -65,6 +79,7 @@ export function buildStatement(parsed: ParsedHeader, resourceName: string): Mode
           cipherSuite: h.suite,
           chunkSize: h.chunkSize,
           plaintextLength: h.plaintextLength,
+          plaintextSha256: h.plaintextSha256.toString('hex'),
         },
         model: h.metadata,
       },
@@ -72,8 +87,8 @@ export function buildStatement(parsed: ParsedHeader, resourceName: string): Mode
   };
 }
 
-export function signPackageHeader(parsed: ParsedHeader, resourceName: string, signer: SigningKeyPair): DsseEnvelope {
-  const payload = Buffer.from(JSON.stringify(buildStatement(parsed, resourceName)), 'utf8');
+export function signPackageHeader(parsed: ParsedHeader, resourceName: string, shardSize: number, shardDigests: Buffer[], signer: SigningKeyPair): DsseEnvelope {
+  const payload = Buffer.from(JSON.stringify(buildStatement(parsed, resourceName, shardSize, shardDigests)), 'utf8');
   return signEnvelope(IN_TOTO_PAYLOAD_TYPE, payload, signer);
 }
 
@@ -104,30 +119,47 @@ export function unverifiedStatement(envelope: DsseEnvelope): ModelStatement | un
 export interface VerifiedSignature {
   keyId: string;
   statement: ModelStatement;
+  /** The signed shard digests, checked against every decrypted shard. */
+  shards: SignedShards;
 }
 
+const invalid = (why: string) => new EdgeguardError('EG_SIGNATURE_INVALID', `the signed statement is inconsistent: ${why}.`);
+
 /**
- * Verify the envelope with the trusted keys, then check that the statement describes exactly this
- * package: the same plaintext digest, the same header bytes, the same name and version.
+ * Verify the envelope with the trusted keys, then check that the statement is well formed (the
+ * subject digest is the root of the shard digests; the shards are exactly the consecutive ranges
+ * of one file, in order) and that it describes exactly this package: the same name and version,
+ * the same header bytes, the same length.
  */
 export function verifyPackageSignature(envelope: DsseEnvelope, parsed: ParsedHeader, trusted: KeyObject[]): VerifiedSignature {
   const { payload, keyId } = verifyEnvelope(envelope, trusted, IN_TOTO_PAYLOAD_TYPE);
   const statement = parseStatement(payload);
-  const resource = statement.predicate.resources[0]!;
-  const root = sha256(Buffer.from(resource.digest, 'hex')).toString('hex');
-  if (statement.subject[0]!.digest.sha256 !== root) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the signed statement is inconsistent: its subject digest is not the root of its resources.');
-  }
+  const { resources, serialization, edgeguard } = statement.predicate;
+  const digests = Buffer.concat(resources.map((r) => Buffer.from(r.digest, 'hex')));
+  if (statement.subject[0]!.digest.sha256 !== sha256(digests).toString('hex')) throw invalid('its subject digest is not the root of its shard digests');
+  const shardSize = serialization.shard_size;
+  const length = edgeguard.package.plaintextLength;
+  if (!Number.isSafeInteger(length) || length < 0) throw invalid('its plaintext length is not a length');
+  if (resources.length !== shardCount(length, shardSize)) throw invalid(`it lists ${resources.length} shards; ${length} bytes in shards of ${shardSize} make ${shardCount(length, shardSize)}`);
+  const first = resources[0]!.name;
+  const file = first.slice(0, first.lastIndexOf(':', first.lastIndexOf(':') - 1));
+  resources.forEach((r, i) => {
+    if (r.name !== shardName(file, i, length, shardSize)) throw invalid(`shard ${i} is named "${r.name}", expected "${shardName(file, i, length, shardSize)}"`);
+    if (r.algorithm !== shardAlgorithm(shardSize)) throw invalid(`shard ${i} has algorithm "${r.algorithm}", expected "${shardAlgorithm(shardSize)}"`);
+  });
   const h = parsed.header;
-  const signedModel: ModelMetadata = statement.predicate.edgeguard.model;
-  if (resource.digest !== h.plaintextSha256.toString('hex')) {
-    throw new EdgeguardError('EG_SIGNATURE_MISMATCH', `the signature is for a different model (signed ${signedModel.name} v${signedModel.version}); this package holds ${h.metadata.name} v${h.metadata.version}.`);
-  }
+  const signedModel: ModelMetadata = edgeguard.model;
   if (signedModel.name !== h.metadata.name || signedModel.version !== h.metadata.version) {
     throw new EdgeguardError('EG_SIGNATURE_MISMATCH', `the signature is for ${signedModel.name} v${signedModel.version}, but the package says ${h.metadata.name} v${h.metadata.version}.`);
   }
-  if (statement.predicate.edgeguard.package.headerSha256 !== parsed.digest.toString('hex')) {
-    throw new EdgeguardError('EG_SIGNATURE_MISMATCH', 'the package header does not match the signed header digest; the header was edited or the package re-encrypted.');
+  if (edgeguard.package.headerSha256 !== parsed.digest.toString('hex')) {
+    throw new EdgeguardError(
+      'EG_SIGNATURE_MISMATCH',
+      `the signature is for a different package of ${signedModel.name} v${signedModel.version}: the header does not match the signed header digest (the header was edited, or the package re-encrypted).`,
+    );
   }
-  return { keyId, statement };
+  // The header digest matched, so these only disagree if the signer signed an inconsistent statement.
+  if (length !== h.plaintextLength || edgeguard.package.plaintextSha256 !== h.plaintextSha256.toString('hex')) throw invalid('its plaintext length or digest differs from the signed header');
+  if (shardSize % h.chunkSize !== 0) throw invalid(`its shard size ${shardSize} is not a multiple of the chunk size ${h.chunkSize}`);
+  return { keyId, statement, shards: { shardSize, digests } };
 }

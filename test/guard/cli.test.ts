@@ -37,6 +37,20 @@ test('guard calibrate and guard check run on protected packages, decrypted in me
   assert.match(profile.model?.sha256 ?? '', /^[0-9a-f]{64}$/);
   assert.ok(profile.squeeze && profile.squeeze.measuredFpr <= 0.1);
   assert.equal(JSON.parse(cal.stdout).samples, 20);
+  // --fpr is the whole pipeline's budget; 20 images cannot bound it at 10% (95% confidence): said so.
+  assert.equal(profile.pipeline?.fpr, 0.1);
+  assert.ok(profile.pipeline.upperBound > 0.1);
+  assert.match(cal.stderr, /warning: with 20 images the pipeline's false-positive rate can only be bounded at /);
+  // --squeeze-fpr belongs to per-stage calibration.
+  const mixed = await runCli(['guard', 'calibrate', ...common, '--images', join(FIXTURES, 'digits'), '--squeeze-fpr', '0.02', '-o', join(dir, 'mixed.json')]);
+  assert.equal(mixed.code, 2);
+  assert.match(mixed.stderr, /^EG_USAGE: --squeeze-fpr sets a per-stage rate; add --per-stage/);
+  const perStagePath = join(dir, 'per-stage.json');
+  const perStage = await runCli(['guard', 'calibrate', ...common, '--images', join(FIXTURES, 'digits'), '--per-stage', '--fpr', '0.1', '--squeeze-fpr', '0.05', '-o', perStagePath]);
+  assert.equal(perStage.code, 0, perStage.stderr);
+  const ps = parseProfile(await readFile(perStagePath));
+  assert.equal(ps.pipeline, undefined);
+  assert.deepEqual([ps.validation.fpr, ps.squeeze?.fpr], [0.1, 0.05]);
 
   // Refuses to overwrite without --force.
   const again = await runCli(['guard', 'calibrate', ...common, '--images', join(FIXTURES, 'digits'), '-o', profilePath]);
@@ -45,16 +59,42 @@ test('guard calibrate and guard check run on protected packages, decrypted in me
 
   const noise = join(dir, 'noise.png');
   await writeFile(noise, await pngOf(Array.from({ length: 784 }, (_, i) => ((i * 7919) % 256) / 255)));
+  // A reject exits with the guard's status (EG_GUARD: 6); --json still carries every result.
   const check = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', join(FIXTURES, 'digits', '3-0.png'), '--input', noise, '--json']);
-  assert.equal(check.code, 0, check.stderr);
-  const results = JSON.parse(check.stdout).results as Array<{ verdict: string; answer?: { label: string }; reasons: Array<{ stage: string }> }>;
+  assert.equal(check.code, 6, check.stderr);
+  const doc = JSON.parse(check.stdout) as { ok: boolean; verdicts: Record<string, number>; error: { code: string; message: string }; results: Array<{ input: string; verdict: string; answer?: { label: string }; reasons: Array<{ stage: string }>; stages: Record<string, unknown> }> };
+  assert.equal(doc.ok, false);
+  assert.deepEqual(doc.verdicts, { accept: 1, flag: 0, reject: 1 });
+  assert.equal(doc.error.code, 'EG_GUARD');
+  assert.match(doc.error.message, /^1 of 2 inputs were rejected by the guard: .*noise\.png\.$/);
+  const results = doc.results;
   assert.equal(results[0]?.verdict, 'accept');
   assert.equal(results[0]?.answer?.label, '3');
+  assert.ok(results[0]?.stages.squeeze && results[0]?.stages.ensemble);
   assert.equal(results[1]?.verdict, 'reject');
   assert.ok(results[1]?.reasons.every((r) => r.stage === 'validation'));
+  assert.ok(results[1]?.stages.validation);
 
   const human = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', noise]);
+  assert.equal(human.code, 6);
   assert.match(human.stdout, /noise\.png: REJECT -> no answer: /);
+  assert.match(human.stderr, /^EG_GUARD: 1 of 1 input was rejected by the guard: .*noise\.png\.\n$/);
+  const accepted = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', join(FIXTURES, 'digits', '3-0.png')]);
+  assert.equal(accepted.code, 0, accepted.stderr);
+  assert.match(accepted.stdout, /3-0\.png: ACCEPT -> 3 /);
+});
+
+test('guard check: a flagged input is answered by the fallback and exits 0', async () => {
+  // The committed per-stage profile keeps the seed's rules (0.85, argmax disagreement): 3-1.png,
+  // on which the CNN is unsure and the MLP disagrees, is flagged.
+  const dev = ['--onnx', join(FIXTURES, 'models', 'mnist-cnn.onnx'), '--meta', join(FIXTURES, 'models', 'mnist.meta.yaml'), '--ensemble-onnx', join(FIXTURES, 'models', 'mnist-mlp.onnx')];
+  const r = await runCli(['guard', 'check', ...dev, '--profile', join(FIXTURES, 'guard', 'mnist-cnn.profile.json'), '--input', join(FIXTURES, 'digits', '3-1.png'), '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout) as { ok: boolean; verdicts: Record<string, number>; results: Array<{ verdict: string; answer: { source: string } }> };
+  assert.equal(doc.ok, true);
+  assert.deepEqual(doc.verdicts, { accept: 0, flag: 1, reject: 0 });
+  assert.equal(doc.results[0]?.verdict, 'flag');
+  assert.equal(doc.results[0]?.answer.source, 'fallback');
 });
 
 test('guard commands fail with a code and a sentence', async (t) => {

@@ -1,23 +1,26 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isEdgeguardError } from '../../src/errors/index.ts';
-import { guardConfig, parseGuardConfigYaml } from '../../src/guard/index.ts';
+import { DEFAULT_CONFIDENCE_THRESHOLD, guardConfig, parseGuardConfigYaml } from '../../src/guard/index.ts';
 
-test('an empty configuration gives the full pipeline with the 0.85 confidence threshold', () => {
+test('an empty configuration gives the full pipeline; thresholds come from the profile, else 0.85 for confidence', () => {
+  assert.equal(DEFAULT_CONFIDENCE_THRESHOLD, 0.85);
   for (const c of [guardConfig(), guardConfig(null), parseGuardConfigYaml(''), parseGuardConfigYaml('{}')]) {
     assert.equal(c.validation.enabled, true);
     assert.equal(c.confidence.enabled, true);
-    assert.equal(c.confidence.threshold, 0.85);
+    assert.equal(c.confidence.threshold, undefined, 'the profile\'s calibrated value, else DEFAULT_CONFIDENCE_THRESHOLD');
     assert.equal(c.ensemble.enabled, true);
+    assert.equal(c.ensemble.threshold, undefined);
     assert.equal(c.squeeze.enabled, true);
     assert.equal(c.squeeze.bitDepth, 1);
     assert.equal(c.squeeze.medianSize, 2);
     assert.equal(c.squeeze.threshold, undefined);
   }
-  const c = parseGuardConfigYaml('profile: p.json\nconfidence:\n  threshold: 0.9\nensemble: { enabled: false }\nsqueeze: { threshold: 0.5 }\n');
+  const c = parseGuardConfigYaml('profile: p.json\nconfidence:\n  threshold: 0.9\nensemble: { enabled: false, threshold: 1.2 }\nsqueeze: { threshold: 0.5 }\n');
   assert.equal(c.profile, 'p.json');
   assert.equal(c.confidence.threshold, 0.9);
   assert.equal(c.ensemble.enabled, false);
+  assert.equal(c.ensemble.threshold, 1.2);
   assert.equal(c.squeeze.threshold, 0.5);
 });
 
@@ -26,6 +29,7 @@ test('bad configurations are refused with EG_CONFIG naming the field', () => {
     ['confidence: { threshold: 1.5 }', /confidence\.threshold/],
     ['confidence: { treshold: 0.9 }', /Unrecognized key/],
     ['squeeze: { threshold: -1 }', /squeeze\.threshold/],
+    ['ensemble: { threshold: 2.5 }', /ensemble\.threshold/],
     ['squeeze: { bitDepth: 0 }', /squeeze\.bitDepth/],
     ['validation: yes', /validation/],
     ['- a\n- b', /top level/],

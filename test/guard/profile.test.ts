@@ -17,6 +17,20 @@ function refusesWithFormat(input: Uint8Array | string, pattern?: RegExp): void {
   assert.throws(() => parseProfile(input), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT') && (!pattern || pattern.test(e.message)));
 }
 
+test('the committed pipeline profile (version 2, 4% budget) parses and round-trips', () => {
+  const p = parseProfile(readFileSync(join(FIXTURES, 'guard', 'mnist-cnn.pipeline.profile.json')));
+  assert.equal(p.version, 2);
+  assert.equal(p.samples, 1000);
+  assert.equal(p.pipeline?.fpr, 0.04);
+  assert.ok(p.pipeline.upperBound <= 0.04 && p.pipeline.crossValidatedFpr <= p.pipeline.upperBound);
+  assert.equal(p.validation.fpr, p.pipeline.stageRate);
+  assert.deepEqual(parseProfile(serializeProfile(p)), p);
+});
+
+function pipelineSection(): Record<string, unknown> {
+  return { fpr: 0.04, fprConfidence: 0.95, folds: 5, stageRate: 0.005, confidenceThreshold: 0.48, ensembleThreshold: 1.6, crossValidatedFpr: 0.024, upperBound: 0.034, measuredFpr: 0.012 };
+}
+
 test('the committed profile parses and round-trips', () => {
   const p = valid();
   assert.equal(p.kind, 'edgeguard-guard-profile');
@@ -39,7 +53,20 @@ test('bad profiles are refused with EG_FORMAT and the problem named', () => {
   refusesWithFormat('null');
   refusesWithFormat('[]');
   refusesWithFormat(edit((x) => (x.kind = 'something-else')), /kind/);
-  refusesWithFormat(edit((x) => (x.version = 2)), /version/);
+  refusesWithFormat(edit((x) => (x.version = 3)), /version/);
+  refusesWithFormat(edit((x) => (x.pipeline = pipelineSection())), /pipeline.*version 2/);
+  const v2 = (f: (pl: Record<string, unknown>) => void) =>
+    edit((x) => {
+      x.version = 2;
+      x.pipeline = pipelineSection();
+      f(x.pipeline as Record<string, unknown>);
+    });
+  assert.equal(parseProfile(v2(() => undefined)).pipeline?.ensembleThreshold, 1.6);
+  refusesWithFormat(v2((pl) => (pl.confidenceThreshold = 1.5)), /pipeline\.confidenceThreshold/);
+  refusesWithFormat(v2((pl) => (pl.ensembleThreshold = 3)), /pipeline\.ensembleThreshold/);
+  refusesWithFormat(v2((pl) => (pl.fpr = 0)), /pipeline\.fpr/);
+  refusesWithFormat(v2((pl) => (pl.folds = 1)), /pipeline\.folds/);
+  refusesWithFormat(v2((pl) => (pl.extra = 1)), /Unrecognized key/);
   refusesWithFormat(edit((x) => (x.extra = true)), /Unrecognized key/);
   refusesWithFormat(edit((x) => ((x.validation as { statistics: Record<string, unknown> }).statistics.noise = { min: 0.5, max: 0.1 })), /validation\.statistics\.noise.*min must not exceed max/);
   refusesWithFormat(edit((x) => delete (x.validation as { statistics: Record<string, unknown> }).statistics.blur), /blur/);

@@ -13,7 +13,7 @@ export async function packBytes(
   dir: string,
   data: Buffer,
   keys: { contentKey: ContentKey; signer: SigningKeyPair },
-  o: { suite?: CipherSuite; chunkSize?: number; name?: string; version?: number; file?: string } = {},
+  o: { suite?: CipherSuite; chunkSize?: number; shardSize?: number; name?: string; version?: number; file?: string } = {},
 ): Promise<PackResult> {
   const tag = randomBytes(4).toString('hex');
   const input = join(dir, `${o.file ?? 'input'}-${tag}.bin`);
@@ -26,6 +26,7 @@ export async function packBytes(
     metadata: opaqueMetadata(o.name, o.version),
     suite: o.suite,
     chunkSize: o.chunkSize,
+    shardSize: o.shardSize,
     resourceName: 'model.bin',
   });
 }

@@ -23,8 +23,10 @@ test('the signature is an OMS v1.0 in-toto statement in a DSSE envelope', async 
   const st = JSON.parse(Buffer.from(env.payload, 'base64').toString());
   assert.equal(st._type, 'https://in-toto.io/Statement/v1');
   assert.equal(st.predicateType, OMS_PREDICATE_TYPE);
-  assert.deepEqual(st.predicate.serialization, { method: 'files', hash_type: 'sha256', allow_symlinks: false });
-  assert.equal(st.predicate.resources[0].digest, pkg.parsed.header.plaintextSha256.toString('hex'));
+  // OMS "shards" serialization; the statement-level layout is tested in shards.test.ts.
+  assert.deepEqual(st.predicate.serialization, { method: 'shards', hash_type: 'sha256', shard_size: 64 * 1024, allow_symlinks: false });
+  assert.deepEqual(st.predicate.resources.map((r: { name: string }) => r.name), ['model.bin:0:3000']);
+  assert.equal(st.predicate.edgeguard.package.plaintextSha256, pkg.parsed.header.plaintextSha256.toString('hex'));
   assert.equal(st.predicate.edgeguard.package.headerSha256, pkg.parsed.digest.toString('hex'));
   assert.equal(st.subject[0].name, 'detector');
 });

@@ -9,7 +9,7 @@ import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import YAML from 'yaml';
 import { wipe, type ContentKey } from '../../crypto/index.ts';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
 import { createSessionFromMemory, decodeImage, loadProtectedModel, pixelsToTensor } from '../../inference/index.ts';
 import { parseModelMetadata, type ImagePreprocessing } from '../../model/index.ts';
 import {
@@ -48,6 +48,8 @@ interface ModelOpts {
 interface CalibrateOpts extends ModelOpts {
   images: string;
   fpr: number;
+  fprConfidence: number;
+  perStage?: boolean;
   squeezeFpr?: number;
   confidence: number;
   out: string;
@@ -74,6 +76,12 @@ const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp']);
 function parseRate(value: string): number {
   const n = Number(value);
   if (!(n > 0 && n < 1)) throw new InvalidArgumentError('expected a rate between 0 and 1, e.g. 0.05.');
+  return n;
+}
+
+function parseLevel(value: string): number {
+  const n = Number(value);
+  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError('expected a confidence level in [0, 1), e.g. 0.95 (0: the point estimate).');
   return n;
 }
 
@@ -231,17 +239,22 @@ export function registerGuardCommands(program: Command): void {
   const guard = program.command('guard').description('the adversarial-input guard: calibrate its profile, check inputs');
 
   modelOptions(guard.command('calibrate'))
-    .description('learn the input profile and squeezing threshold from legitimate images at a chosen false-positive rate')
+    .description('learn the input profile (validation bounds and the confidence, ensemble and squeezing thresholds) from legitimate images at a chosen false-positive rate')
     .requiredOption('--images <dir>', 'folder of legitimate images (PNG, JPEG, WebP)')
-    .option('--fpr <rate>', 'target false-positive rate of input validation and of squeezing', parseRate, 0.05)
-    .option('--squeeze-fpr <rate>', 'separate target for the squeezing detector (default: --fpr)', parseRate)
-    .option('--confidence <p>', 'confidence threshold whose rate on the images is recorded', parseProbability, 0.85)
+    .option('--fpr <rate>', 'share of legitimate inputs the whole default pipeline may flag or reject (with --per-stage: of validation and of squeezing each)', parseRate, 0.05)
+    .option('--fpr-confidence <level>', 'meet --fpr with this confidence (one-sided upper bound on the cross-validated rate; 0: the point estimate)', parseLevel, 0.95)
+    .option('--per-stage', 'calibrate validation and squeezing separately at --fpr (and --squeeze-fpr); confidence stays 0.85 and the ensemble flags argmax disagreement')
+    .option('--squeeze-fpr <rate>', 'with --per-stage: separate target for the squeezing detector (default: --fpr)', parseRate)
+    .option('--confidence <p>', 'confidence threshold whose rate on the images is recorded (informational)', parseProbability, 0.85)
     .requiredOption('-o, --out <file>', 'where to write profile.json')
     .option('--force', 'overwrite the output file')
     .action(async (opts: CalibrateOpts, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       if (!opts.force && (await stat(opts.out).catch(() => undefined))) {
         throw new EdgeguardError('EG_EXISTS', `${opts.out} already exists; remove it or pass --force.`);
+      }
+      if (opts.squeezeFpr !== undefined && !opts.perStage) {
+        throw new EdgeguardError('EG_USAGE', '--squeeze-fpr sets a per-stage rate; add --per-stage, or let the stages share the --fpr budget.');
       }
       const files = await listImages(opts.images);
       if (files.length === 0) throw new EdgeguardError('EG_USAGE', `${opts.images} holds no PNG, JPEG or WebP images.`);
@@ -259,7 +272,9 @@ export function registerGuardCommands(program: Command): void {
         profile = await calibrateProfile({
           samples,
           fpr: opts.fpr,
-          squeezeFpr: opts.squeezeFpr,
+          pipeline: !opts.perStage,
+          fprConfidence: opts.fprConfidence,
+          ...(opts.squeezeFpr !== undefined ? { squeezeFpr: opts.squeezeFpr } : {}),
           primary: models.primary.classifier,
           ensemble: models.ensemble?.classifier,
           shape: models.primary.shape,
@@ -277,20 +292,33 @@ export function registerGuardCommands(program: Command): void {
         throw fsError(e, opts.out, 'write the profile to');
       }
       const v = profile.validation;
+      const pl = profile.pipeline;
       const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
+      if (pl && pl.upperBound > pl.fpr) {
+        out.warn(`with ${profile.samples} images the pipeline's false-positive rate can only be bounded at ${pct(pl.upperBound)} (at ${pl.fprConfidence} confidence), above the --fpr ${pct(pl.fpr)}; calibrate on more images (several hundred) or lower --fpr-confidence.`);
+      }
       out.result({ ok: true, profile: opts.out, ...profile }, [
-        `wrote ${opts.out}: ${profile.samples} images, validation target FPR ${pct(v.fpr)} (measured ${pct(v.measuredFpr)}), squeezing threshold ${profile.squeeze?.threshold.toFixed(4)} (measured FPR ${pct(profile.squeeze?.measuredFpr)})`,
+        pl
+          ? `wrote ${opts.out}: ${profile.samples} images, whole-pipeline target FPR ${pct(pl.fpr)} at ${pl.fprConfidence} confidence: cross-validated ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), per-stage rate ${pct(pl.stageRate)}`
+          : `wrote ${opts.out}: ${profile.samples} images, validation target FPR ${pct(v.fpr)} (measured ${pct(v.measuredFpr)}), squeezing threshold ${profile.squeeze?.threshold.toFixed(4)} (measured FPR ${pct(profile.squeeze?.measuredFpr)})`,
         ...Object.entries(v.statistics).map(([k, b]) => `  ${k.padEnd(10)} ${b.min.toPrecision(4)} .. ${b.max.toPrecision(4)}`),
         `  size       ${v.dimensions.minWidth}..${v.dimensions.maxWidth} x ${v.dimensions.minHeight}..${v.dimensions.maxHeight}, formats ${v.formats.join(', ')}`,
+        ...(pl
+          ? [
+              `  confidence below ${pl.confidenceThreshold.toFixed(4)} flags` +
+                (pl.ensembleThreshold !== undefined ? `; ensemble L1 distance above ${pl.ensembleThreshold.toFixed(4)} flags` : '') +
+                `; squeezing above ${profile.squeeze?.threshold.toFixed(4)} flags`,
+            ]
+          : []),
         `on these images: ${pct(profile.observed?.lowConfidenceRate)} below confidence ${opts.confidence}` +
-          (profile.observed?.ensembleDisagreementRate !== undefined ? `, ensemble disagrees on ${pct(profile.observed.ensembleDisagreementRate)}` : ''),
+          (profile.observed?.ensembleDisagreementRate !== undefined ? `, the two models' argmaxes differ on ${pct(profile.observed.ensembleDisagreementRate)}` : ''),
       ]);
     });
 
   modelOptions(guard.command('check'))
-    .description('run the guard pipeline on images: accept, flag (fallback answer, review) or reject')
+    .description('run the guard pipeline on images: accept, flag (fallback answer, review) or reject; exits 6 (EG_GUARD) when any input is rejected, 0 otherwise')
     .option('--profile <file>', 'calibrated profile.json (default: the config file\'s "profile")')
-    .option('--config <file.yaml>', 'guard configuration (defaults: every stage on, confidence 0.85)')
+    .option('--config <file.yaml>', 'guard configuration (defaults: every stage on, with the profile\'s thresholds; confidence 0.85 when the profile has none)')
     .requiredOption('--input <image>', 'image to check (repeatable)', collect)
     .action(async (opts: CheckOpts, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
@@ -327,14 +355,26 @@ export function registerGuardCommands(program: Command): void {
             input.tensor.fill(0);
           }
         }
+        // Exit status: 0 when every input got an answer (accepted, or flagged and answered by the
+        // fallback); EG_GUARD's (6) when any input was rejected. --json still prints every result.
+        const rejected = results.filter((r) => r.verdict === 'reject').map((r) => r.input);
+        const counts = { accept: 0, flag: 0, reject: 0 };
+        for (const r of results) counts[r.verdict]++;
+        const error = rejected.length
+          ? new EdgeguardError('EG_GUARD', `${rejected.length} of ${results.length} input${results.length === 1 ? ' was' : 's were'} rejected by the guard: ${rejected.join(', ')}.`, { details: { rejected } })
+          : undefined;
         out.result(
-          { ok: true, results },
+          { ok: !error, verdicts: counts, ...(error ? { error: error.toJSON() } : {}), results },
           results.map((r) => {
             const answer = r.answer ? `${r.answer.label} (${r.answer.confidence.toFixed(3)}, ${r.answer.source} model)` : 'no answer';
             const why = r.reasons.length ? `: ${r.reasons.map((x) => x.message).join('; ')}` : '';
             return `${r.input}: ${r.verdict.toUpperCase()} -> ${answer}${why}`;
           }),
         );
+        if (error) {
+          if (!out.opts.json) process.stderr.write(`${error.code}: ${error.message}\n`);
+          process.exitCode = ERROR_EXIT_CODES.EG_GUARD;
+        }
       } finally {
         await releaseAll(models);
       }

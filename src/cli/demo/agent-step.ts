@@ -4,7 +4,14 @@
  * packages, send a legitimate digit (accepted), a doubtful one (flagged: answered by the fallback
  * and sealed to the review key in the spool) and noise (rejected), then open the spooled item on
  * the operator's side with the review private key.
+ *
+ * Then the same service as an enrolled fleet device (software key store, its own small control
+ * plane): the agent renews its device certificate by itself (the demo control plane issues
+ * 2-minute certificates, so two thirds of the lifetime has passed at start), journals its
+ * security events (signed with the device key), and forwards them over mutual TLS into the
+ * control plane's Merkle log, where a guard rejection is proven by an inclusion proof.
  */
+import { randomBytes } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -12,11 +19,93 @@ import { encodeSealPrivateKeyPem, encodeSealPublicKeyPem, generateSealKeyPair, w
 import { loadAgentConfig } from '../../agent/config.ts';
 import { startAgent } from '../../agent/serve.ts';
 import { openReviewItem, reviewKeyId } from '../../agent/review-item.ts';
-import type { DemoStep } from './context.ts';
+import { enrollDevice } from '../../agent/enroll.ts';
+import { initDevice } from '../../keystore/index.ts';
+import { startServer } from '../../server/index.ts';
+import { auditServerPlugin } from '../../server/routes/audit.ts';
+import { decodeLogLeaf, verifyInclusion } from '../../audit/index.ts';
+import type { DemoContext, DemoStep } from './context.ts';
+
+async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`the demo timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** The agent as an enrolled device: certificate renewal and the audit journal, forwarded and proven. */
+async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noisePng: Buffer): Promise<Record<string, unknown>> {
+  const dataDir = ctx.path('agent-control-plane');
+  const deviceDir = ctx.path('agent-device');
+  const plugin = auditServerPlugin({ dataDir, checkpointIntervalMs: 200 });
+  const server = await startServer({
+    dataDir,
+    listen: '127.0.0.1:0',
+    caPassphrase: randomBytes(18).toString('base64url'),
+    // Two-minute device certificates (backdated 5 minutes for clock skew): due for renewal at once.
+    policy: { allowSoftwareDevices: true, deviceCertDays: 2 / 1440 },
+    plugins: [plugin],
+  });
+  try {
+    ctx.say(`a second control plane on ${server.url} issues 2-minute device certificates, so this device is past two thirds of its certificate's lifetime as soon as it has one`);
+    await initDevice({ dir: deviceDir });
+    const enrolling = enrollDevice({ deviceDir, server: server.url, caPem: server.ctx.ca.rootPem, label: 'demo agent', poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 } });
+    let deviceId: string | undefined;
+    for (let i = 0; i < 600 && !deviceId; i++) {
+      deviceId = (await server.ctx.store.listDevices({ status: 'pending' }))[0]?.id;
+      if (!deviceId) await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!deviceId) throw new Error('the demo device did not reach the pending state');
+    await server.ctx.store.approveDevice(deviceId, 'demo-operator');
+    const enrolled = await enrolling;
+    ctx.command(`agent enroll --device ${deviceDir} --server ${server.url} --ca fleet-ca.pem   # software key store; approved: ${enrolled.deviceId}`);
+
+    const fleetConfig = { ...config, review: { publicKey: ctx.path('review.pub'), spool: { dir: ctx.path('agent-fleet-spool') } }, upload: { device: deviceDir, intervalMs: 60_000 }, renewal: { backoffInitialMs: 60_000 }, journal: { forwardIntervalMs: 200 } };
+    const configPath = ctx.path('agent-fleet.yaml');
+    await writeFile(configPath, YAML.stringify(fleetConfig));
+    const running = await startAgent(await loadAgentConfig(configPath));
+    try {
+      const before = running.identity!.serial;
+      ctx.command(`agent serve --config ${configPath}   # upload.device: ${deviceDir}`);
+      await until('the certificate renewal', () => running.renewer!.status().last !== null);
+      const st = running.renewer!.status();
+      if (st.last?.result !== 'renewed') throw new Error(`the demo renewal failed: ${st.last?.error ?? 'unknown'}`);
+      ctx.say(`renewed by itself at start: serial ${before.slice(0, 12)}… -> ${st.serial.slice(0, 12)}… (notAfter ${st.notAfter}); GET /healthz shows it, /metrics has edgeguard_agent_cert_*`);
+      const res = await fetch(`${running.url}/v1/infer`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: noisePng });
+      const verdict = ((await res.json()) as { verdict: string }).verdict;
+      const journal = running.journal!;
+      await journal.flush();
+      const lastSeq = journal.journal.lastSeq;
+      await until('the journal to be forwarded', () => (journal.status().forwardedSeq ?? -1) >= lastSeq);
+      ctx.say(`noise -> ${verdict.toUpperCase()}; the journal (${lastSeq + 1} entries, signed with the device key, fsynced per batch) was forwarded over mutual TLS with the renewed certificate`);
+      const log = plugin.log!;
+      await log.flush();
+      const cp = await log.publishCheckpoint();
+      let proven: { index: number; types: string[] } = { index: -1, types: [] };
+      for (let i = 0; i < cp.size; i++) {
+        const p = await log.inclusionProof(i, cp.size);
+        const leaf = decodeLogLeaf(Buffer.from(p.leaf));
+        if (leaf.origin.kind !== 'device' || leaf.origin.device.deviceId !== enrolled.deviceId) continue;
+        proven.types.push(leaf.event.type);
+        if (leaf.event.type === 'guard.rejected' && proven.index < 0 && verifyInclusion(p.leafHash, i, cp.size, p.proof, cp.root)) proven = { ...proven, index: i };
+      }
+      ctx.say(`in the control plane's Merkle log: ${proven.types.join(', ')}`);
+      if (proven.index < 0) throw new Error('the guard rejection did not reach the Merkle log');
+      ctx.command(`audit prove ${proven.index} --server ${server.url} ...`);
+      ctx.say(`entry ${proven.index} (guard.rejected: verdict, reason codes and model; never the input) is in the signed tree of ${cp.size}: inclusion proof verified`);
+      return { deviceId: enrolled.deviceId, renewed: true, serialBefore: before, serialAfter: st.serial, journalEntries: lastSeq + 1, provenIndex: proven.index, logTypes: proven.types };
+    } finally {
+      await running.close('demo done');
+    }
+  } finally {
+    await server.close();
+  }
+}
 
 export const agentStep: DemoStep = {
   id: 'agent',
-  title: 'Inference service: POST /v1/infer behind the guard; flagged inputs sealed to the review key',
+  title: 'Inference service: POST /v1/infer behind the guard; flagged inputs sealed to the review key; certificate renewal and the audit journal',
   async run(ctx) {
     const review = generateSealKeyPair();
     await writePrivateFile(ctx.path('review.key'), encodeSealPrivateKeyPem(review.privateKey));
@@ -37,6 +126,7 @@ export const agentStep: DemoStep = {
     const configPath = ctx.path('agent.yaml');
     await writeFile(configPath, YAML.stringify(config));
     const running = await startAgent(await loadAgentConfig(configPath));
+    const fleetInputs: { noise?: Buffer } = {};
     const results: Array<{ input: string; verdict: string; label: string | null; review: string | null }> = [];
     try {
       ctx.command(`agent serve --config ${configPath}   # listening on ${running.url}`);
@@ -49,6 +139,7 @@ export const agentStep: DemoStep = {
         ['digits/3-1.png', await readFile(join(ctx.fixtures, 'digits', '3-1.png'))],
         ['noise (in memory)', await sharp(noise, { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer()],
       ];
+      fleetInputs.noise = inputs[2]![1];
       for (const [name, bytes] of inputs) {
         const res = await fetch(`${running.url}/v1/infer`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: bytes });
         const body = (await res.json()) as { verdict: string; label: string | null; source: string | null; reasons: Array<{ message: string }>; review: { id?: string } | null; timings: { totalMs: number } };
@@ -68,6 +159,7 @@ export const agentStep: DemoStep = {
       ctx.say(`${opened.header.id.slice(0, 12)}…  ${opened.metadata.verdict} [${opened.metadata.reasons.map((r) => r.code).join(', ')}]  ${opened.metadata.contentType}, ${opened.input.length} bytes  (device answered ${opened.metadata.answer?.label ?? '-'})`);
       opened.input.fill(0);
     }
-    return { url: 'http://127.0.0.1:<ephemeral>', results, sealedItems: items.length };
+    const fleet = await fleetAgent(ctx, config, fleetInputs.noise!);
+    return { url: 'http://127.0.0.1:<ephemeral>', results, sealedItems: items.length, fleet };
   },
 };
