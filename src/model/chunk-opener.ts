@@ -8,7 +8,7 @@
  * shared memory and is handed to the caller only when every chunk of the shard authenticated and
  * the shard digest matched; on any failure the slot is wiped first.
  *
- * With `workers` > 0, worker threads open shards in parallel (each with its own read buffer and
+ * With `workers` > 0 (or `started`), worker threads open shards in parallel (each with its own read buffer and
  * cipher contexts) into a fixed set of slots, `slotsPerWorker` per worker plus one; the main thread
  * dispatches shard numbers and delivers finished shards strictly in order (and, while the workers
  * start, which takes tens of milliseconds, opens shards itself). A shard finished early waits in
@@ -19,9 +19,15 @@
  *
  * The per-shard routine is one piece of plain JavaScript (CORE below), evaluated in the workers
  * and, for small packages (where starting threads costs more than it saves), on the main thread,
- * so both paths run the same code. Node 20's Decipheriv allocates and copies on every update(), and
- * costs about 30% less CPU per byte when fed 256 KiB rather than 1 MiB at a time; hence SLICE. The
- * garbage those buffers leave is collected every GC_EVERY_BYTES (see the worker source).
+ * so both paths run the same code. Node 20's Decipheriv allocates and copies on every update(); fed
+ * 128 KiB at a time (SLICE) and with the garbage those buffers leave collected every 512 KiB
+ * (GC_EVERY_BYTES, see the worker source), the same few hundred KiB of memory are reused while they
+ * are still in the core's cache. Against 256 KiB and 2 MiB, this cut the CPU of a 256 MiB verify
+ * by 10-25% on the 2-CPU benchmark machine (docs/benchmarks.md, 2026-11-26).
+ *
+ * Workers can be started ahead (startOpenWorkers), while the caller reads and checks the signature:
+ * booting a worker costs about 40 ms of CPU, all of it Node's own bootstrap (the worker source loads
+ * only node:worker_threads, node:crypto and node:fs). The key and plan reach them only in openShards.
  */
 import { createHash, createDecipheriv } from 'node:crypto';
 import { readSync } from 'node:fs';
@@ -59,6 +65,10 @@ export interface OpenOptions {
   slotsPerWorker?: number;
   /** Open shards on the calling thread too until the workers are up (default true). */
   helpWhileStarting?: boolean;
+  /** Open shards on the calling thread too all along, not only while the workers start. */
+  mainOpens?: boolean;
+  /** Workers already started (startOpenWorkers); they replace `workers` and are terminated here. */
+  started?: OpenWorkers;
   /** Authenticate and hash only: no plaintext leaves the opener; `deliver` gets an empty buffer. */
   discard?: boolean;
 }
@@ -67,7 +77,7 @@ export interface OpenOptions {
 const CORE = `
 function createShardOpener(crypto, fs, p) {
   const TAG = 16;
-  const SLICE = 256 * 1024;
+  const SLICE = 128 * 1024;
   const ZERO = Buffer.alloc(1);
   const readBuf = Buffer.alloc(p.chunkSize + TAG);
   const nonce = Buffer.alloc(12);
@@ -125,30 +135,38 @@ function createShardOpener(crypto, fs, p) {
 `;
 
 const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort } = require('node:worker_threads');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 ${CORE}
-const w = workerData;
-const opener = createShardOpener(crypto, fs, {
-  ...w.plan,
-  key: Buffer.from(w.key),
-  prefix: Buffer.from(w.prefix),
-  aad: Buffer.from(w.plan.aad),
-  expected: w.expected ? Buffer.from(w.expected) : null,
-});
+// Started before the package's signature is checked: the first message brings the plan and the
+// key (only once the signature verified), every later one a shard to open.
+let w = null;
+let opener = null;
 // Every Decipheriv.update() returns a fresh buffer. V8 collects them only once this isolate's
 // external memory has grown by some 64 MiB, so each worker would hold that much garbage at its
-// peak; a young-generation collection every few MiB (cheap: the heap is tiny) keeps it small.
+// peak; a young-generation collection every 512 KiB (cheap: the heap is tiny) keeps it small, and
+// lets the allocator hand out the same, cache-warm memory again.
 let collect = typeof globalThis.gc === 'function' ? globalThis.gc : null;
-if (!collect) {
-  try {
-    require('node:v8').setFlagsFromString('--expose-gc');
-    collect = require('node:vm').runInNewContext('gc');
-  } catch {}
-}
 let sinceGc = 0;
 parentPort.on('message', (m) => {
+  if (m.init) {
+    w = m.init;
+    opener = createShardOpener(crypto, fs, {
+      ...w.plan,
+      key: Buffer.from(w.key),
+      prefix: Buffer.from(w.prefix),
+      aad: Buffer.from(w.plan.aad),
+      expected: w.expected ? Buffer.from(w.expected) : null,
+    });
+    if (!collect) {
+      try {
+        require('node:v8').setFlagsFromString('--expose-gc');
+        collect = require('node:vm').runInNewContext('gc');
+      } catch {}
+    }
+    return;
+  }
   let r;
   try {
     r = opener.open(m.s, w.discard ? null : Buffer.from(w.slots, m.slot * w.slotBytes, w.slotBytes));
@@ -163,6 +181,65 @@ parentPort.on('message', (m) => {
   }
 });
 `;
+
+type WorkerResult = { s: number; slot: number; r: OpenFailure | null };
+
+/**
+ * Decryption worker threads, started ahead of use: a worker takes some 40 ms of CPU to boot
+ * (Node's own bootstrap; the worker source loads nothing else), so a caller starts them before it
+ * reads and verifies the signature and hands them to openShards. They hold no key until then.
+ * `terminate` (idempotent) must be called whatever happens; openShards does it for the workers
+ * it is given.
+ */
+export class OpenWorkers {
+  readonly workers: Worker[] = [];
+  readonly online: boolean[];
+  ready = 0;
+  failure: Error | undefined;
+  private closing = false;
+  private ended: Promise<unknown> | undefined;
+  /** Set by openShards: called on every event (a worker up, a result, a failure). */
+  onChange: () => void = () => {};
+  onResult: (w: number, m: WorkerResult) => void = () => {};
+
+  constructor(count: number) {
+    this.online = new Array<boolean>(count).fill(false);
+    for (let w = 0; w < count; w++) {
+      // Plain CommonJS: no loader (an inherited `--import tsx` boots its hooks in every worker).
+      const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+      worker.on('online', () => {
+        this.online[w] = true;
+        this.ready++;
+        this.onChange();
+      });
+      worker.on('message', (m: WorkerResult) => this.onResult(w, m));
+      worker.on('error', (e) => {
+        this.failure ??= e;
+        this.onChange();
+      });
+      worker.on('exit', (code) => {
+        if (!this.closing) this.failure ??= new Error(`a decryption worker exited (code ${code})`);
+        this.onChange();
+      });
+      this.workers.push(worker);
+    }
+  }
+
+  get count(): number {
+    return this.workers.length;
+  }
+
+  terminate(): Promise<unknown> {
+    this.closing = true;
+    this.ended ??= Promise.all(this.workers.map((w) => w.terminate()));
+    return this.ended;
+  }
+}
+
+/** Start `count` decryption workers now, for a later openShards (see OpenWorkers). */
+export function startOpenWorkers(count: number): OpenWorkers {
+  return new OpenWorkers(count);
+}
 
 interface ShardOpener {
   open(s: number, out: Buffer | null): OpenFailure | null;
@@ -182,7 +259,7 @@ function openHere(opener: ShardOpener, s: number, out: Buffer | null): OpenFailu
 }
 
 const ZERO = Buffer.alloc(1);
-const GC_EVERY_BYTES = 2 * 1024 * 1024;
+const GC_EVERY_BYTES = 512 * 1024;
 
 /**
  * A young-generation collection of this isolate, for the shards this thread opens itself (the same
@@ -258,67 +335,47 @@ export async function openShards(plan: OpenPlan, deliver: (shard: number, plaint
     return;
   }
 
+  const pool = o.started ?? new OpenWorkers(o.workers);
   const perWorker = Math.max(1, o.slotsPerWorker ?? Math.min(3, Math.floor((12 * 1024 * 1024) / shardBytes)));
-  // One slot more than the workers can hold, for the shard this thread opens while they start.
-  const slotCount = o.workers * perWorker + 1;
+  // One slot more than the workers can hold, for the shard this thread opens itself.
+  const slotCount = pool.count * perWorker + 1;
   const slotBytes = o.discard ? 0 : shardBytes;
   const slots = new SharedArrayBuffer(slotCount * slotBytes);
   const key = new SharedArrayBuffer(plan.key.length);
   const prefix = new SharedArrayBuffer(plan.prefix.length);
-  Buffer.from(key).set(plan.key);
-  Buffer.from(prefix).set(plan.prefix);
   const { expected } = plan;
-  const workerPlan = {
-    fd: plan.fd,
-    suite: plan.suite,
-    aad: new Uint8Array(plan.aad),
-    headerBytes: plan.headerBytes,
-    chunkSize: plan.chunkSize,
-    plaintextLength: plan.plaintextLength,
-    chunks: plan.chunks,
-    shardChunks: plan.shardChunks,
-  };
   const free = Array.from({ length: slotCount }, (_, i) => i);
   const done = new Map<number, { slot: number; r: OpenFailure | null }>();
-  const inflight = new Array<number>(o.workers).fill(0);
-  const online = new Array<boolean>(o.workers).fill(false);
-  let ready = 0;
+  const inflight = new Array<number>(pool.count).fill(0);
   let inline: ShardOpener | undefined;
   let helped = 0;
-  let failure: Error | undefined;
-  let closing = false;
+  let next = 0;
   let wake = () => {};
   let changed = new Promise<void>((r) => (wake = r));
-  const workers: Worker[] = [];
+  const { workers, online } = pool;
   try {
-    for (let w = 0; w < o.workers; w++) {
-      const worker = new Worker(WORKER_SOURCE, {
-        eval: true,
-        // Plain CommonJS: no loader (an inherited `--import tsx` boots its hooks in every worker).
-        execArgv: [],
-        workerData: { plan: workerPlan, key, prefix, expected: expected ? new Uint8Array(expected) : null, slots, slotBytes, shardBytes, discard: Boolean(o.discard), gcEvery: GC_EVERY_BYTES },
-      });
-      worker.on('online', () => {
-        online[w] = true;
-        ready++;
-        wake();
-      });
-      worker.on('message', (m: { s: number; slot: number; r: OpenFailure | null }) => {
-        inflight[w]!--;
-        done.set(m.s, { slot: m.slot, r: m.r });
-        wake();
-      });
-      worker.on('error', (e) => {
-        failure ??= e;
-        wake();
-      });
-      worker.on('exit', (code) => {
-        if (!closing) failure ??= new Error(`a decryption worker exited (code ${code})`);
-        wake();
-      });
-      workers.push(worker);
-    }
-    let next = 0;
+    Buffer.from(key).set(plan.key);
+    Buffer.from(prefix).set(plan.prefix);
+    const workerPlan = {
+      fd: plan.fd,
+      suite: plan.suite,
+      aad: new Uint8Array(plan.aad),
+      headerBytes: plan.headerBytes,
+      chunkSize: plan.chunkSize,
+      plaintextLength: plan.plaintextLength,
+      chunks: plan.chunks,
+      shardChunks: plan.shardChunks,
+    };
+    pool.onChange = () => wake();
+    pool.onResult = (w, m) => {
+      inflight[w]!--;
+      done.set(m.s, { slot: m.slot, r: m.r });
+      wake();
+    };
+    const init = { plan: workerPlan, key, prefix, expected: expected ? new Uint8Array(expected) : null, slots, slotBytes, shardBytes, discard: Boolean(o.discard), gcEvery: GC_EVERY_BYTES };
+    for (const worker of workers) worker.postMessage({ init });
+    // This thread opens shards too: while the workers start (by default), or throughout.
+    const help = () => (o.mainOpens === true || (o.helpWhileStarting !== false && pool.ready < workers.length)) && free.length > 0 && next < plan.shards;
     for (let s = 0; s < plan.shards; ) {
       // Hand shards, in order, to workers that are up and have room.
       for (;;) {
@@ -331,10 +388,11 @@ export async function openShards(plan: OpenPlan, deliver: (shard: number, plaint
       }
       const got = done.get(s);
       if (!got) {
+        const failure = pool.failure;
         if (failure) throw new EdgeguardError('EG_INTERNAL', `decryption failed: ${failure.message}`, { cause: failure });
-        if (o.helpWhileStarting !== false && ready < workers.length && free.length > 0 && next < plan.shards) {
-          // A worker takes tens of milliseconds to start: meanwhile this thread opens shards itself,
-          // yielding between shards so the workers' start-up and results get through.
+        if (help()) {
+          // A worker takes tens of milliseconds to start: meanwhile (or throughout, with mainOpens)
+          // this thread opens shards itself, yielding between shards so results get through.
           const slot = free.shift()!;
           inline ??= createShardOpener({ createHash, createDecipheriv }, { readSync }, plan);
           done.set(next, { slot, r: openHere(inline, next, o.discard ? null : Buffer.from(slots, slot * slotBytes, slotBytes)) });
@@ -361,9 +419,8 @@ export async function openShards(plan: OpenPlan, deliver: (shard: number, plaint
       s++;
     }
   } finally {
-    closing = true;
     inline?.destroy();
-    await Promise.all(workers.map((w) => w.terminate()));
+    await pool.terminate();
     wipe(new Uint8Array(slots));
     wipe(new Uint8Array(key));
     wipe(new Uint8Array(prefix));

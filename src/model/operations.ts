@@ -10,6 +10,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import type { ContentKey } from '../crypto/index.ts';
 import { PackageFile, readSignatureFile, type DecryptOptions } from './package-file.ts';
+import type { OpenWorkers } from './chunk-opener.ts';
 import { signaturePathFor } from './pack.ts';
 import { unverifiedStatement, type VerifiedSignature } from './signature.ts';
 import { chunkCount, type PackageHeader } from './header.ts';
@@ -20,7 +21,7 @@ export interface TrustOptions {
   signaturePath?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** Parallelism tuning (worker count, size from which workers start); the defaults suit. */
-  parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting'>;
+  parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens'>;
 }
 
 export interface PackageSummary {
@@ -86,11 +87,17 @@ export interface VerifyResult extends PackageSummary {
 export async function verifyPackage(path: string, o: TrustOptions & { contentKey?: ContentKey }): Promise<VerifyResult> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
-    const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
-    if (o.contentKey) {
-      await pkg.decrypt(o.contentKey, null, { ...o.parallel, onProgress: o.onProgress, shards: sig.shards });
+    // Decryption workers boot while the signature is checked; they get no key unless it verifies.
+    const started = o.contentKey ? pkg.startDecryptWorkers(o.parallel) : undefined;
+    try {
+      const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
+      if (o.contentKey) {
+        await pkg.decrypt(o.contentKey, null, { ...o.parallel, onProgress: o.onProgress, shards: sig.shards, started });
+      }
+      return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: Boolean(o.contentKey) };
+    } finally {
+      await started?.terminate();
     }
-    return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: Boolean(o.contentKey) };
   });
 }
 
@@ -102,38 +109,47 @@ export async function verifyPackage(path: string, o: TrustOptions & { contentKey
 export async function unpackPackage(path: string, outputPath: string, o: TrustOptions & { contentKey: ContentKey; overwrite?: boolean }): Promise<VerifyResult> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
-    const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
-    if (!o.overwrite) {
-      try {
-        await (await open(outputPath, 'r')).close();
-        throw new EdgeguardError('EG_EXISTS', `${outputPath} already exists; remove it or pass --force.`);
-      } catch (e) {
-        if (e instanceof EdgeguardError) throw e;
-      }
-    }
-    const tmp = join(dirname(outputPath), `.${basename(outputPath)}.${randomBytes(6).toString('hex')}.partial`);
-    const out = await open(tmp, 'wx', 0o600).catch((e) => {
-      throw fsError(e, outputPath, 'write');
-    });
-    let ok = false;
+    const started = pkg.startDecryptWorkers(o.parallel);
     try {
-      await pkg.decrypt(
-        o.contentKey,
-        { chunk: async (plain, _i, offset) => void (await out.write(plain, 0, plain.length, offset)) },
-        { ...o.parallel, onProgress: o.onProgress, shards: sig.shards },
-      );
-      await out.sync();
-      ok = true;
+      return await unpackWith(pkg, outputPath, o, started);
     } finally {
-      await out.close();
-      if (!ok) await rm(tmp, { force: true });
+      await started?.terminate();
     }
-    await rename(tmp, outputPath).catch(async (e) => {
-      await rm(tmp, { force: true });
-      throw fsError(e, outputPath, 'write');
-    });
-    return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: true };
   });
+}
+
+async function unpackWith(pkg: PackageFile, outputPath: string, o: TrustOptions & { contentKey: ContentKey; overwrite?: boolean }, started: OpenWorkers | undefined): Promise<VerifyResult> {
+  const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
+  if (!o.overwrite) {
+    try {
+      await (await open(outputPath, 'r')).close();
+      throw new EdgeguardError('EG_EXISTS', `${outputPath} already exists; remove it or pass --force.`);
+    } catch (e) {
+      if (e instanceof EdgeguardError) throw e;
+    }
+  }
+  const tmp = join(dirname(outputPath), `.${basename(outputPath)}.${randomBytes(6).toString('hex')}.partial`);
+  const out = await open(tmp, 'wx', 0o600).catch((e) => {
+    throw fsError(e, outputPath, 'write');
+  });
+  let ok = false;
+  try {
+    await pkg.decrypt(
+      o.contentKey,
+      { chunk: async (plain, _i, offset) => void (await out.write(plain, 0, plain.length, offset)) },
+      { ...o.parallel, onProgress: o.onProgress, shards: sig.shards, started },
+    );
+    await out.sync();
+    ok = true;
+  } finally {
+    await out.close();
+    if (!ok) await rm(tmp, { force: true });
+  }
+  await rename(tmp, outputPath).catch(async (e) => {
+    await rm(tmp, { force: true });
+    throw fsError(e, outputPath, 'write');
+  });
+  return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: true };
 }
 
 export interface DecryptedModel {
@@ -148,25 +164,34 @@ export interface DecryptedModel {
 export async function decryptPackageToMemory(path: string, o: TrustOptions & { contentKey: ContentKey }): Promise<DecryptedModel> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
-    const signature = await pkg.verifySignature(o.publicKeys, o.signaturePath);
-    const length = pkg.header.plaintextLength;
-    if (length > bufferConstants.MAX_LENGTH) {
-      throw new EdgeguardError('EG_MODEL_LOAD', `the model is ${length} bytes, more than one in-memory buffer can hold on this platform.`);
-    }
-    let plaintext: Buffer | undefined;
+    const started = pkg.startDecryptWorkers(o.parallel);
     try {
-      await pkg.decrypt(
-        o.contentKey,
-        {
-          begin: (n) => void (plaintext = Buffer.alloc(n)),
-          chunk: (plain, _i, offset) => void plain.copy(plaintext!, offset),
-        },
-        { ...o.parallel, onProgress: o.onProgress, shards: signature.shards },
-      );
-    } catch (e) {
-      plaintext?.fill(0);
-      throw e;
+      return await decryptWith(pkg, o, started);
+    } finally {
+      await started?.terminate();
     }
-    return { plaintext: plaintext ?? Buffer.alloc(0), header: pkg.header, headerSha256: pkg.parsed.digest.toString('hex'), signature };
   });
+}
+
+async function decryptWith(pkg: PackageFile, o: TrustOptions & { contentKey: ContentKey }, started: OpenWorkers | undefined): Promise<DecryptedModel> {
+  const signature = await pkg.verifySignature(o.publicKeys, o.signaturePath);
+  const length = pkg.header.plaintextLength;
+  if (length > bufferConstants.MAX_LENGTH) {
+    throw new EdgeguardError('EG_MODEL_LOAD', `the model is ${length} bytes, more than one in-memory buffer can hold on this platform.`);
+  }
+  let plaintext: Buffer | undefined;
+  try {
+    await pkg.decrypt(
+      o.contentKey,
+      {
+        begin: (n) => void (plaintext = Buffer.alloc(n)),
+        chunk: (plain, _i, offset) => void plain.copy(plaintext!, offset),
+      },
+      { ...o.parallel, onProgress: o.onProgress, shards: signature.shards, started },
+    );
+  } catch (e) {
+    plaintext?.fill(0);
+    throw e;
+  }
+  return { plaintext: plaintext ?? Buffer.alloc(0), header: pkg.header, headerSha256: pkg.parsed.digest.toString('hex'), signature };
 }

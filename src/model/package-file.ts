@@ -9,7 +9,7 @@ import { createHash, type KeyObject } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { deriveStreamMaterial, parseEnvelope, type ContentKey, type DsseEnvelope } from '../crypto/index.ts';
-import { openShards, type OpenPlan } from './chunk-opener.ts';
+import { openShards, startOpenWorkers, type OpenPlan, type OpenWorkers } from './chunk-opener.ts';
 import { checkShardSize, defaultShardSize, shardCount, type SignedShards } from './shards.ts';
 import { chunkCount, expectedPackageSize, parseHeader, FIXED_HEADER_BYTES, type ParsedHeader } from './header.ts';
 import { signaturePathFor } from './pack.ts';
@@ -33,11 +33,22 @@ export interface DecryptOptions {
   parallelFrom?: number;
   /** Open shards on this thread too while the workers start (default true; tests turn it off). */
   helpWhileStarting?: boolean;
+  /** Open shards on this thread too all along (default: MAIN_OPENS). */
+  mainOpens?: boolean;
+  /** Workers from startDecryptWorkers, started while the signature was checked; decrypt ends them. */
+  started?: OpenWorkers;
 }
 
 /** Below this, starting worker threads costs more than it saves: shards open on the calling thread. */
 export const PARALLEL_FROM_BYTES = 8 * 1024 * 1024;
 const MAX_WORKERS = 4;
+/**
+ * Whether the calling thread opens shards all along too (not only while the workers start). On 2
+ * CPUs, one worker plus this thread ran 20-30% slower than two workers, and two workers plus this
+ * thread no faster (docs/benchmarks.md, 2026-11-26): off.
+ */
+const MAIN_OPENS = false;
+const defaultWorkers = () => availableParallelism();
 
 export class PackageFile {
   private constructor(
@@ -91,6 +102,24 @@ export class PackageFile {
     return verifyPackageSignature(await readSignatureFile(signaturePath), this.parsed, trusted);
   }
 
+  /** The worker count decrypt would use for `shards` shards (0: the calling thread alone). */
+  private workerCount(shards: number, options: DecryptOptions): number {
+    const parallel = this.header.plaintextLength >= (options.parallelFrom ?? PARALLEL_FROM_BYTES) && shards > 1;
+    return parallel ? Math.max(1, Math.min(options.workers ?? defaultWorkers(), MAX_WORKERS, shards)) : 0;
+  }
+
+  /**
+   * Start the decryption workers that `decrypt` will want, before the signature is checked (a
+   * worker takes tens of milliseconds to boot); undefined when it will not want any. Pass them to
+   * decrypt as `started`, or end them with `terminate()` if it is not called. They get no key
+   * before decrypt runs.
+   */
+  startDecryptWorkers(options: DecryptOptions = {}): OpenWorkers | undefined {
+    // The signed shard size is not known yet: at most one shard per chunk.
+    const n = this.workerCount(chunkCount(this.header.plaintextLength, this.header.chunkSize), options);
+    return n > 0 ? startOpenWorkers(n) : undefined;
+  }
+
   /**
    * Decrypt and authenticate every chunk into `sink`, in order (`null`: authenticate and check
    * only, handing no plaintext out of the decrypting threads). With `shards` (the digests from a
@@ -99,6 +128,14 @@ export class PackageFile {
    * whole plaintext's SHA-256 is checked against the header at the end (one thread).
    */
   async decrypt(key: ContentKey, sink: ChunkSink | null, options: DecryptOptions = {}): Promise<void> {
+    try {
+      await this.decryptWith(key, sink, options);
+    } finally {
+      await options.started?.terminate();
+    }
+  }
+
+  private async decryptWith(key: ContentKey, sink: ChunkSink | null, options: DecryptOptions): Promise<void> {
     const h = this.header;
     if (key.kid !== h.keyId) {
       throw new EdgeguardError('EG_WRONG_KEY', `this package was encrypted with content key ${h.keyId}, but the key given is ${key.kid}.`, {
@@ -132,8 +169,14 @@ export class PackageFile {
     const whole = options.shards ? undefined : createHash('sha256');
     // Nothing to hand out (verify): the plaintext never leaves the threads that decrypt it.
     const discard = sink === null && !whole;
-    const parallel = h.plaintextLength >= (options.parallelFrom ?? PARALLEL_FROM_BYTES) && shards > 1;
-    const workers = parallel ? Math.max(1, Math.min(options.workers ?? availableParallelism(), MAX_WORKERS, shards)) : 0;
+    let workers = this.workerCount(shards, options);
+    let started = options.started;
+    if (started && workers === 0) {
+      await started.terminate();
+      started = undefined;
+    }
+    // (More workers than shards, when the signed shards are bigger than guessed, leaves some idle.)
+    if (started) workers = started.count;
     try {
       await openShards(
         plan,
@@ -157,7 +200,7 @@ export class PackageFile {
           const done = Math.min(h.plaintextLength, (s + 1) * shardSize);
           options.onProgress?.(done, h.plaintextLength);
         },
-        { workers, helpWhileStarting: options.helpWhileStarting, discard },
+        { workers, helpWhileStarting: options.helpWhileStarting, mainOpens: options.mainOpens ?? MAIN_OPENS, started, discard },
       );
       if (whole && !whole.digest().equals(h.plaintextSha256)) {
         throw new EdgeguardError(

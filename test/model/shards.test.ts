@@ -37,6 +37,7 @@ const PATHS: Array<[string, TrustOptions['parallel']]> = [
   ['one thread', { parallelFrom: Number.MAX_SAFE_INTEGER }],
   ['worker threads', WORKERS],
   ['worker threads and this thread while they start', { workers: 2, parallelFrom: 0 }],
+  ['one worker thread and this thread throughout', { workers: 1, parallelFrom: 0, mainOpens: true }],
 ];
 
 let dir: string;
@@ -276,5 +277,30 @@ test('tampering is refused on worker threads with the code of the first bad chun
     } finally {
       await pkg.close();
     }
+  }
+});
+
+test('workers started before the signature check are ended on every outcome', async () => {
+  const exited = (w: { threadId: number }) => w.threadId === -1;
+  for (const outcome of ['wrong content key', 'success']) {
+    const pkg = await PackageFile.open(a.packagePath);
+    try {
+      const started = pkg.startDecryptWorkers(WORKERS);
+      assert.equal(started?.count, 2, outcome);
+      const sig = await pkg.verifySignature([keys.signer.publicKey]);
+      const decrypting = pkg.decrypt(outcome === 'success' ? keys.contentKey : generateContentKey(), null, { ...WORKERS, shards: sig.shards, started });
+      if (outcome === 'success') await decrypting;
+      else await assert.rejects(decrypting, isCode(['EG_WRONG_KEY'], outcome));
+      assert.ok(started!.workers.every(exited), `${outcome}: every worker ended`);
+    } finally {
+      await pkg.close();
+    }
+  }
+  // Below the parallel threshold nothing starts.
+  const pkg = await PackageFile.open(a.packagePath);
+  try {
+    assert.equal(pkg.startDecryptWorkers({ parallelFrom: Number.MAX_SAFE_INTEGER }), undefined);
+  } finally {
+    await pkg.close();
   }
 });
