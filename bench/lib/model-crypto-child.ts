@@ -1,7 +1,7 @@
 /**
  * One measured operation of bench/model-crypto.ts, run in its own process so that its peak RSS is
  * its own. Keys arrive as one JSON line on stdin (never on disk or in argv). Prints one JSON line:
- *   { op, seconds, cpuSeconds, mainBusy, bytes, idleRssKiB, maxRssKiB }
+ *   { op, seconds, cpuSeconds, mainBusy, bytes, idleRssKiB, maxRssKiB, engine? }
  * idleRssKiB is the process's RSS right before the operation (modules loaded, keys parsed, after a
  * GC when --expose-gc is on); maxRssKiB is getrusage's high-water mark for the whole process
  * (all threads), read after it. cpuSeconds is the process's user+system CPU time over the operation
@@ -13,7 +13,7 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { contentKeyFromBytes, parseCipherSuite, publicKeyId, signingAlgorithmOf, wipe } from '../../src/crypto/index.ts';
-import { packModel, verifyPackage } from '../../src/model/index.ts';
+import { packModel, verifyPackage, type VerifyResult } from '../../src/model/index.ts';
 
 interface ChildKeys {
   contentKey: string;
@@ -41,6 +41,7 @@ async function main(): Promise<void> {
   let idle: number;
   let cpu0: NodeJS.CpuUsage;
   let elu0: EventLoopUtilization;
+  let engine: VerifyResult['engine'];
   if (op === 'pack') {
     const [suite, input, output] = rest;
     if (!suite || !input || !output || !keys.signingKeyPem) throw new Error('usage: pack SUITE INPUT OUTPUT');
@@ -73,6 +74,7 @@ async function main(): Promise<void> {
     const r = await verifyPackage(pkg, { publicKeys: [publicKey], contentKey });
     seconds = (performance.now() - t) / 1000;
     if (!r.chunksAuthenticated) throw new Error('verifyPackage did not authenticate the chunks');
+    engine = r.engine;
     bytes = r.header.plaintextLength;
   } else {
     throw new Error(`unknown operation ${op}`);
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
   const mainBusy = performance.eventLoopUtilization(elu0).utilization;
   wipe(contentKey.bytes);
   const maxRssKiB = process.resourceUsage().maxRSS;
-  process.stdout.write(JSON.stringify({ op, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainBusy, bytes, idleRssKiB: idle, maxRssKiB }) + '\n');
+  process.stdout.write(JSON.stringify({ op, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainBusy, bytes, idleRssKiB: idle, maxRssKiB, engine }) + '\n');
 }
 
 await main();

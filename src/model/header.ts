@@ -27,6 +27,8 @@ export const FIXED_HEADER_BYTES = 124;
 export const MAX_METADATA_BYTES = 64 * 1024;
 export const MIN_CHUNK_SIZE = 256;
 export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
+/** The nonce's chunk counter is 32 bits (docs/formats.md): a package has at most 2^32 chunks. */
+export const MAX_CHUNKS = 2 ** 32;
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
 export interface PackageHeader {
@@ -51,6 +53,9 @@ export function encodeHeader(h: PackageHeader): Buffer {
   const meta = Buffer.from(JSON.stringify(h.metadata), 'utf8');
   if (meta.length > MAX_METADATA_BYTES) throw new EdgeguardError('EG_USAGE', `model metadata is ${meta.length} bytes; the limit is ${MAX_METADATA_BYTES}.`);
   checkChunkSize(h.chunkSize);
+  if (chunkCount(h.plaintextLength, h.chunkSize) > MAX_CHUNKS) {
+    throw new EdgeguardError('EG_USAGE', `a ${h.plaintextLength}-byte model needs more than 2^32 chunks of ${h.chunkSize} bytes; use a larger --chunk-size.`);
+  }
   const out = Buffer.alloc(FIXED_HEADER_BYTES + meta.length);
   MAGIC.copy(out, 0);
   out.writeUInt16BE(h.version, 8);
@@ -97,6 +102,7 @@ export function parseHeader(buf: Buffer): ParsedHeader | { needBytes: number } {
   if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) throw bad(`chunk size ${chunkSize} is out of range.`);
   const length = buf.readBigUInt64BE(80);
   if (length > BigInt(Number.MAX_SAFE_INTEGER)) throw bad('plaintext length is implausibly large.');
+  if (chunkCount(Number(length), chunkSize) > MAX_CHUNKS) throw bad(`plaintext length ${length} needs more than 2^32 chunks of ${chunkSize} bytes (the nonce counter's limit).`);
   const metaLength = buf.readUInt32BE(120);
   if (metaLength > MAX_METADATA_BYTES) throw bad(`metadata length ${metaLength} exceeds ${MAX_METADATA_BYTES}.`);
   const total = FIXED_HEADER_BYTES + metaLength;

@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { constants as bufferConstants } from 'node:buffer';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import type { ContentKey } from '../crypto/index.ts';
-import { PackageFile, readSignatureFile, type DecryptOptions } from './package-file.ts';
+import { PackageFile, decryptEngine, readSignatureFile, type DecryptOptions } from './package-file.ts';
 import type { OpenWorkers } from './chunk-opener.ts';
 import { signaturePathFor } from './pack.ts';
 import { unverifiedStatement, type VerifiedSignature } from './signature.ts';
@@ -21,7 +21,7 @@ export interface TrustOptions {
   signaturePath?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** Parallelism tuning (worker count, size from which workers start); the defaults suit. */
-  parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens'>;
+  parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens' | 'engine' | 'inflight'>;
 }
 
 export interface PackageSummary {
@@ -81,6 +81,8 @@ export async function inspectPackage(path: string, signaturePath = signaturePath
 export interface VerifyResult extends PackageSummary {
   signedBy: string;
   chunksAuthenticated: boolean;
+  /** Who opened the chunks (with a content key): the native opener, or JavaScript and why. */
+  engine?: { engine: 'native' | 'js'; reason?: string };
 }
 
 /** Signature and header; with a content key, every chunk's tag and every signed shard digest too. */
@@ -94,7 +96,7 @@ export async function verifyPackage(path: string, o: TrustOptions & { contentKey
       if (o.contentKey) {
         await pkg.decrypt(o.contentKey, null, { ...o.parallel, onProgress: o.onProgress, shards: sig.shards, started });
       }
-      return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: Boolean(o.contentKey) };
+      return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: Boolean(o.contentKey), engine: o.contentKey ? decryptEngine(o.parallel) : undefined };
     } finally {
       await started?.terminate();
     }

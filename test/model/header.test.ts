@@ -43,6 +43,8 @@ test('bad field values are refused with typed errors', () => {
     ['chunk size 0', (b) => b.writeUInt32BE(0, 12), 'EG_FORMAT'],
     ['chunk size huge', (b) => b.writeUInt32BE(0xffffffff, 12), 'EG_FORMAT'],
     ['length beyond 2^53', (b) => b.writeBigUInt64BE(2n ** 60n, 80), 'EG_FORMAT'],
+    // Beyond the nonce's 32-bit chunk counter (found by the tamper property test: 2^40 bytes in 256-byte chunks).
+    ['more than 2^32 chunks', (b) => (b.writeUInt32BE(4096, 12), b.writeBigUInt64BE(2n ** 44n + 1n, 80)), 'EG_FORMAT'],
     ['metadata length huge', (b) => b.writeUInt32BE(0x7fffffff, 120), 'EG_FORMAT'],
     ['metadata not JSON', (b) => b.write('{{{{', FIXED_HEADER_BYTES), 'EG_FORMAT'],
   ];

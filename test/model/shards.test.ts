@@ -26,18 +26,27 @@ import {
 import { decryptPackageToMemory, unpackPackage, verifyPackage, PackageFile, type PackResult, type TrustOptions } from '../../src/model/index.ts';
 import { EdgeguardError, type ErrorCode } from '../../src/errors/index.ts';
 import { packBytes } from '../helpers/packages.ts';
+import { NATIVE_AVAILABLE } from '../helpers/engines.ts';
 
 const CHUNK = 1024;
 const SHARD = 4 * CHUNK;
 const LENGTH = CHUNK * 37 + 123; // 38 chunks, 10 shards, the last one short
 const SHARDS = Math.ceil(LENGTH / SHARD);
 // Workers only (the calling thread does not help while they start): the worker path, whatever the timing.
-const WORKERS = { workers: 2, parallelFrom: 0, helpWhileStarting: false };
+const WORKERS = { engine: 'js' as const, workers: 2, parallelFrom: 0, helpWhileStarting: false };
+// The native opener (libuv's pool), two shards and one shard at a time (built by npm install; CI requires it).
+const NATIVE = { engine: 'native' as const, inflight: 2 };
 const PATHS: Array<[string, TrustOptions['parallel']]> = [
-  ['one thread', { parallelFrom: Number.MAX_SAFE_INTEGER }],
+  ['one thread', { engine: 'js', parallelFrom: Number.MAX_SAFE_INTEGER }],
   ['worker threads', WORKERS],
-  ['worker threads and this thread while they start', { workers: 2, parallelFrom: 0 }],
-  ['one worker thread and this thread throughout', { workers: 1, parallelFrom: 0, mainOpens: true }],
+  ['worker threads and this thread while they start', { engine: 'js', workers: 2, parallelFrom: 0 }],
+  ['one worker thread and this thread throughout', { engine: 'js', workers: 1, parallelFrom: 0, mainOpens: true }],
+  ...(NATIVE_AVAILABLE
+    ? ([
+        ['native opener', NATIVE],
+        ['native opener, one shard at a time', { engine: 'native', inflight: 1 }],
+      ] as Array<[string, TrustOptions['parallel']]>)
+    : []),
 ];
 
 let dir: string;
@@ -263,19 +272,21 @@ test('tampering is refused on worker threads with the code of the first bad chun
     await writeFile(path, mutated);
     await copyFile(a.signaturePath, `${path}.sig.json`);
     await assertAllRefuse(path, codes);
-    const pkg = await PackageFile.open(path);
-    try {
-      const sig = await pkg.verifySignature([keys.signer.publicKey]);
-      await assert.rejects(
-        pkg.decrypt(
-          keys.contentKey,
-          { chunk: (p, i, off) => assert.ok(p.equals(plain.subarray(off, off + p.length)), `${label}: chunk ${i} released plaintext that is not the original`) },
-          { ...WORKERS, shards: sig.shards },
-        ),
-        (e: unknown) => isCode(codes, label)(e) && (chunk === undefined || (e as EdgeguardError).details?.chunk === chunk),
-      );
-    } finally {
-      await pkg.close();
+    for (const engine of NATIVE_AVAILABLE ? [WORKERS, NATIVE] : [WORKERS]) {
+      const pkg = await PackageFile.open(path);
+      try {
+        const sig = await pkg.verifySignature([keys.signer.publicKey]);
+        await assert.rejects(
+          pkg.decrypt(
+            keys.contentKey,
+            { chunk: (p, i, off) => assert.ok(p.equals(plain.subarray(off, off + p.length)), `${label}: chunk ${i} released plaintext that is not the original`) },
+            { ...engine, shards: sig.shards },
+          ),
+          (e: unknown) => isCode(codes, `${label} (${engine.engine})`)(e) && (chunk === undefined || (e as EdgeguardError).details?.chunk === chunk),
+        );
+      } finally {
+        await pkg.close();
+      }
     }
   }
 });
@@ -299,7 +310,9 @@ test('workers started before the signature check are ended on every outcome', as
   // Below the parallel threshold nothing starts.
   const pkg = await PackageFile.open(a.packagePath);
   try {
-    assert.equal(pkg.startDecryptWorkers({ parallelFrom: Number.MAX_SAFE_INTEGER }), undefined);
+    assert.equal(pkg.startDecryptWorkers({ engine: 'js', parallelFrom: Number.MAX_SAFE_INTEGER }), undefined);
+    // The native opener needs no workers.
+    if (NATIVE_AVAILABLE) assert.equal(pkg.startDecryptWorkers({ engine: 'native', parallelFrom: 0 }), undefined);
   } finally {
     await pkg.close();
   }

@@ -14,6 +14,7 @@ import { decryptPackageToMemory, unpackPackage, verifyPackage, PackageFile, type
 import { generateContentKey, generateSigningKey, TAG_BYTES, type ContentKey, type SigningKeyPair } from '../../src/crypto/index.ts';
 import { EdgeguardError, type ErrorCode } from '../../src/errors/index.ts';
 import { packBytes } from '../helpers/packages.ts';
+import { ENGINES } from '../helpers/engines.ts';
 
 const CHUNK = 256;
 const LENGTH = CHUNK * 10 + 77; // 11 chunks, the last one short
@@ -49,34 +50,39 @@ async function assertRefused(mutated: Buffer, allowed: ErrorCode[], allowedRaw: 
   const path = join(dir, `m${counter++}.egm`);
   await writeFile(path, mutated);
   await copyFile(a.signaturePath, `${path}.sig.json`);
-  const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey };
   const check = (label: string, codes: ErrorCode[]) => (e: unknown) => {
     assert.ok(e instanceof EdgeguardError, `${label}: expected an EdgeguardError, got ${String(e)}`);
     assert.ok(codes.includes(e.code), `${label}: got ${e.code} (${e.message}), expected one of ${codes.join(', ')}`);
     return true;
   };
   try {
-    await assert.rejects(verifyPackage(path, trust), check('verify', allowed));
-    const out = join(dir, `out-${counter}.bin`);
-    await assert.rejects(unpackPackage(path, out, trust), check('unpack', allowed));
-    await assert.rejects(stat(out), 'unpack left an output file behind');
-    await assert.rejects(decryptPackageToMemory(path, trust), check('memory', allowed));
-    // Without the signature check: the AEAD alone must refuse, releasing only genuine chunks.
-    let pkg: PackageFile | undefined;
-    const released: number[] = [];
-    await assert.rejects(
-      (async () => {
-        pkg = await PackageFile.open(path);
-        await pkg.decrypt(keys.contentKey, {
-          chunk: (p, i, off) => {
-            assert.ok(p.equals(plain.subarray(off, off + p.length)), `chunk ${i} released plaintext that is not the original`);
-            released.push(i);
-          },
-        });
-      })(),
-      check('raw decrypt', allowedRaw),
-    );
-    await pkg?.close();
+    // Both shard openers (the native addon when built, and the JavaScript path) must agree.
+    for (const engine of ENGINES) {
+      const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, parallel: { engine } };
+      await assert.rejects(verifyPackage(path, trust), check(`verify (${engine})`, allowed));
+      const out = join(dir, `out-${counter}.bin`);
+      await assert.rejects(unpackPackage(path, out, trust), check(`unpack (${engine})`, allowed));
+      await assert.rejects(stat(out), 'unpack left an output file behind');
+      await assert.rejects(decryptPackageToMemory(path, trust), check(`memory (${engine})`, allowed));
+      // Without the signature check: the AEAD alone must refuse, releasing only genuine chunks.
+      let pkg: PackageFile | undefined;
+      await assert.rejects(
+        (async () => {
+          pkg = await PackageFile.open(path);
+          await pkg.decrypt(
+            keys.contentKey,
+            {
+              chunk: (p, i, off) => {
+                assert.ok(p.equals(plain.subarray(off, off + p.length)), `chunk ${i} released plaintext that is not the original (${engine})`);
+              },
+            },
+            { engine },
+          );
+        })(),
+        check(`raw decrypt (${engine})`, allowedRaw),
+      );
+      await pkg?.close();
+    }
   } finally {
     await rm(path, { force: true });
     await rm(`${path}.sig.json`, { force: true });

@@ -18,7 +18,7 @@ import {
   type PackageHeader,
 } from '../../model/index.ts';
 import { collect, parseByteSize, parseNonNegativeInt } from '../args.ts';
-import { readTrustedKeys } from '../model-options.ts';
+import { engineLine, readTrustedKeys } from '../model-options.ts';
 import { Output, globalOptions } from '../output.ts';
 
 interface PackOpts {
@@ -107,10 +107,20 @@ export function registerModelCommands(program: Command): void {
         const bar = contentKey ? out.progress('verifying', (await stat(pkgPath).catch(() => ({ size: 0 }))).size) : undefined;
         const r = await verifyPackage(pkgPath, { publicKeys, contentKey, signaturePath: opts.sig, onProgress: (d) => bar?.update(d) }).finally(() => bar?.stop());
         out.result(
-          { ok: true, package: pkgPath, header: headerJson(r.header), headerSha256: r.headerSha256, signedBy: r.signedBy, chunksAuthenticated: r.chunksAuthenticated, chunks: r.chunks },
+          {
+            ok: true,
+            package: pkgPath,
+            header: headerJson(r.header),
+            headerSha256: r.headerSha256,
+            signedBy: r.signedBy,
+            chunksAuthenticated: r.chunksAuthenticated,
+            chunks: r.chunks,
+            ...(r.engine ? { engine: r.engine } : {}),
+          },
           [
             `OK ${pkgPath}: ${r.header.metadata.name} v${r.header.metadata.version}, signature by ${r.signedBy.slice(0, 16)}… verified`,
             r.chunksAuthenticated ? `  all ${r.chunks} chunks authenticated, plaintext digest matches` : '  chunks not checked (pass --key to authenticate every chunk)',
+            ...(r.engine ? [`  ${engineLine(r.engine)}`] : []),
           ],
         );
       } finally {

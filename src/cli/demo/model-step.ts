@@ -19,6 +19,7 @@ import { packModel, parseModelMetadata, verifyPackage, FIXED_HEADER_BYTES } from
 import { writeFile } from 'node:fs/promises';
 import YAML from 'yaml';
 import type { DemoStep } from './context.ts';
+import { engineLine } from '../model-options.ts';
 
 export const keysStep: DemoStep = {
   id: 'keys',
@@ -85,8 +86,8 @@ export const verifyStep: DemoStep = {
     try {
       const r = await verifyPackage(ctx.state.packagePath!, { publicKeys: [pub], contentKey });
       ctx.command(`model verify ${ctx.state.packagePath} --pub publisher.pub --key model.key`);
-      ctx.say(`OK: signature verified, ${r.chunks} chunks authenticated, plaintext digest matches`);
-      return { chunks: r.chunks, signedBy: r.signedBy };
+      ctx.say(`OK: signature verified, ${r.chunks} chunks authenticated, plaintext digest matches; ${engineLine(r.engine!)}`);
+      return { chunks: r.chunks, signedBy: r.signedBy, engine: r.engine };
     } finally {
       wipe(contentKey.bytes);
     }
