@@ -65,6 +65,7 @@ typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   napi_ref out_ref;
+  napi_ref plan_ref; /* keeps the opener (and its key) alive while the job runs */
   plan_t *plan;
   uint32_t shard;
   unsigned char *out;
@@ -284,6 +285,7 @@ static void job_complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, j->deferred, err);
   }
   if (j->out_ref) napi_delete_reference(env, j->out_ref);
+  napi_delete_reference(env, j->plan_ref);
   napi_delete_async_work(env, j->work);
   free(j);
 }
@@ -397,11 +399,13 @@ static napi_value open_shard(napi_env env, napi_callback_info info) {
   j->out = out;
   j->out_len = out_len;
   j->wipe_after = wipe_after;
-  if ((has_out && napi_create_reference(env, argv[2], 1, &j->out_ref) != napi_ok) || napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
+  if (napi_create_reference(env, argv[0], 1, &j->plan_ref) != napi_ok ||
+      (has_out && napi_create_reference(env, argv[2], 1, &j->out_ref) != napi_ok) || napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
       napi_create_string_utf8(env, "edgeguard:openShard", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, job_execute, job_complete, j, &j->work) != napi_ok ||
       napi_queue_async_work(env, j->work) != napi_ok) {
     if (j->out_ref) napi_delete_reference(env, j->out_ref);
+    if (j->plan_ref) napi_delete_reference(env, j->plan_ref);
     if (j->work) napi_delete_async_work(env, j->work);
     free(j);
     napi_throw_error(env, "EG_INTERNAL", "native shard opener: could not queue the work");

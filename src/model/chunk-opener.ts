@@ -261,6 +261,8 @@ function openHere(opener: ShardOpener, s: number, out: Buffer | null): OpenFailu
 
 const ZERO = Buffer.alloc(1);
 const EMPTY = Buffer.alloc(0);
+/** Native engine, verification: how many shards per job may finish ahead of the one awaited. */
+const RUN_AHEAD = 8;
 const GC_EVERY_BYTES = 512 * 1024;
 
 /**
@@ -438,16 +440,6 @@ export interface NativeOpenOptions {
   discard?: boolean;
 }
 
-/**
- * openShards through the native opener (src/model/native-opener.ts): each shard is one job on
- * libuv's thread pool, decrypting in place into one of this thread's slot buffers. Results are
- * delivered, and failures thrown, strictly in shard order, exactly as openShards does.
- *
- * Memory: with plaintext to hand out there are `inflight + 1` slots (one more than the jobs, so the
- * pool stays busy while a finished shard is delivered) and a slot is reused once its shard has been
- * delivered; with `discard` the addon needs no slot at all (it verifies in 64 KiB per pool thread)
- * and a new job starts as soon as one ends. Either way the memory does not grow with the file.
- */
 /** binding.create, its argument errors (a bug of ours, never the file's) as a typed error. */
 function createNative(binding: NativeBinding, plan: Parameters<NativeBinding['create']>[0]): ReturnType<NativeBinding['create']> {
   try {
@@ -457,6 +449,17 @@ function createNative(binding: NativeBinding, plan: Parameters<NativeBinding['cr
   }
 }
 
+/**
+ * openShards through the native opener (src/model/native-opener.ts): each shard is one job on
+ * libuv's thread pool, decrypting in place into one of this thread's slot buffers. Results are
+ * delivered, and failures thrown, strictly in shard order, exactly as openShards does.
+ *
+ * Memory: with plaintext to hand out there are `inflight + 1` slots (one more than the jobs, so the
+ * pool stays busy while a finished shard is delivered) and a slot is reused once its shard has been
+ * delivered; with `discard` the addon needs no slot at all (it verifies in 64 KiB per pool thread)
+ * and a new job starts as soon as one ends, at most RUN_AHEAD shards past the one awaited. Either
+ * way the memory does not grow with the file.
+ */
 export async function openShardsNative(
   binding: NativeBinding,
   plan: OpenPlan,
@@ -487,10 +490,11 @@ export async function openShardsNative(
     expected: plan.expected ?? null,
   });
   let next = 0;
+  let cursor = 0;
   let stopped = false;
   // Queue shards while there are free slots; with discard a finished job frees its slot and queues the next.
   const pump = () => {
-    while (!stopped && free.length > 0 && next < plan.shards) {
+    while (!stopped && free.length > 0 && next < plan.shards && next < cursor + RUN_AHEAD * jobs) {
       const slot = free.shift()!;
       const n = next++;
       slotOf.set(n, slot);
@@ -503,7 +507,7 @@ export async function openShardsNative(
       };
       results.set(
         n,
-        binding.open(handle, n, slots[slot]!, false).then(ended, (e: unknown) =>
+        binding.open(handle, n, slots[slot] ?? null, false).then(ended, (e: unknown) =>
           ended({ code: 'EG_INTERNAL', message: e instanceof Error ? e.message : String(e) }),
         ),
       );
@@ -512,6 +516,7 @@ export async function openShardsNative(
   try {
     pump();
     for (let s = 0; s < plan.shards; s++) {
+      cursor = s;
       pump();
       const r = await results.get(s)!;
       results.delete(s);
