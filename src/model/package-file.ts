@@ -257,7 +257,7 @@ function useNative(options: DecryptOptions): boolean {
   if (engine === 'js') return false;
   const status = nativeOpenerStatus();
   if (engine === 'native' && !status.available) {
-    throw new EdgeguardError('EG_UNSUPPORTED', `the native shard opener is ${status.reason ?? 'unavailable'}; use the JavaScript engine or build it.`);
+    throw new EdgeguardError('EG_CONFIG', `the native shard opener is ${status.reason ?? 'unavailable'}; use the JavaScript engine (engine: 'js') or build it (npm run build:native).`);
   }
   return status.available;
 }
