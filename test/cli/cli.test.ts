@@ -5,6 +5,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FIXTURES, tempDir } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
+import { NATIVE_AVAILABLE } from '../helpers/engines.ts';
 
 test('--help lists the commands and exits 0', async () => {
   const r = await runCli(['--help']);
@@ -50,6 +51,11 @@ test('key, pack, inspect, verify, unpack, run: the whole operator flow through t
   const verify = await runCli(['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub'), '--key', p('model.key')]);
   assert.equal(verify.code, 0, verify.stderr);
   assert.match(verify.stdout, /chunks authenticated/);
+  // Which engine opened the chunks is reported; EDGEGUARD_NATIVE=0 turns the native one off.
+  assert.match(verify.stdout, NATIVE_AVAILABLE ? /opened by the native shard opener/ : /opened by JavaScript worker threads/);
+  const jsVerify = await runCli(['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub'), '--key', p('model.key'), '--json'], { env: { EDGEGUARD_NATIVE: '0' } });
+  assert.equal(jsVerify.code, 0, jsVerify.stderr);
+  assert.deepEqual(JSON.parse(jsVerify.stdout).engine, { engine: 'js', reason: 'turned off (EDGEGUARD_NATIVE=0)' });
 
   const unpack = await runCli(['model', 'unpack', p('mnist.egm'), '--key', p('model.key'), '--pub', p('publisher.pub'), '-o', p('out.onnx')]);
   assert.equal(unpack.code, 0, unpack.stderr);
