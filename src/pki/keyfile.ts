@@ -43,13 +43,25 @@ export function encryptPrivateKey(key: KeyObject, passphrase: string, iterations
   return `-----BEGIN ENCRYPTED PRIVATE KEY-----\n${b64}\n-----END ENCRYPTED PRIVATE KEY-----\n`;
 }
 
+/** An "ENCRYPTED PRIVATE KEY" PEM block whose body is base64 of a DER SEQUENCE. */
+function isEncryptedPkcs8Pem(pem: string): boolean {
+  const m = /-----BEGIN ENCRYPTED PRIVATE KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END ENCRYPTED PRIVATE KEY-----/.exec(pem);
+  if (!m) return false;
+  const der = Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
+  return der.length > 2 && der[0] === 0x30;
+}
+
 export function decryptPrivateKey(pem: string, passphrase: string, what = 'the CA key'): KeyObject {
   try {
     return createPrivateKey({ key: pem, format: 'pem', passphrase });
   } catch (e) {
     const msg = (e as Error).message ?? '';
-    if (/bad decrypt|wrong|decrypt/i.test(msg)) {
-      throw new EdgeguardError('EG_WRONG_KEY', `the passphrase does not decrypt ${what}; check ${PASSPHRASE_ENV} or the passphrase file.`, { cause: e });
+    // AES-CBC has no integrity of its own: a wrong passphrase usually breaks the padding ("bad
+    // decrypt"), but about once in 256 the garbage ends in valid padding and it is the PKCS#8
+    // decoder that fails. A well-formed encrypted container that does not open is a wrong
+    // passphrase (or a damaged file), whichever error OpenSSL names.
+    if (/bad decrypt|wrong|decrypt/i.test(msg) || isEncryptedPkcs8Pem(pem)) {
+      throw new EdgeguardError('EG_WRONG_KEY', `the passphrase does not decrypt ${what} (or the file is damaged); check ${PASSPHRASE_ENV} or the passphrase file.`, { cause: e });
     }
     throw new EdgeguardError('EG_KEY_FORMAT', `${what} is not an encrypted PKCS#8 key (${msg}).`, { cause: e });
   }
