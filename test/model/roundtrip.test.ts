@@ -7,6 +7,14 @@ import { decryptPackageToMemory, unpackPackage, verifyPackage, PackageFile, chun
 import { generateContentKey, generateSigningKey, type CipherSuite } from '../../src/crypto/index.ts';
 import { packBytes } from '../helpers/packages.ts';
 import { tempDir } from '../helpers/workspace.ts';
+import { NATIVE_AVAILABLE } from '../helpers/engines.ts';
+
+// Every shard opener: the native addon (when built), JavaScript on worker threads, and on this thread.
+const ENGINE_OPTIONS = [
+  ...(NATIVE_AVAILABLE ? [{ engine: 'native' as const }] : []),
+  { engine: 'js' as const, workers: 2, parallelFrom: 0 },
+  { engine: 'js' as const, parallelFrom: Number.MAX_SAFE_INTEGER },
+];
 
 const CHUNK = 1024;
 const SIZES: Array<[string, number]> = [
@@ -29,17 +37,21 @@ for (const suite of ['aes-256-gcm', 'chacha20-poly1305'] as CipherSuite[]) {
       assert.equal(pkgSize, packed.parsed.bytes.length + size + chunkCount(size, CHUNK) * 16);
       assert.equal(packed.parsed.header.suite, suite);
 
-      const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey };
-      const mem = await decryptPackageToMemory(packed.packagePath, trust);
-      assert.ok(mem.plaintext.equals(data));
+      for (const parallel of ENGINE_OPTIONS) {
+        const label = JSON.stringify(parallel);
+        const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, parallel };
+        const mem = await decryptPackageToMemory(packed.packagePath, trust);
+        assert.ok(mem.plaintext.equals(data), label);
 
-      const out = join(dir, 'out.bin');
-      await unpackPackage(packed.packagePath, out, trust);
-      assert.ok((await readFile(out)).equals(data));
+        const out = join(dir, `out-${parallel.engine}-${parallel.parallelFrom ?? 'n'}.bin`);
+        await unpackPackage(packed.packagePath, out, trust);
+        assert.ok((await readFile(out)).equals(data), label);
 
-      const v = await verifyPackage(packed.packagePath, trust);
-      assert.equal(v.chunksAuthenticated, true);
-      assert.equal(v.chunks, chunkCount(size, CHUNK));
+        const v = await verifyPackage(packed.packagePath, trust);
+        assert.equal(v.chunksAuthenticated, true);
+        assert.equal(v.chunks, chunkCount(size, CHUNK));
+        assert.equal(v.engine?.engine, parallel.engine, label);
+      }
     });
   }
 }
