@@ -237,7 +237,7 @@ fail:
   /* Everything this job may have written: the plaintext so far and the chunk being read. */
   if (j->out) OPENSSL_cleanse(j->out, j->out_len);
 done:
-  if (scratch) OPENSSL_cleanse(scratch, SLICE);
+  if (!j->out && scratch) OPENSSL_cleanse(scratch, SLICE);
   OPENSSL_cleanse(nonce, sizeof nonce);
   OPENSSL_cleanse(digest, sizeof digest);
   EVP_CIPHER_CTX_free(c);
@@ -333,8 +333,15 @@ static napi_value create(napi_env env, napi_callback_info info) {
   if (ok) {
     p->fd = (int)fd;
     p->chacha = strcmp(suite, "chacha20-poly1305") == 0;
+    /* chunks must be what the length implies (at least one: an empty model has one empty chunk),
+       so that no chunk's length computed in job_execute can go negative. */
+    int64_t implied = p->chunk_size > 0 && p->plaintext_length >= 0 && p->plaintext_length <= ((int64_t)1 << 53)
+                          ? (p->plaintext_length + p->chunk_size - 1) / p->chunk_size
+                          : -1;
+    if (implied == 0) implied = 1;
     ok = (p->chacha || strcmp(suite, "aes-256-gcm") == 0) && p->chunk_size > 0 && p->chunk_size <= INT32_MAX - TAG && chunks > 0 &&
-         chunks <= UINT32_MAX && shard_chunks > 0 && shard_chunks <= UINT32_MAX && p->header_bytes >= 0 && p->plaintext_length >= 0;
+         chunks <= UINT32_MAX && chunks == implied && shard_chunks > 0 && shard_chunks <= UINT32_MAX && p->header_bytes >= 0 &&
+         p->plaintext_length >= 0;
   }
   if (ok) {
     p->chunks = (uint32_t)chunks;

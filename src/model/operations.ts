@@ -20,7 +20,7 @@ export interface TrustOptions {
   publicKeys: KeyObject[];
   signaturePath?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
-  /** Parallelism tuning (worker count, size from which workers start); the defaults suit. */
+  /** Engine choice and parallelism tuning (see DecryptOptions); the defaults suit. */
   parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens' | 'engine' | 'inflight'>;
 }
 

@@ -2,15 +2,16 @@
  * Reading a package: header, signature, and authenticated decryption into a sink, chunk by chunk
  * in order. A chunk's plaintext reaches the sink only after its tag verifies and (with a verified
  * signature) the SHA-256 of its whole shard matches the signed one; memory is a fixed number of
- * shard slots (src/model/chunk-opener.ts), constant in file size.
+ * shard slots, constant in file size. Shards are opened by the native engine
+ * (src/model/native-opener.ts) when it is built, else by the JavaScript one (chunk-opener.ts).
  */
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { createHash, type KeyObject } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { deriveStreamMaterial, parseEnvelope, type ContentKey, type DsseEnvelope } from '../crypto/index.ts';
-import { openShards, openShardsNative, startOpenWorkers, type OpenPlan, type OpenWorkers } from './chunk-opener.ts';
-import { nativeBinding, nativeOpenerStatus } from './native-opener.ts';
+import { openShards, startOpenWorkers, type OpenPlan, type OpenWorkers } from './chunk-opener.ts';
+import { nativeBinding, nativeOpenerStatus, openShardsNative } from './native-opener.ts';
 import { checkShardSize, defaultShardSize, shardCount, type SignedShards } from './shards.ts';
 import { chunkCount, expectedPackageSize, parseHeader, FIXED_HEADER_BYTES, type ParsedHeader } from './header.ts';
 import { signaturePathFor } from './pack.ts';

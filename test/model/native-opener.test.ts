@@ -13,8 +13,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { deriveStreamMaterial, generateContentKey, generateSigningKey, TAG_BYTES, type CipherSuite, type ContentKey, type SigningKeyPair } from '../../src/crypto/index.ts';
-import { PackageFile } from '../../src/model/index.ts';
+import { ChunkCipher, deriveStreamMaterial, generateContentKey, generateSigningKey, TAG_BYTES, type CipherSuite, type ContentKey, type SigningKeyPair } from '../../src/crypto/index.ts';
+import { PackageFile, verifyPackage } from '../../src/model/index.ts';
 import { nativeBinding, nativeOpenerStatus, type NativeBinding } from '../../src/model/native-opener.ts';
 import { packBytes } from '../helpers/packages.ts';
 
@@ -217,6 +217,8 @@ test('malformed plans and open() arguments throw; they never crash the process (
       ['short prefix', { ...plan, prefix: Buffer.alloc(6) }],
       ['zero chunk size', { ...plan, chunkSize: 0 }],
       ['no chunks', { ...plan, chunks: 0 }],
+      ['more chunks than the length implies', { ...plan, chunks: plan.chunks + 1 }],
+      ['a length beyond 2^53', { ...plan, plaintextLength: 2 ** 60 }],
       ['expected of the wrong length', { ...plan, expected: Buffer.alloc(33) }],
       ['a string for a buffer', { ...plan, aad: 'x'.repeat(32) }],
     ];
@@ -264,7 +266,6 @@ test('verify reports the first fault in serial order, and a bad signature before
     assert.ok(codes.includes((e as { code?: string }).code ?? ''), `${label}: got ${String(e)}`);
     return true;
   };
-  const { verifyPackage } = await import('../../src/model/index.ts');
   // Genuine, with progress reaching the end.
   const seen: number[] = [];
   const ok = await verifyPackage(p.packagePath, { ...trust({ engine: 'native' }), onProgress: (done: number) => void seen.push(done) });
@@ -273,7 +274,6 @@ test('verify reports the first fault in serial order, and a bad signature before
   // A different model re-encrypted under the signed header (every tag verifies, shard 4's digest does not).
   const other = Buffer.from(data);
   other[4 * 65536 + 3]! ^= 1;
-  const { ChunkCipher } = await import('../../src/crypto/index.ts');
   const h = p.parsed.header;
   const cipher = new ChunkCipher(h.suite, keys.contentKey.bytes, h.salt, p.parsed.digest);
   const n = Math.ceil(length / chunkSize);
