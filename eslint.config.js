@@ -17,9 +17,17 @@ export default tseslint.config(
     files: ['src/**/*.ts'],
     ignores: ['src/cli/**', 'src/server/**', 'src/agent/**'],
     rules: {
-      'no-restricted-imports': ['error', {
-        patterns: [{ group: ['**/cli/**', '**/server/**', '**/agent/**'], message: 'Domain modules must not import cli/, server/ or agent/.' }],
-      }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/cli/**', '**/server/**', '**/agent/**'],
+              message: 'Domain modules must not import cli/, server/ or agent/.',
+            },
+          ],
+        },
+      ],
     },
   },
 );

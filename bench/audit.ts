@@ -10,7 +10,18 @@
  *   node --import tsx bench/audit.ts --only proofs --tree-dir /var/tmp/eg-trees   # keep and reuse built trees
  *   (--only appends|latency|api|proofs runs one part; api = device journals over HTTPS + mTLS)
  */
-import { mkdtempSync, rmSync, openSync, writeSync, fsyncSync, closeSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  rmSync,
+  openSync,
+  writeSync,
+  fsyncSync,
+  closeSync,
+  statSync,
+  existsSync,
+  writeFileSync,
+  readFileSync,
+} from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createPrivateKey } from 'node:crypto';
@@ -18,7 +29,18 @@ import { performance } from 'node:perf_hooks';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { sql } from 'kysely';
-import { AuditLog, CompactRange, Journal, forwardJournal, generateLogSigner, hashLeaf, journalSignerFromKey, verifyConsistency, verifyInclusion, type AuditEvent } from '../src/audit/index.ts';
+import {
+  AuditLog,
+  CompactRange,
+  Journal,
+  forwardJournal,
+  generateLogSigner,
+  hashLeaf,
+  journalSignerFromKey,
+  verifyConsistency,
+  verifyInclusion,
+  type AuditEvent,
+} from '../src/audit/index.ts';
 import { Store, SQLITE_FILE } from '../src/store/index.ts';
 import { startServer } from '../src/server/index.ts';
 import { auditServerPlugin } from '../src/server/routes/audit.ts';
@@ -29,12 +51,12 @@ import { machine } from './lib/machine.ts';
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const sizesArg = args[args.indexOf('--sizes') + 1];
-const PROOF_SIZES = args.includes('--sizes') && sizesArg ? sizesArg.split(',').map(Number) : quick ? [100_000] : [1_000_000, 10_000_000];
+const PROOF_SIZES =
+  args.includes('--sizes') && sizesArg ? sizesArg.split(',').map(Number) : quick ? [100_000] : [1_000_000, 10_000_000];
 const APPENDS = quick ? 20_000 : 200_000;
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 const TREE_DIR = args.includes('--tree-dir') ? args[args.indexOf('--tree-dir') + 1] : undefined;
 const PG_ADMIN = process.env.EDGEGUARD_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-
 
 function event(i: number): AuditEvent {
   return {
@@ -79,12 +101,21 @@ async function appendRate(log: AuditLog, total: number): Promise<number> {
 /** Baseline: the same leaf rows in one plain table, same batch size, no tree. */
 async function plainRate(store: Store, total: number, batch: number): Promise<number> {
   await sql`create table bench_plain (idx bigint primary key, leaf text not null)`.execute(store.db);
-  const leaf = JSON.stringify({ v: 1, event: event(0), origin: { kind: 'server' }, loggedAt: new Date().toISOString() });
+  const leaf = JSON.stringify({
+    v: 1,
+    event: event(0),
+    origin: { kind: 'server' },
+    loggedAt: new Date().toISOString(),
+  });
   const t0 = performance.now();
   for (let i = 0; i < total; i += batch) {
     const rows = Array.from({ length: Math.min(batch, total - i) }, (_, k) => ({ idx: i + k, leaf }));
     await store.db.transaction().execute(async (trx) => {
-      for (let j = 0; j < rows.length; j += 500) await trx.insertInto('bench_plain' as never).values(rows.slice(j, j + 500) as never).execute();
+      for (let j = 0; j < rows.length; j += 500)
+        await trx
+          .insertInto('bench_plain' as never)
+          .values(rows.slice(j, j + 500) as never)
+          .execute();
     });
   }
   return total / ((performance.now() - t0) / 1000);
@@ -104,7 +135,11 @@ function fsyncRate(dir: string, total: number): number {
 }
 
 /** Append at a steady rate and measure append() -> covered by a signed checkpoint. */
-async function integrationLatency(log: AuditLog, perSecond: number, seconds: number): Promise<{ avg: number; p50: number; p99: number; max: number }> {
+async function integrationLatency(
+  log: AuditLog,
+  perSecond: number,
+  seconds: number,
+): Promise<{ avg: number; p50: number; p99: number; max: number }> {
   const samples: number[] = [];
   const waiting: Array<{ index: number; t: number }> = [];
   let stop = false;
@@ -139,7 +174,12 @@ async function integrationLatency(log: AuditLog, perSecond: number, seconds: num
   await poller;
   samples.sort((a, b) => a - b);
   const pct = (p: number) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))] as number;
-  return { avg: samples.reduce((a, b) => a + b, 0) / samples.length, p50: pct(0.5), p99: pct(0.99), max: samples[samples.length - 1] as number };
+  return {
+    avg: samples.reduce((a, b) => a + b, 0) / samples.length,
+    p50: pct(0.5),
+    p99: pct(0.99),
+    max: samples[samples.length - 1] as number,
+  };
 }
 
 /**
@@ -171,10 +211,14 @@ function bulkLoadSqlite(path: string, size: number): number {
   return (performance.now() - t0) / 1000;
 }
 
-async function proofTimes(log: AuditLog, size: number, n: number): Promise<{ inclusion: number; inclusionWithLeaf: number; consistency: number; verified: boolean }> {
+async function proofTimes(
+  log: AuditLog,
+  size: number,
+  n: number,
+): Promise<{ inclusion: number; inclusionWithLeaf: number; consistency: number; verified: boolean }> {
   const root = await rootOf(log, size);
   let verified = true;
-  const idx = Array.from({ length: n }, (_, i) => Math.floor(((i * 2654435761) % 2 ** 32) / 2 ** 32 * size));
+  const idx = Array.from({ length: n }, (_, i) => Math.floor((((i * 2654435761) % 2 ** 32) / 2 ** 32) * size));
   // Warm up the page cache and the statement cache.
   for (const i of idx.slice(0, 50)) await log.inclusionProof(i, size);
   const { inclusionProof, consistencyProof } = await import('../src/audit/merkle.ts');
@@ -192,7 +236,8 @@ async function proofTimes(log: AuditLog, size: number, n: number): Promise<{ inc
   for (const s1 of sizes1) await consistencyProof(log, s1, size);
   const consistency = (performance.now() - t0) / n;
   const s1 = sizes1[0] as number;
-  if (!verifyConsistency(s1, size, await consistencyProof(log, s1, size), await rootOf(log, s1), root)) verified = false;
+  if (!verifyConsistency(s1, size, await consistencyProof(log, s1, size), await rootOf(log, s1), root))
+    verified = false;
   return { inclusion, inclusionWithLeaf, consistency, verified };
 }
 
@@ -205,7 +250,11 @@ const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDig
 
 async function main(): Promise<void> {
   const results: Record<string, unknown> = { machine: machine(), date: new Date().toISOString() };
-  console.log(`machine: ${results.machine}; load average at start ${loadavg().map((l) => l.toFixed(1)).join(' ')} (other work on the machine skews every figure)`);
+  console.log(
+    `machine: ${results.machine}; load average at start ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} (other work on the machine skews every figure)`,
+  );
   const signer = generateLogSigner('bench.edgeguard/audit');
 
   // ---- SQLite durable appends
@@ -221,7 +270,9 @@ async function main(): Promise<void> {
       await log.close();
       await store.close();
       results.sqlite = { appendsPerSec: ours, plainTablePerSec: plain, fsyncPerEventPerSec: naive, synchronous: sync };
-      console.log(`SQLite (WAL, synchronous=${sync === 2 ? 'FULL' : sync}): ${fmt(ours)} durable appends/s into the Merkle log; plain table ${fmt(plain)}/s (ratio ${(ours / plain).toFixed(2)}); one fsync per event ${fmt(naive)}/s (ratio ${(ours / naive).toFixed(1)}x)`);
+      console.log(
+        `SQLite (WAL, synchronous=${sync === 2 ? 'FULL' : sync}): ${fmt(ours)} durable appends/s into the Merkle log; plain table ${fmt(plain)}/s (ratio ${(ours / plain).toFixed(2)}); one fsync per event ${fmt(naive)}/s (ratio ${(ours / naive).toFixed(1)}x)`,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -240,8 +291,12 @@ async function main(): Promise<void> {
       await log.close();
       await store.close();
       results.postgres = { appendsPerSec: ours, plainTablePerSec: plain, proofs };
-      console.log(`PostgreSQL 15 (local, synchronous_commit on): ${fmt(ours)} durable appends/s; plain table ${fmt(plain)}/s (ratio ${(ours / plain).toFixed(2)})`);
-      console.log(`PostgreSQL tree of ${fmt(APPENDS)} entries: inclusion proof ${fmt(proofs.inclusion * 1000)} us, with leaf ${fmt(proofs.inclusionWithLeaf * 1000)} us, consistency proof ${fmt(proofs.consistency * 1000)} us; verified: ${proofs.verified}`);
+      console.log(
+        `PostgreSQL 15 (local, synchronous_commit on): ${fmt(ours)} durable appends/s; plain table ${fmt(plain)}/s (ratio ${(ours / plain).toFixed(2)})`,
+      );
+      console.log(
+        `PostgreSQL tree of ${fmt(APPENDS)} entries: inclusion proof ${fmt(proofs.inclusion * 1000)} us, with leaf ${fmt(proofs.inclusionWithLeaf * 1000)} us, consistency proof ${fmt(proofs.consistency * 1000)} us; verified: ${proofs.verified}`,
+      );
     } finally {
       await db.drop();
     }
@@ -259,7 +314,9 @@ async function main(): Promise<void> {
       await log.close();
       await store.close();
       (results as Record<string, unknown>)[`${backend}Latency`] = { ...lat, rate };
-      console.log(`${backend}: integration latency at ${rate} appends/s, checkpoint every 500 ms: avg ${fmt(lat.avg)} ms, p50 ${fmt(lat.p50)} ms, p99 ${fmt(lat.p99)} ms, max ${fmt(lat.max)} ms`);
+      console.log(
+        `${backend}: integration latency at ${rate} appends/s, checkpoint every 500 ms: avg ${fmt(lat.avg)} ms, p50 ${fmt(lat.p50)} ms, p99 ${fmt(lat.p99)} ms, max ${fmt(lat.max)} ms`,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
       await db?.drop();
@@ -272,32 +329,79 @@ async function main(): Promise<void> {
     const devices = 4;
     const perDevice = quick ? 2_000 : 10_000;
     try {
-      const server = await startServer({ dataDir: join(dir, 'cp'), listen: '127.0.0.1:0', caPassphrase: randomBytes(16).toString('hex'), plugins: [auditServerPlugin({ dataDir: join(dir, 'cp') })] });
+      const server = await startServer({
+        dataDir: join(dir, 'cp'),
+        listen: '127.0.0.1:0',
+        caPassphrase: randomBytes(16).toString('hex'),
+        plugins: [auditServerPlugin({ dataDir: join(dir, 'cp') })],
+      });
       try {
         const clients: Array<{ client: FleetClient; journal: Journal }> = [];
         for (let d = 0; d < devices; d++) {
           const keys = await generateP256();
           const deviceId = `dev-${randomBytes(8).toString('hex')}`;
           const store = server.ctx.store;
-          await store.insertDevice({ id: deviceId, ek_pub_sha256: randomBytes(32).toString('hex'), ek_cert_pem: null, ak_public: '', ak_name: '', binding_public: '', key_provider: 'software', status: 'pending', label: null, csr_pem: '', poll_token_sha256: randomBytes(32).toString('hex'), created_at: new Date().toISOString() });
+          await store.insertDevice({
+            id: deviceId,
+            ek_pub_sha256: randomBytes(32).toString('hex'),
+            ek_cert_pem: null,
+            ak_public: '',
+            ak_name: '',
+            binding_public: '',
+            key_provider: 'software',
+            status: 'pending',
+            label: null,
+            csr_pem: '',
+            poll_token_sha256: randomBytes(32).toString('hex'),
+            created_at: new Date().toISOString(),
+          });
           await store.approveDevice(deviceId, 'bench');
-          const issued = await server.ctx.ca.issueDeviceCertificate({ deviceId, keyProvider: 'software', publicKey: await spkiOf(keys.publicKey) });
-          await store.recordCertificate({ serial: issued.serial, device_id: deviceId, role: 'device', subject: issued.subject, not_before: issued.notBefore.toISOString(), not_after: issued.notAfter.toISOString(), pem: issued.chainPem });
+          const issued = await server.ctx.ca.issueDeviceCertificate({
+            deviceId,
+            keyProvider: 'software',
+            publicKey: await spkiOf(keys.publicKey),
+          });
+          await store.recordCertificate({
+            serial: issued.serial,
+            device_id: deviceId,
+            role: 'device',
+            subject: issued.subject,
+            not_before: issued.notBefore.toISOString(),
+            not_after: issued.notAfter.toISOString(),
+            pem: issued.chainPem,
+          });
           const keyPem = await privateKeyToPkcs8Pem(keys.privateKey);
           const key = createPrivateKey(keyPem);
           const journal = await Journal.open(join(dir, `${deviceId}.journal`), journalSignerFromKey(key), key);
-          for (let i = 0; i < perDevice; i += 1000) await journal.append(Array.from({ length: Math.min(1000, perDevice - i) }, (_, k) => ({ ...event(i + k), actor: { kind: 'device' as const, id: deviceId } })));
-          clients.push({ client: new FleetClient({ server: server.url, ca: server.ctx.ca.rootPem, cert: issued.chainPem, key: keyPem }), journal });
+          for (let i = 0; i < perDevice; i += 1000)
+            await journal.append(
+              Array.from({ length: Math.min(1000, perDevice - i) }, (_, k) => ({
+                ...event(i + k),
+                actor: { kind: 'device' as const, id: deviceId },
+              })),
+            );
+          clients.push({
+            client: new FleetClient({
+              server: server.url,
+              ca: server.ctx.ca.rootPem,
+              cert: issued.chainPem,
+              key: keyPem,
+            }),
+            journal,
+          });
         }
         const t0 = performance.now();
         const forwards = await Promise.all(clients.map((c) => forwardJournal(c.journal, c.client, { batch: 500 })));
         const seconds = (performance.now() - t0) / 1000;
         const logged = forwards.reduce((a, r) => a + r.logged, 0);
         for (const c of clients) c.client.close();
-        if (forwards.some((r) => r.gaps.length > 0) || logged !== devices * perDevice) throw new Error('the benchmark lost or mis-chained journal entries');
+        if (forwards.some((r) => r.gaps.length > 0) || logged !== devices * perDevice)
+          throw new Error('the benchmark lost or mis-chained journal entries');
         const rate = logged / seconds;
         results.api = { devices, logged, seconds, entriesPerSec: rate };
-        console.log(`HTTPS + mTLS, ${devices} devices forwarding ${perDevice.toLocaleString()} journal entries each in batches of 500 (signature and chain checked per entry): ${fmt(rate)} durable entries/s into the log (SQLite)`);
+        console.log(
+          `HTTPS + mTLS, ${devices} devices forwarding ${perDevice.toLocaleString()} journal entries each in batches of 500 (signature and chain checked per entry): ${fmt(rate)} durable entries/s into the log (SQLite)`,
+        );
       } finally {
         await server.close();
       }
@@ -334,7 +438,11 @@ async function main(): Promise<void> {
     }
   }
   results.loadAverageAtEnd = loadavg();
-  console.log(`load average at end ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(
+    `load average at end ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
   console.log(JSON.stringify(results));
 }
 

@@ -16,7 +16,16 @@
  *   node --import tsx bench/control-plane.ts [--devices 300] [--seconds 10] [--db postgres://...] [--quick]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants, createDecipheriv, createHmac, generateKeyPairSync, privateDecrypt, randomBytes, sign, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createDecipheriv,
+  createHmac,
+  generateKeyPairSync,
+  privateDecrypt,
+  randomBytes,
+  sign,
+  type KeyObject,
+} from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -38,7 +47,6 @@ const DB = args.includes('--db') ? opt('--db', '') : undefined;
 const CLIENTS = 100;
 const ENROLL_CONCURRENCY = 16;
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeguard.js');
-
 
 // ---- emulated TPM (bench client side only) ----
 
@@ -63,10 +71,25 @@ interface EmulatedDevice {
 /** TPM2_ActivateCredential in software (Part 1, 24): the inverse of makeCredential. */
 function activate(ekPrivate: KeyObject, akName: Buffer, blob: Buffer): Buffer {
   const p = parseCredentialBlob(blob);
-  const seed = privateDecrypt({ key: ekPrivate, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256', oaepLabel: Buffer.from('IDENTITY\0', 'latin1') }, p.encSecret);
-  const hmac = createHmac('sha256', kdfa('sha256', seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), 256)).update(p.encIdentity).update(akName).digest();
+  const seed = privateDecrypt(
+    {
+      key: ekPrivate,
+      padding: constants.RSA_PKCS1_OAEP_PADDING,
+      oaepHash: 'sha256',
+      oaepLabel: Buffer.from('IDENTITY\0', 'latin1'),
+    },
+    p.encSecret,
+  );
+  const hmac = createHmac('sha256', kdfa('sha256', seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), 256))
+    .update(p.encIdentity)
+    .update(akName)
+    .digest();
   if (!hmac.equals(p.integrityHmac)) throw new Error('integrity check failed');
-  const d = createDecipheriv('aes-128-cfb', kdfa('sha256', seed, 'STORAGE', akName, Buffer.alloc(0), 128), Buffer.alloc(16));
+  const d = createDecipheriv(
+    'aes-128-cfb',
+    kdfa('sha256', seed, 'STORAGE', akName, Buffer.alloc(0), 128),
+    Buffer.alloc(16),
+  );
   const plain = Buffer.concat([d.update(p.encIdentity), d.final()]);
   return plain.subarray(2, 2 + plain.readUInt16BE(0));
 }
@@ -79,7 +102,21 @@ async function makeDevices(n: number, vendor: { name: string; keys: Awaited<Retu
   const akName = objectName(parseTpm2bPublic(akPublic));
   const bindingName = objectName(parseTpm2bPublic(bindingPublic));
   // TPMS_ATTEST for TPM2_Certify (Part 2, 10.12.12) signed RSASSA-SHA256 by the AK.
-  const attest = new TpmWriter().u32(0xff544347).u16(0x8017).tpm2b(akName).tpm2b(Buffer.alloc(0)).u32(0).u32(1000).u32(1).u32(0).u8(1).u32(0).u32(0).tpm2b(bindingName).tpm2b(bindingName).toBuffer();
+  const attest = new TpmWriter()
+    .u32(0xff544347)
+    .u16(0x8017)
+    .tpm2b(akName)
+    .tpm2b(Buffer.alloc(0))
+    .u32(0)
+    .u32(1000)
+    .u32(1)
+    .u32(0)
+    .u8(1)
+    .u32(0)
+    .u32(0)
+    .tpm2b(bindingName)
+    .tpm2b(bindingName)
+    .toBuffer();
   const sig = sign('sha256', attest, ak.privateKey);
   const signature = new TpmWriter().u16(0x0014).u16(0x000b).tpm2b(sig).toBuffer();
   const devices: EmulatedDevice[] = [];
@@ -119,23 +156,41 @@ interface Res {
   body: unknown;
 }
 
-function call(agent: Agent, base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Res> {
+function call(
+  agent: Agent,
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<Res> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
-    const req = request(new URL(path, base), { method, agent, headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: unknown = text;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          // not JSON
-        }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
-    });
+    const req = request(
+      new URL(path, base),
+      {
+        method,
+        agent,
+        headers: {
+          ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+          ...headers,
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            // not JSON
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      },
+    );
     req.on('error', reject);
     if (payload) req.write(payload);
     req.end();
@@ -151,7 +206,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-async function load(agents: Agent[], base: string, path: string, seconds: number): Promise<{ rps: number; p50: number; p99: number; n: number; errors: number }> {
+async function load(
+  agents: Agent[],
+  base: string,
+  path: string,
+  seconds: number,
+): Promise<{ rps: number; p50: number; p99: number; n: number; errors: number }> {
   const lat: number[] = [];
   let errors = 0;
   const end = performance.now() + seconds * 1000;
@@ -182,7 +242,13 @@ async function main(): Promise<void> {
     // A bench "TPM vendor" CA whose certificate goes into ek-roots.
     const vendorKeys = await generateP256();
     const vendorName = 'CN=Bench TPM Vendor EK CA';
-    const vendorCert = await x509.X509CertificateGenerator.createSelfSigned({ name: vendorName, keys: vendorKeys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, notAfter: new Date(Date.now() + 365 * 86400e3), extensions: [new x509.BasicConstraintsExtension(true, undefined, true)] });
+    const vendorCert = await x509.X509CertificateGenerator.createSelfSigned({
+      name: vendorName,
+      keys: vendorKeys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      notAfter: new Date(Date.now() + 365 * 86400e3),
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+    });
     writeFileSync(join(dataDir, 'ek-roots', 'vendor.pem'), vendorCert.toString('pem'));
     process.stderr.write(`preparing ${DEVICES} emulated TPM devices (RSA-2048 EKs)...\n`);
     const { devices, akName } = await makeDevices(DEVICES, { name: vendorName, keys: vendorKeys });
@@ -196,15 +262,33 @@ async function main(): Promise<void> {
       copyFileSync(swtpm.ca.rootCertPath, join(dataDir, 'ek-roots', 'swtpm-root.pem'));
       copyFileSync(swtpm.ca.issuerCertPath, join(dataDir, 'ek-roots', 'swtpm-issuer.pem'));
       await initDevice({ dir: swtpmDevice, tcti: swtpm.tcti });
-      const evidence = JSON.parse(readFileSync(join(swtpmDevice, 'binding.certify.json'), 'utf8')) as { ekPublic: string };
+      const evidence = JSON.parse(readFileSync(join(swtpmDevice, 'binding.certify.json'), 'utf8')) as {
+        ekPublic: string;
+      };
       devicesToApprove.push(ekPublicKeyHash(parseTpm2bPublic(Buffer.from(evidence.ekPublic, 'base64'))));
     }
     writeFileSync(join(dataDir, 'auto-approve.txt'), devicesToApprove.join('\n') + '\n');
 
     const passphrase = randomBytes(18).toString('base64url');
-    const argv = [CLI, '--json', 'server', '--data', dataDir, '--listen', '127.0.0.1:0', '--log-level', 'error', '--enroll-rate', '100000000'];
+    const argv = [
+      CLI,
+      '--json',
+      'server',
+      '--data',
+      dataDir,
+      '--listen',
+      '127.0.0.1:0',
+      '--log-level',
+      'error',
+      '--enroll-rate',
+      '100000000',
+    ];
     if (DB) argv.push('--db', DB);
-    server = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []), ...argv], { env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: passphrase }, stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn(
+      process.execPath,
+      [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []), ...argv],
+      { env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: passphrase }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     server.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     for (let i = 0; i < 400 && !out.includes('}'); i++) await new Promise((r) => setTimeout(r, 50));
@@ -227,11 +311,22 @@ async function main(): Promise<void> {
           const d = devices[i]!;
           const t = performance.now();
           const nonce = must(await call(agent, url, 'POST', '/v1/enroll/nonce'), 'nonce').nonce as string;
-          const ch = must(await call(agent, url, 'POST', '/v1/enroll/start', { ...d.body, nonce, csr: csrs[i] }), 'start') as unknown as protocol.ChallengeResponse;
+          const ch = must(
+            await call(agent, url, 'POST', '/v1/enroll/start', { ...d.body, nonce, csr: csrs[i] }),
+            'start',
+          ) as unknown as protocol.ChallengeResponse;
           const credential = activate(d.ekPrivate, akName, Buffer.from(ch.credentialBlob, 'base64')).toString('base64');
-          const fin = must(await call(agent, url, 'POST', '/v1/enroll/finish', { challengeId: ch.challengeId, credential }), 'finish') as unknown as protocol.EnrollFinished;
+          const fin = must(
+            await call(agent, url, 'POST', '/v1/enroll/finish', { challengeId: ch.challengeId, credential }),
+            'finish',
+          ) as unknown as protocol.EnrollFinished;
           if (fin.status !== 'approved') throw new Error('not auto-approved');
-          const cert = must(await call(agent, url, 'GET', `/v1/enroll/${fin.deviceId}/certificate`, undefined, { 'x-edgeguard-poll-token': fin.pollToken }), 'certificate') as unknown as protocol.CertificateResponse;
+          const cert = must(
+            await call(agent, url, 'GET', `/v1/enroll/${fin.deviceId}/certificate`, undefined, {
+              'x-edgeguard-poll-token': fin.pollToken,
+            }),
+            'certificate',
+          ) as unknown as protocol.CertificateResponse;
           enrollLat.push(performance.now() - t);
           creds[i] = { cert: cert.certificateChain, key: await privateKeyToPkcs8Pem(csrKeys[i]!.privateKey) };
         }
@@ -243,7 +338,18 @@ async function main(): Promise<void> {
     const enrollRate = devices.length / enrollSeconds;
 
     // ---- requests ----
-    const agents = Array.from({ length: CLIENTS }, (_, i) => new Agent({ keepAlive: true, maxSockets: 1, ca: caPem, cert: creds[i % creds.length]!.cert, key: creds[i % creds.length]!.key, minVersion: 'TLSv1.3' }));
+    const agents = Array.from(
+      { length: CLIENTS },
+      (_, i) =>
+        new Agent({
+          keepAlive: true,
+          maxSockets: 1,
+          ca: caPem,
+          cert: creds[i % creds.length]!.cert,
+          key: creds[i % creds.length]!.key,
+          minVersion: 'TLSv1.3',
+        }),
+    );
     await load(agents, url, '/healthz', 1); // warm-up: handshakes, JIT
     const base = await load(agents, url, '/healthz', SECONDS);
     const mtls = await load(agents, url, '/v1/device/self', SECONDS);
@@ -271,7 +377,11 @@ async function main(): Promise<void> {
       `baseline GET /healthz, ${CLIENTS} keep-alive mTLS clients, ${SECONDS}s: ${base.rps.toFixed(0)} req/s, p50 ${base.p50.toFixed(2)} ms, p99 ${base.p99.toFixed(2)} ms (${base.errors} errors)`,
       `device endpoint GET /v1/device/self, ${CLIENTS} keep-alive mTLS clients, ${SECONDS}s: ${mtls.rps.toFixed(0)} req/s, p50 ${mtls.p50.toFixed(2)} ms, p99 ${mtls.p99.toFixed(2)} ms (${mtls.errors} errors)`,
       `ratio: device endpoint / baseline throughput = ${(mtls.rps / base.rps).toFixed(2)}x; one enrollment costs about ${(mtls.rps / enrollRate).toFixed(0)} device requests`,
-      ...(swtpmMs !== undefined ? [`one real enrollment on swtpm (device side: tpm2-tools, ActivateCredential, TLS key wrap/unwrap): ${(swtpmMs / 1000).toFixed(2)} s`] : []),
+      ...(swtpmMs !== undefined
+        ? [
+            `one real enrollment on swtpm (device side: tpm2-tools, ActivateCredential, TLS key wrap/unwrap): ${(swtpmMs / 1000).toFixed(2)} s`,
+          ]
+        : []),
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

@@ -20,7 +20,15 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { Guard, calibrateProfile, computeStatistics, guardConfig, rateUpperBound, thresholdAtFpr, type GuardResult } from '../src/guard/index.ts';
+import {
+  Guard,
+  calibrateProfile,
+  computeStatistics,
+  guardConfig,
+  rateUpperBound,
+  thresholdAtFpr,
+  type GuardResult,
+} from '../src/guard/index.ts';
 import { loadTfFromOnnx } from '../scripts/lib/demo-models.ts';
 import { bim, fgsm } from '../scripts/lib/attacks.ts';
 import { digitPixels, loadMnist, mnistSplit, MNIST_PIXELS } from '../scripts/lib/mnist-split.ts';
@@ -66,7 +74,12 @@ function scoreOf(r: GuardResult): Scored {
       ensemble: s.ensemble!.distance,
       squeeze: s.squeeze!.score,
     },
-    fired: { validation: !s.validation!.passed, confidence: !s.confidence!.passed, ensemble: !s.ensemble!.passed, squeeze: !s.squeeze!.passed },
+    fired: {
+      validation: !s.validation!.passed,
+      confidence: !s.confidence!.passed,
+      ensemble: !s.ensemble!.passed,
+      squeeze: !s.squeeze!.passed,
+    },
     verdict: r.verdict,
     primaryIndex: r.primary!.index,
   };
@@ -109,7 +122,12 @@ function pct(x: number): string {
   return Number.isNaN(x) ? 'n/a' : `${(x * 100).toFixed(2)}%`;
 }
 
-async function attackSet(name: 'FGSM' | 'BIM', model: tf.LayersModel, images: Float32Array[], labels: number[]): Promise<Float32Array[]> {
+async function attackSet(
+  name: 'FGSM' | 'BIM',
+  model: tf.LayersModel,
+  images: Float32Array[],
+  labels: number[],
+): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   const batch = 250;
   const t0 = Date.now();
@@ -120,7 +138,9 @@ async function attackSet(name: 'FGSM' | 'BIM', model: tf.LayersModel, images: Fl
     const lab = labels.slice(i, i + batch);
     const adv = name === 'FGSM' ? fgsm(model, flat, lab, 0.3) : bim(model, flat, lab, 0.3, 0.06, 10);
     for (let k = 0; k < chunk.length; k++) out.push(adv.slice(k * MNIST_PIXELS, (k + 1) * MNIST_PIXELS));
-    process.stderr.write(`\r${name}: ${Math.min(i + batch, images.length)}/${images.length} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+    process.stderr.write(
+      `\r${name}: ${Math.min(i + batch, images.length)}/${images.length} (${((Date.now() - t0) / 1000).toFixed(0)} s)`,
+    );
   }
   process.stderr.write('\n');
   return out;
@@ -138,16 +158,42 @@ async function main(): Promise<void> {
     const { image, tensor } = asInput(digitPixels(data, idx));
     return { stats: computeStatistics(image), tensor };
   });
-  const common = { samples: calSamples, primary: models.cnn, ensemble: models.mlp, shape: SHAPE, squeeze: { bitDepth: 1, medianSize: 2 } };
+  const common = {
+    samples: calSamples,
+    primary: models.cnn,
+    ensemble: models.mlp,
+    shape: SHAPE,
+    squeeze: { bitDepth: 1, medianSize: 2 },
+  };
   const profile = await calibrateProfile({ ...common, fpr: FPR, fprConfidence: FPR_CONFIDENCE });
-  const guard = new Guard({ config: guardConfig({ shortCircuit: false }), profile, shape: SHAPE, primary: models.cnn, ensemble: models.mlp });
+  const guard = new Guard({
+    config: guardConfig({ shortCircuit: false }),
+    profile,
+    shape: SHAPE,
+    primary: models.cnn,
+    ensemble: models.mlp,
+  });
   // The per-stage profile with the seed's fixed rules (0.85, argmax disagreement), for comparison.
   const stageProfile = await calibrateProfile({ ...common, pipeline: false, fpr: STAGE_FPR, squeezeFpr: SQUEEZE_FPR });
-  const stageGuard = new Guard({ config: guardConfig({ shortCircuit: false }), profile: stageProfile, shape: SHAPE, primary: models.cnn, ensemble: models.mlp });
+  const stageGuard = new Guard({
+    config: guardConfig({ shortCircuit: false }),
+    profile: stageProfile,
+    shape: SHAPE,
+    primary: models.cnn,
+    ensemble: models.mlp,
+  });
   const pl = profile.pipeline!;
-  process.stderr.write(`pipeline profile: stage rate ${pl.stageRate.toFixed(4)}, confidence ${pl.confidenceThreshold.toFixed(4)}, ensemble L1 ${pl.ensembleThreshold?.toFixed(4)}, squeeze ${profile.squeeze!.threshold.toFixed(4)}, validation tail ${profile.validation.tail.toFixed(5)}; cross-validated FPR ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), in-sample ${pct(pl.measuredFpr)}\n`);
-  const calScores = await runGuard(guard, split.calibration.map((idx) => digitPixels(data, idx)));
-  const pvals = Object.fromEntries(STAGES.map((s) => [s, survival(calScores.map((c) => c.score[s]))])) as Record<Stage, (x: number) => number>;
+  process.stderr.write(
+    `pipeline profile: stage rate ${pl.stageRate.toFixed(4)}, confidence ${pl.confidenceThreshold.toFixed(4)}, ensemble L1 ${pl.ensembleThreshold?.toFixed(4)}, squeeze ${profile.squeeze!.threshold.toFixed(4)}, validation tail ${profile.validation.tail.toFixed(5)}; cross-validated FPR ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), in-sample ${pct(pl.measuredFpr)}\n`,
+  );
+  const calScores = await runGuard(
+    guard,
+    split.calibration.map((idx) => digitPixels(data, idx)),
+  );
+  const pvals = Object.fromEntries(STAGES.map((s) => [s, survival(calScores.map((c) => c.score[s]))])) as Record<
+    Stage,
+    (x: number) => number
+  >;
   // Joint detector: the smallest per-stage p-value, as -log p; threshold at JOINT_FPR on calibration.
   const joint = (x: Scored) => Math.max(...STAGES.map((s) => -Math.log(pvals[s](x.score[s]))));
   const jointThreshold = thresholdAtFpr(calScores.map(joint), JOINT_FPR);
@@ -160,7 +206,8 @@ async function main(): Promise<void> {
   const cleanCorrect = clean.map((c, i) => c.primaryIndex === evalLabels[i]);
 
   const cnnTf = loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), 'linear').model;
-  const sets: Array<{ name: string; images: Float32Array[]; note: string; keep?: (s: Scored, i: number) => boolean }> = [];
+  const sets: Array<{ name: string; images: Float32Array[]; note: string; keep?: (s: Scored, i: number) => boolean }> =
+    [];
   for (const attack of ['FGSM', 'BIM'] as const) {
     const adv = await attackSet(attack, cnnTf, evalImages, evalLabels);
     sets.push({
@@ -176,16 +223,27 @@ async function main(): Promise<void> {
   sets.push({ name: 'inverted digits', images: inverted(ood), note: '1 - x' });
   sets.push({ name: 'blank', images: blank(101), note: 'constant images 0, 0.01, ..., 1' });
   sets.push({ name: 'heavy blur', images: heavyBlur(ood, 2.5), note: 'Gaussian blur sigma 2.5 px' });
-  sets.push({ name: 'drawn letters', images: drawnLetters(650, 13), note: '13 stroke letters, random size, slant, pen' });
+  sets.push({
+    name: 'drawn letters',
+    images: drawnLetters(650, 13),
+    note: '13 stroke letters, random size, slant, pen',
+  });
   sets.push({ name: 'drawn shapes', images: drawnShapes(500, 14), note: 'circles, rectangles, triangles, crosses' });
 
   // 3. Rates and AUCs.
-  const cleanFpr = Object.fromEntries(STAGES.map((s) => [s, clean.filter((c) => c.fired[s]).length / clean.length])) as Record<Stage, number>;
+  const cleanFpr = Object.fromEntries(
+    STAGES.map((s) => [s, clean.filter((c) => c.fired[s]).length / clean.length]),
+  ) as Record<Stage, number>;
   const cleanPipeline = clean.filter((c) => c.verdict !== 'accept').length / clean.length;
   const cleanJoint = clean.filter((c) => joint(c) > jointThreshold).length / clean.length;
   const cleanFlagged = clean.filter((c) => c.verdict !== 'accept').length;
-  const cleanInterval = [1 - rateUpperBound(clean.length - cleanFlagged, clean.length, 0.975), rateUpperBound(cleanFlagged, clean.length, 0.975)] as const;
-  const cleanStageFpr = Object.fromEntries(STAGES.map((s) => [s, cleanStage.filter((c) => c.fired[s]).length / cleanStage.length])) as Record<Stage, number>;
+  const cleanInterval = [
+    1 - rateUpperBound(clean.length - cleanFlagged, clean.length, 0.975),
+    rateUpperBound(cleanFlagged, clean.length, 0.975),
+  ] as const;
+  const cleanStageFpr = Object.fromEntries(
+    STAGES.map((s) => [s, cleanStage.filter((c) => c.fired[s]).length / cleanStage.length]),
+  ) as Record<Stage, number>;
   const cleanPerStage = cleanStage.filter((c) => c.verdict !== 'accept').length / cleanStage.length;
   const results: Array<Record<string, unknown>> = [];
   for (const set of sets) {
@@ -199,7 +257,10 @@ async function main(): Promise<void> {
     const row: Record<string, unknown> = { set: set.name, note: set.note, n: scored.length, attempted };
     for (const s of STAGES) {
       row[`${s}.detected`] = scored.filter((x) => x.fired[s]).length / scored.length;
-      row[`${s}.auc`] = rocAuc(scored.map((x) => x.score[s]), clean.map((x) => x.score[s]));
+      row[`${s}.auc`] = rocAuc(
+        scored.map((x) => x.score[s]),
+        clean.map((x) => x.score[s]),
+      );
     }
     row['pipeline.detected'] = scored.filter((x) => x.verdict !== 'accept').length / scored.length;
     row['pipeline.rejected'] = scored.filter((x) => x.verdict === 'reject').length / scored.length;
@@ -217,36 +278,64 @@ async function main(): Promise<void> {
     calibration: {
       digits: split.calibration.length,
       pipeline: { ...pl, squeezeThreshold: profile.squeeze!.threshold, validationTail: profile.validation.tail },
-      perStage: { validationFpr: STAGE_FPR, squeezeFpr: SQUEEZE_FPR, squeezeThreshold: stageProfile.squeeze!.threshold, validationTail: stageProfile.validation.tail, confidenceThreshold: 0.85 },
+      perStage: {
+        validationFpr: STAGE_FPR,
+        squeezeFpr: SQUEEZE_FPR,
+        squeezeThreshold: stageProfile.squeeze!.threshold,
+        validationTail: stageProfile.validation.tail,
+        confidenceThreshold: 0.85,
+      },
       jointFpr: JOINT_FPR,
     },
-    cleanFalsePositives: { ...cleanFpr, pipeline: cleanPipeline, pipeline95: cleanInterval, joint: cleanJoint, perStage: { ...cleanStageFpr, pipeline: cleanPerStage } },
-    cleanAccuracy: { primary: cleanCorrect.filter(Boolean).length / clean.length, acceptedAnswersCorrect: acceptedCorrect / Math.max(1, accepted.length), accepted: accepted.length / clean.length },
+    cleanFalsePositives: {
+      ...cleanFpr,
+      pipeline: cleanPipeline,
+      pipeline95: cleanInterval,
+      joint: cleanJoint,
+      perStage: { ...cleanStageFpr, pipeline: cleanPerStage },
+    },
+    cleanAccuracy: {
+      primary: cleanCorrect.filter(Boolean).length / clean.length,
+      acceptedAnswersCorrect: acceptedCorrect / Math.max(1, accepted.length),
+      accepted: accepted.length / clean.length,
+    },
     sets: results,
   };
   if (args.json) writeFileSync(args.json, JSON.stringify(summary, null, 2) + '\n');
 
   // 4. Markdown for docs/guard.md.
   const lines: string[] = [];
-  lines.push(`Pipeline profile (--fpr ${FPR}, --fpr-confidence ${FPR_CONFIDENCE}): per-stage rate ${pl.stageRate.toFixed(4)}; confidence threshold ${pl.confidenceThreshold.toFixed(3)}; ensemble L1 threshold ${pl.ensembleThreshold?.toFixed(3)}; squeezing threshold ${profile.squeeze!.threshold.toFixed(3)}; validation tail ${profile.validation.tail.toFixed(5)}; cross-validated FPR on the calibration digits ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), in-sample ${pct(pl.measuredFpr)}.`);
+  lines.push(
+    `Pipeline profile (--fpr ${FPR}, --fpr-confidence ${FPR_CONFIDENCE}): per-stage rate ${pl.stageRate.toFixed(4)}; confidence threshold ${pl.confidenceThreshold.toFixed(3)}; ensemble L1 threshold ${pl.ensembleThreshold?.toFixed(3)}; squeezing threshold ${profile.squeeze!.threshold.toFixed(3)}; validation tail ${profile.validation.tail.toFixed(5)}; cross-validated FPR on the calibration digits ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), in-sample ${pct(pl.measuredFpr)}.`,
+  );
   lines.push('');
-  lines.push(`Clean evaluation digits (n = ${clean.length}): primary accuracy ${pct(summary.cleanAccuracy.primary)}; false positives of the default pipeline ${pct(cleanPipeline)} (95% interval ${pct(cleanInterval[0])} to ${pct(cleanInterval[1])}): validation ${pct(cleanFpr.validation)}, confidence ${pct(cleanFpr.confidence)}, ensemble ${pct(cleanFpr.ensemble)}, squeezing ${pct(cleanFpr.squeeze)}. Per-stage profile with the seed's rules: ${pct(cleanPerStage)} (validation ${pct(cleanStageFpr.validation)}, confidence < 0.85 ${pct(cleanStageFpr.confidence)}, argmax disagreement ${pct(cleanStageFpr.ensemble)}, squeezing ${pct(cleanStageFpr.squeeze)}). Joint detector ${pct(cleanJoint)}. Accepted answers correct: ${pct(summary.cleanAccuracy.acceptedAnswersCorrect)} (${pct(summary.cleanAccuracy.accepted)} accepted).`);
+  lines.push(
+    `Clean evaluation digits (n = ${clean.length}): primary accuracy ${pct(summary.cleanAccuracy.primary)}; false positives of the default pipeline ${pct(cleanPipeline)} (95% interval ${pct(cleanInterval[0])} to ${pct(cleanInterval[1])}): validation ${pct(cleanFpr.validation)}, confidence ${pct(cleanFpr.confidence)}, ensemble ${pct(cleanFpr.ensemble)}, squeezing ${pct(cleanFpr.squeeze)}. Per-stage profile with the seed's rules: ${pct(cleanPerStage)} (validation ${pct(cleanStageFpr.validation)}, confidence < 0.85 ${pct(cleanStageFpr.confidence)}, argmax disagreement ${pct(cleanStageFpr.ensemble)}, squeezing ${pct(cleanStageFpr.squeeze)}). Joint detector ${pct(cleanJoint)}. Accepted answers correct: ${pct(summary.cleanAccuracy.acceptedAnswersCorrect)} (${pct(summary.cleanAccuracy.accepted)} accepted).`,
+  );
   lines.push('');
   lines.push('Detection rate (share of the set flagged or rejected) at the calibrated thresholds:');
   lines.push('');
-  lines.push('| set | n | validation | confidence | ensemble | squeezing | **pipeline (default)** | per-stage, seed rules | joint |');
+  lines.push(
+    '| set | n | validation | confidence | ensemble | squeezing | **pipeline (default)** | per-stage, seed rules | joint |',
+  );
   lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
-    lines.push(`| ${r.set} | ${r.n} | ${STAGES.map((s) => pct(r[`${s}.detected`] as number)).join(' | ')} | **${pct(r['pipeline.detected'] as number)}** | ${pct(r['perStage.detected'] as number)} | ${pct(r['joint.detected'] as number)} |`);
+    lines.push(
+      `| ${r.set} | ${r.n} | ${STAGES.map((s) => pct(r[`${s}.detected`] as number)).join(' | ')} | **${pct(r['pipeline.detected'] as number)}** | ${pct(r['perStage.detected'] as number)} | ${pct(r['joint.detected'] as number)} |`,
+    );
   }
-  lines.push(`| *clean digits (false positives)* | ${clean.length} | ${STAGES.map((s) => pct(cleanFpr[s])).join(' | ')} | **${pct(cleanPipeline)}** | ${pct(cleanPerStage)} | ${pct(cleanJoint)} |`);
+  lines.push(
+    `| *clean digits (false positives)* | ${clean.length} | ${STAGES.map((s) => pct(cleanFpr[s])).join(' | ')} | **${pct(cleanPipeline)}** | ${pct(cleanPerStage)} | ${pct(cleanJoint)} |`,
+  );
   lines.push('');
-  lines.push('ROC-AUC of each stage\'s continuous score against the clean evaluation digits:');
+  lines.push("ROC-AUC of each stage's continuous score against the clean evaluation digits:");
   lines.push('');
   lines.push('| set | validation | confidence (max-softmax) | ensemble (L1) | squeezing (L1) | joint |');
   lines.push('|---|---|---|---|---|---|');
   for (const r of results) {
-    lines.push(`| ${r.set} | ${STAGES.map((s) => pct(r[`${s}.auc`] as number)).join(' | ')} | ${pct(r['joint.auc'] as number)} |`);
+    lines.push(
+      `| ${r.set} | ${STAGES.map((s) => pct(r[`${s}.auc`] as number)).join(' | ')} | ${pct(r['joint.auc'] as number)} |`,
+    );
   }
   console.log(lines.join('\n'));
   for (const s of models.sessions) await s.release();

@@ -10,20 +10,39 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { decodeImage, pixelsToTensor } from '../src/inference/index.ts';
-import { Guard, computeStatistics, guardConfig, squeezeScore, validateStatistics, type GuardImage } from '../src/guard/index.ts';
+import {
+  Guard,
+  computeStatistics,
+  guardConfig,
+  squeezeScore,
+  validateStatistics,
+  type GuardImage,
+} from '../src/guard/index.ts';
 import { digitPixels } from '../scripts/lib/mnist-split.ts';
 import { SHAPE, setUp } from './lib/guard-setup.ts';
 import { machine } from './lib/machine.ts';
 
 const { values: args } = parseArgs({ options: { iterations: { type: 'string', default: '2000' } } });
 const ITER = Number(args.iterations);
-const PRE = { type: 'image', colorSpace: 'grayscale', width: 28, height: 28, layout: 'NCHW', scale: 1 / 255, fit: 'fill' } as const;
+const PRE = {
+  type: 'image',
+  colorSpace: 'grayscale',
+  width: 28,
+  height: 28,
+  layout: 'NCHW',
+  scale: 1 / 255,
+  fit: 'fill',
+} as const;
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 }
 
-async function measure(name: string, inputs: number, fn: (i: number) => Promise<unknown> | unknown): Promise<{ name: string; p50: number; p99: number; mean: number }> {
+async function measure(
+  name: string,
+  inputs: number,
+  fn: (i: number) => Promise<unknown> | unknown,
+): Promise<{ name: string; p50: number; p99: number; mean: number }> {
   for (let i = 0; i < Math.min(200, ITER); i++) await fn(i % inputs); // warm-up
   const t: number[] = [];
   for (let i = 0; i < ITER; i++) {
@@ -32,9 +51,13 @@ async function measure(name: string, inputs: number, fn: (i: number) => Promise<
     t.push(performance.now() - s);
   }
   const sorted = [...t].sort((a, b) => a - b);
-  return { name, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), mean: t.reduce((a, b) => a + b, 0) / t.length };
+  return {
+    name,
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    mean: t.reduce((a, b) => a + b, 0) / t.length,
+  };
 }
-
 
 async function main(): Promise<void> {
   const s = await setUp(0.04); // the default: a profile calibrated to a 4% pipeline budget
@@ -42,7 +65,11 @@ async function main(): Promise<void> {
   const pngs: Buffer[] = [];
   for (const i of idx) {
     const px = Buffer.from(Array.from(digitPixels(s.data, i), (v) => Math.round(v * 255)));
-    pngs.push(await sharp(px, { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer());
+    pngs.push(
+      await sharp(px, { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toBuffer(),
+    );
   }
   const decoded: Array<{ image: GuardImage; tensor: Float32Array }> = [];
   for (const p of pngs) {
@@ -50,22 +77,43 @@ async function main(): Promise<void> {
     decoded.push({ image, tensor: pixelsToTensor(image, PRE).data });
   }
   const n = decoded.length;
-  const guard = new Guard({ config: guardConfig(), profile: s.profile, shape: SHAPE, primary: s.models.cnn, ensemble: s.models.mlp });
+  const guard = new Guard({
+    config: guardConfig(),
+    profile: s.profile,
+    shape: SHAPE,
+    primary: s.models.cnn,
+    ensemble: s.models.mlp,
+  });
   const rows = [];
-  rows.push(await measure('decode PNG + preprocess (sharp, in memory)', n, async (i) => pixelsToTensor(await decodeImage(pngs[i]!, PRE), PRE)));
+  rows.push(
+    await measure('decode PNG + preprocess (sharp, in memory)', n, async (i) =>
+      pixelsToTensor(await decodeImage(pngs[i]!, PRE), PRE),
+    ),
+  );
   const plain = await measure('plain inference: primary CNN (baseline)', n, (i) => s.models.cnn(decoded[i]!.tensor));
   rows.push(plain);
-  rows.push(await measure('validation: statistics + profile check', n, (i) => validateStatistics(computeStatistics(decoded[i]!.image), s.profile)));
+  rows.push(
+    await measure('validation: statistics + profile check', n, (i) =>
+      validateStatistics(computeStatistics(decoded[i]!.image), s.profile),
+    ),
+  );
   rows.push(await measure('ensemble: second model (MLP)', n, (i) => s.models.mlp(decoded[i]!.tensor)));
   const probs = await Promise.all(decoded.map((d) => s.models.cnn(d.tensor)));
-  rows.push(await measure('squeezing: 1-bit + 2x2 median, 2 extra inferences', n, (i) => squeezeScore(s.models.cnn, decoded[i]!.tensor, probs[i]!, SHAPE, { bitDepth: 1, medianSize: 2 })));
+  rows.push(
+    await measure('squeezing: 1-bit + 2x2 median, 2 extra inferences', n, (i) =>
+      squeezeScore(s.models.cnn, decoded[i]!.tensor, probs[i]!, SHAPE, { bitDepth: 1, medianSize: 2 }),
+    ),
+  );
   rows.push(await measure('whole guard pipeline (all stages; confidence is free)', n, (i) => guard.check(decoded[i]!)));
   const lines = [
     `Machine: ${machine({ load: true })}. ${ITER} iterations per row over ${n} evaluation digits, after 200 warm-up runs; ONNX Runtime with 1 intra-op thread.`,
     '',
     '| step | p50 (ms) | p99 (ms) | mean (ms) | p50 / plain inference p50 |',
     '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.name} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.mean.toFixed(3)} | ${(r.p50 / plain.p50).toFixed(1)}x |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} | ${r.mean.toFixed(3)} | ${(r.p50 / plain.p50).toFixed(1)}x |`,
+    ),
   ];
   console.log(lines.join('\n'));
   for (const x of s.models.sessions) await x.release();

@@ -27,7 +27,13 @@ import { open, rm } from 'node:fs/promises';
 import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generateContentKey, generateSigningKey, encodePrivateKeyPem, encodePublicKeyPem, type CipherSuite } from '../src/crypto/index.ts';
+import {
+  generateContentKey,
+  generateSigningKey,
+  encodePrivateKeyPem,
+  encodePublicKeyPem,
+  type CipherSuite,
+} from '../src/crypto/index.ts';
 import { nativeOpenerStatus } from '../src/model/index.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -51,17 +57,24 @@ function parseSize(text: string): number {
 const SIZE = parseSize(opt('--size') ?? '256M');
 const cipherArg = opt('--cipher') ?? 'both';
 const SUITES: CipherSuite[] =
-  cipherArg === 'both' ? ['aes-256-gcm', 'chacha20-poly1305'] : cipherArg === 'aes-256-gcm' || cipherArg === 'chacha20-poly1305' ? [cipherArg] : [];
+  cipherArg === 'both'
+    ? ['aes-256-gcm', 'chacha20-poly1305']
+    : cipherArg === 'aes-256-gcm' || cipherArg === 'chacha20-poly1305'
+      ? [cipherArg]
+      : [];
 if (SUITES.length === 0) throw new Error(`--cipher must be aes-256-gcm, chacha20-poly1305 or both, not "${cipherArg}"`);
 const RUNS = Math.max(1, Number(opt('--runs') ?? 3));
 const RSS_SIZE = args.includes('--no-rss-check') ? 0 : parseSize(opt('--rss-size') ?? '1G');
 const FERNET_ON = !args.includes('--no-fernet');
 const engineArg = opt('--engine') ?? 'both';
-if (!['native', 'js', 'both'].includes(engineArg)) throw new Error(`--engine must be native, js or both, not "${engineArg}"`);
+if (!['native', 'js', 'both'].includes(engineArg))
+  throw new Error(`--engine must be native, js or both, not "${engineArg}"`);
 const NATIVE = nativeOpenerStatus();
-if (engineArg === 'native' && !NATIVE.available) throw new Error(`--engine native: the native shard opener is ${NATIVE.reason}`);
+if (engineArg === 'native' && !NATIVE.available)
+  throw new Error(`--engine native: the native shard opener is ${NATIVE.reason}`);
 /** The engines verify runs through; the first is the default one, whose figures the target is judged on. */
-const ENGINES: Array<'native' | 'js'> = engineArg === 'js' || !NATIVE.available ? ['js'] : engineArg === 'native' ? ['native'] : ['native', 'js'];
+const ENGINES: Array<'native' | 'js'> =
+  engineArg === 'js' || !NATIVE.available ? ['js'] : engineArg === 'native' ? ['native'] : ['native', 'js'];
 const ENGINE_ENV = { native: {}, js: { EDGEGUARD_NATIVE: '0' } } as const;
 const verifyOp = (engine: 'native' | 'js') => (engine === 'native' ? 'verify+decrypt' : 'verify+decrypt (JS path)');
 
@@ -142,18 +155,24 @@ function runChild(cmd: string, argv: string[], input: string, env: Record<string
         external = Number(/(\d+)\s*$/.exec(readFileSync(timeFile, 'utf8'))?.[1]);
         rmSync(timeFile, { force: true });
       }
-      resolve({ ...r, selfMaxRssKiB: r.maxRssKiB, maxRssKiB: external && Number.isFinite(external) ? Math.max(external, r.maxRssKiB) : r.maxRssKiB });
+      resolve({
+        ...r,
+        selfMaxRssKiB: r.maxRssKiB,
+        maxRssKiB: external && Number.isFinite(external) ? Math.max(external, r.maxRssKiB) : r.maxRssKiB,
+      });
     });
     p.stdin.end(input + '\n');
   });
 }
 
-const nodeChild = (argv: string[], input: string, env: Record<string, string> = {}) => runChild(process.execPath, ['--expose-gc', '--import', 'tsx', CHILD, ...argv], input, env);
+const nodeChild = (argv: string[], input: string, env: Record<string, string> = {}) =>
+  runChild(process.execPath, ['--expose-gc', '--import', 'tsx', CHILD, ...argv], input, env);
 
 /** A verify child through `engine`, checking that it ran through it. */
 async function verifyChild(pkg: string, keys: string, engine: 'native' | 'js'): Promise<ChildResult> {
   const v = await nodeChild(['verify', pkg], keys, ENGINE_ENV[engine]);
-  if (v.engine?.engine !== engine) throw new Error(`verify was to run through the ${engine} engine but ran through ${v.engine?.engine ?? 'none'}`);
+  if (v.engine?.engine !== engine)
+    throw new Error(`verify was to run through the ${engine} engine but ran through ${v.engine?.engine ?? 'none'}`);
   return v;
 }
 
@@ -163,7 +182,17 @@ async function verifyChild(pkg: string, keys: string, engine: 'native' | 'js'): 
  * with `elapsed` it divides by wall-clock time, as our figures are, so a busy machine slows both.
  */
 function opensslSpeed(alg: string, decrypt: boolean, elapsed: boolean): number {
-  const argv = ['speed', ...(elapsed ? ['-elapsed'] : []), ...(decrypt ? ['-decrypt'] : []), '-evp', alg, '-bytes', String(MIB), '-seconds', '3'];
+  const argv = [
+    'speed',
+    ...(elapsed ? ['-elapsed'] : []),
+    ...(decrypt ? ['-decrypt'] : []),
+    '-evp',
+    alg,
+    '-bytes',
+    String(MIB),
+    '-seconds',
+    '3',
+  ];
   const out = execFileSync('openssl', argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   // The last line: "<ALG>   6568124.19k", figures in 1000s of bytes per second.
   const m = /\s([\d.]+)k\s*$/.exec(out.trim().split('\n').pop() ?? '');
@@ -205,7 +234,8 @@ function peakOf(row: Row) {
 }
 
 async function main(): Promise<void> {
-  if (SIZE < 256 * MIB) say(`note: --size ${SIZE} bytes is below the issue's 256 MiB minimum; figures are indicative only.`);
+  if (SIZE < 256 * MIB)
+    say(`note: --size ${SIZE} bytes is below the issue's 256 MiB minimum; figures are indicative only.`);
   const m = machine();
   const started = new Date();
   const loadBefore = loadavg();
@@ -216,19 +246,33 @@ async function main(): Promise<void> {
     process.exit(130);
   });
   try {
-    say(`machine: ${m.cpu}; flags ${m.flags.join(' ') || '(none of aes/vaes/sha_ni)'}; ${m.nproc} CPUs; ${m.ramGiB.toFixed(1)} GiB RAM`);
-    say(`software: Node ${m.node} (OpenSSL ${m.nodeOpenssl}), ${m.openssl}, python3 cryptography ${m.cryptography ?? 'not importable'}`);
+    say(
+      `machine: ${m.cpu}; flags ${m.flags.join(' ') || '(none of aes/vaes/sha_ni)'}; ${m.nproc} CPUs; ${m.ramGiB.toFixed(1)} GiB RAM`,
+    );
+    say(
+      `software: Node ${m.node} (OpenSSL ${m.nodeOpenssl}), ${m.openssl}, python3 cryptography ${m.cryptography ?? 'not importable'}`,
+    );
     say(`date: ${started.toISOString()}; load average before: ${loadBefore.map((x) => x.toFixed(2)).join(' ')}`);
-    say(`file: ${SIZE} bytes (${(SIZE / MIB).toFixed(0)} MiB) of random data, 1 MiB chunks, ${RUNS} run(s) each, warm page cache`);
-    say(`verify engines: ${ENGINES.join(', ')}${NATIVE.available ? '' : ` (the native shard opener is ${NATIVE.reason})`}`);
+    say(
+      `file: ${SIZE} bytes (${(SIZE / MIB).toFixed(0)} MiB) of random data, 1 MiB chunks, ${RUNS} run(s) each, warm page cache`,
+    );
+    say(
+      `verify engines: ${ENGINES.join(', ')}${NATIVE.available ? '' : ` (the native shard opener is ${NATIVE.reason})`}`,
+    );
     say();
 
     const input = join(workDir, 'model.bin');
     await randomFile(input, SIZE);
     const key = generateContentKey();
     const signer = generateSigningKey();
-    const packKeys = JSON.stringify({ contentKey: key.bytes.toString('base64'), signingKeyPem: encodePrivateKeyPem(signer.privateKey) });
-    const verifyKeys = JSON.stringify({ contentKey: key.bytes.toString('base64'), publicKeyPem: encodePublicKeyPem(signer.publicKey) });
+    const packKeys = JSON.stringify({
+      contentKey: key.bytes.toString('base64'),
+      signingKeyPem: encodePrivateKeyPem(signer.privateKey),
+    });
+    const verifyKeys = JSON.stringify({
+      contentKey: key.bytes.toString('base64'),
+      publicKeyPem: encodePublicKeyPem(signer.publicKey),
+    });
 
     // Baselines first, then ours, so that a machine that slows down over the run is visible.
     say('openssl speed -evp ALG -bytes 1048576 -seconds 3 (CPU-time divisor, the default; and -elapsed, wall clock):');
@@ -242,7 +286,9 @@ async function main(): Promise<void> {
       enc[s] = opensslSpeed(s, false, false);
       dec[s] = opensslSpeed(s, true, false);
       decWall[s] = opensslSpeed(s, true, true);
-      say(`  ${s.padEnd(18)} encrypt ${mb(enc[s]).toFixed(0).padStart(6)} MB/s, decrypt ${mb(dec[s]).toFixed(0).padStart(6)} MB/s (wall ${mb(decWall[s]).toFixed(0)})`);
+      say(
+        `  ${s.padEnd(18)} encrypt ${mb(enc[s]).toFixed(0).padStart(6)} MB/s, decrypt ${mb(dec[s]).toFixed(0).padStart(6)} MB/s (wall ${mb(decWall[s]).toFixed(0)})`,
+      );
     }
     say();
 
@@ -250,7 +296,14 @@ async function main(): Promise<void> {
     for (const suite of SUITES) {
       const pkg = join(workDir, `model-${suite}.egm`);
       const pack: Row = { op: 'pack', suite, bytes: SIZE, rates: [], runs: [], limit: Math.min(enc[suite]!, sha) };
-      const verifies = ENGINES.map((engine): Row => ({ op: verifyOp(engine), suite, bytes: SIZE, rates: [], runs: [], limit: Math.min(dec[suite]!, sha) }));
+      const verifies = ENGINES.map((engine): Row => ({
+        op: verifyOp(engine),
+        suite,
+        bytes: SIZE,
+        rates: [],
+        runs: [],
+        limit: Math.min(dec[suite]!, sha),
+      }));
       for (let r = 0; r < RUNS; r++) {
         const p = await nodeChild(['pack', suite, input, pkg], packKeys);
         pack.runs.push(p);
@@ -275,17 +328,32 @@ async function main(): Promise<void> {
     const fernetRows: Row[] = [];
     let fernetOverhead: number | undefined;
     if (!FERNET_ON) fernetNote = 'Fernet skipped (--no-fernet).';
-    else if (!fernetAvailable()) fernetNote = "Fernet skipped: python3's `cryptography` does not import on this machine.";
+    else if (!fernetAvailable())
+      fernetNote = "Fernet skipped: python3's `cryptography` does not import on this machine.";
     else {
       const fkey = randomBytes(32).toString('base64url') + '=';
       const token = join(workDir, 'model.fernet');
       const e = await runChild('python3', [FERNET, 'encrypt', input, token], fkey);
       const d = await runChild('python3', [FERNET, 'decrypt', token], fkey);
       fernetOverhead = statSync(token).size / SIZE;
-      fernetRows.push({ op: 'Fernet encrypt', suite: 'aes-128-cbc+hmac', bytes: SIZE, rates: [e.bytes / e.seconds], runs: [e] });
-      fernetRows.push({ op: 'Fernet decrypt', suite: 'aes-128-cbc+hmac', bytes: SIZE, rates: [d.bytes / d.seconds], runs: [d] });
+      fernetRows.push({
+        op: 'Fernet encrypt',
+        suite: 'aes-128-cbc+hmac',
+        bytes: SIZE,
+        rates: [e.bytes / e.seconds],
+        runs: [e],
+      });
+      fernetRows.push({
+        op: 'Fernet decrypt',
+        suite: 'aes-128-cbc+hmac',
+        bytes: SIZE,
+        rates: [d.bytes / d.seconds],
+        runs: [d],
+      });
       await rm(token, { force: true });
-      say(`  Fernet: encrypt ${mb(fernetRows[0]!.rates[0]!).toFixed(0)} MB/s, decrypt ${mb(fernetRows[1]!.rates[0]!).toFixed(0)} MB/s (1 run each)`);
+      say(
+        `  Fernet: encrypt ${mb(fernetRows[0]!.rates[0]!).toFixed(0)} MB/s, decrypt ${mb(fernetRows[1]!.rates[0]!).toFixed(0)} MB/s (1 run each)`,
+      );
     }
 
     // The RSS bound on a 1 GiB package, verified in a fresh child.
@@ -302,8 +370,17 @@ async function main(): Promise<void> {
         rssRows.push({ op: 'pack', suite, bytes: RSS_SIZE, rates: [p.bytes / p.seconds], runs: [p] });
         for (const engine of ENGINES) {
           const v = await verifyChild(pkg, verifyKeys, engine);
-          rssRows.push({ op: verifyOp(engine), suite, bytes: RSS_SIZE, rates: [v.bytes / v.seconds], runs: [v], limit: Math.min(dec[suite]!, sha) });
-          say(`  ${(RSS_SIZE / MIB).toFixed(0)} MiB ${suite}: ${verifyOp(engine)} ${mb(v.bytes / v.seconds).toFixed(0)} MB/s, peak ${mib(v.maxRssKiB).toFixed(1)} MiB, idle ${mib(v.idleRssKiB).toFixed(1)} MiB`);
+          rssRows.push({
+            op: verifyOp(engine),
+            suite,
+            bytes: RSS_SIZE,
+            rates: [v.bytes / v.seconds],
+            runs: [v],
+            limit: Math.min(dec[suite]!, sha),
+          });
+          say(
+            `  ${(RSS_SIZE / MIB).toFixed(0)} MiB ${suite}: ${verifyOp(engine)} ${mb(v.bytes / v.seconds).toFixed(0)} MB/s, peak ${mib(v.maxRssKiB).toFixed(1)} MiB, idle ${mib(v.idleRssKiB).toFixed(1)} MiB`,
+          );
         }
         await rm(pkg, { force: true });
         await rm(`${pkg}.sig.json`, { force: true });
@@ -313,9 +390,12 @@ async function main(): Promise<void> {
     say();
 
     // ---- report ---------------------------------------------------------------------------------
-    const ours = (suite: string, engine = ENGINES[0]!) => rows.find((r) => r.op === verifyOp(engine) && r.suite === suite)!;
+    const ours = (suite: string, engine = ENGINES[0]!) =>
+      rows.find((r) => r.op === verifyOp(engine) && r.suite === suite)!;
     const lines: string[] = [];
-    lines.push(`| operation (${(SIZE / MIB).toFixed(0)} MiB) | suite | MB/s median (best) | limit MB/s | % of limit median (best) | CPU ms per MiB | peak RSS MiB | idle RSS MiB | peak - idle MiB |`);
+    lines.push(
+      `| operation (${(SIZE / MIB).toFixed(0)} MiB) | suite | MB/s median (best) | limit MB/s | % of limit median (best) | CPU ms per MiB | peak RSS MiB | idle RSS MiB | peak - idle MiB |`,
+    );
     lines.push('|---|---|---|---|---|---|---|---|---|');
     for (const r of [...rows, ...fernetRows]) {
       const med = median(r.rates);
@@ -330,13 +410,21 @@ async function main(): Promise<void> {
     }
     if (rssRows.length) {
       lines.push('');
-      lines.push(`| RSS check (${(RSS_SIZE / MIB).toFixed(0)} MiB), 1 run | suite | MB/s | % of limit | peak RSS MiB | idle RSS MiB | peak - idle MiB | bound ${RSS_BOUND_MIB} MiB |`);
+      lines.push(
+        `| RSS check (${(RSS_SIZE / MIB).toFixed(0)} MiB), 1 run | suite | MB/s | % of limit | peak RSS MiB | idle RSS MiB | peak - idle MiB | bound ${RSS_BOUND_MIB} MiB |`,
+      );
       lines.push('|---|---|---|---|---|---|---|---|');
       for (const r of rssRows) {
         const { peak, idle, delta } = peakOf(r);
-        const verdict = r.op.startsWith('verify') ? (mib(delta) <= RSS_BOUND_MIB ? 'PASS' : 'FAIL') : '(pack, not bound)';
+        const verdict = r.op.startsWith('verify')
+          ? mib(delta) <= RSS_BOUND_MIB
+            ? 'PASS'
+            : 'FAIL'
+          : '(pack, not bound)';
         const pct = r.limit ? `${((100 * r.rates[0]!) / r.limit).toFixed(0)}%` : '-';
-        lines.push(`| ${r.op} | ${r.suite} | ${mb(r.rates[0]!).toFixed(0)} | ${pct} | ${mib(peak).toFixed(1)} | ${mib(idle).toFixed(1)} | ${mib(delta).toFixed(1)} | ${verdict} |`);
+        lines.push(
+          `| ${r.op} | ${r.suite} | ${mb(r.rates[0]!).toFixed(0)} | ${pct} | ${mib(peak).toFixed(1)} | ${mib(idle).toFixed(1)} | ${mib(delta).toFixed(1)} | ${verdict} |`,
+        );
       }
     }
     for (const l of lines) say(l);
@@ -347,21 +435,37 @@ async function main(): Promise<void> {
       const v = ours(suite);
       const med = median(v.rates);
       const ok = med >= TARGET * v.limit!;
-      say(`  ${suite}: ${v.op} ${((100 * med) / v.limit!).toFixed(0)}% of the limit ${mb(v.limit!).toFixed(0)} MB/s (target >= ${TARGET * 100}%): ${ok ? 'PASS' : 'FAIL'}`);
+      say(
+        `  ${suite}: ${v.op} ${((100 * med) / v.limit!).toFixed(0)}% of the limit ${mb(v.limit!).toFixed(0)} MB/s (target >= ${TARGET * 100}%): ${ok ? 'PASS' : 'FAIL'}`,
+      );
       if (ENGINES.length > 1) {
         const js = ours(suite, 'js');
-        say(`  ${suite}: native opener ${(med / median(js.rates)).toFixed(2)}x the JavaScript path (${mb(median(js.rates)).toFixed(0)} MB/s, ${((100 * median(js.rates)) / js.limit!).toFixed(0)}% of the limit)`);
+        say(
+          `  ${suite}: native opener ${(med / median(js.rates)).toFixed(2)}x the JavaScript path (${mb(median(js.rates)).toFixed(0)} MB/s, ${((100 * median(js.rates)) / js.limit!).toFixed(0)}% of the limit)`,
+        );
       }
       const wallLimit = Math.min(decWall[suite]!, shaWall);
-      say(`  ${suite}: verify+decrypt ${((100 * med) / wallLimit).toFixed(0)}% of the same limit timed by wall clock in this run (${mb(wallLimit).toFixed(0)} MB/s)`);
+      say(
+        `  ${suite}: verify+decrypt ${((100 * med) / wallLimit).toFixed(0)}% of the same limit timed by wall clock in this run (${mb(wallLimit).toFixed(0)} MB/s)`,
+      );
       const verifyCpu = v.runs.map((x) => x.cpuSeconds ?? NaN);
-      say(`  ${suite}: verify+decrypt CPU, all threads: ${((1000 * median(verifyCpu)) / (v.bytes / MIB)).toFixed(2)} ms per MiB; openssl sha256 + decrypt alone: ${((1000 * MIB) / sha + (1000 * MIB) / dec[suite]!).toFixed(2)} ms per MiB`);
-      for (const f of fernetRows) say(`  ${suite}: verify+decrypt is ${(med / f.rates[0]!).toFixed(1)}x ${f.op} (seed approach)`);
+      say(
+        `  ${suite}: verify+decrypt CPU, all threads: ${((1000 * median(verifyCpu)) / (v.bytes / MIB)).toFixed(2)} ms per MiB; openssl sha256 + decrypt alone: ${((1000 * MIB) / sha + (1000 * MIB) / dec[suite]!).toFixed(2)} ms per MiB`,
+      );
+      for (const f of fernetRows)
+        say(`  ${suite}: verify+decrypt is ${(med / f.rates[0]!).toFixed(1)}x ${f.op} (seed approach)`);
     }
-    if (fernetOverhead !== undefined) say(`  Fernet token size: ${fernetOverhead.toFixed(3)}x the plaintext; .egm: ${((SIZE + Math.ceil(SIZE / MIB) * 16) / SIZE).toFixed(5)}x + header`);
+    if (fernetOverhead !== undefined)
+      say(
+        `  Fernet token size: ${fernetOverhead.toFixed(3)}x the plaintext; .egm: ${((SIZE + Math.ceil(SIZE / MIB) * 16) / SIZE).toFixed(5)}x + header`,
+      );
     if (fernetNote) say(`  ${fernetNote}`);
-    say(`load average after: ${loadAfter.map((x) => x.toFixed(2)).join(' ')} (other work on the machine lowers the two-thread verify more than single-thread openssl)`);
-    say(`peak RSS from ${TIME ? '/usr/bin/time -f %M (max with the child\'s own getrusage)' : "the child's getrusage (install Debian package `time` for /usr/bin/time)"}`);
+    say(
+      `load average after: ${loadAfter.map((x) => x.toFixed(2)).join(' ')} (other work on the machine lowers the two-thread verify more than single-thread openssl)`,
+    );
+    say(
+      `peak RSS from ${TIME ? "/usr/bin/time -f %M (max with the child's own getrusage)" : "the child's getrusage (install Debian package `time` for /usr/bin/time)"}`,
+    );
   } finally {
     cleanup();
   }

@@ -12,7 +12,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import YAML from 'yaml';
-import { encodeContentKeyFile, encodePrivateKeyPem, encodePublicKeyPem, encodeSealPublicKeyPem, generateContentKey, generateSealKeyPair, generateSigningKey, writePrivateFile } from '../src/crypto/index.ts';
+import {
+  encodeContentKeyFile,
+  encodePrivateKeyPem,
+  encodePublicKeyPem,
+  encodeSealPublicKeyPem,
+  generateContentKey,
+  generateSealKeyPair,
+  generateSigningKey,
+  writePrivateFile,
+} from '../src/crypto/index.ts';
 import { packModel, parseModelMetadata } from '../src/model/index.ts';
 import { agentConfig } from '../src/agent/config.ts';
 import { startAgent } from '../src/agent/serve.ts';
@@ -24,7 +33,6 @@ import { machine } from './lib/machine.ts';
 const args = process.argv.slice(2);
 const RUNS = Number(args.includes('--runs') ? args[args.indexOf('--runs') + 1] : 1000);
 const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
-
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -39,9 +47,21 @@ async function main() {
     await writePrivateFile(join(dir, 'model.key'), encodeContentKeyFile(contentKey));
     await writePrivateFile(join(dir, 'publisher.key'), encodePrivateKeyPem(signer.privateKey));
     await writeFile(join(dir, 'publisher.pub'), encodePublicKeyPem(signer.publicKey));
-    const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<string, unknown>;
-    for (const [file, name] of [['mnist-cnn.onnx', 'mnist-cnn'], ['mnist-mlp.onnx', 'mnist-mlp']] as const) {
-      await packModel({ inputPath: join(FIXTURES, 'models', file), outputPath: join(dir, `${name}.egm`), contentKey, signer, metadata: parseModelMetadata({ ...meta, name, version: 1, format: 'onnx' }) });
+    const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    for (const [file, name] of [
+      ['mnist-cnn.onnx', 'mnist-cnn'],
+      ['mnist-mlp.onnx', 'mnist-mlp'],
+    ] as const) {
+      await packModel({
+        inputPath: join(FIXTURES, 'models', file),
+        outputPath: join(dir, `${name}.egm`),
+        contentKey,
+        signer,
+        metadata: parseModelMetadata({ ...meta, name, version: 1, format: 'onnx' }),
+      });
     }
     const review = generateSealKeyPair();
     await writeFile(join(dir, 'review.pub'), encodeSealPublicKeyPem(review.publicKey));
@@ -68,7 +88,11 @@ async function main() {
       return rt.guard.check({ tensor, statistics: computeStatistics(img) });
     };
     const overHttp = async () => {
-      const r = await fetch(`${agent.url}/v1/infer`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: png });
+      const r = await fetch(`${agent.url}/v1/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        body: png,
+      });
       const b = (await r.json()) as { verdict: string };
       if (b.verdict !== 'accept') throw new Error(`unexpected verdict ${b.verdict}`);
     };
@@ -101,13 +125,19 @@ async function main() {
     const wall = (performance.now() - t0) / 1000;
     await agent.close();
 
-    const queue = await ReviewQueue.open({ publicKey: review.publicKey, dir: join(dir, 'seal-bench'), maxItems: 100_000, maxBytes: 1 << 30 });
+    const queue = await ReviewQueue.open({
+      publicKey: review.publicKey,
+      dir: join(dir, 'seal-bench'),
+      maxItems: 100_000,
+      maxBytes: 1 << 30,
+    });
     const meta2 = { contentType: 'image/png', verdict: 'flag' as const, reasons: [] };
     const seal = await time(() => queue.submit(meta2, png), Math.min(RUNS, 500));
     await queue.close();
 
     const p50b = pct(base, 0.5);
-    const row = (name: string, xs: number[]) => `| ${name} | ${pct(xs, 0.5).toFixed(2)} ms | ${pct(xs, 0.99).toFixed(2)} ms | ${(pct(xs, 0.5) / p50b).toFixed(2)}x |`;
+    const row = (name: string, xs: number[]) =>
+      `| ${name} | ${pct(xs, 0.5).toFixed(2)} ms | ${pct(xs, 0.99).toFixed(2)} ms | ${(pct(xs, 0.5) / p50b).toFixed(2)}x |`;
     console.log(`machine: ${machine()}; ${RUNS} requests per row; input fixtures/digits/7-0.png (accepted)`);
     console.log('| path | p50 | p99 | p50 vs baseline |');
     console.log('|---|---|---|---|');

@@ -14,14 +14,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { generateContentKey, wipe } from '../src/crypto/index.ts';
-import { encodeWrappedKeyFile, initDevice, openDeviceKeyStore, parseBindingPublicKey, wrapContentKey, type KeyStore } from '../src/keystore/index.ts';
+import {
+  encodeWrappedKeyFile,
+  initDevice,
+  openDeviceKeyStore,
+  parseBindingPublicKey,
+  wrapContentKey,
+  type KeyStore,
+} from '../src/keystore/index.ts';
 import { TpmClient, startSwtpm, type Swtpm } from '../src/tpm/index.ts';
 import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
 const RUNS = Number(opt('--runs') ?? 20);
-
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -53,9 +59,16 @@ async function main(): Promise<void> {
     for (const provider of ['software', 'tpm'] as const) {
       const dir = join(work, provider);
       await initDevice({ dir, ...(provider === 'tpm' ? { tcti } : {}) });
-      const text = encodeWrappedKeyFile(wrapContentKey(key, parseBindingPublicKey(await readFile(join(dir, 'binding.pub'), 'utf8'))));
+      const text = encodeWrappedKeyFile(
+        wrapContentKey(key, parseBindingPublicKey(await readFile(join(dir, 'binding.pub'), 'utf8'))),
+      );
       const times = await timeUnwraps(await openDeviceKeyStore(dir), text, key.kid);
-      results.push({ name: provider === 'tpm' ? `tpm (${swtpm ? 'swtpm' : tcti})` : 'software (baseline)', median: median(times), min: Math.min(...times), max: Math.max(...times) });
+      results.push({
+        name: provider === 'tpm' ? `tpm (${swtpm ? 'swtpm' : tcti})` : 'software (baseline)',
+        median: median(times),
+        min: Math.min(...times),
+        max: Math.max(...times),
+      });
     }
     const client = new TpmClient({ tcti });
     const rt: number[] = [];
@@ -64,13 +77,20 @@ async function main(): Promise<void> {
       await client.getRandom(8);
       rt.push(performance.now() - t);
     }
-    results.push({ name: 'one tpm2_getrandom round trip', median: median(rt), min: Math.min(...rt), max: Math.max(...rt) });
+    results.push({
+      name: 'one tpm2_getrandom round trip',
+      median: median(rt),
+      min: Math.min(...rt),
+      max: Math.max(...rt),
+    });
     const base = results[0]!.median;
     process.stdout.write(`machine: ${machine()}\n`);
     process.stdout.write(`tpm2-tools: ${execSync('tpm2_getrandom --version', { encoding: 'utf8' }).trim()}\n`);
     process.stdout.write(`unwrap of one content key, ${RUNS} runs after a warm-up:\n`);
     for (const r of results) {
-      process.stdout.write(`  ${r.name.padEnd(32)} median ${r.median.toFixed(2).padStart(8)} ms  (min ${r.min.toFixed(2)}, max ${r.max.toFixed(2)})  ${(r.median / base).toFixed(1)}x software\n`);
+      process.stdout.write(
+        `  ${r.name.padEnd(32)} median ${r.median.toFixed(2).padStart(8)} ms  (min ${r.min.toFixed(2)}, max ${r.max.toFixed(2)})  ${(r.median / base).toFixed(1)}x software\n`,
+      );
     }
     wipe(key.bytes);
   } finally {

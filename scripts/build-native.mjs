@@ -11,12 +11,20 @@ import process from 'node:process';
 
 const required = process.env.EDGEGUARD_NATIVE_REQUIRED === '1';
 // npm tells its scripts where its own node-gyp is; otherwise, the one beside this node's npm.
-const candidates = [process.env.npm_config_node_gyp, join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')];
+const candidates = [
+  process.env.npm_config_node_gyp,
+  join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+];
 const gyp = candidates.find((p) => p && existsSync(p));
 // Build against this node's own headers when it has them (they include its OpenSSL's): node-gyp
 // would otherwise try to download them, and these machines may have no network.
 const prefix = join(dirname(process.execPath), '..');
-const args = ['rebuild', ...(!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? [`--nodedir=${prefix}`] : [])];
+const args = [
+  'rebuild',
+  ...(!process.env.npm_config_nodedir && existsSync(join(prefix, 'include', 'node', 'node_api.h'))
+    ? [`--nodedir=${prefix}`]
+    : []),
+];
 const r = gyp
   ? spawnSync(process.execPath, [gyp, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' })
   : spawnSync('node-gyp', args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });

@@ -34,10 +34,14 @@ async function main(): Promise<void> {
   const split = mnistSplit(data.count);
   const s = await setUp(0.05, 0.05); // per-stage (version 1): the agent tests rely on the seed's rules
   writeFileSync(join(OUT, 'mnist-cnn.profile.json'), serializeProfile(s.profile));
-  console.log(`profile: squeeze threshold ${s.profile.squeeze?.threshold.toFixed(4)}, validation measured FPR ${s.profile.validation.measuredFpr}`);
+  console.log(
+    `profile: squeeze threshold ${s.profile.squeeze?.threshold.toFixed(4)}, validation measured FPR ${s.profile.validation.measuredFpr}`,
+  );
   const budget = await setUp(0.04);
   writeFileSync(join(OUT, 'mnist-cnn.pipeline.profile.json'), serializeProfile(budget.profile));
-  console.log(`pipeline profile: cross-validated FPR ${budget.profile.pipeline?.crossValidatedFpr}, upper bound ${budget.profile.pipeline?.upperBound}`);
+  console.log(
+    `pipeline profile: cross-validated FPR ${budget.profile.pipeline?.crossValidatedFpr}, upper bound ${budget.profile.pipeline?.upperBound}`,
+  );
   for (const x of budget.models.sessions) await x.release();
 
   const { model } = loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), 'linear');
@@ -58,8 +62,12 @@ async function main(): Promise<void> {
     if (sq.score < Math.min(1.9, threshold + 0.3)) continue;
     for (const f of readdirSync(OUT)) if (f.startsWith('fgsm-')) unlinkSync(join(OUT, f));
     const file = `fgsm-${labels[i]}-as-${advLabel}.png`;
-    await sharp(Buffer.from(image.pixels), { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(join(OUT, file));
-    console.log(`${file}: mnist index ${candidates[i]}, CNN confidence ${p[advLabel]!.toFixed(3)} for ${advLabel}, squeeze score ${sq.score.toFixed(3)} (threshold ${threshold.toFixed(3)})`);
+    await sharp(Buffer.from(image.pixels), { raw: { width: 28, height: 28, channels: 1 } })
+      .png()
+      .toFile(join(OUT, file));
+    console.log(
+      `${file}: mnist index ${candidates[i]}, CNN confidence ${p[advLabel]!.toFixed(3)} for ${advLabel}, squeeze score ${sq.score.toFixed(3)} (threshold ${threshold.toFixed(3)})`,
+    );
     return;
   }
   throw new Error('no FGSM example with a clear squeezing margin among the first 100 evaluation digits');

@@ -19,7 +19,15 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { ort } from '../src/inference/index.ts';
 import sharp from 'sharp';
-import { loadMnist, mnistSplit, mulberry32, shuffleInPlace, digitPixels, MNIST_PIXELS, type MnistData } from './lib/mnist-split.ts';
+import {
+  loadMnist,
+  mnistSplit,
+  mulberry32,
+  shuffleInPlace,
+  digitPixels,
+  MNIST_PIXELS,
+  type MnistData,
+} from './lib/mnist-split.ts';
 import { buildMlp, buildCnn, exportOnnx, ONNX_INPUT, ONNX_OUTPUT, type DemoArch } from './lib/demo-models.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -55,7 +63,9 @@ async function train(arch: DemoArch, data: MnistData, trainIdx: number[]): Promi
     y.dispose();
     const loss = (h.history.loss?.[0] as number | undefined) ?? NaN;
     const acc = (h.history.acc?.[0] as number | undefined) ?? NaN;
-    console.log(`  ${arch} epoch ${epoch + 1}/${cfg.epochs}: loss ${loss.toFixed(4)} train acc ${(acc * 100).toFixed(2)}% (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    console.log(
+      `  ${arch} epoch ${epoch + 1}/${cfg.epochs}: loss ${loss.toFixed(4)} train acc ${(acc * 100).toFixed(2)}% (${((Date.now() - t0) / 1000).toFixed(1)} s)`,
+    );
   }
   return model;
 }
@@ -83,9 +93,17 @@ interface CheckResult {
   maxAbsProbabilityDiff: number;
 }
 
-async function checkOnnx(bytes: Uint8Array, tfProbs: Float32Array, data: MnistData, indices: number[]): Promise<CheckResult> {
+async function checkOnnx(
+  bytes: Uint8Array,
+  tfProbs: Float32Array,
+  data: MnistData,
+  indices: number[],
+): Promise<CheckResult> {
   const session = await ort.InferenceSession.create(bytes);
-  let tfCorrect = 0, onnxCorrect = 0, mismatches = 0, maxDiff = 0;
+  let tfCorrect = 0,
+    onnxCorrect = 0,
+    mismatches = 0,
+    maxDiff = 0;
   for (let i = 0; i < indices.length; i++) {
     const idx = indices[i] as number;
     const input = new ort.Tensor('float32', Float32Array.from(digitPixels(data, idx)), [1, 1, 28, 28]);
@@ -97,10 +115,16 @@ async function checkOnnx(bytes: Uint8Array, tfProbs: Float32Array, data: MnistDa
     if (tfArg === label) tfCorrect++;
     if (onnxArg === label) onnxCorrect++;
     if (tfArg !== onnxArg) mismatches++;
-    for (let k = 0; k < 10; k++) maxDiff = Math.max(maxDiff, Math.abs((probs[k] as number) - (tfProbs[i * 10 + k] as number)));
+    for (let k = 0; k < 10; k++)
+      maxDiff = Math.max(maxDiff, Math.abs((probs[k] as number) - (tfProbs[i * 10 + k] as number)));
   }
   await session.release();
-  return { tfAccuracy: tfCorrect / indices.length, onnxAccuracy: onnxCorrect / indices.length, argmaxMismatches: mismatches, maxAbsProbabilityDiff: maxDiff };
+  return {
+    tfAccuracy: tfCorrect / indices.length,
+    onnxAccuracy: onnxCorrect / indices.length,
+    argmaxMismatches: mismatches,
+    maxAbsProbabilityDiff: maxDiff,
+  };
 }
 
 async function writeDigits(data: MnistData, evaluation: number[]): Promise<string[]> {
@@ -116,29 +140,41 @@ async function writeDigits(data: MnistData, evaluation: number[]): Promise<strin
     const bytes = Buffer.alloc(MNIST_PIXELS);
     for (let i = 0; i < MNIST_PIXELS; i++) bytes[i] = Math.round((px[i] as number) * 255);
     const file = join(DIGITS_DIR, `${label}-${n}.png`);
-    await sharp(bytes, { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(file);
+    await sharp(bytes, { raw: { width: 28, height: 28, channels: 1 } })
+      .png()
+      .toFile(file);
     written.push(`${label}-${n}.png (mnist index ${idx})`);
     if (written.length === 20) break;
   }
   return written;
 }
 
-const { values: args } = parseArgs({ options: { verify: { type: 'boolean', default: false }, only: { type: 'string' } } });
+const { values: args } = parseArgs({
+  options: { verify: { type: 'boolean', default: false }, only: { type: 'string' } },
+});
 
 async function main(): Promise<void> {
   await tf.setBackend('cpu');
   const archs: DemoArch[] = args.only === 'mlp' || args.only === 'cnn' ? [args.only] : ['mlp', 'cnn'];
   const data = loadMnist();
   const split = mnistSplit(data.count);
-  console.log(`mnist: ${data.count} digits; train ${split.train.length}, calibration ${split.calibration.length}, evaluation ${split.evaluation.length}`);
+  console.log(
+    `mnist: ${data.count} digits; train ${split.train.length}, calibration ${split.calibration.length}, evaluation ${split.evaluation.length}`,
+  );
   mkdirSync(MODELS_DIR, { recursive: true });
-  const report: Record<string, unknown> = { split: { train: split.train.length, calibration: split.calibration.length, evaluation: split.evaluation.length } };
+  const report: Record<string, unknown> = {
+    split: { train: split.train.length, calibration: split.calibration.length, evaluation: split.evaluation.length },
+  };
   const evalProbs: Partial<Record<DemoArch, Float32Array>> = {};
   for (const arch of archs) {
     const t0 = Date.now();
     const model = await train(arch, data, split.train);
     const seconds = (Date.now() - t0) / 1000;
-    const bytes = exportOnnx(model, arch, `edgeguard demo MNIST ${arch.toUpperCase()}: input [1,1,28,28] pixel/255 white-on-black, output probabilities [1,10] for labels 0..9`);
+    const bytes = exportOnnx(
+      model,
+      arch,
+      `edgeguard demo MNIST ${arch.toUpperCase()}: input [1,1,28,28] pixel/255 white-on-black, output probabilities [1,10] for labels 0..9`,
+    );
     const file = join(MODELS_DIR, `mnist-${arch}.onnx`);
     if (args.verify) {
       const same = Buffer.from(bytes).equals(readFileSync(file));
@@ -151,20 +187,32 @@ async function main(): Promise<void> {
     const probs = tfProbabilities(model, data, split.evaluation);
     evalProbs[arch] = probs;
     const check = await checkOnnx(bytes, probs, data, split.evaluation);
-    console.log(`${arch}: ${bytes.length} bytes, ${model.countParams()} parameters, trained in ${seconds.toFixed(1)} s; evaluation accuracy tfjs ${(check.tfAccuracy * 100).toFixed(2)}%, onnxruntime ${(check.onnxAccuracy * 100).toFixed(2)}%; argmax mismatches ${check.argmaxMismatches}, max |dp| ${check.maxAbsProbabilityDiff.toExponential(2)}`);
+    console.log(
+      `${arch}: ${bytes.length} bytes, ${model.countParams()} parameters, trained in ${seconds.toFixed(1)} s; evaluation accuracy tfjs ${(check.tfAccuracy * 100).toFixed(2)}%, onnxruntime ${(check.onnxAccuracy * 100).toFixed(2)}%; argmax mismatches ${check.argmaxMismatches}, max |dp| ${check.maxAbsProbabilityDiff.toExponential(2)}`,
+    );
     if (check.argmaxMismatches !== 0 || check.maxAbsProbabilityDiff > 1e-4) {
       throw new Error(`ONNX export of ${arch} disagrees with TensorFlow.js`);
     }
-    report[arch] = { file: `fixtures/models/mnist-${arch}.onnx`, bytes: bytes.length, parameters: model.countParams(), trainSeconds: Math.round(seconds), ...TRAINING[arch], ...check };
+    report[arch] = {
+      file: `fixtures/models/mnist-${arch}.onnx`,
+      bytes: bytes.length,
+      parameters: model.countParams(),
+      trainSeconds: Math.round(seconds),
+      ...TRAINING[arch],
+      ...check,
+    };
     model.dispose();
   }
   if (args.verify || archs.length < 2) return;
   let agree = 0;
-  for (let i = 0; i < split.evaluation.length; i++) if (argmax(evalProbs.mlp as Float32Array, i * 10) === argmax(evalProbs.cnn as Float32Array, i * 10)) agree++;
+  for (let i = 0; i < split.evaluation.length; i++)
+    if (argmax(evalProbs.mlp as Float32Array, i * 10) === argmax(evalProbs.cnn as Float32Array, i * 10)) agree++;
   report.ensembleAgreement = agree / split.evaluation.length;
   report.digits = await writeDigits(data, split.evaluation);
   writeFileSync(join(MODELS_DIR, 'training-report.json'), JSON.stringify(report, null, 2) + '\n');
-  console.log(`ensemble agreement on evaluation: ${(agree / split.evaluation.length * 100).toFixed(2)}%; wrote fixtures/models and fixtures/digits`);
+  console.log(
+    `ensemble agreement on evaluation: ${((agree / split.evaluation.length) * 100).toFixed(2)}%; wrote fixtures/models and fixtures/digits`,
+  );
 }
 
 main().catch((e: unknown) => {

@@ -6,7 +6,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ort } from '../../src/inference/index.ts';
-import { calibrateProfile, computeStatistics, floatImageToGuardImage, sessionClassifier, type Classifier, type GuardProfile, type GuardImage } from '../../src/guard/index.ts';
+import {
+  calibrateProfile,
+  computeStatistics,
+  floatImageToGuardImage,
+  sessionClassifier,
+  type Classifier,
+  type GuardProfile,
+  type GuardImage,
+} from '../../src/guard/index.ts';
 import { loadMnist, mnistSplit, digitPixels, type MnistData, type MnistSplit } from '../../scripts/lib/mnist-split.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
@@ -20,10 +28,18 @@ export interface DemoModels {
 }
 
 export async function loadDemoModels(): Promise<DemoModels> {
-  const opts: ort.InferenceSession.SessionOptions = { intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
+  const opts: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+  };
   const cnnS = await ort.InferenceSession.create(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), opts);
   const mlpS = await ort.InferenceSession.create(readFileSync(join(ROOT, 'fixtures/models/mnist-mlp.onnx')), opts);
-  return { cnn: sessionClassifier(cnnS, { dims: DIMS }), mlp: sessionClassifier(mlpS, { dims: DIMS }), sessions: [cnnS, mlpS] };
+  return {
+    cnn: sessionClassifier(cnnS, { dims: DIMS }),
+    mlp: sessionClassifier(mlpS, { dims: DIMS }),
+    sessions: [cnnS, mlpS],
+  };
 }
 
 /** A digit as the guard sees a 28x28 PNG: 8-bit pixels and the tensor pixel/255. */

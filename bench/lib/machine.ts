@@ -9,6 +9,10 @@ export function machine(options: { load?: boolean } = {}): string {
   } catch {
     model = cpus()[0]?.model ?? 'unknown';
   }
-  const load = options.load ? `, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}` : '';
+  const load = options.load
+    ? `, load average ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}`
+    : '';
   return `${model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}${load}`;
 }

@@ -12,7 +12,13 @@
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
-import { contentKeyFromBytes, parseCipherSuite, publicKeyId, signingAlgorithmOf, wipe } from '../../src/crypto/index.ts';
+import {
+  contentKeyFromBytes,
+  parseCipherSuite,
+  publicKeyId,
+  signingAlgorithmOf,
+  wipe,
+} from '../../src/crypto/index.ts';
 import { packModel, verifyPackage, type VerifyResult } from '../../src/model/index.ts';
 
 interface ChildKeys {
@@ -83,7 +89,18 @@ async function main(): Promise<void> {
   const mainBusy = performance.eventLoopUtilization(elu0).utilization;
   wipe(contentKey.bytes);
   const maxRssKiB = process.resourceUsage().maxRSS;
-  process.stdout.write(JSON.stringify({ op, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainBusy, bytes, idleRssKiB: idle, maxRssKiB, engine }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      op,
+      seconds,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      mainBusy,
+      bytes,
+      idleRssKiB: idle,
+      maxRssKiB,
+      engine,
+    }) + '\n',
+  );
 }
 
 await main();

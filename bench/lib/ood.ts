@@ -15,7 +15,9 @@ function gaussian(rand: () => number): number {
 
 export function gaussianNoise(count: number, seed: number): Float32Array[] {
   const r = mulberry32(seed);
-  return Array.from({ length: count }, () => Float32Array.from({ length: N }, () => Math.min(1, Math.max(0, 0.5 + gaussian(r)))));
+  return Array.from({ length: count }, () =>
+    Float32Array.from({ length: N }, () => Math.min(1, Math.max(0, 0.5 + gaussian(r)))),
+  );
 }
 
 export function uniformNoise(count: number, seed: number): Float32Array[] {
@@ -40,15 +42,16 @@ export function gaussianBlur(img: Float32Array, sigma: number): Float32Array {
   const kernel = k.map((v) => v / sum);
   const pass = (src: Float32Array, horizontal: boolean) => {
     const out = new Float32Array(N);
-    for (let y = 0; y < SIDE; y++) for (let x = 0; x < SIDE; x++) {
-      let acc = 0;
-      for (let i = -radius; i <= radius; i++) {
-        const xx = horizontal ? Math.min(SIDE - 1, Math.max(0, x + i)) : x;
-        const yy = horizontal ? y : Math.min(SIDE - 1, Math.max(0, y + i));
-        acc += kernel[i + radius]! * src[yy * SIDE + xx]!;
+    for (let y = 0; y < SIDE; y++)
+      for (let x = 0; x < SIDE; x++) {
+        let acc = 0;
+        for (let i = -radius; i <= radius; i++) {
+          const xx = horizontal ? Math.min(SIDE - 1, Math.max(0, x + i)) : x;
+          const yy = horizontal ? y : Math.min(SIDE - 1, Math.max(0, y + i));
+          acc += kernel[i + radius]! * src[yy * SIDE + xx]!;
+        }
+        out[y * SIDE + x] = acc;
       }
-      out[y * SIDE + x] = acc;
-    }
     return out;
   };
   return pass(pass(img, true), false);
@@ -62,19 +65,71 @@ type Segment = [number, number, number, number];
 
 /** Stroke letters on a unit square (x right, y down), straight segments only. */
 const LETTERS: Record<string, Segment[]> = {
-  A: [[0.1, 1, 0.5, 0], [0.5, 0, 0.9, 1], [0.28, 0.6, 0.72, 0.6]],
-  E: [[0.2, 0, 0.2, 1], [0.2, 0, 0.85, 0], [0.2, 0.5, 0.7, 0.5], [0.2, 1, 0.85, 1]],
-  F: [[0.2, 0, 0.2, 1], [0.2, 0, 0.85, 0], [0.2, 0.5, 0.7, 0.5]],
-  H: [[0.15, 0, 0.15, 1], [0.85, 0, 0.85, 1], [0.15, 0.5, 0.85, 0.5]],
-  K: [[0.2, 0, 0.2, 1], [0.85, 0, 0.2, 0.55], [0.4, 0.4, 0.85, 1]],
-  M: [[0.1, 1, 0.1, 0], [0.1, 0, 0.5, 0.6], [0.5, 0.6, 0.9, 0], [0.9, 0, 0.9, 1]],
-  N: [[0.15, 1, 0.15, 0], [0.15, 0, 0.85, 1], [0.85, 1, 0.85, 0]],
-  T: [[0.1, 0, 0.9, 0], [0.5, 0, 0.5, 1]],
-  V: [[0.1, 0, 0.5, 1], [0.5, 1, 0.9, 0]],
-  W: [[0.05, 0, 0.25, 1], [0.25, 1, 0.5, 0.4], [0.5, 0.4, 0.75, 1], [0.75, 1, 0.95, 0]],
-  X: [[0.1, 0, 0.9, 1], [0.9, 0, 0.1, 1]],
-  Y: [[0.1, 0, 0.5, 0.5], [0.9, 0, 0.5, 0.5], [0.5, 0.5, 0.5, 1]],
-  Z: [[0.1, 0, 0.9, 0], [0.9, 0, 0.1, 1], [0.1, 1, 0.9, 1]],
+  A: [
+    [0.1, 1, 0.5, 0],
+    [0.5, 0, 0.9, 1],
+    [0.28, 0.6, 0.72, 0.6],
+  ],
+  E: [
+    [0.2, 0, 0.2, 1],
+    [0.2, 0, 0.85, 0],
+    [0.2, 0.5, 0.7, 0.5],
+    [0.2, 1, 0.85, 1],
+  ],
+  F: [
+    [0.2, 0, 0.2, 1],
+    [0.2, 0, 0.85, 0],
+    [0.2, 0.5, 0.7, 0.5],
+  ],
+  H: [
+    [0.15, 0, 0.15, 1],
+    [0.85, 0, 0.85, 1],
+    [0.15, 0.5, 0.85, 0.5],
+  ],
+  K: [
+    [0.2, 0, 0.2, 1],
+    [0.85, 0, 0.2, 0.55],
+    [0.4, 0.4, 0.85, 1],
+  ],
+  M: [
+    [0.1, 1, 0.1, 0],
+    [0.1, 0, 0.5, 0.6],
+    [0.5, 0.6, 0.9, 0],
+    [0.9, 0, 0.9, 1],
+  ],
+  N: [
+    [0.15, 1, 0.15, 0],
+    [0.15, 0, 0.85, 1],
+    [0.85, 1, 0.85, 0],
+  ],
+  T: [
+    [0.1, 0, 0.9, 0],
+    [0.5, 0, 0.5, 1],
+  ],
+  V: [
+    [0.1, 0, 0.5, 1],
+    [0.5, 1, 0.9, 0],
+  ],
+  W: [
+    [0.05, 0, 0.25, 1],
+    [0.25, 1, 0.5, 0.4],
+    [0.5, 0.4, 0.75, 1],
+    [0.75, 1, 0.95, 0],
+  ],
+  X: [
+    [0.1, 0, 0.9, 1],
+    [0.9, 0, 0.1, 1],
+  ],
+  Y: [
+    [0.1, 0, 0.5, 0.5],
+    [0.9, 0, 0.5, 0.5],
+    [0.5, 0.5, 0.5, 1],
+  ],
+  Z: [
+    [0.1, 0, 0.9, 0],
+    [0.9, 0, 0.1, 1],
+    [0.1, 1, 0.9, 1],
+  ],
 };
 
 function distToSegment(px: number, py: number, [x1, y1, x2, y2]: Segment): number {
@@ -88,9 +143,10 @@ function distToSegment(px: number, py: number, [x1, y1, x2, y2]: Segment): numbe
 /** Rasterise strokes (pixel coordinates) with an anti-aliased pen, then soften like a scan. */
 function strokes(distance: (x: number, y: number) => number, pen: number): Float32Array {
   const img = new Float32Array(N);
-  for (let y = 0; y < SIDE; y++) for (let x = 0; x < SIDE; x++) {
-    img[y * SIDE + x] = Math.max(0, Math.min(1, pen / 2 + 0.5 - distance(x + 0.5, y + 0.5)));
-  }
+  for (let y = 0; y < SIDE; y++)
+    for (let x = 0; x < SIDE; x++) {
+      img[y * SIDE + x] = Math.max(0, Math.min(1, pen / 2 + 0.5 - distance(x + 0.5, y + 0.5)));
+    }
   return gaussianBlur(img, 0.5).map((v) => Math.min(1, v * 1.15));
 }
 
@@ -106,7 +162,10 @@ export function drawnLetters(count: number, seed: number): Float32Array[] {
     const ox = 14 - w / 2 + (r() - 0.5) * 3;
     const oy = 14 - h / 2 + (r() - 0.5) * 3;
     const pen = 1.6 + 1.2 * r();
-    const px = segs.map(([a, b, c, d]) => [ox + (a + slant * (1 - b)) * w, oy + b * h, ox + (c + slant * (1 - d)) * w, oy + d * h] as Segment);
+    const px = segs.map(
+      ([a, b, c, d]) =>
+        [ox + (a + slant * (1 - b)) * w, oy + b * h, ox + (c + slant * (1 - d)) * w, oy + d * h] as Segment,
+    );
     return strokes((x, y) => Math.min(...px.map((s) => distToSegment(x, y, s))), pen);
   });
 }
@@ -124,11 +183,23 @@ export function drawnShapes(count: number, seed: number): Float32Array[] {
     let segs: Segment[];
     if (kind === 1) {
       const w = size * (0.7 + 0.6 * r());
-      segs = [[cx - w, cy - size, cx + w, cy - size], [cx + w, cy - size, cx + w, cy + size], [cx + w, cy + size, cx - w, cy + size], [cx - w, cy + size, cx - w, cy - size]];
+      segs = [
+        [cx - w, cy - size, cx + w, cy - size],
+        [cx + w, cy - size, cx + w, cy + size],
+        [cx + w, cy + size, cx - w, cy + size],
+        [cx - w, cy + size, cx - w, cy - size],
+      ];
     } else if (kind === 2) {
-      segs = [[cx, cy - size, cx + size, cy + size], [cx + size, cy + size, cx - size, cy + size], [cx - size, cy + size, cx, cy - size]];
+      segs = [
+        [cx, cy - size, cx + size, cy + size],
+        [cx + size, cy + size, cx - size, cy + size],
+        [cx - size, cy + size, cx, cy - size],
+      ];
     } else {
-      segs = [[cx - size, cy, cx + size, cy], [cx, cy - size, cx, cy + size]];
+      segs = [
+        [cx - size, cy, cx + size, cy],
+        [cx, cy - size, cx, cy + size],
+      ];
     }
     return strokes((x, y) => Math.min(...segs.map((s) => distToSegment(x, y, s))), pen);
   });

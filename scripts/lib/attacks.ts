@@ -15,13 +15,20 @@ import * as tf from '@tensorflow/tfjs';
 function lossGrad(model: tf.LayersModel): (x: tf.Tensor4D, y: tf.Tensor2D) => tf.Tensor4D {
   return (x, y) =>
     tf.tidy(() => {
-      const g = tf.grad((input: tf.Tensor) => tf.losses.softmaxCrossEntropy(y, model.apply(input) as tf.Tensor, undefined, 0, tf.Reduction.SUM));
+      const g = tf.grad((input: tf.Tensor) =>
+        tf.losses.softmaxCrossEntropy(y, model.apply(input) as tf.Tensor, undefined, 0, tf.Reduction.SUM),
+      );
       return g(x) as tf.Tensor4D;
     });
 }
 
 /** Images as flat 784-value rows, labels 0..9; returns adversarial rows (same layout). */
-export function fgsm(model: tf.LayersModel, images: Float32Array, labels: ArrayLike<number>, eps: number): Float32Array {
+export function fgsm(
+  model: tf.LayersModel,
+  images: Float32Array,
+  labels: ArrayLike<number>,
+  eps: number,
+): Float32Array {
   const n = labels.length;
   return tf.tidy(() => {
     const x = tf.tensor4d(images, [n, 28, 28, 1]);
@@ -31,7 +38,14 @@ export function fgsm(model: tf.LayersModel, images: Float32Array, labels: ArrayL
   });
 }
 
-export function bim(model: tf.LayersModel, images: Float32Array, labels: ArrayLike<number>, eps: number, alpha: number, steps: number): Float32Array {
+export function bim(
+  model: tf.LayersModel,
+  images: Float32Array,
+  labels: ArrayLike<number>,
+  eps: number,
+  alpha: number,
+  steps: number,
+): Float32Array {
   const n = labels.length;
   const grad = lossGrad(model);
   const x0 = tf.tensor4d(images, [n, 28, 28, 1]);

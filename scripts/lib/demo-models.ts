@@ -32,8 +32,16 @@ const FLOAT = 1; // TensorProto.DataType.FLOAT
 export function buildMlp(seed = 11, head: 'softmax' | 'linear' = 'softmax'): tf.Sequential {
   const m = tf.sequential({ name: 'mnist_mlp' });
   m.add(tf.layers.flatten({ inputShape: [28, 28, 1] }));
-  m.add(tf.layers.dense({ units: 128, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed }) }));
-  m.add(tf.layers.dense({ units: 10, activation: head, kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }));
+  m.add(
+    tf.layers.dense({ units: 128, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
+  );
+  m.add(
+    tf.layers.dense({
+      units: 10,
+      activation: head,
+      kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }),
+    }),
+  );
   return m;
 }
 
@@ -43,11 +51,42 @@ export function buildMlp(seed = 11, head: 'softmax' | 'linear' = 'softmax'): tf.
  */
 export function buildCnn(seed = 21, head: 'softmax' | 'linear' = 'softmax'): tf.Sequential {
   const m = tf.sequential({ name: 'mnist_cnn' });
-  m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 8, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: tf.initializers.heNormal({ seed }) }));
-  m.add(tf.layers.conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'valid', activation: 'relu', kernelInitializer: tf.initializers.heNormal({ seed: seed + 1 }) }));
+  m.add(
+    tf.layers.conv2d({
+      inputShape: [28, 28, 1],
+      filters: 8,
+      kernelSize: 3,
+      strides: 2,
+      padding: 'valid',
+      activation: 'relu',
+      kernelInitializer: tf.initializers.heNormal({ seed }),
+    }),
+  );
+  m.add(
+    tf.layers.conv2d({
+      filters: 16,
+      kernelSize: 3,
+      strides: 2,
+      padding: 'valid',
+      activation: 'relu',
+      kernelInitializer: tf.initializers.heNormal({ seed: seed + 1 }),
+    }),
+  );
   m.add(tf.layers.flatten());
-  m.add(tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 2 }) }));
-  m.add(tf.layers.dense({ units: 10, activation: head, kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 3 }) }));
+  m.add(
+    tf.layers.dense({
+      units: 64,
+      activation: 'relu',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 2 }),
+    }),
+  );
+  m.add(
+    tf.layers.dense({
+      units: 10,
+      activation: head,
+      kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 3 }),
+    }),
+  );
   return m;
 }
 
@@ -80,26 +119,34 @@ function valueInfo(name: string, dims: number[]): onnxProto.onnx.IValueInfoProto
 /** Transpose a TF.js conv kernel [kH,kW,C,M] into ONNX [M,C,kH,kW]. */
 function convKernelToOnnx(k: Float32Array, kh: number, kw: number, c: number, m: number): Float32Array {
   const out = new Float32Array(k.length);
-  for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) for (let ci = 0; ci < c; ci++) for (let mi = 0; mi < m; mi++) {
-    out[((mi * c + ci) * kh + y) * kw + x] = k[((y * kw + x) * c + ci) * m + mi] as number;
-  }
+  for (let y = 0; y < kh; y++)
+    for (let x = 0; x < kw; x++)
+      for (let ci = 0; ci < c; ci++)
+        for (let mi = 0; mi < m; mi++) {
+          out[((mi * c + ci) * kh + y) * kw + x] = k[((y * kw + x) * c + ci) * m + mi] as number;
+        }
   return out;
 }
 
 function convKernelFromOnnx(w: Float32Array, kh: number, kw: number, c: number, m: number): Float32Array {
   const out = new Float32Array(w.length);
-  for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) for (let ci = 0; ci < c; ci++) for (let mi = 0; mi < m; mi++) {
-    out[((y * kw + x) * c + ci) * m + mi] = w[((mi * c + ci) * kh + y) * kw + x] as number;
-  }
+  for (let y = 0; y < kh; y++)
+    for (let x = 0; x < kw; x++)
+      for (let ci = 0; ci < c; ci++)
+        for (let mi = 0; mi < m; mi++) {
+          out[((y * kw + x) * c + ci) * m + mi] = w[((mi * c + ci) * kh + y) * kw + x] as number;
+        }
   return out;
 }
 
 /** Row permutation for a dense layer after flatten of an [H,W,C] map: ONNX row -> TF.js row. */
 function flattenRowMap(h: number, w: number, c: number): Int32Array {
   const map = new Int32Array(h * w * c);
-  for (let ci = 0; ci < c; ci++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-    map[(ci * h + y) * w + x] = (y * w + x) * c + ci;
-  }
+  for (let ci = 0; ci < c; ci++)
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        map[(ci * h + y) * w + x] = (y * w + x) * c + ci;
+      }
   return map;
 }
 
@@ -150,7 +197,8 @@ function plan(model: tf.Sequential): LayerPlan[] {
       if (!kernel) throw new Error('dense layer without kernel');
       const [k, n] = kernel.shape as [number, number];
       const p: LayerPlan = { index, layer, kind: 'dense', dims: [k, n], activation: cfg.activation ?? 'linear' };
-      if (flattenedFrom) p.rowMap = flattenRowMap(flattenedFrom[0] as number, flattenedFrom[1] as number, flattenedFrom[2] as number);
+      if (flattenedFrom)
+        p.rowMap = flattenRowMap(flattenedFrom[0] as number, flattenedFrom[1] as number, flattenedFrom[2] as number);
       flattenedFrom = undefined;
       plans.push(p);
       shape = [n];
@@ -171,7 +219,13 @@ export function exportOnnx(model: tf.Sequential, arch: DemoArch, doc: string): U
     const isLast = i === plans.length - 1;
     const out = `t${p.index}`;
     if (p.kind === 'flatten') {
-      nodes.push({ opType: 'Flatten', input: [cur], output: [out], name: `flatten${p.index}`, attribute: [{ name: 'axis', type: 2, i: 1 }] });
+      nodes.push({
+        opType: 'Flatten',
+        input: [cur],
+        output: [out],
+        name: `flatten${p.index}`,
+        attribute: [{ name: 'axis', type: 2, i: 1 }],
+      });
       cur = out;
       return;
     }
@@ -184,7 +238,10 @@ export function exportOnnx(model: tf.Sequential, arch: DemoArch, doc: string): U
       inits.push(floatTensor(`l${p.index}_W`, [m, c, kh, kw], convKernelToOnnx(kData, kh, kw, c, m)));
       inits.push(floatTensor(`l${p.index}_B`, [m], bData));
       nodes.push({
-        opType: 'Conv', input: [cur, `l${p.index}_W`, `l${p.index}_B`], output: [out], name: `conv${p.index}`,
+        opType: 'Conv',
+        input: [cur, `l${p.index}_W`, `l${p.index}_B`],
+        output: [out],
+        name: `conv${p.index}`,
         attribute: [
           { name: 'kernel_shape', type: 7, ints: [kh, kw] },
           { name: 'strides', type: 7, ints: [sh, sw] },
@@ -196,7 +253,12 @@ export function exportOnnx(model: tf.Sequential, arch: DemoArch, doc: string): U
       const w = p.rowMap ? permuteRows(kData, k, n, p.rowMap, true) : kData;
       inits.push(floatTensor(`l${p.index}_W`, [k, n], w));
       inits.push(floatTensor(`l${p.index}_B`, [n], bData));
-      nodes.push({ opType: 'Gemm', input: [cur, `l${p.index}_W`, `l${p.index}_B`], output: [out], name: `gemm${p.index}` });
+      nodes.push({
+        opType: 'Gemm',
+        input: [cur, `l${p.index}_W`, `l${p.index}_B`],
+        output: [out],
+        name: `gemm${p.index}`,
+      });
     }
     cur = out;
     if (p.activation === 'relu') {
@@ -204,7 +266,13 @@ export function exportOnnx(model: tf.Sequential, arch: DemoArch, doc: string): U
       cur = `${out}_relu`;
     } else if (p.activation === 'softmax') {
       if (!isLast) throw new Error('softmax is only exported as the last node');
-      nodes.push({ opType: 'Softmax', input: [cur], output: [ONNX_OUTPUT], name: 'softmax', attribute: [{ name: 'axis', type: 2, i: -1 }] });
+      nodes.push({
+        opType: 'Softmax',
+        input: [cur],
+        output: [ONNX_OUTPUT],
+        name: 'softmax',
+        attribute: [{ name: 'axis', type: 2, i: -1 }],
+      });
       cur = ONNX_OUTPUT;
     } else if (p.activation !== 'linear') {
       throw new Error(`activation ${p.activation} is not exported`);
@@ -241,7 +309,10 @@ function initializerData(t: onnxProto.onnx.ITensorProto): Float32Array {
  * With `head: 'linear'` the model outputs logits: a saturated softmax has float32 gradients of
  * exactly zero, which would make gradient attacks fail for the wrong reason.
  */
-export function loadTfFromOnnx(bytes: Uint8Array, head: 'softmax' | 'linear' = 'softmax'): { model: tf.Sequential; arch: DemoArch } {
+export function loadTfFromOnnx(
+  bytes: Uint8Array,
+  head: 'softmax' | 'linear' = 'softmax',
+): { model: tf.Sequential; arch: DemoArch } {
   const proto = onnx.ModelProto.decode(bytes);
   const arch = proto.metadataProps.find((p) => p.key === 'edgeguard.arch')?.value;
   if (arch !== 'mlp' && arch !== 'cnn') throw new Error('not an edgeguard demo model (no edgeguard.arch metadata)');

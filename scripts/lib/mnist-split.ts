@@ -94,7 +94,10 @@ export function shuffleInPlace<T>(items: T[], rand: () => number): T[] {
 export function mnistSplit(count = loadMnist().count): MnistSplit {
   const need = SPLIT_SIZES.train + SPLIT_SIZES.calibration + SPLIT_SIZES.evaluation;
   if (count < need) throw new Error(`the mnist package has ${count} digits; the split needs ${need}`);
-  const order = shuffleInPlace(Array.from({ length: count }, (_, i) => i), mulberry32(SPLIT_SEED));
+  const order = shuffleInPlace(
+    Array.from({ length: count }, (_, i) => i),
+    mulberry32(SPLIT_SEED),
+  );
   const a = SPLIT_SIZES.train;
   const b = a + SPLIT_SIZES.calibration;
   return {

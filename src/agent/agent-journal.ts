@@ -19,7 +19,15 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EdgeguardError } from '../errors/index.ts';
-import { Journal, forwardJournal, journalSignerFromKey, parseAuditEvent, type AuditEvent, type ForwardResult, type JournalTransport } from '../audit/index.ts';
+import {
+  Journal,
+  forwardJournal,
+  journalSignerFromKey,
+  parseAuditEvent,
+  type AuditEvent,
+  type ForwardResult,
+  type JournalTransport,
+} from '../audit/index.ts';
 import { backoffDelay } from './renewal.ts';
 
 type Details<T extends AuditEvent['type']> = Extract<AuditEvent, { type: T }>['details'];
@@ -81,7 +89,11 @@ export class AgentJournal {
       return new AgentJournal(await Journal.open(o.path, journalSignerFromKey(o.privateKey), o.publicKey), o);
     } catch (e) {
       if (e instanceof EdgeguardError && e.code === 'EG_TAMPERED') {
-        throw new EdgeguardError('EG_TAMPERED', `${e.message} The agent refuses to continue a journal it cannot verify with the device key. If the device key changed (a new enrollment), move the old journal away (keep it as evidence: \`edgeguard audit journal\` checks it with the old key).`, { cause: e, details: e.details });
+        throw new EdgeguardError(
+          'EG_TAMPERED',
+          `${e.message} The agent refuses to continue a journal it cannot verify with the device key. If the device key changed (a new enrollment), move the old journal away (keep it as evidence: \`edgeguard audit journal\` checks it with the old key).`,
+          { cause: e, details: e.details },
+        );
       }
       throw e;
     }
@@ -92,11 +104,23 @@ export class AgentJournal {
   }
 
   /** Record one event (actor: this device). Never throws, never waits. */
-  record<T extends AuditEvent['type']>(type: T, outcome: AuditEvent['outcome'], details: Details<T>, subject?: string): void {
+  record<T extends AuditEvent['type']>(
+    type: T,
+    outcome: AuditEvent['outcome'],
+    details: Details<T>,
+    subject?: string,
+  ): void {
     if (this.closed) return;
     let event: AuditEvent;
     try {
-      event = parseAuditEvent({ type, time: new Date().toISOString(), actor: { kind: 'device', id: this.o.deviceId }, subject: subject ?? this.o.deviceId, outcome, details });
+      event = parseAuditEvent({
+        type,
+        time: new Date().toISOString(),
+        actor: { kind: 'device', id: this.o.deviceId },
+        subject: subject ?? this.o.deviceId,
+        outcome,
+        details,
+      });
     } catch (e) {
       this.o.log?.error({ err: e, type }, 'an agent audit event does not match the event schema; not journaled');
       return;
@@ -104,7 +128,11 @@ export class AgentJournal {
     if (this.pending.length >= this.o.maxPending) {
       this.dropped += 1;
       this.o.events?.dropped?.(1);
-      if (this.dropped === 1 || this.dropped % 1000 === 0) this.o.log?.error({ dropped: this.dropped, type }, 'the audit journal cannot keep up; events are being dropped');
+      if (this.dropped === 1 || this.dropped % 1000 === 0)
+        this.o.log?.error(
+          { dropped: this.dropped, type },
+          'the audit journal cannot keep up; events are being dropped',
+        );
       return;
     }
     this.pending.push(event);
@@ -145,11 +173,18 @@ export class AgentJournal {
     if (!transport) return Promise.resolve(undefined);
     this.forwarding ??= (async () => {
       await this.flush();
-      const r = await forwardJournal(this.journal, transport, { batch: this.o.batch, maxBytes: this.o.maxBytesPerRound ?? 1024 * 1024 });
+      const r = await forwardJournal(this.journal, transport, {
+        batch: this.o.batch,
+        maxBytes: this.o.maxBytesPerRound ?? 1024 * 1024,
+      });
       this.forwardedSeq = r.serverSeq;
-      if (r.gaps.length > 0) this.o.log?.error({ gaps: r.gaps.slice(0, 5) }, 'the control plane reports gaps in this device journal');
+      if (r.gaps.length > 0)
+        this.o.log?.error({ gaps: r.gaps.slice(0, 5) }, 'the control plane reports gaps in this device journal');
       if (r.serverSeq > this.journal.lastSeq) {
-        this.o.log?.warn({ serverSeq: r.serverSeq, localSeq: this.journal.lastSeq }, 'the control plane holds journal entries beyond this journal (was the journal replaced?); new entries continue the local chain');
+        this.o.log?.warn(
+          { serverSeq: r.serverSeq, localSeq: this.journal.lastSeq },
+          'the control plane holds journal entries beyond this journal (was the journal replaced?); new entries continue the local chain',
+        );
       }
       return r;
     })().finally(() => {
@@ -182,12 +217,26 @@ export class AgentJournal {
       // A backlog larger than one round: continue soon, yielding to inference in between.
       this.schedule(r && r.serverSeq < this.journal.lastSeq && r.sent > 0 ? 10 : this.o.intervalMs);
     } catch (e) {
-      const err = e instanceof EdgeguardError ? e : new EdgeguardError('EG_SERVER', `forwarding the audit journal failed (${(e as Error).message}).`, { cause: e });
+      const err =
+        e instanceof EdgeguardError
+          ? e
+          : new EdgeguardError('EG_SERVER', `forwarding the audit journal failed (${(e as Error).message}).`, {
+              cause: e,
+            });
       this.failures += 1;
       this.lastForward = { at: new Date().toISOString(), ok: false, error: err.message };
       this.o.events?.forwardFailed?.(err);
-      const delay = backoffDelay(this.failures, this.o.intervalMs, Math.max(this.o.intervalMs, this.o.backoffMaxMs), (this.o.random ?? Math.random)());
-      if (this.lastError !== err.message) this.o.log?.warn({ code: err.code, waiting: Math.max(0, this.journal.lastSeq - (this.forwardedSeq ?? -1)), retryInMs: delay }, `could not forward the audit journal; entries wait on disk: ${err.message}`);
+      const delay = backoffDelay(
+        this.failures,
+        this.o.intervalMs,
+        Math.max(this.o.intervalMs, this.o.backoffMaxMs),
+        (this.o.random ?? Math.random)(),
+      );
+      if (this.lastError !== err.message)
+        this.o.log?.warn(
+          { code: err.code, waiting: Math.max(0, this.journal.lastSeq - (this.forwardedSeq ?? -1)), retryInMs: delay },
+          `could not forward the audit journal; entries wait on disk: ${err.message}`,
+        );
       this.lastError = err.message;
       this.schedule(delay);
     }
@@ -222,7 +271,10 @@ export class AgentJournal {
     this.closed = true;
     if (this.o.transport && forwardTimeoutMs > 0 && this.failures === 0) {
       let t: NodeJS.Timeout | undefined;
-      await Promise.race([this.forward().catch(() => undefined), new Promise((r) => (t = setTimeout(r, forwardTimeoutMs)))]);
+      await Promise.race([
+        this.forward().catch(() => undefined),
+        new Promise((r) => (t = setTimeout(r, forwardTimeoutMs))),
+      ]);
       clearTimeout(t);
     } else {
       await this.forwarding?.catch(() => undefined);

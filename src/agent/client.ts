@@ -40,7 +40,8 @@ export class FleetClient {
     } catch (e) {
       throw new EdgeguardError('EG_USAGE', `"${opts.server}" is not a URL; use https://HOST:PORT.`, { cause: e });
     }
-    if (base.protocol !== 'https:') throw new EdgeguardError('EG_USAGE', `the control plane is reached over https only, not ${base.protocol}.`);
+    if (base.protocol !== 'https:')
+      throw new EdgeguardError('EG_USAGE', `the control plane is reached over https only, not ${base.protocol}.`);
     this.base = base;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxSockets = opts.maxSockets ?? 16;
@@ -78,7 +79,12 @@ export class FleetClient {
   }
 
   /** Raw request: returns status and parsed JSON (or Buffer for non-JSON), never throws on HTTP status. */
-  async send<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<FleetResponse<T>> {
+  async send<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<FleetResponse<T>> {
     const url = new URL(path, this.base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
@@ -87,7 +93,11 @@ export class FleetClient {
         {
           method,
           agent: this.agent,
-          headers: { accept: 'application/json', ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers },
+          headers: {
+            accept: 'application/json',
+            ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+            ...headers,
+          },
           timeout: this.timeoutMs,
         },
         (res) => {
@@ -111,7 +121,11 @@ export class FleetClient {
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new EdgeguardError('EG_TLS', `the server at ${this.base.origin} did not answer within ${this.timeoutMs} ms.`)));
+      req.on('timeout', () =>
+        req.destroy(
+          new EdgeguardError('EG_TLS', `the server at ${this.base.origin} did not answer within ${this.timeoutMs} ms.`),
+        ),
+      );
       req.on('error', (e) => reject(connectionError(e, this.base)));
       if (payload) req.write(payload);
       req.end();
@@ -119,7 +133,12 @@ export class FleetClient {
   }
 
   /** Request that must succeed (2xx); otherwise the server's error code and sentence are thrown. */
-  async call<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<FleetResponse<T>> {
+  async call<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<FleetResponse<T>> {
     const r = await this.send<T>(method, path, body, headers);
     if (r.status >= 200 && r.status < 300) return r;
     throw serverError(r);
@@ -138,15 +157,26 @@ export class FleetClient {
 export function serverError(r: FleetResponse<unknown>): EdgeguardError {
   const err = (r.body as { error?: { code?: string; message?: string } } | undefined)?.error;
   const code = err?.code && err.code in ERROR_EXIT_CODES ? (err.code as ErrorCode) : 'EG_SERVER';
-  return new EdgeguardError(code, err?.message ?? `the server answered HTTP ${r.status}.`, { details: { status: r.status } });
+  return new EdgeguardError(code, err?.message ?? `the server answered HTTP ${r.status}.`, {
+    details: { status: r.status },
+  });
 }
 
 function connectionError(e: unknown, base: URL): EdgeguardError {
   if (e instanceof EdgeguardError) return e;
   const code = (e as NodeJS.ErrnoException).code ?? '';
-  if (code === 'ECONNREFUSED') return new EdgeguardError('EG_SERVER', `nothing listens at ${base.origin}; is \`edgeguard server\` running?`, { cause: e });
+  if (code === 'ECONNREFUSED')
+    return new EdgeguardError('EG_SERVER', `nothing listens at ${base.origin}; is \`edgeguard server\` running?`, {
+      cause: e,
+    });
   if (/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|HOSTNAME/i.test(code) || /certificate/i.test((e as Error).message ?? '')) {
-    return new EdgeguardError('EG_TLS', `the server at ${base.origin} did not present a certificate from the pinned fleet CA (${code || (e as Error).message}); check --ca and --server.`, { cause: e });
+    return new EdgeguardError(
+      'EG_TLS',
+      `the server at ${base.origin} did not present a certificate from the pinned fleet CA (${code || (e as Error).message}); check --ca and --server.`,
+      { cause: e },
+    );
   }
-  return new EdgeguardError('EG_SERVER', `could not reach ${base.origin} (${code || (e as Error).message}).`, { cause: e });
+  return new EdgeguardError('EG_SERVER', `could not reach ${base.origin} (${code || (e as Error).message}).`, {
+    cause: e,
+  });
 }

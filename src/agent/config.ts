@@ -41,7 +41,12 @@ export const agentConfigSchema = z
     limits: z
       .object({
         /** Largest request body accepted (bytes); larger ones get 413. */
-        bodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        bodyBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
         /** Requests to /v1/infer processed at once; more get 429 at once (no queue). */
         concurrency: z.number().int().min(1).max(1024).default(4),
         /** Time to receive a whole request (headers and body), ms. */
@@ -61,10 +66,7 @@ export const agentConfigSchema = z
         publicKeys: z.array(path).min(1).max(32),
       })
       .strict(),
-    contentKey: z.union([
-      z.object({ file: path }).strict(),
-      z.object({ wrapped: path, device: path }).strict(),
-    ]),
+    contentKey: z.union([z.object({ file: path }).strict(), z.object({ wrapped: path, device: path }).strict()]),
     models: z
       .object({
         primary: path,
@@ -81,12 +83,21 @@ export const agentConfigSchema = z
         /** The operators' review public key (X25519 SPKI PEM from `edgeguard review keygen`). */
         publicKey: path.optional(),
         /** Which verdicts send the input to review. */
-        verdicts: z.array(z.enum(['flag', 'reject'])).min(1).max(2).default(['flag']),
+        verdicts: z
+          .array(z.enum(['flag', 'reject']))
+          .min(1)
+          .max(2)
+          .default(['flag']),
         spool: z
           .object({
             dir: path.default('review-spool'),
             maxItems: z.number().int().min(1).max(1_000_000).default(1000),
-            maxBytes: z.number().int().min(4096).max(64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+            maxBytes: z
+              .number()
+              .int()
+              .min(4096)
+              .max(64 * 1024 * 1024 * 1024)
+              .default(64 * 1024 * 1024),
           })
           .strict()
           .prefault({}),
@@ -120,10 +131,20 @@ export const agentConfigSchema = z
       .object({
         enabled: z.boolean().default(true),
         /** The longest single wait between checks: a long sleep or a clock change is caught within this. */
-        maxSleepMs: z.number().int().min(100).max(24 * 3_600_000).default(3_600_000),
+        maxSleepMs: z
+          .number()
+          .int()
+          .min(100)
+          .max(24 * 3_600_000)
+          .default(3_600_000),
         /** Retry after a failed renewal: exponential backoff from backoffInitialMs up to backoffMaxMs. */
         backoffInitialMs: z.number().int().min(10).max(3_600_000).default(10_000),
-        backoffMaxMs: z.number().int().min(10).max(24 * 3_600_000).default(3_600_000),
+        backoffMaxMs: z
+          .number()
+          .int()
+          .min(10)
+          .max(24 * 3_600_000)
+          .default(3_600_000),
       })
       .strict()
       .prefault({}),
@@ -136,7 +157,12 @@ export const agentConfigSchema = z
         path: path.optional(),
         forwardIntervalMs: z.number().int().min(50).max(3_600_000).default(10_000),
         /** While the control plane is unreachable, retries back off exponentially up to this. */
-        backoffMaxMs: z.number().int().min(50).max(24 * 3_600_000).default(300_000),
+        backoffMaxMs: z
+          .number()
+          .int()
+          .min(50)
+          .max(24 * 3_600_000)
+          .default(300_000),
         /** Records per POST (the server takes at most 1000). */
         batch: z.number().int().min(1).max(1000).default(500),
         /** Events waiting for the disk; beyond this new events are dropped (counted, logged). */
@@ -144,8 +170,14 @@ export const agentConfigSchema = z
       })
       .strict()
       .prefault({}),
-    metrics: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
-    openapi: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
+    metrics: z
+      .object({ enabled: z.boolean().default(true) })
+      .strict()
+      .prefault({}),
+    openapi: z
+      .object({ enabled: z.boolean().default(true) })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -154,10 +186,20 @@ export const agentConfigSchema = z
   .strict()
   .superRefine((c, ctx) => {
     if (c.journal.enabled === true && !c.upload) {
-      ctx.addIssue({ code: 'custom', path: ['journal', 'enabled'], message: 'the journal is signed with the device certificate key, so it needs upload (an enrolled device or its certificate and key)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['journal', 'enabled'],
+        message:
+          'the journal is signed with the device certificate key, so it needs upload (an enrolled device or its certificate and key)',
+      });
     }
     if (c.review.enabled && !c.review.publicKey) {
-      ctx.addIssue({ code: 'custom', path: ['review', 'publicKey'], message: 'review is enabled but has no publicKey (make one with `edgeguard review keygen`, or set review.enabled: false)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['review', 'publicKey'],
+        message:
+          'review is enabled but has no publicKey (make one with `edgeguard review keygen`, or set review.enabled: false)',
+      });
     }
   });
 
@@ -173,12 +215,33 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
     ...c,
     listen: { ...c.listen, ...(c.listen.socket ? { socket: r(c.listen.socket) } : {}) },
     trust: { publicKeys: c.trust.publicKeys.map(r) },
-    contentKey: 'file' in c.contentKey ? { file: r(c.contentKey.file) } : { wrapped: r(c.contentKey.wrapped), device: r(c.contentKey.device) },
+    contentKey:
+      'file' in c.contentKey
+        ? { file: r(c.contentKey.file) }
+        : { wrapped: r(c.contentKey.wrapped), device: r(c.contentKey.device) },
     models: { primary: r(c.models.primary), ensemble: rOpt(c.models.ensemble), fallback: rOpt(c.models.fallback) },
     guard,
-    review: { ...c.review, publicKey: rOpt(c.review.publicKey), spool: { ...c.review.spool, dir: r(c.review.spool.dir) } },
-    journal: { ...c.journal, ...(c.journal.path ? { path: r(c.journal.path) } : c.upload && 'device' in c.upload ? { path: r(join(c.upload.device, 'fleet', 'audit.journal')) } : { path: r('audit.journal') }) },
-    ...(c.upload ? { upload: 'device' in c.upload ? { ...c.upload, device: r(c.upload.device) } : { ...c.upload, ca: r(c.upload.ca), cert: r(c.upload.cert), key: r(c.upload.key) } } : {}),
+    review: {
+      ...c.review,
+      publicKey: rOpt(c.review.publicKey),
+      spool: { ...c.review.spool, dir: r(c.review.spool.dir) },
+    },
+    journal: {
+      ...c.journal,
+      ...(c.journal.path
+        ? { path: r(c.journal.path) }
+        : c.upload && 'device' in c.upload
+          ? { path: r(join(c.upload.device, 'fleet', 'audit.journal')) }
+          : { path: r('audit.journal') }),
+    },
+    ...(c.upload
+      ? {
+          upload:
+            'device' in c.upload
+              ? { ...c.upload, device: r(c.upload.device) }
+              : { ...c.upload, ca: r(c.upload.ca), cert: r(c.upload.cert), key: r(c.upload.key) },
+        }
+      : {}),
   };
 }
 
@@ -186,7 +249,10 @@ export function agentConfig(value: unknown, baseDir: string, where = 'the agent 
   const parsed = agentConfigSchema.safeParse(value ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new EdgeguardError('EG_CONFIG', `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`);
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
+    );
   }
   return resolvePaths(parsed.data, baseDir);
 }
@@ -196,7 +262,9 @@ export function parseAgentConfigYaml(text: string, baseDir: string, where = 'the
   try {
     value = parseYaml(text, { maxAliasCount: 16 });
   } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, {
+      cause: e,
+    });
   }
   return agentConfig(value, baseDir, where);
 }

@@ -26,7 +26,10 @@ const TlsKeyFile = z.strictObject({
   version: z.literal(1),
   wrappedKey: z.string().max(4096),
   iv: z.string().regex(/^[A-Za-z0-9_-]{16}$/),
-  ciphertext: z.string().regex(/^[A-Za-z0-9_-]+$/).max(4096),
+  ciphertext: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .max(4096),
 });
 
 export type CryptoKeyPair = Awaited<ReturnType<typeof generateP256>>;
@@ -41,7 +44,13 @@ export async function createWrappedTlsKey(store: KeyStore, path: string): Promis
     const c = createCipheriv('aes-256-gcm', ck.bytes, iv);
     c.setAAD(AAD);
     const ct = Buffer.concat([c.update(pkcs8), c.final(), c.getAuthTag()]);
-    const file = { type: TLS_KEY_TYPE, version: 1, wrappedKey: encodeWrappedKeyFile(wrapContentKey(ck, store.bindingPublicKey)), iv: b64url(iv), ciphertext: b64url(ct) };
+    const file = {
+      type: TLS_KEY_TYPE,
+      version: 1,
+      wrappedKey: encodeWrappedKeyFile(wrapContentKey(ck, store.bindingPublicKey)),
+      iv: b64url(iv),
+      ciphertext: b64url(ct),
+    };
     await writeFile(path, JSON.stringify(file, null, 2) + '\n', { mode: 0o600, flag: 'wx' }).catch((e) => {
       throw fsError(e, path, 'write');
     });
@@ -64,7 +73,9 @@ export async function loadWrappedTlsKey(store: KeyStore, path: string): Promise<
   try {
     parsed = TlsKeyFile.parse(JSON.parse(text));
   } catch (e) {
-    throw new EdgeguardError('EG_KEY_FORMAT', `${path} is not a fleet TLS key file; re-enroll the device.`, { cause: e });
+    throw new EdgeguardError('EG_KEY_FORMAT', `${path} is not a fleet TLS key file; re-enroll the device.`, {
+      cause: e,
+    });
   }
   const ck = await store.unwrapContentKey(parsed.wrappedKey);
   try {
@@ -77,9 +88,16 @@ export async function loadWrappedTlsKey(store: KeyStore, path: string): Promise<
     try {
       der = Buffer.concat([d.update(ct.subarray(0, ct.length - 16)), d.final()]);
     } catch (e) {
-      throw new EdgeguardError('EG_TAMPERED', `${path} does not decrypt: it was altered or belongs to another device.`, { cause: e });
+      throw new EdgeguardError(
+        'EG_TAMPERED',
+        `${path} does not decrypt: it was altered or belongs to another device.`,
+        { cause: e },
+      );
     }
-    const pem = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ type: 'pkcs8', format: 'pem' }) as string;
+    const pem = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({
+      type: 'pkcs8',
+      format: 'pem',
+    }) as string;
     der.fill(0);
     return pem;
   } finally {

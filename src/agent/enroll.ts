@@ -21,7 +21,13 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { DEVICE_FILES, openDeviceKeyStore, parseCertifyEvidence, readDeviceFile, type KeyStore } from '../keystore/index.ts';
+import {
+  DEVICE_FILES,
+  openDeviceKeyStore,
+  parseCertifyEvidence,
+  readDeviceFile,
+  type KeyStore,
+} from '../keystore/index.ts';
 import { TpmClient } from '../tpm/index.ts';
 import { protocol } from '../attest/index.ts';
 import { renewalDue, x509 } from '../pki/index.ts';
@@ -100,14 +106,19 @@ function b64file(buf: Buffer): string {
 /** Check what the server returned: our key, issued under the pinned root. */
 async function checkIssued(chainPem: string, keyPem: string, caPem: string): Promise<x509.X509Certificate> {
   const blocks = chainPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length < 2) throw new EdgeguardError('EG_PKI', 'the server returned a certificate without its issuing CA.');
+  if (blocks.length < 2)
+    throw new EdgeguardError('EG_PKI', 'the server returned a certificate without its issuing CA.');
   const leaf = new x509.X509Certificate(blocks[0]!);
   const issuing = new x509.X509Certificate(blocks[1]!);
   const root = new x509.X509Certificate(caPem);
   const ourSpki = createPublicKey(keyPem).export({ type: 'spki', format: 'der' });
-  if (!Buffer.from(leaf.publicKey.rawData).equals(ourSpki)) throw new EdgeguardError('EG_PKI', 'the server returned a certificate for another key; refusing it.');
-  const ok = (await leaf.verify({ publicKey: issuing.publicKey, signatureOnly: true })) && (await issuing.verify({ publicKey: root.publicKey, signatureOnly: true }));
-  if (!ok) throw new EdgeguardError('EG_PKI', 'the returned certificate does not chain to the pinned fleet CA; refusing it.');
+  if (!Buffer.from(leaf.publicKey.rawData).equals(ourSpki))
+    throw new EdgeguardError('EG_PKI', 'the server returned a certificate for another key; refusing it.');
+  const ok =
+    (await leaf.verify({ publicKey: issuing.publicKey, signatureOnly: true })) &&
+    (await issuing.verify({ publicKey: root.publicKey, signatureOnly: true }));
+  if (!ok)
+    throw new EdgeguardError('EG_PKI', 'the returned certificate does not chain to the pinned fleet CA; refusing it.');
   return leaf;
 }
 
@@ -122,7 +133,10 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
   const keyPath = join(fleetDir, FLEET_FILES.tlsKey);
   const certPath = join(fleetDir, FLEET_FILES.certificate);
   if (existsSync(certPath)) {
-    throw new EdgeguardError('EG_EXISTS', `${dir} is already enrolled (${certPath}); the agent renews its certificate by itself. Remove ${fleetDir} to enroll again.`);
+    throw new EdgeguardError(
+      'EG_EXISTS',
+      `${dir} is already enrolled (${certPath}); the agent renews its certificate by itself. Remove ${fleetDir} to enroll again.`,
+    );
   }
   new x509.X509Certificate(opts.caPem); // a PEM certificate, or throw now
   const client = new FleetClient({ server: opts.server, ca: opts.caPem });
@@ -149,12 +163,25 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
           attributes: [new x509.ChallengePasswordAttribute(nonce)],
         });
         progress('software key store: enrolling as a software-bound device');
-        const body: protocol.SoftwareEnrollStart = { keyProvider: 'software', nonce, csr: csr.toString('pem'), ...(opts.label ? { label: opts.label } : {}) };
+        const body: protocol.SoftwareEnrollStart = {
+          keyProvider: 'software',
+          nonce,
+          csr: csr.toString('pem'),
+          ...(opts.label ? { label: opts.label } : {}),
+        };
         finished = (await client.call<protocol.EnrollFinished>('POST', '/v1/enroll/start', body)).body;
       } else {
         finished = await tpmExchange(client, dir, store, keys, nonce, opts, progress);
       }
-      state = { type: 'edgeguard-enrollment', version: 1, server: opts.server, deviceId: finished.deviceId, keyProvider: finished.keyProvider, pollToken: finished.pollToken, status: finished.status };
+      state = {
+        type: 'edgeguard-enrollment',
+        version: 1,
+        server: opts.server,
+        deviceId: finished.deviceId,
+        keyProvider: finished.keyProvider,
+        pollToken: finished.pollToken,
+        status: finished.status,
+      };
       await writeAtomic(statePath, JSON.stringify(state, null, 2) + '\n', 0o600);
       await writeAtomic(join(fleetDir, FLEET_FILES.ca), opts.caPem);
       progress(`enrolled as ${finished.deviceId} (${finished.status})`);
@@ -173,7 +200,13 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
     } finally {
       mtls.close();
     }
-    return { deviceId: state.deviceId, keyProvider: state.keyProvider, certificatePath: certPath, notAfter: leaf.notAfter.toISOString(), resumed };
+    return {
+      deviceId: state.deviceId,
+      keyProvider: state.keyProvider,
+      certificatePath: certPath,
+      notAfter: leaf.notAfter.toISOString(),
+      resumed,
+    };
   } finally {
     client.close();
   }
@@ -189,7 +222,11 @@ async function tpmExchange(
   progress: (m: string) => void,
 ): Promise<protocol.EnrollFinished> {
   const evidence = parseCertifyEvidence(await readText(join(dir, DEVICE_FILES.certify), 'the certify evidence'));
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=edgeguard-device', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: 'CN=edgeguard-device',
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
   const body: protocol.TpmEnrollStart = {
     keyProvider: 'tpm',
     nonce,
@@ -205,10 +242,17 @@ async function tpmExchange(
   progress('sending TPM evidence (EK, AK, binding key certification)');
   const challenge = (await client.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', body)).body;
   const tcti = store.posture.tpm?.tcti;
-  if (!tcti) throw new EdgeguardError('EG_TPM_UNAVAILABLE', 'the device has no TPM TCTI; was it initialised with --tpm?');
+  if (!tcti)
+    throw new EdgeguardError('EG_TPM_UNAVAILABLE', 'the device has no TPM TCTI; was it initialised with --tpm?');
   progress('answering the credential challenge with TPM2_ActivateCredential');
-  const ak = { public: await readFile(join(dir, DEVICE_FILES.akTpmPublic)), private: await readFile(join(dir, DEVICE_FILES.akTpmPrivate)) };
-  const credential = await new TpmClient({ tcti }).activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'));
+  const ak = {
+    public: await readFile(join(dir, DEVICE_FILES.akTpmPublic)),
+    private: await readFile(join(dir, DEVICE_FILES.akTpmPrivate)),
+  };
+  const credential = await new TpmClient({ tcti }).activateCredential(
+    ak,
+    Buffer.from(challenge.credentialBlob, 'base64'),
+  );
   try {
     const finish: protocol.EnrollFinish = { challengeId: challenge.challengeId, credential: b64file(credential) };
     return (await client.call<protocol.EnrollFinished>('POST', '/v1/enroll/finish', finish)).body;
@@ -217,14 +261,24 @@ async function tpmExchange(
   }
 }
 
-async function pollForCertificate(client: FleetClient, state: EnrollmentState, p: PollOptions, progress: (m: string) => void): Promise<protocol.CertificateResponse> {
+async function pollForCertificate(
+  client: FleetClient,
+  state: EnrollmentState,
+  p: PollOptions,
+  progress: (m: string) => void,
+): Promise<protocol.CertificateResponse> {
   const initial = p.initialMs ?? 1000;
   const max = p.maxMs ?? 30_000;
   const deadline = Date.now() + (p.timeoutMs ?? 10 * 60_000);
   let wait = initial;
   let announced = false;
   for (;;) {
-    const r = await client.send<protocol.CertificateResponse | { status: string }>('GET', `/v1/enroll/${state.deviceId}/certificate`, undefined, { 'x-edgeguard-poll-token': state.pollToken });
+    const r = await client.send<protocol.CertificateResponse | { status: string }>(
+      'GET',
+      `/v1/enroll/${state.deviceId}/certificate`,
+      undefined,
+      { 'x-edgeguard-poll-token': state.pollToken },
+    );
     if (r.status === 200) return protocol.CertificateResponse.parse(r.body);
     if (r.status === 429) {
       wait = Math.min(max, wait * 2);
@@ -236,7 +290,11 @@ async function pollForCertificate(client: FleetClient, state: EnrollmentState, p
       announced = true;
     }
     if (Date.now() + wait > deadline) {
-      throw new EdgeguardError('EG_ENROLL', `device ${state.deviceId} is still pending approval; run \`edgeguard agent enroll\` again to keep waiting.`, { details: { deviceId: state.deviceId } });
+      throw new EdgeguardError(
+        'EG_ENROLL',
+        `device ${state.deviceId} is still pending approval; run \`edgeguard agent enroll\` again to keep waiting.`,
+        { details: { deviceId: state.deviceId } },
+      );
     }
     // Backoff with jitter: many devices enrolling at once must not poll in lockstep.
     await sleep(wait * (0.8 + Math.random() * 0.4));
@@ -259,13 +317,26 @@ export async function loadDeviceCredential(deviceDir: string, opts: { tcti?: str
   const dir = resolve(deviceDir);
   const fleetDir = join(dir, FLEET_SUBDIR);
   const certPath = join(fleetDir, FLEET_FILES.certificate);
-  if (!existsSync(certPath)) throw new EdgeguardError('EG_NOT_FOUND', `${dir} is not enrolled yet; run \`edgeguard agent enroll --device ${deviceDir} ...\`.`);
-  const state = EnrollmentState.parse(JSON.parse(await readText(join(fleetDir, FLEET_FILES.state), 'the enrollment state')));
+  if (!existsSync(certPath))
+    throw new EdgeguardError(
+      'EG_NOT_FOUND',
+      `${dir} is not enrolled yet; run \`edgeguard agent enroll --device ${deviceDir} ...\`.`,
+    );
+  const state = EnrollmentState.parse(
+    JSON.parse(await readText(join(fleetDir, FLEET_FILES.state), 'the enrollment state')),
+  );
   const store = await openDeviceKeyStore(dir, opts.tcti ? { tcti: opts.tcti } : {});
   const certPem = await readText(certPath, 'the device certificate');
   const caPem = await readText(join(fleetDir, FLEET_FILES.ca), 'the fleet CA');
   const keyPem = await loadWrappedTlsKey(store, join(fleetDir, FLEET_FILES.tlsKey));
-  return { server: state.server, deviceId: state.deviceId, caPem, certPem, keyPem, certificate: new x509.X509Certificate(certPem) };
+  return {
+    server: state.server,
+    deviceId: state.deviceId,
+    caPem,
+    certPem,
+    keyPem,
+    certificate: new x509.X509Certificate(certPem),
+  };
 }
 
 /** An mTLS client for an enrolled device (fleet CA pinned). */
@@ -277,7 +348,10 @@ export function deviceClient(cred: DeviceCredential): FleetClient {
  * Renew the device certificate when two thirds of its lifetime have passed (same key: the
  * server refuses a renewal for another key). Returns whether it renewed.
  */
-export async function renewIfDue(deviceDir: string, opts: { tcti?: string; now?: Date; force?: boolean } = {}): Promise<{ renewed: boolean; notAfter: string }> {
+export async function renewIfDue(
+  deviceDir: string,
+  opts: { tcti?: string; now?: Date; force?: boolean } = {},
+): Promise<{ renewed: boolean; notAfter: string }> {
   const cred = await loadDeviceCredential(deviceDir, opts);
   if (!opts.force && !renewalDue(cred.certificate.notBefore, cred.certificate.notAfter, opts.now)) {
     return { renewed: false, notAfter: cred.certificate.notAfter.toISOString() };
@@ -296,13 +370,33 @@ export async function renewIfDue(deviceDir: string, opts: { tcti?: string; now?:
  * POST /v1/device/renew over `client` (mutual TLS with the current certificate): a CSR for the
  * same key; the answer must be for our key and chain to the pinned fleet CA.
  */
-export async function requestRenewal(client: FleetClient, cred: { deviceId: string; keyPem: string; caPem: string }): Promise<{ chainPem: string; certificate: x509.X509Certificate }> {
+export async function requestRenewal(
+  client: FleetClient,
+  cred: { deviceId: string; keyPem: string; caPem: string },
+): Promise<{ chainPem: string; certificate: x509.X509Certificate }> {
   const keys = {
-    privateKey: await globalThis.crypto.subtle.importKey('pkcs8', createPrivateKeyDer(cred.keyPem), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']),
-    publicKey: await globalThis.crypto.subtle.importKey('spki', createPublicKey(cred.keyPem).export({ type: 'spki', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']),
+    privateKey: await globalThis.crypto.subtle.importKey(
+      'pkcs8',
+      createPrivateKeyDer(cred.keyPem),
+      { name: 'ECDSA', namedCurve: 'P-256' },
+      false,
+      ['sign'],
+    ),
+    publicKey: await globalThis.crypto.subtle.importKey(
+      'spki',
+      createPublicKey(cred.keyPem).export({ type: 'spki', format: 'der' }),
+      { name: 'ECDSA', namedCurve: 'P-256' },
+      true,
+      ['verify'],
+    ),
   };
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cred.deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
-  const r = (await client.call<protocol.CertificateResponse>('POST', '/v1/device/renew', { csr: csr.toString('pem') })).body;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${cred.deviceId}`,
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  const r = (await client.call<protocol.CertificateResponse>('POST', '/v1/device/renew', { csr: csr.toString('pem') }))
+    .body;
   const certificate = await checkIssued(r.certificateChain, cred.keyPem, cred.caPem);
   return { chainPem: r.certificateChain, certificate };
 }

@@ -30,7 +30,11 @@ function leafOf(chainPem: string): x509.X509Certificate {
 
 function deviceIdOf(cert: x509.X509Certificate): string {
   const cn = cert.subjectName.getField('CN')[0];
-  if (!cn || !/^dev-[0-9a-f]{16}$/.test(cn)) throw new EdgeguardError('EG_PKI', `the certificate's subject (${cert.subject}) is not a fleet device certificate.`);
+  if (!cn || !/^dev-[0-9a-f]{16}$/.test(cn))
+    throw new EdgeguardError(
+      'EG_PKI',
+      `the certificate's subject (${cert.subject}) is not a fleet device certificate.`,
+    );
   return cn;
 }
 
@@ -54,7 +58,14 @@ export class AgentIdentity {
   static async fromConfig(upload: NonNullable<AgentConfig['upload']>): Promise<AgentIdentity> {
     if ('device' in upload) {
       const cred = await loadDeviceCredential(upload.device);
-      return new AgentIdentity(cred.server, cred.caPem, cred.keyPem, cred.certPem, cred.deviceId, join(resolve(upload.device), FLEET_SUBDIR, FLEET_FILES.certificate));
+      return new AgentIdentity(
+        cred.server,
+        cred.caPem,
+        cred.keyPem,
+        cred.certPem,
+        cred.deviceId,
+        join(resolve(upload.device), FLEET_SUBDIR, FLEET_FILES.certificate),
+      );
     }
     const read = async (p: string, what: string) => {
       try {
@@ -64,7 +75,14 @@ export class AgentIdentity {
       }
     };
     const certPem = await read(upload.cert, 'the device certificate');
-    return new AgentIdentity(upload.server, await read(upload.ca, 'the fleet CA'), await read(upload.key, 'the device key'), certPem, deviceIdOf(leafOf(certPem)), upload.cert);
+    return new AgentIdentity(
+      upload.server,
+      await read(upload.ca, 'the fleet CA'),
+      await read(upload.key, 'the device key'),
+      certPem,
+      deviceIdOf(leafOf(certPem)),
+      upload.cert,
+    );
   }
 
   get certPem(): string {
@@ -81,7 +99,13 @@ export class AgentIdentity {
 
   /** An mTLS client that follows renewals; closed with the identity. */
   client(timeoutMs = 15_000): FleetClient {
-    const c = new FleetClient({ server: this.server, ca: this.caPem, cert: this.cert.pem, key: this.keyPem, timeoutMs });
+    const c = new FleetClient({
+      server: this.server,
+      ca: this.caPem,
+      cert: this.cert.pem,
+      key: this.keyPem,
+      timeoutMs,
+    });
     this.clients.add(c);
     return c;
   }
@@ -202,11 +226,23 @@ export class CertificateRenewer {
       return 'not-due';
     }
     const previous = identity.serial;
-    const client = new FleetClient({ server: identity.server, ca: identity.caPem, cert: identity.certPem, key: identity.keyPem, timeoutMs: 15_000 });
+    const client = new FleetClient({
+      server: identity.server,
+      ca: identity.caPem,
+      cert: identity.certPem,
+      key: identity.keyPem,
+      timeoutMs: 15_000,
+    });
     try {
       const renewed = await requestRenewal(client, identity);
       // Try the new certificate on a device-only endpoint before storing and using it.
-      const probe = new FleetClient({ server: identity.server, ca: identity.caPem, cert: renewed.chainPem, key: identity.keyPem, timeoutMs: 15_000 });
+      const probe = new FleetClient({
+        server: identity.server,
+        ca: identity.caPem,
+        cert: renewed.chainPem,
+        key: identity.keyPem,
+        timeoutMs: 15_000,
+      });
       try {
         await probe.call('GET', '/v1/device/self');
       } finally {
@@ -216,22 +252,51 @@ export class CertificateRenewer {
       this.failures = 0;
       this.jitter = this.random();
       this.last = { result: 'renewed', at: new Date(this.now()).toISOString() };
-      this.o.log?.info({ deviceId: identity.deviceId, previousSerial: previous, serial: identity.serial, notAfter: renewed.certificate.notAfter.toISOString(), renewAt: new Date(this.renewAt).toISOString() }, 'device certificate renewed');
+      this.o.log?.info(
+        {
+          deviceId: identity.deviceId,
+          previousSerial: previous,
+          serial: identity.serial,
+          notAfter: renewed.certificate.notAfter.toISOString(),
+          renewAt: new Date(this.renewAt).toISOString(),
+        },
+        'device certificate renewed',
+      );
       this.o.events?.renewed?.(previous, renewed.certificate);
       // A certificate due at once (a control plane issuing very short lifetimes) must not make a
       // renewal loop: the next check waits at least backoffInitialMs.
       const wait = this.renewAt - this.now();
-      if (wait < this.o.backoffInitialMs) this.o.log?.warn({ notBefore: renewed.certificate.notBefore.toISOString(), notAfter: renewed.certificate.notAfter.toISOString() }, 'the renewed certificate is already due for renewal (very short lifetime or a wrong clock)');
+      if (wait < this.o.backoffInitialMs)
+        this.o.log?.warn(
+          {
+            notBefore: renewed.certificate.notBefore.toISOString(),
+            notAfter: renewed.certificate.notAfter.toISOString(),
+          },
+          'the renewed certificate is already due for renewal (very short lifetime or a wrong clock)',
+        );
       this.schedule(Math.max(wait, this.o.backoffInitialMs));
       return 'renewed';
     } catch (e) {
-      const err = e instanceof EdgeguardError ? e : new EdgeguardError('EG_SERVER', `certificate renewal failed (${(e as Error).message}).`, { cause: e });
+      const err =
+        e instanceof EdgeguardError
+          ? e
+          : new EdgeguardError('EG_SERVER', `certificate renewal failed (${(e as Error).message}).`, { cause: e });
       this.failures += 1;
       this.last = { result: 'failed', at: new Date(this.now()).toISOString(), error: err.message, code: err.code };
       const delay = backoffDelay(this.failures, this.o.backoffInitialMs, this.o.backoffMaxMs, this.random());
       const expired = this.now() >= identity.certificate.notAfter.getTime();
-      const fields = { deviceId: identity.deviceId, code: err.code, consecutiveFailures: this.failures, retryInMs: delay, notAfter: identity.certificate.notAfter.toISOString() };
-      if (expired) this.o.log?.error(fields, `device certificate has EXPIRED and renewal failed (${err.message}); the control plane refuses an expired certificate: re-enroll the device`);
+      const fields = {
+        deviceId: identity.deviceId,
+        code: err.code,
+        consecutiveFailures: this.failures,
+        retryInMs: delay,
+        notAfter: identity.certificate.notAfter.toISOString(),
+      };
+      if (expired)
+        this.o.log?.error(
+          fields,
+          `device certificate has EXPIRED and renewal failed (${err.message}); the control plane refuses an expired certificate: re-enroll the device`,
+        );
       else this.o.log?.warn(fields, `device certificate renewal failed; retrying with backoff: ${err.message}`);
       this.o.events?.failed?.(err, this.failures);
       this.schedule(delay);

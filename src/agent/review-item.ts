@@ -24,7 +24,16 @@
  */
 import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { EdgeguardError } from '../errors/index.ts';
-import { HPKE_AEAD_AES_256_GCM, HPKE_KDF_HKDF_SHA256, HPKE_KEM_X25519_SHA256, SEAL_TAG_BYTES, X25519_KEY_BYTES, openSealed, rawPublicKey, seal } from '../crypto/index.ts';
+import {
+  HPKE_AEAD_AES_256_GCM,
+  HPKE_KDF_HKDF_SHA256,
+  HPKE_KEM_X25519_SHA256,
+  SEAL_TAG_BYTES,
+  X25519_KEY_BYTES,
+  openSealed,
+  rawPublicKey,
+  seal,
+} from '../crypto/index.ts';
 
 export const REVIEW_MAGIC = Buffer.from('EGRV');
 export const REVIEW_VERSION = 1;
@@ -78,12 +87,24 @@ function u32(n: number): Buffer {
 }
 
 /** Seal one input to the review key; returns the item bytes and its id. The input buffer is wiped by the caller. */
-export function sealReviewItem(publicKey: KeyObject, metadata: Omit<ReviewMetadata, 'kind' | 'version' | 'id' | 'createdAt'>, input: Uint8Array, now = Date.now()): { id: string; bytes: Buffer } {
+export function sealReviewItem(
+  publicKey: KeyObject,
+  metadata: Omit<ReviewMetadata, 'kind' | 'version' | 'id' | 'createdAt'>,
+  input: Uint8Array,
+  now = Date.now(),
+): { id: string; bytes: Buffer } {
   const idBytes = randomBytes(16);
   const id = idBytes.toString('hex');
-  const meta: ReviewMetadata = { kind: 'edgeguard-review-item', version: 1, id, createdAt: new Date(now).toISOString(), ...metadata };
+  const meta: ReviewMetadata = {
+    kind: 'edgeguard-review-item',
+    version: 1,
+    id,
+    createdAt: new Date(now).toISOString(),
+    ...metadata,
+  };
   const metaBytes = Buffer.from(JSON.stringify(meta), 'utf8');
-  if (metaBytes.length > MAX_REVIEW_METADATA_BYTES) throw new EdgeguardError('EG_INPUT', 'the review metadata is too large.');
+  if (metaBytes.length > MAX_REVIEW_METADATA_BYTES)
+    throw new EdgeguardError('EG_INPUT', 'the review metadata is too large.');
   const header = Buffer.alloc(REVIEW_AAD_BYTES);
   REVIEW_MAGIC.copy(header, 0);
   header.writeUInt8(REVIEW_VERSION, 4);
@@ -96,7 +117,8 @@ export function sealReviewItem(publicKey: KeyObject, metadata: Omit<ReviewMetada
   const plaintext = Buffer.concat([u32(metaBytes.length), metaBytes, u32(input.length), input]);
   try {
     const s = seal(publicKey, REVIEW_INFO, header, plaintext);
-    if (s.ciphertext.length > MAX_SEALED_BYTES) throw new EdgeguardError('EG_INPUT', 'the input is too large to send to review.');
+    if (s.ciphertext.length > MAX_SEALED_BYTES)
+      throw new EdgeguardError('EG_INPUT', 'the input is too large to send to review.');
     return { id, bytes: Buffer.concat([header, s.enc, u32(s.ciphertext.length), s.ciphertext]) };
   } finally {
     plaintext.fill(0);
@@ -106,21 +128,45 @@ export function sealReviewItem(publicKey: KeyObject, metadata: Omit<ReviewMetada
 /** Parse the outer layout (no key needed): explicit lengths, no trailing bytes. */
 export function parseReviewItem(bytes: Uint8Array, where = 'the review item'): ReviewHeader {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (b.length < REVIEW_HEADER_BYTES) throw new EdgeguardError('EG_TRUNCATED', `${where} is ${b.length} bytes, shorter than the ${REVIEW_HEADER_BYTES}-byte header.`);
-  if (!b.subarray(0, 4).equals(REVIEW_MAGIC)) throw new EdgeguardError('EG_FORMAT', `${where} is not a sealed review item (bad magic).`);
+  if (b.length < REVIEW_HEADER_BYTES)
+    throw new EdgeguardError(
+      'EG_TRUNCATED',
+      `${where} is ${b.length} bytes, shorter than the ${REVIEW_HEADER_BYTES}-byte header.`,
+    );
+  if (!b.subarray(0, 4).equals(REVIEW_MAGIC))
+    throw new EdgeguardError('EG_FORMAT', `${where} is not a sealed review item (bad magic).`);
   const version = b.readUInt8(4);
-  if (version !== REVIEW_VERSION) throw new EdgeguardError('EG_UNSUPPORTED', `${where} has format version ${version}; this edgeguard reads version ${REVIEW_VERSION}.`);
+  if (version !== REVIEW_VERSION)
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `${where} has format version ${version}; this edgeguard reads version ${REVIEW_VERSION}.`,
+    );
   const kemId = b.readUInt16BE(5);
   const kdfId = b.readUInt16BE(7);
   const aeadId = b.readUInt16BE(9);
   if (kemId !== HPKE_KEM_X25519_SHA256 || kdfId !== HPKE_KDF_HKDF_SHA256 || aeadId !== HPKE_AEAD_AES_256_GCM) {
-    throw new EdgeguardError('EG_UNSUPPORTED', `${where} uses HPKE suite ${kemId}/${kdfId}/${aeadId}; only DHKEM(X25519)/HKDF-SHA256/AES-256-GCM (32/1/2) is supported.`);
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `${where} uses HPKE suite ${kemId}/${kdfId}/${aeadId}; only DHKEM(X25519)/HKDF-SHA256/AES-256-GCM (32/1/2) is supported.`,
+    );
   }
   const createdMs = Number(b.readBigUInt64BE(35));
   const n = b.readUInt32BE(75);
-  if (n < SEAL_TAG_BYTES + 1 || n > MAX_SEALED_BYTES) throw new EdgeguardError('EG_FORMAT', `${where} declares a ciphertext of ${n} bytes, outside 17..${MAX_SEALED_BYTES}.`);
-  if (b.length < REVIEW_HEADER_BYTES + n) throw new EdgeguardError('EG_TRUNCATED', `${where} ends after ${b.length} bytes; its header declares ${REVIEW_HEADER_BYTES + n}.`);
-  if (b.length > REVIEW_HEADER_BYTES + n) throw new EdgeguardError('EG_TRAILING_DATA', `${where} has ${b.length - REVIEW_HEADER_BYTES - n} bytes after its ciphertext.`);
+  if (n < SEAL_TAG_BYTES + 1 || n > MAX_SEALED_BYTES)
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${where} declares a ciphertext of ${n} bytes, outside 17..${MAX_SEALED_BYTES}.`,
+    );
+  if (b.length < REVIEW_HEADER_BYTES + n)
+    throw new EdgeguardError(
+      'EG_TRUNCATED',
+      `${where} ends after ${b.length} bytes; its header declares ${REVIEW_HEADER_BYTES + n}.`,
+    );
+  if (b.length > REVIEW_HEADER_BYTES + n)
+    throw new EdgeguardError(
+      'EG_TRAILING_DATA',
+      `${where} has ${b.length - REVIEW_HEADER_BYTES - n} bytes after its ciphertext.`,
+    );
   return {
     version,
     kemId,
@@ -139,16 +185,25 @@ export function openReviewItem(bytes: Uint8Array, privateKey: KeyObject, where =
   const header = parseReviewItem(bytes, where);
   const expectedKid = reviewKeyId(privateKey);
   if (header.recipientKeyId !== expectedKid) {
-    throw new EdgeguardError('EG_WRONG_KEY', `${where} was sealed to review key ${header.recipientKeyId}, not to this key (${expectedKid}).`);
+    throw new EdgeguardError(
+      'EG_WRONG_KEY',
+      `${where} was sealed to review key ${header.recipientKeyId}, not to this key (${expectedKid}).`,
+    );
   }
   const aad = Buffer.from(bytes.slice(0, REVIEW_AAD_BYTES));
   const pt = openSealed(header.enc, privateKey, REVIEW_INFO, aad, header.ciphertext);
   try {
-    if (pt.length < 8) throw new EdgeguardError('EG_FORMAT', `${where} opened to a plaintext too short to hold its lengths.`);
+    if (pt.length < 8)
+      throw new EdgeguardError('EG_FORMAT', `${where} opened to a plaintext too short to hold its lengths.`);
     const m = pt.readUInt32BE(0);
-    if (m > MAX_REVIEW_METADATA_BYTES || 4 + m + 4 > pt.length) throw new EdgeguardError('EG_FORMAT', `${where} declares ${m} bytes of metadata, more than it holds.`);
+    if (m > MAX_REVIEW_METADATA_BYTES || 4 + m + 4 > pt.length)
+      throw new EdgeguardError('EG_FORMAT', `${where} declares ${m} bytes of metadata, more than it holds.`);
     const l = pt.readUInt32BE(4 + m);
-    if (8 + m + l !== pt.length) throw new EdgeguardError('EG_FORMAT', `${where} declares an input of ${l} bytes; the plaintext holds ${pt.length - 8 - m}.`);
+    if (8 + m + l !== pt.length)
+      throw new EdgeguardError(
+        'EG_FORMAT',
+        `${where} declares an input of ${l} bytes; the plaintext holds ${pt.length - 8 - m}.`,
+      );
     let metadata: ReviewMetadata;
     try {
       metadata = JSON.parse(pt.subarray(4, 4 + m).toString('utf8')) as ReviewMetadata;

@@ -64,9 +64,11 @@ export class ReviewSpool {
     } catch (e) {
       throw fsError(e, o.dir, 'create the review spool directory');
     }
-    const names = (await readdir(o.dir).catch((e) => {
-      throw fsError(e, o.dir, 'read the review spool directory');
-    })).sort();
+    const names = (
+      await readdir(o.dir).catch((e) => {
+        throw fsError(e, o.dir, 'read the review spool directory');
+      })
+    ).sort();
     for (const name of names) {
       if (name.endsWith('.tmp')) {
         await unlink(join(o.dir, name)).catch(() => undefined);
@@ -104,7 +106,10 @@ export class ReviewSpool {
   private async enforce(incoming: number): Promise<void> {
     const extra = incoming > 0 ? 1 : 0;
     const dropped: SpoolEntry[] = [];
-    while (this.entries.length > 0 && (this.entries.length + extra > this.maxItems || this.total + incoming > this.maxBytes)) {
+    while (
+      this.entries.length > 0 &&
+      (this.entries.length + extra > this.maxItems || this.total + incoming > this.maxBytes)
+    ) {
       const reason = this.entries.length + extra > this.maxItems ? 'max-items' : 'max-bytes';
       const old = this.entries.shift()!;
       this.total -= old.bytes;
@@ -117,8 +122,17 @@ export class ReviewSpool {
   /** Add a sealed item (its header is parsed, so only well-formed ciphertext enters the spool). */
   async add(item: Uint8Array): Promise<SpoolEntry> {
     const h = parseReviewItem(item, 'the sealed review item');
-    if (item.length > this.maxBytes) throw new EdgeguardError('EG_INPUT', `a sealed review item of ${item.length} bytes exceeds the spool budget of ${this.maxBytes} bytes.`);
-    const entry: SpoolEntry = { name: spoolFileName(h.createdMs, h.id), id: h.id, createdMs: h.createdMs, bytes: item.length };
+    if (item.length > this.maxBytes)
+      throw new EdgeguardError(
+        'EG_INPUT',
+        `a sealed review item of ${item.length} bytes exceeds the spool budget of ${this.maxBytes} bytes.`,
+      );
+    const entry: SpoolEntry = {
+      name: spoolFileName(h.createdMs, h.id),
+      id: h.id,
+      createdMs: h.createdMs,
+      bytes: item.length,
+    };
     // Reserve the space first (synchronously), so concurrent adds cannot overshoot the bounds.
     const pending = this.enforce(item.length);
     this.entries.push(entry);

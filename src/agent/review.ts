@@ -72,7 +72,10 @@ export class ReviewQueue {
       maxBytes: o.maxBytes,
       events: {
         dropped(entry: SpoolEntry, reason) {
-          log?.warn({ item: entry.id, createdMs: entry.createdMs, bytes: entry.bytes, reason }, 'review spool full: dropped the oldest sealed item');
+          log?.warn(
+            { item: entry.id, createdMs: entry.createdMs, bytes: entry.bytes, reason },
+            'review spool full: dropped the oldest sealed item',
+          );
           events.dropped?.(entry, reason);
         },
         changed: events.changed,
@@ -82,7 +85,10 @@ export class ReviewQueue {
   }
 
   /** Seal an input with its findings and spool it. The caller still owns (and wipes) `input`. */
-  async submit(metadata: Omit<ReviewMetadata, 'kind' | 'version' | 'id' | 'createdAt'>, input: Uint8Array): Promise<{ id: string }> {
+  async submit(
+    metadata: Omit<ReviewMetadata, 'kind' | 'version' | 'id' | 'createdAt'>,
+    input: Uint8Array,
+  ): Promise<{ id: string }> {
     const { id, bytes } = sealReviewItem(this.publicKey, metadata, input);
     await this.spool.add(bytes);
     this.o.events?.sealed?.(id);
@@ -112,8 +118,15 @@ export class ReviewQueue {
       try {
         await sink.send(bytes, entry.id);
       } catch (e) {
-        const err = e instanceof EdgeguardError ? e : new EdgeguardError('EG_SERVER', `review upload failed (${(e as Error).message}).`, { cause: e });
-        if (this.lastFailure !== err.message) this.o.log?.warn({ code: err.code, spooled: this.spool.items }, `review upload failed; items stay sealed in the spool: ${err.message}`);
+        const err =
+          e instanceof EdgeguardError
+            ? e
+            : new EdgeguardError('EG_SERVER', `review upload failed (${(e as Error).message}).`, { cause: e });
+        if (this.lastFailure !== err.message)
+          this.o.log?.warn(
+            { code: err.code, spooled: this.spool.items },
+            `review upload failed; items stay sealed in the spool: ${err.message}`,
+          );
         this.lastFailure = err.message;
         this.o.events?.uploadFailed?.(err);
         return { sent, failed: true };

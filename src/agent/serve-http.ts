@@ -23,7 +23,13 @@ export function statusOf(code: ErrorCode): number {
 
 export const ERROR_RESPONSE_SCHEMA = {
   type: 'object',
-  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } },
+  properties: {
+    error: {
+      type: 'object',
+      properties: { code: { type: 'string' }, message: { type: 'string' } },
+      required: ['code', 'message'],
+    },
+  },
   required: ['error'],
 } as const;
 
@@ -31,7 +37,10 @@ export const ERROR_RESPONSE_SCHEMA = {
 function fromFastify(e: FastifyError): EdgeguardError | undefined {
   switch (e.code) {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new EdgeguardError('EG_UNSUPPORTED_MEDIA_TYPE', 'send the input as image/png, image/jpeg or application/json (a tensor).');
+      return new EdgeguardError(
+        'EG_UNSUPPORTED_MEDIA_TYPE',
+        'send the input as image/png, image/jpeg or application/json (a tensor).',
+      );
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new EdgeguardError('EG_PAYLOAD_TOO_LARGE', 'the request body is larger than limits.bodyBytes allows.');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -39,15 +48,22 @@ function fromFastify(e: FastifyError): EdgeguardError | undefined {
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new EdgeguardError('EG_BAD_REQUEST', 'the Content-Length header does not match the body.');
   }
-  if (e.validation) return new EdgeguardError('EG_BAD_REQUEST', `the request body does not match the API schema: ${e.message}.`);
-  if (e instanceof SyntaxError || (e.statusCode === 400 && /JSON/i.test(e.message))) return new EdgeguardError('EG_BAD_REQUEST', 'the body is not valid JSON.');
+  if (e.validation)
+    return new EdgeguardError('EG_BAD_REQUEST', `the request body does not match the API schema: ${e.message}.`);
+  if (e instanceof SyntaxError || (e.statusCode === 400 && /JSON/i.test(e.message)))
+    return new EdgeguardError('EG_BAD_REQUEST', 'the body is not valid JSON.');
   if (e.statusCode === 413) return new EdgeguardError('EG_PAYLOAD_TOO_LARGE', 'the request body is too large.');
   if (e.statusCode === 415) return new EdgeguardError('EG_UNSUPPORTED_MEDIA_TYPE', 'unsupported content type.');
-  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new EdgeguardError('EG_BAD_REQUEST', e.message);
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
+    return new EdgeguardError('EG_BAD_REQUEST', e.message);
   return undefined;
 }
 
-export function errorHandler(error: FastifyError | EdgeguardError | Error, request: FastifyRequest, reply: FastifyReply): void {
+export function errorHandler(
+  error: FastifyError | EdgeguardError | Error,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): void {
   const err = error instanceof EdgeguardError ? error : fromFastify(error as FastifyError);
   if (!err) {
     request.log.error({ err: error }, 'unexpected error');
@@ -93,26 +109,114 @@ export function createAgentMetrics(): AgentMetrics {
   const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
   return {
     registry,
-    requests: new Counter({ name: 'edgeguard_agent_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: r }),
-    verdicts: new Counter({ name: 'edgeguard_agent_verdicts_total', help: 'Guard verdicts', labelNames: ['verdict'], registers: r }),
-    overload: new Counter({ name: 'edgeguard_agent_overload_total', help: 'Inference requests refused with 429 (concurrency limit)', registers: r }),
+    requests: new Counter({
+      name: 'edgeguard_agent_requests_total',
+      help: 'HTTP requests by route and status',
+      labelNames: ['route', 'status'],
+      registers: r,
+    }),
+    verdicts: new Counter({
+      name: 'edgeguard_agent_verdicts_total',
+      help: 'Guard verdicts',
+      labelNames: ['verdict'],
+      registers: r,
+    }),
+    overload: new Counter({
+      name: 'edgeguard_agent_overload_total',
+      help: 'Inference requests refused with 429 (concurrency limit)',
+      registers: r,
+    }),
     inflight: new Gauge({ name: 'edgeguard_agent_inflight', help: 'Inference requests in flight', registers: r }),
-    duration: new Histogram({ name: 'edgeguard_agent_request_duration_seconds', help: 'Request latency', labelNames: ['route'], buckets, registers: r }),
-    stage: new Histogram({ name: 'edgeguard_agent_stage_duration_seconds', help: 'Latency of decoding, each guard stage and the whole pipeline', labelNames: ['stage'], buckets, registers: r }),
-    reviewSealed: new Counter({ name: 'edgeguard_review_sealed_total', help: 'Inputs sealed to the review key and spooled', registers: r }),
-    reviewDropped: new Counter({ name: 'edgeguard_review_dropped_total', help: 'Sealed items dropped (oldest first) to keep the spool within its limits', labelNames: ['reason'], registers: r }),
-    reviewUploaded: new Counter({ name: 'edgeguard_review_uploaded_total', help: 'Sealed items delivered to the control plane', registers: r }),
-    reviewUploadFailures: new Counter({ name: 'edgeguard_review_upload_failures_total', help: 'Failed delivery rounds', registers: r }),
-    spoolItems: new Gauge({ name: 'edgeguard_review_spool_items', help: 'Sealed items waiting in the spool', registers: r }),
-    spoolBytes: new Gauge({ name: 'edgeguard_review_spool_bytes', help: 'Bytes of sealed items waiting in the spool', registers: r }),
-    certNotAfter: new Gauge({ name: 'edgeguard_agent_cert_not_after_seconds', help: 'notAfter of the device certificate in use (Unix seconds)', registers: r }),
-    certRenewals: new Counter({ name: 'edgeguard_agent_cert_renewals_total', help: 'Certificate renewal attempts by result (renewed, failed)', labelNames: ['result'], registers: r }),
-    certRenewalLastSuccess: new Gauge({ name: 'edgeguard_agent_cert_renewal_last_success', help: '1 if the last renewal attempt succeeded, 0 if it failed (absent before the first attempt)', registers: r }),
-    certRenewalLastTime: new Gauge({ name: 'edgeguard_agent_cert_renewal_last_timestamp_seconds', help: 'When the last renewal attempt ended (Unix seconds)', registers: r }),
-    journalEntries: new Counter({ name: 'edgeguard_agent_journal_entries_total', help: 'Events appended (signed, fsynced) to the device audit journal', registers: r }),
-    journalDropped: new Counter({ name: 'edgeguard_agent_journal_dropped_total', help: 'Events dropped because the journal could not keep up or failed to write', registers: r }),
-    journalHeadSeq: new Gauge({ name: 'edgeguard_agent_journal_head_seq', help: 'Sequence number of the last journal entry', registers: r }),
-    journalForwardedSeq: new Gauge({ name: 'edgeguard_agent_journal_forwarded_seq', help: 'Sequence number of the last entry the control plane has logged', registers: r }),
-    journalForwardFailures: new Counter({ name: 'edgeguard_agent_journal_forward_failures_total', help: 'Failed journal forwarding rounds', registers: r }),
+    duration: new Histogram({
+      name: 'edgeguard_agent_request_duration_seconds',
+      help: 'Request latency',
+      labelNames: ['route'],
+      buckets,
+      registers: r,
+    }),
+    stage: new Histogram({
+      name: 'edgeguard_agent_stage_duration_seconds',
+      help: 'Latency of decoding, each guard stage and the whole pipeline',
+      labelNames: ['stage'],
+      buckets,
+      registers: r,
+    }),
+    reviewSealed: new Counter({
+      name: 'edgeguard_review_sealed_total',
+      help: 'Inputs sealed to the review key and spooled',
+      registers: r,
+    }),
+    reviewDropped: new Counter({
+      name: 'edgeguard_review_dropped_total',
+      help: 'Sealed items dropped (oldest first) to keep the spool within its limits',
+      labelNames: ['reason'],
+      registers: r,
+    }),
+    reviewUploaded: new Counter({
+      name: 'edgeguard_review_uploaded_total',
+      help: 'Sealed items delivered to the control plane',
+      registers: r,
+    }),
+    reviewUploadFailures: new Counter({
+      name: 'edgeguard_review_upload_failures_total',
+      help: 'Failed delivery rounds',
+      registers: r,
+    }),
+    spoolItems: new Gauge({
+      name: 'edgeguard_review_spool_items',
+      help: 'Sealed items waiting in the spool',
+      registers: r,
+    }),
+    spoolBytes: new Gauge({
+      name: 'edgeguard_review_spool_bytes',
+      help: 'Bytes of sealed items waiting in the spool',
+      registers: r,
+    }),
+    certNotAfter: new Gauge({
+      name: 'edgeguard_agent_cert_not_after_seconds',
+      help: 'notAfter of the device certificate in use (Unix seconds)',
+      registers: r,
+    }),
+    certRenewals: new Counter({
+      name: 'edgeguard_agent_cert_renewals_total',
+      help: 'Certificate renewal attempts by result (renewed, failed)',
+      labelNames: ['result'],
+      registers: r,
+    }),
+    certRenewalLastSuccess: new Gauge({
+      name: 'edgeguard_agent_cert_renewal_last_success',
+      help: '1 if the last renewal attempt succeeded, 0 if it failed (absent before the first attempt)',
+      registers: r,
+    }),
+    certRenewalLastTime: new Gauge({
+      name: 'edgeguard_agent_cert_renewal_last_timestamp_seconds',
+      help: 'When the last renewal attempt ended (Unix seconds)',
+      registers: r,
+    }),
+    journalEntries: new Counter({
+      name: 'edgeguard_agent_journal_entries_total',
+      help: 'Events appended (signed, fsynced) to the device audit journal',
+      registers: r,
+    }),
+    journalDropped: new Counter({
+      name: 'edgeguard_agent_journal_dropped_total',
+      help: 'Events dropped because the journal could not keep up or failed to write',
+      registers: r,
+    }),
+    journalHeadSeq: new Gauge({
+      name: 'edgeguard_agent_journal_head_seq',
+      help: 'Sequence number of the last journal entry',
+      registers: r,
+    }),
+    journalForwardedSeq: new Gauge({
+      name: 'edgeguard_agent_journal_forwarded_seq',
+      help: 'Sequence number of the last entry the control plane has logged',
+      registers: r,
+    }),
+    journalForwardFailures: new Counter({
+      name: 'edgeguard_agent_journal_forward_failures_total',
+      help: 'Failed journal forwarding rounds',
+      registers: r,
+    }),
   };
 }

@@ -25,11 +25,26 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { parseSealPublicKeyPem, readContentKeyFile, readPublicSigningKey, wipe, type ContentKey } from '../crypto/index.ts';
+import {
+  parseSealPublicKeyPem,
+  readContentKeyFile,
+  readPublicSigningKey,
+  wipe,
+  type ContentKey,
+} from '../crypto/index.ts';
 import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } from '../inference/index.ts';
 import type { ImagePreprocessing } from '../model/index.ts';
 import { openDeviceKeyStore } from '../keystore/index.ts';
-import { Guard, computeStatistics, guardInputShape, loadedModelClassifier, parseProfile, type GuardImage, type GuardResult, type PlanarShape } from '../guard/index.ts';
+import {
+  Guard,
+  computeStatistics,
+  guardInputShape,
+  loadedModelClassifier,
+  parseProfile,
+  type GuardImage,
+  type GuardResult,
+  type PlanarShape,
+} from '../guard/index.ts';
 import type { AgentConfig } from './config.ts';
 import { AgentIdentity, CertificateRenewer } from './renewal.ts';
 import { AgentJournal } from './agent-journal.ts';
@@ -54,7 +69,11 @@ export interface AgentRuntime {
 }
 
 async function resolveKey(c: AgentConfig['contentKey']): Promise<{ key: ContentKey; posture: KeyPosture }> {
-  if ('file' in c) return { key: await readContentKeyFile(c.file), posture: { provider: 'key-file', hardwareBound: false, label: 'content key file: not hardware-bound' } };
+  if ('file' in c)
+    return {
+      key: await readContentKeyFile(c.file),
+      posture: { provider: 'key-file', hardwareBound: false, label: 'content key file: not hardware-bound' },
+    };
   const store = await openDeviceKeyStore(c.device);
   let text: string;
   try {
@@ -63,7 +82,10 @@ async function resolveKey(c: AgentConfig['contentKey']): Promise<{ key: ContentK
     throw fsError(e, c.wrapped, 'read the wrapped key');
   }
   const key = await store.unwrapContentKey(text);
-  return { key, posture: { provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label } };
+  return {
+    key,
+    posture: { provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label },
+  };
 }
 
 /** Load the models (in memory) and build the guard, as the config says. */
@@ -88,7 +110,10 @@ export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntim
     const shape = guardInputShape(pre, `model ${primary.metadata.name}`);
     for (const m of [ensemble, fallback]) {
       if (m && JSON.stringify(m.metadata.inputs[0]?.shape) !== JSON.stringify(primary.metadata.inputs[0]?.shape)) {
-        throw new EdgeguardError('EG_CONFIG', `model ${m.metadata.name} takes input ${JSON.stringify(m.metadata.inputs[0]?.shape)}, unlike the primary's ${JSON.stringify(primary.metadata.inputs[0]?.shape)}; the ensemble and fallback must take the same input.`);
+        throw new EdgeguardError(
+          'EG_CONFIG',
+          `model ${m.metadata.name} takes input ${JSON.stringify(m.metadata.inputs[0]?.shape)}, unlike the primary's ${JSON.stringify(primary.metadata.inputs[0]?.shape)}; the ensemble and fallback must take the same input.`,
+        );
       }
     }
     let profile;
@@ -162,7 +187,10 @@ export interface InferResponse {
   timings: Record<string, number>;
 }
 
-const reasonSchema = { type: 'object', properties: { stage: { type: 'string' }, code: { type: 'string' }, message: { type: 'string' } } };
+const reasonSchema = {
+  type: 'object',
+  properties: { stage: { type: 'string' }, code: { type: 'string' }, message: { type: 'string' } },
+};
 const INFER_RESPONSE_SCHEMA = {
   type: 'object',
   properties: {
@@ -203,7 +231,8 @@ function tensorImage(data: Float32Array, shape: PlanarShape): GuardImage {
   const { channels: c, height: h, width: w } = shape;
   const pixels = new Uint8Array(c * h * w);
   for (let k = 0; k < c; k++) {
-    for (let i = 0; i < h * w; i++) pixels[i * c + k] = Math.min(255, Math.max(0, Math.round(data[k * h * w + i]! * 255)));
+    for (let i = 0; i < h * w; i++)
+      pixels[i * c + k] = Math.min(255, Math.max(0, Math.round(data[k * h * w + i]! * 255)));
   }
   return { pixels, width: w, height: h, channels: c, source: { format: 'tensor', width: w, height: h } };
 }
@@ -218,7 +247,8 @@ export interface BuildAgentAppOptions {
   health?: () => Record<string, unknown>;
 }
 
-const micro = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? 0 : Math.max(-1e12, Math.min(1e12, Math.round(v * 1e6))));
+const micro = (v: number | undefined) =>
+  v === undefined || !Number.isFinite(v) ? 0 : Math.max(-1e12, Math.min(1e12, Math.round(v * 1e6)));
 
 /** The check, score and threshold (x 10^6) of the first reason of a verdict, for the audit event. */
 function guardFinding(r: GuardResult): { check: string; score: number; threshold: number } {
@@ -238,7 +268,11 @@ function guardFinding(r: GuardResult): { check: string; score: number; threshold
   }
 }
 
-export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, o: BuildAgentAppOptions = {}): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
+export async function buildAgentApp(
+  config: AgentConfig,
+  runtime: AgentRuntime,
+  o: BuildAgentAppOptions = {},
+): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
   const metrics = o.metrics ?? createAgentMetrics();
   const limits = config.limits;
   const app = Fastify({
@@ -252,19 +286,29 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({ error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json.` } });
+    void reply.status(404).send({
+      error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json.` },
+    });
   });
   if (config.openapi.enabled) {
     await app.register(swagger, {
       openapi: {
-        info: { title: 'edgeguard agent inference API', version: '1', description: 'In-memory inference behind the adversarial-input guard.' },
+        info: {
+          title: 'edgeguard agent inference API',
+          version: '1',
+          description: 'In-memory inference behind the adversarial-input guard.',
+        },
         components: {},
       },
     });
   }
   // Only the three input types are parsed; any other body is refused (415) without being read.
   app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer', bodyLimit: limits.bodyBytes }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser(
+    ['image/png', 'image/jpeg'],
+    { parseAs: 'buffer', bodyLimit: limits.bodyBytes },
+    (_req, body, done) => done(null, body),
+  );
 
   let inflight = 0;
   const release = (slot: Slot) => {
@@ -284,7 +328,14 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
     models: Object.fromEntries(
       (['primary', 'ensemble', 'fallback'] as const)
         .filter((k) => runtime[k])
-        .map((k) => [k, { name: runtime[k]!.metadata.name, version: runtime[k]!.metadata.version, headerSha256: runtime[k]!.provenance.headerSha256 }]),
+        .map((k) => [
+          k,
+          {
+            name: runtime[k]!.metadata.name,
+            version: runtime[k]!.metadata.version,
+            headerSha256: runtime[k]!.provenance.headerSha256,
+          },
+        ]),
     ),
     key: runtime.key,
     inflight,
@@ -303,9 +354,15 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
   const tensorDims = [1, runtime.shape.channels, runtime.shape.height, runtime.shape.width];
 
   async function process(req: FastifyRequest, t0: number): Promise<InferResponse> {
-    const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const type = String(req.headers['content-type'] ?? '')
+      .split(';')[0]!
+      .trim()
+      .toLowerCase();
     if (type !== 'image/png' && type !== 'image/jpeg' && type !== 'application/json') {
-      throw new EdgeguardError('EG_UNSUPPORTED_MEDIA_TYPE', 'send the input as image/png, image/jpeg or application/json (a tensor).');
+      throw new EdgeguardError(
+        'EG_UNSUPPORTED_MEDIA_TYPE',
+        'send the input as image/png, image/jpeg or application/json (a tensor).',
+      );
     }
     // Everything derived from the input is wiped when the request ends, on every path.
     const wipeLater: Array<{ fill(v: number): unknown }> = [];
@@ -316,7 +373,12 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
     }
   }
 
-  async function processInput(req: FastifyRequest, type: string, t0: number, wipeLater: Array<{ fill(v: number): unknown }>): Promise<InferResponse> {
+  async function processInput(
+    req: FastifyRequest,
+    type: string,
+    t0: number,
+    wipeLater: Array<{ fill(v: number): unknown }>,
+  ): Promise<InferResponse> {
     const timings: Record<string, number> = {};
     let reviewBytes: () => Buffer;
     let tensor: Float32Array;
@@ -327,7 +389,10 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
       reviewBytes = () => input;
       const magic = type === 'image/png' ? PNG_MAGIC : JPEG_MAGIC;
       if (input.length < magic.length || !input.subarray(0, magic.length).equals(magic)) {
-        throw new EdgeguardError('EG_INPUT', `the body is not a ${type === 'image/png' ? 'PNG' : 'JPEG'} image (its first bytes do not match ${type}).`);
+        throw new EdgeguardError(
+          'EG_INPUT',
+          `the body is not a ${type === 'image/png' ? 'PNG' : 'JPEG'} image (its first bytes do not match ${type}).`,
+        );
       }
       const decoded = await decodeImage(input, runtime.pre);
       wipeLater.push(decoded.pixels);
@@ -339,15 +404,26 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
       const { dims, data } = body.tensor;
       wipeLater.push(data);
       if (dims.length !== tensorDims.length || dims.some((d, i) => d !== tensorDims[i])) {
-        throw new EdgeguardError('EG_INPUT', `the tensor has dims [${dims.join(',')}]; the model takes [${tensorDims.join(',')}].`);
+        throw new EdgeguardError(
+          'EG_INPUT',
+          `the tensor has dims [${dims.join(',')}]; the model takes [${tensorDims.join(',')}].`,
+        );
       }
       const n = tensorDims.reduce((a, b) => a * b, 1);
-      if (data.length !== n) throw new EdgeguardError('EG_INPUT', `the tensor has ${data.length} values; dims [${tensorDims.join(',')}] need ${n}.`);
+      if (data.length !== n)
+        throw new EdgeguardError(
+          'EG_INPUT',
+          `the tensor has ${data.length} values; dims [${tensorDims.join(',')}] need ${n}.`,
+        );
       const t = new Float32Array(n);
       wipeLater.push(t);
       for (let i = 0; i < n; i++) {
         const v = data[i]!;
-        if (!Number.isFinite(v) || v < 0 || v > 1) throw new EdgeguardError('EG_INPUT', `tensor value ${i} is ${v}; values must be finite and within 0..1 (pixel / 255).`);
+        if (!Number.isFinite(v) || v < 0 || v > 1)
+          throw new EdgeguardError(
+            'EG_INPUT',
+            `tensor value ${i} is ${v}; values must be finite and within 0..1 (pixel / 255).`,
+          );
         t[i] = v;
       }
       tensor = t;
@@ -378,9 +454,15 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
             contentType: type === 'image/png' || type === 'image/jpeg' ? type : 'application/json',
             verdict: r.verdict,
             reasons: r.reasons,
-            ...(r.answer ? { answer: { source: r.answer.source, label: r.answer.label, confidence: r.answer.confidence } } : {}),
+            ...(r.answer
+              ? { answer: { source: r.answer.source, label: r.answer.label, confidence: r.answer.confidence } }
+              : {}),
             ...(r.primary ? { primary: { label: r.primary.label, confidence: r.primary.confidence } } : {}),
-            model: { name: modelInfo.name, version: modelInfo.version, headerSha256: runtime.primary.provenance.headerSha256 },
+            model: {
+              name: modelInfo.name,
+              version: modelInfo.version,
+              headerSha256: runtime.primary.provenance.headerSha256,
+            },
           },
           reviewBytes(),
         );
@@ -450,7 +532,10 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
       onRequest: async (req, reply) => {
         if (inflight >= limits.concurrency) {
           metrics.overload.inc();
-          throw new EdgeguardError('EG_OVERLOADED', `the service is at its concurrency limit (${limits.concurrency} requests); retry shortly.`);
+          throw new EdgeguardError(
+            'EG_OVERLOADED',
+            `the service is at its concurrency limit (${limits.concurrency} requests); retry shortly.`,
+          );
         }
         inflight++;
         metrics.inflight.set(inflight);
@@ -475,7 +560,16 @@ export async function buildAgentApp(config: AgentConfig, runtime: AgentRuntime, 
       );
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new EdgeguardError('EG_TIMEOUT', `the inference took longer than limits.inferenceTimeoutMs (${limits.inferenceTimeoutMs} ms).`)), limits.inferenceTimeoutMs);
+        timer = setTimeout(
+          () =>
+            reject(
+              new EdgeguardError(
+                'EG_TIMEOUT',
+                `the inference took longer than limits.inferenceTimeoutMs (${limits.inferenceTimeoutMs} ms).`,
+              ),
+            ),
+          limits.inferenceTimeoutMs,
+        );
       });
       try {
         return await Promise.race([work, timeout]);
@@ -515,13 +609,25 @@ export interface StartAgentOptions {
 /** SHA-256 of the resolved configuration as JSON with sorted keys: which configuration ran. */
 export function configDigest(config: AgentConfig): string {
   const sorted = (v: unknown): unknown =>
-    Array.isArray(v) ? v.map(sorted) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted((v as Record<string, unknown>)[k])])) : v;
-  return createHash('sha256').update(JSON.stringify(sorted(config))).digest('hex');
+    Array.isArray(v)
+      ? v.map(sorted)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(
+            Object.keys(v)
+              .sort()
+              .map((k) => [k, sorted((v as Record<string, unknown>)[k])]),
+          )
+        : v;
+  return createHash('sha256')
+    .update(JSON.stringify(sorted(config)))
+    .digest('hex');
 }
 
 async function fileDigest(path: string | undefined): Promise<string | undefined> {
   if (!path) return undefined;
-  return createHash('sha256').update(await readFile(path).catch(() => Buffer.alloc(0))).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(path).catch(() => Buffer.alloc(0)))
+    .digest('hex');
 }
 
 /** Load everything, listen, and return a handle whose close() shuts down gracefully. */
@@ -580,7 +686,11 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
         throw fsError(e, config.review.publicKey!, 'read the review public key');
       }
       const reviewEvent = (itemId: string, action: 'queued' | 'uploaded' | 'dropped', reason?: string) =>
-        journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', { itemId, action, ...(reason ? { reason } : {}) });
+        journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', {
+          itemId,
+          action,
+          ...(reason ? { reason } : {}),
+        });
       review = await ReviewQueue.open({
         publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
         dir: config.review.spool.dir,
@@ -650,20 +760,41 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
           metrics.certRenewalLastSuccess.set(1);
           metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
           metrics.certNotAfter.set(Math.floor(cert.notAfter.getTime() / 1000));
-          journal?.record('cert.renewed', 'success', { previousSerial, serial: id.serial, notAfter: cert.notAfter.toISOString() }, id.serial);
+          journal?.record(
+            'cert.renewed',
+            'success',
+            { previousSerial, serial: id.serial, notAfter: cert.notAfter.toISOString() },
+            id.serial,
+          );
         },
         failed: (err) => {
           metrics.certRenewals.inc({ result: 'failed' });
           metrics.certRenewalLastSuccess.set(0);
           metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
-          journal?.record('cert.renewed', 'failure', { previousSerial: id.serial, reason: `${err.code}: ${err.message}`.slice(0, 2000) }, id.serial);
+          journal?.record(
+            'cert.renewed',
+            'failure',
+            { previousSerial: id.serial, reason: `${err.code}: ${err.message}`.slice(0, 2000) },
+            id.serial,
+          );
         },
       },
     });
     undo.push(() => renewer!.close());
   }
   const health = () => ({
-    ...(identity ? { certificate: renewer ? renewer.status() : { deviceId: identity.deviceId, serial: identity.serial, notAfter: identity.certificate.notAfter.toISOString(), renewal: 'disabled' } } : {}),
+    ...(identity
+      ? {
+          certificate: renewer
+            ? renewer.status()
+            : {
+                deviceId: identity.deviceId,
+                serial: identity.serial,
+                notAfter: identity.certificate.notAfter.toISOString(),
+                renewal: 'disabled',
+              },
+        }
+      : {}),
     ...(journal ? { journal: journal.status() } : {}),
   });
   let app: FastifyInstance;
@@ -671,7 +802,13 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   let port: number | undefined;
   const socket = config.listen.socket;
   try {
-    ({ app } = await buildAgentApp(config, runtime, { logger: log, review, metrics, ...(journal ? { journal } : {}), health }));
+    ({ app } = await buildAgentApp(config, runtime, {
+      logger: log,
+      review,
+      metrics,
+      ...(journal ? { journal } : {}),
+      health,
+    }));
   } catch (e) {
     await unwind();
     throw e;
@@ -680,7 +817,11 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     if (socket) {
       const st = await lstat(socket).catch(() => undefined);
       if (st?.isSocket()) await unlink(socket);
-      else if (st) throw new EdgeguardError('EG_EXISTS', `${socket} exists and is not a socket; choose another listen.socket path.`);
+      else if (st)
+        throw new EdgeguardError(
+          'EG_EXISTS',
+          `${socket} exists and is not a socket; choose another listen.socket path.`,
+        );
       await app.listen({ path: socket });
       await chmod(socket, 0o660);
       url = `unix:${socket}`;
@@ -694,11 +835,20 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     await app.close().catch(() => undefined);
     await unwind();
     if (e instanceof EdgeguardError) throw e;
-    throw new EdgeguardError('EG_IO', `could not listen on ${socket ?? `${config.listen.host}:${config.listen.port}`} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}).`, { cause: e });
+    throw new EdgeguardError(
+      'EG_IO',
+      `could not listen on ${socket ?? `${config.listen.host}:${config.listen.port}`} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}).`,
+      { cause: e },
+    );
   }
   if (journal) {
     const profile = await fileDigest(config.guard.profile);
-    journal.record('agent.started', 'success', { configSha256: configDigest(config), ...(profile ? { guardProfileSha256: profile } : {}), keyProvider: runtime.key.provider, pid: process.pid });
+    journal.record('agent.started', 'success', {
+      configSha256: configDigest(config),
+      ...(profile ? { guardProfileSha256: profile } : {}),
+      keyProvider: runtime.key.provider,
+      pid: process.pid,
+    });
   }
   review?.start();
   renewer?.start();
@@ -714,7 +864,10 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
         clearTimeout(force);
         await renewer?.close();
         await review?.close();
-        journal?.record('agent.stopped', 'success', { reason: reason.slice(0, 2000), uptimeS: Math.max(0, Math.floor((Date.now() - startedAt) / 1000)) });
+        journal?.record('agent.stopped', 'success', {
+          reason: reason.slice(0, 2000),
+          uptimeS: Math.max(0, Math.floor((Date.now() - startedAt) / 1000)),
+        });
         await journal?.close().catch((e: unknown) => log?.error({ err: e }, 'could not close the audit journal'));
         identity?.close();
         await runtime.release();

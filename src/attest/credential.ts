@@ -51,12 +51,21 @@ function leftPad(b: Buffer, size: number): Buffer {
 }
 
 /** Seed and encrypted secret for the EK (RSA: Annex B.10.3; ECC: 11.4.10.3 and Annex C). */
-function shareSeed(ek: TpmPublic, hash: { node: string; size: number }, fixedSeed: Buffer | undefined): { seed: Buffer; encSecret: Buffer } {
+function shareSeed(
+  ek: TpmPublic,
+  hash: { node: string; size: number },
+  fixedSeed: Buffer | undefined,
+): { seed: Buffer; encSecret: Buffer } {
   if (ek.params.type === 'rsa') {
     const seed = fixedSeed ?? randomBytes(hash.size);
     // The seed is OAEP-encrypted with the EK's nameAlg and the label "IDENTITY\0".
     const encSecret = publicEncrypt(
-      { key: tpmPublicKey(ek), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: hash.node, oaepLabel: Buffer.from('IDENTITY\0', 'latin1') },
+      {
+        key: tpmPublicKey(ek),
+        padding: constants.RSA_PKCS1_OAEP_PADDING,
+        oaepHash: hash.node,
+        oaepLabel: Buffer.from('IDENTITY\0', 'latin1'),
+      },
       seed,
     );
     return { seed, encSecret };
@@ -64,7 +73,11 @@ function shareSeed(ek: TpmPublic, hash: { node: string; size: number }, fixedSee
   if (ek.params.type === 'ecc') {
     const curve = ECC_CURVES[ek.params.curveId];
     const nodeCurve = curve ? NODE_CURVES[curve.jwk] : undefined;
-    if (!curve || !nodeCurve) throw new EdgeguardError('EG_UNSUPPORTED', `the EK's ECC curve 0x${ek.params.curveId.toString(16)} is not supported.`);
+    if (!curve || !nodeCurve)
+      throw new EdgeguardError(
+        'EG_UNSUPPORTED',
+        `the EK's ECC curve 0x${ek.params.curveId.toString(16)} is not supported.`,
+      );
     tpmPublicKey(ek); // refuses a point that is not on the curve
     const ekX = leftPad(ek.params.x, curve.size);
     const ekY = leftPad(ek.params.y, curve.size);
@@ -77,11 +90,15 @@ function shareSeed(ek: TpmPublic, hash: { node: string; size: number }, fixedSee
     z.fill(0);
     return { seed, encSecret: new TpmWriter().tpm2b(ex).tpm2b(ey).toBuffer() };
   }
-  throw new EdgeguardError('EG_UNSUPPORTED', 'the EK is neither an RSA nor an ECC key; it cannot activate credentials.');
+  throw new EdgeguardError(
+    'EG_UNSUPPORTED',
+    'the EK is neither an RSA nor an ECC key; it cannot activate credentials.',
+  );
 }
 
 function aesCfbName(keyBits: number): string {
-  if (keyBits !== 128 && keyBits !== 192 && keyBits !== 256) throw new EdgeguardError('EG_UNSUPPORTED', `the EK's symmetric key size ${keyBits} is not AES-128/192/256.`);
+  if (keyBits !== 128 && keyBits !== 192 && keyBits !== 256)
+    throw new EdgeguardError('EG_UNSUPPORTED', `the EK's symmetric key size ${keyBits} is not AES-128/192/256.`);
   return `aes-${keyBits}-cfb`;
 }
 
@@ -89,13 +106,29 @@ function aesCfbName(keyBits: number): string {
  * Wrap `credential` (1..digest-size bytes) for the TPM holding `ek`, to be released only to the
  * object named `akName` (u16 nameAlg || digest).
  */
-export function makeCredential(ek: TpmPublic, akName: Uint8Array, credential: Uint8Array, opts: MakeCredentialOptions = {}): MadeCredential {
+export function makeCredential(
+  ek: TpmPublic,
+  akName: Uint8Array,
+  credential: Uint8Array,
+  opts: MakeCredentialOptions = {},
+): MadeCredential {
   const hash = HASH_ALGS[ek.nameAlg];
-  if (!hash) throw new EdgeguardError('EG_UNSUPPORTED', `the EK's name algorithm 0x${ek.nameAlg.toString(16)} is not supported.`);
-  if (ek.params.type !== 'rsa' && ek.params.type !== 'ecc') throw new EdgeguardError('EG_UNSUPPORTED', 'the EK is neither an RSA nor an ECC key; it cannot activate credentials.');
+  if (!hash)
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `the EK's name algorithm 0x${ek.nameAlg.toString(16)} is not supported.`,
+    );
+  if (ek.params.type !== 'rsa' && ek.params.type !== 'ecc')
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      'the EK is neither an RSA nor an ECC key; it cannot activate credentials.',
+    );
   const sym = ek.params.symmetric;
   if (sym.algorithm !== TPM_ALG.AES || sym.mode !== TPM_ALG.CFB || sym.keyBits === undefined) {
-    throw new EdgeguardError('EG_UNSUPPORTED', 'the EK is not a storage key with AES-CFB protection; it cannot activate credentials.');
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      'the EK is not a storage key with AES-CFB protection; it cannot activate credentials.',
+    );
   }
   if (credential.length === 0 || credential.length > hash.size) {
     throw new EdgeguardError('EG_INTERNAL', `a credential must be 1 to ${hash.size} bytes.`);
@@ -103,9 +136,11 @@ export function makeCredential(ek: TpmPublic, akName: Uint8Array, credential: Ui
   // The AK name must be a digest name (not a handle), or the TPM will refuse to activate.
   const nameAlg = akName.length >= 2 ? (akName[0]! << 8) | akName[1]! : 0;
   const nameHash = HASH_ALGS[nameAlg];
-  if (!nameHash || akName.length !== 2 + nameHash.size) throw new EdgeguardError('EG_TPM_STRUCTURE', 'the attestation key name is not nameAlg || digest.');
+  if (!nameHash || akName.length !== 2 + nameHash.size)
+    throw new EdgeguardError('EG_TPM_STRUCTURE', 'the attestation key name is not nameAlg || digest.');
 
-  if (opts.seed !== undefined && opts.seed.length !== hash.size) throw new EdgeguardError('EG_INTERNAL', `the seed must be ${hash.size} bytes.`);
+  if (opts.seed !== undefined && opts.seed.length !== hash.size)
+    throw new EdgeguardError('EG_INTERNAL', `the seed must be ${hash.size} bytes.`);
   const { seed, encSecret } = shareSeed(ek, hash, opts.seed !== undefined ? Buffer.from(opts.seed) : undefined);
 
   // Part 1, 24.4: symmetric protection of the credential.
@@ -118,9 +153,15 @@ export function makeCredential(ek: TpmPublic, akName: Uint8Array, credential: Ui
   const hmacKey = kdfa(hash.node, seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), hash.size * 8);
   const outerHmac = createHmac(hash.node, hmacKey).update(encIdentity).update(akName).digest();
 
-  const idObject = new TpmWriter().tpm2b(Buffer.concat([new TpmWriter().tpm2b(outerHmac).toBuffer(), encIdentity])).toBuffer();
+  const idObject = new TpmWriter()
+    .tpm2b(Buffer.concat([new TpmWriter().tpm2b(outerHmac).toBuffer(), encIdentity]))
+    .toBuffer();
   const encryptedSecret = new TpmWriter().tpm2b(encSecret).toBuffer();
-  const blob = Buffer.concat([new TpmWriter().u32(CREDENTIAL_FILE_MAGIC).u32(CREDENTIAL_FILE_VERSION).toBuffer(), idObject, encryptedSecret]);
+  const blob = Buffer.concat([
+    new TpmWriter().u32(CREDENTIAL_FILE_MAGIC).u32(CREDENTIAL_FILE_VERSION).toBuffer(),
+    idObject,
+    encryptedSecret,
+  ]);
   seed.fill(0);
   symKey.fill(0);
   hmacKey.fill(0);
@@ -137,15 +178,21 @@ export interface ParsedCredentialBlob {
 export function parseCredentialBlob(bytes: Uint8Array): ParsedCredentialBlob {
   const r = new TpmReader(bytes, 'credential blob');
   const magic = r.u32('magic');
-  if (magic !== CREDENTIAL_FILE_MAGIC) throw new EdgeguardError('EG_TPM_STRUCTURE', `the credential blob magic is 0x${magic.toString(16)}, not 0xbadcc0de.`);
+  if (magic !== CREDENTIAL_FILE_MAGIC)
+    throw new EdgeguardError(
+      'EG_TPM_STRUCTURE',
+      `the credential blob magic is 0x${magic.toString(16)}, not 0xbadcc0de.`,
+    );
   const version = r.u32('version');
-  if (version !== CREDENTIAL_FILE_VERSION) throw new EdgeguardError('EG_TPM_STRUCTURE', `the credential blob version is ${version}, not 1.`);
+  if (version !== CREDENTIAL_FILE_VERSION)
+    throw new EdgeguardError('EG_TPM_STRUCTURE', `the credential blob version is ${version}, not 1.`);
   const idObject = r.tpm2b('TPM2B_ID_OBJECT');
   const encSecret = r.tpm2b('TPM2B_ENCRYPTED_SECRET');
   r.end();
   const inner = new TpmReader(idObject, 'TPM2B_ID_OBJECT');
   const integrityHmac = inner.tpm2b('integrityHMAC', 64);
   const encIdentity = inner.bytes(inner.remaining, 'encIdentity');
-  if (encIdentity.length < 2) throw new EdgeguardError('EG_TPM_STRUCTURE', 'the credential blob carries no encrypted identity.');
+  if (encIdentity.length < 2)
+    throw new EdgeguardError('EG_TPM_STRUCTURE', 'the credential blob carries no encrypted identity.');
   return { integrityHmac, encIdentity, encSecret };
 }

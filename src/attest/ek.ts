@@ -44,7 +44,11 @@ export function loadEkTrustStore(dir: string): EkTrustStore {
       try {
         anchors.push(...certsFromFile(join(dir, name)));
       } catch (e) {
-        throw new EdgeguardError('EG_CONFIG', `${join(dir, name)} is not a PEM or DER certificate; remove it from the EK trust store.`, { cause: e });
+        throw new EdgeguardError(
+          'EG_CONFIG',
+          `${join(dir, name)} is not a PEM or DER certificate; remove it from the EK trust store.`,
+          { cause: e },
+        );
       }
     }
   }
@@ -101,12 +105,26 @@ export async function verifyEkCertificate(
   // The certificate must be about this EK, or a genuine certificate could vouch for a software key.
   const certSpki = Buffer.from(cert.publicKey.rawData);
   const ekSpki = tpmPublicKey(ek).export({ type: 'spki', format: 'der' });
-  if (!createPublicKey({ key: certSpki, format: 'der', type: 'spki' }).equals(createPublicKey({ key: ekSpki, format: 'der', type: 'spki' }))) {
-    throw new EdgeguardError('EG_ENROLL', 'the EK certificate is for another key than the EK public area presented; the evidence does not belong together.');
+  if (
+    !createPublicKey({ key: certSpki, format: 'der', type: 'spki' }).equals(
+      createPublicKey({ key: ekSpki, format: 'der', type: 'spki' }),
+    )
+  ) {
+    throw new EdgeguardError(
+      'EG_ENROLL',
+      'the EK certificate is for another key than the EK public area presented; the evidence does not belong together.',
+    );
   }
-  if (!within(cert, now)) throw new EdgeguardError('EG_ENROLL', `the EK certificate is not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}).`);
+  if (!within(cert, now))
+    throw new EdgeguardError(
+      'EG_ENROLL',
+      `the EK certificate is not valid now (valid ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}).`,
+    );
   if (trust.anchors.length === 0) {
-    throw new EdgeguardError('EG_ENROLL', `the EK trust store ${trust.source} is empty; copy your TPM vendors' CA certificates there.`);
+    throw new EdgeguardError(
+      'EG_ENROLL',
+      `the EK trust store ${trust.source} is empty; copy your TPM vendors' CA certificates there.`,
+    );
   }
   const pool: x509.X509Certificate[] = [];
   for (const der of opts.intermediates ?? []) {
@@ -116,12 +134,15 @@ export async function verifyEkCertificate(
       throw new EdgeguardError('EG_ENROLL', 'an EK intermediate certificate is not DER X.509.', { cause: e });
     }
   }
-  const isAnchor = (c: x509.X509Certificate) => trust.anchors.some((a) => Buffer.from(a.rawData).equals(Buffer.from(c.rawData)));
+  const isAnchor = (c: x509.X509Certificate) =>
+    trust.anchors.some((a) => Buffer.from(a.rawData).equals(Buffer.from(c.rawData)));
   const chain = [cert];
   let current = cert;
   for (let depth = 0; depth < MAX_CHAIN; depth++) {
     if (depth > 0 && isAnchor(current)) return { certificate: cert, chain };
-    const candidates = [...trust.anchors, ...pool].filter((c) => c.subject === current.issuer && isCa(c) && within(c, now));
+    const candidates = [...trust.anchors, ...pool].filter(
+      (c) => c.subject === current.issuer && isCa(c) && within(c, now),
+    );
     let next: x509.X509Certificate | undefined;
     for (const c of candidates) {
       if (await signedBy(current, c)) {
@@ -134,5 +155,8 @@ export async function verifyEkCertificate(
     if (isAnchor(next)) return { certificate: cert, chain };
     current = next;
   }
-  throw new EdgeguardError('EG_ENROLL', `the EK certificate (issuer "${cert.issuer}") does not chain to a CA in ${trust.source}; the TPM is not from a manufacturer this server trusts. Add the vendor's CA there if it should be.`);
+  throw new EdgeguardError(
+    'EG_ENROLL',
+    `the EK certificate (issuer "${cert.issuer}") does not chain to a CA in ${trust.source}; the TPM is not from a manufacturer this server trusts. Add the vendor's CA there if it should be.`,
+  );
 }

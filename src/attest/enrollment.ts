@@ -40,7 +40,9 @@ function parsePublic(bytes: Uint8Array, what: string): TpmPublic {
   try {
     return parseTpm2bPublic(bytes);
   } catch (e) {
-    throw new EdgeguardError('EG_ENROLL', `the ${what} is not a valid TPM2B_PUBLIC (${(e as Error).message}).`, { cause: e });
+    throw new EdgeguardError('EG_ENROLL', `the ${what} is not a valid TPM2B_PUBLIC (${(e as Error).message}).`, {
+      cause: e,
+    });
   }
 }
 
@@ -51,7 +53,10 @@ export async function verifyTpmEvidence(e: TpmEvidence, policy: EvidencePolicy):
 
   // An EK is a restricted decryption (storage) key that never leaves the TPM (EK Credential Profile 2.0, 2.1).
   if (!hasAttributes(ek, 'fixedTPM', 'fixedParent', 'restricted', 'decrypt')) {
-    throw new EdgeguardError('EG_ENROLL', 'the EK public area is not a restricted, TPM-fixed decryption key; it is not an endorsement key.');
+    throw new EdgeguardError(
+      'EG_ENROLL',
+      'the EK public area is not a restricted, TPM-fixed decryption key; it is not an endorsement key.',
+    );
   }
   let ekHash: string;
   try {
@@ -62,10 +67,17 @@ export async function verifyTpmEvidence(e: TpmEvidence, policy: EvidencePolicy):
 
   let ekCertificate: x509.X509Certificate | null = null;
   if (e.ekCertificate !== undefined) {
-    const v = await verifyEkCertificate(e.ekCertificate, ek, policy.trust, { intermediates: e.ekChain ?? [], ...(policy.now ? { now: policy.now } : {}) });
+    const v = await verifyEkCertificate(e.ekCertificate, ek, policy.trust, {
+      intermediates: e.ekChain ?? [],
+      ...(policy.now ? { now: policy.now } : {}),
+    });
     ekCertificate = v.certificate;
   } else if (!policy.acceptEkWithoutCertificate(ekHash)) {
-    throw new EdgeguardError('EG_ENROLL', `no EK certificate was sent and EK ${ekHash} is not pre-registered; send the EK certificate or add the EK hash to the auto-approve list.`, { details: { ekHash } });
+    throw new EdgeguardError(
+      'EG_ENROLL',
+      `no EK certificate was sent and EK ${ekHash} is not pre-registered; send the EK certificate or add the EK hash to the auto-approve list.`,
+      { details: { ekHash } },
+    );
   }
 
   checkAttestationKey(ak);
@@ -74,7 +86,9 @@ export async function verifyTpmEvidence(e: TpmEvidence, policy: EvidencePolicy):
     verifyCertify(ak, binding, e.certifyInfo, e.certifySignature, { requireRestrictedSigner: true });
   } catch (err) {
     if (isEdgeguardError(err)) {
-      throw new EdgeguardError('EG_ENROLL', `the binding key is not certified by the attestation key: ${err.message}`, { cause: err });
+      throw new EdgeguardError('EG_ENROLL', `the binding key is not certified by the attestation key: ${err.message}`, {
+        cause: err,
+      });
     }
     throw err;
   }

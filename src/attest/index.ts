@@ -3,9 +3,22 @@
  * (ek.ts), attestation-key policy (ak.ts), the enrollment evidence check that composes them
  * (enrollment.ts) and the enrollment protocol's messages (protocol.ts).
  */
-export { makeCredential, parseCredentialBlob, CREDENTIAL_FILE_MAGIC, type MadeCredential, type ParsedCredentialBlob } from './credential.ts';
+export {
+  makeCredential,
+  parseCredentialBlob,
+  CREDENTIAL_FILE_MAGIC,
+  type MadeCredential,
+  type ParsedCredentialBlob,
+} from './credential.ts';
 export { kdfa, kdfe } from './kdf.ts';
-export { loadEkTrustStore, verifyEkCertificate, ekPublicKeyHash, EK_ROOTS_SUBDIR, type EkTrustStore, type VerifiedEkCertificate } from './ek.ts';
+export {
+  loadEkTrustStore,
+  verifyEkCertificate,
+  ekPublicKeyHash,
+  EK_ROOTS_SUBDIR,
+  type EkTrustStore,
+  type VerifiedEkCertificate,
+} from './ek.ts';
 export { checkAttestationKey, checkResidentKey, MIN_RSA_BITS } from './ak.ts';
 export { verifyTpmEvidence, type TpmEvidence, type VerifiedTpmEvidence, type EvidencePolicy } from './enrollment.ts';
 export * as protocol from './protocol.ts';

@@ -9,10 +9,21 @@
 import { createHash, createHmac } from 'node:crypto';
 import { EdgeguardError } from '../errors/index.ts';
 
-export function kdfa(hash: string, key: Uint8Array, label: string, contextU: Uint8Array, contextV: Uint8Array, bits: number): Buffer {
-  if (bits <= 0 || bits % 8 !== 0) throw new EdgeguardError('EG_INTERNAL', `KDFa asked for ${bits} bits; only whole bytes are supported.`);
+export function kdfa(
+  hash: string,
+  key: Uint8Array,
+  label: string,
+  contextU: Uint8Array,
+  contextV: Uint8Array,
+  bits: number,
+): Buffer {
+  if (bits <= 0 || bits % 8 !== 0)
+    throw new EdgeguardError('EG_INTERNAL', `KDFa asked for ${bits} bits; only whole bytes are supported.`);
   const labelBytes = Buffer.from(label, 'latin1');
-  const terminatedLabel = labelBytes.length > 0 && labelBytes[labelBytes.length - 1] === 0 ? labelBytes : Buffer.concat([labelBytes, Buffer.from([0])]);
+  const terminatedLabel =
+    labelBytes.length > 0 && labelBytes[labelBytes.length - 1] === 0
+      ? labelBytes
+      : Buffer.concat([labelBytes, Buffer.from([0])]);
   const bitsBe = Buffer.alloc(4);
   bitsBe.writeUInt32BE(bits);
   const out: Buffer[] = [];
@@ -20,7 +31,13 @@ export function kdfa(hash: string, key: Uint8Array, label: string, contextU: Uin
   for (let i = 1; have < bits / 8; i++) {
     const counter = Buffer.alloc(4);
     counter.writeUInt32BE(i);
-    const block = createHmac(hash, key).update(counter).update(terminatedLabel).update(contextU).update(contextV).update(bitsBe).digest();
+    const block = createHmac(hash, key)
+      .update(counter)
+      .update(terminatedLabel)
+      .update(contextU)
+      .update(contextV)
+      .update(bitsBe)
+      .digest();
     out.push(block);
     have += block.length;
   }
@@ -33,16 +50,33 @@ export function kdfa(hash: string, key: Uint8Array, label: string, contextU: Uin
  *
  *   K(i) = H([i]32 || Z || label || 0x00 || partyUInfo || partyVInfo),  i = 1, 2, ...
  */
-export function kdfe(hash: string, z: Uint8Array, label: string, partyU: Uint8Array, partyV: Uint8Array, bits: number): Buffer {
-  if (bits <= 0 || bits % 8 !== 0) throw new EdgeguardError('EG_INTERNAL', `KDFe asked for ${bits} bits; only whole bytes are supported.`);
+export function kdfe(
+  hash: string,
+  z: Uint8Array,
+  label: string,
+  partyU: Uint8Array,
+  partyV: Uint8Array,
+  bits: number,
+): Buffer {
+  if (bits <= 0 || bits % 8 !== 0)
+    throw new EdgeguardError('EG_INTERNAL', `KDFe asked for ${bits} bits; only whole bytes are supported.`);
   const labelBytes = Buffer.from(label, 'latin1');
-  const terminatedLabel = labelBytes.length > 0 && labelBytes[labelBytes.length - 1] === 0 ? labelBytes : Buffer.concat([labelBytes, Buffer.from([0])]);
+  const terminatedLabel =
+    labelBytes.length > 0 && labelBytes[labelBytes.length - 1] === 0
+      ? labelBytes
+      : Buffer.concat([labelBytes, Buffer.from([0])]);
   const out: Buffer[] = [];
   let have = 0;
   for (let i = 1; have < bits / 8; i++) {
     const counter = Buffer.alloc(4);
     counter.writeUInt32BE(i);
-    const block = createHash(hash).update(counter).update(z).update(terminatedLabel).update(partyU).update(partyV).digest();
+    const block = createHash(hash)
+      .update(counter)
+      .update(z)
+      .update(terminatedLabel)
+      .update(partyU)
+      .update(partyV)
+      .digest();
     out.push(block);
     have += block.length;
   }

@@ -19,7 +19,11 @@ const b64 = (max: number) =>
     .max(Math.ceil(max / 3) * 4 + 4)
     .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be standard base64');
 
-const pem = (label: string, max: number) => z.string().max(max).regex(new RegExp(`-----BEGIN ${label}-----`), `must be PEM (${label})`);
+const pem = (label: string, max: number) =>
+  z
+    .string()
+    .max(max)
+    .regex(new RegExp(`-----BEGIN ${label}-----`), `must be PEM (${label})`);
 
 export const NONCE_BYTES = 32;
 export const CREDENTIAL_BYTES = 32;
@@ -28,7 +32,12 @@ export const NonceResponse = z.object({ nonce: z.string(), expiresAt: z.string()
 export type NonceResponse = z.infer<typeof NonceResponse>;
 
 const nonceField = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be the 32-byte base64url nonce from /v1/enroll/nonce');
-const labelField = z.string().min(1).max(100).regex(/^[\w .:@/-]+$/, 'letters, digits, space and . : @ / - _ only').optional();
+const labelField = z
+  .string()
+  .min(1)
+  .max(100)
+  .regex(/^[\w .:@/-]+$/, 'letters, digits, space and . : @ / - _ only')
+  .optional();
 
 export const TpmEnrollStart = z
   .object({

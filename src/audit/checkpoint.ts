@@ -20,11 +20,15 @@ export interface Checkpoint {
 }
 
 export function formatCheckpoint(cp: Checkpoint): string {
-  if (cp.origin.length === 0 || cp.origin.includes('\n')) throw new EdgeguardError('EG_USAGE', 'a checkpoint origin must be one non-empty line.');
-  if (!Number.isSafeInteger(cp.size) || cp.size < 0) throw new EdgeguardError('EG_USAGE', `checkpoint size ${cp.size} is not a non-negative integer.`);
-  if (cp.rootHash.length !== HASH_BYTES) throw new EdgeguardError('EG_USAGE', 'a checkpoint root hash must be 32 bytes.');
+  if (cp.origin.length === 0 || cp.origin.includes('\n'))
+    throw new EdgeguardError('EG_USAGE', 'a checkpoint origin must be one non-empty line.');
+  if (!Number.isSafeInteger(cp.size) || cp.size < 0)
+    throw new EdgeguardError('EG_USAGE', `checkpoint size ${cp.size} is not a non-negative integer.`);
+  if (cp.rootHash.length !== HASH_BYTES)
+    throw new EdgeguardError('EG_USAGE', 'a checkpoint root hash must be 32 bytes.');
   for (const e of cp.extensions) {
-    if (e.length === 0 || e.includes('\n')) throw new EdgeguardError('EG_USAGE', 'checkpoint extension lines must be non-empty single lines.');
+    if (e.length === 0 || e.includes('\n'))
+      throw new EdgeguardError('EG_USAGE', 'checkpoint extension lines must be non-empty single lines.');
   }
   const text = [cp.origin, String(cp.size), cp.rootHash.toString('base64'), ...cp.extensions].join('\n') + '\n';
   checkNoteText(text);
@@ -43,7 +47,8 @@ export function parseCheckpoint(text: string): Checkpoint {
   const size = Number(sizeText);
   if (!Number.isSafeInteger(size)) throw bad(`the tree size ${sizeText} is larger than 2^53-1`);
   const rootHash = fromB64(rootText);
-  if (rootHash === undefined || rootHash.toString('base64') !== rootText) throw bad('the root hash is not canonical base64');
+  if (rootHash === undefined || rootHash.toString('base64') !== rootText)
+    throw bad('the root hash is not canonical base64');
   if (rootHash.length !== HASH_BYTES) throw bad(`the root hash is ${rootHash.length} bytes, not 32`);
   if (extensions.some((e) => e.length === 0)) throw bad('an extension line is empty');
   return { origin, size, rootHash, extensions };
@@ -64,11 +69,22 @@ export interface OpenedCheckpoint {
  * Verify a signed checkpoint with the log's key and parse it. `origin` defaults to the key's
  * name: a checkpoint of another log signed by the same key is still refused.
  */
-export function openCheckpoint(signedNote: string | Uint8Array, logKey: NoteVerifier, origin: string = logKey.name): OpenedCheckpoint {
+export function openCheckpoint(
+  signedNote: string | Uint8Array,
+  logKey: NoteVerifier,
+  origin: string = logKey.name,
+): OpenedCheckpoint {
   const note = openNote(signedNote, [logKey]);
   const checkpoint = parseCheckpoint(note.text);
   if (checkpoint.origin !== origin) {
-    throw new EdgeguardError('EG_SIGNATURE_MISMATCH', `the checkpoint is for log "${checkpoint.origin}", not the expected "${origin}".`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_MISMATCH',
+      `the checkpoint is for log "${checkpoint.origin}", not the expected "${origin}".`,
+    );
   }
-  return { checkpoint, note, signedNote: typeof signedNote === 'string' ? signedNote : Buffer.from(signedNote).toString('utf8') };
+  return {
+    checkpoint,
+    note,
+    signedNote: typeof signedNote === 'string' ? signedNote : Buffer.from(signedNote).toString('utf8'),
+  };
 }

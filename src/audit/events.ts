@@ -39,27 +39,77 @@ export const auditEventSchema = z.discriminatedUnion('type', [
   event('device.approved', { deviceId: id, approvedBy: id }),
   event('device.rejected', { deviceId: id, reason: short }),
   event('device.revoked', { deviceId: id, reason: short, revokedSerials: z.array(id).max(1000) }),
-  event('cert.issued', { serial: id, role: z.enum(['device', 'admin', 'server']), subjectDn: short, notAfter: z.iso.datetime() }),
-  event('attestation.result', { deviceId: id, verified: z.boolean(), pcrDigest: hex(32).optional(), reason: short.optional() }),
+  event('cert.issued', {
+    serial: id,
+    role: z.enum(['device', 'admin', 'server']),
+    subjectDn: short,
+    notAfter: z.iso.datetime(),
+  }),
+  event('attestation.result', {
+    deviceId: id,
+    verified: z.boolean(),
+    pcrDigest: hex(32).optional(),
+    reason: short.optional(),
+  }),
   event('release.published', { releaseId: id, modelSha256: hex(32), version: id }),
   event('release.installed', { releaseId: id, deviceId: id, version: id }),
   event('release.rejected', { releaseId: id, deviceId: id, reason: short }),
   // keyProvider 'key-file': the content key came from a plain key file (development). version,
   // signerKeyId: the package's metadata version and the publisher key that signed it.
-  event('model.loaded', { modelSha256: hex(32), name: id, keyProvider: z.enum(['tpm', 'software', 'key-file']), version: count.optional(), signerKeyId: id.optional() }),
+  event('model.loaded', {
+    modelSha256: hex(32),
+    name: id,
+    keyProvider: z.enum(['tpm', 'software', 'key-file']),
+    version: count.optional(),
+    signerKeyId: id.optional(),
+  }),
   event('model.load_failed', { modelSha256: hex(32).optional(), name: id, code: id }),
   // reasons: every reason code of the verdict; model: "name@version" and its package header digest.
-  event('guard.flagged', { check: id, score: micro, threshold: micro, inputSha256: hex(32).optional(), queuedForReview: z.boolean().optional(), reasons: z.array(id).max(16).optional(), model: id.optional(), modelSha256: hex(32).optional() }),
-  event('guard.rejected', { check: id, score: micro, threshold: micro, inputSha256: hex(32).optional(), queuedForReview: z.boolean(), reasons: z.array(id).max(16).optional(), model: id.optional(), modelSha256: hex(32).optional() }),
+  event('guard.flagged', {
+    check: id,
+    score: micro,
+    threshold: micro,
+    inputSha256: hex(32).optional(),
+    queuedForReview: z.boolean().optional(),
+    reasons: z.array(id).max(16).optional(),
+    model: id.optional(),
+    modelSha256: hex(32).optional(),
+  }),
+  event('guard.rejected', {
+    check: id,
+    score: micro,
+    threshold: micro,
+    inputSha256: hex(32).optional(),
+    queuedForReview: z.boolean(),
+    reasons: z.array(id).max(16).optional(),
+    model: id.optional(),
+    modelSha256: hex(32).optional(),
+  }),
   event('review.item', { itemId: id, action: z.enum(['queued', 'uploaded', 'dropped']), reason: short.optional() }),
-  event('cert.renewed', { previousSerial: id, serial: id.optional(), notAfter: z.iso.datetime().optional(), reason: short.optional() }),
-  event('agent.started', { configSha256: hex(32), guardProfileSha256: hex(32).optional(), keyProvider: z.enum(['tpm', 'software', 'key-file']), pid: count.optional() }),
+  event('cert.renewed', {
+    previousSerial: id,
+    serial: id.optional(),
+    notAfter: z.iso.datetime().optional(),
+    reason: short.optional(),
+  }),
+  event('agent.started', {
+    configSha256: hex(32),
+    guardProfileSha256: hex(32).optional(),
+    keyProvider: z.enum(['tpm', 'software', 'key-file']),
+    pid: count.optional(),
+  }),
   event('agent.stopped', { reason: short, uptimeS: count }),
   event('tamper.detected', { sensor: id, detail: short }),
   event('device.locked', { reason: short }),
   event('admin.action', { action: id, target: id.optional(), detail: short.optional() }),
   event('policy.changed', { policy: id, previousSha256: hex(32).optional(), newSha256: hex(32) }),
-  event('audit.journal_gap', { deviceId: id, position: count, expectedSeq: count, foundSeq: count.optional(), reason: short }),
+  event('audit.journal_gap', {
+    deviceId: id,
+    position: count,
+    expectedSeq: count,
+    foundSeq: count.optional(),
+    reason: short,
+  }),
 ]);
 
 export type AuditEvent = z.infer<typeof auditEventSchema>;
@@ -72,7 +122,11 @@ export function parseAuditEvent(value: unknown, where = 'the audit event'): Audi
   if (!r.success) {
     const issue = r.error.issues[0];
     const path = issue?.path.join('.') ?? '';
-    throw new EdgeguardError('EG_FORMAT', `${where} is invalid${path ? ` at ${path}` : ''}: ${issue?.message ?? 'schema mismatch'}.`, { details: { issues: r.error.issues.slice(0, 5) } });
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${where} is invalid${path ? ` at ${path}` : ''}: ${issue?.message ?? 'schema mismatch'}.`,
+      { details: { issues: r.error.issues.slice(0, 5) } },
+    );
   }
   return r.data;
 }
@@ -89,7 +143,8 @@ export function canonicalJson(value: unknown): string {
     case 'boolean':
       return value ? 'true' : 'false';
     case 'number':
-      if (!Number.isSafeInteger(value)) throw new EdgeguardError('EG_FORMAT', `canonical JSON only carries safe integers, not ${value}.`);
+      if (!Number.isSafeInteger(value))
+        throw new EdgeguardError('EG_FORMAT', `canonical JSON only carries safe integers, not ${value}.`);
       return String(value);
     case 'object': {
       if (value === null) return 'null';
@@ -132,7 +187,10 @@ export const deviceOriginSchema = z.strictObject({
   /** 'ed25519' or 'ecdsa-p256'. */
   alg: z.enum(['ed25519', 'ecdsa-p256']),
   /** Signature over the journal entry hash, base64. */
-  sig: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/).max(200),
+  sig: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/)
+    .max(200),
 });
 export type DeviceOrigin = z.infer<typeof deviceOriginSchema>;
 
@@ -143,7 +201,10 @@ export type DeviceOrigin = z.infer<typeof deviceOriginSchema>;
 export const logLeafSchema = z.strictObject({
   v: z.literal(1),
   event: auditEventSchema,
-  origin: z.union([z.strictObject({ kind: z.literal('server') }), z.strictObject({ kind: z.literal('device'), device: deviceOriginSchema })]),
+  origin: z.union([
+    z.strictObject({ kind: z.literal('server') }),
+    z.strictObject({ kind: z.literal('device'), device: deviceOriginSchema }),
+  ]),
   loggedAt: z.iso.datetime({ offset: false, precision: 3 }),
 });
 export type LogLeaf = z.infer<typeof logLeafSchema>;
@@ -163,7 +224,12 @@ export function decodeLogLeaf(bytes: Uint8Array): LogLeaf {
     throw new EdgeguardError('EG_FORMAT', 'the log entry is not JSON.', { cause: e });
   }
   const r = logLeafSchema.safeParse(value);
-  if (!r.success) throw new EdgeguardError('EG_FORMAT', `the log entry does not match the leaf schema (${r.error.issues[0]?.message ?? 'mismatch'}).`);
-  if (!encodeLogLeaf(r.data).equals(Buffer.from(bytes))) throw new EdgeguardError('EG_FORMAT', 'the log entry is not in canonical form.');
+  if (!r.success)
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `the log entry does not match the leaf schema (${r.error.issues[0]?.message ?? 'mismatch'}).`,
+    );
+  if (!encodeLogLeaf(r.data).equals(Buffer.from(bytes)))
+    throw new EdgeguardError('EG_FORMAT', 'the log entry is not in canonical form.');
   return r.data;
 }

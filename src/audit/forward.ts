@@ -27,22 +27,32 @@ interface AppendAnswer {
 
 function failed(what: string, r: { status: number; body: unknown }): EdgeguardError {
   const err = (r.body as { error?: { code?: string; message?: string } } | undefined)?.error;
-  return new EdgeguardError(r.status === 401 || r.status === 403 ? 'EG_UNAUTHORIZED' : 'EG_SERVER', `${what} failed (HTTP ${r.status}${err?.message ? `: ${err.message}` : ''}).`);
+  return new EdgeguardError(
+    r.status === 401 || r.status === 403 ? 'EG_UNAUTHORIZED' : 'EG_SERVER',
+    `${what} failed (HTTP ${r.status}${err?.message ? `: ${err.message}` : ''}).`,
+  );
 }
 
 /**
  * `maxBytes` bounds how much of the journal one call reads (and so the CPU it spends parsing);
  * a caller that gets `serverSeq < journal.lastSeq` back calls again for the rest.
  */
-export async function forwardJournal(journal: Journal, transport: JournalTransport, opts: { batch?: number; maxBytes?: number } = {}): Promise<ForwardResult> {
+export async function forwardJournal(
+  journal: Journal,
+  transport: JournalTransport,
+  opts: { batch?: number; maxBytes?: number } = {},
+): Promise<ForwardResult> {
   const batch = Math.min(Math.max(1, opts.batch ?? 500), 1000);
   const head = await transport.send<{ seq: number }>('GET', '/v1/audit/journal/head');
-  if (head.status !== 200 || typeof head.body?.seq !== 'number') throw failed('asking the server for the journal head', head);
+  if (head.status !== 200 || typeof head.body?.seq !== 'number')
+    throw failed('asking the server for the journal head', head);
   const pending = await journal.readFrom(head.body.seq + 1, opts.maxBytes);
   const result: ForwardResult = { sent: 0, logged: 0, duplicates: 0, serverSeq: head.body.seq, gaps: [] };
   for (let i = 0; i < pending.length; i += batch) {
     const slice = pending.slice(i, i + batch);
-    const r = await transport.send<AppendAnswer>('POST', '/v1/audit/journal', { records: slice.map((e) => encodeJournalRecord(e).subarray(4).toString('base64')) });
+    const r = await transport.send<AppendAnswer>('POST', '/v1/audit/journal', {
+      records: slice.map((e) => encodeJournalRecord(e).subarray(4).toString('base64')),
+    });
     if (r.status !== 200) throw failed('forwarding the audit journal', r);
     result.sent += slice.length;
     for (const e of r.body.entries) {

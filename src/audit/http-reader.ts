@@ -37,32 +37,72 @@ export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogRead
   } catch {
     throw new EdgeguardError('EG_USAGE', `--server "${opts.url}" is not a URL; use https://host:port.`);
   }
-  if (base.protocol !== 'https:') throw new EdgeguardError('EG_USAGE', `--server must be an https:// URL (the control plane only speaks TLS).`);
-  if ((opts.cert === undefined) !== (opts.key === undefined)) throw new EdgeguardError('EG_USAGE', 'pass --cert and --key together.');
-  const [ca, cert, key] = await Promise.all([readPem(opts.ca, 'the fleet CA'), readPem(opts.cert, 'the client certificate'), readPem(opts.key, 'the client key')]);
+  if (base.protocol !== 'https:')
+    throw new EdgeguardError('EG_USAGE', `--server must be an https:// URL (the control plane only speaks TLS).`);
+  if ((opts.cert === undefined) !== (opts.key === undefined))
+    throw new EdgeguardError('EG_USAGE', 'pass --cert and --key together.');
+  const [ca, cert, key] = await Promise.all([
+    readPem(opts.ca, 'the fleet CA'),
+    readPem(opts.cert, 'the client certificate'),
+    readPem(opts.key, 'the client key'),
+  ]);
   const timeout = opts.timeoutMs ?? 15_000;
 
   function get(path: string): Promise<{ status: number; body: Buffer; type: string }> {
     const u = new URL(path, base);
     return new Promise((resolve, reject) => {
-      const req = request(u, { method: 'GET', ca, cert, key, timeout, minVersion: 'TLSv1.3', headers: { accept: 'application/json, text/plain' } }, (res) => {
-        const chunks: Buffer[] = [];
-        let total = 0;
-        res.on('data', (c: Buffer) => {
-          total += c.length;
-          if (total > MAX_RESPONSE) {
-            req.destroy(new EdgeguardError('EG_SERVER', `the server's answer to ${u.pathname} is larger than ${MAX_RESPONSE} bytes.`));
-            return;
-          }
-          chunks.push(c);
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), type: String(res.headers['content-type'] ?? '') }));
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(new EdgeguardError('EG_SERVER', `the server did not answer ${u.pathname} within ${timeout / 1000} s.`)));
+      const req = request(
+        u,
+        {
+          method: 'GET',
+          ca,
+          cert,
+          key,
+          timeout,
+          minVersion: 'TLSv1.3',
+          headers: { accept: 'application/json, text/plain' },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let total = 0;
+          res.on('data', (c: Buffer) => {
+            total += c.length;
+            if (total > MAX_RESPONSE) {
+              req.destroy(
+                new EdgeguardError(
+                  'EG_SERVER',
+                  `the server's answer to ${u.pathname} is larger than ${MAX_RESPONSE} bytes.`,
+                ),
+              );
+              return;
+            }
+            chunks.push(c);
+          });
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              body: Buffer.concat(chunks),
+              type: String(res.headers['content-type'] ?? ''),
+            }),
+          );
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () =>
+        req.destroy(
+          new EdgeguardError('EG_SERVER', `the server did not answer ${u.pathname} within ${timeout / 1000} s.`),
+        ),
+      );
       req.on('error', (e) => {
         if (e instanceof EdgeguardError) reject(e);
-        else reject(new EdgeguardError('EG_TLS', `could not reach ${base.origin} (${(e as NodeJS.ErrnoException).code ?? e.message}); check --server and --ca.`, { cause: e }));
+        else
+          reject(
+            new EdgeguardError(
+              'EG_TLS',
+              `could not reach ${base.origin} (${(e as NodeJS.ErrnoException).code ?? e.message}); check --server and --ca.`,
+              { cause: e },
+            ),
+          );
       });
       req.end();
     });
@@ -77,15 +117,27 @@ export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogRead
     } catch {
       err = undefined;
     }
-    const code = err?.code === 'EG_NOT_FOUND' ? 'EG_NOT_FOUND' : r.status === 401 ? 'EG_UNAUTHORIZED' : r.status === 403 ? 'EG_FORBIDDEN' : 'EG_SERVER';
-    throw new EdgeguardError(code, `the server answered ${r.status} to ${path}${err?.message ? `: ${err.message}` : ''}`);
+    const code =
+      err?.code === 'EG_NOT_FOUND'
+        ? 'EG_NOT_FOUND'
+        : r.status === 401
+          ? 'EG_UNAUTHORIZED'
+          : r.status === 403
+            ? 'EG_FORBIDDEN'
+            : 'EG_SERVER';
+    throw new EdgeguardError(
+      code,
+      `the server answered ${r.status} to ${path}${err?.message ? `: ${err.message}` : ''}`,
+    );
   }
 
   function hashes(value: unknown, what: string): Buffer[] {
-    if (!Array.isArray(value) || value.length > 128) throw new EdgeguardError('EG_FORMAT', `the server's ${what} is not a list of hashes.`);
+    if (!Array.isArray(value) || value.length > 128)
+      throw new EdgeguardError('EG_FORMAT', `the server's ${what} is not a list of hashes.`);
     return value.map((h) => {
       const b = typeof h === 'string' ? fromB64(h) : undefined;
-      if (b === undefined || b.length !== 32) throw new EdgeguardError('EG_FORMAT', `the server's ${what} holds a value that is not a base64 SHA-256 hash.`);
+      if (b === undefined || b.length !== 32)
+        throw new EdgeguardError('EG_FORMAT', `the server's ${what} holds a value that is not a base64 SHA-256 hash.`);
       return b;
     });
   }
@@ -108,7 +160,8 @@ export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogRead
     async inclusionProof(index, size) {
       const v = json(await getOk(`/v1/audit/entries/${index}/proof?size=${size}`), 'inclusion proof');
       const leaf = typeof v.leaf === 'string' ? fromB64(v.leaf) : undefined;
-      if (leaf === undefined) throw new EdgeguardError('EG_FORMAT', "the server's inclusion proof carries no base64 leaf.");
+      if (leaf === undefined)
+        throw new EdgeguardError('EG_FORMAT', "the server's inclusion proof carries no base64 leaf.");
       return { leaf, proof: hashes(v.proof, 'inclusion proof') };
     },
     async consistencyProof(size1, size2) {

@@ -42,7 +42,14 @@ export {
   parseNote,
   openNote,
 } from './note.ts';
-export { type Checkpoint, type OpenedCheckpoint, formatCheckpoint, parseCheckpoint, signCheckpoint, openCheckpoint } from './checkpoint.ts';
+export {
+  type Checkpoint,
+  type OpenedCheckpoint,
+  formatCheckpoint,
+  parseCheckpoint,
+  signCheckpoint,
+  openCheckpoint,
+} from './checkpoint.ts';
 export {
   type AuditEvent,
   type AuditEventType,
@@ -89,7 +96,14 @@ export {
   AuditLog,
   deviceLeaf,
 } from './log.ts';
-export { DEFAULT_LOG_ORIGIN, LOG_KEY_FILE, LOG_PUB_FILE, generateLogSigner, loadOrCreateLogSigner, readLogVerifierKey } from './keys.ts';
+export {
+  DEFAULT_LOG_ORIGIN,
+  LOG_KEY_FILE,
+  LOG_PUB_FILE,
+  generateLogSigner,
+  loadOrCreateLogSigner,
+  readLogVerifierKey,
+} from './keys.ts';
 export { type LogReader, type ProvenEntry, storeLogReader, fetchVerifiedCheckpoint, proveEntry } from './reader.ts';
 export { type HttpLogReaderOptions, httpLogReader } from './http-reader.ts';
 export { type JournalTransport, type ForwardResult, forwardJournal } from './forward.ts';

@@ -52,7 +52,10 @@ export interface JournalSigner {
 export function journalAlgorithmOf(key: KeyObject): JournalAlgorithm {
   if (key.asymmetricKeyType === 'ed25519') return 'ed25519';
   if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ecdsa-p256';
-  throw new EdgeguardError('EG_KEY_FORMAT', `a journal key must be Ed25519 or ECDSA P-256, not ${key.asymmetricKeyType ?? 'unknown'}.`);
+  throw new EdgeguardError(
+    'EG_KEY_FORMAT',
+    `a journal key must be Ed25519 or ECDSA P-256, not ${key.asymmetricKeyType ?? 'unknown'}.`,
+  );
 }
 
 export function journalSignerFromKey(privateKey: KeyObject): JournalSigner {
@@ -60,11 +63,18 @@ export function journalSignerFromKey(privateKey: KeyObject): JournalSigner {
   return {
     alg,
     sign: (body) =>
-      alg === 'ed25519' ? cryptoSign(null, body, privateKey) : cryptoSign('sha256', body, { key: privateKey, dsaEncoding: 'ieee-p1363' }),
+      alg === 'ed25519'
+        ? cryptoSign(null, body, privateKey)
+        : cryptoSign('sha256', body, { key: privateKey, dsaEncoding: 'ieee-p1363' }),
   };
 }
 
-export function verifyJournalSignature(alg: JournalAlgorithm, body: Uint8Array, signature: Uint8Array, publicKey: KeyObject): boolean {
+export function verifyJournalSignature(
+  alg: JournalAlgorithm,
+  body: Uint8Array,
+  signature: Uint8Array,
+  publicKey: KeyObject,
+): boolean {
   try {
     if (journalAlgorithmOf(publicKey) !== alg || signature.length !== SIG_LENGTHS[alg]) return false;
     return alg === 'ed25519'
@@ -82,7 +92,11 @@ export function encodeJournalBody(seq: number, prev: Uint8Array, timeMs: number,
   }
   if (prev.length !== 32) throw new EdgeguardError('EG_INTERNAL', 'a journal prev hash is 32 bytes.');
   const payload = canonicalEventBytes(event);
-  if (payload.length > MAX_PAYLOAD_BYTES) throw new EdgeguardError('EG_INPUT', `an audit event is ${payload.length} bytes; at most ${MAX_PAYLOAD_BYTES} fit in a journal entry.`);
+  if (payload.length > MAX_PAYLOAD_BYTES)
+    throw new EdgeguardError(
+      'EG_INPUT',
+      `an audit event is ${payload.length} bytes; at most ${MAX_PAYLOAD_BYTES} fit in a journal entry.`,
+    );
   const body = Buffer.alloc(BODY_FIXED + payload.length);
   body.writeUInt8(JOURNAL_VERSION, 0);
   body.writeBigUInt64BE(BigInt(seq), 1);
@@ -126,7 +140,8 @@ export function decodeJournalRecord(rec: Uint8Array): JournalEntry {
   if (alg === undefined) throw bad(`signature algorithm ${algId} is unknown`);
   const sigLength = buf.readUInt16BE(bodyEnd + 1);
   if (sigLength !== SIG_LENGTHS[alg]) throw bad(`a ${alg} signature is ${SIG_LENGTHS[alg]} bytes, not ${sigLength}`);
-  if (buf.length !== bodyEnd + 3 + sigLength) throw bad(`the record length does not match its fields (${buf.length - (bodyEnd + 3 + sigLength)} extra bytes)`);
+  if (buf.length !== bodyEnd + 3 + sigLength)
+    throw bad(`the record length does not match its fields (${buf.length - (bodyEnd + 3 + sigLength)} extra bytes)`);
   let json: unknown;
   try {
     json = JSON.parse(payload.toString('utf8'));
@@ -136,11 +151,21 @@ export function decodeJournalRecord(rec: Uint8Array): JournalEntry {
   const event = parseAuditEvent(json, 'the journal event');
   if (!Buffer.from(canonicalJson(event), 'utf8').equals(payload)) throw bad('the payload is not canonical JSON');
   const body = Buffer.from(buf.subarray(0, bodyEnd));
-  return { seq, prev, timeMs, event, alg, signature: Buffer.from(buf.subarray(bodyEnd + 3)), hash: createHash('sha256').update(body).digest(), body };
+  return {
+    seq,
+    prev,
+    timeMs,
+    event,
+    alg,
+    signature: Buffer.from(buf.subarray(bodyEnd + 3)),
+    hash: createHash('sha256').update(body).digest(),
+    body,
+  };
 }
 
 function safe(v: bigint, what: string): number {
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new EdgeguardError('EG_FORMAT', `journal record ${what} ${v} is out of range.`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new EdgeguardError('EG_FORMAT', `journal record ${what} ${v} is out of range.`);
   return Number(v);
 }
 
@@ -162,8 +187,10 @@ export function parseJournal(bytes: Uint8Array): ParsedJournal {
     const position = entries.length;
     if (buf.length - at < 4) return { entries, damage: { position, offset: at, reason: 'truncated record length' } };
     const length = buf.readUInt32BE(at);
-    if (length > BODY_FIXED + MAX_PAYLOAD_BYTES + 3 + 512) return { entries, damage: { position, offset: at, reason: `record length ${length} is impossible` } };
-    if (buf.length - at - 4 < length) return { entries, damage: { position, offset: at, reason: 'truncated record (torn write or cut file)' } };
+    if (length > BODY_FIXED + MAX_PAYLOAD_BYTES + 3 + 512)
+      return { entries, damage: { position, offset: at, reason: `record length ${length} is impossible` } };
+    if (buf.length - at - 4 < length)
+      return { entries, damage: { position, offset: at, reason: 'truncated record (torn write or cut file)' } };
     try {
       entries.push(decodeJournalRecord(buf.subarray(at + 4, at + 4 + length)));
     } catch (e) {
@@ -196,7 +223,11 @@ export const GENESIS_HEAD: ChainHead = { seq: -1, hash: ZERO_HASH };
  * previous entry hash, and a valid signature under `publicKey`. Every break is reported as a
  * gap with its position; the check then resynchronises on the entry found.
  */
-export function checkJournalChain(entries: readonly JournalEntry[], publicKey: KeyObject, head: ChainHead = GENESIS_HEAD): { gaps: JournalGap[]; head: ChainHead } {
+export function checkJournalChain(
+  entries: readonly JournalEntry[],
+  publicKey: KeyObject,
+  head: ChainHead = GENESIS_HEAD,
+): { gaps: JournalGap[]; head: ChainHead } {
   const gaps: JournalGap[] = [];
   let cur = head;
   // After an altered entry its true hash is unknown, so the next entry's prev cannot be checked.
@@ -204,7 +235,13 @@ export function checkJournalChain(entries: readonly JournalEntry[], publicKey: K
   entries.forEach((e, position) => {
     const expectedSeq = cur.seq + 1;
     if (!verifyJournalSignature(e.alg, e.body, e.signature, publicKey)) {
-      gaps.push({ position, expectedSeq, foundSeq: e.seq, kind: 'altered', reason: `entry ${position} (seq ${e.seq}) does not carry a valid device signature: it was altered or forged` });
+      gaps.push({
+        position,
+        expectedSeq,
+        foundSeq: e.seq,
+        kind: 'altered',
+        reason: `entry ${position} (seq ${e.seq}) does not carry a valid device signature: it was altered or forged`,
+      });
       // An altered entry cannot be trusted as the new head; keep the expectation of the next entry.
       cur = { seq: e.seq, hash: e.hash };
       hashKnown = false;
@@ -222,26 +259,57 @@ export function checkJournalChain(entries: readonly JournalEntry[], publicKey: K
  * Whether entry `e` (whose signature was already verified) continues the chain after `head`:
  * seq must be head.seq + 1 and prev the head's hash (unless that hash is unknown).
  */
-export function chainBreak(e: Pick<JournalEntry, 'seq' | 'prev'>, head: ChainHead, position: number, hashKnown = true): JournalGap | undefined {
+export function chainBreak(
+  e: Pick<JournalEntry, 'seq' | 'prev'>,
+  head: ChainHead,
+  position: number,
+  hashKnown = true,
+): JournalGap | undefined {
   const expectedSeq = head.seq + 1;
   if (e.seq > expectedSeq) {
-    return { position, expectedSeq, foundSeq: e.seq, kind: 'missing', reason: `entries with seq ${expectedSeq}..${e.seq - 1} are missing before position ${position}` };
+    return {
+      position,
+      expectedSeq,
+      foundSeq: e.seq,
+      kind: 'missing',
+      reason: `entries with seq ${expectedSeq}..${e.seq - 1} are missing before position ${position}`,
+    };
   }
   if (e.seq < expectedSeq) {
-    return { position, expectedSeq, foundSeq: e.seq, kind: 'reordered', reason: `entry ${position} has seq ${e.seq}, already seen; entries were replayed or reordered` };
+    return {
+      position,
+      expectedSeq,
+      foundSeq: e.seq,
+      kind: 'reordered',
+      reason: `entry ${position} has seq ${e.seq}, already seen; entries were replayed or reordered`,
+    };
   }
   if (hashKnown && !e.prev.equals(head.hash)) {
-    return { position, expectedSeq, foundSeq: e.seq, kind: 'altered', reason: `entry ${position} (seq ${e.seq}) does not chain to the entry before it: an entry was altered or replaced` };
+    return {
+      position,
+      expectedSeq,
+      foundSeq: e.seq,
+      kind: 'altered',
+      reason: `entry ${position} (seq ${e.seq}) does not chain to the entry before it: an entry was altered or replaced`,
+    };
   }
   return undefined;
 }
 
 /** Check a whole journal file: parse damage becomes a gap too. */
-export function checkJournalBytes(bytes: Uint8Array, publicKey: KeyObject): { entries: JournalEntry[]; gaps: JournalGap[]; head: ChainHead } {
+export function checkJournalBytes(
+  bytes: Uint8Array,
+  publicKey: KeyObject,
+): { entries: JournalEntry[]; gaps: JournalGap[]; head: ChainHead } {
   const parsed = parseJournal(bytes);
   const { gaps, head } = checkJournalChain(parsed.entries, publicKey);
   if (parsed.damage) {
-    gaps.push({ position: parsed.damage.position, expectedSeq: head.seq + 1, kind: 'damaged', reason: `the journal is damaged at byte ${parsed.damage.offset}: ${parsed.damage.reason}` });
+    gaps.push({
+      position: parsed.damage.position,
+      expectedSeq: head.seq + 1,
+      kind: 'damaged',
+      reason: `the journal is damaged at byte ${parsed.damage.offset}: ${parsed.damage.reason}`,
+    });
   }
   return { entries: parsed.entries, gaps, head };
 }
@@ -276,7 +344,12 @@ export class Journal {
    * Open (or create) the journal at `path`. An existing journal must check clean under
    * `publicKey`; otherwise this fails closed with EG_TAMPERED naming the first gap.
    */
-  static async open(path: string, signer: JournalSigner, publicKey: KeyObject, opts: { now?: () => number } = {}): Promise<Journal> {
+  static async open(
+    path: string,
+    signer: JournalSigner,
+    publicKey: KeyObject,
+    opts: { now?: () => number } = {},
+  ): Promise<Journal> {
     let bytes: Buffer | undefined;
     try {
       bytes = await readFile(path);
@@ -303,7 +376,11 @@ export class Journal {
       const check = checkJournalBytes(bytes, publicKey);
       const first = check.gaps[0];
       if (first !== undefined) {
-        throw new EdgeguardError('EG_TAMPERED', `the audit journal ${path} is broken at entry ${first.position}: ${first.reason}.`, { details: { gaps: check.gaps } });
+        throw new EdgeguardError(
+          'EG_TAMPERED',
+          `the audit journal ${path} is broken at entry ${first.position}: ${first.reason}.`,
+          { details: { gaps: check.gaps } },
+        );
       }
       head = check.head;
       entries = check.entries;
@@ -339,7 +416,16 @@ export class Journal {
       const timeMs = this.now();
       const body = encodeJournalBody(seq, hash, timeMs, event);
       const signature = Buffer.from(await this.signer.sign(body));
-      const entry: JournalEntry = { seq, prev: hash, timeMs, event, alg: this.signer.alg, signature, hash: createHash('sha256').update(body).digest(), body };
+      const entry: JournalEntry = {
+        seq,
+        prev: hash,
+        timeMs,
+        event,
+        alg: this.signer.alg,
+        signature,
+        hash: createHash('sha256').update(body).digest(),
+        body,
+      };
       entries.push(entry);
       records.push(encodeJournalRecord(entry));
       hash = entry.hash;

@@ -21,7 +21,14 @@ import { EdgeguardError } from '../errors/index.ts';
 import type { Store } from '../store/index.ts';
 import { openCheckpoint, signCheckpoint } from './checkpoint.ts';
 import { encodeLogLeaf, parseAuditEvent, type AuditEvent, type LogLeaf } from './events.ts';
-import { chainBreak, decodeJournalRecord, verifyJournalSignature, GENESIS_HEAD, type JournalEntry, type JournalGap } from './journal.ts';
+import {
+  chainBreak,
+  decodeJournalRecord,
+  verifyJournalSignature,
+  GENESIS_HEAD,
+  type JournalEntry,
+  type JournalGap,
+} from './journal.ts';
 import {
   CompactRange,
   EMPTY_ROOT,
@@ -132,7 +139,11 @@ export class AuditLog implements NodeSource {
   ) {
     this.db = store.db.withTables<AuditTables>() as unknown as Db;
     const verifier = opts.signer ? noteVerifier(opts.signer.name, opts.signer.publicKey) : opts.verifier;
-    if (verifier === undefined) throw new EdgeguardError('EG_USAGE', 'the audit log needs its signing key, or its verifier key to open read-only.');
+    if (verifier === undefined)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        'the audit log needs its signing key, or its verifier key to open read-only.',
+      );
     this.verifier = verifier;
     this.origin = opts.origin ?? verifier.name;
     this.maxBatch = opts.maxBatch ?? 1024;
@@ -161,13 +172,20 @@ export class AuditLog implements NodeSource {
     try {
       await log.readState(log.db);
     } catch (e) {
-      throw new EdgeguardError('EG_AUDIT', `the store at ${store.where} has no audit tables; import src/audit before opening the store so its migrations run.`, { cause: e });
+      throw new EdgeguardError(
+        'EG_AUDIT',
+        `the store at ${store.where} has no audit tables; import src/audit before opening the store so its migrations run.`,
+        { cause: e },
+      );
     }
     const interval = opts.signer ? (opts.checkpointIntervalMs ?? 500) : 0;
     if (interval > 0) {
       log.checkpointTimer = setInterval(() => {
         log.publishCheckpoint().catch((e: unknown) => {
-          const err = e instanceof EdgeguardError ? e : new EdgeguardError('EG_AUDIT', `signing a checkpoint failed (${(e as Error).message}).`, { cause: e });
+          const err =
+            e instanceof EdgeguardError
+              ? e
+              : new EdgeguardError('EG_AUDIT', `signing a checkpoint failed (${(e as Error).message}).`, { cause: e });
           opts.onAlarm?.(err);
         });
       }, interval);
@@ -222,7 +240,12 @@ export class AuditLog implements NodeSource {
   }
 
   private serverLeaf(event: AuditEvent): Buffer {
-    const leaf: LogLeaf = { v: 1, event: parseAuditEvent(event), origin: { kind: 'server' }, loggedAt: this.now().toISOString() };
+    const leaf: LogLeaf = {
+      v: 1,
+      event: parseAuditEvent(event),
+      origin: { kind: 'server' },
+      loggedAt: this.now().toISOString(),
+    };
     return checkLeafSize(encodeLogLeaf(leaf));
   }
 
@@ -278,16 +301,29 @@ export class AuditLog implements NodeSource {
       const ids = rangeNodes(0, state.size);
       edge = CompactRange.fromNodes(state.size, await getNodes(trx, ids));
       if (!edge.root().equals(state.root)) {
-        throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the stored tree of ${state.size} entries does not hash to the recorded root; the audit tables were altered. Run \`edgeguard audit verify --full\` and refuse further appends until it is explained.`);
+        throw new EdgeguardError(
+          'EG_AUDIT_INCONSISTENT',
+          `the stored tree of ${state.size} entries does not hash to the recorded root; the audit tables were altered. Run \`edgeguard audit verify --full\` and refuse further appends until it is explained.`,
+        );
       }
     }
     const nodes: Array<{ level: number; idx: number; hash: string }> = [];
     const entries = leaves.map((leaf, i) => {
-      edge.append(hashLeaf(leaf), (id, hash) => nodes.push({ level: id.level, idx: id.index, hash: hash.toString('hex') }));
+      edge.append(hashLeaf(leaf), (id, hash) =>
+        nodes.push({ level: id.level, idx: id.index, hash: hash.toString('hex') }),
+      );
       return { idx: state.size + i, leaf: leaf.toString('utf8') };
     });
-    for (let i = 0; i < entries.length; i += INSERT_CHUNK) await trx.insertInto('audit_entries').values(entries.slice(i, i + INSERT_CHUNK)).execute();
-    for (let i = 0; i < nodes.length; i += INSERT_CHUNK) await trx.insertInto('audit_nodes').values(nodes.slice(i, i + INSERT_CHUNK)).execute();
+    for (let i = 0; i < entries.length; i += INSERT_CHUNK)
+      await trx
+        .insertInto('audit_entries')
+        .values(entries.slice(i, i + INSERT_CHUNK))
+        .execute();
+    for (let i = 0; i < nodes.length; i += INSERT_CHUNK)
+      await trx
+        .insertInto('audit_nodes')
+        .values(nodes.slice(i, i + INSERT_CHUNK))
+        .execute();
     await trx
       .updateTable('audit_state')
       .set({ size: edge.size, root: edge.root().toString('hex'), updated_at: this.now().toISOString() })
@@ -298,17 +334,30 @@ export class AuditLog implements NodeSource {
 
   private async lockState(trx: Trx): Promise<{ size: number; root: Buffer }> {
     if (this.store.dialect === 'postgres') {
-      const row = await trx.selectFrom('audit_state').select(['size', 'root']).where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
+      const row = await trx
+        .selectFrom('audit_state')
+        .select(['size', 'root'])
+        .where('id', '=', 1)
+        .forUpdate()
+        .executeTakeFirstOrThrow();
       return { size: Number(row.size), root: Buffer.from(row.root, 'hex') };
     }
     // SQLite: writing first takes the database's write lock for the rest of the transaction.
-    await trx.updateTable('audit_state').set((eb) => ({ id: eb.ref('id') })).where('id', '=', 1).execute();
+    await trx
+      .updateTable('audit_state')
+      .set((eb) => ({ id: eb.ref('id') }))
+      .where('id', '=', 1)
+      .execute();
     return this.readState(trx);
   }
 
   private async readState(db: Db | Trx): Promise<{ size: number; root: Buffer }> {
     const row = await db.selectFrom('audit_state').select(['size', 'root']).where('id', '=', 1).executeTakeFirst();
-    if (row === undefined) throw new EdgeguardError('EG_AUDIT_INCONSISTENT', 'the audit log state row is missing; the audit tables were altered.');
+    if (row === undefined)
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        'the audit log state row is missing; the audit tables were altered.',
+      );
     return { size: Number(row.size), root: Buffer.from(row.root, 'hex') };
   }
 
@@ -319,23 +368,38 @@ export class AuditLog implements NodeSource {
    * recognised as duplicates, a break is logged as an audit.journal_gap event before the entry
    * that shows it, and a rewritten already-logged entry is logged as a gap and not appended.
    */
-  async appendDeviceRecords(deviceId: string, publicKey: KeyObject, records: readonly Uint8Array[]): Promise<DeviceAppendResult> {
+  async appendDeviceRecords(
+    deviceId: string,
+    publicKey: KeyObject,
+    records: readonly Uint8Array[],
+  ): Promise<DeviceAppendResult> {
     const entries: JournalEntry[] = records.map((r, i) => {
       try {
         return decodeJournalRecord(r);
       } catch (e) {
-        throw new EdgeguardError('EG_FORMAT', `journal record ${i} from device ${deviceId} is malformed: ${(e as Error).message}`, { cause: e });
+        throw new EdgeguardError(
+          'EG_FORMAT',
+          `journal record ${i} from device ${deviceId} is malformed: ${(e as Error).message}`,
+          { cause: e },
+        );
       }
     });
     entries.forEach((e, i) => {
       if (!verifyJournalSignature(e.alg, e.body, e.signature, publicKey)) {
-        throw new EdgeguardError('EG_SIGNATURE_INVALID', `journal record ${i} (seq ${e.seq}) from device ${deviceId} is not signed by the device's key; nothing from this batch was logged.`);
+        throw new EdgeguardError(
+          'EG_SIGNATURE_INVALID',
+          `journal record ${i} (seq ${e.seq}) from device ${deviceId} is not signed by the device's key; nothing from this batch was logged.`,
+        );
       }
     });
     let newEdge: CompactRange | undefined;
     const result = await this.db.transaction().execute(async (trx) => {
       await this.lockState(trx);
-      const headRow = await trx.selectFrom('audit_device_heads').select(['seq', 'hash']).where('device_id', '=', deviceId).executeTakeFirst();
+      const headRow = await trx
+        .selectFrom('audit_device_heads')
+        .select(['seq', 'hash'])
+        .where('device_id', '=', deviceId)
+        .executeTakeFirst();
       let head = headRow ? { seq: Number(headRow.seq), hash: Buffer.from(headRow.hash, 'hex') } : GENESIS_HEAD;
       const loggedAt = this.now().toISOString();
       const leaves: Buffer[] = [];
@@ -351,7 +415,13 @@ export class AuditLog implements NodeSource {
               actor: { kind: 'server', id: this.origin },
               subject: deviceId,
               outcome: 'failure',
-              details: { deviceId, position: g.position, expectedSeq: g.expectedSeq, ...(g.foundSeq !== undefined ? { foundSeq: g.foundSeq } : {}), reason: g.reason.slice(0, 2000) },
+              details: {
+                deviceId,
+                position: g.position,
+                expectedSeq: g.expectedSeq,
+                ...(g.foundSeq !== undefined ? { foundSeq: g.foundSeq } : {}),
+                reason: g.reason.slice(0, 2000),
+              },
             },
             origin: { kind: 'server' },
             loggedAt,
@@ -359,12 +429,23 @@ export class AuditLog implements NodeSource {
         );
       for (const [position, e] of entries.entries()) {
         if (e.seq <= head.seq) {
-          const prior = await trx.selectFrom('audit_device_entries').select(['idx', 'hash']).where('device_id', '=', deviceId).where('seq', '=', e.seq).executeTakeFirst();
+          const prior = await trx
+            .selectFrom('audit_device_entries')
+            .select(['idx', 'hash'])
+            .where('device_id', '=', deviceId)
+            .where('seq', '=', e.seq)
+            .executeTakeFirst();
           if (prior !== undefined && prior.hash === e.hash.toString('hex')) {
             plan.push({ seq: e.seq, duplicateOf: Number(prior.idx), entry: e });
             continue;
           }
-          const g: JournalGap = { position, expectedSeq: head.seq + 1, foundSeq: e.seq, kind: 'altered', reason: `device ${deviceId} sent seq ${e.seq} again with different contents: its journal was rewritten after it was logged` };
+          const g: JournalGap = {
+            position,
+            expectedSeq: head.seq + 1,
+            foundSeq: e.seq,
+            kind: 'altered',
+            reason: `device ${deviceId} sent seq ${e.seq} again with different contents: its journal was rewritten after it was logged`,
+          };
           gaps.push(g);
           leaves.push(gapLeaf(g));
           plan.push({ seq: e.seq, entry: e });
@@ -384,8 +465,17 @@ export class AuditLog implements NodeSource {
       newEdge = edge;
       const rows = plan
         .filter((p) => p.leafAt !== undefined)
-        .map((p) => ({ device_id: deviceId, seq: p.seq, idx: first + (p.leafAt as number), hash: p.entry.hash.toString('hex') }));
-      for (let i = 0; i < rows.length; i += INSERT_CHUNK) await trx.insertInto('audit_device_entries').values(rows.slice(i, i + INSERT_CHUNK)).execute();
+        .map((p) => ({
+          device_id: deviceId,
+          seq: p.seq,
+          idx: first + (p.leafAt as number),
+          hash: p.entry.hash.toString('hex'),
+        }));
+      for (let i = 0; i < rows.length; i += INSERT_CHUNK)
+        await trx
+          .insertInto('audit_device_entries')
+          .values(rows.slice(i, i + INSERT_CHUNK))
+          .execute();
       if (rows.length > 0) {
         const headValues = { seq: head.seq, hash: head.hash.toString('hex'), updated_at: loggedAt };
         await trx
@@ -411,7 +501,11 @@ export class AuditLog implements NodeSource {
 
   /** The device's last logged journal entry (for the agent to resume forwarding after it). */
   async deviceHead(deviceId: string): Promise<{ seq: number; hash: string } | undefined> {
-    const row = await this.db.selectFrom('audit_device_heads').select(['seq', 'hash']).where('device_id', '=', deviceId).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('audit_device_heads')
+      .select(['seq', 'hash'])
+      .where('device_id', '=', deviceId)
+      .executeTakeFirst();
     return row ? { seq: Number(row.seq), hash: row.hash } : undefined;
   }
 
@@ -442,44 +536,77 @@ export class AuditLog implements NodeSource {
       try {
         openCheckpoint(last.note, this.verifier, this.origin);
       } catch (e) {
-        throw new EdgeguardError('EG_AUDIT', `the log's last checkpoint (size ${last.size}) was not signed by this server's log key for origin "${this.origin}"; every replica must use the same audit-log.key and origin.`, { cause: e });
+        throw new EdgeguardError(
+          'EG_AUDIT',
+          `the log's last checkpoint (size ${last.size}) was not signed by this server's log key for origin "${this.origin}"; every replica must use the same audit-log.key and origin.`,
+          { cause: e },
+        );
       }
     }
     if (last !== undefined && last.size >= state.size) {
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the log state (size ${state.size}, root ${state.root.toString('hex').slice(0, 16)}...) is behind or beside its last signed checkpoint (size ${last.size}); the audit tables were rolled back or altered.`);
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `the log state (size ${state.size}, root ${state.root.toString('hex').slice(0, 16)}...) is behind or beside its last signed checkpoint (size ${last.size}); the audit tables were rolled back or altered.`,
+      );
     }
     const root = await treeRoot(this.storeNodes, state.size);
     if (!root.equals(state.root)) {
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the stored tree nodes for size ${state.size} do not hash to the recorded root; the audit tables were altered.`);
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `the stored tree nodes for size ${state.size} do not hash to the recorded root; the audit tables were altered.`,
+      );
     }
     if (last !== undefined) {
       const proof = await consistencyProof(this.storeNodes, last.size, state.size);
       if (!verifyConsistency(last.size, state.size, proof, last.root, root)) {
-        throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the stored tree of size ${state.size} is not consistent with the checkpoint signed at size ${last.size}; entries were altered or removed.`);
+        throw new EdgeguardError(
+          'EG_AUDIT_INCONSISTENT',
+          `the stored tree of size ${state.size} is not consistent with the checkpoint signed at size ${last.size}; entries were altered or removed.`,
+        );
       }
     }
     const signer = this.opts.signer;
-    if (signer === undefined) throw new EdgeguardError('EG_USAGE', 'this audit log was opened read-only (no signing key); the server signs checkpoints.');
+    if (signer === undefined)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        'this audit log was opened read-only (no signing key); the server signs checkpoints.',
+      );
     const note = signCheckpoint({ origin: this.origin, size: state.size, rootHash: root, extensions: [] }, signer);
     await this.db
       .insertInto('audit_checkpoints')
       .values({ size: state.size, root: root.toString('hex'), note, created_at: this.now().toISOString() })
       .onConflict((oc) => oc.column('size').doNothing())
       .execute();
-    const stored = await this.db.selectFrom('audit_checkpoints').select(['size', 'root', 'note']).where('size', '=', state.size).executeTakeFirstOrThrow();
+    const stored = await this.db
+      .selectFrom('audit_checkpoints')
+      .select(['size', 'root', 'note'])
+      .where('size', '=', state.size)
+      .executeTakeFirstOrThrow();
     if (stored.root !== root.toString('hex')) {
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `another writer stored a different root for size ${state.size}; two log instances disagree.`);
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `another writer stored a different root for size ${state.size}; two log instances disagree.`,
+      );
     }
     return { size: state.size, root, note: stored.note };
   }
 
   async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
-    const row = await this.db.selectFrom('audit_checkpoints').select(['size', 'root', 'note']).orderBy('size', 'desc').limit(1).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('audit_checkpoints')
+      .select(['size', 'root', 'note'])
+      .orderBy('size', 'desc')
+      .limit(1)
+      .executeTakeFirst();
     return row ? { size: Number(row.size), root: Buffer.from(row.root, 'hex'), note: row.note } : undefined;
   }
 
   async checkpointAt(size: number): Promise<StoredCheckpoint | undefined> {
-    const row = await this.db.selectFrom('audit_checkpoints').select(['size', 'root', 'note']).where('size', '=', size).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('audit_checkpoints')
+      .select(['size', 'root', 'note'])
+      .where('size', '=', size)
+      .executeTakeFirst();
     return row ? { size: Number(row.size), root: Buffer.from(row.root, 'hex'), note: row.note } : undefined;
   }
 
@@ -497,7 +624,9 @@ export class AuditLog implements NodeSource {
    * row altered behind the process's back is still caught there.
    */
   async getNodes(ids: readonly NodeId[]): Promise<Uint8Array[]> {
-    const out: Array<Uint8Array | undefined> = ids.map((id) => (id.level >= CACHE_MIN_LEVEL ? this.nodeCache.get(`${id.level}/${id.index}`) : undefined));
+    const out: Array<Uint8Array | undefined> = ids.map((id) =>
+      id.level >= CACHE_MIN_LEVEL ? this.nodeCache.get(`${id.level}/${id.index}`) : undefined,
+    );
     const missing = ids.filter((_, i) => out[i] === undefined);
     if (missing.length > 0) {
       const fetched = this.proofReader ? this.readNodesSync(missing) : await getNodes(this.db, missing);
@@ -514,12 +643,23 @@ export class AuditLog implements NodeSource {
 
   private readNodesSync(ids: readonly NodeId[]): Uint8Array[] {
     const unique = [...new Map(ids.map((id) => [`${id.level}/${id.index}`, id])).values()];
-    const stmt = this.proofStatement(unique.length, `select level, idx, hash from audit_nodes where ${unique.map(() => '(level = ? and idx = ?)').join(' or ')}`);
-    const rows = stmt.all(...unique.flatMap((id) => [id.level, id.index])) as Array<{ level: number; idx: number; hash: string }>;
+    const stmt = this.proofStatement(
+      unique.length,
+      `select level, idx, hash from audit_nodes where ${unique.map(() => '(level = ? and idx = ?)').join(' or ')}`,
+    );
+    const rows = stmt.all(...unique.flatMap((id) => [id.level, id.index])) as Array<{
+      level: number;
+      idx: number;
+      hash: string;
+    }>;
     const map = new Map(rows.map((r) => [`${r.level}/${Number(r.idx)}`, r.hash]));
     return ids.map((id) => {
       const h = map.get(`${id.level}/${id.index}`);
-      if (h === undefined) throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `tree node ${id.level}/${id.index} is missing from the log store; the audit tables were altered.`);
+      if (h === undefined)
+        throw new EdgeguardError(
+          'EG_AUDIT_INCONSISTENT',
+          `tree node ${id.level}/${id.index} is missing from the log store; the audit tables were altered.`,
+        );
       return Buffer.from(h, 'hex');
     });
   }
@@ -545,18 +685,30 @@ export class AuditLog implements NodeSource {
 
   async getEntry(index: number): Promise<string> {
     const row = this.proofReader
-      ? (this.proofStatement(-1, 'select leaf from audit_entries where idx = ?').get(index) as { leaf: string } | undefined)
+      ? (this.proofStatement(-1, 'select leaf from audit_entries where idx = ?').get(index) as
+          { leaf: string } | undefined)
       : await this.db.selectFrom('audit_entries').select('leaf').where('idx', '=', index).executeTakeFirst();
     if (row === undefined) throw new EdgeguardError('EG_NOT_FOUND', `log entry ${index} does not exist.`);
     return row.leaf;
   }
 
   async getEntries(start: number, end: number): Promise<string[]> {
-    const rows = await this.db.selectFrom('audit_entries').select(['idx', 'leaf']).where('idx', '>=', start).where('idx', '<', end).orderBy('idx').execute();
+    const rows = await this.db
+      .selectFrom('audit_entries')
+      .select(['idx', 'leaf'])
+      .where('idx', '>=', start)
+      .where('idx', '<', end)
+      .orderBy('idx')
+      .execute();
     rows.forEach((r, i) => {
-      if (Number(r.idx) !== start + i) throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `log entry ${start + i} is missing from the store; the audit tables were altered.`);
+      if (Number(r.idx) !== start + i)
+        throw new EdgeguardError(
+          'EG_AUDIT_INCONSISTENT',
+          `log entry ${start + i} is missing from the store; the audit tables were altered.`,
+        );
     });
-    if (rows.length !== end - start) throw new EdgeguardError('EG_NOT_FOUND', `log entries ${start}..${end - 1} are not all in the log.`);
+    if (rows.length !== end - start)
+      throw new EdgeguardError('EG_NOT_FOUND', `log entries ${start}..${end - 1} are not all in the log.`);
     return rows.map((r) => r.leaf);
   }
 
@@ -568,7 +720,10 @@ export class AuditLog implements NodeSource {
       treeSize = cp?.size ?? 0;
     }
     if (!Number.isSafeInteger(index) || index < 0 || index >= treeSize) {
-      throw new EdgeguardError('EG_NOT_FOUND', `entry ${index} is not covered by a signed checkpoint of size ${treeSize} yet; wait for the next checkpoint (about a second) and retry.`);
+      throw new EdgeguardError(
+        'EG_NOT_FOUND',
+        `entry ${index} is not covered by a signed checkpoint of size ${treeSize} yet; wait for the next checkpoint (about a second) and retry.`,
+      );
     }
     const [leaf, proof] = await Promise.all([this.getEntry(index), inclusionProof(this, index, treeSize)]);
     return { index, size: treeSize, leaf, leafHash: hashLeaf(Buffer.from(leaf, 'utf8')), proof };
@@ -576,7 +731,8 @@ export class AuditLog implements NodeSource {
 
   async consistencyProof(size1: number, size2: number): Promise<Buffer[]> {
     const current = await this.size();
-    if (size2 > current) throw new EdgeguardError('EG_NOT_FOUND', `the log has ${current} entries, fewer than ${size2}.`);
+    if (size2 > current)
+      throw new EdgeguardError('EG_NOT_FOUND', `the log has ${current} entries, fewer than ${size2}.`);
     return consistencyProof(this, size1, size2);
   }
 
@@ -585,7 +741,15 @@ export class AuditLog implements NodeSource {
    * with indices N*256 .. N*256+width-1 (width 256 for a full tile).
    */
   async readTile(level: number, index: number, width = 256): Promise<Buffer> {
-    if (!Number.isSafeInteger(level) || level < 0 || level > 7 || !Number.isSafeInteger(index) || index < 0 || width < 1 || width > 256) {
+    if (
+      !Number.isSafeInteger(level) ||
+      level < 0 ||
+      level > 7 ||
+      !Number.isSafeInteger(index) ||
+      index < 0 ||
+      width < 1 ||
+      width > 256
+    ) {
       throw new EdgeguardError('EG_USAGE', 'a tile needs level 0..7, a non-negative index and a width of 1..256.');
     }
     const nodeLevel = level * 8;
@@ -598,7 +762,8 @@ export class AuditLog implements NodeSource {
       .where('idx', '<', start + width)
       .orderBy('idx')
       .execute();
-    if (rows.length !== width) throw new EdgeguardError('EG_NOT_FOUND', `tile ${level}/${index} has ${rows.length} of ${width} hashes so far.`);
+    if (rows.length !== width)
+      throw new EdgeguardError('EG_NOT_FOUND', `tile ${level}/${index} has ${rows.length} of ${width} hashes so far.`);
     return Buffer.concat(rows.map((r) => Buffer.from(r.hash, 'hex')));
   }
 
@@ -628,7 +793,9 @@ export class AuditLog implements NodeSource {
       if (problems.length < maxProblems) problems.push(p);
     };
     const state = await this.readState(this.db);
-    const checkpoints = (await this.db.selectFrom('audit_checkpoints').select(['size', 'root', 'note']).orderBy('size').execute()).map((r) => ({
+    const checkpoints = (
+      await this.db.selectFrom('audit_checkpoints').select(['size', 'root', 'note']).orderBy('size').execute()
+    ).map((r) => ({
       size: Number(r.size),
       root: r.root,
       note: r.note,
@@ -636,7 +803,8 @@ export class AuditLog implements NodeSource {
     for (const cp of checkpoints) {
       try {
         const opened = openCheckpoint(cp.note, this.verifier, this.origin);
-        if (opened.checkpoint.size !== cp.size || opened.checkpoint.rootHash.toString('hex') !== cp.root) report(`checkpoint row ${cp.size} does not match its signed note`);
+        if (opened.checkpoint.size !== cp.size || opened.checkpoint.rootHash.toString('hex') !== cp.root)
+          report(`checkpoint row ${cp.size} does not match its signed note`);
       } catch (e) {
         report(`checkpoint row ${cp.size} does not carry a valid signature (${(e as Error).message})`);
       }
@@ -648,7 +816,10 @@ export class AuditLog implements NodeSource {
         const cp = checkpoints[cpAt] as { size: number; root: string };
         if (cp.size === edge.size) {
           const root = edge.size === 0 ? EMPTY_ROOT : edge.root();
-          if (root.toString('hex') !== cp.root) report(`the entries do not hash to the root signed at size ${cp.size}: an entry before index ${cp.size} was altered or removed`);
+          if (root.toString('hex') !== cp.root)
+            report(
+              `the entries do not hash to the root signed at size ${cp.size}: an entry before index ${cp.size} was altered or removed`,
+            );
         } else {
           report(`checkpoint at size ${cp.size} could not be checked because entries are missing`);
         }
@@ -658,7 +829,13 @@ export class AuditLog implements NodeSource {
     checkRoots();
     let next = 0;
     for (;;) {
-      const rows = await this.db.selectFrom('audit_entries').select(['idx', 'leaf']).where('idx', '>=', next).orderBy('idx').limit(pageSize).execute();
+      const rows = await this.db
+        .selectFrom('audit_entries')
+        .select(['idx', 'leaf'])
+        .where('idx', '>=', next)
+        .orderBy('idx')
+        .limit(pageSize)
+        .execute();
       if (rows.length === 0) break;
       const produced: Array<{ id: NodeId; hash: Buffer }> = [];
       for (const r of rows) {
@@ -678,15 +855,26 @@ export class AuditLog implements NodeSource {
     return this.finishReport(state, edge, checkpoints.length, problems, false);
   }
 
-  private finishReport(state: { size: number; root: Buffer }, edge: CompactRange, checkpoints: number, problems: string[], holed: boolean): ConsistencyReport {
+  private finishReport(
+    state: { size: number; root: Buffer },
+    edge: CompactRange,
+    checkpoints: number,
+    problems: string[],
+    holed: boolean,
+  ): ConsistencyReport {
     if (!holed) {
-      if (edge.size !== state.size) problems.push(`the log state says ${state.size} entries but ${edge.size} are stored`);
-      else if (!(edge.size === 0 ? EMPTY_ROOT : edge.root()).equals(state.root)) problems.push(`the stored entries do not hash to the recorded root`);
+      if (edge.size !== state.size)
+        problems.push(`the log state says ${state.size} entries but ${edge.size} are stored`);
+      else if (!(edge.size === 0 ? EMPTY_ROOT : edge.root()).equals(state.root))
+        problems.push(`the stored entries do not hash to the recorded root`);
     }
     return { size: state.size, checkpointsChecked: checkpoints, problems };
   }
 
-  private async compareNodes(produced: Array<{ id: NodeId; hash: Buffer }>, report: (p: string) => void): Promise<void> {
+  private async compareNodes(
+    produced: Array<{ id: NodeId; hash: Buffer }>,
+    report: (p: string) => void,
+  ): Promise<void> {
     const byLevel = new Map<number, Array<{ id: NodeId; hash: Buffer }>>();
     for (const p of produced) {
       const list = byLevel.get(p.id.level) ?? [];
@@ -696,13 +884,23 @@ export class AuditLog implements NodeSource {
     for (const [level, list] of byLevel) {
       const lo = (list[0] as { id: NodeId }).id.index;
       const hi = (list[list.length - 1] as { id: NodeId }).id.index;
-      const rows = await this.db.selectFrom('audit_nodes').select(['idx', 'hash']).where('level', '=', level).where('idx', '>=', lo).where('idx', '<=', hi).execute();
+      const rows = await this.db
+        .selectFrom('audit_nodes')
+        .select(['idx', 'hash'])
+        .where('level', '=', level)
+        .where('idx', '>=', lo)
+        .where('idx', '<=', hi)
+        .execute();
       const stored = new Map(rows.map((r) => [Number(r.idx), r.hash]));
       for (const p of list) {
         const s = stored.get(p.id.index);
         if (s === undefined) report(`tree node ${level}/${p.id.index} is missing from the store`);
         else if (s !== p.hash.toString('hex')) {
-          report(level === 0 ? `log entry ${p.id.index} does not match its stored leaf hash: the entry or its hash was altered` : `tree node ${level}/${p.id.index} was altered`);
+          report(
+            level === 0
+              ? `log entry ${p.id.index} does not match its stored leaf hash: the entry or its hash was altered`
+              : `tree node ${level}/${p.id.index} was altered`,
+          );
         }
       }
     }
@@ -710,7 +908,11 @@ export class AuditLog implements NodeSource {
 }
 
 function checkLeafSize(leaf: Buffer): Buffer {
-  if (leaf.length > MAX_LEAF_BYTES) throw new EdgeguardError('EG_INPUT', `an audit entry is ${leaf.length} bytes; at most ${MAX_LEAF_BYTES} are accepted. Shorten its text fields.`);
+  if (leaf.length > MAX_LEAF_BYTES)
+    throw new EdgeguardError(
+      'EG_INPUT',
+      `an audit entry is ${leaf.length} bytes; at most ${MAX_LEAF_BYTES} are accepted. Shorten its text fields.`,
+    );
   return leaf;
 }
 
@@ -720,7 +922,14 @@ export function deviceLeaf(deviceId: string, e: JournalEntry, loggedAt: string):
     event: e.event,
     origin: {
       kind: 'device',
-      device: { deviceId, seq: e.seq, prev: e.prev.toString('hex'), timeMs: e.timeMs, alg: e.alg, sig: e.signature.toString('base64') },
+      device: {
+        deviceId,
+        seq: e.seq,
+        prev: e.prev.toString('hex'),
+        timeMs: e.timeMs,
+        alg: e.alg,
+        sig: e.signature.toString('base64'),
+      },
     },
     loggedAt,
   };
@@ -735,11 +944,21 @@ async function getNodes(db: Db | Trx, ids: readonly NodeId[]): Promise<Uint8Arra
     unique.map((id) => sql`(level = ${id.level} and idx = ${id.index})`),
     sql` or `,
   );
-  const rows = (await sql<{ level: number; idx: number | string; hash: string }>`select level, idx, hash from audit_nodes where ${where}`.execute(db)).rows;
+  const rows = (
+    await sql<{
+      level: number;
+      idx: number | string;
+      hash: string;
+    }>`select level, idx, hash from audit_nodes where ${where}`.execute(db)
+  ).rows;
   const map = new Map(rows.map((r) => [`${r.level}/${Number(r.idx)}`, r.hash]));
   return ids.map((id) => {
     const h = map.get(`${id.level}/${id.index}`);
-    if (h === undefined) throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `tree node ${id.level}/${id.index} is missing from the log store; the audit tables were altered.`);
+    if (h === undefined)
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `tree node ${id.level}/${id.index} is missing from the log store; the audit tables were altered.`,
+      );
     return Buffer.from(h, 'hex');
   });
 }

@@ -177,7 +177,10 @@ export async function resolveRanges(source: NodeSource, ranges: readonly LeafRan
   const ids = perRange.flat();
   const hashes = ids.length === 0 ? [] : await source.getNodes(ids);
   if (hashes.length !== ids.length) {
-    throw new EdgeguardError('EG_AUDIT', `the log store returned ${hashes.length} of ${ids.length} tree nodes; the store is damaged.`);
+    throw new EdgeguardError(
+      'EG_AUDIT',
+      `the log store returned ${hashes.length} of ${ids.length} tree nodes; the store is damaged.`,
+    );
   }
   const out: Buffer[] = [];
   let at = 0;
@@ -207,7 +210,12 @@ export async function treeRoot(source: NodeSource, size: number): Promise<Buffer
  * RFC 9162 2.1.3.2: recompute the root from a leaf hash and its inclusion path; true only if it
  * equals `root` and the path has exactly the right length.
  */
-export function rootFromInclusionProof(leafHash: Uint8Array, index: number, size: number, proof: readonly Uint8Array[]): Buffer | undefined {
+export function rootFromInclusionProof(
+  leafHash: Uint8Array,
+  index: number,
+  size: number,
+  proof: readonly Uint8Array[],
+): Buffer | undefined {
   if (!Number.isSafeInteger(index) || !Number.isSafeInteger(size) || index < 0 || index >= size) return undefined;
   if (leafHash.length !== HASH_BYTES || proof.some((p) => p.length !== HASH_BYTES)) return undefined;
   let fn = index;
@@ -233,7 +241,13 @@ export function rootFromInclusionProof(leafHash: Uint8Array, index: number, size
   return r;
 }
 
-export function verifyInclusion(leafHash: Uint8Array, index: number, size: number, proof: readonly Uint8Array[], root: Uint8Array): boolean {
+export function verifyInclusion(
+  leafHash: Uint8Array,
+  index: number,
+  size: number,
+  proof: readonly Uint8Array[],
+  root: Uint8Array,
+): boolean {
   const r = rootFromInclusionProof(leafHash, index, size, proof);
   return r !== undefined && root.length === HASH_BYTES && r.equals(root);
 }
@@ -243,7 +257,13 @@ export function verifyInclusion(leafHash: Uint8Array, index: number, size: numbe
  * of size1 with root1. Equal sizes need an empty proof and equal roots; size1 = 0 is consistent
  * with anything (and takes an empty proof).
  */
-export function verifyConsistency(size1: number, size2: number, proof: readonly Uint8Array[], root1: Uint8Array, root2: Uint8Array): boolean {
+export function verifyConsistency(
+  size1: number,
+  size2: number,
+  proof: readonly Uint8Array[],
+  root1: Uint8Array,
+  root2: Uint8Array,
+): boolean {
   if (!Number.isSafeInteger(size1) || !Number.isSafeInteger(size2) || size1 < 0 || size2 < size1) return false;
   if (proof.some((p) => p.length !== HASH_BYTES)) return false;
   if (size1 === size2) return proof.length === 0 && Buffer.from(root1).equals(root2);
@@ -292,7 +312,10 @@ export class CompactRange {
   static fromNodes(size: number, hashes: readonly Uint8Array[]): CompactRange {
     const ids = rangeNodes(0, size);
     if (ids.length !== hashes.length) {
-      throw new EdgeguardError('EG_AUDIT', `a tree of ${size} leaves has ${ids.length} edge nodes, not ${hashes.length}; the log store is damaged.`);
+      throw new EdgeguardError(
+        'EG_AUDIT',
+        `a tree of ${size} leaves has ${ids.length} edge nodes, not ${hashes.length}; the log store is damaged.`,
+      );
     }
     const range = new CompactRange();
     range.nodes = ids.map((id, i) => ({ id, hash: Buffer.from(hashes[i] as Uint8Array) }));
@@ -327,7 +350,10 @@ export class CompactRange {
   }
 
   clone(): CompactRange {
-    return CompactRange.fromNodes(this.count, this.nodes.map((n) => n.hash));
+    return CompactRange.fromNodes(
+      this.count,
+      this.nodes.map((n) => n.hash),
+    );
   }
 }
 
@@ -360,14 +386,16 @@ export class MemoryNodeStore implements NodeSource {
   async getNodes(ids: readonly NodeId[]): Promise<Uint8Array[]> {
     return ids.map((id) => {
       const h = this.map.get(`${id.level}/${id.index}`);
-      if (h === undefined) throw new EdgeguardError('EG_AUDIT', `tree node ${id.level}/${id.index} is missing from the log store.`);
+      if (h === undefined)
+        throw new EdgeguardError('EG_AUDIT', `tree node ${id.level}/${id.index} is missing from the log store.`);
       return h;
     });
   }
 }
 
 function checkSize(size: number): void {
-  if (!Number.isSafeInteger(size) || size < 0) throw new EdgeguardError('EG_USAGE', `tree size ${size} is not a non-negative integer.`);
+  if (!Number.isSafeInteger(size) || size < 0)
+    throw new EdgeguardError('EG_USAGE', `tree size ${size} is not a non-negative integer.`);
 }
 
 function checkIndexAndSize(index: number, size: number): void {

@@ -60,14 +60,20 @@ function isWellFormedText(s: string): boolean {
 
 export function rawEd25519PublicKey(key: KeyObject): Buffer {
   if (key.asymmetricKeyType !== 'ed25519') {
-    throw new EdgeguardError('EG_KEY_FORMAT', `a signed-note key must be Ed25519, not ${key.asymmetricKeyType ?? 'unknown'}.`);
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `a signed-note key must be Ed25519, not ${key.asymmetricKeyType ?? 'unknown'}.`,
+    );
   }
   const der = (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
   return Buffer.from(der.subarray(der.length - 32));
 }
 
 export function ed25519KeyId(name: string, publicKey: KeyObject): Buffer {
-  return sha256(Buffer.from(name, 'utf8'), Buffer.from([0x0a, ALG_ED25519]), rawEd25519PublicKey(publicKey)).subarray(0, 4);
+  return sha256(Buffer.from(name, 'utf8'), Buffer.from([0x0a, ALG_ED25519]), rawEd25519PublicKey(publicKey)).subarray(
+    0,
+    4,
+  );
 }
 
 const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
@@ -78,7 +84,11 @@ function ed25519PublicFromRaw(raw: Buffer): KeyObject {
 }
 
 export function noteSigner(name: string, privateKey: KeyObject): NoteSigner {
-  if (!isValidKeyName(name)) throw new EdgeguardError('EG_KEY_FORMAT', `"${name}" is not a valid signed-note key name (non-empty, no spaces, no "+").`);
+  if (!isValidKeyName(name))
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `"${name}" is not a valid signed-note key name (non-empty, no spaces, no "+").`,
+    );
   if (privateKey.type !== 'private' || privateKey.asymmetricKeyType !== 'ed25519') {
     throw new EdgeguardError('EG_KEY_FORMAT', 'a checkpoint signing key must be an Ed25519 private key.');
   }
@@ -87,7 +97,11 @@ export function noteSigner(name: string, privateKey: KeyObject): NoteSigner {
 }
 
 export function noteVerifier(name: string, publicKey: KeyObject): NoteVerifier {
-  if (!isValidKeyName(name)) throw new EdgeguardError('EG_KEY_FORMAT', `"${name}" is not a valid signed-note key name (non-empty, no spaces, no "+").`);
+  if (!isValidKeyName(name))
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `"${name}" is not a valid signed-note key name (non-empty, no spaces, no "+").`,
+    );
   return { name, keyId: ed25519KeyId(name, publicKey), publicKey };
 }
 
@@ -106,7 +120,8 @@ export function formatSignerKey(s: NoteSigner): string {
 }
 
 function splitKeyString(text: string, what: string): { name: string; hash: string; key: Buffer } {
-  const bad = (why: string) => new EdgeguardError('EG_KEY_FORMAT', `${what} is malformed (${why}); expected name+keyid+base64key.`);
+  const bad = (why: string) =>
+    new EdgeguardError('EG_KEY_FORMAT', `${what} is malformed (${why}); expected name+keyid+base64key.`);
   const first = text.indexOf('+');
   if (first < 0) throw bad('no "+"');
   const second = text.indexOf('+', first + 1);
@@ -119,7 +134,11 @@ function splitKeyString(text: string, what: string): { name: string; hash: strin
   const key = fromB64(keyText);
   if (key === undefined || key.toString('base64') !== keyText) throw bad('key is not canonical base64');
   if (key.length !== 33) throw bad(`key is ${key.length} bytes, expected 33`);
-  if (key[0] !== ALG_ED25519) throw new EdgeguardError('EG_UNSUPPORTED', `${what} uses signature type 0x${(key[0] ?? 0).toString(16).padStart(2, '0')}; only Ed25519 (0x01) is supported.`);
+  if (key[0] !== ALG_ED25519)
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `${what} uses signature type 0x${(key[0] ?? 0).toString(16).padStart(2, '0')}; only Ed25519 (0x01) is supported.`,
+    );
   return { name, hash, key: key.subarray(1) };
 }
 
@@ -131,11 +150,16 @@ export function parseVerifierKey(text: string): NoteVerifier {
   try {
     publicKey = ed25519PublicFromRaw(key);
   } catch (e) {
-    throw new EdgeguardError('EG_KEY_FORMAT', 'the log verifier key does not hold a valid Ed25519 public key.', { cause: e });
+    throw new EdgeguardError('EG_KEY_FORMAT', 'the log verifier key does not hold a valid Ed25519 public key.', {
+      cause: e,
+    });
   }
   const v = noteVerifier(name, publicKey);
   if (v.keyId.toString('hex') !== hash) {
-    throw new EdgeguardError('EG_KEY_FORMAT', `the log verifier key's id ${hash} does not match its key (expected ${v.keyId.toString('hex')}).`);
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `the log verifier key's id ${hash} does not match its key (expected ${v.keyId.toString('hex')}).`,
+    );
   }
   return v;
 }
@@ -143,7 +167,8 @@ export function parseVerifierKey(text: string): NoteVerifier {
 /** Parse `PRIVATE+KEY+name+hex(keyID)+base64(0x01 || seed)`. */
 export function parseSignerKey(text: string): NoteSigner {
   const trimmed = text.trim();
-  if (!trimmed.startsWith('PRIVATE+KEY+')) throw new EdgeguardError('EG_KEY_FORMAT', 'the log signing key does not start with PRIVATE+KEY+.');
+  if (!trimmed.startsWith('PRIVATE+KEY+'))
+    throw new EdgeguardError('EG_KEY_FORMAT', 'the log signing key does not start with PRIVATE+KEY+.');
   const { name, hash, key } = splitKeyString(trimmed.slice('PRIVATE+KEY+'.length), 'the log signing key');
   const der = Buffer.concat([PKCS8_ED25519_PREFIX, key]);
   let privateKey: KeyObject;
@@ -154,7 +179,8 @@ export function parseSignerKey(text: string): NoteSigner {
     key.fill(0);
   }
   const s = noteSigner(name, privateKey);
-  if (s.keyId.toString('hex') !== hash) throw new EdgeguardError('EG_KEY_FORMAT', `the log signing key's id ${hash} does not match its key.`);
+  if (s.keyId.toString('hex') !== hash)
+    throw new EdgeguardError('EG_KEY_FORMAT', `the log signing key's id ${hash} does not match its key.`);
   return s;
 }
 
@@ -163,17 +189,25 @@ export function checkNoteText(text: string): void {
   if (!text.endsWith('\n')) throw new EdgeguardError('EG_FORMAT', 'note text must end with a newline.');
   if (!isWellFormedText(text)) throw new EdgeguardError('EG_FORMAT', 'note text is not valid UTF-8.');
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u0009\u000b-\u001f]/.test(text)) throw new EdgeguardError('EG_FORMAT', 'note text contains a control character other than newline.');
+  if (/[\u0000-\u0009\u000b-\u001f]/.test(text))
+    throw new EdgeguardError('EG_FORMAT', 'note text contains a control character other than newline.');
 }
 
 /** Sign `text` with each signer; `existing` signatures (e.g. cosignatures) are kept after ours. */
-export function signNote(text: string, signers: readonly NoteSigner[], existing: readonly NoteSignature[] = []): string {
+export function signNote(
+  text: string,
+  signers: readonly NoteSigner[],
+  existing: readonly NoteSignature[] = [],
+): string {
   checkNoteText(text);
   if (signers.length === 0) throw new EdgeguardError('EG_USAGE', 'a note needs at least one signer.');
   const msg = Buffer.from(text, 'utf8');
-  const lines = signers.map((s) => signatureLine({ name: s.name, keyId: s.keyId, signature: edSign(null, msg, s.privateKey) }));
+  const lines = signers.map((s) =>
+    signatureLine({ name: s.name, keyId: s.keyId, signature: edSign(null, msg, s.privateKey) }),
+  );
   for (const e of existing) lines.push(signatureLine(e));
-  if (lines.length > MAX_SIGNATURES) throw new EdgeguardError('EG_USAGE', `a note carries at most ${MAX_SIGNATURES} signatures.`);
+  if (lines.length > MAX_SIGNATURES)
+    throw new EdgeguardError('EG_USAGE', `a note carries at most ${MAX_SIGNATURES} signatures.`);
   return `${text}\n${lines.join('')}`;
 }
 
@@ -184,19 +218,30 @@ function signatureLine(s: NoteSignature): string {
 /** Split a note into text and signature lines without verifying anything. */
 export function parseNote(note: string | Uint8Array): { text: string; signatures: NoteSignature[] } {
   const bytes = typeof note === 'string' ? Buffer.from(note, 'utf8') : Buffer.from(note);
-  if (bytes.length > MAX_NOTE_BYTES) throw new EdgeguardError('EG_FORMAT', `the signed note is ${bytes.length} bytes, more than the ${MAX_NOTE_BYTES} accepted.`);
+  if (bytes.length > MAX_NOTE_BYTES)
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `the signed note is ${bytes.length} bytes, more than the ${MAX_NOTE_BYTES} accepted.`,
+    );
   const msg = bytes.toString('utf8');
-  if (!Buffer.from(msg, 'utf8').equals(bytes)) throw new EdgeguardError('EG_FORMAT', 'the signed note is not valid UTF-8.');
+  if (!Buffer.from(msg, 'utf8').equals(bytes))
+    throw new EdgeguardError('EG_FORMAT', 'the signed note is not valid UTF-8.');
   const split = msg.lastIndexOf('\n\n');
   if (split < 0) throw new EdgeguardError('EG_FORMAT', 'the signed note has no blank line before its signatures.');
   const text = msg.slice(0, split + 1);
   checkNoteText(text);
   const sigText = msg.slice(split + 2);
-  if (sigText.length === 0 || !sigText.endsWith('\n')) throw new EdgeguardError('EG_FORMAT', 'the signed note has no signature lines, or they do not end with a newline.');
+  if (sigText.length === 0 || !sigText.endsWith('\n'))
+    throw new EdgeguardError('EG_FORMAT', 'the signed note has no signature lines, or they do not end with a newline.');
   const rawLines = sigText.slice(0, -1).split('\n');
-  if (rawLines.length > MAX_SIGNATURES) throw new EdgeguardError('EG_FORMAT', `the signed note has ${rawLines.length} signatures; at most ${MAX_SIGNATURES} are accepted.`);
+  if (rawLines.length > MAX_SIGNATURES)
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `the signed note has ${rawLines.length} signatures; at most ${MAX_SIGNATURES} are accepted.`,
+    );
   const signatures = rawLines.map((line, i) => {
-    const bad = (why: string) => new EdgeguardError('EG_FORMAT', `signature line ${i + 1} of the note is malformed (${why}).`);
+    const bad = (why: string) =>
+      new EdgeguardError('EG_FORMAT', `signature line ${i + 1} of the note is malformed (${why}).`);
     if (!line.startsWith(DASH)) throw bad('it must start with an em dash and a space');
     const rest = line.slice(DASH.length);
     const sp = rest.indexOf(' ');
@@ -232,13 +277,19 @@ export function openNote(note: string | Uint8Array, verifiers: readonly NoteVeri
     if (seen.has(tag)) continue;
     seen.add(tag);
     if (sig.signature.length !== 64 || !edVerify(null, msg, v.publicKey, sig.signature)) {
-      throw new EdgeguardError('EG_SIGNATURE_INVALID', `the note's signature by ${sig.name} (key ${sig.keyId.toString('hex')}) does not verify; the note was altered or forged.`);
+      throw new EdgeguardError(
+        'EG_SIGNATURE_INVALID',
+        `the note's signature by ${sig.name} (key ${sig.keyId.toString('hex')}) does not verify; the note was altered or forged.`,
+      );
     }
     verified.push(sig);
   }
   if (verified.length === 0) {
     const names = [...new Set(signatures.map((s) => s.name))].join(', ');
-    throw new EdgeguardError('EG_SIGNATURE_MISMATCH', `no trusted key signed this note (signed by: ${names}); check that --log-key is the log's verifier key.`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_MISMATCH',
+      `no trusted key signed this note (signed by: ${names}); check that --log-key is the log's verifier key.`,
+    );
   }
   return { text, verified, unverified };
 }

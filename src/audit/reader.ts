@@ -26,7 +26,11 @@ export function storeLogReader(log: AuditLog, where: string): LogReader {
     where,
     async checkpoint() {
       const cp = await log.latestCheckpoint();
-      if (cp === undefined) throw new EdgeguardError('EG_NOT_FOUND', `the log at ${where} has not signed a checkpoint yet; start the server (it signs every 500 ms) or append an event first.`);
+      if (cp === undefined)
+        throw new EdgeguardError(
+          'EG_NOT_FOUND',
+          `the log at ${where} has not signed a checkpoint yet; start the server (it signs every 500 ms) or append an event first.`,
+        );
       return cp.note;
     },
     async inclusionProof(index, size) {
@@ -57,16 +61,24 @@ export interface ProvenEntry {
 export async function proveEntry(reader: LogReader, logKey: NoteVerifier, index: number): Promise<ProvenEntry> {
   const checkpoint = await fetchVerifiedCheckpoint(reader, logKey);
   const size = checkpoint.checkpoint.size;
-  if (!Number.isSafeInteger(index) || index < 0) throw new EdgeguardError('EG_USAGE', `entry id ${index} is not a log index (0, 1, 2, ...).`);
+  if (!Number.isSafeInteger(index) || index < 0)
+    throw new EdgeguardError('EG_USAGE', `entry id ${index} is not a log index (0, 1, 2, ...).`);
   if (index >= size) {
-    throw new EdgeguardError('EG_NOT_FOUND', `entry ${index} is not covered by the latest signed checkpoint (size ${size}); wait a second for the next checkpoint and retry.`);
+    throw new EdgeguardError(
+      'EG_NOT_FOUND',
+      `entry ${index} is not covered by the latest signed checkpoint (size ${size}); wait a second for the next checkpoint and retry.`,
+    );
   }
   const { leaf: leafBytes, proof } = await reader.inclusionProof(index, size);
   const leafHash = hashLeaf(leafBytes);
   if (!verifyInclusion(leafHash, index, size, proof, checkpoint.checkpoint.rootHash)) {
-    throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the inclusion proof of entry ${index} does not verify against the checkpoint of size ${size} signed by ${logKey.name}: the entry was altered or the log forked.`, {
-      details: { checkpoint: checkpoint.signedNote, leaf: Buffer.from(leafBytes).toString('base64') },
-    });
+    throw new EdgeguardError(
+      'EG_AUDIT_INCONSISTENT',
+      `the inclusion proof of entry ${index} does not verify against the checkpoint of size ${size} signed by ${logKey.name}: the entry was altered or the log forked.`,
+      {
+        details: { checkpoint: checkpoint.signedNote, leaf: Buffer.from(leafBytes).toString('base64') },
+      },
+    );
   }
   return { checkpoint, index, leaf: decodeLogLeaf(leafBytes), leafHash, proof: proof.map((p) => Buffer.from(p)) };
 }

@@ -16,36 +16,36 @@ import { registerMigrations } from '../store/index.ts';
 export type AuditEntriesTable = {
   idx: number | string;
   leaf: string;
-}
+};
 export type AuditNodesTable = {
   level: number;
   idx: number | string;
   hash: string;
-}
+};
 export type AuditStateTable = {
   id: number;
   size: number | string;
   root: string;
   updated_at: string;
-}
+};
 export type AuditCheckpointsTable = {
   size: number | string;
   root: string;
   note: string;
   created_at: string;
-}
+};
 export type AuditDeviceEntriesTable = {
   device_id: string;
   seq: number | string;
   idx: number | string;
   hash: string;
-}
+};
 export type AuditDeviceHeadsTable = {
   device_id: string;
   seq: number | string;
   hash: string;
   updated_at: string;
-}
+};
 
 export type AuditTables = {
   audit_entries: AuditEntriesTable;
@@ -54,7 +54,7 @@ export type AuditTables = {
   audit_checkpoints: AuditCheckpointsTable;
   audit_device_entries: AuditDeviceEntriesTable;
   audit_device_heads: AuditDeviceHeadsTable;
-}
+};
 
 function isSqlite(db: Kysely<unknown>): boolean {
   return db.getExecutor().adapter.constructor.name === 'SqliteAdapter';
@@ -87,7 +87,12 @@ registerMigrations('audit', {
         .execute();
       await db
         .insertInto('audit_state' as never)
-        .values({ id: 1, size: 0, root: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', updated_at: new Date().toISOString() } as never)
+        .values({
+          id: 1,
+          size: 0,
+          root: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+          updated_at: new Date().toISOString(),
+        } as never)
         .execute();
       await db.schema
         .createTable('audit_checkpoints')
@@ -113,7 +118,14 @@ registerMigrations('audit', {
         .execute();
     },
     async down(db: Kysely<unknown>) {
-      for (const t of ['audit_device_heads', 'audit_device_entries', 'audit_checkpoints', 'audit_state', 'audit_nodes', 'audit_entries']) {
+      for (const t of [
+        'audit_device_heads',
+        'audit_device_entries',
+        'audit_checkpoints',
+        'audit_state',
+        'audit_nodes',
+        'audit_entries',
+      ]) {
         await db.schema.dropTable(t).execute();
       }
     },

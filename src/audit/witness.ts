@@ -63,11 +63,19 @@ export class Witness {
     const b = next.checkpoint;
     const evidence = { trusted: prev.signedNote, received: next.signedNote };
     if (b.size < a.size) {
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `rollback: the log now claims ${b.size} entries but already signed ${a.size}; entries were removed. Keep both checkpoints as evidence.`, { details: evidence });
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `rollback: the log now claims ${b.size} entries but already signed ${a.size}; entries were removed. Keep both checkpoints as evidence.`,
+        { details: evidence },
+      );
     }
     if (b.size === a.size) {
       if (!b.rootHash.equals(a.rootHash)) {
-        throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `fork: the log signed two different roots for size ${a.size}; its history was rewritten. Keep both checkpoints as evidence.`, { details: evidence });
+        throw new EdgeguardError(
+          'EG_AUDIT_INCONSISTENT',
+          `fork: the log signed two different roots for size ${a.size}; its history was rewritten. Keep both checkpoints as evidence.`,
+          { details: evidence },
+        );
       }
       await this.accept(next);
       return { checkpoint: next, previousSize: a.size, change: 'same' };
@@ -76,10 +84,18 @@ export class Witness {
     try {
       proof = await fetchProof(a.size, b.size);
     } catch (e) {
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the log could not prove that size ${b.size} extends the trusted size ${a.size} (${(e as Error).message}); treat its history as rewritten until it does.`, { cause: e, details: evidence });
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `the log could not prove that size ${b.size} extends the trusted size ${a.size} (${(e as Error).message}); treat its history as rewritten until it does.`,
+        { cause: e, details: evidence },
+      );
     }
     if (!verifyConsistency(a.size, b.size, proof, a.rootHash, b.rootHash)) {
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `fork: the consistency proof from size ${a.size} to ${b.size} does not verify; the log's history was rewritten. Keep both checkpoints as evidence.`, { details: { ...evidence, proof: proof.map((p) => Buffer.from(p).toString('base64')) } });
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `fork: the consistency proof from size ${a.size} to ${b.size} does not verify; the log's history was rewritten. Keep both checkpoints as evidence.`,
+        { details: { ...evidence, proof: proof.map((p) => Buffer.from(p).toString('base64')) } },
+      );
     }
     await this.accept(next);
     return { checkpoint: next, previousSize: a.size, change: 'grew' };

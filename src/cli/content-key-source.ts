@@ -22,15 +22,28 @@ export interface ResolvedContentKey {
 }
 
 export async function resolveContentKey(o: ContentKeySourceOptions): Promise<ResolvedContentKey> {
-  if (o.key && o.wrappedKey) throw new EdgeguardError('EG_USAGE', 'pass either --key or --wrapped-key with --device, not both.');
+  if (o.key && o.wrappedKey)
+    throw new EdgeguardError('EG_USAGE', 'pass either --key or --wrapped-key with --device, not both.');
   if (o.key) {
-    return { key: await readContentKeyFile(o.key), provider: 'key-file', hardwareBound: false, label: 'content key file: not hardware-bound' };
+    return {
+      key: await readContentKeyFile(o.key),
+      provider: 'key-file',
+      hardwareBound: false,
+      label: 'content key file: not hardware-bound',
+    };
   }
   if (o.wrappedKey) {
-    if (!o.device) throw new EdgeguardError('EG_USAGE', '--wrapped-key needs --device DIR (the directory made by `edgeguard device init`).');
+    if (!o.device)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        '--wrapped-key needs --device DIR (the directory made by `edgeguard device init`).',
+      );
     return unwrapWithDevice(o.wrappedKey, o.device);
   }
-  throw new EdgeguardError('EG_USAGE', 'pass the content key: --key model.key, or --wrapped-key model.key.wrapped --device DIR.');
+  throw new EdgeguardError(
+    'EG_USAGE',
+    'pass the content key: --key model.key, or --wrapped-key model.key.wrapped --device DIR.',
+  );
 }
 
 async function unwrapWithDevice(wrappedPath: string, deviceDir: string): Promise<ResolvedContentKey> {

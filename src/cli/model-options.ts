@@ -5,7 +5,10 @@ import { EdgeguardError } from '../errors/index.ts';
 
 export async function readTrustedKeys(paths: string[] | undefined): Promise<KeyObject[]> {
   if (!paths || paths.length === 0) {
-    throw new EdgeguardError('EG_USAGE', 'pass the publisher public key with --pub publisher.pub; packages are never used unverified.');
+    throw new EdgeguardError(
+      'EG_USAGE',
+      'pass the publisher public key with --pub publisher.pub; packages are never used unverified.',
+    );
   }
   return Promise.all(paths.map((p) => readPublicSigningKey(p)));
 }

@@ -78,7 +78,11 @@ export function reportError(e: unknown, opts: GlobalOptions): number {
   const err =
     e instanceof EdgeguardError
       ? e
-      : new EdgeguardError('EG_INTERNAL', `unexpected internal error (${(e as Error)?.message ?? String(e)}); rerun with --debug and report it.`, { cause: e });
+      : new EdgeguardError(
+          'EG_INTERNAL',
+          `unexpected internal error (${(e as Error)?.message ?? String(e)}); rerun with --debug and report it.`,
+          { cause: e },
+        );
   if (opts.json) {
     process.stdout.write(JSON.stringify({ ok: false, error: err.toJSON() }, jsonReplacer, 2) + '\n');
   } else {

@@ -39,7 +39,8 @@ export function contentKeyId(bytes: Uint8Array): string {
 /** The raw 32-byte form of a key id, as stored in package headers. */
 export function keyIdBytes(kid: string): Buffer {
   const raw = fromB64url(kid);
-  if (!raw || raw.length !== 32) throw new EdgeguardError('EG_KEY_FORMAT', `"${kid}" is not a content key id (43 base64url characters).`);
+  if (!raw || raw.length !== 32)
+    throw new EdgeguardError('EG_KEY_FORMAT', `"${kid}" is not a content key id (43 base64url characters).`);
   return raw;
 }
 
@@ -53,12 +54,19 @@ export function parseContentKeyFile(text: string): ContentKey {
   try {
     jwk = JSON.parse(text);
   } catch {
-    throw new EdgeguardError('EG_KEY_FORMAT', 'the content key file is not JSON; expected a JWK made by `edgeguard key new --type content`.');
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      'the content key file is not JSON; expected a JWK made by `edgeguard key new --type content`.',
+    );
   }
-  if (typeof jwk !== 'object' || jwk === null) throw new EdgeguardError('EG_KEY_FORMAT', 'the content key file is not a JWK object.');
+  if (typeof jwk !== 'object' || jwk === null)
+    throw new EdgeguardError('EG_KEY_FORMAT', 'the content key file is not a JWK object.');
   const { kty, k, kid } = jwk as Record<string, unknown>;
   if (kty !== 'oct' || typeof k !== 'string') {
-    throw new EdgeguardError('EG_KEY_FORMAT', 'the content key file is not a symmetric JWK (kty "oct" with "k"); is it a signing key?');
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      'the content key file is not a symmetric JWK (kty "oct" with "k"); is it a signing key?',
+    );
   }
   const bytes = fromB64url(k);
   if (!bytes || bytes.length !== CONTENT_KEY_BYTES) {
@@ -66,7 +74,10 @@ export function parseContentKeyFile(text: string): ContentKey {
   }
   const key = contentKeyFromBytes(bytes);
   if (kid !== undefined && kid !== key.kid) {
-    throw new EdgeguardError('EG_KEY_FORMAT', 'the content key file\'s "kid" does not match its key (RFC 7638 thumbprint); the file was edited.');
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      'the content key file\'s "kid" does not match its key (RFC 7638 thumbprint); the file was edited.',
+    );
   }
   return key;
 }

@@ -21,7 +21,10 @@ export interface DsseEnvelope {
 const envelopeSchema = z.object({
   payloadType: z.string().min(1).max(256),
   payload: z.string().max(16 * 1024 * 1024),
-  signatures: z.array(z.object({ keyid: z.string().max(256).default(''), sig: z.string().min(1).max(4096) })).min(1).max(16),
+  signatures: z
+    .array(z.object({ keyid: z.string().max(256).default(''), sig: z.string().min(1).max(4096) }))
+    .min(1)
+    .max(16),
 });
 
 /** DSSE section "Protocol": the pre-authentication encoding. */
@@ -32,7 +35,10 @@ export function pae(payloadType: string, payload: Uint8Array): Buffer {
 
 export function signEnvelope(payloadType: string, payload: Uint8Array, key: SigningKeyPair): DsseEnvelope {
   const message = pae(payloadType, payload);
-  const sig = signingAlgorithmOf(key.privateKey) === 'ed25519' ? sign(null, message, key.privateKey) : sign('sha256', message, key.privateKey);
+  const sig =
+    signingAlgorithmOf(key.privateKey) === 'ed25519'
+      ? sign(null, message, key.privateKey)
+      : sign('sha256', message, key.privateKey);
   return {
     payloadType,
     payload: Buffer.from(payload).toString('base64'),
@@ -45,11 +51,17 @@ export function parseEnvelope(text: string): DsseEnvelope {
   try {
     json = JSON.parse(text);
   } catch {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the signature file is not JSON; expected a DSSE envelope (NAME.egm.sig.json).');
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the signature file is not JSON; expected a DSSE envelope (NAME.egm.sig.json).',
+    );
   }
   const parsed = envelopeSchema.safeParse(json);
   if (!parsed.success) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', `the signature file is not a DSSE envelope (${parsed.error.issues[0]?.path.join('.') || 'root'}: ${parsed.error.issues[0]?.message}).`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      `the signature file is not a DSSE envelope (${parsed.error.issues[0]?.path.join('.') || 'root'}: ${parsed.error.issues[0]?.message}).`,
+    );
   }
   return parsed.data;
 }
@@ -58,9 +70,16 @@ export function parseEnvelope(text: string): DsseEnvelope {
  * Verify that at least one signature in the envelope was made by one of `trusted` keys.
  * Returns the payload bytes and the id of the key that verified.
  */
-export function verifyEnvelope(envelope: DsseEnvelope, trusted: KeyObject[], expectedType: string): { payload: Buffer; keyId: string } {
+export function verifyEnvelope(
+  envelope: DsseEnvelope,
+  trusted: KeyObject[],
+  expectedType: string,
+): { payload: Buffer; keyId: string } {
   if (envelope.payloadType !== expectedType) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', `the envelope carries "${envelope.payloadType}", expected "${expectedType}".`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      `the envelope carries "${envelope.payloadType}", expected "${expectedType}".`,
+    );
   }
   const payload = fromB64(envelope.payload);
   if (!payload) throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the envelope payload is not valid base64.');

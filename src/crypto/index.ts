@@ -25,7 +25,16 @@ export {
   parsePublicKeyPem,
 } from './signing-key.ts';
 export { type DsseEnvelope, IN_TOTO_PAYLOAD_TYPE, pae, signEnvelope, parseEnvelope, verifyEnvelope } from './dsse.ts';
-export { type CipherSuite, CIPHER_SUITES, TAG_BYTES, NONCE_PREFIX_BYTES, ChunkCipher, deriveStreamMaterial, cipherSuiteFromId, parseCipherSuite } from './stream.ts';
+export {
+  type CipherSuite,
+  CIPHER_SUITES,
+  TAG_BYTES,
+  NONCE_PREFIX_BYTES,
+  ChunkCipher,
+  deriveStreamMaterial,
+  cipherSuiteFromId,
+  parseCipherSuite,
+} from './stream.ts';
 export { writePrivateFile } from './private-file.ts';
 export {
   type SealKeyPair,

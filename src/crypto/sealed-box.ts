@@ -13,7 +13,16 @@
  * Checked against RFC 9180 Appendix A.1.1 (the same KEM and KDF with AES-128-GCM) in
  * test/crypto/sealed-box.test.ts. Keys are standard PKCS#8 / SPKI PEM (RFC 8410).
  */
-import { createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, createCipheriv, createDecipheriv, type KeyObject } from 'node:crypto';
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  createCipheriv,
+  createDecipheriv,
+  type KeyObject,
+} from 'node:crypto';
 import { EdgeguardError } from '../errors/index.ts';
 
 export const HPKE_KEM_X25519_SHA256 = 0x0020;
@@ -53,12 +62,19 @@ export const AES_128_GCM_FOR_TEST_VECTORS: AeadSuite = { aeadId: 0x0001, cipher:
 
 /** suite_id = "HPKE" || I2OSP(kem_id, 2) || I2OSP(kdf_id, 2) || I2OSP(aead_id, 2) (section 5.1). */
 function hpkeSuiteId(aead: AeadSuite): Buffer {
-  return Buffer.concat([Buffer.from('HPKE'), i2osp(HPKE_KEM_X25519_SHA256, 2), i2osp(HPKE_KDF_HKDF_SHA256, 2), i2osp(aead.aeadId, 2)]);
+  return Buffer.concat([
+    Buffer.from('HPKE'),
+    i2osp(HPKE_KEM_X25519_SHA256, 2),
+    i2osp(HPKE_KDF_HKDF_SHA256, 2),
+    i2osp(aead.aeadId, 2),
+  ]);
 }
 
 /** HKDF-Extract (RFC 5869 section 2.2): PRK = HMAC-Hash(salt, IKM); an empty salt is Nh zeros. */
 function extract(salt: Uint8Array, ikm: Uint8Array): Buffer {
-  return createHmac('sha256', salt.length === 0 ? Buffer.alloc(N_H) : salt).update(ikm).digest();
+  return createHmac('sha256', salt.length === 0 ? Buffer.alloc(N_H) : salt)
+    .update(ikm)
+    .digest();
 }
 
 /** HKDF-Expand (RFC 5869 section 2.3). */
@@ -67,7 +83,11 @@ function expand(prk: Uint8Array, info: Uint8Array, length: number): Buffer {
   const out: Buffer[] = [];
   let t: Buffer = Buffer.alloc(0);
   for (let i = 1; out.length * N_H < length; i++) {
-    t = createHmac('sha256', prk).update(t).update(info).update(Buffer.from([i])).digest();
+    t = createHmac('sha256', prk)
+      .update(t)
+      .update(info)
+      .update(Buffer.from([i]))
+      .digest();
     out.push(t);
   }
   return Buffer.concat(out).subarray(0, length);
@@ -94,31 +114,42 @@ export interface SealKeyPair {
 }
 
 function x25519PrivateFromRaw(sk: Uint8Array): KeyObject {
-  if (sk.length !== X25519_KEY_BYTES) throw new EdgeguardError('EG_KEY_FORMAT', `an X25519 private key is ${X25519_KEY_BYTES} bytes, not ${sk.length}.`);
+  if (sk.length !== X25519_KEY_BYTES)
+    throw new EdgeguardError('EG_KEY_FORMAT', `an X25519 private key is ${X25519_KEY_BYTES} bytes, not ${sk.length}.`);
   return createPrivateKey({ key: Buffer.concat([PKCS8_X25519_PREFIX, sk]), format: 'der', type: 'pkcs8' });
 }
 
 /** DeserializePublicKey (section 7.1.1): the 32-byte u-coordinate. */
 export function x25519PublicFromRaw(pk: Uint8Array): KeyObject {
-  if (pk.length !== X25519_KEY_BYTES) throw new EdgeguardError('EG_KEY_FORMAT', `an X25519 public key is ${X25519_KEY_BYTES} bytes, not ${pk.length}.`);
+  if (pk.length !== X25519_KEY_BYTES)
+    throw new EdgeguardError('EG_KEY_FORMAT', `an X25519 public key is ${X25519_KEY_BYTES} bytes, not ${pk.length}.`);
   return createPublicKey({ key: Buffer.concat([SPKI_X25519_PREFIX, pk]), format: 'der', type: 'spki' });
 }
 
 /** SerializePublicKey (section 7.1.1). */
 export function rawPublicKey(key: KeyObject): Buffer {
   const pub = key.type === 'private' ? createPublicKey(key) : key;
-  if (pub.asymmetricKeyType !== 'x25519') throw new EdgeguardError('EG_KEY_FORMAT', `the review key must be an X25519 key, not ${pub.asymmetricKeyType ?? 'a secret key'}.`);
+  if (pub.asymmetricKeyType !== 'x25519')
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `the review key must be an X25519 key, not ${pub.asymmetricKeyType ?? 'a secret key'}.`,
+    );
   const der = pub.export({ format: 'der', type: 'spki' });
-  if (der.length !== SPKI_X25519_PREFIX.length + X25519_KEY_BYTES || !der.subarray(0, SPKI_X25519_PREFIX.length).equals(SPKI_X25519_PREFIX)) {
+  if (
+    der.length !== SPKI_X25519_PREFIX.length + X25519_KEY_BYTES ||
+    !der.subarray(0, SPKI_X25519_PREFIX.length).equals(SPKI_X25519_PREFIX)
+  ) {
     throw new EdgeguardError('EG_KEY_FORMAT', 'the X25519 public key has an unexpected encoding.');
   }
   return der.subarray(SPKI_X25519_PREFIX.length);
 }
 
 export function rawPrivateKey(key: KeyObject): Buffer {
-  if (key.type !== 'private' || key.asymmetricKeyType !== 'x25519') throw new EdgeguardError('EG_KEY_FORMAT', 'expected an X25519 private key.');
+  if (key.type !== 'private' || key.asymmetricKeyType !== 'x25519')
+    throw new EdgeguardError('EG_KEY_FORMAT', 'expected an X25519 private key.');
   const der = key.export({ format: 'der', type: 'pkcs8' });
-  if (der.length !== PKCS8_X25519_PREFIX.length + X25519_KEY_BYTES) throw new EdgeguardError('EG_KEY_FORMAT', 'the X25519 private key has an unexpected encoding.');
+  if (der.length !== PKCS8_X25519_PREFIX.length + X25519_KEY_BYTES)
+    throw new EdgeguardError('EG_KEY_FORMAT', 'the X25519 private key has an unexpected encoding.');
   return der.subarray(PKCS8_X25519_PREFIX.length);
 }
 
@@ -152,7 +183,11 @@ export function parseSealPublicKeyPem(pem: string, where = 'the review public ke
   } catch (e) {
     throw new EdgeguardError('EG_KEY_FORMAT', `${where} is not a PEM public key (SubjectPublicKeyInfo).`, { cause: e });
   }
-  if (key.asymmetricKeyType !== 'x25519') throw new EdgeguardError('EG_KEY_FORMAT', `${where} is a ${key.asymmetricKeyType} key; review keys are X25519 (make one with \`edgeguard review keygen\`).`);
+  if (key.asymmetricKeyType !== 'x25519')
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `${where} is a ${key.asymmetricKeyType} key; review keys are X25519 (make one with \`edgeguard review keygen\`).`,
+    );
   return key;
 }
 
@@ -163,7 +198,8 @@ export function parseSealPrivateKeyPem(pem: string, where = 'the review private 
   } catch (e) {
     throw new EdgeguardError('EG_KEY_FORMAT', `${where} is not a PEM private key (PKCS#8).`, { cause: e });
   }
-  if (key.asymmetricKeyType !== 'x25519') throw new EdgeguardError('EG_KEY_FORMAT', `${where} is a ${key.asymmetricKeyType} key; review keys are X25519.`);
+  if (key.asymmetricKeyType !== 'x25519')
+    throw new EdgeguardError('EG_KEY_FORMAT', `${where} is a ${key.asymmetricKeyType} key; review keys are X25519.`);
   return key;
 }
 
@@ -175,9 +211,17 @@ function dh(sk: KeyObject, pk: KeyObject): Buffer {
   try {
     z = diffieHellman({ privateKey: sk, publicKey: pk });
   } catch (e) {
-    throw new EdgeguardError('EG_TAMPERED', 'the sealed item\'s ephemeral key is invalid (X25519 failed); the item is corrupt or forged.', { cause: e });
+    throw new EdgeguardError(
+      'EG_TAMPERED',
+      "the sealed item's ephemeral key is invalid (X25519 failed); the item is corrupt or forged.",
+      { cause: e },
+    );
   }
-  if (z.every((b) => b === 0)) throw new EdgeguardError('EG_TAMPERED', 'the sealed item\'s ephemeral key is a small-order point; the item is forged.');
+  if (z.every((b) => b === 0))
+    throw new EdgeguardError(
+      'EG_TAMPERED',
+      "the sealed item's ephemeral key is a small-order point; the item is forged.",
+    );
   return z;
 }
 
@@ -247,7 +291,8 @@ function aeadSeal(key: Buffer, nonce: Buffer, aad: Uint8Array, pt: Uint8Array): 
 }
 
 function aeadOpen(key: Buffer, nonce: Buffer, aad: Uint8Array, ct: Uint8Array): Buffer {
-  if (ct.length < SEAL_TAG_BYTES) throw new EdgeguardError('EG_TRUNCATED', 'the sealed ciphertext is shorter than its authentication tag.');
+  if (ct.length < SEAL_TAG_BYTES)
+    throw new EdgeguardError('EG_TRUNCATED', 'the sealed ciphertext is shorter than its authentication tag.');
   const body = ct.subarray(0, ct.length - SEAL_TAG_BYTES);
   const tag = ct.subarray(ct.length - SEAL_TAG_BYTES);
   const d = createDecipheriv(key.length === 16 ? 'aes-128-gcm' : 'aes-256-gcm', key, nonce);
@@ -256,7 +301,11 @@ function aeadOpen(key: Buffer, nonce: Buffer, aad: Uint8Array, ct: Uint8Array): 
   try {
     return Buffer.concat([d.update(body), d.final()]);
   } catch (e) {
-    throw new EdgeguardError('EG_WRONG_KEY', 'the sealed item does not open: it was sealed to another review key, or it was altered.', { cause: e });
+    throw new EdgeguardError(
+      'EG_WRONG_KEY',
+      'the sealed item does not open: it was sealed to another review key, or it was altered.',
+      { cause: e },
+    );
   }
 }
 
@@ -264,7 +313,12 @@ function aeadOpen(key: Buffer, nonce: Buffer, aad: Uint8Array, ct: Uint8Array): 
  * Test-vector access to the sender side: SetupBaseS with a fixed ephemeral key, then `count`
  * sequential Seal calls (section 5.2). Not for production use: the ephemeral key must be fresh.
  */
-export function setupBaseSenderForTest(pkR: KeyObject, info: Uint8Array, ephemeral: SealKeyPair, aead: AeadSuite = AES_256_GCM) {
+export function setupBaseSenderForTest(
+  pkR: KeyObject,
+  info: Uint8Array,
+  ephemeral: SealKeyPair,
+  aead: AeadSuite = AES_256_GCM,
+) {
   const { sharedSecret, enc } = encap(pkR, ephemeral);
   const ctx = keySchedule(sharedSecret, info, aead);
   let seq = 0;
@@ -276,10 +330,18 @@ export function setupBaseSenderForTest(pkR: KeyObject, info: Uint8Array, ephemer
   };
 }
 
-export function setupBaseRecipientForTest(enc: Uint8Array, skR: KeyObject, info: Uint8Array, aead: AeadSuite = AES_256_GCM) {
+export function setupBaseRecipientForTest(
+  enc: Uint8Array,
+  skR: KeyObject,
+  info: Uint8Array,
+  aead: AeadSuite = AES_256_GCM,
+) {
   const ctx = keySchedule(decap(enc, skR), info, aead);
   let seq = 0;
-  return { context: ctx, open: (aad: Uint8Array, ct: Uint8Array) => aeadOpen(ctx.key, computeNonce(ctx.baseNonce, seq++), aad, ct) };
+  return {
+    context: ctx,
+    open: (aad: Uint8Array, ct: Uint8Array) => aeadOpen(ctx.key, computeNonce(ctx.baseNonce, seq++), aad, ct),
+  };
 }
 
 export interface Sealed {
@@ -301,7 +363,13 @@ export function seal(pkR: KeyObject, info: Uint8Array, aad: Uint8Array, plaintex
 }
 
 /** Single-shot Open (RFC 9180 section 6.1, base mode); fails closed with EG_WRONG_KEY. */
-export function open(enc: Uint8Array, skR: KeyObject, info: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Buffer {
+export function open(
+  enc: Uint8Array,
+  skR: KeyObject,
+  info: Uint8Array,
+  aad: Uint8Array,
+  ciphertext: Uint8Array,
+): Buffer {
   const sharedSecret = decap(enc, skR);
   const ctx = keySchedule(sharedSecret, info);
   try {
@@ -310,4 +378,3 @@ export function open(enc: Uint8Array, skR: KeyObject, info: Uint8Array, aad: Uin
     for (const b of [sharedSecret, ctx.key, ctx.secret, ctx.exporterSecret]) b.fill(0);
   }
 }
-

@@ -31,7 +31,10 @@ export function publicKeyId(publicKey: KeyObject): string {
 export function signingAlgorithmOf(key: KeyObject): SigningAlgorithm {
   if (key.asymmetricKeyType === 'ed25519') return 'ed25519';
   if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return 'ecdsa-p256';
-  throw new EdgeguardError('EG_KEY_FORMAT', `unsupported signing key type ${key.asymmetricKeyType ?? 'unknown'}; use ECDSA P-256 or Ed25519.`);
+  throw new EdgeguardError(
+    'EG_KEY_FORMAT',
+    `unsupported signing key type ${key.asymmetricKeyType ?? 'unknown'}; use ECDSA P-256 or Ed25519.`,
+  );
 }
 
 export function encodePrivateKeyPem(key: KeyObject): string {
@@ -54,7 +57,11 @@ export async function readPrivateSigningKey(path: string): Promise<SigningKeyPai
   try {
     privateKey = createPrivateKey(pem);
   } catch (e) {
-    throw new EdgeguardError('EG_KEY_FORMAT', `${path} is not a PEM private key; expected publisher.key from \`edgeguard key new --type signing\`.`, { cause: e });
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `${path} is not a PEM private key; expected publisher.key from \`edgeguard key new --type signing\`.`,
+      { cause: e },
+    );
   }
   const publicKey = createPublicKey(privateKey);
   return { algorithm: signingAlgorithmOf(privateKey), privateKey, publicKey, keyId: publicKeyId(publicKey) };

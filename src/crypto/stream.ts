@@ -38,7 +38,12 @@ export function parseCipherSuite(name: string): CipherSuite {
  * (src/model/chunk-opener.ts), which builds nonce(i, last) the same way on worker threads. The
  * caller wipes both buffers when done.
  */
-export function deriveStreamMaterial(suite: CipherSuite, contentKey: Uint8Array, salt: Uint8Array, headerDigest: Uint8Array): { key: Buffer; prefix: Buffer } {
+export function deriveStreamMaterial(
+  suite: CipherSuite,
+  contentKey: Uint8Array,
+  salt: Uint8Array,
+  headerDigest: Uint8Array,
+): { key: Buffer; prefix: Buffer } {
   const info = Buffer.concat([INFO_LABEL, Buffer.from([CIPHER_SUITES[suite]]), headerDigest]);
   const okm = Buffer.from(hkdfSync('sha256', contentKey, salt, info, 32 + NONCE_PREFIX_BYTES));
   return { key: okm.subarray(0, 32), prefix: okm.subarray(32) };
@@ -70,7 +75,9 @@ export class ChunkCipher {
 
   /** Encrypt one chunk; returns ciphertext || tag. */
   seal(index: number, last: boolean, plaintext: Uint8Array): Buffer {
-    const c = createCipheriv(this.suite as 'aes-256-gcm', this.key, this.nonceFor(index, last), { authTagLength: TAG_BYTES });
+    const c = createCipheriv(this.suite as 'aes-256-gcm', this.key, this.nonceFor(index, last), {
+      authTagLength: TAG_BYTES,
+    });
     c.setAAD(this.headerDigest);
     const body = c.update(plaintext);
     const tail = c.final();
@@ -85,7 +92,9 @@ export class ChunkCipher {
     if (sealed.length < TAG_BYTES) throw tampered(index);
     const ct = sealed.subarray(0, sealed.length - TAG_BYTES);
     const tag = sealed.subarray(sealed.length - TAG_BYTES);
-    const d = createDecipheriv(this.suite as 'aes-256-gcm', this.key, this.nonceFor(index, last), { authTagLength: TAG_BYTES });
+    const d = createDecipheriv(this.suite as 'aes-256-gcm', this.key, this.nonceFor(index, last), {
+      authTagLength: TAG_BYTES,
+    });
     d.setAAD(this.headerDigest);
     d.setAuthTag(tag);
     const plain = d.update(ct);
@@ -107,7 +116,11 @@ export class ChunkCipher {
 }
 
 function tampered(index: number): EdgeguardError {
-  return new EdgeguardError('EG_TAMPERED', `chunk ${index} failed authentication; the file was modified or truncated.`, {
-    details: { chunk: index },
-  });
+  return new EdgeguardError(
+    'EG_TAMPERED',
+    `chunk ${index} failed authentication; the file was modified or truncated.`,
+    {
+      details: { chunk: index },
+    },
+  );
 }

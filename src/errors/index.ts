@@ -98,8 +98,11 @@ export function asEdgeguardError(e: unknown, code: ErrorCode, message: string): 
 export function fsError(e: unknown, path: string, action: string): EdgeguardError {
   if (e instanceof EdgeguardError) return e;
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'ENOENT') return new EdgeguardError('EG_NOT_FOUND', `${path} does not exist; check the path.`, { cause: e });
-  if (code === 'EEXIST') return new EdgeguardError('EG_EXISTS', `${path} already exists; remove it or pass --force.`, { cause: e });
-  if (code === 'EACCES' || code === 'EPERM') return new EdgeguardError('EG_IO', `permission denied while trying to ${action} ${path}.`, { cause: e });
+  if (code === 'ENOENT')
+    return new EdgeguardError('EG_NOT_FOUND', `${path} does not exist; check the path.`, { cause: e });
+  if (code === 'EEXIST')
+    return new EdgeguardError('EG_EXISTS', `${path} already exists; remove it or pass --force.`, { cause: e });
+  if (code === 'EACCES' || code === 'EPERM')
+    return new EdgeguardError('EG_IO', `permission denied while trying to ${action} ${path}.`, { cause: e });
   return new EdgeguardError('EG_IO', `could not ${action} ${path} (${code ?? 'unknown error'}).`, { cause: e });
 }

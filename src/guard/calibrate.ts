@@ -88,14 +88,16 @@ export function thresholdAtFpr(scores: ArrayLike<number>, fpr: number): number {
 }
 
 function checkFpr(fpr: number, what: string): void {
-  if (!(fpr > 0 && fpr < 1)) throw new EdgeguardError('EG_USAGE', `${what} must be a rate between 0 and 1 (exclusive), e.g. 0.05; got ${fpr}.`);
+  if (!(fpr > 0 && fpr < 1))
+    throw new EdgeguardError('EG_USAGE', `${what} must be a rate between 0 and 1 (exclusive), e.g. 0.05; got ${fpr}.`);
 }
 
 type Bounds = Record<NumericStatistic, { min: number; max: number }>;
 
 function boundsAt(sorted: Record<NumericStatistic, Float64Array>, tail: number): Bounds {
   const out = {} as Bounds;
-  for (const s of NUMERIC_STATISTICS) out[s] = { min: lowerQuantile(sorted[s], tail), max: upperQuantile(sorted[s], tail) };
+  for (const s of NUMERIC_STATISTICS)
+    out[s] = { min: lowerQuantile(sorted[s], tail), max: upperQuantile(sorted[s], tail) };
   return out;
 }
 
@@ -190,7 +192,15 @@ interface ModelScores {
 }
 
 interface StageThresholds {
-  validation: { tail: number; statistics: Bounds; minWidth: number; maxWidth: number; minHeight: number; maxHeight: number; formats: Set<string> };
+  validation: {
+    tail: number;
+    statistics: Bounds;
+    minWidth: number;
+    maxWidth: number;
+    minHeight: number;
+    maxHeight: number;
+    formats: Set<string>;
+  };
   confidence: number;
   ensemble?: number;
   squeeze: number;
@@ -218,7 +228,15 @@ function fitStages(idx: number[], samples: CalibrationSample[], m: ModelScores, 
 function firesAny(i: number, samples: CalibrationSample[], m: ModelScores, t: StageThresholds): boolean {
   const x = samples[i]!.stats;
   const v = t.validation;
-  if (outside(x, v.statistics) || x.width < v.minWidth || x.width > v.maxWidth || x.height < v.minHeight || x.height > v.maxHeight || !v.formats.has(x.format)) return true;
+  if (
+    outside(x, v.statistics) ||
+    x.width < v.minWidth ||
+    x.width > v.maxWidth ||
+    x.height < v.minHeight ||
+    x.height > v.maxHeight ||
+    !v.formats.has(x.format)
+  )
+    return true;
   if (m.confidence[i]! < t.confidence) return true;
   if (m.ensemble && t.ensemble !== undefined && m.ensemble[i]! > t.ensemble) return true;
   return m.squeeze[i]! > t.squeeze;
@@ -241,21 +259,32 @@ function crossValidatedCount(samples: CalibrationSample[], m: ModelScores, rate:
 export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfile> {
   const n = o.samples.length;
   if (n < MIN_CALIBRATION_SAMPLES) {
-    throw new EdgeguardError('EG_USAGE', `calibration needs at least ${MIN_CALIBRATION_SAMPLES} legitimate inputs; got ${n}. Add more images.`);
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `calibration needs at least ${MIN_CALIBRATION_SAMPLES} legitimate inputs; got ${n}. Add more images.`,
+    );
   }
   checkFpr(o.fpr, '--fpr');
   const pipeline = o.pipeline ?? Boolean(o.primary);
-  if (pipeline && !o.primary) throw new EdgeguardError('EG_USAGE', 'calibrating the whole pipeline needs the primary model.');
-  if (pipeline && o.squeezeFpr !== undefined) throw new EdgeguardError('EG_USAGE', '--squeeze-fpr sets a per-stage rate; with a pipeline budget (--fpr) the stages share it. Use --per-stage to set stage rates.');
+  if (pipeline && !o.primary)
+    throw new EdgeguardError('EG_USAGE', 'calibrating the whole pipeline needs the primary model.');
+  if (pipeline && o.squeezeFpr !== undefined)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      '--squeeze-fpr sets a per-stage rate; with a pipeline budget (--fpr) the stages share it. Use --per-stage to set stage rates.',
+    );
   const squeezeFpr = o.squeezeFpr ?? o.fpr;
   checkFpr(squeezeFpr, '--squeeze-fpr');
   const level = o.fprConfidence ?? 0.95;
-  if (!(level >= 0 && level < 1)) throw new EdgeguardError('EG_USAGE', `--fpr-confidence must be in [0, 1), e.g. 0.95; got ${level}.`);
+  if (!(level >= 0 && level < 1))
+    throw new EdgeguardError('EG_USAGE', `--fpr-confidence must be in [0, 1), e.g. 0.95; got ${level}.`);
   const folds = o.folds ?? 5;
-  if (!(Number.isInteger(folds) && folds >= 2 && folds <= 100)) throw new EdgeguardError('EG_USAGE', `folds must be an integer in 2..100; got ${folds}.`);
+  if (!(Number.isInteger(folds) && folds >= 2 && folds <= 100))
+    throw new EdgeguardError('EG_USAGE', `folds must be an integer in 2..100; got ${folds}.`);
   for (const { stats } of o.samples) {
     for (const s of NUMERIC_STATISTICS) {
-      if (!Number.isFinite(stats[s])) throw new EdgeguardError('EG_INPUT', `a calibration input has a non-finite ${s} statistic.`);
+      if (!Number.isFinite(stats[s]))
+        throw new EdgeguardError('EG_INPUT', `a calibration input has a non-finite ${s} statistic.`);
     }
   }
 
@@ -263,8 +292,13 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
   let scores: ModelScores | undefined;
   let observed: GuardProfile['observed'];
   if (o.primary) {
-    if (!o.shape || !o.squeeze) throw new EdgeguardError('EG_USAGE', 'squeezing calibration needs the model input shape and squeezer settings.');
-    const m: ModelScores = { confidence: new Float64Array(n), squeeze: new Float64Array(n), ...(o.ensemble ? { ensemble: new Float64Array(n) } : {}) };
+    if (!o.shape || !o.squeeze)
+      throw new EdgeguardError('EG_USAGE', 'squeezing calibration needs the model input shape and squeezer settings.');
+    const m: ModelScores = {
+      confidence: new Float64Array(n),
+      squeeze: new Float64Array(n),
+      ...(o.ensemble ? { ensemble: new Float64Array(n) } : {}),
+    };
     let lowConfidence = 0;
     let disagreements = 0;
     const threshold = o.confidenceThreshold ?? DEFAULT_CONFIDENCE_THRESHOLD;
@@ -284,7 +318,11 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
       o.onProgress?.(i + 1, n);
     }
     scores = m;
-    observed = { confidenceThreshold: threshold, lowConfidenceRate: lowConfidence / n, ...(o.ensemble ? { ensembleDisagreementRate: disagreements / n } : {}) };
+    observed = {
+      confidenceThreshold: threshold,
+      lowConfidenceRate: lowConfidence / n,
+      ...(o.ensemble ? { ensembleDisagreementRate: disagreements / n } : {}),
+    };
   }
 
   // The per-stage rates: one shared rate for the pipeline, or the requested ones.
@@ -303,7 +341,12 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
       else hi = mid;
     }
     const cv = crossValidatedCount(o.samples, scores, lo, kFolds);
-    final = fitStages(Array.from({ length: n }, (_, i) => i), o.samples, scores, lo);
+    final = fitStages(
+      Array.from({ length: n }, (_, i) => i),
+      o.samples,
+      scores,
+      lo,
+    );
     let inSample = 0;
     for (let i = 0; i < n; i++) if (firesAny(i, o.samples, scores, final)) inSample++;
     validationRate = lo;
@@ -321,7 +364,12 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
     };
   }
 
-  const { tail, statistics } = final?.validation ?? fitValidation(o.samples.map((x) => x.stats), validationRate);
+  const { tail, statistics } =
+    final?.validation ??
+    fitValidation(
+      o.samples.map((x) => x.stats),
+      validationRate,
+    );
   const widths = o.samples.map((x) => x.stats.width);
   const heights = o.samples.map((x) => x.stats.height);
   const formats = [...new Set(o.samples.map((x) => x.stats.format))].sort();
@@ -337,7 +385,12 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
       fpr: validationRate,
       tail,
       statistics,
-      dimensions: { minWidth: Math.min(...widths), maxWidth: Math.max(...widths), minHeight: Math.min(...heights), maxHeight: Math.max(...heights) },
+      dimensions: {
+        minWidth: Math.min(...widths),
+        maxWidth: Math.max(...widths),
+        minHeight: Math.min(...heights),
+        maxHeight: Math.max(...heights),
+      },
       formats,
       measuredFpr: 0,
     },

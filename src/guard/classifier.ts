@@ -23,20 +23,27 @@ function asProbabilities(values: Float32Array): Float32Array {
 export function sessionClassifier(session: ort.InferenceSession, o: SessionClassifierOptions): Classifier {
   const inputName = o.inputName ?? session.inputNames[0];
   const outputName = o.outputName ?? session.outputNames[0];
-  if (!inputName || !outputName) throw new EdgeguardError('EG_MODEL_LOAD', 'the ONNX session has no input or no output.');
+  if (!inputName || !outputName)
+    throw new EdgeguardError('EG_MODEL_LOAD', 'the ONNX session has no input or no output.');
   const expected = o.dims.reduce((a, b) => a * b, 1);
   return async (input) => {
     if (input.length !== expected) {
-      throw new EdgeguardError('EG_INPUT', `the guard got ${input.length} input values; the model takes [${o.dims.join(',')}] (${expected}).`);
+      throw new EdgeguardError(
+        'EG_INPUT',
+        `the guard got ${input.length} input values; the model takes [${o.dims.join(',')}] (${expected}).`,
+      );
     }
     let result: ort.InferenceSession.OnnxValueMapType;
     try {
       result = await session.run({ [inputName]: new ort.Tensor('float32', input, o.dims) });
     } catch (e) {
-      throw new EdgeguardError('EG_INFERENCE', `inference failed (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+      throw new EdgeguardError('EG_INFERENCE', `inference failed (${(e as Error).message.split('\n')[0]}).`, {
+        cause: e,
+      });
     }
     const out = result[outputName];
-    if (!out || !(out.data instanceof Float32Array)) throw new EdgeguardError('EG_INFERENCE', `the model did not produce a float32 output "${outputName}".`);
+    if (!out || !(out.data instanceof Float32Array))
+      throw new EdgeguardError('EG_INFERENCE', `the model did not produce a float32 output "${outputName}".`);
     return asProbabilities(out.data);
   };
 }
@@ -53,10 +60,18 @@ export function loadedModelClassifier(model: LoadedModel): Classifier {
     const c = pre.colorSpace === 'grayscale' ? 1 : 3;
     dims = pre.layout === 'NCHW' ? [1, c, pre.height, pre.width] : [1, pre.height, pre.width, c];
   }
-  if (dims.length === 0) throw new EdgeguardError('EG_CONFIG', `model ${model.metadata.name} declares neither an input shape nor preprocessing; the guard cannot feed it.`);
+  if (dims.length === 0)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `model ${model.metadata.name} declares neither an input shape nor preprocessing; the guard cannot feed it.`,
+    );
   const expected = dims.reduce((a, b) => a * b, 1);
   return async (input) => {
-    if (input.length !== expected) throw new EdgeguardError('EG_INPUT', `the guard got ${input.length} input values; model ${model.metadata.name} takes [${dims.join(',')}].`);
+    if (input.length !== expected)
+      throw new EdgeguardError(
+        'EG_INPUT',
+        `the guard got ${input.length} input values; model ${model.metadata.name} takes [${dims.join(',')}].`,
+      );
     return asProbabilities(await model.run({ data: input, dims }));
   };
 }

@@ -76,7 +76,10 @@ export function guardConfig(value: unknown = {}, where = 'the guard configuratio
   const r = guardConfigSchema.safeParse(value ?? {});
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new EdgeguardError('EG_CONFIG', `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`);
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
+    );
   }
   return r.data;
 }
@@ -86,7 +89,9 @@ export function parseGuardConfigYaml(text: string, where = 'the guard configurat
   try {
     value = parseYaml(text, { maxAliasCount: 16 });
   } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, {
+      cause: e,
+    });
   }
   return guardConfig(value, where);
 }

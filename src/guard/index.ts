@@ -1,9 +1,72 @@
 /** Public face of the adversarial-input guard: statistics, profile, squeezing, pipeline, calibration. */
-export { type GuardImage, type InputStatistics, type NumericStatistic, NUMERIC_STATISTICS, computeStatistics, luminance, immerkaerNoise, laplacianVariance, floatImageToGuardImage } from './stats.ts';
-export { type PlanarShape, type SqueezeSettings, type SqueezeScore, reduceBitDepth, medianFilter, l1Distance, squeezeScore } from './squeeze.ts';
-export { type Classifier, type SessionClassifierOptions, sessionClassifier, loadedModelClassifier, argmax } from './classifier.ts';
-export { type GuardProfile, type StatisticViolation, type ValidationOutcome, PROFILE_KIND, PROFILE_VERSION, MAX_PROFILE_BYTES, profileSchema, parseProfile, serializeProfile, validateStatistics } from './profile.ts';
-export { type CalibrationSample, type CalibrateOptions, MIN_CALIBRATION_SAMPLES, calibrateProfile, thresholdAtFpr, lowerThresholdAtRate, rateUpperBound, allowedCount } from './calibrate.ts';
-export { type GuardConfig, type GuardConfigInput, DEFAULT_CONFIDENCE_THRESHOLD, guardConfigSchema, guardConfig, parseGuardConfigYaml, loadGuardConfig } from './config.ts';
-export { type Verdict, type ReasonCode, type GuardReason, type Answer, type StageResults, type GuardResult, type GuardModels, type GuardOptions, type GuardInput, Guard } from './pipeline.ts';
+export {
+  type GuardImage,
+  type InputStatistics,
+  type NumericStatistic,
+  NUMERIC_STATISTICS,
+  computeStatistics,
+  luminance,
+  immerkaerNoise,
+  laplacianVariance,
+  floatImageToGuardImage,
+} from './stats.ts';
+export {
+  type PlanarShape,
+  type SqueezeSettings,
+  type SqueezeScore,
+  reduceBitDepth,
+  medianFilter,
+  l1Distance,
+  squeezeScore,
+} from './squeeze.ts';
+export {
+  type Classifier,
+  type SessionClassifierOptions,
+  sessionClassifier,
+  loadedModelClassifier,
+  argmax,
+} from './classifier.ts';
+export {
+  type GuardProfile,
+  type StatisticViolation,
+  type ValidationOutcome,
+  PROFILE_KIND,
+  PROFILE_VERSION,
+  MAX_PROFILE_BYTES,
+  profileSchema,
+  parseProfile,
+  serializeProfile,
+  validateStatistics,
+} from './profile.ts';
+export {
+  type CalibrationSample,
+  type CalibrateOptions,
+  MIN_CALIBRATION_SAMPLES,
+  calibrateProfile,
+  thresholdAtFpr,
+  lowerThresholdAtRate,
+  rateUpperBound,
+  allowedCount,
+} from './calibrate.ts';
+export {
+  type GuardConfig,
+  type GuardConfigInput,
+  DEFAULT_CONFIDENCE_THRESHOLD,
+  guardConfigSchema,
+  guardConfig,
+  parseGuardConfigYaml,
+  loadGuardConfig,
+} from './config.ts';
+export {
+  type Verdict,
+  type ReasonCode,
+  type GuardReason,
+  type Answer,
+  type StageResults,
+  type GuardResult,
+  type GuardModels,
+  type GuardOptions,
+  type GuardInput,
+  Guard,
+} from './pipeline.ts';
 export { guardInputShape } from './model-input.ts';

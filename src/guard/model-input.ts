@@ -8,9 +8,16 @@ import type { ImagePreprocessing } from '../model/index.ts';
 import type { PlanarShape } from './squeeze.ts';
 
 export function guardInputShape(pre: ImagePreprocessing | undefined, what = 'the model'): PlanarShape {
-  if (!pre) throw new EdgeguardError('EG_CONFIG', `${what} declares no image preprocessing; the guard needs it to decode and squeeze inputs.`);
+  if (!pre)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${what} declares no image preprocessing; the guard needs it to decode and squeeze inputs.`,
+    );
   if (Math.abs(pre.scale - 1 / 255) > 1e-9 || pre.mean || pre.std) {
-    throw new EdgeguardError('EG_CONFIG', `${what} normalises pixels (scale ${pre.scale}${pre.mean ? ', mean' : ''}${pre.std ? ', std' : ''}); feature squeezing needs inputs on the 0..1 scale (scale 1/255, no mean/std).`);
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${what} normalises pixels (scale ${pre.scale}${pre.mean ? ', mean' : ''}${pre.std ? ', std' : ''}); feature squeezing needs inputs on the 0..1 scale (scale 1/255, no mean/std).`,
+    );
   }
   const channels = pre.colorSpace === 'grayscale' ? 1 : 3;
   if (channels > 1 && pre.layout !== 'NCHW') {

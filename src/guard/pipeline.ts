@@ -59,7 +59,14 @@ export interface GuardResult {
   /** The primary model's own output, when it ran. */
   primary?: Answer;
   stages: StageResults;
-  timings: { validationMs?: number; primaryMs?: number; ensembleMs?: number; squeezeMs?: number; fallbackMs?: number; totalMs: number };
+  timings: {
+    validationMs?: number;
+    primaryMs?: number;
+    ensembleMs?: number;
+    squeezeMs?: number;
+    fallbackMs?: number;
+    totalMs: number;
+  };
 }
 
 export interface GuardModels {
@@ -107,28 +114,47 @@ export class Guard {
     this.labels = o.labels;
     const c = o.config;
     if (c.validation.enabled && !o.profile) {
-      throw new EdgeguardError('EG_CONFIG', 'input validation is enabled but no calibrated profile was given; run `edgeguard guard calibrate` or set validation.enabled: false.');
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        'input validation is enabled but no calibrated profile was given; run `edgeguard guard calibrate` or set validation.enabled: false.',
+      );
     }
     if (c.ensemble.enabled && !o.ensemble) {
-      throw new EdgeguardError('EG_CONFIG', 'the ensemble stage is enabled but no ensemble model was given; configure a second model or set ensemble.enabled: false.');
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        'the ensemble stage is enabled but no ensemble model was given; configure a second model or set ensemble.enabled: false.',
+      );
     }
     this.squeezeThreshold = c.squeeze.threshold ?? o.profile?.squeeze?.threshold;
-    this.confidenceThreshold = c.confidence.threshold ?? o.profile?.pipeline?.confidenceThreshold ?? DEFAULT_CONFIDENCE_THRESHOLD;
+    this.confidenceThreshold =
+      c.confidence.threshold ?? o.profile?.pipeline?.confidenceThreshold ?? DEFAULT_CONFIDENCE_THRESHOLD;
     this.ensembleThreshold = c.ensemble.threshold ?? o.profile?.pipeline?.ensembleThreshold;
     if (c.squeeze.enabled && this.squeezeThreshold === undefined) {
-      throw new EdgeguardError('EG_CONFIG', 'feature squeezing is enabled but has no threshold; calibrate the profile with the model, set squeeze.threshold, or set squeeze.enabled: false.');
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        'feature squeezing is enabled but has no threshold; calibrate the profile with the model, set squeeze.threshold, or set squeeze.enabled: false.',
+      );
     }
     if (c.squeeze.enabled && o.profile?.squeeze && c.squeeze.threshold === undefined) {
       const p = o.profile.squeeze;
       if (p.bitDepth !== c.squeeze.bitDepth || p.medianSize !== c.squeeze.medianSize) {
-        throw new EdgeguardError('EG_CONFIG', `the profile's squeezing threshold was calibrated for ${p.bitDepth}-bit depth and a ${p.medianSize}x${p.medianSize} median, not the configured ${c.squeeze.bitDepth}/${c.squeeze.medianSize}; recalibrate.`);
+        throw new EdgeguardError(
+          'EG_CONFIG',
+          `the profile's squeezing threshold was calibrated for ${p.bitDepth}-bit depth and a ${p.medianSize}x${p.medianSize} median, not the configured ${c.squeeze.bitDepth}/${c.squeeze.medianSize}; recalibrate.`,
+        );
       }
     }
   }
 
   private answer(p: Float32Array, source: Answer['source']): Answer {
     const index = argmax(p);
-    return { source, index, label: this.labels?.[index] ?? String(index), confidence: p[index]!, scores: Array.from(p) };
+    return {
+      source,
+      index,
+      label: this.labels?.[index] ?? String(index),
+      confidence: p[index]!,
+      scores: Array.from(p),
+    };
   }
 
   async check(input: GuardInput): Promise<GuardResult> {
@@ -139,19 +165,30 @@ export class Guard {
     const timings: GuardResult['timings'] = { totalMs: 0 };
     const expected = this.shape.channels * this.shape.height * this.shape.width;
     if (input.tensor.length !== expected) {
-      throw new EdgeguardError('EG_INPUT', `the guard got ${input.tensor.length} input values; the model takes ${this.shape.channels}x${this.shape.height}x${this.shape.width}.`);
+      throw new EdgeguardError(
+        'EG_INPUT',
+        `the guard got ${input.tensor.length} input values; the model takes ${this.shape.channels}x${this.shape.height}x${this.shape.width}.`,
+      );
     }
 
     if (c.validation.enabled) {
       const s = performance.now();
       const statistics = input.statistics ?? (input.image ? computeStatistics(input.image) : undefined);
-      if (!statistics) throw new EdgeguardError('EG_INPUT', 'input validation needs the decoded image or its statistics.');
+      if (!statistics)
+        throw new EdgeguardError('EG_INPUT', 'input validation needs the decoded image or its statistics.');
       // A tensor sent as JSON has no codec or source size: only its pixel statistics are checked.
       const isTensor = statistics.format === 'tensor';
-      const v = validateStatistics(statistics, this.profile!, { dimensions: c.validation.dimensions && !isTensor, format: c.validation.format && !isTensor });
+      const v = validateStatistics(statistics, this.profile!, {
+        dimensions: c.validation.dimensions && !isTensor,
+        format: c.validation.format && !isTensor,
+      });
       stages.validation = { passed: v.passed, score: v.score, statistics, violations: v.violations };
       for (const x of v.violations) {
-        reasons.push({ stage: 'validation', code: 'out-of-profile', message: `${x.statistic} ${typeof x.value === 'number' ? Number(x.value.toPrecision(4)) : x.value} is outside the calibrated ${x.expected}` });
+        reasons.push({
+          stage: 'validation',
+          code: 'out-of-profile',
+          message: `${x.statistic} ${typeof x.value === 'number' ? Number(x.value.toPrecision(4)) : x.value} is outside the calibrated ${x.expected}`,
+        });
       }
       timings.validationMs = performance.now() - s;
       if (!v.passed && c.shortCircuit) {
@@ -169,7 +206,12 @@ export class Guard {
       const threshold = this.confidenceThreshold;
       const passed = primary.confidence >= threshold;
       stages.confidence = { passed, value: primary.confidence, threshold };
-      if (!passed) reasons.push({ stage: 'confidence', code: 'low-confidence', message: `confidence ${primary.confidence.toFixed(3)} is below ${Number(threshold.toPrecision(4))}` });
+      if (!passed)
+        reasons.push({
+          stage: 'confidence',
+          code: 'low-confidence',
+          message: `confidence ${primary.confidence.toFixed(3)} is below ${Number(threshold.toPrecision(4))}`,
+        });
     }
 
     let ensembleProbs: Float32Array | undefined;
@@ -188,7 +230,10 @@ export class Guard {
         reasons.push({
           stage: 'ensemble',
           code: 'ensemble-disagreement',
-          message: threshold === undefined ? says : `the two models' probabilities differ by ${distance.toFixed(3)} (L1), above ${threshold.toFixed(3)}; ${says}`,
+          message:
+            threshold === undefined
+              ? says
+              : `the two models' probabilities differ by ${distance.toFixed(3)} (L1), above ${threshold.toFixed(3)}; ${says}`,
         });
       }
     }
@@ -200,7 +245,12 @@ export class Guard {
       const threshold = this.squeezeThreshold!;
       const passed = sq.score <= threshold;
       stages.squeeze = { passed, score: sq.score, bitDepth: sq.bitDepth, median: sq.median, threshold };
-      if (!passed) reasons.push({ stage: 'squeeze', code: 'squeeze-distance', message: `squeezing moved the prediction by ${sq.score.toFixed(3)} (L1), above ${threshold.toFixed(3)}` });
+      if (!passed)
+        reasons.push({
+          stage: 'squeeze',
+          code: 'squeeze-distance',
+          message: `squeezing moved the prediction by ${sq.score.toFixed(3)} (L1), above ${threshold.toFixed(3)}`,
+        });
     }
 
     let verdict: Verdict;

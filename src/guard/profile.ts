@@ -22,7 +22,10 @@ const boundsSchema = z
   .strict()
   .refine((b) => b.min <= b.max, { message: 'min must not exceed max' });
 
-const statisticsShape = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, boundsSchema])) as Record<NumericStatistic, typeof boundsSchema>;
+const statisticsShape = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, boundsSchema])) as Record<
+  NumericStatistic,
+  typeof boundsSchema
+>;
 
 export const profileSchema = z
   .object({
@@ -31,7 +34,14 @@ export const profileSchema = z
     createdAt: z.string().max(64),
     /** Which model it was calibrated for (informational; the guard config binds them). */
     model: z
-      .object({ name: z.string().max(128), version: z.number().int().min(0).optional(), sha256: z.string().regex(/^[0-9a-f]{64}$/).optional() })
+      .object({
+        name: z.string().max(128),
+        version: z.number().int().min(0).optional(),
+        sha256: z
+          .string()
+          .regex(/^[0-9a-f]{64}$/)
+          .optional(),
+      })
       .strict()
       .optional(),
     samples: z.number().int().min(1).max(100_000_000),
@@ -50,8 +60,13 @@ export const profileSchema = z
             maxHeight: z.number().int().min(1).max(1_000_000),
           })
           .strict()
-          .refine((d) => d.minWidth <= d.maxWidth && d.minHeight <= d.maxHeight, { message: 'minimum dimensions must not exceed maximum' }),
-        formats: z.array(z.string().regex(/^[a-z0-9]{1,16}$/)).min(1).max(16),
+          .refine((d) => d.minWidth <= d.maxWidth && d.minHeight <= d.maxHeight, {
+            message: 'minimum dimensions must not exceed maximum',
+          }),
+        formats: z
+          .array(z.string().regex(/^[a-z0-9]{1,16}$/))
+          .min(1)
+          .max(16),
         /** Measured rejection rate on the calibration set. */
         measuredFpr: rate,
       })
@@ -69,7 +84,11 @@ export const profileSchema = z
       .optional(),
     /** Rates of the fixed-threshold stages on the calibration set, for planning the total FPR. */
     observed: z
-      .object({ lowConfidenceRate: rate.optional(), confidenceThreshold: rate.optional(), ensembleDisagreementRate: rate.optional() })
+      .object({
+        lowConfidenceRate: rate.optional(),
+        confidenceThreshold: rate.optional(),
+        ensembleDisagreementRate: rate.optional(),
+      })
       .strict()
       .optional(),
     /**
@@ -99,7 +118,10 @@ export const profileSchema = z
       .optional(),
   })
   .strict()
-  .refine((p) => p.version === 2 || p.pipeline === undefined, { message: 'a pipeline section needs profile version 2', path: ['pipeline'] });
+  .refine((p) => p.version === 2 || p.pipeline === undefined, {
+    message: 'a pipeline section needs profile version 2',
+    path: ['pipeline'],
+  });
 
 export type GuardProfile = z.infer<typeof profileSchema>;
 
@@ -107,24 +129,36 @@ export type GuardProfile = z.infer<typeof profileSchema>;
 export function parseProfile(input: Uint8Array | string, where = 'the guard profile'): GuardProfile {
   const size = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength;
   if (size > MAX_PROFILE_BYTES) {
-    throw new EdgeguardError('EG_FORMAT', `${where} is ${size} bytes, more than the ${MAX_PROFILE_BYTES} allowed; it is not a profile written by edgeguard guard calibrate.`);
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${where} is ${size} bytes, more than the ${MAX_PROFILE_BYTES} allowed; it is not a profile written by edgeguard guard calibrate.`,
+    );
   }
   let text: string;
   try {
     text = typeof input === 'string' ? input : new TextDecoder('utf-8', { fatal: true }).decode(input);
   } catch (e) {
-    throw new EdgeguardError('EG_FORMAT', `${where} is not valid UTF-8; regenerate it with edgeguard guard calibrate.`, { cause: e });
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${where} is not valid UTF-8; regenerate it with edgeguard guard calibrate.`,
+      { cause: e },
+    );
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (e) {
-    throw new EdgeguardError('EG_FORMAT', `${where} is not valid JSON; regenerate it with edgeguard guard calibrate.`, { cause: e });
+    throw new EdgeguardError('EG_FORMAT', `${where} is not valid JSON; regenerate it with edgeguard guard calibrate.`, {
+      cause: e,
+    });
   }
   const r = profileSchema.safeParse(value);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new EdgeguardError('EG_FORMAT', `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`);
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
+    );
   }
   return r.data;
 }
@@ -159,7 +193,11 @@ export interface ValidationChecks {
 const CATEGORICAL_SCORE = 1e6;
 
 /** Check one input's statistics against the profile's bounds. */
-export function validateStatistics(stats: InputStatistics, profile: GuardProfile, checks: ValidationChecks = { dimensions: true, format: true }): ValidationOutcome {
+export function validateStatistics(
+  stats: InputStatistics,
+  profile: GuardProfile,
+  checks: ValidationChecks = { dimensions: true, format: true },
+): ValidationOutcome {
   const v = profile.validation;
   const violations: StatisticViolation[] = [];
   let score = -Infinity;
@@ -169,12 +207,22 @@ export function validateStatistics(stats: InputStatistics, profile: GuardProfile
     const width = Math.max(b.max - b.min, 1e-9);
     const s = Number.isFinite(value) ? Math.max(b.min - value, value - b.max) / width : CATEGORICAL_SCORE;
     score = Math.max(score, s);
-    if (!(value >= b.min && value <= b.max)) violations.push({ statistic: name, value, expected: `${fmt(b.min)}..${fmt(b.max)}` });
+    if (!(value >= b.min && value <= b.max))
+      violations.push({ statistic: name, value, expected: `${fmt(b.min)}..${fmt(b.max)}` });
   }
   if (checks.dimensions) {
     const d = v.dimensions;
-    if (stats.width < d.minWidth || stats.width > d.maxWidth || stats.height < d.minHeight || stats.height > d.maxHeight) {
-      violations.push({ statistic: 'dimensions', value: `${stats.width}x${stats.height}`, expected: `${d.minWidth}..${d.maxWidth} x ${d.minHeight}..${d.maxHeight}` });
+    if (
+      stats.width < d.minWidth ||
+      stats.width > d.maxWidth ||
+      stats.height < d.minHeight ||
+      stats.height > d.maxHeight
+    ) {
+      violations.push({
+        statistic: 'dimensions',
+        value: `${stats.width}x${stats.height}`,
+        expected: `${d.minWidth}..${d.maxWidth} x ${d.minHeight}..${d.maxHeight}`,
+      });
       score = CATEGORICAL_SCORE;
     }
   }

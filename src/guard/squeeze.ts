@@ -89,8 +89,17 @@ export interface SqueezeScore {
 }
 
 /** The joint squeezing score of `x`, given the classifier's probabilities on x itself. */
-export async function squeezeScore(classify: Classifier, x: Float32Array, probabilities: ArrayLike<number>, shape: PlanarShape, s: SqueezeSettings): Promise<SqueezeScore> {
-  const [pBits, pMedian] = await Promise.all([classify(reduceBitDepth(x, s.bitDepth)), classify(medianFilter(x, shape, s.medianSize))]);
+export async function squeezeScore(
+  classify: Classifier,
+  x: Float32Array,
+  probabilities: ArrayLike<number>,
+  shape: PlanarShape,
+  s: SqueezeSettings,
+): Promise<SqueezeScore> {
+  const [pBits, pMedian] = await Promise.all([
+    classify(reduceBitDepth(x, s.bitDepth)),
+    classify(medianFilter(x, shape, s.medianSize)),
+  ]);
   const bitDepth = l1Distance(probabilities, pBits);
   const median = l1Distance(probabilities, pMedian);
   return { score: Math.max(bitDepth, median), bitDepth, median };

@@ -78,9 +78,15 @@ export function immerkaerNoise(lum: Float32Array, width: number, height: number)
       const mid = up + width;
       const down = mid + width;
       const v =
-        lum[up - 1]! - 2 * lum[up]! + lum[up + 1]! -
-        2 * lum[mid - 1]! + 4 * lum[mid]! - 2 * lum[mid + 1]! +
-        lum[down - 1]! - 2 * lum[down]! + lum[down + 1]!;
+        lum[up - 1]! -
+        2 * lum[up]! +
+        lum[up + 1]! -
+        2 * lum[mid - 1]! +
+        4 * lum[mid]! -
+        2 * lum[mid + 1]! +
+        lum[down - 1]! -
+        2 * lum[down]! +
+        lum[down + 1]!;
       sum += Math.abs(v);
     }
   }
@@ -151,7 +157,12 @@ export function computeStatistics(img: GuardImage): InputStatistics {
 }
 
 /** A 0..1 float image (the model's own scale) as an 8-bit greyscale GuardImage. */
-export function floatImageToGuardImage(values: Float32Array, width: number, height: number, format = 'tensor'): GuardImage {
+export function floatImageToGuardImage(
+  values: Float32Array,
+  width: number,
+  height: number,
+  format = 'tensor',
+): GuardImage {
   if (values.length !== width * height) throw new RangeError(`expected ${width * height} values, got ${values.length}`);
   const pixels = new Uint8Array(values.length);
   for (let i = 0; i < values.length; i++) pixels[i] = Math.min(255, Math.max(0, Math.round(values[i]! * 255)));

@@ -31,7 +31,11 @@ export async function decodeImage(bytes: Uint8Array, pre: ImagePreprocessing): P
   try {
     meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' }).metadata();
   } catch (e) {
-    throw new EdgeguardError('EG_INPUT', 'the input is not an image that can be decoded (PNG, JPEG, WebP, GIF or TIFF).', { cause: e });
+    throw new EdgeguardError(
+      'EG_INPUT',
+      'the input is not an image that can be decoded (PNG, JPEG, WebP, GIF or TIFF).',
+      { cause: e },
+    );
   }
   if (!meta.format || !['png', 'jpeg', 'webp', 'gif', 'tiff'].includes(meta.format)) {
     throw new EdgeguardError('EG_INPUT', `input format ${meta.format ?? 'unknown'} is not accepted; send PNG or JPEG.`);
@@ -48,18 +52,28 @@ export async function decodeImage(bytes: Uint8Array, pre: ImagePreprocessing): P
   const want = pre.colorSpace === 'grayscale' ? 1 : 3;
   let pixels: Uint8Array = out.data;
   if (out.info.channels !== want) pixels = selectChannels(out.data, out.info.channels, want);
-  return { pixels, width: out.info.width, height: out.info.height, channels: want, source: { format: meta.format, width: meta.width ?? 0, height: meta.height ?? 0 } };
+  return {
+    pixels,
+    width: out.info.width,
+    height: out.info.height,
+    channels: want,
+    source: { format: meta.format, width: meta.width ?? 0, height: meta.height ?? 0 },
+  };
 }
 
 function selectChannels(data: Uint8Array, have: number, want: number): Uint8Array {
   const n = data.length / have;
   const out = new Uint8Array(n * want);
-  for (let i = 0; i < n; i++) for (let c = 0; c < want; c++) out[i * want + c] = data[i * have + Math.min(c, have - 1)]!;
+  for (let i = 0; i < n; i++)
+    for (let c = 0; c < want; c++) out[i * want + c] = data[i * have + Math.min(c, have - 1)]!;
   return out;
 }
 
 /** Scale, normalise and lay out decoded pixels as the model expects. */
-export function pixelsToTensor(img: Pick<DecodedImage, 'pixels' | 'width' | 'height' | 'channels'>, pre: ImagePreprocessing): Tensor {
+export function pixelsToTensor(
+  img: Pick<DecodedImage, 'pixels' | 'width' | 'height' | 'channels'>,
+  pre: ImagePreprocessing,
+): Tensor {
   const { width: w, height: h, channels: c } = img;
   const data = new Float32Array(w * h * c);
   for (let y = 0; y < h; y++) {

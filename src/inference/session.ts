@@ -39,11 +39,18 @@ export class LoadedModel {
     try {
       result = await this.session.run({ [this.inputName]: new ort.Tensor('float32', input.data, input.dims) });
     } catch (e) {
-      throw new EdgeguardError('EG_INFERENCE', `inference failed: the input of shape [${input.dims.join(',')}] does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+      throw new EdgeguardError(
+        'EG_INFERENCE',
+        `inference failed: the input of shape [${input.dims.join(',')}] does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`,
+        { cause: e },
+      );
     }
     const out = result[this.outputName];
     if (!out || !(out.data instanceof Float32Array)) {
-      throw new EdgeguardError('EG_INFERENCE', `model ${this.metadata.name} did not produce a float32 output "${this.outputName}".`);
+      throw new EdgeguardError(
+        'EG_INFERENCE',
+        `model ${this.metadata.name} did not produce a float32 output "${this.outputName}".`,
+      );
     }
     return out.data;
   }
@@ -63,7 +70,11 @@ export class LoadedModel {
 
   async imageTensor(bytes: Uint8Array): Promise<Tensor> {
     const pre = this.metadata.preprocessing;
-    if (!pre) throw new EdgeguardError('EG_INPUT', `model ${this.metadata.name} declares no image preprocessing; send a tensor instead of an image.`);
+    if (!pre)
+      throw new EdgeguardError(
+        'EG_INPUT',
+        `model ${this.metadata.name} declares no image preprocessing; send a tensor instead of an image.`,
+      );
     return imageToTensor(bytes, pre);
   }
 
@@ -85,9 +96,17 @@ export function toProbabilities(values: Float32Array): number[] {
 /** Create a session from plaintext model bytes, wiping them as soon as ONNX Runtime has its copy. */
 export async function createSessionFromMemory(plaintext: Buffer, what: string): Promise<ort.InferenceSession> {
   try {
-    return await ort.InferenceSession.create(plaintext, { graphOptimizationLevel: 'all', intraOpNumThreads: 1, interOpNumThreads: 1 });
+    return await ort.InferenceSession.create(plaintext, {
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: 1,
+      interOpNumThreads: 1,
+    });
   } catch (e) {
-    throw new EdgeguardError('EG_MODEL_LOAD', `ONNX Runtime could not load ${what}: it is not a valid ONNX model (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+    throw new EdgeguardError(
+      'EG_MODEL_LOAD',
+      `ONNX Runtime could not load ${what}: it is not a valid ONNX model (${(e as Error).message.split('\n')[0]}).`,
+      { cause: e },
+    );
   } finally {
     plaintext.fill(0);
   }
@@ -101,20 +120,32 @@ export async function loadProtectedModel(packagePath: string, o: LoadOptions): P
   const dec = await decryptPackageToMemory(packagePath, o);
   if (dec.header.metadata.format !== 'onnx') {
     dec.plaintext.fill(0);
-    throw new EdgeguardError('EG_MODEL_LOAD', `package ${packagePath} holds a model of format "${dec.header.metadata.format}", not ONNX.`);
+    throw new EdgeguardError(
+      'EG_MODEL_LOAD',
+      `package ${packagePath} holds a model of format "${dec.header.metadata.format}", not ONNX.`,
+    );
   }
   const session = await createSessionFromMemory(dec.plaintext, `the model in ${packagePath}`);
-  return new LoadedModel(session, dec.header.metadata, { headerSha256: dec.headerSha256, signedBy: dec.signature.keyId, packagePath });
+  return new LoadedModel(session, dec.header.metadata, {
+    headerSha256: dec.headerSha256,
+    signedBy: dec.signature.keyId,
+    packagePath,
+  });
 }
 
 /** Describe an ONNX model's inputs and outputs (used when packing, from the plaintext file). */
-export async function describeOnnx(bytes: Buffer): Promise<{ inputs: ModelMetadata['inputs']; outputs: ModelMetadata['outputs'] }> {
+export async function describeOnnx(
+  bytes: Buffer,
+): Promise<{ inputs: ModelMetadata['inputs']; outputs: ModelMetadata['outputs'] }> {
   const copy = Buffer.from(bytes);
   const session = await createSessionFromMemory(copy, 'the model');
   try {
-    const meta = (session as unknown as { inputMetadata?: Array<{ name: string; shape?: Array<number | string> }> }).inputMetadata;
-    const outMeta = (session as unknown as { outputMetadata?: Array<{ name: string; shape?: Array<number | string> }> }).outputMetadata;
-    const shapeOf = (list: typeof meta, name: string) => (list?.find((m) => m.name === name)?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
+    const meta = (session as unknown as { inputMetadata?: Array<{ name: string; shape?: Array<number | string> }> })
+      .inputMetadata;
+    const outMeta = (session as unknown as { outputMetadata?: Array<{ name: string; shape?: Array<number | string> }> })
+      .outputMetadata;
+    const shapeOf = (list: typeof meta, name: string) =>
+      (list?.find((m) => m.name === name)?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
     return {
       inputs: session.inputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(meta, name) })),
       outputs: session.outputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(outMeta, name) })),

@@ -8,7 +8,14 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { EdgeguardError } from '../errors/index.ts';
-import { hasAttributes, objectName, parseTpm2bPublic, tpmPublicKey, verifyCertify, type TpmPublic } from '../tpm/index.ts';
+import {
+  hasAttributes,
+  objectName,
+  parseTpm2bPublic,
+  tpmPublicKey,
+  verifyCertify,
+  type TpmPublic,
+} from '../tpm/index.ts';
 
 export const CERTIFY_EVIDENCE_TYPE = 'edgeguard-binding-certify';
 
@@ -44,7 +51,11 @@ export function parseCertifyEvidence(text: string): CertifyEvidence {
     throw new EdgeguardError('EG_FORMAT', 'binding.certify.json is not JSON.');
   }
   const r = CertifyEvidenceSchema.safeParse(v);
-  if (!r.success) throw new EdgeguardError('EG_FORMAT', `binding.certify.json is not valid (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`);
+  if (!r.success)
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `binding.certify.json is not valid (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`,
+    );
   return r.data;
 }
 
@@ -64,18 +75,39 @@ export interface VerifiedBindingEvidence {
  * sensitiveDataOrigin, decrypt, not userWithAuth, a non-empty policy), and, when given, that
  * binding.pub is the same key and the AK is the one the verifier trusts.
  */
-export function verifyCertifyEvidence(e: CertifyEvidence, opts: { bindingPem?: string; trustedAkPublic?: Uint8Array } = {}): VerifiedBindingEvidence {
+export function verifyCertifyEvidence(
+  e: CertifyEvidence,
+  opts: { bindingPem?: string; trustedAkPublic?: Uint8Array } = {},
+): VerifiedBindingEvidence {
   const ak = parseTpm2bPublic(Buffer.from(e.akPublic, 'base64'));
   if (opts.trustedAkPublic && !Buffer.from(opts.trustedAkPublic).equals(Buffer.from(e.akPublic, 'base64'))) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'binding.certify.json was signed by an AK other than the enrolled one.');
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'binding.certify.json was signed by an AK other than the enrolled one.',
+    );
   }
   const binding = parseTpm2bPublic(Buffer.from(e.bindingPublic, 'base64'));
   verifyCertify(ak, binding, Buffer.from(e.attest, 'base64'), Buffer.from(e.signature, 'base64'));
   const bindingName = objectName(binding).toString('hex');
-  if (bindingName !== e.bindingName) throw new EdgeguardError('EG_SIGNATURE_INVALID', 'binding.certify.json names a different binding key than the one it carries.');
-  if (objectName(ak).toString('hex') !== e.akName) throw new EdgeguardError('EG_SIGNATURE_INVALID', 'binding.certify.json names a different AK than the one it carries.');
-  if (!hasAttributes(binding, 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin', 'decrypt') || hasAttributes(binding, 'userWithAuth') || binding.authPolicy.length === 0) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the certified binding key is not a non-exportable, TPM-generated decryption key usable only under its policy.');
+  if (bindingName !== e.bindingName)
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'binding.certify.json names a different binding key than the one it carries.',
+    );
+  if (objectName(ak).toString('hex') !== e.akName)
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'binding.certify.json names a different AK than the one it carries.',
+    );
+  if (
+    !hasAttributes(binding, 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin', 'decrypt') ||
+    hasAttributes(binding, 'userWithAuth') ||
+    binding.authPolicy.length === 0
+  ) {
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the certified binding key is not a non-exportable, TPM-generated decryption key usable only under its policy.',
+    );
   }
   const bindingPublicKey = tpmPublicKey(binding);
   if (opts.bindingPem !== undefined) {
@@ -89,5 +121,12 @@ export function verifyCertifyEvidence(e: CertifyEvidence, opts: { bindingPem?: s
       throw new EdgeguardError('EG_SIGNATURE_INVALID', 'binding.pub is not the key certified in binding.certify.json.');
     }
   }
-  return { binding, bindingPublicKey, bindingName, ak, akName: e.akName, policyDigest: binding.authPolicy.toString('hex') };
+  return {
+    binding,
+    bindingPublicKey,
+    bindingName,
+    ak,
+    akName: e.akName,
+    policyDigest: binding.authPolicy.toString('hex'),
+  };
 }

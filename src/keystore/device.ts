@@ -16,7 +16,14 @@ import { mkdir, readFile, writeFile, access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { DEFAULT_BINDING_PCRS, TpmClient, formatPcrSelection, parsePcrSelection, SRK_TEMPLATE, BINDING_KEY_ALG } from '../tpm/index.ts';
+import {
+  DEFAULT_BINDING_PCRS,
+  TpmClient,
+  formatPcrSelection,
+  parsePcrSelection,
+  SRK_TEMPLATE,
+  BINDING_KEY_ALG,
+} from '../tpm/index.ts';
 import { SoftwareKeyStore } from './software.ts';
 import { TpmKeyStore } from './tpm.ts';
 import { type KeyStore } from './types.ts';
@@ -98,15 +105,29 @@ async function writeNew(path: string, data: string | Uint8Array): Promise<void> 
 export async function initDevice(o: InitDeviceOptions): Promise<InitDeviceResult> {
   const dir = resolve(o.dir);
   if (await exists(join(dir, DEVICE_FILE))) {
-    throw new EdgeguardError('EG_EXISTS', `${dir} already holds a device (${DEVICE_FILE}); use another directory or remove it first.`);
+    throw new EdgeguardError(
+      'EG_EXISTS',
+      `${dir} already holds a device (${DEVICE_FILE}); use another directory or remove it first.`,
+    );
   }
   const createdAt = new Date().toISOString();
   if (!o.tcti) {
-    if (o.pcrs) throw new EdgeguardError('EG_USAGE', '--pcrs only applies to a TPM (--tpm); the software provider has no PCR policy.');
+    if (o.pcrs)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        '--pcrs only applies to a TPM (--tpm); the software provider has no PCR policy.',
+      );
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const store = await SoftwareKeyStore.create(join(dir, FILES.softwareKey));
     await writeNew(join(dir, FILES.bindingPem), store.bindingPublicKey.export({ type: 'spki', format: 'pem' }));
-    const device: DeviceFile = { type: DEVICE_TYPE, version: 1, provider: 'software', createdAt, posture: store.posture.label, bindingKey: store.posture.bindingKey };
+    const device: DeviceFile = {
+      type: DEVICE_TYPE,
+      version: 1,
+      provider: 'software',
+      createdAt,
+      posture: store.posture.label,
+      bindingKey: store.posture.bindingKey,
+    };
     await writeNew(join(dir, DEVICE_FILE), JSON.stringify(device, null, 2) + '\n');
     return { dir, device, files: [DEVICE_FILE, FILES.bindingPem, FILES.softwareKey], store };
   }
@@ -175,7 +196,11 @@ export async function readDeviceFile(dir: string): Promise<DeviceFile> {
     text = await readFile(path, 'utf8');
   } catch (e) {
     const err = fsError(e, path, 'read');
-    if (err.code === 'EG_NOT_FOUND') throw new EdgeguardError('EG_NOT_FOUND', `${dir} is not a device directory (no ${DEVICE_FILE}); create one with \`edgeguard device init\`.`);
+    if (err.code === 'EG_NOT_FOUND')
+      throw new EdgeguardError(
+        'EG_NOT_FOUND',
+        `${dir} is not a device directory (no ${DEVICE_FILE}); create one with \`edgeguard device init\`.`,
+      );
     throw err;
   }
   let v: unknown;
@@ -185,8 +210,13 @@ export async function readDeviceFile(dir: string): Promise<DeviceFile> {
     throw new EdgeguardError('EG_FORMAT', `${path} is not JSON.`);
   }
   const r = DeviceFileSchema.safeParse(v);
-  if (!r.success) throw new EdgeguardError('EG_FORMAT', `${path} is not a valid device file (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`);
-  if (r.data.provider === 'tpm' && !r.data.tpm) throw new EdgeguardError('EG_FORMAT', `${path} says provider "tpm" but has no "tpm" section.`);
+  if (!r.success)
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${path} is not a valid device file (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`,
+    );
+  if (r.data.provider === 'tpm' && !r.data.tpm)
+    throw new EdgeguardError('EG_FORMAT', `${path} says provider "tpm" but has no "tpm" section.`);
   return r.data;
 }
 
@@ -210,9 +240,17 @@ export async function openDeviceKeyStore(dir: string, opts: OpenDeviceOptions = 
       throw fsError(e, join(abs, f), 'read');
     }
   };
-  const store = new TpmKeyStore(opts.tcti ?? process.env.EDGEGUARD_TPM_TCTI ?? t.tcti, { public: await read(FILES.bindingTpmPublic), private: await read(FILES.bindingTpmPrivate) }, parsePcrSelection(t.pcrs), Buffer.from(t.srkName, 'hex'));
+  const store = new TpmKeyStore(
+    opts.tcti ?? process.env.EDGEGUARD_TPM_TCTI ?? t.tcti,
+    { public: await read(FILES.bindingTpmPublic), private: await read(FILES.bindingTpmPrivate) },
+    parsePcrSelection(t.pcrs),
+    Buffer.from(t.srkName, 'hex'),
+  );
   if (store.posture.bindingKey !== device.bindingKey || store.posture.tpm?.bindingName !== t.bindingName) {
-    throw new EdgeguardError('EG_TAMPERED', `${FILES.bindingTpmPublic} does not match device.json's binding key; the device directory was altered.`);
+    throw new EdgeguardError(
+      'EG_TAMPERED',
+      `${FILES.bindingTpmPublic} does not match device.json's binding key; the device directory was altered.`,
+    );
   }
   return store;
 }

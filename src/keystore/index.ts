@@ -5,7 +5,13 @@
  *   const store = await openDeviceKeyStore(dir);
  *   const key = await store.unwrapContentKey(await readFile('model.key.wrapped', 'utf8'));
  */
-export { type KeyStore, type KeyStoreProvider, type KeyStorePosture, SOFTWARE_POSTURE_LABEL, TPM_POSTURE_LABEL } from './types.ts';
+export {
+  type KeyStore,
+  type KeyStoreProvider,
+  type KeyStorePosture,
+  SOFTWARE_POSTURE_LABEL,
+  TPM_POSTURE_LABEL,
+} from './types.ts';
 export {
   type WrappedKeyFile,
   WRAP_ALG,

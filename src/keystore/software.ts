@@ -3,7 +3,14 @@
  * 0600) beside the device directory. For development and TPM-less devices only: anyone who copies
  * the directory can unwrap, which is why its posture always reads "software key: not hardware-bound".
  */
-import { constants, createPrivateKey, createPublicKey, generateKeyPairSync, privateDecrypt, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  privateDecrypt,
+  type KeyObject,
+} from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { assertPrivateFileMode, writePrivateFile, type ContentKey } from '../crypto/index.ts';
 import { EdgeguardError, fsError } from '../errors/index.ts';
@@ -18,7 +25,12 @@ export class SoftwareKeyStore implements KeyStore {
 
   private constructor(private readonly privateKey: KeyObject) {
     this.bindingPublicKey = createPublicKey(privateKey);
-    this.posture = { provider: 'software', hardwareBound: false, label: SOFTWARE_POSTURE_LABEL, bindingKey: bindingKeyThumbprint(this.bindingPublicKey) };
+    this.posture = {
+      provider: 'software',
+      hardwareBound: false,
+      label: SOFTWARE_POSTURE_LABEL,
+      bindingKey: bindingKeyThumbprint(this.bindingPublicKey),
+    };
   }
 
   /** Generate a new binding key and write it (0600, never overwriting). */
@@ -42,16 +54,24 @@ export class SoftwareKeyStore implements KeyStore {
     } catch (e) {
       throw new EdgeguardError('EG_KEY_FORMAT', `${privateKeyPath} is not a PEM private key.`, { cause: e });
     }
-    if (key.asymmetricKeyType !== 'rsa') throw new EdgeguardError('EG_KEY_FORMAT', `${privateKeyPath} is not an RSA key.`);
+    if (key.asymmetricKeyType !== 'rsa')
+      throw new EdgeguardError('EG_KEY_FORMAT', `${privateKeyPath} is not an RSA key.`);
     return new SoftwareKeyStore(key);
   }
 
   unwrapContentKey(wrappedFileText: string): Promise<ContentKey> {
     return unwrapChecked(wrappedFileText, this.posture.bindingKey, async (ct) => {
       try {
-        return privateDecrypt({ key: this.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, ct);
+        return privateDecrypt(
+          { key: this.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+          ct,
+        );
       } catch (e) {
-        throw new EdgeguardError('EG_TAMPERED', 'the wrapped key does not decrypt with this device\'s binding key; the file was altered.', { cause: e });
+        throw new EdgeguardError(
+          'EG_TAMPERED',
+          "the wrapped key does not decrypt with this device's binding key; the file was altered.",
+          { cause: e },
+        );
       }
     });
   }

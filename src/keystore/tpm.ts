@@ -7,7 +7,15 @@
 import type { KeyObject } from 'node:crypto';
 import type { ContentKey } from '../crypto/index.ts';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
-import { TpmClient, formatPcrSelection, objectName, parseTpm2bPublic, tpmPublicKey, type PcrSelection, type TpmKeyBlobs } from '../tpm/index.ts';
+import {
+  TpmClient,
+  formatPcrSelection,
+  objectName,
+  parseTpm2bPublic,
+  tpmPublicKey,
+  type PcrSelection,
+  type TpmKeyBlobs,
+} from '../tpm/index.ts';
 import { TPM_POSTURE_LABEL, type KeyStore, type KeyStorePosture } from './types.ts';
 import { bindingKeyThumbprint } from './wrapped-key.ts';
 import { unwrapChecked } from './unwrap.ts';
@@ -45,7 +53,11 @@ export class TpmKeyStore implements KeyStore {
       } catch (e) {
         // TPM_RC_VALUE from RSA_Decrypt: the OAEP padding did not check out.
         if (isEdgeguardError(e, 'EG_TPM') && /TPM_RC_VALUE|TPM_RC_SIZE/.test(String(e.details?.tpmRcName))) {
-          throw new EdgeguardError('EG_TAMPERED', 'the wrapped key does not decrypt with this device\'s binding key; the file was altered.', { cause: e });
+          throw new EdgeguardError(
+            'EG_TAMPERED',
+            "the wrapped key does not decrypt with this device's binding key; the file was altered.",
+            { cause: e },
+          );
         }
         throw e;
       }

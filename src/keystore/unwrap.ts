@@ -18,12 +18,18 @@ export async function unwrapChecked(
   const raw = await decrypt(w.ciphertextBytes);
   if (raw.length !== 32) {
     wipe(raw);
-    throw new EdgeguardError('EG_TAMPERED', 'the unwrapped content key is not 32 bytes; the wrapped key file was altered.');
+    throw new EdgeguardError(
+      'EG_TAMPERED',
+      'the unwrapped content key is not 32 bytes; the wrapped key file was altered.',
+    );
   }
   const key = contentKeyFromBytes(raw);
   if (key.kid !== w.kid) {
     wipe(raw);
-    throw new EdgeguardError('EG_TAMPERED', 'the unwrapped content key does not match the kid in the wrapped key file; the file was altered.');
+    throw new EdgeguardError(
+      'EG_TAMPERED',
+      'the unwrapped content key does not match the kid in the wrapped key file; the file was altered.',
+    );
   }
   return key;
 }

@@ -28,7 +28,8 @@ const MIN_RSA_BITS = 2048;
 
 /** RFC 7638 section 3.2: the RSA thumbprint hashes `{"e":...,"kty":"RSA","n":...}`. */
 export function bindingKeyThumbprint(key: KeyObject): string {
-  if (key.asymmetricKeyType !== 'rsa') throw new EdgeguardError('EG_KEY_FORMAT', 'a binding key must be an RSA public key.');
+  if (key.asymmetricKeyType !== 'rsa')
+    throw new EdgeguardError('EG_KEY_FORMAT', 'a binding key must be an RSA public key.');
   const jwk = key.export({ format: 'jwk' });
   return b64url(sha256(Buffer.from(`{"e":"${jwk.e}","kty":"RSA","n":"${jwk.n}"}`)));
 }
@@ -38,26 +39,56 @@ export function parseBindingPublicKey(pem: string, source = 'the binding public 
   try {
     key = createPublicKey(pem);
   } catch (e) {
-    throw new EdgeguardError('EG_KEY_FORMAT', `${source} is not a PEM public key; pass the binding.pub written by \`edgeguard device init\`.`, { cause: e });
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `${source} is not a PEM public key; pass the binding.pub written by \`edgeguard device init\`.`,
+      { cause: e },
+    );
   }
-  if (key.asymmetricKeyType !== 'rsa') throw new EdgeguardError('EG_KEY_FORMAT', `${source} is not an RSA key; device binding keys are RSA-2048.`);
+  if (key.asymmetricKeyType !== 'rsa')
+    throw new EdgeguardError('EG_KEY_FORMAT', `${source} is not an RSA key; device binding keys are RSA-2048.`);
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-  if (bits < MIN_RSA_BITS) throw new EdgeguardError('EG_KEY_FORMAT', `${source} is only ${bits} bits; binding keys must be at least ${MIN_RSA_BITS}.`);
+  if (bits < MIN_RSA_BITS)
+    throw new EdgeguardError(
+      'EG_KEY_FORMAT',
+      `${source} is only ${bits} bits; binding keys must be at least ${MIN_RSA_BITS}.`,
+    );
   return key;
 }
 
 /** Wrap (operator side, no TPM): RSA-OAEP-256 of the 32 key bytes to the binding key. */
 export function wrapContentKey(key: ContentKey, bindingPublic: KeyObject): WrappedKeyFile {
-  const ct = publicEncrypt({ key: bindingPublic, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, key.bytes);
-  return { type: WRAPPED_KEY_TYPE, version: WRAPPED_KEY_VERSION, kid: key.kid, alg: WRAP_ALG, bindingKey: bindingKeyThumbprint(bindingPublic), ciphertext: b64url(ct) };
+  const ct = publicEncrypt(
+    { key: bindingPublic, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+    key.bytes,
+  );
+  return {
+    type: WRAPPED_KEY_TYPE,
+    version: WRAPPED_KEY_VERSION,
+    kid: key.kid,
+    alg: WRAP_ALG,
+    bindingKey: bindingKeyThumbprint(bindingPublic),
+    ciphertext: b64url(ct),
+  };
 }
 
 export function encodeWrappedKeyFile(w: WrappedKeyFile): string {
-  const ordered = { type: w.type, version: w.version, kid: w.kid, alg: w.alg, bindingKey: w.bindingKey, ciphertext: w.ciphertext };
+  const ordered = {
+    type: w.type,
+    version: w.version,
+    kid: w.kid,
+    alg: w.alg,
+    bindingKey: w.bindingKey,
+    ciphertext: w.ciphertext,
+  };
   return JSON.stringify(ordered, null, 2) + '\n';
 }
 
-const bad = (why: string) => new EdgeguardError('EG_KEY_FORMAT', `the wrapped key file is not valid (${why}); make it with \`edgeguard key wrap\`.`);
+const bad = (why: string) =>
+  new EdgeguardError(
+    'EG_KEY_FORMAT',
+    `the wrapped key file is not valid (${why}); make it with \`edgeguard key wrap\`.`,
+  );
 
 /** Strict parse: known members only, each with its exact form. */
 export function parseWrappedKeyFile(text: string): WrappedKeyFile & { ciphertextBytes: Buffer } {
@@ -72,13 +103,31 @@ export function parseWrappedKeyFile(text: string): WrappedKeyFile & { ciphertext
   const allowed = ['type', 'version', 'kid', 'alg', 'bindingKey', 'ciphertext'];
   for (const k of Object.keys(o)) if (!allowed.includes(k)) throw bad(`unknown member "${k}"`);
   if (o.type !== WRAPPED_KEY_TYPE) throw bad(`type is not "${WRAPPED_KEY_TYPE}"`);
-  if (o.version !== WRAPPED_KEY_VERSION) throw new EdgeguardError('EG_UNSUPPORTED', `wrapped key file version ${String(o.version)} is not supported (this build reads version ${WRAPPED_KEY_VERSION}).`);
-  if (o.alg !== WRAP_ALG) throw new EdgeguardError('EG_UNSUPPORTED', `wrapping algorithm ${String(o.alg)} is not supported (only ${WRAP_ALG}).`);
+  if (o.version !== WRAPPED_KEY_VERSION)
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `wrapped key file version ${String(o.version)} is not supported (this build reads version ${WRAPPED_KEY_VERSION}).`,
+    );
+  if (o.alg !== WRAP_ALG)
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `wrapping algorithm ${String(o.alg)} is not supported (only ${WRAP_ALG}).`,
+    );
   const b64 = /^[A-Za-z0-9_-]{43}$/;
   if (typeof o.kid !== 'string' || !b64.test(o.kid)) throw bad('kid is not a 43-character base64url thumbprint');
-  if (typeof o.bindingKey !== 'string' || !b64.test(o.bindingKey)) throw bad('bindingKey is not a 43-character base64url thumbprint');
+  if (typeof o.bindingKey !== 'string' || !b64.test(o.bindingKey))
+    throw bad('bindingKey is not a 43-character base64url thumbprint');
   if (typeof o.ciphertext !== 'string') throw bad('ciphertext is missing');
   const ct = fromB64url(o.ciphertext);
-  if (!ct || ct.length < MIN_RSA_BITS / 8 || ct.length > 1024) throw bad('ciphertext is not base64url of an RSA-2048+ block');
-  return { type: WRAPPED_KEY_TYPE, version: WRAPPED_KEY_VERSION, kid: o.kid, alg: WRAP_ALG, bindingKey: o.bindingKey, ciphertext: o.ciphertext, ciphertextBytes: ct };
+  if (!ct || ct.length < MIN_RSA_BITS / 8 || ct.length > 1024)
+    throw bad('ciphertext is not base64url of an RSA-2048+ block');
+  return {
+    type: WRAPPED_KEY_TYPE,
+    version: WRAPPED_KEY_VERSION,
+    kid: o.kid,
+    alg: WRAP_ALG,
+    bindingKey: o.bindingKey,
+    ciphertext: o.ciphertext,
+    ciphertextBytes: ct,
+  };
 }

@@ -59,7 +59,10 @@ export interface OpenPlan {
   expected?: Buffer;
 }
 
-export type OpenFailure = { code: 'EG_TRUNCATED' | 'EG_TAMPERED'; chunk: number } | { code: 'EG_DIGEST_MISMATCH'; shard: number } | { code: 'EG_IO' | 'EG_INTERNAL'; message: string };
+export type OpenFailure =
+  | { code: 'EG_TRUNCATED' | 'EG_TAMPERED'; chunk: number }
+  | { code: 'EG_DIGEST_MISMATCH'; shard: number }
+  | { code: 'EG_IO' | 'EG_INTERNAL'; message: string };
 
 export interface OpenOptions {
   /** Worker threads; 0 opens on the calling thread. */
@@ -290,12 +293,23 @@ export const wipe = (b: Uint8Array) => {
   if (b.length > 0) Buffer.from(b.buffer, b.byteOffset, b.byteLength).fill(ZERO);
 };
 
-export function failureError(f: OpenFailure, plan: Pick<OpenPlan, 'chunks' | 'path' | 'plaintextLength' | 'chunkSize' | 'shardChunks'>): EdgeguardError {
+export function failureError(
+  f: OpenFailure,
+  plan: Pick<OpenPlan, 'chunks' | 'path' | 'plaintextLength' | 'chunkSize' | 'shardChunks'>,
+): EdgeguardError {
   switch (f.code) {
     case 'EG_TAMPERED':
-      return new EdgeguardError('EG_TAMPERED', `chunk ${f.chunk} failed authentication; the file was modified or truncated.`, { details: { chunk: f.chunk } });
+      return new EdgeguardError(
+        'EG_TAMPERED',
+        `chunk ${f.chunk} failed authentication; the file was modified or truncated.`,
+        { details: { chunk: f.chunk } },
+      );
     case 'EG_TRUNCATED':
-      return new EdgeguardError('EG_TRUNCATED', `the package ends inside chunk ${f.chunk} of ${plan.chunks}; the file was truncated.`, { details: { chunk: f.chunk } });
+      return new EdgeguardError(
+        'EG_TRUNCATED',
+        `the package ends inside chunk ${f.chunk} of ${plan.chunks}; the file was truncated.`,
+        { details: { chunk: f.chunk } },
+      );
     case 'EG_DIGEST_MISMATCH': {
       const start = f.shard * plan.shardChunks * plan.chunkSize;
       const end = Math.min(plan.plaintextLength, start + plan.shardChunks * plan.chunkSize);
@@ -308,7 +322,10 @@ export function failureError(f: OpenFailure, plan: Pick<OpenPlan, 'chunks' | 'pa
     case 'EG_IO':
       return new EdgeguardError('EG_IO', `could not read ${plan.path} (${f.message}).`);
     case 'EG_INTERNAL':
-      return new EdgeguardError('EG_INTERNAL', `decrypting ${plan.path} failed (${f.message}); nothing was released. Retry with EDGEGUARD_NATIVE=0, and report it.`);
+      return new EdgeguardError(
+        'EG_INTERNAL',
+        `decrypting ${plan.path} failed (${f.message}); nothing was released. Retry with EDGEGUARD_NATIVE=0, and report it.`,
+      );
   }
 }
 
@@ -316,7 +333,11 @@ export function failureError(f: OpenFailure, plan: Pick<OpenPlan, 'chunks' | 'pa
  * Open every shard and hand each one's plaintext to `deliver`, in order. The buffer is wiped when
  * `deliver` returns (or throws): copy what you keep. Throws the first failure in shard order.
  */
-export async function openShards(plan: OpenPlan, deliver: (shard: number, plaintext: Buffer) => void | Promise<void>, o: OpenOptions): Promise<void> {
+export async function openShards(
+  plan: OpenPlan,
+  deliver: (shard: number, plaintext: Buffer) => void | Promise<void>,
+  o: OpenOptions,
+): Promise<void> {
   const shardBytes = plan.shardChunks * plan.chunkSize;
   const inShard = (s: number) => Math.min(plan.plaintextLength - s * shardBytes, shardBytes);
   if (o.workers <= 0) {
@@ -376,16 +397,30 @@ export async function openShards(plan: OpenPlan, deliver: (shard: number, plaint
       done.set(m.s, { slot: m.slot, r: m.r });
       wake();
     };
-    const init = { plan: workerPlan, key, prefix, expected: expected ? new Uint8Array(expected) : null, slots, slotBytes, shardBytes, discard: Boolean(o.discard), gcEvery: GC_EVERY_BYTES };
+    const init = {
+      plan: workerPlan,
+      key,
+      prefix,
+      expected: expected ? new Uint8Array(expected) : null,
+      slots,
+      slotBytes,
+      shardBytes,
+      discard: Boolean(o.discard),
+      gcEvery: GC_EVERY_BYTES,
+    };
     for (const worker of workers) worker.postMessage({ init });
     // This thread opens shards too: while the workers start (by default), or throughout.
-    const help = () => (o.mainOpens === true || (o.helpWhileStarting !== false && pool.ready < workers.length)) && free.length > 0 && next < plan.shards;
-    for (let s = 0; s < plan.shards; ) {
+    const help = () =>
+      (o.mainOpens === true || (o.helpWhileStarting !== false && pool.ready < workers.length)) &&
+      free.length > 0 &&
+      next < plan.shards;
+    for (let s = 0; s < plan.shards;) {
       // Hand shards, in order, to workers that are up and have room.
       for (;;) {
         if (free.length === 0 || next >= plan.shards) break;
         let w = -1;
-        for (let i = 0; i < workers.length; i++) if (online[i] && inflight[i]! < perWorker && (w < 0 || inflight[i]! < inflight[w]!)) w = i;
+        for (let i = 0; i < workers.length; i++)
+          if (online[i] && inflight[i]! < perWorker && (w < 0 || inflight[i]! < inflight[w]!)) w = i;
         if (w < 0) break;
         inflight[w]!++;
         workers[w]!.postMessage({ s: next++, slot: free.shift()! });
@@ -393,13 +428,17 @@ export async function openShards(plan: OpenPlan, deliver: (shard: number, plaint
       const got = done.get(s);
       if (!got) {
         const failure = pool.failure;
-        if (failure) throw new EdgeguardError('EG_INTERNAL', `decryption failed: ${failure.message}`, { cause: failure });
+        if (failure)
+          throw new EdgeguardError('EG_INTERNAL', `decryption failed: ${failure.message}`, { cause: failure });
         if (help()) {
           // A worker takes tens of milliseconds to start: meanwhile (or throughout, with mainOpens)
           // this thread opens shards itself, yielding between shards so results get through.
           const slot = free.shift()!;
           inline ??= createShardOpener({ createHash, createDecipheriv }, { readSync }, plan);
-          done.set(next, { slot, r: openHere(inline, next, o.discard ? null : Buffer.from(slots, slot * slotBytes, slotBytes)) });
+          done.set(next, {
+            slot,
+            r: openHere(inline, next, o.discard ? null : Buffer.from(slots, slot * slotBytes, slotBytes)),
+          });
           next++;
           helped += shardBytes;
           // Less often than in the workers: this isolate's young generation is bigger, so each costs more.

@@ -51,10 +51,14 @@ export interface ParsedHeader {
 
 export function encodeHeader(h: PackageHeader): Buffer {
   const meta = Buffer.from(JSON.stringify(h.metadata), 'utf8');
-  if (meta.length > MAX_METADATA_BYTES) throw new EdgeguardError('EG_USAGE', `model metadata is ${meta.length} bytes; the limit is ${MAX_METADATA_BYTES}.`);
+  if (meta.length > MAX_METADATA_BYTES)
+    throw new EdgeguardError('EG_USAGE', `model metadata is ${meta.length} bytes; the limit is ${MAX_METADATA_BYTES}.`);
   checkChunkSize(h.chunkSize);
   if (chunkCount(h.plaintextLength, h.chunkSize) > MAX_CHUNKS) {
-    throw new EdgeguardError('EG_USAGE', `a ${h.plaintextLength}-byte model needs more than 2^32 chunks of ${h.chunkSize} bytes; use a larger --chunk-size.`);
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `a ${h.plaintextLength}-byte model needs more than 2^32 chunks of ${h.chunkSize} bytes; use a larger --chunk-size.`,
+    );
   }
   const out = Buffer.alloc(FIXED_HEADER_BYTES + meta.length);
   MAGIC.copy(out, 0);
@@ -73,7 +77,10 @@ export function encodeHeader(h: PackageHeader): Buffer {
 
 export function checkChunkSize(n: number): void {
   if (!Number.isInteger(n) || n < MIN_CHUNK_SIZE || n > MAX_CHUNK_SIZE) {
-    throw new EdgeguardError('EG_USAGE', `chunk size must be an integer from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE} bytes.`);
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `chunk size must be an integer from ${MIN_CHUNK_SIZE} to ${MAX_CHUNK_SIZE} bytes.`,
+    );
   }
 }
 
@@ -87,22 +94,30 @@ function bad(message: string): EdgeguardError {
  */
 export function parseHeader(buf: Buffer): ParsedHeader | { needBytes: number } {
   if (buf.length < FIXED_HEADER_BYTES) {
-    if (!MAGIC.subarray(0, Math.min(buf.length, 8)).equals(buf.subarray(0, Math.min(buf.length, 8)))) throw bad('wrong magic bytes (is this an .egm file?).');
+    if (!MAGIC.subarray(0, Math.min(buf.length, 8)).equals(buf.subarray(0, Math.min(buf.length, 8))))
+      throw bad('wrong magic bytes (is this an .egm file?).');
     return { needBytes: FIXED_HEADER_BYTES };
   }
   if (!buf.subarray(0, 8).equals(MAGIC)) throw bad('wrong magic bytes (is this an .egm file?).');
   const version = buf.readUInt16BE(8);
   if (version !== FORMAT_VERSION) {
-    throw new EdgeguardError('EG_UNSUPPORTED', `package format version ${version} is not supported by this edgeguard (it reads version ${FORMAT_VERSION}); upgrade edgeguard or repack the model.`);
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `package format version ${version} is not supported by this edgeguard (it reads version ${FORMAT_VERSION}); upgrade edgeguard or repack the model.`,
+    );
   }
   const suite = cipherSuiteFromId(buf.readUInt8(10));
-  if (!suite) throw new EdgeguardError('EG_UNSUPPORTED', `cipher suite ${buf.readUInt8(10)} is unknown to this edgeguard.`);
+  if (!suite)
+    throw new EdgeguardError('EG_UNSUPPORTED', `cipher suite ${buf.readUInt8(10)} is unknown to this edgeguard.`);
   if (buf.readUInt8(11) !== 0) throw bad('reserved flags are set.');
   const chunkSize = buf.readUInt32BE(12);
   if (chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) throw bad(`chunk size ${chunkSize} is out of range.`);
   const length = buf.readBigUInt64BE(80);
   if (length > BigInt(Number.MAX_SAFE_INTEGER)) throw bad('plaintext length is implausibly large.');
-  if (chunkCount(Number(length), chunkSize) > MAX_CHUNKS) throw bad(`plaintext length ${length} needs more than 2^32 chunks of ${chunkSize} bytes (the nonce counter's limit).`);
+  if (chunkCount(Number(length), chunkSize) > MAX_CHUNKS)
+    throw bad(
+      `plaintext length ${length} needs more than 2^32 chunks of ${chunkSize} bytes (the nonce counter's limit).`,
+    );
   const metaLength = buf.readUInt32BE(120);
   if (metaLength > MAX_METADATA_BYTES) throw bad(`metadata length ${metaLength} exceeds ${MAX_METADATA_BYTES}.`);
   const total = FIXED_HEADER_BYTES + metaLength;

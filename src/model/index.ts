@@ -1,5 +1,12 @@
 /** Public face of the model package module (.egm): pack, inspect, verify, unpack, decrypt in memory. */
-export { type ModelMetadata, type ModelMetadataInput, type ImagePreprocessing, type TensorDescription, modelMetadataSchema, parseModelMetadata } from './metadata.ts';
+export {
+  type ModelMetadata,
+  type ModelMetadataInput,
+  type ImagePreprocessing,
+  type TensorDescription,
+  modelMetadataSchema,
+  parseModelMetadata,
+} from './metadata.ts';
 export {
   type PackageHeader,
   type ParsedHeader,
@@ -14,10 +21,30 @@ export {
   chunkCount,
 } from './header.ts';
 export { type PackOptions, type PackResult, packModel, signaturePathFor } from './pack.ts';
-export { PackageFile, readSignatureFile, decryptEngine, PARALLEL_FROM_BYTES, type ChunkSink, type DecryptOptions } from './package-file.ts';
+export {
+  PackageFile,
+  readSignatureFile,
+  decryptEngine,
+  PARALLEL_FROM_BYTES,
+  type ChunkSink,
+  type DecryptOptions,
+} from './package-file.ts';
 export { nativeOpenerStatus, type NativeStatus } from './native-opener.ts';
-export { type SignedShards, MIN_SHARD_BYTES, defaultShardSize, shardCount, shardName, shardAlgorithm } from './shards.ts';
-export { type ModelStatement, type VerifiedSignature, buildStatement, verifyPackageSignature, OMS_PREDICATE_TYPE } from './signature.ts';
+export {
+  type SignedShards,
+  MIN_SHARD_BYTES,
+  defaultShardSize,
+  shardCount,
+  shardName,
+  shardAlgorithm,
+} from './shards.ts';
+export {
+  type ModelStatement,
+  type VerifiedSignature,
+  buildStatement,
+  verifyPackageSignature,
+  OMS_PREDICATE_TYPE,
+} from './signature.ts';
 export {
   type TrustOptions,
   type InspectResult,

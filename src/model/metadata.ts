@@ -10,7 +10,10 @@ const tensorSchema = z
     name: z.string().min(1).max(256),
     dtype: z.enum(['float32', 'float16', 'float64', 'int8', 'uint8', 'int32', 'int64', 'bool']).default('float32'),
     /** Dimensions; a string or -1 marks a symbolic (dynamic) dimension. */
-    shape: z.array(z.union([z.number().int().min(-1), z.string().max(64)])).max(16).default([]),
+    shape: z
+      .array(z.union([z.number().int().min(-1), z.string().max(64)]))
+      .max(16)
+      .default([]),
     /** For classifier outputs: one label per class index. */
     labels: z.array(z.string().max(128)).max(100_000).optional(),
   })
@@ -24,7 +27,10 @@ const imagePreprocessingSchema = z
     height: z.number().int().min(1).max(8192),
     layout: z.enum(['NCHW', 'NHWC']).default('NCHW'),
     /** Each pixel (0..255) is multiplied by scale, then (x - mean[c]) / std[c]. */
-    scale: z.number().positive().default(1 / 255),
+    scale: z
+      .number()
+      .positive()
+      .default(1 / 255),
     mean: z.array(z.number()).max(4).optional(),
     std: z.array(z.number().positive()).max(4).optional(),
     /** How an input of another size is brought to width x height (sharp's fit). */
@@ -59,7 +65,10 @@ export function parseModelMetadata(value: unknown, where = 'model metadata'): Mo
   const r = modelMetadataSchema.safeParse(value);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new EdgeguardError('EG_FORMAT', `${where} is invalid: ${issue?.path.join('.') || 'root'}: ${issue?.message}.`);
+    throw new EdgeguardError(
+      'EG_FORMAT',
+      `${where} is invalid: ${issue?.path.join('.') || 'root'}: ${issue?.message}.`,
+    );
   }
   return r.data;
 }

@@ -50,7 +50,9 @@ function load(): { binding: NativeBinding | null; status: NativeStatus } {
     loaded = { binding, status: { available: true } };
   } catch (e) {
     const missing = (e as { code?: string }).code === 'MODULE_NOT_FOUND';
-    const reason = missing ? 'not built (run `npm run build:native`)' : `failed to load: ${e instanceof Error ? e.message : String(e)}`;
+    const reason = missing
+      ? 'not built (run `npm run build:native`)'
+      : `failed to load: ${e instanceof Error ? e.message : String(e)}`;
     loaded = { binding: null, status: { available: false, reason } };
   }
   return loaded;
@@ -78,11 +80,18 @@ export interface NativeOpenOptions {
 }
 
 /** binding.create, its argument errors (a bug of ours, never the file's) as a typed error. */
-function createNative(binding: NativeBinding, plan: Parameters<NativeBinding['create']>[0]): ReturnType<NativeBinding['create']> {
+function createNative(
+  binding: NativeBinding,
+  plan: Parameters<NativeBinding['create']>[0],
+): ReturnType<NativeBinding['create']> {
   try {
     return binding.create(plan);
   } catch (e) {
-    throw new EdgeguardError('EG_INTERNAL', `the native shard opener refused its plan (${e instanceof Error ? e.message : String(e)}); retry with EDGEGUARD_NATIVE=0, and report it.`, { cause: e });
+    throw new EdgeguardError(
+      'EG_INTERNAL',
+      `the native shard opener refused its plan (${e instanceof Error ? e.message : String(e)}); retry with EDGEGUARD_NATIVE=0, and report it.`,
+      { cause: e },
+    );
   }
 }
 
@@ -109,7 +118,9 @@ export async function openShardsNative(
   const jobs = Math.max(1, o.inflight);
   // With discard, jobs need no slot (the addon verifies in a small scratch buffer per thread): the
   // "slots" only count jobs in flight.
-  const slots = Array.from({ length: Math.min(plan.shards, discard ? jobs : jobs + 1) }, () => (discard ? null : Buffer.alloc(shardBytes + 16)));
+  const slots = Array.from({ length: Math.min(plan.shards, discard ? jobs : jobs + 1) }, () =>
+    discard ? null : Buffer.alloc(shardBytes + 16),
+  );
   const free = slots.map((_, i) => i);
   const results = new Map<number, Promise<OpenFailure | null>>();
   const slotOf = new Map<number, number>();
@@ -144,9 +155,11 @@ export async function openShardsNative(
       };
       results.set(
         n,
-        binding.open(handle, n, slots[slot] ?? null, false).then(ended, (e: unknown) =>
-          ended({ code: 'EG_INTERNAL', message: e instanceof Error ? e.message : String(e) }),
-        ),
+        binding
+          .open(handle, n, slots[slot] ?? null, false)
+          .then(ended, (e: unknown) =>
+            ended({ code: 'EG_INTERNAL', message: e instanceof Error ? e.message : String(e) }),
+          ),
       );
     }
   };
@@ -178,4 +191,3 @@ export async function openShardsNative(
     for (const b of slots) if (b) wipe(b);
   }
 }
-

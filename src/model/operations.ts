@@ -21,7 +21,10 @@ export interface TrustOptions {
   signaturePath?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** Engine choice and parallelism tuning (see DecryptOptions); the defaults suit. */
-  parallel?: Pick<DecryptOptions, 'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens' | 'engine' | 'inflight'>;
+  parallel?: Pick<
+    DecryptOptions,
+    'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens' | 'engine' | 'inflight'
+  >;
 }
 
 export interface PackageSummary {
@@ -53,12 +56,16 @@ async function withPackage<T>(path: string, fn: (pkg: PackageFile) => Promise<T>
 
 function requireTrust(o: TrustOptions): void {
   if (o.publicKeys.length === 0) {
-    throw new EdgeguardError('EG_USAGE', 'a publisher public key is required (--pub); packages are never used unverified.');
+    throw new EdgeguardError(
+      'EG_USAGE',
+      'a publisher public key is required (--pub); packages are never used unverified.',
+    );
   }
 }
 
 export interface InspectResult extends PackageSummary {
-  signature?: { subjects: Array<{ name: string; sha256: string }>; keyIds: string[]; predicateType: string } | { error: string };
+  signature?:
+    { subjects: Array<{ name: string; sha256: string }>; keyIds: string[]; predicateType: string } | { error: string };
 }
 
 /** Header and signature subjects, without any key. Nothing here is verified. */
@@ -69,7 +76,11 @@ export async function inspectPackage(path: string, signaturePath = signaturePath
       const env = await readSignatureFile(signaturePath);
       const st = unverifiedStatement(env);
       result.signature = st
-        ? { subjects: st.subject.map((s) => ({ name: s.name, sha256: s.digest.sha256 })), keyIds: env.signatures.map((s) => s.keyid), predicateType: st.predicateType }
+        ? {
+            subjects: st.subject.map((s) => ({ name: s.name, sha256: s.digest.sha256 })),
+            keyIds: env.signatures.map((s) => s.keyid),
+            predicateType: st.predicateType,
+          }
         : { error: 'the envelope does not hold an edgeguard OMS statement' };
     } catch (e) {
       result.signature = { error: e instanceof EdgeguardError ? e.message : String(e) };
@@ -86,7 +97,10 @@ export interface VerifyResult extends PackageSummary {
 }
 
 /** Signature and header; with a content key, every chunk's tag and every signed shard digest too. */
-export async function verifyPackage(path: string, o: TrustOptions & { contentKey?: ContentKey }): Promise<VerifyResult> {
+export async function verifyPackage(
+  path: string,
+  o: TrustOptions & { contentKey?: ContentKey },
+): Promise<VerifyResult> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
     // Decryption workers boot while the signature is checked; they get no key unless it verifies.
@@ -96,7 +110,12 @@ export async function verifyPackage(path: string, o: TrustOptions & { contentKey
       if (o.contentKey) {
         await pkg.decrypt(o.contentKey, null, { ...o.parallel, onProgress: o.onProgress, shards: sig.shards, started });
       }
-      return { ...summary(pkg), signedBy: sig.keyId, chunksAuthenticated: Boolean(o.contentKey), engine: o.contentKey ? decryptEngine(o.parallel) : undefined };
+      return {
+        ...summary(pkg),
+        signedBy: sig.keyId,
+        chunksAuthenticated: Boolean(o.contentKey),
+        engine: o.contentKey ? decryptEngine(o.parallel) : undefined,
+      };
     } finally {
       await started?.terminate();
     }
@@ -108,7 +127,11 @@ export async function verifyPackage(path: string, o: TrustOptions & { contentKey
  * beside the target, renamed only once every chunk and the digest check out; on any failure the
  * partial file is removed, so no output file exists.
  */
-export async function unpackPackage(path: string, outputPath: string, o: TrustOptions & { contentKey: ContentKey; overwrite?: boolean }): Promise<VerifyResult> {
+export async function unpackPackage(
+  path: string,
+  outputPath: string,
+  o: TrustOptions & { contentKey: ContentKey; overwrite?: boolean },
+): Promise<VerifyResult> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
     const started = pkg.startDecryptWorkers(o.parallel);
@@ -120,7 +143,12 @@ export async function unpackPackage(path: string, outputPath: string, o: TrustOp
   });
 }
 
-async function unpackWith(pkg: PackageFile, outputPath: string, o: TrustOptions & { contentKey: ContentKey; overwrite?: boolean }, started: OpenWorkers | undefined): Promise<VerifyResult> {
+async function unpackWith(
+  pkg: PackageFile,
+  outputPath: string,
+  o: TrustOptions & { contentKey: ContentKey; overwrite?: boolean },
+  started: OpenWorkers | undefined,
+): Promise<VerifyResult> {
   const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
   if (!o.overwrite) {
     try {
@@ -163,7 +191,10 @@ export interface DecryptedModel {
 }
 
 /** The normal path: verify the signature, then decrypt into memory only. */
-export async function decryptPackageToMemory(path: string, o: TrustOptions & { contentKey: ContentKey }): Promise<DecryptedModel> {
+export async function decryptPackageToMemory(
+  path: string,
+  o: TrustOptions & { contentKey: ContentKey },
+): Promise<DecryptedModel> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
     const started = pkg.startDecryptWorkers(o.parallel);
@@ -175,11 +206,18 @@ export async function decryptPackageToMemory(path: string, o: TrustOptions & { c
   });
 }
 
-async function decryptWith(pkg: PackageFile, o: TrustOptions & { contentKey: ContentKey }, started: OpenWorkers | undefined): Promise<DecryptedModel> {
+async function decryptWith(
+  pkg: PackageFile,
+  o: TrustOptions & { contentKey: ContentKey },
+  started: OpenWorkers | undefined,
+): Promise<DecryptedModel> {
   const signature = await pkg.verifySignature(o.publicKeys, o.signaturePath);
   const length = pkg.header.plaintextLength;
   if (length > bufferConstants.MAX_LENGTH) {
-    throw new EdgeguardError('EG_MODEL_LOAD', `the model is ${length} bytes, more than one in-memory buffer can hold on this platform.`);
+    throw new EdgeguardError(
+      'EG_MODEL_LOAD',
+      `the model is ${length} bytes, more than one in-memory buffer can hold on this platform.`,
+    );
   }
   let plaintext: Buffer | undefined;
   try {
@@ -195,5 +233,10 @@ async function decryptWith(pkg: PackageFile, o: TrustOptions & { contentKey: Con
     plaintext?.fill(0);
     throw e;
   }
-  return { plaintext: plaintext ?? Buffer.alloc(0), header: pkg.header, headerSha256: pkg.parsed.digest.toString('hex'), signature };
+  return {
+    plaintext: plaintext ?? Buffer.alloc(0),
+    header: pkg.header,
+    headerSha256: pkg.parsed.digest.toString('hex'),
+    signature,
+  };
 }

@@ -8,8 +8,22 @@ import { randomBytes, createHash } from 'node:crypto';
 import { open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { ChunkCipher, type CipherSuite, type ContentKey, type DsseEnvelope, type SigningKeyPair } from '../crypto/index.ts';
-import { DEFAULT_CHUNK_SIZE, FORMAT_VERSION, checkChunkSize, chunkCount, encodeHeader, parseHeader, type ParsedHeader } from './header.ts';
+import {
+  ChunkCipher,
+  type CipherSuite,
+  type ContentKey,
+  type DsseEnvelope,
+  type SigningKeyPair,
+} from '../crypto/index.ts';
+import {
+  DEFAULT_CHUNK_SIZE,
+  FORMAT_VERSION,
+  checkChunkSize,
+  chunkCount,
+  encodeHeader,
+  parseHeader,
+  type ParsedHeader,
+} from './header.ts';
 import type { ModelMetadata } from './metadata.ts';
 import { signPackageHeader } from './signature.ts';
 import { readFully } from './read.ts';
@@ -120,16 +134,31 @@ export async function packModel(o: PackOptions): Promise<PackResult> {
       await out.close();
     }
     if (!check.digest().equals(plaintextSha256)) {
-      throw new EdgeguardError('EG_IO', `${o.inputPath} changed while it was being packed; pack it again when nothing writes to it.`);
+      throw new EdgeguardError(
+        'EG_IO',
+        `${o.inputPath} changed while it was being packed; pack it again when nothing writes to it.`,
+      );
     }
-    const envelope = signPackageHeader(parsed, o.resourceName ?? basename(o.inputPath), shardSize, shardDigests, o.signer);
+    const envelope = signPackageHeader(
+      parsed,
+      o.resourceName ?? basename(o.inputPath),
+      shardSize,
+      shardDigests,
+      o.signer,
+    );
     await rename(tmpPath, o.outputPath).catch((e) => {
       throw fsError(e, o.outputPath, 'write');
     });
     await writeFile(signaturePath, JSON.stringify(envelope, null, 2) + '\n').catch((e) => {
       throw fsError(e, signaturePath, 'write');
     });
-    return { packagePath: o.outputPath, signaturePath, parsed, envelope, packageBytes: headerBytes.length + length + chunkCount(length, chunkSize) * 16 };
+    return {
+      packagePath: o.outputPath,
+      signaturePath,
+      parsed,
+      envelope,
+      packageBytes: headerBytes.length + length + chunkCount(length, chunkSize) * 16,
+    };
   } catch (e) {
     await rm(tmpPath, { force: true });
     throw e;

@@ -91,10 +91,12 @@ export class PackageFile {
       let n = await readUpTo(fh, buf, buf.length, 0, path);
       let r = parseHeader(buf.subarray(0, n));
       if ('needBytes' in r && r.needBytes > n) {
-        if (n < FIXED_HEADER_BYTES) throw new EdgeguardError('EG_TRUNCATED', `${path} ends inside the package header; the file was truncated.`);
+        if (n < FIXED_HEADER_BYTES)
+          throw new EdgeguardError('EG_TRUNCATED', `${path} ends inside the package header; the file was truncated.`);
         buf = Buffer.alloc(r.needBytes);
         n = await readUpTo(fh, buf, buf.length, 0, path);
-        if (n < r.needBytes) throw new EdgeguardError('EG_TRUNCATED', `${path} ends inside the package header; the file was truncated.`);
+        if (n < r.needBytes)
+          throw new EdgeguardError('EG_TRUNCATED', `${path} ends inside the package header; the file was truncated.`);
         r = parseHeader(buf);
       }
       if (!('header' in r)) throw new EdgeguardError('EG_FORMAT', `${path}: the package header is incomplete.`);
@@ -161,15 +163,22 @@ export class PackageFile {
   private async decryptWith(key: ContentKey, sink: ChunkSink | null, options: DecryptOptions): Promise<void> {
     const h = this.header;
     if (key.kid !== h.keyId) {
-      throw new EdgeguardError('EG_WRONG_KEY', `this package was encrypted with content key ${h.keyId}, but the key given is ${key.kid}.`, {
-        details: { expected: h.keyId, given: key.kid },
-      });
+      throw new EdgeguardError(
+        'EG_WRONG_KEY',
+        `this package was encrypted with content key ${h.keyId}, but the key given is ${key.kid}.`,
+        {
+          details: { expected: h.keyId, given: key.kid },
+        },
+      );
     }
     const shardSize = options.shards?.shardSize ?? defaultShardSize(h.chunkSize);
     checkShardSize(shardSize, h.chunkSize);
     const shards = shardCount(h.plaintextLength, shardSize);
     if (options.shards && options.shards.digests.length !== 32 * shards) {
-      throw new EdgeguardError('EG_SIGNATURE_INVALID', `the signature lists ${options.shards.digests.length / 32} shard digests; this package has ${shards} shards.`);
+      throw new EdgeguardError(
+        'EG_SIGNATURE_INVALID',
+        `the signature lists ${options.shards.digests.length / 32} shard digests; this package has ${shards} shards.`,
+      );
     }
     const n = chunkCount(h.plaintextLength, h.chunkSize);
     const { key: subkey, prefix } = deriveStreamMaterial(h.suite, key.bytes, h.salt, this.parsed.digest);
@@ -205,10 +214,16 @@ export class PackageFile {
         if (s === 0) {
           // Chunk 0 authenticated: the header is genuine, its length claims can be trusted.
           if (this.size < this.expectedSize) {
-            throw new EdgeguardError('EG_TRUNCATED', `the package is ${this.size} bytes but its header declares ${this.expectedSize}; the file was truncated.`);
+            throw new EdgeguardError(
+              'EG_TRUNCATED',
+              `the package is ${this.size} bytes but its header declares ${this.expectedSize}; the file was truncated.`,
+            );
           }
           if (this.size > this.expectedSize) {
-            throw new EdgeguardError('EG_TRAILING_DATA', `the package has ${this.size - this.expectedSize} bytes after its last chunk; the file was modified.`);
+            throw new EdgeguardError(
+              'EG_TRAILING_DATA',
+              `the package has ${this.size - this.expectedSize} bytes after its last chunk; the file was modified.`,
+            );
           }
           await sink?.begin?.(h.plaintextLength);
         }
@@ -226,7 +241,13 @@ export class PackageFile {
         await started?.terminate();
         await openShardsNative(native, plan, deliver, { inflight: options.inflight ?? defaultInflight(), discard });
       } else {
-        await openShards(plan, deliver, { workers, helpWhileStarting: options.helpWhileStarting, mainOpens: options.mainOpens ?? MAIN_OPENS, started, discard });
+        await openShards(plan, deliver, {
+          workers,
+          helpWhileStarting: options.helpWhileStarting,
+          mainOpens: options.mainOpens ?? MAIN_OPENS,
+          started,
+          discard,
+        });
       }
       if (whole && !whole.digest().equals(h.plaintextSha256)) {
         throw new EdgeguardError(
@@ -246,7 +267,10 @@ export class PackageFile {
  * or 'js' (worker threads, or the calling thread for small packages); with the reason when the
  * native one is not available.
  */
-export function decryptEngine(options: Pick<DecryptOptions, 'engine'> = {}): { engine: 'native' | 'js'; reason?: string } {
+export function decryptEngine(options: Pick<DecryptOptions, 'engine'> = {}): {
+  engine: 'native' | 'js';
+  reason?: string;
+} {
   if (useNative(options)) return { engine: 'native' };
   const status = nativeOpenerStatus();
   return { engine: 'js', reason: options.engine === 'js' ? 'chosen' : status.reason };
@@ -258,7 +282,10 @@ function useNative(options: DecryptOptions): boolean {
   if (engine === 'js') return false;
   const status = nativeOpenerStatus();
   if (engine === 'native' && !status.available) {
-    throw new EdgeguardError('EG_CONFIG', `the native shard opener is ${status.reason ?? 'unavailable'}; use the JavaScript engine (engine: 'js') or build it (npm run build:native).`);
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `the native shard opener is ${status.reason ?? 'unavailable'}; use the JavaScript engine (engine: 'js') or build it (npm run build:native).`,
+    );
   }
   return status.available;
 }
@@ -270,7 +297,11 @@ export async function readSignatureFile(path: string): Promise<DsseEnvelope> {
   } catch (e) {
     const err = fsError(e, path, 'read the signature');
     if (err.code === 'EG_NOT_FOUND') {
-      throw new EdgeguardError('EG_SIGNATURE_INVALID', `no signature at ${path}; a package is never used unsigned. Pass --sig if it lives elsewhere.`, { cause: e });
+      throw new EdgeguardError(
+        'EG_SIGNATURE_INVALID',
+        `no signature at ${path}; a package is never used unsigned. Pass --sig if it lives elsewhere.`,
+        { cause: e },
+      );
     }
     throw err;
   }

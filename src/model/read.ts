@@ -5,7 +5,13 @@ import { EdgeguardError, fsError } from '../errors/index.ts';
  * Read exactly `length` bytes at `position` into the start of `buf`. Returns the count read, which
  * is less than `length` only at end of file.
  */
-export async function readUpTo(fh: FileHandle, buf: Buffer, length: number, position: number, path: string): Promise<number> {
+export async function readUpTo(
+  fh: FileHandle,
+  buf: Buffer,
+  length: number,
+  position: number,
+  path: string,
+): Promise<number> {
   let done = 0;
   while (done < length) {
     let r;
@@ -20,7 +26,13 @@ export async function readUpTo(fh: FileHandle, buf: Buffer, length: number, posi
   return done;
 }
 
-export async function readFully(fh: FileHandle, buf: Buffer, length: number, position: number, path: string): Promise<void> {
+export async function readFully(
+  fh: FileHandle,
+  buf: Buffer,
+  length: number,
+  position: number,
+  path: string,
+): Promise<void> {
   const n = await readUpTo(fh, buf, length, position, path);
   if (n !== length) throw new EdgeguardError('EG_IO', `${path} became shorter while it was being read.`);
 }

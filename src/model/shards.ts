@@ -18,7 +18,10 @@ export function defaultShardSize(chunkSize: number): number {
 
 export function checkShardSize(shardSize: number, chunkSize: number): void {
   if (!Number.isSafeInteger(shardSize) || shardSize <= 0 || shardSize % chunkSize !== 0) {
-    throw new EdgeguardError('EG_USAGE', `shard size must be a positive multiple of the chunk size (${chunkSize} bytes).`);
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `shard size must be a positive multiple of the chunk size (${chunkSize} bytes).`,
+    );
   }
 }
 

@@ -17,7 +17,14 @@
 import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { EdgeguardError } from '../errors/index.ts';
-import { IN_TOTO_PAYLOAD_TYPE, sha256, signEnvelope, verifyEnvelope, type DsseEnvelope, type SigningKeyPair } from '../crypto/index.ts';
+import {
+  IN_TOTO_PAYLOAD_TYPE,
+  sha256,
+  signEnvelope,
+  verifyEnvelope,
+  type DsseEnvelope,
+  type SigningKeyPair,
+} from '../crypto/index.ts';
 import { FORMAT_VERSION, type ParsedHeader } from './header.ts';
 import { modelMetadataSchema, type ModelMetadata } from './metadata.ts';
 import { shardAlgorithm, shardCount, shardName, type SignedShards } from './shards.ts';
@@ -57,9 +64,15 @@ const statementSchema = z.object({
 export type ModelStatement = z.infer<typeof statementSchema>;
 
 /** `shardDigests`: the SHA-256 of each plaintext shard of `shardSize` bytes, in order. */
-export function buildStatement(parsed: ParsedHeader, resourceName: string, shardSize: number, shardDigests: Buffer[]): ModelStatement {
+export function buildStatement(
+  parsed: ParsedHeader,
+  resourceName: string,
+  shardSize: number,
+  shardDigests: Buffer[],
+): ModelStatement {
   const h = parsed.header;
-  if (shardDigests.length !== shardCount(h.plaintextLength, shardSize)) throw new EdgeguardError('EG_INTERNAL', 'shard digests do not cover the model.');
+  if (shardDigests.length !== shardCount(h.plaintextLength, shardSize))
+    throw new EdgeguardError('EG_INTERNAL', 'shard digests do not cover the model.');
   return {
     _type: IN_TOTO_STATEMENT_TYPE,
     subject: [{ name: h.metadata.name, digest: { sha256: sha256(...shardDigests).toString('hex') } }],
@@ -87,7 +100,13 @@ export function buildStatement(parsed: ParsedHeader, resourceName: string, shard
   };
 }
 
-export function signPackageHeader(parsed: ParsedHeader, resourceName: string, shardSize: number, shardDigests: Buffer[], signer: SigningKeyPair): DsseEnvelope {
+export function signPackageHeader(
+  parsed: ParsedHeader,
+  resourceName: string,
+  shardSize: number,
+  shardDigests: Buffer[],
+  signer: SigningKeyPair,
+): DsseEnvelope {
   const payload = Buffer.from(JSON.stringify(buildStatement(parsed, resourceName, shardSize, shardDigests)), 'utf8');
   return signEnvelope(IN_TOTO_PAYLOAD_TYPE, payload, signer);
 }
@@ -102,7 +121,10 @@ export function parseStatement(payload: Buffer): ModelStatement {
   const r = statementSchema.safeParse(json);
   if (!r.success) {
     const i = r.error.issues[0];
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', `the signed statement is not an edgeguard OMS statement (${i?.path.join('.') || 'root'}: ${i?.message}).`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      `the signed statement is not an edgeguard OMS statement (${i?.path.join('.') || 'root'}: ${i?.message}).`,
+    );
   }
   return r.data;
 }
@@ -123,7 +145,8 @@ export interface VerifiedSignature {
   shards: SignedShards;
 }
 
-const invalid = (why: string) => new EdgeguardError('EG_SIGNATURE_INVALID', `the signed statement is inconsistent: ${why}.`);
+const invalid = (why: string) =>
+  new EdgeguardError('EG_SIGNATURE_INVALID', `the signed statement is inconsistent: ${why}.`);
 
 /**
  * Verify the envelope with the trusted keys, then check that the statement is well formed (the
@@ -131,26 +154,39 @@ const invalid = (why: string) => new EdgeguardError('EG_SIGNATURE_INVALID', `the
  * of one file, in order) and that it describes exactly this package: the same name and version,
  * the same header bytes, the same length.
  */
-export function verifyPackageSignature(envelope: DsseEnvelope, parsed: ParsedHeader, trusted: KeyObject[]): VerifiedSignature {
+export function verifyPackageSignature(
+  envelope: DsseEnvelope,
+  parsed: ParsedHeader,
+  trusted: KeyObject[],
+): VerifiedSignature {
   const { payload, keyId } = verifyEnvelope(envelope, trusted, IN_TOTO_PAYLOAD_TYPE);
   const statement = parseStatement(payload);
   const { resources, serialization, edgeguard } = statement.predicate;
   const digests = Buffer.concat(resources.map((r) => Buffer.from(r.digest, 'hex')));
-  if (statement.subject[0]!.digest.sha256 !== sha256(digests).toString('hex')) throw invalid('its subject digest is not the root of its shard digests');
+  if (statement.subject[0]!.digest.sha256 !== sha256(digests).toString('hex'))
+    throw invalid('its subject digest is not the root of its shard digests');
   const shardSize = serialization.shard_size;
   const length = edgeguard.package.plaintextLength;
   if (!Number.isSafeInteger(length) || length < 0) throw invalid('its plaintext length is not a length');
-  if (resources.length !== shardCount(length, shardSize)) throw invalid(`it lists ${resources.length} shards; ${length} bytes in shards of ${shardSize} make ${shardCount(length, shardSize)}`);
+  if (resources.length !== shardCount(length, shardSize))
+    throw invalid(
+      `it lists ${resources.length} shards; ${length} bytes in shards of ${shardSize} make ${shardCount(length, shardSize)}`,
+    );
   const first = resources[0]!.name;
   const file = first.slice(0, first.lastIndexOf(':', first.lastIndexOf(':') - 1));
   resources.forEach((r, i) => {
-    if (r.name !== shardName(file, i, length, shardSize)) throw invalid(`shard ${i} is named "${r.name}", expected "${shardName(file, i, length, shardSize)}"`);
-    if (r.algorithm !== shardAlgorithm(shardSize)) throw invalid(`shard ${i} has algorithm "${r.algorithm}", expected "${shardAlgorithm(shardSize)}"`);
+    if (r.name !== shardName(file, i, length, shardSize))
+      throw invalid(`shard ${i} is named "${r.name}", expected "${shardName(file, i, length, shardSize)}"`);
+    if (r.algorithm !== shardAlgorithm(shardSize))
+      throw invalid(`shard ${i} has algorithm "${r.algorithm}", expected "${shardAlgorithm(shardSize)}"`);
   });
   const h = parsed.header;
   const signedModel: ModelMetadata = edgeguard.model;
   if (signedModel.name !== h.metadata.name || signedModel.version !== h.metadata.version) {
-    throw new EdgeguardError('EG_SIGNATURE_MISMATCH', `the signature is for ${signedModel.name} v${signedModel.version}, but the package says ${h.metadata.name} v${h.metadata.version}.`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_MISMATCH',
+      `the signature is for ${signedModel.name} v${signedModel.version}, but the package says ${h.metadata.name} v${h.metadata.version}.`,
+    );
   }
   if (edgeguard.package.headerSha256 !== parsed.digest.toString('hex')) {
     throw new EdgeguardError(
@@ -159,7 +195,9 @@ export function verifyPackageSignature(envelope: DsseEnvelope, parsed: ParsedHea
     );
   }
   // The header digest matched, so these only disagree if the signer signed an inconsistent statement.
-  if (length !== h.plaintextLength || edgeguard.package.plaintextSha256 !== h.plaintextSha256.toString('hex')) throw invalid('its plaintext length or digest differs from the signed header');
-  if (shardSize % h.chunkSize !== 0) throw invalid(`its shard size ${shardSize} is not a multiple of the chunk size ${h.chunkSize}`);
+  if (length !== h.plaintextLength || edgeguard.package.plaintextSha256 !== h.plaintextSha256.toString('hex'))
+    throw invalid('its plaintext length or digest differs from the signed header');
+  if (shardSize % h.chunkSize !== 0)
+    throw invalid(`its shard size ${shardSize} is not a multiple of the chunk size ${h.chunkSize}`);
   return { keyId, statement, shards: { shardSize, digests } };
 }

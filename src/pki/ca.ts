@@ -87,7 +87,11 @@ export class FleetCa {
   /** Create a new root and issuing CA in DIR/pki. Refuses to overwrite an existing CA. */
   static async create(dataDir: string, passphrase: string, opts: { name?: string } = {}): Promise<FleetCa> {
     const dir = join(dataDir, PKI_SUBDIR);
-    if (FleetCa.exists(dataDir)) throw new EdgeguardError('EG_EXISTS', `a fleet CA already exists in ${dir}; use it, or choose another --data directory.`);
+    if (FleetCa.exists(dataDir))
+      throw new EdgeguardError(
+        'EG_EXISTS',
+        `a fleet CA already exists in ${dir}; use it, or choose another --data directory.`,
+      );
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const fleet = opts.name ?? 'edgeguard';
     const now = Date.now();
@@ -150,16 +154,31 @@ export class FleetCa {
   /** Load the CA from DIR/pki, decrypting the issuing key with the passphrase. */
   static async load(dataDir: string, passphrase: string): Promise<FleetCa> {
     const dir = join(dataDir, PKI_SUBDIR);
-    if (!FleetCa.exists(dataDir)) throw new EdgeguardError('EG_NOT_FOUND', `no fleet CA in ${dir}; start \`edgeguard server --data ${dataDir}\` once to create it.`);
+    if (!FleetCa.exists(dataDir))
+      throw new EdgeguardError(
+        'EG_NOT_FOUND',
+        `no fleet CA in ${dir}; start \`edgeguard server --data ${dataDir}\` once to create it.`,
+      );
     const root = new x509.X509Certificate(readText(join(dir, 'root-ca.crt'), 'the root CA certificate'));
     const issuing = new x509.X509Certificate(readText(join(dir, 'issuing-ca.crt'), 'the issuing CA certificate'));
-    const keyObject = decryptPrivateKey(readText(join(dir, 'issuing-ca.key'), 'the issuing CA key'), passphrase, 'the issuing CA key');
+    const keyObject = decryptPrivateKey(
+      readText(join(dir, 'issuing-ca.key'), 'the issuing CA key'),
+      passphrase,
+      'the issuing CA key',
+    );
     // The key must belong to the certificate: a swapped file would otherwise issue unverifiable certs.
     const spki = Buffer.from(issuing.publicKey.rawData);
     const fromKey = Buffer.from(createPublicKey(keyObject).export({ type: 'spki', format: 'der' }));
-    if (!spki.equals(fromKey)) throw new EdgeguardError('EG_WRONG_KEY', `${join(dir, 'issuing-ca.key')} does not belong to issuing-ca.crt; restore the matching pair.`);
+    if (!spki.equals(fromKey))
+      throw new EdgeguardError(
+        'EG_WRONG_KEY',
+        `${join(dir, 'issuing-ca.key')} does not belong to issuing-ca.crt; restore the matching pair.`,
+      );
     if (!(await issuing.verify({ publicKey: root.publicKey, signatureOnly: true }))) {
-      throw new EdgeguardError('EG_SIGNATURE_INVALID', `issuing-ca.crt in ${dir} is not signed by root-ca.crt; restore the CA files.`);
+      throw new EdgeguardError(
+        'EG_SIGNATURE_INVALID',
+        `issuing-ca.crt in ${dir} is not signed by root-ca.crt; restore the CA files.`,
+      );
     }
     return new FleetCa(root, issuing, await signingKeyFromKeyObject(keyObject));
   }
@@ -187,11 +206,19 @@ export class FleetCa {
     defaultDays: number;
     extensions: x509.Extension[];
   }): Promise<IssuedCertificate> {
-    if (!isP256Spki(params.publicKey)) throw new EdgeguardError('EG_PKI', 'fleet certificates are issued only for ECDSA P-256 keys; generate a P-256 key.');
+    if (!isP256Spki(params.publicKey))
+      throw new EdgeguardError(
+        'EG_PKI',
+        'fleet certificates are issued only for ECDSA P-256 keys; generate a P-256 key.',
+      );
     const now = Date.now();
     const notBefore = params.validity.notBefore ?? new Date(now - CLOCK_SKEW_MS);
     const notAfter = params.validity.notAfter ?? new Date(now + (params.validity.days ?? params.defaultDays) * DAY_MS);
-    if (notAfter.getTime() > this.issuing.notAfter.getTime()) throw new EdgeguardError('EG_PKI', 'the requested certificate would outlive the issuing CA; shorten --days or rotate the CA.');
+    if (notAfter.getTime() > this.issuing.notAfter.getTime())
+      throw new EdgeguardError(
+        'EG_PKI',
+        'the requested certificate would outlive the issuing CA; shorten --days or rotate the CA.',
+      );
     const publicKey = await x509.PublicKey.create(params.publicKey);
     const serial = newSerial();
     const certificate = await x509.X509CertificateGenerator.create({
@@ -224,7 +251,9 @@ export class FleetCa {
     };
   }
 
-  async issueDeviceCertificate(p: { deviceId: string; keyProvider: 'tpm' | 'software'; publicKey: Uint8Array } & ValidityOptions): Promise<IssuedCertificate> {
+  async issueDeviceCertificate(
+    p: { deviceId: string; keyProvider: 'tpm' | 'software'; publicKey: Uint8Array } & ValidityOptions,
+  ): Promise<IssuedCertificate> {
     if (!DEVICE_ID_RE.test(p.deviceId)) throw new EdgeguardError('EG_PKI', `"${p.deviceId}" is not a fleet device id.`);
     return this.issue({
       subject: `CN=${p.deviceId}, OU=device, O=${FLEET_ORG}`,
@@ -244,8 +273,14 @@ export class FleetCa {
     });
   }
 
-  async issueAdminCertificate(p: { name: string; publicKey: Uint8Array } & ValidityOptions): Promise<IssuedCertificate> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$/.test(p.name)) throw new EdgeguardError('EG_USAGE', 'an admin name is 1 to 64 letters, digits, spaces, dots, dashes, underscores or @.');
+  async issueAdminCertificate(
+    p: { name: string; publicKey: Uint8Array } & ValidityOptions,
+  ): Promise<IssuedCertificate> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$/.test(p.name))
+      throw new EdgeguardError(
+        'EG_USAGE',
+        'an admin name is 1 to 64 letters, digits, spaces, dots, dashes, underscores or @.',
+      );
     return this.issue({
       subject: `CN=${p.name}, OU=admin, O=${FLEET_ORG}`,
       role: 'admin',
@@ -253,14 +288,22 @@ export class FleetCa {
       publicKey: p.publicKey,
       validity: p,
       defaultDays: DEFAULT_ADMIN_DAYS,
-      extensions: [new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true), new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])],
+      extensions: [
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      ],
     });
   }
 
-  async issueServerCertificate(p: { hostnames: string[]; publicKey: Uint8Array } & ValidityOptions): Promise<IssuedCertificate> {
+  async issueServerCertificate(
+    p: { hostnames: string[]; publicKey: Uint8Array } & ValidityOptions,
+  ): Promise<IssuedCertificate> {
     const first = p.hostnames[0];
-    if (first === undefined) throw new EdgeguardError('EG_USAGE', 'a server certificate needs at least one host name or IP address.');
-    const names = p.hostnames.map((h) => (/^[0-9.]+$/.test(h) || h.includes(':') ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h }));
+    if (first === undefined)
+      throw new EdgeguardError('EG_USAGE', 'a server certificate needs at least one host name or IP address.');
+    const names = p.hostnames.map((h) =>
+      /^[0-9.]+$/.test(h) || h.includes(':') ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h },
+    );
     return this.issue({
       subject: `CN=${first}, OU=server, O=${FLEET_ORG}`,
       role: 'server',
@@ -280,7 +323,10 @@ export class FleetCa {
    * A CRL (RFC 5280 section 5) over the revoked serials, signed by the issuing CA, valid for
    * `hours` (default 24): relying parties other than our server refresh it from GET /v1/crl.
    */
-  async createCrl(entries: Array<{ serial: string; revokedAt: Date; reason?: string | null }>, hours = 24): Promise<x509.X509Crl> {
+  async createCrl(
+    entries: Array<{ serial: string; revokedAt: Date; reason?: string | null }>,
+    hours = 24,
+  ): Promise<x509.X509Crl> {
     const now = Date.now();
     return x509.X509CrlGenerator.create({
       issuer: this.issuing.subject,

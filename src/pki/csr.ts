@@ -9,7 +9,8 @@ import { isP256Spki, x509, type CryptoKeyPair } from './crypto.ts';
 export const MAX_CSR_PEM = 8192;
 
 export async function verifyCsr(pem: string): Promise<{ spki: Buffer; csr: x509.Pkcs10CertificateRequest }> {
-  if (typeof pem !== 'string' || pem.length > MAX_CSR_PEM) throw new EdgeguardError('EG_ENROLL', 'the certificate request is missing or too large.');
+  if (typeof pem !== 'string' || pem.length > MAX_CSR_PEM)
+    throw new EdgeguardError('EG_ENROLL', 'the certificate request is missing or too large.');
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(pem);
@@ -17,7 +18,8 @@ export async function verifyCsr(pem: string): Promise<{ spki: Buffer; csr: x509.
     throw new EdgeguardError('EG_ENROLL', 'the certificate request is not a PEM PKCS#10 request.', { cause: e });
   }
   const spki = Buffer.from(csr.publicKey.rawData);
-  if (!isP256Spki(spki)) throw new EdgeguardError('EG_ENROLL', 'the certificate request must be for an ECDSA P-256 key.');
+  if (!isP256Spki(spki))
+    throw new EdgeguardError('EG_ENROLL', 'the certificate request must be for an ECDSA P-256 key.');
   let ok = false;
   try {
     ok = await csr.verify();

@@ -12,6 +12,12 @@ export {
   type CertificateIdentity,
 } from './profiles.ts';
 export { verifyCsr, createCsr } from './csr.ts';
-export { encryptPrivateKey, decryptPrivateKey, resolveCaPassphrase, PASSPHRASE_ENV, PBKDF2_ITERATIONS } from './keyfile.ts';
+export {
+  encryptPrivateKey,
+  decryptPrivateKey,
+  resolveCaPassphrase,
+  PASSPHRASE_ENV,
+  PBKDF2_ITERATIONS,
+} from './keyfile.ts';
 export { generateP256, privateKeyToPkcs8Pem, spkiOf, isP256Spki, x509 } from './crypto.ts';
 export { renewalDue } from './renewal.ts';

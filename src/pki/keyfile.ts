@@ -20,7 +20,8 @@ export const PBKDF2_ITERATIONS = 600_000;
 export const PASSPHRASE_ENV = 'EDGEGUARD_CA_PASSPHRASE';
 
 export function encryptPrivateKey(key: KeyObject, passphrase: string, iterations = PBKDF2_ITERATIONS): string {
-  if (passphrase.length < 8) throw new EdgeguardError('EG_CONFIG', 'the CA passphrase must be at least 8 characters long.');
+  if (passphrase.length < 8)
+    throw new EdgeguardError('EG_CONFIG', 'the CA passphrase must be at least 8 characters long.');
   const plain = key.export({ type: 'pkcs8', format: 'der' });
   const salt = randomBytes(16);
   const iv = randomBytes(16);
@@ -33,19 +34,27 @@ export function encryptPrivateKey(key: KeyObject, passphrase: string, iterations
     sequence(
       oid(OID_PBES2),
       sequence(
-        sequence(oid(OID_PBKDF2), sequence(octetString(salt), integer(iterations), sequence(oid(OID_HMAC_SHA256), derNull()))),
+        sequence(
+          oid(OID_PBKDF2),
+          sequence(octetString(salt), integer(iterations), sequence(oid(OID_HMAC_SHA256), derNull())),
+        ),
         sequence(oid(OID_AES256_CBC), octetString(iv)),
       ),
     ),
     octetString(encrypted),
   );
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN ENCRYPTED PRIVATE KEY-----\n${b64}\n-----END ENCRYPTED PRIVATE KEY-----\n`;
 }
 
 /** An "ENCRYPTED PRIVATE KEY" PEM block whose body is base64 of a DER SEQUENCE. */
 function isEncryptedPkcs8Pem(pem: string): boolean {
-  const m = /-----BEGIN ENCRYPTED PRIVATE KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END ENCRYPTED PRIVATE KEY-----/.exec(pem);
+  const m = /-----BEGIN ENCRYPTED PRIVATE KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END ENCRYPTED PRIVATE KEY-----/.exec(
+    pem,
+  );
   if (!m) return false;
   const der = Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64');
   return der.length > 2 && der[0] === 0x30;
@@ -61,7 +70,11 @@ export function decryptPrivateKey(pem: string, passphrase: string, what = 'the C
     // decoder that fails. A well-formed encrypted container that does not open is a wrong
     // passphrase (or a damaged file), whichever error OpenSSL names.
     if (/bad decrypt|wrong|decrypt/i.test(msg) || isEncryptedPkcs8Pem(pem)) {
-      throw new EdgeguardError('EG_WRONG_KEY', `the passphrase does not decrypt ${what} (or the file is damaged); check ${PASSPHRASE_ENV} or the passphrase file.`, { cause: e });
+      throw new EdgeguardError(
+        'EG_WRONG_KEY',
+        `the passphrase does not decrypt ${what} (or the file is damaged); check ${PASSPHRASE_ENV} or the passphrase file.`,
+        { cause: e },
+      );
     }
     throw new EdgeguardError('EG_KEY_FORMAT', `${what} is not an encrypted PKCS#8 key (${msg}).`, { cause: e });
   }
@@ -86,7 +99,10 @@ export function resolveCaPassphrase(opts: { file?: string | undefined; env?: Nod
   }
   const v = env[PASSPHRASE_ENV];
   if (v === undefined || v.length === 0) {
-    throw new EdgeguardError('EG_CONFIG', `the fleet CA key is encrypted with a passphrase: set ${PASSPHRASE_ENV} or pass --ca-passphrase-file.`);
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `the fleet CA key is encrypted with a passphrase: set ${PASSPHRASE_ENV} or pass --ca-passphrase-file.`,
+    );
   }
   return v;
 }

@@ -39,7 +39,10 @@ export interface CertificateIdentity {
 }
 
 export function normalizeSerial(hex: string): string {
-  const s = hex.toLowerCase().replace(/[^0-9a-f]/g, '').replace(/^0+/, '');
+  const s = hex
+    .toLowerCase()
+    .replace(/[^0-9a-f]/g, '')
+    .replace(/^0+/, '');
   return s.length === 0 ? '0' : s;
 }
 
@@ -59,17 +62,34 @@ export function identityOf(cert: x509.X509Certificate): CertificateIdentity {
   const cn = dnValue(subject, 'CN');
   const org = dnValue(subject, 'O');
   if (org !== FLEET_ORG || cn === undefined || (role !== 'device' && role !== 'admin' && role !== 'server')) {
-    throw new EdgeguardError('EG_FORBIDDEN', 'the client certificate does not carry an edgeguard fleet role; use a device or admin certificate issued by this fleet.');
+    throw new EdgeguardError(
+      'EG_FORBIDDEN',
+      'the client certificate does not carry an edgeguard fleet role; use a device or admin certificate issued by this fleet.',
+    );
   }
-  const id: CertificateIdentity = { role, name: cn, serial: normalizeSerial(cert.serialNumber), notBefore: cert.notBefore, notAfter: cert.notAfter };
+  const id: CertificateIdentity = {
+    role,
+    name: cn,
+    serial: normalizeSerial(cert.serialNumber),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+  };
   if (role === 'device') {
     const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
     const uris = san?.names.items.filter((n) => n.type === 'url').map((n) => n.value) ?? [];
     const deviceUri = uris.find((u) => u.startsWith(DEVICE_URI_PREFIX));
     const kp = uris.find((u) => u.startsWith(KEY_PROVIDER_URI_PREFIX))?.slice(KEY_PROVIDER_URI_PREFIX.length);
     const deviceId = deviceUri?.slice(DEVICE_URI_PREFIX.length);
-    if (deviceId === undefined || deviceId !== cn || !DEVICE_ID_RE.test(deviceId) || (kp !== 'tpm' && kp !== 'software')) {
-      throw new EdgeguardError('EG_FORBIDDEN', 'the device certificate does not follow the fleet device profile; re-enroll the device.');
+    if (
+      deviceId === undefined ||
+      deviceId !== cn ||
+      !DEVICE_ID_RE.test(deviceId) ||
+      (kp !== 'tpm' && kp !== 'software')
+    ) {
+      throw new EdgeguardError(
+        'EG_FORBIDDEN',
+        'the device certificate does not follow the fleet device profile; re-enroll the device.',
+      );
     }
     id.deviceId = deviceId;
     id.keyProvider = kp;

@@ -49,7 +49,10 @@ const CRL_MAX_AGE_MS = 5 * 60 * 1000;
 export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer> {
   const hostnames = opts.hostnames ?? ['localhost', '127.0.0.1', '::1'];
   const serverKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const serverCert = await opts.ca.issueServerCertificate({ hostnames, publicKey: serverKey.publicKey.export({ type: 'spki', format: 'der' }) });
+  const serverCert = await opts.ca.issueServerCertificate({
+    hostnames,
+    publicKey: serverKey.publicKey.export({ type: 'spki', format: 'der' }),
+  });
 
   const fastifyOpts: FastifyServerOptions & { https: Record<string, unknown> } = {
     https: {
@@ -67,7 +70,10 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     forceCloseConnections: 'idle',
     keepAliveTimeout: 30_000,
   };
-  const app = Fastify({ ...fastifyOpts, ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }) } as FastifyServerOptions) as unknown as FastifyInstance;
+  const app = Fastify({
+    ...fastifyOpts,
+    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
+  } as FastifyServerOptions) as unknown as FastifyInstance;
 
   const { registry, metrics } = createMetrics(opts.store);
   const authenticate = makeAuthenticator(opts.store, metrics);
@@ -94,7 +100,9 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     async der(): Promise<Buffer> {
       if (crlCache && Date.now() - crlCache.at < CRL_MAX_AGE_MS) return crlCache.der;
       const revoked = await ctx.store.revokedCertificates();
-      const list = await ctx.ca.createCrl(revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: r.revocation_reason })));
+      const list = await ctx.ca.createCrl(
+        revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revoked_at!), reason: r.revocation_reason })),
+      );
       crlCache = { der: Buffer.from(list.rawData), at: Date.now() };
       return crlCache.der;
     },
@@ -103,7 +111,9 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
 
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({ error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /docs.` } });
+    void reply.status(404).send({
+      error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /docs.` },
+    });
   });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions?.url ?? 'unmatched';
@@ -113,17 +123,34 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
 
   await app.register(rateLimit, {
     global: false,
-    errorResponseBuilder: (_req, c) => ({ statusCode: 429, error: { code: 'EG_RATE_LIMITED', message: `too many enrollment requests; retry in ${Math.ceil(c.ttl / 1000)} s.` } }),
+    errorResponseBuilder: (_req, c) => ({
+      statusCode: 429,
+      error: {
+        code: 'EG_RATE_LIMITED',
+        message: `too many enrollment requests; retry in ${Math.ceil(c.ttl / 1000)} s.`,
+      },
+    }),
   });
   // OpenAPI 3.1 for the mutualTLS security scheme type (the plugin's types know only 3.0's).
   const openapi = {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'edgeguard control plane', version: '1', description: 'Fleet PKI, TPM-proven device enrollment and device management. Routes that list no security requirement (health, docs, CA, CRL, enrollment, public audit reads) need no client certificate; every other route needs one issued by the fleet CA.' },
+      info: {
+        title: 'edgeguard control plane',
+        version: '1',
+        description:
+          'Fleet PKI, TPM-proven device enrollment and device management. Routes that list no security requirement (health, docs, CA, CRL, enrollment, public audit reads) need no client certificate; every other route needs one issued by the fleet CA.',
+      },
       components: {
         securitySchemes: {
-          deviceCertificate: { type: 'mutualTLS', description: 'A device certificate (OU=device) issued at enrollment.' },
-          adminCertificate: { type: 'mutualTLS', description: 'An admin certificate (OU=admin) from `edgeguard admin cert`.' },
+          deviceCertificate: {
+            type: 'mutualTLS',
+            description: 'A device certificate (OU=device) issued at enrollment.',
+          },
+          adminCertificate: {
+            type: 'mutualTLS',
+            description: 'An admin certificate (OU=admin) from `edgeguard admin cert`.',
+          },
         },
       },
     },

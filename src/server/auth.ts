@@ -38,7 +38,7 @@ function explainTlsError(code: string | undefined): string {
     case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
-      return 'the client certificate was not issued by this fleet\'s CA; use a certificate from `edgeguard admin cert` or device enrollment.';
+      return "the client certificate was not issued by this fleet's CA; use a certificate from `edgeguard admin cert` or device enrollment.";
     default:
       return `the client certificate did not verify (${code ?? 'unknown reason'}); use a certificate issued by this fleet.`;
   }
@@ -52,15 +52,24 @@ function connectionIdentity(socket: TLSSocket): CertificateIdentity {
   let result: CertificateIdentity | EdgeguardError;
   const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate(false) : undefined;
   if (!peer || !peer.raw) {
-    result = new EdgeguardError('EG_UNAUTHORIZED', 'this endpoint needs a client certificate; call it with a device or admin certificate (--cert, --key).', { details: { reason: 'no_certificate' } });
+    result = new EdgeguardError(
+      'EG_UNAUTHORIZED',
+      'this endpoint needs a client certificate; call it with a device or admin certificate (--cert, --key).',
+      { details: { reason: 'no_certificate' } },
+    );
   } else if (!socket.authorized) {
     const code = String(socket.authorizationError ?? '');
-    result = new EdgeguardError('EG_UNAUTHORIZED', explainTlsError(code), { details: { reason: code === 'CERT_HAS_EXPIRED' ? 'expired' : 'untrusted', tls: code } });
+    result = new EdgeguardError('EG_UNAUTHORIZED', explainTlsError(code), {
+      details: { reason: code === 'CERT_HAS_EXPIRED' ? 'expired' : 'untrusted', tls: code },
+    });
   } else {
     try {
       result = identityOf(new x509.X509Certificate(peer.raw));
     } catch (e) {
-      result = e instanceof EdgeguardError ? e : new EdgeguardError('EG_FORBIDDEN', 'the client certificate could not be read.', { cause: e });
+      result =
+        e instanceof EdgeguardError
+          ? e
+          : new EdgeguardError('EG_FORBIDDEN', 'the client certificate could not be read.', { cause: e });
     }
   }
   perSocket.set(socket, result);
@@ -76,20 +85,38 @@ export function makeAuthenticator(store: Store, metrics: ServerMetrics) {
       const id = connectionIdentity(request.raw.socket as TLSSocket);
       // The handshake checked the dates once; a kept-alive connection can outlive the certificate.
       if (Date.now() > id.notAfter.getTime()) {
-        throw new EdgeguardError('EG_UNAUTHORIZED', explainTlsError('CERT_HAS_EXPIRED'), { details: { reason: 'expired' } });
+        throw new EdgeguardError('EG_UNAUTHORIZED', explainTlsError('CERT_HAS_EXPIRED'), {
+          details: { reason: 'expired' },
+        });
       }
       const roleOk = need === 'device-or-admin' ? id.role === 'device' || id.role === 'admin' : id.role === need;
       if (!roleOk) {
-        throw new EdgeguardError('EG_FORBIDDEN', need === 'admin' ? 'this endpoint needs an admin certificate; a device or server certificate is not enough.' : 'this endpoint is for fleet devices; use a device certificate.', { details: { reason: 'role' } });
+        throw new EdgeguardError(
+          'EG_FORBIDDEN',
+          need === 'admin'
+            ? 'this endpoint needs an admin certificate; a device or server certificate is not enough.'
+            : 'this endpoint is for fleet devices; use a device certificate.',
+          { details: { reason: 'role' } },
+        );
       }
       // Layer 3: every request (one indexed query).
       const { status, device } = await store.authLookup(id.serial);
       if (status !== 'good') {
-        throw new EdgeguardError('EG_UNAUTHORIZED', status === 'revoked' ? 'the client certificate has been revoked.' : 'the client certificate is not one this fleet issued (unknown serial).', { details: { reason: status } });
+        throw new EdgeguardError(
+          'EG_UNAUTHORIZED',
+          status === 'revoked'
+            ? 'the client certificate has been revoked.'
+            : 'the client certificate is not one this fleet issued (unknown serial).',
+          { details: { reason: status } },
+        );
       }
       if (id.role === 'device') {
         if (!device || device.id !== id.deviceId || device.status !== 'approved') {
-          throw new EdgeguardError('EG_UNAUTHORIZED', `device ${id.deviceId} is ${device?.status ?? 'unknown'}; it cannot use the fleet API.`, { details: { reason: `device_${device?.status ?? 'unknown'}` } });
+          throw new EdgeguardError(
+            'EG_UNAUTHORIZED',
+            `device ${id.deviceId} is ${device?.status ?? 'unknown'}; it cannot use the fleet API.`,
+            { details: { reason: `device_${device?.status ?? 'unknown'}` } },
+          );
         }
         request.device = device;
       }

@@ -53,20 +53,33 @@ export class EnrollmentService {
 
   async issueNonce(): Promise<protocol.NonceResponse> {
     const nonce = randomBytes(protocol.NONCE_BYTES).toString('base64url');
-    const c = await this.ctx.store.createChallenge({ id: nonce, kind: 'nonce', value: '-', ttlSeconds: this.ctx.policy.challengeTtlSeconds });
+    const c = await this.ctx.store.createChallenge({
+      id: nonce,
+      kind: 'nonce',
+      value: '-',
+      ttlSeconds: this.ctx.policy.challengeTtlSeconds,
+    });
     return { nonce, expiresAt: c.expires_at };
   }
 
   private async consumeNonce(nonce: string): Promise<void> {
     if ((await this.ctx.store.consumeChallenge(nonce, 'nonce')) === undefined) {
-      throw new EdgeguardError('EG_ENROLL', 'the enrollment nonce is unknown, expired or already used (a replay?); ask POST /v1/enroll/nonce for a new one.', { details: { reason: 'nonce' } });
+      throw new EdgeguardError(
+        'EG_ENROLL',
+        'the enrollment nonce is unknown, expired or already used (a replay?); ask POST /v1/enroll/nonce for a new one.',
+        { details: { reason: 'nonce' } },
+      );
     }
   }
 
   private async refuseKnown(ekHash: string): Promise<void> {
     const existing = await this.ctx.store.getDeviceByEk(ekHash);
     if (existing) {
-      throw new EdgeguardError('EG_EXISTS', `this TPM is already enrolled as ${existing.id} (${existing.status}); an operator must revoke and remove that record (edgeguard device revoke, then device remove) before it enrolls again.`, { details: { deviceId: existing.id } });
+      throw new EdgeguardError(
+        'EG_EXISTS',
+        `this TPM is already enrolled as ${existing.id} (${existing.status}); an operator must revoke and remove that record (edgeguard device revoke, then device remove) before it enrolls again.`,
+        { details: { deviceId: existing.id } },
+      );
     }
   }
 
@@ -103,14 +116,24 @@ export class EnrollmentService {
       label: req.label ?? null,
     };
     const challengeId = randomBytes(24).toString('base64url');
-    const c = await this.ctx.store.createChallenge({ id: challengeId, kind: 'credential', value: sha256hex(secret), payload: JSON.stringify(pending), ttlSeconds: this.ctx.policy.challengeTtlSeconds });
+    const c = await this.ctx.store.createChallenge({
+      id: challengeId,
+      kind: 'credential',
+      value: sha256hex(secret),
+      payload: JSON.stringify(pending),
+      ttlSeconds: this.ctx.policy.challengeTtlSeconds,
+    });
     secret.fill(0);
     return { challengeId, credentialBlob: made.blob.toString('base64'), expiresAt: c.expires_at };
   }
 
   private async startSoftware(req: protocol.SoftwareEnrollStart): Promise<protocol.EnrollFinished> {
     if (!this.ctx.policy.allowSoftwareDevices) {
-      throw new EdgeguardError('EG_FORBIDDEN', 'this server does not accept software-bound devices; enroll with a TPM, or start the server with --allow-software-devices.', { details: { reason: 'software_not_allowed' } });
+      throw new EdgeguardError(
+        'EG_FORBIDDEN',
+        'this server does not accept software-bound devices; enroll with a TPM, or start the server with --allow-software-devices.',
+        { details: { reason: 'software_not_allowed' } },
+      );
     }
     await this.consumeNonce(req.nonce);
     const { spki, csr } = await verifyCsr(req.csr);
@@ -118,23 +141,44 @@ export class EnrollmentService {
     const cp = csr.getAttribute('1.2.840.113549.1.9.7');
     const password = cp ? new x509.ChallengePasswordAttribute(cp.rawData).password : undefined;
     if (password !== req.nonce) {
-      throw new EdgeguardError('EG_ENROLL', 'the certificate request does not carry the enrollment nonce as its challengePassword; build it with the nonce from /v1/enroll/nonce.', { details: { reason: 'nonce_not_signed' } });
+      throw new EdgeguardError(
+        'EG_ENROLL',
+        'the certificate request does not carry the enrollment nonce as its challengePassword; build it with the nonce from /v1/enroll/nonce.',
+        { details: { reason: 'nonce_not_signed' } },
+      );
     }
     const ekHash = sha256hex(spki);
     await this.refuseKnown(ekHash);
-    return this.recordDevice({ keyProvider: 'software', ekHash, ekCertPem: null, akPublic: '', akName: '', bindingPublic: '', csr: req.csr, label: req.label ?? null });
+    return this.recordDevice({
+      keyProvider: 'software',
+      ekHash,
+      ekCertPem: null,
+      akPublic: '',
+      akName: '',
+      bindingPublic: '',
+      csr: req.csr,
+      label: req.label ?? null,
+    });
   }
 
   async finish(body: protocol.EnrollFinish): Promise<protocol.EnrollFinished> {
     const req = protocol.EnrollFinish.parse(body);
     const challenge = await this.ctx.store.consumeChallenge(req.challengeId, 'credential');
     if (challenge === undefined || challenge.payload === null) {
-      throw new EdgeguardError('EG_ENROLL', 'the enrollment challenge is unknown, expired or already answered (a replay?); start the enrollment again.', { details: { reason: 'challenge' } });
+      throw new EdgeguardError(
+        'EG_ENROLL',
+        'the enrollment challenge is unknown, expired or already answered (a replay?); start the enrollment again.',
+        { details: { reason: 'challenge' } },
+      );
     }
     const answer = Buffer.from(sha256hex(b64(req.credential)), 'hex');
     const expected = Buffer.from(challenge.value, 'hex');
     if (answer.length !== expected.length || !timingSafeEqual(answer, expected)) {
-      throw new EdgeguardError('EG_ENROLL', 'the ActivateCredential answer is wrong: the attestation key is not in the TPM that owns this EK. Enrollment refused.', { details: { reason: 'activation' } });
+      throw new EdgeguardError(
+        'EG_ENROLL',
+        'the ActivateCredential answer is wrong: the attestation key is not in the TPM that owns this EK. Enrollment refused.',
+        { details: { reason: 'activation' } },
+      );
     }
     const pending = JSON.parse(challenge.payload) as PendingEnrollment;
     await this.refuseKnown(pending.ekHash);
@@ -183,7 +227,12 @@ export class EnrollmentService {
 
   async issueFor(device: DeviceRecord, csrPem: string): Promise<IssuedCertificate> {
     const { spki } = await verifyCsr(csrPem);
-    const issued = await this.ctx.ca.issueDeviceCertificate({ deviceId: device.id, keyProvider: device.key_provider, publicKey: spki, days: this.ctx.policy.deviceCertDays });
+    const issued = await this.ctx.ca.issueDeviceCertificate({
+      deviceId: device.id,
+      keyProvider: device.key_provider,
+      publicKey: spki,
+      days: this.ctx.policy.deviceCertDays,
+    });
     await this.ctx.store.recordCertificate({
       serial: issued.serial,
       device_id: device.id,
@@ -199,18 +248,25 @@ export class EnrollmentService {
   /** The device's current certificate (chain PEM), issuing one if an approved device has none. */
   async ensureCertificate(device: DeviceRecord): Promise<{ chainPem: string; notAfter: string }> {
     const current = await this.ctx.store.latestCertificateFor(device.id);
-    if (current && current.not_after > new Date().toISOString()) return { chainPem: current.pem, notAfter: current.not_after };
+    if (current && current.not_after > new Date().toISOString())
+      return { chainPem: current.pem, notAfter: current.not_after };
     const issued = await this.issueFor(device, device.csr_pem);
     return { chainPem: issued.chainPem, notAfter: issued.notAfter.toISOString() };
   }
 
-  async pollCertificate(deviceId: string, token: string | undefined): Promise<protocol.CertificateResponse | { status: 'pending' }> {
+  async pollCertificate(
+    deviceId: string,
+    token: string | undefined,
+  ): Promise<protocol.CertificateResponse | { status: 'pending' }> {
     const device = await this.ctx.store.getDevice(deviceId);
     const presented = Buffer.from(sha256hex(token ?? ''), 'hex');
     const expected = device ? Buffer.from(device.poll_token_sha256, 'hex') : Buffer.alloc(32);
     // Same answer for an unknown device and a wrong token: ids cannot be probed.
     if (!device || token === undefined || !timingSafeEqual(presented, expected)) {
-      throw new EdgeguardError('EG_UNAUTHORIZED', 'unknown device or wrong poll token; use the pollToken returned by /v1/enroll/finish.');
+      throw new EdgeguardError(
+        'EG_UNAUTHORIZED',
+        'unknown device or wrong poll token; use the pollToken returned by /v1/enroll/finish.',
+      );
     }
     if (device.status === 'revoked') throw new EdgeguardError('EG_FORBIDDEN', `device ${deviceId} has been revoked.`);
     if (device.status === 'pending') return { status: 'pending' };

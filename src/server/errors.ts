@@ -26,7 +26,11 @@ export const ERROR_SCHEMA = {
   properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } } } },
 } as const;
 
-export function errorHandler(error: FastifyError | EdgeguardError | Error, request: FastifyRequest, reply: FastifyReply): void {
+export function errorHandler(
+  error: FastifyError | EdgeguardError | Error,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): void {
   if (error instanceof EdgeguardError) {
     const status = httpStatusOf(error.code);
     if (status >= 500) request.log.error({ err: error }, 'request failed');
@@ -36,7 +40,9 @@ export function errorHandler(error: FastifyError | EdgeguardError | Error, reque
   }
   const fe = error as FastifyError;
   if (fe.validation) {
-    void reply.status(400).send({ error: { code: 'EG_BAD_REQUEST', message: `the request is invalid: ${fe.message}.` } });
+    void reply
+      .status(400)
+      .send({ error: { code: 'EG_BAD_REQUEST', message: `the request is invalid: ${fe.message}.` } });
     return;
   }
   if (fe.statusCode === 429) {
@@ -48,5 +54,7 @@ export function errorHandler(error: FastifyError | EdgeguardError | Error, reque
     return;
   }
   request.log.error({ err: error }, 'unexpected error');
-  void reply.status(500).send({ error: { code: 'EG_INTERNAL', message: 'internal server error; see the server log.' } });
+  void reply
+    .status(500)
+    .send({ error: { code: 'EG_INTERNAL', message: 'internal server error; see the server log.' } });
 }

@@ -13,7 +13,12 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'edgeguard_' });
   const metrics: ServerMetrics = {
-    httpRequests: new Counter({ name: 'edgeguard_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers: [registry] }),
+    httpRequests: new Counter({
+      name: 'edgeguard_http_requests_total',
+      help: 'HTTP requests by route and status',
+      labelNames: ['method', 'route', 'status'],
+      registers: [registry],
+    }),
     httpDuration: new Histogram({
       name: 'edgeguard_http_request_duration_seconds',
       help: 'HTTP request duration',
@@ -21,8 +26,18 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
-    enrollments: new Counter({ name: 'edgeguard_enrollments_total', help: 'Enrollment steps by outcome', labelNames: ['stage', 'result'], registers: [registry] }),
-    authRefusals: new Counter({ name: 'edgeguard_auth_refusals_total', help: 'Requests refused by client-certificate checks', labelNames: ['reason'], registers: [registry] }),
+    enrollments: new Counter({
+      name: 'edgeguard_enrollments_total',
+      help: 'Enrollment steps by outcome',
+      labelNames: ['stage', 'result'],
+      registers: [registry],
+    }),
+    authRefusals: new Counter({
+      name: 'edgeguard_auth_refusals_total',
+      help: 'Requests refused by client-certificate checks',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
   new Gauge({
     name: 'edgeguard_devices',

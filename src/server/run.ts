@@ -50,7 +50,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const { ca, created } = await FleetCa.openOrCreate(opts.dataDir, opts.caPassphrase);
   const ekTrust = loadEkTrustStore(join(opts.dataDir, EK_ROOTS_SUBDIR));
   const store = await Store.open({ dataDir: opts.dataDir, url: opts.dbUrl });
-  const hostnames = opts.hostnames ?? [...new Set([host === '0.0.0.0' || host === '::' ? 'localhost' : host, 'localhost', '127.0.0.1', '::1'])];
+  const hostnames = opts.hostnames ?? [
+    ...new Set([host === '0.0.0.0' || host === '::' ? 'localhost' : host, 'localhost', '127.0.0.1', '::1']),
+  ];
   let built: BuiltServer;
   try {
     built = await buildServer({
@@ -72,7 +74,13 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     await built.app.close();
     await store.close();
     const code = (e as NodeJS.ErrnoException).code;
-    throw new EdgeguardError('EG_SERVER', code === 'EADDRINUSE' ? `${opts.listen} is already in use; choose another --listen address.` : `could not listen on ${opts.listen} (${code ?? (e as Error).message}).`, { cause: e });
+    throw new EdgeguardError(
+      'EG_SERVER',
+      code === 'EADDRINUSE'
+        ? `${opts.listen} is already in use; choose another --listen address.`
+        : `could not listen on ${opts.listen} (${code ?? (e as Error).message}).`,
+      { cause: e },
+    );
   }
   const addr = built.app.server.address();
   const boundPort = typeof addr === 'object' && addr ? addr.port : port;

@@ -14,11 +14,16 @@ const REGISTRY = new Map<string, Migration>();
  * Names must be stable forever once shipped; use `0001_what`, `0002_what`, ...
  */
 export function registerMigrations(prefix: string, migrations: Record<string, Migration>): void {
-  if (!/^[a-z][a-z0-9-]*$/.test(prefix)) throw new EdgeguardError('EG_INTERNAL', `migration prefix "${prefix}" must be lowercase letters, digits and dashes.`);
+  if (!/^[a-z][a-z0-9-]*$/.test(prefix))
+    throw new EdgeguardError(
+      'EG_INTERNAL',
+      `migration prefix "${prefix}" must be lowercase letters, digits and dashes.`,
+    );
   for (const [name, migration] of Object.entries(migrations)) {
     const full = `${prefix}/${name}`;
     const existing = REGISTRY.get(full);
-    if (existing !== undefined && existing !== migration) throw new EdgeguardError('EG_INTERNAL', `migration ${full} is registered twice.`);
+    if (existing !== undefined && existing !== migration)
+      throw new EdgeguardError('EG_INTERNAL', `migration ${full} is registered twice.`);
     REGISTRY.set(full, migration);
   }
 }
@@ -53,11 +58,19 @@ async function appliedMigrations(db: Kysely<unknown>): Promise<string[]> {
 }
 
 export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: new RegistryProvider(await appliedMigrations(db)), allowUnorderedMigrations: true });
+  const migrator = new Migrator({
+    db,
+    provider: new RegistryProvider(await appliedMigrations(db)),
+    allowUnorderedMigrations: true,
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-    throw new EdgeguardError('EG_SERVER', `database migration ${failed ?? ''} failed (${(error as Error).message ?? String(error)}); the database was left at the last good migration.`, { cause: error });
+    throw new EdgeguardError(
+      'EG_SERVER',
+      `database migration ${failed ?? ''} failed (${(error as Error).message ?? String(error)}); the database was left at the last good migration.`,
+      { cause: error },
+    );
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
@@ -112,7 +125,11 @@ registerMigrations('control-plane', {
         .addColumn('expires_at', 'varchar(32)', (c) => c.notNull())
         .addColumn('used_at', 'varchar(32)')
         .execute();
-      await db.schema.createIndex('enrollment_challenges_expiry_idx').on('enrollment_challenges').column('expires_at').execute();
+      await db.schema
+        .createIndex('enrollment_challenges_expiry_idx')
+        .on('enrollment_challenges')
+        .column('expires_at')
+        .execute();
     },
     async down(db: Kysely<unknown>) {
       await db.schema.dropTable('enrollment_challenges').execute();

@@ -71,11 +71,15 @@ export async function openDatabase(opts: OpenStoreOptions): Promise<OpenedDb> {
     const u = new URL(opts.url);
     opened = { db, dialect: 'postgres', where: `postgres://${u.host}${u.pathname}` };
   } else if (opts.url !== undefined) {
-    throw new EdgeguardError('EG_CONFIG', `database URL "${opts.url.replace(/\/\/[^@]*@/, '//***@')}" is not supported; use postgres://user@host:port/db or leave --db out for SQLite.`);
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `database URL "${opts.url.replace(/\/\/[^@]*@/, '//***@')}" is not supported; use postgres://user@host:port/db or leave --db out for SQLite.`,
+    );
   } else {
     let path = opts.sqlitePath;
     if (path === undefined) {
-      if (opts.dataDir === undefined) throw new EdgeguardError('EG_USAGE', 'the store needs a data directory or a database URL.');
+      if (opts.dataDir === undefined)
+        throw new EdgeguardError('EG_USAGE', 'the store needs a data directory or a database URL.');
       mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
       path = join(opts.dataDir, SQLITE_FILE);
     }
@@ -88,7 +92,9 @@ export async function openDatabase(opts: OpenStoreOptions): Promise<OpenedDb> {
       sqlite.pragma('busy_timeout = 5000');
       sqlite.pragma('foreign_keys = ON');
     } catch (e) {
-      throw new EdgeguardError('EG_IO', `could not open the SQLite database ${path} (${(e as Error).message}).`, { cause: e });
+      throw new EdgeguardError('EG_IO', `could not open the SQLite database ${path} (${(e as Error).message}).`, {
+        cause: e,
+      });
     }
     const db = new Kysely<ControlPlaneTables>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     opened = { db, dialect: 'sqlite', where: `sqlite:${path}` };
@@ -98,7 +104,11 @@ export async function openDatabase(opts: OpenStoreOptions): Promise<OpenedDb> {
   } catch (e) {
     await opened.db.destroy().catch(() => undefined);
     if (e instanceof EdgeguardError) throw e;
-    throw new EdgeguardError('EG_SERVER', `could not reach the database at ${opened.where} (${(e as Error).message}).`, { cause: e });
+    throw new EdgeguardError(
+      'EG_SERVER',
+      `could not reach the database at ${opened.where} (${(e as Error).message}).`,
+      { cause: e },
+    );
   }
   return opened;
 }

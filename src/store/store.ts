@@ -57,7 +57,11 @@ export class Store {
       await this.db.insertInto('devices').values(device).execute();
     } catch (e) {
       if (isUniqueViolation(e)) {
-        throw new EdgeguardError('EG_EXISTS', 'a device with this endorsement key is already enrolled; revoke and delete it before enrolling the TPM again.', { cause: e });
+        throw new EdgeguardError(
+          'EG_EXISTS',
+          'a device with this endorsement key is already enrolled; revoke and delete it before enrolling the TPM again.',
+          { cause: e },
+        );
       }
       throw e;
     }
@@ -91,13 +95,31 @@ export class Store {
   }
 
   /** Marks the device revoked and revokes every certificate it holds, in one transaction. */
-  async revokeDevice(id: string, reason = 'cessationOfOperation'): Promise<{ device: DeviceRecord; revokedSerials: string[] } | undefined> {
+  async revokeDevice(
+    id: string,
+    reason = 'cessationOfOperation',
+  ): Promise<{ device: DeviceRecord; revokedSerials: string[] } | undefined> {
     return this.db.transaction().execute(async (trx) => {
       const at = now();
-      const r = await trx.updateTable('devices').set({ status: 'revoked', revoked_at: at }).where('id', '=', id).where('status', '!=', 'revoked').executeTakeFirst();
+      const r = await trx
+        .updateTable('devices')
+        .set({ status: 'revoked', revoked_at: at })
+        .where('id', '=', id)
+        .where('status', '!=', 'revoked')
+        .executeTakeFirst();
       if (Number(r.numUpdatedRows) !== 1) return undefined;
-      const certs = await trx.selectFrom('certificates').select('serial').where('device_id', '=', id).where('revoked_at', 'is', null).execute();
-      await trx.updateTable('certificates').set({ revoked_at: at, revocation_reason: reason }).where('device_id', '=', id).where('revoked_at', 'is', null).execute();
+      const certs = await trx
+        .selectFrom('certificates')
+        .select('serial')
+        .where('device_id', '=', id)
+        .where('revoked_at', 'is', null)
+        .execute();
+      await trx
+        .updateTable('certificates')
+        .set({ revoked_at: at, revocation_reason: reason })
+        .where('device_id', '=', id)
+        .where('revoked_at', 'is', null)
+        .execute();
       const device = await trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
       return { device, revokedSerials: certs.map((c) => c.serial) };
     });
@@ -108,7 +130,11 @@ export class Store {
    * revoked), so they remain in the CRL. Returns false when the device is absent or not revoked.
    */
   async deleteRevokedDevice(id: string): Promise<boolean> {
-    const r = await this.db.deleteFrom('devices').where('id', '=', id).where('status', '=', 'revoked').executeTakeFirst();
+    const r = await this.db
+      .deleteFrom('devices')
+      .where('id', '=', id)
+      .where('status', '=', 'revoked')
+      .executeTakeFirst();
     return Number(r.numDeletedRows) === 1;
   }
 
@@ -119,7 +145,10 @@ export class Store {
   // ---- certificates ----
 
   async recordCertificate(cert: NewCertificate): Promise<void> {
-    await this.db.insertInto('certificates').values({ ...cert, issued_at: now(), revoked_at: null, revocation_reason: null }).execute();
+    await this.db
+      .insertInto('certificates')
+      .values({ ...cert, issued_at: now(), revoked_at: null, revocation_reason: null })
+      .execute();
   }
 
   async getCertificate(serial: string): Promise<CertificateRecord | undefined> {
@@ -138,7 +167,12 @@ export class Store {
   }
 
   async revokeCertificate(serial: string, reason = 'unspecified'): Promise<boolean> {
-    const r = await this.db.updateTable('certificates').set({ revoked_at: now(), revocation_reason: reason }).where('serial', '=', serial).where('revoked_at', 'is', null).executeTakeFirst();
+    const r = await this.db
+      .updateTable('certificates')
+      .set({ revoked_at: now(), revocation_reason: reason })
+      .where('serial', '=', serial)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
   }
 
@@ -147,7 +181,11 @@ export class Store {
    * An unknown serial is refused too (fail closed: a certificate we have no record of is not ours).
    */
   async certificateStatus(serial: string): Promise<'good' | 'revoked' | 'unknown'> {
-    const row = await this.db.selectFrom('certificates').select(['revoked_at']).where('serial', '=', serial).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('certificates')
+      .select(['revoked_at'])
+      .where('serial', '=', serial)
+      .executeTakeFirst();
     if (row === undefined) return 'unknown';
     return row.revoked_at === null ? 'good' : 'revoked';
   }
@@ -156,14 +194,30 @@ export class Store {
    * What authentication needs on every request, in one query: the certificate's revocation state
    * and, for a device certificate, the device record.
    */
-  async authLookup(serial: string): Promise<{ status: 'good' | 'revoked' | 'unknown'; device: DeviceRecord | undefined }> {
+  async authLookup(
+    serial: string,
+  ): Promise<{ status: 'good' | 'revoked' | 'unknown'; device: DeviceRecord | undefined }> {
     const row = await this.db
       .selectFrom('certificates as c')
       .leftJoin('devices as d', 'd.id', 'c.device_id')
       .select(['c.revoked_at as cert_revoked_at', 'c.serial as cert_serial'])
       .select([
-        'd.id', 'd.ek_pub_sha256', 'd.ek_cert_pem', 'd.ak_public', 'd.ak_name', 'd.binding_public', 'd.key_provider', 'd.status', 'd.label', 'd.csr_pem',
-        'd.poll_token_sha256', 'd.created_at', 'd.approved_at', 'd.approved_by', 'd.revoked_at', 'd.last_seen_at',
+        'd.id',
+        'd.ek_pub_sha256',
+        'd.ek_cert_pem',
+        'd.ak_public',
+        'd.ak_name',
+        'd.binding_public',
+        'd.key_provider',
+        'd.status',
+        'd.label',
+        'd.csr_pem',
+        'd.poll_token_sha256',
+        'd.created_at',
+        'd.approved_at',
+        'd.approved_by',
+        'd.revoked_at',
+        'd.last_seen_at',
       ])
       .where('c.serial', '=', serial)
       .executeTakeFirst();
@@ -174,12 +228,23 @@ export class Store {
   }
 
   async revokedCertificates(): Promise<Array<Pick<CertificateRecord, 'serial' | 'revoked_at' | 'revocation_reason'>>> {
-    return this.db.selectFrom('certificates').select(['serial', 'revoked_at', 'revocation_reason']).where('revoked_at', 'is not', null).orderBy('serial').execute();
+    return this.db
+      .selectFrom('certificates')
+      .select(['serial', 'revoked_at', 'revocation_reason'])
+      .where('revoked_at', 'is not', null)
+      .orderBy('serial')
+      .execute();
   }
 
   // ---- single-use challenges ----
 
-  async createChallenge(c: { id: string; kind: ChallengeKind; value: string; payload?: string | null; ttlSeconds: number }): Promise<ChallengeRecord> {
+  async createChallenge(c: {
+    id: string;
+    kind: ChallengeKind;
+    value: string;
+    payload?: string | null;
+    ttlSeconds: number;
+  }): Promise<ChallengeRecord> {
     const created = new Date();
     const row: ChallengeRecord = {
       id: c.id,
@@ -223,5 +288,7 @@ export class Store {
 function isUniqueViolation(e: unknown): boolean {
   const err = e as { code?: string } | undefined;
   // PostgreSQL unique_violation, SQLite constraint codes.
-  return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT_UNIQUE' || err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+  return (
+    err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT_UNIQUE' || err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
+  );
 }

@@ -38,7 +38,8 @@ export function parseTpmsAttest(bytes: Uint8Array): TpmsAttest {
   const magic = r.u32('magic');
   // Part 2, 10.12.12: magic must be TPM_GENERATED_VALUE, which is what stops a TPM from signing
   // external data that looks like an attestation.
-  if (magic !== TPM_GENERATED_VALUE) throw structureError('TPMS_ATTEST', `magic is 0x${magic.toString(16)}, not TPM_GENERATED_VALUE`);
+  if (magic !== TPM_GENERATED_VALUE)
+    throw structureError('TPMS_ATTEST', `magic is 0x${magic.toString(16)}, not TPM_GENERATED_VALUE`);
   const type = r.u16('type');
   const qualifiedSigner = r.tpm2b('qualifiedSigner', MAX_NAME);
   const extraData = r.tpm2b('extraData', MAX_DATA);
@@ -51,19 +52,37 @@ export function parseTpmsAttest(bytes: Uint8Array): TpmsAttest {
   let attested: AttestedInfo;
   switch (type) {
     case TPM_ST.ATTEST_CERTIFY:
-      attested = { kind: 'certify', name: r.tpm2b('certify.name', MAX_NAME), qualifiedName: r.tpm2b('certify.qualifiedName', MAX_NAME) };
+      attested = {
+        kind: 'certify',
+        name: r.tpm2b('certify.name', MAX_NAME),
+        qualifiedName: r.tpm2b('certify.qualifiedName', MAX_NAME),
+      };
       break;
     case TPM_ST.ATTEST_QUOTE:
       attested = { kind: 'quote', pcrSelect: readPcrSelection(r), pcrDigest: r.tpm2b('quote.pcrDigest', MAX_DIGEST) };
       break;
     case TPM_ST.ATTEST_CREATION:
-      attested = { kind: 'creation', objectName: r.tpm2b('creation.objectName', MAX_NAME), creationHash: r.tpm2b('creation.creationHash', MAX_DIGEST) };
+      attested = {
+        kind: 'creation',
+        objectName: r.tpm2b('creation.objectName', MAX_NAME),
+        creationHash: r.tpm2b('creation.creationHash', MAX_DIGEST),
+      };
       break;
     default:
-      throw structureError('TPMS_ATTEST', `attestation type 0x${type.toString(16)} is not one edgeguard uses (certify, quote, creation)`);
+      throw structureError(
+        'TPMS_ATTEST',
+        `attestation type 0x${type.toString(16)} is not one edgeguard uses (certify, quote, creation)`,
+      );
   }
   r.end();
-  return { type, qualifiedSigner, extraData, clockInfo: { clock, resetCount, restartCount, safe: safeByte === 1 }, firmwareVersion, attested };
+  return {
+    type,
+    qualifiedSigner,
+    extraData,
+    clockInfo: { clock, resetCount, restartCount, safe: safeByte === 1 },
+    firmwareVersion,
+    attested,
+  };
 }
 
 /** TPM2B_ATTEST (u16 size + TPMS_ATTEST), as some tools write it. */

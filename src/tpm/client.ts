@@ -23,7 +23,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EdgeguardError } from '../errors/index.ts';
-import { DEFAULT_BINDING_PCRS, formatPcrSelection, parsePcrSelection, type PcrSelection, type PcrValues } from './pcr.ts';
+import {
+  DEFAULT_BINDING_PCRS,
+  formatPcrSelection,
+  parsePcrSelection,
+  type PcrSelection,
+  type PcrValues,
+} from './pcr.ts';
 import { objectName, parseTpm2bPublic, type TpmPublic } from './public.ts';
 import { runTool, TpmToolError } from './tools.ts';
 import { HASH_ALGS } from './constants.ts';
@@ -102,7 +108,10 @@ export class TpmClient {
 
   constructor(opts: TpmClientOptions) {
     if (!/^[a-z0-9_-]+(:.*)?$/i.test(opts.tcti)) {
-      throw new EdgeguardError('EG_CONFIG', `"${opts.tcti}" is not a TCTI; use device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321.`);
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        `"${opts.tcti}" is not a TCTI; use device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321.`,
+      );
     }
     this.tcti = opts.tcti;
     this.attempts = opts.attempts ?? 4;
@@ -130,7 +139,13 @@ export class TpmClient {
       const step: Step = {
         dir,
         file: (name) => join(dir, name),
-        tool: (tool, args, opts = {}) => runTool(tool, args, { tcti: this.tcti, cwd: dir, action: opts.action ?? action, ...(opts.stdin ? { stdin: opts.stdin } : {}) }),
+        tool: (tool, args, opts = {}) =>
+          runTool(tool, args, {
+            tcti: this.tcti,
+            cwd: dir,
+            action: opts.action ?? action,
+            ...(opts.stdin ? { stdin: opts.stdin } : {}),
+          }),
         flush: (sessions = false) => this.flushAll(dir, sessions),
       };
       try {
@@ -174,7 +189,11 @@ export class TpmClient {
    * refused before anything is loaded or decrypted.
    */
   private async createSrk(s: Step): Promise<Buffer> {
-    await s.tool('tpm2_createprimary', ['-Q', '-C', 'o', '-g', 'sha256', '-G', SRK_TEMPLATE, '-c', 'srk.ctx', '-o', 'srk.pub'], { action: 'create the storage root key' });
+    await s.tool(
+      'tpm2_createprimary',
+      ['-Q', '-C', 'o', '-g', 'sha256', '-G', SRK_TEMPLATE, '-c', 'srk.ctx', '-o', 'srk.pub'],
+      { action: 'create the storage root key' },
+    );
     await s.flush();
     const name = objectName(parseTpm2bPublic(await readFile(s.file('srk.pub'))));
     if (this.srkName && !name.equals(this.srkName)) {
@@ -191,7 +210,9 @@ export class TpmClient {
     await writeFile(s.file(`${ctx}.pub`), key.public);
     await writeFile(s.file(`${ctx}.priv`), key.private);
     await this.createSrk(s);
-    await s.tool('tpm2_load', ['-Q', '-C', 'srk.ctx', '-u', `${ctx}.pub`, '-r', `${ctx}.priv`, '-c', ctx], { action: `load the ${what}` });
+    await s.tool('tpm2_load', ['-Q', '-C', 'srk.ctx', '-u', `${ctx}.pub`, '-r', `${ctx}.priv`, '-c', ctx], {
+      action: `load the ${what}`,
+    });
     await s.flush();
   }
 
@@ -203,9 +224,15 @@ export class TpmClient {
    * sniffer cannot derive (Part 1, 21 "Session-based encryption").
    */
   private static async pcrPolicySession(s: Step, pcrs: PcrSelection): Promise<string> {
-    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', 'session.ctx', '-c', 'srk.ctx'], { action: 'start a salted policy session' });
-    await s.tool('tpm2_sessionconfig', ['session.ctx', '--enable-encrypt', '--enable-decrypt'], { action: 'enable parameter encryption' });
-    await s.tool('tpm2_policypcr', ['-Q', '-S', 'session.ctx', '-l', formatPcrSelection(pcrs)], { action: 'apply the PCR policy' });
+    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', 'session.ctx', '-c', 'srk.ctx'], {
+      action: 'start a salted policy session',
+    });
+    await s.tool('tpm2_sessionconfig', ['session.ctx', '--enable-encrypt', '--enable-decrypt'], {
+      action: 'enable parameter encryption',
+    });
+    await s.tool('tpm2_policypcr', ['-Q', '-S', 'session.ctx', '-l', formatPcrSelection(pcrs)], {
+      action: 'apply the PCR policy',
+    });
     return 'session:session.ctx';
   }
 
@@ -213,15 +240,23 @@ export class TpmClient {
   private static async loadAk(s: Step, ak: TpmKeyBlobs): Promise<void> {
     await writeFile(s.file('ak.pub'), ak.public);
     await writeFile(s.file('ak.priv'), ak.private);
-    await s.tool('tpm2_createek', ['-Q', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub'], { action: 'recreate the endorsement key' });
+    await s.tool('tpm2_createek', ['-Q', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub'], {
+      action: 'recreate the endorsement key',
+    });
     await s.flush();
     await TpmClient.endorsementSession(s, 'ek-session.ctx');
-    await s.tool('tpm2_load', ['-Q', '-C', 'ek.ctx', '-u', 'ak.pub', '-r', 'ak.priv', '-c', 'ak.ctx', '-P', 'session:ek-session.ctx'], { action: 'load the attestation key' });
+    await s.tool(
+      'tpm2_load',
+      ['-Q', '-C', 'ek.ctx', '-u', 'ak.pub', '-r', 'ak.priv', '-c', 'ak.ctx', '-P', 'session:ek-session.ctx'],
+      { action: 'load the attestation key' },
+    );
     await s.flush(true);
   }
 
   private static async endorsementSession(s: Step, file: string): Promise<void> {
-    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', file], { action: 'start an endorsement policy session' });
+    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', file], {
+      action: 'start an endorsement policy session',
+    });
     await s.tool('tpm2_policysecret', ['-Q', '-S', file, '-c', 'e'], { action: 'authorize the endorsement hierarchy' });
   }
 
@@ -259,7 +294,8 @@ export class TpmClient {
       for (const b of sel) {
         const name = HASH_ALGS[b.hashAlg]!.name;
         for (const p of b.pcrs) {
-          if (!values[name]?.[p]) throw new EdgeguardError('EG_TPM', `the TPM did not return PCR ${name}:${p}; is the ${name} bank active?`);
+          if (!values[name]?.[p])
+            throw new EdgeguardError('EG_TPM', `the TPM did not return PCR ${name}:${p}; is the ${name} bank active?`);
         }
       }
       return values;
@@ -269,7 +305,8 @@ export class TpmClient {
   /** TPM2_PCR_Extend of one bank of one PCR with a digest. */
   async extendPcr(index: number, bank: string, digest: Uint8Array): Promise<void> {
     const size = Object.values(HASH_ALGS).find((h) => h.name === bank)?.size;
-    if (size === undefined || digest.length !== size) throw new EdgeguardError('EG_USAGE', `an extend of the ${bank} bank needs a ${size ?? '?'}-byte digest.`);
+    if (size === undefined || digest.length !== size)
+      throw new EdgeguardError('EG_USAGE', `an extend of the ${bank} bank needs a ${size ?? '?'}-byte digest.`);
     await this.op(`extend PCR ${index}`, (s) => s.tool('tpm2_pcrextend', [`${index}:${bank}=${hex(digest)}`]));
   }
 
@@ -277,7 +314,11 @@ export class TpmClient {
    * TPM2_Create under the SRK of a general key (tpm2-tools algorithm syntax, e.g. `ecc256:ecdsa-sha256`),
    * returning its blobs; the key is not left loaded.
    */
-  async createKey(alg: string, attributes: string, policyDigest?: Uint8Array): Promise<TpmKeyBlobs & { publicArea: TpmPublic; name: Buffer }> {
+  async createKey(
+    alg: string,
+    attributes: string,
+    policyDigest?: Uint8Array,
+  ): Promise<TpmKeyBlobs & { publicArea: TpmPublic; name: Buffer }> {
     return this.op('create a key under the storage root key', async (s) => {
       await this.createSrk(s);
       const args = ['-Q', '-C', 'srk.ctx', '-G', alg, '-a', attributes, '-u', 'key.pub', '-r', 'key.priv'];
@@ -299,7 +340,19 @@ export class TpmClient {
       await writeFile(s.file('key.pub'), key.public);
       await writeFile(s.file('key.priv'), key.private);
       await this.createSrk(s);
-      await s.tool('tpm2_load', ['-Q', '-C', 'srk.ctx', '-u', 'key.pub', '-r', 'key.priv', '-c', 'key.ctx', '-n', 'key.name']);
+      await s.tool('tpm2_load', [
+        '-Q',
+        '-C',
+        'srk.ctx',
+        '-u',
+        'key.pub',
+        '-r',
+        'key.priv',
+        '-c',
+        'key.ctx',
+        '-n',
+        'key.name',
+      ]);
       await s.flush();
       return readFile(s.file('key.name'));
     });
@@ -335,7 +388,10 @@ export class TpmClient {
         return { ...key, pcrs: sel, policyDigest, pcrValues: after };
       }
       if (attempt >= 5) {
-        throw new EdgeguardError('EG_TPM_POLICY', `the PCRs ${formatPcrSelection(sel)} kept changing while the binding key was created; bind to PCRs that are stable after boot.`);
+        throw new EdgeguardError(
+          'EG_TPM_POLICY',
+          `the PCRs ${formatPcrSelection(sel)} kept changing while the binding key was created; bind to PCRs that are stable after boot.`,
+        );
       }
     }
   }
@@ -354,15 +410,37 @@ export class TpmClient {
   }
 
   /** Seal up to 128 bytes to the PCR policy: a keyed-hash object under the SRK. */
-  async seal(secret: Uint8Array, pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS): Promise<TpmKeyBlobs & { pcrs: PcrSelection }> {
-    if (secret.length === 0 || secret.length > 128) throw new EdgeguardError('EG_USAGE', 'a sealed secret must be 1 to 128 bytes.');
+  async seal(
+    secret: Uint8Array,
+    pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS,
+  ): Promise<TpmKeyBlobs & { pcrs: PcrSelection }> {
+    if (secret.length === 0 || secret.length > 128)
+      throw new EdgeguardError('EG_USAGE', 'a sealed secret must be 1 to 128 bytes.');
     const sel = typeof pcrs === 'string' ? parsePcrSelection(pcrs) : pcrs;
     const policyDigest = await this.pcrPolicyDigest(sel);
     return this.op('seal a secret to the PCR policy', async (s) => {
       await writeFile(s.file('policy.bin'), policyDigest);
       await this.createSrk(s);
       // The secret goes in on stdin ("-i -"), never into a file.
-      await s.tool('tpm2_create', ['-Q', '-C', 'srk.ctx', '-a', SEAL_ATTRIBUTES, '-L', 'policy.bin', '-i', '-', '-u', 'seal.pub', '-r', 'seal.priv'], { stdin: secret });
+      await s.tool(
+        'tpm2_create',
+        [
+          '-Q',
+          '-C',
+          'srk.ctx',
+          '-a',
+          SEAL_ATTRIBUTES,
+          '-L',
+          'policy.bin',
+          '-i',
+          '-',
+          '-u',
+          'seal.pub',
+          '-r',
+          'seal.priv',
+        ],
+        { stdin: secret },
+      );
       await s.flush();
       return { public: await readFile(s.file('seal.pub')), private: await readFile(s.file('seal.priv')), pcrs: sel };
     });
@@ -381,7 +459,25 @@ export class TpmClient {
     return this.op('create the endorsement and attestation keys', async (s) => {
       await s.tool('tpm2_createek', ['-Q', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
       await s.flush();
-      await s.tool('tpm2_createak', ['-Q', '-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak.pub', '-r', 'ak.priv', '-n', 'ak.name']);
+      await s.tool('tpm2_createak', [
+        '-Q',
+        '-C',
+        'ek.ctx',
+        '-c',
+        'ak.ctx',
+        '-G',
+        'rsa',
+        '-g',
+        'sha256',
+        '-s',
+        'rsassa',
+        '-u',
+        'ak.pub',
+        '-r',
+        'ak.priv',
+        '-n',
+        'ak.name',
+      ]);
       await s.flush(true);
       return {
         ekPublic: await readFile(s.file('ek.pub')),
@@ -409,18 +505,50 @@ export class TpmClient {
     return this.op('certify the key with the attestation key', async (s) => {
       await TpmClient.loadAk(s, ak);
       await this.loadUnderSrk(s, key, 'key.ctx', 'key to certify');
-      await s.tool('tpm2_certify', ['-Q', '-c', 'key.ctx', '-C', 'ak.ctx', '-g', 'sha256', '-o', 'attest.bin', '-s', 'sig.bin', '-f', 'tss']);
+      await s.tool('tpm2_certify', [
+        '-Q',
+        '-c',
+        'key.ctx',
+        '-C',
+        'ak.ctx',
+        '-g',
+        'sha256',
+        '-o',
+        'attest.bin',
+        '-s',
+        'sig.bin',
+        '-f',
+        'tss',
+      ]);
       await s.flush();
       return { attest: await readFile(s.file('attest.bin')), signature: await readFile(s.file('sig.bin')) };
     });
   }
 
   /** TPM2_Quote of `pcrs` with `nonce` as qualifying data, and the PCR values it covers. */
-  async quote(ak: TpmKeyBlobs, pcrs: PcrSelection | string, nonce: Uint8Array): Promise<Attestation & { pcrValues: PcrValues }> {
+  async quote(
+    ak: TpmKeyBlobs,
+    pcrs: PcrSelection | string,
+    nonce: Uint8Array,
+  ): Promise<Attestation & { pcrValues: PcrValues }> {
     const sel = typeof pcrs === 'string' ? parsePcrSelection(pcrs) : pcrs;
     const q = await this.op('quote PCRs', async (s) => {
       await TpmClient.loadAk(s, ak);
-      await s.tool('tpm2_quote', ['-Q', '-c', 'ak.ctx', '-l', formatPcrSelection(sel), '-q', hex(nonce), '-g', 'sha256', '-m', 'attest.bin', '-s', 'sig.bin']);
+      await s.tool('tpm2_quote', [
+        '-Q',
+        '-c',
+        'ak.ctx',
+        '-l',
+        formatPcrSelection(sel),
+        '-q',
+        hex(nonce),
+        '-g',
+        'sha256',
+        '-m',
+        'attest.bin',
+        '-s',
+        'sig.bin',
+      ]);
       await s.flush();
       return { attest: await readFile(s.file('attest.bin')), signature: await readFile(s.file('sig.bin')) };
     });
@@ -440,11 +568,23 @@ export class TpmClient {
       await TpmClient.endorsementSession(s, 'ek-session.ctx');
       // tpm2_activatecredential prints `certinfodata:<hex>` on stdout (followed by the raw bytes
       // when no -o is given); we parse the hex line and never name an output file.
-      const out = await s.tool('tpm2_activatecredential', ['-c', 'ak.ctx', '-C', 'ek.ctx', '-i', 'cred.in', '-P', 'session:ek-session.ctx']);
+      const out = await s.tool('tpm2_activatecredential', [
+        '-c',
+        'ak.ctx',
+        '-C',
+        'ek.ctx',
+        '-i',
+        'cred.in',
+        '-P',
+        'session:ek-session.ctx',
+      ]);
       const m = /^certinfodata:([0-9a-fA-F]*)\r?\n/.exec(out.subarray(0, 300).toString('latin1'));
       if (!m) {
         out.fill(0);
-        throw new EdgeguardError('EG_TPM', 'tpm2_activatecredential printed no certinfodata line; is this tpm2-tools 5.x?');
+        throw new EdgeguardError(
+          'EG_TPM',
+          'tpm2_activatecredential printed no certinfodata line; is this tpm2-tools 5.x?',
+        );
       }
       const cred = Buffer.from(m[1]!, 'hex');
       out.fill(0);
@@ -461,7 +601,8 @@ interface Step {
 }
 
 function bufJson(_k: string, v: unknown): unknown {
-  if (v && typeof v === 'object' && (v as { type?: string }).type === 'Buffer') return Buffer.from((v as { data: number[] }).data).toString('hex');
+  if (v && typeof v === 'object' && (v as { type?: string }).type === 'Buffer')
+    return Buffer.from((v as { data: number[] }).data).toString('hex');
   return v;
 }
 

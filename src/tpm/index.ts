@@ -3,7 +3,15 @@
  * parsed and verified in pure TypeScript (public.ts, attest.ts, signature.ts, pcr.ts) so that a
  * verifier needs no TPM software at all.
  */
-export { TPM_ALG, TPMA_OBJECT, TPM_ST, HASH_ALGS, ECC_CURVES, decodeObjectAttributes, type ObjectAttributeName } from './constants.ts';
+export {
+  TPM_ALG,
+  TPMA_OBJECT,
+  TPM_ST,
+  HASH_ALGS,
+  ECC_CURVES,
+  decodeObjectAttributes,
+  type ObjectAttributeName,
+} from './constants.ts';
 export { TpmReader, TpmWriter } from './reader.ts';
 export {
   type TpmPublic,
@@ -51,4 +59,11 @@ export {
   BINDING_KEY_ATTRIBUTES,
   EK_CERT_NV_INDEX_RSA,
 } from './client.ts';
-export { startSwtpm, createLocalCa, missingSwtpmBinaries, type Swtpm, type SwtpmOptions, type LocalCa } from './swtpm.ts';
+export {
+  startSwtpm,
+  createLocalCa,
+  missingSwtpmBinaries,
+  type Swtpm,
+  type SwtpmOptions,
+  type LocalCa,
+} from './swtpm.ts';

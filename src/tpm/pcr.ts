@@ -29,11 +29,17 @@ export function parsePcrSelection(text: string): PcrSelection {
     const usage = `"${text}" is not a PCR selection; write it as bank:indices, e.g. ${DEFAULT_BINDING_PCRS}.`;
     if (!m) throw new EdgeguardError('EG_USAGE', usage);
     const hashAlg = hashAlgByName(m[1]!);
-    if (hashAlg === undefined) throw new EdgeguardError('EG_USAGE', `"${m[1]}" is not a PCR bank this TPM client supports (sha1, sha256, sha384, sha512).`);
+    if (hashAlg === undefined)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        `"${m[1]}" is not a PCR bank this TPM client supports (sha1, sha256, sha384, sha512).`,
+      );
     if (seen.has(hashAlg)) throw new EdgeguardError('EG_USAGE', `the PCR bank ${m[1]} appears twice in "${text}".`);
     seen.add(hashAlg);
     const pcrs = [...new Set(m[2]!.split(',').map(Number))].sort((a, b) => a - b);
-    for (const p of pcrs) if (p > MAX_PCR) throw new EdgeguardError('EG_USAGE', `PCR ${p} does not exist; a PC-client TPM has PCRs 0 to ${MAX_PCR}.`);
+    for (const p of pcrs)
+      if (p > MAX_PCR)
+        throw new EdgeguardError('EG_USAGE', `PCR ${p} does not exist; a PC-client TPM has PCRs 0 to ${MAX_PCR}.`);
     out.push({ hashAlg, pcrs });
   }
   return out;
@@ -88,7 +94,11 @@ export function pcrCompositeDigest(sel: PcrSelection, values: PcrValues, hashAlg
     if (!bank) throw new EdgeguardError('EG_UNSUPPORTED', `PCR bank 0x${b.hashAlg.toString(16)} is not supported.`);
     for (const p of b.pcrs) {
       const v = values[bank.name]?.[p];
-      if (!v || v.length !== bank.size) throw new EdgeguardError('EG_TPM_STRUCTURE', `PCR ${bank.name}:${p} is missing from the PCR values or has the wrong size.`);
+      if (!v || v.length !== bank.size)
+        throw new EdgeguardError(
+          'EG_TPM_STRUCTURE',
+          `PCR ${bank.name}:${p} is missing from the PCR values or has the wrong size.`,
+        );
       hash.update(v);
     }
   }
@@ -100,9 +110,15 @@ export function pcrCompositeDigest(sel: PcrSelection, values: PcrValues, hashAlg
  * starting from a zero digest of the policy hash's size. Lets a verifier predict a binding key's
  * authPolicy from PCR values without a TPM.
  */
-export function policyPcrDigest(sel: PcrSelection, values: PcrValues, policyHashAlg: number, previous?: Buffer): Buffer {
+export function policyPcrDigest(
+  sel: PcrSelection,
+  values: PcrValues,
+  policyHashAlg: number,
+  previous?: Buffer,
+): Buffer {
   const h = HASH_ALGS[policyHashAlg];
-  if (!h) throw new EdgeguardError('EG_UNSUPPORTED', `hash algorithm 0x${policyHashAlg.toString(16)} is not supported.`);
+  if (!h)
+    throw new EdgeguardError('EG_UNSUPPORTED', `hash algorithm 0x${policyHashAlg.toString(16)} is not supported.`);
   const cc = Buffer.alloc(4);
   cc.writeUInt32BE(TPM_CC_POLICY_PCR);
   return createHash(h.node)

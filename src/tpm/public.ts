@@ -7,7 +7,14 @@
  * so their names can still be computed.
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
-import { ECC_CURVES, HASH_ALGS, TPM_ALG, TPMA_OBJECT, decodeObjectAttributes, type ObjectAttributeName } from './constants.ts';
+import {
+  ECC_CURVES,
+  HASH_ALGS,
+  TPM_ALG,
+  TPMA_OBJECT,
+  decodeObjectAttributes,
+  type ObjectAttributeName,
+} from './constants.ts';
 import { TpmReader, TpmWriter, structureError } from './reader.ts';
 
 /** TPMT_SYM_DEF_OBJECT (12.2.3.? via 11.1.7): algorithm, then keyBits and mode unless NULL. */
@@ -66,8 +73,20 @@ function readScheme(r: TpmReader, field: string): Scheme {
   // TPMS_ENC_SCHEME_RSAES is empty (Part 2, 11.2.2.2); every other scheme starts with a hash alg.
   if (scheme === TPM_ALG.RSAES) return { scheme };
   const known: number[] = [
-    TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.OAEP, TPM_ALG.ECDSA, TPM_ALG.ECDH, TPM_ALG.ECDAA, TPM_ALG.SM2,
-    TPM_ALG.ECSCHNORR, TPM_ALG.ECMQV, TPM_ALG.HMAC, TPM_ALG.MGF1, TPM_ALG.KDF1_SP800_56A, TPM_ALG.KDF2, TPM_ALG.KDF1_SP800_108,
+    TPM_ALG.RSASSA,
+    TPM_ALG.RSAPSS,
+    TPM_ALG.OAEP,
+    TPM_ALG.ECDSA,
+    TPM_ALG.ECDH,
+    TPM_ALG.ECDAA,
+    TPM_ALG.SM2,
+    TPM_ALG.ECSCHNORR,
+    TPM_ALG.ECMQV,
+    TPM_ALG.HMAC,
+    TPM_ALG.MGF1,
+    TPM_ALG.KDF1_SP800_56A,
+    TPM_ALG.KDF2,
+    TPM_ALG.KDF1_SP800_108,
   ];
   if (!known.includes(scheme)) throw structureError(r.what, `unknown scheme 0x${scheme.toString(16)} in ${field}`);
   const hashAlg = r.u16(`${field}.hashAlg`);
@@ -109,7 +128,8 @@ function readTpmtPublic(r: TpmReader): TpmPublic {
       let s: Scheme & { kdf?: number };
       if (scheme === TPM_ALG.NULL) s = { scheme };
       else if (scheme === TPM_ALG.HMAC) s = { scheme, hashAlg: r.u16('keyedHashDetail.hashAlg') };
-      else if (scheme === TPM_ALG.XOR) s = { scheme, hashAlg: r.u16('keyedHashDetail.hashAlg'), kdf: r.u16('keyedHashDetail.kdf') };
+      else if (scheme === TPM_ALG.XOR)
+        s = { scheme, hashAlg: r.u16('keyedHashDetail.hashAlg'), kdf: r.u16('keyedHashDetail.kdf') };
       else throw structureError(r.what, `unknown keyed-hash scheme 0x${scheme.toString(16)}`);
       params = { type: 'keyedhash', scheme: s, unique: r.tpm2b('unique.keyedHash', MAX_DIGEST) };
       break;
@@ -122,7 +142,15 @@ function readTpmtPublic(r: TpmReader): TpmPublic {
     default:
       throw structureError(r.what, `unknown object type 0x${typeAlg.toString(16)}`);
   }
-  return { typeAlg, nameAlg, attributes, attributeNames: decodeObjectAttributes(attributes), authPolicy, params, tpmtBytes: r.slice(start) };
+  return {
+    typeAlg,
+    nameAlg,
+    attributes,
+    attributeNames: decodeObjectAttributes(attributes),
+    authPolicy,
+    params,
+    tpmtBytes: r.slice(start),
+  };
 }
 
 /** Parse a bare TPMT_PUBLIC (as inside TPM2B_PUBLIC, or as tpm2-tools writes with `-f tpmt`). */
@@ -156,7 +184,8 @@ export function objectName(pub: TpmPublic): Buffer {
 }
 
 function leftPad(b: Buffer, size: number, field: string): Buffer {
-  if (b.length > size) throw structureError('TPMT_PUBLIC', `${field} is ${b.length} bytes, longer than the curve's ${size}`);
+  if (b.length > size)
+    throw structureError('TPMT_PUBLIC', `${field} is ${b.length} bytes, longer than the curve's ${size}`);
   return b.length === size ? b : Buffer.concat([Buffer.alloc(size - b.length), b]);
 }
 
@@ -165,8 +194,10 @@ export function tpmPublicKey(pub: TpmPublic): KeyObject {
   const p = pub.params;
   try {
     if (p.type === 'rsa') {
-      if (p.modulus.length * 8 !== p.keyBits) throw structureError('TPMT_PUBLIC', `modulus is ${p.modulus.length * 8} bits but keyBits says ${p.keyBits}`);
-      if (p.modulus.length === 0 || (p.modulus[0]! & 0x80) === 0) throw structureError('TPMT_PUBLIC', 'RSA modulus does not have its top bit set');
+      if (p.modulus.length * 8 !== p.keyBits)
+        throw structureError('TPMT_PUBLIC', `modulus is ${p.modulus.length * 8} bits but keyBits says ${p.keyBits}`);
+      if (p.modulus.length === 0 || (p.modulus[0]! & 0x80) === 0)
+        throw structureError('TPMT_PUBLIC', 'RSA modulus does not have its top bit set');
       // Part 2, 12.2.3.5: an exponent of zero means the default 2^16 + 1.
       const e = p.exponent === 0 ? 65537 : p.exponent;
       if (e < 3 || e % 2 === 0) throw structureError('TPMT_PUBLIC', `RSA exponent ${e} is not valid`);
@@ -174,19 +205,28 @@ export function tpmPublicKey(pub: TpmPublic): KeyObject {
       eBytes.writeUInt32BE(e);
       let i = 0;
       while (i < 3 && eBytes[i] === 0) i++;
-      return createPublicKey({ key: { kty: 'RSA', n: p.modulus.toString('base64url'), e: eBytes.subarray(i).toString('base64url') }, format: 'jwk' });
+      return createPublicKey({
+        key: { kty: 'RSA', n: p.modulus.toString('base64url'), e: eBytes.subarray(i).toString('base64url') },
+        format: 'jwk',
+      });
     }
     if (p.type === 'ecc') {
       const curve = ECC_CURVES[p.curveId];
       if (!curve) throw structureError('TPMT_PUBLIC', `ECC curve 0x${p.curveId.toString(16)} is not supported`);
       const x = leftPad(p.x, curve.size, 'x');
       const y = leftPad(p.y, curve.size, 'y');
-      return createPublicKey({ key: { kty: 'EC', crv: curve.jwk, x: x.toString('base64url'), y: y.toString('base64url') }, format: 'jwk' });
+      return createPublicKey({
+        key: { kty: 'EC', crv: curve.jwk, x: x.toString('base64url'), y: y.toString('base64url') },
+        format: 'jwk',
+      });
     }
   } catch (e) {
     if (e instanceof Error && e.name === 'EdgeguardError') throw e;
     // OpenSSL rejects points off the curve and degenerate moduli.
-    throw structureError('TPMT_PUBLIC', `the public key is not a valid ${p.type.toUpperCase()} key: ${(e as Error).message}`);
+    throw structureError(
+      'TPMT_PUBLIC',
+      `the public key is not a valid ${p.type.toUpperCase()} key: ${(e as Error).message}`,
+    );
   }
   throw structureError('TPMT_PUBLIC', `a ${p.type} object has no asymmetric public key`);
 }

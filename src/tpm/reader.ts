@@ -7,9 +7,13 @@
 import { EdgeguardError } from '../errors/index.ts';
 
 export function structureError(what: string, detail: string): EdgeguardError {
-  return new EdgeguardError('EG_TPM_STRUCTURE', `the ${what} is malformed (${detail}); it did not come from a TPM or was damaged in transit.`, {
-    details: { structure: what },
-  });
+  return new EdgeguardError(
+    'EG_TPM_STRUCTURE',
+    `the ${what} is malformed (${detail}); it did not come from a TPM or was damaged in transit.`,
+    {
+      details: { structure: what },
+    },
+  );
 }
 
 export class TpmReader {
@@ -29,7 +33,11 @@ export class TpmReader {
   }
 
   private need(n: number, field: string): void {
-    if (n > this.remaining) throw structureError(this.what, `truncated at ${field}: need ${n} bytes at offset ${this.offset}, have ${this.remaining}`);
+    if (n > this.remaining)
+      throw structureError(
+        this.what,
+        `truncated at ${field}: need ${n} bytes at offset ${this.offset}, have ${this.remaining}`,
+      );
   }
 
   u8(field: string): number {
@@ -80,7 +88,8 @@ export class TpmReader {
 
   /** Part 2 requires exact sizes: fail on any byte left over. */
   end(): void {
-    if (this.remaining !== 0) throw structureError(this.what, `${this.remaining} trailing bytes after offset ${this.offset}`);
+    if (this.remaining !== 0)
+      throw structureError(this.what, `${this.remaining} trailing bytes after offset ${this.offset}`);
   }
 }
 

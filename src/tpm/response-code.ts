@@ -11,25 +11,91 @@ const RC_FMT1 = 0x080;
 const RC_WARN = 0x900;
 
 const FMT1_NAMES: Record<number, string> = {
-  0x01: 'ASYMMETRIC', 0x02: 'ATTRIBUTES', 0x03: 'HASH', 0x04: 'VALUE', 0x05: 'HIERARCHY', 0x07: 'KEY_SIZE', 0x08: 'MGF',
-  0x09: 'MODE', 0x0a: 'TYPE', 0x0b: 'HANDLE', 0x0c: 'KDF', 0x0d: 'RANGE', 0x0e: 'AUTH_FAIL', 0x0f: 'NONCE', 0x10: 'PP',
-  0x12: 'SCHEME', 0x15: 'SIZE', 0x16: 'SYMMETRIC', 0x17: 'TAG', 0x18: 'SELECTOR', 0x1a: 'INSUFFICIENT', 0x1b: 'SIGNATURE',
-  0x1c: 'KEY', 0x1d: 'POLICY_FAIL', 0x1f: 'INTEGRITY', 0x20: 'TICKET', 0x21: 'RESERVED_BITS', 0x22: 'BAD_AUTH',
-  0x23: 'EXPIRED', 0x24: 'POLICY_CC', 0x25: 'BINDING', 0x26: 'CURVE', 0x27: 'ECC_POINT',
+  0x01: 'ASYMMETRIC',
+  0x02: 'ATTRIBUTES',
+  0x03: 'HASH',
+  0x04: 'VALUE',
+  0x05: 'HIERARCHY',
+  0x07: 'KEY_SIZE',
+  0x08: 'MGF',
+  0x09: 'MODE',
+  0x0a: 'TYPE',
+  0x0b: 'HANDLE',
+  0x0c: 'KDF',
+  0x0d: 'RANGE',
+  0x0e: 'AUTH_FAIL',
+  0x0f: 'NONCE',
+  0x10: 'PP',
+  0x12: 'SCHEME',
+  0x15: 'SIZE',
+  0x16: 'SYMMETRIC',
+  0x17: 'TAG',
+  0x18: 'SELECTOR',
+  0x1a: 'INSUFFICIENT',
+  0x1b: 'SIGNATURE',
+  0x1c: 'KEY',
+  0x1d: 'POLICY_FAIL',
+  0x1f: 'INTEGRITY',
+  0x20: 'TICKET',
+  0x21: 'RESERVED_BITS',
+  0x22: 'BAD_AUTH',
+  0x23: 'EXPIRED',
+  0x24: 'POLICY_CC',
+  0x25: 'BINDING',
+  0x26: 'CURVE',
+  0x27: 'ECC_POINT',
 };
 const VER1_NAMES: Record<number, string> = {
-  0x000: 'INITIALIZE', 0x001: 'FAILURE', 0x003: 'SEQUENCE', 0x00b: 'PRIVATE', 0x019: 'HMAC', 0x020: 'DISABLED',
-  0x021: 'EXCLUSIVE', 0x024: 'AUTH_TYPE', 0x025: 'AUTH_MISSING', 0x026: 'POLICY', 0x027: 'PCR', 0x028: 'PCR_CHANGED',
-  0x02d: 'UPGRADE', 0x02e: 'TOO_MANY_CONTEXTS', 0x02f: 'AUTH_UNAVAILABLE', 0x030: 'REBOOT', 0x031: 'UNBALANCED',
-  0x042: 'COMMAND_SIZE', 0x043: 'COMMAND_CODE', 0x044: 'AUTHSIZE', 0x045: 'AUTH_CONTEXT', 0x046: 'NV_RANGE',
-  0x047: 'NV_SIZE', 0x048: 'NV_LOCKED', 0x049: 'NV_AUTHORIZATION', 0x04a: 'NV_UNINITIALIZED', 0x04b: 'NV_SPACE',
-  0x04c: 'NV_DEFINED', 0x050: 'BAD_CONTEXT', 0x051: 'CPHASH', 0x052: 'PARENT', 0x053: 'NEEDS_TEST', 0x054: 'NO_RESULT',
+  0x000: 'INITIALIZE',
+  0x001: 'FAILURE',
+  0x003: 'SEQUENCE',
+  0x00b: 'PRIVATE',
+  0x019: 'HMAC',
+  0x020: 'DISABLED',
+  0x021: 'EXCLUSIVE',
+  0x024: 'AUTH_TYPE',
+  0x025: 'AUTH_MISSING',
+  0x026: 'POLICY',
+  0x027: 'PCR',
+  0x028: 'PCR_CHANGED',
+  0x02d: 'UPGRADE',
+  0x02e: 'TOO_MANY_CONTEXTS',
+  0x02f: 'AUTH_UNAVAILABLE',
+  0x030: 'REBOOT',
+  0x031: 'UNBALANCED',
+  0x042: 'COMMAND_SIZE',
+  0x043: 'COMMAND_CODE',
+  0x044: 'AUTHSIZE',
+  0x045: 'AUTH_CONTEXT',
+  0x046: 'NV_RANGE',
+  0x047: 'NV_SIZE',
+  0x048: 'NV_LOCKED',
+  0x049: 'NV_AUTHORIZATION',
+  0x04a: 'NV_UNINITIALIZED',
+  0x04b: 'NV_SPACE',
+  0x04c: 'NV_DEFINED',
+  0x050: 'BAD_CONTEXT',
+  0x051: 'CPHASH',
+  0x052: 'PARENT',
+  0x053: 'NEEDS_TEST',
+  0x054: 'NO_RESULT',
   0x055: 'SENSITIVE',
 };
 const WARN_NAMES: Record<number, string> = {
-  0x001: 'CONTEXT_GAP', 0x002: 'OBJECT_MEMORY', 0x003: 'SESSION_MEMORY', 0x004: 'MEMORY', 0x005: 'SESSION_HANDLES',
-  0x006: 'OBJECT_HANDLES', 0x007: 'LOCALITY', 0x008: 'YIELDED', 0x009: 'CANCELED', 0x00a: 'TESTING', 0x020: 'NV_RATE',
-  0x021: 'LOCKOUT', 0x022: 'RETRY', 0x023: 'NV_UNAVAILABLE',
+  0x001: 'CONTEXT_GAP',
+  0x002: 'OBJECT_MEMORY',
+  0x003: 'SESSION_MEMORY',
+  0x004: 'MEMORY',
+  0x005: 'SESSION_HANDLES',
+  0x006: 'OBJECT_HANDLES',
+  0x007: 'LOCALITY',
+  0x008: 'YIELDED',
+  0x009: 'CANCELED',
+  0x00a: 'TESTING',
+  0x020: 'NV_RATE',
+  0x021: 'LOCKOUT',
+  0x022: 'RETRY',
+  0x023: 'NV_UNAVAILABLE',
 };
 
 export interface DecodedRc {
@@ -49,7 +115,13 @@ export interface DecodedRc {
 export function decodeResponseCode(rc: number): DecodedRc {
   const layer = (rc >>> 16) & 0xff;
   if (layer !== 0) {
-    return { rc, layer, name: `TSS layer ${layer} error 0x${(rc & 0xffff).toString(16)}`, retryable: false, resources: false };
+    return {
+      rc,
+      layer,
+      name: `TSS layer ${layer} error 0x${(rc & 0xffff).toString(16)}`,
+      retryable: false,
+      resources: false,
+    };
   }
   if (rc & RC_FMT1) {
     const num = rc & 0x3f;
@@ -75,7 +147,13 @@ export function decodeResponseCode(rc: number): DecodedRc {
   if (rc & RC_VER1) {
     const num = rc & 0x7f;
     const name = VER1_NAMES[num] ?? `0x${rc.toString(16)}`;
-    return { rc, layer, name: `TPM_RC_${name}`, retryable: name === 'PCR_CHANGED', resources: name === 'TOO_MANY_CONTEXTS' };
+    return {
+      rc,
+      layer,
+      name: `TPM_RC_${name}`,
+      retryable: name === 'PCR_CHANGED',
+      resources: name === 'TOO_MANY_CONTEXTS',
+    };
   }
   return { rc, layer, name: `TPM 1.2 code 0x${rc.toString(16)}`, retryable: false, resources: false };
 }
@@ -100,16 +178,22 @@ export function tpmErrorFor(decoded: DecodedRc, action: string, tool: string): E
   } else if (n === 'INTEGRITY') {
     code = 'EG_TPM_WRONG_DEVICE';
     sentence = `the TPM refused to ${action}: the key blobs were not made by this TPM (${decoded.name}); a device directory copied from another device cannot be used here.`;
-  } else if (decoded.resources || ['OBJECT_MEMORY', 'SESSION_MEMORY', 'MEMORY', 'TOO_MANY_CONTEXTS', 'NV_SPACE'].includes(n)) {
+  } else if (
+    decoded.resources ||
+    ['OBJECT_MEMORY', 'SESSION_MEMORY', 'MEMORY', 'TOO_MANY_CONTEXTS', 'NV_SPACE'].includes(n)
+  ) {
     code = 'EG_TPM_RESOURCES';
     sentence = `the TPM ran out of room to ${action} (${decoded.name}); another program may be holding TPM objects or sessions. Use a resource manager (/dev/tpmrm0) or run \`tpm2_flushcontext -t -s\`.`;
   } else if (['AUTH_FAIL', 'BAD_AUTH', 'AUTH_MISSING', 'AUTH_TYPE', 'AUTH_UNAVAILABLE', 'LOCKOUT'].includes(n)) {
     code = 'EG_TPM_AUTH';
-    sentence = n === 'LOCKOUT'
-      ? `the TPM is in dictionary-attack lockout and refused to ${action}; wait for the lockout to expire or reset it with the lockout authorization.`
-      : `the TPM refused the authorization to ${action} (${decoded.name}); check the hierarchy or key passwords.`;
+    sentence =
+      n === 'LOCKOUT'
+        ? `the TPM is in dictionary-attack lockout and refused to ${action}; wait for the lockout to expire or reset it with the lockout authorization.`
+        : `the TPM refused the authorization to ${action} (${decoded.name}); check the hierarchy or key passwords.`;
   } else {
     sentence = `the TPM failed to ${action} (${decoded.name}${decoded.where ? ` on ${decoded.where}` : ''}, from ${tool}).`;
   }
-  return new EdgeguardError(code, sentence, { details: { tpmRc: `0x${decoded.rc.toString(16)}`, tpmRcName: decoded.name, tool } });
+  return new EdgeguardError(code, sentence, {
+    details: { tpmRc: `0x${decoded.rc.toString(16)}`, tpmRcName: decoded.name, tool },
+  });
 }

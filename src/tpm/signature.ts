@@ -27,12 +27,21 @@ export function parseTpmtSignature(bytes: Uint8Array): TpmSignature {
     out = { sigAlg, hashAlg, sig: rd.tpm2b('signature.sig', MAX_RSA_SIG) };
   } else if (sigAlg === TPM_ALG.ECDSA) {
     const hashAlg = rd.u16('signature.hash');
-    out = { sigAlg, hashAlg, r: rd.tpm2b('signature.signatureR', MAX_ECC_PARAM), s: rd.tpm2b('signature.signatureS', MAX_ECC_PARAM) };
+    out = {
+      sigAlg,
+      hashAlg,
+      r: rd.tpm2b('signature.signatureR', MAX_ECC_PARAM),
+      s: rd.tpm2b('signature.signatureS', MAX_ECC_PARAM),
+    };
   } else {
-    throw structureError('TPMT_SIGNATURE', `signature algorithm 0x${sigAlg.toString(16)} is not supported (RSASSA, RSAPSS, ECDSA)`);
+    throw structureError(
+      'TPMT_SIGNATURE',
+      `signature algorithm 0x${sigAlg.toString(16)} is not supported (RSASSA, RSAPSS, ECDSA)`,
+    );
   }
   rd.end();
-  if (!HASH_ALGS[out.hashAlg]) throw structureError('TPMT_SIGNATURE', `hash algorithm 0x${out.hashAlg.toString(16)} is not supported`);
+  if (!HASH_ALGS[out.hashAlg])
+    throw structureError('TPMT_SIGNATURE', `hash algorithm 0x${out.hashAlg.toString(16)} is not supported`);
   return out;
 }
 
@@ -55,14 +64,16 @@ export function verifyTpmSignature(signer: TpmPublic, message: Uint8Array, sig: 
   const key: KeyObject = tpmPublicKey(signer);
   const hash = HASH_ALGS[sig.hashAlg]!.node;
   if (sig.sigAlg === TPM_ALG.ECDSA) {
-    if (signer.params.type !== 'ecc') throw structureError('TPMT_SIGNATURE', 'an ECDSA signature cannot come from an RSA key');
+    if (signer.params.type !== 'ecc')
+      throw structureError('TPMT_SIGNATURE', 'an ECDSA signature cannot come from an RSA key');
     const size = ECC_CURVES[signer.params.curveId]!.size;
     const r = fixed(sig.r, size);
     const s = fixed(sig.s, size);
     if (!r || !s) return false;
     return nodeVerify(hash, message, { key, dsaEncoding: 'ieee-p1363' }, Buffer.concat([r, s]));
   }
-  if (signer.params.type !== 'rsa') throw structureError('TPMT_SIGNATURE', 'an RSA signature cannot come from an ECC key');
+  if (signer.params.type !== 'rsa')
+    throw structureError('TPMT_SIGNATURE', 'an RSA signature cannot come from an ECC key');
   const padding = sig.sigAlg === TPM_ALG.RSAPSS ? constants.RSA_PKCS1_PSS_PADDING : constants.RSA_PKCS1_PADDING;
   try {
     return nodeVerify(hash, message, { key, padding, saltLength: constants.RSA_PSS_SALTLEN_AUTO }, sig.sig);
@@ -95,19 +106,34 @@ export function verifyAttestation(
   signatureBytes: Uint8Array,
   opts: VerifyAttestationOptions = {},
 ): VerifiedAttestation {
-  if ((opts.requireRestrictedSigner ?? true) && !hasAttributes(akPublic, 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin', 'restricted', 'sign')) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the attestation key is not a TPM-resident restricted signing key (fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign); its attestations prove nothing.');
+  if (
+    (opts.requireRestrictedSigner ?? true) &&
+    !hasAttributes(akPublic, 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin', 'restricted', 'sign')
+  ) {
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the attestation key is not a TPM-resident restricted signing key (fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign); its attestations prove nothing.',
+    );
   }
   if (akPublic.params.type === 'rsa' && akPublic.params.keyBits < 2048) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', `the attestation key is only ${akPublic.params.keyBits} bits; edgeguard requires RSA-2048 or larger.`);
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      `the attestation key is only ${akPublic.params.keyBits} bits; edgeguard requires RSA-2048 or larger.`,
+    );
   }
   const attest = parseTpmsAttest(attestBytes);
   const signature = parseTpmtSignature(signatureBytes);
   if (!verifyTpmSignature(akPublic, attestBytes, signature)) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the TPM attestation signature does not verify against the attestation key; the evidence was altered or signed by another key.');
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the TPM attestation signature does not verify against the attestation key; the evidence was altered or signed by another key.',
+    );
   }
   if (opts.extraData !== undefined && !Buffer.from(opts.extraData).equals(attest.extraData)) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the attestation does not carry the expected nonce (extraData); it may be a replay.');
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the attestation does not carry the expected nonce (extraData); it may be a replay.',
+    );
   }
   return { attest, signature };
 }
@@ -128,7 +154,10 @@ export function verifyCertify(
     throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the attestation is not a TPM2_Certify result.');
   }
   if (!v.attest.attested.name.equals(objectName(certified))) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the certified object name does not match the key presented with the evidence; the key was swapped.');
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the certified object name does not match the key presented with the evidence; the key was swapped.',
+    );
   }
   return v;
 }
@@ -146,11 +175,15 @@ export function verifyQuote(
   pcrValues: PcrValues,
 ): VerifiedAttestation & { pcrSelect: PcrSelection } {
   const v = verifyAttestation(akPublic, attestBytes, signatureBytes, { extraData: nonce });
-  if (v.attest.attested.kind !== 'quote') throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the attestation is not a TPM2_Quote result.');
+  if (v.attest.attested.kind !== 'quote')
+    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the attestation is not a TPM2_Quote result.');
   const { pcrSelect, pcrDigest } = v.attest.attested;
   const digest = pcrCompositeDigest(pcrSelect, pcrValues, v.signature.hashAlg);
   if (!digest.equals(pcrDigest)) {
-    throw new EdgeguardError('EG_SIGNATURE_INVALID', 'the quoted PCR digest does not match the PCR values presented; they changed after the quote or were altered. Ask for a new quote.');
+    throw new EdgeguardError(
+      'EG_SIGNATURE_INVALID',
+      'the quoted PCR digest does not match the PCR values presented; they changed after the quote or were altered. Ask for a new quote.',
+    );
   }
   return { ...v, pcrSelect };
 }

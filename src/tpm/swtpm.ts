@@ -43,16 +43,36 @@ export async function createLocalCa(dir?: string): Promise<LocalCa> {
   const localcaConf = join(caDir, 'swtpm-localca.conf');
   await writeFile(
     localcaConf,
-    [`statedir = ${caDir}`, `signingkey = ${join(caDir, 'signkey.pem')}`, `issuercert = ${join(caDir, 'issuercert.pem')}`, `certserial = ${join(caDir, 'certserial')}`, ''].join('\n'),
+    [
+      `statedir = ${caDir}`,
+      `signingkey = ${join(caDir, 'signkey.pem')}`,
+      `issuercert = ${join(caDir, 'issuercert.pem')}`,
+      `certserial = ${join(caDir, 'certserial')}`,
+      '',
+    ].join('\n'),
   );
   const optionsFile = join(caDir, 'swtpm-localca.options');
-  await writeFile(optionsFile, ['--platform-manufacturer edgeguard', '--platform-version 2.1', '--platform-model swtpm', ''].join('\n'));
+  await writeFile(
+    optionsFile,
+    ['--platform-manufacturer edgeguard', '--platform-version 2.1', '--platform-model swtpm', ''].join('\n'),
+  );
   const setupConf = join(caDir, 'swtpm_setup.conf');
   await writeFile(
     setupConf,
-    [`create_certs_tool = ${findBinary('swtpm_localca') ?? '/usr/bin/swtpm_localca'}`, `create_certs_tool_config = ${localcaConf}`, `create_certs_tool_options = ${optionsFile}`, 'active_pcr_banks = sha256', ''].join('\n'),
+    [
+      `create_certs_tool = ${findBinary('swtpm_localca') ?? '/usr/bin/swtpm_localca'}`,
+      `create_certs_tool_config = ${localcaConf}`,
+      `create_certs_tool_options = ${optionsFile}`,
+      'active_pcr_banks = sha256',
+      '',
+    ].join('\n'),
   );
-  return { dir: caDir, issuerCertPath: join(caDir, 'issuercert.pem'), rootCertPath: join(caDir, 'swtpm-localca-rootca-cert.pem'), setupConfigPath: setupConf };
+  return {
+    dir: caDir,
+    issuerCertPath: join(caDir, 'issuercert.pem'),
+    rootCertPath: join(caDir, 'swtpm-localca-rootca-cert.pem'),
+    setupConfigPath: setupConf,
+  };
 }
 
 export async function freePort(): Promise<number> {
@@ -137,7 +157,10 @@ async function waitForPort(port: number, child: ChildProcess, timeoutMs: number)
 export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
   const missing = missingSwtpmBinaries();
   if (missing.length) {
-    throw new EdgeguardError('EG_TPM_UNAVAILABLE', `swtpm is not installed (missing ${missing.join(', ')}); apt-get install swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0.`);
+    throw new EdgeguardError(
+      'EG_TPM_UNAVAILABLE',
+      `swtpm is not installed (missing ${missing.join(', ')}); apt-get install swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0.`,
+    );
   }
   const ownCa = !opts.ca;
   const ca = opts.ca ?? (await createLocalCa());
@@ -148,11 +171,23 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
     stateDir = await mkdtemp(join(tmpdir(), 'edgeguard-swtpm-'));
     const setup = spawnSync(
       'swtpm_setup',
-      ['--tpm2', '--tpmstate', stateDir, '--create-ek-cert', '--create-platform-cert', '--overwrite', '--config', ca.setupConfigPath],
+      [
+        '--tpm2',
+        '--tpmstate',
+        stateDir,
+        '--create-ek-cert',
+        '--create-platform-cert',
+        '--overwrite',
+        '--config',
+        ca.setupConfigPath,
+      ],
       { encoding: 'utf8', timeout: 60_000 },
     );
     if (setup.status !== 0) {
-      throw new EdgeguardError('EG_TPM_UNAVAILABLE', `swtpm_setup failed to manufacture a TPM in ${stateDir}: ${(setup.stderr || setup.stdout || '').trim().split('\n').pop()}`);
+      throw new EdgeguardError(
+        'EG_TPM_UNAVAILABLE',
+        `swtpm_setup failed to manufacture a TPM in ${stateDir}: ${(setup.stderr || setup.stdout || '').trim().split('\n').pop()}`,
+      );
     }
   }
   let lastErr = '';
@@ -162,7 +197,19 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
     const ctrlPort = port + 1;
     const child = spawn(
       'swtpm',
-      ['socket', '--tpm2', '--tpmstate', `dir=${stateDir}`, '--server', `type=tcp,port=${port},bindaddr=127.0.0.1`, '--ctrl', `type=tcp,port=${ctrlPort},bindaddr=127.0.0.1`, '--flags', 'not-need-init,startup-clear', ...(opts.ioLogPath ? ['--log', `file=${resolve(opts.ioLogPath)},level=20`] : [])],
+      [
+        'socket',
+        '--tpm2',
+        '--tpmstate',
+        `dir=${stateDir}`,
+        '--server',
+        `type=tcp,port=${port},bindaddr=127.0.0.1`,
+        '--ctrl',
+        `type=tcp,port=${ctrlPort},bindaddr=127.0.0.1`,
+        '--flags',
+        'not-need-init,startup-clear',
+        ...(opts.ioLogPath ? ['--log', `file=${resolve(opts.ioLogPath)},level=20`] : []),
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     child.stderr?.on('data', (d: Buffer) => (lastErr = d.toString()));

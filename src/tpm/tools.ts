@@ -29,7 +29,8 @@ export class TpmToolError extends Error {
   }
 }
 
-const TCTI_FAILURE = /Could not load tcti|Failed to instantiate TCTI|Cannot connect to swtpm|Failed to open specified TCTI device/;
+const TCTI_FAILURE =
+  /Could not load tcti|Failed to instantiate TCTI|Cannot connect to swtpm|Failed to open specified TCTI device/;
 
 export function runTool(tool: string, args: string[], run: ToolRun): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -48,8 +49,16 @@ export function runTool(tool: string, args: string[], run: ToolRun): Promise<Buf
     child.on('error', (e: NodeJS.ErrnoException) => {
       const ee =
         e.code === 'ENOENT'
-          ? new EdgeguardError('EG_TPM_UNAVAILABLE', `${tool} is not installed; install the tpm2-tools package (apt-get install tpm2-tools) to use a TPM.`, { cause: e })
-          : new EdgeguardError('EG_TPM_UNAVAILABLE', `could not run ${tool} to ${run.action} (${e.code ?? e.message}).`, { cause: e });
+          ? new EdgeguardError(
+              'EG_TPM_UNAVAILABLE',
+              `${tool} is not installed; install the tpm2-tools package (apt-get install tpm2-tools) to use a TPM.`,
+              { cause: e },
+            )
+          : new EdgeguardError(
+              'EG_TPM_UNAVAILABLE',
+              `could not run ${tool} to ${run.action} (${e.code ?? e.message}).`,
+              { cause: e },
+            );
       reject(new TpmToolError(tool, undefined, err, ee));
     });
     child.stdin.on('error', () => undefined);
@@ -73,10 +82,21 @@ export function runTool(tool: string, args: string[], run: ToolRun): Promise<Buf
           { details: { tool, tcti: run.tcti } },
         );
       } else {
-        const last = err.trim().split('\n').filter((l) => l.startsWith('ERROR')).pop() ?? err.trim().split('\n').pop() ?? '';
-        error = new EdgeguardError('EG_TPM', `${tool} failed to ${run.action} (${signal ? `killed by ${signal}` : `exit ${code}`}: ${last.slice(0, 200)}).`, {
-          details: { tool },
-        });
+        const last =
+          err
+            .trim()
+            .split('\n')
+            .filter((l) => l.startsWith('ERROR'))
+            .pop() ??
+          err.trim().split('\n').pop() ??
+          '';
+        error = new EdgeguardError(
+          'EG_TPM',
+          `${tool} failed to ${run.action} (${signal ? `killed by ${signal}` : `exit ${code}`}: ${last.slice(0, 200)}).`,
+          {
+            details: { tool },
+          },
+        );
       }
       if (process.env.EDGEGUARD_TPM_DEBUG) process.stderr.write(`[${tool} ${args.join(' ')}]\n${err}\n`);
       reject(new TpmToolError(tool, decoded, err, error));

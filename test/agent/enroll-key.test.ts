@@ -25,25 +25,59 @@ describe('device TLS key at rest (wrapped to the binding key)', () => {
     const pem = await loadWrappedTlsKey(store, path);
     const spki = Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey));
     assert.deepEqual(createPublicKey(pem).export({ type: 'spki', format: 'der' }), spki);
-    await assert.rejects(createWrappedTlsKey(store, path), (e) => isEdgeguardError(e, 'EG_EXISTS'), 'never overwritten');
+    await assert.rejects(
+      createWrappedTlsKey(store, path),
+      (e) => isEdgeguardError(e, 'EG_EXISTS'),
+      'never overwritten',
+    );
   });
 
-  it('refuses an altered file and another device\'s binding key', async () => {
+  it("refuses an altered file and another device's binding key", async () => {
     const path = join(dir, 'tls-key-2.json');
     await createWrappedTlsKey(store, path);
     const file = JSON.parse(readFileSync(path, 'utf8')) as { ciphertext: string };
     const ct = Buffer.from(file.ciphertext, 'base64url');
     ct[5]! ^= 0x01;
     writeFileSync(join(dir, 'altered.json'), JSON.stringify({ ...file, ciphertext: ct.toString('base64url') }));
-    await assert.rejects(loadWrappedTlsKey(store, join(dir, 'altered.json')), (e) => isEdgeguardError(e, 'EG_TAMPERED'));
+    await assert.rejects(loadWrappedTlsKey(store, join(dir, 'altered.json')), (e) =>
+      isEdgeguardError(e, 'EG_TAMPERED'),
+    );
     const other = await SoftwareKeyStore.create(join(dir, 'other.key'));
     await assert.rejects(loadWrappedTlsKey(other, path), (e) => isEdgeguardError(e));
   });
 
   it('refuses malformed files with a typed error', async () => {
-    for (const [name, content] of [['a', 'not json'], ['b', '{}'], ['c', JSON.stringify({ type: 'edgeguard-fleet-tls-key', version: 2, wrappedKey: 'x', iv: 'AAAAAAAAAAAAAAAA', ciphertext: 'AA' })], ['d', JSON.stringify({ type: 'edgeguard-fleet-tls-key', version: 1, wrappedKey: 'x', iv: 'AAAAAAAAAAAAAAAA', ciphertext: 'AA', extra: 1 })]] as const) {
+    for (const [name, content] of [
+      ['a', 'not json'],
+      ['b', '{}'],
+      [
+        'c',
+        JSON.stringify({
+          type: 'edgeguard-fleet-tls-key',
+          version: 2,
+          wrappedKey: 'x',
+          iv: 'AAAAAAAAAAAAAAAA',
+          ciphertext: 'AA',
+        }),
+      ],
+      [
+        'd',
+        JSON.stringify({
+          type: 'edgeguard-fleet-tls-key',
+          version: 1,
+          wrappedKey: 'x',
+          iv: 'AAAAAAAAAAAAAAAA',
+          ciphertext: 'AA',
+          extra: 1,
+        }),
+      ],
+    ] as const) {
       writeFileSync(join(dir, name), content);
-      await assert.rejects(loadWrappedTlsKey(store, join(dir, name)), (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'), name);
+      await assert.rejects(
+        loadWrappedTlsKey(store, join(dir, name)),
+        (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'),
+        name,
+      );
     }
     await assert.rejects(loadWrappedTlsKey(store, join(dir, 'missing')), (e) => isEdgeguardError(e, 'EG_NOT_FOUND'));
   });

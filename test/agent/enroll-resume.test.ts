@@ -24,7 +24,12 @@ describe('agent enroll: resume after a timeout, refuse a wrong pinned CA', () =>
   it('gives up with EG_ENROLL while pending, then resumes and finishes after approval', async () => {
     const dir = join(work, 'dev');
     await initDevice({ dir });
-    const opts = { deviceDir: dir, server: fleet.server.url, caPem: fleet.ca.rootPem, poll: { initialMs: 50, maxMs: 100, timeoutMs: 300 } };
+    const opts = {
+      deviceDir: dir,
+      server: fleet.server.url,
+      caPem: fleet.ca.rootPem,
+      poll: { initialMs: 50, maxMs: 100, timeoutMs: 300 },
+    };
     let deviceId: string | undefined;
     await assert.rejects(enrollDevice(opts), (e) => {
       deviceId = isEdgeguardError(e, 'EG_ENROLL') ? (e.details?.deviceId as string) : undefined;
@@ -43,7 +48,10 @@ describe('agent enroll: resume after a timeout, refuse a wrong pinned CA', () =>
     await initDevice({ dir });
     const other = await startTestFleet({ policy: { allowSoftwareDevices: true } });
     try {
-      await assert.rejects(enrollDevice({ deviceDir: dir, server: fleet.server.url, caPem: other.ca.rootPem, poll: { timeoutMs: 1000 } }), (e) => isEdgeguardError(e, 'EG_TLS'));
+      await assert.rejects(
+        enrollDevice({ deviceDir: dir, server: fleet.server.url, caPem: other.ca.rootPem, poll: { timeoutMs: 1000 } }),
+        (e) => isEdgeguardError(e, 'EG_TLS'),
+      );
     } finally {
       await other.stop();
     }

@@ -48,7 +48,23 @@ describe('enrollment end to end on swtpm', { skip: TPM_SKIP }, () => {
   });
 
   const cli = async (...args: string[]) => {
-    const r = await run(process.execPath, [CLI, '--json', ...args, '--server', fleet.server.url, '--cert', adminFiles.cert, '--key', adminFiles.key, '--ca', adminFiles.ca], { timeout: 30_000 });
+    const r = await run(
+      process.execPath,
+      [
+        CLI,
+        '--json',
+        ...args,
+        '--server',
+        fleet.server.url,
+        '--cert',
+        adminFiles.cert,
+        '--key',
+        adminFiles.key,
+        '--ca',
+        adminFiles.ca,
+      ],
+      { timeout: 30_000 },
+    );
     return JSON.parse(r.stdout) as Record<string, unknown>;
   };
 
@@ -67,7 +83,9 @@ describe('enrollment end to end on swtpm', { skip: TPM_SKIP }, () => {
     // The operator sees the pending device (with its key provider) and approves it with the CLI.
     let pendingId: string | undefined;
     for (let i = 0; i < 200 && !pendingId; i++) {
-      const listed = (await cli('device', 'list', '--status', 'pending')) as { devices: Array<{ id: string; keyProvider: string; label: string }> };
+      const listed = (await cli('device', 'list', '--status', 'pending')) as {
+        devices: Array<{ id: string; keyProvider: string; label: string }>;
+      };
       pendingId = listed.devices.find((d) => d.label === 'camera 7')?.id;
       if (!pendingId) await sleep(100);
     }
@@ -87,7 +105,10 @@ describe('enrollment end to end on swtpm', { skip: TPM_SKIP }, () => {
     assert.ok(days > 29.9 && days < 30.1);
     const client = deviceClient(cred);
     try {
-      const self = await client.call<{ id: string; keyProvider: string; softwareBound: boolean; status: string }>('GET', '/v1/device/self');
+      const self = await client.call<{ id: string; keyProvider: string; softwareBound: boolean; status: string }>(
+        'GET',
+        '/v1/device/self',
+      );
       assert.equal(self.body.id, pendingId);
       assert.equal(self.body.status, 'approved');
       assert.equal(self.body.keyProvider, 'tpm');
@@ -97,19 +118,31 @@ describe('enrollment end to end on swtpm', { skip: TPM_SKIP }, () => {
     }
 
     // The CLI lists it with its key provider; show has the EK evidence.
-    const listed = (await cli('device', 'list')) as { devices: Array<{ id: string; keyProvider: string; status: string }> };
-    assert.deepEqual(listed.devices.find((d) => d.id === pendingId), { ...listed.devices.find((d) => d.id === pendingId), keyProvider: 'tpm', status: 'approved' });
+    const listed = (await cli('device', 'list')) as {
+      devices: Array<{ id: string; keyProvider: string; status: string }>;
+    };
+    assert.deepEqual(
+      listed.devices.find((d) => d.id === pendingId),
+      { ...listed.devices.find((d) => d.id === pendingId), keyProvider: 'tpm', status: 'approved' },
+    );
     const shown = (await cli('device', 'show', pendingId)) as { device: { ekCertificate: boolean; akName: string } };
     assert.equal(shown.device.ekCertificate, true);
     assert.match(shown.device.akName, /^000b[0-9a-f]{64}$/);
 
     // Nothing secret in the clear in the device directory: the TLS key is wrapped to the TPM binding key.
     for (const f of readdirSync(join(deviceDir, 'fleet'))) {
-      assert.doesNotMatch(readFileSync(join(deviceDir, 'fleet', f), 'utf8'), /PRIVATE KEY/, `fleet/${f} holds a plaintext key`);
+      assert.doesNotMatch(
+        readFileSync(join(deviceDir, 'fleet', f), 'utf8'),
+        /PRIVATE KEY/,
+        `fleet/${f} holds a plaintext key`,
+      );
     }
 
     // Enrolling again is refused locally; renewal keeps the key and gives a fresh certificate.
-    await assert.rejects(enrollDevice({ deviceDir, server: fleet.server.url, caPem: readFileSync(adminFiles.ca, 'utf8') }), (e) => isEdgeguardError(e, 'EG_EXISTS'));
+    await assert.rejects(
+      enrollDevice({ deviceDir, server: fleet.server.url, caPem: readFileSync(adminFiles.ca, 'utf8') }),
+      (e) => isEdgeguardError(e, 'EG_EXISTS'),
+    );
     assert.equal((await renewIfDue(deviceDir)).renewed, false);
     const renewed = await renewIfDue(deviceDir, { force: true });
     assert.equal(renewed.renewed, true);
@@ -132,10 +165,18 @@ describe('enrollment end to end on swtpm', { skip: TPM_SKIP }, () => {
   it('enrolls a software device where policy allows it, labelled software-bound', async () => {
     const deviceDir = join(work, 'device-sw');
     await initDevice({ dir: deviceDir });
-    const enrolling = enrollDevice({ deviceDir, server: fleet.server.url, caPem: readFileSync(adminFiles.ca, 'utf8'), label: 'kiosk', poll: { initialMs: 100, maxMs: 300, timeoutMs: 60_000 } });
+    const enrolling = enrollDevice({
+      deviceDir,
+      server: fleet.server.url,
+      caPem: readFileSync(adminFiles.ca, 'utf8'),
+      label: 'kiosk',
+      poll: { initialMs: 100, maxMs: 300, timeoutMs: 60_000 },
+    });
     let id: string | undefined;
     for (let i = 0; i < 200 && !id; i++) {
-      const listed = (await cli('device', 'list', '--status', 'pending')) as { devices: Array<{ id: string; label: string; keyProvider: string; softwareBound: boolean }> };
+      const listed = (await cli('device', 'list', '--status', 'pending')) as {
+        devices: Array<{ id: string; label: string; keyProvider: string; softwareBound: boolean }>;
+      };
       const d = listed.devices.find((x) => x.label === 'kiosk');
       if (d) {
         assert.equal(d.keyProvider, 'software');

@@ -44,7 +44,9 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, timeo
 /** Device credential files for `upload:`; the certificate is due for renewal (past 2/3 of its life). */
 async function deviceFiles(f: ServeFixture, fleet: TestFleet, notAfterMs: number, issuedAgoMs = 60_000) {
   const now = Date.now();
-  const device = await fleet.deviceCredential({ validity: { notBefore: new Date(now - issuedAgoMs), notAfter: new Date(now + notAfterMs) } });
+  const device = await fleet.deviceCredential({
+    validity: { notBefore: new Date(now - issuedAgoMs), notAfter: new Date(now + notAfterMs) },
+  });
   await writeFile(join(f.dir, 'fleet-ca.pem'), fleet.ca.rootPem);
   await writeFile(join(f.dir, 'device.crt'), device.cert);
   await writeFile(join(f.dir, 'device.key'), device.key, { mode: 0o600 });
@@ -80,7 +82,10 @@ test('renewal schedule: two thirds of the lifetime, jitter only earlier, backoff
   const short = new Date(nb.getTime() + 360_000);
   assert.equal(renewalTime(nb, short, 0), nb.getTime() + 240_000);
   assert.equal(renewalTime(nb, short, 1), nb.getTime() + 228_000);
-  assert.deepEqual([1, 2, 3, 4, 10, 100].map((n) => backoffDelay(n, 1000, 60_000, 0.5)), [1000, 2000, 4000, 8000, 60_000, 60_000]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 10, 100].map((n) => backoffDelay(n, 1000, 60_000, 0.5)),
+    [1000, 2000, 4000, 8000, 60_000, 60_000],
+  );
   assert.equal(backoffDelay(3, 1000, 60_000, 0), 3000);
   assert.equal(backoffDelay(3, 1000, 60_000, 1), 5000);
   assert.equal(backoffDelay(20, 1000, 60_000, 1), 60_000, 'never above the cap');
@@ -97,7 +102,13 @@ test('the running agent renews its certificate by itself and its existing client
   const s: RunningAgent = await startService(
     t,
     f.config({
-      upload: { server: fleet.server.url, ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key', intervalMs: 60_000 },
+      upload: {
+        server: fleet.server.url,
+        ca: 'fleet-ca.pem',
+        cert: 'device.crt',
+        key: 'device.key',
+        intervalMs: 60_000,
+      },
       renewal: { maxSleepMs: 200, backoffInitialMs: 100, backoffMaxMs: 1000 },
       journal: { forwardIntervalMs: 60_000 },
     }),
@@ -111,13 +122,19 @@ test('the running agent renews its certificate by itself and its existing client
   assert.ok(new Date(first.notAfter).getTime() > Date.now() + 29 * DAY, first.notAfter);
   // Stored atomically where it came from, so a restart uses it too.
   assert.equal(await readFile(join(f.dir, 'device.crt'), 'utf8'), s.identity!.certPem);
-  const health = (await (await fetch(`${s.url}/healthz`)).json()) as { certificate: { serial: string; last: { result: string } }; journal: { lastSeq: number } };
+  const health = (await (await fetch(`${s.url}/healthz`)).json()) as {
+    certificate: { serial: string; last: { result: string } };
+    journal: { lastSeq: number };
+  };
   assert.equal(health.certificate.serial, first.serial);
   assert.equal(health.certificate.last.result, 'renewed');
   const metrics = await (await fetch(`${s.url}/metrics`)).text();
   assert.match(metrics, /edgeguard_agent_cert_renewals_total\{result="renewed"\} 1\b/);
   assert.match(metrics, /edgeguard_agent_cert_renewal_last_success 1\b/);
-  assert.match(metrics, new RegExp(`edgeguard_agent_cert_not_after_seconds ${Math.floor(new Date(first.notAfter).getTime() / 1000)}\\b`));
+  assert.match(
+    metrics,
+    new RegExp(`edgeguard_agent_cert_not_after_seconds ${Math.floor(new Date(first.notAfter).getTime() / 1000)}\\b`),
+  );
 
   // A guard reject (a blank image), journaled without the input.
   const blank = await pngOf(new Array<number>(784).fill(0));
@@ -134,9 +151,14 @@ test('the running agent renews its certificate by itself and its existing client
   assert.equal(fwd.serverSeq, s.journal!.journal.lastSeq);
 
   const leaves = await provenDeviceLeaves(device.deviceId);
-  assert.deepEqual(seqs(leaves), leaves.map((_, i) => i), 'every journal entry, in order');
+  assert.deepEqual(
+    seqs(leaves),
+    leaves.map((_, i) => i),
+    'every journal entry, in order',
+  );
   const types = leaves.map((l) => l.leaf.event.type);
-  for (const ty of ['model.loaded', 'agent.started', 'cert.renewed', 'guard.rejected']) assert.ok(types.includes(ty as never), `${ty} in ${types.join(', ')}`);
+  for (const ty of ['model.loaded', 'agent.started', 'cert.renewed', 'guard.rejected'])
+    assert.ok(types.includes(ty as never), `${ty} in ${types.join(', ')}`);
   const rejected = leaves.find((l) => l.leaf.event.type === 'guard.rejected')!.leaf.event;
   assert.equal(rejected.outcome, 'denied');
   assert.ok(rejected.type === 'guard.rejected');
@@ -149,7 +171,10 @@ test('the running agent renews its certificate by itself and its existing client
   assert.equal(renewed.details.previousSerial, device.serial.toLowerCase());
   assert.equal(renewed.details.serial, first.serial);
   const loaded = leaves.filter((l) => l.leaf.event.type === 'model.loaded').map((l) => l.leaf.event);
-  assert.deepEqual(loaded.map((e) => (e.type === 'model.loaded' ? e.details.name : '')).sort(), ['mnist-cnn', 'mnist-mlp']);
+  assert.deepEqual(loaded.map((e) => (e.type === 'model.loaded' ? e.details.name : '')).sort(), [
+    'mnist-cnn',
+    'mnist-mlp',
+  ]);
 
   // The wall clock jumps 21 days ahead (a suspended device, an NTP correction): the next capped
   // wake-up sees the new certificate due and renews again, on the timer.
@@ -178,7 +203,13 @@ test('with the control plane down: renewal retried with backoff, the agent keeps
   const s = await startService(
     t,
     f.config({
-      upload: { server: `https://127.0.0.1:${port}`, ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key', intervalMs: 60_000 },
+      upload: {
+        server: `https://127.0.0.1:${port}`,
+        ca: 'fleet-ca.pem',
+        cert: 'device.crt',
+        key: 'device.key',
+        intervalMs: 60_000,
+      },
       renewal: { maxSleepMs: 1000, backoffInitialMs: 50, backoffMaxMs: 400 },
       journal: { forwardIntervalMs: 100, backoffMaxMs: 400 },
     }),
@@ -186,11 +217,17 @@ test('with the control plane down: renewal retried with backoff, the agent keeps
   await until('two failed renewals', () => s.renewer!.status().consecutiveFailures >= 2);
   const blank = await pngOf(new Array<number>(784).fill(0));
   assert.equal((await infer(s.url, blank, 'image/png')).body.verdict, 'reject');
-  assert.equal((await infer(s.url, await readFile(join(FIXTURES, 'digits', '7-0.png')), 'image/png')).body.verdict, 'accept');
+  assert.equal(
+    (await infer(s.url, await readFile(join(FIXTURES, 'digits', '7-0.png')), 'image/png')).body.verdict,
+    'accept',
+  );
   const down = s.renewer!.status();
   assert.equal(down.last?.result, 'failed');
   assert.equal(down.serial, device.serial.toLowerCase());
-  assert.match(await (await fetch(`${s.url}/metrics`)).text(), /edgeguard_agent_cert_renewals_total\{result="failed"\} [2-9]/);
+  assert.match(
+    await (await fetch(`${s.url}/metrics`)).text(),
+    /edgeguard_agent_cert_renewals_total\{result="failed"\} [2-9]/,
+  );
   await until('a failed forwarding round', () => s.journal!.status().consecutiveFailures >= 1);
   assert.equal(s.journal!.status().forwardedSeq, null);
 
@@ -214,7 +251,11 @@ test('with the control plane down: renewal retried with backoff, the agent keeps
   await restart();
   await until('the backlog to be forwarded', () => (s.journal!.status().forwardedSeq ?? -1) >= waiting);
   const leaves = await provenDeviceLeaves(device.deviceId);
-  assert.deepEqual(seqs(leaves), Array.from({ length: leaves.length }, (_, i) => i), 'seq 0.. without gaps');
+  assert.deepEqual(
+    seqs(leaves),
+    Array.from({ length: leaves.length }, (_, i) => i),
+    'seq 0.. without gaps',
+  );
   assert.equal(leaves.length, waiting + 1);
   const types = leaves.map((l) => l.leaf.event.type);
   assert.equal(types.filter((x) => x === 'guard.rejected').length, 4);
@@ -223,7 +264,10 @@ test('with the control plane down: renewal retried with backoff, the agent keeps
   assert.equal(renewals.at(-1), 'success');
   // The server saw no gap in this device's chain.
   const all = await provenDeviceLeavesAll();
-  assert.equal(all.some((l) => l.event.type === 'audit.journal_gap'), false);
+  assert.equal(
+    all.some((l) => l.event.type === 'audit.journal_gap'),
+    false,
+  );
 });
 
 async function provenDeviceLeavesAll(): Promise<LogLeaf[]> {
@@ -237,9 +281,22 @@ async function provenDeviceLeavesAll(): Promise<LogLeaf[]> {
 
 test('the agent journal: needs a device identity; refuses to continue a journal signed with another key', async (t) => {
   const f = await serveFixture(t);
-  assert.throws(() => f.config({ journal: { enabled: true } }), (e) => isEdgeguardError(e, 'EG_CONFIG') && /journal\.enabled.*upload/.test(e.message));
+  assert.throws(
+    () => f.config({ journal: { enabled: true } }),
+    (e) => isEdgeguardError(e, 'EG_CONFIG') && /journal\.enabled.*upload/.test(e.message),
+  );
   const path = join(f.dir, 'audit.journal');
-  const open = (key: KeyObject) => AgentJournal.open({ path, privateKey: key, publicKey: createPublicKey(key), deviceId: 'dev-0123456789abcdef', intervalMs: 1000, backoffMaxMs: 1000, batch: 10, maxPending: 100 });
+  const open = (key: KeyObject) =>
+    AgentJournal.open({
+      path,
+      privateKey: key,
+      publicKey: createPublicKey(key),
+      deviceId: 'dev-0123456789abcdef',
+      intervalMs: 1000,
+      backoffMaxMs: 1000,
+      batch: 10,
+      maxPending: 100,
+    });
   const first = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
   const j = await open(first);
   j.record('agent.stopped', 'success', { reason: 'test', uptimeS: 1 });
@@ -247,5 +304,8 @@ test('the agent journal: needs a device identity; refuses to continue a journal 
   await j.close(0);
   assert.equal(j.journal.lastSeq, 1);
   assert.equal((await open(first)).journal.lastSeq, 1, 'reopened with the same key');
-  await assert.rejects(open(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey), (e) => isEdgeguardError(e, 'EG_TAMPERED') && /move the old journal away/.test(e.message));
+  await assert.rejects(
+    open(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey),
+    (e) => isEdgeguardError(e, 'EG_TAMPERED') && /move the old journal away/.test(e.message),
+  );
 });

@@ -19,7 +19,11 @@ import { runCli } from '../helpers/cli.ts';
 import { startTestFleet } from '../server/fleet-helpers.ts';
 import { serveFixture, startService, infer } from './serve-fixture.ts';
 
-const META = { contentType: 'image/png', verdict: 'flag' as const, reasons: [{ stage: 'ensemble', code: 'ensemble-disagreement', message: 'x' }] };
+const META = {
+  contentType: 'image/png',
+  verdict: 'flag' as const,
+  reasons: [{ stage: 'ensemble', code: 'ensemble-disagreement', message: 'x' }],
+};
 
 test('a sealed item round-trips; its layout is parsed strictly', () => {
   const k = generateSealKeyPair();
@@ -56,9 +60,15 @@ test('a sealed item round-trips; its layout is parsed strictly', () => {
   assert.equal(code(len), 'EG_FORMAT');
   // The id and time are authenticated: changing them makes the item unopenable.
   const idChanged = bad(20, bytes[20]! ^ 1);
-  assert.throws(() => openReviewItem(idChanged, k.privateKey), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+  assert.throws(
+    () => openReviewItem(idChanged, k.privateKey),
+    (e) => isEdgeguardError(e, 'EG_WRONG_KEY'),
+  );
   // Another key is refused before any decryption is attempted.
-  assert.throws(() => openReviewItem(bytes, generateSealKeyPair().privateKey), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+  assert.throws(
+    () => openReviewItem(bytes, generateSealKeyPair().privateKey),
+    (e) => isEdgeguardError(e, 'EG_WRONG_KEY'),
+  );
 });
 
 test('property: arbitrary bytes and single-byte changes never open and never throw untyped errors', () => {
@@ -94,26 +104,48 @@ test('the spool is bounded: the oldest items are dropped with an event; reopenin
   const dir = join(await tempDir(t), 'spool');
   const k = generateSealKeyPair();
   const dropped: Array<[string, string]> = [];
-  const spool = await ReviewSpool.open({ dir, maxItems: 3, maxBytes: 1 << 20, events: { dropped: (e, reason) => dropped.push([e.id, reason]) } });
+  const spool = await ReviewSpool.open({
+    dir,
+    maxItems: 3,
+    maxBytes: 1 << 20,
+    events: { dropped: (e, reason) => dropped.push([e.id, reason]) },
+  });
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) {
     const { id, bytes } = sealReviewItem(k.publicKey, META, Buffer.alloc(100, i), 1_700_000_000_000 + i);
     ids.push(id);
     await spool.add(bytes);
   }
-  assert.deepEqual(dropped, [[ids[0], 'max-items'], [ids[1], 'max-items']]);
-  assert.deepEqual(spool.list().map((e) => e.id), ids.slice(2));
+  assert.deepEqual(dropped, [
+    [ids[0], 'max-items'],
+    [ids[1], 'max-items'],
+  ]);
+  assert.deepEqual(
+    spool.list().map((e) => e.id),
+    ids.slice(2),
+  );
   assert.equal((await readdir(dir)).length, 3);
   // A byte budget: one item is about 100 + 79 + 16 + metadata bytes.
-  const small = await ReviewSpool.open({ dir, maxItems: 100, maxBytes: spool.list()[0]!.bytes * 2 + 10, events: { dropped: (e, reason) => dropped.push([e.id, reason]) } });
+  const small = await ReviewSpool.open({
+    dir,
+    maxItems: 100,
+    maxBytes: spool.list()[0]!.bytes * 2 + 10,
+    events: { dropped: (e, reason) => dropped.push([e.id, reason]) },
+  });
   assert.equal(small.items, 2, 'reopening enforced the byte budget on existing items');
   assert.deepEqual(dropped.at(-1), [ids[2], 'max-bytes']);
   // A stray temporary file (a crash mid-write) is removed; foreign files are ignored.
   await writeFile(join(dir, '0000000000000001-00000000000000000000000000000000.egr.tmp'), 'partial');
   await writeFile(join(dir, 'README'), 'x');
   const again = await ReviewSpool.open({ dir, maxItems: 100, maxBytes: 1 << 20 });
-  assert.deepEqual(again.list().map((e) => e.id), ids.slice(3));
-  assert.deepEqual((await readdir(dir)).sort().filter((n) => n.endsWith('.tmp')), []);
+  assert.deepEqual(
+    again.list().map((e) => e.id),
+    ids.slice(3),
+  );
+  assert.deepEqual(
+    (await readdir(dir)).sort().filter((n) => n.endsWith('.tmp')),
+    [],
+  );
   await assert.rejects(again.add(Buffer.from('not an item')), (e) => isEdgeguardError(e));
 });
 
@@ -130,7 +162,18 @@ test('delivery to the control plane: items wait sealed while it is unreachable, 
   const png = await readFile(join(FIXTURES, 'digits', '3-1.png'));
 
   // 1. Nothing listens at the configured server: the flagged input waits, sealed, in the spool.
-  const offline = await startService(t, f.config({ upload: { server: 'https://127.0.0.1:9', ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key', intervalMs: 60_000 } }));
+  const offline = await startService(
+    t,
+    f.config({
+      upload: {
+        server: 'https://127.0.0.1:9',
+        ca: 'fleet-ca.pem',
+        cert: 'device.crt',
+        key: 'device.key',
+        intervalMs: 60_000,
+      },
+    }),
+  );
   const r1 = await infer(offline.url, png, 'image/png');
   assert.equal(r1.body.verdict, 'flag');
   const flush1 = await offline.review!.flush();
@@ -140,17 +183,34 @@ test('delivery to the control plane: items wait sealed while it is unreachable, 
   await offline.close();
 
   // 2. The same spool with the real control plane: delivered, then removed from the device.
-  const online = await startService(t, f.config({ upload: { server: fleet.server.url, ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key', intervalMs: 60_000 } }));
+  const online = await startService(
+    t,
+    f.config({
+      upload: {
+        server: fleet.server.url,
+        ca: 'fleet-ca.pem',
+        cert: 'device.crt',
+        key: 'device.key',
+        intervalMs: 60_000,
+      },
+    }),
+  );
   assert.equal(online.review!.spool.items, 1, 'the spooled item survived the restart');
   const r2 = await infer(online.url, png, 'image/png');
   const id2 = (r2.body.review as { id: string }).id;
   let flushed = await online.review!.flush();
   if (online.review!.spool.items > 0) flushed = await online.review!.flush();
   assert.equal(online.review!.spool.items, 0, JSON.stringify(flushed));
-  assert.deepEqual((await readdir(f.spoolDir)).filter((n) => n.endsWith('.egr')), []);
+  assert.deepEqual(
+    (await readdir(f.spoolDir)).filter((n) => n.endsWith('.egr')),
+    [],
+  );
 
   const client = fleet.client(admin);
-  const list = await client.call<{ items: Array<{ id: string; deviceId: string; keyId: string }> }>('GET', '/v1/review/items');
+  const list = await client.call<{ items: Array<{ id: string; deviceId: string; keyId: string }> }>(
+    'GET',
+    '/v1/review/items',
+  );
   assert.equal(list.body.items.length, 2);
   assert.ok(list.body.items.every((i) => i.deviceId === device.deviceId));
   const stored = await client.call<{ item: string }>('GET', `/v1/review/items/${id2}`);
@@ -172,12 +232,29 @@ test('delivery to the control plane: items wait sealed while it is unreachable, 
   await writeFile(join(credDir, 'admin.crt'), admin.cert);
   await writeFile(join(credDir, 'admin.key'), admin.key, { mode: 0o600 });
   const out = join(f.dir, 'fetched');
-  const fetched = await runCli(['review', 'fetch', '--server', fleet.server.url, '--cert', join(credDir, 'admin.crt'), '--key', join(credDir, 'admin.key'), '--ca', join(f.dir, 'fleet-ca.pem'), '--out', out, '--json']);
+  const fetched = await runCli([
+    'review',
+    'fetch',
+    '--server',
+    fleet.server.url,
+    '--cert',
+    join(credDir, 'admin.crt'),
+    '--key',
+    join(credDir, 'admin.key'),
+    '--ca',
+    join(f.dir, 'fleet-ca.pem'),
+    '--out',
+    out,
+    '--json',
+  ]);
   assert.equal(fetched.code, 0, fetched.stderr + fetched.stdout);
   assert.equal(JSON.parse(fetched.stdout).fetched, 2);
   const listed = await runCli(['review', 'list', '--dir', out, '--key', f.reviewKeyPath, '--json']);
   assert.equal(listed.code, 0, listed.stderr);
-  assert.deepEqual(JSON.parse(listed.stdout).items.map((i: { metadata: { verdict: string } }) => i.metadata.verdict), ['flag', 'flag']);
+  assert.deepEqual(
+    JSON.parse(listed.stdout).items.map((i: { metadata: { verdict: string } }) => i.metadata.verdict),
+    ['flag', 'flag'],
+  );
 });
 
 test('the control plane keeps review items sealed on PostgreSQL too', async (t) => {
@@ -198,8 +275,14 @@ test('the control plane keeps review items sealed on PostgreSQL too', async (t) 
   const again = await dev.call<{ stored: boolean }>('POST', '/v1/review/items', { id, item: bytes.toString('base64') });
   assert.equal(again.body.stored, false, 'delivery is idempotent');
   const client = fleet.client(admin);
-  const list = await client.call<{ items: Array<{ id: string; createdMs: number }> }>('GET', '/v1/review/items?limit=10');
-  assert.deepEqual(list.body.items.map((i) => i.id), [id]);
+  const list = await client.call<{ items: Array<{ id: string; createdMs: number }> }>(
+    'GET',
+    '/v1/review/items?limit=10',
+  );
+  assert.deepEqual(
+    list.body.items.map((i) => i.id),
+    [id],
+  );
   assert.equal(list.body.items[0]!.createdMs, parseReviewItem(bytes).createdMs);
   const got = await client.call<{ item: string }>('GET', `/v1/review/items/${id}`);
   assert.deepEqual(openReviewItem(Buffer.from(got.body.item, 'base64'), k.privateKey).input, input);
@@ -215,7 +298,12 @@ test('upload through an enrolled device directory (software key store): the TLS 
   const f = await serveFixture(t);
   const deviceDir = join(f.dir, 'device');
   await initDevice({ dir: deviceDir });
-  const enrolling = enrollDevice({ deviceDir, server: fleet.server.url, caPem: fleet.ca.rootPem, poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 } });
+  const enrolling = enrollDevice({
+    deviceDir,
+    server: fleet.server.url,
+    caPem: fleet.ca.rootPem,
+    poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 },
+  });
   let approved = false;
   for (let i = 0; i < 200 && !approved; i++) {
     const pending = await fleet.server.ctx.store.listDevices({ status: 'pending' });
@@ -233,5 +321,8 @@ test('upload through an enrolled device directory (software key store): the TLS 
   assert.equal(s.review!.spool.items, 0);
   const admin = fleet.client(await fleet.adminCredential());
   const list = await admin.call<{ items: Array<{ id: string; deviceId: string }> }>('GET', '/v1/review/items');
-  assert.deepEqual(list.body.items.map((i) => [i.id, i.deviceId]), [[(r.body.review as { id: string }).id, enrolled.deviceId]]);
+  assert.deepEqual(
+    list.body.items.map((i) => [i.id, i.deviceId]),
+    [[(r.body.review as { id: string }).id, enrolled.deviceId]],
+  );
 });

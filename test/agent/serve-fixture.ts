@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import sharp from 'sharp';
 import YAML from 'yaml';
-import { encodeSealPrivateKeyPem, encodeSealPublicKeyPem, generateSealKeyPair, writePrivateFile, type SealKeyPair } from '../../src/crypto/index.ts';
+import {
+  encodeSealPrivateKeyPem,
+  encodeSealPublicKeyPem,
+  generateSealKeyPair,
+  writePrivateFile,
+  type SealKeyPair,
+} from '../../src/crypto/index.ts';
 import { packModel, parseModelMetadata } from '../../src/model/index.ts';
 import { agentConfig, type AgentConfig, type AgentConfigInput } from '../../src/agent/config.ts';
 import { startAgent, type RunningAgent, type StartAgentOptions } from '../../src/agent/serve.ts';
@@ -28,8 +34,14 @@ export interface ServeFixture {
 export async function serveFixture(t: TestContext): Promise<ServeFixture> {
   const dir = await tempDir(t, 'eg-serve-');
   const keys = await writeKeys(dir);
-  const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<string, unknown>;
-  for (const [file, name] of [['mnist-cnn.onnx', 'mnist-cnn'], ['mnist-mlp.onnx', 'mnist-mlp']] as const) {
+  const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+  for (const [file, name] of [
+    ['mnist-cnn.onnx', 'mnist-cnn'],
+    ['mnist-mlp.onnx', 'mnist-mlp'],
+  ] as const) {
     await packModel({
       inputPath: join(FIXTURES, 'models', file),
       outputPath: join(dir, `${name}.egm`),
@@ -62,7 +74,11 @@ export async function serveFixture(t: TestContext): Promise<ServeFixture> {
   };
 }
 
-export async function startService(t: TestContext, config: AgentConfig, o: StartAgentOptions = {}): Promise<RunningAgent> {
+export async function startService(
+  t: TestContext,
+  config: AgentConfig,
+  o: StartAgentOptions = {},
+): Promise<RunningAgent> {
   const running = await startAgent(config, o);
   t.after(() => running.close());
   return running;
@@ -72,10 +88,16 @@ export async function startService(t: TestContext, config: AgentConfig, o: Start
 export async function pngOf(values: ArrayLike<number>, compressionLevel = 6): Promise<Buffer> {
   const px = Buffer.alloc(784);
   for (let i = 0; i < 784; i++) px[i] = Math.max(0, Math.min(255, Math.round(values[i]! * 255)));
-  return sharp(px, { raw: { width: 28, height: 28, channels: 1 } }).png({ compressionLevel }).toBuffer();
+  return sharp(px, { raw: { width: 28, height: 28, channels: 1 } })
+    .png({ compressionLevel })
+    .toBuffer();
 }
 
-export async function infer(url: string, body: Uint8Array | string, contentType: string): Promise<{ status: number; body: Record<string, unknown> & { error?: { code: string; message: string } } }> {
+export async function infer(
+  url: string,
+  body: Uint8Array | string,
+  contentType: string,
+): Promise<{ status: number; body: Record<string, unknown> & { error?: { code: string; message: string } } }> {
   const r = await fetch(`${url}/v1/infer`, { method: 'POST', headers: { 'content-type': contentType }, body });
   const text = await r.text();
   let parsed: Record<string, unknown>;
@@ -88,19 +110,39 @@ export async function infer(url: string, body: Uint8Array | string, contentType:
 }
 
 /** POST with node:http on a fresh connection (no pooling), so concurrent requests really are concurrent. */
-export function postFresh(url: string, body: Uint8Array, contentType: string): Promise<{ status: number; body: Record<string, unknown> & { error?: { code: string } }; retryAfter: string | undefined }> {
+export function postFresh(
+  url: string,
+  body: Uint8Array,
+  contentType: string,
+): Promise<{
+  status: number;
+  body: Record<string, unknown> & { error?: { code: string } };
+  retryAfter: string | undefined;
+}> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${url}/v1/infer`, { method: 'POST', agent: false, headers: { 'content-type': contentType, 'content-length': body.length, connection: 'close' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')), retryAfter: res.headers['retry-after'] as string | undefined });
-        } catch (e) {
-          reject(e);
-        }
-      });
-    });
+    const req = httpRequest(
+      `${url}/v1/infer`,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': contentType, 'content-length': body.length, connection: 'close' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            resolve({
+              status: res.statusCode ?? 0,
+              body: JSON.parse(Buffer.concat(chunks).toString('utf8')),
+              retryAfter: res.headers['retry-after'] as string | undefined,
+            });
+          } catch (e) {
+            reject(e);
+          }
+        });
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });

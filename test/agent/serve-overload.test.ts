@@ -38,11 +38,16 @@ test('ten times the concurrency limit: 429s, no crash, bounded memory', async (t
   }
   global.gc?.();
   const rssAfter = process.memoryUsage().rss;
-  t.diagnostic(`served ${ok}, refused ${overloaded} with 429; RSS ${Math.round(rssBefore / 1048576)} -> ${Math.round(rssAfter / 1048576)} MiB`);
+  t.diagnostic(
+    `served ${ok}, refused ${overloaded} with 429; RSS ${Math.round(rssBefore / 1048576)} -> ${Math.round(rssAfter / 1048576)} MiB`,
+  );
   assert.ok(overloaded > 0, 'no request was refused with 429');
   assert.ok(ok >= 10, `only ${ok} requests were served`);
   // 400 requests in flight bursts: memory must not grow with the load (generous bound).
-  assert.ok(rssAfter - rssBefore < 256 * 1024 * 1024, `RSS grew by ${Math.round((rssAfter - rssBefore) / 1048576)} MiB`);
+  assert.ok(
+    rssAfter - rssBefore < 256 * 1024 * 1024,
+    `RSS grew by ${Math.round((rssAfter - rssBefore) / 1048576)} MiB`,
+  );
   // Still healthy and serving; the in-flight count is back to zero.
   const health = (await (await fetch(`${s.url}/healthz`)).json()) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
   assert.equal(health.status, 'ok');
@@ -59,12 +64,18 @@ test('a client that disconnects mid-body does not keep its slot', async (t) => {
   const { request } = await import('node:http');
   for (let i = 0; i < 3; i++) {
     await new Promise<void>((resolve) => {
-      const req = request(`${s.url}/v1/infer`, { method: 'POST', agent: false, headers: { 'content-type': 'image/png', 'content-length': 100_000 } });
+      const req = request(`${s.url}/v1/infer`, {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'image/png', 'content-length': 100_000 },
+      });
       req.on('error', () => resolve());
-      req.write(Buffer.alloc(1000, 1), () => setTimeout(() => {
-        req.destroy();
-        resolve();
-      }, 100));
+      req.write(Buffer.alloc(1000, 1), () =>
+        setTimeout(() => {
+          req.destroy();
+          resolve();
+        }, 100),
+      );
     });
   }
   let inflight = -1;

@@ -32,7 +32,8 @@ test('a legitimate digit is accepted end to end over HTTP; /healthz, /metrics an
   assert.ok((r.body.confidence as number) >= 0.85);
   assert.equal(r.body.review, null);
   const timings = r.body.timings as Record<string, number>;
-  for (const k of ['decodeMs', 'validationMs', 'primaryMs', 'ensembleMs', 'squeezeMs', 'totalMs']) assert.equal(typeof timings[k], 'number', k);
+  for (const k of ['decodeMs', 'validationMs', 'primaryMs', 'ensembleMs', 'squeezeMs', 'totalMs'])
+    assert.equal(typeof timings[k], 'number', k);
   assert.deepEqual(r.body.model, { name: 'mnist-cnn', version: 1 });
 
   // Every fixture digit but the two the guard holds back gets its own label.
@@ -53,7 +54,10 @@ test('a legitimate digit is accepted end to end over HTTP; /healthz, /metrics an
   const tjpeg = await infer(s.url, jpeg, 'image/jpeg');
   assert.equal(tjpeg.status, 200, JSON.stringify(tjpeg.body));
   assert.equal(tjpeg.body.verdict, 'reject');
-  assert.ok((tjpeg.body.reasons as Array<{ message: string }>).some((x) => /format/.test(x.message)), JSON.stringify(tjpeg.body.reasons));
+  assert.ok(
+    (tjpeg.body.reasons as Array<{ message: string }>).some((x) => /format/.test(x.message)),
+    JSON.stringify(tjpeg.body.reasons),
+  );
 
   // The same digit as a JSON tensor.
   const values = digit(4, 0);
@@ -97,7 +101,8 @@ test('a flagged input arrives in the review queue sealed, and opens only with th
   assert.ok(files[0]!.includes(review.id));
   const sealed = await readFile(join(f.spoolDir, files[0]!));
   // Encrypted: neither the PNG nor any window of it is in the item.
-  for (let i = 0; i + 16 <= png.length; i += 8) assert.equal(sealed.includes(png.subarray(i, i + 16)), false, `plaintext window at ${i}`);
+  for (let i = 0; i + 16 <= png.length; i += 8)
+    assert.equal(sealed.includes(png.subarray(i, i + 16)), false, `plaintext window at ${i}`);
   assert.equal(parseReviewItem(sealed).id, review.id);
   // Opens with the review private key: the exact input bytes and the findings.
   const opened = openReviewItem(sealed, f.review.privateKey);
@@ -106,7 +111,10 @@ test('a flagged input arrives in the review queue sealed, and opens only with th
   assert.equal(opened.metadata.contentType, 'image/png');
   assert.equal(opened.metadata.answer?.label, r.body.label);
   // Not with any other key.
-  assert.throws(() => openReviewItem(sealed, generateSealKeyPair().privateKey), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+  assert.throws(
+    () => openReviewItem(sealed, generateSealKeyPair().privateKey),
+    (e) => isEdgeguardError(e, 'EG_WRONG_KEY'),
+  );
 
   // The operator's CLI on a copy of the spool.
   const list = await runCli(['review', 'list', '--dir', f.spoolDir, '--key', f.reviewKeyPath, '--json']);
@@ -114,9 +122,32 @@ test('a flagged input arrives in the review queue sealed, and opens only with th
   const items = JSON.parse(list.stdout).items;
   assert.equal(items.length, 1);
   assert.equal(items[0].metadata.verdict, 'flag');
-  const label = await runCli(['review', 'label', review.id.slice(0, 8), '3', '--dir', f.spoolDir, '--key', f.reviewKeyPath, '--by', 'test', '--json']);
+  const label = await runCli([
+    'review',
+    'label',
+    review.id.slice(0, 8),
+    '3',
+    '--dir',
+    f.spoolDir,
+    '--key',
+    f.reviewKeyPath,
+    '--by',
+    'test',
+    '--json',
+  ]);
   assert.equal(label.code, 0, label.stderr);
-  const show = await runCli(['review', 'show', review.id, '--dir', f.spoolDir, '--key', f.reviewKeyPath, '--out', join(f.dir, 'input.png'), '--json']);
+  const show = await runCli([
+    'review',
+    'show',
+    review.id,
+    '--dir',
+    f.spoolDir,
+    '--key',
+    f.reviewKeyPath,
+    '--out',
+    join(f.dir, 'input.png'),
+    '--json',
+  ]);
   assert.equal(show.code, 0, show.stderr);
   assert.equal(JSON.parse(show.stdout).label.label, '3');
   assert.deepEqual(await readFile(join(f.dir, 'input.png')), png);
@@ -132,11 +163,15 @@ test('guard verdicts at the service: noise, blank and inverted rejected; low con
   const f = await serveFixture(t);
   const s = await startService(t, f.config());
   let seed = 7;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   const noise = Array.from({ length: 784 }, () => rnd());
   const blank = new Array<number>(784).fill(0);
   const inverted = digit(2, 1).map((v) => 1 - v);
-  for (const [name, values] of [['noise', noise], ['blank', blank], ['inverted', inverted]] as const) {
+  for (const [name, values] of [
+    ['noise', noise],
+    ['blank', blank],
+    ['inverted', inverted],
+  ] as const) {
     const r = await infer(s.url, await pngOf(values), 'image/png');
     assert.equal(r.status, 200);
     assert.equal(r.body.verdict, 'reject', `${name}: ${JSON.stringify(r.body.reasons)}`);
@@ -144,7 +179,13 @@ test('guard verdicts at the service: noise, blank and inverted rejected; low con
     assert.ok((r.body.reasons as Array<{ code: string }>).every((x) => x.code === 'out-of-profile'));
   }
   // A confidence threshold above anything the CNN reaches flags every valid input to the fallback.
-  const strict = await startService(t, f.config({ guard: { profile: join(FIXTURES, 'guard', 'mnist-cnn.profile.json'), confidence: { threshold: 1 } }, review: { enabled: false } }));
+  const strict = await startService(
+    t,
+    f.config({
+      guard: { profile: join(FIXTURES, 'guard', 'mnist-cnn.profile.json'), confidence: { threshold: 1 } },
+      review: { enabled: false },
+    }),
+  );
   const r = await infer(strict.url, await readFile(join(FIXTURES, 'digits', '5-0.png')), 'image/png');
   assert.equal(r.body.verdict, 'flag');
   assert.equal(r.body.source, 'fallback');
@@ -162,9 +203,27 @@ test('bad bodies get 4xx with typed error codes', async (t) => {
     ['garbage image', Buffer.concat([png.subarray(0, 16), Buffer.alloc(300, 0x41)]), 'image/png', 422, 'EG_INPUT'],
     ['not the declared type', png, 'image/jpeg', 422, 'EG_INPUT'],
     ['truncated png', png.subarray(0, png.length - 20), 'image/png', 422, 'EG_INPUT'],
-    ['wrong tensor shape', JSON.stringify({ tensor: { dims: [1, 1, 14, 14], data: new Array(196).fill(0) } }), 'application/json', 422, 'EG_INPUT'],
-    ['wrong tensor length', JSON.stringify({ tensor: { dims: [1, 1, 28, 28], data: new Array(10).fill(0) } }), 'application/json', 422, 'EG_INPUT'],
-    ['values out of range', JSON.stringify({ tensor: { dims: [1, 1, 28, 28], data: new Array(784).fill(3) } }), 'application/json', 422, 'EG_INPUT'],
+    [
+      'wrong tensor shape',
+      JSON.stringify({ tensor: { dims: [1, 1, 14, 14], data: new Array(196).fill(0) } }),
+      'application/json',
+      422,
+      'EG_INPUT',
+    ],
+    [
+      'wrong tensor length',
+      JSON.stringify({ tensor: { dims: [1, 1, 28, 28], data: new Array(10).fill(0) } }),
+      'application/json',
+      422,
+      'EG_INPUT',
+    ],
+    [
+      'values out of range',
+      JSON.stringify({ tensor: { dims: [1, 1, 28, 28], data: new Array(784).fill(3) } }),
+      'application/json',
+      422,
+      'EG_INPUT',
+    ],
     ['not JSON', '{"tensor": [', 'application/json', 400, 'EG_BAD_REQUEST'],
     ['schema mismatch', JSON.stringify({ image: 'x' }), 'application/json', 400, 'EG_BAD_REQUEST'],
     ['empty png', Buffer.alloc(0), 'image/png', 422, 'EG_INPUT'],
@@ -189,11 +248,19 @@ test('unix socket listener; graceful shutdown removes the socket', async (t) => 
   assert.equal(s.url, `unix:${socket}`);
   const png = await readFile(join(FIXTURES, 'digits', '2-1.png'));
   const body = await new Promise<string>((resolve, reject) => {
-    const req = request({ socketPath: socket, path: '/v1/infer', method: 'POST', headers: { 'content-type': 'image/png', 'content-length': png.length } }, (res) => {
-      let text = '';
-      res.on('data', (d) => (text += d));
-      res.on('end', () => resolve(text));
-    });
+    const req = request(
+      {
+        socketPath: socket,
+        path: '/v1/infer',
+        method: 'POST',
+        headers: { 'content-type': 'image/png', 'content-length': png.length },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve(text));
+      },
+    );
     req.on('error', reject);
     req.end(png);
   });
@@ -205,16 +272,28 @@ test('unix socket listener; graceful shutdown removes the socket', async (t) => 
 test('configuration is validated: unknown keys, missing review key, wrong model signer fail closed', async (t) => {
   const f = await serveFixture(t);
   const { agentConfig } = await import('../../src/agent/config.ts');
-  assert.throws(() => agentConfig({ ...f.base, extra: 1 }, f.dir), (e) => isEdgeguardError(e, 'EG_CONFIG'));
-  assert.throws(() => agentConfig({ ...f.base, review: {} }, f.dir), (e) => isEdgeguardError(e, 'EG_CONFIG') && /review\.publicKey/.test(e.message));
-  assert.throws(() => agentConfig({ ...f.base, limits: { concurrency: 0 } }, f.dir), (e) => isEdgeguardError(e, 'EG_CONFIG'));
+  assert.throws(
+    () => agentConfig({ ...f.base, extra: 1 }, f.dir),
+    (e) => isEdgeguardError(e, 'EG_CONFIG'),
+  );
+  assert.throws(
+    () => agentConfig({ ...f.base, review: {} }, f.dir),
+    (e) => isEdgeguardError(e, 'EG_CONFIG') && /review\.publicKey/.test(e.message),
+  );
+  assert.throws(
+    () => agentConfig({ ...f.base, limits: { concurrency: 0 } }, f.dir),
+    (e) => isEdgeguardError(e, 'EG_CONFIG'),
+  );
   // Validation enabled but no profile: the guard refuses to start.
   const { startAgent } = await import('../../src/agent/serve.ts');
   await assert.rejects(startAgent(f.config({ guard: {} })), (e) => isEdgeguardError(e, 'EG_CONFIG'));
   // A package signed by a key the agent does not trust.
   const { writeKeys } = await import('../helpers/workspace.ts');
   const other = await writeKeys(f.dir, 'ecdsa-p256', 'other');
-  await assert.rejects(startAgent(f.config({ trust: { publicKeys: [other.publicKeyPath] } })), (e) => isEdgeguardError(e) && e.code.startsWith('EG_SIGNATURE'));
+  await assert.rejects(
+    startAgent(f.config({ trust: { publicKeys: [other.publicKeyPath] } })),
+    (e) => isEdgeguardError(e) && e.code.startsWith('EG_SIGNATURE'),
+  );
 });
 
 test('`edgeguard agent serve` as a process: --check, serving, and a graceful stop on SIGTERM', async (t) => {
@@ -232,7 +311,9 @@ test('`edgeguard agent serve` as a process: --check, serving, and a graceful sto
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^EG_NOT_FOUND: /);
 
-  const child = spawn(process.execPath, [CLI, 'agent', 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'agent', 'serve', '--config', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.after(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
@@ -257,10 +338,15 @@ test('`edgeguard agent serve` as a process: --check, serving, and a graceful sto
 
 test('an inference over limits.inferenceTimeoutMs gets 503 EG_TIMEOUT; its slot is freed when the work ends', async (t) => {
   const f = await serveFixture(t);
-  const s = await startService(t, f.config({ limits: { inferenceTimeoutMs: 10, concurrency: 1, bodyBytes: 4 * 1024 * 1024 } }));
+  const s = await startService(
+    t,
+    f.config({ limits: { inferenceTimeoutMs: 10, concurrency: 1, bodyBytes: 4 * 1024 * 1024 } }),
+  );
   const sharp = (await import('sharp')).default;
   // A 4000x4000 image: decoding and resizing 16 megapixels takes far longer than 10 ms anywhere.
-  const big = await sharp({ create: { width: 4000, height: 4000, channels: 3, background: { r: 10, g: 200, b: 30 } } }).png().toBuffer();
+  const big = await sharp({ create: { width: 4000, height: 4000, channels: 3, background: { r: 10, g: 200, b: 30 } } })
+    .png()
+    .toBuffer();
   const r = await infer(s.url, big, 'image/png');
   assert.equal(r.status, 503, JSON.stringify(r.body));
   assert.equal(r.body.error?.code, 'EG_TIMEOUT');

@@ -1,7 +1,15 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { constants, createECDH, createHmac, generateKeyPairSync, privateDecrypt, randomBytes, type KeyObject } from 'node:crypto';
+import {
+  constants,
+  createECDH,
+  createHmac,
+  generateKeyPairSync,
+  privateDecrypt,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +28,9 @@ function softwareEk(): { pub: TpmPublic; tpm2b: Buffer; privateKey: KeyObject } 
     .u16(0x000b) // nameAlg SHA256
     .u32(0x000300b2) // fixedTPM|fixedParent|sensitiveDataOrigin|adminWithPolicy|restricted|decrypt
     .tpm2b(Buffer.from('837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa', 'hex'))
-    .u16(0x0006).u16(128).u16(0x0043) // AES-128-CFB
+    .u16(0x0006)
+    .u16(128)
+    .u16(0x0043) // AES-128-CFB
     .u16(0x0010) // scheme NULL
     .u16(2048)
     .u32(0)
@@ -43,11 +53,34 @@ describe('MakeCredential against tpm2_makecredential -T none', () => {
     const secret = randomBytes(32);
     writeFileSync(join(dir, 'ek.pub'), ek.tpm2b);
     writeFileSync(join(dir, 'secret'), secret);
-    execFileSync('tpm2_makecredential', ['-T', 'none', '-u', join(dir, 'ek.pub'), '-s', join(dir, 'secret'), '-n', akName.toString('hex'), '-o', join(dir, 'cred.out')], { stdio: 'pipe' });
+    execFileSync(
+      'tpm2_makecredential',
+      [
+        '-T',
+        'none',
+        '-u',
+        join(dir, 'ek.pub'),
+        '-s',
+        join(dir, 'secret'),
+        '-n',
+        akName.toString('hex'),
+        '-o',
+        join(dir, 'cred.out'),
+      ],
+      { stdio: 'pipe' },
+    );
     const golden = readFileSync(join(dir, 'cred.out'));
     const parsedGolden = parseCredentialBlob(golden);
     // We hold the "EK" private key, so we can recover the tool's random seed...
-    const seed = privateDecrypt({ key: ek.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256', oaepLabel: Buffer.from('IDENTITY\0', 'latin1') }, parsedGolden.encSecret);
+    const seed = privateDecrypt(
+      {
+        key: ek.privateKey,
+        padding: constants.RSA_PKCS1_OAEP_PADDING,
+        oaepHash: 'sha256',
+        oaepLabel: Buffer.from('IDENTITY\0', 'latin1'),
+      },
+      parsedGolden.encSecret,
+    );
     assert.equal(seed.length, 32);
     // ...and re-run ours with it: everything but the (randomized) OAEP ciphertext must match exactly.
     const ours = makeCredential(ek.pub, akName, secret, { seed });
@@ -58,7 +91,15 @@ describe('MakeCredential against tpm2_makecredential -T none', () => {
     assert.deepEqual(ours.blob.subarray(0, 8 + ours.idObject.length), golden.subarray(0, 8 + ours.idObject.length));
     assert.equal(ours.blob.length, golden.length);
     // Our OAEP ciphertext opens to the same seed.
-    const ourSeed = privateDecrypt({ key: ek.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256', oaepLabel: Buffer.from('IDENTITY\0', 'latin1') }, parsedOurs.encSecret);
+    const ourSeed = privateDecrypt(
+      {
+        key: ek.privateKey,
+        padding: constants.RSA_PKCS1_OAEP_PADDING,
+        oaepHash: 'sha256',
+        oaepLabel: Buffer.from('IDENTITY\0', 'latin1'),
+      },
+      parsedOurs.encSecret,
+    );
     assert.deepEqual(ourSeed, seed);
     // A random seed gives the same layout.
     const random = parseCredentialBlob(makeCredential(ek.pub, akName, secret).blob);
@@ -67,14 +108,18 @@ describe('MakeCredential against tpm2_makecredential -T none', () => {
     assert.notDeepEqual(random.encIdentity, parsedGolden.encIdentity);
   });
 
-  it('ECC EK: recovers the tool\'s seed with KDFe, matches it byte for byte, and our own secret opens with the EK key', () => {
+  it("ECC EK: recovers the tool's seed with KDFe, matches it byte for byte, and our own secret opens with the EK key", () => {
     const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const jwk = publicKey.export({ format: 'jwk' });
     const ekX = Buffer.from(jwk.x!, 'base64url');
     const tpmt = new TpmWriter()
-      .u16(0x0023).u16(0x000b).u32(0x000300b2)
+      .u16(0x0023)
+      .u16(0x000b)
+      .u32(0x000300b2)
       .tpm2b(Buffer.from('837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa', 'hex'))
-      .u16(0x0006).u16(128).u16(0x0043) // AES-128-CFB
+      .u16(0x0006)
+      .u16(128)
+      .u16(0x0043) // AES-128-CFB
       .u16(0x0010) // scheme NULL
       .u16(0x0003) // NIST P-256
       .u16(0x0010) // kdf NULL
@@ -87,7 +132,22 @@ describe('MakeCredential against tpm2_makecredential -T none', () => {
     const secret = randomBytes(32);
     writeFileSync(join(dir, 'ecc-ek.pub'), tpm2b);
     writeFileSync(join(dir, 'ecc-secret'), secret);
-    execFileSync('tpm2_makecredential', ['-T', 'none', '-u', join(dir, 'ecc-ek.pub'), '-s', join(dir, 'ecc-secret'), '-n', akName.toString('hex'), '-o', join(dir, 'ecc-cred.out')], { stdio: 'pipe' });
+    execFileSync(
+      'tpm2_makecredential',
+      [
+        '-T',
+        'none',
+        '-u',
+        join(dir, 'ecc-ek.pub'),
+        '-s',
+        join(dir, 'ecc-secret'),
+        '-n',
+        akName.toString('hex'),
+        '-o',
+        join(dir, 'ecc-cred.out'),
+      ],
+      { stdio: 'pipe' },
+    );
     const d = Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url');
     const seedOf = (encSecret: Buffer) => {
       const x = encSecret.subarray(2, 2 + encSecret.readUInt16BE(0));
@@ -106,7 +166,10 @@ describe('MakeCredential against tpm2_makecredential -T none', () => {
     const mine = parseCredentialBlob(makeCredential(ek, akName, secret).blob);
     assert.equal(mine.encSecret.length, 68);
     const seed = seedOf(mine.encSecret);
-    const hmac = createHmac('sha256', kdfa('sha256', seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), 256)).update(mine.encIdentity).update(akName).digest();
+    const hmac = createHmac('sha256', kdfa('sha256', seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), 256))
+      .update(mine.encIdentity)
+      .update(akName)
+      .digest();
     assert.deepEqual(hmac, mine.integrityHmac);
   });
 
@@ -115,30 +178,63 @@ describe('MakeCredential against tpm2_makecredential -T none', () => {
     const a = kdfa('sha256', key, 'STORAGE', Buffer.from('u'), Buffer.from('v'), 512);
     assert.equal(a.length, 64);
     // Block i = HMAC(key, [i]32 || label || 0x00 || U || V || [bits]32), computed here by hand.
-    const block = (i: number) => createHmac('sha256', key).update(Buffer.concat([Buffer.from([0, 0, 0, i]), Buffer.from('STORAGE\0u' + 'v', 'latin1'), Buffer.from([0, 0, 2, 0])])).digest();
+    const block = (i: number) =>
+      createHmac('sha256', key)
+        .update(
+          Buffer.concat([
+            Buffer.from([0, 0, 0, i]),
+            Buffer.from('STORAGE\0u' + 'v', 'latin1'),
+            Buffer.from([0, 0, 2, 0]),
+          ]),
+        )
+        .digest();
     assert.deepEqual(a, Buffer.concat([block(1), block(2)]));
     // The bit count is part of every block, so a shorter request is not a prefix of a longer one.
     assert.notDeepEqual(kdfa('sha256', key, 'STORAGE', Buffer.from('u'), Buffer.from('v'), 256), a.subarray(0, 32));
-    assert.deepEqual(kdfa('sha256', key, 'STORAGE\0', Buffer.from('u'), Buffer.from('v'), 256), kdfa('sha256', key, 'STORAGE', Buffer.from('u'), Buffer.from('v'), 256));
+    assert.deepEqual(
+      kdfa('sha256', key, 'STORAGE\0', Buffer.from('u'), Buffer.from('v'), 256),
+      kdfa('sha256', key, 'STORAGE', Buffer.from('u'), Buffer.from('v'), 256),
+    );
   });
 
   it('refuses unsupported inputs', () => {
     const ek = softwareEk();
     const name = Buffer.concat([Buffer.from([0x00, 0x0b]), randomBytes(32)]);
-    assert.throws(() => makeCredential(ek.pub, name, Buffer.alloc(0)), (e) => isEdgeguardError(e, 'EG_INTERNAL'));
-    assert.throws(() => makeCredential(ek.pub, name, Buffer.alloc(33)), (e) => isEdgeguardError(e, 'EG_INTERNAL'));
-    assert.throws(() => makeCredential(ek.pub, Buffer.from([0x00, 0x0b, 1, 2]), Buffer.alloc(16)), (e) => isEdgeguardError(e, 'EG_TPM_STRUCTURE'));
-    assert.throws(() => makeCredential(ek.pub, Buffer.from([0x40, 0x00, 0x00, 0x01]), Buffer.alloc(16)), (e) => isEdgeguardError(e, 'EG_TPM_STRUCTURE'));
+    assert.throws(
+      () => makeCredential(ek.pub, name, Buffer.alloc(0)),
+      (e) => isEdgeguardError(e, 'EG_INTERNAL'),
+    );
+    assert.throws(
+      () => makeCredential(ek.pub, name, Buffer.alloc(33)),
+      (e) => isEdgeguardError(e, 'EG_INTERNAL'),
+    );
+    assert.throws(
+      () => makeCredential(ek.pub, Buffer.from([0x00, 0x0b, 1, 2]), Buffer.alloc(16)),
+      (e) => isEdgeguardError(e, 'EG_TPM_STRUCTURE'),
+    );
+    assert.throws(
+      () => makeCredential(ek.pub, Buffer.from([0x40, 0x00, 0x00, 0x01]), Buffer.alloc(16)),
+      (e) => isEdgeguardError(e, 'EG_TPM_STRUCTURE'),
+    );
   });
 
   it('parses credential blobs strictly (bad input and random bytes never crash)', () => {
     const ek = softwareEk();
     const blob = makeCredential(ek.pub, Buffer.concat([Buffer.from([0, 0x0b]), randomBytes(32)]), randomBytes(32)).blob;
-    assert.throws(() => parseCredentialBlob(Buffer.concat([blob, Buffer.from([0])])), (e) => isEdgeguardError(e));
-    assert.throws(() => parseCredentialBlob(blob.subarray(0, blob.length - 1)), (e) => isEdgeguardError(e));
+    assert.throws(
+      () => parseCredentialBlob(Buffer.concat([blob, Buffer.from([0])])),
+      (e) => isEdgeguardError(e),
+    );
+    assert.throws(
+      () => parseCredentialBlob(blob.subarray(0, blob.length - 1)),
+      (e) => isEdgeguardError(e),
+    );
     const badMagic = Buffer.from(blob);
     badMagic[0] = 0;
-    assert.throws(() => parseCredentialBlob(badMagic), (e) => isEdgeguardError(e, 'EG_TPM_STRUCTURE'));
+    assert.throws(
+      () => parseCredentialBlob(badMagic),
+      (e) => isEdgeguardError(e, 'EG_TPM_STRUCTURE'),
+    );
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
         try {
@@ -187,10 +283,32 @@ describe('MakeCredential activated by a real TPM (swtpm)', { skip: TPM_SKIP }, (
     try {
       run('tpm2_createek', '-c', 'ek.ctx', '-G', 'ecc', '-u', 'ek.pub');
       flush();
-      run('tpm2_createak', '-C', 'ek.ctx', '-c', 'ak.ctx', '-G', 'ecc', '-g', 'sha256', '-s', 'ecdsa', '-u', 'ak.pub', '-r', 'ak.priv', '-n', 'ak.name');
+      run(
+        'tpm2_createak',
+        '-C',
+        'ek.ctx',
+        '-c',
+        'ak.ctx',
+        '-G',
+        'ecc',
+        '-g',
+        'sha256',
+        '-s',
+        'ecdsa',
+        '-u',
+        'ak.pub',
+        '-r',
+        'ak.priv',
+        '-n',
+        'ak.name',
+      );
       flush();
       const secret = randomBytes(32);
-      writeFileSync(join(d, 'cred.in'), makeCredential(parseTpm2bPublic(readFileSync(join(d, 'ek.pub'))), readFileSync(join(d, 'ak.name')), secret).blob);
+      writeFileSync(
+        join(d, 'cred.in'),
+        makeCredential(parseTpm2bPublic(readFileSync(join(d, 'ek.pub'))), readFileSync(join(d, 'ak.name')), secret)
+          .blob,
+      );
       run('tpm2_createek', '-c', 'ek.ctx', '-G', 'ecc', '-u', 'ek2.pub');
       flush();
       run('tpm2_startauthsession', '--policy-session', '-S', 's.ctx');
@@ -199,7 +317,17 @@ describe('MakeCredential activated by a real TPM (swtpm)', { skip: TPM_SKIP }, (
       flush();
       run('tpm2_startauthsession', '--policy-session', '-S', 's2.ctx');
       run('tpm2_policysecret', '-S', 's2.ctx', '-c', 'e');
-      const out = run('tpm2_activatecredential', '-c', 'ak.ctx', '-C', 'ek.ctx', '-i', 'cred.in', '-P', 'session:s2.ctx').toString('latin1');
+      const out = run(
+        'tpm2_activatecredential',
+        '-c',
+        'ak.ctx',
+        '-C',
+        'ek.ctx',
+        '-i',
+        'cred.in',
+        '-P',
+        'session:s2.ctx',
+      ).toString('latin1');
       assert.equal(/^certinfodata:([0-9a-f]+)/.exec(out)?.[1], secret.toString('hex'));
     } finally {
       flush();
@@ -210,7 +338,10 @@ describe('MakeCredential activated by a real TPM (swtpm)', { skip: TPM_SKIP }, (
   it('is refused by the TPM for another AK name, or when altered', async () => {
     const secret = randomBytes(32);
     const otherName = Buffer.concat([keys.akName.subarray(0, 2), randomBytes(32)]);
-    await assert.rejects(client.activateCredential(keys.ak, makeCredential(parseTpm2bPublic(keys.ekPublic), otherName, secret).blob), (e) => isEdgeguardError(e));
+    await assert.rejects(
+      client.activateCredential(keys.ak, makeCredential(parseTpm2bPublic(keys.ekPublic), otherName, secret).blob),
+      (e) => isEdgeguardError(e),
+    );
     const made = makeCredential(parseTpm2bPublic(keys.ekPublic), keys.akName, secret);
     const tampered = Buffer.from(made.blob);
     tampered[8 + 2 + 2 + 5]! ^= 0x01; // inside the integrity HMAC

@@ -9,7 +9,14 @@ import { createPrivateKey } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Journal, decodeLogLeaf, forwardJournal, journalSignerFromKey, verifyInclusion, type AuditEvent } from '../../src/audit/index.ts';
+import {
+  Journal,
+  decodeLogLeaf,
+  forwardJournal,
+  journalSignerFromKey,
+  verifyInclusion,
+  type AuditEvent,
+} from '../../src/audit/index.ts';
 import { initDevice } from '../../src/keystore/index.ts';
 import { enrollDevice, loadDeviceCredential, deviceClient } from '../../src/agent/enroll.ts';
 import { registerServerPlugin } from '../../src/server/index.ts';
@@ -37,10 +44,19 @@ describe('audit with an enrolled device', () => {
     const admin = fleet.client(await fleet.adminCredential('operator'));
     const deviceDir = join(work, 'device');
     await initDevice({ dir: deviceDir });
-    const enrolling = enrollDevice({ deviceDir, server: fleet.server.url, caPem: fleet.ca.rootPem, label: 'kiosk-7', poll: { initialMs: 100, maxMs: 300, timeoutMs: 60_000 } });
+    const enrolling = enrollDevice({
+      deviceDir,
+      server: fleet.server.url,
+      caPem: fleet.ca.rootPem,
+      label: 'kiosk-7',
+      poll: { initialMs: 100, maxMs: 300, timeoutMs: 60_000 },
+    });
     let deviceId: string | undefined;
     for (let i = 0; i < 200 && deviceId === undefined; i++) {
-      const listed = await admin.call<{ devices: Array<{ id: string; label: string | null }> }>('GET', '/v1/devices?status=pending');
+      const listed = await admin.call<{ devices: Array<{ id: string; label: string | null }> }>(
+        'GET',
+        '/v1/devices?status=pending',
+      );
       deviceId = listed.body.devices.find((d) => d.label === 'kiosk-7')?.id;
       if (deviceId === undefined) await new Promise((r) => setTimeout(r, 100));
     }
@@ -53,8 +69,22 @@ describe('audit with an enrolled device', () => {
     const key = createPrivateKey(cred.keyPem);
     const journal = await Journal.open(join(deviceDir, 'audit.journal'), journalSignerFromKey(key), key);
     const events: AuditEvent[] = [
-      { type: 'model.loaded', time: new Date().toISOString(), actor: { kind: 'device', id: deviceId }, subject: deviceId, outcome: 'success', details: { modelSha256: 'aa'.repeat(32), name: 'mnist', keyProvider: 'software' } },
-      { type: 'tamper.detected', time: new Date().toISOString(), actor: { kind: 'device', id: deviceId }, subject: deviceId, outcome: 'failure', details: { sensor: 'case', detail: 'lid opened' } },
+      {
+        type: 'model.loaded',
+        time: new Date().toISOString(),
+        actor: { kind: 'device', id: deviceId },
+        subject: deviceId,
+        outcome: 'success',
+        details: { modelSha256: 'aa'.repeat(32), name: 'mnist', keyProvider: 'software' },
+      },
+      {
+        type: 'tamper.detected',
+        time: new Date().toISOString(),
+        actor: { kind: 'device', id: deviceId },
+        subject: deviceId,
+        outcome: 'failure',
+        details: { sensor: 'case', detail: 'lid opened' },
+      },
     ];
     await journal.append(events);
     const client = deviceClient(cred);

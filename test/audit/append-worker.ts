@@ -11,9 +11,17 @@ const count = Number(countText);
 const store = await Store.open({ url, poolSize: 4 });
 // Every replica holds the same log key (handed over in memory through the environment) and signs
 // checkpoints every 50 ms while the other one appends: no alarm may fire.
-const signer = noteSigner('edgeguard.test/audit', createPrivateKey(Buffer.from(process.env.EG_TEST_LOG_KEY ?? '', 'base64').toString('utf8')));
+const signer = noteSigner(
+  'edgeguard.test/audit',
+  createPrivateKey(Buffer.from(process.env.EG_TEST_LOG_KEY ?? '', 'base64').toString('utf8')),
+);
 const alarms: string[] = [];
-const log = await AuditLog.open(store, { signer, checkpointIntervalMs: 50, maxBatch: 512, onAlarm: (e) => alarms.push(e.message) });
+const log = await AuditLog.open(store, {
+  signer,
+  checkpointIntervalMs: 50,
+  maxBatch: 512,
+  onAlarm: (e) => alarms.push(e.message),
+});
 const events: AuditEvent[] = Array.from({ length: count }, (_, i) => ({
   type: 'admin.action',
   time: new Date().toISOString(),

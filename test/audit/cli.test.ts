@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
-import { AuditLog, Journal, journalSignerFromKey, loadOrCreateLogSigner, type AuditEvent } from '../../src/audit/index.ts';
+import {
+  AuditLog,
+  Journal,
+  journalSignerFromKey,
+  loadOrCreateLogSigner,
+  type AuditEvent,
+} from '../../src/audit/index.ts';
 import { Store } from '../../src/store/index.ts';
 
 const exec = promisify(execFile);
@@ -65,7 +71,19 @@ test('audit CLI against a server data directory: checkpoint, prove, verify, watc
     const v2 = await cli(['audit', 'verify', '--data', dir, '--state', state]);
     assert.equal(v2.code, 0, v2.stderr);
     assert.match(v2.stdout, /consistent: the log grew from 12 to 17 entries/);
-    const w = await cli(['--json', 'audit', 'watch', '--data', dir, '--state', state, '--count', '2', '--interval', '0.1']);
+    const w = await cli([
+      '--json',
+      'audit',
+      'watch',
+      '--data',
+      dir,
+      '--state',
+      state,
+      '--count',
+      '2',
+      '--interval',
+      '0.1',
+    ]);
     assert.equal(w.code, 0, w.stderr);
     assert.equal(JSON.parse(w.stdout).size, 17);
 
@@ -81,8 +99,11 @@ test('audit CLI against a server data directory: checkpoint, prove, verify, watc
     // (The store stays open: the CLI processes migrated it with every module's migrations, which
     // this process does not all register, so a fresh Store.open here would refuse it.)
     await log.close();
-    for (const t of ['audit_entries', 'audit_nodes', 'audit_checkpoints']) await sql.raw(`DELETE FROM ${t}`).execute(store.db);
-    await sql.raw("UPDATE audit_state SET size = 0, root = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'").execute(store.db);
+    for (const t of ['audit_entries', 'audit_nodes', 'audit_checkpoints'])
+      await sql.raw(`DELETE FROM ${t}`).execute(store.db);
+    await sql
+      .raw("UPDATE audit_state SET size = 0, root = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'")
+      .execute(store.db);
     log = await AuditLog.open(store, { signer, checkpointIntervalMs: 0 });
     await log.appendMany(Array.from({ length: 20 }, (_, i) => ev(500 + i)));
     await log.publishCheckpoint();

@@ -34,12 +34,16 @@ for (const type of ['ed25519', 'ec'] as const) {
   test(`journal (${type}): batches append, reopen and check clean`, async () => {
     const dir = tmp();
     try {
-      const { privateKey, publicKey } = type === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const { privateKey, publicKey } =
+        type === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const path = join(dir, 'audit.journal');
       const j = await Journal.open(path, journalSignerFromKey(privateKey), publicKey);
       const a = await j.append([ev(0), ev(1), ev(2)]);
       const b = await j.append([ev(3)]);
-      assert.deepEqual([...a, ...b].map((e) => e.seq), [0, 1, 2, 3]);
+      assert.deepEqual(
+        [...a, ...b].map((e) => e.seq),
+        [0, 1, 2, 3],
+      );
       assert.ok((b[0]?.prev as Buffer).equals(a[2]?.hash as Buffer));
       const again = await Journal.open(path, journalSignerFromKey(privateKey), publicKey);
       assert.equal(again.lastSeq, 3);
@@ -50,7 +54,10 @@ for (const type of ['ed25519', 'ec'] as const) {
       assert.deepEqual(check.entries[4]?.event, ev(4));
       assert.equal((await again.readFrom(3)).length, 2);
       // Another key does not verify the chain.
-      const other = type === 'ed25519' ? generateKeyPairSync('ed25519').publicKey : generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
+      const other =
+        type === 'ed25519'
+          ? generateKeyPairSync('ed25519').publicKey
+          : generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
       assert.equal(checkJournalBytes(readFileSync(path), other).gaps.length, 5);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -86,8 +93,19 @@ test('a deleted entry is reported as a gap with its position, and reopening fail
     writeFileSync(path, Buffer.concat([JOURNAL_MAGIC, ...recs.filter((_, i) => i !== 3)]));
     const { gaps } = checkJournalBytes(readFileSync(path), publicKey);
     assert.equal(gaps.length, 1);
-    assert.deepEqual({ position: gaps[0]?.position, expectedSeq: gaps[0]?.expectedSeq, foundSeq: gaps[0]?.foundSeq, kind: gaps[0]?.kind }, { position: 3, expectedSeq: 3, foundSeq: 4, kind: 'missing' });
-    await assert.rejects(Journal.open(path, journalSignerFromKey(privateKey), publicKey), (e: unknown) => isEdgeguardError(e, 'EG_TAMPERED') && /entry 3/.test(e.message));
+    assert.deepEqual(
+      {
+        position: gaps[0]?.position,
+        expectedSeq: gaps[0]?.expectedSeq,
+        foundSeq: gaps[0]?.foundSeq,
+        kind: gaps[0]?.kind,
+      },
+      { position: 3, expectedSeq: 3, foundSeq: 4, kind: 'missing' },
+    );
+    await assert.rejects(
+      Journal.open(path, journalSignerFromKey(privateKey), publicKey),
+      (e: unknown) => isEdgeguardError(e, 'EG_TAMPERED') && /entry 3/.test(e.message),
+    );
     // Deleting the first entries is also a gap, at position 0.
     writeFileSync(path, Buffer.concat([JOURNAL_MAGIC, ...recs.slice(2)]));
     const head = checkJournalBytes(readFileSync(path), publicKey).gaps;
@@ -104,7 +122,10 @@ test('an altered entry is reported at its position; a re-signed replacement brea
     // Flip one byte of entry 2's payload.
     const altered = Buffer.from(recs[2] as Buffer);
     flip(altered, 4 + 53 + 10, 0x01);
-    const g1 = checkJournalBytes(Buffer.concat([JOURNAL_MAGIC, ...recs.slice(0, 2), altered, ...recs.slice(3)]), publicKey).gaps;
+    const g1 = checkJournalBytes(
+      Buffer.concat([JOURNAL_MAGIC, ...recs.slice(0, 2), altered, ...recs.slice(3)]),
+      publicKey,
+    ).gaps;
     assert.equal(g1.length, 1);
     assert.equal(g1[0]?.position, 2);
     assert.ok(g1[0]?.kind === 'altered' || g1[0]?.kind === 'damaged');
@@ -113,9 +134,19 @@ test('an altered entry is reported at its position; a re-signed replacement brea
     const e2 = parsed[2]!;
     const { encodeJournalBody } = await import('../../src/audit/journal.ts');
     const body = encodeJournalBody(2, e2.prev, e2.timeMs, ev(99));
-    const forged = encodeJournalRecord({ body, alg: 'ed25519', signature: journalSignerFromKey(privateKey).sign(body) as Buffer });
-    const g2 = checkJournalBytes(Buffer.concat([JOURNAL_MAGIC, ...recs.slice(0, 2), forged, ...recs.slice(3)]), publicKey).gaps;
-    assert.deepEqual(g2.map((g) => [g.position, g.kind]), [[3, 'altered']]);
+    const forged = encodeJournalRecord({
+      body,
+      alg: 'ed25519',
+      signature: journalSignerFromKey(privateKey).sign(body) as Buffer,
+    });
+    const g2 = checkJournalBytes(
+      Buffer.concat([JOURNAL_MAGIC, ...recs.slice(0, 2), forged, ...recs.slice(3)]),
+      publicKey,
+    ).gaps;
+    assert.deepEqual(
+      g2.map((g) => [g.position, g.kind]),
+      [[3, 'altered']],
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -127,7 +158,10 @@ test('a torn final write is reported as damage after the last good entry', async
     const { gaps, entries } = checkJournalBytes(bytes.subarray(0, bytes.length - 7), publicKey);
     assert.equal(entries.length, 5);
     assert.deepEqual([gaps[0]?.position, gaps[0]?.kind], [5, 'damaged']);
-    assert.throws(() => parseJournal(Buffer.from('not a journal')), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'));
+    assert.throws(
+      () => parseJournal(Buffer.from('not a journal')),
+      (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -137,12 +171,16 @@ test('property: any single-byte change to a journal is detected', async () => {
   const { dir, publicKey, bytes } = await sixEntryJournal();
   try {
     fc.assert(
-      fc.property(fc.integer({ min: JOURNAL_MAGIC.length, max: bytes.length - 1 }), fc.integer({ min: 1, max: 255 }), (pos, delta) => {
-        const bad = Buffer.from(bytes);
-        bad[pos] = ((bad[pos] as number) + delta) % 256;
-        const r = checkJournalBytes(bad, publicKey);
-        assert.ok(r.gaps.length > 0, `change at ${pos} undetected`);
-      }),
+      fc.property(
+        fc.integer({ min: JOURNAL_MAGIC.length, max: bytes.length - 1 }),
+        fc.integer({ min: 1, max: 255 }),
+        (pos, delta) => {
+          const bad = Buffer.from(bytes);
+          bad[pos] = ((bad[pos] as number) + delta) % 256;
+          const r = checkJournalBytes(bad, publicKey);
+          assert.ok(r.gaps.length > 0, `change at ${pos} undetected`);
+        },
+      ),
       { numRuns: 300 },
     );
   } finally {

@@ -53,7 +53,10 @@ for (const backend of BACKENDS) {
         const signer = generateLogSigner('edgeguard.test/audit');
         const log = await AuditLog.open(store, { signer, checkpointIntervalMs: 0 });
         const first = await log.appendMany(Array.from({ length: 37 }, (_, i) => ev(i)));
-        assert.deepEqual(first.map((r) => r.index), Array.from({ length: 37 }, (_, i) => i));
+        assert.deepEqual(
+          first.map((r) => r.index),
+          Array.from({ length: 37 }, (_, i) => i),
+        );
         const cp1 = await log.publishCheckpoint();
         assert.equal(cp1.size, 37);
         const opened = openCheckpoint(cp1.note, log.verifier);
@@ -84,9 +87,15 @@ for (const backend of BACKENDS) {
         assert.deepEqual((await log.checkConsistency()).problems, []);
         await log.close();
         // A replica configured with another key (or origin) refuses to start a second line of checkpoints.
-        const stray = await AuditLog.open(store, { signer: generateLogSigner('edgeguard.test/audit'), checkpointIntervalMs: 0 });
+        const stray = await AuditLog.open(store, {
+          signer: generateLogSigner('edgeguard.test/audit'),
+          checkpointIntervalMs: 0,
+        });
         await stray.append(ev(999));
-        await assert.rejects(stray.publishCheckpoint(), (e: unknown) => isEdgeguardError(e, 'EG_AUDIT') && /same audit-log.key/.test((e as Error).message));
+        await assert.rejects(
+          stray.publishCheckpoint(),
+          (e: unknown) => isEdgeguardError(e, 'EG_AUDIT') && /same audit-log.key/.test((e as Error).message),
+        );
         await stray.close();
       } finally {
         await cleanup();
@@ -97,21 +106,42 @@ for (const backend of BACKENDS) {
       const { store, cleanup } = await backend.open();
       const dir = mkdtempSync(join(tmpdir(), 'eg-audit-dev-'));
       try {
-        const log = await AuditLog.open(store, { signer: generateLogSigner('edgeguard.test/audit'), checkpointIntervalMs: 0 });
+        const log = await AuditLog.open(store, {
+          signer: generateLogSigner('edgeguard.test/audit'),
+          checkpointIntervalMs: 0,
+        });
         const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
         const journal = await Journal.open(join(dir, 'j'), journalSignerFromKey(privateKey), publicKey);
-        const entries = await journal.append(Array.from({ length: 8 }, (_, i) => ({ ...ev(i), actor: { kind: 'device' as const, id: 'dev-1' } })));
+        const entries = await journal.append(
+          Array.from({ length: 8 }, (_, i) => ({ ...ev(i), actor: { kind: 'device' as const, id: 'dev-1' } })),
+        );
         const records = entries.map((e) => encodeJournalRecord(e).subarray(4));
         const r1 = await log.appendDeviceRecords('dev-1', publicKey, records.slice(0, 3));
-        assert.deepEqual(r1.entries.map((e) => [e.seq, e.index, e.status]), [[0, 0, 'logged'], [1, 1, 'logged'], [2, 2, 'logged']]);
+        assert.deepEqual(
+          r1.entries.map((e) => [e.seq, e.index, e.status]),
+          [
+            [0, 0, 'logged'],
+            [1, 1, 'logged'],
+            [2, 2, 'logged'],
+          ],
+        );
         assert.deepEqual(r1.gaps, []);
         // A resend (the agent lost the response) is recognised, not logged twice.
         const r2 = await log.appendDeviceRecords('dev-1', publicKey, records.slice(2, 4));
-        assert.deepEqual(r2.entries.map((e) => [e.seq, e.index, e.status]), [[2, 2, 'duplicate'], [3, 3, 'logged']]);
+        assert.deepEqual(
+          r2.entries.map((e) => [e.seq, e.index, e.status]),
+          [
+            [2, 2, 'duplicate'],
+            [3, 3, 'logged'],
+          ],
+        );
         // Entry seq 4 was deleted on the device before forwarding: a gap at position 0 of the batch.
         const r3 = await log.appendDeviceRecords('dev-1', publicKey, records.slice(5, 8));
         assert.equal(r3.gaps.length, 1);
-        assert.deepEqual([r3.gaps[0]?.position, r3.gaps[0]?.expectedSeq, r3.gaps[0]?.foundSeq, r3.gaps[0]?.kind], [0, 4, 5, 'missing']);
+        assert.deepEqual(
+          [r3.gaps[0]?.position, r3.gaps[0]?.expectedSeq, r3.gaps[0]?.foundSeq, r3.gaps[0]?.kind],
+          [0, 4, 5, 'missing'],
+        );
         const gapLeaf = decodeLogLeaf(Buffer.from(await log.getEntry(4)));
         assert.equal(gapLeaf.event.type, 'audit.journal_gap');
         assert.equal(gapLeaf.event.subject, 'dev-1');
@@ -123,14 +153,23 @@ for (const backend of BACKENDS) {
         const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
         const j2 = await Journal.open(join(dir, 'j2'), journalSignerFromKey(other.privateKey), other.publicKey);
         const forged = (await j2.append([ev(1)])).map((e) => encodeJournalRecord(e).subarray(4));
-        await assert.rejects(log.appendDeviceRecords('dev-1', publicKey, forged), (e: unknown) => isEdgeguardError(e, 'EG_SIGNATURE_INVALID'));
-        await assert.rejects(log.appendDeviceRecords('dev-1', publicKey, [Buffer.from('garbage')]), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'));
+        await assert.rejects(log.appendDeviceRecords('dev-1', publicKey, forged), (e: unknown) =>
+          isEdgeguardError(e, 'EG_SIGNATURE_INVALID'),
+        );
+        await assert.rejects(log.appendDeviceRecords('dev-1', publicKey, [Buffer.from('garbage')]), (e: unknown) =>
+          isEdgeguardError(e, 'EG_FORMAT'),
+        );
         assert.equal(await log.size(), sizeBefore);
         // The device rewrites seq 6 (re-signed with its own key) after it was logged: a conflict.
         const rewritten = await Journal.open(join(dir, 'j3'), journalSignerFromKey(privateKey), publicKey);
-        const alt = await rewritten.append(Array.from({ length: 7 }, (_, i) => ({ ...ev(100 + i), actor: { kind: 'device' as const, id: 'dev-1' } })));
+        const alt = await rewritten.append(
+          Array.from({ length: 7 }, (_, i) => ({ ...ev(100 + i), actor: { kind: 'device' as const, id: 'dev-1' } })),
+        );
         const r4 = await log.appendDeviceRecords('dev-1', publicKey, [encodeJournalRecord(alt[6]!).subarray(4)]);
-        assert.deepEqual(r4.entries.map((e) => e.status), ['conflict']);
+        assert.deepEqual(
+          r4.entries.map((e) => e.status),
+          ['conflict'],
+        );
         assert.equal(r4.gaps[0]?.kind, 'altered');
         await log.publishCheckpoint();
         assert.deepEqual((await log.checkConsistency()).problems, []);
@@ -144,16 +183,25 @@ for (const backend of BACKENDS) {
     test('editing or deleting a stored row is detected by the next consistency check', async () => {
       const { store, cleanup } = await backend.open();
       try {
-        const log = await AuditLog.open(store, { signer: generateLogSigner('edgeguard.test/audit'), checkpointIntervalMs: 0 });
+        const log = await AuditLog.open(store, {
+          signer: generateLogSigner('edgeguard.test/audit'),
+          checkpointIntervalMs: 0,
+        });
         await log.appendMany(Array.from({ length: 100 }, (_, i) => ev(i)));
         await log.publishCheckpoint();
         assert.deepEqual((await log.checkConsistency()).problems, []);
 
         // 1. An insider edits entry 42's text.
         const leaf42 = await log.getEntry(42);
-        await rawSql(store, `UPDATE audit_entries SET leaf = '${leaf42.replace('device-42', 'device-99').replace(/'/g, "''")}' WHERE idx = 42`);
+        await rawSql(
+          store,
+          `UPDATE audit_entries SET leaf = '${leaf42.replace('device-42', 'device-99').replace(/'/g, "''")}' WHERE idx = 42`,
+        );
         const r1 = await log.checkConsistency();
-        assert.ok(r1.problems.some((p) => /entry 42 does not match/.test(p)), r1.problems.join('; '));
+        assert.ok(
+          r1.problems.some((p) => /entry 42 does not match/.test(p)),
+          r1.problems.join('; '),
+        );
         assert.ok(r1.problems.some((p) => /root signed at size 100/.test(p)));
         // ...and a client checking entry 42's inclusion proof sees it.
         const p42 = await log.inclusionProof(42);
@@ -165,13 +213,19 @@ for (const backend of BACKENDS) {
         // 2. An entry row is deleted (the check stops at the hole; so do proofs of the range).
         await rawSql(store, 'DELETE FROM audit_entries WHERE idx = 17');
         const r2 = await log.checkConsistency();
-        assert.ok(r2.problems.some((p) => /entries 17\.\.17 are missing/.test(p)), r2.problems.join('; '));
+        assert.ok(
+          r2.problems.some((p) => /entries 17\.\.17 are missing/.test(p)),
+          r2.problems.join('; '),
+        );
         await assert.rejects(log.getEntries(0, 100), (e: unknown) => isEdgeguardError(e, 'EG_AUDIT_INCONSISTENT'));
 
         // 3. An interior node off every proof path is rewritten: the full check names it.
         await rawSql(store, "UPDATE audit_nodes SET hash = '" + 'ee'.repeat(32) + "' WHERE level = 3 AND idx = 1");
         const r3 = await log.checkConsistency();
-        assert.ok(r3.problems.some((p) => /tree node 3\/1 was altered/.test(p)), r3.problems.join('; '));
+        assert.ok(
+          r3.problems.some((p) => /tree node 3\/1 was altered/.test(p)),
+          r3.problems.join('; '),
+        );
 
         // 4. An interior node on the tree's right edge is rewritten: the next checkpoint is refused.
         await log.appendMany([ev(1000)]);
@@ -179,7 +233,10 @@ for (const backend of BACKENDS) {
         await assert.rejects(log.publishCheckpoint(), (e: unknown) => isEdgeguardError(e, 'EG_AUDIT_INCONSISTENT'));
         assert.equal((await log.latestCheckpoint())?.size, 100, 'nothing new was signed');
         // A fresh process (no cached edge) also refuses to append onto the altered tree.
-        const fresh = await AuditLog.open(store, { signer: generateLogSigner('edgeguard.test/audit'), checkpointIntervalMs: 0 });
+        const fresh = await AuditLog.open(store, {
+          signer: generateLogSigner('edgeguard.test/audit'),
+          checkpointIntervalMs: 0,
+        });
         await assert.rejects(fresh.append(ev(2000)), (e: unknown) => isEdgeguardError(e, 'EG_AUDIT_INCONSISTENT'));
         await log.close();
       } finally {
@@ -200,10 +257,15 @@ for (const backend of BACKENDS) {
         assert.equal((await w.observe((await log.publishCheckpoint()).note, fetch)).change, 'grew');
         // The insider has the key, wipes the tables and rebuilds a different history of 25 entries.
         for (const t of ['audit_entries', 'audit_nodes', 'audit_checkpoints']) await rawSql(store, `DELETE FROM ${t}`);
-        await rawSql(store, "UPDATE audit_state SET size = 0, root = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'");
+        await rawSql(
+          store,
+          "UPDATE audit_state SET size = 0, root = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'",
+        );
         const rebuilt = await AuditLog.open(store, { signer, checkpointIntervalMs: 0 });
         await rebuilt.appendMany(Array.from({ length: 25 }, (_, i) => ev(500 + i)));
-        await assert.rejects(w.observe((await rebuilt.publishCheckpoint()).note, fetch), (e: unknown) => isEdgeguardError(e, 'EG_AUDIT_INCONSISTENT'));
+        await assert.rejects(w.observe((await rebuilt.publishCheckpoint()).note, fetch), (e: unknown) =>
+          isEdgeguardError(e, 'EG_AUDIT_INCONSISTENT'),
+        );
         await rebuilt.close();
         await log.close();
       } finally {
@@ -220,8 +282,14 @@ test('two server processes append 20,000 entries concurrently to one PostgreSQL:
     const store = await Store.open({ url: db.url });
     const worker = join(import.meta.dirname, 'append-worker.ts');
     const signer = generateLogSigner('edgeguard.test/audit');
-    const env = { ...process.env, EG_TEST_LOG_KEY: Buffer.from(signer.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()).toString('base64') };
-    const spawnWorker = (name: string) => run(process.execPath, ['--import', 'tsx', worker, db.url, name, '10000'], { timeout: 120_000, env });
+    const env = {
+      ...process.env,
+      EG_TEST_LOG_KEY: Buffer.from(signer.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()).toString(
+        'base64',
+      ),
+    };
+    const spawnWorker = (name: string) =>
+      run(process.execPath, ['--import', 'tsx', worker, db.url, name, '10000'], { timeout: 120_000, env });
     const [a, b] = await Promise.all([spawnWorker('w1'), spawnWorker('w2')]);
     for (const r of [a, b]) {
       const out = JSON.parse(r.stdout);
@@ -230,12 +298,26 @@ test('two server processes append 20,000 entries concurrently to one PostgreSQL:
     }
     const log = await AuditLog.open(store, { signer, checkpointIntervalMs: 0 });
     // Every checkpoint either replica signed is consistent with every later one.
-    const cps = (await sql<{ size: string | number; root: string }>`select size, root from audit_checkpoints order by size`.execute(store.db)).rows;
+    const cps = (
+      await sql<{
+        size: string | number;
+        root: string;
+      }>`select size, root from audit_checkpoints order by size`.execute(store.db)
+    ).rows;
     assert.ok(cps.length >= 2, `${cps.length} checkpoints signed`);
     for (let i = 1; i < cps.length; i++) {
       const s1 = Number(cps[i - 1]!.size);
       const s2 = Number(cps[i]!.size);
-      assert.ok(verifyConsistency(s1, s2, await log.consistencyProof(s1, s2), Buffer.from(cps[i - 1]!.root, 'hex'), Buffer.from(cps[i]!.root, 'hex')), `${s1} -> ${s2}`);
+      assert.ok(
+        verifyConsistency(
+          s1,
+          s2,
+          await log.consistencyProof(s1, s2),
+          Buffer.from(cps[i - 1]!.root, 'hex'),
+          Buffer.from(cps[i]!.root, 'hex'),
+        ),
+        `${s1} -> ${s2}`,
+      );
     }
     assert.equal(await log.size(), 20000);
     const report = await log.checkConsistency();
@@ -274,7 +356,10 @@ test('journal records forwarded from a file parse back into the same entries', a
     await j.append([ev(1), ev(2)]);
     const parsed = parseJournal(readFileSync(path));
     assert.equal(parsed.entries.length, 2);
-    writeFileSync(join(dir, 'copy'), Buffer.concat([JOURNAL_MAGIC, ...parsed.entries.map((e) => encodeJournalRecord(e))]));
+    writeFileSync(
+      join(dir, 'copy'),
+      Buffer.concat([JOURNAL_MAGIC, ...parsed.entries.map((e) => encodeJournalRecord(e))]),
+    );
     assert.deepEqual(readFileSync(join(dir, 'copy')), readFileSync(path));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -21,7 +21,9 @@ const h = (hex: string) => Buffer.from(hex, 'hex');
 
 // Test vectors of RFC 6962 / RFC 9162 trees as published with transparency-dev/merkle
 // (proof/verify_test.go): eight leaves, the roots of the trees of sizes 1..8.
-const LEAVES = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map(h);
+const LEAVES = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map(
+  h,
+);
 const ROOTS = [
   '6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d',
   'fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125',
@@ -34,22 +36,81 @@ const ROOTS = [
 ].map(h);
 // {leaf index (0-based), tree size, proof}
 const INCLUSION: Array<[number, number, string[]]> = [
-  [0, 8, ['96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7', '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e', '6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4']],
-  [5, 8, ['bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b', 'ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0', 'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7']],
+  [
+    0,
+    8,
+    [
+      '96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7',
+      '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e',
+      '6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4',
+    ],
+  ],
+  [
+    5,
+    8,
+    [
+      'bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b',
+      'ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0',
+      'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7',
+    ],
+  ],
   [2, 3, ['fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125']],
-  [1, 5, ['6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d', '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e', 'bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b']],
+  [
+    1,
+    5,
+    [
+      '6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d',
+      '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e',
+      'bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b',
+    ],
+  ],
 ];
 const CONSISTENCY: Array<[number, number, string[]]> = [
-  [1, 8, ['96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7', '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e', '6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4']],
-  [6, 8, ['0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a', 'ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0', 'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7']],
-  [2, 5, ['5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e', 'bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b']],
-  [6, 7, ['0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a', 'b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f', 'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7']],
+  [
+    1,
+    8,
+    [
+      '96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7',
+      '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e',
+      '6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4',
+    ],
+  ],
+  [
+    6,
+    8,
+    [
+      '0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a',
+      'ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0',
+      'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7',
+    ],
+  ],
+  [
+    2,
+    5,
+    [
+      '5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e',
+      'bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b',
+    ],
+  ],
+  [
+    6,
+    7,
+    [
+      '0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a',
+      'b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f',
+      'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7',
+    ],
+  ],
 ];
 
 /** MTH straight from the RFC's recursive definition, independent of the code under test. */
 function referenceRoot(leaves: readonly Uint8Array[]): Buffer {
   if (leaves.length === 0) return createHash('sha256').digest();
-  if (leaves.length === 1) return createHash('sha256').update(Buffer.from([0])).update(leaves[0] as Uint8Array).digest();
+  if (leaves.length === 1)
+    return createHash('sha256')
+      .update(Buffer.from([0]))
+      .update(leaves[0] as Uint8Array)
+      .digest();
   let k = 1;
   while (k * 2 < leaves.length) k *= 2;
   return createHash('sha256')
@@ -82,7 +143,11 @@ test('published inclusion proofs are generated and verify; every one-bit change 
   const store = storeOf(LEAVES);
   for (const [index, size, proofHex] of INCLUSION) {
     const proof = await inclusionProof(store, index, size);
-    assert.deepEqual(proof.map((p) => p.toString('hex')), proofHex, `leaf ${index} size ${size}`);
+    assert.deepEqual(
+      proof.map((p) => p.toString('hex')),
+      proofHex,
+      `leaf ${index} size ${size}`,
+    );
     const leafHash = hashLeaf(LEAVES[index] as Buffer);
     const root = ROOTS[size - 1] as Buffer;
     assert.ok(verifyInclusion(leafHash, index, size, proof, root));
@@ -104,7 +169,11 @@ test('published consistency proofs are generated and verify; corruptions fail', 
   const store = storeOf(LEAVES);
   for (const [size1, size2, proofHex] of CONSISTENCY) {
     const proof = await consistencyProof(store, size1, size2);
-    assert.deepEqual(proof.map((p) => p.toString('hex')), proofHex, `${size1} -> ${size2}`);
+    assert.deepEqual(
+      proof.map((p) => p.toString('hex')),
+      proofHex,
+      `${size1} -> ${size2}`,
+    );
     const r1 = ROOTS[size1 - 1] as Buffer;
     const r2 = ROOTS[size2 - 1] as Buffer;
     assert.ok(verifyConsistency(size1, size2, proof, r1, r2));
@@ -157,12 +226,19 @@ test('the 7-leaf tree of RFC 9162 2.1.5: inclusion of d0 is [b, h, l], consisten
 });
 
 test('rangeNodes splits a range into aligned complete subtrees', () => {
-  assert.deepEqual(rangeNodes(0, 7), [{ level: 2, index: 0 }, { level: 1, index: 2 }, { level: 0, index: 6 }]);
+  assert.deepEqual(rangeNodes(0, 7), [
+    { level: 2, index: 0 },
+    { level: 1, index: 2 },
+    { level: 0, index: 6 },
+  ]);
   assert.deepEqual(rangeNodes(8, 16), [{ level: 3, index: 1 }]);
   assert.deepEqual(rangeNodes(0, 0), []);
   // Large trees: at most log2(n)+1 nodes, no 32-bit overflow.
   const big = rangeNodes(0, 2 ** 40 + 2 ** 33 + 5);
-  assert.deepEqual(big.map((n) => n.level), [40, 33, 2, 0]);
+  assert.deepEqual(
+    big.map((n) => n.level),
+    [40, 33, 2, 0],
+  );
   assert.equal(big[1]?.index, 2 ** 7 + 0);
 });
 

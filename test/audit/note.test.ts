@@ -20,7 +20,9 @@ import { formatCheckpoint, openCheckpoint, parseCheckpoint, signCheckpoint } fro
 const GO_VKEY = 'PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW';
 const GO_SKEY = 'PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz';
 const GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
-const GO_NOTE = GO_TEXT + '\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n';
+const GO_NOTE =
+  GO_TEXT +
+  '\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n';
 
 function freshSigner(name: string) {
   return noteSigner(name, generateKeyPairSync('ed25519').privateKey);
@@ -56,10 +58,26 @@ test('key id is SHA-256(name || 0x0A || 0x01 || pubkey)[0:4] and verifier keys r
 });
 
 test('malformed verifier keys are refused with EG_KEY_FORMAT or EG_UNSUPPORTED', () => {
-  for (const bad of ['', 'name', 'name+c74f20a3', 'na me+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW', 'PeterNeumann+C74F20A3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW', 'PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10T', 'PeterNeumann+c74f20a3+ARpc', '+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW']) {
-    assert.throws(() => parseVerifierKey(bad), (e: unknown) => isEdgeguardError(e, 'EG_KEY_FORMAT'), JSON.stringify(bad));
+  for (const bad of [
+    '',
+    'name',
+    'name+c74f20a3',
+    'na me+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW',
+    'PeterNeumann+C74F20A3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW',
+    'PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10T',
+    'PeterNeumann+c74f20a3+ARpc',
+    '+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW',
+  ]) {
+    assert.throws(
+      () => parseVerifierKey(bad),
+      (e: unknown) => isEdgeguardError(e, 'EG_KEY_FORMAT'),
+      JSON.stringify(bad),
+    );
   }
-  throwsCode(() => parseVerifierKey('PeterNeumann+c74f20a3+AhpgdqeUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW'), 'EG_UNSUPPORTED');
+  throwsCode(
+    () => parseVerifierKey('PeterNeumann+c74f20a3+AhpgdqeUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW'),
+    'EG_UNSUPPORTED',
+  );
 });
 
 test('verifiers ignore unknown keys, accept many signature lines, and reject when none verifies', () => {
@@ -76,7 +94,10 @@ test('verifiers ignore unknown keys, accept many signature lines, and reject whe
   throwsCode(() => openNote(signNote(text, others), [noteVerifier(log.name, log.publicKey)]), 'EG_SIGNATURE_MISMATCH');
   // A known name with another key id is unknown, not a failure: still no trusted signature.
   const impostor = freshSigner('log.example');
-  throwsCode(() => openNote(signNote(text, [impostor]), [noteVerifier(log.name, log.publicKey)]), 'EG_SIGNATURE_MISMATCH');
+  throwsCode(
+    () => openNote(signNote(text, [impostor]), [noteVerifier(log.name, log.publicKey)]),
+    'EG_SIGNATURE_MISMATCH',
+  );
   // More than 100 lines are refused.
   const many = Array.from({ length: 101 }, () => ({ name: 'x', keyId: Buffer.alloc(4), signature: Buffer.alloc(64) }));
   const tooMany = `${text}\n${many.map((s) => `\u2014 ${s.name} ${Buffer.concat([s.keyId, s.signature]).toString('base64')}\n`).join('')}`;
@@ -96,33 +117,47 @@ test('a forged signature by the known key rejects the note even when another sig
 
 test('malformed notes are refused with EG_FORMAT', () => {
   const v = parseVerifierKey(GO_VKEY);
-  const sig = '\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=';
+  const sig =
+    '\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=';
   const cases = [
     '',
     GO_TEXT,
     GO_TEXT + '\n',
     GO_TEXT + '\n' + sig,
-    GO_TEXT + '\n- PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n',
+    GO_TEXT +
+      '\n- PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n',
     GO_TEXT + '\n\u2014 PeterNeumannx08go/ZJkuBS9UG\n',
-    GO_TEXT + '\n\u2014 Peter+Neumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n',
+    GO_TEXT +
+      '\n\u2014 Peter+Neumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n',
     GO_TEXT + '\n\u2014 PeterNeumann x08g\n',
     GO_TEXT + '\n\u2014 PeterNeumann AAAA\n',
-    GO_TEXT + '\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM\n',
+    GO_TEXT +
+      '\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM\n',
     GO_TEXT + '\n' + sig + '\n\n',
     'tab\there\n\n' + sig + '\n',
     'cr\r\n\n' + sig + '\n',
   ];
   for (const c of cases) {
-    assert.throws(() => openNote(c, [v]), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'), JSON.stringify(c));
+    assert.throws(
+      () => openNote(c, [v]),
+      (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'),
+      JSON.stringify(c),
+    );
   }
-  assert.throws(() => openNote(Buffer.from([0xff, 0x0a, 0x0a]), [v]), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'));
+  assert.throws(
+    () => openNote(Buffer.from([0xff, 0x0a, 0x0a]), [v]),
+    (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'),
+  );
 });
 
 test('property: arbitrary bytes never open and only ever fail with a typed error', () => {
   const v = parseVerifierKey(GO_VKEY);
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 400 }), (bytes) => {
-      assert.throws(() => openNote(bytes, [v]), (e: unknown) => isEdgeguardError(e));
+      assert.throws(
+        () => openNote(bytes, [v]),
+        (e: unknown) => isEdgeguardError(e),
+      );
     }),
     { numRuns: 500 },
   );
@@ -132,14 +167,26 @@ test('property: any single-byte change to a signed checkpoint is rejected', () =
   const log = freshSigner('edgeguard.example/audit');
   const v = noteVerifier(log.name, log.publicKey);
   fc.assert(
-    fc.property(fc.nat({ max: 2 ** 40 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.nat(), fc.integer({ min: 1, max: 255 }), (size, root, pos, delta) => {
-      const note = Buffer.from(signCheckpoint({ origin: log.name, size, rootHash: Buffer.from(root), extensions: [] }, log), 'utf8');
-      assert.equal(openCheckpoint(note, v).checkpoint.size, size);
-      const i = pos % note.length;
-      const bad = Buffer.from(note);
-      bad[i] = ((bad[i] as number) + delta) % 256;
-      assert.throws(() => openCheckpoint(bad, v), (e: unknown) => isEdgeguardError(e));
-    }),
+    fc.property(
+      fc.nat({ max: 2 ** 40 }),
+      fc.uint8Array({ minLength: 32, maxLength: 32 }),
+      fc.nat(),
+      fc.integer({ min: 1, max: 255 }),
+      (size, root, pos, delta) => {
+        const note = Buffer.from(
+          signCheckpoint({ origin: log.name, size, rootHash: Buffer.from(root), extensions: [] }, log),
+          'utf8',
+        );
+        assert.equal(openCheckpoint(note, v).checkpoint.size, size);
+        const i = pos % note.length;
+        const bad = Buffer.from(note);
+        bad[i] = ((bad[i] as number) + delta) % 256;
+        assert.throws(
+          () => openCheckpoint(bad, v),
+          (e: unknown) => isEdgeguardError(e),
+        );
+      },
+    ),
     { numRuns: 400 },
   );
 });
@@ -164,12 +211,20 @@ test('checkpoint bodies format and parse strictly', () => {
     `o\n1\n${r}\n\n`,
     `o\n1\n${r}\n\nx\n`,
   ];
-  for (const b of bad) assert.throws(() => parseCheckpoint(b), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'), JSON.stringify(b));
+  for (const b of bad)
+    assert.throws(
+      () => parseCheckpoint(b),
+      (e: unknown) => isEdgeguardError(e, 'EG_FORMAT'),
+      JSON.stringify(b),
+    );
 });
 
 test('a checkpoint for another origin is refused even under the right key', () => {
   const log = freshSigner('edgeguard.example/audit');
-  const note = signNote(formatCheckpoint({ origin: 'other.example/log', size: 1, rootHash: Buffer.alloc(32), extensions: [] }), [log]);
+  const note = signNote(
+    formatCheckpoint({ origin: 'other.example/log', size: 1, rootHash: Buffer.alloc(32), extensions: [] }),
+    [log],
+  );
   throwsCode(() => openCheckpoint(note, noteVerifier(log.name, log.publicKey)), 'EG_SIGNATURE_MISMATCH');
 });
 

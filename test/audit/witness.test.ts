@@ -58,9 +58,15 @@ test('a fork (same key, rewritten history) raises EG_AUDIT_INCONSISTENT and keep
   // The same log key signs a tree whose entry 3 was rewritten.
   const forked = log('x', honest.signer);
   forked.add(8);
-  await assert.rejects(w.observe(forked.checkpoint(), forked.proofs), (e: unknown) => inconsistent(e) && /fork/.test((e as Error).message));
+  await assert.rejects(
+    w.observe(forked.checkpoint(), forked.proofs),
+    (e: unknown) => inconsistent(e) && /fork/.test((e as Error).message),
+  );
   forked.add(4);
-  await assert.rejects(w.observe(forked.checkpoint(), forked.proofs), (e: unknown) => inconsistent(e) && /fork/.test((e as Error).message));
+  await assert.rejects(
+    w.observe(forked.checkpoint(), forked.proofs),
+    (e: unknown) => inconsistent(e) && /fork/.test((e as Error).message),
+  );
   assert.equal(w.last?.checkpoint.size, 8);
   // The honest log still gets through.
   honest.add(4);
@@ -74,7 +80,10 @@ test('a rollback to a smaller tree is an alarm; a log that cannot prove growth i
   l.add(3);
   const w = await Witness.load(noteVerifier(l.signer.name, l.signer.publicKey));
   await w.observe(l.checkpoint(), l.proofs);
-  await assert.rejects(w.observe(small, l.proofs), (e: unknown) => inconsistent(e) && /rollback/.test((e as Error).message));
+  await assert.rejects(
+    w.observe(small, l.proofs),
+    (e: unknown) => inconsistent(e) && /rollback/.test((e as Error).message),
+  );
   l.add(1);
   await assert.rejects(
     w.observe(l.checkpoint(), async () => {
@@ -82,7 +91,10 @@ test('a rollback to a smaller tree is an alarm; a log that cannot prove growth i
     }),
     inconsistent,
   );
-  await assert.rejects(w.observe(l.checkpoint(), async (a, b) => (await l.proofs(a, b)).slice(1)), inconsistent);
+  await assert.rejects(
+    w.observe(l.checkpoint(), async (a, b) => (await l.proofs(a, b)).slice(1)),
+    inconsistent,
+  );
 });
 
 test('checkpoints not signed by the log key are refused before any comparison', async () => {
@@ -91,6 +103,8 @@ test('checkpoints not signed by the log key are refused before any comparison', 
   l.add(2);
   other.add(2);
   const w = await Witness.load(noteVerifier(l.signer.name, l.signer.publicKey));
-  await assert.rejects(w.observe(other.checkpoint(), other.proofs), (e: unknown) => isEdgeguardError(e, 'EG_SIGNATURE_MISMATCH'));
+  await assert.rejects(w.observe(other.checkpoint(), other.proofs), (e: unknown) =>
+    isEdgeguardError(e, 'EG_SIGNATURE_MISMATCH'),
+  );
   assert.equal(w.last, undefined);
 });

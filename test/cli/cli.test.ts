@@ -29,14 +29,35 @@ test('key, pack, inspect, verify, unpack, run: the whole operator flow through t
   const p = (f: string) => join(dir, f);
   assert.equal((await runCli(['key', 'new', '--type', 'content', '-o', p('model.key')])).code, 0);
   assert.equal((await stat(p('model.key'))).mode & 0o777, 0o600);
-  const kk = JSON.parse((await runCli(['key', 'new', '--type', 'signing', '--alg', 'ed25519', '-o', p('publisher'), '--json'])).stdout);
+  const kk = JSON.parse(
+    (await runCli(['key', 'new', '--type', 'signing', '--alg', 'ed25519', '-o', p('publisher'), '--json'])).stdout,
+  );
   assert.equal(kk.algorithm, 'ed25519');
   assert.equal((await stat(p('publisher.key'))).mode & 0o777, 0o600);
 
   const pack = await runCli([
-    'model', 'pack', join(FIXTURES, 'models', 'mnist-mlp.onnx'), '--key', p('model.key'), '--sign', p('publisher.key'),
-    '--name', 'mnist', '--version', '3', '--label', 'demo', '--meta', join(FIXTURES, 'models', 'mnist.meta.yaml'),
-    '--cipher', 'chacha20-poly1305', '--chunk-size', '64k', '-o', p('mnist.egm'), '--json',
+    'model',
+    'pack',
+    join(FIXTURES, 'models', 'mnist-mlp.onnx'),
+    '--key',
+    p('model.key'),
+    '--sign',
+    p('publisher.key'),
+    '--name',
+    'mnist',
+    '--version',
+    '3',
+    '--label',
+    'demo',
+    '--meta',
+    join(FIXTURES, 'models', 'mnist.meta.yaml'),
+    '--cipher',
+    'chacha20-poly1305',
+    '--chunk-size',
+    '64k',
+    '-o',
+    p('mnist.egm'),
+    '--json',
   ]);
   assert.equal(pack.code, 0, pack.stderr);
   const packed = JSON.parse(pack.stdout);
@@ -48,16 +69,40 @@ test('key, pack, inspect, verify, unpack, run: the whole operator flow through t
   assert.equal(inspect.header.metadata.version, 3);
   assert.equal(inspect.signature.subjects[0].name, 'mnist');
 
-  const verify = await runCli(['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub'), '--key', p('model.key')]);
+  const verify = await runCli([
+    'model',
+    'verify',
+    p('mnist.egm'),
+    '--pub',
+    p('publisher.pub'),
+    '--key',
+    p('model.key'),
+  ]);
   assert.equal(verify.code, 0, verify.stderr);
   assert.match(verify.stdout, /chunks authenticated/);
   // Which engine opened the chunks is reported; EDGEGUARD_NATIVE=0 turns the native one off.
-  assert.match(verify.stdout, NATIVE_AVAILABLE ? /opened by the native shard opener/ : /opened by JavaScript worker threads/);
-  const jsVerify = await runCli(['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub'), '--key', p('model.key'), '--json'], { env: { EDGEGUARD_NATIVE: '0' } });
+  assert.match(
+    verify.stdout,
+    NATIVE_AVAILABLE ? /opened by the native shard opener/ : /opened by JavaScript worker threads/,
+  );
+  const jsVerify = await runCli(
+    ['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub'), '--key', p('model.key'), '--json'],
+    { env: { EDGEGUARD_NATIVE: '0' } },
+  );
   assert.equal(jsVerify.code, 0, jsVerify.stderr);
   assert.deepEqual(JSON.parse(jsVerify.stdout).engine, { engine: 'js', reason: 'turned off (EDGEGUARD_NATIVE=0)' });
 
-  const unpack = await runCli(['model', 'unpack', p('mnist.egm'), '--key', p('model.key'), '--pub', p('publisher.pub'), '-o', p('out.onnx')]);
+  const unpack = await runCli([
+    'model',
+    'unpack',
+    p('mnist.egm'),
+    '--key',
+    p('model.key'),
+    '--pub',
+    p('publisher.pub'),
+    '-o',
+    p('out.onnx'),
+  ]);
   assert.equal(unpack.code, 0, unpack.stderr);
   assert.match(unpack.stderr, /PLAINTEXT/);
   assert.ok((await readFile(p('out.onnx'))).equals(await readFile(join(FIXTURES, 'models', 'mnist-mlp.onnx'))));
@@ -73,10 +118,30 @@ test('key, pack, inspect, verify, unpack, run: the whole operator flow through t
   const v2 = await runCli(['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub'), '--key', p('model.key')]);
   assert.equal(v2.code, 3);
   assert.match(v2.stderr, /^EG_TAMPERED: chunk \d+ failed authentication; the file was modified or truncated/);
-  const u2 = await runCli(['model', 'unpack', p('mnist.egm'), '--key', p('model.key'), '--pub', p('publisher.pub'), '-o', p('out2.onnx')]);
+  const u2 = await runCli([
+    'model',
+    'unpack',
+    p('mnist.egm'),
+    '--key',
+    p('model.key'),
+    '--pub',
+    p('publisher.pub'),
+    '-o',
+    p('out2.onnx'),
+  ]);
   assert.equal(u2.code, 3);
   await assert.rejects(stat(p('out2.onnx')));
-  const r2 = await runCli(['run', p('mnist.egm'), '--key', p('model.key'), '--pub', p('publisher.pub'), '--input', p('out.onnx'), '--json']);
+  const r2 = await runCli([
+    'run',
+    p('mnist.egm'),
+    '--key',
+    p('model.key'),
+    '--pub',
+    p('publisher.pub'),
+    '--input',
+    p('out.onnx'),
+    '--json',
+  ]);
   assert.equal(r2.code, 3);
   assert.equal(JSON.parse(r2.stdout).error.code, 'EG_TAMPERED');
 });

@@ -25,7 +25,9 @@ import { tempDir } from '../helpers/workspace.ts';
 test('content key id is the RFC 7638 thumbprint (test vector computed independently)', () => {
   // RFC 7638 thumbprint of an oct JWK with k = base64url(32 zero bytes).
   const zero = Buffer.alloc(32);
-  const expected = createHash('sha256').update('{"k":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","kty":"oct"}').digest('base64url');
+  const expected = createHash('sha256')
+    .update('{"k":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","kty":"oct"}')
+    .digest('base64url');
   assert.equal(contentKeyId(zero), expected);
 });
 
@@ -60,7 +62,12 @@ test('malformed content key files are refused with EG_KEY_FORMAT', () => {
     JSON.stringify({ ...good, k: '!!!!' }),
     JSON.stringify({ ...good, kid: 'someone-elses-id' }),
   ];
-  for (const text of bad) assert.throws(() => parseContentKeyFile(text), (e: EdgeguardError) => e.code === 'EG_KEY_FORMAT', text);
+  for (const text of bad)
+    assert.throws(
+      () => parseContentKeyFile(text),
+      (e: EdgeguardError) => e.code === 'EG_KEY_FORMAT',
+      text,
+    );
   fc.assert(
     fc.property(fc.string(), (s) => {
       try {
@@ -74,15 +81,27 @@ test('malformed content key files are refused with EG_KEY_FORMAT', () => {
 
 test('DSSE: PAE matches the specification example and envelopes verify for both algorithms', () => {
   // From the DSSE protocol document: PAE("http://example.com/HelloWorld", "hello world").
-  assert.equal(pae('http://example.com/HelloWorld', Buffer.from('hello world')).toString(), 'DSSEv1 29 http://example.com/HelloWorld 11 hello world');
+  assert.equal(
+    pae('http://example.com/HelloWorld', Buffer.from('hello world')).toString(),
+    'DSSEv1 29 http://example.com/HelloWorld 11 hello world',
+  );
   for (const alg of ['ecdsa-p256', 'ed25519'] as const) {
     const k = generateSigningKey(alg);
     const env = signEnvelope('application/x', Buffer.from('payload'), k);
     assert.equal(verifyEnvelope(env, [k.publicKey], 'application/x').payload.toString(), 'payload');
-    assert.throws(() => verifyEnvelope(env, [generateSigningKey(alg).publicKey], 'application/x'), (e: EdgeguardError) => e.code === 'EG_SIGNATURE_INVALID');
-    assert.throws(() => verifyEnvelope(env, [k.publicKey], 'application/y'), (e: EdgeguardError) => e.code === 'EG_SIGNATURE_INVALID');
+    assert.throws(
+      () => verifyEnvelope(env, [generateSigningKey(alg).publicKey], 'application/x'),
+      (e: EdgeguardError) => e.code === 'EG_SIGNATURE_INVALID',
+    );
+    assert.throws(
+      () => verifyEnvelope(env, [k.publicKey], 'application/y'),
+      (e: EdgeguardError) => e.code === 'EG_SIGNATURE_INVALID',
+    );
     const edited = { ...env, payload: Buffer.from('payloaD').toString('base64') };
-    assert.throws(() => verifyEnvelope(edited, [k.publicKey], 'application/x'), (e: EdgeguardError) => e.code === 'EG_SIGNATURE_INVALID');
+    assert.throws(
+      () => verifyEnvelope(edited, [k.publicKey], 'application/x'),
+      (e: EdgeguardError) => e.code === 'EG_SIGNATURE_INVALID',
+    );
   }
 });
 

@@ -72,16 +72,37 @@ test('seal/open round trip; another key, altered bytes, other info or aad fail c
     }
     return 'opened';
   };
-  assert.equal(code(() => open(s.enc, other.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext)), 'EG_WRONG_KEY');
-  assert.equal(code(() => open(s.enc, r.privateKey, Buffer.from('infx'), Buffer.from('aad'), s.ciphertext)), 'EG_WRONG_KEY');
-  assert.equal(code(() => open(s.enc, r.privateKey, Buffer.from('info'), Buffer.from('aax'), s.ciphertext)), 'EG_WRONG_KEY');
+  assert.equal(
+    code(() => open(s.enc, other.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext)),
+    'EG_WRONG_KEY',
+  );
+  assert.equal(
+    code(() => open(s.enc, r.privateKey, Buffer.from('infx'), Buffer.from('aad'), s.ciphertext)),
+    'EG_WRONG_KEY',
+  );
+  assert.equal(
+    code(() => open(s.enc, r.privateKey, Buffer.from('info'), Buffer.from('aax'), s.ciphertext)),
+    'EG_WRONG_KEY',
+  );
   const flipped = Buffer.from(s.ciphertext);
   flipped[0]! ^= 1;
-  assert.equal(code(() => open(s.enc, r.privateKey, Buffer.from('info'), Buffer.from('aad'), flipped)), 'EG_WRONG_KEY');
-  assert.equal(code(() => open(s.enc.subarray(1), r.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext)), 'EG_KEY_FORMAT');
-  assert.equal(code(() => open(s.enc, r.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext.subarray(0, 10))), 'EG_TRUNCATED');
+  assert.equal(
+    code(() => open(s.enc, r.privateKey, Buffer.from('info'), Buffer.from('aad'), flipped)),
+    'EG_WRONG_KEY',
+  );
+  assert.equal(
+    code(() => open(s.enc.subarray(1), r.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext)),
+    'EG_KEY_FORMAT',
+  );
+  assert.equal(
+    code(() => open(s.enc, r.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext.subarray(0, 10))),
+    'EG_TRUNCATED',
+  );
   // A small-order ephemeral key (all zeros) gives an all-zero DH output: refused (RFC 9180 7.1.4).
-  assert.equal(code(() => open(Buffer.alloc(32), r.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext)), 'EG_TAMPERED');
+  assert.equal(
+    code(() => open(Buffer.alloc(32), r.privateKey, Buffer.from('info'), Buffer.from('aad'), s.ciphertext)),
+    'EG_TAMPERED',
+  );
   // The sender keeps only the recipient's public key: it cannot open what it sealed.
   assert.notEqual(rawPublicKey(r.publicKey).toString('hex'), s.enc.toString('hex'));
 });
@@ -93,9 +114,18 @@ test('PEM keys round-trip; a key of another type is refused', () => {
   assert.deepEqual(rawPublicKey(pub), rawPublicKey(r.publicKey));
   assert.deepEqual(rawPublicKey(priv), rawPublicKey(r.publicKey));
   const ec = encodePublicKeyPem(generateSigningKey('ecdsa-p256').publicKey);
-  assert.throws(() => parseSealPublicKeyPem(ec), (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'));
-  assert.throws(() => parseSealPublicKeyPem('not a key'), (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'));
-  assert.throws(() => parseSealPrivateKeyPem('-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n'), (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'));
+  assert.throws(
+    () => parseSealPublicKeyPem(ec),
+    (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'),
+  );
+  assert.throws(
+    () => parseSealPublicKeyPem('not a key'),
+    (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'),
+  );
+  assert.throws(
+    () => parseSealPrivateKeyPem('-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n'),
+    (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'),
+  );
 });
 
 test('property: any plaintext/aad round-trips, and any single-bit change of the ciphertext is refused', () => {
@@ -107,7 +137,10 @@ test('property: any plaintext/aad round-trips, and any single-bit change of the 
       const bad = Buffer.from(s.ciphertext);
       const i = bit % (bad.length * 8);
       bad[i >> 3]! ^= 1 << (i & 7);
-      assert.throws(() => open(s.enc, r.privateKey, Buffer.from('edgeguard'), aad, bad), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+      assert.throws(
+        () => open(s.enc, r.privateKey, Buffer.from('edgeguard'), aad, bad),
+        (e) => isEdgeguardError(e, 'EG_WRONG_KEY'),
+      );
     }),
     { numRuns: 100 },
   );

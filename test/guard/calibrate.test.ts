@@ -2,7 +2,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { isEdgeguardError } from '../../src/errors/index.ts';
-import { allowedCount, calibrateProfile, lowerThresholdAtRate, rateUpperBound, thresholdAtFpr, validateStatistics, NUMERIC_STATISTICS, type Classifier, type InputStatistics } from '../../src/guard/index.ts';
+import {
+  allowedCount,
+  calibrateProfile,
+  lowerThresholdAtRate,
+  rateUpperBound,
+  thresholdAtFpr,
+  validateStatistics,
+  NUMERIC_STATISTICS,
+  type Classifier,
+  type InputStatistics,
+} from '../../src/guard/index.ts';
 import { mulberry32 } from '../../scripts/lib/mnist-split.ts';
 
 function syntheticStats(n: number, seed: number): InputStatistics[] {
@@ -24,10 +34,14 @@ test('thresholdAtFpr: at most fpr of the scores exceed the threshold (Xu et al. 
   assert.equal(thresholdAtFpr([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.1), 9);
   assert.equal(thresholdAtFpr([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.05), 10);
   fc.assert(
-    fc.property(fc.array(fc.double({ min: 0, max: 2, noNaN: true }), { minLength: 1, maxLength: 300 }), fc.double({ min: 0.001, max: 0.5, noNaN: true }), (scores, fpr) => {
-      const t = thresholdAtFpr(scores, fpr);
-      return scores.filter((s) => s > t).length <= Math.floor(scores.length * fpr);
-    }),
+    fc.property(
+      fc.array(fc.double({ min: 0, max: 2, noNaN: true }), { minLength: 1, maxLength: 300 }),
+      fc.double({ min: 0.001, max: 0.5, noNaN: true }),
+      (scores, fpr) => {
+        const t = thresholdAtFpr(scores, fpr);
+        return scores.filter((s) => s > t).length <= Math.floor(scores.length * fpr);
+      },
+    ),
   );
   // Floating-point edge (found by fast-check): 2 * (1 - 0.49999999999999994) rounds to 1.
   assert.equal(thresholdAtFpr([0, 5e-324], 0.49999999999999994), 5e-324);
@@ -39,12 +53,15 @@ test('calibration meets the target FPR on its own data and keeps each statistic 
     const p = await calibrateProfile({ samples: stats.map((s) => ({ stats: s })), fpr });
     assert.ok(p.validation.measuredFpr <= fpr, `fpr ${fpr}: measured ${p.validation.measuredFpr}`);
     // Quantile steps are 1/N per side and statistic, so tiny budgets may be left partly unused.
-    if (fpr >= 0.05) assert.ok(p.validation.measuredFpr >= fpr * 0.7, `fpr ${fpr}: the budget is used (${p.validation.measuredFpr})`);
+    if (fpr >= 0.05)
+      assert.ok(p.validation.measuredFpr >= fpr * 0.7, `fpr ${fpr}: the budget is used (${p.validation.measuredFpr})`);
     const rejected = stats.filter((s) => !validateStatistics(s, p).passed).length / stats.length;
     assert.equal(rejected, p.validation.measuredFpr);
     for (const s of NUMERIC_STATISTICS) {
       const values = stats.map((x) => x[s]);
-      assert.ok(p.validation.statistics[s].min >= Math.min(...values) && p.validation.statistics[s].max <= Math.max(...values));
+      assert.ok(
+        p.validation.statistics[s].min >= Math.min(...values) && p.validation.statistics[s].max <= Math.max(...values),
+      );
     }
     assert.deepEqual(p.validation.formats, ['png']);
     assert.equal(p.squeeze, undefined, 'no model, no squeezing threshold');
@@ -58,9 +75,14 @@ test('calibration meets the target FPR on its own data and keeps each statistic 
 
 test('calibration refuses too few samples, a bad rate and non-finite statistics', async () => {
   const stats = syntheticStats(50, 1);
-  await assert.rejects(calibrateProfile({ samples: stats.slice(0, 5).map((s) => ({ stats: s })), fpr: 0.05 }), (e: unknown) => isEdgeguardError(e, 'EG_USAGE'));
+  await assert.rejects(
+    calibrateProfile({ samples: stats.slice(0, 5).map((s) => ({ stats: s })), fpr: 0.05 }),
+    (e: unknown) => isEdgeguardError(e, 'EG_USAGE'),
+  );
   for (const fpr of [0, 1, -0.1, Number.NaN]) {
-    await assert.rejects(calibrateProfile({ samples: stats.map((s) => ({ stats: s })), fpr }), (e: unknown) => isEdgeguardError(e, 'EG_USAGE'));
+    await assert.rejects(calibrateProfile({ samples: stats.map((s) => ({ stats: s })), fpr }), (e: unknown) =>
+      isEdgeguardError(e, 'EG_USAGE'),
+    );
   }
   const bad = stats.map((s, i) => ({ stats: i === 3 ? { ...s, noise: Number.POSITIVE_INFINITY } : s }));
   await assert.rejects(calibrateProfile({ samples: bad, fpr: 0.05 }), (e: unknown) => isEdgeguardError(e, 'EG_INPUT'));
@@ -77,12 +99,17 @@ test('rateUpperBound is the one-sided Clopper-Pearson bound; allowedCount the la
   assert.equal(allowedCount(20, 0.1, 0.95), -1, 'no count of 20 bounds the rate at 10%');
   assert.equal(lowerThresholdAtRate([5, 1, 4, 2, 3], 0.2), 2);
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 400 }), fc.double({ min: 0.01, max: 0.5, noNaN: true }), fc.constantFrom(0, 0.5, 0.9, 0.95, 0.99), (n, fpr, level) => {
-      const k = allowedCount(n, fpr, level);
-      if (k >= 0 && rateUpperBound(k, n, level) > fpr) return false;
-      if (k < n && rateUpperBound(k + 1, n, level) <= fpr) return false;
-      return k <= Math.floor(n * fpr) + 1;
-    }),
+    fc.property(
+      fc.integer({ min: 1, max: 400 }),
+      fc.double({ min: 0.01, max: 0.5, noNaN: true }),
+      fc.constantFrom(0, 0.5, 0.9, 0.95, 0.99),
+      (n, fpr, level) => {
+        const k = allowedCount(n, fpr, level);
+        if (k >= 0 && rateUpperBound(k, n, level) > fpr) return false;
+        if (k < n && rateUpperBound(k + 1, n, level) <= fpr) return false;
+        return k <= Math.floor(n * fpr) + 1;
+      },
+    ),
     { numRuns: 200 },
   );
 });
@@ -104,7 +131,13 @@ test('pipeline calibration: one budget for all stages, chosen on cross-validated
   const r = mulberry32(5);
   const stats = syntheticStats(600, 11);
   const samples = stats.map((s) => ({ stats: s, tensor: Float32Array.from({ length: 16 }, () => r()) }));
-  const common = { samples, primary: toyClassifier(1), ensemble: toyClassifier(2), shape: { channels: 1, height: 4, width: 4 }, squeeze: { bitDepth: 1, medianSize: 2 } };
+  const common = {
+    samples,
+    primary: toyClassifier(1),
+    ensemble: toyClassifier(2),
+    shape: { channels: 1, height: 4, width: 4 },
+    squeeze: { bitDepth: 1, medianSize: 2 },
+  };
   const p = await calibrateProfile({ ...common, fpr: 0.1 });
   const pl = p.pipeline!;
   assert.equal(p.version, 2);
@@ -127,7 +160,13 @@ test('pipeline calibration: one budget for all stages, chosen on cross-validated
   assert.equal(perStage.pipeline, undefined);
   assert.equal(perStage.version, 1, 'the version-1 layout, readable by older readers');
   assert.equal(perStage.squeeze!.fpr, 0.02);
-  await assert.rejects(calibrateProfile({ ...common, fpr: 0.05, squeezeFpr: 0.02 }), (e: unknown) => isEdgeguardError(e, 'EG_USAGE'));
-  await assert.rejects(calibrateProfile({ samples, fpr: 0.05, pipeline: true }), (e: unknown) => isEdgeguardError(e, 'EG_USAGE'));
-  await assert.rejects(calibrateProfile({ ...common, fpr: 0.05, fprConfidence: 1 }), (e: unknown) => isEdgeguardError(e, 'EG_USAGE'));
+  await assert.rejects(calibrateProfile({ ...common, fpr: 0.05, squeezeFpr: 0.02 }), (e: unknown) =>
+    isEdgeguardError(e, 'EG_USAGE'),
+  );
+  await assert.rejects(calibrateProfile({ samples, fpr: 0.05, pipeline: true }), (e: unknown) =>
+    isEdgeguardError(e, 'EG_USAGE'),
+  );
+  await assert.rejects(calibrateProfile({ ...common, fpr: 0.05, fprConfidence: 1 }), (e: unknown) =>
+    isEdgeguardError(e, 'EG_USAGE'),
+  );
 });

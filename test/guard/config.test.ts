@@ -8,7 +8,11 @@ test('an empty configuration gives the full pipeline; thresholds come from the p
   for (const c of [guardConfig(), guardConfig(null), parseGuardConfigYaml(''), parseGuardConfigYaml('{}')]) {
     assert.equal(c.validation.enabled, true);
     assert.equal(c.confidence.enabled, true);
-    assert.equal(c.confidence.threshold, undefined, 'the profile\'s calibrated value, else DEFAULT_CONFIDENCE_THRESHOLD');
+    assert.equal(
+      c.confidence.threshold,
+      undefined,
+      "the profile's calibrated value, else DEFAULT_CONFIDENCE_THRESHOLD",
+    );
     assert.equal(c.ensemble.enabled, true);
     assert.equal(c.ensemble.threshold, undefined);
     assert.equal(c.squeeze.enabled, true);
@@ -16,7 +20,9 @@ test('an empty configuration gives the full pipeline; thresholds come from the p
     assert.equal(c.squeeze.medianSize, 2);
     assert.equal(c.squeeze.threshold, undefined);
   }
-  const c = parseGuardConfigYaml('profile: p.json\nconfidence:\n  threshold: 0.9\nensemble: { enabled: false, threshold: 1.2 }\nsqueeze: { threshold: 0.5 }\n');
+  const c = parseGuardConfigYaml(
+    'profile: p.json\nconfidence:\n  threshold: 0.9\nensemble: { enabled: false, threshold: 1.2 }\nsqueeze: { threshold: 0.5 }\n',
+  );
   assert.equal(c.profile, 'p.json');
   assert.equal(c.confidence.threshold, 0.9);
   assert.equal(c.ensemble.enabled, false);
@@ -36,6 +42,10 @@ test('bad configurations are refused with EG_CONFIG naming the field', () => {
     ['a: [unclosed', /not valid YAML/],
   ];
   for (const [yaml, pattern] of bad) {
-    assert.throws(() => parseGuardConfigYaml(yaml), (e: unknown) => isEdgeguardError(e, 'EG_CONFIG') && pattern.test(e.message), yaml);
+    assert.throws(
+      () => parseGuardConfigYaml(yaml),
+      (e: unknown) => isEdgeguardError(e, 'EG_CONFIG') && pattern.test(e.message),
+      yaml,
+    );
   }
 });

@@ -5,7 +5,14 @@ import sharp from 'sharp';
 import YAML from 'yaml';
 import { ort, decodeImage, pixelsToTensor } from '../../src/inference/index.ts';
 import { parseModelMetadata, type ImagePreprocessing } from '../../src/model/index.ts';
-import { calibrateProfile, computeStatistics, sessionClassifier, type Classifier, type GuardImage, type GuardProfile } from '../../src/guard/index.ts';
+import {
+  calibrateProfile,
+  computeStatistics,
+  sessionClassifier,
+  type Classifier,
+  type GuardImage,
+  type GuardProfile,
+} from '../../src/guard/index.ts';
 import { loadMnist, mnistSplit, digitPixels } from '../../scripts/lib/mnist-split.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 
@@ -29,11 +36,16 @@ export async function preprocessing(): Promise<ImagePreprocessing> {
 export async function pngOf(values: ArrayLike<number>): Promise<Buffer> {
   const px = Buffer.alloc(784);
   for (let i = 0; i < 784; i++) px[i] = Math.round(values[i]! * 255);
-  return sharp(px, { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+  return sharp(px, { raw: { width: 28, height: 28, channels: 1 } })
+    .png()
+    .toBuffer();
 }
 
 /** Decode image bytes exactly as the inference service does (in memory, sharp). */
-export async function decode(bytes: Uint8Array, pre: ImagePreprocessing): Promise<{ image: GuardImage; tensor: Float32Array }> {
+export async function decode(
+  bytes: Uint8Array,
+  pre: ImagePreprocessing,
+): Promise<{ image: GuardImage; tensor: Float32Array }> {
   const image = await decodeImage(bytes, pre);
   return { image, tensor: pixelsToTensor(image, pre).data };
 }
@@ -46,7 +58,10 @@ export function fromValues(values: ArrayLike<number>): { image: GuardImage; tens
     pixels[i] = Math.round(values[i]! * 255);
     tensor[i] = pixels[i]! / 255;
   }
-  return { image: { pixels, width: 28, height: 28, channels: 1, source: { format: 'png', width: 28, height: 28 } }, tensor };
+  return {
+    image: { pixels, width: 28, height: 28, channels: 1, source: { format: 'png', width: 28, height: 28 } },
+    tensor,
+  };
 }
 
 export async function guardFixture(fpr = 0.05): Promise<GuardFixture> {
@@ -60,7 +75,14 @@ export async function guardFixture(fpr = 0.05): Promise<GuardFixture> {
     const { image, tensor } = fromValues(digitPixels(data, idx));
     return { stats: computeStatistics(image), tensor };
   });
-  const profile = await calibrateProfile({ samples, fpr, primary: cnn, ensemble: mlp, shape: SHAPE, squeeze: { bitDepth: 1, medianSize: 2 } });
+  const profile = await calibrateProfile({
+    samples,
+    fpr,
+    primary: cnn,
+    ensemble: mlp,
+    shape: SHAPE,
+    squeeze: { bitDepth: 1, medianSize: 2 },
+  });
   return {
     cnn,
     mlp,

@@ -17,7 +17,14 @@ after(async () => {
 });
 
 function guard(config: GuardConfigInput = {}): Guard {
-  return new Guard({ config: guardConfig(config), profile: f.profile, shape: SHAPE, primary: f.cnn, ensemble: f.mlp, labels: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'] });
+  return new Guard({
+    config: guardConfig(config),
+    profile: f.profile,
+    shape: SHAPE,
+    primary: f.cnn,
+    ensemble: f.mlp,
+    labels: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
+  });
 }
 
 test('a legitimate digit PNG is accepted and answered by the primary model', async () => {
@@ -28,7 +35,9 @@ test('a legitimate digit PNG is accepted and answered by the primary model', asy
   assert.deepEqual(r.reasons, []);
   assert.equal(r.answer?.source, 'primary');
   assert.equal(r.answer?.label, '7');
-  assert.ok(r.stages.validation?.passed && r.stages.confidence?.passed && r.stages.ensemble?.agrees && r.stages.squeeze?.passed);
+  assert.ok(
+    r.stages.validation?.passed && r.stages.confidence?.passed && r.stages.ensemble?.agrees && r.stages.squeeze?.passed,
+  );
   assert.ok(r.answer!.confidence >= 0.85);
   // Most of the shipped sample digits pass, and every accepted one is answered correctly.
   let accepted = 0;
@@ -45,10 +54,16 @@ test('a legitimate digit PNG is accepted and answered by the primary model', asy
   assert.ok(accepted >= 16, `only ${accepted} of 20 sample digits accepted`);
   // A tensor sent as JSON (no codec, no source size) is checked on its pixel statistics only.
   const values = digitPixels(loadMnist(), mnistSplit().evaluation[2]!);
-  const asTensor = await g.check({ tensor: Float32Array.from(values), image: floatImageToGuardImage(values, 28, 28, 'tensor') });
+  const asTensor = await g.check({
+    tensor: Float32Array.from(values),
+    image: floatImageToGuardImage(values, 28, 28, 'tensor'),
+  });
   assert.equal(asTensor.stages.validation?.passed, true, JSON.stringify(asTensor.reasons));
   const noiseTensor = Float32Array.from({ length: 784 }, (_, i) => ((i * 7919) % 256) / 255);
-  assert.equal((await g.check({ tensor: noiseTensor, image: floatImageToGuardImage(noiseTensor, 28, 28, 'tensor') })).verdict, 'reject');
+  assert.equal(
+    (await g.check({ tensor: noiseTensor, image: floatImageToGuardImage(noiseTensor, 28, 28, 'tensor') })).verdict,
+    'reject',
+  );
 });
 
 test('noise, blank and inverted images are rejected by input validation, before any model runs', async () => {
@@ -67,15 +82,32 @@ test('noise, blank and inverted images are rejected by input validation, before 
   for (const [name, values] of Object.entries(cases)) {
     const r = await g.check(await decode(await pngOf(values), f.pre));
     assert.equal(r.verdict, 'reject', name);
-    assert.ok(r.reasons.length > 0 && r.reasons.every((x) => x.stage === 'validation' && x.code === 'out-of-profile'), name);
+    assert.ok(
+      r.reasons.length > 0 && r.reasons.every((x) => x.stage === 'validation' && x.code === 'out-of-profile'),
+      name,
+    );
     assert.equal(r.answer, undefined, `${name}: a rejected input gets no answer`);
     assert.equal(r.primary, undefined, `${name}: short-circuit, no model ran`);
   }
   // The reasons name the statistic: a blank image has no contrast.
   const blank = await g.check(await decode(await pngOf(cases.blank!), f.pre));
-  assert.ok(blank.reasons.some((x) => x.message.startsWith('contrast 0 ')), JSON.stringify(blank.reasons));
+  assert.ok(
+    blank.reasons.some((x) => x.message.startsWith('contrast 0 ')),
+    JSON.stringify(blank.reasons),
+  );
   // A digit of the wrong size is out of profile too.
-  const big = await g.check(await decode(await (await import('sharp')).default(await pngOf(digit)).resize(56, 56).png().toBuffer(), f.pre));
+  const big = await g.check(
+    await decode(
+      await (
+        await import('sharp')
+      )
+        .default(await pngOf(digit))
+        .resize(56, 56)
+        .png()
+        .toBuffer(),
+      f.pre,
+    ),
+  );
   assert.ok(big.reasons.some((x) => x.message.startsWith('dimensions 56x56')));
 });
 
@@ -113,9 +145,18 @@ test('threshold precedence: the configuration, else the profile, else 0.85 and a
   assert.equal(fromProfile.ensembleThreshold, pl.ensembleThreshold);
   assert.equal(fromProfile.squeezeThreshold, f.profile.squeeze!.threshold);
   const explicit = guard({ confidence: { threshold: 0.85 }, ensemble: { threshold: 1 }, squeeze: { threshold: 0.5 } });
-  assert.deepEqual([explicit.confidenceThreshold, explicit.ensembleThreshold, explicit.squeezeThreshold], [0.85, 1, 0.5]);
+  assert.deepEqual(
+    [explicit.confidenceThreshold, explicit.ensembleThreshold, explicit.squeezeThreshold],
+    [0.85, 1, 0.5],
+  );
   const { pipeline: _dropped, ...stageProfile } = f.profile;
-  const seed = new Guard({ config: guardConfig(), profile: { ...stageProfile, version: 1 }, shape: SHAPE, primary: f.cnn, ensemble: f.mlp });
+  const seed = new Guard({
+    config: guardConfig(),
+    profile: { ...stageProfile, version: 1 },
+    shape: SHAPE,
+    primary: f.cnn,
+    ensemble: f.mlp,
+  });
   assert.equal(seed.confidenceThreshold, 0.85);
   assert.equal(seed.ensembleThreshold, undefined, 'argmax disagreement');
 });
@@ -131,7 +172,13 @@ test('an ensemble disagreement is flagged, and the fallback answers', async () =
   assert.equal(r.answer?.index, argmax(await f.mlp(input.tensor)));
   // Without a calibrated threshold (a version-1 profile), the two argmaxes differing flags.
   const { pipeline: _dropped, ...stageProfile } = f.profile;
-  const seed = new Guard({ config: guardConfig(), profile: { ...stageProfile, version: 1 }, shape: SHAPE, primary: f.cnn, ensemble: f.mlp });
+  const seed = new Guard({
+    config: guardConfig(),
+    profile: { ...stageProfile, version: 1 },
+    shape: SHAPE,
+    primary: f.cnn,
+    ensemble: f.mlp,
+  });
   const d = await findDigit(seed, (x) => x.stages.ensemble!.agrees === false);
   assert.equal(d.r.verdict, 'flag');
   assert.equal(d.r.stages.ensemble!.passed, false);
@@ -153,7 +200,8 @@ test('the profile calibrated to a 5% pipeline budget keeps the default pipeline 
   const data = loadMnist();
   let notAccepted = 0;
   const evaluation = mnistSplit().evaluation;
-  for (const idx of evaluation) if ((await g.check(fromValues(digitPixels(data, idx)))).verdict !== 'accept') notAccepted++;
+  for (const idx of evaluation)
+    if ((await g.check(fromValues(digitPixels(data, idx)))).verdict !== 'accept') notAccepted++;
   assert.ok(notAccepted / evaluation.length <= 0.05, `${notAccepted} of ${evaluation.length}`);
 });
 
@@ -165,10 +213,17 @@ test('the stored FGSM example fools the primary model and is flagged by feature 
   assert.equal(argmax(p), 8);
   assert.ok(p[8]! > 0.85);
   // Squeezing alone (other stages off) flags it.
-  const squeezeOnly = guard({ validation: { enabled: false }, confidence: { enabled: false }, ensemble: { enabled: false } });
+  const squeezeOnly = guard({
+    validation: { enabled: false },
+    confidence: { enabled: false },
+    ensemble: { enabled: false },
+  });
   const r = await squeezeOnly.check(input);
   assert.equal(r.verdict, 'flag');
-  assert.deepEqual(r.reasons.map((x) => x.code), ['squeeze-distance']);
+  assert.deepEqual(
+    r.reasons.map((x) => x.code),
+    ['squeeze-distance'],
+  );
   assert.ok(r.stages.squeeze!.score > f.profile.squeeze!.threshold);
   // The full pipeline stops it earlier: its perturbation is visible to the noise statistic.
   const full = await guard().check(input);
@@ -181,16 +236,35 @@ test('the stored FGSM example fools the primary model and is flagged by feature 
 
 test('the guard fails closed on incomplete configuration and malformed input', async () => {
   const make = (config: GuardConfigInput, o: { profile?: boolean; ensemble?: boolean } = {}) =>
-    new Guard({ config: guardConfig(config), ...(o.profile === false ? {} : { profile: f.profile }), shape: SHAPE, primary: f.cnn, ...(o.ensemble === false ? {} : { ensemble: f.mlp }) });
+    new Guard({
+      config: guardConfig(config),
+      ...(o.profile === false ? {} : { profile: f.profile }),
+      shape: SHAPE,
+      primary: f.cnn,
+      ...(o.ensemble === false ? {} : { ensemble: f.mlp }),
+    });
   const configError = (e: unknown) => isEdgeguardError(e, 'EG_CONFIG');
   assert.throws(() => make({}, { profile: false }), configError);
   assert.throws(() => make({}, { ensemble: false }), configError);
-  assert.throws(() => make({ validation: { enabled: false } }, { profile: false }), configError, 'squeezing without a threshold');
+  assert.throws(
+    () => make({ validation: { enabled: false } }, { profile: false }),
+    configError,
+    'squeezing without a threshold',
+  );
   assert.throws(() => make({ squeeze: { bitDepth: 3 } }), configError, 'profile calibrated for other squeezers');
-  const minimal = make({ validation: { enabled: false }, ensemble: { enabled: false }, squeeze: { threshold: 0.5 } }, { profile: false, ensemble: false });
+  const minimal = make(
+    { validation: { enabled: false }, ensemble: { enabled: false }, squeeze: { threshold: 0.5 } },
+    { profile: false, ensemble: false },
+  );
   const r = await minimal.check({ tensor: fromValues(digitPixels(loadMnist(), mnistSplit().evaluation[0]!)).tensor });
   assert.ok(['accept', 'flag'].includes(r.verdict));
   assert.equal(r.answer?.source, 'primary', 'no fallback configured: the primary answers');
-  await assert.rejects(make({}).check({ tensor: new Float32Array(10) }), (e: unknown) => isEdgeguardError(e, 'EG_INPUT'));
-  await assert.rejects(make({}).check({ tensor: new Float32Array(784) }), (e: unknown) => isEdgeguardError(e, 'EG_INPUT'), 'validation needs the image');
+  await assert.rejects(make({}).check({ tensor: new Float32Array(10) }), (e: unknown) =>
+    isEdgeguardError(e, 'EG_INPUT'),
+  );
+  await assert.rejects(
+    make({}).check({ tensor: new Float32Array(784) }),
+    (e: unknown) => isEdgeguardError(e, 'EG_INPUT'),
+    'validation needs the image',
+  );
 });

@@ -4,7 +4,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { isEdgeguardError } from '../../src/errors/index.ts';
-import { MAX_PROFILE_BYTES, NUMERIC_STATISTICS, parseProfile, serializeProfile, validateStatistics, type GuardProfile, type InputStatistics } from '../../src/guard/index.ts';
+import {
+  MAX_PROFILE_BYTES,
+  NUMERIC_STATISTICS,
+  parseProfile,
+  serializeProfile,
+  validateStatistics,
+  type GuardProfile,
+  type InputStatistics,
+} from '../../src/guard/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 
 const FIXTURE = readFileSync(join(FIXTURES, 'guard', 'mnist-cnn.profile.json'));
@@ -14,7 +22,10 @@ function valid(): GuardProfile {
 }
 
 function refusesWithFormat(input: Uint8Array | string, pattern?: RegExp): void {
-  assert.throws(() => parseProfile(input), (e: unknown) => isEdgeguardError(e, 'EG_FORMAT') && (!pattern || pattern.test(e.message)));
+  assert.throws(
+    () => parseProfile(input),
+    (e: unknown) => isEdgeguardError(e, 'EG_FORMAT') && (!pattern || pattern.test(e.message)),
+  );
 }
 
 test('the committed pipeline profile (version 2, 4% budget) parses and round-trips', () => {
@@ -28,7 +39,17 @@ test('the committed pipeline profile (version 2, 4% budget) parses and round-tri
 });
 
 function pipelineSection(): Record<string, unknown> {
-  return { fpr: 0.04, fprConfidence: 0.95, folds: 5, stageRate: 0.005, confidenceThreshold: 0.48, ensembleThreshold: 1.6, crossValidatedFpr: 0.024, upperBound: 0.034, measuredFpr: 0.012 };
+  return {
+    fpr: 0.04,
+    fprConfidence: 0.95,
+    folds: 5,
+    stageRate: 0.005,
+    confidenceThreshold: 0.48,
+    ensembleThreshold: 1.6,
+    crossValidatedFpr: 0.024,
+    upperBound: 0.034,
+    measuredFpr: 0.012,
+  };
 }
 
 test('the committed profile parses and round-trips', () => {
@@ -52,9 +73,18 @@ test('bad profiles are refused with EG_FORMAT and the problem named', () => {
   refusesWithFormat(Uint8Array.from([0x7b, 0xff, 0x7d]), /UTF-8/);
   refusesWithFormat('null');
   refusesWithFormat('[]');
-  refusesWithFormat(edit((x) => (x.kind = 'something-else')), /kind/);
-  refusesWithFormat(edit((x) => (x.version = 3)), /version/);
-  refusesWithFormat(edit((x) => (x.pipeline = pipelineSection())), /pipeline.*version 2/);
+  refusesWithFormat(
+    edit((x) => (x.kind = 'something-else')),
+    /kind/,
+  );
+  refusesWithFormat(
+    edit((x) => (x.version = 3)),
+    /version/,
+  );
+  refusesWithFormat(
+    edit((x) => (x.pipeline = pipelineSection())),
+    /pipeline.*version 2/,
+  );
   const v2 = (f: (pl: Record<string, unknown>) => void) =>
     edit((x) => {
       x.version = 2;
@@ -62,18 +92,54 @@ test('bad profiles are refused with EG_FORMAT and the problem named', () => {
       f(x.pipeline as Record<string, unknown>);
     });
   assert.equal(parseProfile(v2(() => undefined)).pipeline?.ensembleThreshold, 1.6);
-  refusesWithFormat(v2((pl) => (pl.confidenceThreshold = 1.5)), /pipeline\.confidenceThreshold/);
-  refusesWithFormat(v2((pl) => (pl.ensembleThreshold = 3)), /pipeline\.ensembleThreshold/);
-  refusesWithFormat(v2((pl) => (pl.fpr = 0)), /pipeline\.fpr/);
-  refusesWithFormat(v2((pl) => (pl.folds = 1)), /pipeline\.folds/);
-  refusesWithFormat(v2((pl) => (pl.extra = 1)), /Unrecognized key/);
-  refusesWithFormat(edit((x) => (x.extra = true)), /Unrecognized key/);
-  refusesWithFormat(edit((x) => ((x.validation as { statistics: Record<string, unknown> }).statistics.noise = { min: 0.5, max: 0.1 })), /validation\.statistics\.noise.*min must not exceed max/);
-  refusesWithFormat(edit((x) => delete (x.validation as { statistics: Record<string, unknown> }).statistics.blur), /blur/);
-  refusesWithFormat(edit((x) => ((x.validation as Record<string, unknown>).fpr = 1)), /fpr/);
-  refusesWithFormat(edit((x) => ((x.validation as Record<string, unknown>).formats = [])), /formats/);
-  refusesWithFormat(edit((x) => ((x.squeeze as Record<string, unknown>).threshold = 3)), /squeeze\.threshold/);
-  refusesWithFormat(edit((x) => ((x.squeeze as Record<string, unknown>).threshold = '0.5')), /squeeze\.threshold/);
+  refusesWithFormat(
+    v2((pl) => (pl.confidenceThreshold = 1.5)),
+    /pipeline\.confidenceThreshold/,
+  );
+  refusesWithFormat(
+    v2((pl) => (pl.ensembleThreshold = 3)),
+    /pipeline\.ensembleThreshold/,
+  );
+  refusesWithFormat(
+    v2((pl) => (pl.fpr = 0)),
+    /pipeline\.fpr/,
+  );
+  refusesWithFormat(
+    v2((pl) => (pl.folds = 1)),
+    /pipeline\.folds/,
+  );
+  refusesWithFormat(
+    v2((pl) => (pl.extra = 1)),
+    /Unrecognized key/,
+  );
+  refusesWithFormat(
+    edit((x) => (x.extra = true)),
+    /Unrecognized key/,
+  );
+  refusesWithFormat(
+    edit((x) => ((x.validation as { statistics: Record<string, unknown> }).statistics.noise = { min: 0.5, max: 0.1 })),
+    /validation\.statistics\.noise.*min must not exceed max/,
+  );
+  refusesWithFormat(
+    edit((x) => delete (x.validation as { statistics: Record<string, unknown> }).statistics.blur),
+    /blur/,
+  );
+  refusesWithFormat(
+    edit((x) => ((x.validation as Record<string, unknown>).fpr = 1)),
+    /fpr/,
+  );
+  refusesWithFormat(
+    edit((x) => ((x.validation as Record<string, unknown>).formats = [])),
+    /formats/,
+  );
+  refusesWithFormat(
+    edit((x) => ((x.squeeze as Record<string, unknown>).threshold = 3)),
+    /squeeze\.threshold/,
+  );
+  refusesWithFormat(
+    edit((x) => ((x.squeeze as Record<string, unknown>).threshold = '0.5')),
+    /squeeze\.threshold/,
+  );
   refusesWithFormat(JSON.stringify(p).replace(/"threshold": ?[0-9.e-]+/, '"threshold": 1e999'), /squeeze\.threshold/);
   refusesWithFormat(' '.repeat(MAX_PROFILE_BYTES + 1), /more than/);
 });
@@ -127,7 +193,9 @@ test('property: JSON values of any shape are refused cleanly', () => {
 
 test('validation: inside every bound passes; each violated bound, size or format is reported', () => {
   const p = valid();
-  const mid = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, (p.validation.statistics[s].min + p.validation.statistics[s].max) / 2])) as Record<(typeof NUMERIC_STATISTICS)[number], number>;
+  const mid = Object.fromEntries(
+    NUMERIC_STATISTICS.map((s) => [s, (p.validation.statistics[s].min + p.validation.statistics[s].max) / 2]),
+  ) as Record<(typeof NUMERIC_STATISTICS)[number], number>;
   const ok: InputStatistics = { ...mid, width: 28, height: 28, format: 'png' };
   const r = validateStatistics(ok, p);
   assert.equal(r.passed, true);
@@ -135,11 +203,23 @@ test('validation: inside every bound passes; each violated bound, size or format
   for (const s of NUMERIC_STATISTICS) {
     const bad = validateStatistics({ ...ok, [s]: p.validation.statistics[s].max + 1 }, p);
     assert.equal(bad.passed, false);
-    assert.deepEqual(bad.violations.map((v) => v.statistic), [s]);
+    assert.deepEqual(
+      bad.violations.map((v) => v.statistic),
+      [s],
+    );
     assert.ok(bad.score > 0);
     assert.equal(validateStatistics({ ...ok, [s]: Number.NaN }, p).passed, false);
   }
-  assert.deepEqual(validateStatistics({ ...ok, width: 56 }, p).violations.map((v) => v.statistic), ['dimensions']);
-  assert.deepEqual(validateStatistics({ ...ok, format: 'gif' }, p).violations.map((v) => v.statistic), ['format']);
-  assert.equal(validateStatistics({ ...ok, format: 'gif', width: 56 }, p, { dimensions: false, format: false }).passed, true);
+  assert.deepEqual(
+    validateStatistics({ ...ok, width: 56 }, p).violations.map((v) => v.statistic),
+    ['dimensions'],
+  );
+  assert.deepEqual(
+    validateStatistics({ ...ok, format: 'gif' }, p).violations.map((v) => v.statistic),
+    ['format'],
+  );
+  assert.equal(
+    validateStatistics({ ...ok, format: 'gif', width: 56 }, p, { dimensions: false, format: false }).passed,
+    true,
+  );
 });

@@ -4,7 +4,10 @@ import fc from 'fast-check';
 import { l1Distance, medianFilter, reduceBitDepth } from '../../src/guard/index.ts';
 
 test('1-bit depth reduction rounds to 0 or 1; 3 bits keeps 8 levels', () => {
-  assert.deepEqual(Array.from(reduceBitDepth(Float32Array.from([0, 0.3, 0.49, 0.51, 0.7, 1, -2, 3]), 1)), [0, 0, 0, 1, 1, 1, 0, 1]);
+  assert.deepEqual(
+    Array.from(reduceBitDepth(Float32Array.from([0, 0.3, 0.49, 0.51, 0.7, 1, -2, 3]), 1)),
+    [0, 0, 0, 1, 1, 1, 0, 1],
+  );
   const three = reduceBitDepth(Float32Array.from([0.2]), 3);
   assert.ok(Math.abs(three[0]! - 1 / 7) < 1e-7);
   assert.throws(() => reduceBitDepth(new Float32Array(1), 0), RangeError);

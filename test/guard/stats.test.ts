@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { computeStatistics, immerkaerNoise, laplacianVariance, luminance, type GuardImage } from '../../src/guard/index.ts';
+import {
+  computeStatistics,
+  immerkaerNoise,
+  laplacianVariance,
+  luminance,
+  type GuardImage,
+} from '../../src/guard/index.ts';
 import { loadMnist, mnistSplit, digitPixels, mulberry32 } from '../../scripts/lib/mnist-split.ts';
 
 function grey(values: (i: number) => number, w = 28, h = 28, format = 'png'): GuardImage {
@@ -53,23 +59,34 @@ test('variance of the Laplacian drops when a digit is blurred', () => {
   const px = digitPixels(data, idx);
   const sharpImg = grey((i) => px[i]! * 255);
   const blurred = new Float32Array(784);
-  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
-    let sum = 0;
-    let n = 0;
-    for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) {
-      const yy = y + dy;
-      const xx = x + dx;
-      if (yy >= 0 && yy < 28 && xx >= 0 && xx < 28) { sum += px[yy * 28 + xx]!; n++; }
+  for (let y = 0; y < 28; y++)
+    for (let x = 0; x < 28; x++) {
+      let sum = 0;
+      let n = 0;
+      for (let dy = -2; dy <= 2; dy++)
+        for (let dx = -2; dx <= 2; dx++) {
+          const yy = y + dy;
+          const xx = x + dx;
+          if (yy >= 0 && yy < 28 && xx >= 0 && xx < 28) {
+            sum += px[yy * 28 + xx]!;
+            n++;
+          }
+        }
+      blurred[y * 28 + x] = sum / n;
     }
-    blurred[y * 28 + x] = sum / n;
-  }
   const a = laplacianVariance(luminance(sharpImg), 28, 28);
   const b = laplacianVariance(luminance(grey((i) => blurred[i]! * 255)), 28, 28);
   assert.ok(b < a / 4, `blurred ${b} vs sharp ${a}`);
 });
 
 test('colour pixels use BT.601 luma; the pixel count must match the dimensions', () => {
-  const img: GuardImage = { pixels: Uint8Array.from([255, 0, 0, 0, 255, 0]), width: 2, height: 1, channels: 3, source: { format: 'png', width: 2, height: 1 } };
+  const img: GuardImage = {
+    pixels: Uint8Array.from([255, 0, 0, 0, 255, 0]),
+    width: 2,
+    height: 1,
+    channels: 3,
+    source: { format: 'png', width: 2, height: 1 },
+  };
   const l = luminance(img);
   assert.ok(Math.abs(l[0]! - 0.299 * 255) < 1e-3 && Math.abs(l[1]! - 0.587 * 255) < 1e-3);
   assert.throws(() => luminance({ ...img, width: 3 }), RangeError);

@@ -16,7 +16,30 @@ export async function filesChangedSince(sinceMs: number, roots: string[], wholeF
     const minutes = Math.max(1, Math.ceil((Date.now() - sinceMs) / 60000) + 1);
     const { stdout } = await run(
       'find',
-      ['/', '-xdev', '(', '-path', '/proc', '-o', '-path', '/sys', '-o', '-path', '/dev', '-o', '-path', '/run', ')', '-prune', '-o', '-type', 'f', '-mmin', `-${minutes}`, '-print'],
+      [
+        '/',
+        '-xdev',
+        '(',
+        '-path',
+        '/proc',
+        '-o',
+        '-path',
+        '/sys',
+        '-o',
+        '-path',
+        '/dev',
+        '-o',
+        '-path',
+        '/run',
+        ')',
+        '-prune',
+        '-o',
+        '-type',
+        'f',
+        '-mmin',
+        `-${minutes}`,
+        '-print',
+      ],
       { maxBuffer: 256 * 1024 * 1024 },
     ).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
     for (const line of stdout.split('\n')) if (line) found.add(line);
@@ -41,7 +64,11 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 /** Files among `files` that contain any of the needles (read in 8 MiB windows with overlap). */
-export async function filesContaining(files: string[], needles: Buffer[], maxBytes = 512 * 1024 * 1024): Promise<Array<{ file: string; needle: number }>> {
+export async function filesContaining(
+  files: string[],
+  needles: Buffer[],
+  maxBytes = 512 * 1024 * 1024,
+): Promise<Array<{ file: string; needle: number }>> {
   const hits: Array<{ file: string; needle: number }> = [];
   const overlap = Math.max(...needles.map((n) => n.length));
   const window = 8 * 1024 * 1024;

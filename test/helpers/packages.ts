@@ -13,7 +13,14 @@ export async function packBytes(
   dir: string,
   data: Buffer,
   keys: { contentKey: ContentKey; signer: SigningKeyPair },
-  o: { suite?: CipherSuite; chunkSize?: number; shardSize?: number; name?: string; version?: number; file?: string } = {},
+  o: {
+    suite?: CipherSuite;
+    chunkSize?: number;
+    shardSize?: number;
+    name?: string;
+    version?: number;
+    file?: string;
+  } = {},
 ): Promise<PackResult> {
   const tag = randomBytes(4).toString('hex');
   const input = join(dir, `${o.file ?? 'input'}-${tag}.bin`);

@@ -9,7 +9,14 @@
  * Off CI, tests skip with a clear message when swtpm or tpm2-tools is missing: pass
  * `{ skip: TPM_SKIP }` to describe()/test(). With CI=true nothing skips, so a missing swtpm fails.
  */
-import { missingSwtpmBinaries, startSwtpm, createLocalCa, type Swtpm, type SwtpmOptions, type LocalCa } from '../../src/tpm/swtpm.ts';
+import {
+  missingSwtpmBinaries,
+  startSwtpm,
+  createLocalCa,
+  type Swtpm,
+  type SwtpmOptions,
+  type LocalCa,
+} from '../../src/tpm/swtpm.ts';
 
 export type { Swtpm, LocalCa };
 export { createLocalCa };

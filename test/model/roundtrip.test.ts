@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { decryptPackageToMemory, unpackPackage, verifyPackage, PackageFile, chunkCount } from '../../src/model/index.ts';
+import {
+  decryptPackageToMemory,
+  unpackPackage,
+  verifyPackage,
+  PackageFile,
+  chunkCount,
+} from '../../src/model/index.ts';
 import { generateContentKey, generateSigningKey, type CipherSuite } from '../../src/crypto/index.ts';
 import { packBytes } from '../helpers/packages.ts';
 import { tempDir } from '../helpers/workspace.ts';
@@ -81,7 +87,10 @@ test('a content key of another package is refused before any decryption (EG_WRON
   const keys = { contentKey: generateContentKey(), signer: generateSigningKey() };
   const packed = await packBytes(dir, randomBytes(5000), keys, { chunkSize: 1024 });
   await assert.rejects(
-    decryptPackageToMemory(packed.packagePath, { publicKeys: [keys.signer.publicKey], contentKey: generateContentKey() }),
+    decryptPackageToMemory(packed.packagePath, {
+      publicKeys: [keys.signer.publicKey],
+      contentKey: generateContentKey(),
+    }),
     (e: { code?: string }) => e.code === 'EG_WRONG_KEY',
   );
 });
@@ -92,7 +101,13 @@ test('packing refuses to overwrite an existing package unless asked', async (t) 
   const packed = await packBytes(dir, randomBytes(10), keys);
   const { packModel } = await import('../../src/model/index.ts');
   await assert.rejects(
-    packModel({ inputPath: packed.packagePath, outputPath: packed.packagePath, contentKey: keys.contentKey, signer: keys.signer, metadata: packed.parsed.header.metadata }),
+    packModel({
+      inputPath: packed.packagePath,
+      outputPath: packed.packagePath,
+      contentKey: keys.contentKey,
+      signer: keys.signer,
+      metadata: packed.parsed.header.metadata,
+    }),
     (e: { code?: string }) => e.code === 'EG_EXISTS',
   );
 });

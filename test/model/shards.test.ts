@@ -23,7 +23,14 @@ import {
   type ContentKey,
   type SigningKeyPair,
 } from '../../src/crypto/index.ts';
-import { decryptPackageToMemory, unpackPackage, verifyPackage, PackageFile, type PackResult, type TrustOptions } from '../../src/model/index.ts';
+import {
+  decryptPackageToMemory,
+  unpackPackage,
+  verifyPackage,
+  PackageFile,
+  type PackResult,
+  type TrustOptions,
+} from '../../src/model/index.ts';
 import { EdgeguardError, type ErrorCode } from '../../src/errors/index.ts';
 import { packBytes } from '../helpers/packages.ts';
 import { NATIVE_AVAILABLE } from '../helpers/engines.ts';
@@ -63,12 +70,18 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-const trust = (parallel?: TrustOptions['parallel']) => ({ publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, parallel });
-const isCode = (codes: ErrorCode[], label = '') => (e: unknown) => {
-  assert.ok(e instanceof EdgeguardError, `${label}: expected an EdgeguardError, got ${String(e)}`);
-  assert.ok(codes.includes(e.code), `${label}: got ${e.code} (${e.message}), expected ${codes.join(' or ')}`);
-  return true;
-};
+const trust = (parallel?: TrustOptions['parallel']) => ({
+  publicKeys: [keys.signer.publicKey],
+  contentKey: keys.contentKey,
+  parallel,
+});
+const isCode =
+  (codes: ErrorCode[], label = '') =>
+  (e: unknown) => {
+    assert.ok(e instanceof EdgeguardError, `${label}: expected an EdgeguardError, got ${String(e)}`);
+    assert.ok(codes.includes(e.code), `${label}: got ${e.code} (${e.message}), expected ${codes.join(' or ')}`);
+    return true;
+  };
 
 interface Statement {
   subject: Array<{ name: string; digest: { sha256: string } }>;
@@ -91,9 +104,14 @@ async function resigned(edit: (st: Statement) => void, recomputeSubject: boolean
   const st = await statementOf(a.signaturePath);
   edit(st);
   if (recomputeSubject) {
-    st.subject[0]!.digest.sha256 = sha256(...st.predicate.resources.map((r) => Buffer.from(r.digest, 'hex'))).toString('hex');
+    st.subject[0]!.digest.sha256 = sha256(...st.predicate.resources.map((r) => Buffer.from(r.digest, 'hex'))).toString(
+      'hex',
+    );
   }
-  await writeFile(`${path}.sig.json`, JSON.stringify(signEnvelope(IN_TOTO_PAYLOAD_TYPE, Buffer.from(JSON.stringify(st)), keys.signer)));
+  await writeFile(
+    `${path}.sig.json`,
+    JSON.stringify(signEnvelope(IN_TOTO_PAYLOAD_TYPE, Buffer.from(JSON.stringify(st)), keys.signer)),
+  );
   return path;
 }
 
@@ -109,7 +127,12 @@ async function assertAllRefuse(path: string, codes: ErrorCode[]): Promise<void> 
 
 test('the statement lists one OMS shard per shard-size range, and the subject is their root', async () => {
   const st = await statementOf(a.signaturePath);
-  assert.deepEqual(st.predicate.serialization, { method: 'shards', hash_type: 'sha256', shard_size: SHARD, allow_symlinks: false });
+  assert.deepEqual(st.predicate.serialization, {
+    method: 'shards',
+    hash_type: 'sha256',
+    shard_size: SHARD,
+    allow_symlinks: false,
+  });
   assert.equal(st.predicate.resources.length, SHARDS);
   const digests: Buffer[] = [];
   st.predicate.resources.forEach((r: { name: string; algorithm: string; digest: string }, i: number) => {
@@ -134,7 +157,8 @@ test('an empty model is signed as one empty shard', async () => {
     st.predicate.resources.map((r: { name: string; digest: string }) => [r.name, r.digest]),
     [['model.bin:0:0', createHash('sha256').digest('hex')]],
   );
-  for (const [, parallel] of PATHS) assert.equal((await decryptPackageToMemory(empty.packagePath, trust(parallel))).plaintext.length, 0);
+  for (const [, parallel] of PATHS)
+    assert.equal((await decryptPackageToMemory(empty.packagePath, trust(parallel))).plaintext.length, 0);
 });
 
 for (const suite of ['aes-256-gcm', 'chacha20-poly1305'] as CipherSuite[]) {
@@ -150,7 +174,11 @@ for (const suite of ['aes-256-gcm', 'chacha20-poly1305'] as CipherSuite[]) {
       await rm(out);
       const progress: number[] = [];
       await verifyPackage(p.packagePath, { ...trust(parallel), onProgress: (done) => void progress.push(done) });
-      assert.deepEqual(progress, Array.from({ length: SHARDS }, (_, i) => Math.min(LENGTH, (i + 1) * SHARD)), `progress, ${label}`);
+      assert.deepEqual(
+        progress,
+        Array.from({ length: SHARDS }, (_, i) => Math.min(LENGTH, (i + 1) * SHARD)),
+        `progress, ${label}`,
+      );
     }
   });
 }
@@ -172,7 +200,11 @@ test('chunks reach the sink in order, each whole, from either path', async () =>
         },
         { ...parallel, shards: sig.shards },
       );
-      assert.deepEqual(seen, Array.from({ length: Math.ceil(LENGTH / CHUNK) }, (_, i) => i), label);
+      assert.deepEqual(
+        seen,
+        Array.from({ length: Math.ceil(LENGTH / CHUNK) }, (_, i) => i),
+        label,
+      );
     } finally {
       await pkg.close();
     }
@@ -191,7 +223,10 @@ test('an edited shard list is refused even when its root is recomputed and re-si
   await assertAllRefuse(reordered, ['EG_SIGNATURE_INVALID']);
   const truncated = await resigned((st) => st.predicate.resources.pop(), true);
   await assertAllRefuse(truncated, ['EG_SIGNATURE_INVALID']);
-  const extended = await resigned((st) => st.predicate.resources.push({ ...st.predicate.resources[0]!, name: `model.bin:${LENGTH}:${LENGTH}` }), true);
+  const extended = await resigned(
+    (st) => st.predicate.resources.push({ ...st.predicate.resources[0]!, name: `model.bin:${LENGTH}:${LENGTH}` }),
+    true,
+  );
   await assertAllRefuse(extended, ['EG_SIGNATURE_INVALID']);
   const renamed = await resigned((st) => (st.predicate.resources[4]!.name = 'other.bin:16384:20480'), true);
   await assertAllRefuse(renamed, ['EG_SIGNATURE_INVALID']);
@@ -223,7 +258,11 @@ test('swapped shard digests under a valid signature fail the digest check before
     } finally {
       await pkg.close();
     }
-    assert.deepEqual(released, Array.from({ length: 3 * (SHARD / CHUNK) }, (_, i) => i), `${label}: only shards 0-2 were released`);
+    assert.deepEqual(
+      released,
+      Array.from({ length: 3 * (SHARD / CHUNK) }, (_, i) => i),
+      `${label}: only shards 0-2 were released`,
+    );
   }
 });
 
@@ -235,7 +274,9 @@ test('a different model re-encrypted under the signed header by a holder of the 
   const h = a.parsed.header;
   const cipher = new ChunkCipher(h.suite, keys.contentKey.bytes, h.salt, a.parsed.digest);
   const n = Math.ceil(LENGTH / CHUNK);
-  const chunks = Array.from({ length: n }, (_, i) => cipher.seal(i, i === n - 1, other.subarray(i * CHUNK, Math.min(LENGTH, (i + 1) * CHUNK))));
+  const chunks = Array.from({ length: n }, (_, i) =>
+    cipher.seal(i, i === n - 1, other.subarray(i * CHUNK, Math.min(LENGTH, (i + 1) * CHUNK))),
+  );
   cipher.destroy();
   const path = join(dir, `reenc-${counter++}.egm`);
   await writeFile(path, Buffer.concat([a.parsed.bytes, ...chunks]));
@@ -264,8 +305,22 @@ test('tampering is refused on worker threads with the code of the first bad chun
   cases.push(['a bit flip in the last chunk', flip([37]), ['EG_TAMPERED'], 37]);
   cases.push(['truncated inside chunk 21', bytes.subarray(0, at(21) + 100), ['EG_TRUNCATED']]);
   // Shard 0 authenticates first, and with it the header's length: the size check fires.
-  cases.push(['chunk 12 dropped', Buffer.concat([bytes.subarray(0, at(12)), bytes.subarray(at(13))]), ['EG_TRUNCATED']]);
-  cases.push(['chunks 4 and 5 swapped', Buffer.concat([bytes.subarray(0, at(4)), bytes.subarray(at(5), at(6)), bytes.subarray(at(4), at(5)), bytes.subarray(at(6))]), ['EG_TAMPERED'], 4]);
+  cases.push([
+    'chunk 12 dropped',
+    Buffer.concat([bytes.subarray(0, at(12)), bytes.subarray(at(13))]),
+    ['EG_TRUNCATED'],
+  ]);
+  cases.push([
+    'chunks 4 and 5 swapped',
+    Buffer.concat([
+      bytes.subarray(0, at(4)),
+      bytes.subarray(at(5), at(6)),
+      bytes.subarray(at(4), at(5)),
+      bytes.subarray(at(6)),
+    ]),
+    ['EG_TAMPERED'],
+    4,
+  ]);
   cases.push(['trailing bytes', Buffer.concat([bytes, Buffer.from([0])]), ['EG_TRAILING_DATA']]);
   for (const [label, mutated, codes, chunk] of cases) {
     const path = join(dir, `t-${counter++}.egm`);
@@ -279,10 +334,18 @@ test('tampering is refused on worker threads with the code of the first bad chun
         await assert.rejects(
           pkg.decrypt(
             keys.contentKey,
-            { chunk: (p, i, off) => assert.ok(p.equals(plain.subarray(off, off + p.length)), `${label}: chunk ${i} released plaintext that is not the original`) },
+            {
+              chunk: (p, i, off) =>
+                assert.ok(
+                  p.equals(plain.subarray(off, off + p.length)),
+                  `${label}: chunk ${i} released plaintext that is not the original`,
+                ),
+            },
             { ...engine, shards: sig.shards },
           ),
-          (e: unknown) => isCode(codes, `${label} (${engine.engine})`)(e) && (chunk === undefined || (e as EdgeguardError).details?.chunk === chunk),
+          (e: unknown) =>
+            isCode(codes, `${label} (${engine.engine})`)(e) &&
+            (chunk === undefined || (e as EdgeguardError).details?.chunk === chunk),
         );
       } finally {
         await pkg.close();
@@ -299,7 +362,11 @@ test('workers started before the signature check are ended on every outcome', as
       const started = pkg.startDecryptWorkers(WORKERS);
       assert.equal(started?.count, 2, outcome);
       const sig = await pkg.verifySignature([keys.signer.publicKey]);
-      const decrypting = pkg.decrypt(outcome === 'success' ? keys.contentKey : generateContentKey(), null, { ...WORKERS, shards: sig.shards, started });
+      const decrypting = pkg.decrypt(outcome === 'success' ? keys.contentKey : generateContentKey(), null, {
+        ...WORKERS,
+        shards: sig.shards,
+        started,
+      });
       if (outcome === 'success') await decrypting;
       else await assert.rejects(decrypting, isCode(['EG_WRONG_KEY'], outcome));
       assert.ok(started!.workers.every(exited), `${outcome}: every worker ended`);

@@ -10,8 +10,20 @@ import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { decryptPackageToMemory, unpackPackage, verifyPackage, PackageFile, type PackResult } from '../../src/model/index.ts';
-import { generateContentKey, generateSigningKey, TAG_BYTES, type ContentKey, type SigningKeyPair } from '../../src/crypto/index.ts';
+import {
+  decryptPackageToMemory,
+  unpackPackage,
+  verifyPackage,
+  PackageFile,
+  type PackResult,
+} from '../../src/model/index.ts';
+import {
+  generateContentKey,
+  generateSigningKey,
+  TAG_BYTES,
+  type ContentKey,
+  type SigningKeyPair,
+} from '../../src/crypto/index.ts';
 import { EdgeguardError, type ErrorCode } from '../../src/errors/index.ts';
 import { packBytes } from '../helpers/packages.ts';
 import { ENGINES } from '../helpers/engines.ts';
@@ -73,7 +85,10 @@ async function assertRefused(mutated: Buffer, allowed: ErrorCode[], allowedRaw: 
             keys.contentKey,
             {
               chunk: (p, i, off) => {
-                assert.ok(p.equals(plain.subarray(off, off + p.length)), `chunk ${i} released plaintext that is not the original (${engine})`);
+                assert.ok(
+                  p.equals(plain.subarray(off, off + p.length)),
+                  `chunk ${i} released plaintext that is not the original (${engine})`,
+                );
               },
             },
             { engine },
@@ -98,8 +113,21 @@ test('any single-bit flip is refused', async () => {
       const m = Buffer.from(aBytes);
       m[at]! ^= 1 << bit;
       const inHeader = at < headerLen;
-      const headerCodes: ErrorCode[] = ['EG_FORMAT', 'EG_UNSUPPORTED', 'EG_SIGNATURE_MISMATCH', 'EG_TRUNCATED', 'EG_TRAILING_DATA'];
-      const rawHeaderCodes: ErrorCode[] = ['EG_FORMAT', 'EG_UNSUPPORTED', 'EG_TAMPERED', 'EG_WRONG_KEY', 'EG_TRUNCATED', 'EG_TRAILING_DATA'];
+      const headerCodes: ErrorCode[] = [
+        'EG_FORMAT',
+        'EG_UNSUPPORTED',
+        'EG_SIGNATURE_MISMATCH',
+        'EG_TRUNCATED',
+        'EG_TRAILING_DATA',
+      ];
+      const rawHeaderCodes: ErrorCode[] = [
+        'EG_FORMAT',
+        'EG_UNSUPPORTED',
+        'EG_TAMPERED',
+        'EG_WRONG_KEY',
+        'EG_TRUNCATED',
+        'EG_TRAILING_DATA',
+      ];
       await assertRefused(m, inHeader ? headerCodes : ['EG_TAMPERED'], inHeader ? rawHeaderCodes : ['EG_TAMPERED']);
     }),
     RUNS,

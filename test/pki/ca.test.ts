@@ -5,7 +5,18 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
-import { FleetCa, crlPem, identityOf, renewalDue, generateP256, spkiOf, verifyCsr, createCsr, resolveCaPassphrase, x509 } from '../../src/pki/index.ts';
+import {
+  FleetCa,
+  crlPem,
+  identityOf,
+  renewalDue,
+  generateP256,
+  spkiOf,
+  verifyCsr,
+  createCsr,
+  resolveCaPassphrase,
+  x509,
+} from '../../src/pki/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 
 const PASS = 'correct horse battery staple';
@@ -66,11 +77,24 @@ describe('fleet CA', () => {
 
   it('issues device certificates that OpenSSL verifies against the fleet root, with the device profile', async () => {
     const keys = await generateP256();
-    const issued = await ca.issueDeviceCertificate({ deviceId: 'dev-0123456789abcdef', keyProvider: 'tpm', publicKey: await spkiOf(keys.publicKey) });
+    const issued = await ca.issueDeviceCertificate({
+      deviceId: 'dev-0123456789abcdef',
+      keyProvider: 'tpm',
+      publicKey: await spkiOf(keys.publicKey),
+    });
     const leaf = join(dir, 'leaf.pem');
     writeFileSync(leaf, issued.pem);
     writeFileSync(join(dir, 'chain.pem'), ca.issuingPem);
-    const out = openssl(['verify', '-CAfile', join(dir, 'fleet-ca.pem'), '-untrusted', join(dir, 'chain.pem'), '-purpose', 'sslclient', leaf]);
+    const out = openssl([
+      'verify',
+      '-CAfile',
+      join(dir, 'fleet-ca.pem'),
+      '-untrusted',
+      join(dir, 'chain.pem'),
+      '-purpose',
+      'sslclient',
+      leaf,
+    ]);
     assert.match(out, /OK/);
     const id = identityOf(issued.certificate);
     assert.equal(id.role, 'device');
@@ -87,27 +111,49 @@ describe('fleet CA', () => {
     const admin = await ca.issueAdminCertificate({ name: 'alice', publicKey: await spkiOf(keys.publicKey) });
     assert.equal(identityOf(admin.certificate).role, 'admin');
     assert.equal(identityOf(admin.certificate).name, 'alice');
-    const server = await ca.issueServerCertificate({ hostnames: ['localhost', '127.0.0.1'], publicKey: await spkiOf(keys.publicKey) });
+    const server = await ca.issueServerCertificate({
+      hostnames: ['localhost', '127.0.0.1'],
+      publicKey: await spkiOf(keys.publicKey),
+    });
     writeFileSync(join(dir, 'server.pem'), server.pem);
     const text = openssl(['x509', '-in', join(dir, 'server.pem'), '-noout', '-ext', 'subjectAltName,extendedKeyUsage']);
     assert.match(text, /DNS:localhost/);
     assert.match(text, /IP Address:127\.0\.0\.1/);
     assert.match(text, /TLS Web Server Authentication/);
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'der' });
-    await assert.rejects(ca.issueAdminCertificate({ name: 'bob', publicKey: rsa }), (e) => isEdgeguardError(e, 'EG_PKI'));
-    await assert.rejects(ca.issueDeviceCertificate({ deviceId: '../../etc', keyProvider: 'tpm', publicKey: await spkiOf(keys.publicKey) }), (e) => isEdgeguardError(e, 'EG_PKI'));
-    await assert.rejects(ca.issueAdminCertificate({ name: 'x, OU=device', publicKey: await spkiOf(keys.publicKey) }), (e) => isEdgeguardError(e, 'EG_USAGE'));
+    await assert.rejects(ca.issueAdminCertificate({ name: 'bob', publicKey: rsa }), (e) =>
+      isEdgeguardError(e, 'EG_PKI'),
+    );
+    await assert.rejects(
+      ca.issueDeviceCertificate({ deviceId: '../../etc', keyProvider: 'tpm', publicKey: await spkiOf(keys.publicKey) }),
+      (e) => isEdgeguardError(e, 'EG_PKI'),
+    );
+    await assert.rejects(
+      ca.issueAdminCertificate({ name: 'x, OU=device', publicKey: await spkiOf(keys.publicKey) }),
+      (e) => isEdgeguardError(e, 'EG_USAGE'),
+    );
   });
 
   it('refuses a certificate without a fleet role', async () => {
     const keys = await generateP256();
-    const self = await x509.X509CertificateGenerator.createSelfSigned({ name: 'CN=x, O=someone else', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
-    assert.throws(() => identityOf(self), (e) => isEdgeguardError(e, 'EG_FORBIDDEN'));
+    const self = await x509.X509CertificateGenerator.createSelfSigned({
+      name: 'CN=x, O=someone else',
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
+    assert.throws(
+      () => identityOf(self),
+      (e) => isEdgeguardError(e, 'EG_FORBIDDEN'),
+    );
   });
 
   it('publishes a CRL signed by the issuing CA that lists revoked serials', async () => {
     const keys = await generateP256();
-    const issued = await ca.issueDeviceCertificate({ deviceId: 'dev-00000000000000aa', keyProvider: 'software', publicKey: await spkiOf(keys.publicKey) });
+    const issued = await ca.issueDeviceCertificate({
+      deviceId: 'dev-00000000000000aa',
+      keyProvider: 'software',
+      publicKey: await spkiOf(keys.publicKey),
+    });
     const crl = await ca.createCrl([{ serial: issued.serial, revokedAt: new Date(), reason: 'keyCompromise' }]);
     assert.ok(await crl.verify({ publicKey: ca.issuing.publicKey }));
     const crlPath = join(dir, 'crl.pem');
@@ -118,7 +164,19 @@ describe('fleet CA', () => {
     assert.match(text, /X509v3 CRL Number/);
     writeFileSync(join(dir, 'leaf2.pem'), issued.pem);
     writeFileSync(join(dir, 'bundle.pem'), ca.rootPem + ca.issuingPem);
-    assert.throws(() => openssl(['verify', '-crl_check', '-CAfile', join(dir, 'bundle.pem'), '-CRLfile', crlPath, join(dir, 'leaf2.pem')]), /revoked/);
+    assert.throws(
+      () =>
+        openssl([
+          'verify',
+          '-crl_check',
+          '-CAfile',
+          join(dir, 'bundle.pem'),
+          '-CRLfile',
+          crlPath,
+          join(dir, 'leaf2.pem'),
+        ]),
+      /revoked/,
+    );
   });
 
   it('renews at two thirds of the lifetime', () => {
@@ -145,9 +203,19 @@ describe('certificate requests', () => {
     const csr = new x509.Pkcs10CertificateRequest(await createCsr(keys, 'a'));
     const der = Buffer.from(csr.rawData);
     der[der.length - 5]! ^= 0x01; // inside the signature
-    await assert.rejects(verifyCsr(x509.PemConverter.encode(der, 'CERTIFICATE REQUEST')), (e) => isEdgeguardError(e, 'EG_ENROLL'));
-    const rsaKeys = (await globalThis.crypto.subtle.generateKey({ name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, true, ['sign', 'verify'])) as Parameters<typeof createCsr>[0];
-    const rsaCsr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=r', keys: rsaKeys, signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5' } });
+    await assert.rejects(verifyCsr(x509.PemConverter.encode(der, 'CERTIFICATE REQUEST')), (e) =>
+      isEdgeguardError(e, 'EG_ENROLL'),
+    );
+    const rsaKeys = (await globalThis.crypto.subtle.generateKey(
+      { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+      true,
+      ['sign', 'verify'],
+    )) as Parameters<typeof createCsr>[0];
+    const rsaCsr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=r',
+      keys: rsaKeys,
+      signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5' },
+    });
     await assert.rejects(verifyCsr(rsaCsr.toString('pem')), (e) => isEdgeguardError(e, 'EG_ENROLL'));
   });
 });
@@ -157,12 +225,24 @@ describe('CA passphrase', () => {
     const d = mkdtempSync(join(tmpdir(), 'eg-pass-'));
     try {
       writeFileSync(join(d, 'p'), 'from-file-pass\nignored\n');
-      assert.equal(resolveCaPassphrase({ file: join(d, 'p'), env: { EDGEGUARD_CA_PASSPHRASE: 'env' } }), 'from-file-pass');
+      assert.equal(
+        resolveCaPassphrase({ file: join(d, 'p'), env: { EDGEGUARD_CA_PASSPHRASE: 'env' } }),
+        'from-file-pass',
+      );
       assert.equal(resolveCaPassphrase({ env: { EDGEGUARD_CA_PASSPHRASE: 'from-env-pass' } }), 'from-env-pass');
-      assert.throws(() => resolveCaPassphrase({ env: {} }), (e) => isEdgeguardError(e, 'EG_CONFIG'));
+      assert.throws(
+        () => resolveCaPassphrase({ env: {} }),
+        (e) => isEdgeguardError(e, 'EG_CONFIG'),
+      );
       writeFileSync(join(d, 'empty'), '');
-      assert.throws(() => resolveCaPassphrase({ file: join(d, 'empty'), env: {} }), (e) => isEdgeguardError(e, 'EG_CONFIG'));
-      assert.throws(() => resolveCaPassphrase({ file: join(d, 'missing'), env: {} }), (e) => isEdgeguardError(e, 'EG_NOT_FOUND'));
+      assert.throws(
+        () => resolveCaPassphrase({ file: join(d, 'empty'), env: {} }),
+        (e) => isEdgeguardError(e, 'EG_CONFIG'),
+      );
+      assert.throws(
+        () => resolveCaPassphrase({ file: join(d, 'missing'), env: {} }),
+        (e) => isEdgeguardError(e, 'EG_NOT_FOUND'),
+      );
     } finally {
       rmSync(d, { recursive: true, force: true });
     }

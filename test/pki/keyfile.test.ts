@@ -26,14 +26,25 @@ test('a wrong passphrase is EG_WRONG_KEY, also when the garbage happens to have 
     }
     if (!/bad decrypt/i.test(raw)) paddedGarbage++;
     failures.add(/bad decrypt/i.test(raw) ? 'bad decrypt' : 'decoder');
-    assert.throws(() => decryptPrivateKey(pem, wrong), (e) => isEdgeguardError(e, 'EG_WRONG_KEY'), `${wrong}: ${raw}`);
+    assert.throws(
+      () => decryptPrivateKey(pem, wrong),
+      (e) => isEdgeguardError(e, 'EG_WRONG_KEY'),
+      `${wrong}: ${raw}`,
+    );
   }
   assert.ok(paddedGarbage > 0, 'no wrong passphrase produced valid padding in 20000 tries (expected about one in 256)');
   assert.deepEqual([...failures].sort(), ['bad decrypt', 'decoder']);
 });
 
 test('what is not an encrypted PKCS#8 key is EG_KEY_FORMAT', () => {
-  for (const pem of ['not a key at all', '-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n']) {
-    assert.throws(() => decryptPrivateKey(pem, 'whatever passphrase'), (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'), pem);
+  for (const pem of [
+    'not a key at all',
+    '-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n',
+  ]) {
+    assert.throws(
+      () => decryptPrivateKey(pem, 'whatever passphrase'),
+      (e) => isEdgeguardError(e, 'EG_KEY_FORMAT'),
+      pem,
+    );
   }
 });

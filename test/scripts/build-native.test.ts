@@ -20,9 +20,16 @@ test('a failed native build warns and lets the install go on; required, it fails
     const env = { ...process.env, EDGEGUARD_NATIVE_REQUIRED: '' };
     const soft = spawnSync(process.execPath, [SCRIPT], { cwd: dir, env, encoding: 'utf8' });
     assert.equal(soft.status, 0, soft.stderr);
-    assert.match(soft.stderr, /native shard opener was not built; model verify and decrypt will use the slower JavaScript path/);
+    assert.match(
+      soft.stderr,
+      /native shard opener was not built; model verify and decrypt will use the slower JavaScript path/,
+    );
     assert.match(soft.stderr, /npm run build:native/);
-    const hard = spawnSync(process.execPath, [SCRIPT], { cwd: dir, env: { ...env, EDGEGUARD_NATIVE_REQUIRED: '1' }, encoding: 'utf8' });
+    const hard = spawnSync(process.execPath, [SCRIPT], {
+      cwd: dir,
+      env: { ...env, EDGEGUARD_NATIVE_REQUIRED: '1' },
+      encoding: 'utf8',
+    });
     assert.equal(hard.status, 1);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -31,17 +31,26 @@ test('the committed ONNX models re-import into TensorFlow.js, re-export byte for
     const { model, arch: found } = loadTfFromOnnx(bytes);
     assert.equal(found, arch);
     // Export is the exact inverse of import (layout transposes included).
-    const again = exportOnnx(model, arch, `edgeguard demo MNIST ${arch.toUpperCase()}: input [1,1,28,28] pixel/255 white-on-black, output probabilities [1,10] for labels 0..9`);
+    const again = exportOnnx(
+      model,
+      arch,
+      `edgeguard demo MNIST ${arch.toUpperCase()}: input [1,1,28,28] pixel/255 white-on-black, output probabilities [1,10] for labels 0..9`,
+    );
     assert.ok(Buffer.from(again).equals(bytes), `${arch}: re-export differs`);
     const session = await ort.InferenceSession.create(bytes);
     try {
       const x = new Float32Array(digits.length * 784);
       digits.forEach((idx, i) => x.set(digitPixels(data, idx), i * 784));
-      const tfProbs = tf.tidy(() => (model.predict(tf.tensor4d(x, [digits.length, 28, 28, 1])) as tf.Tensor).dataSync() as Float32Array);
+      const tfProbs = tf.tidy(
+        () => (model.predict(tf.tensor4d(x, [digits.length, 28, 28, 1])) as tf.Tensor).dataSync() as Float32Array,
+      );
       for (let i = 0; i < digits.length; i++) {
-        const out = await session.run({ input: new ort.Tensor('float32', x.slice(i * 784, (i + 1) * 784), [1, 1, 28, 28]) });
+        const out = await session.run({
+          input: new ort.Tensor('float32', x.slice(i * 784, (i + 1) * 784), [1, 1, 28, 28]),
+        });
         const p = out.probabilities!.data as Float32Array;
-        for (let k = 0; k < 10; k++) assert.ok(Math.abs(p[k]! - tfProbs[i * 10 + k]!) < 1e-4, `${arch} digit ${i} class ${k}`);
+        for (let k = 0; k < 10; k++)
+          assert.ok(Math.abs(p[k]! - tfProbs[i * 10 + k]!) < 1e-4, `${arch} digit ${i} class ${k}`);
       }
     } finally {
       await session.release();

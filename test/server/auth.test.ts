@@ -29,9 +29,20 @@ describe('control plane: who may call what (mutual TLS)', () => {
     assert.deepEqual(h.body, { status: 'ok', database: 'sqlite' });
     const ca = await c.send<{ fleetCa: string }>('GET', '/v1/ca');
     assert.equal(ca.body.fleetCa, fleet.ca.rootPem);
-    const spec = await c.send<{ paths: Record<string, unknown>; components: { securitySchemes: Record<string, unknown> } }>('GET', '/docs/json');
+    const spec = await c.send<{
+      paths: Record<string, unknown>;
+      components: { securitySchemes: Record<string, unknown> };
+    }>('GET', '/docs/json');
     assert.equal(spec.status, 200);
-    for (const p of ['/v1/enroll/start', '/v1/enroll/finish', '/v1/devices', '/v1/devices/{id}/approve', '/v1/device/self', '/metrics']) assert.ok(p in spec.body.paths, `OpenAPI lacks ${p}`);
+    for (const p of [
+      '/v1/enroll/start',
+      '/v1/enroll/finish',
+      '/v1/devices',
+      '/v1/devices/{id}/approve',
+      '/v1/device/self',
+      '/metrics',
+    ])
+      assert.ok(p in spec.body.paths, `OpenAPI lacks ${p}`);
     assert.ok('adminCertificate' in spec.body.components.securitySchemes);
     const ui = await c.send<string>('GET', '/docs');
     assert.equal(ui.status, 200);
@@ -41,19 +52,28 @@ describe('control plane: who may call what (mutual TLS)', () => {
   });
 
   it('lets a device read its own record with its certificate', async () => {
-    const r = await fleet.client(deviceA).send<{ id: string; keyProvider: string; softwareBound: boolean }>('GET', '/v1/device/self');
+    const r = await fleet
+      .client(deviceA)
+      .send<{ id: string; keyProvider: string; softwareBound: boolean }>('GET', '/v1/device/self');
     assert.equal(r.status, 200);
     assert.equal(r.body.id, deviceA.deviceId);
     assert.equal(r.body.softwareBound, false);
     const own = await fleet.client(deviceA).send<{ id: string }>('GET', `/v1/devices/${deviceA.deviceId}`);
     assert.equal(own.status, 200);
-    const b = await fleet.client(deviceB).send<{ softwareBound: boolean; keyProvider: string }>('GET', '/v1/device/self');
+    const b = await fleet
+      .client(deviceB)
+      .send<{ softwareBound: boolean; keyProvider: string }>('GET', '/v1/device/self');
     assert.equal(b.body.keyProvider, 'software');
     assert.equal(b.body.softwareBound, true);
   });
 
   it('refuses a request without a client certificate', async () => {
-    for (const [method, path] of [['GET', '/v1/device/self'], ['GET', '/v1/devices'], ['GET', '/metrics'], ['POST', `/v1/devices/${deviceA.deviceId}/approve`]] as const) {
+    for (const [method, path] of [
+      ['GET', '/v1/device/self'],
+      ['GET', '/v1/devices'],
+      ['GET', '/metrics'],
+      ['POST', `/v1/devices/${deviceA.deviceId}/approve`],
+    ] as const) {
       const r = await fleet.client().send<ErrBody>(method, path);
       assert.equal(r.status, 401, `${method} ${path}`);
       assert.equal(r.body.error.code, 'EG_UNAUTHORIZED');
@@ -67,7 +87,9 @@ describe('control plane: who may call what (mutual TLS)', () => {
       const other = await FleetCa.create(otherDir, 'another-passphrase');
       const keys = await generateP256();
       const foreign = await other.issueAdminCertificate({ name: 'mallory', publicKey: await spkiOf(keys.publicKey) });
-      const r = await fleet.client({ cert: foreign.chainPem, key: await privateKeyToPkcs8Pem(keys.privateKey) }).send<ErrBody>('GET', '/v1/devices');
+      const r = await fleet
+        .client({ cert: foreign.chainPem, key: await privateKeyToPkcs8Pem(keys.privateKey) })
+        .send<ErrBody>('GET', '/v1/devices');
       assert.equal(r.status, 401);
       assert.match(r.body.error.message, /not issued by this fleet/);
     } finally {
@@ -77,16 +99,23 @@ describe('control plane: who may call what (mutual TLS)', () => {
 
   it('refuses an expired certificate', async () => {
     const day = 86400e3;
-    const expired = await fleet.deviceCredential({ validity: { notBefore: new Date(Date.now() - 40 * day), notAfter: new Date(Date.now() - day) } });
+    const expired = await fleet.deviceCredential({
+      validity: { notBefore: new Date(Date.now() - 40 * day), notAfter: new Date(Date.now() - day) },
+    });
     const r = await fleet.client(expired).send<ErrBody>('GET', '/v1/device/self');
     assert.equal(r.status, 401);
     assert.match(r.body.error.message, /expired/);
-    const expiredAdmin = await fleet.adminCredential('old-admin', { notBefore: new Date(Date.now() - 2 * day), notAfter: new Date(Date.now() - 1000) });
+    const expiredAdmin = await fleet.adminCredential('old-admin', {
+      notBefore: new Date(Date.now() - 2 * day),
+      notAfter: new Date(Date.now() - 1000),
+    });
     assert.equal((await fleet.client(expiredAdmin).send('GET', '/v1/devices')).status, 401);
   });
 
   it('refuses a certificate that expires while its connection is kept alive', async () => {
-    const shortLived = await fleet.deviceCredential({ validity: { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 1500) } });
+    const shortLived = await fleet.deviceCredential({
+      validity: { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 1500) },
+    });
     const c = fleet.client(shortLived);
     assert.equal((await c.send('GET', '/v1/device/self')).status, 200);
     await new Promise((r) => setTimeout(r, 2000));
@@ -104,7 +133,12 @@ describe('control plane: who may call what (mutual TLS)', () => {
 
   it('refuses a device certificate on admin endpoints', async () => {
     const c = fleet.client(deviceA);
-    for (const [method, path] of [['GET', '/v1/devices'], ['GET', '/metrics'], ['POST', `/v1/devices/${deviceB.deviceId}/revoke`], ['POST', `/v1/devices/${deviceB.deviceId}/approve`]] as const) {
+    for (const [method, path] of [
+      ['GET', '/v1/devices'],
+      ['GET', '/metrics'],
+      ['POST', `/v1/devices/${deviceB.deviceId}/revoke`],
+      ['POST', `/v1/devices/${deviceB.deviceId}/approve`],
+    ] as const) {
       const r = await c.send<ErrBody>(method, path);
       assert.equal(r.status, 403, `${method} ${path}`);
       assert.match(r.body.error.message, /admin certificate/);
@@ -113,7 +147,7 @@ describe('control plane: who may call what (mutual TLS)', () => {
     assert.equal((await fleet.client(admin).send('GET', '/v1/device/self')).status, 403);
   });
 
-  it('refuses device A reading device B\'s record', async () => {
+  it("refuses device A reading device B's record", async () => {
     const r = await fleet.client(deviceA).send<ErrBody>('GET', `/v1/devices/${deviceB.deviceId}`);
     assert.equal(r.status, 403);
     assert.match(r.body.error.message, /only its own/);
@@ -125,7 +159,9 @@ describe('control plane: who may call what (mutual TLS)', () => {
     const victim = await fleet.deviceCredential();
     const c = fleet.client(victim);
     assert.equal((await c.send('GET', '/v1/device/self')).status, 200);
-    const rv = await fleet.client(admin).send<{ revokedSerials: string[] }>('POST', `/v1/devices/${victim.deviceId}/revoke`, { reason: 'keyCompromise' });
+    const rv = await fleet
+      .client(admin)
+      .send<{ revokedSerials: string[] }>('POST', `/v1/devices/${victim.deviceId}/revoke`, { reason: 'keyCompromise' });
     assert.equal(rv.status, 200);
     assert.deepEqual(rv.body.revokedSerials, [victim.serial]);
     const r = await c.send<ErrBody>('GET', '/v1/device/self');
@@ -146,7 +182,11 @@ describe('control plane: who may call what (mutual TLS)', () => {
   it('revokes a lost admin certificate by serial (not the one in use)', async () => {
     const lost = await fleet.adminCredential('lost-laptop');
     assert.equal((await fleet.client(lost).send('GET', '/v1/devices')).status, 200);
-    const r = await fleet.client(admin).send<{ role: string }>('POST', `/v1/certificates/${lost.serial.toUpperCase()}/revoke`, { reason: 'keyCompromise' });
+    const r = await fleet
+      .client(admin)
+      .send<{ role: string }>('POST', `/v1/certificates/${lost.serial.toUpperCase()}/revoke`, {
+        reason: 'keyCompromise',
+      });
     assert.equal(r.status, 200);
     assert.equal(r.body.role, 'admin');
     assert.equal((await fleet.client(lost).send('GET', '/v1/devices')).status, 401);
@@ -185,7 +225,19 @@ describe('control plane: who may call what (mutual TLS)', () => {
       ['/v1/enroll/start', { keyProvider: 'tpm' }],
       ['/v1/enroll/start', { keyProvider: 'quantum', nonce: 'x', csr: 'y' }],
       ['/v1/enroll/start', { keyProvider: 'software', nonce: 'A'.repeat(43), csr: 'not pem' }],
-      ['/v1/enroll/start', { keyProvider: 'tpm', nonce: 'A'.repeat(43), ekPublic: '!!!!', akPublic: 'AAAA', bindingPublic: 'AAAA', certifyInfo: 'AAAA', certifySignature: 'AAAA', csr: '-----BEGIN CERTIFICATE REQUEST-----' }],
+      [
+        '/v1/enroll/start',
+        {
+          keyProvider: 'tpm',
+          nonce: 'A'.repeat(43),
+          ekPublic: '!!!!',
+          akPublic: 'AAAA',
+          bindingPublic: 'AAAA',
+          certifyInfo: 'AAAA',
+          certifySignature: 'AAAA',
+          csr: '-----BEGIN CERTIFICATE REQUEST-----',
+        },
+      ],
       ['/v1/enroll/finish', { challengeId: 'short', credential: 'AAAA' }],
       ['/v1/enroll/finish', { challengeId: 'A'.repeat(32), credential: 'A'.repeat(200) }],
     ];

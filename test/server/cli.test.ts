@@ -27,7 +27,11 @@ describe('edgeguard server / admin cert / device list (CLI)', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'eg-cli-server-'));
-    server = spawn(process.execPath, [CLI, '--json', 'server', '--data', join(dir, 'data'), '--listen', '127.0.0.1:0', '--log-level', 'warn'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    server = spawn(
+      process.execPath,
+      [CLI, '--json', 'server', '--data', join(dir, 'data'), '--listen', '127.0.0.1:0', '--log-level', 'warn'],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     server.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     for (let i = 0; i < 200 && !out.includes('}'); i++) await new Promise((r) => setTimeout(r, 50));
@@ -42,26 +46,62 @@ describe('edgeguard server / admin cert / device list (CLI)', () => {
   });
 
   it('refuses to start without the CA passphrase', async () => {
-    const r = await run(process.execPath, [CLI, 'server', '--data', join(dir, 'other'), '--listen', '127.0.0.1:0'], { env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: '' } }).catch((e: { code: number; stderr: string }) => e);
+    const r = await run(process.execPath, [CLI, 'server', '--data', join(dir, 'other'), '--listen', '127.0.0.1:0'], {
+      env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: '' },
+    }).catch((e: { code: number; stderr: string }) => e);
     assert.equal((r as { code: number }).code, 2);
     assert.match((r as { stderr: string }).stderr, /EG_CONFIG: .*EDGEGUARD_CA_PASSPHRASE/);
   });
 
   it('issues an admin certificate that lists devices over mutual TLS', async () => {
     const prefix = join(dir, 'admin');
-    const issued = JSON.parse((await run(process.execPath, [CLI, '--json', 'admin', 'cert', '--data', join(dir, 'data'), '-o', prefix, '--name', 'alice'], { env })).stdout) as { serial: string };
+    const issued = JSON.parse(
+      (
+        await run(
+          process.execPath,
+          [CLI, '--json', 'admin', 'cert', '--data', join(dir, 'data'), '-o', prefix, '--name', 'alice'],
+          { env },
+        )
+      ).stdout,
+    ) as { serial: string };
     assert.match(issued.serial, /^[0-9a-f]+$/);
     assert.equal(statSync(`${prefix}.key`).mode & 0o077, 0);
-    const conn = ['--server', url, '--cert', `${prefix}.crt`, '--key', `${prefix}.key`, '--ca', join(dir, 'data', 'fleet-ca.pem')];
-    const listed = JSON.parse((await run(process.execPath, [CLI, '--json', 'device', 'list', ...conn])).stdout) as { ok: boolean; devices: unknown[] };
+    const conn = [
+      '--server',
+      url,
+      '--cert',
+      `${prefix}.crt`,
+      '--key',
+      `${prefix}.key`,
+      '--ca',
+      join(dir, 'data', 'fleet-ca.pem'),
+    ];
+    const listed = JSON.parse((await run(process.execPath, [CLI, '--json', 'device', 'list', ...conn])).stdout) as {
+      ok: boolean;
+      devices: unknown[];
+    };
     assert.deepEqual(listed, { ok: true, devices: [] });
     // Human output, and a bad id refused by the server's validation.
     assert.match((await run(process.execPath, [CLI, 'device', 'list', ...conn])).stdout, /no devices/);
-    const bad = await run(process.execPath, [CLI, 'device', 'approve', 'nope', ...conn]).catch((e: { code: number; stderr: string }) => e);
+    const bad = await run(process.execPath, [CLI, 'device', 'approve', 'nope', ...conn]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     assert.equal((bad as { code: number }).code, 7);
     assert.match((bad as { stderr: string }).stderr, /^EG_BAD_REQUEST: /);
     // Without the pinned CA the client refuses the server.
-    const wrongCa = await run(process.execPath, [CLI, 'device', 'list', '--server', url, '--cert', `${prefix}.crt`, '--key', `${prefix}.key`, '--ca', `${prefix}.crt`]).catch((e: { code: number; stderr: string }) => e);
+    const wrongCa = await run(process.execPath, [
+      CLI,
+      'device',
+      'list',
+      '--server',
+      url,
+      '--cert',
+      `${prefix}.crt`,
+      '--key',
+      `${prefix}.key`,
+      '--ca',
+      `${prefix}.crt`,
+    ]).catch((e: { code: number; stderr: string }) => e);
     assert.match((wrongCa as { stderr: string }).stderr, /EG_TLS/);
     assert.ok(readFileSync(`${prefix}.crt`, 'utf8').includes('BEGIN CERTIFICATE'));
   });
@@ -90,9 +130,18 @@ describe('control plane on PostgreSQL', () => {
       assert.equal(a.ca.root.serialNumber, b.ca.root.serialNumber);
       const nonce = (await a.client().call<{ nonce: string }>('POST', '/v1/enroll/nonce')).body.nonce;
       const keys = await generateP256();
-      const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=x', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, attributes: [new x509.ChallengePasswordAttribute(nonce)] });
+      const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+        name: 'CN=x',
+        keys,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+        attributes: [new x509.ChallengePasswordAttribute(nonce)],
+      });
       const body = { keyProvider: 'software', nonce, csr: csr.toString('pem') };
-      assert.equal((await b.client().send('POST', '/v1/enroll/start', body)).status, 200, 'B accepts the nonce A issued');
+      assert.equal(
+        (await b.client().send('POST', '/v1/enroll/start', body)).status,
+        200,
+        'B accepts the nonce A issued',
+      );
       const replay = await a.client().send<{ error: { message: string } }>('POST', '/v1/enroll/start', body);
       assert.equal(replay.status, 403, 'and A knows it is spent');
       assert.match(replay.body.error.message, /already used/);
@@ -101,7 +150,11 @@ describe('control plane on PostgreSQL', () => {
       const onB = b.client(dev);
       assert.equal((await onB.send('GET', '/v1/device/self')).status, 200);
       assert.equal((await a.client(admin).send('POST', `/v1/devices/${dev.deviceId}/revoke`)).status, 200);
-      assert.equal((await onB.send('GET', '/v1/device/self')).status, 401, 'replica B enforces the revocation made on A');
+      assert.equal(
+        (await onB.send('GET', '/v1/device/self')).status,
+        401,
+        'replica B enforces the revocation made on A',
+      );
       assert.equal((await b.client(admin).send<{ devices: unknown[] }>('GET', '/v1/devices')).body.devices.length, 2);
     } finally {
       await a.stop();

@@ -34,7 +34,10 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const deviceDir = join(work, 'device');
     await initDevice({ dir: deviceDir, tcti: tpm.tcti });
     evidence = parseCertifyEvidence(readFileSync(join(deviceDir, DEVICE_FILES.certify), 'utf8'));
-    ak = { public: readFileSync(join(deviceDir, DEVICE_FILES.akTpmPublic)), private: readFileSync(join(deviceDir, DEVICE_FILES.akTpmPrivate)) };
+    ak = {
+      public: readFileSync(join(deviceDir, DEVICE_FILES.akTpmPublic)),
+      private: readFileSync(join(deviceDir, DEVICE_FILES.akTpmPrivate)),
+    };
     const trusting = join(work, 'trusting');
     mkdirSync(join(trusting, 'ek-roots'), { recursive: true });
     copyFileSync(tpm.ca.rootCertPath, join(trusting, 'ek-roots', 'root.pem'));
@@ -55,7 +58,10 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  async function startBody(c: FleetClient, over: Partial<protocol.TpmEnrollStart> = {}): Promise<protocol.TpmEnrollStart> {
+  async function startBody(
+    c: FleetClient,
+    over: Partial<protocol.TpmEnrollStart> = {},
+  ): Promise<protocol.TpmEnrollStart> {
     const nonce = (await c.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
     return {
       keyProvider: 'tpm',
@@ -71,7 +77,12 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     };
   }
 
-  async function refusedAt(c: FleetClient, body: protocol.TpmEnrollStart, status: number, message: RegExp): Promise<void> {
+  async function refusedAt(
+    c: FleetClient,
+    body: protocol.TpmEnrollStart,
+    status: number,
+    message: RegExp,
+  ): Promise<void> {
     const r = await c.send<ErrBody>('POST', '/v1/enroll/start', body);
     assert.equal(r.status, status, JSON.stringify(r.body));
     assert.match(r.body.error.message, message);
@@ -87,8 +98,16 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const otherEk = (await tpmClient.createEndorsementKeys()).ekPublic; // same TPM, same EK template: equal
     assert.deepEqual(otherEk, Buffer.from(evidence.ekPublic, 'base64'));
     // A certificate for the EK, presented with another RSA storage key's public area.
-    const fakeEk = await tpmClient.createKey('rsa2048:null:aes128cfb', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt');
-    await refusedAt(c, await startBody(c, { ekPublic: fakeEk.public.toString('base64') }), 403, /EK certificate is for another key/);
+    const fakeEk = await tpmClient.createKey(
+      'rsa2048:null:aes128cfb',
+      'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt',
+    );
+    await refusedAt(
+      c,
+      await startBody(c, { ekPublic: fakeEk.public.toString('base64') }),
+      403,
+      /EK certificate is for another key/,
+    );
     const { ekCertificate: _drop, ...noCert } = await startBody(c);
     await refusedAt(c, noCert as protocol.TpmEnrollStart, 403, /no EK certificate was sent/);
   });
@@ -97,7 +116,10 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const c = fleet.client();
     // A real TPM signing key without the restricted attribute: it could sign anything, so its
     // "attestations" prove nothing.
-    const loose = await tpmClient.createKey('rsa2048:rsassa-sha256:null', 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign');
+    const loose = await tpmClient.createKey(
+      'rsa2048:rsassa-sha256:null',
+      'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
+    );
     await refusedAt(c, await startBody(c, { akPublic: loose.public.toString('base64') }), 403, /lacks restricted/);
   });
 
@@ -105,22 +127,38 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const c = fleet.client();
     // Another TPM-resident key with the binding key's attributes, presented with the evidence made for the real one.
     const other = await tpmClient.createKey('rsa2048:oaep-sha256:null', BINDING_KEY_ATTRIBUTES);
-    await refusedAt(c, await startBody(c, { bindingPublic: other.public.toString('base64') }), 403, /not certified by the attestation key.*name does not match/);
+    await refusedAt(
+      c,
+      await startBody(c, { bindingPublic: other.public.toString('base64') }),
+      403,
+      /not certified by the attestation key.*name does not match/,
+    );
     // The right key, with a forged signature.
     const sig = Buffer.from(evidence.signature, 'base64');
     sig[sig.length - 1]! ^= 0x01;
-    await refusedAt(c, await startBody(c, { certifySignature: sig.toString('base64') }), 403, /not certified by the attestation key.*does not verify/);
+    await refusedAt(
+      c,
+      await startBody(c, { certifySignature: sig.toString('base64') }),
+      403,
+      /not certified by the attestation key.*does not verify/,
+    );
   });
 
   it('refuses a wrong ActivateCredential answer, then the challenge is spent', async () => {
     const c = fleet.client();
     const challenge = (await c.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', await startBody(c))).body;
-    const wrong = await c.send<ErrBody>('POST', '/v1/enroll/finish', { challengeId: challenge.challengeId, credential: randomBytes(32).toString('base64') });
+    const wrong = await c.send<ErrBody>('POST', '/v1/enroll/finish', {
+      challengeId: challenge.challengeId,
+      credential: randomBytes(32).toString('base64'),
+    });
     assert.equal(wrong.status, 403);
     assert.match(wrong.body.error.message, /ActivateCredential answer is wrong/);
     // Even the right answer is refused now: one attempt per challenge.
     const right = await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'));
-    const late = await c.send<ErrBody>('POST', '/v1/enroll/finish', { challengeId: challenge.challengeId, credential: right.toString('base64') });
+    const late = await c.send<ErrBody>('POST', '/v1/enroll/finish', {
+      challengeId: challenge.challengeId,
+      credential: right.toString('base64'),
+    });
     assert.equal(late.status, 403);
     assert.match(late.body.error.message, /already answered/);
   });
@@ -130,7 +168,9 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const body = await startBody(c);
     const challenge = (await c.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', body)).body;
     await refusedAt(c, body, 403, /nonce is unknown, expired or already used/);
-    const credential = (await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))).toString('base64');
+    const credential = (
+      await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))
+    ).toString('base64');
     const finish = { challengeId: challenge.challengeId, credential };
     const ok = await c.send<protocol.EnrollFinished>('POST', '/v1/enroll/finish', finish);
     assert.equal(ok.status, 200);
@@ -142,9 +182,13 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     // The same TPM cannot enroll a second identity...
     await refusedAt(c, await startBody(c), 409, /already enrolled/);
     // The certificate poll needs the token.
-    const poll = await c.send<ErrBody>('GET', `/v1/enroll/${ok.body.deviceId}/certificate`, undefined, { 'x-edgeguard-poll-token': 'wrong' });
+    const poll = await c.send<ErrBody>('GET', `/v1/enroll/${ok.body.deviceId}/certificate`, undefined, {
+      'x-edgeguard-poll-token': 'wrong',
+    });
     assert.equal(poll.status, 401);
-    const pending = await c.send<{ status: string }>('GET', `/v1/enroll/${ok.body.deviceId}/certificate`, undefined, { 'x-edgeguard-poll-token': ok.body.pollToken });
+    const pending = await c.send<{ status: string }>('GET', `/v1/enroll/${ok.body.deviceId}/certificate`, undefined, {
+      'x-edgeguard-poll-token': ok.body.pollToken,
+    });
     assert.equal(pending.status, 202);
     // ...until an operator revokes and removes the old record.
     const admin = await fleet.adminCredential();
@@ -162,10 +206,22 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     writeFileSync(join(untrusting.dataDir, 'auto-approve.txt'), `# factory batch 12\n${ekHash}\nnot-a-hash\n`);
     const { ekCertificate: _drop, ...noCert } = await startBody(c);
     const challenge = (await c.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', noCert)).body;
-    const credential = (await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))).toString('base64');
-    const done = (await c.call<protocol.EnrollFinished>('POST', '/v1/enroll/finish', { challengeId: challenge.challengeId, credential })).body;
+    const credential = (
+      await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))
+    ).toString('base64');
+    const done = (
+      await c.call<protocol.EnrollFinished>('POST', '/v1/enroll/finish', {
+        challengeId: challenge.challengeId,
+        credential,
+      })
+    ).body;
     assert.equal(done.status, 'approved');
-    const cert = await c.send<protocol.CertificateResponse>('GET', `/v1/enroll/${done.deviceId}/certificate`, undefined, { 'x-edgeguard-poll-token': done.pollToken });
+    const cert = await c.send<protocol.CertificateResponse>(
+      'GET',
+      `/v1/enroll/${done.deviceId}/certificate`,
+      undefined,
+      { 'x-edgeguard-poll-token': done.pollToken },
+    );
     assert.equal(cert.status, 200);
     assert.equal(cert.body.fleetCa, untrusting.ca.rootPem);
     const leaf = new x509.X509Certificate(cert.body.certificateChain.split(/(?<=-----END CERTIFICATE-----)/)[0]!);
@@ -179,8 +235,17 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const c = fleet.client();
     const nonce = (await c.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
     const keys = await generateP256();
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=x', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, attributes: [new x509.ChallengePasswordAttribute(nonce)] });
-    const r = await c.send<ErrBody>('POST', '/v1/enroll/start', { keyProvider: 'software', nonce, csr: csr.toString('pem') });
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=x',
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      attributes: [new x509.ChallengePasswordAttribute(nonce)],
+    });
+    const r = await c.send<ErrBody>('POST', '/v1/enroll/start', {
+      keyProvider: 'software',
+      nonce,
+      csr: csr.toString('pem'),
+    });
     assert.equal(r.status, 403);
     assert.match(r.body.error.message, /does not accept software-bound devices/);
   });
@@ -198,12 +263,26 @@ describe('software enrollment where allowed', () => {
     const keys = await generateP256();
     const nonce1 = (await c.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
     const unsigned = await createCsr(keys, 'x');
-    const r1 = await c.send<ErrBody>('POST', '/v1/enroll/start', { keyProvider: 'software', nonce: nonce1, csr: unsigned });
+    const r1 = await c.send<ErrBody>('POST', '/v1/enroll/start', {
+      keyProvider: 'software',
+      nonce: nonce1,
+      csr: unsigned,
+    });
     assert.equal(r1.status, 403);
     assert.match(r1.body.error.message, /challengePassword/);
     const nonce2 = (await c.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=x', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, attributes: [new x509.ChallengePasswordAttribute(nonce2)] });
-    const r2 = await c.send<protocol.EnrollFinished>('POST', '/v1/enroll/start', { keyProvider: 'software', nonce: nonce2, csr: csr.toString('pem'), label: 'dev box' });
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=x',
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      attributes: [new x509.ChallengePasswordAttribute(nonce2)],
+    });
+    const r2 = await c.send<protocol.EnrollFinished>('POST', '/v1/enroll/start', {
+      keyProvider: 'software',
+      nonce: nonce2,
+      csr: csr.toString('pem'),
+      label: 'dev box',
+    });
     assert.equal(r2.status, 200);
     assert.equal(r2.body.keyProvider, 'software');
     assert.equal(r2.body.status, 'pending');
@@ -211,7 +290,16 @@ describe('software enrollment where allowed', () => {
     assert.equal(device?.key_provider, 'software');
     // The same key cannot enroll twice.
     const nonce3 = (await c.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
-    const csr3 = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=x', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' }, attributes: [new x509.ChallengePasswordAttribute(nonce3)] });
-    assert.equal((await c.send('POST', '/v1/enroll/start', { keyProvider: 'software', nonce: nonce3, csr: csr3.toString('pem') })).status, 409);
+    const csr3 = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=x',
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      attributes: [new x509.ChallengePasswordAttribute(nonce3)],
+    });
+    assert.equal(
+      (await c.send('POST', '/v1/enroll/start', { keyProvider: 'software', nonce: nonce3, csr: csr3.toString('pem') }))
+        .status,
+      409,
+    );
   });
 });

@@ -15,15 +15,31 @@ export interface TestFleet {
   dataDir: string;
   ca: FleetCa;
   client(cred?: { cert: string; key: string }): FleetClient;
-  adminCredential(name?: string, validity?: ValidityOptions, record?: boolean): Promise<{ cert: string; key: string; serial: string }>;
+  adminCredential(
+    name?: string,
+    validity?: ValidityOptions,
+    record?: boolean,
+  ): Promise<{ cert: string; key: string; serial: string }>;
   /** Inserts an approved device record and issues its certificate (bypassing the TPM protocol). */
-  deviceCredential(opts?: { keyProvider?: KeyProvider; validity?: ValidityOptions; status?: 'approved' | 'pending' }): Promise<{ deviceId: string; cert: string; key: string; serial: string }>;
+  deviceCredential(opts?: {
+    keyProvider?: KeyProvider;
+    validity?: ValidityOptions;
+    status?: 'approved' | 'pending';
+  }): Promise<{ deviceId: string; cert: string; key: string; serial: string }>;
   stop(): Promise<void>;
 }
 
-export async function startTestFleet(opts: { dbUrl?: string; policy?: Partial<ServerPolicy>; dataDir?: string } = {}): Promise<TestFleet> {
+export async function startTestFleet(
+  opts: { dbUrl?: string; policy?: Partial<ServerPolicy>; dataDir?: string } = {},
+): Promise<TestFleet> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'eg-fleet-'));
-  const server = await startServer({ dataDir, listen: '127.0.0.1:0', dbUrl: opts.dbUrl, caPassphrase: TEST_PASSPHRASE, policy: opts.policy ?? {} });
+  const server = await startServer({
+    dataDir,
+    listen: '127.0.0.1:0',
+    dbUrl: opts.dbUrl,
+    caPassphrase: TEST_PASSPHRASE,
+    policy: opts.policy ?? {},
+  });
   const ca = server.ctx.ca;
   const clients: FleetClient[] = [];
   const fleet: TestFleet = {
@@ -39,7 +55,15 @@ export async function startTestFleet(opts: { dbUrl?: string; policy?: Partial<Se
       const keys = await generateP256();
       const issued = await ca.issueAdminCertificate({ name, publicKey: await spkiOf(keys.publicKey), ...validity });
       if (record) {
-        await server.ctx.store.recordCertificate({ serial: issued.serial, device_id: null, role: 'admin', subject: issued.subject, not_before: issued.notBefore.toISOString(), not_after: issued.notAfter.toISOString(), pem: issued.chainPem });
+        await server.ctx.store.recordCertificate({
+          serial: issued.serial,
+          device_id: null,
+          role: 'admin',
+          subject: issued.subject,
+          not_before: issued.notBefore.toISOString(),
+          not_after: issued.notAfter.toISOString(),
+          pem: issued.chainPem,
+        });
       }
       return { cert: issued.chainPem, key: await privateKeyToPkcs8Pem(keys.privateKey), serial: issued.serial };
     },
@@ -61,9 +85,27 @@ export async function startTestFleet(opts: { dbUrl?: string; policy?: Partial<Se
         created_at: new Date().toISOString(),
       });
       if ((o.status ?? 'approved') === 'approved') await server.ctx.store.approveDevice(deviceId, 'test');
-      const issued = await ca.issueDeviceCertificate({ deviceId, keyProvider: o.keyProvider ?? 'tpm', publicKey: await spkiOf(keys.publicKey), ...(o.validity ?? {}) });
-      await server.ctx.store.recordCertificate({ serial: issued.serial, device_id: deviceId, role: 'device', subject: issued.subject, not_before: issued.notBefore.toISOString(), not_after: issued.notAfter.toISOString(), pem: issued.chainPem });
-      return { deviceId, cert: issued.chainPem, key: await privateKeyToPkcs8Pem(keys.privateKey), serial: issued.serial };
+      const issued = await ca.issueDeviceCertificate({
+        deviceId,
+        keyProvider: o.keyProvider ?? 'tpm',
+        publicKey: await spkiOf(keys.publicKey),
+        ...(o.validity ?? {}),
+      });
+      await server.ctx.store.recordCertificate({
+        serial: issued.serial,
+        device_id: deviceId,
+        role: 'device',
+        subject: issued.subject,
+        not_before: issued.notBefore.toISOString(),
+        not_after: issued.notAfter.toISOString(),
+        pem: issued.chainPem,
+      });
+      return {
+        deviceId,
+        cert: issued.chainPem,
+        key: await privateKeyToPkcs8Pem(keys.privateKey),
+        serial: issued.serial,
+      };
     },
     async stop() {
       for (const c of clients) c.close();

@@ -32,7 +32,11 @@ type ExtraTables = {
 registerMigrations('store-test', {
   '0001_probe': {
     async up(db) {
-      await db.schema.createTable('extension_probe').addColumn('id', 'varchar(32)', (c) => c.primaryKey()).addColumn('note', 'text', (c) => c.notNull()).execute();
+      await db.schema
+        .createTable('extension_probe')
+        .addColumn('id', 'varchar(32)', (c) => c.primaryKey())
+        .addColumn('note', 'text', (c) => c.notNull())
+        .execute();
     },
   },
 });
@@ -60,13 +64,18 @@ for (const backend of BACKENDS) {
       const rows = await again.db.withTables<ExtraTables>().selectFrom('extension_probe').selectAll().execute();
       assert.deepEqual(rows, [{ id: 'a', note: 'hello' }]);
       const applied = await sql<{ name: string }>`select name from kysely_migration order by name`.execute(again.db);
-      assert.deepEqual(applied.rows.map((r) => r.name).filter((n) => n.startsWith('control-plane/') || n.startsWith('store-test/')), ['control-plane/0001_init', 'store-test/0001_probe']);
+      assert.deepEqual(
+        applied.rows.map((r) => r.name).filter((n) => n.startsWith('control-plane/') || n.startsWith('store-test/')),
+        ['control-plane/0001_init', 'store-test/0001_probe'],
+      );
       await again.close();
     });
 
     it('opens a database migrated by a process that registered more migrations', async () => {
       // Simulate another module's migration recorded by a fuller process (e.g. the server).
-      await sql`insert into kysely_migration (name, timestamp) values (${'zz-other-module/0001_x'}, ${new Date().toISOString()})`.execute(store.db);
+      await sql`insert into kysely_migration (name, timestamp) values (${'zz-other-module/0001_x'}, ${new Date().toISOString()})`.execute(
+        store.db,
+      );
       const again = await Store.open(url !== undefined ? { url } : { dataDir });
       assert.equal(await again.getDevice('none'), undefined);
       await again.close();
@@ -79,7 +88,9 @@ for (const backend of BACKENDS) {
       assert.equal(rec.status, 'pending');
       assert.equal(rec.approved_at, null);
       assert.deepEqual(await store.getDeviceByEk(d.ek_pub_sha256), rec);
-      await assert.rejects(store.insertDevice(device({ ek_pub_sha256: d.ek_pub_sha256 })), (e) => isEdgeguardError(e, 'EG_EXISTS'));
+      await assert.rejects(store.insertDevice(device({ ek_pub_sha256: d.ek_pub_sha256 })), (e) =>
+        isEdgeguardError(e, 'EG_EXISTS'),
+      );
       const pending = await store.listDevices({ status: 'pending' });
       assert.ok(pending.some((x) => x.id === d.id));
       assert.equal(await store.getDevice('no-such-device'), undefined);
@@ -94,7 +105,15 @@ for (const backend of BACKENDS) {
       const serialA = randomBytes(8).toString('hex');
       const serialB = randomBytes(8).toString('hex');
       for (const serial of [serialA, serialB]) {
-        await store.recordCertificate({ serial, device_id: d.id, role: 'device', subject: `CN=${d.id}`, not_before: new Date().toISOString(), not_after: new Date(Date.now() + 1e9).toISOString(), pem: 'x' });
+        await store.recordCertificate({
+          serial,
+          device_id: d.id,
+          role: 'device',
+          subject: `CN=${d.id}`,
+          not_before: new Date().toISOString(),
+          not_after: new Date(Date.now() + 1e9).toISOString(),
+          pem: 'x',
+        });
       }
       assert.equal(await store.certificateStatus(serialA), 'good');
       assert.equal(await store.certificateStatus('00ff'), 'unknown');
@@ -117,8 +136,24 @@ for (const backend of BACKENDS) {
     it('revokes a single certificate and finds the latest valid certificate of a device', async () => {
       const d = await store.insertDevice(device());
       const t = Date.now();
-      await store.recordCertificate({ serial: 'aa01', device_id: d.id, role: 'device', subject: 's', not_before: new Date(t).toISOString(), not_after: new Date(t + 1000e3).toISOString(), pem: 'old' });
-      await store.recordCertificate({ serial: 'aa02', device_id: d.id, role: 'device', subject: 's', not_before: new Date(t).toISOString(), not_after: new Date(t + 2000e3).toISOString(), pem: 'new' });
+      await store.recordCertificate({
+        serial: 'aa01',
+        device_id: d.id,
+        role: 'device',
+        subject: 's',
+        not_before: new Date(t).toISOString(),
+        not_after: new Date(t + 1000e3).toISOString(),
+        pem: 'old',
+      });
+      await store.recordCertificate({
+        serial: 'aa02',
+        device_id: d.id,
+        role: 'device',
+        subject: 's',
+        not_before: new Date(t).toISOString(),
+        not_after: new Date(t + 2000e3).toISOString(),
+        pem: 'new',
+      });
       assert.equal((await store.latestCertificateFor(d.id))?.pem, 'new');
       assert.equal(await store.revokeCertificate('aa02', 'keyCompromise'), true);
       assert.equal(await store.revokeCertificate('aa02'), false);
@@ -128,8 +163,24 @@ for (const backend of BACKENDS) {
 
     it('looks up certificate state and the device record in one query', async () => {
       const d = await store.insertDevice(device());
-      await store.recordCertificate({ serial: 'bb01', device_id: d.id, role: 'device', subject: 's', not_before: new Date().toISOString(), not_after: new Date(Date.now() + 1e6).toISOString(), pem: 'p' });
-      await store.recordCertificate({ serial: 'bb02', device_id: null, role: 'admin', subject: 'a', not_before: new Date().toISOString(), not_after: new Date(Date.now() + 1e6).toISOString(), pem: 'p' });
+      await store.recordCertificate({
+        serial: 'bb01',
+        device_id: d.id,
+        role: 'device',
+        subject: 's',
+        not_before: new Date().toISOString(),
+        not_after: new Date(Date.now() + 1e6).toISOString(),
+        pem: 'p',
+      });
+      await store.recordCertificate({
+        serial: 'bb02',
+        device_id: null,
+        role: 'admin',
+        subject: 'a',
+        not_before: new Date().toISOString(),
+        not_after: new Date(Date.now() + 1e6).toISOString(),
+        pem: 'p',
+      });
       const dev = await store.authLookup('bb01');
       assert.equal(dev.status, 'good');
       assert.deepEqual(dev.device, await store.getDevice(d.id));
@@ -144,7 +195,11 @@ for (const backend of BACKENDS) {
       const id = randomBytes(16).toString('hex');
       await store.createChallenge({ id, kind: 'credential', value: 'v', payload: '{"a":1}', ttlSeconds: 60 });
       assert.equal(await store.consumeChallenge(id, 'nonce'), undefined, 'wrong kind is refused');
-      const results = await Promise.all([store.consumeChallenge(id, 'credential'), store.consumeChallenge(id, 'credential'), store.consumeChallenge(id, 'credential')]);
+      const results = await Promise.all([
+        store.consumeChallenge(id, 'credential'),
+        store.consumeChallenge(id, 'credential'),
+        store.consumeChallenge(id, 'credential'),
+      ]);
       const winners = results.filter((r) => r !== undefined);
       assert.equal(winners.length, 1);
       assert.equal(winners[0]?.payload, '{"a":1}');

@@ -23,7 +23,12 @@ function busTraffic(logPath: string): Buffer[] {
       if (cur) blocks.push(Buffer.from(cur));
       cur = [];
     } else if (cur && /^\s*([0-9A-F]{2}\s+)*[0-9A-F]{2}\s*$/.test(line)) {
-      cur.push(...line.trim().split(/\s+/).map((x) => parseInt(x, 16)));
+      cur.push(
+        ...line
+          .trim()
+          .split(/\s+/)
+          .map((x) => parseInt(x, 16)),
+      );
     } else if (cur) {
       blocks.push(Buffer.from(cur));
       cur = undefined;
@@ -54,7 +59,10 @@ describe('TPM bus encryption (swtpm I/O log)', { skip: TPM_SKIP }, () => {
 
   test('the unwrapped key never crosses the bus in the clear', async () => {
     const secret = randomBytes(32);
-    const ct = publicEncrypt({ key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, secret);
+    const ct = publicEncrypt(
+      { key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+      secret,
+    );
     assert.deepEqual(await client.rsaDecrypt(binding, binding.pcrs, ct), secret);
     assert.ok(busTraffic(log).length > 20, 'the swtpm log holds the traffic');
     assert.ok(!seen(log, secret.subarray(0, 16)), 'plaintext key seen on the bus');
@@ -71,12 +79,16 @@ describe('TPM bus encryption (swtpm I/O log)', { skip: TPM_SKIP }, () => {
 
   test('control: without session encryption the same search finds the key', () => {
     const secret = randomBytes(32);
-    const ct = publicEncrypt({ key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, secret);
+    const ct = publicEncrypt(
+      { key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+      secret,
+    );
     writeFileSync(join(work, 'b.pub'), binding.public);
     writeFileSync(join(work, 'b.priv'), binding.private);
     writeFileSync(join(work, 'ct.bin'), ct);
     const env = { ...process.env, TPM2TOOLS_TCTI: tpm!.tcti };
-    const run = (args: string[]) => execFileSync(args[0]!, args.slice(1), { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = (args: string[]) =>
+      execFileSync(args[0]!, args.slice(1), { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
     run(['tpm2_createprimary', '-Q', '-C', 'o', '-g', 'sha256', '-G', 'rsa2048:null:aes128cfb', '-c', 'srk.ctx']);
     run(['tpm2_flushcontext', '-t']);
     run(['tpm2_load', '-Q', '-C', 'srk.ctx', '-u', 'b.pub', '-r', 'b.priv', '-c', 'b.ctx']);

@@ -33,7 +33,11 @@ const POLICY = 'sha256:0,1,2,3,4,5,7';
 
 /** Run tpm2-tools directly (the oracle), flushing afterwards as swtpm has no resource manager. */
 function tool(tcti: string, cwd: string, args: string[]): Buffer {
-  const out = execFileSync(args[0]!, args.slice(1), { cwd, env: { ...process.env, TPM2TOOLS_TCTI: tcti }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = execFileSync(args[0]!, args.slice(1), {
+    cwd,
+    env: { ...process.env, TPM2TOOLS_TCTI: tcti },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   execFileSync('tpm2_flushcontext', ['-t'], { cwd, env: { ...process.env, TPM2TOOLS_TCTI: tcti } });
   return out;
 }
@@ -76,7 +80,18 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
   test('our TPM2B_PUBLIC parse gives the same public key as tpm2_readpublic -f pem', async () => {
     writeFileSync(join(work, 'b.pub'), binding.public);
     writeFileSync(join(work, 'b.priv'), binding.private);
-    tool(tpm!.tcti, work, ['tpm2_createprimary', '-Q', '-C', 'o', '-g', 'sha256', '-G', 'rsa2048:null:aes128cfb', '-c', 'srk.ctx']);
+    tool(tpm!.tcti, work, [
+      'tpm2_createprimary',
+      '-Q',
+      '-C',
+      'o',
+      '-g',
+      'sha256',
+      '-G',
+      'rsa2048:null:aes128cfb',
+      '-c',
+      'srk.ctx',
+    ]);
     tool(tpm!.tcti, work, ['tpm2_load', '-Q', '-C', 'srk.ctx', '-u', 'b.pub', '-r', 'b.priv', '-c', 'b.ctx']);
     tool(tpm!.tcti, work, ['tpm2_readpublic', '-Q', '-c', 'b.ctx', '-f', 'pem', '-o', 'b.pem']);
     const theirs = createPublicKey(readFileSync(join(work, 'b.pem'))).export({ type: 'spki', format: 'der' });
@@ -86,10 +101,15 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
 
   test('RSA-OAEP-SHA256 decrypt under the PCR policy session returns the plaintext', async () => {
     const secret = randomBytes(32);
-    const ct = publicEncrypt({ key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, secret);
+    const ct = publicEncrypt(
+      { key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+      secret,
+    );
     assert.deepEqual(await client.rsaDecrypt(binding, binding.pcrs, ct), secret);
     // Garbage ciphertext: the TPM's OAEP check fails with a typed error.
-    await assert.rejects(client.rsaDecrypt(binding, binding.pcrs, randomBytes(256)), (e: unknown) => isEdgeguardError(e));
+    await assert.rejects(client.rsaDecrypt(binding, binding.pcrs, randomBytes(256)), (e: unknown) =>
+      isEdgeguardError(e),
+    );
   });
 
   test('EK and AK; TPM2_Certify of the binding key verifies in pure TypeScript', async () => {
@@ -109,7 +129,11 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
     assert.ok(der && der.length > 0);
     writeFileSync(join(work, 'ek.der'), der);
     execFileSync('openssl', ['x509', '-inform', 'der', '-in', join(work, 'ek.der'), '-out', join(work, 'ek.pem')]);
-    const r = execFileSync('openssl', ['verify', '-partial_chain', '-CAfile', tpm!.ca.issuerCertPath, join(work, 'ek.pem')], { encoding: 'utf8' });
+    const r = execFileSync(
+      'openssl',
+      ['verify', '-partial_chain', '-CAfile', tpm!.ca.issuerCertPath, join(work, 'ek.pem')],
+      { encoding: 'utf8' },
+    );
     assert.match(r, /OK/);
   });
 
@@ -124,12 +148,23 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
     const secret = randomBytes(32);
     writeFileSync(join(work, 'ek.pub'), endorsement.ekPublic);
     writeFileSync(join(work, 'secret.bin'), secret);
-    execFileSync('tpm2_makecredential', ['-T', 'none', '-e', 'ek.pub', '-s', 'secret.bin', '-n', endorsement.akName.toString('hex'), '-o', 'cred.bin'], { cwd: work, stdio: 'pipe' });
+    execFileSync(
+      'tpm2_makecredential',
+      ['-T', 'none', '-e', 'ek.pub', '-s', 'secret.bin', '-n', endorsement.akName.toString('hex'), '-o', 'cred.bin'],
+      { cwd: work, stdio: 'pipe' },
+    );
     const blob = readFileSync(join(work, 'cred.bin'));
     assert.deepEqual(await client.activateCredential(endorsement.ak, blob), secret);
     // A credential made for another name is refused by the TPM.
-    execFileSync('tpm2_makecredential', ['-T', 'none', '-e', 'ek.pub', '-s', 'secret.bin', '-n', '000b' + '11'.repeat(32), '-o', 'cred2.bin'], { cwd: work, stdio: 'pipe' });
-    await assert.rejects(client.activateCredential(endorsement.ak, readFileSync(join(work, 'cred2.bin'))), (e: unknown) => isEdgeguardError(e));
+    execFileSync(
+      'tpm2_makecredential',
+      ['-T', 'none', '-e', 'ek.pub', '-s', 'secret.bin', '-n', '000b' + '11'.repeat(32), '-o', 'cred2.bin'],
+      { cwd: work, stdio: 'pipe' },
+    );
+    await assert.rejects(
+      client.activateCredential(endorsement.ak, readFileSync(join(work, 'cred2.bin'))),
+      (e: unknown) => isEdgeguardError(e),
+    );
   });
 
   test('TPM object memory exhausted by another program: flushed and retried; without flushing, EG_TPM_RESOURCES', async () => {
@@ -137,7 +172,11 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
     const fill = () => {
       // swtpm holds 3 transient objects; tpm2-tools without a resource manager leaves each loaded.
       for (let i = 0; i < 3; i++) {
-        execFileSync('tpm2_createprimary', ['-Q', '-C', 'o', '-G', 'ecc256', '-c', `fill${i}.ctx`], { cwd: work, env, stdio: 'pipe' });
+        execFileSync('tpm2_createprimary', ['-Q', '-C', 'o', '-G', 'ecc256', '-c', `fill${i}.ctx`], {
+          cwd: work,
+          env,
+          stdio: 'pipe',
+        });
       }
     };
     fill();
@@ -155,11 +194,18 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
     const sealed = await client.seal(Buffer.from('sealed secret'), POLICY);
     assert.equal((await client.unseal(sealed, sealed.pcrs)).toString(), 'sealed secret');
     const secret = randomBytes(32);
-    const ct = publicEncrypt({ key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, secret);
+    const ct = publicEncrypt(
+      { key: tpmPublicKey(binding.publicArea), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
+      secret,
+    );
     // The real tool, as an attacker or a changed boot chain would.
-    execFileSync('tpm2_pcrextend', [`7:sha256=${'ab'.repeat(32)}`], { env: { ...process.env, TPM2TOOLS_TCTI: tpm!.tcti } });
+    execFileSync('tpm2_pcrextend', [`7:sha256=${'ab'.repeat(32)}`], {
+      env: { ...process.env, TPM2TOOLS_TCTI: tpm!.tcti },
+    });
     await assert.rejects(client.unseal(sealed, sealed.pcrs), (e: unknown) => isEdgeguardError(e, 'EG_TPM_POLICY'));
-    await assert.rejects(client.rsaDecrypt(binding, binding.pcrs, ct), (e: unknown) => isEdgeguardError(e, 'EG_TPM_POLICY'));
+    await assert.rejects(client.rsaDecrypt(binding, binding.pcrs, ct), (e: unknown) =>
+      isEdgeguardError(e, 'EG_TPM_POLICY'),
+    );
     // Nothing leaks through the error.
     await client.rsaDecrypt(binding, binding.pcrs, ct).catch((e: Error & { details?: unknown }) => {
       assert.ok(!JSON.stringify(e.details).includes(secret.toString('hex')));

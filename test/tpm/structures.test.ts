@@ -6,7 +6,14 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createPublicKey, generateKeyPairSync, sign as nodeSign, constants, createHash, type KeyObject } from 'node:crypto';
+import {
+  createPublicKey,
+  generateKeyPairSync,
+  sign as nodeSign,
+  constants,
+  createHash,
+  type KeyObject,
+} from 'node:crypto';
 import fc from 'fast-check';
 import { EdgeguardError, isEdgeguardError } from '../../src/errors/index.ts';
 import {
@@ -31,10 +38,15 @@ import {
   type PcrValues,
 } from '../../src/tpm/index.ts';
 
-const fx = JSON.parse(readFileSync(new URL('./fixtures/swtpm-recorded.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+const fx = JSON.parse(readFileSync(new URL('./fixtures/swtpm-recorded.json', import.meta.url), 'utf8')) as Record<
+  string,
+  unknown
+>;
 const h = (k: string) => Buffer.from(fx[k] as string, 'hex');
 const pcrValues = (k: string): PcrValues => ({
-  sha256: Object.fromEntries(Object.entries(fx[k] as Record<string, string>).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')])),
+  sha256: Object.fromEntries(
+    Object.entries(fx[k] as Record<string, string>).map(([i, v]) => [Number(i), Buffer.from(v, 'hex')]),
+  ),
 });
 
 function spkiPem(k: KeyObject): string {
@@ -91,7 +103,11 @@ describe('TPM2B_PUBLIC (recorded from swtpm)', () => {
 
   test('the authPolicy equals PolicyPCR computed in TypeScript from the recorded PCR values', () => {
     const pub = parseTpm2bPublic(h('bindingPublic'));
-    const digest = policyPcrDigest(parsePcrSelection('sha256:0,1,2,3,4,5,7'), pcrValues('bindingPcrValues'), TPM_ALG.SHA256);
+    const digest = policyPcrDigest(
+      parsePcrSelection('sha256:0,1,2,3,4,5,7'),
+      pcrValues('bindingPcrValues'),
+      TPM_ALG.SHA256,
+    );
     assert.equal(digest.toString('hex'), fx.bindingPolicy);
     assert.ok(digest.equals(pub.authPolicy));
     // A different PCR 7 gives a different policy.
@@ -130,30 +146,48 @@ describe('TPMS_ATTEST and TPMT_SIGNATURE (recorded from swtpm)', () => {
     for (const i of [0, 6, 20, att.length - 1]) {
       const bad = Buffer.from(att);
       bad[i]! ^= 0x01;
-      assert.throws(() => verifyCertify(ak, binding, bad, sig), (e: unknown) => e instanceof EdgeguardError);
+      assert.throws(
+        () => verifyCertify(ak, binding, bad, sig),
+        (e: unknown) => e instanceof EdgeguardError,
+      );
     }
     const badSig = Buffer.from(sig);
     badSig[badSig.length - 1]! ^= 0x80;
-    assert.throws(() => verifyCertify(ak, binding, att, badSig), (e: unknown) => isEdgeguardError(e, 'EG_SIGNATURE_INVALID'));
+    assert.throws(
+      () => verifyCertify(ak, binding, att, badSig),
+      (e: unknown) => isEdgeguardError(e, 'EG_SIGNATURE_INVALID'),
+    );
   });
 
   test('certify: a different key presented with the evidence is refused (name mismatch)', () => {
     const other = parseTpm2bPublic(h('eccPublic'));
-    assert.throws(() => verifyCertify(ak, other, h('certifyAttest'), h('certifySignature')), /certified object name does not match/);
+    assert.throws(
+      () => verifyCertify(ak, other, h('certifyAttest'), h('certifySignature')),
+      /certified object name does not match/,
+    );
   });
 
   test('certify: a non-restricted key cannot act as an AK', () => {
     const ecc = parseTpm2bPublic(h('eccPublic'));
-    assert.throws(() => verifyAttestation(ecc, h('certifyAttest'), h('certifySignature')), /not a TPM-resident restricted signing key/);
+    assert.throws(
+      () => verifyAttestation(ecc, h('certifyAttest'), h('certifySignature')),
+      /not a TPM-resident restricted signing key/,
+    );
   });
 
   test('quote verifies against the nonce and the PCR values over the SIGNED selection', () => {
     const v = verifyQuote(ak, h('quoteAttest'), h('quoteSignature'), h('quoteNonce'), pcrValues('quotePcrValues'));
     assert.equal(formatPcrSelection(v.pcrSelect), 'sha256:0,1,2,3,7');
-    assert.throws(() => verifyQuote(ak, h('quoteAttest'), h('quoteSignature'), Buffer.alloc(20), pcrValues('quotePcrValues')), /expected nonce/);
+    assert.throws(
+      () => verifyQuote(ak, h('quoteAttest'), h('quoteSignature'), Buffer.alloc(20), pcrValues('quotePcrValues')),
+      /expected nonce/,
+    );
     const moved = pcrValues('quotePcrValues');
     moved.sha256![0] = Buffer.alloc(32, 1);
-    assert.throws(() => verifyQuote(ak, h('quoteAttest'), h('quoteSignature'), h('quoteNonce'), moved), /PCR digest does not match/);
+    assert.throws(
+      () => verifyQuote(ak, h('quoteAttest'), h('quoteSignature'), h('quoteNonce'), moved),
+      /PCR digest does not match/,
+    );
   });
 
   test('bad magic, unknown type, truncation and trailing bytes are typed errors', () => {
@@ -181,7 +215,12 @@ function tpmtPublicFor(key: KeyObject, attrs: number, sigScheme: number): Buffer
   if (jwk.kty === 'RSA') {
     const n = Buffer.from(jwk.n!, 'base64url');
     w.u16(TPM_ALG.RSA).u16(TPM_ALG.SHA256).u32(attrs).tpm2b(Buffer.alloc(0));
-    w.u16(TPM_ALG.NULL).u16(sigScheme).u16(TPM_ALG.SHA256).u16(n.length * 8).u32(0).tpm2b(n);
+    w.u16(TPM_ALG.NULL)
+      .u16(sigScheme)
+      .u16(TPM_ALG.SHA256)
+      .u16(n.length * 8)
+      .u32(0)
+      .tpm2b(n);
   } else {
     w.u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(attrs).tpm2b(Buffer.alloc(0));
     w.u16(TPM_ALG.NULL).u16(TPM_ALG.ECDSA).u16(TPM_ALG.SHA256).u16(0x0003).u16(TPM_ALG.NULL);
@@ -192,9 +231,20 @@ function tpmtPublicFor(key: KeyObject, attrs: number, sigScheme: number): Buffer
 
 function certifyAttest(name: Buffer, extra: Buffer): Buffer {
   return new TpmWriter()
-    .u32(0xff544347).u16(0x8017).tpm2b(Buffer.concat([Buffer.from([0, 0x0b]), Buffer.alloc(32, 9)])).tpm2b(extra)
-    .u32(0).u32(1234).u32(1).u32(0).u8(1).u32(0).u32(7)
-    .tpm2b(name).tpm2b(name).toBuffer();
+    .u32(0xff544347)
+    .u16(0x8017)
+    .tpm2b(Buffer.concat([Buffer.from([0, 0x0b]), Buffer.alloc(32, 9)]))
+    .tpm2b(extra)
+    .u32(0)
+    .u32(1234)
+    .u32(1)
+    .u32(0)
+    .u8(1)
+    .u32(0)
+    .u32(7)
+    .tpm2b(name)
+    .tpm2b(name)
+    .toBuffer();
 }
 
 const AK_ATTRS = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 18);
@@ -210,12 +260,20 @@ describe('synthetic structures signed with Node keys', () => {
       const tpmt = tpmtPublicFor(kp.publicKey, AK_ATTRS, scheme);
       const ak = parseTpmtPublic(tpmt);
       assert.equal(spkiPem(tpmPublicKey(ak)), spkiPem(kp.publicKey));
-      assert.deepEqual(objectName(ak), Buffer.concat([Buffer.from([0, 0x0b]), createHash('sha256').update(tpmt).digest()]));
+      assert.deepEqual(
+        objectName(ak),
+        Buffer.concat([Buffer.from([0, 0x0b]), createHash('sha256').update(tpmt).digest()]),
+      );
       const attest = certifyAttest(objectName(ak), Buffer.from('nonce'));
       let sigBytes: Buffer;
       if (scheme === TPM_ALG.ECDSA) {
         const rs = nodeSign('sha256', attest, { key: kp.privateKey, dsaEncoding: 'ieee-p1363' });
-        sigBytes = new TpmWriter().u16(TPM_ALG.ECDSA).u16(TPM_ALG.SHA256).tpm2b(rs.subarray(0, 32)).tpm2b(rs.subarray(32)).toBuffer();
+        sigBytes = new TpmWriter()
+          .u16(TPM_ALG.ECDSA)
+          .u16(TPM_ALG.SHA256)
+          .tpm2b(rs.subarray(0, 32))
+          .tpm2b(rs.subarray(32))
+          .toBuffer();
       } else {
         const padding = scheme === TPM_ALG.RSAPSS ? constants.RSA_PKCS1_PSS_PADDING : constants.RSA_PKCS1_PADDING;
         const s = nodeSign('sha256', attest, { key: kp.privateKey, padding, saltLength: 32 });
@@ -232,7 +290,13 @@ describe('synthetic structures signed with Node keys', () => {
 
   test('an EC point off the curve is a typed error', () => {
     const w = new TpmWriter().u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(AK_ATTRS).tpm2b(Buffer.alloc(0));
-    w.u16(TPM_ALG.NULL).u16(TPM_ALG.ECDSA).u16(TPM_ALG.SHA256).u16(0x0003).u16(TPM_ALG.NULL).tpm2b(Buffer.alloc(32, 1)).tpm2b(Buffer.alloc(32, 2));
+    w.u16(TPM_ALG.NULL)
+      .u16(TPM_ALG.ECDSA)
+      .u16(TPM_ALG.SHA256)
+      .u16(0x0003)
+      .u16(TPM_ALG.NULL)
+      .tpm2b(Buffer.alloc(32, 1))
+      .tpm2b(Buffer.alloc(32, 2));
     assertStructureError(() => tpmPublicKey(parseTpmtPublic(w.toBuffer())));
   });
 });
@@ -246,7 +310,11 @@ describe('PCR selections', () => {
   });
   test('bad selections are usage errors', () => {
     for (const bad of ['', 'sha256', 'sha256:', 'md5:1', 'sha256:24', 'sha256:1+sha256:2', 'sha256:1;2']) {
-      assert.throws(() => parsePcrSelection(bad), (e: unknown) => isEdgeguardError(e, 'EG_USAGE'), bad);
+      assert.throws(
+        () => parsePcrSelection(bad),
+        (e: unknown) => isEdgeguardError(e, 'EG_USAGE'),
+        bad,
+      );
     }
   });
 });
@@ -298,17 +366,22 @@ describe('property tests: outside bytes never crash a parser', () => {
     test(`${key}: truncated or mutated recordings give a result or EG_TPM_STRUCTURE`, () => {
       const good = h(key);
       fc.assert(
-        fc.property(fc.nat({ max: good.length - 1 }), fc.integer({ min: 1, max: 255 }), fc.nat({ max: good.length }), (i, x, cut) => {
-          const mutated = Buffer.from(good);
-          mutated[i]! ^= x;
-          for (const b of [mutated, good.subarray(0, cut)]) {
-            try {
-              parse(b);
-            } catch (e) {
-              assert.ok(isEdgeguardError(e, 'EG_TPM_STRUCTURE'), `${key} threw ${String(e)}`);
+        fc.property(
+          fc.nat({ max: good.length - 1 }),
+          fc.integer({ min: 1, max: 255 }),
+          fc.nat({ max: good.length }),
+          (i, x, cut) => {
+            const mutated = Buffer.from(good);
+            mutated[i]! ^= x;
+            for (const b of [mutated, good.subarray(0, cut)]) {
+              try {
+                parse(b);
+              } catch (e) {
+                assert.ok(isEdgeguardError(e, 'EG_TPM_STRUCTURE'), `${key} threw ${String(e)}`);
+              }
             }
-          }
-        }),
+          },
+        ),
         { numRuns: 400 },
       );
     });
@@ -325,7 +398,10 @@ describe('property tests: outside bytes never crash a parser', () => {
         const s = Buffer.from(sig);
         const target = inSig ? s : a;
         target[i % target.length]! ^= x;
-        assert.throws(() => verifyCertify(ak, binding, a, s), (e: unknown) => e instanceof EdgeguardError);
+        assert.throws(
+          () => verifyCertify(ak, binding, a, s),
+          (e: unknown) => e instanceof EdgeguardError,
+        );
       }),
       { numRuns: 300 },
     );

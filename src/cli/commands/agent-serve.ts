@@ -23,25 +23,43 @@ export function registerAgentServeCommand(program: Command): void {
       if (opts.check) {
         const { loadAgentRuntime } = await import('../../agent/serve.ts');
         const rt = await loadAgentRuntime(config);
-        const models = { primary: rt.primary.metadata.name, ensemble: rt.ensemble?.metadata.name ?? null, fallback: rt.fallback?.metadata.name ?? null };
+        const models = {
+          primary: rt.primary.metadata.name,
+          ensemble: rt.ensemble?.metadata.name ?? null,
+          fallback: rt.fallback?.metadata.name ?? null,
+        };
         await rt.release();
-        out.result({ ok: true, models, key: rt.key }, [`config OK: primary ${models.primary}, ensemble ${models.ensemble ?? '-'}, fallback ${models.fallback ?? '-'}; key: ${rt.key.label}`]);
+        out.result({ ok: true, models, key: rt.key }, [
+          `config OK: primary ${models.primary}, ensemble ${models.ensemble ?? '-'}, fallback ${models.fallback ?? '-'}; key: ${rt.key.label}`,
+        ]);
         return;
       }
       // Logs go to stderr (JSON lines, pino); request and response bodies are never logged.
-      const logger = pino({ level: g.debug ? 'debug' : config.log.level, base: { service: 'edgeguard-agent' } }, pino.destination(2));
+      const logger = pino(
+        { level: g.debug ? 'debug' : config.log.level, base: { service: 'edgeguard-agent' } },
+        pino.destination(2),
+      );
       const running = await startAgent(config, { logger });
       logger.info(
         {
           url: running.url,
           key: running.runtime.key.label,
           review: running.review ? running.review.keyId : null,
-          device: running.identity ? { id: running.identity.deviceId, serial: running.identity.serial, notAfter: running.identity.certificate.notAfter.toISOString(), renewal: Boolean(running.renewer) } : null,
+          device: running.identity
+            ? {
+                id: running.identity.deviceId,
+                serial: running.identity.serial,
+                notAfter: running.identity.certificate.notAfter.toISOString(),
+                renewal: Boolean(running.renewer),
+              }
+            : null,
           journal: running.journal ? running.journal.journal.path : null,
         },
         'inference service listening',
       );
-      out.info(`edgeguard agent serving on ${running.url} (POST /v1/infer, /healthz, /metrics, /openapi.json); Ctrl-C to stop`);
+      out.info(
+        `edgeguard agent serving on ${running.url} (POST /v1/infer, /healthz, /metrics, /openapi.json); Ctrl-C to stop`,
+      );
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           logger.info({ signal }, 'shutting down: finishing requests in flight');

@@ -29,7 +29,6 @@ import { Store } from '../../store/index.ts';
 import { FleetClient } from '../../agent/client.ts';
 import { Output, globalOptions } from '../output.ts';
 
-
 interface SourceOptions {
   data?: string;
   db?: string;
@@ -42,7 +41,10 @@ interface SourceOptions {
 
 function sourceOptions(cmd: Command): Command {
   return cmd
-    .option('--server <url>', 'control-plane URL, e.g. https://cp.example:8443 (with --ca; --cert/--key for entry contents)')
+    .option(
+      '--server <url>',
+      'control-plane URL, e.g. https://cp.example:8443 (with --ca; --cert/--key for entry contents)',
+    )
     .option('--ca <file>', 'fleet CA certificate (PEM) the server certificate must chain to')
     .option('--cert <file>', 'client certificate (PEM): an admin or device certificate')
     .option('--key <file>', 'private key of --cert (PEM)')
@@ -61,10 +63,17 @@ interface OpenedSource {
 async function openSource(o: SourceOptions): Promise<OpenedSource> {
   const given = [o.server, o.data, o.db].filter((x) => x !== undefined).length;
   if (given !== 1 && !(o.db !== undefined && o.data !== undefined && given === 2)) {
-    throw new EdgeguardError('EG_USAGE', 'say where the log is: --server URL, or --data DIR / --db URL on the server machine.');
+    throw new EdgeguardError(
+      'EG_USAGE',
+      'say where the log is: --server URL, or --data DIR / --db URL on the server machine.',
+    );
   }
   const keyPath = o.logKey ?? (o.data !== undefined ? join(o.data, LOG_PUB_FILE) : undefined);
-  if (keyPath === undefined) throw new EdgeguardError('EG_USAGE', `pass --log-key with the log's verifier key (the ${LOG_PUB_FILE} the server wrote).`);
+  if (keyPath === undefined)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `pass --log-key with the log's verifier key (the ${LOG_PUB_FILE} the server wrote).`,
+    );
   const logKey = await readLogVerifierKey(keyPath);
   if (o.server !== undefined) {
     const reader = await httpLogReader({ url: o.server, ca: o.ca, cert: o.cert, key: o.key });
@@ -124,14 +133,17 @@ async function observeWithEvidence(w: Witness, state: string, s: OpenedSource) {
       } catch {
         throw e;
       }
-      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `${e.message} Evidence saved in ${file}.`, { details: { ...e.details, evidenceFile: file } });
+      throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `${e.message} Evidence saved in ${file}.`, {
+        details: { ...e.details, evidenceFile: file },
+      });
     }
     throw e;
   }
 }
 
 function parseIndex(text: string): number {
-  if (!/^(0|[1-9][0-9]{0,15})$/.test(text)) throw new EdgeguardError('EG_USAGE', `ENTRY_ID "${text}" is not a log index (0, 1, 2, ...).`);
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(text))
+    throw new EdgeguardError('EG_USAGE', `ENTRY_ID "${text}" is not a log index (0, 1, 2, ...).`);
   const n = Number(text);
   if (!Number.isSafeInteger(n)) throw new EdgeguardError('EG_USAGE', `ENTRY_ID ${text} is too large.`);
   return n;
@@ -139,50 +151,91 @@ function parseIndex(text: string): number {
 
 function parseSeconds(text: string): number {
   const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0 || n > 86400) throw new EdgeguardError('EG_USAGE', `--interval ${text} is not a number of seconds between 0 and 86400.`);
+  if (!Number.isFinite(n) || n <= 0 || n > 86400)
+    throw new EdgeguardError('EG_USAGE', `--interval ${text} is not a number of seconds between 0 and 86400.`);
   return n;
 }
 
 export function registerAuditCommands(program: Command): void {
-  const audit = program.command('audit').description('check the tamper-evident audit log: signed checkpoints, inclusion and consistency proofs, a watching witness');
+  const audit = program
+    .command('audit')
+    .description(
+      'check the tamper-evident audit log: signed checkpoints, inclusion and consistency proofs, a watching witness',
+    );
 
-  sourceOptions(audit.command('checkpoint').description('fetch the latest signed checkpoint and verify its signature')).action(async (o: SourceOptions, cmd: Command) => {
+  sourceOptions(
+    audit.command('checkpoint').description('fetch the latest signed checkpoint and verify its signature'),
+  ).action(async (o: SourceOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     await withSource(o, async (s) => {
       const cp = await fetchVerifiedCheckpoint(s.reader, s.logKey);
       const c = cp.checkpoint;
       out.result(
-        { ok: true, origin: c.origin, size: c.size, rootHash: c.rootHash.toString('base64'), signedBy: cp.note.verified.map((v) => v.name), cosignatures: cp.note.unverified.length, note: cp.signedNote },
-        [`checkpoint of ${c.origin}: ${c.size} entries, root ${c.rootHash.toString('base64')}`, `signature by ${s.logKey.name} (key ${s.logKey.keyId.toString('hex')}) verified`, '', cp.signedNote.trimEnd()],
+        {
+          ok: true,
+          origin: c.origin,
+          size: c.size,
+          rootHash: c.rootHash.toString('base64'),
+          signedBy: cp.note.verified.map((v) => v.name),
+          cosignatures: cp.note.unverified.length,
+          note: cp.signedNote,
+        },
+        [
+          `checkpoint of ${c.origin}: ${c.size} entries, root ${c.rootHash.toString('base64')}`,
+          `signature by ${s.logKey.name} (key ${s.logKey.keyId.toString('hex')}) verified`,
+          '',
+          cp.signedNote.trimEnd(),
+        ],
       );
     });
   });
 
-  sourceOptions(audit.command('prove').description('fetch entry ENTRY_ID (its log index) with its inclusion proof and verify it against the latest signed checkpoint').argument('<entry-id>', 'log index of the entry')).action(
-    async (entryId: string, o: SourceOptions, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const index = parseIndex(entryId);
-      await withSource(o, async (s) => {
-        const p = await proveEntry(s.reader, s.logKey, index);
-        const e = p.leaf.event;
-        out.result(
-          { ok: true, index, treeSize: p.checkpoint.checkpoint.size, rootHash: p.checkpoint.checkpoint.rootHash.toString('base64'), leafHash: p.leafHash.toString('hex'), proof: p.proof.map((h) => h.toString('hex')), entry: p.leaf },
-          [
-            `entry ${index}: ${e.type} by ${e.actor.kind} ${e.actor.id}${e.subject ? ` on ${e.subject}` : ''} (${e.outcome}) at ${e.time}`,
-            `origin: ${p.leaf.origin.kind === 'device' ? `device ${p.leaf.origin.device.deviceId} journal seq ${p.leaf.origin.device.seq}` : 'server'}; logged at ${p.leaf.loggedAt}`,
-            `inclusion proof (${p.proof.length} hashes) verified against the checkpoint of size ${p.checkpoint.checkpoint.size} signed by ${s.logKey.name}`,
-          ],
-        );
-      });
-    },
-  );
+  sourceOptions(
+    audit
+      .command('prove')
+      .description(
+        'fetch entry ENTRY_ID (its log index) with its inclusion proof and verify it against the latest signed checkpoint',
+      )
+      .argument('<entry-id>', 'log index of the entry'),
+  ).action(async (entryId: string, o: SourceOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const index = parseIndex(entryId);
+    await withSource(o, async (s) => {
+      const p = await proveEntry(s.reader, s.logKey, index);
+      const e = p.leaf.event;
+      out.result(
+        {
+          ok: true,
+          index,
+          treeSize: p.checkpoint.checkpoint.size,
+          rootHash: p.checkpoint.checkpoint.rootHash.toString('base64'),
+          leafHash: p.leafHash.toString('hex'),
+          proof: p.proof.map((h) => h.toString('hex')),
+          entry: p.leaf,
+        },
+        [
+          `entry ${index}: ${e.type} by ${e.actor.kind} ${e.actor.id}${e.subject ? ` on ${e.subject}` : ''} (${e.outcome}) at ${e.time}`,
+          `origin: ${p.leaf.origin.kind === 'device' ? `device ${p.leaf.origin.device.deviceId} journal seq ${p.leaf.origin.device.seq}` : 'server'}; logged at ${p.leaf.loggedAt}`,
+          `inclusion proof (${p.proof.length} hashes) verified against the checkpoint of size ${p.checkpoint.checkpoint.size} signed by ${s.logKey.name}`,
+        ],
+      );
+    });
+  });
 
   sourceOptions(
     audit
       .command('verify')
-      .description('check that the log still extends the last checkpoint this client trusted (consistency proof), then trust the new one')
-      .option('--state <file>', 'where the last trusted checkpoint is kept (default ~/.local/state/edgeguard/audit-ORIGIN.checkpoint)')
-      .option('--full', 'with --data/--db: also rebuild the whole tree from the stored entries and compare every row and signed root'),
+      .description(
+        'check that the log still extends the last checkpoint this client trusted (consistency proof), then trust the new one',
+      )
+      .option(
+        '--state <file>',
+        'where the last trusted checkpoint is kept (default ~/.local/state/edgeguard/audit-ORIGIN.checkpoint)',
+      )
+      .option(
+        '--full',
+        'with --data/--db: also rebuild the whole tree from the stored entries and compare every row and signed root',
+      ),
   ).action(async (o: SourceOptions & { state?: string; full?: boolean }, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     await withSource(o, async (s) => {
@@ -198,15 +251,31 @@ export function registerAuditCommands(program: Command): void {
             : `consistent: the log grew from ${before} to ${r.checkpoint.checkpoint.size} entries without rewriting history (proof verified)`,
         `trusted checkpoint saved in ${state}`,
       ];
-      const data: Record<string, unknown> = { ok: true, change: r.change, previousSize: before ?? null, size: r.checkpoint.checkpoint.size, state };
+      const data: Record<string, unknown> = {
+        ok: true,
+        change: r.change,
+        previousSize: before ?? null,
+        size: r.checkpoint.checkpoint.size,
+        state,
+      };
       if (o.full) {
-        if (s.log === undefined) throw new EdgeguardError('EG_USAGE', '--full reads the store: use it with --data or --db on the server machine.');
+        if (s.log === undefined)
+          throw new EdgeguardError(
+            'EG_USAGE',
+            '--full reads the store: use it with --data or --db on the server machine.',
+          );
         const report = await s.log.checkConsistency();
         data.full = report;
         if (report.problems.length > 0) {
-          throw new EdgeguardError('EG_AUDIT_INCONSISTENT', `the stored log does not match its signed checkpoints: ${report.problems.slice(0, 3).join('; ')}${report.problems.length > 3 ? ` (and ${report.problems.length - 3} more)` : ''}.`, { details: report as unknown as Record<string, unknown> });
+          throw new EdgeguardError(
+            'EG_AUDIT_INCONSISTENT',
+            `the stored log does not match its signed checkpoints: ${report.problems.slice(0, 3).join('; ')}${report.problems.length > 3 ? ` (and ${report.problems.length - 3} more)` : ''}.`,
+            { details: report as unknown as Record<string, unknown> },
+          );
         }
-        lines.push(`full check: ${report.size} entries rebuilt; every stored row and ${report.checkpointsChecked} signed checkpoints match`);
+        lines.push(
+          `full check: ${report.size} entries rebuilt; every stored row and ${report.checkpointsChecked} signed checkpoints match`,
+        );
       }
       out.result(data, lines);
     });
@@ -215,8 +284,13 @@ export function registerAuditCommands(program: Command): void {
   sourceOptions(
     audit
       .command('watch')
-      .description('a witness: poll the log, verify each new checkpoint is consistent with the last one seen, alarm (exit 8) on a fork or rollback')
-      .option('--state <file>', 'where the last checkpoint seen is kept (default ~/.local/state/edgeguard/audit-ORIGIN.checkpoint)')
+      .description(
+        'a witness: poll the log, verify each new checkpoint is consistent with the last one seen, alarm (exit 8) on a fork or rollback',
+      )
+      .option(
+        '--state <file>',
+        'where the last checkpoint seen is kept (default ~/.local/state/edgeguard/audit-ORIGIN.checkpoint)',
+      )
       .option('--interval <seconds>', 'seconds between polls', '5')
       .option('--count <n>', 'stop after this many polls (default: run until interrupted)'),
   ).action(async (o: SourceOptions & { state?: string; interval: string; count?: string }, cmd: Command) => {
@@ -239,20 +313,28 @@ export function registerAuditCommands(program: Command): void {
           if (i > 0) await new Promise((r) => setTimeout(r, interval * 1000));
           const r = await observeWithEvidence(w, state, s);
           seen.push({ size: r.checkpoint.checkpoint.size, change: r.change });
-          if (r.change !== 'same') out.info(`${new Date().toISOString()} ${r.change === 'first' ? 'trusting' : 'consistent'}: ${r.checkpoint.checkpoint.size} entries`);
+          if (r.change !== 'same')
+            out.info(
+              `${new Date().toISOString()} ${r.change === 'first' ? 'trusting' : 'consistent'}: ${r.checkpoint.checkpoint.size} entries`,
+            );
         }
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }
       const last = seen[seen.length - 1];
-      out.result({ ok: true, polls: seen.length, size: last?.size ?? null, state }, `watched ${seen.length} checkpoint(s); last ${last?.size ?? 0} entries, all consistent`);
+      out.result(
+        { ok: true, polls: seen.length, size: last?.size ?? null, state },
+        `watched ${seen.length} checkpoint(s); last ${last?.size ?? 0} entries, all consistent`,
+      );
     });
   });
 
   audit
     .command('append')
-    .description('append a server-side audit event (JSON, see docs/formats.md) through the API with an admin certificate; the actor is the certificate\'s admin')
+    .description(
+      "append a server-side audit event (JSON, see docs/formats.md) through the API with an admin certificate; the actor is the certificate's admin",
+    )
     .argument('<file>', 'the event as JSON, or - for stdin')
     .requiredOption('--server <url>', 'control-plane URL')
     .requiredOption('--ca <file>', 'fleet CA certificate (PEM)')
@@ -267,12 +349,18 @@ export function registerAuditCommands(program: Command): void {
       } catch (e) {
         throw new EdgeguardError('EG_FORMAT', `${file === '-' ? 'stdin' : file} is not JSON.`, { cause: e });
       }
-      const event = parseAuditEvent({ ...(value as Record<string, unknown>), actor: { kind: 'admin', id: 'set-by-server' } }, 'the event');
+      const event = parseAuditEvent(
+        { ...(value as Record<string, unknown>), actor: { kind: 'admin', id: 'set-by-server' } },
+        'the event',
+      );
       const [ca, cert, key] = await Promise.all([readTextArg(o.ca), readTextArg(o.cert), readTextArg(o.key)]);
       const client = new FleetClient({ server: o.server, ca, cert, key });
       try {
         const r = await client.call<{ index: number }>('POST', '/v1/audit/events', event);
-        out.result({ ok: true, index: r.body.index }, `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`);
+        out.result(
+          { ok: true, index: r.body.index },
+          `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`,
+        );
       } finally {
         client.close();
       }
@@ -280,7 +368,9 @@ export function registerAuditCommands(program: Command): void {
 
   audit
     .command('journal')
-    .description('check a device audit journal file: every entry signed by the device key and chained; gaps reported with their position')
+    .description(
+      'check a device audit journal file: every entry signed by the device key and chained; gaps reported with their position',
+    )
     .argument('<file>', 'the journal file')
     .requiredOption('--device-key <file>', 'the device journal public key (PEM)')
     .action(async (file: string, o: { deviceKey: string }, cmd: Command) => {
@@ -299,8 +389,15 @@ export function registerAuditCommands(program: Command): void {
       }
       const r = checkJournalBytes(bytes, parsePublicKeyPem(pem, o.deviceKey));
       if (r.gaps.length > 0) {
-        throw new EdgeguardError('EG_TAMPERED', `the journal ${file} is broken: ${r.gaps.map((g) => `at position ${g.position} (${g.kind}): ${g.reason}`).join('; ')}.`, { details: { gaps: r.gaps, entries: r.entries.length } });
+        throw new EdgeguardError(
+          'EG_TAMPERED',
+          `the journal ${file} is broken: ${r.gaps.map((g) => `at position ${g.position} (${g.kind}): ${g.reason}`).join('; ')}.`,
+          { details: { gaps: r.gaps, entries: r.entries.length } },
+        );
       }
-      out.result({ ok: true, entries: r.entries.length, lastSeq: r.head.seq, head: r.head.hash.toString('hex') }, `journal ${file}: ${r.entries.length} entries, chain and signatures intact (last seq ${r.head.seq})`);
+      out.result(
+        { ok: true, entries: r.entries.length, lastSeq: r.head.seq, head: r.head.hash.toString('hex') },
+        `journal ${file}: ${r.entries.length} entries, chain and signatures intact (last seq ${r.head.seq})`,
+      );
     });
 }

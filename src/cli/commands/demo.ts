@@ -11,7 +11,9 @@ import { Output, globalOptions } from '../output.ts';
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description('run the end-to-end demo: keys, protected model, in-memory inference, tampering refused, and every later capability')
+    .description(
+      'run the end-to-end demo: keys, protected model, in-memory inference, tampering refused, and every later capability',
+    )
     .option('--dir <dir>', 'workspace to keep the demo files in (default: a temporary directory, removed afterwards)')
     .option('--only <ids>', 'comma-separated step ids to run (with their prerequisites listed first)')
     .action(async (opts: { dir?: string; only?: string }, cmd: Command) => {
@@ -22,7 +24,14 @@ export function registerDemoCommand(program: Command): void {
       const ctx = makeContext(dir, g.json);
       const only = opts.only?.split(',').map((s) => s.trim());
       const steps = only ? DEMO_STEPS.filter((s) => only.includes(s.id)) : DEMO_STEPS;
-      const report: Array<{ id: string; title: string; ok: boolean; ms: number; result?: Record<string, unknown>; error?: unknown }> = [];
+      const report: Array<{
+        id: string;
+        title: string;
+        ok: boolean;
+        ms: number;
+        result?: Record<string, unknown>;
+        error?: unknown;
+      }> = [];
       if (!g.json) process.stdout.write(`edgeguard demo (workspace ${dir})\n`);
       try {
         for (const [i, step] of steps.entries()) {
@@ -32,13 +41,26 @@ export function registerDemoCommand(program: Command): void {
             const result = await step.run(ctx);
             report.push({ id: step.id, title: step.title, ok: true, ms: Math.round(performance.now() - t), result });
           } catch (e) {
-            report.push({ id: step.id, title: step.title, ok: false, ms: Math.round(performance.now() - t), error: e instanceof EdgeguardError ? e.toJSON() : String(e) });
-            throw e instanceof EdgeguardError ? e : new EdgeguardError('EG_INTERNAL', `demo step "${step.id}" failed: ${(e as Error).message}`, { cause: e });
+            report.push({
+              id: step.id,
+              title: step.title,
+              ok: false,
+              ms: Math.round(performance.now() - t),
+              error: e instanceof EdgeguardError ? e.toJSON() : String(e),
+            });
+            throw e instanceof EdgeguardError
+              ? e
+              : new EdgeguardError('EG_INTERNAL', `demo step "${step.id}" failed: ${(e as Error).message}`, {
+                  cause: e,
+                });
           }
         }
       } finally {
         if (!opts.dir) await rm(dir, { recursive: true, force: true });
       }
-      out.result({ ok: true, workspace: opts.dir ? dir : null, steps: report }, ['', `demo complete: ${report.length} steps passed${opts.dir ? `; files kept in ${dir}` : ''}`]);
+      out.result({ ok: true, workspace: opts.dir ? dir : null, steps: report }, [
+        '',
+        `demo complete: ${report.length} steps passed${opts.dir ? `; files kept in ${dir}` : ''}`,
+      ]);
     });
 }

@@ -24,15 +24,20 @@ import { TPM_ALG, parsePcrSelection, policyPcrDigest } from '../../tpm/index.ts'
 import { Output, globalOptions } from '../output.ts';
 
 export function registerDeviceCommands(program: Command): void {
-  const device = program.command('device').description('create and inspect this device\'s key store (TPM-bound or software)');
+  const device = program
+    .command('device')
+    .description("create and inspect this device's key store (TPM-bound or software)");
 
   device
     .command('init')
     .description('create the device binding key (with a TPM also the EK, AK and TPM2_Certify evidence) in DIR')
     .requiredOption('--dir <dir>', 'device directory to create')
     .option('--tpm <tcti>', 'use the TPM at this TCTI: device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321')
-    .option('--software', 'use a software key (PEM file, mode 0600): NOT hardware-bound, for development or TPM-less devices')
-    .option('--pcrs <selection>', 'PCRs the binding key\'s policy covers (TPM only)', 'sha256:0,1,2,3,4,5,7')
+    .option(
+      '--software',
+      'use a software key (PEM file, mode 0600): NOT hardware-bound, for development or TPM-less devices',
+    )
+    .option('--pcrs <selection>', "PCRs the binding key's policy covers (TPM only)", 'sha256:0,1,2,3,4,5,7')
     .action(async (opts: { dir: string; tpm?: string; software?: boolean; pcrs: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       if (Boolean(opts.tpm) === Boolean(opts.software)) {
@@ -42,9 +47,19 @@ export function registerDeviceCommands(program: Command): void {
       if (opts.software && pcrsGiven) throw new EdgeguardError('EG_USAGE', '--pcrs only applies with --tpm.');
       const r = await initDevice({ dir: opts.dir, ...(opts.tpm ? { tcti: opts.tpm, pcrs: opts.pcrs } : {}) });
       const d = r.device;
-      if (d.provider === 'software') out.warn(`${d.posture}: anyone who copies ${r.dir} can unwrap keys wrapped to it.`);
+      if (d.provider === 'software')
+        out.warn(`${d.posture}: anyone who copies ${r.dir} can unwrap keys wrapped to it.`);
       out.result(
-        { ok: true, dir: r.dir, provider: d.provider, hardwareBound: r.store.posture.hardwareBound, posture: d.posture, bindingKey: d.bindingKey, tpm: d.tpm ?? null, files: r.files },
+        {
+          ok: true,
+          dir: r.dir,
+          provider: d.provider,
+          hardwareBound: r.store.posture.hardwareBound,
+          posture: d.posture,
+          bindingKey: d.bindingKey,
+          tpm: d.tpm ?? null,
+          files: r.files,
+        },
         [
           `device ${r.dir}: ${d.posture}`,
           `binding key ${d.bindingKey} (RSA-2048, RSA-OAEP-256)${d.tpm ? `, TPM name ${d.tpm.bindingName}` : ''}`,
@@ -61,7 +76,9 @@ export function registerDeviceCommands(program: Command): void {
 
   device
     .command('status')
-    .description('report the key store\'s posture; with a TPM, check the certify evidence and whether the current PCRs satisfy the policy')
+    .description(
+      "report the key store's posture; with a TPM, check the certify evidence and whether the current PCRs satisfy the policy",
+    )
     .requiredOption('--dir <dir>', 'device directory')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .action(async (opts: { dir: string; tpm?: string }, cmd: Command) => {
@@ -69,7 +86,13 @@ export function registerDeviceCommands(program: Command): void {
       const d = await readDeviceFile(opts.dir);
       const store = await openDeviceKeyStore(opts.dir, opts.tpm ? { tcti: opts.tpm } : {});
       const lines = [`device ${opts.dir}: ${store.posture.label}`, `binding key ${store.posture.bindingKey}`];
-      const data: Record<string, unknown> = { ok: true, provider: store.provider, hardwareBound: store.posture.hardwareBound, posture: store.posture.label, bindingKey: store.posture.bindingKey };
+      const data: Record<string, unknown> = {
+        ok: true,
+        provider: store.provider,
+        hardwareBound: store.posture.hardwareBound,
+        posture: store.posture.label,
+        bindingKey: store.posture.bindingKey,
+      };
       if (store instanceof TpmKeyStore && d.tpm) {
         const ev = verifyCertifyEvidence(parseCertifyEvidence(await readText(join(opts.dir, DEVICE_FILES.certify))), {
           bindingPem: await readText(join(opts.dir, DEVICE_FILES.bindingPem)),
@@ -79,20 +102,29 @@ export function registerDeviceCommands(program: Command): void {
         const satisfied = policyPcrDigest(sel, current, TPM_ALG.SHA256).toString('hex') === ev.policyDigest;
         data.certify = { verified: true, bindingName: ev.bindingName, akName: ev.akName };
         data.policy = { pcrs: d.tpm.pcrs, digest: ev.policyDigest, satisfiedNow: satisfied };
-        lines.push(`TPM2_Certify evidence verified: AK ${ev.akName.slice(0, 16)}… certifies binding key ${ev.bindingName.slice(0, 16)}…`);
-        lines.push(satisfied ? `PCR policy ${d.tpm.pcrs}: satisfied by the current PCRs` : `PCR policy ${d.tpm.pcrs}: NOT satisfied by the current PCRs (boot state changed); unwrap will be refused`);
+        lines.push(
+          `TPM2_Certify evidence verified: AK ${ev.akName.slice(0, 16)}… certifies binding key ${ev.bindingName.slice(0, 16)}…`,
+        );
+        lines.push(
+          satisfied
+            ? `PCR policy ${d.tpm.pcrs}: satisfied by the current PCRs`
+            : `PCR policy ${d.tpm.pcrs}: NOT satisfied by the current PCRs (boot state changed); unwrap will be refused`,
+        );
       } else {
         out.warn(`${store.posture.label}: anyone who copies ${opts.dir} can unwrap keys wrapped to it.`);
       }
       out.result(data, lines);
     });
 
-  const key = program.commands.find((c) => c.name() === 'key') ?? program.command('key').description('make and handle keys');
+  const key =
+    program.commands.find((c) => c.name() === 'key') ?? program.command('key').description('make and handle keys');
   key
     .command('wrap')
-    .description('wrap a content key to a device\'s binding public key (RSA-OAEP-256); runs on the operator\'s machine, no TPM needed')
+    .description(
+      "wrap a content key to a device's binding public key (RSA-OAEP-256); runs on the operator's machine, no TPM needed",
+    )
     .argument('<content-key>', 'content key file (JWK, mode 0600)')
-    .requiredOption('--to <binding.pub>', 'the device\'s binding public key (PEM), from `edgeguard device init`')
+    .requiredOption('--to <binding.pub>', "the device's binding public key (PEM), from `edgeguard device init`")
     .requiredOption('-o, --output <file>', 'wrapped key file to write')
     .option('--force', 'overwrite the output file')
     .action(async (keyPath: string, opts: { to: string; output: string; force?: boolean }, cmd: Command) => {

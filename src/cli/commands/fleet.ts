@@ -32,7 +32,12 @@ function readFileText(path: string, what: string): string {
   }
 }
 
-const ConfigFile = z.strictObject({ server: z.string().optional(), cert: z.string().optional(), key: z.string().optional(), ca: z.string().optional() });
+const ConfigFile = z.strictObject({
+  server: z.string().optional(),
+  cert: z.string().optional(),
+  key: z.string().optional(),
+  ca: z.string().optional(),
+});
 
 interface ConnOpts {
   server?: string;
@@ -47,19 +52,32 @@ function adminClient(o: ConnOpts): FleetClient {
   const configPath = o.config ?? process.env.EDGEGUARD_CONFIG;
   if (configPath) {
     const r = ConfigFile.safeParse(parseYaml(readFileText(configPath, 'the config file')));
-    if (!r.success) throw new EdgeguardError('EG_CONFIG', `${configPath} is not a valid edgeguard client config (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`);
+    if (!r.success)
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        `${configPath} is not a valid edgeguard client config (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`,
+      );
     file = r.data;
   }
   const pick = (flag: string | undefined, env: string, fromFile: string | undefined, what: string) => {
     const v = flag ?? process.env[env] ?? fromFile;
-    if (!v) throw new EdgeguardError('EG_USAGE', `missing ${what}: pass --${what}, set ${env}, or put "${what}:" in a --config file.`);
+    if (!v)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        `missing ${what}: pass --${what}, set ${env}, or put "${what}:" in a --config file.`,
+      );
     return v;
   };
   const server = pick(o.server, 'EDGEGUARD_SERVER', file.server, 'server');
   const cert = pick(o.cert, 'EDGEGUARD_CERT', file.cert, 'cert');
   const key = pick(o.key, 'EDGEGUARD_KEY', file.key, 'key');
   const ca = pick(o.ca, 'EDGEGUARD_CA', file.ca, 'ca');
-  return new FleetClient({ server, ca: readFileText(ca, 'the fleet CA'), cert: readFileText(cert, 'the client certificate'), key: readFileText(key, 'the client key') });
+  return new FleetClient({
+    server,
+    ca: readFileText(ca, 'the fleet CA'),
+    cert: readFileText(cert, 'the client certificate'),
+    key: readFileText(key, 'the client key'),
+  });
 }
 
 function withConnection(cmd: Command): Command {
@@ -88,61 +106,115 @@ export function registerFleetCommands(program: Command): void {
   const device = group(program, 'device', 'device key store and fleet management');
 
   withConnection(device.command('list').description('list enrolled devices (admin certificate)'))
-    .addOption(new Option('--status <status>', 'only devices in this state').choices(['pending', 'approved', 'revoked']))
+    .addOption(
+      new Option('--status <status>', 'only devices in this state').choices(['pending', 'approved', 'revoked']),
+    )
     .action(async (opts: ConnOpts & { status?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const q = opts.status ? `?status=${opts.status}` : '';
       const r = await run(adminClient(opts), (c) => c.call<{ devices: DeviceView[] }>('GET', `/v1/devices${q}`));
       const devices = r.body.devices;
-      out.result({ ok: true, devices }, devices.length === 0 ? ['no devices'] : ['ID                    STATUS    KEY PROVIDER                   LABEL', ...devices.map(deviceLine)]);
+      out.result(
+        { ok: true, devices },
+        devices.length === 0
+          ? ['no devices']
+          : ['ID                    STATUS    KEY PROVIDER                   LABEL', ...devices.map(deviceLine)],
+      );
     });
 
-  withConnection(device.command('show').description('show one device (admin certificate)').argument('<id>', 'device id (dev-...)'))
-    .action(async (id: string, opts: ConnOpts, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const r = await run(adminClient(opts), (c) => c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`));
-      const d = r.body;
-      out.result({ ok: true, device: d }, [
-        `${d.id}: ${d.status}`,
-        `key provider: ${d.keyProvider}${d.softwareBound ? ' (software-bound: NOT hardware-bound)' : ''}`,
-        `EK SHA-256:   ${d.ekPubSha256}${d.ekCertificate ? ' (EK certificate verified)' : ''}`,
-        ...(d.akName ? [`AK name:      ${d.akName}`] : []),
-        `label:        ${d.label ?? '-'}`,
-        `enrolled:     ${d.createdAt}`,
-        `approved:     ${d.approvedAt ? `${d.approvedAt} by ${d.approvedBy}` : '-'}`,
-        `revoked:      ${d.revokedAt ?? '-'}`,
-        `last seen:    ${d.lastSeenAt ?? '-'}`,
-      ]);
-    });
+  withConnection(
+    device.command('show').description('show one device (admin certificate)').argument('<id>', 'device id (dev-...)'),
+  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const r = await run(adminClient(opts), (c) => c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`));
+    const d = r.body;
+    out.result({ ok: true, device: d }, [
+      `${d.id}: ${d.status}`,
+      `key provider: ${d.keyProvider}${d.softwareBound ? ' (software-bound: NOT hardware-bound)' : ''}`,
+      `EK SHA-256:   ${d.ekPubSha256}${d.ekCertificate ? ' (EK certificate verified)' : ''}`,
+      ...(d.akName ? [`AK name:      ${d.akName}`] : []),
+      `label:        ${d.label ?? '-'}`,
+      `enrolled:     ${d.createdAt}`,
+      `approved:     ${d.approvedAt ? `${d.approvedAt} by ${d.approvedBy}` : '-'}`,
+      `revoked:      ${d.revokedAt ?? '-'}`,
+      `last seen:    ${d.lastSeenAt ?? '-'}`,
+    ]);
+  });
 
-  withConnection(device.command('approve').description('approve a pending device; its certificate is issued (admin certificate)').argument('<id>', 'device id'))
-    .action(async (id: string, opts: ConnOpts, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const r = await run(adminClient(opts), (c) => c.call<DeviceView>('POST', `/v1/devices/${encodeURIComponent(id)}/approve`));
-      out.result({ ok: true, device: r.body }, `approved ${r.body.id} (${r.body.keyProvider}${r.body.softwareBound ? ', software-bound' : ''})`);
-    });
+  withConnection(
+    device
+      .command('approve')
+      .description('approve a pending device; its certificate is issued (admin certificate)')
+      .argument('<id>', 'device id'),
+  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const r = await run(adminClient(opts), (c) =>
+      c.call<DeviceView>('POST', `/v1/devices/${encodeURIComponent(id)}/approve`),
+    );
+    out.result(
+      { ok: true, device: r.body },
+      `approved ${r.body.id} (${r.body.keyProvider}${r.body.softwareBound ? ', software-bound' : ''})`,
+    );
+  });
 
-  withConnection(device.command('revoke').description('revoke a device and its certificates (admin certificate)').argument('<id>', 'device id'))
-    .addOption(new Option('--reason <reason>', 'CRL reason').choices(['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation']).default('cessationOfOperation'))
+  withConnection(
+    device
+      .command('revoke')
+      .description('revoke a device and its certificates (admin certificate)')
+      .argument('<id>', 'device id'),
+  )
+    .addOption(
+      new Option('--reason <reason>', 'CRL reason')
+        .choices(['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'])
+        .default('cessationOfOperation'),
+    )
     .action(async (id: string, opts: ConnOpts & { reason: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const r = await run(adminClient(opts), (c) => c.call<{ device: DeviceView; revokedSerials: string[] }>('POST', `/v1/devices/${encodeURIComponent(id)}/revoke`, { reason: opts.reason }));
-      out.result({ ok: true, device: r.body.device, revokedSerials: r.body.revokedSerials }, `revoked ${id}; certificates ${r.body.revokedSerials.join(', ') || '(none)'} are refused from now on`);
+      const r = await run(adminClient(opts), (c) =>
+        c.call<{ device: DeviceView; revokedSerials: string[] }>(
+          'POST',
+          `/v1/devices/${encodeURIComponent(id)}/revoke`,
+          { reason: opts.reason },
+        ),
+      );
+      out.result(
+        { ok: true, device: r.body.device, revokedSerials: r.body.revokedSerials },
+        `revoked ${id}; certificates ${r.body.revokedSerials.join(', ') || '(none)'} are refused from now on`,
+      );
     });
 
-  withConnection(device.command('remove').description('remove a revoked device so that its TPM can enroll again (admin certificate)').argument('<id>', 'device id'))
-    .action(async (id: string, opts: ConnOpts, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      await run(adminClient(opts), (c) => c.call('DELETE', `/v1/devices/${encodeURIComponent(id)}`));
-      out.result({ ok: true, removed: id }, `removed ${id}; its certificates stay revoked`);
-    });
+  withConnection(
+    device
+      .command('remove')
+      .description('remove a revoked device so that its TPM can enroll again (admin certificate)')
+      .argument('<id>', 'device id'),
+  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    await run(adminClient(opts), (c) => c.call('DELETE', `/v1/devices/${encodeURIComponent(id)}`));
+    out.result({ ok: true, removed: id }, `removed ${id}; its certificates stay revoked`);
+  });
 
   const admin = group(program, 'admin', 'fleet administration');
-  withConnection(admin.command('revoke-cert').description('revoke one certificate by serial, e.g. a lost admin certificate (admin certificate)').argument('<serial>', 'certificate serial, hex'))
-    .addOption(new Option('--reason <reason>', 'CRL reason').choices(['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation']).default('keyCompromise'))
+  withConnection(
+    admin
+      .command('revoke-cert')
+      .description('revoke one certificate by serial, e.g. a lost admin certificate (admin certificate)')
+      .argument('<serial>', 'certificate serial, hex'),
+  )
+    .addOption(
+      new Option('--reason <reason>', 'CRL reason')
+        .choices(['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'])
+        .default('keyCompromise'),
+    )
     .action(async (serial: string, opts: ConnOpts & { reason: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const r = await run(adminClient(opts), (c) => c.call<{ serial: string; role: string; revokedAt: string }>('POST', `/v1/certificates/${encodeURIComponent(serial)}/revoke`, { reason: opts.reason }));
+      const r = await run(adminClient(opts), (c) =>
+        c.call<{ serial: string; role: string; revokedAt: string }>(
+          'POST',
+          `/v1/certificates/${encodeURIComponent(serial)}/revoke`,
+          { reason: opts.reason },
+        ),
+      );
       out.result({ ok: true, ...r.body }, `revoked ${r.body.role} certificate ${r.body.serial} at ${r.body.revokedAt}`);
     });
 
@@ -152,25 +224,34 @@ export function registerFleetCommands(program: Command): void {
     .description('enroll this device with the control plane (TPM-proven), wait for approval, store the certificate')
     .requiredOption('--device <dir>', 'device directory from `edgeguard device init`')
     .requiredOption('--server <url>', 'control plane URL, https://HOST:PORT')
-    .requiredOption('--ca <file>', 'the fleet CA to pin (fleet-ca.pem from the server\'s data directory)')
+    .requiredOption('--ca <file>', "the fleet CA to pin (fleet-ca.pem from the server's data directory)")
     .option('--label <text>', 'a label operators see in `device list`')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .option('--wait <seconds>', 'how long to wait for approval', '600')
-    .action(async (opts: { device: string; server: string; ca: string; label?: string; tpm?: string; wait: string }, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const wait = Number(opts.wait);
-      if (!Number.isFinite(wait) || wait < 0) throw new EdgeguardError('EG_USAGE', '--wait must be a number of seconds.');
-      const r = await enrollDevice({
-        deviceDir: opts.device,
-        server: opts.server,
-        caPem: readFileText(opts.ca, 'the fleet CA'),
-        ...(opts.label ? { label: opts.label } : {}),
-        ...(opts.tpm ? { tcti: opts.tpm } : {}),
-        poll: { timeoutMs: wait * 1000 },
-        onProgress: (m) => out.info(m),
-      });
-      out.result({ ok: true, ...r }, [`enrolled ${r.deviceId} (${r.keyProvider}${r.keyProvider === 'software' ? ', software-bound' : ''})`, `certificate: ${r.certificatePath} (valid until ${r.notAfter}; renewed at two thirds of its lifetime)`]);
-    });
+    .action(
+      async (
+        opts: { device: string; server: string; ca: string; label?: string; tpm?: string; wait: string },
+        cmd: Command,
+      ) => {
+        const out = new Output(globalOptions(cmd));
+        const wait = Number(opts.wait);
+        if (!Number.isFinite(wait) || wait < 0)
+          throw new EdgeguardError('EG_USAGE', '--wait must be a number of seconds.');
+        const r = await enrollDevice({
+          deviceDir: opts.device,
+          server: opts.server,
+          caPem: readFileText(opts.ca, 'the fleet CA'),
+          ...(opts.label ? { label: opts.label } : {}),
+          ...(opts.tpm ? { tcti: opts.tpm } : {}),
+          poll: { timeoutMs: wait * 1000 },
+          onProgress: (m) => out.info(m),
+        });
+        out.result({ ok: true, ...r }, [
+          `enrolled ${r.deviceId} (${r.keyProvider}${r.keyProvider === 'software' ? ', software-bound' : ''})`,
+          `certificate: ${r.certificatePath} (valid until ${r.notAfter}; renewed at two thirds of its lifetime)`,
+        ]);
+      },
+    );
 
   agent
     .command('renew')
@@ -180,6 +261,9 @@ export function registerFleetCommands(program: Command): void {
     .action(async (opts: { device: string; force?: boolean }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const r = await renewIfDue(opts.device, { force: Boolean(opts.force) });
-      out.result({ ok: true, ...r }, r.renewed ? `renewed; valid until ${r.notAfter}` : `not due yet; valid until ${r.notAfter}`);
+      out.result(
+        { ok: true, ...r },
+        r.renewed ? `renewed; valid until ${r.notAfter}` : `not due yet; valid until ${r.notAfter}`,
+      );
     });
 }

@@ -81,7 +81,8 @@ function parseRate(value: string): number {
 
 function parseLevel(value: string): number {
   const n = Number(value);
-  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError('expected a confidence level in [0, 1), e.g. 0.95 (0: the point estimate).');
+  if (!(n >= 0 && n < 1))
+    throw new InvalidArgumentError('expected a confidence level in [0, 1), e.g. 0.95 (0: the point estimate).');
   return n;
 }
 
@@ -104,8 +105,14 @@ function modelOptions(cmd: Command): Command {
     .option('--meta <file.yaml>', 'metadata with the preprocessing block, for --onnx');
 }
 
-async function readMetaPreprocessing(path: string | undefined): Promise<{ pre: ImagePreprocessing; labels: string[] | undefined }> {
-  if (!path) throw new EdgeguardError('EG_USAGE', '--onnx needs --meta file.yaml with the preprocessing block (e.g. fixtures/models/mnist.meta.yaml).');
+async function readMetaPreprocessing(
+  path: string | undefined,
+): Promise<{ pre: ImagePreprocessing; labels: string[] | undefined }> {
+  if (!path)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      '--onnx needs --meta file.yaml with the preprocessing block (e.g. fixtures/models/mnist.meta.yaml).',
+    );
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -116,16 +123,26 @@ async function readMetaPreprocessing(path: string | undefined): Promise<{ pre: I
   try {
     parsed = YAML.parse(text);
   } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', `${path} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+    throw new EdgeguardError('EG_CONFIG', `${path} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, {
+      cause: e,
+    });
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new EdgeguardError('EG_CONFIG', `${path} must be a YAML mapping with a preprocessing block.`);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new EdgeguardError('EG_CONFIG', `${path} must be a YAML mapping with a preprocessing block.`);
   let meta;
   try {
-    meta = parseModelMetadata({ ...(parsed as Record<string, unknown>), name: 'development', version: 0, format: 'onnx' }, path);
+    meta = parseModelMetadata(
+      { ...(parsed as Record<string, unknown>), name: 'development', version: 0, format: 'onnx' },
+      path,
+    );
   } catch (e) {
     throw new EdgeguardError('EG_CONFIG', (e as Error).message);
   }
-  if (!meta.preprocessing) throw new EdgeguardError('EG_CONFIG', `${path} has no preprocessing block; the guard needs to know how to decode images.`);
+  if (!meta.preprocessing)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${path} has no preprocessing block; the guard needs to know how to decode images.`,
+    );
   return { pre: meta.preprocessing, labels: meta.outputs[0]?.labels };
 }
 
@@ -150,7 +167,11 @@ async function openOnnx(path: string, metaPath: string | undefined): Promise<Ope
   };
 }
 
-async function openPackage(path: string, key: ContentKey, publicKeys: Awaited<ReturnType<typeof readTrustedKeys>>): Promise<OpenedModel> {
+async function openPackage(
+  path: string,
+  key: ContentKey,
+  publicKeys: Awaited<ReturnType<typeof readTrustedKeys>>,
+): Promise<OpenedModel> {
   const model = await loadProtectedModel(path, { publicKeys, contentKey: key });
   try {
     const pre = model.metadata.preprocessing;
@@ -171,8 +192,13 @@ async function openPackage(path: string, key: ContentKey, publicKeys: Awaited<Re
 
 /** Open the primary model and, when asked for, the ensemble member. */
 async function openModels(o: ModelOpts): Promise<{ primary: OpenedModel; ensemble?: OpenedModel }> {
-  if (Boolean(o.model) === Boolean(o.onnx)) throw new EdgeguardError('EG_USAGE', 'pass the primary model: --model mnist.egm (or --onnx model.onnx --meta meta.yaml for development).');
-  if (o.ensemble && o.ensembleOnnx) throw new EdgeguardError('EG_USAGE', 'pass either --ensemble or --ensemble-onnx, not both.');
+  if (Boolean(o.model) === Boolean(o.onnx))
+    throw new EdgeguardError(
+      'EG_USAGE',
+      'pass the primary model: --model mnist.egm (or --onnx model.onnx --meta meta.yaml for development).',
+    );
+  if (o.ensemble && o.ensembleOnnx)
+    throw new EdgeguardError('EG_USAGE', 'pass either --ensemble or --ensemble-onnx, not both.');
   const opened: OpenedModel[] = [];
   try {
     if (o.onnx) {
@@ -183,7 +209,11 @@ async function openModels(o: ModelOpts): Promise<{ primary: OpenedModel; ensembl
       if (o.ensemble) throw new EdgeguardError('EG_USAGE', 'with --onnx give the ensemble as --ensemble-onnx.');
       return { primary, ...(ensemble ? { ensemble } : {}) };
     }
-    if (o.ensembleOnnx) throw new EdgeguardError('EG_USAGE', 'with --model give the ensemble as a protected package: --ensemble other.egm.');
+    if (o.ensembleOnnx)
+      throw new EdgeguardError(
+        'EG_USAGE',
+        'with --model give the ensemble as a protected package: --ensemble other.egm.',
+      );
     const publicKeys = await readTrustedKeys(o.pub);
     const source = await resolveContentKey(o);
     try {
@@ -232,20 +262,49 @@ async function listImages(dir: string): Promise<string[]> {
   } catch (e) {
     throw fsError(e, dir, 'list the images in');
   }
-  return names.filter((n) => IMAGE_EXTENSIONS.has(extname(n).toLowerCase())).sort().map((n) => join(dir, n));
+  return names
+    .filter((n) => IMAGE_EXTENSIONS.has(extname(n).toLowerCase()))
+    .sort()
+    .map((n) => join(dir, n));
 }
 
 export function registerGuardCommands(program: Command): void {
-  const guard = program.command('guard').description('the adversarial-input guard: calibrate its profile, check inputs');
+  const guard = program
+    .command('guard')
+    .description('the adversarial-input guard: calibrate its profile, check inputs');
 
   modelOptions(guard.command('calibrate'))
-    .description('learn the input profile (validation bounds and the confidence, ensemble and squeezing thresholds) from legitimate images at a chosen false-positive rate')
+    .description(
+      'learn the input profile (validation bounds and the confidence, ensemble and squeezing thresholds) from legitimate images at a chosen false-positive rate',
+    )
     .requiredOption('--images <dir>', 'folder of legitimate images (PNG, JPEG, WebP)')
-    .option('--fpr <rate>', 'share of legitimate inputs the whole default pipeline may flag or reject (with --per-stage: of validation and of squeezing each)', parseRate, 0.05)
-    .option('--fpr-confidence <level>', 'meet --fpr with this confidence (one-sided upper bound on the cross-validated rate; 0: the point estimate)', parseLevel, 0.95)
-    .option('--per-stage', 'calibrate validation and squeezing separately at --fpr (and --squeeze-fpr); confidence stays 0.85 and the ensemble flags argmax disagreement')
-    .option('--squeeze-fpr <rate>', 'with --per-stage: separate target for the squeezing detector (default: --fpr)', parseRate)
-    .option('--confidence <p>', 'confidence threshold whose rate on the images is recorded (informational)', parseProbability, 0.85)
+    .option(
+      '--fpr <rate>',
+      'share of legitimate inputs the whole default pipeline may flag or reject (with --per-stage: of validation and of squeezing each)',
+      parseRate,
+      0.05,
+    )
+    .option(
+      '--fpr-confidence <level>',
+      'meet --fpr with this confidence (one-sided upper bound on the cross-validated rate; 0: the point estimate)',
+      parseLevel,
+      0.95,
+    )
+    .option(
+      '--per-stage',
+      'calibrate validation and squeezing separately at --fpr (and --squeeze-fpr); confidence stays 0.85 and the ensemble flags argmax disagreement',
+    )
+    .option(
+      '--squeeze-fpr <rate>',
+      'with --per-stage: separate target for the squeezing detector (default: --fpr)',
+      parseRate,
+    )
+    .option(
+      '--confidence <p>',
+      'confidence threshold whose rate on the images is recorded (informational)',
+      parseProbability,
+      0.85,
+    )
     .requiredOption('-o, --out <file>', 'where to write profile.json')
     .option('--force', 'overwrite the output file')
     .action(async (opts: CalibrateOpts, cmd: Command) => {
@@ -254,7 +313,10 @@ export function registerGuardCommands(program: Command): void {
         throw new EdgeguardError('EG_EXISTS', `${opts.out} already exists; remove it or pass --force.`);
       }
       if (opts.squeezeFpr !== undefined && !opts.perStage) {
-        throw new EdgeguardError('EG_USAGE', '--squeeze-fpr sets a per-stage rate; add --per-stage, or let the stages share the --fpr budget.');
+        throw new EdgeguardError(
+          'EG_USAGE',
+          '--squeeze-fpr sets a per-stage rate; add --per-stage, or let the stages share the --fpr budget.',
+        );
       }
       const files = await listImages(opts.images);
       if (files.length === 0) throw new EdgeguardError('EG_USAGE', `${opts.images} holds no PNG, JPEG or WebP images.`);
@@ -280,7 +342,11 @@ export function registerGuardCommands(program: Command): void {
           shape: models.primary.shape,
           squeeze: { bitDepth: 1, medianSize: 2 },
           confidenceThreshold: opts.confidence,
-          model: { name: models.primary.info.name, version: models.primary.info.version, ...(models.primary.info.sha256 ? { sha256: models.primary.info.sha256 } : {}) },
+          model: {
+            name: models.primary.info.name,
+            version: models.primary.info.version,
+            ...(models.primary.info.sha256 ? { sha256: models.primary.info.sha256 } : {}),
+          },
         });
         for (const s of samples) s.tensor?.fill(0);
       } finally {
@@ -295,35 +361,49 @@ export function registerGuardCommands(program: Command): void {
       const pl = profile.pipeline;
       const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
       if (pl && pl.upperBound > pl.fpr) {
-        out.warn(`with ${profile.samples} images the pipeline's false-positive rate can only be bounded at ${pct(pl.upperBound)} (at ${pl.fprConfidence} confidence), above the --fpr ${pct(pl.fpr)}; calibrate on more images (several hundred) or lower --fpr-confidence.`);
+        out.warn(
+          `with ${profile.samples} images the pipeline's false-positive rate can only be bounded at ${pct(pl.upperBound)} (at ${pl.fprConfidence} confidence), above the --fpr ${pct(pl.fpr)}; calibrate on more images (several hundred) or lower --fpr-confidence.`,
+        );
       }
       out.result({ ok: true, profile: opts.out, ...profile }, [
         pl
           ? `wrote ${opts.out}: ${profile.samples} images, whole-pipeline target FPR ${pct(pl.fpr)} at ${pl.fprConfidence} confidence: cross-validated ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), per-stage rate ${pct(pl.stageRate)}`
           : `wrote ${opts.out}: ${profile.samples} images, validation target FPR ${pct(v.fpr)} (measured ${pct(v.measuredFpr)}), squeezing threshold ${profile.squeeze?.threshold.toFixed(4)} (measured FPR ${pct(profile.squeeze?.measuredFpr)})`,
-        ...Object.entries(v.statistics).map(([k, b]) => `  ${k.padEnd(10)} ${b.min.toPrecision(4)} .. ${b.max.toPrecision(4)}`),
+        ...Object.entries(v.statistics).map(
+          ([k, b]) => `  ${k.padEnd(10)} ${b.min.toPrecision(4)} .. ${b.max.toPrecision(4)}`,
+        ),
         `  size       ${v.dimensions.minWidth}..${v.dimensions.maxWidth} x ${v.dimensions.minHeight}..${v.dimensions.maxHeight}, formats ${v.formats.join(', ')}`,
         ...(pl
           ? [
               `  confidence below ${pl.confidenceThreshold.toFixed(4)} flags` +
-                (pl.ensembleThreshold !== undefined ? `; ensemble L1 distance above ${pl.ensembleThreshold.toFixed(4)} flags` : '') +
+                (pl.ensembleThreshold !== undefined
+                  ? `; ensemble L1 distance above ${pl.ensembleThreshold.toFixed(4)} flags`
+                  : '') +
                 `; squeezing above ${profile.squeeze?.threshold.toFixed(4)} flags`,
             ]
           : []),
         `on these images: ${pct(profile.observed?.lowConfidenceRate)} below confidence ${opts.confidence}` +
-          (profile.observed?.ensembleDisagreementRate !== undefined ? `, the two models' argmaxes differ on ${pct(profile.observed.ensembleDisagreementRate)}` : ''),
+          (profile.observed?.ensembleDisagreementRate !== undefined
+            ? `, the two models' argmaxes differ on ${pct(profile.observed.ensembleDisagreementRate)}`
+            : ''),
       ]);
     });
 
   modelOptions(guard.command('check'))
-    .description('run the guard pipeline on images: accept, flag (fallback answer, review) or reject; exits 6 (EG_GUARD) when any input is rejected, 0 otherwise')
+    .description(
+      'run the guard pipeline on images: accept, flag (fallback answer, review) or reject; exits 6 (EG_GUARD) when any input is rejected, 0 otherwise',
+    )
     .option('--profile <file>', 'calibrated profile.json (default: the config file\'s "profile")')
-    .option('--config <file.yaml>', 'guard configuration (defaults: every stage on, with the profile\'s thresholds; confidence 0.85 when the profile has none)')
+    .option(
+      '--config <file.yaml>',
+      "guard configuration (defaults: every stage on, with the profile's thresholds; confidence 0.85 when the profile has none)",
+    )
     .requiredOption('--input <image>', 'image to check (repeatable)', collect)
     .action(async (opts: CheckOpts, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const config = opts.config ? await loadGuardConfig(opts.config) : guardConfig();
-      const profilePath = opts.profile ?? (config.profile && opts.config ? resolve(dirname(opts.config), config.profile) : undefined);
+      const profilePath =
+        opts.profile ?? (config.profile && opts.config ? resolve(dirname(opts.config), config.profile) : undefined);
       let profile: GuardProfile | undefined;
       if (profilePath) {
         let bytes: Buffer;
@@ -361,12 +441,18 @@ export function registerGuardCommands(program: Command): void {
         const counts = { accept: 0, flag: 0, reject: 0 };
         for (const r of results) counts[r.verdict]++;
         const error = rejected.length
-          ? new EdgeguardError('EG_GUARD', `${rejected.length} of ${results.length} input${results.length === 1 ? ' was' : 's were'} rejected by the guard: ${rejected.join(', ')}.`, { details: { rejected } })
+          ? new EdgeguardError(
+              'EG_GUARD',
+              `${rejected.length} of ${results.length} input${results.length === 1 ? ' was' : 's were'} rejected by the guard: ${rejected.join(', ')}.`,
+              { details: { rejected } },
+            )
           : undefined;
         out.result(
           { ok: !error, verdicts: counts, ...(error ? { error: error.toJSON() } : {}), results },
           results.map((r) => {
-            const answer = r.answer ? `${r.answer.label} (${r.answer.confidence.toFixed(3)}, ${r.answer.source} model)` : 'no answer';
+            const answer = r.answer
+              ? `${r.answer.label} (${r.answer.confidence.toFixed(3)}, ${r.answer.source} model)`
+              : 'no answer';
             const why = r.reasons.length ? `: ${r.reasons.map((x) => x.message).join('; ')}` : '';
             return `${r.input}: ${r.verdict.toUpperCase()} -> ${answer}${why}`;
           }),

@@ -35,7 +35,10 @@ export function registerKeyCommands(program: Command): void {
         } finally {
           wipe(key.bytes);
         }
-        out.result({ ok: true, type: 'content', path: opts.out, kid: key.kid }, [`content key ${key.kid}`, `written to ${opts.out} (mode 0600)`]);
+        out.result({ ok: true, type: 'content', path: opts.out, kid: key.kid }, [
+          `content key ${key.kid}`,
+          `written to ${opts.out} (mode 0600)`,
+        ]);
         return;
       }
       const pair = generateSigningKey(opts.alg);
@@ -46,8 +49,19 @@ export function registerKeyCommands(program: Command): void {
         throw fsError(e, pubPath, 'write');
       });
       out.result(
-        { ok: true, type: 'signing', algorithm: pair.algorithm, keyId: pair.keyId, privateKey: keyPath, publicKey: pubPath },
-        [`${pair.algorithm} signing key ${pair.keyId.slice(0, 16)}…`, `private: ${keyPath} (mode 0600)`, `public:  ${pubPath}`],
+        {
+          ok: true,
+          type: 'signing',
+          algorithm: pair.algorithm,
+          keyId: pair.keyId,
+          privateKey: keyPath,
+          publicKey: pubPath,
+        },
+        [
+          `${pair.algorithm} signing key ${pair.keyId.slice(0, 16)}…`,
+          `private: ${keyPath} (mode 0600)`,
+          `public:  ${pubPath}`,
+        ],
       );
     });
 }

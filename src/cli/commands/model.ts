@@ -3,7 +3,13 @@ import { Command, Option } from 'commander';
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import YAML from 'yaml';
-import { parseCipherSuite, readContentKeyFile, readPrivateSigningKey, wipe, type CipherSuite } from '../../crypto/index.ts';
+import {
+  parseCipherSuite,
+  readContentKeyFile,
+  readPrivateSigningKey,
+  wipe,
+  type CipherSuite,
+} from '../../crypto/index.ts';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
 import { describeOnnx } from '../../inference/index.ts';
 import {
@@ -36,7 +42,9 @@ interface PackOpts {
 }
 
 export function registerModelCommands(program: Command): void {
-  const model = program.command('model').description('protected model packages: encrypted, chunk-authenticated, signed');
+  const model = program
+    .command('model')
+    .description('protected model packages: encrypted, chunk-authenticated, signed');
 
   model
     .command('pack')
@@ -49,7 +57,11 @@ export function registerModelCommands(program: Command): void {
     .option('--label <text>', 'free-form version label, e.g. 3.1-rc2')
     .addOption(new Option('--format <format>', 'model format').choices(['onnx', 'opaque']).default('onnx'))
     .option('--meta <file.yaml>', 'metadata: inputs, outputs (labels) and preprocessing')
-    .addOption(new Option('--cipher <suite>', 'AEAD cipher suite').choices(['aes-256-gcm', 'chacha20-poly1305']).default('aes-256-gcm'))
+    .addOption(
+      new Option('--cipher <suite>', 'AEAD cipher suite')
+        .choices(['aes-256-gcm', 'chacha20-poly1305'])
+        .default('aes-256-gcm'),
+    )
     .option('--chunk-size <bytes>', 'plaintext bytes per chunk (e.g. 64k, 1M)', parseByteSize, DEFAULT_CHUNK_SIZE)
     .requiredOption('-o, --out <file>', 'output package, e.g. mnist.egm')
     .option('--force', 'overwrite existing output')
@@ -59,9 +71,12 @@ export function registerModelCommands(program: Command): void {
       const metadata = await buildMetadata(modelPath, opts);
       const contentKey = await readContentKeyFile(opts.key);
       const signer = await readPrivateSigningKey(opts.sign);
-      const inputSize = await stat(modelPath).then((st) => st.size, (e) => {
-        throw fsError(e, modelPath, 'read the model');
-      });
+      const inputSize = await stat(modelPath).then(
+        (st) => st.size,
+        (e) => {
+          throw fsError(e, modelPath, 'read the model');
+        },
+      );
       const bar = out.progress('packing', inputSize * 2);
       try {
         const r = await packModel({
@@ -78,7 +93,15 @@ export function registerModelCommands(program: Command): void {
         bar.stop();
         const h = r.parsed.header;
         out.result(
-          { ok: true, package: r.packagePath, signature: r.signaturePath, header: headerJson(h), headerSha256: r.parsed.digest.toString('hex'), signedBy: signer.keyId, packageBytes: r.packageBytes },
+          {
+            ok: true,
+            package: r.packagePath,
+            signature: r.signaturePath,
+            header: headerJson(h),
+            headerSha256: r.parsed.digest.toString('hex'),
+            signedBy: signer.keyId,
+            packageBytes: r.packageBytes,
+          },
           [
             `packed ${metadata.name} v${metadata.version}${metadata.label ? ` (${metadata.label})` : ''} -> ${r.packagePath}`,
             `  ${h.suite}, ${h.chunkSize}-byte chunks, ${h.plaintextLength} plaintext bytes, key ${h.keyId}`,
@@ -104,8 +127,15 @@ export function registerModelCommands(program: Command): void {
       const publicKeys = await readTrustedKeys(opts.pub);
       const contentKey = opts.key ? await readContentKeyFile(opts.key) : undefined;
       try {
-        const bar = contentKey ? out.progress('verifying', (await stat(pkgPath).catch(() => ({ size: 0 }))).size) : undefined;
-        const r = await verifyPackage(pkgPath, { publicKeys, contentKey, signaturePath: opts.sig, onProgress: (d) => bar?.update(d) }).finally(() => bar?.stop());
+        const bar = contentKey
+          ? out.progress('verifying', (await stat(pkgPath).catch(() => ({ size: 0 }))).size)
+          : undefined;
+        const r = await verifyPackage(pkgPath, {
+          publicKeys,
+          contentKey,
+          signaturePath: opts.sig,
+          onProgress: (d) => bar?.update(d),
+        }).finally(() => bar?.stop());
         out.result(
           {
             ok: true,
@@ -119,7 +149,9 @@ export function registerModelCommands(program: Command): void {
           },
           [
             `OK ${pkgPath}: ${r.header.metadata.name} v${r.header.metadata.version}, signature by ${r.signedBy.slice(0, 16)}… verified`,
-            r.chunksAuthenticated ? `  all ${r.chunks} chunks authenticated, plaintext digest matches` : '  chunks not checked (pass --key to authenticate every chunk)',
+            r.chunksAuthenticated
+              ? `  all ${r.chunks} chunks authenticated, plaintext digest matches`
+              : '  chunks not checked (pass --key to authenticate every chunk)',
             ...(r.engine ? [`  ${engineLine(r.engine)}`] : []),
           ],
         );
@@ -148,22 +180,43 @@ export function registerModelCommands(program: Command): void {
     .option('--sig <file>', 'signature envelope (default PACKAGE.sig.json)')
     .requiredOption('-o, --out <file>', 'plaintext output file')
     .option('--force', 'overwrite an existing output file')
-    .action(async (pkgPath: string, opts: { key: string; pub?: string[]; sig?: string; out: string; force?: boolean }, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const publicKeys = await readTrustedKeys(opts.pub);
-      const contentKey = await readContentKeyFile(opts.key);
-      out.warn(`unpack writes the PLAINTEXT model to ${opts.out}; anyone who can read that file has the model. Prefer \`edgeguard run\`, which decrypts into memory only.`);
-      try {
-        const bar = out.progress('unpacking', (await stat(pkgPath).catch(() => ({ size: 0 }))).size);
-        const r = await unpackPackage(pkgPath, opts.out, { publicKeys, contentKey, signaturePath: opts.sig, overwrite: opts.force, onProgress: (d) => bar.update(d) }).finally(() => bar.stop());
-        out.result(
-          { ok: true, package: pkgPath, output: opts.out, plaintextBytes: r.header.plaintextLength, plaintextSha256: r.header.plaintextSha256.toString('hex'), signedBy: r.signedBy },
-          `unpacked ${r.header.metadata.name} v${r.header.metadata.version} (${r.header.plaintextLength} bytes) to ${opts.out}`,
+    .action(
+      async (
+        pkgPath: string,
+        opts: { key: string; pub?: string[]; sig?: string; out: string; force?: boolean },
+        cmd: Command,
+      ) => {
+        const out = new Output(globalOptions(cmd));
+        const publicKeys = await readTrustedKeys(opts.pub);
+        const contentKey = await readContentKeyFile(opts.key);
+        out.warn(
+          `unpack writes the PLAINTEXT model to ${opts.out}; anyone who can read that file has the model. Prefer \`edgeguard run\`, which decrypts into memory only.`,
         );
-      } finally {
-        wipe(contentKey.bytes);
-      }
-    });
+        try {
+          const bar = out.progress('unpacking', (await stat(pkgPath).catch(() => ({ size: 0 }))).size);
+          const r = await unpackPackage(pkgPath, opts.out, {
+            publicKeys,
+            contentKey,
+            signaturePath: opts.sig,
+            overwrite: opts.force,
+            onProgress: (d) => bar.update(d),
+          }).finally(() => bar.stop());
+          out.result(
+            {
+              ok: true,
+              package: pkgPath,
+              output: opts.out,
+              plaintextBytes: r.header.plaintextLength,
+              plaintextSha256: r.header.plaintextSha256.toString('hex'),
+              signedBy: r.signedBy,
+            },
+            `unpacked ${r.header.metadata.name} v${r.header.metadata.version} (${r.header.plaintextLength} bytes) to ${opts.out}`,
+          );
+        } finally {
+          wipe(contentKey.bytes);
+        }
+      },
+    );
 }
 
 async function buildMetadata(modelPath: string, opts: PackOpts): Promise<ModelMetadata> {
@@ -179,14 +232,26 @@ async function buildMetadata(modelPath: string, opts: PackOpts): Promise<ModelMe
     try {
       parsed = YAML.parse(text);
     } catch (e) {
-      throw new EdgeguardError('EG_CONFIG', `${opts.meta} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, { cause: e });
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        `${opts.meta} is not valid YAML (${(e as Error).message.split('\n')[0]}).`,
+        { cause: e },
+      );
     }
     if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
-      throw new EdgeguardError('EG_CONFIG', `${opts.meta} must be a YAML mapping (inputs, outputs, preprocessing, label).`);
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        `${opts.meta} must be a YAML mapping (inputs, outputs, preprocessing, label).`,
+      );
     }
     fromFile = (parsed as Record<string, unknown>) ?? {};
   }
-  const candidate: Record<string, unknown> = { ...fromFile, name: opts.name, version: opts.version, format: opts.format };
+  const candidate: Record<string, unknown> = {
+    ...fromFile,
+    name: opts.name,
+    version: opts.version,
+    format: opts.format,
+  };
   if (opts.label !== undefined) candidate.label = opts.label;
   if (opts.format === 'onnx' && !Array.isArray(fromFile.inputs)) {
     let bytes: Buffer;
@@ -200,7 +265,10 @@ async function buildMetadata(modelPath: string, opts: PackOpts): Promise<ModelMe
     if (!Array.isArray(fromFile.outputs)) candidate.outputs = described.outputs;
   }
   try {
-    return parseModelMetadata(candidate, opts.meta ? `metadata (${basename(opts.meta)} with --name/--version)` : 'metadata');
+    return parseModelMetadata(
+      candidate,
+      opts.meta ? `metadata (${basename(opts.meta)} with --name/--version)` : 'metadata',
+    );
   } catch (e) {
     if (e instanceof EdgeguardError) throw new EdgeguardError('EG_CONFIG', e.message);
     throw e;
@@ -221,7 +289,15 @@ export function headerJson(h: PackageHeader) {
 }
 
 function inspectJson(r: InspectResult) {
-  return { package: r.path, packageBytes: r.packageBytes, chunks: r.chunks, headerSha256: r.headerSha256, header: headerJson(r.header), signature: r.signature ?? null, verified: false };
+  return {
+    package: r.path,
+    packageBytes: r.packageBytes,
+    chunks: r.chunks,
+    headerSha256: r.headerSha256,
+    header: headerJson(r.header),
+    signature: r.signature ?? null,
+    verified: false,
+  };
 }
 
 function inspectLines(r: InspectResult): string[] {
@@ -236,7 +312,10 @@ function inspectLines(r: InspectResult): string[] {
     `  header      sha256 ${r.headerSha256}`,
   ];
   for (const i of m.inputs) lines.push(`  input       ${i.name} ${i.dtype} [${i.shape.join(',')}]`);
-  for (const o of m.outputs) lines.push(`  output      ${o.name} ${o.dtype} [${o.shape.join(',')}]${o.labels ? ` labels ${o.labels.slice(0, 10).join(',')}${o.labels.length > 10 ? ',…' : ''}` : ''}`);
+  for (const o of m.outputs)
+    lines.push(
+      `  output      ${o.name} ${o.dtype} [${o.shape.join(',')}]${o.labels ? ` labels ${o.labels.slice(0, 10).join(',')}${o.labels.length > 10 ? ',…' : ''}` : ''}`,
+    );
   if (m.preprocessing) {
     const p = m.preprocessing;
     lines.push(`  preprocess  ${p.type} ${p.colorSpace} ${p.width}x${p.height} ${p.layout} scale ${p.scale}`);

@@ -13,9 +13,22 @@ import { Command } from 'commander';
 import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { encodeSealPrivateKeyPem, encodeSealPublicKeyPem, generateSealKeyPair, parseSealPrivateKeyPem, writePrivateFile, assertPrivateFileMode } from '../../crypto/index.ts';
+import {
+  encodeSealPrivateKeyPem,
+  encodeSealPublicKeyPem,
+  generateSealKeyPair,
+  parseSealPrivateKeyPem,
+  writePrivateFile,
+  assertPrivateFileMode,
+} from '../../crypto/index.ts';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { openReviewItem, parseReviewItem, reviewKeyId, type ReviewHeader, type ReviewMetadata } from '../../agent/review-item.ts';
+import {
+  openReviewItem,
+  parseReviewItem,
+  reviewKeyId,
+  type ReviewHeader,
+  type ReviewMetadata,
+} from '../../agent/review-item.ts';
 import { spoolFileName } from '../../agent/review-spool.ts';
 import { FleetClient } from '../../agent/client.ts';
 import { mkdir } from 'node:fs/promises';
@@ -60,10 +73,15 @@ async function listItems(dir: string): Promise<Listed[]> {
 }
 
 async function findItem(dir: string, id: string): Promise<Listed> {
-  if (!/^[0-9a-f]{4,32}$/.test(id)) throw new EdgeguardError('EG_USAGE', `"${id}" is not an item id (4 to 32 hex digits; see \`edgeguard review list\`).`);
+  if (!/^[0-9a-f]{4,32}$/.test(id))
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `"${id}" is not an item id (4 to 32 hex digits; see \`edgeguard review list\`).`,
+    );
   const matches = (await listItems(dir)).filter((l) => l.header.id.startsWith(id));
   if (matches.length === 0) throw new EdgeguardError('EG_NOT_FOUND', `no review item ${id} in ${dir}.`);
-  if (matches.length > 1) throw new EdgeguardError('EG_USAGE', `${id} matches ${matches.length} items; give more digits.`);
+  if (matches.length > 1)
+    throw new EdgeguardError('EG_USAGE', `${id} matches ${matches.length} items; give more digits.`);
   return matches[0]!;
 }
 
@@ -97,11 +115,17 @@ function summary(m: ReviewMetadata): string {
 }
 
 export function registerReviewCommands(program: Command): void {
-  const review = group(program, 'review', 'the human-review queue: keys, and flagged inputs opened with the review private key');
+  const review = group(
+    program,
+    'review',
+    'the human-review queue: keys, and flagged inputs opened with the review private key',
+  );
 
   review
     .command('keygen')
-    .description('make the review key pair: PREFIX.key (X25519 PKCS#8, mode 0600, stays with operators) and PREFIX.pub (for agent.yaml review.publicKey)')
+    .description(
+      'make the review key pair: PREFIX.key (X25519 PKCS#8, mode 0600, stays with operators) and PREFIX.pub (for agent.yaml review.publicKey)',
+    )
     .requiredOption('-o, --out <prefix>', 'output prefix, e.g. review')
     .action(async (opts: { out: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
@@ -113,12 +137,16 @@ export function registerReviewCommands(program: Command): void {
         throw fsError(e, `${opts.out}.pub`, 'write the review public key');
       }
       const keyId = reviewKeyId(pair.publicKey);
-      out.result({ ok: true, keyId, privateKey: `${opts.out}.key`, publicKey: `${opts.out}.pub` }, [`review key ${keyId}: ${opts.out}.key (keep it off devices), ${opts.out}.pub (put it in agent.yaml review.publicKey)`]);
+      out.result({ ok: true, keyId, privateKey: `${opts.out}.key`, publicKey: `${opts.out}.pub` }, [
+        `review key ${keyId}: ${opts.out}.key (keep it off devices), ${opts.out}.pub (put it in agent.yaml review.publicKey)`,
+      ]);
     });
 
   review
     .command('list')
-    .description('list sealed items in a directory (a copy of a device spool or an export); with --key, open each and show the findings')
+    .description(
+      'list sealed items in a directory (a copy of a device spool or an export); with --key, open each and show the findings',
+    )
     .requiredOption('--dir <dir>', 'directory of *.egr items')
     .option('--key <file>', 'review private key (review.key)')
     .action(async (opts: { dir: string; key?: string }, cmd: Command) => {
@@ -127,7 +155,13 @@ export function registerReviewCommands(program: Command): void {
       const labels = await readLabels(opts.dir);
       const rows = [];
       for (const l of await listItems(opts.dir)) {
-        const row: Record<string, unknown> = { id: l.header.id, created: new Date(l.header.createdMs).toISOString(), keyId: l.header.recipientKeyId, bytes: l.header.ciphertext.length, label: labels.get(l.header.id)?.label ?? null };
+        const row: Record<string, unknown> = {
+          id: l.header.id,
+          created: new Date(l.header.createdMs).toISOString(),
+          keyId: l.header.recipientKeyId,
+          bytes: l.header.ciphertext.length,
+          label: labels.get(l.header.id)?.label ?? null,
+        };
         if (key) {
           const opened = openReviewItem(await readFile(l.file), key, l.file);
           row.metadata = opened.metadata;
@@ -140,13 +174,18 @@ export function registerReviewCommands(program: Command): void {
         { ok: true, items: rows },
         rows.length === 0
           ? ['no review items']
-          : rows.map((r) => `${String(r.id)}  ${String(r.created)}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`),
+          : rows.map(
+              (r) =>
+                `${String(r.id)}  ${String(r.created)}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`,
+            ),
       );
     });
 
   review
     .command('show')
-    .description('open one item with the review private key: the guard findings, and the input (written only with --out)')
+    .description(
+      'open one item with the review private key: the guard findings, and the input (written only with --out)',
+    )
     .argument('<id>', 'item id or a unique prefix')
     .requiredOption('--dir <dir>', 'directory of *.egr items')
     .requiredOption('--key <file>', 'review private key (review.key)')
@@ -159,14 +198,28 @@ export function registerReviewCommands(program: Command): void {
       try {
         if (opts.out) await writePrivateFile(opts.out, opened.input);
         const label = (await readLabels(opts.dir)).get(opened.header.id) ?? null;
-        out.result({ ok: true, id: opened.header.id, metadata: opened.metadata, inputBytes: opened.input.length, inputWritten: opts.out ?? null, label }, [
-          `item ${opened.header.id} (${opened.metadata.createdAt}, ${opened.metadata.contentType}, ${opened.input.length} bytes)`,
-          `verdict: ${summary(opened.metadata)}`,
-          ...opened.metadata.reasons.map((r) => `  - ${r.stage}: ${r.message}`),
-          ...(opened.metadata.primary ? [`primary model said ${opened.metadata.primary.label} (${opened.metadata.primary.confidence.toFixed(3)})`] : []),
-          ...(opts.out ? [`input written to ${opts.out} (mode 0600)`] : []),
-          ...(label ? [`label: ${label.label}${label.by ? ` by ${label.by}` : ''} at ${label.at}`] : []),
-        ]);
+        out.result(
+          {
+            ok: true,
+            id: opened.header.id,
+            metadata: opened.metadata,
+            inputBytes: opened.input.length,
+            inputWritten: opts.out ?? null,
+            label,
+          },
+          [
+            `item ${opened.header.id} (${opened.metadata.createdAt}, ${opened.metadata.contentType}, ${opened.input.length} bytes)`,
+            `verdict: ${summary(opened.metadata)}`,
+            ...opened.metadata.reasons.map((r) => `  - ${r.stage}: ${r.message}`),
+            ...(opened.metadata.primary
+              ? [
+                  `primary model said ${opened.metadata.primary.label} (${opened.metadata.primary.confidence.toFixed(3)})`,
+                ]
+              : []),
+            ...(opts.out ? [`input written to ${opts.out} (mode 0600)`] : []),
+            ...(label ? [`label: ${label.label}${label.by ? ` by ${label.by}` : ''} at ${label.at}`] : []),
+          ],
+        );
       } finally {
         opened.input.fill(0);
       }
@@ -174,32 +227,56 @@ export function registerReviewCommands(program: Command): void {
 
   review
     .command('label')
-    .description('record the true label of an item (opened first, so only real items are labelled); appends to DIR/labels.jsonl')
+    .description(
+      'record the true label of an item (opened first, so only real items are labelled); appends to DIR/labels.jsonl',
+    )
     .argument('<id>', 'item id or a unique prefix')
     .argument('<label>', 'the correct label, e.g. 7')
     .requiredOption('--dir <dir>', 'directory of *.egr items')
     .requiredOption('--key <file>', 'review private key (review.key)')
     .option('--by <name>', 'who labelled it')
     .option('--note <text>', 'a note')
-    .action(async (id: string, label: string, opts: { dir: string; key: string; by?: string; note?: string }, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      if (!/^[\w .:-]{1,64}$/.test(label)) throw new EdgeguardError('EG_USAGE', 'a label is 1 to 64 letters, digits, spaces, dots, colons, dashes or underscores.');
-      const key = await readPrivateKey(opts.key);
-      const item = await findItem(opts.dir, id);
-      const opened = openReviewItem(await readFile(item.file), key, item.file);
-      opened.input.fill(0);
-      const record: LabelRecord = { id: opened.header.id, label, ...(opts.by ? { by: opts.by } : {}), ...(opts.note ? { note: opts.note } : {}), at: new Date().toISOString() };
-      try {
-        await appendFile(join(opts.dir, 'labels.jsonl'), JSON.stringify(record) + '\n', { mode: 0o600 });
-      } catch (e) {
-        throw fsError(e, join(opts.dir, 'labels.jsonl'), 'append to');
-      }
-      out.result({ ok: true, ...record, previous: opened.metadata.answer ?? null }, `labelled ${record.id} as ${label} (the device answered ${opened.metadata.answer?.label ?? 'nothing'})`);
-    });
+    .action(
+      async (
+        id: string,
+        label: string,
+        opts: { dir: string; key: string; by?: string; note?: string },
+        cmd: Command,
+      ) => {
+        const out = new Output(globalOptions(cmd));
+        if (!/^[\w .:-]{1,64}$/.test(label))
+          throw new EdgeguardError(
+            'EG_USAGE',
+            'a label is 1 to 64 letters, digits, spaces, dots, colons, dashes or underscores.',
+          );
+        const key = await readPrivateKey(opts.key);
+        const item = await findItem(opts.dir, id);
+        const opened = openReviewItem(await readFile(item.file), key, item.file);
+        opened.input.fill(0);
+        const record: LabelRecord = {
+          id: opened.header.id,
+          label,
+          ...(opts.by ? { by: opts.by } : {}),
+          ...(opts.note ? { note: opts.note } : {}),
+          at: new Date().toISOString(),
+        };
+        try {
+          await appendFile(join(opts.dir, 'labels.jsonl'), JSON.stringify(record) + '\n', { mode: 0o600 });
+        } catch (e) {
+          throw fsError(e, join(opts.dir, 'labels.jsonl'), 'append to');
+        }
+        out.result(
+          { ok: true, ...record, previous: opened.metadata.answer ?? null },
+          `labelled ${record.id} as ${label} (the device answered ${opened.metadata.answer?.label ?? 'nothing'})`,
+        );
+      },
+    );
 
   review
     .command('fetch')
-    .description('download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label')
+    .description(
+      'download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label',
+    )
     .option('--server <url>', 'control plane URL, https://HOST:PORT (or $EDGEGUARD_SERVER)')
     .option('--cert <file>', 'admin client certificate (or $EDGEGUARD_CERT)')
     .option('--key <file>', 'admin client key (or $EDGEGUARD_KEY); not the review key')
@@ -230,7 +307,10 @@ export function registerReviewCommands(program: Command): void {
         let fetched = 0;
         let skipped = 0;
         for (;;) {
-          const page = await client.call<{ items: Array<{ id: string; createdMs: number }> }>('GET', `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`);
+          const page = await client.call<{ items: Array<{ id: string; createdMs: number }> }>(
+            'GET',
+            `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`,
+          );
           const items = page.body.items;
           if (items.length === 0) break;
           for (const it of items) {
@@ -247,7 +327,10 @@ export function registerReviewCommands(program: Command): void {
             fetched++;
           }
         }
-        out.result({ ok: true, fetched, skipped, dir: opts.out }, `fetched ${fetched} sealed items into ${opts.out} (${skipped} already there); open them with \`edgeguard review list --dir ${opts.out} --key review.key\``);
+        out.result(
+          { ok: true, fetched, skipped, dir: opts.out },
+          `fetched ${fetched} sealed items into ${opts.out} (${skipped} already there); open them with \`edgeguard review list --dir ${opts.out} --key review.key\``,
+        );
       } finally {
         client.close();
       }

@@ -58,7 +58,13 @@ export function registerRunCommand(program: Command): void {
           const s = performance.now();
           try {
             const c = await model.classifyImage(bytes);
-            results.push({ input: inputPath, label: c.label, confidence: c.confidence, scores: c.scores, inferenceMs: performance.now() - s });
+            results.push({
+              input: inputPath,
+              label: c.label,
+              confidence: c.confidence,
+              scores: c.scores,
+              inferenceMs: performance.now() - s,
+            });
           } finally {
             bytes.fill(0);
           }
@@ -67,7 +73,13 @@ export function registerRunCommand(program: Command): void {
         out.result(
           {
             ok: true,
-            model: { name: m.name, version: m.version, label: m.label ?? null, headerSha256: model.provenance.headerSha256, signedBy: model.provenance.signedBy },
+            model: {
+              name: m.name,
+              version: m.version,
+              label: m.label ?? null,
+              headerSha256: model.provenance.headerSha256,
+              signedBy: model.provenance.signedBy,
+            },
             key: { provider: source.provider, hardwareBound: source.hardwareBound, label: source.label },
             predictions: results,
             timings: { keyMs: t1 - t0, loadMs: t2 - t1 },

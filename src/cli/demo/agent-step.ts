@@ -15,7 +15,12 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
-import { encodeSealPrivateKeyPem, encodeSealPublicKeyPem, generateSealKeyPair, writePrivateFile } from '../../crypto/index.ts';
+import {
+  encodeSealPrivateKeyPem,
+  encodeSealPublicKeyPem,
+  generateSealKeyPair,
+  writePrivateFile,
+} from '../../crypto/index.ts';
 import { loadAgentConfig } from '../../agent/config.ts';
 import { startAgent } from '../../agent/serve.ts';
 import { openReviewItem, reviewKeyId } from '../../agent/review-item.ts';
@@ -35,7 +40,11 @@ async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Pro
 }
 
 /** The agent as an enrolled device: certificate renewal and the audit journal, forwarded and proven. */
-async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noisePng: Buffer): Promise<Record<string, unknown>> {
+async function fleetAgent(
+  ctx: DemoContext,
+  config: Record<string, unknown>,
+  noisePng: Buffer,
+): Promise<Record<string, unknown>> {
   const dataDir = ctx.path('agent-control-plane');
   const deviceDir = ctx.path('agent-device');
   const plugin = auditServerPlugin({ dataDir, checkpointIntervalMs: 200 });
@@ -48,9 +57,17 @@ async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noi
     plugins: [plugin],
   });
   try {
-    ctx.say(`a second control plane on ${server.url} issues 2-minute device certificates, so this device is past two thirds of its certificate's lifetime as soon as it has one`);
+    ctx.say(
+      `a second control plane on ${server.url} issues 2-minute device certificates, so this device is past two thirds of its certificate's lifetime as soon as it has one`,
+    );
     await initDevice({ dir: deviceDir });
-    const enrolling = enrollDevice({ deviceDir, server: server.url, caPem: server.ctx.ca.rootPem, label: 'demo agent', poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 } });
+    const enrolling = enrollDevice({
+      deviceDir,
+      server: server.url,
+      caPem: server.ctx.ca.rootPem,
+      label: 'demo agent',
+      poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 },
+    });
     let deviceId: string | undefined;
     for (let i = 0; i < 600 && !deviceId; i++) {
       deviceId = (await server.ctx.store.listDevices({ status: 'pending' }))[0]?.id;
@@ -59,9 +76,17 @@ async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noi
     if (!deviceId) throw new Error('the demo device did not reach the pending state');
     await server.ctx.store.approveDevice(deviceId, 'demo-operator');
     const enrolled = await enrolling;
-    ctx.command(`agent enroll --device ${deviceDir} --server ${server.url} --ca fleet-ca.pem   # software key store; approved: ${enrolled.deviceId}`);
+    ctx.command(
+      `agent enroll --device ${deviceDir} --server ${server.url} --ca fleet-ca.pem   # software key store; approved: ${enrolled.deviceId}`,
+    );
 
-    const fleetConfig = { ...config, review: { publicKey: ctx.path('review.pub'), spool: { dir: ctx.path('agent-fleet-spool') } }, upload: { device: deviceDir, intervalMs: 60_000 }, renewal: { backoffInitialMs: 60_000 }, journal: { forwardIntervalMs: 200 } };
+    const fleetConfig = {
+      ...config,
+      review: { publicKey: ctx.path('review.pub'), spool: { dir: ctx.path('agent-fleet-spool') } },
+      upload: { device: deviceDir, intervalMs: 60_000 },
+      renewal: { backoffInitialMs: 60_000 },
+      journal: { forwardIntervalMs: 200 },
+    };
     const configPath = ctx.path('agent-fleet.yaml');
     await writeFile(configPath, YAML.stringify(fleetConfig));
     const running = await startAgent(await loadAgentConfig(configPath));
@@ -71,14 +96,22 @@ async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noi
       await until('the certificate renewal', () => running.renewer!.status().last !== null);
       const st = running.renewer!.status();
       if (st.last?.result !== 'renewed') throw new Error(`the demo renewal failed: ${st.last?.error ?? 'unknown'}`);
-      ctx.say(`renewed by itself at start: serial ${before.slice(0, 12)}… -> ${st.serial.slice(0, 12)}… (notAfter ${st.notAfter}); GET /healthz shows it, /metrics has edgeguard_agent_cert_*`);
-      const res = await fetch(`${running.url}/v1/infer`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: noisePng });
+      ctx.say(
+        `renewed by itself at start: serial ${before.slice(0, 12)}… -> ${st.serial.slice(0, 12)}… (notAfter ${st.notAfter}); GET /healthz shows it, /metrics has edgeguard_agent_cert_*`,
+      );
+      const res = await fetch(`${running.url}/v1/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        body: noisePng,
+      });
       const verdict = ((await res.json()) as { verdict: string }).verdict;
       const journal = running.journal!;
       await journal.flush();
       const lastSeq = journal.journal.lastSeq;
       await until('the journal to be forwarded', () => (journal.status().forwardedSeq ?? -1) >= lastSeq);
-      ctx.say(`noise -> ${verdict.toUpperCase()}; the journal (${lastSeq + 1} entries, signed with the device key, fsynced per batch) was forwarded over mutual TLS with the renewed certificate`);
+      ctx.say(
+        `noise -> ${verdict.toUpperCase()}; the journal (${lastSeq + 1} entries, signed with the device key, fsynced per batch) was forwarded over mutual TLS with the renewed certificate`,
+      );
       const log = plugin.log!;
       await log.flush();
       const cp = await log.publishCheckpoint();
@@ -88,13 +121,28 @@ async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noi
         const leaf = decodeLogLeaf(Buffer.from(p.leaf));
         if (leaf.origin.kind !== 'device' || leaf.origin.device.deviceId !== enrolled.deviceId) continue;
         proven.types.push(leaf.event.type);
-        if (leaf.event.type === 'guard.rejected' && proven.index < 0 && verifyInclusion(p.leafHash, i, cp.size, p.proof, cp.root)) proven = { ...proven, index: i };
+        if (
+          leaf.event.type === 'guard.rejected' &&
+          proven.index < 0 &&
+          verifyInclusion(p.leafHash, i, cp.size, p.proof, cp.root)
+        )
+          proven = { ...proven, index: i };
       }
       ctx.say(`in the control plane's Merkle log: ${proven.types.join(', ')}`);
       if (proven.index < 0) throw new Error('the guard rejection did not reach the Merkle log');
       ctx.command(`audit prove ${proven.index} --server ${server.url} ...`);
-      ctx.say(`entry ${proven.index} (guard.rejected: verdict, reason codes and model; never the input) is in the signed tree of ${cp.size}: inclusion proof verified`);
-      return { deviceId: enrolled.deviceId, renewed: true, serialBefore: before, serialAfter: st.serial, journalEntries: lastSeq + 1, provenIndex: proven.index, logTypes: proven.types };
+      ctx.say(
+        `entry ${proven.index} (guard.rejected: verdict, reason codes and model; never the input) is in the signed tree of ${cp.size}: inclusion proof verified`,
+      );
+      return {
+        deviceId: enrolled.deviceId,
+        renewed: true,
+        serialBefore: before,
+        serialAfter: st.serial,
+        journalEntries: lastSeq + 1,
+        provenIndex: proven.index,
+        logTypes: proven.types,
+      };
     } finally {
       await running.close('demo done');
     }
@@ -105,13 +153,16 @@ async function fleetAgent(ctx: DemoContext, config: Record<string, unknown>, noi
 
 export const agentStep: DemoStep = {
   id: 'agent',
-  title: 'Inference service: POST /v1/infer behind the guard; flagged inputs sealed to the review key; certificate renewal and the audit journal',
+  title:
+    'Inference service: POST /v1/infer behind the guard; flagged inputs sealed to the review key; certificate renewal and the audit journal',
   async run(ctx) {
     const review = generateSealKeyPair();
     await writePrivateFile(ctx.path('review.key'), encodeSealPrivateKeyPem(review.privateKey));
     await writeFile(ctx.path('review.pub'), encodeSealPublicKeyPem(review.publicKey));
     ctx.command('review keygen -o review');
-    ctx.say(`review key ${reviewKeyId(review.publicKey)}: review.key stays with the operators, review.pub goes to the device`);
+    ctx.say(
+      `review key ${reviewKeyId(review.publicKey)}: review.key stays with the operators, review.pub goes to the device`,
+    );
     const config = {
       listen: { host: '127.0.0.1', port: 0 },
       trust: { publicKeys: [ctx.state.publisherPubPath!] },
@@ -137,14 +188,37 @@ export const agentStep: DemoStep = {
       const inputs: Array<[string, Buffer]> = [
         ['digits/7-0.png', await readFile(join(ctx.fixtures, 'digits', '7-0.png'))],
         ['digits/3-1.png', await readFile(join(ctx.fixtures, 'digits', '3-1.png'))],
-        ['noise (in memory)', await sharp(noise, { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer()],
+        [
+          'noise (in memory)',
+          await sharp(noise, { raw: { width: 28, height: 28, channels: 1 } })
+            .png()
+            .toBuffer(),
+        ],
       ];
       fleetInputs.noise = inputs[2]![1];
       for (const [name, bytes] of inputs) {
-        const res = await fetch(`${running.url}/v1/infer`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: bytes });
-        const body = (await res.json()) as { verdict: string; label: string | null; source: string | null; reasons: Array<{ message: string }>; review: { id?: string } | null; timings: { totalMs: number } };
-        const why = body.reasons.length ? ` (${body.reasons.slice(0, 2).map((r) => r.message).join('; ')})` : '';
-        ctx.say(`POST ${name} -> ${body.verdict.toUpperCase()}: ${body.label ?? 'no answer'}${body.source ? ` from the ${body.source} model` : ''}${why}${body.review?.id ? `; sealed for review as ${body.review.id.slice(0, 12)}…` : ''} [${body.timings.totalMs.toFixed(1)} ms]`);
+        const res = await fetch(`${running.url}/v1/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/png' },
+          body: bytes,
+        });
+        const body = (await res.json()) as {
+          verdict: string;
+          label: string | null;
+          source: string | null;
+          reasons: Array<{ message: string }>;
+          review: { id?: string } | null;
+          timings: { totalMs: number };
+        };
+        const why = body.reasons.length
+          ? ` (${body.reasons
+              .slice(0, 2)
+              .map((r) => r.message)
+              .join('; ')})`
+          : '';
+        ctx.say(
+          `POST ${name} -> ${body.verdict.toUpperCase()}: ${body.label ?? 'no answer'}${body.source ? ` from the ${body.source} model` : ''}${why}${body.review?.id ? `; sealed for review as ${body.review.id.slice(0, 12)}…` : ''} [${body.timings.totalMs.toFixed(1)} ms]`,
+        );
         results.push({ input: name, verdict: body.verdict, label: body.label, review: body.review?.id ?? null });
       }
     } finally {
@@ -156,7 +230,9 @@ export const agentStep: DemoStep = {
     ctx.command(`review list --dir ${spool} --key review.key`);
     for (const name of items) {
       const opened = openReviewItem(await readFile(join(spool, name)), review.privateKey, name);
-      ctx.say(`${opened.header.id.slice(0, 12)}…  ${opened.metadata.verdict} [${opened.metadata.reasons.map((r) => r.code).join(', ')}]  ${opened.metadata.contentType}, ${opened.input.length} bytes  (device answered ${opened.metadata.answer?.label ?? '-'})`);
+      ctx.say(
+        `${opened.header.id.slice(0, 12)}…  ${opened.metadata.verdict} [${opened.metadata.reasons.map((r) => r.code).join(', ')}]  ${opened.metadata.contentType}, ${opened.input.length} bytes  (device answered ${opened.metadata.answer?.label ?? '-'})`,
+      );
       opened.input.fill(0);
     }
     const fleet = await fleetAgent(ctx, config, fleetInputs.noise!);

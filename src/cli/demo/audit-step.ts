@@ -28,16 +28,45 @@ function deviceEvents(deviceId: string): AuditEvent[] {
   const time = () => new Date().toISOString();
   const actor = { kind: 'device' as const, id: deviceId };
   return [
-    { type: 'model.loaded', time: time(), actor, subject: deviceId, outcome: 'success', details: { modelSha256: '5e'.repeat(32), name: 'mnist-mlp', keyProvider: 'software' } },
-    { type: 'guard.rejected', time: time(), actor, subject: deviceId, outcome: 'denied', details: { check: 'feature-squeezing', score: 1_312_000, threshold: 905_000, queuedForReview: true } },
-    { type: 'tamper.detected', time: time(), actor, subject: deviceId, outcome: 'failure', details: { sensor: 'case-switch', detail: 'enclosure opened' } },
-    { type: 'device.locked', time: time(), actor, subject: deviceId, outcome: 'success', details: { reason: 'tamper sensor tripped' } },
+    {
+      type: 'model.loaded',
+      time: time(),
+      actor,
+      subject: deviceId,
+      outcome: 'success',
+      details: { modelSha256: '5e'.repeat(32), name: 'mnist-mlp', keyProvider: 'software' },
+    },
+    {
+      type: 'guard.rejected',
+      time: time(),
+      actor,
+      subject: deviceId,
+      outcome: 'denied',
+      details: { check: 'feature-squeezing', score: 1_312_000, threshold: 905_000, queuedForReview: true },
+    },
+    {
+      type: 'tamper.detected',
+      time: time(),
+      actor,
+      subject: deviceId,
+      outcome: 'failure',
+      details: { sensor: 'case-switch', detail: 'enclosure opened' },
+    },
+    {
+      type: 'device.locked',
+      time: time(),
+      actor,
+      subject: deviceId,
+      outcome: 'success',
+      details: { reason: 'tamper sensor tripped' },
+    },
   ];
 }
 
 export const auditStep: DemoStep = {
   id: 'audit',
-  title: 'Tamper-evident audit: device journal -> Merkle log -> signed checkpoint, inclusion proof, witness, tampering detected',
+  title:
+    'Tamper-evident audit: device journal -> Merkle log -> signed checkpoint, inclusion proof, witness, tampering detected',
   async run(ctx) {
     const dataDir = ctx.path('control-plane');
     const deviceId = 'dev-00000000000000d1';
@@ -47,7 +76,14 @@ export const auditStep: DemoStep = {
     try {
       const log = await AuditLog.open(store, { signer, checkpointIntervalMs: 0 });
       // Server-side events.
-      await log.append({ type: 'device.approved', time: new Date().toISOString(), actor: { kind: 'admin', id: 'alice' }, subject: deviceId, outcome: 'success', details: { deviceId, approvedBy: 'alice' } });
+      await log.append({
+        type: 'device.approved',
+        time: new Date().toISOString(),
+        actor: { kind: 'admin', id: 'alice' },
+        subject: deviceId,
+        outcome: 'success',
+        details: { deviceId, approvedBy: 'alice' },
+      });
 
       // The device's journal: a demo key in memory (a real agent signs with its certificate key).
       const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -56,9 +92,17 @@ export const auditStep: DemoStep = {
       const devicePub = ctx.path('device-journal.pub');
       await writeFile(devicePub, publicKey.export({ type: 'spki', format: 'pem' }));
       const entries = await journal.append(deviceEvents(deviceId));
-      ctx.say(`device ${deviceId} journaled ${entries.length} events (ECDSA P-256 signed, hash-chained, one fsync): ${entries.map((e) => e.event.type).join(', ')}`);
-      const forwarded = await log.appendDeviceRecords(deviceId, publicKey, entries.map((e) => encodeJournalRecord(e).subarray(4)));
-      ctx.say(`forwarded to the log: indices ${forwarded.entries.map((e) => e.index).join(', ')}; chain continuity checked, ${forwarded.gaps.length} gaps`);
+      ctx.say(
+        `device ${deviceId} journaled ${entries.length} events (ECDSA P-256 signed, hash-chained, one fsync): ${entries.map((e) => e.event.type).join(', ')}`,
+      );
+      const forwarded = await log.appendDeviceRecords(
+        deviceId,
+        publicKey,
+        entries.map((e) => encodeJournalRecord(e).subarray(4)),
+      );
+      ctx.say(
+        `forwarded to the log: indices ${forwarded.entries.map((e) => e.index).join(', ')}; chain continuity checked, ${forwarded.gaps.length} gaps`,
+      );
 
       const cp = await log.publishCheckpoint();
       ctx.command(`audit checkpoint --data ${dataDir}`);
@@ -68,16 +112,26 @@ export const auditStep: DemoStep = {
       const reader = storeLogReader(log, store.where);
       const proven = await proveEntry(reader, log.verifier, tamperIndex);
       ctx.command(`audit prove ${tamperIndex} --data ${dataDir}`);
-      ctx.say(`entry ${tamperIndex} (${proven.leaf.event.type}) is in the signed tree of ${proven.checkpoint.checkpoint.size}: inclusion proof of ${proven.proof.length} hashes verified`);
+      ctx.say(
+        `entry ${tamperIndex} (${proven.leaf.event.type}) is in the signed tree of ${proven.checkpoint.checkpoint.size}: inclusion proof of ${proven.proof.length} hashes verified`,
+      );
 
       // A witness trusts this checkpoint, the log grows, the witness checks consistency.
       const witness = await Witness.load(log.verifier, ctx.path('witness.checkpoint'));
       await witness.observe(cp.note, (a, b) => log.consistencyProof(a, b));
-      await log.append({ type: 'policy.changed', time: new Date().toISOString(), actor: { kind: 'admin', id: 'alice' }, outcome: 'success', details: { policy: 'egress-allowlist', newSha256: 'c0'.repeat(32) } });
+      await log.append({
+        type: 'policy.changed',
+        time: new Date().toISOString(),
+        actor: { kind: 'admin', id: 'alice' },
+        outcome: 'success',
+        details: { policy: 'egress-allowlist', newSha256: 'c0'.repeat(32) },
+      });
       const cp2 = await log.publishCheckpoint();
       const seen = await witness.observe(cp2.note, (a, b) => log.consistencyProof(a, b));
       ctx.command(`audit verify --data ${dataDir} --state ${ctx.path('witness.checkpoint')}`);
-      ctx.say(`witness: the log grew from ${seen.previousSize} to ${seen.checkpoint.checkpoint.size} entries without rewriting history`);
+      ctx.say(
+        `witness: the log grew from ${seen.previousSize} to ${seen.checkpoint.checkpoint.size} entries without rewriting history`,
+      );
 
       // Tampering 1: someone with root on the device deletes the guard rejection from the journal.
       const bytes = await readFile(journalPath);
@@ -87,18 +141,29 @@ export const auditStep: DemoStep = {
       await writeFile(cut, Buffer.concat([bytes.subarray(0, first), bytes.subarray(second)]));
       const gaps = checkJournalBytes(await readFile(cut), publicKey).gaps;
       ctx.command(`audit journal ${cut} --device-key ${devicePub}`);
-      ctx.say(`deleted journal entry detected: ${gaps.map((g) => `gap at position ${g.position} (expected seq ${g.expectedSeq}, found ${g.foundSeq})`).join('; ')}`);
+      ctx.say(
+        `deleted journal entry detected: ${gaps.map((g) => `gap at position ${g.position} (expected seq ${g.expectedSeq}, found ${g.foundSeq})`).join('; ')}`,
+      );
       if (gaps.length === 0) throw new Error('the deleted journal entry was not detected');
 
       // Tampering 2: an insider edits the stored tamper event in the database.
-      await sql`update audit_entries set leaf = replace(leaf, 'enclosure opened', 'routine service') where idx = ${tamperIndex}`.execute(store.db);
+      await sql`update audit_entries set leaf = replace(leaf, 'enclosure opened', 'routine service') where idx = ${tamperIndex}`.execute(
+        store.db,
+      );
       const report = await log.checkConsistency();
       ctx.command(`audit verify --data ${dataDir} --full`);
-      ctx.say(`edited row detected: ${report.problems.find((p) => /log entry/.test(p)) ?? report.problems[0] ?? 'NOT DETECTED'}`);
+      ctx.say(
+        `edited row detected: ${report.problems.find((p) => /log entry/.test(p)) ?? report.problems[0] ?? 'NOT DETECTED'}`,
+      );
       if (report.problems.length === 0) throw new Error('the edited row was not detected');
       await log.close();
       ctx.state.auditDataDir = dataDir;
-      return { checkpointSize: cp2.size, provenIndex: tamperIndex, journalGaps: gaps.length, storeProblems: report.problems.length };
+      return {
+        checkpointSize: cp2.size,
+        provenIndex: tamperIndex,
+        journalGaps: gaps.length,
+        storeProblems: report.problems.length,
+      };
     } finally {
       await store.close();
     }

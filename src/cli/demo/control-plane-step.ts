@@ -36,23 +36,53 @@ export const controlPlaneStep: DemoStep = {
       }
       // The CA passphrase would come from EDGEGUARD_CA_PASSPHRASE; the demo makes a throwaway one.
       const passphrase = randomBytes(18).toString('base64url');
-      server = await startServer({ dataDir, listen: '127.0.0.1:0', caPassphrase: passphrase, policy: { allowSoftwareDevices: !useTpm } });
-      ctx.command(`server --data ${dataDir} --listen 127.0.0.1:${server.port}    # EDGEGUARD_CA_PASSPHRASE set; SQLite in ${dataDir}`);
+      server = await startServer({
+        dataDir,
+        listen: '127.0.0.1:0',
+        caPassphrase: passphrase,
+        policy: { allowSoftwareDevices: !useTpm },
+      });
+      ctx.command(
+        `server --data ${dataDir} --listen 127.0.0.1:${server.port}    # EDGEGUARD_CA_PASSPHRASE set; SQLite in ${dataDir}`,
+      );
       ctx.say(`fleet CA created (root and issuing CA keys encrypted on disk); API docs at ${server.url}/docs`);
 
       // An admin certificate (what `edgeguard admin cert` writes), recorded so it can be revoked.
       const adminKeys = await generateP256();
-      const admin = await server.ctx.ca.issueAdminCertificate({ name: 'demo-operator', publicKey: await spkiOf(adminKeys.publicKey) });
-      await server.ctx.store.recordCertificate({ serial: admin.serial, device_id: null, role: 'admin', subject: admin.subject, not_before: admin.notBefore.toISOString(), not_after: admin.notAfter.toISOString(), pem: admin.chainPem });
+      const admin = await server.ctx.ca.issueAdminCertificate({
+        name: 'demo-operator',
+        publicKey: await spkiOf(adminKeys.publicKey),
+      });
+      await server.ctx.store.recordCertificate({
+        serial: admin.serial,
+        device_id: null,
+        role: 'admin',
+        subject: admin.subject,
+        not_before: admin.notBefore.toISOString(),
+        not_after: admin.notAfter.toISOString(),
+        pem: admin.chainPem,
+      });
       ctx.command(`admin cert --data ${dataDir} -o admin`);
-      const adminClient = new FleetClient({ server: server.url, ca: server.ctx.ca.rootPem, cert: admin.chainPem, key: await privateKeyToPkcs8Pem(adminKeys.privateKey) });
+      const adminClient = new FleetClient({
+        server: server.url,
+        ca: server.ctx.ca.rootPem,
+        cert: admin.chainPem,
+        key: await privateKeyToPkcs8Pem(adminKeys.privateKey),
+      });
       clients.push(adminClient);
 
       await initDevice({ dir: deviceDir, ...(tpm ? { tcti: tpm.tcti } : {}) });
       ctx.command(`device init --dir ${deviceDir} ${tpm ? `--tpm ${tpm.tcti}` : '--software'}`);
       const caPem = await readFile(join(dataDir, 'fleet-ca.pem'), 'utf8');
       ctx.command(`agent enroll --device ${deviceDir} --server ${server.url} --ca ${join(dataDir, 'fleet-ca.pem')}`);
-      const enrolling = enrollDevice({ deviceDir, server: server.url, caPem, label: 'demo camera', poll: { initialMs: 100, maxMs: 500, timeoutMs: 60_000 }, onProgress: (m) => ctx.say(`  agent: ${m}`) });
+      const enrolling = enrollDevice({
+        deviceDir,
+        server: server.url,
+        caPem,
+        label: 'demo camera',
+        poll: { initialMs: 100, maxMs: 500, timeoutMs: 60_000 },
+        onProgress: (m) => ctx.say(`  agent: ${m}`),
+      });
       let deviceId: string | undefined;
       for (let i = 0; i < 300 && !deviceId; i++) {
         const list = await adminClient.call<{ devices: Array<{ id: string }> }>('GET', '/v1/devices?status=pending');
@@ -67,9 +97,17 @@ export const controlPlaneStep: DemoStep = {
       const cred = await loadDeviceCredential(deviceDir);
       const device = deviceClient(cred);
       clients.push(device);
-      const self = await device.call<{ id: string; keyProvider: string; softwareBound: boolean }>('GET', '/v1/device/self');
-      ctx.say(`device ${self.body.id} called GET /v1/device/self over mutual TLS: key provider ${self.body.keyProvider}${self.body.softwareBound ? ' (software-bound, NOT hardware-bound)' : ''}`);
-      const list = await adminClient.call<{ devices: Array<{ id: string; status: string; keyProvider: string }> }>('GET', '/v1/devices');
+      const self = await device.call<{ id: string; keyProvider: string; softwareBound: boolean }>(
+        'GET',
+        '/v1/device/self',
+      );
+      ctx.say(
+        `device ${self.body.id} called GET /v1/device/self over mutual TLS: key provider ${self.body.keyProvider}${self.body.softwareBound ? ' (software-bound, NOT hardware-bound)' : ''}`,
+      );
+      const list = await adminClient.call<{ devices: Array<{ id: string; status: string; keyProvider: string }> }>(
+        'GET',
+        '/v1/devices',
+      );
       ctx.command('device list');
       for (const d of list.body.devices) ctx.say(`${d.id}  ${d.status}  ${d.keyProvider}`);
 
@@ -77,12 +115,22 @@ export const controlPlaneStep: DemoStep = {
       clients.push(anonymous);
       const noCert = (await anonymous.send('GET', '/v1/device/self')).status;
       const onAdmin = (await device.send('GET', '/v1/devices')).status;
-      ctx.say(`refused: no client certificate -> HTTP ${noCert}; device certificate on an admin endpoint -> HTTP ${onAdmin}`);
+      ctx.say(
+        `refused: no client certificate -> HTTP ${noCert}; device certificate on an admin endpoint -> HTTP ${onAdmin}`,
+      );
       await adminClient.call('POST', `/v1/devices/${deviceId}/revoke`, { reason: 'keyCompromise' });
       const afterRevoke = (await device.send('GET', '/v1/device/self')).status;
       ctx.command(`device revoke ${deviceId} --reason keyCompromise`);
-      ctx.say(`the revoked device's next call (same kept-alive connection) -> HTTP ${afterRevoke}; its serial is in GET /v1/crl`);
-      return { deviceId: enrolled.deviceId, keyProvider: enrolled.keyProvider, noClientCert: noCert, deviceOnAdmin: onAdmin, afterRevoke };
+      ctx.say(
+        `the revoked device's next call (same kept-alive connection) -> HTTP ${afterRevoke}; its serial is in GET /v1/crl`,
+      );
+      return {
+        deviceId: enrolled.deviceId,
+        keyProvider: enrolled.keyProvider,
+        noClientCert: noCert,
+        deviceOnAdmin: onAdmin,
+        afterRevoke,
+      };
     } finally {
       for (const c of clients) c.close();
       await server?.close();

@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import { readContentKeyFile, readPublicSigningKey, wipe } from '../../crypto/index.ts';
 import { isEdgeguardError } from '../../errors/index.ts';
 import { loadProtectedModel } from '../../inference/index.ts';
-import { encodeWrappedKeyFile, initDevice, openDeviceKeyStore, parseBindingPublicKey, wrapContentKey } from '../../keystore/index.ts';
+import {
+  encodeWrappedKeyFile,
+  initDevice,
+  openDeviceKeyStore,
+  parseBindingPublicKey,
+  wrapContentKey,
+} from '../../keystore/index.ts';
 import { TpmClient, missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
 
@@ -28,12 +34,17 @@ async function runThroughDevice(ctx: DemoContext, dir: string, wrappedText: stri
   const key = await store.unwrapContentKey(wrappedText);
   let model;
   try {
-    model = await loadProtectedModel(ctx.state.packagePath!, { publicKeys: [await readPublicSigningKey(ctx.state.publisherPubPath!)], contentKey: key });
+    model = await loadProtectedModel(ctx.state.packagePath!, {
+      publicKeys: [await readPublicSigningKey(ctx.state.publisherPubPath!)],
+      contentKey: key,
+    });
   } finally {
     wipe(key.bytes);
   }
   try {
-    const digits = (await readdir(join(ctx.fixtures, 'digits')).catch(() => [] as string[])).filter((f) => f.endsWith('.png')).sort();
+    const digits = (await readdir(join(ctx.fixtures, 'digits')).catch(() => [] as string[]))
+      .filter((f) => f.endsWith('.png'))
+      .sort();
     const f = digits.find((d) => d.startsWith('7-')) ?? digits[0];
     if (!f) return undefined;
     const c = await model.classifyImage(await readFile(join(ctx.fixtures, 'digits', f)));
@@ -54,7 +65,9 @@ export const deviceStep: DemoStep = {
     const wrap = async () => {
       const contentKey = await readContentKeyFile(ctx.state.contentKeyPath!);
       try {
-        const text = encodeWrappedKeyFile(wrapContentKey(contentKey, parseBindingPublicKey(await readFile(join(dir, 'binding.pub'), 'utf8'))));
+        const text = encodeWrappedKeyFile(
+          wrapContentKey(contentKey, parseBindingPublicKey(await readFile(join(dir, 'binding.pub'), 'utf8'))),
+        );
         await writeFile(wrappedPath, text);
         ctx.command(`key wrap model.key --to ${join(dir, 'binding.pub')} -o ${wrappedPath}`);
         return text;
@@ -65,13 +78,17 @@ export const deviceStep: DemoStep = {
     const runLine = `run ${ctx.state.packagePath} --wrapped-key ${wrappedPath} --device ${dir} --pub publisher.pub --input fixtures/digits/<digit>.png`;
 
     if (missing.length) {
-      ctx.say(`swtpm is not installed (missing ${missing.join(', ')}): using the SOFTWARE key store, which is not hardware-bound.`);
+      ctx.say(
+        `swtpm is not installed (missing ${missing.join(', ')}): using the SOFTWARE key store, which is not hardware-bound.`,
+      );
       await initDevice({ dir });
       ctx.command(`device init --dir ${dir} --software`);
       const text = await wrap();
       ctx.command(runLine);
       const label = await runThroughDevice(ctx, dir, text);
-      ctx.say('software key: not hardware-bound; a copy of the device directory can unwrap this key. Install swtpm (or use a real TPM) to see the binding.');
+      ctx.say(
+        'software key: not hardware-bound; a copy of the device directory can unwrap this key. Install swtpm (or use a real TPM) to see the binding.',
+      );
       return { provider: 'software', hardwareBound: false, label };
     }
 
@@ -82,7 +99,9 @@ export const deviceStep: DemoStep = {
       ctx.say(`started swtpm (manufactured with an EK certificate from a local CA) at ${tpm.tcti}`);
       const r = await initDevice({ dir, tcti: tpm.tcti });
       ctx.command(`device init --dir ${dir} --tpm ${tpm.tcti} --pcrs ${r.device.tpm!.pcrs}`);
-      ctx.say(`binding key ${r.device.tpm!.bindingName.slice(0, 20)}… (RSA-2048, fixedTPM|fixedParent), policy PolicyPCR ${r.device.tpm!.pcrs}; TPM2_Certify evidence written`);
+      ctx.say(
+        `binding key ${r.device.tpm!.bindingName.slice(0, 20)}… (RSA-2048, fixedTPM|fixedParent), policy PolicyPCR ${r.device.tpm!.pcrs}; TPM2_Certify evidence written`,
+      );
       const text = await wrap();
       ctx.command(runLine);
       const label = await runThroughDevice(ctx, dir, text);
@@ -91,7 +110,9 @@ export const deviceStep: DemoStep = {
       other = await startSwtpm({ ca: tpm.ca });
       const clone = ctx.path('device-clone');
       await cp(dir, clone, { recursive: true });
-      const cloneCode = await refusedCode((await openDeviceKeyStore(clone, { tcti: other.tcti })).unwrapContentKey(text));
+      const cloneCode = await refusedCode(
+        (await openDeviceKeyStore(clone, { tcti: other.tcti })).unwrapContentKey(text),
+      );
       ctx.say(`clone attack (copy of ${dir} on another TPM): refused with ${cloneCode}`);
 
       // A changed boot chain: extend PCR 7 (Secure Boot policy) and try again.

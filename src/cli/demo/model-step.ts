@@ -42,8 +42,17 @@ export const keysStep: DemoStep = {
   },
 };
 
-async function packDemoModel(ctx: Parameters<DemoStep['run']>[0], file: string, name: string, version: number, suite: 'aes-256-gcm' | 'chacha20-poly1305') {
-  const meta = YAML.parse(await readFile(join(ctx.fixtures, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<string, unknown>;
+async function packDemoModel(
+  ctx: Parameters<DemoStep['run']>[0],
+  file: string,
+  name: string,
+  version: number,
+  suite: 'aes-256-gcm' | 'chacha20-poly1305',
+) {
+  const meta = YAML.parse(await readFile(join(ctx.fixtures, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
   const metadata = parseModelMetadata({ ...meta, name, version, format: 'onnx', label: `demo ${file}` });
   const outputPath = ctx.path(`${name}.egm`);
   const contentKey = await readContentKeyFile(ctx.state.contentKeyPath!);
@@ -57,8 +66,12 @@ async function packDemoModel(ctx: Parameters<DemoStep['run']>[0], file: string, 
       suite,
       chunkSize: 16 * 1024,
     });
-    ctx.command(`model pack fixtures/models/${file} --key model.key --sign publisher.key --name ${name} --version ${version} --meta fixtures/models/mnist.meta.yaml --cipher ${suite} --chunk-size 16k -o ${outputPath}`);
-    ctx.say(`${r.parsed.header.plaintextLength} bytes -> ${r.packageBytes} bytes, ${suite}, signed (DSSE/in-toto, OMS v1.0 predicate)`);
+    ctx.command(
+      `model pack fixtures/models/${file} --key model.key --sign publisher.key --name ${name} --version ${version} --meta fixtures/models/mnist.meta.yaml --cipher ${suite} --chunk-size 16k -o ${outputPath}`,
+    );
+    ctx.say(
+      `${r.parsed.header.plaintextLength} bytes -> ${r.packageBytes} bytes, ${suite}, signed (DSSE/in-toto, OMS v1.0 predicate)`,
+    );
     return r;
   } finally {
     wipe(contentKey.bytes);
@@ -86,7 +99,9 @@ export const verifyStep: DemoStep = {
     try {
       const r = await verifyPackage(ctx.state.packagePath!, { publicKeys: [pub], contentKey });
       ctx.command(`model verify ${ctx.state.packagePath} --pub publisher.pub --key model.key`);
-      ctx.say(`OK: signature verified, ${r.chunks} chunks authenticated, plaintext digest matches; ${engineLine(r.engine!)}`);
+      ctx.say(
+        `OK: signature verified, ${r.chunks} chunks authenticated, plaintext digest matches; ${engineLine(r.engine!)}`,
+      );
       return { chunks: r.chunks, signedBy: r.signedBy, engine: r.engine };
     } finally {
       wipe(contentKey.bytes);
@@ -107,7 +122,10 @@ export const runStep: DemoStep = {
       wipe(contentKey.bytes);
     }
     const digitsDir = join(ctx.fixtures, 'digits');
-    const files = (await readdir(digitsDir)).filter((f) => f.endsWith('.png')).sort().slice(0, 10);
+    const files = (await readdir(digitsDir))
+      .filter((f) => f.endsWith('.png'))
+      .sort()
+      .slice(0, 10);
     ctx.command(`run ${ctx.state.packagePath} --key model.key --pub publisher.pub --input fixtures/digits/<digit>.png`);
     let correct = 0;
     const predictions = [];
@@ -117,7 +135,9 @@ export const runStep: DemoStep = {
         const c = await model.classifyImage(await readFile(join(digitsDir, f)));
         if (c.label === expected) correct++;
         predictions.push({ file: f, expected, label: c.label, confidence: c.confidence });
-        ctx.say(`${f}: predicted ${c.label} (confidence ${c.confidence.toFixed(3)})${c.label === expected ? '' : `  <- expected ${expected}`}`);
+        ctx.say(
+          `${f}: predicted ${c.label} (confidence ${c.confidence.toFixed(3)})${c.label === expected ? '' : `  <- expected ${expected}`}`,
+        );
       }
     } finally {
       await model.release();

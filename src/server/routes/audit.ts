@@ -19,7 +19,15 @@ import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
-import { AuditLog, DEFAULT_LOG_ORIGIN, loadOrCreateLogSigner, parseAuditEvent, decodeLogLeaf, type AuditEvent, type NoteSigner } from '../../audit/index.ts';
+import {
+  AuditLog,
+  DEFAULT_LOG_ORIGIN,
+  loadOrCreateLogSigner,
+  parseAuditEvent,
+  decodeLogLeaf,
+  type AuditEvent,
+  type NoteSigner,
+} from '../../audit/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
@@ -71,7 +79,12 @@ function nonNegative(value: unknown, name: string): number {
 }
 
 /** The control plane's own answers that are security events, as audit events. */
-async function eventForResponse(ctx: ControlPlaneContext, req: FastifyRequest, status: number, payload: unknown): Promise<AuditEvent | undefined> {
+async function eventForResponse(
+  ctx: ControlPlaneContext,
+  req: FastifyRequest,
+  status: number,
+  payload: unknown,
+): Promise<AuditEvent | undefined> {
   const route = req.routeOptions?.url ?? '';
   const who = req.identity;
   const time = new Date().toISOString();
@@ -87,25 +100,66 @@ async function eventForResponse(ctx: ControlPlaneContext, req: FastifyRequest, s
   })();
   const adminActor = { kind: 'admin' as const, id: who?.name ?? 'unknown' };
   if (route === '/v1/devices/:id/approve' && params.id) {
-    if (status === 200) return { type: 'device.approved', time, actor: adminActor, subject: params.id, outcome, details: { deviceId: params.id, approvedBy: adminActor.id } };
-    return { type: 'admin.action', time, actor: adminActor, subject: params.id, outcome, details: { action: 'approve device', target: params.id, detail: `HTTP ${status}` } };
+    if (status === 200)
+      return {
+        type: 'device.approved',
+        time,
+        actor: adminActor,
+        subject: params.id,
+        outcome,
+        details: { deviceId: params.id, approvedBy: adminActor.id },
+      };
+    return {
+      type: 'admin.action',
+      time,
+      actor: adminActor,
+      subject: params.id,
+      outcome,
+      details: { action: 'approve device', target: params.id, detail: `HTTP ${status}` },
+    };
   }
   if (route === '/v1/devices/:id/revoke' && params.id) {
     if (status === 200) {
-      const serials = Array.isArray(body?.revokedSerials) ? (body.revokedSerials as unknown[]).filter((s): s is string => typeof s === 'string').slice(0, 1000) : [];
+      const serials = Array.isArray(body?.revokedSerials)
+        ? (body.revokedSerials as unknown[]).filter((s): s is string => typeof s === 'string').slice(0, 1000)
+        : [];
       const reason = (req.body as { reason?: string } | null | undefined)?.reason ?? 'cessationOfOperation';
-      return { type: 'device.revoked', time, actor: adminActor, subject: params.id, outcome, details: { deviceId: params.id, reason, revokedSerials: serials } };
+      return {
+        type: 'device.revoked',
+        time,
+        actor: adminActor,
+        subject: params.id,
+        outcome,
+        details: { deviceId: params.id, reason, revokedSerials: serials },
+      };
     }
-    return { type: 'admin.action', time, actor: adminActor, subject: params.id, outcome, details: { action: 'revoke device', target: params.id, detail: `HTTP ${status}` } };
+    return {
+      type: 'admin.action',
+      time,
+      actor: adminActor,
+      subject: params.id,
+      outcome,
+      details: { action: 'revoke device', target: params.id, detail: `HTTP ${status}` },
+    };
   }
   if (route === '/v1/device/renew' && who?.deviceId) {
-    return { type: 'admin.action', time, actor: { kind: 'device', id: who.deviceId }, subject: who.deviceId, outcome, details: { action: 'renew device certificate', detail: `HTTP ${status}` } };
+    return {
+      type: 'admin.action',
+      time,
+      actor: { kind: 'device', id: who.deviceId },
+      subject: who.deviceId,
+      outcome,
+      details: { action: 'renew device certificate', detail: `HTTP ${status}` },
+    };
   }
   if ((route === '/v1/enroll/start' || route === '/v1/enroll/finish') && status !== 429) {
     const deviceId = typeof body?.deviceId === 'string' ? body.deviceId : undefined;
     // EnrollFinished: the device exists now (pending, or approved by the auto-approve list).
     // Only the id is taken from the answer: it also carries the one-time poll token.
-    const device = status === 200 && deviceId !== undefined && typeof body?.status === 'string' ? await ctx.store.getDevice(deviceId) : undefined;
+    const device =
+      status === 200 && deviceId !== undefined && typeof body?.status === 'string'
+        ? await ctx.store.getDevice(deviceId)
+        : undefined;
     if (device !== undefined) {
       return {
         type: 'device.enrollment_requested',
@@ -116,14 +170,21 @@ async function eventForResponse(ctx: ControlPlaneContext, req: FastifyRequest, s
         details: { deviceId: device.id, ekSha256: device.ek_pub_sha256, keyProvider: device.key_provider },
       };
     }
-    const code = typeof (body?.error as { code?: unknown } | undefined)?.code === 'string' ? String((body?.error as { code: string }).code) : undefined;
+    const code =
+      typeof (body?.error as { code?: unknown } | undefined)?.code === 'string'
+        ? String((body?.error as { code: string }).code)
+        : undefined;
     return {
       type: 'admin.action',
       time,
       actor: { kind: 'device', id: deviceId ?? `unenrolled@${req.ip}` },
       ...(deviceId ? { subject: deviceId } : {}),
       outcome,
-      details: { action: route === '/v1/enroll/start' ? 'enrollment start' : 'enrollment finish', ...(deviceId ? { target: deviceId } : {}), detail: code ?? `HTTP ${status}` },
+      details: {
+        action: route === '/v1/enroll/start' ? 'enrollment start' : 'enrollment finish',
+        ...(deviceId ? { target: deviceId } : {}),
+        detail: code ?? `HTTP ${status}`,
+      },
     };
   }
   return undefined;
@@ -140,7 +201,11 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       const origin = opts.origin ?? DEFAULT_LOG_ORIGIN;
       let signer = opts.signer;
       if (signer === undefined) {
-        if (opts.dataDir === undefined) throw new EdgeguardError('EG_CONFIG', 'the audit plugin needs the log signing key or the data directory to keep it in.');
+        if (opts.dataDir === undefined)
+          throw new EdgeguardError(
+            'EG_CONFIG',
+            'the audit plugin needs the log signing key or the data directory to keep it in.',
+          );
         signer = await loadOrCreateLogSigner(opts.dataDir, origin);
       }
       const opened = await AuditLog.open(ctx.store, {
@@ -167,119 +232,259 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
         return payload;
       });
 
-      app.get('/v1/audit/checkpoint', {
-        schema: { tags: ['audit'], summary: 'The latest signed checkpoint (C2SP tlog-checkpoint in a signed note; verify with the log key)', response: { 200: { type: 'string' }, ...errors } },
-      }, async (_req, reply) => {
-        const cp = (await opened.latestCheckpoint()) ?? (await opened.publishCheckpoint());
-        return reply.type('text/plain; charset=utf-8').header('cache-control', 'no-cache').send(cp.note);
-      });
-
-      app.get('/v1/audit/proof/consistency', {
-        schema: {
-          tags: ['audit'],
-          summary: 'RFC 9162 consistency proof between two tree sizes',
-          querystring: { type: 'object', properties: { from: { type: 'string' }, to: { type: 'string' } }, required: ['from', 'to'], additionalProperties: false },
-          response: { 200: { type: 'object', properties: { from: { type: 'integer' }, to: { type: 'integer' }, proof: hashList } }, ...errors },
-        },
-      }, async (req) => {
-        const q = req.query as { from: string; to: string };
-        const from = nonNegative(q.from, 'from');
-        const to = nonNegative(q.to, 'to');
-        if (from > to) throw new EdgeguardError('EG_USAGE', 'from must not be larger than to.');
-        return { from, to, proof: (await opened.consistencyProof(from, to)).map(b64) };
-      });
-
-      app.get('/v1/audit/entries/:index/proof', {
-        preHandler: ctx.requireDeviceOrAdmin,
-        schema: {
-          tags: ['audit'],
-          summary: 'An entry (base64 leaf) and its RFC 9162 inclusion proof in the tree of ?size= (default: latest checkpoint); a device may read only its own entries',
-          security: [{ deviceCertificate: [] }, { adminCertificate: [] }],
-          params: { type: 'object', properties: { index: { type: 'string', pattern: '^(0|[1-9][0-9]{0,15})$' } }, required: ['index'] },
-          querystring: { type: 'object', properties: { size: { type: 'string' } }, additionalProperties: false },
-          response: { 200: { type: 'object', properties: { index: { type: 'integer' }, size: { type: 'integer' }, leaf: { type: 'string' }, leafHash: { type: 'string' }, proof: hashList } }, ...errors },
-        },
-      }, async (req) => {
-        const index = nonNegative((req.params as { index: string }).index, 'index');
-        const sizeText = (req.query as { size?: string }).size;
-        const p = await opened.inclusionProof(index, sizeText === undefined ? undefined : nonNegative(sizeText, 'size'));
-        const who = req.identity!;
-        if (who.role === 'device') {
-          const leaf = decodeLogLeaf(Buffer.from(p.leaf, 'utf8'));
-          const own = (leaf.origin.kind === 'device' && leaf.origin.device.deviceId === who.deviceId) || leaf.event.subject === who.deviceId;
-          if (!own) throw new EdgeguardError('EG_FORBIDDEN', 'a device may read only its own audit entries.', { details: { reason: 'other_device' } });
-        }
-        return { index, size: p.size, leaf: b64(Buffer.from(p.leaf, 'utf8')), leafHash: b64(p.leafHash), proof: p.proof.map(b64) };
-      });
-
-      app.post('/v1/audit/events', {
-        preHandler: ctx.requireAdmin,
-        schema: {
-          tags: ['audit'],
-          summary: 'Append a server-side audit event (policy changes, releases, admin actions); the actor is the calling admin',
-          security: [{ adminCertificate: [] }],
-          body: { type: 'object' },
-          response: { 200: { type: 'object', properties: { index: { type: 'integer' } } }, ...errors },
-        },
-      }, async (req) => {
-        const raw = req.body as Record<string, unknown>;
-        const event = parseAuditEvent({ ...raw, actor: { kind: 'admin', id: req.identity!.name } }, 'the audit event');
-        return opened.append(event);
-      });
-
-      app.post('/v1/audit/journal', {
-        preHandler: ctx.requireDevice,
-        bodyLimit: 4 * 1024 * 1024,
-        schema: {
-          tags: ['audit'],
-          summary: 'Forward device journal records (base64, oldest first); chain continuity is checked and gaps are logged with their position',
-          security: [{ deviceCertificate: [] }],
-          body: { type: 'object', properties: { records: { type: 'array', items: { type: 'string', maxLength: 100_000 }, minItems: 1, maxItems: MAX_RECORDS } }, required: ['records'], additionalProperties: false },
-          response: {
-            200: {
-              type: 'object',
-              properties: {
-                entries: { type: 'array', items: { type: 'object', properties: { seq: { type: 'integer' }, index: { type: ['integer', 'null'] }, status: { type: 'string' } } } },
-                gaps: { type: 'array', items: { type: 'object', properties: { position: { type: 'integer' }, expectedSeq: { type: 'integer' }, foundSeq: { type: 'integer' }, kind: { type: 'string' }, reason: { type: 'string' } } } },
-              },
-            },
-            ...errors,
+      app.get(
+        '/v1/audit/checkpoint',
+        {
+          schema: {
+            tags: ['audit'],
+            summary: 'The latest signed checkpoint (C2SP tlog-checkpoint in a signed note; verify with the log key)',
+            response: { 200: { type: 'string' }, ...errors },
           },
         },
-      }, async (req) => {
-        const { records } = req.body as { records: string[] };
-        const bytes = records.map((r, i) => {
-          if (!/^[A-Za-z0-9+/]*={0,2}$/.test(r)) throw new EdgeguardError('EG_FORMAT', `record ${i} is not base64.`);
-          return Buffer.from(r, 'base64');
-        });
-        try {
-          return await opened.appendDeviceRecords(req.identity!.deviceId!, peerPublicKey(req), bytes);
-        } catch (e) {
-          if (isEdgeguardError(e, 'EG_SIGNATURE_INVALID')) throw new EdgeguardError('EG_FORBIDDEN', `${e.message} Journal entries must be signed with the key of the device certificate.`);
-          throw e;
-        }
-      });
+        async (_req, reply) => {
+          const cp = (await opened.latestCheckpoint()) ?? (await opened.publishCheckpoint());
+          return reply.type('text/plain; charset=utf-8').header('cache-control', 'no-cache').send(cp.note);
+        },
+      );
 
-      app.get('/v1/audit/journal/head', {
-        preHandler: ctx.requireDevice,
-        schema: { tags: ['audit'], summary: 'The calling device\'s last logged journal entry (seq -1 when none)', security: [{ deviceCertificate: [] }], response: { 200: { type: 'object', properties: { seq: { type: 'integer' }, hash: { type: 'string' } } }, ...errors } },
-      }, async (req) => (await opened.deviceHead(req.identity!.deviceId!)) ?? { seq: -1, hash: '00'.repeat(32) });
+      app.get(
+        '/v1/audit/proof/consistency',
+        {
+          schema: {
+            tags: ['audit'],
+            summary: 'RFC 9162 consistency proof between two tree sizes',
+            querystring: {
+              type: 'object',
+              properties: { from: { type: 'string' }, to: { type: 'string' } },
+              required: ['from', 'to'],
+              additionalProperties: false,
+            },
+            response: {
+              200: {
+                type: 'object',
+                properties: { from: { type: 'integer' }, to: { type: 'integer' }, proof: hashList },
+              },
+              ...errors,
+            },
+          },
+        },
+        async (req) => {
+          const q = req.query as { from: string; to: string };
+          const from = nonNegative(q.from, 'from');
+          const to = nonNegative(q.to, 'to');
+          if (from > to) throw new EdgeguardError('EG_USAGE', 'from must not be larger than to.');
+          return { from, to, proof: (await opened.consistencyProof(from, to)).map(b64) };
+        },
+      );
 
-      app.get('/v1/audit/tile/entries/*', {
-        preHandler: ctx.requireAdmin,
-        schema: { tags: ['audit'], summary: 'C2SP tlog-tiles entry bundle (each leaf as u16 length || bytes)', security: [{ adminCertificate: [] }] },
-      }, async (req, reply) => {
-        const { index, width } = parseTileIndex((req.params as { '*': string })['*']);
-        return reply.type('application/octet-stream').send(await opened.readEntryBundle(index, width));
-      });
+      app.get(
+        '/v1/audit/entries/:index/proof',
+        {
+          preHandler: ctx.requireDeviceOrAdmin,
+          schema: {
+            tags: ['audit'],
+            summary:
+              'An entry (base64 leaf) and its RFC 9162 inclusion proof in the tree of ?size= (default: latest checkpoint); a device may read only its own entries',
+            security: [{ deviceCertificate: [] }, { adminCertificate: [] }],
+            params: {
+              type: 'object',
+              properties: { index: { type: 'string', pattern: '^(0|[1-9][0-9]{0,15})$' } },
+              required: ['index'],
+            },
+            querystring: { type: 'object', properties: { size: { type: 'string' } }, additionalProperties: false },
+            response: {
+              200: {
+                type: 'object',
+                properties: {
+                  index: { type: 'integer' },
+                  size: { type: 'integer' },
+                  leaf: { type: 'string' },
+                  leafHash: { type: 'string' },
+                  proof: hashList,
+                },
+              },
+              ...errors,
+            },
+          },
+        },
+        async (req) => {
+          const index = nonNegative((req.params as { index: string }).index, 'index');
+          const sizeText = (req.query as { size?: string }).size;
+          const p = await opened.inclusionProof(
+            index,
+            sizeText === undefined ? undefined : nonNegative(sizeText, 'size'),
+          );
+          const who = req.identity!;
+          if (who.role === 'device') {
+            const leaf = decodeLogLeaf(Buffer.from(p.leaf, 'utf8'));
+            const own =
+              (leaf.origin.kind === 'device' && leaf.origin.device.deviceId === who.deviceId) ||
+              leaf.event.subject === who.deviceId;
+            if (!own)
+              throw new EdgeguardError('EG_FORBIDDEN', 'a device may read only its own audit entries.', {
+                details: { reason: 'other_device' },
+              });
+          }
+          return {
+            index,
+            size: p.size,
+            leaf: b64(Buffer.from(p.leaf, 'utf8')),
+            leafHash: b64(p.leafHash),
+            proof: p.proof.map(b64),
+          };
+        },
+      );
 
-      app.get('/v1/audit/tile/:level/*', {
-        schema: { tags: ['audit'], summary: 'C2SP tlog-tiles hash tile: level L (tree level 8L), index N, optional partial width', params: { type: 'object', properties: { level: { type: 'string', pattern: '^[0-7]$' }, '*': { type: 'string' } } } },
-      }, async (req, reply) => {
-        const p = req.params as { level: string; '*': string };
-        const { index, width } = parseTileIndex(p['*']);
-        return reply.type('application/octet-stream').send(await opened.readTile(Number(p.level), index, width));
-      });
+      app.post(
+        '/v1/audit/events',
+        {
+          preHandler: ctx.requireAdmin,
+          schema: {
+            tags: ['audit'],
+            summary:
+              'Append a server-side audit event (policy changes, releases, admin actions); the actor is the calling admin',
+            security: [{ adminCertificate: [] }],
+            body: { type: 'object' },
+            response: { 200: { type: 'object', properties: { index: { type: 'integer' } } }, ...errors },
+          },
+        },
+        async (req) => {
+          const raw = req.body as Record<string, unknown>;
+          const event = parseAuditEvent(
+            { ...raw, actor: { kind: 'admin', id: req.identity!.name } },
+            'the audit event',
+          );
+          return opened.append(event);
+        },
+      );
+
+      app.post(
+        '/v1/audit/journal',
+        {
+          preHandler: ctx.requireDevice,
+          bodyLimit: 4 * 1024 * 1024,
+          schema: {
+            tags: ['audit'],
+            summary:
+              'Forward device journal records (base64, oldest first); chain continuity is checked and gaps are logged with their position',
+            security: [{ deviceCertificate: [] }],
+            body: {
+              type: 'object',
+              properties: {
+                records: {
+                  type: 'array',
+                  items: { type: 'string', maxLength: 100_000 },
+                  minItems: 1,
+                  maxItems: MAX_RECORDS,
+                },
+              },
+              required: ['records'],
+              additionalProperties: false,
+            },
+            response: {
+              200: {
+                type: 'object',
+                properties: {
+                  entries: {
+                    type: 'array',
+                    items: {
+                      type: 'object',
+                      properties: {
+                        seq: { type: 'integer' },
+                        index: { type: ['integer', 'null'] },
+                        status: { type: 'string' },
+                      },
+                    },
+                  },
+                  gaps: {
+                    type: 'array',
+                    items: {
+                      type: 'object',
+                      properties: {
+                        position: { type: 'integer' },
+                        expectedSeq: { type: 'integer' },
+                        foundSeq: { type: 'integer' },
+                        kind: { type: 'string' },
+                        reason: { type: 'string' },
+                      },
+                    },
+                  },
+                },
+              },
+              ...errors,
+            },
+          },
+        },
+        async (req) => {
+          const { records } = req.body as { records: string[] };
+          const bytes = records.map((r, i) => {
+            if (!/^[A-Za-z0-9+/]*={0,2}$/.test(r)) throw new EdgeguardError('EG_FORMAT', `record ${i} is not base64.`);
+            return Buffer.from(r, 'base64');
+          });
+          try {
+            return await opened.appendDeviceRecords(req.identity!.deviceId!, peerPublicKey(req), bytes);
+          } catch (e) {
+            if (isEdgeguardError(e, 'EG_SIGNATURE_INVALID'))
+              throw new EdgeguardError(
+                'EG_FORBIDDEN',
+                `${e.message} Journal entries must be signed with the key of the device certificate.`,
+              );
+            throw e;
+          }
+        },
+      );
+
+      app.get(
+        '/v1/audit/journal/head',
+        {
+          preHandler: ctx.requireDevice,
+          schema: {
+            tags: ['audit'],
+            summary: "The calling device's last logged journal entry (seq -1 when none)",
+            security: [{ deviceCertificate: [] }],
+            response: {
+              200: { type: 'object', properties: { seq: { type: 'integer' }, hash: { type: 'string' } } },
+              ...errors,
+            },
+          },
+        },
+        async (req) => (await opened.deviceHead(req.identity!.deviceId!)) ?? { seq: -1, hash: '00'.repeat(32) },
+      );
+
+      app.get(
+        '/v1/audit/tile/entries/*',
+        {
+          preHandler: ctx.requireAdmin,
+          schema: {
+            tags: ['audit'],
+            summary: 'C2SP tlog-tiles entry bundle (each leaf as u16 length || bytes)',
+            security: [{ adminCertificate: [] }],
+          },
+        },
+        async (req, reply) => {
+          const { index, width } = parseTileIndex((req.params as { '*': string })['*']);
+          return reply.type('application/octet-stream').send(await opened.readEntryBundle(index, width));
+        },
+      );
+
+      app.get(
+        '/v1/audit/tile/:level/*',
+        {
+          schema: {
+            tags: ['audit'],
+            summary: 'C2SP tlog-tiles hash tile: level L (tree level 8L), index N, optional partial width',
+            params: {
+              type: 'object',
+              properties: { level: { type: 'string', pattern: '^[0-7]$' }, '*': { type: 'string' } },
+            },
+          },
+        },
+        async (req, reply) => {
+          const p = req.params as { level: string; '*': string };
+          const { index, width } = parseTileIndex(p['*']);
+          return reply.type('application/octet-stream').send(await opened.readTile(Number(p.level), index, width));
+        },
+      );
     },
   };
 }

@@ -8,7 +8,12 @@ import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import { DEVICE_VIEW_SCHEMA, deviceView } from '../views.ts';
 
-const idParams = { type: 'object', properties: { id: { type: 'string', pattern: DEVICE_ID_RE.source } }, required: ['id'], additionalProperties: false } as const;
+const idParams = {
+  type: 'object',
+  properties: { id: { type: 'string', pattern: DEVICE_ID_RE.source } },
+  required: ['id'],
+  additionalProperties: false,
+} as const;
 const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 409: ERROR_SCHEMA };
 const deviceSecurity = [{ deviceCertificate: [] }];
 const adminSecurity = [{ adminCertificate: [] }];
@@ -16,7 +21,11 @@ const adminSecurity = [{ adminCertificate: [] }];
 /** last_seen_at is written at most once a minute per device: no disk write (fsync) on the hot path. */
 const LAST_SEEN_RESOLUTION_MS = 60_000;
 
-export async function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, service: EnrollmentService): Promise<void> {
+export async function deviceRoutes(
+  app: FastifyInstance,
+  ctx: ControlPlaneContext,
+  service: EnrollmentService,
+): Promise<void> {
   const lastSeenWritten = new Map<string, number>();
   const touch = async (id: string) => {
     const now = Date.now();
@@ -25,150 +34,260 @@ export async function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContex
     await ctx.store.touchDevice(id);
   };
   // ---- device-only ----
-  app.get('/v1/device/self', {
-    preHandler: ctx.requireDevice,
-    schema: { tags: ['device'], summary: 'The calling device\'s own record', security: deviceSecurity, response: { 200: DEVICE_VIEW_SCHEMA, ...errors } },
-  }, async (req) => {
-    const device = req.device!;
-    await touch(device.id);
-    return deviceView(device);
-  });
-
-  app.post('/v1/device/renew', {
-    preHandler: ctx.requireDevice,
-    schema: {
-      tags: ['device'],
-      summary: 'Renew the device certificate (same key: the CSR must be for the key of the certificate in use)',
-      security: deviceSecurity,
-      body: protocol.jsonSchemaOf(protocol.RenewRequest),
-      response: { 200: protocol.jsonSchemaOf(protocol.CertificateResponse), ...errors },
+  app.get(
+    '/v1/device/self',
+    {
+      preHandler: ctx.requireDevice,
+      schema: {
+        tags: ['device'],
+        summary: "The calling device's own record",
+        security: deviceSecurity,
+        response: { 200: DEVICE_VIEW_SCHEMA, ...errors },
+      },
     },
-  }, async (req) => {
-    const body = protocol.RenewRequest.parse(req.body);
-    const device = (await ctx.store.getDevice(req.identity!.deviceId!))!;
-    const current = await ctx.store.getCertificate(req.identity!.serial);
-    const { spki } = await verifyCsr(body.csr);
-    const currentSpki = Buffer.from(new x509.X509Certificate(current!.pem.split(/(?<=-----END CERTIFICATE-----)/)[0]!).publicKey.rawData);
-    if (!spki.equals(currentSpki)) {
-      throw new EdgeguardError('EG_FORBIDDEN', 'a renewal must keep the enrolled key; the CSR is for another key. Re-enroll to change keys.');
-    }
-    const issued = await service.issueFor(device, body.csr);
-    return { deviceId: device.id, certificateChain: issued.chainPem, fleetCa: ctx.ca.rootPem, notAfter: issued.notAfter.toISOString() };
-  });
+    async (req) => {
+      const device = req.device!;
+      await touch(device.id);
+      return deviceView(device);
+    },
+  );
+
+  app.post(
+    '/v1/device/renew',
+    {
+      preHandler: ctx.requireDevice,
+      schema: {
+        tags: ['device'],
+        summary: 'Renew the device certificate (same key: the CSR must be for the key of the certificate in use)',
+        security: deviceSecurity,
+        body: protocol.jsonSchemaOf(protocol.RenewRequest),
+        response: { 200: protocol.jsonSchemaOf(protocol.CertificateResponse), ...errors },
+      },
+    },
+    async (req) => {
+      const body = protocol.RenewRequest.parse(req.body);
+      const device = (await ctx.store.getDevice(req.identity!.deviceId!))!;
+      const current = await ctx.store.getCertificate(req.identity!.serial);
+      const { spki } = await verifyCsr(body.csr);
+      const currentSpki = Buffer.from(
+        new x509.X509Certificate(current!.pem.split(/(?<=-----END CERTIFICATE-----)/)[0]!).publicKey.rawData,
+      );
+      if (!spki.equals(currentSpki)) {
+        throw new EdgeguardError(
+          'EG_FORBIDDEN',
+          'a renewal must keep the enrolled key; the CSR is for another key. Re-enroll to change keys.',
+        );
+      }
+      const issued = await service.issueFor(device, body.csr);
+      return {
+        deviceId: device.id,
+        certificateChain: issued.chainPem,
+        fleetCa: ctx.ca.rootPem,
+        notAfter: issued.notAfter.toISOString(),
+      };
+    },
+  );
 
   // ---- device (its own record only) or admin ----
-  app.get('/v1/devices/:id', {
-    preHandler: ctx.requireDeviceOrAdmin,
-    schema: { tags: ['devices'], summary: 'One device record (a device may read only its own)', security: [...deviceSecurity, ...adminSecurity], params: idParams, response: { 200: DEVICE_VIEW_SCHEMA, ...errors } },
-  }, async (req) => {
-    const { id } = req.params as { id: string };
-    const who = req.identity!;
-    if (who.role === 'device' && who.deviceId !== id) {
-      throw new EdgeguardError('EG_FORBIDDEN', 'a device may read only its own record.', { details: { reason: 'other_device' } });
-    }
-    const device = await ctx.store.getDevice(id);
-    if (!device) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
-    return deviceView(device);
-  });
+  app.get(
+    '/v1/devices/:id',
+    {
+      preHandler: ctx.requireDeviceOrAdmin,
+      schema: {
+        tags: ['devices'],
+        summary: 'One device record (a device may read only its own)',
+        security: [...deviceSecurity, ...adminSecurity],
+        params: idParams,
+        response: { 200: DEVICE_VIEW_SCHEMA, ...errors },
+      },
+    },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const who = req.identity!;
+      if (who.role === 'device' && who.deviceId !== id) {
+        throw new EdgeguardError('EG_FORBIDDEN', 'a device may read only its own record.', {
+          details: { reason: 'other_device' },
+        });
+      }
+      const device = await ctx.store.getDevice(id);
+      if (!device) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
+      return deviceView(device);
+    },
+  );
 
   // ---- admin ----
-  app.get('/v1/devices', {
-    preHandler: ctx.requireAdmin,
-    schema: {
-      tags: ['devices'],
-      summary: 'List devices',
-      security: adminSecurity,
-      querystring: { type: 'object', properties: { status: { type: 'string', enum: ['pending', 'approved', 'revoked'] } }, additionalProperties: false },
-      response: { 200: { type: 'object', properties: { devices: { type: 'array', items: DEVICE_VIEW_SCHEMA } } }, ...errors },
-    },
-  }, async (req) => {
-    const { status } = req.query as { status?: 'pending' | 'approved' | 'revoked' };
-    return { devices: (await ctx.store.listDevices({ status })).map(deviceView) };
-  });
-
-  app.post('/v1/devices/:id/approve', {
-    preHandler: ctx.requireAdmin,
-    schema: { tags: ['devices'], summary: 'Approve a pending device; its certificate is issued', security: adminSecurity, params: idParams, response: { 200: DEVICE_VIEW_SCHEMA, ...errors } },
-  }, async (req) => {
-    const { id } = req.params as { id: string };
-    const device = await service.approve(id, req.identity!.name);
-    req.log.info({ deviceId: id, by: req.identity!.name }, 'device approved');
-    return deviceView(device);
-  });
-
-  app.post('/v1/devices/:id/revoke', {
-    preHandler: ctx.requireAdmin,
-    schema: {
-      tags: ['devices'],
-      summary: 'Revoke a device and all its certificates (effective on its next request)',
-      security: adminSecurity,
-      params: idParams,
-      body: {
-        type: ['object', 'null'],
-        properties: { reason: { type: 'string', enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'] } },
-        additionalProperties: false,
+  app.get(
+    '/v1/devices',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['devices'],
+        summary: 'List devices',
+        security: adminSecurity,
+        querystring: {
+          type: 'object',
+          properties: { status: { type: 'string', enum: ['pending', 'approved', 'revoked'] } },
+          additionalProperties: false,
+        },
+        response: {
+          200: { type: 'object', properties: { devices: { type: 'array', items: DEVICE_VIEW_SCHEMA } } },
+          ...errors,
+        },
       },
-      response: { 200: { type: 'object', properties: { device: DEVICE_VIEW_SCHEMA, revokedSerials: { type: 'array', items: { type: 'string' } } } }, ...errors },
     },
-  }, async (req) => {
-    const { id } = req.params as { id: string };
-    const reason = (req.body as { reason?: string } | null | undefined)?.reason ?? 'cessationOfOperation';
-    const r = await ctx.store.revokeDevice(id, reason);
-    if (!r) {
-      const existing = await ctx.store.getDevice(id);
-      if (!existing) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
-      throw new EdgeguardError('EG_EXISTS', `device ${id} is already revoked.`);
-    }
-    ctx.crlChanged();
-    req.log.warn({ deviceId: id, by: req.identity!.name, serials: r.revokedSerials }, 'device revoked');
-    return { device: deviceView(r.device), revokedSerials: r.revokedSerials };
-  });
+    async (req) => {
+      const { status } = req.query as { status?: 'pending' | 'approved' | 'revoked' };
+      return { devices: (await ctx.store.listDevices({ status })).map(deviceView) };
+    },
+  );
 
-  app.delete('/v1/devices/:id', {
-    preHandler: ctx.requireAdmin,
-    schema: { tags: ['devices'], summary: 'Remove a revoked device so that its TPM can enroll again (its certificates stay revoked)', security: adminSecurity, params: idParams, response: { 200: { type: 'object', properties: { removed: { type: 'string' } } }, ...errors } },
-  }, async (req) => {
-    const { id } = req.params as { id: string };
-    if (!(await ctx.store.deleteRevokedDevice(id))) {
-      const existing = await ctx.store.getDevice(id);
-      if (!existing) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
-      throw new EdgeguardError('EG_EXISTS', `device ${id} is ${existing.status}; revoke it before removing it.`);
-    }
-    req.log.warn({ deviceId: id, by: req.identity!.name }, 'device removed');
-    return { removed: id };
-  });
-
-  app.post('/v1/certificates/:serial/revoke', {
-    preHandler: ctx.requireAdmin,
-    schema: {
-      tags: ['pki'],
-      summary: 'Revoke one certificate by serial (e.g. a lost admin certificate); effective on its next request',
-      security: adminSecurity,
-      params: { type: 'object', properties: { serial: { type: 'string', pattern: '^[0-9a-fA-F]{1,64}$' } }, required: ['serial'], additionalProperties: false },
-      body: {
-        type: ['object', 'null'],
-        properties: { reason: { type: 'string', enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'] } },
-        additionalProperties: false,
+  app.post(
+    '/v1/devices/:id/approve',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['devices'],
+        summary: 'Approve a pending device; its certificate is issued',
+        security: adminSecurity,
+        params: idParams,
+        response: { 200: DEVICE_VIEW_SCHEMA, ...errors },
       },
-      response: { 200: { type: 'object', properties: { serial: { type: 'string' }, role: { type: 'string' }, revokedAt: { type: 'string' } } }, ...errors },
     },
-  }, async (req) => {
-    const serial = normalizeSerial((req.params as { serial: string }).serial);
-    const reason = (req.body as { reason?: string } | null | undefined)?.reason ?? 'unspecified';
-    if (serial === req.identity!.serial) throw new EdgeguardError('EG_FORBIDDEN', 'an admin cannot revoke the certificate it is using; use another admin certificate.');
-    const cert = await ctx.store.getCertificate(serial);
-    if (!cert) throw new EdgeguardError('EG_NOT_FOUND', `no certificate with serial ${serial}.`);
-    if (!(await ctx.store.revokeCertificate(serial, reason))) throw new EdgeguardError('EG_EXISTS', `certificate ${serial} is already revoked.`);
-    ctx.crlChanged();
-    req.log.warn({ serial, role: cert.role, by: req.identity!.name }, 'certificate revoked');
-    const after = await ctx.store.getCertificate(serial);
-    return { serial, role: cert.role, revokedAt: after!.revoked_at! };
-  });
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const device = await service.approve(id, req.identity!.name);
+      req.log.info({ deviceId: id, by: req.identity!.name }, 'device approved');
+      return deviceView(device);
+    },
+  );
 
-  app.get('/metrics', {
-    preHandler: ctx.requireAdmin,
-    schema: { tags: ['operations'], summary: 'Prometheus metrics (admin certificate)', security: adminSecurity },
-  }, async (_req, reply) => {
-    return reply.type(ctx.registry.contentType).send(await ctx.registry.metrics());
-  });
+  app.post(
+    '/v1/devices/:id/revoke',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['devices'],
+        summary: 'Revoke a device and all its certificates (effective on its next request)',
+        security: adminSecurity,
+        params: idParams,
+        body: {
+          type: ['object', 'null'],
+          properties: {
+            reason: {
+              type: 'string',
+              enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'],
+            },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: { device: DEVICE_VIEW_SCHEMA, revokedSerials: { type: 'array', items: { type: 'string' } } },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const reason = (req.body as { reason?: string } | null | undefined)?.reason ?? 'cessationOfOperation';
+      const r = await ctx.store.revokeDevice(id, reason);
+      if (!r) {
+        const existing = await ctx.store.getDevice(id);
+        if (!existing) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
+        throw new EdgeguardError('EG_EXISTS', `device ${id} is already revoked.`);
+      }
+      ctx.crlChanged();
+      req.log.warn({ deviceId: id, by: req.identity!.name, serials: r.revokedSerials }, 'device revoked');
+      return { device: deviceView(r.device), revokedSerials: r.revokedSerials };
+    },
+  );
+
+  app.delete(
+    '/v1/devices/:id',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['devices'],
+        summary: 'Remove a revoked device so that its TPM can enroll again (its certificates stay revoked)',
+        security: adminSecurity,
+        params: idParams,
+        response: { 200: { type: 'object', properties: { removed: { type: 'string' } } }, ...errors },
+      },
+    },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      if (!(await ctx.store.deleteRevokedDevice(id))) {
+        const existing = await ctx.store.getDevice(id);
+        if (!existing) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
+        throw new EdgeguardError('EG_EXISTS', `device ${id} is ${existing.status}; revoke it before removing it.`);
+      }
+      req.log.warn({ deviceId: id, by: req.identity!.name }, 'device removed');
+      return { removed: id };
+    },
+  );
+
+  app.post(
+    '/v1/certificates/:serial/revoke',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['pki'],
+        summary: 'Revoke one certificate by serial (e.g. a lost admin certificate); effective on its next request',
+        security: adminSecurity,
+        params: {
+          type: 'object',
+          properties: { serial: { type: 'string', pattern: '^[0-9a-fA-F]{1,64}$' } },
+          required: ['serial'],
+          additionalProperties: false,
+        },
+        body: {
+          type: ['object', 'null'],
+          properties: {
+            reason: {
+              type: 'string',
+              enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'],
+            },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: { serial: { type: 'string' }, role: { type: 'string' }, revokedAt: { type: 'string' } },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const serial = normalizeSerial((req.params as { serial: string }).serial);
+      const reason = (req.body as { reason?: string } | null | undefined)?.reason ?? 'unspecified';
+      if (serial === req.identity!.serial)
+        throw new EdgeguardError(
+          'EG_FORBIDDEN',
+          'an admin cannot revoke the certificate it is using; use another admin certificate.',
+        );
+      const cert = await ctx.store.getCertificate(serial);
+      if (!cert) throw new EdgeguardError('EG_NOT_FOUND', `no certificate with serial ${serial}.`);
+      if (!(await ctx.store.revokeCertificate(serial, reason)))
+        throw new EdgeguardError('EG_EXISTS', `certificate ${serial} is already revoked.`);
+      ctx.crlChanged();
+      req.log.warn({ serial, role: cert.role, by: req.identity!.name }, 'certificate revoked');
+      const after = await ctx.store.getCertificate(serial);
+      return { serial, role: cert.role, revokedAt: after!.revoked_at! };
+    },
+  );
+
+  app.get(
+    '/metrics',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: { tags: ['operations'], summary: 'Prometheus metrics (admin certificate)', security: adminSecurity },
+    },
+    async (_req, reply) => {
+      return reply.type(ctx.registry.contentType).send(await ctx.registry.metrics());
+    },
+  );
 }

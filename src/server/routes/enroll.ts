@@ -6,71 +6,109 @@ import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 
-export async function enrollRoutes(app: FastifyInstance, ctx: ControlPlaneContext, service: EnrollmentService): Promise<void> {
+export async function enrollRoutes(
+  app: FastifyInstance,
+  ctx: ControlPlaneContext,
+  service: EnrollmentService,
+): Promise<void> {
   const rateLimit = { max: ctx.policy.enrollRateLimit.max, timeWindow: ctx.policy.enrollRateLimit.timeWindowMs };
   const errors = { 400: ERROR_SCHEMA, 403: ERROR_SCHEMA, 409: ERROR_SCHEMA, 429: ERROR_SCHEMA };
 
-  app.post('/v1/enroll/nonce', {
-    config: { rateLimit },
-    schema: { tags: ['enrollment'], summary: 'A single-use enrollment nonce', response: { 200: protocol.jsonSchemaOf(protocol.NonceResponse), 429: ERROR_SCHEMA } },
-  }, async () => {
-    const r = await service.issueNonce();
-    ctx.metrics.enrollments.inc({ stage: 'nonce', result: 'ok' });
-    return r;
-  });
-
-  app.post('/v1/enroll/start', {
-    config: { rateLimit },
-    schema: {
-      tags: ['enrollment'],
-      summary: 'Send TPM evidence and a CSR; receive a MakeCredential challenge (software devices: enrolled at once)',
-      body: protocol.jsonSchemaOf(protocol.EnrollStart),
-      response: { 200: { oneOf: [protocol.jsonSchemaOf(protocol.ChallengeResponse), protocol.jsonSchemaOf(protocol.EnrollFinished)] }, ...errors },
+  app.post(
+    '/v1/enroll/nonce',
+    {
+      config: { rateLimit },
+      schema: {
+        tags: ['enrollment'],
+        summary: 'A single-use enrollment nonce',
+        response: { 200: protocol.jsonSchemaOf(protocol.NonceResponse), 429: ERROR_SCHEMA },
+      },
     },
-  }, async (req) => {
-    try {
-      const r = await service.start(req.body as protocol.EnrollStart);
-      ctx.metrics.enrollments.inc({ stage: 'start', result: 'ok' });
+    async () => {
+      const r = await service.issueNonce();
+      ctx.metrics.enrollments.inc({ stage: 'nonce', result: 'ok' });
       return r;
-    } catch (e) {
-      ctx.metrics.enrollments.inc({ stage: 'start', result: (e as EdgeguardError).code ?? 'error' });
-      throw e;
-    }
-  });
-
-  app.post('/v1/enroll/finish', {
-    config: { rateLimit },
-    schema: {
-      tags: ['enrollment'],
-      summary: 'Answer the challenge with the credential TPM2_ActivateCredential released',
-      body: protocol.jsonSchemaOf(protocol.EnrollFinish),
-      response: { 200: protocol.jsonSchemaOf(protocol.EnrollFinished), ...errors },
     },
-  }, async (req) => {
-    try {
-      const r = await service.finish(req.body as protocol.EnrollFinish);
-      ctx.metrics.enrollments.inc({ stage: 'finish', result: 'ok' });
+  );
+
+  app.post(
+    '/v1/enroll/start',
+    {
+      config: { rateLimit },
+      schema: {
+        tags: ['enrollment'],
+        summary: 'Send TPM evidence and a CSR; receive a MakeCredential challenge (software devices: enrolled at once)',
+        body: protocol.jsonSchemaOf(protocol.EnrollStart),
+        response: {
+          200: {
+            oneOf: [protocol.jsonSchemaOf(protocol.ChallengeResponse), protocol.jsonSchemaOf(protocol.EnrollFinished)],
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      try {
+        const r = await service.start(req.body as protocol.EnrollStart);
+        ctx.metrics.enrollments.inc({ stage: 'start', result: 'ok' });
+        return r;
+      } catch (e) {
+        ctx.metrics.enrollments.inc({ stage: 'start', result: (e as EdgeguardError).code ?? 'error' });
+        throw e;
+      }
+    },
+  );
+
+  app.post(
+    '/v1/enroll/finish',
+    {
+      config: { rateLimit },
+      schema: {
+        tags: ['enrollment'],
+        summary: 'Answer the challenge with the credential TPM2_ActivateCredential released',
+        body: protocol.jsonSchemaOf(protocol.EnrollFinish),
+        response: { 200: protocol.jsonSchemaOf(protocol.EnrollFinished), ...errors },
+      },
+    },
+    async (req) => {
+      try {
+        const r = await service.finish(req.body as protocol.EnrollFinish);
+        ctx.metrics.enrollments.inc({ stage: 'finish', result: 'ok' });
+        return r;
+      } catch (e) {
+        ctx.metrics.enrollments.inc({ stage: 'finish', result: (e as EdgeguardError).code ?? 'error' });
+        throw e;
+      }
+    },
+  );
+
+  app.get(
+    '/v1/enroll/:deviceId/certificate',
+    {
+      config: { rateLimit: { ...rateLimit, max: rateLimit.max * 10 } },
+      schema: {
+        tags: ['enrollment'],
+        summary: 'Poll for the device certificate (202 while pending); needs the x-edgeguard-poll-token header',
+        params: {
+          type: 'object',
+          properties: { deviceId: { type: 'string', pattern: '^dev-[0-9a-f]{16}$' } },
+          required: ['deviceId'],
+        },
+        headers: { type: 'object', properties: { 'x-edgeguard-poll-token': { type: 'string', maxLength: 100 } } },
+        response: {
+          200: protocol.jsonSchemaOf(protocol.CertificateResponse),
+          202: { type: 'object', properties: { status: { type: 'string' } } },
+          401: ERROR_SCHEMA,
+          403: ERROR_SCHEMA,
+        },
+      },
+    },
+    async (req, reply) => {
+      const { deviceId } = req.params as { deviceId: string };
+      const token = req.headers['x-edgeguard-poll-token'];
+      const r = await service.pollCertificate(deviceId, typeof token === 'string' ? token : undefined);
+      if ('status' in r) return reply.status(202).send(r);
       return r;
-    } catch (e) {
-      ctx.metrics.enrollments.inc({ stage: 'finish', result: (e as EdgeguardError).code ?? 'error' });
-      throw e;
-    }
-  });
-
-  app.get('/v1/enroll/:deviceId/certificate', {
-    config: { rateLimit: { ...rateLimit, max: rateLimit.max * 10 } },
-    schema: {
-      tags: ['enrollment'],
-      summary: 'Poll for the device certificate (202 while pending); needs the x-edgeguard-poll-token header',
-      params: { type: 'object', properties: { deviceId: { type: 'string', pattern: '^dev-[0-9a-f]{16}$' } }, required: ['deviceId'] },
-      headers: { type: 'object', properties: { 'x-edgeguard-poll-token': { type: 'string', maxLength: 100 } } },
-      response: { 200: protocol.jsonSchemaOf(protocol.CertificateResponse), 202: { type: 'object', properties: { status: { type: 'string' } } }, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA },
     },
-  }, async (req, reply) => {
-    const { deviceId } = req.params as { deviceId: string };
-    const token = req.headers['x-edgeguard-poll-token'];
-    const r = await service.pollCertificate(deviceId, typeof token === 'string' ? token : undefined);
-    if ('status' in r) return reply.status(202).send(r);
-    return r;
-  });
+  );
 }

@@ -73,15 +73,29 @@ export function reviewServerPlugin(): ServerPlugin {
           schema: {
             tags: ['review'],
             summary: 'deliver one sealed review item (device certificate)',
-            body: { type: 'object', required: ['id', 'item'], additionalProperties: false, properties: { id: ID, item: { type: 'string', maxLength: Math.ceil((MAX_UPLOAD_ITEM_BYTES * 4) / 3) + 4 } } },
-            response: { 200: { type: 'object', properties: { id: { type: 'string' }, stored: { type: 'boolean' } } }, ...errors },
+            body: {
+              type: 'object',
+              required: ['id', 'item'],
+              additionalProperties: false,
+              properties: {
+                id: ID,
+                item: { type: 'string', maxLength: Math.ceil((MAX_UPLOAD_ITEM_BYTES * 4) / 3) + 4 },
+              },
+            },
+            response: {
+              200: { type: 'object', properties: { id: { type: 'string' }, stored: { type: 'boolean' } } },
+              ...errors,
+            },
           },
         },
         async (req) => {
           const body = req.body as { id: string; item: string };
           const bytes = Buffer.from(body.item, 'base64');
           if (bytes.length < REVIEW_HEADER_BYTES || bytes.length > Math.min(MAX_UPLOAD_ITEM_BYTES, MAX_SEALED_BYTES)) {
-            throw new EdgeguardError('EG_BAD_REQUEST', `a review item is ${REVIEW_HEADER_BYTES} to ${MAX_UPLOAD_ITEM_BYTES} bytes; got ${bytes.length}.`);
+            throw new EdgeguardError(
+              'EG_BAD_REQUEST',
+              `a review item is ${REVIEW_HEADER_BYTES} to ${MAX_UPLOAD_ITEM_BYTES} bytes; got ${bytes.length}.`,
+            );
           }
           let header;
           try {
@@ -89,16 +103,30 @@ export function reviewServerPlugin(): ServerPlugin {
           } catch (e) {
             throw new EdgeguardError('EG_BAD_REQUEST', (e as Error).message, { cause: e });
           }
-          if (header.id !== body.id) throw new EdgeguardError('EG_BAD_REQUEST', `the item's id is ${header.id}, not ${body.id}.`);
+          if (header.id !== body.id)
+            throw new EdgeguardError('EG_BAD_REQUEST', `the item's id is ${header.id}, not ${body.id}.`);
           const deviceId = req.identity!.deviceId!;
-          const existing = await db.selectFrom('review_items').select(['device_id']).where('id', '=', header.id).executeTakeFirst();
+          const existing = await db
+            .selectFrom('review_items')
+            .select(['device_id'])
+            .where('id', '=', header.id)
+            .executeTakeFirst();
           if (existing) {
-            if (existing.device_id !== deviceId) throw new EdgeguardError('EG_FORBIDDEN', 'another device already delivered an item with this id.');
+            if (existing.device_id !== deviceId)
+              throw new EdgeguardError('EG_FORBIDDEN', 'another device already delivered an item with this id.');
             return { id: header.id, stored: false };
           }
           await db
             .insertInto('review_items')
-            .values({ id: header.id, device_id: deviceId, key_id: header.recipientKeyId, created_ms: header.createdMs, received_at: new Date().toISOString(), size: bytes.length, item: bytes.toString('base64') })
+            .values({
+              id: header.id,
+              device_id: deviceId,
+              key_id: header.recipientKeyId,
+              created_ms: header.createdMs,
+              received_at: new Date().toISOString(),
+              size: bytes.length,
+              item: bytes.toString('base64'),
+            })
             .onConflict((oc) => oc.column('id').doNothing())
             .execute();
           req.log.info({ item: header.id, device: deviceId, bytes: bytes.length }, 'review item received (sealed)');
@@ -113,14 +141,28 @@ export function reviewServerPlugin(): ServerPlugin {
           schema: {
             tags: ['review'],
             summary: 'list sealed review items (admin certificate)',
-            querystring: { type: 'object', additionalProperties: false, properties: { after: ID, limit: { type: 'string', pattern: '^[1-9][0-9]{0,2}$|^1000$' } } },
+            querystring: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { after: ID, limit: { type: 'string', pattern: '^[1-9][0-9]{0,2}$|^1000$' } },
+            },
             response: {
               200: {
                 type: 'object',
                 properties: {
                   items: {
                     type: 'array',
-                    items: { type: 'object', properties: { id: { type: 'string' }, deviceId: { type: 'string' }, keyId: { type: 'string' }, createdMs: { type: 'number' }, receivedAt: { type: 'string' }, bytes: { type: 'integer' } } },
+                    items: {
+                      type: 'object',
+                      properties: {
+                        id: { type: 'string' },
+                        deviceId: { type: 'string' },
+                        keyId: { type: 'string' },
+                        createdMs: { type: 'number' },
+                        receivedAt: { type: 'string' },
+                        bytes: { type: 'integer' },
+                      },
+                    },
                   },
                 },
               },
@@ -130,10 +172,23 @@ export function reviewServerPlugin(): ServerPlugin {
         },
         async (req) => {
           const q = req.query as { after?: string; limit?: string };
-          let query = db.selectFrom('review_items').select(['id', 'device_id', 'key_id', 'created_ms', 'received_at', 'size']).orderBy('id').limit(q.limit ? Number(q.limit) : 100);
+          let query = db
+            .selectFrom('review_items')
+            .select(['id', 'device_id', 'key_id', 'created_ms', 'received_at', 'size'])
+            .orderBy('id')
+            .limit(q.limit ? Number(q.limit) : 100);
           if (q.after) query = query.where('id', '>', q.after);
           const rows = await query.execute();
-          return { items: rows.map((r) => ({ id: r.id, deviceId: r.device_id, keyId: r.key_id, createdMs: Number(r.created_ms), receivedAt: r.received_at, bytes: r.size })) };
+          return {
+            items: rows.map((r) => ({
+              id: r.id,
+              deviceId: r.device_id,
+              keyId: r.key_id,
+              createdMs: Number(r.created_ms),
+              receivedAt: r.received_at,
+              bytes: r.size,
+            })),
+          };
         },
       );
 
@@ -145,12 +200,22 @@ export function reviewServerPlugin(): ServerPlugin {
             tags: ['review'],
             summary: 'one sealed review item (admin certificate); still encrypted to the review key',
             params: { type: 'object', properties: { id: ID }, required: ['id'] },
-            response: { 200: { type: 'object', properties: { id: { type: 'string' }, deviceId: { type: 'string' }, item: { type: 'string' } } }, ...errors },
+            response: {
+              200: {
+                type: 'object',
+                properties: { id: { type: 'string' }, deviceId: { type: 'string' }, item: { type: 'string' } },
+              },
+              ...errors,
+            },
           },
         },
         async (req) => {
           const { id } = req.params as { id: string };
-          const row = await db.selectFrom('review_items').select(['id', 'device_id', 'item']).where('id', '=', id).executeTakeFirst();
+          const row = await db
+            .selectFrom('review_items')
+            .select(['id', 'device_id', 'item'])
+            .where('id', '=', id)
+            .executeTakeFirst();
           if (!row) throw new EdgeguardError('EG_NOT_FOUND', `no review item ${id}.`);
           return { id: row.id, deviceId: row.device_id, item: row.item };
         },
