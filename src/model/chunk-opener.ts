@@ -19,25 +19,24 @@
  * shard, the same one a serial reader would hit. With `discard` (verify) no plaintext leaves the
  * opener at all: only the verdicts travel.
  *
- * The per-shard routine is one piece of plain JavaScript (CORE below), evaluated in the workers
- * and, for small packages (where starting threads costs more than it saves), on the main thread,
- * so both paths run the same code. Node 20's Decipheriv allocates and copies on every update(); fed
- * 128 KiB at a time (SLICE) and with the garbage those buffers leave collected every 512 KiB
- * (GC_EVERY_BYTES, see the worker source), the same few hundred KiB of memory are reused while they
- * are still in the core's cache. Against 256 KiB and 2 MiB, this cut the CPU of a 256 MiB verify
- * by 10-25% on the 2-CPU benchmark machine (docs/benchmarks.md, 2026-11-26).
+ * The per-shard routine is one module (shard-core.js, plain JavaScript checked through JSDoc),
+ * run by the workers (shard-worker.js) and, for small packages (where starting threads costs more
+ * than it saves), on the calling thread, so both paths run the same code. Node 20's Decipheriv
+ * allocates and copies on every update(); fed 128 KiB at a time and with the garbage those buffers
+ * leave collected every 512 KiB (GC_EVERY_BYTES), the same few hundred KiB of memory are reused
+ * while they are still in the core's cache. Against 256 KiB and 2 MiB, this cut the CPU of a
+ * 256 MiB verify by 10-25% on the 2-CPU benchmark machine (docs/benchmarks.md, 2026-11-26).
  *
  * Workers can be started ahead (startOpenWorkers), while the caller reads and checks the signature:
- * booting a worker costs about 40 ms of CPU, all of it Node's own bootstrap (the worker source loads
- * only node:worker_threads, node:crypto and node:fs). The key and plan reach them only in openShards.
+ * booting a worker costs about 40 ms of CPU, all of it Node's own bootstrap (the worker loads only
+ * shard-core.js and Node's own modules, with no loader). The key and plan reach them only in openShards.
  */
-import { createHash, createDecipheriv } from 'node:crypto';
-import { readSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { EdgeguardError } from '../errors/index.ts';
 import type { CipherSuite } from '../crypto/index.ts';
+import { createShardOpener, type OpenFailure, type ShardOpener } from './shard-core.js';
 
 export interface OpenPlan {
   /** The package file descriptor (pread from any thread); owned by the caller, open throughout. */
@@ -59,10 +58,7 @@ export interface OpenPlan {
   expected?: Buffer;
 }
 
-export type OpenFailure =
-  | { code: 'EG_TRUNCATED' | 'EG_TAMPERED'; chunk: number }
-  | { code: 'EG_DIGEST_MISMATCH'; shard: number }
-  | { code: 'EG_IO' | 'EG_INTERNAL'; message: string };
+export type { OpenFailure };
 
 export interface OpenOptions {
   /** Worker threads; 0 opens on the calling thread. */
@@ -78,114 +74,7 @@ export interface OpenOptions {
   discard?: boolean;
 }
 
-/** Plain JavaScript, shared by the workers and the inline path: keep it free of TypeScript. */
-const CORE = `
-function createShardOpener(crypto, fs, p) {
-  const TAG = 16;
-  const SLICE = 128 * 1024;
-  const ZERO = Buffer.alloc(1);
-  const readBuf = Buffer.alloc(p.chunkSize + TAG);
-  const nonce = Buffer.alloc(12);
-  p.prefix.copy(nonce, 0);
-  const wipe = (b) => { if (b.length > 0) b.fill(ZERO); };
-  return {
-    // Open shard s into out (at least the shard's plaintext length; null: authenticate and hash
-    // only). Returns null when every chunk authenticated and the digest matched, else a failure;
-    // out is wiped on failure.
-    open(s, out) {
-      const first = s * p.shardChunks;
-      const end = Math.min(p.chunks, first + p.shardChunks);
-      const hash = crypto.createHash('sha256');
-      let pos = 0;
-      const fail = (f) => { if (out) wipe(out.subarray(0, pos)); return f; };
-      for (let i = first; i < end; i++) {
-        const want = Math.min(p.chunkSize, p.plaintextLength - i * p.chunkSize) + TAG;
-        const at = p.headerBytes + i * (p.chunkSize + TAG);
-        let got = 0;
-        while (got < want) {
-          const r = fs.readSync(p.fd, readBuf, got, want - got, at + got);
-          if (r === 0) break;
-          got += r;
-        }
-        if (got < want) return fail({ code: 'EG_TRUNCATED', chunk: i });
-        const ctLen = want - TAG;
-        nonce.writeUInt32BE(i, 7);
-        nonce[11] = i === p.chunks - 1 ? 1 : 0;
-        const d = crypto.createDecipheriv(p.suite, p.key, nonce, { authTagLength: TAG });
-        d.setAAD(p.aad);
-        d.setAuthTag(readBuf.subarray(ctLen, want));
-        for (let off = 0; off < ctLen; off += SLICE) {
-          const piece = d.update(readBuf.subarray(off, Math.min(ctLen, off + SLICE)));
-          if (out) out.set(piece, pos);
-          hash.update(piece);
-          wipe(piece);
-          pos += piece.length;
-        }
-        try {
-          d.final();
-        } catch {
-          return fail({ code: 'EG_TAMPERED', chunk: i });
-        }
-      }
-      const digest = hash.digest();
-      if (p.expected && !digest.equals(p.expected.subarray(32 * s, 32 * s + 32))) return fail({ code: 'EG_DIGEST_MISMATCH', shard: s });
-      return null;
-    },
-    destroy() {
-      wipe(readBuf);
-      wipe(nonce);
-    },
-  };
-}
-`;
-
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const crypto = require('node:crypto');
-const fs = require('node:fs');
-${CORE}
-// Started before the package's signature is checked: the first message brings the plan and the
-// key (only once the signature verified), every later one a shard to open.
-let w = null;
-let opener = null;
-// Every Decipheriv.update() returns a fresh buffer. V8 collects them only once this isolate's
-// external memory has grown by some 64 MiB, so each worker would hold that much garbage at its
-// peak; a young-generation collection every 512 KiB (cheap: the heap is tiny) keeps it small, and
-// lets the allocator hand out the same, cache-warm memory again.
-let collect = typeof globalThis.gc === 'function' ? globalThis.gc : null;
-let sinceGc = 0;
-parentPort.on('message', (m) => {
-  if (m.init) {
-    w = m.init;
-    opener = createShardOpener(crypto, fs, {
-      ...w.plan,
-      key: Buffer.from(w.key),
-      prefix: Buffer.from(w.prefix),
-      aad: Buffer.from(w.plan.aad),
-      expected: w.expected ? Buffer.from(w.expected) : null,
-    });
-    if (!collect) {
-      try {
-        require('node:v8').setFlagsFromString('--expose-gc');
-        collect = require('node:vm').runInNewContext('gc');
-      } catch {}
-    }
-    return;
-  }
-  let r;
-  try {
-    r = opener.open(m.s, w.discard ? null : Buffer.from(w.slots, m.slot * w.slotBytes, w.slotBytes));
-  } catch (e) {
-    r = { code: 'EG_IO', message: String((e && e.message) || e) };
-  }
-  parentPort.postMessage({ s: m.s, slot: m.slot, r });
-  sinceGc += w.shardBytes;
-  if (collect && sinceGc >= w.gcEvery) {
-    sinceGc = 0;
-    collect({ type: 'minor' });
-  }
-});
-`;
+const WORKER_URL = new URL('./shard-worker.js', import.meta.url);
 
 type WorkerResult = { s: number; slot: number; r: OpenFailure | null };
 
@@ -210,8 +99,8 @@ export class OpenWorkers {
   constructor(count: number) {
     this.online = new Array<boolean>(count).fill(false);
     for (let w = 0; w < count; w++) {
-      // Plain CommonJS: no loader (an inherited `--import tsx` boots its hooks in every worker).
-      const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+      // No loader: an inherited `--import tsx` would boot its hooks in every worker.
+      const worker = new Worker(WORKER_URL, { execArgv: [] });
       worker.on('online', () => {
         this.online[w] = true;
         this.ready++;
@@ -244,23 +133,6 @@ export class OpenWorkers {
 /** Start `count` decryption workers now, for a later openShards (see OpenWorkers). */
 export function startOpenWorkers(count: number): OpenWorkers {
   return new OpenWorkers(count);
-}
-
-interface ShardOpener {
-  open(s: number, out: Buffer | null): OpenFailure | null;
-  destroy(): void;
-}
-type OpenerFactory = (crypto: unknown, fs: unknown, p: unknown) => ShardOpener;
-// The same source the workers run, evaluated here for the single-thread path.
-const createShardOpener = new Function(`${CORE}; return createShardOpener;`)() as OpenerFactory;
-
-/** opener.open on this thread, a read error becoming a failure as it does in the workers. */
-function openHere(opener: ShardOpener, s: number, out: Buffer | null): OpenFailure | null {
-  try {
-    return opener.open(s, out);
-  } catch (e) {
-    return { code: 'EG_IO', message: e instanceof Error ? e.message : String(e) };
-  }
 }
 
 const ZERO = Buffer.alloc(1);
@@ -341,11 +213,11 @@ export async function openShards(
   const shardBytes = plan.shardChunks * plan.chunkSize;
   const inShard = (s: number) => Math.min(plan.plaintextLength - s * shardBytes, shardBytes);
   if (o.workers <= 0) {
-    const opener = createShardOpener({ createHash, createDecipheriv }, { readSync }, plan);
+    const opener = createShardOpener(plan);
     const slot = Buffer.alloc(o.discard ? 0 : shardBytes);
     try {
       for (let s = 0; s < plan.shards; s++) {
-        const f = openHere(opener, s, o.discard ? null : slot);
+        const f = opener.open(s, o.discard ? null : slot);
         if (f) throw failureError(f, plan);
         try {
           await deliver(s, slot.subarray(0, o.discard ? 0 : inShard(s)));
@@ -434,10 +306,10 @@ export async function openShards(
           // A worker takes tens of milliseconds to start: meanwhile (or throughout, with mainOpens)
           // this thread opens shards itself, yielding between shards so results get through.
           const slot = free.shift()!;
-          inline ??= createShardOpener({ createHash, createDecipheriv }, { readSync }, plan);
+          inline ??= createShardOpener(plan);
           done.set(next, {
             slot,
-            r: openHere(inline, next, o.discard ? null : Buffer.from(slots, slot * slotBytes, slotBytes)),
+            r: inline.open(next, o.discard ? null : Buffer.from(slots, slot * slotBytes, slotBytes)),
           });
           next++;
           helped += shardBytes;
