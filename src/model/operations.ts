@@ -20,11 +20,8 @@ export interface TrustOptions {
   publicKeys: KeyObject[];
   signaturePath?: string;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
-  /** Engine choice and parallelism tuning (see DecryptOptions); the defaults suit. */
-  parallel?: Pick<
-    DecryptOptions,
-    'workers' | 'parallelFrom' | 'helpWhileStarting' | 'mainOpens' | 'engine' | 'inflight'
-  >;
+  /** Who opens the shards: 'auto' (default: native when built, else JavaScript), 'native' or 'js'. */
+  engine?: DecryptOptions['engine'];
 }
 
 export interface PackageSummary {
@@ -104,17 +101,22 @@ export async function verifyPackage(
   requireTrust(o);
   return withPackage(path, async (pkg) => {
     // Decryption workers boot while the signature is checked; they get no key unless it verifies.
-    const started = o.contentKey ? pkg.startDecryptWorkers(o.parallel) : undefined;
+    const started = o.contentKey ? pkg.startDecryptWorkers({ engine: o.engine }) : undefined;
     try {
       const sig = await pkg.verifySignature(o.publicKeys, o.signaturePath);
       if (o.contentKey) {
-        await pkg.decrypt(o.contentKey, null, { ...o.parallel, onProgress: o.onProgress, shards: sig.shards, started });
+        await pkg.decrypt(o.contentKey, null, {
+          engine: o.engine,
+          onProgress: o.onProgress,
+          shards: sig.shards,
+          started,
+        });
       }
       return {
         ...summary(pkg),
         signedBy: sig.keyId,
         chunksAuthenticated: Boolean(o.contentKey),
-        engine: o.contentKey ? decryptEngine(o.parallel) : undefined,
+        engine: o.contentKey ? decryptEngine({ engine: o.engine }) : undefined,
       };
     } finally {
       await started?.terminate();
@@ -134,7 +136,7 @@ export async function unpackPackage(
 ): Promise<VerifyResult> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
-    const started = pkg.startDecryptWorkers(o.parallel);
+    const started = pkg.startDecryptWorkers({ engine: o.engine });
     try {
       return await unpackWith(pkg, outputPath, o, started);
     } finally {
@@ -167,7 +169,7 @@ async function unpackWith(
     await pkg.decrypt(
       o.contentKey,
       { chunk: async (plain, _i, offset) => void (await out.write(plain, 0, plain.length, offset)) },
-      { ...o.parallel, onProgress: o.onProgress, shards: sig.shards, started },
+      { engine: o.engine, onProgress: o.onProgress, shards: sig.shards, started },
     );
     await out.sync();
     ok = true;
@@ -197,7 +199,7 @@ export async function decryptPackageToMemory(
 ): Promise<DecryptedModel> {
   requireTrust(o);
   return withPackage(path, async (pkg) => {
-    const started = pkg.startDecryptWorkers(o.parallel);
+    const started = pkg.startDecryptWorkers({ engine: o.engine });
     try {
       return await decryptWith(pkg, o, started);
     } finally {
@@ -227,7 +229,7 @@ async function decryptWith(
         begin: (n) => void (plaintext = Buffer.alloc(n)),
         chunk: (plain, _i, offset) => void plain.copy(plaintext!, offset),
       },
-      { ...o.parallel, onProgress: o.onProgress, shards: signature.shards, started },
+      { engine: o.engine, onProgress: o.onProgress, shards: signature.shards, started },
     );
   } catch (e) {
     plaintext?.fill(0);

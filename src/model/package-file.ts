@@ -17,6 +17,7 @@ import { chunkCount, expectedPackageSize, parseHeader, FIXED_HEADER_BYTES, type 
 import { signaturePathFor } from './pack.ts';
 import { verifyPackageSignature, type VerifiedSignature } from './signature.ts';
 import { readUpTo } from './read.ts';
+import { engineTuning } from './engine-tuning.ts';
 
 export interface ChunkSink {
   /** Called once chunk 0 has authenticated: the header is genuine from here on. */
@@ -29,24 +30,14 @@ export interface DecryptOptions {
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** Signed shard digests (from verifySignature): checked per shard, and shards open in parallel. */
   shards?: SignedShards;
-  /** Worker threads for a large package (default: the CPUs available, at most MAX_WORKERS). */
-  workers?: number;
-  /** Plaintext size from which workers are used (default PARALLEL_FROM_BYTES). */
-  parallelFrom?: number;
-  /** Open shards on this thread too while the workers start (default true; tests turn it off). */
-  helpWhileStarting?: boolean;
-  /** Open shards on this thread too all along (default: MAIN_OPENS). */
-  mainOpens?: boolean;
   /** Workers from startDecryptWorkers, started while the signature was checked; decrypt ends them. */
   started?: OpenWorkers;
   /**
    * Who opens the shards: 'native' (the addon on libuv's pool; an error if it is not built),
    * 'js' (worker threads, or this thread for small packages), or 'auto' (the default: native when
-   * built, else js). The options above about workers concern 'js' only.
+   * built, else js). How each spreads its work is tuned in engine-tuning.ts, not here.
    */
   engine?: 'auto' | 'native' | 'js';
-  /** Native engine: shards opened at once (default: defaultInflight()). */
-  inflight?: number;
 }
 
 /** Below this, starting worker threads costs more than it saves: shards open on the calling thread. */
@@ -127,8 +118,9 @@ export class PackageFile {
   /** The worker count decrypt would use for `shards` shards (0: the calling thread alone). */
   private workerCount(shards: number, options: DecryptOptions): number {
     if (useNative(options)) return 0;
-    const parallel = this.header.plaintextLength >= (options.parallelFrom ?? PARALLEL_FROM_BYTES) && shards > 1;
-    return parallel ? Math.max(1, Math.min(options.workers ?? defaultWorkers(), MAX_WORKERS, shards)) : 0;
+    const tuning = engineTuning();
+    const parallel = this.header.plaintextLength >= (tuning.parallelFrom ?? PARALLEL_FROM_BYTES) && shards > 1;
+    return parallel ? Math.max(1, Math.min(tuning.workers ?? defaultWorkers(), MAX_WORKERS, shards)) : 0;
   }
 
   /**
@@ -239,12 +231,13 @@ export class PackageFile {
       const native = useNative(options) ? nativeBinding() : null;
       if (native) {
         await started?.terminate();
-        await openShardsNative(native, plan, deliver, { inflight: options.inflight ?? defaultInflight(), discard });
+        const inflight = engineTuning().inflight ?? defaultInflight();
+        await openShardsNative(native, plan, deliver, { inflight, discard });
       } else {
         await openShards(plan, deliver, {
           workers,
-          helpWhileStarting: options.helpWhileStarting,
-          mainOpens: options.mainOpens ?? MAIN_OPENS,
+          helpWhileStarting: engineTuning().helpWhileStarting,
+          mainOpens: engineTuning().mainOpens ?? MAIN_OPENS,
           started,
           discard,
         });

@@ -336,10 +336,10 @@ test(
     const length = 5 * 65536 + 999; // 6 shards of the default 64 KiB
     const data = randomBytes(length);
     const p = await packBytes(dir, data, keys, { chunkSize });
-    const trust = (parallel?: Record<string, unknown>) => ({
+    const trust = ({ engine }: { engine: 'native' | 'js' }) => ({
       publicKeys: [keys.signer.publicKey],
       contentKey: keys.contentKey,
-      parallel,
+      engine,
     });
     const code = (codes: string[], label: string) => (e: unknown) => {
       assert.ok(codes.includes((e as { code?: string }).code ?? ''), `${label}: got ${String(e)}`);
@@ -366,7 +366,7 @@ test(
     const reenc = join(dir, 'reenc-default-shards.egm');
     await writeFile(reenc, Buffer.concat([p.parsed.bytes, ...sealedChunks]));
     await writeFile(`${reenc}.sig.json`, await readFile(p.signaturePath));
-    for (const engine of ['native', 'js']) {
+    for (const engine of ['native', 'js'] as const) {
       await assert.rejects(
         verifyPackage(reenc, trust({ engine })),
         (e: unknown) =>
@@ -377,14 +377,14 @@ test(
     const both = Buffer.concat([p.parsed.bytes, ...sealedChunks]);
     both[both.length - 5]! ^= 1;
     await writeFile(reenc, both);
-    for (const engine of ['native', 'js'])
+    for (const engine of ['native', 'js'] as const)
       await assert.rejects(
         verifyPackage(reenc, trust({ engine })),
         code(['EG_DIGEST_MISMATCH'], `${engine}, two faults`),
       );
     // A signature by someone else wins over bad chunks: it is reported, not a chunk error, and the check stops.
     const stranger = generateSigningKey();
-    for (const engine of ['native', 'js']) {
+    for (const engine of ['native', 'js'] as const) {
       await assert.rejects(
         verifyPackage(reenc, { ...trust({ engine }), publicKeys: [stranger.publicKey] }),
         code(['EG_SIGNATURE_INVALID'], engine),

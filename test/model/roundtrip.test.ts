@@ -13,13 +13,14 @@ import {
 import { generateContentKey, generateSigningKey, type CipherSuite } from '../../src/crypto/index.ts';
 import { packBytes } from '../helpers/packages.ts';
 import { tempDir } from '../helpers/workspace.ts';
-import { NATIVE_AVAILABLE } from '../helpers/engines.ts';
+import { NATIVE_AVAILABLE, type EnginePath } from '../helpers/engines.ts';
+import { withEngineTuning } from '../../src/model/engine-tuning.ts';
 
 // Every shard opener: the native addon (when built), JavaScript on worker threads, and on this thread.
-const ENGINE_OPTIONS = [
+const ENGINE_OPTIONS: EnginePath[] = [
   ...(NATIVE_AVAILABLE ? [{ engine: 'native' as const }] : []),
-  { engine: 'js' as const, workers: 2, parallelFrom: 0 },
-  { engine: 'js' as const, parallelFrom: Number.MAX_SAFE_INTEGER },
+  { engine: 'js', workers: 2, parallelFrom: 0 },
+  { engine: 'js', parallelFrom: Number.MAX_SAFE_INTEGER },
 ];
 
 const CHUNK = 1024;
@@ -45,18 +46,20 @@ for (const suite of ['aes-256-gcm', 'chacha20-poly1305'] as CipherSuite[]) {
 
       for (const parallel of ENGINE_OPTIONS) {
         const label = JSON.stringify(parallel);
-        const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, parallel };
-        const mem = await decryptPackageToMemory(packed.packagePath, trust);
-        assert.ok(mem.plaintext.equals(data), label);
+        await withEngineTuning(parallel, async () => {
+          const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, engine: parallel.engine };
+          const mem = await decryptPackageToMemory(packed.packagePath, trust);
+          assert.ok(mem.plaintext.equals(data), label);
 
-        const out = join(dir, `out-${parallel.engine}-${parallel.parallelFrom ?? 'n'}.bin`);
-        await unpackPackage(packed.packagePath, out, trust);
-        assert.ok((await readFile(out)).equals(data), label);
+          const out = join(dir, `out-${parallel.engine}-${parallel.parallelFrom ?? 'n'}.bin`);
+          await unpackPackage(packed.packagePath, out, trust);
+          assert.ok((await readFile(out)).equals(data), label);
 
-        const v = await verifyPackage(packed.packagePath, trust);
-        assert.equal(v.chunksAuthenticated, true);
-        assert.equal(v.chunks, chunkCount(size, CHUNK));
-        assert.equal(v.engine?.engine, parallel.engine, label);
+          const v = await verifyPackage(packed.packagePath, trust);
+          assert.equal(v.chunksAuthenticated, true);
+          assert.equal(v.chunks, chunkCount(size, CHUNK));
+          assert.equal(v.engine?.engine, parallel.engine, label);
+        });
       }
     });
   }

@@ -29,21 +29,21 @@ import {
   verifyPackage,
   PackageFile,
   type PackResult,
-  type TrustOptions,
 } from '../../src/model/index.ts';
 import { EdgeguardError, type ErrorCode } from '../../src/errors/index.ts';
 import { packBytes } from '../helpers/packages.ts';
-import { NATIVE_AVAILABLE } from '../helpers/engines.ts';
+import { NATIVE_AVAILABLE, type EnginePath } from '../helpers/engines.ts';
+import { withEngineTuning } from '../../src/model/engine-tuning.ts';
 
 const CHUNK = 1024;
 const SHARD = 4 * CHUNK;
 const LENGTH = CHUNK * 37 + 123; // 38 chunks, 10 shards, the last one short
 const SHARDS = Math.ceil(LENGTH / SHARD);
 // Workers only (the calling thread does not help while they start): the worker path, whatever the timing.
-const WORKERS = { engine: 'js' as const, workers: 2, parallelFrom: 0, helpWhileStarting: false };
+const WORKERS: EnginePath = { engine: 'js', workers: 2, parallelFrom: 0, helpWhileStarting: false };
 // The native opener (libuv's pool), two shards and one shard at a time (built by npm install; CI requires it).
-const NATIVE = { engine: 'native' as const, inflight: 2 };
-const PATHS: Array<[string, TrustOptions['parallel']]> = [
+const NATIVE: EnginePath = { engine: 'native', inflight: 2 };
+const PATHS: Array<[string, EnginePath]> = [
   ['one thread', { engine: 'js', parallelFrom: Number.MAX_SAFE_INTEGER }],
   ['worker threads', WORKERS],
   ['worker threads and this thread while they start', { engine: 'js', workers: 2, parallelFrom: 0 }],
@@ -52,7 +52,7 @@ const PATHS: Array<[string, TrustOptions['parallel']]> = [
     ? ([
         ['native opener', NATIVE],
         ['native opener, one shard at a time', { engine: 'native', inflight: 1 }],
-      ] as Array<[string, TrustOptions['parallel']]>)
+      ] as Array<[string, EnginePath]>)
     : []),
 ];
 
@@ -70,11 +70,13 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-const trust = (parallel?: TrustOptions['parallel']) => ({
+const trust = (path: EnginePath) => ({
   publicKeys: [keys.signer.publicKey],
   contentKey: keys.contentKey,
-  parallel,
+  engine: path.engine,
 });
+/** Run a package operation on one engine path (the engine, and how it spreads its work). */
+const on = <T>(path: EnginePath, fn: () => Promise<T>) => withEngineTuning(path, fn);
 const isCode =
   (codes: ErrorCode[], label = '') =>
   (e: unknown) => {
@@ -117,11 +119,20 @@ async function resigned(edit: (st: Statement) => void, recomputeSubject: boolean
 
 async function assertAllRefuse(path: string, codes: ErrorCode[]): Promise<void> {
   for (const [label, parallel] of PATHS) {
-    await assert.rejects(verifyPackage(path, trust(parallel)), isCode(codes, `verify, ${label}`));
+    await assert.rejects(
+      on(parallel, () => verifyPackage(path, trust(parallel))),
+      isCode(codes, `verify, ${label}`),
+    );
     const out = join(dir, `out-${counter++}.bin`);
-    await assert.rejects(unpackPackage(path, out, trust(parallel)), isCode(codes, `unpack, ${label}`));
+    await assert.rejects(
+      on(parallel, () => unpackPackage(path, out, trust(parallel))),
+      isCode(codes, `unpack, ${label}`),
+    );
     await assert.rejects(stat(out), 'unpack left an output file behind');
-    await assert.rejects(decryptPackageToMemory(path, trust(parallel)), isCode(codes, `memory, ${label}`));
+    await assert.rejects(
+      on(parallel, () => decryptPackageToMemory(path, trust(parallel))),
+      isCode(codes, `memory, ${label}`),
+    );
   }
 }
 
@@ -158,7 +169,10 @@ test('an empty model is signed as one empty shard', async () => {
     [['model.bin:0:0', createHash('sha256').digest('hex')]],
   );
   for (const [, parallel] of PATHS)
-    assert.equal((await decryptPackageToMemory(empty.packagePath, trust(parallel))).plaintext.length, 0);
+    assert.equal(
+      (await on(parallel, () => decryptPackageToMemory(empty.packagePath, trust(parallel)))).plaintext.length,
+      0,
+    );
 });
 
 for (const suite of ['aes-256-gcm', 'chacha20-poly1305'] as CipherSuite[]) {
@@ -166,14 +180,16 @@ for (const suite of ['aes-256-gcm', 'chacha20-poly1305'] as CipherSuite[]) {
     const data = randomBytes(LENGTH);
     const p = await packBytes(dir, data, keys, { suite, chunkSize: CHUNK, shardSize: SHARD });
     for (const [label, parallel] of PATHS) {
-      const mem = await decryptPackageToMemory(p.packagePath, trust(parallel));
+      const mem = await on(parallel, () => decryptPackageToMemory(p.packagePath, trust(parallel)));
       assert.ok(mem.plaintext.equals(data), `memory, ${label}`);
       const out = join(dir, `rt-${counter++}.bin`);
-      await unpackPackage(p.packagePath, out, trust(parallel));
+      await on(parallel, () => unpackPackage(p.packagePath, out, trust(parallel)));
       assert.ok((await readFile(out)).equals(data), `unpack, ${label}`);
       await rm(out);
       const progress: number[] = [];
-      await verifyPackage(p.packagePath, { ...trust(parallel), onProgress: (done) => void progress.push(done) });
+      await on(parallel, () =>
+        verifyPackage(p.packagePath, { ...trust(parallel), onProgress: (done) => void progress.push(done) }),
+      );
       assert.deepEqual(
         progress,
         Array.from({ length: SHARDS }, (_, i) => Math.min(LENGTH, (i + 1) * SHARD)),
@@ -332,16 +348,18 @@ test('tampering is refused on worker threads with the code of the first bad chun
       try {
         const sig = await pkg.verifySignature([keys.signer.publicKey]);
         await assert.rejects(
-          pkg.decrypt(
-            keys.contentKey,
-            {
-              chunk: (p, i, off) =>
-                assert.ok(
-                  p.equals(plain.subarray(off, off + p.length)),
-                  `${label}: chunk ${i} released plaintext that is not the original`,
-                ),
-            },
-            { ...engine, shards: sig.shards },
+          on(engine, () =>
+            pkg.decrypt(
+              keys.contentKey,
+              {
+                chunk: (p, i, off) =>
+                  assert.ok(
+                    p.equals(plain.subarray(off, off + p.length)),
+                    `${label}: chunk ${i} released plaintext that is not the original`,
+                  ),
+              },
+              { engine: engine.engine, shards: sig.shards },
+            ),
           ),
           (e: unknown) =>
             isCode(codes, `${label} (${engine.engine})`)(e) &&
@@ -359,14 +377,16 @@ test('workers started before the signature check are ended on every outcome', as
   for (const outcome of ['wrong content key', 'success']) {
     const pkg = await PackageFile.open(a.packagePath);
     try {
-      const started = pkg.startDecryptWorkers(WORKERS);
+      const started = await on(WORKERS, async () => pkg.startDecryptWorkers(WORKERS));
       assert.equal(started?.count, 2, outcome);
       const sig = await pkg.verifySignature([keys.signer.publicKey]);
-      const decrypting = pkg.decrypt(outcome === 'success' ? keys.contentKey : generateContentKey(), null, {
-        ...WORKERS,
-        shards: sig.shards,
-        started,
-      });
+      const decrypting = on(WORKERS, () =>
+        pkg.decrypt(outcome === 'success' ? keys.contentKey : generateContentKey(), null, {
+          engine: 'js',
+          shards: sig.shards,
+          started,
+        }),
+      );
       if (outcome === 'success') await decrypting;
       else await assert.rejects(decrypting, isCode(['EG_WRONG_KEY'], outcome));
       assert.ok(started!.workers.every(exited), `${outcome}: every worker ended`);
@@ -377,9 +397,11 @@ test('workers started before the signature check are ended on every outcome', as
   // Below the parallel threshold nothing starts.
   const pkg = await PackageFile.open(a.packagePath);
   try {
-    assert.equal(pkg.startDecryptWorkers({ engine: 'js', parallelFrom: Number.MAX_SAFE_INTEGER }), undefined);
+    const small = { engine: 'js', parallelFrom: Number.MAX_SAFE_INTEGER } as const;
+    assert.equal(await on(small, async () => pkg.startDecryptWorkers(small)), undefined);
     // The native opener needs no workers.
-    if (NATIVE_AVAILABLE) assert.equal(pkg.startDecryptWorkers({ engine: 'native', parallelFrom: 0 }), undefined);
+    const native = { engine: 'native', parallelFrom: 0 } as const;
+    if (NATIVE_AVAILABLE) assert.equal(await on(native, async () => pkg.startDecryptWorkers(native)), undefined);
   } finally {
     await pkg.close();
   }

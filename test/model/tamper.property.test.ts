@@ -70,7 +70,7 @@ async function assertRefused(mutated: Buffer, allowed: ErrorCode[], allowedRaw: 
   try {
     // Both shard openers (the native addon when built, and the JavaScript path) must agree.
     for (const engine of ENGINES) {
-      const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, parallel: { engine } };
+      const trust = { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey, engine };
       await assert.rejects(verifyPackage(path, trust), check(`verify (${engine})`, allowed));
       const out = join(dir, `out-${counter}.bin`);
       await assert.rejects(unpackPackage(path, out, trust), check(`unpack (${engine})`, allowed));
