@@ -108,7 +108,7 @@ async function prepare(dir: string): Promise<{ agentYaml: string; digit: Buffer 
   for (const [file, name] of [
     ['mnist-cnn.onnx', 'mnist'],
     ['mnist-mlp.onnx', 'mnist-mlp'],
-  ])
+  ] as const)
     cli(
       'model',
       'pack',

@@ -1,27 +1,26 @@
-/** Every command group of the CLI; each file registers its own subcommands. */
+/**
+ * Every command module of the CLI. Each registers its own subcommands on the program; it is
+ * imported only when one of its commands runs (src/cli/main.ts), so a module's heavy libraries
+ * (ONNX Runtime, sharp, fastify, kysely, ...) load for the commands that use them and for nothing
+ * else. Add a module here with a stable `id`.
+ */
 import type { Command } from 'commander';
-import { registerKeyCommands } from './key.ts';
-import { registerModelCommands } from './model.ts';
-import { registerRunCommand } from './run.ts';
-import { registerDemoCommand } from './demo.ts';
-import { registerGuardCommands } from './guard.ts';
-import { registerDeviceCommands } from './device.ts';
-import { registerAuditCommands } from './audit.ts';
-import { registerServerCommands } from './server.ts';
-import { registerFleetCommands } from './fleet.ts';
-import { registerAgentServeCommand } from './agent-serve.ts';
-import { registerReviewCommands } from './review.ts';
 
-export const COMMAND_MODULES: Array<(program: Command) => void> = [
-  registerKeyCommands,
-  registerModelCommands,
-  registerRunCommand,
-  registerDeviceCommands,
-  registerAuditCommands,
-  registerServerCommands,
-  registerFleetCommands,
-  registerAgentServeCommand,
-  registerReviewCommands,
-  registerGuardCommands,
-  registerDemoCommand,
+export interface CommandModule {
+  id: string;
+  load(): Promise<(program: Command) => void>;
+}
+
+export const COMMAND_MODULES: CommandModule[] = [
+  { id: 'key', load: async () => (await import('./key.ts')).registerKeyCommands },
+  { id: 'model', load: async () => (await import('./model.ts')).registerModelCommands },
+  { id: 'run', load: async () => (await import('./run.ts')).registerRunCommand },
+  { id: 'device', load: async () => (await import('./device.ts')).registerDeviceCommands },
+  { id: 'audit', load: async () => (await import('./audit.ts')).registerAuditCommands },
+  { id: 'server', load: async () => (await import('./server.ts')).registerServerCommands },
+  { id: 'fleet', load: async () => (await import('./fleet.ts')).registerFleetCommands },
+  { id: 'agent-serve', load: async () => (await import('./agent-serve.ts')).registerAgentServeCommand },
+  { id: 'review', load: async () => (await import('./review.ts')).registerReviewCommands },
+  { id: 'guard', load: async () => (await import('./guard.ts')).registerGuardCommands },
+  { id: 'demo', load: async () => (await import('./demo.ts')).registerDemoCommand },
 ];

@@ -11,7 +11,6 @@ import {
   type CipherSuite,
 } from '../../crypto/index.ts';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { describeOnnx } from '../../inference/index.ts';
 import {
   DEFAULT_CHUNK_SIZE,
   inspectPackage,
@@ -260,6 +259,8 @@ async function buildMetadata(modelPath: string, opts: PackOpts): Promise<ModelMe
     } catch (e) {
       throw fsError(e, modelPath, 'read the model');
     }
+    // ONNX Runtime loads only for the one subcommand that needs it (pack, to describe the model).
+    const { describeOnnx } = await import('../../inference/index.ts');
     const described = await describeOnnx(bytes);
     candidate.inputs = described.inputs;
     if (!Array.isArray(fromFile.outputs)) candidate.outputs = described.outputs;
