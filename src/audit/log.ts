@@ -43,7 +43,6 @@ import {
 } from './merkle.ts';
 import { noteVerifier, type NoteSigner, type NoteVerifier } from './note.ts';
 import type { AuditTables } from './schema.ts';
-import './schema.ts';
 
 type Db = Kysely<AuditTables>;
 type Trx = Transaction<AuditTables>;
@@ -151,7 +150,7 @@ export class AuditLog implements NodeSource {
     this.now = opts.now ?? (() => new Date());
   }
 
-  /** Open the log on a store (opened after this module was imported, so its tables exist). */
+  /** Open the log on a store (whose migrations created the audit tables). */
   static async open(store: Store, opts: AuditLogOptions): Promise<AuditLog> {
     const log = new AuditLog(store, opts);
     if (store.dialect === 'sqlite') {
@@ -174,7 +173,7 @@ export class AuditLog implements NodeSource {
     } catch (e) {
       throw new EdgeguardError(
         'EG_AUDIT',
-        `the store at ${store.where} has no audit tables; import src/audit before opening the store so its migrations run.`,
+        `the store at ${store.where} has no audit tables; it was not opened through Store.open, which migrates it.`,
         { cause: e },
       );
     }
