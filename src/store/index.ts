@@ -10,7 +10,14 @@ export {
   type NewDevice,
   type NewCertificate,
 } from './store.ts';
-export { openDatabase, SQLITE_FILE, type OpenStoreOptions, type StoreDialect, type OpenedDb } from './open.ts';
+export {
+  openDatabase,
+  openSqliteReader,
+  SQLITE_FILE,
+  type OpenStoreOptions,
+  type StoreDialect,
+  type OpenedDb,
+} from './open.ts';
 export { MIGRATIONS, migrationNames, migrateToLatest } from './migrations.ts';
 export type {
   StoreDb,
