@@ -19,7 +19,7 @@ import {
   type AuditEvent,
   type AuditLog,
 } from '../../src/audit/index.ts';
-import { createCsr, generateP256, x509 } from '../../src/pki/index.ts';
+import { createCsr, generateP256, normalizeSerial, x509 } from '../../src/pki/index.ts';
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
 import type { protocol } from '../../src/attest/index.ts';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
@@ -153,6 +153,28 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         .filter((e) => e.type === 'admin.action' && e.details.action === 'enrollment finish');
       assert.equal(refused.length, 1);
       assert.equal(refused[0]!.type === 'admin.action' && refused[0]!.details.detail, stale.body.error.code);
+    });
+
+    it('certificate revocation and device removal: admin.action', async () => {
+      const device = await fleet.deviceCredential();
+      const a = fleet.client(admin);
+      const r = await a.send('POST', `/v1/certificates/${device.serial}/revoke`, { reason: 'keyCompromise' });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const revoked = await provenEvent(log, 'admin.action', normalizeSerial(device.serial));
+      assert.deepEqual(revoked.details, {
+        action: 'revoke certificate',
+        target: normalizeSerial(device.serial),
+        detail: 'device certificate, keyCompromise',
+      });
+      assert.equal((await a.send('POST', `/v1/devices/${device.deviceId}/revoke`)).status, 200);
+      assert.equal((await a.send('DELETE', `/v1/devices/${device.deviceId}`)).status, 200);
+      const removed = (await log.getEntries(0, await log.size()))
+        .map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event)
+        .filter((e) => e.type === 'admin.action' && e.subject === device.deviceId);
+      assert.deepEqual(
+        removed.map((e) => e.type === 'admin.action' && e.details.action),
+        ['remove device'],
+      );
     });
 
     it('an approval refused to a device certificate: admin.action, denied', async () => {

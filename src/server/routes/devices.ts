@@ -21,7 +21,8 @@ const adminSecurity = [{ adminCertificate: [] }];
 
 /** An admin's refused or failed action on device `id`, for the audit log. */
 function adminRefusal(req: FastifyRequest, action: string, status: number) {
-  const id = (req.params as { id?: string } | undefined)?.id;
+  const params = req.params as { id?: string; serial?: string } | undefined;
+  const id = params?.id ?? params?.serial;
   if (!id) return undefined;
   const actor = { kind: 'admin' as const, id: req.identity?.name ?? 'unknown' };
   return { actor, subject: id, outcome: outcomeOf(status), details: { action, target: id, detail: `HTTP ${status}` } };
@@ -249,6 +250,7 @@ export async function deviceRoutes(
     '/v1/devices/:id',
     {
       preHandler: ctx.requireAdmin,
+      onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'remove device', status)),
       schema: {
         tags: ['devices'],
         summary: 'Remove a revoked device so that its TPM can enroll again (its certificates stay revoked)',
@@ -265,6 +267,12 @@ export async function deviceRoutes(
         throw new EdgeguardError('EG_EXISTS', `device ${id} is ${existing.status}; revoke it before removing it.`);
       }
       req.log.warn({ deviceId: id, by: req.identity!.name }, 'device removed');
+      await ctx.events.emit('admin.action', {
+        actor: { kind: 'admin', id: req.identity!.name },
+        subject: id,
+        outcome: 'success',
+        details: { action: 'remove device', target: id },
+      });
       return { removed: id };
     },
   );
@@ -273,6 +281,7 @@ export async function deviceRoutes(
     '/v1/certificates/:serial/revoke',
     {
       preHandler: ctx.requireAdmin,
+      onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke certificate', status)),
       schema: {
         tags: ['pki'],
         summary: 'Revoke one certificate by serial (e.g. a lost admin certificate); effective on its next request',
@@ -316,6 +325,12 @@ export async function deviceRoutes(
         throw new EdgeguardError('EG_EXISTS', `certificate ${serial} is already revoked.`);
       ctx.crlChanged();
       req.log.warn({ serial, role: cert.role, by: req.identity!.name }, 'certificate revoked');
+      await ctx.events.emit('admin.action', {
+        actor: { kind: 'admin', id: req.identity!.name },
+        subject: serial,
+        outcome: 'success',
+        details: { action: 'revoke certificate', target: serial, detail: `${cert.role} certificate, ${reason}` },
+      });
       const after = await ctx.store.getCertificate(serial);
       return { serial, role: cert.role, revokedAt: after!.revoked_at! };
     },
