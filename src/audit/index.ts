@@ -1,8 +1,6 @@
 /**
  * Public face of the audit module: the RFC 9162 Merkle tree, C2SP checkpoints and signed notes,
  * the event schema, the device journal, the witness, and the store-backed server log.
- *
- * Importing this module registers the audit tables with the store's migrations.
  */
 export {
   type NodeId,

@@ -53,6 +53,8 @@ export const ERROR_EXIT_CODES = {
   EG_RATE_LIMITED: 7,
   EG_AUDIT: 8,
   EG_AUDIT_INCONSISTENT: 8,
+  // A security event could not be appended to the audit log (the server answers 503).
+  EG_AUDIT_UNAVAILABLE: 8,
   EG_INTERNAL: 1,
 } as const;
 

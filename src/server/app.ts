@@ -16,6 +16,7 @@ import type { EkTrustStore } from '../attest/index.ts';
 import { makeAuthenticator, type Requirement } from './auth.ts';
 import { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './context.ts';
 import { EnrollmentService } from './enrollment.ts';
+import { AuditEvents } from './events.ts';
 import { errorHandler } from './errors.ts';
 import { createMetrics } from './metrics.ts';
 import { registeredServerPlugins, type ServerPlugin } from './plugins.ts';
@@ -89,6 +90,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     metrics,
     registry,
     log: app.log,
+    events: new AuditEvents(app.log, metrics.auditEventFailures),
     requireDevice: guard('device'),
     requireAdmin: guard('admin'),
     requireDeviceOrAdmin: guard('device-or-admin'),

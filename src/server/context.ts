@@ -7,6 +7,7 @@ import type { Registry } from 'prom-client';
 import type { Store } from '../store/index.ts';
 import type { FleetCa } from '../pki/index.ts';
 import type { EkTrustStore } from '../attest/index.ts';
+import type { AuditEvents } from './events.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 export interface ServerPolicy {
@@ -38,6 +39,8 @@ export interface ControlPlaneContext {
   metrics: ServerMetrics;
   registry: Registry;
   log: FastifyBaseLogger;
+  /** Security events into the audit log (events.ts): emit what happened, where it happens. */
+  events: AuditEvents;
   /** preHandlers: a fleet device certificate (approved, not revoked). */
   requireDevice: preHandlerAsyncHookHandler;
   /** preHandlers: an admin certificate (not revoked). */

@@ -6,3 +6,10 @@ export { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './c
 export { EnrollmentService, readAutoApproveList } from './enrollment.ts';
 export { deviceView, type DeviceView } from './views.ts';
 export { httpStatusOf, ERROR_SCHEMA } from './errors.ts';
+export {
+  AuditEvents,
+  EVENT_FAILURE_POLICY,
+  type AuditEventSink,
+  type EventFailurePolicy,
+  type EventInput,
+} from './events.ts';

@@ -7,6 +7,8 @@ export interface ServerMetrics {
   httpDuration: Histogram<'method' | 'route'>;
   enrollments: Counter<'stage' | 'result'>;
   authRefusals: Counter<'reason'>;
+  /** Security events the audit log could not take after its retries (events.ts). */
+  auditEventFailures: Counter<'type' | 'policy'>;
 }
 
 export function createMetrics(store: Store): { registry: Registry; metrics: ServerMetrics } {
@@ -36,6 +38,12 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
       name: 'edgeguard_auth_refusals_total',
       help: 'Requests refused by client-certificate checks',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    auditEventFailures: new Counter({
+      name: 'edgeguard_audit_event_failures_total',
+      help: 'Security events that could not be appended to the audit log, by event type and failure policy',
+      labelNames: ['type', 'policy'],
       registers: [registry],
     }),
   };

@@ -1,6 +1,6 @@
 /**
- * The control plane's store: kysely over SQLite (default) or PostgreSQL, with one migrator that
- * other modules extend through `registerMigrations`.
+ * The control plane's store: kysely over SQLite (default) or PostgreSQL, migrated on open through
+ * one explicit list of every table's migrations (migrations.ts).
  */
 export {
   Store,
@@ -10,8 +10,15 @@ export {
   type NewDevice,
   type NewCertificate,
 } from './store.ts';
-export { openDatabase, SQLITE_FILE, type OpenStoreOptions, type StoreDialect, type OpenedDb } from './open.ts';
-export { registerMigrations, registeredMigrations, migrateToLatest } from './migrations.ts';
+export {
+  openDatabase,
+  openSqliteReader,
+  SQLITE_FILE,
+  type OpenStoreOptions,
+  type StoreDialect,
+  type OpenedDb,
+} from './open.ts';
+export { MIGRATIONS, migrationNames, migrateToLatest } from './migrations.ts';
 export type {
   StoreDb,
   ControlPlaneTables,

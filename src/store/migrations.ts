@@ -1,51 +1,46 @@
 /**
- * One migrator for the whole control plane. Each module registers its migrations under its own
- * prefix (`control-plane/0001_init`, `audit/0001_log`); kysely runs the ones not yet applied in
- * name order and records them in its `kysely_migration` table, so modules can add migrations
- * independently (unordered migrations are allowed across prefixes).
+ * Every table of the control plane, as one explicit list of migrations run in list order when the
+ * store opens. kysely records applied names in its `kysely_migration` table; a name must never
+ * change once shipped, and a new migration goes at the end of the list.
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { EdgeguardError } from '../errors/index.ts';
+import { auditLogInit } from './migrations/audit.ts';
+import { controlPlaneInit } from './migrations/control-plane.ts';
+import { reviewItemsInit } from './migrations/review.ts';
 
-const REGISTRY = new Map<string, Migration>();
+export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
+  ['control-plane/0001_init', controlPlaneInit],
+  ['audit/0001_log', auditLogInit],
+  ['review/0001_items', reviewItemsInit],
+];
 
-/**
- * Add migrations under `prefix` (a module name). Call at module load time, before `openStore`.
- * Names must be stable forever once shipped; use `0001_what`, `0002_what`, ...
- */
-export function registerMigrations(prefix: string, migrations: Record<string, Migration>): void {
-  if (!/^[a-z][a-z0-9-]*$/.test(prefix))
-    throw new EdgeguardError(
-      'EG_INTERNAL',
-      `migration prefix "${prefix}" must be lowercase letters, digits and dashes.`,
-    );
-  for (const [name, migration] of Object.entries(migrations)) {
-    const full = `${prefix}/${name}`;
-    const existing = REGISTRY.get(full);
-    if (existing !== undefined && existing !== migration)
-      throw new EdgeguardError('EG_INTERNAL', `migration ${full} is registered twice.`);
-    REGISTRY.set(full, migration);
-  }
+/** Names of every migration, in the order they run (for tests and `--debug`). */
+export function migrationNames(): string[] {
+  return MIGRATIONS.map(([name]) => name);
 }
 
-/** Names of every registered migration, sorted (for tests and `--debug`). */
-export function registeredMigrations(): string[] {
-  return [...REGISTRY.keys()].sort();
-}
-
-class RegistryProvider implements MigrationProvider {
+class ListProvider implements MigrationProvider {
   constructor(private readonly alreadyApplied: string[]) {}
 
   async getMigrations(): Promise<Record<string, Migration>> {
-    const all: Record<string, Migration> = Object.fromEntries(REGISTRY);
-    // A process that does not load every module (a CLI tool, a test) still opens a database that
-    // a fuller process migrated: migrations applied earlier but not registered here are known
-    // placeholders, never re-run, instead of kysely's "previously executed migration is missing".
+    const all: Record<string, Migration> = Object.fromEntries(MIGRATIONS);
+    // A database migrated by a newer release carries migrations this one does not know: they are
+    // known placeholders, never re-run, instead of kysely's "previously executed migration is missing".
     for (const name of this.alreadyApplied) {
       all[name] ??= { up: async () => undefined };
     }
     return all;
   }
+}
+
+/** List position first; names outside the list (a newer release's) after, by name. */
+function listOrder(a: string, b: string): number {
+  const position = (name: string) => {
+    const i = MIGRATIONS.findIndex(([n]) => n === name);
+    return i < 0 ? MIGRATIONS.length : i;
+  };
+  return position(a) - position(b) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 async function appliedMigrations(db: Kysely<unknown>): Promise<string[]> {
@@ -60,7 +55,9 @@ async function appliedMigrations(db: Kysely<unknown>): Promise<string[]> {
 export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
   const migrator = new Migrator({
     db,
-    provider: new RegistryProvider(await appliedMigrations(db)),
+    provider: new ListProvider(await appliedMigrations(db)),
+    nameComparator: listOrder,
+    // Databases migrated before the list existed applied the same names in alphabetical order.
     allowUnorderedMigrations: true,
   });
   const { error, results } = await migrator.migrateToLatest();
@@ -74,70 +71,6 @@ export async function migrateToLatest(db: Kysely<unknown>): Promise<string[]> {
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
-
-// The control plane's own schema. Text columns only (see schema.ts) keep both dialects alike.
-registerMigrations('control-plane', {
-  '0001_init': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('devices')
-        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
-        .addColumn('ek_pub_sha256', 'varchar(64)', (c) => c.notNull().unique())
-        .addColumn('ek_cert_pem', 'text')
-        .addColumn('ak_public', 'text', (c) => c.notNull())
-        .addColumn('ak_name', 'varchar(200)', (c) => c.notNull())
-        .addColumn('binding_public', 'text', (c) => c.notNull())
-        .addColumn('key_provider', 'varchar(16)', (c) => c.notNull())
-        .addColumn('status', 'varchar(16)', (c) => c.notNull())
-        .addColumn('label', 'varchar(200)')
-        .addColumn('csr_pem', 'text', (c) => c.notNull())
-        .addColumn('poll_token_sha256', 'varchar(64)', (c) => c.notNull())
-        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
-        .addColumn('approved_at', 'varchar(32)')
-        .addColumn('approved_by', 'varchar(200)')
-        .addColumn('revoked_at', 'varchar(32)')
-        .addColumn('last_seen_at', 'varchar(32)')
-        .execute();
-      await db.schema.createIndex('devices_status_idx').on('devices').column('status').execute();
-
-      await db.schema
-        .createTable('certificates')
-        .addColumn('serial', 'varchar(64)', (c) => c.primaryKey())
-        .addColumn('device_id', 'varchar(64)')
-        .addColumn('role', 'varchar(16)', (c) => c.notNull())
-        .addColumn('subject', 'varchar(400)', (c) => c.notNull())
-        .addColumn('not_before', 'varchar(32)', (c) => c.notNull())
-        .addColumn('not_after', 'varchar(32)', (c) => c.notNull())
-        .addColumn('pem', 'text', (c) => c.notNull())
-        .addColumn('issued_at', 'varchar(32)', (c) => c.notNull())
-        .addColumn('revoked_at', 'varchar(32)')
-        .addColumn('revocation_reason', 'varchar(64)')
-        .execute();
-      await db.schema.createIndex('certificates_device_idx').on('certificates').column('device_id').execute();
-
-      await db.schema
-        .createTable('enrollment_challenges')
-        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
-        .addColumn('kind', 'varchar(16)', (c) => c.notNull())
-        .addColumn('value', 'varchar(128)', (c) => c.notNull())
-        .addColumn('payload', 'text')
-        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
-        .addColumn('expires_at', 'varchar(32)', (c) => c.notNull())
-        .addColumn('used_at', 'varchar(32)')
-        .execute();
-      await db.schema
-        .createIndex('enrollment_challenges_expiry_idx')
-        .on('enrollment_challenges')
-        .column('expires_at')
-        .execute();
-    },
-    async down(db: Kysely<unknown>) {
-      await db.schema.dropTable('enrollment_challenges').execute();
-      await db.schema.dropTable('certificates').execute();
-      await db.schema.dropTable('devices').execute();
-    },
-  },
-});
 
 /** Used by tests to check the database answers at all. */
 export async function ping(db: Kysely<unknown>): Promise<void> {

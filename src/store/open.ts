@@ -61,6 +61,18 @@ function withStatementCache(sqlite: BetterSqlite3.Database): BetterSqlite3.Datab
   });
 }
 
+/**
+ * A read-only second connection to a store's SQLite file, for readers that should not queue behind
+ * the store's single writing connection (the audit log's proof reads). Undefined for `:memory:`.
+ */
+export function openSqliteReader<T>(where: string): Kysely<T> | undefined {
+  const path = /^sqlite:(.+)$/.exec(where)?.[1];
+  if (path === undefined || path === ':memory:') return undefined;
+  const sqlite = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+  sqlite.pragma('busy_timeout = 5000');
+  return new Kysely<T>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+}
+
 export async function openDatabase(opts: OpenStoreOptions): Promise<OpenedDb> {
   let opened: OpenedDb;
   if (opts.url !== undefined && /^postgres(ql)?:\/\//.test(opts.url)) {

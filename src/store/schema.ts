@@ -3,8 +3,8 @@
  * (`Date.prototype.toISOString`, fixed width) so that they sort and compare the same way on SQLite
  * and PostgreSQL; binary values are base64 or lowercase hex text for the same reason.
  *
- * Other modules add their own tables through `registerMigrations` and type them with
- * `db.withTables<TheirTables>()` on the `StoreDb` they are given.
+ * Other modules' tables are created by the same migration list (migrations.ts) and typed by their
+ * module with `db.withTables<TheirTables>()` on the `StoreDb` they are given.
  */
 import type { Kysely } from 'kysely';
 

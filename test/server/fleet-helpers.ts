@@ -1,9 +1,10 @@
 /** Test helpers: a running control plane in a temp dir, and clients holding certificates it issued. */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, type webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, type RunningServer, type ServerPolicy } from '../../src/server/index.ts';
+import type { Logger } from 'pino';
+import { startServer, type RunningServer, type ServerPlugin, type ServerPolicy } from '../../src/server/index.ts';
 import { FleetCa, generateP256, privateKeyToPkcs8Pem, spkiOf, type ValidityOptions } from '../../src/pki/index.ts';
 import { FleetClient } from '../../src/agent/client.ts';
 import type { KeyProvider } from '../../src/store/index.ts';
@@ -25,12 +26,18 @@ export interface TestFleet {
     keyProvider?: KeyProvider;
     validity?: ValidityOptions;
     status?: 'approved' | 'pending';
-  }): Promise<{ deviceId: string; cert: string; key: string; serial: string }>;
+  }): Promise<{ deviceId: string; cert: string; key: string; serial: string; keys: webcrypto.CryptoKeyPair }>;
   stop(): Promise<void>;
 }
 
 export async function startTestFleet(
-  opts: { dbUrl?: string; policy?: Partial<ServerPolicy>; dataDir?: string } = {},
+  opts: {
+    dbUrl?: string;
+    policy?: Partial<ServerPolicy>;
+    dataDir?: string;
+    plugins?: ServerPlugin[];
+    logger?: Logger;
+  } = {},
 ): Promise<TestFleet> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'eg-fleet-'));
   const server = await startServer({
@@ -39,6 +46,8 @@ export async function startTestFleet(
     dbUrl: opts.dbUrl,
     caPassphrase: TEST_PASSPHRASE,
     policy: opts.policy ?? {},
+    ...(opts.plugins ? { plugins: opts.plugins } : {}),
+    ...(opts.logger ? { logger: opts.logger } : {}),
   });
   const ca = server.ctx.ca;
   const clients: FleetClient[] = [];
@@ -105,6 +114,7 @@ export async function startTestFleet(
         cert: issued.chainPem,
         key: await privateKeyToPkcs8Pem(keys.privateKey),
         serial: issued.serial,
+        keys,
       };
     },
     async stop() {

@@ -12,8 +12,8 @@
  *
  * Checkpoints and consistency proofs reveal only hashes, so witnesses outside the fleet can follow
  * the log without a certificate; entry contents need a fleet certificate, and a device sees only
- * its own entries. The plugin also logs the control plane's own security events (approvals,
- * revocations, certificate renewals, enrollments) as they are answered.
+ * its own entries. The control plane's own security events (approvals, revocations, certificates
+ * issued, enrollments) are appended by the routes that cause them, through ctx.events.
  */
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
@@ -25,7 +25,6 @@ import {
   loadOrCreateLogSigner,
   parseAuditEvent,
   decodeLogLeaf,
-  type AuditEvent,
   type NoteSigner,
 } from '../../audit/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
@@ -78,118 +77,6 @@ function nonNegative(value: unknown, name: string): number {
   return n;
 }
 
-/** The control plane's own answers that are security events, as audit events. */
-async function eventForResponse(
-  ctx: ControlPlaneContext,
-  req: FastifyRequest,
-  status: number,
-  payload: unknown,
-): Promise<AuditEvent | undefined> {
-  const route = req.routeOptions?.url ?? '';
-  const who = req.identity;
-  const time = new Date().toISOString();
-  const outcome = status < 400 ? 'success' : status === 401 || status === 403 ? 'denied' : 'failure';
-  const params = (req.params ?? {}) as { id?: string; deviceId?: string };
-  const body = (() => {
-    if (typeof payload !== 'string') return undefined;
-    try {
-      return JSON.parse(payload) as Record<string, unknown>;
-    } catch {
-      return undefined;
-    }
-  })();
-  const adminActor = { kind: 'admin' as const, id: who?.name ?? 'unknown' };
-  if (route === '/v1/devices/:id/approve' && params.id) {
-    if (status === 200)
-      return {
-        type: 'device.approved',
-        time,
-        actor: adminActor,
-        subject: params.id,
-        outcome,
-        details: { deviceId: params.id, approvedBy: adminActor.id },
-      };
-    return {
-      type: 'admin.action',
-      time,
-      actor: adminActor,
-      subject: params.id,
-      outcome,
-      details: { action: 'approve device', target: params.id, detail: `HTTP ${status}` },
-    };
-  }
-  if (route === '/v1/devices/:id/revoke' && params.id) {
-    if (status === 200) {
-      const serials = Array.isArray(body?.revokedSerials)
-        ? (body.revokedSerials as unknown[]).filter((s): s is string => typeof s === 'string').slice(0, 1000)
-        : [];
-      const reason = (req.body as { reason?: string } | null | undefined)?.reason ?? 'cessationOfOperation';
-      return {
-        type: 'device.revoked',
-        time,
-        actor: adminActor,
-        subject: params.id,
-        outcome,
-        details: { deviceId: params.id, reason, revokedSerials: serials },
-      };
-    }
-    return {
-      type: 'admin.action',
-      time,
-      actor: adminActor,
-      subject: params.id,
-      outcome,
-      details: { action: 'revoke device', target: params.id, detail: `HTTP ${status}` },
-    };
-  }
-  if (route === '/v1/device/renew' && who?.deviceId) {
-    return {
-      type: 'admin.action',
-      time,
-      actor: { kind: 'device', id: who.deviceId },
-      subject: who.deviceId,
-      outcome,
-      details: { action: 'renew device certificate', detail: `HTTP ${status}` },
-    };
-  }
-  if ((route === '/v1/enroll/start' || route === '/v1/enroll/finish') && status !== 429) {
-    const deviceId = typeof body?.deviceId === 'string' ? body.deviceId : undefined;
-    // EnrollFinished: the device exists now (pending, or approved by the auto-approve list).
-    // Only the id is taken from the answer: it also carries the one-time poll token.
-    const device =
-      status === 200 && deviceId !== undefined && typeof body?.status === 'string'
-        ? await ctx.store.getDevice(deviceId)
-        : undefined;
-    if (device !== undefined) {
-      return {
-        type: 'device.enrollment_requested',
-        time,
-        actor: { kind: 'device', id: device.id },
-        subject: device.id,
-        outcome,
-        details: { deviceId: device.id, ekSha256: device.ek_pub_sha256, keyProvider: device.key_provider },
-      };
-    }
-    const code =
-      typeof (body?.error as { code?: unknown } | undefined)?.code === 'string'
-        ? String((body?.error as { code: string }).code)
-        : undefined;
-    return {
-      type: 'admin.action',
-      time,
-      actor: { kind: 'device', id: deviceId ?? `unenrolled@${req.ip}` },
-      ...(deviceId ? { subject: deviceId } : {}),
-      outcome,
-      details: {
-        action: route === '/v1/enroll/start' ? 'enrollment start' : 'enrollment finish',
-        ...(deviceId ? { target: deviceId } : {}),
-        detail: code ?? `HTTP ${status}`,
-      },
-    };
-  }
-  return undefined;
-}
-
 export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlugin {
   let log: AuditLog | undefined;
   return {
@@ -219,18 +106,8 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
         await opened.close();
       });
 
-      // The control plane's own security events, logged before the answer leaves.
-      app.addHook('onSend', async (req, reply, payload) => {
-        const event = await eventForResponse(ctx, req, reply.statusCode, payload).catch(() => undefined);
-        if (event !== undefined) {
-          try {
-            await opened.append(event);
-          } catch (e) {
-            req.log.error({ err: e }, 'could not append the audit event');
-          }
-        }
-        return payload;
-      });
+      // Routes and services emit their security events through ctx.events (../events.ts) into this log.
+      ctx.events.attach(opened);
 
       app.get(
         '/v1/audit/checkpoint',

@@ -1,11 +1,12 @@
 /** Device and admin endpoints (client certificate required; see auth.ts). */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { protocol } from '../../attest/index.ts';
 import { EdgeguardError } from '../../errors/index.ts';
 import { DEVICE_ID_RE, normalizeSerial, verifyCsr, x509 } from '../../pki/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
+import { outcomeOf } from '../events.ts';
 import { DEVICE_VIEW_SCHEMA, deviceView } from '../views.ts';
 
 const idParams = {
@@ -17,6 +18,15 @@ const idParams = {
 const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 409: ERROR_SCHEMA };
 const deviceSecurity = [{ deviceCertificate: [] }];
 const adminSecurity = [{ adminCertificate: [] }];
+
+/** An admin's refused or failed action on device `id`, for the audit log. */
+function adminRefusal(req: FastifyRequest, action: string, status: number) {
+  const params = req.params as { id?: string; serial?: string } | undefined;
+  const id = params?.id ?? params?.serial;
+  if (!id) return undefined;
+  const actor = { kind: 'admin' as const, id: req.identity?.name ?? 'unknown' };
+  return { actor, subject: id, outcome: outcomeOf(status), details: { action, target: id, detail: `HTTP ${status}` } };
+}
 
 /** last_seen_at is written at most once a minute per device: no disk write (fsync) on the hot path. */
 const LAST_SEEN_RESOLUTION_MS = 60_000;
@@ -56,6 +66,12 @@ export async function deviceRoutes(
     '/v1/device/renew',
     {
       preHandler: ctx.requireDevice,
+      onError: ctx.events.onRefusal((req, status) => {
+        const deviceId = req.identity?.deviceId;
+        if (!deviceId) return undefined;
+        const details = { action: 'renew device certificate', detail: `HTTP ${status}` };
+        return { actor: { kind: 'device', id: deviceId }, subject: deviceId, outcome: outcomeOf(status), details };
+      }),
       schema: {
         tags: ['device'],
         summary: 'Renew the device certificate (same key: the CSR must be for the key of the certificate in use)',
@@ -79,6 +95,17 @@ export async function deviceRoutes(
         );
       }
       const issued = await service.issueFor(device, body.csr);
+      await ctx.events.emit('cert.issued', {
+        actor: { kind: 'device', id: device.id },
+        subject: device.id,
+        outcome: 'success',
+        details: {
+          serial: issued.serial,
+          role: 'device',
+          subjectDn: issued.subject,
+          notAfter: issued.notAfter.toISOString(),
+        },
+      });
       return {
         deviceId: device.id,
         certificateChain: issued.chainPem,
@@ -145,6 +172,7 @@ export async function deviceRoutes(
     '/v1/devices/:id/approve',
     {
       preHandler: ctx.requireAdmin,
+      onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'approve device', status)),
       schema: {
         tags: ['devices'],
         summary: 'Approve a pending device; its certificate is issued',
@@ -155,8 +183,15 @@ export async function deviceRoutes(
     },
     async (req) => {
       const { id } = req.params as { id: string };
-      const device = await service.approve(id, req.identity!.name);
-      req.log.info({ deviceId: id, by: req.identity!.name }, 'device approved');
+      const by = req.identity!.name;
+      const device = await service.approve(id, by);
+      req.log.info({ deviceId: id, by }, 'device approved');
+      await ctx.events.emit('device.approved', {
+        actor: { kind: 'admin', id: by },
+        subject: id,
+        outcome: 'success',
+        details: { deviceId: id, approvedBy: by },
+      });
       return deviceView(device);
     },
   );
@@ -165,6 +200,7 @@ export async function deviceRoutes(
     '/v1/devices/:id/revoke',
     {
       preHandler: ctx.requireAdmin,
+      onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke device', status)),
       schema: {
         tags: ['devices'],
         summary: 'Revoke a device and all its certificates (effective on its next request)',
@@ -200,6 +236,12 @@ export async function deviceRoutes(
       }
       ctx.crlChanged();
       req.log.warn({ deviceId: id, by: req.identity!.name, serials: r.revokedSerials }, 'device revoked');
+      await ctx.events.emit('device.revoked', {
+        actor: { kind: 'admin', id: req.identity!.name },
+        subject: id,
+        outcome: 'success',
+        details: { deviceId: id, reason, revokedSerials: r.revokedSerials.slice(0, 1000) },
+      });
       return { device: deviceView(r.device), revokedSerials: r.revokedSerials };
     },
   );
@@ -208,6 +250,7 @@ export async function deviceRoutes(
     '/v1/devices/:id',
     {
       preHandler: ctx.requireAdmin,
+      onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'remove device', status)),
       schema: {
         tags: ['devices'],
         summary: 'Remove a revoked device so that its TPM can enroll again (its certificates stay revoked)',
@@ -224,6 +267,12 @@ export async function deviceRoutes(
         throw new EdgeguardError('EG_EXISTS', `device ${id} is ${existing.status}; revoke it before removing it.`);
       }
       req.log.warn({ deviceId: id, by: req.identity!.name }, 'device removed');
+      await ctx.events.emit('admin.action', {
+        actor: { kind: 'admin', id: req.identity!.name },
+        subject: id,
+        outcome: 'success',
+        details: { action: 'remove device', target: id },
+      });
       return { removed: id };
     },
   );
@@ -232,6 +281,7 @@ export async function deviceRoutes(
     '/v1/certificates/:serial/revoke',
     {
       preHandler: ctx.requireAdmin,
+      onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke certificate', status)),
       schema: {
         tags: ['pki'],
         summary: 'Revoke one certificate by serial (e.g. a lost admin certificate); effective on its next request',
@@ -275,6 +325,12 @@ export async function deviceRoutes(
         throw new EdgeguardError('EG_EXISTS', `certificate ${serial} is already revoked.`);
       ctx.crlChanged();
       req.log.warn({ serial, role: cert.role, by: req.identity!.name }, 'certificate revoked');
+      await ctx.events.emit('admin.action', {
+        actor: { kind: 'admin', id: req.identity!.name },
+        subject: serial,
+        outcome: 'success',
+        details: { action: 'revoke certificate', target: serial, detail: `${cert.role} certificate, ${reason}` },
+      });
       const after = await ctx.store.getCertificate(serial);
       return { serial, role: cert.role, revokedAt: after!.revoked_at! };
     },

@@ -1,10 +1,16 @@
 /** The enrollment endpoints: the only ones reachable without a client certificate, rate limited. */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { protocol } from '../../attest/index.ts';
 import { EdgeguardError } from '../../errors/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
+import { outcomeOf } from '../events.ts';
+
+/** A device not enrolled yet is known by its address only. */
+function unenrolled(req: FastifyRequest) {
+  return { kind: 'device' as const, id: `unenrolled@${req.ip}` };
+}
 
 export async function enrollRoutes(
   app: FastifyInstance,
@@ -13,6 +19,23 @@ export async function enrollRoutes(
 ): Promise<void> {
   const rateLimit = { max: ctx.policy.enrollRateLimit.max, timeWindow: ctx.policy.enrollRateLimit.timeWindowMs };
   const errors = { 400: ERROR_SCHEMA, 403: ERROR_SCHEMA, 409: ERROR_SCHEMA, 429: ERROR_SCHEMA };
+  const refusal = (action: 'enrollment start' | 'enrollment finish') =>
+    ctx.events.onRefusal((req, status, code) => ({
+      actor: unenrolled(req),
+      outcome: outcomeOf(status),
+      details: { action, detail: code },
+    }));
+  /** The device exists now (pending, or approved by the auto-approve list). */
+  const enrolled = async (r: { deviceId: string }) => {
+    const device = await ctx.store.getDevice(r.deviceId);
+    if (device === undefined) return;
+    await ctx.events.emit('device.enrollment_requested', {
+      actor: { kind: 'device', id: device.id },
+      subject: device.id,
+      outcome: 'success',
+      details: { deviceId: device.id, ekSha256: device.ek_pub_sha256, keyProvider: device.key_provider },
+    });
+  };
 
   app.post(
     '/v1/enroll/nonce',
@@ -35,6 +58,7 @@ export async function enrollRoutes(
     '/v1/enroll/start',
     {
       config: { rateLimit },
+      onError: refusal('enrollment start'),
       schema: {
         tags: ['enrollment'],
         summary: 'Send TPM evidence and a CSR; receive a MakeCredential challenge (software devices: enrolled at once)',
@@ -51,6 +75,13 @@ export async function enrollRoutes(
       try {
         const r = await service.start(req.body as protocol.EnrollStart);
         ctx.metrics.enrollments.inc({ stage: 'start', result: 'ok' });
+        if ('deviceId' in r) await enrolled(r);
+        else
+          await ctx.events.emit('admin.action', {
+            actor: unenrolled(req),
+            outcome: 'success',
+            details: { action: 'enrollment start', detail: 'challenge issued' },
+          });
         return r;
       } catch (e) {
         ctx.metrics.enrollments.inc({ stage: 'start', result: (e as EdgeguardError).code ?? 'error' });
@@ -63,6 +94,7 @@ export async function enrollRoutes(
     '/v1/enroll/finish',
     {
       config: { rateLimit },
+      onError: refusal('enrollment finish'),
       schema: {
         tags: ['enrollment'],
         summary: 'Answer the challenge with the credential TPM2_ActivateCredential released',
@@ -74,6 +106,7 @@ export async function enrollRoutes(
       try {
         const r = await service.finish(req.body as protocol.EnrollFinish);
         ctx.metrics.enrollments.inc({ stage: 'finish', result: 'ok' });
+        await enrolled(r);
         return r;
       } catch (e) {
         ctx.metrics.enrollments.inc({ stage: 'finish', result: (e as EdgeguardError).code ?? 'error' });

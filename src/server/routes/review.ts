@@ -17,6 +17,7 @@ import type { ServerPlugin } from '../plugins.ts';
 /** Largest item the route takes (the body is base64, 4/3 larger). */
 export const MAX_UPLOAD_ITEM_BYTES = 8 * 1024 * 1024;
 
+/** Created by the store's migration list (src/store/migrations/review.ts). */
 type ReviewTables = {
   review_items: {
     id: string;
@@ -29,32 +30,6 @@ type ReviewTables = {
   };
 };
 
-/**
- * The table is created when the plugin registers (CREATE TABLE IF NOT EXISTS, portable DDL), not
- * through the global migration registry: a process that opens the same store without this plugin
- * (the audit CLI, other tools) must not find an "executed but unknown" migration.
- */
-async function ensureTable(db: Kysely<ReviewTables>): Promise<void> {
-  const create = () =>
-    db.schema
-      .createTable('review_items')
-      .ifNotExists()
-      .addColumn('id', 'varchar(32)', (c) => c.primaryKey())
-      .addColumn('device_id', 'varchar(128)', (c) => c.notNull())
-      .addColumn('key_id', 'varchar(16)', (c) => c.notNull())
-      .addColumn('created_ms', 'bigint', (c) => c.notNull())
-      .addColumn('received_at', 'text', (c) => c.notNull())
-      .addColumn('size', 'integer', (c) => c.notNull())
-      .addColumn('item', 'text', (c) => c.notNull())
-      .execute();
-  try {
-    await create();
-  } catch {
-    // Two replicas starting at once on PostgreSQL can race on IF NOT EXISTS; the second try sees the table.
-    await create();
-  }
-}
-
 const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA };
 const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' } as const;
 
@@ -63,7 +38,6 @@ export function reviewServerPlugin(): ServerPlugin {
     name: 'review',
     async register(app, ctx) {
       const db = ctx.store.db.withTables<ReviewTables>() as unknown as Kysely<ReviewTables>;
-      await ensureTable(db);
 
       app.post(
         '/v1/review/items',

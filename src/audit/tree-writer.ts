@@ -1,0 +1,71 @@
+/**
+ * Integration (RFC 9162 section 2.1): under the sequencer lock, new leaves get the next indices, and
+ * each leaf and every subtree it completes is stored with the new size and root, in one
+ * transaction. The tree's right edge from the last commit is kept, so a batch does not re-read the
+ * edge from the store while no other writer moved the tree.
+ */
+import { EdgeguardError } from '../errors/index.ts';
+import { CompactRange, hashLeaf, rangeNodes } from './merkle.ts';
+import type { AuditStorage, AuditWriteTx } from './storage.ts';
+
+/** Appends leaves inside the current transaction; resolves with the index of the first. */
+export type AppendLeaves = (leaves: readonly Buffer[]) => Promise<number>;
+
+export class TreeWriter {
+  /** The right edge of the tree as this process last committed it. */
+  private edge: CompactRange | undefined;
+
+  constructor(
+    private readonly storage: AuditStorage,
+    private readonly now: () => Date,
+  ) {}
+
+  /** Append `leaves` in a transaction of their own; resolves with the index of the first. */
+  commit(leaves: readonly Buffer[]): Promise<number> {
+    return this.write((_tx, append) => append(leaves));
+  }
+
+  /** Run `work` in one transaction holding the sequencer lock; `append` integrates leaves in it. */
+  async write<T>(work: (tx: AuditWriteTx, append: AppendLeaves) => Promise<T>): Promise<T> {
+    let edge: CompactRange | undefined;
+    const result = await this.storage.write(async (tx) => {
+      const state = await tx.lockState();
+      const append: AppendLeaves = async (leaves) => {
+        edge ??= await this.edgeAt(tx, state);
+        const first = edge.size;
+        await this.integrate(tx, edge, leaves);
+        return first;
+      };
+      return work(tx, append);
+    });
+    if (edge !== undefined) this.edge = edge;
+    return result;
+  }
+
+  private async edgeAt(tx: AuditWriteTx, state: { size: number; root: Buffer }): Promise<CompactRange> {
+    if (this.edge !== undefined && this.edge.size === state.size && this.edge.root().equals(state.root))
+      return this.edge.clone();
+    const edge = CompactRange.fromNodes(state.size, await tx.getNodes(rangeNodes(0, state.size)));
+    if (!edge.root().equals(state.root)) {
+      throw new EdgeguardError(
+        'EG_AUDIT_INCONSISTENT',
+        `the stored tree of ${state.size} entries does not hash to the recorded root; the audit tables were altered. Run \`edgeguard audit verify --full\` and refuse further appends until it is explained.`,
+      );
+    }
+    return edge;
+  }
+
+  private async integrate(tx: AuditWriteTx, edge: CompactRange, leaves: readonly Buffer[]): Promise<void> {
+    const nodes: Array<{ level: number; idx: number; hash: string }> = [];
+    const entries = leaves.map((leaf) => {
+      const idx = edge.size;
+      edge.append(hashLeaf(leaf), (id, hash) =>
+        nodes.push({ level: id.level, idx: id.index, hash: hash.toString('hex') }),
+      );
+      return { idx, leaf: leaf.toString('utf8') };
+    });
+    await tx.insertEntries(entries);
+    await tx.insertNodes(nodes);
+    await tx.setState({ size: edge.size, root: edge.root() }, this.now().toISOString());
+  }
+}
