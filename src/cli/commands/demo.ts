@@ -19,10 +19,17 @@ export function registerDemoCommand(program: Command): void {
     .action(async (opts: { dir?: string; only?: string }, cmd: Command) => {
       const g = globalOptions(cmd);
       const out = new Output(g);
+      const only = opts.only?.split(',').map((s) => s.trim());
+      const unknown = only?.filter((id) => !DEMO_STEPS.some((s) => s.id === id)) ?? [];
+      if (unknown.length > 0 || only?.length === 0) {
+        throw new EdgeguardError(
+          'EG_USAGE',
+          `no demo step is called ${unknown.map((u) => `"${u}"`).join(', ') || '""'}; the steps are ${DEMO_STEPS.map((s) => s.id).join(', ')}.`,
+        );
+      }
       const dir = opts.dir ? resolve(opts.dir) : await mkdtemp(join(tmpdir(), 'edgeguard-demo-'));
       if (opts.dir) await mkdir(dir, { recursive: true });
       const ctx = makeContext(dir, g.json);
-      const only = opts.only?.split(',').map((s) => s.trim());
       const steps = only ? DEMO_STEPS.filter((s) => only.includes(s.id)) : DEMO_STEPS;
       const report: Array<{
         id: string;

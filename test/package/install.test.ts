@@ -1,0 +1,76 @@
+/**
+ * The package as a user gets it: `npm pack` yields a tarball with the compiled CLI, the fixtures
+ * and demo models, and no tests, benchmarks or development scripts; it installs into a clean
+ * prefix and runs the demo subset from another directory. Installing builds better-sqlite3 from
+ * source (minutes on 2 cores), so it runs when EDGEGUARD_TEST_PACKAGE=1 (.ci/run sets it).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
+import { REPO_ROOT, tempDir } from '../helpers/workspace.ts';
+
+const run = promisify(execFile);
+const ENABLED = process.env.EDGEGUARD_TEST_PACKAGE === '1';
+
+test(
+  'npm pack installs into a clean prefix and runs the demo subset from anywhere',
+  { skip: ENABLED ? false : 'set EDGEGUARD_TEST_PACKAGE=1 (CI does): it installs every dependency', timeout: 900_000 },
+  async (t) => {
+    const dir = await tempDir(t, 'eg-package-');
+    const packed = await run('npm', ['pack', '--json', '--pack-destination', dir], {
+      cwd: REPO_ROOT,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    const [info] = JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    const files = info!.files.map((f) => f.path);
+    for (const must of [
+      'bin/edgeguard.js',
+      'dist/cli/main.js',
+      'dist/cli/commands.json',
+      'dist/model/shard-worker.js',
+      'native/shard_open.c',
+      'scripts/build-native.mjs',
+      'fixtures/models/mnist-cnn.onnx',
+      'fixtures/digits/7-0.png',
+      'LICENSE',
+    ])
+      assert.ok(files.includes(must), `the tarball lacks ${must}`);
+    const leaked = files.filter(
+      (f) => /^(test|bench|src|types)\//.test(f) || (f.startsWith('scripts/') && f !== 'scripts/build-native.mjs'),
+    );
+    assert.deepEqual(leaked, [], 'tests, benchmarks, sources and development scripts stay out of the package');
+
+    const prefix = join(dir, 'prefix');
+    // ONNX Runtime's install script fetches GPU binaries unless told not to (the project's .npmrc says so for development).
+    await run(
+      'npm',
+      ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', join(dir, info!.filename)],
+      {
+        cwd: dir,
+        env: { ...process.env, npm_config_onnxruntime_node_install: 'skip' },
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
+    const elsewhere = join(dir, 'elsewhere');
+    await run('mkdir', [elsewhere]);
+    const demo = await run(join(prefix, 'bin', 'edgeguard'), ['--json', 'demo', '--only', 'keys,pack,run'], {
+      cwd: elsewhere,
+      env: { ...process.env, PATH: `${join(prefix, 'bin')}:${process.env.PATH}` },
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    const report = JSON.parse(demo.stdout) as { ok: boolean; steps: Array<{ id: string; ok: boolean }> };
+    assert.equal(report.ok, true);
+    assert.deepEqual(
+      report.steps.map((s) => [s.id, s.ok]),
+      [
+        ['keys', true],
+        ['pack', true],
+        ['run', true],
+      ],
+    );
+    assert.deepEqual(await readdir(elsewhere), [], 'the demo wrote nothing into the directory it ran from');
+  },
+);
