@@ -53,6 +53,8 @@ export const ERROR_EXIT_CODES = {
   EG_RATE_LIMITED: 7,
   EG_AUDIT: 8,
   EG_AUDIT_INCONSISTENT: 8,
+  // Device hardening: a preflight check that does not hold.
+  EG_PREFLIGHT: 9,
   EG_INTERNAL: 1,
 } as const;
 

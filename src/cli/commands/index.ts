@@ -11,6 +11,7 @@ import { registerServerCommands } from './server.ts';
 import { registerFleetCommands } from './fleet.ts';
 import { registerAgentServeCommand } from './agent-serve.ts';
 import { registerReviewCommands } from './review.ts';
+import { registerHardenCommands } from './harden.ts';
 
 export const COMMAND_MODULES: Array<(program: Command) => void> = [
   registerKeyCommands,
@@ -24,4 +25,5 @@ export const COMMAND_MODULES: Array<(program: Command) => void> = [
   registerReviewCommands,
   registerGuardCommands,
   registerDemoCommand,
+  registerHardenCommands,
 ];
