@@ -1,0 +1,162 @@
+/**
+ * The generated nftables rule set, applied for real inside a "device" network namespace joined by
+ * a veth pair to a "server" namespace that runs HTTP servers and a DNS responder. Before the rules
+ * every probe answers (so a later failure is the rules' doing); after them the control plane and
+ * the listed resolver answer, and another address, another port and another resolver are dropped
+ * and counted.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { egressConfigSchema, planEgress, renderNftables, NFT_DROP_COUNTER, NFT_TABLE } from '../../src/harden/index.ts';
+import { NETNS_SKIP, createNetnsPair, type NetnsPair } from '../helpers/netns.ts';
+import { REPO_ROOT, tempDir } from '../helpers/workspace.ts';
+
+const DEVICE = '10.77.0.1';
+const CONTROL_PLANE = '10.77.0.2';
+const OTHER_HOST = '10.77.0.3';
+const RESOLVER = '10.77.0.53';
+const OTHER_RESOLVER = '10.77.0.54';
+const ALLOWED_PORT = 8443;
+const OTHER_PORT = 9443;
+
+const PROBES = [
+  { kind: 'http', host: CONTROL_PLANE, port: ALLOWED_PORT },
+  { kind: 'http', host: CONTROL_PLANE, port: OTHER_PORT },
+  { kind: 'http', host: OTHER_HOST, port: ALLOWED_PORT },
+  { kind: 'dns', server: RESOLVER, name: 'cp.edgeguard.test' },
+  { kind: 'dns', server: OTHER_RESOLVER, name: 'cp.edgeguard.test' },
+];
+
+interface ProbeResult {
+  ok: boolean;
+  detail: string;
+}
+
+interface NftObject {
+  counter?: { name: string; packets: number };
+  rule?: { comment?: string; expr: Array<{ counter?: { packets: number } }> };
+}
+
+async function startPeer(net: NetnsPair): Promise<ChildProcess> {
+  const argv = [process.execPath, '--import', 'tsx', join(REPO_ROOT, 'test/harden/netns-peer.ts')];
+  const peer = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      net.names.server,
+      ...argv,
+      CONTROL_PLANE,
+      `${RESOLVER},${OTHER_RESOLVER}`,
+      `${ALLOWED_PORT}`,
+      `${OTHER_PORT}`,
+    ],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
+  const lines = createInterface({ input: peer.stdout! });
+  const exited = once(peer, 'exit').then(([code]) => {
+    throw new Error(`the test peer exited (${code}) before it was ready`);
+  });
+  await Promise.race([once(lines, 'line'), exited]);
+  return peer;
+}
+
+async function probe(net: NetnsPair): Promise<ProbeResult[]> {
+  const argv = [
+    process.execPath,
+    '--import',
+    'tsx',
+    join(REPO_ROOT, 'test/harden/netns-probe.ts'),
+    JSON.stringify(PROBES),
+  ];
+  const { stdout } = await net.exec('device', argv);
+  return JSON.parse(stdout) as ProbeResult[];
+}
+
+async function ruleset(net: NetnsPair): Promise<NftObject[]> {
+  const { stdout } = await net.exec('device', ['nft', '-j', 'list', 'table', 'inet', NFT_TABLE]);
+  return (JSON.parse(stdout) as { nftables: NftObject[] }).nftables;
+}
+
+function dropped(objects: NftObject[]): number {
+  const counter = objects.find((o) => o.counter?.name === NFT_DROP_COUNTER)?.counter;
+  assert.ok(counter, 'the drop counter exists');
+  return counter.packets;
+}
+
+function accepted(objects: NftObject[], commentPrefix: string): number {
+  const rule = objects.find((o) => o.rule?.comment?.startsWith(commentPrefix))?.rule;
+  assert.ok(rule, `a rule commented "${commentPrefix}..."`);
+  return rule.expr.find((e) => e.counter)?.counter?.packets ?? -1;
+}
+
+describe('egress rule set in a network namespace', { skip: NETNS_SKIP }, () => {
+  let net: NetnsPair | undefined;
+  let peer: ChildProcess | undefined;
+
+  before(async () => {
+    net = await createNetnsPair({
+      device: DEVICE,
+      server: [CONTROL_PLANE, OTHER_HOST, RESOLVER, OTHER_RESOLVER],
+      prefix: 24,
+    });
+    peer = await startPeer(net);
+  });
+
+  after(async () => {
+    if (peer && peer.exitCode === null) {
+      const exit = once(peer, 'exit');
+      peer.stdin?.end();
+      await exit;
+    }
+    await net?.remove();
+  });
+
+  test('without the rules every probe answers', async () => {
+    const results = await probe(net!);
+    assert.deepEqual(
+      results.map((r) => r.ok),
+      [true, true, true, true, true],
+      JSON.stringify(results),
+    );
+    assert.equal(results[3]!.detail, CONTROL_PLANE);
+  });
+
+  test('with the rules: the control plane and the listed resolver answer; the rest is dropped and counted', async (t) => {
+    const egress = egressConfigSchema.parse({
+      controlPlane: `https://${CONTROL_PLANE}:${ALLOWED_PORT}`,
+      dns: [RESOLVER],
+    });
+    const file = join(await tempDir(t), 'egress.nft');
+    await writeFile(file, renderNftables(await planEgress({ egress })));
+    await net!.exec('device', ['nft', '-f', file]);
+    const before = await ruleset(net!);
+    assert.equal(dropped(before), 0);
+
+    const results = await probe(net!);
+    const [controlPlane, otherPort, otherHost, resolver, otherResolver] = results;
+    assert.match(controlPlane!.detail, /^200 edgeguard test peer on 8443$/, JSON.stringify(results));
+    assert.equal(resolver!.detail, CONTROL_PLANE, JSON.stringify(results));
+    for (const r of [otherPort, otherHost, otherResolver]) assert.equal(r!.ok, false, JSON.stringify(r));
+
+    const after = await ruleset(net!);
+    // At least one packet for each of the three refused attempts (SYN retries and DNS only add).
+    assert.ok(dropped(after) >= 3, `dropped ${dropped(after)} packets`);
+    assert.ok(accepted(after, 'control-plane') > 0, 'the control-plane rule counted the allowed connection');
+    assert.ok(accepted(after, 'dns') > 0, 'the DNS rule counted the allowed query');
+
+    // Loading the file again replaces the table (fresh counters), it does not stack a second one.
+    await net!.exec('device', ['nft', '-f', file]);
+    assert.equal(dropped(await ruleset(net!)), 0);
+    const { stdout } = await net!.exec('device', ['nft', 'list', 'tables']);
+    assert.deepEqual(stdout.trim().split('\n'), [`table inet ${NFT_TABLE}`]);
+  });
+});
