@@ -75,7 +75,7 @@ export function registerHardenCommands(program: Command): void {
       }
       out.result(
         { ok: true, format: opts.format, ...(opts.out ? { out: opts.out } : { text }), rules: plan.rules },
-        `wrote ${opts.format} egress rules for ${plan.rules.length} destinations to ${opts.out}`,
+        `wrote ${opts.format} egress rules (${plan.rules.length} destination rules) to ${opts.out}`,
       );
     });
 
