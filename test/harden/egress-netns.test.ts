@@ -98,7 +98,7 @@ function accepted(objects: NftObject[], commentPrefix: string): number {
   return rule.expr.find((e) => e.counter)?.counter?.packets ?? -1;
 }
 
-describe('egress rule set in a network namespace', { skip: NETNS_SKIP }, () => {
+describe('egress rule set in a network namespace', { skip: NETNS_SKIP, timeout: 120_000 }, () => {
   let net: NetnsPair | undefined;
   let peer: ChildProcess | undefined;
 
