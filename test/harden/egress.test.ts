@@ -30,7 +30,7 @@ const EGRESS = egressConfigSchema.parse({
   ntp: ['192.0.2.123'],
   endpoints: [
     { host: '198.51.100.0/24', port: 9000, protocol: 'udp' },
-    { host: 'localhost', port: 6443 },
+    { host: '192.0.2.20', port: 6443 },
   ],
 });
 
@@ -50,8 +50,19 @@ test('the plan: DNS over UDP and TCP, NTP for the host only, control plane with 
     ['ntp', 'udp', 123, '192.0.2.123', false],
     ['control-plane', 'tcp', 8443, '192.0.2.10', true],
     ['endpoint', 'udp', 9000, '198.51.100.0/24', true],
-    ['endpoint', 'tcp', 6443, '127.0.0.1', true],
+    ['endpoint', 'tcp', 6443, '192.0.2.20', true],
   ]);
+});
+
+test('names are resolved by the system resolver when the plan is made', async () => {
+  const egress = egressConfigSchema.parse({ controlPlane: 'https://localhost:8443', dns: ['192.0.2.53'] });
+  const cp = (await planEgress({ egress })).rules.find((r) => r.purpose === 'control-plane');
+  assert.ok(cp, 'a control-plane rule');
+  assert.ok(cp.ipv4.includes('127.0.0.1'), JSON.stringify(cp));
+  assert.ok(
+    cp.ipv6.every((a) => a === '::1'),
+    JSON.stringify(cp),
+  );
 });
 
 test('the control plane defaults to upload.server and to port 443', async () => {
@@ -134,7 +145,7 @@ test('NetworkPolicy: cluster DNS first, resolvers on 53, agent destinations only
     '192.0.2.53/32 2001:db8::53/128 TCP 53',
     '192.0.2.10/32 TCP 8443',
     '198.51.100.0/24 UDP 9000',
-    '127.0.0.1/32 TCP 6443',
+    '192.0.2.20/32 TCP 6443',
   ]);
 });
 
@@ -145,8 +156,8 @@ test('systemd drop-in: deny any, allow loopback and the agent destinations, no N
     '[Service]',
     'IPAddressDeny=any',
     'IPAddressAllow=localhost',
-    'IPAddressAllow=127.0.0.1',
     'IPAddressAllow=192.0.2.10',
+    'IPAddressAllow=192.0.2.20',
     'IPAddressAllow=192.0.2.53',
     'IPAddressAllow=198.51.100.0/24',
     'IPAddressAllow=2001:db8::53',
