@@ -5,13 +5,14 @@
  */
 import { constants } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isEdgeguardError } from '../errors/index.ts';
 import { kernelModuleAvailability, type ModuleAvailability } from './kernel-modules.ts';
+import { readEgressTableState } from './nft-state.ts';
 import { readSecureBootState } from './secure-boot.ts';
 
-export type HardeningCheck = 'nftables' | 'ipset-modules' | 'k3s-network-policy' | 'secure-boot';
+export type HardeningCheck = 'nftables' | 'egress-rules' | 'ipset-modules' | 'k3s-network-policy' | 'secure-boot';
 
 export interface HardeningFinding {
   check: HardeningCheck;
@@ -44,8 +45,7 @@ async function findExecutable(root: string, name: string): Promise<string | unde
   return undefined;
 }
 
-async function checkNft(root: string): Promise<HardeningFinding> {
-  const nft = await findExecutable(root, 'nft');
+async function checkNft(nft: string | undefined): Promise<HardeningFinding> {
   return nft
     ? { check: 'nftables', status: 'ok', message: `nft is installed (${nft}).`, details: { path: nft } }
     : {
@@ -54,6 +54,29 @@ async function checkNft(root: string): Promise<HardeningFinding> {
         message:
           'nft is not installed, so the egress rule set cannot be loaded: install nftables (apt-get install nftables).',
       };
+}
+
+/** The running kernel's rules: only meaningful when inspecting this machine, not an image. */
+async function checkEgressRules(nft: string): Promise<HardeningFinding> {
+  const warn = (message: string): HardeningFinding => ({ check: 'egress-rules', status: 'warn', message });
+  try {
+    const state = await readEgressTableState(nft);
+    if (state.status === 'loaded')
+      return {
+        check: 'egress-rules',
+        status: 'ok',
+        message: `the egress rule set is loaded (${state.droppedPackets} packets dropped so far).`,
+        details: state,
+      };
+    if (state.status === 'absent')
+      return warn(
+        'the egress rule set is not loaded: edgeguard harden egress --format nftables -o egress.nft, then nft -f egress.nft.',
+      );
+    return warn(`the egress rule set cannot be confirmed: ${state.reason}.`);
+  } catch (e) {
+    if (!isEdgeguardError(e)) throw e;
+    return warn(`the egress rule set cannot be confirmed: ${e.message}`);
+  }
 }
 
 async function checkIpsetModules(root: string): Promise<HardeningFinding> {
@@ -123,11 +146,16 @@ async function checkSecureBoot(root: string): Promise<HardeningFinding> {
   }
 }
 
-/** `root` is the filesystem root to inspect: `/`, or a mounted device image. */
+/**
+ * `root` is the filesystem root to inspect: `/`, or a mounted device image (then the loaded rules,
+ * which live in the running kernel, are not checked).
+ */
 export async function checkHardening(root = '/'): Promise<HardeningReport> {
+  const nft = await findExecutable(root, 'nft');
   const k3s = await checkK3sConfig(root);
   const findings = [
-    await checkNft(root),
+    await checkNft(nft),
+    ...(nft && resolve(root) === '/' ? [await checkEgressRules(nft)] : []),
     await checkIpsetModules(root),
     ...(k3s ? [k3s] : []),
     await checkSecureBoot(root),

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { egressConfigSchema, planEgress, renderNftables, NFT_DROP_COUNTER, NFT_TABLE } from '../../src/harden/index.ts';
 import { NETNS_SKIP, createNetnsPair, type NetnsPair } from '../helpers/netns.ts';
-import { REPO_ROOT, tempDir } from '../helpers/workspace.ts';
+import { CLI, REPO_ROOT, tempDir } from '../helpers/workspace.ts';
 
 const DEVICE = '10.77.0.1';
 const CONTROL_PLANE = '10.77.0.2';
@@ -86,6 +86,17 @@ async function ruleset(net: NetnsPair): Promise<NftObject[]> {
   return (JSON.parse(stdout) as { nftables: NftObject[] }).nftables;
 }
 
+/** `edgeguard harden check` run inside the device namespace: its finding on the loaded rules. */
+async function egressRulesFinding(net: NetnsPair): Promise<{ status: string; message: string }> {
+  const { stdout } = await net
+    .exec('device', [process.execPath, CLI, 'harden', 'check', '--json'])
+    .catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+  const report = JSON.parse(stdout) as { findings: Array<{ check: string; status: string; message: string }> };
+  const finding = report.findings.find((f) => f.check === 'egress-rules');
+  assert.ok(finding, stdout);
+  return finding;
+}
+
 function dropped(objects: NftObject[]): number {
   const counter = objects.find((o) => o.counter?.name === NFT_DROP_COUNTER)?.counter;
   assert.ok(counter, 'the drop counter exists');
@@ -128,6 +139,7 @@ describe('egress rule set in a network namespace', { skip: NETNS_SKIP, timeout: 
       JSON.stringify(results),
     );
     assert.equal(results[3]!.detail, CONTROL_PLANE);
+    assert.equal((await egressRulesFinding(net!)).status, 'warn', 'harden check sees no rule set');
   });
 
   test('with the rules: the control plane and the listed resolver answer; the rest is dropped and counted', async (t) => {
@@ -152,6 +164,10 @@ describe('egress rule set in a network namespace', { skip: NETNS_SKIP, timeout: 
     assert.ok(dropped(after) >= 3, `dropped ${dropped(after)} packets`);
     assert.ok(accepted(after, 'control-plane') > 0, 'the control-plane rule counted the allowed connection');
     assert.ok(accepted(after, 'dns') > 0, 'the DNS rule counted the allowed query');
+    const finding = await egressRulesFinding(net!);
+    assert.equal(finding.status, 'ok', finding.message);
+    const seen = /loaded \((\d+) packets dropped/.exec(finding.message);
+    assert.ok(seen && Number(seen[1]) >= 3, finding.message);
 
     // Loading the file again replaces the table (fresh counters), it does not stack a second one.
     await net!.exec('device', ['nft', '-f', file]);
