@@ -59,8 +59,9 @@ export async function createNetnsPair(opts: NetnsPairOptions): Promise<NetnsPair
     }
     // The device side speaks IPv4 only: IPv6 would send its own packets (router and multicast
     // listener messages) through the rule set under test and blur its counters.
-    await pair.exec('device', ['sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
-    await pair.exec('device', ['sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
+    // (sh rather than sysctl, which minimal images lack; /proc/sys/net belongs to the writer's namespace)
+    for (const scope of ['all', 'default'])
+      await pair.exec('device', ['sh', '-c', `echo 1 > /proc/sys/net/ipv6/conf/${scope}/disable_ipv6`]);
     await run('ip', [
       'link',
       'add',
