@@ -31,21 +31,19 @@ export const KUBE_ROUTER_MODULES = ['ip_set', 'xt_set'];
 
 const BINARY_DIRS = ['usr/local/sbin', 'usr/local/bin', 'usr/sbin', 'usr/bin', 'sbin', 'bin'];
 
+function isExecutable(path: string): Promise<boolean> {
+  return access(path, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
 async function findExecutable(root: string, name: string): Promise<string | undefined> {
-  for (const dir of BINARY_DIRS) {
-    const candidate = join(root, dir, name);
-    if (
-      await access(candidate, constants.X_OK).then(
-        () => true,
-        () => false,
-      )
-    )
-      return candidate;
-  }
+  for (const dir of BINARY_DIRS) if (await isExecutable(join(root, dir, name))) return join(root, dir, name);
   return undefined;
 }
 
-async function checkNft(nft: string | undefined): Promise<HardeningFinding> {
+function checkNft(nft: string | undefined): HardeningFinding {
   return nft
     ? { check: 'nftables', status: 'ok', message: `nft is installed (${nft}).`, details: { path: nft } }
     : {
@@ -154,7 +152,7 @@ export async function checkHardening(root = '/'): Promise<HardeningReport> {
   const nft = await findExecutable(root, 'nft');
   const k3s = await checkK3sConfig(root);
   const findings = [
-    await checkNft(nft),
+    checkNft(nft),
     ...(nft && resolve(root) === '/' ? [await checkEgressRules(nft)] : []),
     await checkIpsetModules(root),
     ...(k3s ? [k3s] : []),
