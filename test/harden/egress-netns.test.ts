@@ -1,18 +1,22 @@
 /**
  * The generated nftables rule set, applied for real inside a "device" network namespace joined by
- * a veth pair to a "server" namespace that runs HTTP servers and a DNS responder. Before the rules
+ * a veth pair to a "server" namespace that runs HTTPS servers (a certificate from a fleet CA made for
+the test, verified by the probe) and a DNS responder. Before the rules
  * every probe answers (so a later failure is the rules' doing); after them the control plane and
  * the listed resolver answer, and another address, another port and another resolver are dropped
  * and counted.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { egressConfigSchema, planEgress, renderNftables, NFT_DROP_COUNTER, NFT_TABLE } from '../../src/harden/index.ts';
+import { FleetCa } from '../../src/pki/index.ts';
 import { NETNS_SKIP, createNetnsPair, type NetnsPair } from '../helpers/netns.ts';
 import { CLI, REPO_ROOT, tempDir } from '../helpers/workspace.ts';
 
@@ -24,13 +28,38 @@ const OTHER_RESOLVER = '10.77.0.54';
 const ALLOWED_PORT = 8443;
 const OTHER_PORT = 9443;
 
-const PROBES = [
-  { kind: 'http', host: CONTROL_PLANE, port: ALLOWED_PORT },
-  { kind: 'http', host: CONTROL_PLANE, port: OTHER_PORT },
-  { kind: 'http', host: OTHER_HOST, port: ALLOWED_PORT },
-  { kind: 'dns', server: RESOLVER, name: 'cp.edgeguard.test' },
-  { kind: 'dns', server: OTHER_RESOLVER, name: 'cp.edgeguard.test' },
-];
+interface TlsFiles {
+  dir: string;
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+/** A throwaway fleet CA and a server certificate for the peer's addresses, in a temp directory. */
+async function makeTls(): Promise<TlsFiles> {
+  const dir = await mkdtemp(join(tmpdir(), 'eg-netns-tls-'));
+  const ca = await FleetCa.create(dir, 'netns test passphrase');
+  const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const issued = await ca.issueServerCertificate({
+    hostnames: [CONTROL_PLANE, OTHER_HOST],
+    publicKey: pair.publicKey.export({ type: 'spki', format: 'der' }),
+  });
+  const files = { dir, key: join(dir, 'server.key'), cert: join(dir, 'server.crt'), ca: join(dir, 'root.pem') };
+  await writeFile(files.key, pair.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  await writeFile(files.cert, issued.chainPem);
+  await writeFile(files.ca, ca.rootPem);
+  return files;
+}
+
+function probes(tls: TlsFiles) {
+  return [
+    { kind: 'https', host: CONTROL_PLANE, port: ALLOWED_PORT, ca: tls.ca },
+    { kind: 'https', host: CONTROL_PLANE, port: OTHER_PORT, ca: tls.ca },
+    { kind: 'https', host: OTHER_HOST, port: ALLOWED_PORT, ca: tls.ca },
+    { kind: 'dns', server: RESOLVER, name: 'cp.edgeguard.test' },
+    { kind: 'dns', server: OTHER_RESOLVER, name: 'cp.edgeguard.test' },
+  ];
+}
 
 interface ProbeResult {
   ok: boolean;
@@ -42,25 +71,25 @@ interface NftObject {
   rule?: { comment?: string; expr: Array<{ counter?: { packets: number } }> };
 }
 
-async function startPeer(net: NetnsPair): Promise<ChildProcess> {
-  const argv = [process.execPath, '--import', 'tsx', join(REPO_ROOT, 'test/harden/netns-peer.ts')];
-  const peer = spawn(
-    'ip',
-    [
-      'netns',
-      'exec',
-      net.names.server,
-      ...argv,
-      CONTROL_PLANE,
-      `${RESOLVER},${OTHER_RESOLVER}`,
-      `${ALLOWED_PORT}`,
-      `${OTHER_PORT}`,
-    ],
-    {
-      cwd: REPO_ROOT,
-      stdio: ['pipe', 'pipe', 'inherit'],
-    },
-  );
+async function startPeer(net: NetnsPair, tls: TlsFiles): Promise<ChildProcess> {
+  const config = {
+    answer: CONTROL_PLANE,
+    resolvers: [RESOLVER, OTHER_RESOLVER],
+    ports: [ALLOWED_PORT, OTHER_PORT],
+    key: tls.key,
+    cert: tls.cert,
+  };
+  const argv = [
+    process.execPath,
+    '--import',
+    'tsx',
+    join(REPO_ROOT, 'test/harden/netns-peer.ts'),
+    JSON.stringify(config),
+  ];
+  const peer = spawn('ip', ['netns', 'exec', net.names.server, ...argv], {
+    cwd: REPO_ROOT,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   const lines = createInterface({ input: peer.stdout! });
   const exited = once(peer, 'exit').then(([code]) => {
     throw new Error(`the test peer exited (${code}) before it was ready`);
@@ -69,13 +98,13 @@ async function startPeer(net: NetnsPair): Promise<ChildProcess> {
   return peer;
 }
 
-async function probe(net: NetnsPair): Promise<ProbeResult[]> {
+async function probe(net: NetnsPair, tls: TlsFiles): Promise<ProbeResult[]> {
   const argv = [
     process.execPath,
     '--import',
     'tsx',
     join(REPO_ROOT, 'test/harden/netns-probe.ts'),
-    JSON.stringify(PROBES),
+    JSON.stringify(probes(tls)),
   ];
   const { stdout } = await net.exec('device', argv);
   return JSON.parse(stdout) as ProbeResult[];
@@ -112,14 +141,16 @@ function accepted(objects: NftObject[], commentPrefix: string): number {
 describe('egress rule set in a network namespace', { skip: NETNS_SKIP, timeout: 120_000 }, () => {
   let net: NetnsPair | undefined;
   let peer: ChildProcess | undefined;
+  let tls: TlsFiles | undefined;
 
   before(async () => {
+    tls = await makeTls();
     net = await createNetnsPair({
       device: DEVICE,
       server: [CONTROL_PLANE, OTHER_HOST, RESOLVER, OTHER_RESOLVER],
       prefix: 24,
     });
-    peer = await startPeer(net);
+    peer = await startPeer(net, tls);
   });
 
   after(async () => {
@@ -129,10 +160,11 @@ describe('egress rule set in a network namespace', { skip: NETNS_SKIP, timeout: 
       await exit;
     }
     await net?.remove();
+    if (tls) await rm(tls.dir, { recursive: true, force: true });
   });
 
   test('without the rules every probe answers', async () => {
-    const results = await probe(net!);
+    const results = await probe(net!, tls!);
     assert.deepEqual(
       results.map((r) => r.ok),
       [true, true, true, true, true],
@@ -153,7 +185,7 @@ describe('egress rule set in a network namespace', { skip: NETNS_SKIP, timeout: 
     const before = await ruleset(net!);
     assert.equal(dropped(before), 0);
 
-    const results = await probe(net!);
+    const results = await probe(net!, tls!);
     const [controlPlane, otherPort, otherHost, resolver, otherResolver] = results;
     assert.match(controlPlane!.detail, /^200 edgeguard test peer on 8443$/, JSON.stringify(results));
     assert.equal(resolver!.detail, CONTROL_PLANE, JSON.stringify(results));

@@ -1,17 +1,28 @@
 /**
- * Runs inside the test's "server" network namespace: HTTP servers on the given ports and a tiny DNS
+ * Runs inside the test's "server" network namespace: HTTPS servers on the given ports and a tiny DNS
  * responder (RFC 1035 section 4.1) on UDP 53 of each resolver address that answers every A query
  * with one address. Prints "ready" once everything listens; exits when its stdin closes (the test
  * ended or died). A resolver's socket is bound to its own address because the client only takes
  * answers from the address it asked.
  *
- *   node --import tsx netns-peer.ts ANSWER_ADDRESS RESOLVER_ADDRESS,... HTTP_PORT...
+ *   node --import tsx netns-peer.ts '{"answer", "resolvers": [...], "ports": [...], "key": FILE, "cert": FILE}'
  */
 import { createSocket } from 'node:dgram';
-import { createServer } from 'node:http';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
 
-const [answer, resolvers, ...ports] = process.argv.slice(2);
+interface PeerConfig {
+  /** The address every DNS answer carries. */
+  answer: string;
+  resolvers: string[];
+  ports: number[];
+  /** TLS key and certificate chain (PEM files). */
+  key: string;
+  cert: string;
+}
+
+const config = JSON.parse(process.argv[2]!) as PeerConfig;
 const DNS_HEADER_BYTES = 12;
 
 /** The question section's end: labels up to the zero length, then QTYPE and QCLASS. */
@@ -35,12 +46,12 @@ function answerQuery(query: Buffer): Buffer | undefined {
   record.writeUInt16BE(1, 4); // CLASS IN
   record.writeUInt32BE(60, 6); // TTL
   record.writeUInt16BE(4, 10); // RDLENGTH
-  Buffer.from(answer!.split('.').map(Number)).copy(record, 12);
+  Buffer.from(config.answer.split('.').map(Number)).copy(record, 12);
   return Buffer.concat([header, query.subarray(DNS_HEADER_BYTES, end), record]);
 }
 
 async function main(): Promise<void> {
-  const sockets = resolvers!.split(',').map((address) => {
+  const sockets = config.resolvers.map((address) => {
     const socket = createSocket('udp4');
     socket.on('message', (query, peer) => {
       const reply = answerQuery(query);
@@ -49,8 +60,9 @@ async function main(): Promise<void> {
     return socket.bind(53, address);
   });
   await Promise.all(sockets.map((s) => once(s, 'listening')));
-  const servers = ports.map((port) =>
-    createServer((_req, res) => res.end(`edgeguard test peer on ${port}\n`)).listen(Number(port), '0.0.0.0'),
+  const tls = { key: readFileSync(config.key), cert: readFileSync(config.cert) };
+  const servers = config.ports.map((port) =>
+    createServer(tls, (_req, res) => res.end(`edgeguard test peer on ${port}\n`)).listen(port, '0.0.0.0'),
   );
   await Promise.all(servers.map((s) => once(s, 'listening')));
   process.stdout.write('ready\n');

@@ -3,19 +3,21 @@
  * JSON line per probe, `{ "probe", "ok", "detail" }`. An attempt the rule set drops shows up as
  * a timeout; the test reads the nft counters as well, so a drop is seen, not just inferred.
  *
- *   node --import tsx netns-probe.ts '[{"kind":"http","host":"10.0.0.2","port":8443},{"kind":"dns","server":"10.0.0.53","name":"cp.test"}]'
+ *   node --import tsx netns-probe.ts '[{"kind":"https","host":"10.0.0.2","port":8443,"ca":"root.pem"},{"kind":"dns","server":"10.0.0.53","name":"cp.test"}]'
  */
 import { Resolver } from 'node:dns/promises';
-import { request } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
 
-type Probe = { kind: 'http'; host: string; port: number } | { kind: 'dns'; server: string; name: string };
+/** An HTTPS GET verified against the CA in `ca` (a PEM file), or an A query to one resolver. */
+type Probe = { kind: 'https'; host: string; port: number; ca: string } | { kind: 'dns'; server: string; name: string };
 
 /** Long enough for an answer on a veth pair, short enough to keep a dropped attempt cheap. */
 const ATTEMPT_MS = 1500;
 
-function httpGet(host: string, port: number): Promise<string> {
+function httpsGet(host: string, port: number, ca: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path: '/', timeout: ATTEMPT_MS }, (res) => {
+    const req = request({ host, port, path: '/', ca: readFileSync(ca), timeout: ATTEMPT_MS }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve(`${res.statusCode} ${body.trim()}`));
@@ -35,7 +37,9 @@ async function dnsQuery(server: string, name: string): Promise<string> {
 async function attempt(probe: Probe): Promise<{ ok: boolean; detail: string }> {
   try {
     const detail =
-      probe.kind === 'http' ? await httpGet(probe.host, probe.port) : await dnsQuery(probe.server, probe.name);
+      probe.kind === 'https'
+        ? await httpsGet(probe.host, probe.port, probe.ca)
+        : await dnsQuery(probe.server, probe.name);
     return { ok: true, detail };
   } catch (e) {
     return { ok: false, detail: (e as NodeJS.ErrnoException).code ?? (e as Error).message };
