@@ -23,6 +23,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
+import { egressConfigSchema } from '../harden/index.ts';
 
 const path = z.string().min(1).max(4096);
 
@@ -178,6 +179,8 @@ export const agentConfigSchema = z
       .object({ enabled: z.boolean().default(true) })
       .strict()
       .prefault({}),
+    /** What the device talks to, for `edgeguard harden egress` (docs/formats.md). */
+    egress: egressConfigSchema.optional(),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

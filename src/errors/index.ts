@@ -55,6 +55,8 @@ export const ERROR_EXIT_CODES = {
   EG_AUDIT_INCONSISTENT: 8,
   // A security event could not be appended to the audit log (the server answers 503).
   EG_AUDIT_UNAVAILABLE: 8,
+  // Device hardening: a preflight check that does not hold.
+  EG_PREFLIGHT: 9,
   EG_INTERNAL: 1,
 } as const;
 

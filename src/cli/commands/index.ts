@@ -23,4 +23,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'review', load: async () => (await import('./review.ts')).registerReviewCommands },
   { id: 'guard', load: async () => (await import('./guard.ts')).registerGuardCommands },
   { id: 'demo', load: async () => (await import('./demo.ts')).registerDemoCommand },
+  { id: 'harden', load: async () => (await import('./harden.ts')).registerHardenCommands },
 ];
