@@ -53,6 +53,9 @@ export const ERROR_EXIT_CODES = {
   EG_RATE_LIMITED: 7,
   EG_AUDIT: 8,
   EG_AUDIT_INCONSISTENT: 8,
+  // Tamper: a sensor that cannot be read, a device locked after a tamper response.
+  EG_TAMPER_SENSOR: 9,
+  EG_LOCKED: 9,
   EG_INTERNAL: 1,
 } as const;
 

@@ -1,0 +1,34 @@
+/**
+ * Public face of the tamper module: sensors read through the kernel's interfaces (GPIO character
+ * device, IIO and hwmon sysfs, a probe command), debounced and self-tested by a monitor, and the
+ * response that locks the device comes next.
+ */
+export {
+  type TamperConfig,
+  type TamperSensorConfig,
+  type GpioSensorConfig,
+  type AccelerometerSensorConfig,
+  type IntrusionSensorConfig,
+  type CommandSensorConfig,
+  tamperConfigSchema,
+  tamperSensorSchema,
+  parseTamperConfig,
+} from './config.ts';
+export { type TamperSensor, type TamperSensorKind, type SensorReading, type Debounce } from './sensor.ts';
+export { parseSysfsInteger, parseSysfsDecimal, parseSysfsFlag } from './sysfs-value.ts';
+export {
+  type GpioLineReader,
+  type GpioValue,
+  type GpioEdge,
+  GpioSensor,
+  GpiogetReader,
+  GpiomonReader,
+  SysfsGpioReader,
+  parseGpiogetOutput,
+  parseGpiomonLine,
+} from './gpio.ts';
+export { type Vector3, AccelerometerSensor, angleBetween, classifyAcceleration } from './accelerometer.ts';
+export { IntrusionSensor } from './intrusion.ts';
+export { CommandSensor } from './command.ts';
+export { type DebounceState, debounceStep } from './debounce.ts';
+export { type TamperFinding, type TamperHandlers, TamperMonitor, createTamperSensor } from './monitor.ts';
