@@ -1,7 +1,8 @@
 /**
  * Public face of the tamper module: sensors read through the kernel's interfaces (GPIO character
  * device, IIO and hwmon sysfs, a probe command), debounced and self-tested by a monitor, and the
- * response that locks the device comes next.
+ * response that locks the device (stop serving, wipe, lock state, tamper PCR, journal, notify).
+ * The agent holds a TamperGuard; re-provisioning calls clearTamperLock.
  */
 export {
   type TamperConfig,
@@ -32,3 +33,23 @@ export { IntrusionSensor } from './intrusion.ts';
 export { CommandSensor } from './command.ts';
 export { type DebounceState, debounceStep } from './debounce.ts';
 export { type TamperFinding, type TamperHandlers, TamperMonitor, createTamperSensor } from './monitor.ts';
+export {
+  type TamperActions,
+  type TamperResponseOptions,
+  type TamperResponseReport,
+  type TamperResponseStep,
+  type TamperResponseStepName,
+  TAMPER_RESPONSE_STEPS,
+  respondToTamper,
+  tamperPcrDigest,
+} from './response.ts';
+export {
+  type LockState,
+  LOCK_STATE_FILE,
+  lockStatePath,
+  readLockState,
+  isLocked,
+  lockedError,
+  clearTamperLock,
+} from './lock-state.ts';
+export { type TamperGuardOptions, TamperGuard } from './tamper-guard.ts';
