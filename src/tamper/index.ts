@@ -32,7 +32,13 @@ export { type Vector3, AccelerometerSensor, angleBetween, classifyAcceleration }
 export { IntrusionSensor } from './intrusion.ts';
 export { CommandSensor } from './command.ts';
 export { type DebounceState, debounceStep } from './debounce.ts';
-export { type TamperFinding, type TamperHandlers, TamperMonitor, createTamperSensor } from './monitor.ts';
+export {
+  type TamperFinding,
+  type TamperHandlers,
+  type SensorOutcome,
+  TamperMonitor,
+  createTamperSensor,
+} from './monitor.ts';
 export {
   type TamperActions,
   type TamperResponseOptions,

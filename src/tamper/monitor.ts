@@ -48,14 +48,15 @@ export function createTamperSensor(config: TamperSensorConfig, sysfsRoot: string
   }
 }
 
-type Outcome = { ok: true; reading: SensorReading } | { ok: false; error: string };
+/** One reading of one sensor, or why it could not be read. */
+export type SensorOutcome = { ok: true; reading: SensorReading } | { ok: false; error: string };
 
-async function readSensor(sensor: TamperSensor): Promise<Outcome> {
+async function readSensor(sensor: TamperSensor): Promise<SensorOutcome> {
   try {
     return { ok: true, reading: await sensor.read() };
   } catch (e) {
-    if (!isEdgeguardError(e)) throw e;
-    return { ok: false, error: e.message };
+    // Whatever went wrong, the sensor was not read: that is a finding (failMode), never a crash.
+    return { ok: false, error: isEdgeguardError(e) ? e.message : `${sensor.name}: ${String(e)}` };
   }
 }
 
@@ -72,24 +73,22 @@ export class TamperMonitor {
   constructor(
     private readonly config: Pick<TamperConfig, 'sysfsRoot' | 'pollIntervalMs' | 'failMode' | 'sensors'>,
     private readonly handlers: TamperHandlers,
-    sensors?: readonly TamperSensor[],
   ) {
-    this.sensors = sensors ?? config.sensors.map((s) => createTamperSensor(s, config.sysfsRoot));
+    this.sensors = config.sensors.map((s) => createTamperSensor(s, config.sysfsRoot));
   }
 
   /**
    * Start the sensors, read each once (the self-test) and begin polling. Resolves with the
    * self-test's readings; a finding it makes has already been reported to the handlers.
    */
-  async start(): Promise<Map<string, Outcome>> {
+  async start(): Promise<Map<string, SensorOutcome>> {
     const wake = () => this.wake();
-    const results = new Map<string, Outcome>();
+    const results = new Map<string, SensorOutcome>();
     for (const sensor of this.sensors) {
       try {
         await sensor.start?.(wake);
       } catch (e) {
-        if (!isEdgeguardError(e)) throw e;
-        results.set(sensor.name, { ok: false, error: e.message });
+        results.set(sensor.name, { ok: false, error: isEdgeguardError(e) ? e.message : String(e) });
       }
     }
     await Promise.all(
@@ -137,7 +136,7 @@ export class TamperMonitor {
     this.sensors.forEach((s, i) => this.judge(s, outcomes[i]!, false));
   }
 
-  private judge(sensor: TamperSensor, outcome: Outcome, selfTest: boolean): void {
+  private judge(sensor: TamperSensor, outcome: SensorOutcome, selfTest: boolean): void {
     if (this.fired || this.stopped) return;
     const unreadable = !outcome.ok;
     const finding = (cause: TamperFinding['cause'], detail: string): TamperFinding => ({

@@ -12,15 +12,12 @@ import type { TamperConfig } from './config.ts';
 import { readLockState, lockedError } from './lock-state.ts';
 import { TamperMonitor, type TamperFinding } from './monitor.ts';
 import { respondToTamper, type TamperResponseOptions, type TamperResponseReport } from './response.ts';
-import type { TamperSensor } from './sensor.ts';
 
 export interface TamperGuardOptions extends Omit<TamperResponseOptions, 'pcr' | 'stepTimeoutMs'> {
   /** The response has finished (every step ran; read report.steps for failures). */
   onLocked(report: TamperResponseReport): void;
   /** failMode alert: a sensor cannot be read. */
   onAlert?(finding: TamperFinding): void;
-  /** Sensors built by the caller (e.g. a GPIO sensor over another line reader); default: from the config. */
-  sensors?: readonly TamperSensor[];
 }
 
 export class TamperGuard {
@@ -31,14 +28,10 @@ export class TamperGuard {
     private readonly config: TamperConfig,
     private readonly options: TamperGuardOptions,
   ) {
-    this.monitor = new TamperMonitor(
-      config,
-      {
-        onTamper: (finding) => void this.respond(finding),
-        ...(options.onAlert ? { onAlert: options.onAlert } : {}),
-      },
-      options.sensors,
-    );
+    this.monitor = new TamperMonitor(config, {
+      onTamper: (finding) => void this.respond(finding),
+      ...(options.onAlert ? { onAlert: options.onAlert } : {}),
+    });
   }
 
   /** The response in progress or done, once a finding has been confirmed. */
