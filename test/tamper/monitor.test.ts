@@ -3,8 +3,10 @@
  * one finding reported once, on a sysfs-shaped directory. Waits are on the monitor's own
  * callbacks, never on a clock.
  */
-import { after, beforeEach, describe, test } from 'node:test';
+import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import {
   TamperMonitor,
@@ -75,8 +77,8 @@ describe('tamper monitor on a sysfs-shaped directory', () => {
     sysfs = await makeSysfs();
     await sysfs.intrusion(0);
   });
-  after(async () => {
-    await Promise.all(monitors.map((m) => m.stop()));
+  afterEach(async () => {
+    await Promise.all(monitors.splice(0).map((m) => m.stop()));
     await sysfs.remove();
   });
 
@@ -123,6 +125,18 @@ describe('tamper monitor on a sysfs-shaped directory', () => {
     assert.equal(findings.length, 1);
     assert.equal(findings[0]!.cause, 'unreadable');
     assert.match(findings[0]!.detail, /^self-test: intrusion sensor gone .*ENOENT/);
+    await m.stop();
+  });
+
+  test('failMode lock: a sensor that stops being readable after start locks, debounced', async () => {
+    const found = deferred<TamperFinding>();
+    const m = new TamperMonitor(config(), { onTamper: found.resolve });
+    monitors.push(m);
+    await m.start();
+    await rm(join(sysfs.root, 'class/hwmon/hwmon0'), { recursive: true });
+    const f = await found.promise;
+    assert.equal(f.cause, 'unreadable');
+    assert.match(f.detail, /^intrusion sensor chassis .*ENOENT/);
     await m.stop();
   });
 
