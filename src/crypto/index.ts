@@ -35,7 +35,7 @@ export {
   cipherSuiteFromId,
   parseCipherSuite,
 } from './stream.ts';
-export { writePrivateFile } from './private-file.ts';
+export { writePrivateFile, replacePrivateFile, syncDirectory } from './private-file.ts';
 export {
   type SealKeyPair,
   type Sealed,

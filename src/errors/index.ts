@@ -57,6 +57,9 @@ export const ERROR_EXIT_CODES = {
   EG_AUDIT_UNAVAILABLE: 8,
   // Device hardening: a preflight check that does not hold.
   EG_PREFLIGHT: 9,
+  // Tamper: a sensor that cannot be read, a device locked after a tamper response.
+  EG_TAMPER_SENSOR: 9,
+  EG_LOCKED: 9,
   EG_INTERNAL: 1,
 } as const;
 

@@ -16,7 +16,7 @@ import { assertPrivateFileMode, writePrivateFile, type ContentKey } from '../cry
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { SOFTWARE_POSTURE_LABEL, type KeyStore, type KeyStorePosture } from './types.ts';
 import { bindingKeyThumbprint } from './wrapped-key.ts';
-import { unwrapChecked } from './unwrap.ts';
+import { UnwrappedKeys, unwrapChecked } from './unwrap.ts';
 
 export class SoftwareKeyStore implements KeyStore {
   readonly provider = 'software' as const;
@@ -59,8 +59,11 @@ export class SoftwareKeyStore implements KeyStore {
     return new SoftwareKeyStore(key);
   }
 
-  unwrapContentKey(wrappedFileText: string): Promise<ContentKey> {
-    return unwrapChecked(wrappedFileText, this.posture.bindingKey, async (ct) => {
+  private readonly unwrapped = new UnwrappedKeys();
+
+  async unwrapContentKey(wrappedFileText: string): Promise<ContentKey> {
+    this.unwrapped.assertUsable();
+    const key = await unwrapChecked(wrappedFileText, this.posture.bindingKey, async (ct) => {
       try {
         return privateDecrypt(
           { key: this.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' },
@@ -74,5 +77,10 @@ export class SoftwareKeyStore implements KeyStore {
         );
       }
     });
+    return this.unwrapped.track(key);
+  }
+
+  wipe(): void {
+    this.unwrapped.wipeAll();
   }
 }

@@ -18,7 +18,7 @@ import {
 } from '../tpm/index.ts';
 import { TPM_POSTURE_LABEL, type KeyStore, type KeyStorePosture } from './types.ts';
 import { bindingKeyThumbprint } from './wrapped-key.ts';
-import { unwrapChecked } from './unwrap.ts';
+import { UnwrappedKeys, unwrapChecked } from './unwrap.ts';
 
 export class TpmKeyStore implements KeyStore {
   readonly provider = 'tpm' as const;
@@ -46,8 +46,11 @@ export class TpmKeyStore implements KeyStore {
     };
   }
 
-  unwrapContentKey(wrappedFileText: string): Promise<ContentKey> {
-    return unwrapChecked(wrappedFileText, this.posture.bindingKey, async (ct) => {
+  private readonly unwrapped = new UnwrappedKeys();
+
+  async unwrapContentKey(wrappedFileText: string): Promise<ContentKey> {
+    this.unwrapped.assertUsable();
+    const key = await unwrapChecked(wrappedFileText, this.posture.bindingKey, async (ct) => {
       try {
         return await this.client.rsaDecrypt(this.binding, this.pcrs, ct);
       } catch (e) {
@@ -62,5 +65,10 @@ export class TpmKeyStore implements KeyStore {
         throw e;
       }
     });
+    return this.unwrapped.track(key);
+  }
+
+  wipe(): void {
+    this.unwrapped.wipeAll();
   }
 }

@@ -27,4 +27,10 @@ export interface KeyStore {
    * wrapped to this device and that the bytes match the file's kid. The caller wipes `bytes`.
    */
   unwrapContentKey(wrappedFileText: string): Promise<ContentKey>;
+  /**
+   * Zero every content key this store has unwrapped and not yet seen wiped (the buffers callers
+   * hold read as zeros from then on) and refuse every later unwrap with EG_LOCKED: the key
+   * wipe of the tamper response.
+   */
+  wipe(): void;
 }

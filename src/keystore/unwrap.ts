@@ -1,4 +1,4 @@
-/** The checks both providers make around their private-key operation. */
+/** The checks both providers make around their private-key operation, and the keys they hand out. */
 import { contentKeyFromBytes, wipe, type ContentKey } from '../crypto/index.ts';
 import { EdgeguardError } from '../errors/index.ts';
 import { parseWrappedKeyFile } from './wrapped-key.ts';
@@ -32,4 +32,40 @@ export async function unwrapChecked(
     );
   }
   return key;
+}
+
+/**
+ * The content keys a store has handed out, held so that a tamper response can zero them all at
+ * once, including any a caller kept past its use. Keys a caller already wiped are dropped from
+ * the set as new ones come in, so it stays as small as the keys in use.
+ */
+export class UnwrappedKeys {
+  private readonly live = new Set<Buffer>();
+  private wiped = false;
+
+  /** Throws EG_LOCKED once the store was wiped. */
+  assertUsable(): void {
+    if (this.wiped)
+      throw new EdgeguardError(
+        'EG_LOCKED',
+        'the key store was wiped by a tamper response; the device must be re-provisioned before it unwraps again.',
+      );
+  }
+
+  /** Record a key just unwrapped; one that finished after a wipe is zeroed and refused. */
+  track(key: ContentKey): ContentKey {
+    if (this.wiped) {
+      wipe(key.bytes);
+      this.assertUsable();
+    }
+    for (const b of this.live) if (b.every((x) => x === 0)) this.live.delete(b);
+    this.live.add(key.bytes);
+    return key;
+  }
+
+  wipeAll(): void {
+    this.wiped = true;
+    for (const b of this.live) wipe(b);
+    this.live.clear();
+  }
 }

@@ -16,7 +16,13 @@ export interface PcrBankSelection {
 }
 export type PcrSelection = PcrBankSelection[];
 
-export const DEFAULT_BINDING_PCRS = 'sha256:0,1,2,3,4,5,7';
+/**
+ * The binding key's PolicyPCR for new devices: the firmware and boot chain (0-5), Secure Boot
+ * state (7), and 16, the PCR the tamper response extends (src/tamper) so the TPM refuses the key
+ * after a tamper until the next boot. Devices provisioned with the older default
+ * (sha256:0,1,2,3,4,5,7) are not covered by the tamper PCR until re-provisioned.
+ */
+export const DEFAULT_BINDING_PCRS = 'sha256:0,1,2,3,4,5,7,16';
 const MAX_PCR = 23;
 
 /** Parse `sha256:0,1,2+sha1:7` into a selection (banks in the order written, PCRs sorted). */

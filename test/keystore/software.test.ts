@@ -26,6 +26,31 @@ import { tempDir } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
 
 describe('software key store and wrapped key files', () => {
+  test('wipe() zeroes every unwrapped key still held and refuses later unwraps (EG_LOCKED)', async (t) => {
+    const dir = join(await tempDir(t, 'eg-ks-wipe-'), 'device');
+    await initDevice({ dir });
+    const pub = parseBindingPublicKey(await readFile(join(dir, 'binding.pub'), 'utf8'));
+    const key = generateContentKey();
+    const text = encodeWrappedKeyFile(wrapContentKey(key, pub));
+    const store = await openDeviceKeyStore(dir);
+    const held = [await store.unwrapContentKey(text), await store.unwrapContentKey(text)];
+    for (const k of held) assert.deepEqual(k.bytes, key.bytes);
+    store.wipe();
+    for (const k of held) assert.deepEqual(k.bytes, Buffer.alloc(32), 'the caller-held key buffer is zeroed');
+    await assert.rejects(store.unwrapContentKey(text), (e: unknown) => isEdgeguardError(e, 'EG_LOCKED'));
+  });
+
+  test('wipe() during an unwrap in flight: the key that arrives after it is zeroed and refused', async (t) => {
+    const dir = join(await tempDir(t, 'eg-ks-wipe-'), 'device');
+    await initDevice({ dir });
+    const pub = parseBindingPublicKey(await readFile(join(dir, 'binding.pub'), 'utf8'));
+    const text = encodeWrappedKeyFile(wrapContentKey(generateContentKey(), pub));
+    const store = await openDeviceKeyStore(dir);
+    const pending = store.unwrapContentKey(text);
+    store.wipe();
+    await assert.rejects(pending, (e: unknown) => isEdgeguardError(e, 'EG_LOCKED'));
+  });
+
   test('device init --software, wrap to binding.pub, unwrap: same key, labelled not hardware-bound', async (t) => {
     const dir = join(await tempDir(t, 'eg-ks-sw-'), 'device');
     const r = await initDevice({ dir });

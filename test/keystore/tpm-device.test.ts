@@ -84,9 +84,9 @@ describe('TPM key store (device init, wrap, run, clone, policy)', { skip: TPM_SK
     const out = JSON.parse(r.stdout);
     assert.equal(out.provider, 'tpm');
     assert.equal(out.hardwareBound, true);
-    assert.equal(out.posture, `${TPM_POSTURE_LABEL} sha256:0,1,2,3,4,5,7`);
+    assert.equal(out.posture, `${TPM_POSTURE_LABEL} sha256:0,1,2,3,4,5,7,16`);
     const d = await readDeviceFile(dev);
-    assert.equal(d.tpm?.pcrs, 'sha256:0,1,2,3,4,5,7');
+    assert.equal(d.tpm?.pcrs, 'sha256:0,1,2,3,4,5,7,16');
   });
 
   test("TPM2_Certify evidence verifies in pure TypeScript; the certified name is the binding key's name", async () => {
@@ -191,7 +191,7 @@ describe('TPM key store (device init, wrap, run, clone, policy)', { skip: TPM_SK
     };
     const ct = Buffer.from(JSON.parse(wrapped).ciphertext, 'base64url');
     await assert.rejects(
-      new TpmClient({ tcti: tpmB!.tcti }).rsaDecrypt(blobs, parsePcrSelection('sha256:0,1,2,3,4,5,7'), ct),
+      new TpmClient({ tcti: tpmB!.tcti }).rsaDecrypt(blobs, parsePcrSelection('sha256:0,1,2,3,4,5,7,16'), ct),
       (e: unknown) => isEdgeguardError(e, 'EG_TPM_WRONG_DEVICE') && e.details?.tpmRcName === 'TPM_RC_INTEGRITY',
     );
     // And a key wrapped to the other TPM's own binding key is not accepted by ours either.

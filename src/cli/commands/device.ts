@@ -20,7 +20,7 @@ import {
   bindingKeyThumbprint,
   TpmKeyStore,
 } from '../../keystore/index.ts';
-import { TPM_ALG, parsePcrSelection, policyPcrDigest } from '../../tpm/index.ts';
+import { DEFAULT_BINDING_PCRS, TPM_ALG, parsePcrSelection, policyPcrDigest } from '../../tpm/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 export function registerDeviceCommands(program: Command): void {
@@ -37,7 +37,7 @@ export function registerDeviceCommands(program: Command): void {
       '--software',
       'use a software key (PEM file, mode 0600): NOT hardware-bound, for development or TPM-less devices',
     )
-    .option('--pcrs <selection>', "PCRs the binding key's policy covers (TPM only)", 'sha256:0,1,2,3,4,5,7')
+    .option('--pcrs <selection>', "PCRs the binding key's policy covers (TPM only)", DEFAULT_BINDING_PCRS)
     .action(async (opts: { dir: string; tpm?: string; software?: boolean; pcrs: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       if (Boolean(opts.tpm) === Boolean(opts.software)) {
