@@ -4,5 +4,4 @@ export { startServer, parseListen, type StartServerOptions, type RunningServer }
 export { registerServerPlugin, registeredServerPlugins, type ServerPlugin } from './plugins.ts';
 export { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './context.ts';
 export { EnrollmentService, readAutoApproveList } from './enrollment.ts';
-export { deviceView, type DeviceView } from './views.ts';
 export { httpStatusOf, ERROR_SCHEMA } from './errors.ts';

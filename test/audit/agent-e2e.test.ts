@@ -18,7 +18,7 @@ import {
   type AuditEvent,
 } from '../../src/audit/index.ts';
 import { initDevice } from '../../src/keystore/index.ts';
-import { enrollDevice, loadDeviceCredential, deviceClient } from '../../src/agent/enroll.ts';
+import { enrollDevice, loadDeviceCredential, deviceClient } from '../../src/fleet/index.ts';
 import { registerServerPlugin } from '../../src/server/index.ts';
 import { auditServerPlugin, type AuditServerPlugin } from '../../src/server/routes/audit.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type RunningServer, type ServerPolicy } from '../../src/server/index.ts';
 import { FleetCa, generateP256, privateKeyToPkcs8Pem, spkiOf, type ValidityOptions } from '../../src/pki/index.ts';
-import { FleetClient } from '../../src/agent/client.ts';
+import { FleetClient } from '../../src/fleet/index.ts';
 import type { KeyProvider } from '../../src/store/index.ts';
 
 export const TEST_PASSPHRASE = 'test-ca-passphrase';

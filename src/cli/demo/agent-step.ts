@@ -23,8 +23,7 @@ import {
 } from '../../crypto/index.ts';
 import { loadAgentConfig } from '../../agent/config.ts';
 import { startAgent } from '../../agent/serve.ts';
-import { openReviewItem, reviewKeyId } from '../../agent/review-item.ts';
-import { enrollDevice } from '../../agent/enroll.ts';
+import { openReviewItem, reviewKeyId, enrollDevice } from '../../fleet/index.ts';
 import { initDevice } from '../../keystore/index.ts';
 import { startServer } from '../../server/index.ts';
 import { auditServerPlugin } from '../../server/routes/audit.ts';

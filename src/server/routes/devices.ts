@@ -6,7 +6,7 @@ import { DEVICE_ID_RE, normalizeSerial, verifyCsr, x509 } from '../../pki/index.
 import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
-import { DEVICE_VIEW_SCHEMA, deviceView } from '../views.ts';
+import { DEVICE_VIEW_SCHEMA, deviceView } from '../../fleet/index.ts';
 
 const idParams = {
   type: 'object',
