@@ -25,16 +25,10 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import {
-  parseSealPublicKeyPem,
-  readContentKeyFile,
-  readPublicSigningKey,
-  wipe,
-  type ContentKey,
-} from '../crypto/index.ts';
+import { parseSealPublicKeyPem, readPublicSigningKey, wipe } from '../crypto/index.ts';
 import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } from '../inference/index.ts';
 import type { ImagePreprocessing } from '../model/index.ts';
-import { openDeviceKeyStore } from '../keystore/index.ts';
+import { resolveContentKey, type ContentKeyPosture } from '../keystore/index.ts';
 import {
   Guard,
   computeStatistics,
@@ -51,12 +45,6 @@ import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
 
-export interface KeyPosture {
-  provider: 'key-file' | 'tpm' | 'software';
-  hardwareBound: boolean;
-  label: string;
-}
-
 export interface AgentRuntime {
   primary: LoadedModel;
   ensemble?: LoadedModel;
@@ -64,34 +52,14 @@ export interface AgentRuntime {
   guard: Guard;
   pre: ImagePreprocessing;
   shape: PlanarShape;
-  key: KeyPosture;
+  key: ContentKeyPosture;
   release(): Promise<void>;
-}
-
-async function resolveKey(c: AgentConfig['contentKey']): Promise<{ key: ContentKey; posture: KeyPosture }> {
-  if ('file' in c)
-    return {
-      key: await readContentKeyFile(c.file),
-      posture: { provider: 'key-file', hardwareBound: false, label: 'content key file: not hardware-bound' },
-    };
-  const store = await openDeviceKeyStore(c.device);
-  let text: string;
-  try {
-    text = await readFile(c.wrapped, 'utf8');
-  } catch (e) {
-    throw fsError(e, c.wrapped, 'read the wrapped key');
-  }
-  const key = await store.unwrapContentKey(text);
-  return {
-    key,
-    posture: { provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label },
-  };
 }
 
 /** Load the models (in memory) and build the guard, as the config says. */
 export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntime> {
   const publicKeys = await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p)));
-  const { key, posture } = await resolveKey(config.contentKey);
+  const { key, posture } = await resolveContentKey(config.contentKey);
   const loaded = new Map<string, LoadedModel>();
   try {
     const load = async (path: string | undefined) => {

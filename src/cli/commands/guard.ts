@@ -29,7 +29,8 @@ import {
   type PlanarShape,
 } from '../../guard/index.ts';
 import { collect } from '../args.ts';
-import { resolveContentKey } from '../content-key-source.ts';
+import { contentKeySource } from '../content-key-source.ts';
+import { resolveContentKey } from '../../keystore/index.ts';
 import { readTrustedKeys } from '../model-options.ts';
 import { Output, globalOptions } from '../output.ts';
 
@@ -215,7 +216,7 @@ async function openModels(o: ModelOpts): Promise<{ primary: OpenedModel; ensembl
         'with --model give the ensemble as a protected package: --ensemble other.egm.',
       );
     const publicKeys = await readTrustedKeys(o.pub);
-    const source = await resolveContentKey(o);
+    const source = await resolveContentKey(contentKeySource(o));
     try {
       const primary = await openPackage(o.model!, source.key, publicKeys);
       opened.push(primary);
