@@ -25,109 +25,31 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { parseSealPublicKeyPem, readPublicSigningKey, wipe } from '../crypto/index.ts';
-import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } from '../inference/index.ts';
-import type { ImagePreprocessing } from '../model/index.ts';
-import { resolveContentKey, type ContentKeyPosture } from '../keystore/index.ts';
-import {
-  Guard,
-  computeStatistics,
-  guardInputShape,
-  loadedModelClassifier,
-  parseProfile,
-  type GuardImage,
-  type GuardResult,
-  type PlanarShape,
-} from '../guard/index.ts';
+import { parseSealPublicKeyPem, readPublicSigningKey } from '../crypto/index.ts';
+import type { LoadedModel } from '../inference/index.ts';
+import type { GuardResult } from '../guard/index.ts';
+import { checkInputKeeping, openGuardedModel, type GuardedInput, type GuardedModel } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { AgentIdentity, CertificateRenewer } from './renewal.ts';
 import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
 
-export interface AgentRuntime {
-  primary: LoadedModel;
-  ensemble?: LoadedModel;
-  fallback?: LoadedModel;
-  guard: Guard;
-  pre: ImagePreprocessing;
-  shape: PlanarShape;
-  key: ContentKeyPosture;
-  release(): Promise<void>;
-}
+/** The models and the guard the agent serves (src/runtime). */
+export type AgentRuntime = GuardedModel;
 
 /** Load the models (in memory) and build the guard, as the config says. */
 export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntime> {
-  const publicKeys = await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p)));
-  const { key, posture } = await resolveContentKey(config.contentKey);
-  const loaded = new Map<string, LoadedModel>();
-  try {
-    const load = async (path: string | undefined) => {
-      if (!path) return undefined;
-      let m = loaded.get(path);
-      if (!m) {
-        m = await loadProtectedModel(path, { publicKeys, contentKey: key });
-        loaded.set(path, m);
-      }
-      return m;
-    };
-    const primary = (await load(config.models.primary))!;
-    const ensemble = await load(config.models.ensemble);
-    const fallback = await load(config.models.fallback);
-    const pre = primary.metadata.preprocessing;
-    const shape = guardInputShape(pre, `model ${primary.metadata.name}`);
-    for (const m of [ensemble, fallback]) {
-      if (m && JSON.stringify(m.metadata.inputs[0]?.shape) !== JSON.stringify(primary.metadata.inputs[0]?.shape)) {
-        throw new EdgeguardError(
-          'EG_CONFIG',
-          `model ${m.metadata.name} takes input ${JSON.stringify(m.metadata.inputs[0]?.shape)}, unlike the primary's ${JSON.stringify(primary.metadata.inputs[0]?.shape)}; the ensemble and fallback must take the same input.`,
-        );
-      }
-    }
-    let profile;
-    if (config.guard.profile) {
-      let bytes: Buffer;
-      try {
-        bytes = await readFile(config.guard.profile);
-      } catch (e) {
-        throw fsError(e, config.guard.profile, 'read the guard profile');
-      }
-      profile = parseProfile(bytes, config.guard.profile);
-    }
-    const guard = new Guard({
-      config: config.guard,
-      profile,
-      primary: loadedModelClassifier(primary),
-      ensemble: ensemble ? loadedModelClassifier(ensemble) : undefined,
-      fallback: fallback ? loadedModelClassifier(fallback) : undefined,
-      shape,
-      labels: primary.metadata.outputs[0]?.labels,
-    });
-    return {
-      primary,
-      ensemble,
-      fallback,
-      guard,
-      pre: pre!,
-      shape,
-      key: posture,
-      release: async () => {
-        for (const m of loaded.values()) await m.release().catch(() => undefined);
-        loaded.clear();
-      },
-    };
-  } catch (e) {
-    for (const m of loaded.values()) await m.release().catch(() => undefined);
-    throw e;
-  } finally {
-    wipe(key.bytes);
-  }
+  return openGuardedModel({
+    models: config.models,
+    publicKeys: await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p))),
+    contentKey: config.contentKey,
+    guard: config.guard,
+    profile: config.guard.profile,
+  });
 }
 
 // --- request handling -----------------------------------------------------------------------
-
-const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-const JPEG_MAGIC = Buffer.from([0xff, 0xd8, 0xff]);
 
 interface Slot {
   released: boolean;
@@ -193,17 +115,6 @@ const TENSOR_BODY_SCHEMA = {
     },
   },
 } as const;
-
-/** A planar 0..1 tensor (C x H x W) as the 8-bit interleaved image the guard's statistics read. */
-function tensorImage(data: Float32Array, shape: PlanarShape): GuardImage {
-  const { channels: c, height: h, width: w } = shape;
-  const pixels = new Uint8Array(c * h * w);
-  for (let k = 0; k < c; k++) {
-    for (let i = 0; i < h * w; i++)
-      pixels[i * c + k] = Math.min(255, Math.max(0, Math.round(data[k * h * w + i]! * 255)));
-  }
-  return { pixels, width: w, height: h, channels: c, source: { format: 'tensor', width: w, height: h } };
-}
 
 export interface BuildAgentAppOptions {
   logger?: Logger;
@@ -349,64 +260,27 @@ export async function buildAgentApp(
   ): Promise<InferResponse> {
     const timings: Record<string, number> = {};
     let reviewBytes: () => Buffer;
-    let tensor: Float32Array;
-    let image: GuardImage;
+    let input: GuardedInput;
     if (type === 'image/png' || type === 'image/jpeg') {
-      const input = req.body as Buffer;
-      wipeLater.push(input);
-      reviewBytes = () => input;
-      const magic = type === 'image/png' ? PNG_MAGIC : JPEG_MAGIC;
-      if (input.length < magic.length || !input.subarray(0, magic.length).equals(magic)) {
-        throw new EdgeguardError(
-          'EG_INPUT',
-          `the body is not a ${type === 'image/png' ? 'PNG' : 'JPEG'} image (its first bytes do not match ${type}).`,
-        );
-      }
-      const decoded = await decodeImage(input, runtime.pre);
-      wipeLater.push(decoded.pixels);
-      image = decoded;
-      tensor = pixelsToTensor(decoded, runtime.pre).data;
-      wipeLater.push(tensor);
+      const bytes = req.body as Buffer;
+      wipeLater.push(bytes);
+      reviewBytes = () => bytes;
+      input = { kind: 'image', bytes, format: type };
     } else {
-      const body = req.body as { tensor: { dims: number[]; data: number[] } };
-      const { dims, data } = body.tensor;
+      const { dims, data } = (req.body as { tensor: { dims: number[]; data: number[] } }).tensor;
       wipeLater.push(data);
-      if (dims.length !== tensorDims.length || dims.some((d, i) => d !== tensorDims[i])) {
-        throw new EdgeguardError(
-          'EG_INPUT',
-          `the tensor has dims [${dims.join(',')}]; the model takes [${tensorDims.join(',')}].`,
-        );
-      }
-      const n = tensorDims.reduce((a, b) => a * b, 1);
-      if (data.length !== n)
-        throw new EdgeguardError(
-          'EG_INPUT',
-          `the tensor has ${data.length} values; dims [${tensorDims.join(',')}] need ${n}.`,
-        );
-      const t = new Float32Array(n);
-      wipeLater.push(t);
-      for (let i = 0; i < n; i++) {
-        const v = data[i]!;
-        if (!Number.isFinite(v) || v < 0 || v > 1)
-          throw new EdgeguardError(
-            'EG_INPUT',
-            `tensor value ${i} is ${v}; values must be finite and within 0..1 (pixel / 255).`,
-          );
-        t[i] = v;
-      }
-      tensor = t;
-      image = tensorImage(t, runtime.shape);
-      wipeLater.push(image.pixels);
+      input = { kind: 'tensor', dims, data };
       reviewBytes = () => {
-        const b = Buffer.from(JSON.stringify({ tensor: { dims: tensorDims, data: Array.from(t) } }));
+        const b = Buffer.from(JSON.stringify({ tensor: { dims: tensorDims, data: Array.from(checked.tensor) } }));
         wipeLater.push(b);
         return b;
       };
     }
-    timings.decodeMs = performance.now() - t0;
+    const checkStart = performance.now();
+    const checked = await checkInputKeeping(runtime, input, wipeLater);
+    timings.decodeMs = checkStart - t0 + checked.decodeMs;
     metrics.stage.observe({ stage: 'decode' }, timings.decodeMs / 1000);
-    const statistics = computeStatistics(image);
-    const r = await runtime.guard.check({ tensor, statistics });
+    const r = checked.result;
     for (const [k, v] of Object.entries(r.timings)) {
       if (typeof v === 'number') {
         timings[k] = v;
