@@ -9,7 +9,6 @@ import { readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateSealKeyPair } from '../../src/crypto/index.ts';
 import { openReviewItem, parseReviewItem, sealReviewItem, REVIEW_HEADER_BYTES } from '../../src/fleet/index.ts';
-import { registerServerPlugin } from '../../src/server/index.ts';
 import { reviewServerPlugin } from '../../src/server/routes/review.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
@@ -23,8 +22,7 @@ const META = {
 };
 
 test('delivery to the control plane: items wait sealed while it is unreachable, then arrive sealed', async (t) => {
-  registerServerPlugin(reviewServerPlugin());
-  const fleet = await startTestFleet();
+  const fleet = await startTestFleet({ plugins: [reviewServerPlugin()] });
   t.after(() => fleet.stop());
   const f = await serveFixture(t);
   const device = await fleet.deviceCredential();
@@ -132,10 +130,9 @@ test('delivery to the control plane: items wait sealed while it is unreachable, 
 
 test('the control plane keeps review items sealed on PostgreSQL too', async (t) => {
   const { createTempDatabase } = await import('../helpers/postgres.ts');
-  registerServerPlugin(reviewServerPlugin());
   const db = await createTempDatabase('eg_review');
   t.after(() => db.drop());
-  const fleet = await startTestFleet({ dbUrl: db.url });
+  const fleet = await startTestFleet({ dbUrl: db.url, plugins: [reviewServerPlugin()] });
   t.after(() => fleet.stop());
   const device = await fleet.deviceCredential();
   const admin = await fleet.adminCredential();
@@ -165,8 +162,7 @@ test('the control plane keeps review items sealed on PostgreSQL too', async (t) 
 test('upload through an enrolled device directory (software key store): the TLS key is unwrapped, items delivered', async (t) => {
   const { initDevice } = await import('../../src/keystore/index.ts');
   const { enrollDevice } = await import('../../src/fleet/index.ts');
-  registerServerPlugin(reviewServerPlugin());
-  const fleet = await startTestFleet({ policy: { allowSoftwareDevices: true } });
+  const fleet = await startTestFleet({ policy: { allowSoftwareDevices: true }, plugins: [reviewServerPlugin()] });
   t.after(() => fleet.stop());
   const f = await serveFixture(t);
   const deviceDir = join(f.dir, 'device');

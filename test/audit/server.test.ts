@@ -21,7 +21,6 @@ import {
   type AuditEvent,
   type JournalEntry,
 } from '../../src/audit/index.ts';
-import { registerServerPlugin } from '../../src/server/index.ts';
 import { auditServerPlugin, parseTileIndex } from '../../src/server/routes/audit.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 
@@ -61,8 +60,7 @@ describe('audit API on the control plane (mutual TLS)', () => {
     work = mkdtempSync(join(tmpdir(), 'eg-audit-api-'));
     // The plugin keeps its key in the data directory, which the fleet helper creates: point it there.
     const dataDir = mkdtempSync(join(tmpdir(), 'eg-audit-fleet-'));
-    registerServerPlugin(auditServerPlugin({ dataDir, checkpointIntervalMs: 100 }));
-    fleet = await startTestFleet({ dataDir });
+    fleet = await startTestFleet({ dataDir, plugins: [auditServerPlugin({ dataDir, checkpointIntervalMs: 100 })] });
     admin = await fleet.adminCredential();
     device = await fleet.deviceCredential();
     other = await fleet.deviceCredential();

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, type RunningServer, type ServerPolicy } from '../../src/server/index.ts';
+import { startServer, type RunningServer, type ServerPlugin, type ServerPolicy } from '../../src/server/index.ts';
 import { FleetCa, generateP256, privateKeyToPkcs8Pem, spkiOf, type ValidityOptions } from '../../src/pki/index.ts';
 import { FleetClient } from '../../src/fleet/index.ts';
 import type { KeyProvider } from '../../src/store/index.ts';
@@ -30,7 +30,7 @@ export interface TestFleet {
 }
 
 export async function startTestFleet(
-  opts: { dbUrl?: string; policy?: Partial<ServerPolicy>; dataDir?: string } = {},
+  opts: { dbUrl?: string; policy?: Partial<ServerPolicy>; dataDir?: string; plugins?: ServerPlugin[] } = {},
 ): Promise<TestFleet> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'eg-fleet-'));
   const server = await startServer({
@@ -39,6 +39,7 @@ export async function startTestFleet(
     dbUrl: opts.dbUrl,
     caPassphrase: TEST_PASSPHRASE,
     policy: opts.policy ?? {},
+    ...(opts.plugins ? { plugins: opts.plugins } : {}),
   });
   const ca = server.ctx.ca;
   const clients: FleetClient[] = [];
