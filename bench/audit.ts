@@ -45,7 +45,7 @@ import { Store, SQLITE_FILE } from '../src/store/index.ts';
 import { startServer } from '../src/server/index.ts';
 import { auditServerPlugin } from '../src/server/routes/audit.ts';
 import { generateP256, privateKeyToPkcs8Pem, spkiOf } from '../src/pki/index.ts';
-import { FleetClient } from '../src/agent/client.ts';
+import { FleetClient } from '../src/fleet/index.ts';
 import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);

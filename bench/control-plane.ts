@@ -35,7 +35,7 @@ import { kdfa, parseCredentialBlob, ekPublicKeyHash, protocol } from '../src/att
 import { createCsr, generateP256, privateKeyToPkcs8Pem, x509 } from '../src/pki/index.ts';
 import { TpmWriter, parseTpm2bPublic, objectName, missingSwtpmBinaries, startSwtpm } from '../src/tpm/index.ts';
 import { initDevice } from '../src/keystore/index.ts';
-import { enrollDevice } from '../src/agent/enroll.ts';
+import { enrollDevice } from '../src/fleet/index.ts';
 import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);

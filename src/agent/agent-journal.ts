@@ -28,7 +28,7 @@ import {
   type ForwardResult,
   type JournalTransport,
 } from '../audit/index.ts';
-import { backoffDelay } from './renewal.ts';
+import { backoffDelay } from '../fleet/index.ts';
 
 type Details<T extends AuditEvent['type']> = Extract<AuditEvent, { type: T }>['details'];
 

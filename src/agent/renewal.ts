@@ -18,9 +18,16 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { x509 } from '../pki/index.ts';
-import { FleetClient } from './client.ts';
+import {
+  FleetClient,
+  backoffDelay,
+  FLEET_FILES,
+  FLEET_SUBDIR,
+  loadDeviceCredential,
+  requestRenewal,
+  writeAtomic,
+} from '../fleet/index.ts';
 import type { AgentConfig } from './config.ts';
-import { FLEET_FILES, FLEET_SUBDIR, loadDeviceCredential, requestRenewal, writeAtomic } from './enroll.ts';
 
 function leafOf(chainPem: string): x509.X509Certificate {
   const first = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(chainPem)?.[0];
@@ -134,12 +141,6 @@ export function renewalTime(notBefore: Date, notAfter: Date, jitter: number): nu
   const life = notAfter.getTime() - notBefore.getTime();
   const spread = Math.min(life / 30, DAY_MS);
   return notBefore.getTime() + (life * 2) / 3 - Math.min(1, Math.max(0, jitter)) * spread;
-}
-
-/** Exponential backoff after `failures` consecutive failures (1, 2, ...), +-25% jitter, capped. */
-export function backoffDelay(failures: number, initialMs: number, maxMs: number, random: number): number {
-  const base = Math.min(maxMs, initialMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
-  return Math.min(maxMs, Math.round(base * (0.75 + 0.5 * random)));
 }
 
 export type RenewalResult = 'renewed' | 'not-due' | 'failed';

@@ -1,7 +1,7 @@
 /**
  * The device side of the human-review queue: a flagged input is sealed to the operators' review
- * public key at once (in memory; review-item.ts), the sealed item goes to the bounded spool
- * (review-spool.ts), and a background loop delivers spooled items to the control plane when a
+ * public key at once (in memory; fleet/review-item.ts), the sealed item goes to the bounded spool
+ * (fleet/review-spool.ts), and a background loop delivers spooled items to the control plane when a
  * sink is configured, deleting each one only after the server acknowledged it. While the server
  * is unreachable the items wait, encrypted. Nothing here can open an item: the device never
  * holds the review private key.
@@ -9,9 +9,15 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { EdgeguardError } from '../errors/index.ts';
-import type { FleetClient } from './client.ts';
-import { sealReviewItem, reviewKeyId, type ReviewMetadata } from './review-item.ts';
-import { ReviewSpool, type SpoolEntry, type SpoolEvents } from './review-spool.ts';
+import {
+  type FleetClient,
+  sealReviewItem,
+  reviewKeyId,
+  type ReviewMetadata,
+  ReviewSpool,
+  type SpoolEntry,
+  type SpoolEvents,
+} from '../fleet/index.ts';
 
 /** Where spooled items are delivered (the control plane, in production). */
 export interface ReviewSink {

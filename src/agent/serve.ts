@@ -15,570 +15,41 @@
  *   - With `upload` (a device identity): the device certificate is renewed at two thirds of its
  *     lifetime (renewal.ts) and the agent's security events go to its signed journal, forwarded to
  *     the control plane (agent-journal.ts).
+ *
+ * This file is the start-up wiring (what is opened, in which order, and closed in reverse); the
+ * HTTP surface is http-app.ts, the guarded model and input -> verdict are src/runtime.
  */
 import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFile, unlink, chmod, lstat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
-import swagger from '@fastify/swagger';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import {
-  parseSealPublicKeyPem,
-  readContentKeyFile,
-  readPublicSigningKey,
-  wipe,
-  type ContentKey,
-} from '../crypto/index.ts';
-import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } from '../inference/index.ts';
-import type { ImagePreprocessing } from '../model/index.ts';
-import { openDeviceKeyStore } from '../keystore/index.ts';
-import {
-  Guard,
-  computeStatistics,
-  guardInputShape,
-  loadedModelClassifier,
-  parseProfile,
-  type GuardImage,
-  type GuardResult,
-  type PlanarShape,
-} from '../guard/index.ts';
+import { parseSealPublicKeyPem, readPublicSigningKey } from '../crypto/index.ts';
+import type { LoadedModel } from '../inference/index.ts';
+import { openGuardedModel, type GuardedModel } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { AgentIdentity, CertificateRenewer } from './renewal.ts';
 import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
-import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
+import { buildAgentApp } from './http-app.ts';
+import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
 
-export interface KeyPosture {
-  provider: 'key-file' | 'tpm' | 'software';
-  hardwareBound: boolean;
-  label: string;
-}
+export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
 
-export interface AgentRuntime {
-  primary: LoadedModel;
-  ensemble?: LoadedModel;
-  fallback?: LoadedModel;
-  guard: Guard;
-  pre: ImagePreprocessing;
-  shape: PlanarShape;
-  key: KeyPosture;
-  release(): Promise<void>;
-}
-
-async function resolveKey(c: AgentConfig['contentKey']): Promise<{ key: ContentKey; posture: KeyPosture }> {
-  if ('file' in c)
-    return {
-      key: await readContentKeyFile(c.file),
-      posture: { provider: 'key-file', hardwareBound: false, label: 'content key file: not hardware-bound' },
-    };
-  const store = await openDeviceKeyStore(c.device);
-  let text: string;
-  try {
-    text = await readFile(c.wrapped, 'utf8');
-  } catch (e) {
-    throw fsError(e, c.wrapped, 'read the wrapped key');
-  }
-  const key = await store.unwrapContentKey(text);
-  return {
-    key,
-    posture: { provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label },
-  };
-}
+/** The models and the guard the agent serves (src/runtime). */
+export type AgentRuntime = GuardedModel;
 
 /** Load the models (in memory) and build the guard, as the config says. */
 export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntime> {
-  const publicKeys = await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p)));
-  const { key, posture } = await resolveKey(config.contentKey);
-  const loaded = new Map<string, LoadedModel>();
-  try {
-    const load = async (path: string | undefined) => {
-      if (!path) return undefined;
-      let m = loaded.get(path);
-      if (!m) {
-        m = await loadProtectedModel(path, { publicKeys, contentKey: key });
-        loaded.set(path, m);
-      }
-      return m;
-    };
-    const primary = (await load(config.models.primary))!;
-    const ensemble = await load(config.models.ensemble);
-    const fallback = await load(config.models.fallback);
-    const pre = primary.metadata.preprocessing;
-    const shape = guardInputShape(pre, `model ${primary.metadata.name}`);
-    for (const m of [ensemble, fallback]) {
-      if (m && JSON.stringify(m.metadata.inputs[0]?.shape) !== JSON.stringify(primary.metadata.inputs[0]?.shape)) {
-        throw new EdgeguardError(
-          'EG_CONFIG',
-          `model ${m.metadata.name} takes input ${JSON.stringify(m.metadata.inputs[0]?.shape)}, unlike the primary's ${JSON.stringify(primary.metadata.inputs[0]?.shape)}; the ensemble and fallback must take the same input.`,
-        );
-      }
-    }
-    let profile;
-    if (config.guard.profile) {
-      let bytes: Buffer;
-      try {
-        bytes = await readFile(config.guard.profile);
-      } catch (e) {
-        throw fsError(e, config.guard.profile, 'read the guard profile');
-      }
-      profile = parseProfile(bytes, config.guard.profile);
-    }
-    const guard = new Guard({
-      config: config.guard,
-      profile,
-      primary: loadedModelClassifier(primary),
-      ensemble: ensemble ? loadedModelClassifier(ensemble) : undefined,
-      fallback: fallback ? loadedModelClassifier(fallback) : undefined,
-      shape,
-      labels: primary.metadata.outputs[0]?.labels,
-    });
-    return {
-      primary,
-      ensemble,
-      fallback,
-      guard,
-      pre: pre!,
-      shape,
-      key: posture,
-      release: async () => {
-        for (const m of loaded.values()) await m.release().catch(() => undefined);
-        loaded.clear();
-      },
-    };
-  } catch (e) {
-    for (const m of loaded.values()) await m.release().catch(() => undefined);
-    throw e;
-  } finally {
-    wipe(key.bytes);
-  }
-}
-
-// --- request handling -----------------------------------------------------------------------
-
-const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-const JPEG_MAGIC = Buffer.from([0xff, 0xd8, 0xff]);
-
-interface Slot {
-  released: boolean;
-  work?: Promise<unknown>;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    egSlot?: Slot;
-  }
-}
-
-export interface InferResponse {
-  requestId: string;
-  verdict: GuardResult['verdict'];
-  label: string | null;
-  index: number | null;
-  confidence: number | null;
-  source: 'primary' | 'fallback' | null;
-  scores: number[] | null;
-  reasons: GuardResult['reasons'];
-  primary: { label: string; confidence: number } | null;
-  review: { queued: boolean; id?: string } | null;
-  model: { name: string; version: number };
-  timings: Record<string, number>;
-}
-
-const reasonSchema = {
-  type: 'object',
-  properties: { stage: { type: 'string' }, code: { type: 'string' }, message: { type: 'string' } },
-};
-const INFER_RESPONSE_SCHEMA = {
-  type: 'object',
-  properties: {
-    requestId: { type: 'string' },
-    verdict: { type: 'string', enum: ['accept', 'flag', 'reject'] },
-    label: { type: ['string', 'null'] },
-    index: { type: ['integer', 'null'] },
-    confidence: { type: ['number', 'null'] },
-    source: { type: ['string', 'null'], enum: ['primary', 'fallback', null] },
-    scores: { type: ['array', 'null'], items: { type: 'number' } },
-    reasons: { type: 'array', items: reasonSchema },
-    primary: { type: ['object', 'null'], properties: { label: { type: 'string' }, confidence: { type: 'number' } } },
-    review: { type: ['object', 'null'], properties: { queued: { type: 'boolean' }, id: { type: 'string' } } },
-    model: { type: 'object', properties: { name: { type: 'string' }, version: { type: 'integer' } } },
-    timings: { type: 'object', additionalProperties: { type: 'number' } },
-  },
-} as const;
-
-const TENSOR_BODY_SCHEMA = {
-  type: 'object',
-  required: ['tensor'],
-  additionalProperties: false,
-  properties: {
-    tensor: {
-      type: 'object',
-      required: ['dims', 'data'],
-      additionalProperties: false,
-      properties: {
-        dims: { type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1, maxItems: 8 },
-        data: { type: 'array', items: { type: 'number' }, maxItems: 16_777_216 },
-      },
-    },
-  },
-} as const;
-
-/** A planar 0..1 tensor (C x H x W) as the 8-bit interleaved image the guard's statistics read. */
-function tensorImage(data: Float32Array, shape: PlanarShape): GuardImage {
-  const { channels: c, height: h, width: w } = shape;
-  const pixels = new Uint8Array(c * h * w);
-  for (let k = 0; k < c; k++) {
-    for (let i = 0; i < h * w; i++)
-      pixels[i * c + k] = Math.min(255, Math.max(0, Math.round(data[k * h * w + i]! * 255)));
-  }
-  return { pixels, width: w, height: h, channels: c, source: { format: 'tensor', width: w, height: h } };
-}
-
-export interface BuildAgentAppOptions {
-  logger?: Logger;
-  review?: ReviewQueue;
-  metrics?: AgentMetrics;
-  /** Guard flags and rejections are journaled here (never the input). */
-  journal?: AgentJournal;
-  /** Extra /healthz fields (certificate, journal). */
-  health?: () => Record<string, unknown>;
-}
-
-const micro = (v: number | undefined) =>
-  v === undefined || !Number.isFinite(v) ? 0 : Math.max(-1e12, Math.min(1e12, Math.round(v * 1e6)));
-
-/** The check, score and threshold (x 10^6) of the first reason of a verdict, for the audit event. */
-function guardFinding(r: GuardResult): { check: string; score: number; threshold: number } {
-  const first = r.reasons[0];
-  const s = r.stages;
-  switch (first?.stage) {
-    case 'confidence':
-      return { check: first.code, score: micro(s.confidence?.value), threshold: micro(s.confidence?.threshold) };
-    case 'squeeze':
-      return { check: first.code, score: micro(s.squeeze?.score), threshold: micro(s.squeeze?.threshold) };
-    case 'ensemble':
-      return { check: first.code, score: micro(s.ensemble?.distance), threshold: micro(s.ensemble?.threshold) };
-    case 'validation':
-      return { check: first.code, score: micro(s.validation?.score), threshold: 0 };
-    default:
-      return { check: 'unknown', score: 0, threshold: 0 };
-  }
-}
-
-export async function buildAgentApp(
-  config: AgentConfig,
-  runtime: AgentRuntime,
-  o: BuildAgentAppOptions = {},
-): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
-  const metrics = o.metrics ?? createAgentMetrics();
-  const limits = config.limits;
-  const app = Fastify({
-    ...(o.logger ? { loggerInstance: o.logger as FastifyBaseLogger } : { logger: false }),
-    bodyLimit: limits.bodyBytes,
-    requestTimeout: limits.requestTimeoutMs,
-    keepAliveTimeout: limits.keepAliveTimeoutMs,
-    connectionTimeout: limits.requestTimeoutMs,
-    forceCloseConnections: 'idle',
-    return503OnClosing: true,
+  return openGuardedModel({
+    models: config.models,
+    publicKeys: await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p))),
+    contentKey: config.contentKey,
+    guard: config.guard,
+    profile: config.guard.profile,
   });
-  app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({
-      error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json.` },
-    });
-  });
-  if (config.openapi.enabled) {
-    await app.register(swagger, {
-      openapi: {
-        info: {
-          title: 'edgeguard agent inference API',
-          version: '1',
-          description: 'In-memory inference behind the adversarial-input guard.',
-        },
-        components: {},
-      },
-    });
-  }
-  // Only the three input types are parsed; any other body is refused (415) without being read.
-  app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser(
-    ['image/png', 'image/jpeg'],
-    { parseAs: 'buffer', bodyLimit: limits.bodyBytes },
-    (_req, body, done) => done(null, body),
-  );
-
-  let inflight = 0;
-  const release = (slot: Slot) => {
-    if (slot.released) return;
-    slot.released = true;
-    inflight--;
-    metrics.inflight.set(inflight);
-  };
-  app.addHook('onResponse', async (req, reply) => {
-    const route = req.routeOptions.url ?? 'unknown';
-    metrics.requests.inc({ route, status: String(reply.statusCode) });
-    metrics.duration.observe({ route }, reply.elapsedTime / 1000);
-  });
-
-  app.get('/healthz', { schema: { tags: ['service'], summary: 'liveness and what is loaded' } }, async () => ({
-    status: 'ok',
-    models: Object.fromEntries(
-      (['primary', 'ensemble', 'fallback'] as const)
-        .filter((k) => runtime[k])
-        .map((k) => [
-          k,
-          {
-            name: runtime[k]!.metadata.name,
-            version: runtime[k]!.metadata.version,
-            headerSha256: runtime[k]!.provenance.headerSha256,
-          },
-        ]),
-    ),
-    key: runtime.key,
-    inflight,
-    review: o.review ? { keyId: o.review.keyId, spooled: o.review.spool.items } : null,
-    ...(o.health?.() ?? {}),
-  }));
-  if (config.metrics.enabled) {
-    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
-      void reply.header('content-type', metrics.registry.contentType);
-      return metrics.registry.metrics();
-    });
-  }
-  if (config.openapi.enabled) app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-
-  const modelInfo = { name: runtime.primary.metadata.name, version: runtime.primary.metadata.version };
-  const tensorDims = [1, runtime.shape.channels, runtime.shape.height, runtime.shape.width];
-
-  async function process(req: FastifyRequest, t0: number): Promise<InferResponse> {
-    const type = String(req.headers['content-type'] ?? '')
-      .split(';')[0]!
-      .trim()
-      .toLowerCase();
-    if (type !== 'image/png' && type !== 'image/jpeg' && type !== 'application/json') {
-      throw new EdgeguardError(
-        'EG_UNSUPPORTED_MEDIA_TYPE',
-        'send the input as image/png, image/jpeg or application/json (a tensor).',
-      );
-    }
-    // Everything derived from the input is wiped when the request ends, on every path.
-    const wipeLater: Array<{ fill(v: number): unknown }> = [];
-    try {
-      return await processInput(req, type, t0, wipeLater);
-    } finally {
-      for (const b of wipeLater) b.fill(0);
-    }
-  }
-
-  async function processInput(
-    req: FastifyRequest,
-    type: string,
-    t0: number,
-    wipeLater: Array<{ fill(v: number): unknown }>,
-  ): Promise<InferResponse> {
-    const timings: Record<string, number> = {};
-    let reviewBytes: () => Buffer;
-    let tensor: Float32Array;
-    let image: GuardImage;
-    if (type === 'image/png' || type === 'image/jpeg') {
-      const input = req.body as Buffer;
-      wipeLater.push(input);
-      reviewBytes = () => input;
-      const magic = type === 'image/png' ? PNG_MAGIC : JPEG_MAGIC;
-      if (input.length < magic.length || !input.subarray(0, magic.length).equals(magic)) {
-        throw new EdgeguardError(
-          'EG_INPUT',
-          `the body is not a ${type === 'image/png' ? 'PNG' : 'JPEG'} image (its first bytes do not match ${type}).`,
-        );
-      }
-      const decoded = await decodeImage(input, runtime.pre);
-      wipeLater.push(decoded.pixels);
-      image = decoded;
-      tensor = pixelsToTensor(decoded, runtime.pre).data;
-      wipeLater.push(tensor);
-    } else {
-      const body = req.body as { tensor: { dims: number[]; data: number[] } };
-      const { dims, data } = body.tensor;
-      wipeLater.push(data);
-      if (dims.length !== tensorDims.length || dims.some((d, i) => d !== tensorDims[i])) {
-        throw new EdgeguardError(
-          'EG_INPUT',
-          `the tensor has dims [${dims.join(',')}]; the model takes [${tensorDims.join(',')}].`,
-        );
-      }
-      const n = tensorDims.reduce((a, b) => a * b, 1);
-      if (data.length !== n)
-        throw new EdgeguardError(
-          'EG_INPUT',
-          `the tensor has ${data.length} values; dims [${tensorDims.join(',')}] need ${n}.`,
-        );
-      const t = new Float32Array(n);
-      wipeLater.push(t);
-      for (let i = 0; i < n; i++) {
-        const v = data[i]!;
-        if (!Number.isFinite(v) || v < 0 || v > 1)
-          throw new EdgeguardError(
-            'EG_INPUT',
-            `tensor value ${i} is ${v}; values must be finite and within 0..1 (pixel / 255).`,
-          );
-        t[i] = v;
-      }
-      tensor = t;
-      image = tensorImage(t, runtime.shape);
-      wipeLater.push(image.pixels);
-      reviewBytes = () => {
-        const b = Buffer.from(JSON.stringify({ tensor: { dims: tensorDims, data: Array.from(t) } }));
-        wipeLater.push(b);
-        return b;
-      };
-    }
-    timings.decodeMs = performance.now() - t0;
-    metrics.stage.observe({ stage: 'decode' }, timings.decodeMs / 1000);
-    const statistics = computeStatistics(image);
-    const r = await runtime.guard.check({ tensor, statistics });
-    for (const [k, v] of Object.entries(r.timings)) {
-      if (typeof v === 'number') {
-        timings[k] = v;
-        metrics.stage.observe({ stage: k.replace(/Ms$/, '') === 'total' ? 'guard' : k.replace(/Ms$/, '') }, v / 1000);
-      }
-    }
-    metrics.verdicts.inc({ verdict: r.verdict });
-    let review: InferResponse['review'] = null;
-    if (o.review && config.review.verdicts.includes(r.verdict as 'flag' | 'reject')) {
-      try {
-        const { id } = await o.review.submit(
-          {
-            contentType: type === 'image/png' || type === 'image/jpeg' ? type : 'application/json',
-            verdict: r.verdict,
-            reasons: r.reasons,
-            ...(r.answer
-              ? { answer: { source: r.answer.source, label: r.answer.label, confidence: r.answer.confidence } }
-              : {}),
-            ...(r.primary ? { primary: { label: r.primary.label, confidence: r.primary.confidence } } : {}),
-            model: {
-              name: modelInfo.name,
-              version: modelInfo.version,
-              headerSha256: runtime.primary.provenance.headerSha256,
-            },
-          },
-          reviewBytes(),
-        );
-        metrics.reviewSealed.inc();
-        review = { queued: true, id };
-      } catch (e) {
-        req.log.error({ err: e }, 'could not queue the input for review');
-        review = { queued: false };
-      }
-    }
-    if (o.journal && (r.verdict === 'flag' || r.verdict === 'reject')) {
-      const common = {
-        ...guardFinding(r),
-        queuedForReview: review?.queued ?? false,
-        reasons: [...new Set(r.reasons.map((x) => x.code))].slice(0, 16),
-        model: `${modelInfo.name}@${modelInfo.version}`,
-        modelSha256: runtime.primary.provenance.headerSha256,
-      };
-      if (r.verdict === 'flag') o.journal.record('guard.flagged', 'success', common);
-      else o.journal.record('guard.rejected', 'denied', common);
-    }
-    timings.totalMs = performance.now() - t0;
-    metrics.stage.observe({ stage: 'total' }, timings.totalMs / 1000);
-    const a = r.answer;
-    return {
-      requestId: req.id,
-      verdict: r.verdict,
-      label: a?.label ?? null,
-      index: a?.index ?? null,
-      confidence: a?.confidence ?? null,
-      source: a?.source ?? null,
-      scores: a?.scores ?? null,
-      reasons: r.reasons,
-      primary: r.primary ? { label: r.primary.label, confidence: r.primary.confidence } : null,
-      review,
-      model: modelInfo,
-      timings,
-    };
-  }
-
-  app.post(
-    '/v1/infer',
-    {
-      schema: {
-        tags: ['inference'],
-        summary: 'classify one input behind the guard',
-        description:
-          'Send image/png or image/jpeg bytes, or application/json {"tensor":{"dims":[1,C,H,W],"data":[...0..1 values]}}. The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 429 when the concurrency limit is reached.',
-        body: {
-          content: {
-            'application/json': { schema: TENSOR_BODY_SCHEMA },
-            'image/png': { schema: {} },
-            'image/jpeg': { schema: {} },
-          },
-        },
-        response: {
-          200: INFER_RESPONSE_SCHEMA,
-          400: ERROR_RESPONSE_SCHEMA,
-          413: ERROR_RESPONSE_SCHEMA,
-          415: ERROR_RESPONSE_SCHEMA,
-          422: ERROR_RESPONSE_SCHEMA,
-          429: ERROR_RESPONSE_SCHEMA,
-          503: ERROR_RESPONSE_SCHEMA,
-        },
-      },
-      // The limit is checked before the body is read, so an overload costs no buffering.
-      onRequest: async (req, reply) => {
-        if (inflight >= limits.concurrency) {
-          metrics.overload.inc();
-          throw new EdgeguardError(
-            'EG_OVERLOADED',
-            `the service is at its concurrency limit (${limits.concurrency} requests); retry shortly.`,
-          );
-        }
-        inflight++;
-        metrics.inflight.set(inflight);
-        const slot: Slot = { released: false };
-        req.egSlot = slot;
-        // The response is finished or the connection is gone (client abort, request timeout):
-        // a request that never reached its work frees the slot here; one that did, when the work ends.
-        reply.raw.once('close', () => {
-          if (!slot.work) release(slot);
-        });
-      },
-    },
-    async (req) => {
-      const slot = req.egSlot!;
-      const t0 = performance.now();
-      const work = process(req, t0);
-      slot.work = work;
-      // The slot is held until the work really ends, even after a timeout answer.
-      work.then(
-        () => release(slot),
-        () => release(slot),
-      );
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new EdgeguardError(
-                'EG_TIMEOUT',
-                `the inference took longer than limits.inferenceTimeoutMs (${limits.inferenceTimeoutMs} ms).`,
-              ),
-            ),
-          limits.inferenceTimeoutMs,
-        );
-      });
-      try {
-        return await Promise.race([work, timeout]);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-  );
-  return { app, metrics };
 }
 
 export interface RunningAgent {
@@ -630,159 +101,254 @@ async function fileDigest(path: string | undefined): Promise<string | undefined>
     .digest('hex');
 }
 
+/** What start-up opened, closed in reverse order when a later step fails. */
+class Opened {
+  private readonly closers: Array<() => Promise<void> | void> = [];
+  push(close: () => Promise<void> | void): void {
+    this.closers.push(close);
+  }
+  async closeAll(): Promise<void> {
+    for (const f of this.closers.reverse()) await Promise.resolve(f()).catch(() => undefined);
+  }
+}
+
+interface AgentParts {
+  identity?: AgentIdentity | undefined;
+  journal?: AgentJournal | undefined;
+  review?: ReviewQueue | undefined;
+  renewer?: CertificateRenewer | undefined;
+  runtime: AgentRuntime;
+}
+
 /** Load everything, listen, and return a handle whose close() shuts down gracefully. */
 export async function startAgent(config: AgentConfig, o: StartAgentOptions = {}): Promise<RunningAgent> {
   const startedAt = Date.now();
   const metrics = createAgentMetrics();
-  const log = o.logger;
-  // Everything opened so far, closed in reverse order if a later step fails.
-  const undo: Array<() => Promise<void> | void> = [];
-  const unwind = async () => {
-    for (const f of undo.reverse()) await Promise.resolve(f()).catch(() => undefined);
-  };
-  let identity: AgentIdentity | undefined;
-  let journal: AgentJournal | undefined;
-  let renewer: CertificateRenewer | undefined;
-  let review: ReviewQueue | undefined;
-  let runtime: AgentRuntime;
+  const opened = new Opened();
+  let parts: AgentParts;
+  let app: FastifyInstance;
   try {
-    if (config.upload) {
-      identity = await AgentIdentity.fromConfig(config.upload);
-      undo.push(() => identity!.close());
-      metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
-    }
-    if (identity && config.journal.enabled !== false) {
-      const privateKey = createPrivateKey(identity.keyPem);
-      const j = config.journal;
-      journal = await AgentJournal.open({
-        path: j.path!,
-        privateKey,
-        publicKey: createPublicKey(privateKey),
-        deviceId: identity.deviceId,
-        transport: identity.client(),
-        intervalMs: j.forwardIntervalMs,
-        backoffMaxMs: j.backoffMaxMs,
-        batch: j.batch,
-        maxPending: j.maxPending,
-        ...(log ? { log } : {}),
-        events: {
-          appended: (n, seq) => {
-            metrics.journalEntries.inc(n);
-            metrics.journalHeadSeq.set(seq);
-          },
-          dropped: (n) => metrics.journalDropped.inc(n),
-          forwarded: (r) => metrics.journalForwardedSeq.set(r.serverSeq),
-          forwardFailed: () => metrics.journalForwardFailures.inc(),
-        },
-      });
-      metrics.journalHeadSeq.set(journal.journal.lastSeq);
-      undo.push(() => journal!.close(0));
-    }
-    if (config.review.enabled) {
-      let pem: string;
-      try {
-        pem = await readFile(config.review.publicKey!, 'utf8');
-      } catch (e) {
-        throw fsError(e, config.review.publicKey!, 'read the review public key');
-      }
-      const reviewEvent = (itemId: string, action: 'queued' | 'uploaded' | 'dropped', reason?: string) =>
-        journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', {
-          itemId,
-          action,
-          ...(reason ? { reason } : {}),
-        });
-      review = await ReviewQueue.open({
-        publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
-        dir: config.review.spool.dir,
-        maxItems: config.review.spool.maxItems,
-        maxBytes: config.review.spool.maxBytes,
-        sink: o.reviewSink ?? (identity ? fleetReviewSink(identity.client()) : undefined),
-        intervalMs: config.upload?.intervalMs,
-        log,
-        events: {
-          dropped: (e, reason) => {
-            metrics.reviewDropped.inc({ reason });
-            reviewEvent(e.id, 'dropped', `spool ${reason}`);
-          },
-          changed: (items, bytes) => {
-            metrics.spoolItems.set(items);
-            metrics.spoolBytes.set(bytes);
-          },
-          sealed: (id) => reviewEvent(id, 'queued'),
-          uploaded: (id) => {
-            metrics.reviewUploaded.inc();
-            reviewEvent(id, 'uploaded');
-          },
-          uploadFailed: () => metrics.reviewUploadFailures.inc(),
-        },
-      });
-      undo.push(() => review!.close());
-    }
-    try {
-      runtime = await loadAgentRuntime(config);
-    } catch (e) {
-      const code = e instanceof EdgeguardError ? e.code : 'EG_INTERNAL';
-      journal?.record('model.load_failed', 'failure', { name: basename(config.models.primary).slice(0, 200), code });
-      throw e;
-    }
-    undo.push(() => runtime.release());
+    parts = await openParts(config, o, metrics, opened);
+    journalLoadedModels(parts);
+    parts.renewer = startRenewer(config, o, metrics, parts);
+    if (parts.renewer) opened.push(() => parts.renewer!.close());
+    ({ app } = await buildAgentApp(config, parts.runtime, {
+      logger: o.logger,
+      review: parts.review,
+      metrics,
+      ...(parts.journal ? { journal: parts.journal } : {}),
+      health: () => healthOf(parts),
+    }));
   } catch (e) {
-    await unwind();
+    await opened.closeAll();
     throw e;
   }
-  if (journal) {
-    const seen = new Set<LoadedModel>();
-    for (const m of [runtime.primary, runtime.ensemble, runtime.fallback]) {
-      if (!m || seen.has(m)) continue;
-      seen.add(m);
-      journal.record('model.loaded', 'success', {
-        modelSha256: m.provenance.headerSha256,
-        name: m.metadata.name,
-        version: m.metadata.version,
-        signerKeyId: m.provenance.signedBy,
-        keyProvider: runtime.key.provider,
-      });
-    }
+  let where: { url: string; port?: number };
+  try {
+    where = await listen(app, config);
+  } catch (e) {
+    await app.close().catch(() => undefined);
+    await opened.closeAll();
+    throw e;
   }
-  if (identity && config.renewal.enabled) {
-    const r = config.renewal;
-    const id = identity;
-    renewer = new CertificateRenewer({
-      identity: id,
-      maxSleepMs: r.maxSleepMs,
-      backoffInitialMs: r.backoffInitialMs,
-      backoffMaxMs: Math.max(r.backoffInitialMs, r.backoffMaxMs),
-      ...(o.renewalClock ? { now: o.renewalClock } : {}),
-      ...(log ? { log } : {}),
-      events: {
-        renewed: (previousSerial, cert) => {
-          metrics.certRenewals.inc({ result: 'renewed' });
-          metrics.certRenewalLastSuccess.set(1);
-          metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
-          metrics.certNotAfter.set(Math.floor(cert.notAfter.getTime() / 1000));
-          journal?.record(
-            'cert.renewed',
-            'success',
-            { previousSerial, serial: id.serial, notAfter: cert.notAfter.toISOString() },
-            id.serial,
-          );
-        },
-        failed: (err) => {
-          metrics.certRenewals.inc({ result: 'failed' });
-          metrics.certRenewalLastSuccess.set(0);
-          metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
-          journal?.record(
-            'cert.renewed',
-            'failure',
-            { previousSerial: id.serial, reason: `${err.code}: ${err.message}`.slice(0, 2000) },
-            id.serial,
-          );
-        },
+  await journalStarted(config, parts);
+  parts.review?.start();
+  parts.renewer?.start();
+  parts.journal?.start();
+  const socket = config.listen.socket;
+  return {
+    app,
+    runtime: parts.runtime,
+    metrics,
+    review: parts.review,
+    ...(parts.identity ? { identity: parts.identity } : {}),
+    ...(parts.renewer ? { renewer: parts.renewer } : {}),
+    ...(parts.journal ? { journal: parts.journal } : {}),
+    url: where.url,
+    ...(where.port !== undefined ? { port: where.port } : {}),
+    ...(socket ? { socket } : {}),
+    close: closer(config, app, parts, startedAt, o.logger),
+  };
+}
+
+/** Identity, journal, review queue and models, in that order (each may record to the journal). */
+async function openParts(
+  config: AgentConfig,
+  o: StartAgentOptions,
+  metrics: AgentMetrics,
+  opened: Opened,
+): Promise<AgentParts> {
+  let identity: AgentIdentity | undefined;
+  if (config.upload) {
+    identity = await AgentIdentity.fromConfig(config.upload);
+    opened.push(() => identity!.close());
+    metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
+  }
+  let journal: AgentJournal | undefined;
+  if (identity && config.journal.enabled !== false) {
+    journal = await openJournal(config, identity, metrics, o.logger);
+    opened.push(() => journal!.close(0));
+  }
+  let review: ReviewQueue | undefined;
+  if (config.review.enabled) {
+    review = await openReviewQueue(config, o, metrics, identity, journal);
+    opened.push(() => review!.close());
+  }
+  let runtime: AgentRuntime;
+  try {
+    runtime = await loadAgentRuntime(config);
+  } catch (e) {
+    const code = e instanceof EdgeguardError ? e.code : 'EG_INTERNAL';
+    journal?.record('model.load_failed', 'failure', { name: basename(config.models.primary).slice(0, 200), code });
+    throw e;
+  }
+  opened.push(() => runtime.release());
+  return { identity, journal, review, runtime };
+}
+
+async function openJournal(
+  config: AgentConfig,
+  identity: AgentIdentity,
+  metrics: AgentMetrics,
+  log: Logger | undefined,
+): Promise<AgentJournal> {
+  const privateKey = createPrivateKey(identity.keyPem);
+  const j = config.journal;
+  const journal = await AgentJournal.open({
+    path: j.path!,
+    privateKey,
+    publicKey: createPublicKey(privateKey),
+    deviceId: identity.deviceId,
+    transport: identity.client(),
+    intervalMs: j.forwardIntervalMs,
+    backoffMaxMs: j.backoffMaxMs,
+    batch: j.batch,
+    maxPending: j.maxPending,
+    ...(log ? { log } : {}),
+    events: {
+      appended: (n, seq) => {
+        metrics.journalEntries.inc(n);
+        metrics.journalHeadSeq.set(seq);
       },
-    });
-    undo.push(() => renewer!.close());
+      dropped: (n) => metrics.journalDropped.inc(n),
+      forwarded: (r) => metrics.journalForwardedSeq.set(r.serverSeq),
+      forwardFailed: () => metrics.journalForwardFailures.inc(),
+    },
+  });
+  metrics.journalHeadSeq.set(journal.journal.lastSeq);
+  return journal;
+}
+
+async function openReviewQueue(
+  config: AgentConfig,
+  o: StartAgentOptions,
+  metrics: AgentMetrics,
+  identity: AgentIdentity | undefined,
+  journal: AgentJournal | undefined,
+): Promise<ReviewQueue> {
+  let pem: string;
+  try {
+    pem = await readFile(config.review.publicKey!, 'utf8');
+  } catch (e) {
+    throw fsError(e, config.review.publicKey!, 'read the review public key');
   }
-  const health = () => ({
+  const reviewEvent = (itemId: string, action: 'queued' | 'uploaded' | 'dropped', reason?: string) =>
+    journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', {
+      itemId,
+      action,
+      ...(reason ? { reason } : {}),
+    });
+  return ReviewQueue.open({
+    publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
+    dir: config.review.spool.dir,
+    maxItems: config.review.spool.maxItems,
+    maxBytes: config.review.spool.maxBytes,
+    sink: o.reviewSink ?? (identity ? fleetReviewSink(identity.client()) : undefined),
+    intervalMs: config.upload?.intervalMs,
+    log: o.logger,
+    events: {
+      dropped: (e, reason) => {
+        metrics.reviewDropped.inc({ reason });
+        reviewEvent(e.id, 'dropped', `spool ${reason}`);
+      },
+      changed: (items, bytes) => {
+        metrics.spoolItems.set(items);
+        metrics.spoolBytes.set(bytes);
+      },
+      sealed: (id) => reviewEvent(id, 'queued'),
+      uploaded: (id) => {
+        metrics.reviewUploaded.inc();
+        reviewEvent(id, 'uploaded');
+      },
+      uploadFailed: () => metrics.reviewUploadFailures.inc(),
+    },
+  });
+}
+
+/** One model.loaded event per distinct package. */
+function journalLoadedModels({ journal, runtime }: AgentParts): void {
+  if (!journal) return;
+  const seen = new Set<LoadedModel>();
+  for (const m of [runtime.primary, runtime.ensemble, runtime.fallback]) {
+    if (!m || seen.has(m)) continue;
+    seen.add(m);
+    journal.record('model.loaded', 'success', {
+      modelSha256: m.provenance.headerSha256,
+      name: m.metadata.name,
+      version: m.metadata.version,
+      signerKeyId: m.provenance.signedBy,
+      keyProvider: runtime.key.provider,
+    });
+  }
+}
+
+function startRenewer(
+  config: AgentConfig,
+  o: StartAgentOptions,
+  metrics: AgentMetrics,
+  { identity, journal }: AgentParts,
+): CertificateRenewer | undefined {
+  if (!identity || !config.renewal.enabled) return undefined;
+  const r = config.renewal;
+  const attempted = (result: 'renewed' | 'failed') => {
+    metrics.certRenewals.inc({ result });
+    metrics.certRenewalLastSuccess.set(result === 'renewed' ? 1 : 0);
+    metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
+  };
+  return new CertificateRenewer({
+    identity,
+    maxSleepMs: r.maxSleepMs,
+    backoffInitialMs: r.backoffInitialMs,
+    backoffMaxMs: Math.max(r.backoffInitialMs, r.backoffMaxMs),
+    ...(o.renewalClock ? { now: o.renewalClock } : {}),
+    ...(o.logger ? { log: o.logger } : {}),
+    events: {
+      renewed: (previousSerial, cert) => {
+        attempted('renewed');
+        metrics.certNotAfter.set(Math.floor(cert.notAfter.getTime() / 1000));
+        journal?.record(
+          'cert.renewed',
+          'success',
+          { previousSerial, serial: identity.serial, notAfter: cert.notAfter.toISOString() },
+          identity.serial,
+        );
+      },
+      failed: (err) => {
+        attempted('failed');
+        journal?.record(
+          'cert.renewed',
+          'failure',
+          { previousSerial: identity.serial, reason: `${err.code}: ${err.message}`.slice(0, 2000) },
+          identity.serial,
+        );
+      },
+    },
+  });
+}
+
+/** The certificate and journal fields of /healthz. */
+function healthOf({ identity, renewer, journal }: AgentParts): Record<string, unknown> {
+  return {
     ...(identity
       ? {
           certificate: renewer
@@ -796,23 +362,12 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
         }
       : {}),
     ...(journal ? { journal: journal.status() } : {}),
-  });
-  let app: FastifyInstance;
-  let url: string;
-  let port: number | undefined;
+  };
+}
+
+/** Listen on the unix socket (replacing a stale one) or host:port. */
+async function listen(app: FastifyInstance, config: AgentConfig): Promise<{ url: string; port?: number }> {
   const socket = config.listen.socket;
-  try {
-    ({ app } = await buildAgentApp(config, runtime, {
-      logger: log,
-      review,
-      metrics,
-      ...(journal ? { journal } : {}),
-      health,
-    }));
-  } catch (e) {
-    await unwind();
-    throw e;
-  }
   try {
     if (socket) {
       const st = await lstat(socket).catch(() => undefined);
@@ -824,16 +379,13 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
         );
       await app.listen({ path: socket });
       await chmod(socket, 0o660);
-      url = `unix:${socket}`;
-    } else {
-      await app.listen({ host: config.listen.host, port: config.listen.port });
-      port = (app.server.address() as AddressInfo).port;
-      const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
-      url = `http://${host}:${port}`;
+      return { url: `unix:${socket}` };
     }
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+    const port = (app.server.address() as AddressInfo).port;
+    const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+    return { url: `http://${host}:${port}`, port };
   } catch (e) {
-    await app.close().catch(() => undefined);
-    await unwind();
     if (e instanceof EdgeguardError) throw e;
     throw new EdgeguardError(
       'EG_IO',
@@ -841,20 +393,29 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
       { cause: e },
     );
   }
-  if (journal) {
-    const profile = await fileDigest(config.guard.profile);
-    journal.record('agent.started', 'success', {
-      configSha256: configDigest(config),
-      ...(profile ? { guardProfileSha256: profile } : {}),
-      keyProvider: runtime.key.provider,
-      pid: process.pid,
-    });
-  }
-  review?.start();
-  renewer?.start();
-  journal?.start();
+}
+
+async function journalStarted(config: AgentConfig, { journal, runtime }: AgentParts): Promise<void> {
+  if (!journal) return;
+  const profile = await fileDigest(config.guard.profile);
+  journal.record('agent.started', 'success', {
+    configSha256: configDigest(config),
+    ...(profile ? { guardProfileSha256: profile } : {}),
+    keyProvider: runtime.key.provider,
+    pid: process.pid,
+  });
+}
+
+/** Graceful shutdown, once: drain HTTP (forced after shutdownGraceMs), then stop and release in reverse. */
+function closer(
+  config: AgentConfig,
+  app: FastifyInstance,
+  { identity, journal, review, renewer, runtime }: AgentParts,
+  startedAt: number,
+  log: Logger | undefined,
+): (reason?: string) => Promise<void> {
   let closing: Promise<void> | undefined;
-  const close = (reason = 'shutdown') => {
+  return (reason = 'shutdown') => {
     closing ??= (async () => {
       const force = setTimeout(() => app.server.closeAllConnections(), config.limits.shutdownGraceMs);
       force.unref();
@@ -871,22 +432,9 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
         await journal?.close().catch((e: unknown) => log?.error({ err: e }, 'could not close the audit journal'));
         identity?.close();
         await runtime.release();
-        if (socket) await unlink(socket).catch(() => undefined);
+        if (config.listen.socket) await unlink(config.listen.socket).catch(() => undefined);
       }
     })();
     return closing;
-  };
-  return {
-    app,
-    runtime,
-    metrics,
-    review,
-    ...(identity ? { identity } : {}),
-    ...(renewer ? { renewer } : {}),
-    ...(journal ? { journal } : {}),
-    url,
-    ...(port !== undefined ? { port } : {}),
-    ...(socket ? { socket } : {}),
-    close,
   };
 }

@@ -42,3 +42,4 @@ export {
   parseCertifyEvidence,
   verifyCertifyEvidence,
 } from './certify-evidence.ts';
+export { type ContentKeyPosture, type ContentKeySource, resolveContentKey } from './content-key.ts';

@@ -19,7 +19,7 @@ import { EnrollmentService } from './enrollment.ts';
 import { AuditEvents } from './events.ts';
 import { errorHandler } from './errors.ts';
 import { createMetrics } from './metrics.ts';
-import { registeredServerPlugins, type ServerPlugin } from './plugins.ts';
+import type { ServerPlugin } from './plugins.ts';
 import { publicRoutes } from './routes/public.ts';
 import { enrollRoutes } from './routes/enroll.ts';
 import { deviceRoutes } from './routes/devices.ts';
@@ -33,10 +33,8 @@ export interface BuildServerOptions {
   hostnames?: string[];
   /** A pino logger, or false for none (tests). */
   logger?: Logger | false;
-  /** Extra plugins besides those registered with registerServerPlugin. */
+  /** Route modules beyond the core routes (the control plane's set: controlPlanePlugins). */
   plugins?: ServerPlugin[];
-  /** Include plugins registered globally (default true). */
-  registeredPlugins?: boolean;
 }
 
 export interface BuiltServer {
@@ -164,9 +162,8 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
   await enrollRoutes(app, ctx, enrollment);
   await deviceRoutes(app, ctx, enrollment);
 
-  const plugins = [...(opts.registeredPlugins === false ? [] : registeredServerPlugins()), ...(opts.plugins ?? [])];
   const seen = new Set<string>();
-  for (const p of plugins) {
+  for (const p of opts.plugins ?? []) {
     if (seen.has(p.name)) continue;
     seen.add(p.name);
     await p.register(app, ctx);

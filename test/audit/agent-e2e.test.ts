@@ -18,8 +18,7 @@ import {
   type AuditEvent,
 } from '../../src/audit/index.ts';
 import { initDevice } from '../../src/keystore/index.ts';
-import { enrollDevice, loadDeviceCredential, deviceClient } from '../../src/agent/enroll.ts';
-import { registerServerPlugin } from '../../src/server/index.ts';
+import { enrollDevice, loadDeviceCredential, deviceClient } from '../../src/fleet/index.ts';
 import { auditServerPlugin, type AuditServerPlugin } from '../../src/server/routes/audit.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 
@@ -32,8 +31,7 @@ describe('audit with an enrolled device', () => {
     work = mkdtempSync(join(tmpdir(), 'eg-audit-agent-'));
     const dataDir = join(work, 'server');
     plugin = auditServerPlugin({ dataDir, checkpointIntervalMs: 100 });
-    registerServerPlugin(plugin);
-    fleet = await startTestFleet({ dataDir, policy: { allowSoftwareDevices: true } });
+    fleet = await startTestFleet({ dataDir, policy: { allowSoftwareDevices: true }, plugins: [plugin] });
   });
   after(async () => {
     await fleet?.stop();

@@ -12,7 +12,7 @@ import { DEVICE_FILES, initDevice, parseCertifyEvidence } from '../../src/keysto
 import { TpmClient, BINDING_KEY_ATTRIBUTES, parseTpm2bPublic, type TpmKeyBlobs } from '../../src/tpm/index.ts';
 import { protocol, ekPublicKeyHash } from '../../src/attest/index.ts';
 import { FleetCa, createCsr, generateP256, x509 } from '../../src/pki/index.ts';
-import type { FleetClient } from '../../src/agent/client.ts';
+import type { FleetClient } from '../../src/fleet/index.ts';
 import { startTestTpm, stopTestTpm, TPM_SKIP, type Swtpm } from '../helpers/swtpm.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startServer, type RunningServer, type ServerPlugin, type ServerPolicy } from '../../src/server/index.ts';
 import { FleetCa, generateP256, privateKeyToPkcs8Pem, spkiOf, type ValidityOptions } from '../../src/pki/index.ts';
-import { FleetClient } from '../../src/agent/client.ts';
+import { FleetClient } from '../../src/fleet/index.ts';
 import type { KeyProvider } from '../../src/store/index.ts';
 
 export const TEST_PASSPHRASE = 'test-ca-passphrase';

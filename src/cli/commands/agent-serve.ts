@@ -1,8 +1,7 @@
 /** `edgeguard agent serve --config agent.yaml`: the inference service behind the guard. */
 import { Command } from 'commander';
 import pino from 'pino';
-import { loadAgentConfig } from '../../agent/config.ts';
-import { startAgent } from '../../agent/serve.ts';
+import { loadAgentConfig, loadAgentRuntime, startAgent } from '../../agent/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function group(program: Command, name: string, description: string): Command {
@@ -21,7 +20,6 @@ export function registerAgentServeCommand(program: Command): void {
       const out = new Output(g);
       const config = await loadAgentConfig(opts.config);
       if (opts.check) {
-        const { loadAgentRuntime } = await import('../../agent/serve.ts');
         const rt = await loadAgentRuntime(config);
         const models = {
           primary: rt.primary.metadata.name,

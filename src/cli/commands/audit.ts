@@ -26,7 +26,7 @@ import {
 } from '../../audit/index.ts';
 import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
-import { FleetClient } from '../../agent/client.ts';
+import { FleetClient } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 interface SourceOptions {

@@ -15,9 +15,7 @@ import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { FleetClient } from '../../agent/client.ts';
-import { enrollDevice, renewIfDue } from '../../agent/enroll.ts';
-import type { DeviceView } from '../../server/views.ts';
+import { FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function group(program: Command, name: string, description: string): Command {

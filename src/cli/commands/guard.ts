@@ -8,19 +8,16 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import YAML from 'yaml';
-import { wipe, type ContentKey } from '../../crypto/index.ts';
 import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
-import { createSessionFromMemory, decodeImage, loadProtectedModel, pixelsToTensor } from '../../inference/index.ts';
+import { createSessionFromMemory, decodeImage, pixelsToTensor } from '../../inference/index.ts';
 import { parseModelMetadata, type ImagePreprocessing } from '../../model/index.ts';
 import {
-  Guard,
   calibrateProfile,
   computeStatistics,
   guardConfig,
   guardInputShape,
   loadGuardConfig,
   loadedModelClassifier,
-  parseProfile,
   serializeProfile,
   sessionClassifier,
   type CalibrationSample,
@@ -28,8 +25,9 @@ import {
   type GuardProfile,
   type PlanarShape,
 } from '../../guard/index.ts';
+import { checkInput, guardOver, loadGuardProfile, openModelSet, type GuardTarget } from '../../runtime/index.ts';
 import { collect } from '../args.ts';
-import { resolveContentKey } from '../content-key-source.ts';
+import { contentKeySource } from '../content-key-source.ts';
 import { readTrustedKeys } from '../model-options.ts';
 import { Output, globalOptions } from '../output.ts';
 
@@ -62,12 +60,23 @@ interface CheckOpts extends ModelOpts {
   input: string[];
 }
 
-interface OpenedModel {
-  classifier: Classifier;
+/** The primary (and ensemble) classifiers, from protected packages or, in development, plain ONNX. */
+interface OpenedModels {
+  primary: Classifier;
+  ensemble?: Classifier;
   pre: ImagePreprocessing;
   shape: PlanarShape;
   labels: string[] | undefined;
   info: { name: string; version: number; sha256?: string };
+  release(): Promise<void>;
+}
+
+interface OnnxModel {
+  classifier: Classifier;
+  pre: ImagePreprocessing;
+  shape: PlanarShape;
+  labels: string[] | undefined;
+  info: { name: string; version: number };
   release(): Promise<void>;
 }
 
@@ -146,7 +155,7 @@ async function readMetaPreprocessing(
   return { pre: meta.preprocessing, labels: meta.outputs[0]?.labels };
 }
 
-async function openOnnx(path: string, metaPath: string | undefined): Promise<OpenedModel> {
+async function openOnnx(path: string, metaPath: string | undefined): Promise<OnnxModel> {
   const { pre, labels } = await readMetaPreprocessing(metaPath);
   let bytes: Buffer;
   try {
@@ -167,31 +176,8 @@ async function openOnnx(path: string, metaPath: string | undefined): Promise<Ope
   };
 }
 
-async function openPackage(
-  path: string,
-  key: ContentKey,
-  publicKeys: Awaited<ReturnType<typeof readTrustedKeys>>,
-): Promise<OpenedModel> {
-  const model = await loadProtectedModel(path, { publicKeys, contentKey: key });
-  try {
-    const pre = model.metadata.preprocessing;
-    const shape = guardInputShape(pre, `model ${model.metadata.name}`);
-    return {
-      classifier: loadedModelClassifier(model),
-      pre: pre!,
-      shape,
-      labels: model.metadata.outputs[0]?.labels,
-      info: { name: model.metadata.name, version: model.metadata.version, sha256: model.provenance.headerSha256 },
-      release: () => model.release(),
-    };
-  } catch (e) {
-    await model.release();
-    throw e;
-  }
-}
-
 /** Open the primary model and, when asked for, the ensemble member. */
-async function openModels(o: ModelOpts): Promise<{ primary: OpenedModel; ensemble?: OpenedModel }> {
+async function openModels(o: ModelOpts): Promise<OpenedModels> {
   if (Boolean(o.model) === Boolean(o.onnx))
     throw new EdgeguardError(
       'EG_USAGE',
@@ -199,45 +185,56 @@ async function openModels(o: ModelOpts): Promise<{ primary: OpenedModel; ensembl
     );
   if (o.ensemble && o.ensembleOnnx)
     throw new EdgeguardError('EG_USAGE', 'pass either --ensemble or --ensemble-onnx, not both.');
-  const opened: OpenedModel[] = [];
+  if (o.onnx) return openOnnxModels(o);
+  if (o.ensembleOnnx)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      'with --model give the ensemble as a protected package: --ensemble other.egm.',
+    );
+  const set = await openModelSet({
+    models: { primary: o.model!, ensemble: o.ensemble },
+    publicKeys: await readTrustedKeys(o.pub),
+    contentKey: contentKeySource(o),
+  });
+  const m = set.primary;
+  return {
+    primary: loadedModelClassifier(m),
+    ...(set.ensemble ? { ensemble: loadedModelClassifier(set.ensemble) } : {}),
+    pre: set.pre,
+    shape: set.shape,
+    labels: set.labels,
+    info: { name: m.metadata.name, version: m.metadata.version, sha256: m.provenance.headerSha256 },
+    release: () => set.release(),
+  };
+}
+
+async function openOnnxModels(o: ModelOpts): Promise<OpenedModels> {
+  const primary = await openOnnx(o.onnx!, o.meta);
+  let ensemble: OnnxModel | undefined;
   try {
-    if (o.onnx) {
-      const primary = await openOnnx(o.onnx, o.meta);
-      opened.push(primary);
-      const ensemble = o.ensembleOnnx ? await openOnnx(o.ensembleOnnx, o.meta) : undefined;
-      if (ensemble) opened.push(ensemble);
-      if (o.ensemble) throw new EdgeguardError('EG_USAGE', 'with --onnx give the ensemble as --ensemble-onnx.');
-      return { primary, ...(ensemble ? { ensemble } : {}) };
-    }
-    if (o.ensembleOnnx)
-      throw new EdgeguardError(
-        'EG_USAGE',
-        'with --model give the ensemble as a protected package: --ensemble other.egm.',
-      );
-    const publicKeys = await readTrustedKeys(o.pub);
-    const source = await resolveContentKey(o);
-    try {
-      const primary = await openPackage(o.model!, source.key, publicKeys);
-      opened.push(primary);
-      const ensemble = o.ensemble ? await openPackage(o.ensemble, source.key, publicKeys) : undefined;
-      if (ensemble) opened.push(ensemble);
-      return { primary, ...(ensemble ? { ensemble } : {}) };
-    } finally {
-      wipe(source.key.bytes);
-    }
+    if (o.ensembleOnnx) ensemble = await openOnnx(o.ensembleOnnx, o.meta);
+    if (o.ensemble) throw new EdgeguardError('EG_USAGE', 'with --onnx give the ensemble as --ensemble-onnx.');
   } catch (e) {
-    await Promise.all(opened.map((m) => m.release()));
+    await primary.release();
+    await ensemble?.release();
     throw e;
   }
+  return {
+    primary: primary.classifier,
+    ...(ensemble ? { ensemble: ensemble.classifier } : {}),
+    pre: primary.pre,
+    shape: primary.shape,
+    labels: primary.labels,
+    info: primary.info,
+    release: async () => {
+      await primary.release();
+      await ensemble?.release();
+    },
+  };
 }
 
-async function releaseAll(m: { primary: OpenedModel; ensemble?: OpenedModel }): Promise<void> {
-  await m.primary.release();
-  await m.ensemble?.release();
-}
-
-/** Decode one image in memory as the model's preprocessing declares; the bytes are wiped after. */
-async function readInput(path: string, pre: ImagePreprocessing) {
+/** Read one image file for `use`; its bytes are wiped after, and an error names the file. */
+async function withImageFile<T>(path: string, use: (bytes: Buffer) => Promise<T>): Promise<T> {
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
@@ -245,14 +242,26 @@ async function readInput(path: string, pre: ImagePreprocessing) {
     throw fsError(e, path, 'read the image');
   }
   try {
-    const image = await decodeImage(bytes, pre);
-    return { image, tensor: pixelsToTensor(image, pre).data };
+    return await use(bytes);
   } catch (e) {
     if (e instanceof EdgeguardError) throw new EdgeguardError(e.code, `${path}: ${e.message}`, { cause: e });
     throw e;
   } finally {
     bytes.fill(0);
   }
+}
+
+/** Decode one image in memory as the model's preprocessing declares (calibration samples). */
+function readInput(path: string, pre: ImagePreprocessing) {
+  return withImageFile(path, async (bytes) => {
+    const image = await decodeImage(bytes, pre);
+    return { image, tensor: pixelsToTensor(image, pre).data };
+  });
+}
+
+/** One image file through the guard. */
+function checkImageFile(target: GuardTarget, path: string) {
+  return withImageFile(path, (bytes) => checkInput(target, { kind: 'image', bytes }));
 }
 
 async function listImages(dir: string): Promise<string[]> {
@@ -323,7 +332,7 @@ export function registerGuardCommands(program: Command): void {
       const models = await openModels(opts);
       let profile: GuardProfile;
       try {
-        const pre = models.primary.pre;
+        const pre = models.pre;
         const samples: CalibrationSample[] = [];
         for (const file of files) {
           const { image, tensor } = await readInput(file, pre);
@@ -337,20 +346,20 @@ export function registerGuardCommands(program: Command): void {
           pipeline: !opts.perStage,
           fprConfidence: opts.fprConfidence,
           ...(opts.squeezeFpr !== undefined ? { squeezeFpr: opts.squeezeFpr } : {}),
-          primary: models.primary.classifier,
-          ensemble: models.ensemble?.classifier,
-          shape: models.primary.shape,
+          primary: models.primary,
+          ensemble: models.ensemble,
+          shape: models.shape,
           squeeze: { bitDepth: 1, medianSize: 2 },
           confidenceThreshold: opts.confidence,
           model: {
-            name: models.primary.info.name,
-            version: models.primary.info.version,
-            ...(models.primary.info.sha256 ? { sha256: models.primary.info.sha256 } : {}),
+            name: models.info.name,
+            version: models.info.version,
+            ...(models.info.sha256 ? { sha256: models.info.sha256 } : {}),
           },
         });
         for (const s of samples) s.tensor?.fill(0);
       } finally {
-        await releaseAll(models);
+        await models.release();
       }
       try {
         await writeFile(opts.out, serializeProfile(profile), { flag: opts.force ? 'w' : 'wx' });
@@ -404,36 +413,18 @@ export function registerGuardCommands(program: Command): void {
       const config = opts.config ? await loadGuardConfig(opts.config) : guardConfig();
       const profilePath =
         opts.profile ?? (config.profile && opts.config ? resolve(dirname(opts.config), config.profile) : undefined);
-      let profile: GuardProfile | undefined;
-      if (profilePath) {
-        let bytes: Buffer;
-        try {
-          bytes = await readFile(profilePath);
-        } catch (e) {
-          throw fsError(e, profilePath, 'read the profile');
-        }
-        profile = parseProfile(bytes, profilePath);
-      }
+      const profile = profilePath ? await loadGuardProfile(profilePath) : undefined;
       const models = await openModels(opts);
       try {
-        const g = new Guard({
-          config,
-          ...(profile ? { profile } : {}),
-          shape: models.primary.shape,
-          primary: models.primary.classifier,
-          ...(models.ensemble ? { ensemble: models.ensemble.classifier } : {}),
-          ...(models.primary.labels ? { labels: models.primary.labels } : {}),
-        });
+        const target = {
+          guard: guardOver(models, models.shape, models.labels, { config, profile }),
+          pre: models.pre,
+          shape: models.shape,
+        };
         const results = [];
         for (const file of opts.input) {
-          const input = await readInput(file, models.primary.pre);
-          try {
-            const r = await g.check(input);
-            results.push({ input: file, ...r });
-          } finally {
-            input.image.pixels.fill(0);
-            input.tensor.fill(0);
-          }
+          const { result } = await checkImageFile(target, file);
+          results.push({ input: file, ...result });
         }
         // Exit status: 0 when every input got an answer (accepted, or flagged and answered by the
         // fallback); EG_GUARD's (6) when any input was rejected. --json still prints every result.
@@ -462,7 +453,7 @@ export function registerGuardCommands(program: Command): void {
           process.exitCode = ERROR_EXIT_CODES.EG_GUARD;
         }
       } finally {
-        await releaseAll(models);
+        await models.release();
       }
     });
 }

@@ -6,7 +6,7 @@
  */
 import { Command, Option } from 'commander';
 import { writeFile } from 'node:fs/promises';
-import { loadAgentConfig } from '../../agent/config.ts';
+import { loadAgentConfig } from '../../agent/index.ts';
 import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
 import {
   AGENT_POD_LABELS,

@@ -10,7 +10,7 @@
  *                                       download the sealed items the control plane received
  */
 import { Command } from 'commander';
-import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import {
@@ -28,10 +28,9 @@ import {
   reviewKeyId,
   type ReviewHeader,
   type ReviewMetadata,
-} from '../../agent/review-item.ts';
-import { spoolFileName } from '../../agent/review-spool.ts';
-import { FleetClient } from '../../agent/client.ts';
-import { mkdir } from 'node:fs/promises';
+  spoolFileName,
+  FleetClient,
+} from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function group(program: Command, name: string, description: string): Command {

@@ -8,8 +8,9 @@ import { performance } from 'node:perf_hooks';
 import { wipe } from '../../crypto/index.ts';
 import { fsError } from '../../errors/index.ts';
 import { loadProtectedModel } from '../../inference/index.ts';
+import { resolveContentKey } from '../../keystore/index.ts';
 import { collect } from '../args.ts';
-import { resolveContentKey } from '../content-key-source.ts';
+import { contentKeySource } from '../content-key-source.ts';
 import { readTrustedKeys } from '../model-options.ts';
 import { Output, globalOptions } from '../output.ts';
 
@@ -37,13 +38,13 @@ export function registerRunCommand(program: Command): void {
       const out = new Output(globalOptions(cmd));
       const publicKeys = await readTrustedKeys(opts.pub);
       const t0 = performance.now();
-      const source = await resolveContentKey(opts);
+      const { key, posture } = await resolveContentKey(contentKeySource(opts));
       const t1 = performance.now();
       let model;
       try {
-        model = await loadProtectedModel(pkgPath, { publicKeys, contentKey: source.key, signaturePath: opts.sig });
+        model = await loadProtectedModel(pkgPath, { publicKeys, contentKey: key, signaturePath: opts.sig });
       } finally {
-        wipe(source.key.bytes);
+        wipe(key.bytes);
       }
       const t2 = performance.now();
       try {
@@ -80,13 +81,13 @@ export function registerRunCommand(program: Command): void {
               headerSha256: model.provenance.headerSha256,
               signedBy: model.provenance.signedBy,
             },
-            key: { provider: source.provider, hardwareBound: source.hardwareBound, label: source.label },
+            key: posture,
             predictions: results,
             timings: { keyMs: t1 - t0, loadMs: t2 - t1 },
           },
           [
             `model ${m.name} v${m.version} verified (signed by ${model.provenance.signedBy.slice(0, 16)}…) and loaded from memory in ${(t2 - t1).toFixed(0)} ms`,
-            `key: ${source.label}`,
+            `key: ${posture.label}`,
             ...results.map((r) => `${r.input}: ${r.label} (confidence ${r.confidence.toFixed(3)})`),
           ],
         );

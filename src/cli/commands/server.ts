@@ -16,11 +16,8 @@ import {
   FLEET_CA_FILE,
 } from '../../pki/index.ts';
 import { Store } from '../../store/index.ts';
-import { startServer } from '../../server/index.ts';
+import { controlPlanePlugins, startServer } from '../../server/index.ts';
 import { Output, globalOptions } from '../output.ts';
-// Modules that add routes through registerServerPlugin are imported here (see src/server/README-extending.md).
-import { auditServerPlugin } from '../../server/routes/audit.ts';
-import { reviewServerPlugin } from '../../server/routes/review.ts';
 
 function adminCommand(program: Command): Command {
   return (
@@ -88,8 +85,7 @@ export function registerServerCommands(program: Command): void {
             deviceCertDays: days,
             enrollRateLimit: { max: rate, timeWindowMs: 60_000 },
           },
-          // The audit log keeps its checkpoint key in the data directory (audit-log.key, audit-log.pub).
-          plugins: [auditServerPlugin({ dataDir: opts.data }), reviewServerPlugin()],
+          plugins: controlPlanePlugins({ dataDir: opts.data }).all,
         });
         const ekRoots = server.ctx.ekTrust.anchors.length;
         if (ekRoots === 0)

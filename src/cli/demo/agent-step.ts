@@ -21,13 +21,10 @@ import {
   generateSealKeyPair,
   writePrivateFile,
 } from '../../crypto/index.ts';
-import { loadAgentConfig } from '../../agent/config.ts';
-import { startAgent } from '../../agent/serve.ts';
-import { openReviewItem, reviewKeyId } from '../../agent/review-item.ts';
-import { enrollDevice } from '../../agent/enroll.ts';
+import { loadAgentConfig, startAgent } from '../../agent/index.ts';
+import { openReviewItem, reviewKeyId, enrollDevice } from '../../fleet/index.ts';
 import { initDevice } from '../../keystore/index.ts';
-import { startServer } from '../../server/index.ts';
-import { auditServerPlugin } from '../../server/routes/audit.ts';
+import { controlPlanePlugins, startServer } from '../../server/index.ts';
 import { decodeLogLeaf, verifyInclusion } from '../../audit/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
 
@@ -47,14 +44,14 @@ async function fleetAgent(
 ): Promise<Record<string, unknown>> {
   const dataDir = ctx.path('agent-control-plane');
   const deviceDir = ctx.path('agent-device');
-  const plugin = auditServerPlugin({ dataDir, checkpointIntervalMs: 200 });
+  const controlPlane = controlPlanePlugins({ dataDir, checkpointIntervalMs: 200 });
   const server = await startServer({
     dataDir,
     listen: '127.0.0.1:0',
     caPassphrase: randomBytes(18).toString('base64url'),
     // Two-minute device certificates (backdated 5 minutes for clock skew): due for renewal at once.
     policy: { allowSoftwareDevices: true, deviceCertDays: 2 / 1440 },
-    plugins: [plugin],
+    plugins: controlPlane.all,
   });
   try {
     ctx.say(
@@ -112,7 +109,7 @@ async function fleetAgent(
       ctx.say(
         `noise -> ${verdict.toUpperCase()}; the journal (${lastSeq + 1} entries, signed with the device key, fsynced per batch) was forwarded over mutual TLS with the renewed certificate`,
       );
-      const log = plugin.log!;
+      const log = controlPlane.audit.log!;
       await log.flush();
       const cp = await log.publishCheckpoint();
       let proven: { index: number; types: string[] } = { index: -1, types: [] };

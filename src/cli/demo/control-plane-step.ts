@@ -10,8 +10,7 @@ import { initDevice } from '../../keystore/index.ts';
 import { missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
 import { startServer, type RunningServer } from '../../server/index.ts';
 import { generateP256, privateKeyToPkcs8Pem, spkiOf } from '../../pki/index.ts';
-import { enrollDevice, loadDeviceCredential, deviceClient } from '../../agent/enroll.ts';
-import { FleetClient } from '../../agent/client.ts';
+import { enrollDevice, loadDeviceCredential, deviceClient, FleetClient } from '../../fleet/index.ts';
 import type { DemoStep } from './context.ts';
 
 export const controlPlaneStep: DemoStep = {

@@ -7,16 +7,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { readContentKeyFile, readPublicSigningKey, wipe } from '../../crypto/index.ts';
-import { decodeImage, loadProtectedModel, pixelsToTensor, type LoadedModel } from '../../inference/index.ts';
-import {
-  Guard,
-  guardConfig,
-  guardInputShape,
-  loadedModelClassifier,
-  parseProfile,
-  type GuardResult,
-} from '../../guard/index.ts';
+import { readPublicSigningKey } from '../../crypto/index.ts';
+import { guardConfig, type GuardResult } from '../../guard/index.ts';
+import { checkInput, guardModelSet, loadGuardProfile, openModelSet } from '../../runtime/index.ts';
 import type { DemoStep } from './context.ts';
 
 function describe(r: GuardResult): string {
@@ -34,33 +27,18 @@ export const guardStep: DemoStep = {
   id: 'guard',
   title: 'Adversarial-input guard: validation, confidence, ensemble, feature squeezing',
   async run(ctx) {
-    const pub = await readPublicSigningKey(ctx.state.publisherPubPath!);
-    const contentKey = await readContentKeyFile(ctx.state.contentKeyPath!);
-    const models: LoadedModel[] = [];
-    try {
-      // The CNN (more accurate) is the primary; the MLP is the ensemble member and the fallback.
-      models.push(await loadProtectedModel(ctx.state.fallbackPackagePath!, { publicKeys: [pub], contentKey }));
-      models.push(await loadProtectedModel(ctx.state.packagePath!, { publicKeys: [pub], contentKey }));
-    } catch (e) {
-      await Promise.all(models.map((m) => m.release()));
-      throw e;
-    } finally {
-      wipe(contentKey.bytes);
-    }
-    const [cnn, mlp] = models as [LoadedModel, LoadedModel];
+    // The CNN (more accurate) is the primary; the MLP is the ensemble member and the fallback.
+    const models = await openModelSet({
+      models: { primary: ctx.state.fallbackPackagePath!, ensemble: ctx.state.packagePath! },
+      publicKeys: [await readPublicSigningKey(ctx.state.publisherPubPath!)],
+      contentKey: { file: ctx.state.contentKeyPath! },
+    });
+    const cnn = models.primary.metadata;
+    const mlp = models.ensemble!.metadata;
     try {
       // The whole pipeline calibrated to a 4% false-positive budget (`guard calibrate --fpr 0.04`).
-      const profilePath = join(ctx.fixtures, 'guard', 'mnist-cnn.pipeline.profile.json');
-      const profile = parseProfile(await readFile(profilePath));
-      const pre = cnn.metadata.preprocessing!;
-      const guard = new Guard({
-        config: guardConfig(),
-        profile,
-        shape: guardInputShape(pre),
-        primary: loadedModelClassifier(cnn),
-        ensemble: loadedModelClassifier(mlp),
-        ...(cnn.metadata.outputs[0]?.labels ? { labels: cnn.metadata.outputs[0].labels } : {}),
-      });
+      const profile = await loadGuardProfile(join(ctx.fixtures, 'guard', 'mnist-cnn.pipeline.profile.json'));
+      const guarded = { ...models, guard: guardModelSet(models, { config: guardConfig(), profile }) };
       const pl = profile.pipeline!;
       ctx.say(
         `profile: calibrated on 1,000 held-out MNIST digits to a ${pl.fpr * 100}% false-positive budget for the whole pipeline ` +
@@ -68,7 +46,7 @@ export const guardStep: DemoStep = {
           `confidence < ${pl.confidenceThreshold.toFixed(3)}, ensemble L1 > ${pl.ensembleThreshold!.toFixed(3)}, squeezing > ${profile.squeeze!.threshold.toFixed(3)} flag`,
       );
       ctx.command(
-        `guard check --model ${cnn.metadata.name}.egm --ensemble ${mlp.metadata.name}.egm --key model.key --pub publisher.pub --profile fixtures/guard/mnist-cnn.pipeline.profile.json --input <image>`,
+        `guard check --model ${cnn.name}.egm --ensemble ${mlp.name}.egm --key model.key --pub publisher.pub --profile fixtures/guard/mnist-cnn.pipeline.profile.json --input <image>`,
       );
       const noise = Buffer.alloc(784);
       for (let i = 0; i < noise.length; i++) noise[i] = (i * 7919 + 13) % 251;
@@ -88,8 +66,7 @@ export const guardStep: DemoStep = {
       ];
       const results: Array<{ input: string; verdict: string; answer: string | null; reasons: string[] }> = [];
       for (const [name, bytes] of inputs) {
-        const image = await decodeImage(bytes, pre);
-        const r = await guard.check({ image, tensor: pixelsToTensor(image, pre).data });
+        const { result: r } = await checkInput(guarded, { kind: 'image', bytes });
         ctx.say(`${name}: ${describe(r)}`);
         results.push({
           input: name,
@@ -99,20 +76,18 @@ export const guardStep: DemoStep = {
         });
       }
       // The adversarial example fools the primary model; without validation, squeezing still catches it.
-      const fgsm = inputs[4]![1];
-      const image = await decodeImage(fgsm, pre);
-      const squeezeOnly = new Guard({
+      const squeezeOnly = guardModelSet(models, {
         config: guardConfig({
           validation: { enabled: false },
           confidence: { enabled: false },
           ensemble: { enabled: false },
         }),
         profile,
-        shape: guardInputShape(pre),
-        primary: loadedModelClassifier(cnn),
-        ensemble: loadedModelClassifier(mlp),
       });
-      const r = await squeezeOnly.check({ image, tensor: pixelsToTensor(image, pre).data });
+      const { result: r } = await checkInput(
+        { ...models, guard: squeezeOnly },
+        { kind: 'image', bytes: inputs[4]![1] },
+      );
       ctx.say(
         `guard/fgsm-4-as-8.png, squeezing alone: the primary says ${r.primary!.label} (${r.primary!.confidence.toFixed(3)}); ${describe(r)}`,
       );
@@ -129,8 +104,7 @@ export const guardStep: DemoStep = {
         fgsmSqueezeOnly: { verdict: r.verdict, primary: r.primary!.label, squeezeScore: r.stages.squeeze!.score },
       };
     } finally {
-      await cnn.release();
-      await mlp.release();
+      await models.release();
     }
   },
 };

@@ -7,7 +7,7 @@ import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import { outcomeOf } from '../events.ts';
-import { DEVICE_VIEW_SCHEMA, deviceView } from '../views.ts';
+import { DEVICE_VIEW_SCHEMA, deviceView } from '../../fleet/index.ts';
 
 const idParams = {
   type: 'object',

@@ -10,7 +10,7 @@
  */
 import type { Kysely } from 'kysely';
 import { EdgeguardError } from '../../errors/index.ts';
-import { MAX_SEALED_BYTES, REVIEW_HEADER_BYTES, parseReviewItem } from '../../agent/review-item.ts';
+import { MAX_SEALED_BYTES, REVIEW_HEADER_BYTES, parseReviewItem } from '../../fleet/index.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
 

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SoftwareKeyStore } from '../../src/keystore/index.ts';
-import { createWrappedTlsKey, loadWrappedTlsKey } from '../../src/agent/enroll-key.ts';
+import { createWrappedTlsKey, loadWrappedTlsKey } from '../../src/fleet/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 
 describe('device TLS key at rest (wrapped to the binding key)', () => {

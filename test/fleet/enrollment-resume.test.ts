@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initDevice } from '../../src/keystore/index.ts';
-import { enrollDevice } from '../../src/agent/enroll.ts';
+import { enrollDevice } from '../../src/fleet/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 

@@ -1,10 +1,10 @@
 /**
- * `edgeguard agent enroll`: the device side of enrollment (protocol: attest/protocol.ts). The
+ * The device side of enrollment, used by `edgeguard agent enroll` (protocol: attest/protocol.ts). The
  * device opens every connection (it may sit behind NAT); the server is authenticated by the pinned
  * fleet CA from the first request on, and once a certificate is issued the device talks to the
  * control plane only over mutual TLS.
  *
- *   1. a TLS key pair, its private half wrapped to the binding key (enroll-key.ts)
+ *   1. a TLS key pair, its private half wrapped to the binding key (tls-key.ts)
  *   2. POST /v1/enroll/nonce
  *   3. tpm: POST /v1/enroll/start with the EK/AK/binding evidence from `device init` and a CSR;
  *      TPM2_ActivateCredential on the challenge; POST /v1/enroll/finish with the credential
@@ -32,7 +32,7 @@ import { TpmClient } from '../tpm/index.ts';
 import { protocol } from '../attest/index.ts';
 import { renewalDue, x509 } from '../pki/index.ts';
 import { FleetClient, serverError } from './client.ts';
-import { createWrappedTlsKey, loadWrappedTlsKey } from './enroll-key.ts';
+import { createWrappedTlsKey, loadWrappedTlsKey } from './tls-key.ts';
 
 export const FLEET_SUBDIR = 'fleet';
 export const FLEET_FILES = {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { initDevice } from '../../src/keystore/index.ts';
-import { enrollDevice, loadDeviceCredential, deviceClient, renewIfDue } from '../../src/agent/enroll.ts';
+import { enrollDevice, loadDeviceCredential, deviceClient, renewIfDue } from '../../src/fleet/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { x509 } from '../../src/pki/index.ts';
 import { startTestTpm, stopTestTpm, TPM_SKIP, type Swtpm } from '../helpers/swtpm.ts';

@@ -1,0 +1,468 @@
+/**
+ * The agent's HTTP surface (fastify): `POST /v1/infer` (input decoding by content type, the
+ * concurrency slot checked before the body is read, the inference timeout), `/healthz`,
+ * `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
+ * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
+ */
+import { performance } from 'node:perf_hooks';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Logger } from 'pino';
+import { EdgeguardError } from '../errors/index.ts';
+import type { GuardResult } from '../guard/index.ts';
+import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable } from '../runtime/index.ts';
+import type { AgentConfig } from './config.ts';
+import type { AgentJournal } from './agent-journal.ts';
+import type { ReviewQueue } from './review.ts';
+import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
+
+interface Slot {
+  released: boolean;
+  work?: Promise<unknown>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    egSlot?: Slot;
+  }
+}
+
+export interface InferResponse {
+  requestId: string;
+  verdict: GuardResult['verdict'];
+  label: string | null;
+  index: number | null;
+  confidence: number | null;
+  source: 'primary' | 'fallback' | null;
+  scores: number[] | null;
+  reasons: GuardResult['reasons'];
+  primary: { label: string; confidence: number } | null;
+  review: { queued: boolean; id?: string } | null;
+  model: { name: string; version: number };
+  timings: Record<string, number>;
+}
+
+const reasonSchema = {
+  type: 'object',
+  properties: { stage: { type: 'string' }, code: { type: 'string' }, message: { type: 'string' } },
+};
+const INFER_RESPONSE_SCHEMA = {
+  type: 'object',
+  properties: {
+    requestId: { type: 'string' },
+    verdict: { type: 'string', enum: ['accept', 'flag', 'reject'] },
+    label: { type: ['string', 'null'] },
+    index: { type: ['integer', 'null'] },
+    confidence: { type: ['number', 'null'] },
+    source: { type: ['string', 'null'], enum: ['primary', 'fallback', null] },
+    scores: { type: ['array', 'null'], items: { type: 'number' } },
+    reasons: { type: 'array', items: reasonSchema },
+    primary: { type: ['object', 'null'], properties: { label: { type: 'string' }, confidence: { type: 'number' } } },
+    review: { type: ['object', 'null'], properties: { queued: { type: 'boolean' }, id: { type: 'string' } } },
+    model: { type: 'object', properties: { name: { type: 'string' }, version: { type: 'integer' } } },
+    timings: { type: 'object', additionalProperties: { type: 'number' } },
+  },
+} as const;
+
+const TENSOR_BODY_SCHEMA = {
+  type: 'object',
+  required: ['tensor'],
+  additionalProperties: false,
+  properties: {
+    tensor: {
+      type: 'object',
+      required: ['dims', 'data'],
+      additionalProperties: false,
+      properties: {
+        dims: { type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1, maxItems: 8 },
+        data: { type: 'array', items: { type: 'number' }, maxItems: 16_777_216 },
+      },
+    },
+  },
+} as const;
+
+export interface BuildAgentAppOptions {
+  logger?: Logger;
+  review?: ReviewQueue;
+  metrics?: AgentMetrics;
+  /** Guard flags and rejections are journaled here (never the input). */
+  journal?: AgentJournal;
+  /** Extra /healthz fields (certificate, journal). */
+  health?: () => Record<string, unknown>;
+}
+
+const micro = (v: number | undefined) =>
+  v === undefined || !Number.isFinite(v) ? 0 : Math.max(-1e12, Math.min(1e12, Math.round(v * 1e6)));
+
+/** The check, score and threshold (x 10^6) of the first reason of a verdict, for the audit event. */
+function guardFinding(r: GuardResult): { check: string; score: number; threshold: number } {
+  const first = r.reasons[0];
+  const s = r.stages;
+  switch (first?.stage) {
+    case 'confidence':
+      return { check: first.code, score: micro(s.confidence?.value), threshold: micro(s.confidence?.threshold) };
+    case 'squeeze':
+      return { check: first.code, score: micro(s.squeeze?.score), threshold: micro(s.squeeze?.threshold) };
+    case 'ensemble':
+      return { check: first.code, score: micro(s.ensemble?.distance), threshold: micro(s.ensemble?.threshold) };
+    case 'validation':
+      return { check: first.code, score: micro(s.validation?.score), threshold: 0 };
+    default:
+      return { check: 'unknown', score: 0, threshold: 0 };
+  }
+}
+
+/** The concurrency limit: a counter, and a slot per admitted request released once its work ends. */
+class Slots {
+  inflight = 0;
+  constructor(
+    private readonly limit: number,
+    private readonly metrics: AgentMetrics,
+  ) {}
+
+  acquire(): Slot {
+    if (this.inflight >= this.limit) {
+      this.metrics.overload.inc();
+      throw new EdgeguardError(
+        'EG_OVERLOADED',
+        `the service is at its concurrency limit (${this.limit} requests); retry shortly.`,
+      );
+    }
+    this.inflight++;
+    this.metrics.inflight.set(this.inflight);
+    return { released: false };
+  }
+
+  release(slot: Slot): void {
+    if (slot.released) return;
+    slot.released = true;
+    this.inflight--;
+    this.metrics.inflight.set(this.inflight);
+  }
+}
+
+export async function buildAgentApp(
+  config: AgentConfig,
+  runtime: GuardedModel,
+  o: BuildAgentAppOptions = {},
+): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
+  const metrics = o.metrics ?? createAgentMetrics();
+  const app = await createFastify(config, o.logger);
+  const slots = new Slots(config.limits.concurrency, metrics);
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unknown';
+    metrics.requests.inc({ route, status: String(reply.statusCode) });
+    metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+  });
+  registerServiceRoutes(app, config, runtime, o, metrics, slots);
+  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics));
+  return { app, metrics };
+}
+
+/** Fastify with the limits, error answers, OpenAPI and the three accepted body types. */
+async function createFastify(config: AgentConfig, logger: Logger | undefined): Promise<FastifyInstance> {
+  const limits = config.limits;
+  const app = Fastify({
+    ...(logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: false }),
+    bodyLimit: limits.bodyBytes,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionTimeout: limits.requestTimeoutMs,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  });
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({
+      error: { code: 'EG_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see /openapi.json.` },
+    });
+  });
+  if (config.openapi.enabled) {
+    await app.register(swagger, {
+      openapi: {
+        info: {
+          title: 'edgeguard agent inference API',
+          version: '1',
+          description: 'In-memory inference behind the adversarial-input guard.',
+        },
+        components: {},
+      },
+    });
+  }
+  // Only the three input types are parsed; any other body is refused (415) without being read.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(
+    ['image/png', 'image/jpeg'],
+    { parseAs: 'buffer', bodyLimit: limits.bodyBytes },
+    (_req, body, done) => done(null, body),
+  );
+  return app;
+}
+
+function registerServiceRoutes(
+  app: FastifyInstance,
+  config: AgentConfig,
+  runtime: GuardedModel,
+  o: BuildAgentAppOptions,
+  metrics: AgentMetrics,
+  slots: Slots,
+): void {
+  app.get('/healthz', { schema: { tags: ['service'], summary: 'liveness and what is loaded' } }, async () => ({
+    status: 'ok',
+    models: Object.fromEntries(
+      (['primary', 'ensemble', 'fallback'] as const)
+        .filter((k) => runtime[k])
+        .map((k) => [
+          k,
+          {
+            name: runtime[k]!.metadata.name,
+            version: runtime[k]!.metadata.version,
+            headerSha256: runtime[k]!.provenance.headerSha256,
+          },
+        ]),
+    ),
+    key: runtime.key,
+    inflight: slots.inflight,
+    review: o.review ? { keyId: o.review.keyId, spooled: o.review.spool.items } : null,
+    ...(o.health?.() ?? {}),
+  }));
+  if (config.metrics.enabled) {
+    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+      void reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+  }
+  if (config.openapi.enabled) app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}
+
+type InferenceHandler = (req: FastifyRequest, t0: number) => Promise<InferResponse>;
+
+function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Slots, handle: InferenceHandler): void {
+  const limits = config.limits;
+  app.post(
+    '/v1/infer',
+    {
+      schema: {
+        tags: ['inference'],
+        summary: 'classify one input behind the guard',
+        description:
+          'Send image/png or image/jpeg bytes, or application/json {"tensor":{"dims":[1,C,H,W],"data":[...0..1 values]}}. The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 429 when the concurrency limit is reached.',
+        body: {
+          content: {
+            'application/json': { schema: TENSOR_BODY_SCHEMA },
+            'image/png': { schema: {} },
+            'image/jpeg': { schema: {} },
+          },
+        },
+        response: {
+          200: INFER_RESPONSE_SCHEMA,
+          400: ERROR_RESPONSE_SCHEMA,
+          413: ERROR_RESPONSE_SCHEMA,
+          415: ERROR_RESPONSE_SCHEMA,
+          422: ERROR_RESPONSE_SCHEMA,
+          429: ERROR_RESPONSE_SCHEMA,
+          503: ERROR_RESPONSE_SCHEMA,
+        },
+      },
+      // The limit is checked before the body is read, so an overload costs no buffering.
+      onRequest: async (req, reply) => {
+        const slot = slots.acquire();
+        req.egSlot = slot;
+        // The response is finished or the connection is gone (client abort, request timeout):
+        // a request that never reached its work frees the slot here; one that did, when the work ends.
+        reply.raw.once('close', () => {
+          if (!slot.work) slots.release(slot);
+        });
+      },
+    },
+    async (req) => {
+      const slot = req.egSlot!;
+      const work = handle(req, performance.now());
+      slot.work = work;
+      // The slot is held until the work really ends, even after a timeout answer.
+      work.then(
+        () => slots.release(slot),
+        () => slots.release(slot),
+      );
+      return withTimeout(work, limits.inferenceTimeoutMs);
+    },
+  );
+}
+
+async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new EdgeguardError('EG_TIMEOUT', `the inference took longer than limits.inferenceTimeoutMs (${ms} ms).`),
+        ),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+type InputType = 'image/png' | 'image/jpeg' | 'application/json';
+
+/** The content type named by the request, one of the three the route takes. */
+function inputTypeOf(req: FastifyRequest): InputType {
+  const type = String(req.headers['content-type'] ?? '')
+    .split(';')[0]!
+    .trim()
+    .toLowerCase();
+  if (type !== 'image/png' && type !== 'image/jpeg' && type !== 'application/json') {
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED_MEDIA_TYPE',
+      'send the input as image/png, image/jpeg or application/json (a tensor).',
+    );
+  }
+  return type;
+}
+
+/** The request body as the runtime's input; the body joins `wipeLater`. */
+function decodeRequest(req: FastifyRequest, type: InputType, wipeLater: Wipeable[]): GuardedInput {
+  if (type === 'image/png' || type === 'image/jpeg') {
+    const bytes = req.body as Buffer;
+    wipeLater.push(bytes);
+    return { kind: 'image', bytes, format: type };
+  }
+  const { dims, data } = (req.body as { tensor: { dims: number[]; data: number[] } }).tensor;
+  wipeLater.push(data);
+  return { kind: 'tensor', dims, data };
+}
+
+/** What goes to review: the image bytes as sent, or the tensor as checked (re-encoded as JSON). */
+function reviewBytesOf(input: GuardedInput, tensor: Float32Array, wipeLater: Wipeable[]): Buffer {
+  if (input.kind === 'image') return input.bytes;
+  const b = Buffer.from(JSON.stringify({ tensor: { dims: input.dims, data: Array.from(tensor) } }));
+  wipeLater.push(b);
+  return b;
+}
+
+/** POST /v1/infer's work: decode, check, review and journal the verdict, answer. */
+function inferenceHandler(
+  config: AgentConfig,
+  runtime: GuardedModel,
+  o: BuildAgentAppOptions,
+  metrics: AgentMetrics,
+): InferenceHandler {
+  const model = runtime.primary;
+  const modelInfo = { name: model.metadata.name, version: model.metadata.version };
+  const modelSha256 = model.provenance.headerSha256;
+  return async (req, t0) => {
+    const type = inputTypeOf(req);
+    // Everything derived from the input is wiped when the request ends, on every path.
+    const wipeLater: Wipeable[] = [];
+    try {
+      const input = decodeRequest(req, type, wipeLater);
+      const checkStart = performance.now();
+      const checked = await checkInputKeeping(runtime, input, wipeLater);
+      const timings = observeTimings(metrics, checkStart - t0 + checked.decodeMs, checked.result);
+      const r = checked.result;
+      metrics.verdicts.inc({ verdict: r.verdict });
+      let review: InferResponse['review'] = null;
+      if (o.review && config.review.verdicts.includes(r.verdict as 'flag' | 'reject')) {
+        const bytes = reviewBytesOf(input, checked.tensor, wipeLater);
+        review = await queueForReview(
+          req,
+          o.review,
+          metrics,
+          r,
+          { type, ...modelInfo, headerSha256: modelSha256 },
+          bytes,
+        );
+      }
+      if (o.journal && (r.verdict === 'flag' || r.verdict === 'reject')) {
+        o.journal.record(
+          r.verdict === 'flag' ? 'guard.flagged' : 'guard.rejected',
+          r.verdict === 'flag' ? 'success' : 'denied',
+          {
+            ...guardFinding(r),
+            queuedForReview: review?.queued ?? false,
+            reasons: [...new Set(r.reasons.map((x) => x.code))].slice(0, 16),
+            model: `${modelInfo.name}@${modelInfo.version}`,
+            modelSha256,
+          },
+        );
+      }
+      timings.totalMs = performance.now() - t0;
+      metrics.stage.observe({ stage: 'total' }, timings.totalMs / 1000);
+      return inferResponse(req.id, r, review, modelInfo, timings);
+    } finally {
+      for (const b of wipeLater) b.fill(0);
+    }
+  };
+}
+
+/** The decode time and the guard's stage timings, into the answer and the stage histogram. */
+function observeTimings(metrics: AgentMetrics, decodeMs: number, r: GuardResult): Record<string, number> {
+  const timings: Record<string, number> = { decodeMs };
+  metrics.stage.observe({ stage: 'decode' }, decodeMs / 1000);
+  for (const [k, v] of Object.entries(r.timings)) {
+    if (typeof v === 'number') {
+      timings[k] = v;
+      metrics.stage.observe({ stage: k.replace(/Ms$/, '') === 'total' ? 'guard' : k.replace(/Ms$/, '') }, v / 1000);
+    }
+  }
+  return timings;
+}
+
+/** Seal the input to the review key and spool it; a failure is logged and answered as not queued. */
+async function queueForReview(
+  req: FastifyRequest,
+  queue: ReviewQueue,
+  metrics: AgentMetrics,
+  r: GuardResult,
+  m: { type: InputType; name: string; version: number; headerSha256: string },
+  bytes: Buffer,
+): Promise<InferResponse['review']> {
+  try {
+    const { id } = await queue.submit(
+      {
+        contentType: m.type,
+        verdict: r.verdict,
+        reasons: r.reasons,
+        ...(r.answer
+          ? { answer: { source: r.answer.source, label: r.answer.label, confidence: r.answer.confidence } }
+          : {}),
+        ...(r.primary ? { primary: { label: r.primary.label, confidence: r.primary.confidence } } : {}),
+        model: { name: m.name, version: m.version, headerSha256: m.headerSha256 },
+      },
+      bytes,
+    );
+    metrics.reviewSealed.inc();
+    return { queued: true, id };
+  } catch (e) {
+    req.log.error({ err: e }, 'could not queue the input for review');
+    return { queued: false };
+  }
+}
+
+function inferResponse(
+  requestId: string,
+  r: GuardResult,
+  review: InferResponse['review'],
+  model: InferResponse['model'],
+  timings: Record<string, number>,
+): InferResponse {
+  const a = r.answer;
+  return {
+    requestId,
+    verdict: r.verdict,
+    label: a?.label ?? null,
+    index: a?.index ?? null,
+    confidence: a?.confidence ?? null,
+    source: a?.source ?? null,
+    scores: a?.scores ?? null,
+    reasons: r.reasons,
+    primary: r.primary ? { label: r.primary.label, confidence: r.primary.confidence } : null,
+    review,
+    model,
+    timings,
+  };
+}

@@ -1,0 +1,19 @@
+/**
+ * The device agent's public face, for the CLI: its configuration, the inference service (start it,
+ * or only load its guarded models) and what a running agent exposes.
+ */
+export {
+  agentConfig,
+  loadAgentConfig,
+  parseAgentConfigYaml,
+  type AgentConfig,
+  type AgentConfigInput,
+} from './config.ts';
+export {
+  configDigest,
+  loadAgentRuntime,
+  startAgent,
+  type AgentRuntime,
+  type RunningAgent,
+  type StartAgentOptions,
+} from './serve.ts';

@@ -1,0 +1,48 @@
+/**
+ * The device <-> control-plane contract, shared by the agent, the server and the CLI: the pinned
+ * mTLS client, the device side of enrollment and renewal, the device's TLS key at rest, the sealed
+ * review item and its spool, the device record as the API shows it, and retry pacing. Nothing here
+ * knows which app it runs in.
+ */
+export { FleetClient, serverError, type FleetClientOptions, type FleetResponse } from './client.ts';
+export {
+  FLEET_FILES,
+  FLEET_SUBDIR,
+  deviceClient,
+  enrollDevice,
+  loadDeviceCredential,
+  renewIfDue,
+  requestRenewal,
+  writeAtomic,
+  type DeviceCredential,
+  type EnrollOptions,
+  type EnrollResult,
+  type PollOptions,
+} from './enrollment.ts';
+export { TLS_KEY_TYPE, createWrappedTlsKey, loadWrappedTlsKey } from './tls-key.ts';
+export {
+  MAX_REVIEW_METADATA_BYTES,
+  MAX_SEALED_BYTES,
+  REVIEW_AAD_BYTES,
+  REVIEW_HEADER_BYTES,
+  REVIEW_INFO,
+  REVIEW_MAGIC,
+  REVIEW_VERSION,
+  openReviewItem,
+  parseReviewItem,
+  reviewKeyId,
+  sealReviewItem,
+  type OpenedReviewItem,
+  type ReviewHeader,
+  type ReviewMetadata,
+} from './review-item.ts';
+export {
+  ReviewSpool,
+  SPOOL_SUFFIX,
+  spoolFileName,
+  type SpoolEntry,
+  type SpoolEvents,
+  type SpoolOptions,
+} from './review-spool.ts';
+export { DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
+export { backoffDelay } from './backoff.ts';

@@ -1,0 +1,42 @@
+/**
+ * Where a model's content key comes from, for every entry point (agent, CLI, demo): a key file
+ * (operator side, development; not hardware-bound), or a wrapped key that only this device's key
+ * store can unwrap. The caller wipes `key.bytes` once its sessions exist.
+ */
+import { readFile } from 'node:fs/promises';
+import { readContentKeyFile, type ContentKey } from '../crypto/index.ts';
+import { fsError } from '../errors/index.ts';
+import { openDeviceKeyStore } from './device.ts';
+
+export type ContentKeySource = { file: string } | { wrapped: string; device: string };
+
+/** How the key was obtained, for health output, audit events and posture reporting. */
+export interface ContentKeyPosture {
+  provider: 'key-file' | 'tpm' | 'software';
+  hardwareBound: boolean;
+  label: string;
+}
+
+const KEY_FILE_POSTURE: ContentKeyPosture = {
+  provider: 'key-file',
+  hardwareBound: false,
+  label: 'content key file: not hardware-bound',
+};
+
+export async function resolveContentKey(
+  source: ContentKeySource,
+): Promise<{ key: ContentKey; posture: ContentKeyPosture }> {
+  if ('file' in source) return { key: await readContentKeyFile(source.file), posture: KEY_FILE_POSTURE };
+  const store = await openDeviceKeyStore(source.device);
+  let text: string;
+  try {
+    text = await readFile(source.wrapped, 'utf8');
+  } catch (e) {
+    throw fsError(e, source.wrapped, 'read the wrapped key');
+  }
+  const key = await store.unwrapContentKey(text);
+  return {
+    key,
+    posture: { provider: store.provider, hardwareBound: store.posture.hardwareBound, label: store.posture.label },
+  };
+}
