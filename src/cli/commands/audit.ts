@@ -28,26 +28,20 @@ import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
 import { FleetClient } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
+import { connectionPaths, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
-interface SourceOptions {
+interface SourceOptions extends ConnectionOptions {
   data?: string;
   db?: string;
-  server?: string;
-  cert?: string;
-  key?: string;
-  ca?: string;
   logKey?: string;
 }
 
+/**
+ * Where the log is: the control plane's API (the shared connection options; a client certificate
+ * only for entry contents), or the server's own store on the server machine (--data / --db).
+ */
 function sourceOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--server <url>',
-      'control-plane URL, e.g. https://cp.example:8443 (with --ca; --cert/--key for entry contents)',
-    )
-    .option('--ca <file>', 'fleet CA certificate (PEM) the server certificate must chain to')
-    .option('--cert <file>', 'client certificate (PEM): an admin or device certificate')
-    .option('--key <file>', 'private key of --cert (PEM)')
+  return withConnection(cmd, 'admin or device')
     .option('--data <dir>', 'the server data directory: read its SQLite store directly (on the server machine)')
     .option('--db <url>', 'the server PostgreSQL database: read it directly (postgres://...)')
     .option('--log-key <file>', `the log verifier key (${LOG_PUB_FILE}); defaults to DIR/${LOG_PUB_FILE} with --data`);
@@ -61,8 +55,8 @@ interface OpenedSource {
 }
 
 async function openSource(o: SourceOptions): Promise<OpenedSource> {
-  const given = [o.server, o.data, o.db].filter((x) => x !== undefined).length;
-  if (given !== 1 && !(o.db !== undefined && o.data !== undefined && given === 2)) {
+  const local = o.data !== undefined || o.db !== undefined;
+  if (local && o.server !== undefined) {
     throw new EdgeguardError(
       'EG_USAGE',
       'say where the log is: --server URL, or --data DIR / --db URL on the server machine.',
@@ -75,8 +69,9 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
       `pass --log-key with the log's verifier key (the ${LOG_PUB_FILE} the server wrote).`,
     );
   const logKey = await readLogVerifierKey(keyPath);
-  if (o.server !== undefined) {
-    const reader = await httpLogReader({ url: o.server, ca: o.ca, cert: o.cert, key: o.key });
+  if (!local) {
+    const c = connectionPaths(o, 'optional');
+    const reader = await httpLogReader({ url: c.server, ca: c.ca, cert: c.cert, key: c.key });
     return { reader, logKey, close: async () => undefined };
   }
   const store = await Store.open({ url: o.db, dataDir: o.data });
@@ -330,41 +325,38 @@ export function registerAuditCommands(program: Command): void {
     });
   });
 
-  audit
-    .command('append')
-    .description(
-      "append a server-side audit event (JSON, see docs/formats.md) through the API with an admin certificate; the actor is the certificate's admin",
-    )
-    .argument('<file>', 'the event as JSON, or - for stdin')
-    .requiredOption('--server <url>', 'control-plane URL')
-    .requiredOption('--ca <file>', 'fleet CA certificate (PEM)')
-    .requiredOption('--cert <file>', 'admin certificate (PEM)')
-    .requiredOption('--key <file>', 'private key of --cert (PEM)')
-    .action(async (file: string, o: { server: string; ca: string; cert: string; key: string }, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const text = await readTextArg(file);
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (e) {
-        throw new EdgeguardError('EG_FORMAT', `${file === '-' ? 'stdin' : file} is not JSON.`, { cause: e });
-      }
-      const event = parseAuditEvent(
-        { ...(value as Record<string, unknown>), actor: { kind: 'admin', id: 'set-by-server' } },
-        'the event',
+  withConnection(
+    audit
+      .command('append')
+      .description(
+        "append a server-side audit event (JSON, see docs/formats.md) through the API with an admin certificate; the actor is the certificate's admin",
+      )
+      .argument('<file>', 'the event as JSON, or - for stdin'),
+  ).action(async (file: string, o: ConnectionOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const text = await readTextArg(file);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new EdgeguardError('EG_FORMAT', `${file === '-' ? 'stdin' : file} is not JSON.`, { cause: e });
+    }
+    const event = parseAuditEvent(
+      { ...(value as Record<string, unknown>), actor: { kind: 'admin', id: 'set-by-server' } },
+      'the event',
+    );
+    const c = resolveConnection(o, 'required');
+    const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
+    try {
+      const r = await client.call<{ index: number }>('POST', '/v1/audit/events', event);
+      out.result(
+        { ok: true, index: r.body.index },
+        `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`,
       );
-      const [ca, cert, key] = await Promise.all([readTextArg(o.ca), readTextArg(o.cert), readTextArg(o.key)]);
-      const client = new FleetClient({ server: o.server, ca, cert, key });
-      try {
-        const r = await client.call<{ index: number }>('POST', '/v1/audit/events', event);
-        out.result(
-          { ok: true, index: r.body.index },
-          `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`,
-        );
-      } finally {
-        client.close();
-      }
-    });
+    } finally {
+      client.close();
+    }
+  });
 
   audit
     .command('journal')
