@@ -53,6 +53,11 @@ export const ERROR_EXIT_CODES = {
   EG_RATE_LIMITED: 7,
   EG_AUDIT: 8,
   EG_AUDIT_INCONSISTENT: 8,
+  // Measured boot: event logs, appraisal policies, and a boot the policy refuses.
+  EG_EVENTLOG_MALFORMED: 9,
+  EG_EVENTLOG_TOO_LARGE: 9,
+  EG_ATTEST_POLICY: 9,
+  EG_ATTEST_REFUSED: 9,
   EG_INTERNAL: 1,
 } as const;
 
