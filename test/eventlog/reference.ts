@@ -13,6 +13,8 @@ export interface ReferenceEvent {
   size: number;
   /** Bank name -> hex digest. */
   digests: Record<string, string>;
+  /** The decoded event as printed (UnicodeName, VariableData, ... for variables), when it is a mapping. */
+  event?: Record<string, unknown>;
 }
 
 export interface ReferenceLog {
@@ -54,7 +56,8 @@ function toReferenceEvent(e: YamlEvent): ReferenceEvent {
   const digests: Record<string, string> = {};
   if (e.Digests) for (const d of e.Digests) digests[d.AlgorithmId] = d.Digest;
   else if (e.Digest !== undefined) digests.sha1 = e.Digest;
-  return { pcr: Number(e.PCRIndex), type: e.EventType, size: Number(e.EventSize), digests };
+  const event = typeof e.Event === 'object' && e.Event !== null ? (e.Event as Record<string, unknown>) : undefined;
+  return { pcr: Number(e.PCRIndex), type: e.EventType, size: Number(e.EventSize), digests, event };
 }
 
 function mapPcrs(pcrs: Record<string, Record<string, string>>): Record<string, Record<number, string>> {
