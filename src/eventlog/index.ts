@@ -51,3 +51,5 @@ export {
   type SignatureEntry,
 } from './uefi.ts';
 export { digestsMatch } from './verify-digest.ts';
+export { readEventLogBytes, readEventLogFile } from './file.ts';
+export { eventLogReport, formatEventLogReport, type EventLogReport } from './report.ts';

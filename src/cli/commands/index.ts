@@ -11,6 +11,7 @@ import { registerServerCommands } from './server.ts';
 import { registerFleetCommands } from './fleet.ts';
 import { registerAgentServeCommand } from './agent-serve.ts';
 import { registerReviewCommands } from './review.ts';
+import { registerAttestCommands } from './attest.ts';
 
 export const COMMAND_MODULES: Array<(program: Command) => void> = [
   registerKeyCommands,
@@ -23,5 +24,6 @@ export const COMMAND_MODULES: Array<(program: Command) => void> = [
   registerAgentServeCommand,
   registerReviewCommands,
   registerGuardCommands,
+  registerAttestCommands,
   registerDemoCommand,
 ];
