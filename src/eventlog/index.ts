@@ -53,3 +53,5 @@ export {
 export { digestsMatch } from './verify-digest.ts';
 export { readEventLogBytes, readEventLogFile } from './file.ts';
 export { eventLogReport, formatEventLogReport, type EventLogReport } from './report.ts';
+export { playBoot, eventsToReplay, type PcrExtender } from './play.ts';
+export { syntheticBootEvents, defaultSyntheticBoot, type SyntheticBoot } from './synthetic-boot.ts';

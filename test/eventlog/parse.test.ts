@@ -13,6 +13,7 @@ import { isEdgeguardError } from '../../src/errors/index.ts';
 import { TPM_ALG, HASH_ALGS } from '../../src/tpm/index.ts';
 import {
   EV,
+  defaultSyntheticBoot,
   encodeEventLog,
   eventTypeName,
   measuredEvent,
@@ -20,6 +21,7 @@ import {
   replayEventLog,
   replayedPcrsFor,
   startupLocalityEvent,
+  syntheticBootEvents,
   type EventLog,
 } from '../../src/eventlog/index.ts';
 import { runTpm2Eventlog, tpm2EventlogAvailable, type ReferenceLog } from './reference.ts';
@@ -103,6 +105,22 @@ describe('event log parser agrees with tpm2_eventlog', { skip: SKIP }, () => {
       coreos.specId?.algorithms.map((a) => a.alg),
       [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384],
     );
+  });
+
+  test('the synthetic boot written for swtpm reads the same in tpm2_eventlog', () => {
+    const banks = [TPM_ALG.SHA256, TPM_ALG.SHA1];
+    const bytes = encodeEventLog(banks, syntheticBootEvents(defaultSyntheticBoot(), banks));
+    const dir = mkdtempSync(join(tmpdir(), 'eg-eventlog-'));
+    try {
+      writeFileSync(join(dir, 'log'), bytes);
+      const ref = runTpm2Eventlog(join(dir, 'log'));
+      assert.equal(ref.exitStatus, 0, ref.stderr);
+      const log = parseEventLog(bytes);
+      assertAgrees(log, ref, 'synthetic boot');
+      assert.deepEqual(hexPcrs(replayEventLog(log)), ref.pcrs);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   /**
