@@ -118,14 +118,15 @@ function checkQuote({ akPublic, evidence, nonce, policy }: AppraisalInput): Quot
       reason: { code: 'QUOTE_SELECTION_INCOMPLETE', detail: `the quote does not cover ${uncovered.join(', ')}` },
     };
   let log: EventLog;
+  let values: Record<string, Record<number, Buffer>>;
   try {
     log = parseEventLog(evidence.eventLog);
+    values = replayedPcrsFor(replayEventLog(log), pcrSelect);
   } catch (e) {
     if (isEdgeguardError(e) && e.code.startsWith('EG_EVENTLOG_'))
       return { reason: { code: 'LOG_MALFORMED', detail: e.message } };
     throw e;
   }
-  const values = replayedPcrsFor(replayEventLog(log), pcrSelect);
   const matches = pcrSelect.every((b) => values[HASH_ALGS[b.hashAlg]?.name ?? '']);
   if (!matches || !pcrCompositeDigest(pcrSelect, values, signature.hashAlg).equals(pcrDigest))
     return {
