@@ -19,7 +19,7 @@ export async function playBoot(tpm: PcrExtender, banks: number[], events: EventT
   const log = encodeEventLog(banks, events);
   for (const event of events) {
     if (event.type === EV.NO_ACTION) {
-      if (startupLocality({ ...event, sequence: 0, offset: 0, data: Buffer.from(event.data) }) !== undefined)
+      if (startupLocality({ ...event, data: Buffer.from(event.data) }) !== undefined)
         throw new EdgeguardError(
           'EG_USAGE',
           'a played boot starts at locality 0; it cannot replay a StartupLocality event.',

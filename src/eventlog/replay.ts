@@ -14,11 +14,11 @@ import { malformedLog } from './reader.ts';
 const STARTUP_LOCALITY = Buffer.from('StartupLocality\0', 'latin1');
 
 /** The locality byte of a StartupLocality event, or undefined for any other event. */
-export function startupLocality(event: LogEvent): number | undefined {
+export function startupLocality(event: Pick<LogEvent, 'pcr' | 'type' | 'data'>): number | undefined {
   if (event.type !== EV.NO_ACTION || !event.data.subarray(0, STARTUP_LOCALITY.length).equals(STARTUP_LOCALITY))
     return undefined;
   if (event.pcr !== 0 || event.data.length !== STARTUP_LOCALITY.length + 1)
-    throw malformedLog(`event ${event.sequence} is a StartupLocality event that is not one locality byte on PCR 0`);
+    throw malformedLog('a StartupLocality event is not one locality byte on PCR 0');
   return event.data[STARTUP_LOCALITY.length]!;
 }
 

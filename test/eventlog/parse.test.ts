@@ -18,6 +18,7 @@ import {
   eventTypeName,
   measuredEvent,
   parseEventLog,
+  readEventLogBytes,
   replayEventLog,
   replayedPcrsFor,
   startupLocalityEvent,
@@ -216,9 +217,20 @@ describe('event log parser refuses malformed logs', () => {
     );
   });
 
-  test('a log larger than the limit is refused before it is read', () => {
+  test('a log larger than the limit is refused before it is read, in memory and on disk', async () => {
     refusedWith('EG_EVENTLOG_TOO_LARGE', good, { maxBytes: good.length - 1 });
     refusedWith('EG_EVENTLOG_MALFORMED', Buffer.alloc(0));
+    const dir = mkdtempSync(join(tmpdir(), 'eg-eventlog-'));
+    try {
+      writeFileSync(join(dir, 'log'), good);
+      assert.deepEqual(await readEventLogBytes(join(dir, 'log')), good);
+      await assert.rejects(readEventLogBytes(join(dir, 'log'), good.length - 1), (e) =>
+        isEdgeguardError(e, 'EG_EVENTLOG_TOO_LARGE'),
+      );
+      await assert.rejects(readEventLogBytes(join(dir, 'absent')), (e) => isEdgeguardError(e, 'EG_NOT_FOUND'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('replayedPcrsFor fills untouched PCRs with their reset values and leaves unmeasured banks out', () => {
