@@ -9,8 +9,8 @@
  */
 import { EV } from './event-types.ts';
 import type { EventLog, LogEvent } from './parse.ts';
-import { claimsUnbackedDigest, type Finding } from './secure-boot.ts';
-import { digestsMatch, eventDigestHex } from './verify-digest.ts';
+import type { Finding } from './secure-boot.ts';
+import { claimsUnbackedDigest, digestsMatch, eventDigestHex } from './verify-digest.ts';
 
 export type ComponentKind = 'shim' | 'bootloader' | 'kernel' | 'initrd' | 'cmdline' | 'file';
 

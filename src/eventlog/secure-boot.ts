@@ -68,9 +68,6 @@ const POLICY_VARIABLES: Record<string, string> = {
 };
 type PolicyVariable = keyof SecureBootState['variables'];
 
-const VARIABLE_TYPES: number[] = [EV.EFI_VARIABLE_DRIVER_CONFIG, EV.EFI_VARIABLE_AUTHORITY];
-/** Types whose digest the profile defines as the hash of the event data. */
-const DATA_DIGEST_TYPES: number[] = [...VARIABLE_TYPES, EV.SEPARATOR, EV.EFI_ACTION];
 const SEPARATOR_OK = Buffer.alloc(4);
 const SEPARATOR_ERROR = Buffer.alloc(4, 0xff);
 
@@ -154,12 +151,4 @@ function readSeparator(state: SecureBootState, event: LogEvent, note: Note): voi
   else if (event.data.equals(SEPARATOR_ERROR)) note('SEPARATOR_ERROR', event, 'the firmware logged an error separator');
   else if (state.separator) note('EVENT_NOT_ALLOWED', event, 'PCR 7 has a second separator');
   else state.separator = true;
-}
-
-/**
- * An event labelled with a type whose digest is the hash of its data, whose data does not hash to
- * it, claims a meaning the PCRs do not back: an image relabelled as an action, or edited data.
- */
-export function claimsUnbackedDigest(event: LogEvent): boolean {
-  return DATA_DIGEST_TYPES.includes(event.type) && !digestsMatch(event);
 }

@@ -6,7 +6,16 @@
  */
 import { createHash } from 'node:crypto';
 import { HASH_ALGS, TPM_ALG } from '../tpm/index.ts';
+import { EV } from './event-types.ts';
 import type { LogEvent } from './parse.ts';
+
+/** Types whose digest the profile defines as the hash of the event data. */
+const DATA_DIGEST_TYPES: number[] = [
+  EV.EFI_VARIABLE_DRIVER_CONFIG,
+  EV.EFI_VARIABLE_AUTHORITY,
+  EV.SEPARATOR,
+  EV.EFI_ACTION,
+];
 
 /** True when `measured` (the event data, or the part of it the profile says is hashed) hashes to every digest. */
 export function digestsMatch(event: LogEvent, measured: Uint8Array = event.data): boolean {
@@ -20,4 +29,12 @@ export function digestsMatch(event: LogEvent, measured: Uint8Array = event.data)
 export function eventDigestHex(event: LogEvent): string {
   const d = event.digests.find((x) => x.alg === TPM_ALG.SHA256) ?? event.digests[0]!;
   return d.digest.toString('hex');
+}
+
+/**
+ * An event labelled with a type whose digest is the hash of its data, whose data does not hash to
+ * it, claims a meaning the PCRs do not back: an image relabelled as an action, or edited data.
+ */
+export function claimsUnbackedDigest(event: LogEvent): boolean {
+  return DATA_DIGEST_TYPES.includes(event.type) && !digestsMatch(event);
 }
