@@ -35,6 +35,7 @@ import { digitPixels, loadMnist, mnistSplit, MNIST_PIXELS } from '../scripts/lib
 import { ROOT, SHAPE, asInput, loadDemoModels } from './lib/guard-setup.ts';
 import { blank, drawnLetters, drawnShapes, gaussianNoise, heavyBlur, inverted, uniformNoise } from './lib/ood.ts';
 import { rocAuc } from './lib/roc.ts';
+import { adaptiveEvaluation, adaptiveMarkdown } from './lib/adaptive-eval.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -45,6 +46,10 @@ const { values: args } = parseArgs({
     'joint-fpr': { type: 'string', default: '0.04' },
     json: { type: 'string' },
     limit: { type: 'string' },
+    adaptive: { type: 'boolean', default: false },
+    'attack-count': { type: 'string', default: '500' },
+    eps: { type: 'string', default: '0.1,0.2,0.3' },
+    steps: { type: 'string', default: '20' },
   },
 });
 const FPR = Number(args.fpr);
@@ -52,6 +57,8 @@ const FPR_CONFIDENCE = Number(args['fpr-confidence']);
 const STAGE_FPR = Number(args['stage-fpr']);
 const SQUEEZE_FPR = Number(args['squeeze-fpr']);
 const JOINT_FPR = Number(args['joint-fpr']);
+
+const ADAPTIVE_RATES = [0.01, 0.04];
 
 const STAGES = ['validation', 'confidence', 'ensemble', 'squeeze'] as const;
 type Stage = (typeof STAGES)[number];
@@ -146,8 +153,32 @@ async function attackSet(
   return out;
 }
 
+/** The adaptive evaluation only (--adaptive): attacks that know the guard, at 1% and 4% false positives. */
+async function adaptiveMain(): Promise<void> {
+  const data = loadMnist();
+  const split = mnistSplit(data.count);
+  const models = await loadDemoModels();
+  const tfModel = (file: string) => loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models', file)), 'linear').model;
+  const report = await adaptiveEvaluation({
+    models,
+    cnnTf: tfModel('mnist-cnn.onnx'),
+    mlpTf: tfModel('mnist-mlp.onnx'),
+    calibration: split.calibration.map((idx) => Float32Array.from(digitPixels(data, idx))),
+    evaluation: split.evaluation.map((idx) => Float32Array.from(digitPixels(data, idx))),
+    evaluationLabels: split.evaluation.map((idx) => data.labels[idx]!),
+    attackCount: Number(args['attack-count']),
+    rates: ADAPTIVE_RATES,
+    epsilons: args.eps!.split(',').map(Number),
+    steps: Number(args.steps),
+  });
+  if (args.json) writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
+  console.log(adaptiveMarkdown(report, ADAPTIVE_RATES));
+  for (const s of models.sessions) await s.release();
+}
+
 async function main(): Promise<void> {
   await tf.setBackend('cpu');
+  if (args.adaptive) return adaptiveMain();
   const data = loadMnist();
   const split = mnistSplit(data.count);
   const evalIdx = args.limit ? split.evaluation.slice(0, Number(args.limit)) : split.evaluation;
