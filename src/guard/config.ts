@@ -61,6 +61,14 @@ export const guardConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Decide with the profile's calibrated combiner when it has one (version 3); false keeps the
+     * per-stage thresholds of its pipeline section.
+     */
+    combiner: z
+      .object({ enabled: z.boolean().default(true) })
+      .strict()
+      .prefault({}),
     /** After a validation reject, skip the model stages (true) or still compute them (false). */
     shortCircuit: z.boolean().default(true),
   })

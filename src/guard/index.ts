@@ -69,4 +69,20 @@ export {
   type GuardInput,
   Guard,
 } from './pipeline.ts';
+export {
+  type ComponentName,
+  type ComponentTable,
+  type ComponentValues,
+  type CombinerTables,
+  type CombinedScore,
+  type TailTable,
+  MAX_KNOTS,
+  MODEL_COMPONENTS,
+  fitTailTable,
+  upperPValue,
+  componentPValue,
+  fitCombinerTables,
+  combinedScore,
+  componentValues,
+} from './combiner.ts';
 export { guardInputShape } from './model-input.ts';

@@ -140,7 +140,7 @@ test('pipeline calibration: one budget for all stages, chosen on cross-validated
   };
   const p = await calibrateProfile({ ...common, fpr: 0.1 });
   const pl = p.pipeline!;
-  assert.equal(p.version, 2);
+  assert.equal(p.version, 3, 'with the combiner (combiner: false keeps version 2)');
   assert.equal(pl.fpr, 0.1);
   assert.equal(pl.fprConfidence, 0.95);
   assert.equal(pl.folds, 5);

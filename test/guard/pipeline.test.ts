@@ -16,9 +16,10 @@ after(async () => {
   await f.release();
 });
 
+/** The guard with per-stage thresholds (the combiner has its own tests, combiner.test.ts). */
 function guard(config: GuardConfigInput = {}): Guard {
   return new Guard({
-    config: guardConfig(config),
+    config: guardConfig({ combiner: { enabled: false }, ...config }),
     profile: f.profile,
     shape: SHAPE,
     primary: f.cnn,
@@ -149,7 +150,7 @@ test('threshold precedence: the configuration, else the profile, else 0.85 and a
     [explicit.confidenceThreshold, explicit.ensembleThreshold, explicit.squeezeThreshold],
     [0.85, 1, 0.5],
   );
-  const { pipeline: _dropped, ...stageProfile } = f.profile;
+  const { pipeline: _dropped, combiner: _none, ...stageProfile } = f.profile;
   const seed = new Guard({
     config: guardConfig(),
     profile: { ...stageProfile, version: 1 },
@@ -171,7 +172,7 @@ test('an ensemble disagreement is flagged, and the fallback answers', async () =
   assert.equal(r.answer?.source, 'fallback');
   assert.equal(r.answer?.index, argmax(await f.mlp(input.tensor)));
   // Without a calibrated threshold (a version-1 profile), the two argmaxes differing flags.
-  const { pipeline: _dropped, ...stageProfile } = f.profile;
+  const { pipeline: _dropped, combiner: _none, ...stageProfile } = f.profile;
   const seed = new Guard({
     config: guardConfig(),
     profile: { ...stageProfile, version: 1 },
