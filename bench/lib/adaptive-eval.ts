@@ -9,7 +9,8 @@
  *
  * At each rate r (1%, 4%) every detector is calibrated to r on the calibration digits: each stage
  * alone at r (validation bounds, confidence quantile, ensemble and squeezing score quantiles), the
- * pipeline as `guard calibrate --fpr r` makes it, and any extra detector given. Detection and
+ * pipeline as `guard calibrate --fpr r` makes it (its per-stage thresholds, and its calibrated
+ * combiner, the default), and any extra detector given. Detection and
  * clean false positives get 95% Wilson intervals.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -39,8 +40,11 @@ export interface InputScores {
   ensemble: number;
   squeeze: number;
   primaryIndex: number;
-  /** Verdict of the guard under each evaluated rate's profile (keyed by the rate). */
-  verdicts: Map<number, GuardResult['verdict']>;
+  /**
+   * Whether the guard under each evaluated rate's profile (keyed by the rate) does not accept:
+   * with its calibrated combiner (the default), and with the profile's per-stage thresholds.
+   */
+  detected: Map<number, { combined: boolean; perStage: boolean }>;
   /** Scores of extra detectors (higher = more suspicious), keyed by detector name. */
   extra: Record<string, number>;
 }
@@ -131,7 +135,8 @@ async function fitDetectors(
     squeezing: upper((c) => c.squeeze),
   };
   for (const x of o.extra ?? []) out[x.name] = upper((c) => c.extra[x.name]!);
-  out[`pipeline (--fpr)`] = (s) => s.verdicts.get(rate) !== 'accept';
+  out['pipeline, per-stage thresholds'] = (s) => s.detected.get(rate)!.perStage;
+  out['pipeline, combiner (default)'] = (s) => s.detected.get(rate)!.combined;
   for (const c of o.combined ?? []) out[c.name] = c.fit(calibration, rate);
   return out;
 }
@@ -144,11 +149,13 @@ async function scoreAll(
   const out: InputScores[] = [];
   for (const img of images) {
     const { image, tensor } = asInput(img);
-    const verdicts = new Map<number, GuardResult['verdict']>();
+    const detected: InputScores['detected'] = new Map();
     let first: GuardResult | undefined;
     for (const [rate, guard] of guards) {
       const r = await guard.check({ image, tensor });
-      verdicts.set(rate, r.verdict);
+      const st = r.stages;
+      const perStage = [st.validation, st.confidence, st.ensemble, st.squeeze].some((x) => x && !x.passed);
+      detected.set(rate, { combined: r.verdict !== 'accept', perStage });
       first ??= r;
     }
     const s = first!.stages;
@@ -160,7 +167,7 @@ async function scoreAll(
       ensemble: s.ensemble!.distance,
       squeeze: s.squeeze!.score,
       primaryIndex: first!.primary!.index,
-      verdicts,
+      detected,
       extra: scores,
     });
   }
