@@ -27,6 +27,7 @@ import {
   guardConfig,
   rateUpperBound,
   thresholdAtFpr,
+  RECOMMENDED_SQUEEZERS,
   type Classifier,
   type GuardResult,
 } from '../src/guard/index.ts';
@@ -60,6 +61,7 @@ const { values: args } = parseArgs({
     eps: { type: 'string', default: '0.1,0.2,0.3' },
     steps: { type: 'string', default: '20' },
     candidates: { type: 'boolean', default: false },
+    median: { type: 'string', default: String(RECOMMENDED_SQUEEZERS.medianSize) },
   },
 });
 const FPR = Number(args.fpr);
@@ -69,6 +71,7 @@ const SQUEEZE_FPR = Number(args['squeeze-fpr']);
 const JOINT_FPR = Number(args['joint-fpr']);
 
 const ADAPTIVE_RATES = [0.01, 0.04];
+const SQUEEZERS = { bitDepth: RECOMMENDED_SQUEEZERS.bitDepth, medianSize: Number(args.median) };
 
 const STAGES = ['validation', 'confidence', 'ensemble', 'squeeze'] as const;
 type Stage = (typeof STAGES)[number];
@@ -218,6 +221,7 @@ async function adaptiveMain(): Promise<void> {
     rates: ADAPTIVE_RATES,
     epsilons: args.eps!.split(',').map(Number),
     steps: Number(args.steps),
+    squeeze: SQUEEZERS,
   });
   if (args.json) writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
   console.log(adaptiveMarkdown(report, ADAPTIVE_RATES));
@@ -242,7 +246,7 @@ async function main(): Promise<void> {
     primary: models.cnn,
     ensemble: models.mlp,
     shape: SHAPE,
-    squeeze: { bitDepth: 1, medianSize: 2 },
+    squeeze: SQUEEZERS,
   };
   const profile = await calibrateProfile({ ...common, fpr: FPR, fprConfidence: FPR_CONFIDENCE });
   const guard = new Guard({

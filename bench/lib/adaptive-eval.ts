@@ -26,6 +26,7 @@ import {
   type GuardProfile,
   type GuardResult,
   type InputStatistics,
+  type SqueezeSettings,
 } from '../../src/guard/index.ts';
 import { adaptiveBim, runnerUpTargets } from '../../scripts/lib/adaptive-attacks.ts';
 import { bim } from '../../scripts/lib/attacks.ts';
@@ -77,6 +78,8 @@ export interface AdaptiveEvalOptions {
   rates: number[];
   epsilons: number[];
   steps: number;
+  /** The squeezers calibrated (and known to the squeezing-aware attacker). */
+  squeeze: SqueezeSettings;
   extra?: ExtraDetector[];
   /** Profile-independent combined detectors, fitted at a rate on the calibration scores. */
   combined?: Array<{ name: string; fit: (calibration: InputScores[], rate: number) => Detector }>;
@@ -188,7 +191,7 @@ function unflat(x: Float32Array): Float32Array[] {
 
 /** The attack variants: the non-adaptive BIM for reference, then the four adaptive ones per eps. */
 export function attackVariants(
-  o: Pick<AdaptiveEvalOptions, 'cnnTf' | 'mlpTf' | 'epsilons' | 'steps'>,
+  o: Pick<AdaptiveEvalOptions, 'cnnTf' | 'mlpTf' | 'epsilons' | 'steps' | 'squeeze'>,
   passes: (p: Float32Array) => boolean,
 ): AttackVariant[] {
   const variants: AttackVariant[] = [
@@ -208,7 +211,13 @@ export function attackVariants(
         eps,
         run: (x, y) =>
           adaptiveBim(
-            { models, eps, steps: o.steps, squeezeAware: k.squeeze, passesValidation: passes },
+            {
+              models,
+              eps,
+              steps: o.steps,
+              ...(k.squeeze ? { squeezeAware: o.squeeze } : {}),
+              passesValidation: passes,
+            },
             x,
             runnerUpTargets(o.cnnTf, x, y),
           ),
@@ -245,7 +254,7 @@ export async function adaptiveEvaluation(o: AdaptiveEvalOptions): Promise<Adapti
       primary: o.models.cnn,
       ensemble: o.models.mlp,
       shape: SHAPE,
-      squeeze: { bitDepth: 1, medianSize: 2 },
+      squeeze: o.squeeze,
     });
     guards.set(
       rate,

@@ -16,7 +16,7 @@
  * Models are TensorFlow.js models with a linear head (logits), see loadTfFromOnnx.
  */
 import * as tf from '@tensorflow/tfjs';
-import { medianFilter, reduceBitDepth } from '../../src/guard/index.ts';
+import { medianFilter, reduceBitDepth, type SqueezeSettings } from '../../src/guard/index.ts';
 import { MNIST_PIXELS } from './mnist-split.ts';
 
 const SHAPE = { channels: 1, height: 28, width: 28 } as const;
@@ -26,8 +26,8 @@ export interface AdaptiveAttack {
   models: tf.LayersModel[];
   eps: number;
   steps: number;
-  /** Also attack the 1-bit and 2x2-median squeezed copies (BPDA). */
-  squeezeAware: boolean;
+  /** Also attack the guard's squeezed copies (BPDA): bit-depth reduction and the median filter. */
+  squeezeAware?: SqueezeSettings;
   /**
    * Whether an 8-bit-rounded candidate passes the attacker's copy of input validation; absent, the
    * perturbation is not confined (a plain L-infinity attack on every pixel).
@@ -53,15 +53,15 @@ function targetedGradient(models: tf.LayersModel[], views: Float32Array, n: numb
 }
 
 /** The attacked views of a batch: the images, then (squeezing-aware) their two squeezed copies. */
-function views(x: Float32Array, squeezeAware: boolean): Float32Array {
-  if (!squeezeAware) return x;
+function views(x: Float32Array, squeeze: SqueezeSettings | undefined): Float32Array {
+  if (!squeeze) return x;
   const n = x.length / MNIST_PIXELS;
   const out = new Float32Array(x.length * 3);
   out.set(x, 0);
   for (let i = 0; i < n; i++) {
     const img = x.subarray(i * MNIST_PIXELS, (i + 1) * MNIST_PIXELS);
-    out.set(reduceBitDepth(img, 1), x.length + i * MNIST_PIXELS);
-    out.set(medianFilter(img, SHAPE, 2), 2 * x.length + i * MNIST_PIXELS);
+    out.set(reduceBitDepth(img, squeeze.bitDepth), x.length + i * MNIST_PIXELS);
+    out.set(medianFilter(img, SHAPE, squeeze.medianSize), 2 * x.length + i * MNIST_PIXELS);
   }
   return out;
 }

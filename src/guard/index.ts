@@ -52,6 +52,8 @@ export {
   type GuardConfig,
   type GuardConfigInput,
   DEFAULT_CONFIDENCE_THRESHOLD,
+  DEFAULT_SQUEEZERS,
+  RECOMMENDED_SQUEEZERS,
   guardConfigSchema,
   guardConfig,
   parseGuardConfigYaml,

@@ -20,9 +20,9 @@
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
-import { DEFAULT_CONFIDENCE_THRESHOLD, type GuardConfig } from './config.ts';
+import { DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_SQUEEZERS, type GuardConfig } from './config.ts';
 import { validateStatistics, type GuardProfile, type StatisticViolation } from './profile.ts';
-import { l1Distance, squeezeScore, type PlanarShape } from './squeeze.ts';
+import { l1Distance, squeezeScore, type PlanarShape, type SqueezeSettings } from './squeeze.ts';
 import { computeStatistics, NUMERIC_STATISTICS, type GuardImage, type InputStatistics } from './stats.ts';
 import {
   combinedScore,
@@ -116,6 +116,8 @@ export class Guard {
   readonly confidenceThreshold: number;
   /** The ensemble L1 threshold in force; undefined means argmax disagreement. */
   readonly ensembleThreshold: number | undefined;
+  /** The squeezers in force: the configuration's, else the profile's, else DEFAULT_SQUEEZERS. */
+  readonly squeezers: SqueezeSettings;
   /** The calibrated combiner that decides (a version-3 profile, combiner.enabled); else per-stage thresholds. */
   readonly combiner: NonNullable<GuardProfile['combiner']> | undefined;
   private readonly models: GuardModels;
@@ -152,12 +154,17 @@ export class Guard {
         'feature squeezing is enabled but has no threshold; calibrate the profile with the model, set squeeze.threshold, or set squeeze.enabled: false.',
       );
     }
-    if (c.squeeze.enabled && o.profile?.squeeze && c.squeeze.threshold === undefined) {
-      const p = o.profile.squeeze;
-      if (p.bitDepth !== c.squeeze.bitDepth || p.medianSize !== c.squeeze.medianSize) {
+    const calibrated = o.profile?.squeeze;
+    this.squeezers = {
+      bitDepth: c.squeeze.bitDepth ?? calibrated?.bitDepth ?? DEFAULT_SQUEEZERS.bitDepth,
+      medianSize: c.squeeze.medianSize ?? calibrated?.medianSize ?? DEFAULT_SQUEEZERS.medianSize,
+    };
+    if (c.squeeze.enabled && calibrated && c.squeeze.threshold === undefined) {
+      const s = this.squeezers;
+      if (calibrated.bitDepth !== s.bitDepth || calibrated.medianSize !== s.medianSize) {
         throw new EdgeguardError(
           'EG_CONFIG',
-          `the profile's squeezing threshold was calibrated for ${p.bitDepth}-bit depth and a ${p.medianSize}x${p.medianSize} median, not the configured ${c.squeeze.bitDepth}/${c.squeeze.medianSize}; recalibrate.`,
+          `the profile's squeezing threshold was calibrated for ${calibrated.bitDepth}-bit depth and a ${calibrated.medianSize}x${calibrated.medianSize} median, not the configured ${s.bitDepth}/${s.medianSize}; recalibrate, or leave squeeze.bitDepth and squeeze.medianSize unset.`,
         );
       }
     }
@@ -266,7 +273,7 @@ export class Guard {
     }
     if (c.squeeze.enabled) {
       s = performance.now();
-      const sq = await squeezeScore(this.models.primary, tensor, p, this.shape, c.squeeze);
+      const sq = await squeezeScore(this.models.primary, tensor, p, this.shape, this.squeezers);
       run.timings.squeezeMs = performance.now() - s;
       const threshold = this.squeezeThreshold!;
       const passed = sq.score <= threshold;

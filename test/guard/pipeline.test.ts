@@ -253,6 +253,21 @@ test('the guard fails closed on incomplete configuration and malformed input', a
     'squeezing without a threshold',
   );
   assert.throws(() => make({ squeeze: { bitDepth: 3 } }), configError, 'profile calibrated for other squeezers');
+  // Unset squeezers follow the profile: one calibrated with a 3x3 median squeezes with it.
+  const wide = { ...f.profile, squeeze: { ...f.profile.squeeze!, medianSize: 3 } };
+  const follows = new Guard({ config: guardConfig(), profile: wide, shape: SHAPE, primary: f.cnn, ensemble: f.mlp });
+  assert.deepEqual(follows.squeezers, { bitDepth: 1, medianSize: 3 });
+  assert.throws(
+    () =>
+      new Guard({
+        config: guardConfig({ squeeze: { medianSize: 2 } }),
+        profile: wide,
+        shape: SHAPE,
+        primary: f.cnn,
+        ensemble: f.mlp,
+      }),
+    configError,
+  );
   const minimal = make(
     { validation: { enabled: false }, ensemble: { enabled: false }, squeeze: { threshold: 0.5 } },
     { profile: false, ensemble: false },
