@@ -108,12 +108,21 @@ export interface ComponentTable {
 
 export type CombinerTables = Partial<Record<ComponentName, ComponentTable>>;
 
-/** The p-value of one component value: the suspicious tail, or twice the smaller tail (capped at 1). */
+/**
+ * The p-value of one component value: the suspicious tail, or for a two-sided component twice the
+ * smaller tail (capped at 1), and 0 when the value lies further outside the calibration range than
+ * the range is wide. That last rule keeps inputs wildly unlike every calibration input (noise,
+ * blank frames) rejected even when few calibration inputs leave the threshold high, as the
+ * per-stage bounds did; calibration counts it on held-out inputs like any other score.
+ */
 export function componentPValue(table: ComponentTable, x: number): number {
   const up = table.upper ? upperPValue(table.upper, x) : undefined;
   const down = table.lower ? upperPValue(table.lower, -x) : undefined;
-  if (up !== undefined && down !== undefined) return Math.min(1, 2 * Math.min(up, down));
-  return up ?? down ?? 1;
+  if (up === undefined || down === undefined) return up ?? down ?? 1;
+  const min = table.upper!.values[0]!;
+  const max = table.upper!.values[table.upper!.values.length - 1]!;
+  if (x < min - (max - min) || x > max + (max - min)) return 0;
+  return Math.min(1, 2 * Math.min(up, down));
 }
 
 export type ComponentValues = Partial<Record<ComponentName, number>>;

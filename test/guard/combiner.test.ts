@@ -39,6 +39,10 @@ test('p-value tables: exact conformal p-values at the calibration values, monoto
   assert.equal(componentPValue(both, 3), 1);
   assert.equal(componentPValue(both, 1), (2 * 2) / 6);
   assert.equal(componentPValue(both, 5), (2 * 2) / 6);
+  // Further outside the calibration range (1..5) than it is wide: as suspicious as can be.
+  assert.ok(componentPValue(both, 9) > 0);
+  assert.equal(componentPValue(both, 9.01), 0);
+  assert.equal(componentPValue(both, -3.01), 0);
 });
 
 test('property: tables stay small and their p-values are in (0, 1] and non-increasing', () => {
