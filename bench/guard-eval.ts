@@ -13,8 +13,15 @@
  * per-stage profile and the seed's rules (validation at --stage-fpr, squeezing at --squeeze-fpr,
  * confidence 0.85, argmax disagreement); and the benchmark-only joint detector.
  *
- * Run: npx tsx bench/guard-eval.ts [--fpr 0.04] [--fpr-confidence 0.95] [--stage-fpr 0.01] [--squeeze-fpr 0.02] [--joint-fpr 0.04] [--json out.json]
+ * The default pipeline decides with its calibrated combiner (a version-3 profile); its per-stage
+ * thresholds are reported beside it. Squeezers: 1-bit and a --median k x k median (default 3).
+ *
+ * Run: npx tsx bench/guard-eval.ts [--fpr 0.04] [--fpr-confidence 0.95] [--stage-fpr 0.01] [--squeeze-fpr 0.02] [--joint-fpr 0.04] [--median 3] [--json out.json]
  * (about 3 minutes on 2 cores, most of it the TensorFlow.js cpu backend computing gradients).
+ *
+ * Adaptive attacks (bench/lib/adaptive-eval.ts), instead of the above:
+ *   npx tsx bench/guard-eval.ts --adaptive [--attack-count 500] [--eps 0.1,0.2,0.3] [--steps 20] [--candidates] [--json out.json]
+ * --candidates adds the detectors measured before choosing (bench/lib/candidate-detectors.ts).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -31,7 +31,7 @@ import {
   combinedScore,
   componentValues,
   fitCombinerTables,
-  MODEL_COMPONENTS,
+  COMBINED_MODEL_COMPONENTS,
   type CombinerTables,
   type ComponentName,
   type ComponentValues,
@@ -203,6 +203,9 @@ interface ModelScores {
   /** L1 distance between the primary's and the ensemble's probabilities. */
   ensemble?: Float64Array;
   squeeze: Float64Array;
+  /** The two squeezers' distances apart (the combiner's components). */
+  squeezeBits: Float64Array;
+  squeezeMedian: Float64Array;
 }
 
 interface StageThresholds {
@@ -273,8 +276,8 @@ function crossValidatedCount(samples: CalibrationSample[], m: ModelScores, rate:
 function combinerSamples(samples: CalibrationSample[], m: ModelScores): ComponentValues[] {
   return samples.map((x, i) =>
     componentValues(x.stats, {
-      confidence: m.confidence[i]!,
-      squeeze: m.squeeze[i]!,
+      squeezeBits: m.squeezeBits[i]!,
+      squeezeMedian: m.squeezeMedian[i]!,
       ...(m.ensemble ? { ensemble: m.ensemble[i]! } : {}),
     }),
   );
@@ -313,7 +316,7 @@ function calibrateCombiner(
   const values = combinerSamples(samples, m);
   const components: ComponentName[] = [
     ...NUMERIC_STATISTICS,
-    ...MODEL_COMPONENTS.filter((c) => values[0]![c] !== undefined),
+    ...COMBINED_MODEL_COMPONENTS.filter((c) => values[0]![c] !== undefined),
   ];
   const heldOut = new Float64Array(n);
   for (let f = 0; f < folds; f++) {
@@ -385,6 +388,8 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
     const m: ModelScores = {
       confidence: new Float64Array(n),
       squeeze: new Float64Array(n),
+      squeezeBits: new Float64Array(n),
+      squeezeMedian: new Float64Array(n),
       ...(o.ensemble ? { ensemble: new Float64Array(n) } : {}),
     };
     let lowConfidence = 0;
@@ -397,7 +402,10 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
       const top = argmax(p);
       m.confidence[i] = p[top]!;
       if (p[top]! < threshold) lowConfidence++;
-      m.squeeze[i] = (await squeezeScore(o.primary, t, p, o.shape, o.squeeze)).score;
+      const sq = await squeezeScore(o.primary, t, p, o.shape, o.squeeze);
+      m.squeeze[i] = sq.score;
+      m.squeezeBits[i] = sq.bitDepth;
+      m.squeezeMedian[i] = sq.median;
       if (o.ensemble) {
         const q = await o.ensemble(t);
         m.ensemble![i] = l1Distance(p, q);

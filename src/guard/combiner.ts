@@ -21,8 +21,20 @@
  */
 import { NUMERIC_STATISTICS, type InputStatistics, type NumericStatistic } from './stats.ts';
 
-export const MODEL_COMPONENTS = ['confidence', 'ensemble', 'squeeze'] as const;
+/**
+ * Model-side components a profile may carry: the primary's top probability, the L1 distance to the
+ * ensemble, and the L1 distance of each squeezed copy (bit depth, median) kept apart.
+ */
+export const MODEL_COMPONENTS = ['confidence', 'ensemble', 'squeezeBits', 'squeezeMedian'] as const;
 export type ModelComponent = (typeof MODEL_COMPONENTS)[number];
+
+/**
+ * What calibration combines: the six statistics, the ensemble distance and both squeezing
+ * distances. Not the confidence: measured on the adaptive attacks (docs/guard.md), it raised the
+ * threshold, since the clean digits a small model is unsure of score high on it, and caught none
+ * of the attacks, which are confidently wrong. A configured confidence.threshold still flags.
+ */
+export const COMBINED_MODEL_COMPONENTS = ['ensemble', 'squeezeBits', 'squeezeMedian'] as const;
 export type ComponentName = ModelComponent | NumericStatistic;
 
 /** Which tail is suspicious: high values, low values, or both. */
@@ -31,7 +43,8 @@ export type Tail = 'upper' | 'lower' | 'both';
 export const COMPONENT_TAILS: Record<ComponentName, Tail> = {
   confidence: 'lower',
   ensemble: 'upper',
-  squeeze: 'upper',
+  squeezeBits: 'upper',
+  squeezeMedian: 'upper',
   ...(Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, 'both'])) as Record<NumericStatistic, Tail>),
 };
 

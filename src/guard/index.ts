@@ -80,6 +80,7 @@ export {
   type TailTable,
   MAX_KNOTS,
   MODEL_COMPONENTS,
+  COMBINED_MODEL_COMPONENTS,
   fitTailTable,
   upperPValue,
   componentPValue,

@@ -342,7 +342,7 @@ export class Guard {
       componentValues(st.validation?.statistics, {
         ...(st.confidence ? { confidence: st.confidence.value } : {}),
         ...(st.ensemble ? { ensemble: st.ensemble.distance } : {}),
-        ...(st.squeeze ? { squeeze: st.squeeze.score } : {}),
+        ...(st.squeeze ? { squeezeBits: st.squeeze.bitDepth, squeezeMedian: st.squeeze.median } : {}),
       }),
     );
     const top = this.recordCombined(run, combined);

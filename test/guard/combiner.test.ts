@@ -63,13 +63,13 @@ test('property: tables stay small and their p-values are in (0, 1] and non-incre
 
 test('the combined score sums -ln p over the components present; an absent one adds nothing', () => {
   const tables = {
-    squeeze: { upper: fitTailTable([0, 0.1, 0.2, 0.3]) },
+    squeezeMedian: { upper: fitTailTable([0, 0.1, 0.2, 0.3]) },
     confidence: { lower: fitTailTable([-1, -0.9]) },
   };
-  const both = combinedScore(tables, { squeeze: 0.3, confidence: 0.9 });
-  assert.ok(Math.abs(both.parts.squeeze! + Math.log(2 / 5)) < 1e-12);
-  assert.ok(Math.abs(both.score - (both.parts.squeeze! + both.parts.confidence!)) < 1e-12);
-  const one = combinedScore(tables, { squeeze: 0.3 });
+  const both = combinedScore(tables, { squeezeMedian: 0.3, confidence: 0.9 });
+  assert.ok(Math.abs(both.parts.squeezeMedian! + Math.log(2 / 5)) < 1e-12);
+  assert.ok(Math.abs(both.score - (both.parts.squeezeMedian! + both.parts.confidence!)) < 1e-12);
+  const one = combinedScore(tables, { squeezeMedian: 0.3 });
   assert.equal(one.parts.confidence, undefined);
   assert.ok(one.score <= both.score);
 });
@@ -84,13 +84,13 @@ test('calibration writes a version-3 profile whose combiner meets the budget on 
   assert.deepEqual(Object.keys(c.components).sort(), [
     'blur',
     'brightness',
-    'confidence',
     'contrast',
     'ensemble',
     'entropy',
     'noise',
     'saturation',
-    'squeeze',
+    'squeezeBits',
+    'squeezeMedian',
   ]);
   const text = serializeProfile(p);
   assert.ok(text.length < MAX_PROFILE_BYTES / 2, `${text.length} bytes`);
