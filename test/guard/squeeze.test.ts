@@ -77,6 +77,22 @@ test('property: the median filter equals a plain sort of every reflected window,
   );
 });
 
+test('property: the 3x3 median without sorting (Paeth) equals the plain sort', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 9 }),
+      fc.integer({ min: 1, max: 9 }),
+      fc.array(fc.float({ noNaN: true }), { minLength: 81, maxLength: 81 }),
+      (h, w, values) => {
+        const x = Float32Array.from(values.slice(0, h * w));
+        const got = medianFilter(x, { channels: 1, height: h, width: w }, 3);
+        const want = referenceMedian(x, h, w, 3);
+        return got.every((v, i) => v === want[i]);
+      },
+    ),
+  );
+});
+
 test('L1 distance between probability vectors lies in 0..2', () => {
   assert.equal(l1Distance([1, 0], [0, 1]), 2);
   assert.equal(l1Distance([0.5, 0.5], [0.5, 0.5]), 0);
