@@ -68,6 +68,7 @@ export async function setUp(
   squeezeFpr?: number,
   primary: 'cnn' | 'mlp' = 'cnn',
   squeeze: SqueezeSettings = DEFAULT_SQUEEZERS,
+  combiner = true,
 ): Promise<Setup> {
   const data = loadMnist();
   const split = mnistSplit(data.count);
@@ -84,6 +85,7 @@ export async function setUp(
     ensemble: models[primary === 'cnn' ? 'mlp' : 'cnn'],
     shape: SHAPE,
     squeeze,
+    combiner,
     model: { name: `mnist-${primary}` },
   });
   return { data, split, models, profile };

@@ -472,8 +472,8 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
 
   const profile: GuardProfile = {
     kind: PROFILE_KIND,
-    // Version 2 only when there is a pipeline section: a per-stage profile stays readable by version-1 readers.
-    version: pipelineSection ? PROFILE_VERSION : 1,
+    // Version 2 with a pipeline section (3 once the combiner is added below); a per-stage profile stays version 1.
+    version: pipelineSection ? 2 : 1,
     createdAt: new Date().toISOString(),
     ...(o.model ? { model: o.model } : {}),
     samples: n,
@@ -506,7 +506,7 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
   }
   if (pipelineSection) profile.pipeline = pipelineSection;
   if (pipelineSection && scores && (o.combiner ?? true)) {
-    profile.version = 3;
+    profile.version = PROFILE_VERSION;
     profile.combiner = calibrateCombiner(o.samples, scores, o.fpr, level, pipelineSection.folds);
   }
   return profile;

@@ -10,6 +10,8 @@ import {
   thresholdAtFpr,
   validateStatistics,
   NUMERIC_STATISTICS,
+  parseProfile,
+  serializeProfile,
   type Classifier,
   type InputStatistics,
 } from '../../src/guard/index.ts';
@@ -155,6 +157,11 @@ test('pipeline calibration: one budget for all stages, chosen on cross-validated
   const loose = await calibrateProfile({ ...common, fpr: 0.1, fprConfidence: 0 });
   assert.ok(loose.pipeline!.stageRate >= pl.stageRate);
   assert.ok(loose.pipeline!.crossValidatedFpr <= 0.1);
+  // Without the combiner the pipeline profile keeps the version-2 layout.
+  const v2 = await calibrateProfile({ ...common, fpr: 0.1, combiner: false });
+  assert.equal(v2.version, 2);
+  assert.equal(v2.combiner, undefined);
+  assert.deepEqual(parseProfile(serializeProfile(v2)), v2);
   // Per-stage mode keeps the old profile layout; mixing the two is refused.
   const perStage = await calibrateProfile({ ...common, fpr: 0.05, pipeline: false, squeezeFpr: 0.02 });
   assert.equal(perStage.pipeline, undefined);
