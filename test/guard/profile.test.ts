@@ -159,22 +159,25 @@ test('property: arbitrary bytes never crash the parser (a profile or EG_FORMAT, 
   );
 });
 
-test('property: any single edited byte of a valid profile parses to a valid profile or fails with EG_FORMAT', () => {
-  const text = serializeProfile(valid());
-  const bytes = Buffer.from(text);
+/** Every single-byte edit of `bytes` parses to a profile meeting `invariant`, or fails with EG_FORMAT. */
+function editedBytesParseOrRefuse(bytes: Buffer, invariant: (p: GuardProfile) => boolean): void {
   fc.assert(
     fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 0, max: 255 }), (at, value) => {
       const copy = Buffer.from(bytes);
       copy[at] = value;
       try {
-        const p = parseProfile(copy);
-        // Whatever parsed must still obey the invariants.
-        return NUMERIC_STATISTICS.every((s) => p.validation.statistics[s].min <= p.validation.statistics[s].max);
+        return invariant(parseProfile(copy));
       } catch (e) {
         return isEdgeguardError(e, 'EG_FORMAT');
       }
     }),
     { numRuns: 1000 },
+  );
+}
+
+test('property: any single edited byte of a valid profile parses to a valid profile or fails with EG_FORMAT', () => {
+  editedBytesParseOrRefuse(Buffer.from(serializeProfile(valid())), (p) =>
+    NUMERIC_STATISTICS.every((s) => p.validation.statistics[s].min <= p.validation.statistics[s].max),
   );
 });
 
@@ -294,19 +297,9 @@ test('version-3 profiles: the combiner section parses; every defect of it is EG_
 });
 
 test('property: any single edited byte of a version-3 profile parses to a valid one or fails with EG_FORMAT', () => {
-  const bytes = Buffer.from(JSON.stringify(versionThree(), null, 2));
-  fc.assert(
-    fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 0, max: 255 }), (at, value) => {
-      const copy = Buffer.from(bytes);
-      copy[at] = value;
-      try {
-        const p = parseProfile(copy);
-        const tables = Object.values(p.combiner?.components ?? {}).flatMap((c) => [c?.upper, c?.lower]);
-        return tables.every((t) => t === undefined || t.values.every((v, i) => i === 0 || v > t.values[i - 1]!));
-      } catch (e) {
-        return isEdgeguardError(e, 'EG_FORMAT');
-      }
-    }),
-    { numRuns: 1000 },
+  editedBytesParseOrRefuse(Buffer.from(JSON.stringify(versionThree(), null, 2)), (p) =>
+    Object.values(p.combiner?.components ?? {})
+      .flatMap((c) => [c?.upper, c?.lower])
+      .every((t) => t === undefined || t.values.every((v, i) => i === 0 || v > t.values[i - 1]!)),
   );
 });
