@@ -135,7 +135,8 @@ test('guard calibrate and guard check run on protected packages, decrypted in me
   assert.equal(results[0]?.answer?.label, '3');
   assert.ok(results[0]?.stages.squeeze && results[0]?.stages.ensemble);
   assert.equal(results[1]?.verdict, 'reject');
-  assert.ok(results[1]?.reasons.every((r) => r.stage === 'validation'));
+  // The combiner (a version-3 profile) rejects it on its statistics alone, before any model runs.
+  assert.ok(results[1]?.reasons.every((r) => r.stage === 'combined'));
   assert.ok(results[1]?.stages.validation);
 
   const human = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', noise]);
