@@ -15,7 +15,7 @@ import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
+import { DEVICE_STATUSES, FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function group(program: Command, name: string, description: string): Command {
@@ -104,9 +104,7 @@ export function registerFleetCommands(program: Command): void {
   const device = group(program, 'device', 'device key store and fleet management');
 
   withConnection(device.command('list').description('list enrolled devices (admin certificate)'))
-    .addOption(
-      new Option('--status <status>', 'only devices in this state').choices(['pending', 'approved', 'revoked']),
-    )
+    .addOption(new Option('--status <status>', 'only devices in this state').choices([...DEVICE_STATUSES]))
     .action(async (opts: ConnOpts & { status?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const q = opts.status ? `?status=${opts.status}` : '';
@@ -135,6 +133,9 @@ export function registerFleetCommands(program: Command): void {
       `enrolled:     ${d.createdAt}`,
       `approved:     ${d.approvedAt ? `${d.approvedAt} by ${d.approvedBy}` : '-'}`,
       `revoked:      ${d.revokedAt ?? '-'}`,
+      ...(d.tamperedAt
+        ? [`tampered:     ${d.tamperedAt} (the device reported physical tampering; re-provision it)`]
+        : []),
       `last seen:    ${d.lastSeenAt ?? '-'}`,
     ]);
   });
