@@ -4,10 +4,14 @@
  * directory. The chassis-intrusion alarm flips, and then: inference answers 503 EG_LOCKED, /healthz
  * says locked, the TPM refuses the unwrap (EG_TPM_POLICY: PCR 16 moved), the control plane shows the
  * device `tampered` and refuses its certificate, and a restarted agent refuses to start (EG_LOCKED).
+ * Re-provisioning is refused until the tamper PCR is reset (a reboot), then makes a new binding key,
+ * clears the lock, and the agent serves again with the content key wrapped to the new key.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +25,7 @@ import {
   wrapContentKey,
 } from '../../src/keystore/index.ts';
 import { startAgent } from '../../src/agent/serve.ts';
+import { reprovisionDevice } from '../../src/cli/commands/device-reprovision.ts';
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
 import { isLocked, TAMPER_RESPONSE_STEPS } from '../../src/tamper/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
@@ -28,6 +33,17 @@ import { TPM_SKIP, startTestTpm, stopTestTpm } from '../helpers/swtpm.ts';
 import { makeSysfs } from '../helpers/sysfs.ts';
 import { startTestFleet } from '../server/fleet-helpers.ts';
 import { serveFixture, startService, infer } from './serve-fixture.ts';
+
+async function wrapTo(contentKeyPath: string, deviceDir: string, out: string): Promise<string> {
+  const text = encodeWrappedKeyFile(
+    wrapContentKey(
+      await readContentKeyFile(contentKeyPath),
+      parseBindingPublicKey(await readFile(join(deviceDir, 'binding.pub'), 'utf8')),
+    ),
+  );
+  await writeFile(out, text);
+  return text;
+}
 
 test(
   'an intrusion alarm locks the running agent: 503 EG_LOCKED, TPM refuses, control plane revokes, restart stays locked',
@@ -46,14 +62,14 @@ test(
     const f = await serveFixture(t);
     const deviceDir = join(f.dir, 'device');
     await initDevice({ dir: deviceDir, tcti: tpm.tcti });
-    const wrappedText = encodeWrappedKeyFile(
-      wrapContentKey(
-        await readContentKeyFile(join(f.dir, 'publisher-model.key')),
-        parseBindingPublicKey(await readFile(join(deviceDir, 'binding.pub'), 'utf8')),
-      ),
-    );
-    await writeFile(join(f.dir, 'model.key.wrapped'), wrappedText);
+    const contentKey = join(f.dir, 'publisher-model.key');
+    const wrappedText = await wrapTo(contentKey, deviceDir, join(f.dir, 'model.key.wrapped'));
     const device = await fleet.deviceCredential();
+    const tamperSection = {
+      sysfsRoot: sysfs.root,
+      pollIntervalMs: 20,
+      sensors: [{ kind: 'intrusion' as const, name: 'chassis', hwmon: 'hwmon0' }],
+    };
     await writeFile(join(f.dir, 'fleet-ca.pem'), fleet.ca.rootPem);
     await writeFile(join(f.dir, 'device.crt'), device.cert);
     await writeFile(join(f.dir, 'device.key'), device.key, { mode: 0o600 });
@@ -62,11 +78,7 @@ test(
       upload: { server: fleet.server.url, ca: 'fleet-ca.pem', cert: 'device.crt', key: 'device.key' },
       renewal: { enabled: false },
       journal: { forwardIntervalMs: 3_600_000 },
-      tamper: {
-        sysfsRoot: sysfs.root,
-        pollIntervalMs: 20,
-        sensors: [{ kind: 'intrusion', name: 'chassis', hwmon: 'hwmon0' }],
-      },
+      tamper: tamperSection,
     });
     assert.equal(config.stateDir, deviceDir, 'the lock lives in the device directory by default');
 
@@ -118,6 +130,25 @@ test(
       () => startAgent(config),
       (e: unknown) => isEdgeguardError(e, 'EG_LOCKED') && /chassis \(intrusion\)/.test(e.message),
     );
+
+    // Re-provisioning waits for the reboot that resets PCR 16 (simulated: a locality-0 reset).
+    await assert.rejects(
+      () => reprovisionDevice({ dir: deviceDir }),
+      (e: unknown) => isEdgeguardError(e, 'EG_LOCKED') && /PCR 16.*reboot/.test(e.message),
+    );
+    await promisify(execFile)('tpm2_pcrreset', ['16'], { env: { ...process.env, TPM2TOOLS_TCTI: tpm.tcti } });
+    const oldBinding = report.lockState.bindingKey;
+    const r = await reprovisionDevice({ dir: deviceDir });
+    assert.notEqual(r.device.bindingKey, oldBinding);
+    assert.equal(r.previousBindingKey, oldBinding);
+    assert.equal(await isLocked(deviceDir), false);
+    assert.equal(JSON.parse(await readFile(join(r.retiredTo, 'device.json'), 'utf8')).bindingKey, oldBinding);
+    // The old wrap is for the old key; the operator wraps again to the new binding.pub.
+    await wrapTo(contentKey, deviceDir, join(f.dir, 'model.key.wrapped'));
+    // The case is closed again; the device serves with its new key (no fleet identity until it re-enrolls).
+    await sysfs.intrusion(0);
+    const restored = await startService(t, f.config({ contentKey: config.contentKey, tamper: tamperSection }));
+    assert.equal((await infer(restored.url, digit, 'image/png')).body.label, '9');
   },
 );
 
