@@ -36,6 +36,7 @@ import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
 import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
+import { agentEgressDialer } from './egress.ts';
 import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
 import type { KeyStore } from '../keystore/index.ts';
 import type { TamperGuard } from '../tamper/index.ts';
@@ -207,12 +208,17 @@ async function openParts(
   store: KeyStore | undefined,
 ): Promise<AgentParts> {
   let identity: AgentIdentity | undefined;
+  // The journal opens after the identity, whose clients already need the dialer: bound late.
+  let journal: AgentJournal | undefined;
   if (config.upload) {
     identity = await AgentIdentity.fromConfig(config.upload);
     opened.push(() => identity!.close());
+    identity.dialer = await agentEgressDialer(config, identity.server, (denial) => {
+      o.logger?.error(denial, 'egress refused by the agent allowlist');
+      journal?.record('egress.denied', 'failure', denial);
+    });
     metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
   }
-  let journal: AgentJournal | undefined;
   if (identity && config.journal.enabled !== false) {
     journal = await openJournal(config, identity, metrics, o.logger);
     opened.push(() => journal!.close(0));

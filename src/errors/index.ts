@@ -60,6 +60,8 @@ export const ERROR_EXIT_CODES = {
   // Tamper: a sensor that cannot be read, a device locked after a tamper response.
   EG_TAMPER_SENSOR: 9,
   EG_LOCKED: 9,
+  // The agent's own egress allowlist refused a destination.
+  EG_EGRESS_DENIED: 9,
   EG_INTERNAL: 1,
 } as const;
 

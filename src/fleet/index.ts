@@ -46,3 +46,4 @@ export {
 } from './review-spool.ts';
 export { DEVICE_STATUSES, DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
 export { backoffDelay } from './backoff.ts';
+export { EgressDialer, type EgressDenial } from './egress-dialer.ts';
