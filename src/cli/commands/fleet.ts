@@ -227,12 +227,22 @@ export function registerFleetCommands(program: Command): void {
     .option('--label <text>', 'a label operators see in `device list`')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .option('--wait <seconds>', 'how long to wait for approval', '600')
+    .option('--config <agent.yaml>', "connect only where its egress: section allows (the agent's allowlist)")
     .action(
       async (
-        opts: { device: string; server: string; ca: string; label?: string; tpm?: string; wait: string },
+        opts: {
+          device: string;
+          server: string;
+          ca: string;
+          label?: string;
+          tpm?: string;
+          wait: string;
+          config?: string;
+        },
         cmd: Command,
       ) => {
         const out = new Output(globalOptions(cmd));
+        const dialer = opts.config ? await enrollmentDialer(opts.config, opts.server, out) : undefined;
         const wait = Number(opts.wait);
         if (!Number.isFinite(wait) || wait < 0)
           throw new EdgeguardError('EG_USAGE', '--wait must be a number of seconds.');
@@ -244,6 +254,7 @@ export function registerFleetCommands(program: Command): void {
           ...(opts.tpm ? { tcti: opts.tpm } : {}),
           poll: { timeoutMs: wait * 1000 },
           onProgress: (m) => out.info(m),
+          dialer,
         });
         out.result({ ok: true, ...r }, [
           `enrolled ${r.deviceId} (${r.keyProvider}${r.keyProvider === 'software' ? ', software-bound' : ''})`,
@@ -265,4 +276,13 @@ export function registerFleetCommands(program: Command): void {
         r.renewed ? `renewed; valid until ${r.notAfter}` : `not due yet; valid until ${r.notAfter}`,
       );
     });
+}
+
+/** The agent's egress allowlist for `agent enroll --config`. */
+async function enrollmentDialer(configPath: string, server: string, out: Output) {
+  // Loaded only here: the agent module brings ONNX Runtime, which no other command of this module needs.
+  const { agentEgressDialer, loadAgentConfig } = await import('../../agent/index.ts');
+  return agentEgressDialer(await loadAgentConfig(configPath), server, (d) =>
+    out.warn(`egress refused: ${d.host} port ${d.port} (${d.reason})`),
+  );
 }
