@@ -185,7 +185,7 @@ export function registerFleetCommands(program: Command): void {
   withConnection(
     device
       .command('remove')
-      .description('remove a revoked device so that its TPM can enroll again (admin certificate)')
+      .description('remove a revoked or tampered device so that its TPM can enroll again (admin certificate)')
       .argument('<id>', 'device id'),
   ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
