@@ -1,12 +1,15 @@
 /**
  * A device journal that reports tampering (tamper.detected, device.locked) marks the device
  * `tampered` on the control plane and revokes its certificate: the next mTLS request with it is
- * refused. Ordinary journal events change nothing. Real TLS, real SQLite, the real audit plugin.
+ * refused. Ordinary journal events change nothing. Real TLS, real SQLite, the real audit plugin;
+ * `edgeguard device show|list` (the compiled CLI: `npm run build` first) show the status.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Journal, forwardJournal, journalSignerFromKey, type AuditEvent } from '../../src/audit/index.ts';
@@ -29,6 +32,8 @@ function deviceEvent(deviceId: string, type: 'model.loaded' | 'tamper.detected' 
   return { ...base, type, outcome: 'success', details: { reason: 'tamper sensor chassis; keys wiped' } };
 }
 
+const CLI = join(import.meta.dirname, '..', '..', 'bin', 'edgeguard.js');
+
 describe('tamper reports from device journals', () => {
   let work: string;
   let fleet: TestFleet;
@@ -45,7 +50,8 @@ describe('tamper reports from device journals', () => {
   });
 
   it('marks the device tampered, revokes its certificate and refuses it from then on', async () => {
-    const admin = fleet.client(await fleet.adminCredential('operator'));
+    const adminCred = await fleet.adminCredential('operator');
+    const admin = fleet.client(adminCred);
     const cred = await fleet.deviceCredential();
     const key = createPrivateKey(cred.key);
     const journal = await Journal.open(join(work, 'device.journal'), journalSignerFromKey(key), key);
@@ -71,6 +77,19 @@ describe('tamper reports from device journals', () => {
       [cred.deviceId],
     );
     assert.equal(await fleet.server.ctx.store.certificateStatus(cred.serial), 'revoked');
+
+    // What the operator sees.
+    for (const [name, text] of [
+      ['admin.crt', adminCred.cert],
+      ['admin.key', adminCred.key],
+      ['fleet-ca.pem', fleet.ca.rootPem],
+    ] as const)
+      writeFileSync(join(work, name), text, { mode: 0o600 });
+    const conn = ['--server', fleet.server.url, '--cert', join(work, 'admin.crt'), '--key', join(work, 'admin.key')];
+    const cli = async (...args: string[]) =>
+      (await promisify(execFile)(process.execPath, [CLI, ...args, ...conn, '--ca', join(work, 'fleet-ca.pem')])).stdout;
+    assert.match(await cli('device', 'show', cred.deviceId), /: tampered\n[\s\S]*tampered: +20\d\d-/);
+    assert.match(await cli('device', 'list', '--status', 'tampered'), new RegExp(`${cred.deviceId} +tampered`));
 
     // A fresh connection with the revoked certificate is refused.
     const again = fleet.client(cred);
