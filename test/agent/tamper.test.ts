@@ -5,13 +5,15 @@
  * says locked, the TPM refuses the unwrap (EG_TPM_POLICY: PCR 16 moved), the control plane shows the
  * device `tampered` and refuses its certificate, and a restarted agent refuses to start (EG_LOCKED).
  * Re-provisioning is refused until the tamper PCR is reset (a reboot), then makes a new binding key,
- * clears the lock, and the agent serves again with the content key wrapped to the new key.
+ * clears the lock, and the agent serves again with the content key wrapped to the new key. The
+ * compiled CLI (`npm run build` first) exits 9 on a locked device.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import YAML from 'yaml';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -158,4 +160,27 @@ test('tamper detection needs a device-wrapped content key', async (t) => {
     () => f.config({ tamper: { sensors: [{ kind: 'intrusion', name: 'chassis', hwmon: 'hwmon0' }] } }),
     (e: unknown) => isEdgeguardError(e, 'EG_CONFIG') && /contentKey: \{ wrapped, device \}/.test(e.message),
   );
+});
+
+test('`edgeguard agent serve` on a locked device exits 9 with EG_LOCKED (a damaged lock file counts as locked)', async (t) => {
+  const f = await serveFixture(t);
+  await mkdir(join(f.dir, 'device'));
+  await writeFile(join(f.dir, 'device', 'tamper.lock.json'), '{ not json');
+  await writeFile(
+    join(f.dir, 'agent.yaml'),
+    YAML.stringify({ ...f.base, contentKey: { wrapped: 'model.key.wrapped', device: 'device' } }),
+  );
+  const CLI = join(import.meta.dirname, '..', '..', 'bin', 'edgeguard.js');
+  const failed = await promisify(execFile)(process.execPath, [
+    CLI,
+    'agent',
+    'serve',
+    '--config',
+    join(f.dir, 'agent.yaml'),
+  ]).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(failed.code, 9);
+  assert.match(failed.stderr, /^EG_LOCKED: .*damaged.*reprovision/);
 });
