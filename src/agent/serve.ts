@@ -143,21 +143,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     journalLoadedModels(parts);
     parts.renewer = startRenewer(config, o, metrics, parts);
     if (parts.renewer) opened.push(() => parts.renewer!.close());
-    if (store && config.tamper) {
-      const tamper = agentTamperGuard({
-        config: config.tamper,
-        stateDir: config.stateDir!,
-        store,
-        lock,
-        runtime: parts.runtime,
-        journal: parts.journal,
-        deviceId: parts.identity?.deviceId,
-        log: o.logger,
-      });
-      parts.tamper = tamper;
-      opened.push(() => tamper.stop());
-      await tamper.start();
-    }
+    parts.tamper = await startTamperGuard(config, o, store, lock, parts, opened);
     ({ app } = await buildAgentApp(config, parts.runtime, {
       logger: o.logger,
       review: parts.review,
@@ -197,6 +183,31 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     ...(socket ? { socket } : {}),
     close: closer(config, app, parts, startedAt, o.logger),
   };
+}
+
+/** After the key store and the models, before listening: a finding from here on locks the device. */
+async function startTamperGuard(
+  config: AgentConfig,
+  o: StartAgentOptions,
+  store: KeyStore | undefined,
+  lock: ServiceLock,
+  { runtime, journal, identity }: AgentParts,
+  opened: Opened,
+): Promise<TamperGuard | undefined> {
+  if (!store || !config.tamper) return undefined;
+  const tamper = agentTamperGuard({
+    config: config.tamper,
+    stateDir: config.stateDir!,
+    store,
+    lock,
+    runtime,
+    journal,
+    deviceId: identity?.deviceId,
+    log: o.logger,
+  });
+  opened.push(() => tamper.stop());
+  await tamper.start();
+  return tamper;
 }
 
 /** Identity, journal, review queue and models, in that order (each may record to the journal). */
