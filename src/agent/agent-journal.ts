@@ -139,6 +139,16 @@ export class AgentJournal {
     this.writing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.write());
   }
 
+  /**
+   * Append events made elsewhere (the tamper response's, already validated) and wait until they
+   * are on disk (fsynced). Unlike record(), this waits and throws when the disk refused them.
+   */
+  async appendNow(events: AuditEvent[]): Promise<void> {
+    await this.flush();
+    await this.journal.append(events);
+    this.o.events?.appended?.(events.length, this.journal.lastSeq);
+  }
+
   /** Write what is pending now (one write + fsync per batch). */
   async flush(): Promise<void> {
     while (this.writing || this.pending.length > 0) {

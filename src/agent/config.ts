@@ -16,6 +16,8 @@
  *   metrics:  { enabled: true }
  *   openapi:  { enabled: true }
  *   log:      { level: info }
+ *   tamper:   { sensors: [...] }                   # src/tamper: sensors that lock the device (needs contentKey.device)
+ *   stateDir: device/                             # where tamper.lock.json lives; default: the device directory
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -24,6 +26,7 @@ import { z } from 'zod';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
+import { tamperConfigSchema } from '../tamper/index.ts';
 
 const path = z.string().min(1).max(4096);
 
@@ -181,6 +184,10 @@ export const agentConfigSchema = z
       .prefault({}),
     /** What the device talks to, for `edgeguard harden egress` (docs/formats.md). */
     egress: egressConfigSchema.optional(),
+    /** Physical tamper sensors and the response that locks the device (docs/formats.md, "Tamper configuration"). */
+    tamper: tamperConfigSchema.optional(),
+    /** Where the tamper lock state lives. Default: the device directory (contentKey.device, else upload.device), else next to this file. */
+    stateDir: path.optional(),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -196,6 +203,14 @@ export const agentConfigSchema = z
           'the journal is signed with the device certificate key, so it needs upload (an enrolled device or its certificate and key)',
       });
     }
+    if (c.tamper?.enabled && 'file' in c.contentKey) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tamper'],
+        message:
+          'tamper detection locks the device key store, so it needs a device-wrapped content key (contentKey: { wrapped, device })',
+      });
+    }
     if (c.review.enabled && !c.review.publicKey) {
       ctx.addIssue({
         code: 'custom',
@@ -208,6 +223,13 @@ export const agentConfigSchema = z
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+
+/** The tamper lock lives with the device's keys, so re-provisioning that directory also clears it. */
+function defaultStateDir(c: AgentConfig): string {
+  if ('device' in c.contentKey) return c.contentKey.device;
+  if (c.upload && 'device' in c.upload) return c.upload.device;
+  return '.';
+}
 
 /** Resolve every path of the config against `baseDir`. */
 function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
@@ -237,6 +259,8 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
           ? { path: r(join(c.upload.device, 'fleet', 'audit.journal')) }
           : { path: r('audit.journal') }),
     },
+    stateDir: r(c.stateDir ?? defaultStateDir(c)),
+    ...(c.tamper ? { tamper: { ...c.tamper, sysfsRoot: r(c.tamper.sysfsRoot) } } : {}),
     ...(c.upload
       ? {
           upload:

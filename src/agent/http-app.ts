@@ -89,6 +89,8 @@ export interface BuildAgentAppOptions {
   journal?: AgentJournal;
   /** Extra /healthz fields (certificate, journal). */
   health?: () => Record<string, unknown>;
+  /** Set by the tamper response: every /v1/ route answers its error (503 EG_LOCKED), /healthz says locked. */
+  lock?: { error(): EdgeguardError | undefined };
 }
 
 const micro = (v: number | undefined) =>
@@ -154,6 +156,12 @@ export async function buildAgentApp(
     metrics.requests.inc({ route, status: String(reply.statusCode) });
     metrics.duration.observe({ route }, reply.elapsedTime / 1000);
   });
+  const lock = o.lock;
+  if (lock)
+    app.addHook('onRequest', async (req) => {
+      const error = lock.error();
+      if (error && req.url.startsWith('/v1/')) throw error;
+    });
   registerServiceRoutes(app, config, runtime, o, metrics, slots);
   registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics));
   return { app, metrics };
@@ -208,7 +216,7 @@ function registerServiceRoutes(
   slots: Slots,
 ): void {
   app.get('/healthz', { schema: { tags: ['service'], summary: 'liveness and what is loaded' } }, async () => ({
-    status: 'ok',
+    status: o.lock?.error() ? 'locked' : 'ok',
     models: Object.fromEntries(
       (['primary', 'ensemble', 'fallback'] as const)
         .filter((k) => runtime[k])

@@ -17,3 +17,4 @@ export {
   type RunningAgent,
   type StartAgentOptions,
 } from './serve.ts';
+export { agentEgressDialer } from './egress.ts';

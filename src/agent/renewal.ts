@@ -26,6 +26,7 @@ import {
   loadDeviceCredential,
   requestRenewal,
   writeAtomic,
+  type EgressDialer,
 } from '../fleet/index.ts';
 import type { AgentConfig } from './config.ts';
 
@@ -48,6 +49,8 @@ function deviceIdOf(cert: x509.X509Certificate): string {
 export class AgentIdentity {
   private readonly clients = new Set<FleetClient>();
   private cert: { pem: string; leaf: x509.X509Certificate };
+  /** The egress allowlist every client of this identity connects through (agent.yaml `egress:`). */
+  dialer: EgressDialer | undefined;
 
   private constructor(
     readonly server: string,
@@ -112,6 +115,7 @@ export class AgentIdentity {
       cert: this.cert.pem,
       key: this.keyPem,
       timeoutMs,
+      dialer: this.dialer,
     });
     this.clients.add(c);
     return c;
@@ -233,6 +237,7 @@ export class CertificateRenewer {
       cert: identity.certPem,
       key: identity.keyPem,
       timeoutMs: 15_000,
+      dialer: identity.dialer,
     });
     try {
       const renewed = await requestRenewal(client, identity);
@@ -243,6 +248,7 @@ export class CertificateRenewer {
         cert: renewed.chainPem,
         key: identity.keyPem,
         timeoutMs: 15_000,
+        dialer: identity.dialer,
       });
       try {
         await probe.call('GET', '/v1/device/self');

@@ -15,6 +15,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_INPUT: 422,
   EG_OVERLOADED: 429,
   EG_TIMEOUT: 503,
+  EG_LOCKED: 503,
 };
 
 export function statusOf(code: ErrorCode): number {
@@ -71,9 +72,11 @@ export function errorHandler(
     return;
   }
   const status = statusOf(err.code);
-  if (status >= 500 && err.code !== 'EG_TIMEOUT') request.log.error({ err }, 'request failed');
+  if (status >= 500 && err.code !== 'EG_TIMEOUT' && err.code !== 'EG_LOCKED')
+    request.log.error({ err }, 'request failed');
   else request.log.info({ code: err.code }, err.message);
-  if (status === 429 || status === 503) void reply.header('retry-after', '1');
+  // A locked device stays locked until re-provisioned: no point in retrying.
+  if (status === 429 || (status === 503 && err.code !== 'EG_LOCKED')) void reply.header('retry-after', '1');
   void reply.status(status).send({ error: { code: err.code, message: err.message } });
 }
 

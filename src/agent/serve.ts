@@ -15,6 +15,7 @@
  *   - With `upload` (a device identity): the device certificate is renewed at two thirds of its
  *     lifetime (renewal.ts) and the agent's security events go to its signed journal, forwarded to
  *     the control plane (agent-journal.ts).
+ *   - With `tamper`: a locked device does not start; a tamper finding locks it (tamper-wiring.ts).
  *
  * This file is the start-up wiring (what is opened, in which order, and closed in reverse); the
  * HTTP surface is http-app.ts, the guarded model and input -> verdict are src/runtime.
@@ -35,18 +36,22 @@ import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
 import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
+import { agentEgressDialer } from './egress.ts';
+import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
+import type { KeyStore } from '../keystore/index.ts';
+import type { TamperGuard } from '../tamper/index.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
 
 /** The models and the guard the agent serves (src/runtime). */
 export type AgentRuntime = GuardedModel;
 
-/** Load the models (in memory) and build the guard, as the config says. */
-export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntime> {
+/** Load the models (in memory) and build the guard, as the config says; `store`: the device key store, already open. */
+export async function loadAgentRuntime(config: AgentConfig, store?: KeyStore): Promise<AgentRuntime> {
   return openGuardedModel({
     models: config.models,
     publicKeys: await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p))),
-    contentKey: config.contentKey,
+    contentKey: store && 'device' in config.contentKey ? { ...config.contentKey, store } : config.contentKey,
     guard: config.guard,
     profile: config.guard.profile,
   });
@@ -61,6 +66,8 @@ export interface RunningAgent {
   identity?: AgentIdentity;
   renewer?: CertificateRenewer;
   journal?: AgentJournal;
+  /** With `tamper`: the sensors and the response (its report once it fired). */
+  tamper?: TamperGuard;
   /** http://127.0.0.1:PORT, or unix:PATH */
   url: string;
   port?: number;
@@ -118,6 +125,7 @@ interface AgentParts {
   review?: ReviewQueue | undefined;
   renewer?: CertificateRenewer | undefined;
   runtime: AgentRuntime;
+  tamper?: TamperGuard | undefined;
 }
 
 /** Load everything, listen, and return a handle whose close() shuts down gracefully. */
@@ -125,19 +133,24 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   const startedAt = Date.now();
   const metrics = createAgentMetrics();
   const opened = new Opened();
+  const lock = new ServiceLock();
   let parts: AgentParts;
   let app: FastifyInstance;
+  await refuseIfLocked(config.stateDir!);
   try {
-    parts = await openParts(config, o, metrics, opened);
+    const store = await openTamperKeyStore(config);
+    parts = await openParts(config, o, metrics, opened, store);
     journalLoadedModels(parts);
     parts.renewer = startRenewer(config, o, metrics, parts);
     if (parts.renewer) opened.push(() => parts.renewer!.close());
+    parts.tamper = await startTamperGuard(config, o, store, lock, parts, opened);
     ({ app } = await buildAgentApp(config, parts.runtime, {
       logger: o.logger,
       review: parts.review,
       metrics,
       ...(parts.journal ? { journal: parts.journal } : {}),
       health: () => healthOf(parts),
+      lock,
     }));
   } catch (e) {
     await opened.closeAll();
@@ -164,11 +177,37 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     ...(parts.identity ? { identity: parts.identity } : {}),
     ...(parts.renewer ? { renewer: parts.renewer } : {}),
     ...(parts.journal ? { journal: parts.journal } : {}),
+    ...(parts.tamper ? { tamper: parts.tamper } : {}),
     url: where.url,
     ...(where.port !== undefined ? { port: where.port } : {}),
     ...(socket ? { socket } : {}),
     close: closer(config, app, parts, startedAt, o.logger),
   };
+}
+
+/** After the key store and the models, before listening: a finding from here on locks the device. */
+async function startTamperGuard(
+  config: AgentConfig,
+  o: StartAgentOptions,
+  store: KeyStore | undefined,
+  lock: ServiceLock,
+  { runtime, journal, identity }: AgentParts,
+  opened: Opened,
+): Promise<TamperGuard | undefined> {
+  if (!store || !config.tamper) return undefined;
+  const tamper = agentTamperGuard({
+    config: config.tamper,
+    stateDir: config.stateDir!,
+    store,
+    lock,
+    runtime,
+    journal,
+    deviceId: identity?.deviceId,
+    log: o.logger,
+  });
+  opened.push(() => tamper.stop());
+  await tamper.start();
+  return tamper;
 }
 
 /** Identity, journal, review queue and models, in that order (each may record to the journal). */
@@ -177,14 +216,20 @@ async function openParts(
   o: StartAgentOptions,
   metrics: AgentMetrics,
   opened: Opened,
+  store: KeyStore | undefined,
 ): Promise<AgentParts> {
   let identity: AgentIdentity | undefined;
+  // The journal opens after the identity, whose clients already need the dialer: bound late.
+  let journal: AgentJournal | undefined;
   if (config.upload) {
     identity = await AgentIdentity.fromConfig(config.upload);
     opened.push(() => identity!.close());
+    identity.dialer = await agentEgressDialer(config, identity.server, (denial) => {
+      o.logger?.error(denial, 'egress refused by the agent allowlist');
+      journal?.record('egress.denied', 'failure', denial);
+    });
     metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
   }
-  let journal: AgentJournal | undefined;
   if (identity && config.journal.enabled !== false) {
     journal = await openJournal(config, identity, metrics, o.logger);
     opened.push(() => journal!.close(0));
@@ -196,7 +241,7 @@ async function openParts(
   }
   let runtime: AgentRuntime;
   try {
-    runtime = await loadAgentRuntime(config);
+    runtime = await loadAgentRuntime(config, store);
   } catch (e) {
     const code = e instanceof EdgeguardError ? e.code : 'EG_INTERNAL';
     journal?.record('model.load_failed', 'failure', { name: basename(config.models.primary).slice(0, 200), code });
@@ -410,7 +455,7 @@ async function journalStarted(config: AgentConfig, { journal, runtime }: AgentPa
 function closer(
   config: AgentConfig,
   app: FastifyInstance,
-  { identity, journal, review, renewer, runtime }: AgentParts,
+  { identity, journal, review, renewer, runtime, tamper }: AgentParts,
   startedAt: number,
   log: Logger | undefined,
 ): (reason?: string) => Promise<void> {
@@ -423,6 +468,7 @@ function closer(
         await app.close();
       } finally {
         clearTimeout(force);
+        await tamper?.stop();
         await renewer?.close();
         await review?.close();
         journal?.record('agent.stopped', 'success', {

@@ -101,6 +101,7 @@ export const auditEventSchema = z.discriminatedUnion('type', [
   event('agent.stopped', { reason: short, uptimeS: count }),
   event('tamper.detected', { sensor: id, detail: short }),
   event('device.locked', { reason: short }),
+  event('egress.denied', { host: z.string().min(1).max(255), port: z.number().int().min(0).max(65535), reason: short }),
   event('admin.action', { action: id, target: id.optional(), detail: short.optional() }),
   event('policy.changed', { policy: id, previousSha256: hex(32).optional(), newSha256: hex(32) }),
   event('audit.journal_gap', {

@@ -65,6 +65,8 @@ export const ERROR_EXIT_CODES = {
   EG_EVENTLOG_TOO_LARGE: 9,
   EG_ATTEST_POLICY: 9,
   EG_ATTEST_REFUSED: 9,
+  // The agent's own egress allowlist refused a destination.
+  EG_EGRESS_DENIED: 9,
   EG_INTERNAL: 1,
 } as const;
 

@@ -5,6 +5,7 @@
  */
 import { Agent, request as httpsRequest } from 'node:https';
 import { EdgeguardError, type ErrorCode, ERROR_EXIT_CODES } from '../errors/index.ts';
+import type { EgressDialer } from './egress-dialer.ts';
 
 export interface FleetClientOptions {
   /** https://host:port */
@@ -17,6 +18,8 @@ export interface FleetClientOptions {
   /** Max sockets (default 16). */
   maxSockets?: number;
   timeoutMs?: number;
+  /** The device's egress allowlist: a server it does not list is refused (EG_EGRESS_DENIED) before any packet. */
+  dialer?: EgressDialer | undefined;
 }
 
 export interface FleetResponse<T = unknown> {
@@ -31,6 +34,7 @@ export class FleetClient {
   private readonly timeoutMs: number;
   private readonly maxSockets: number;
   private readonly ca: string;
+  private readonly dialer: EgressDialer | undefined;
   private retired: Array<{ agent: Agent; timer: NodeJS.Timeout }> = [];
 
   constructor(opts: FleetClientOptions) {
@@ -46,6 +50,7 @@ export class FleetClient {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxSockets = opts.maxSockets ?? 16;
     this.ca = opts.ca;
+    this.dialer = opts.dialer;
     this.agent = this.makeAgent(opts.cert, opts.key);
   }
 
@@ -58,6 +63,7 @@ export class FleetClient {
       ...(key !== undefined ? { key } : {}),
       minVersion: 'TLSv1.3',
       rejectUnauthorized: true,
+      ...(this.dialer ? { lookup: this.dialer.lookupFor(this.base.port ? Number(this.base.port) : 443) } : {}),
     });
   }
 
@@ -86,6 +92,7 @@ export class FleetClient {
     headers: Record<string, string> = {},
   ): Promise<FleetResponse<T>> {
     const url = new URL(path, this.base);
+    this.dialer?.checkUrl(url);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = httpsRequest(

@@ -1,5 +1,7 @@
 /** What the API shows of a device record (never the poll-token hash or the raw CSR). */
-import type { DeviceRecord } from '../store/index.ts';
+import type { DeviceRecord, DeviceStatus } from '../store/index.ts';
+
+export const DEVICE_STATUSES: readonly DeviceStatus[] = ['pending', 'approved', 'revoked', 'tampered'];
 
 export interface DeviceView {
   id: string;
@@ -15,6 +17,8 @@ export interface DeviceView {
   approvedAt: string | null;
   approvedBy: string | null;
   revokedAt: string | null;
+  /** When the device reported physical tampering (status `tampered`). */
+  tamperedAt: string | null;
   lastSeenAt: string | null;
 }
 
@@ -32,6 +36,7 @@ export function deviceView(d: DeviceRecord): DeviceView {
     approvedAt: d.approved_at,
     approvedBy: d.approved_by,
     revokedAt: d.revoked_at,
+    tamperedAt: d.tampered_at,
     lastSeenAt: d.last_seen_at,
   };
 }
@@ -40,7 +45,7 @@ export const DEVICE_VIEW_SCHEMA = {
   type: 'object',
   properties: {
     id: { type: 'string' },
-    status: { type: 'string', enum: ['pending', 'approved', 'revoked'] },
+    status: { type: 'string', enum: [...DEVICE_STATUSES] },
     keyProvider: { type: 'string', enum: ['tpm', 'software'] },
     softwareBound: { type: 'boolean' },
     label: { type: ['string', 'null'] },
@@ -51,6 +56,7 @@ export const DEVICE_VIEW_SCHEMA = {
     approvedAt: { type: ['string', 'null'] },
     approvedBy: { type: ['string', 'null'] },
     revokedAt: { type: ['string', 'null'] },
+    tamperedAt: { type: ['string', 'null'] },
     lastSeenAt: { type: ['string', 'null'] },
   },
 } as const;

@@ -32,6 +32,7 @@ import { TpmClient } from '../tpm/index.ts';
 import { protocol } from '../attest/index.ts';
 import { renewalDue, x509 } from '../pki/index.ts';
 import { FleetClient, serverError } from './client.ts';
+import type { EgressDialer } from './egress-dialer.ts';
 import { createWrappedTlsKey, loadWrappedTlsKey } from './tls-key.ts';
 
 export const FLEET_SUBDIR = 'fleet';
@@ -71,6 +72,8 @@ export interface EnrollOptions {
   poll?: PollOptions;
   /** Progress sentences (for the CLI's stderr). */
   onProgress?: (message: string) => void;
+  /** The device's egress allowlist (agent.yaml `egress:`): the server must be on it. */
+  dialer?: EgressDialer | undefined;
 }
 
 export interface EnrollResult {
@@ -139,7 +142,7 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
     );
   }
   new x509.X509Certificate(opts.caPem); // a PEM certificate, or throw now
-  const client = new FleetClient({ server: opts.server, ca: opts.caPem });
+  const client = new FleetClient({ server: opts.server, ca: opts.caPem, dialer: opts.dialer });
   try {
     let state: EnrollmentState | undefined;
     let resumed = false;
@@ -194,7 +197,13 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
     await writeAtomic(statePath, JSON.stringify({ ...state, status: 'approved' }, null, 2) + '\n', 0o600);
 
     // From here on: mutual TLS only.
-    const mtls = new FleetClient({ server: opts.server, ca: opts.caPem, cert: cert.certificateChain, key: keyPem });
+    const mtls = new FleetClient({
+      server: opts.server,
+      ca: opts.caPem,
+      cert: cert.certificateChain,
+      key: keyPem,
+      dialer: opts.dialer,
+    });
     try {
       await mtls.call('GET', '/v1/device/self');
     } finally {

@@ -44,5 +44,6 @@ export {
   type SpoolEvents,
   type SpoolOptions,
 } from './review-spool.ts';
-export { DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
+export { DEVICE_STATUSES, DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
 export { backoffDelay } from './backoff.ts';
+export { EgressDialer, type EgressDenial } from './egress-dialer.ts';

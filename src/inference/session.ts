@@ -19,6 +19,10 @@ export interface Classification {
 }
 
 export class LoadedModel {
+  /** Runs in progress: release() waits for them, since freeing a session under a running inference is unsafe. */
+  private readonly running = new Set<Promise<unknown>>();
+  private released = false;
+
   constructor(
     readonly session: ort.InferenceSession,
     readonly metadata: ModelMetadata,
@@ -35,15 +39,21 @@ export class LoadedModel {
 
   /** Run the model on one float32 tensor; returns its first output's values. */
   async run(input: Tensor): Promise<Float32Array> {
+    if (this.released)
+      throw new EdgeguardError('EG_INFERENCE', `model ${this.metadata.name} was released (shutdown or tamper lock).`);
     let result: ort.InferenceSession.OnnxValueMapType;
+    const running = this.session.run({ [this.inputName]: new ort.Tensor('float32', input.data, input.dims) });
+    this.running.add(running);
     try {
-      result = await this.session.run({ [this.inputName]: new ort.Tensor('float32', input.data, input.dims) });
+      result = await running;
     } catch (e) {
       throw new EdgeguardError(
         'EG_INFERENCE',
         `inference failed: the input of shape [${input.dims.join(',')}] does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`,
         { cause: e },
       );
+    } finally {
+      this.running.delete(running);
     }
     const out = result[this.outputName];
     if (!out || !(out.data instanceof Float32Array)) {
@@ -78,7 +88,11 @@ export class LoadedModel {
     return imageToTensor(bytes, pre);
   }
 
+  /** Refuse new runs, wait for those in progress, then free the session (once). */
   async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await Promise.allSettled([...this.running]);
     await this.session.release();
   }
 }

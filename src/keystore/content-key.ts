@@ -7,8 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { readContentKeyFile, type ContentKey } from '../crypto/index.ts';
 import { fsError } from '../errors/index.ts';
 import { openDeviceKeyStore } from './device.ts';
+import type { KeyStore } from './types.ts';
 
-export type ContentKeySource = { file: string } | { wrapped: string; device: string };
+/** `store`: the device's key store already opened (the agent keeps it to wipe on a tamper response). */
+export type ContentKeySource = { file: string } | { wrapped: string; device: string; store?: KeyStore | undefined };
 
 /** How the key was obtained, for health output, audit events and posture reporting. */
 export interface ContentKeyPosture {
@@ -27,7 +29,7 @@ export async function resolveContentKey(
   source: ContentKeySource,
 ): Promise<{ key: ContentKey; posture: ContentKeyPosture }> {
   if ('file' in source) return { key: await readContentKeyFile(source.file), posture: KEY_FILE_POSTURE };
-  const store = await openDeviceKeyStore(source.device);
+  const store = source.store ?? (await openDeviceKeyStore(source.device));
   let text: string;
   try {
     text = await readFile(source.wrapped, 'utf8');

@@ -268,7 +268,11 @@ export class EnrollmentService {
         'unknown device or wrong poll token; use the pollToken returned by /v1/enroll/finish.',
       );
     }
-    if (device.status === 'revoked') throw new EdgeguardError('EG_FORBIDDEN', `device ${deviceId} has been revoked.`);
+    if (device.status === 'revoked' || device.status === 'tampered')
+      throw new EdgeguardError(
+        'EG_FORBIDDEN',
+        `device ${deviceId} has been ${device.status === 'revoked' ? 'revoked' : 'locked by a tamper report'}.`,
+      );
     if (device.status === 'pending') return { status: 'pending' };
     const cert = await this.ensureCertificate(device);
     return { deviceId, certificateChain: cert.chainPem, fleetCa: this.ctx.ca.rootPem, notAfter: cert.notAfter };

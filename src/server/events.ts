@@ -45,6 +45,7 @@ export const EVENT_FAILURE_POLICY: Readonly<Record<AuditEventType, EventFailureP
   'agent.started': 'log-and-count',
   'agent.stopped': 'log-and-count',
   'tamper.detected': 'log-and-count',
+  'egress.denied': 'log-and-count',
   'device.locked': 'log-and-count',
   'audit.journal_gap': 'log-and-count',
 };

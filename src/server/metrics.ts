@@ -54,7 +54,7 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
     registers: [registry],
     async collect() {
       const devices = await store.listDevices();
-      const counts = { pending: 0, approved: 0, revoked: 0 };
+      const counts = { pending: 0, approved: 0, revoked: 0, tampered: 0 };
       for (const d of devices) counts[d.status]++;
       for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
     },

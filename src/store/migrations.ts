@@ -7,12 +7,14 @@ import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } fr
 import { EdgeguardError } from '../errors/index.ts';
 import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
+import { deviceTamperedColumn } from './migrations/device-tampered.ts';
 import { reviewItemsInit } from './migrations/review.ts';
 
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ['control-plane/0001_init', controlPlaneInit],
   ['audit/0001_log', auditLogInit],
   ['review/0001_items', reviewItemsInit],
+  ['control-plane/0002_tampered', deviceTamperedColumn],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */

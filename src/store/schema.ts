@@ -8,7 +8,8 @@
  */
 import type { Kysely } from 'kysely';
 
-export type DeviceStatus = 'pending' | 'approved' | 'revoked';
+/** `tampered`: the device reported physical tampering; its certificates are revoked as with `revoked`. */
+export type DeviceStatus = 'pending' | 'approved' | 'revoked' | 'tampered';
 export type KeyProvider = 'tpm' | 'software';
 export type CertificateRole = 'device' | 'admin' | 'server';
 
@@ -33,6 +34,8 @@ export interface DevicesTable {
   approved_at: string | null;
   approved_by: string | null;
   revoked_at: string | null;
+  /** When the device's journal reported tampering (migration control-plane/0002_tampered). */
+  tampered_at: string | null;
   last_seen_at: string | null;
 }
 

@@ -20,7 +20,10 @@ export type DeviceRecord = DevicesTable;
 export type CertificateRecord = CertificatesTable;
 export type ChallengeRecord = EnrollmentChallengesTable;
 
-export type NewDevice = Omit<DevicesTable, 'approved_at' | 'approved_by' | 'revoked_at' | 'last_seen_at'>;
+export type NewDevice = Omit<
+  DevicesTable,
+  'approved_at' | 'approved_by' | 'revoked_at' | 'tampered_at' | 'last_seen_at'
+>;
 
 export interface NewCertificate {
   serial: string;
@@ -99,13 +102,30 @@ export class Store {
     id: string,
     reason = 'cessationOfOperation',
   ): Promise<{ device: DeviceRecord; revokedSerials: string[] } | undefined> {
+    return this.endDevice(id, 'revoked', reason);
+  }
+
+  /**
+   * The device reported physical tampering (its journal's tamper.detected or device.locked): it is
+   * marked `tampered` and every certificate it holds is revoked, in one transaction. Undefined when
+   * the device is absent or already tampered or revoked.
+   */
+  async markDeviceTampered(id: string): Promise<{ device: DeviceRecord; revokedSerials: string[] } | undefined> {
+    return this.endDevice(id, 'tampered', 'keyCompromise');
+  }
+
+  private async endDevice(
+    id: string,
+    status: 'revoked' | 'tampered',
+    reason: string,
+  ): Promise<{ device: DeviceRecord; revokedSerials: string[] } | undefined> {
     return this.db.transaction().execute(async (trx) => {
       const at = now();
       const r = await trx
         .updateTable('devices')
-        .set({ status: 'revoked', revoked_at: at })
+        .set(status === 'tampered' ? { status, revoked_at: at, tampered_at: at } : { status, revoked_at: at })
         .where('id', '=', id)
-        .where('status', '!=', 'revoked')
+        .where('status', 'not in', ['revoked', 'tampered'])
         .executeTakeFirst();
       if (Number(r.numUpdatedRows) !== 1) return undefined;
       const certs = await trx
@@ -126,14 +146,15 @@ export class Store {
   }
 
   /**
-   * Forget a revoked device so that its TPM may enroll again. Its certificates stay recorded (and
-   * revoked), so they remain in the CRL. Returns false when the device is absent or not revoked.
+   * Forget a revoked (or tampered) device so that its TPM may enroll again. Its certificates stay
+   * recorded (and revoked), so they remain in the CRL. Returns false when the device is absent or
+   * still in service.
    */
   async deleteRevokedDevice(id: string): Promise<boolean> {
     const r = await this.db
       .deleteFrom('devices')
       .where('id', '=', id)
-      .where('status', '=', 'revoked')
+      .where('status', 'in', ['revoked', 'tampered'])
       .executeTakeFirst();
     return Number(r.numDeletedRows) === 1;
   }
@@ -217,6 +238,7 @@ export class Store {
         'd.approved_at',
         'd.approved_by',
         'd.revoked_at',
+        'd.tampered_at',
         'd.last_seen_at',
       ])
       .where('c.serial', '=', serial)

@@ -57,6 +57,26 @@ test('a protected model loads from memory and classifies real MNIST digits', asy
   assert.ok(correct >= 25, `only ${correct}/${n} digits classified correctly`);
 });
 
+test('release waits for the runs in progress, then refuses new ones (the tamper response releases under load)', async (t) => {
+  const dir = await tempDir(t);
+  const { keys, path } = await packDemo(dir);
+  const model = await loadProtectedModel(path, { publicKeys: [keys.signer.publicKey], contentKey: keys.contentKey });
+  const input = await model.imageTensor(await pngOf(digits[3]!.get(100)));
+  const inFlight = Array.from({ length: 8 }, () => model.classify(input));
+  const released = model.release();
+  const results = await Promise.all(inFlight);
+  await released;
+  assert.ok(
+    results.every((c) => c.scores.length === 10),
+    'every run started before the release finished',
+  );
+  await assert.rejects(
+    () => model.classify(input),
+    (e: unknown) => e instanceof EdgeguardError && e.code === 'EG_INFERENCE' && /released/.test(e.message),
+  );
+  await model.release();
+});
+
 test('preprocessing: greyscale NCHW scaled to 0..1, resized from any size, alpha flattened', async () => {
   const pre = parseModelMetadata({
     name: 'x',

@@ -39,7 +39,12 @@ for (const backend of BACKENDS) {
     });
 
     it('runs the one migration list in order, with no other module imported; reopening is idempotent', async () => {
-      assert.deepEqual(migrationNames(), ['control-plane/0001_init', 'audit/0001_log', 'review/0001_items']);
+      assert.deepEqual(migrationNames(), [
+        'control-plane/0001_init',
+        'audit/0001_log',
+        'review/0001_items',
+        'control-plane/0002_tampered',
+      ]);
       // The audit and review tables exist although this test never imported src/audit or the server.
       const state = await sql<{ size: number | string }>`select size from audit_state where id = 1`.execute(store.db);
       assert.equal(Number(state.rows[0]?.size), 0);
@@ -120,6 +125,36 @@ for (const backend of BACKENDS) {
       assert.equal(await store.certificateStatus(serialA), 'revoked', 'certificates stay revoked');
       const revoked = await store.revokedCertificates();
       assert.ok(revoked.some((r) => r.serial === serialA && r.revocation_reason === 'cessationOfOperation'));
+    });
+
+    it('marks a device tampered (keyCompromise on its certificates) once; then it is removable like a revoked one', async () => {
+      const d = await store.insertDevice(device());
+      await store.approveDevice(d.id, 'admin-1');
+      const serial = randomBytes(8).toString('hex');
+      await store.recordCertificate({
+        serial,
+        device_id: d.id,
+        role: 'device',
+        subject: `CN=${d.id}`,
+        not_before: new Date().toISOString(),
+        not_after: new Date(Date.now() + 1e9).toISOString(),
+        pem: 'x',
+      });
+      const res = await store.markDeviceTampered(d.id);
+      assert.equal(res?.device.status, 'tampered');
+      assert.ok(res?.device.tampered_at);
+      assert.deepEqual(res?.revokedSerials, [serial]);
+      assert.equal(await store.markDeviceTampered(d.id), undefined, 'twice does nothing');
+      assert.equal(await store.revokeDevice(d.id), undefined, 'a tampered device is already out of service');
+      const auth = await store.authLookup(serial);
+      assert.deepEqual([auth.status, auth.device?.status], ['revoked', 'tampered']);
+      const revoked = await store.revokedCertificates();
+      assert.ok(revoked.some((r) => r.serial === serial && r.revocation_reason === 'keyCompromise'));
+      assert.deepEqual(
+        (await store.listDevices({ status: 'tampered' })).map((x) => x.id),
+        [d.id],
+      );
+      assert.equal(await store.deleteRevokedDevice(d.id), true);
     });
 
     it('revokes a single certificate and finds the latest valid certificate of a device', async () => {

@@ -22,6 +22,7 @@ import {
 } from '../../keystore/index.ts';
 import { DEFAULT_BINDING_PCRS, TPM_ALG, parsePcrSelection, policyPcrDigest } from '../../tpm/index.ts';
 import { Output, globalOptions } from '../output.ts';
+import { reprovisionDevice } from './device-reprovision.ts';
 
 export function registerDeviceCommands(program: Command): void {
   const device = program
@@ -114,6 +115,36 @@ export function registerDeviceCommands(program: Command): void {
         out.warn(`${store.posture.label}: anyone who copies ${opts.dir} can unwrap keys wrapped to it.`);
       }
       out.result(data, lines);
+    });
+
+  device
+    .command('reprovision')
+    .description(
+      'after a tamper lock: a new binding key (the old key store is kept under DIR/retired/), the lock cleared; then wrap keys again and re-enroll',
+    )
+    .requiredOption('--dir <dir>', 'device directory')
+    .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
+    .action(async (opts: { dir: string; tpm?: string }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const r = await reprovisionDevice({ dir: opts.dir, tcti: opts.tpm });
+      const bindingPem = join(r.dir, DEVICE_FILES.bindingPem);
+      out.result(
+        {
+          ok: true,
+          dir: r.dir,
+          unlocked: r.wasLocked,
+          bindingKey: r.device.bindingKey,
+          previousBindingKey: r.previousBindingKey,
+          retiredTo: r.retiredTo,
+        },
+        [
+          `device ${r.dir}: new binding key ${r.device.bindingKey} (was ${r.previousBindingKey})${r.wasLocked ? '; tamper lock cleared' : ''}`,
+          `the old key store and enrollment are kept in ${r.retiredTo}`,
+          `next: wrap the content keys to ${bindingPem} (edgeguard key wrap ... --to ${bindingPem}),`,
+          '      remove the tampered device on the control plane (edgeguard device remove ID),',
+          '      enroll again (edgeguard agent enroll) and approve it (edgeguard device approve ID).',
+        ],
+      );
     });
 
   const key =

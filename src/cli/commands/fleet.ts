@@ -7,7 +7,7 @@
  */
 import { Command, Option } from 'commander';
 import { EdgeguardError } from '../../errors/index.ts';
-import { FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
+import { DEVICE_STATUSES, FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { readPemFile, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
@@ -38,9 +38,7 @@ export function registerFleetCommands(program: Command): void {
   const device = group(program, 'device', 'device key store and fleet management');
 
   withConnection(device.command('list').description('list enrolled devices (admin certificate)'))
-    .addOption(
-      new Option('--status <status>', 'only devices in this state').choices(['pending', 'approved', 'revoked']),
-    )
+    .addOption(new Option('--status <status>', 'only devices in this state').choices([...DEVICE_STATUSES]))
     .action(async (opts: ConnectionOptions & { status?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const q = opts.status ? `?status=${opts.status}` : '';
@@ -69,6 +67,9 @@ export function registerFleetCommands(program: Command): void {
       `enrolled:     ${d.createdAt}`,
       `approved:     ${d.approvedAt ? `${d.approvedAt} by ${d.approvedBy}` : '-'}`,
       `revoked:      ${d.revokedAt ?? '-'}`,
+      ...(d.tamperedAt
+        ? [`tampered:     ${d.tamperedAt} (the device reported physical tampering; re-provision it)`]
+        : []),
       `last seen:    ${d.lastSeenAt ?? '-'}`,
     ]);
   });
@@ -118,7 +119,7 @@ export function registerFleetCommands(program: Command): void {
   withConnection(
     device
       .command('remove')
-      .description('remove a revoked device so that its TPM can enroll again (admin certificate)')
+      .description('remove a revoked or tampered device so that its TPM can enroll again (admin certificate)')
       .argument('<id>', 'device id'),
   ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
@@ -160,12 +161,22 @@ export function registerFleetCommands(program: Command): void {
     .option('--label <text>', 'a label operators see in `device list`')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .option('--wait <seconds>', 'how long to wait for approval', '600')
+    .option('--config <agent.yaml>', "connect only where its egress: section allows (the agent's allowlist)")
     .action(
       async (
-        opts: { device: string; server: string; ca: string; label?: string; tpm?: string; wait: string },
+        opts: {
+          device: string;
+          server: string;
+          ca: string;
+          label?: string;
+          tpm?: string;
+          wait: string;
+          config?: string;
+        },
         cmd: Command,
       ) => {
         const out = new Output(globalOptions(cmd));
+        const dialer = opts.config ? await enrollmentDialer(opts.config, opts.server, out) : undefined;
         const wait = Number(opts.wait);
         if (!Number.isFinite(wait) || wait < 0)
           throw new EdgeguardError('EG_USAGE', '--wait must be a number of seconds.');
@@ -177,6 +188,7 @@ export function registerFleetCommands(program: Command): void {
           ...(opts.tpm ? { tcti: opts.tpm } : {}),
           poll: { timeoutMs: wait * 1000 },
           onProgress: (m) => out.info(m),
+          dialer,
         });
         out.result({ ok: true, ...r }, [
           `enrolled ${r.deviceId} (${r.keyProvider}${r.keyProvider === 'software' ? ', software-bound' : ''})`,
@@ -198,4 +210,13 @@ export function registerFleetCommands(program: Command): void {
         r.renewed ? `renewed; valid until ${r.notAfter}` : `not due yet; valid until ${r.notAfter}`,
       );
     });
+}
+
+/** The agent's egress allowlist for `agent enroll --config`. */
+async function enrollmentDialer(configPath: string, server: string, out: Output) {
+  // Loaded only here: the agent module brings ONNX Runtime, which no other command of this module needs.
+  const { agentEgressDialer, loadAgentConfig } = await import('../../agent/index.ts');
+  return agentEgressDialer(await loadAgentConfig(configPath), server, (d) =>
+    out.warn(`egress refused: ${d.host} port ${d.port} (${d.reason})`),
+  );
 }

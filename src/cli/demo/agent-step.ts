@@ -11,7 +11,6 @@
  * security events (signed with the device key), and forwards them over mutual TLS into the
  * control plane's Merkle log, where a guard rejection is proven by an inclusion proof.
  */
-import { randomBytes } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import YAML from 'yaml';
@@ -22,11 +21,10 @@ import {
   writePrivateFile,
 } from '../../crypto/index.ts';
 import { loadAgentConfig, startAgent } from '../../agent/index.ts';
-import { openReviewItem, reviewKeyId, enrollDevice } from '../../fleet/index.ts';
-import { initDevice } from '../../keystore/index.ts';
-import { controlPlanePlugins, startServer } from '../../server/index.ts';
+import { openReviewItem, reviewKeyId } from '../../fleet/index.ts';
 import { decodeLogLeaf, verifyInclusion } from '../../audit/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
+import { startDemoFleet } from './fleet-device.ts';
 
 async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -42,37 +40,15 @@ async function fleetAgent(
   config: Record<string, unknown>,
   noisePng: Buffer,
 ): Promise<Record<string, unknown>> {
-  const dataDir = ctx.path('agent-control-plane');
-  const deviceDir = ctx.path('agent-device');
-  const controlPlane = controlPlanePlugins({ dataDir, checkpointIntervalMs: 200 });
-  const server = await startServer({
-    dataDir,
-    listen: '127.0.0.1:0',
-    caPassphrase: randomBytes(18).toString('base64url'),
-    // Two-minute device certificates (backdated 5 minutes for clock skew): due for renewal at once.
-    policy: { allowSoftwareDevices: true, deviceCertDays: 2 / 1440 },
-    plugins: controlPlane.all,
+  // Two-minute device certificates (backdated 5 minutes for clock skew): due for renewal at once.
+  const { server, controlPlane, deviceDir, deviceId } = await startDemoFleet(ctx, 'agent', {
+    deviceCertDays: 2 / 1440,
   });
+  const enrolled = { deviceId };
   try {
     ctx.say(
       `a second control plane on ${server.url} issues 2-minute device certificates, so this device is past two thirds of its certificate's lifetime as soon as it has one`,
     );
-    await initDevice({ dir: deviceDir });
-    const enrolling = enrollDevice({
-      deviceDir,
-      server: server.url,
-      caPem: server.ctx.ca.rootPem,
-      label: 'demo agent',
-      poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 },
-    });
-    let deviceId: string | undefined;
-    for (let i = 0; i < 600 && !deviceId; i++) {
-      deviceId = (await server.ctx.store.listDevices({ status: 'pending' }))[0]?.id;
-      if (!deviceId) await new Promise((r) => setTimeout(r, 50));
-    }
-    if (!deviceId) throw new Error('the demo device did not reach the pending state');
-    await server.ctx.store.approveDevice(deviceId, 'demo-operator');
-    const enrolled = await enrolling;
     ctx.command(
       `agent enroll --device ${deviceDir} --server ${server.url} --ca fleet-ca.pem   # software key store; approved: ${enrolled.deviceId}`,
     );

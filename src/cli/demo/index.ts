@@ -8,6 +8,7 @@ import { auditStep } from './audit-step.ts';
 import { controlPlaneStep } from './control-plane-step.ts';
 import { guardStep } from './guard-step.ts';
 import { agentStep } from './agent-step.ts';
+import { tamperLockStep } from './tamper-lock-step.ts';
 import type { DemoStep } from './context.ts';
 
 export { type DemoStep, type DemoContext, makeContext } from './context.ts';
@@ -26,4 +27,5 @@ export const DEMO_STEPS: DemoStep[] = [
   controlPlaneStep,
   // Audit log steps go here.
   auditStep,
+  tamperLockStep,
 ];

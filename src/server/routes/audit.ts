@@ -21,6 +21,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
   AuditLog,
+  decodeJournalRecord,
   DEFAULT_LOG_ORIGIN,
   loadOrCreateLogSigner,
   parseAuditEvent,
@@ -30,6 +31,7 @@ import {
 import type { ControlPlaneContext } from '../context.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
+import { applyTamperReport } from '../tamper-report.ts';
 
 export { DEFAULT_LOG_ORIGIN } from '../../audit/index.ts';
 
@@ -299,7 +301,12 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
             return Buffer.from(r, 'base64');
           });
           try {
-            return await opened.appendDeviceRecords(req.identity!.deviceId!, peerPublicKey(req), bytes);
+            const deviceId = req.identity!.deviceId!;
+            const result = await opened.appendDeviceRecords(deviceId, peerPublicKey(req), bytes);
+            // Verified and logged above; only now may their content change the device's status.
+            const events = bytes.map((b) => decodeJournalRecord(b).event);
+            await applyTamperReport(ctx, deviceId, events, req.log);
+            return result;
           } catch (e) {
             if (isEdgeguardError(e, 'EG_SIGNATURE_INVALID'))
               throw new EdgeguardError(

@@ -7,7 +7,8 @@ import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import { outcomeOf } from '../events.ts';
-import { DEVICE_VIEW_SCHEMA, deviceView } from '../../fleet/index.ts';
+import { DEVICE_STATUSES, DEVICE_VIEW_SCHEMA, deviceView } from '../../fleet/index.ts';
+import type { DeviceStatus } from '../../store/index.ts';
 
 const idParams = {
   type: 'object',
@@ -153,7 +154,7 @@ export async function deviceRoutes(
         security: adminSecurity,
         querystring: {
           type: 'object',
-          properties: { status: { type: 'string', enum: ['pending', 'approved', 'revoked'] } },
+          properties: { status: { type: 'string', enum: [...DEVICE_STATUSES] } },
           additionalProperties: false,
         },
         response: {
@@ -163,7 +164,7 @@ export async function deviceRoutes(
       },
     },
     async (req) => {
-      const { status } = req.query as { status?: 'pending' | 'approved' | 'revoked' };
+      const { status } = req.query as { status?: DeviceStatus };
       return { devices: (await ctx.store.listDevices({ status })).map(deviceView) };
     },
   );

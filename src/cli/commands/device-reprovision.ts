@@ -1,0 +1,69 @@
+/**
+ * `edgeguard device reprovision --dir DEV`: the only way back for a device the tamper response
+ * locked (docs/threat-model.md, "Physical tamper"). Whoever opened the case may have read the old
+ * binding key's wraps, so the device gets a new binding key and a new enrollment:
+ *
+ *   1. with a TPM, the tamper PCR must be back at its reset value (the device was rebooted):
+ *      a key made now would bind to the extended value and stop working at the next boot;
+ *   2. the old key store and enrollment (device.json, binding blobs, fleet/ with its journal) move
+ *      to DEV/retired/TIME/, kept as evidence;
+ *   3. `device init` makes a new binding key (same provider, TCTI and PCR selection);
+ *   4. clearTamperLock removes tamper.lock.json (it refuses while the binding key is the old one).
+ *
+ * The operator then wraps the content keys to the new binding.pub, removes the tampered device on
+ * the control plane, and the device enrolls again, which needs approval again.
+ */
+import { mkdir, readdir, rename } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { initDevice, readDeviceFile, type DeviceFile } from '../../keystore/index.ts';
+import { LOCK_STATE_FILE, clearTamperLock, isLocked, readLockState, tamperConfigSchema } from '../../tamper/index.ts';
+import { TpmClient } from '../../tpm/index.ts';
+
+export const RETIRED_DIR = 'retired';
+
+export interface ReprovisionResult {
+  dir: string;
+  retiredTo: string;
+  previousBindingKey: string;
+  device: DeviceFile;
+  wasLocked: boolean;
+}
+
+/** Refuse while the tamper PCR still holds the response's extend (it resets only at boot). */
+async function requireTamperPcrReset(tcti: string, pcr: { index: number; bank: string }): Promise<void> {
+  const values = await new TpmClient({ tcti }).readPcrs(`${pcr.bank}:${pcr.index}`);
+  const value = values[pcr.bank]?.[pcr.index];
+  if (!value || value.some((b) => b !== 0))
+    throw new EdgeguardError(
+      'EG_LOCKED',
+      `PCR ${pcr.index} (${pcr.bank}) still holds the tamper extend; reboot the device, then re-provision (a binding key made now would stop working at the next boot).`,
+    );
+}
+
+async function retireOldFiles(dir: string): Promise<string> {
+  const target = join(dir, RETIRED_DIR, new Date().toISOString().replace(/[:.]/g, '-'));
+  try {
+    await mkdir(target, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(dir)) {
+      if (name === LOCK_STATE_FILE || name === RETIRED_DIR) continue;
+      await rename(join(dir, name), join(target, name));
+    }
+  } catch (e) {
+    throw fsError(e, dir, 'move the old key store aside');
+  }
+  return target;
+}
+
+export async function reprovisionDevice(o: { dir: string; tcti?: string | undefined }): Promise<ReprovisionResult> {
+  const dir = resolve(o.dir);
+  const old = await readDeviceFile(dir);
+  const wasLocked = await isLocked(dir);
+  const lock = await readLockState(dir).catch(() => undefined);
+  const tcti = o.tcti ?? old.tpm?.tcti;
+  if (old.provider === 'tpm') await requireTamperPcrReset(tcti!, lock?.pcr ?? tamperConfigSchema.parse({}).pcr);
+  const retiredTo = await retireOldFiles(dir);
+  const made = await initDevice({ dir, ...(old.provider === 'tpm' ? { tcti: tcti!, pcrs: old.tpm!.pcrs } : {}) });
+  await clearTamperLock(dir, made.device.bindingKey);
+  return { dir, retiredTo, previousBindingKey: old.bindingKey, device: made.device, wasLocked };
+}

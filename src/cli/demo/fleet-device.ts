@@ -1,0 +1,56 @@
+/**
+ * A small control plane of the demo's own and a software-key device enrolled with it (approved by
+ * the demo operator), for the steps that show a device talking to the fleet.
+ */
+import { randomBytes } from 'node:crypto';
+import { enrollDevice } from '../../fleet/index.ts';
+import { initDevice } from '../../keystore/index.ts';
+import { controlPlanePlugins, startServer, type RunningServer } from '../../server/index.ts';
+import type { DemoContext } from './context.ts';
+
+export interface DemoFleet {
+  server: RunningServer;
+  controlPlane: ReturnType<typeof controlPlanePlugins>;
+  deviceDir: string;
+  deviceId: string;
+}
+
+/** Start the control plane in ctx.path(name + '-control-plane') and enroll ctx.path(name + '-device'). */
+export async function startDemoFleet(
+  ctx: DemoContext,
+  name: string,
+  policy: { deviceCertDays?: number } = {},
+): Promise<DemoFleet> {
+  const dataDir = ctx.path(`${name}-control-plane`);
+  const deviceDir = ctx.path(`${name}-device`);
+  const controlPlane = controlPlanePlugins({ dataDir, checkpointIntervalMs: 200 });
+  const server = await startServer({
+    dataDir,
+    listen: '127.0.0.1:0',
+    caPassphrase: randomBytes(18).toString('base64url'),
+    policy: { allowSoftwareDevices: true, ...policy },
+    plugins: controlPlane.all,
+  });
+  try {
+    await initDevice({ dir: deviceDir });
+    const enrolling = enrollDevice({
+      deviceDir,
+      server: server.url,
+      caPem: server.ctx.ca.rootPem,
+      label: `demo ${name}`,
+      poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 },
+    });
+    let deviceId: string | undefined;
+    for (let i = 0; i < 600 && !deviceId; i++) {
+      deviceId = (await server.ctx.store.listDevices({ status: 'pending' }))[0]?.id;
+      if (!deviceId) await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!deviceId) throw new Error('the demo device did not reach the pending state');
+    await server.ctx.store.approveDevice(deviceId, 'demo-operator');
+    await enrolling;
+    return { server, controlPlane, deviceDir, deviceId };
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
+}
