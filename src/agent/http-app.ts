@@ -109,6 +109,8 @@ function guardFinding(r: GuardResult): { check: string; score: number; threshold
       return { check: first.code, score: micro(s.ensemble?.distance), threshold: micro(s.ensemble?.threshold) };
     case 'validation':
       return { check: first.code, score: micro(s.validation?.score), threshold: 0 };
+    case 'combined':
+      return { check: first.code, score: micro(s.combined?.score), threshold: micro(s.combined?.threshold) };
     default:
       return { check: 'unknown', score: 0, threshold: 0 };
   }

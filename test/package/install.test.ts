@@ -25,7 +25,10 @@ test(
       maxBuffer: 64 * 1024 * 1024,
     });
     // npm prints the prepare script's output (the build) before its JSON.
-    const [info] = JSON.parse(packed.stdout.slice(packed.stdout.search(/^\[/m))) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    const [info] = JSON.parse(packed.stdout.slice(packed.stdout.search(/^\[/m))) as Array<{
+      filename: string;
+      files: Array<{ path: string }>;
+    }>;
     const files = info!.files.map((f) => f.path);
     for (const must of [
       'bin/edgeguard.js',

@@ -18,6 +18,7 @@ import {
   guardInputShape,
   loadGuardConfig,
   loadedModelClassifier,
+  RECOMMENDED_SQUEEZERS,
   rateUpperBound,
   serializeProfile,
   sessionClassifier,
@@ -374,7 +375,8 @@ export function registerGuardCommands(program: Command): void {
           primary: models.primary,
           ensemble: models.ensemble,
           shape: models.shape,
-          squeeze: { bitDepth: 1, medianSize: 2 },
+          // What the adaptive evaluation measured best (docs/guard.md): 1-bit depth and a 3x3 median.
+          squeeze: RECOMMENDED_SQUEEZERS,
           confidenceThreshold: opts.confidence,
           model: {
             name: models.info.name,
