@@ -9,6 +9,8 @@ import { EdgeguardError } from '../errors/index.ts';
 import type { ContentKey } from '../crypto/index.ts';
 import { decryptPackageToMemory, type ModelMetadata, type TrustOptions } from '../model/index.ts';
 import { imageToTensor, type Tensor } from './preprocess.ts';
+import type { ExecutionProvider } from './providers.ts';
+import type { ModelInput } from './tensor.ts';
 
 export interface Classification {
   /** Index of the highest score. */
@@ -23,6 +25,7 @@ export class LoadedModel {
     readonly session: ort.InferenceSession,
     readonly metadata: ModelMetadata,
     readonly provenance: { headerSha256: string; signedBy: string; packagePath?: string },
+    readonly executionProviders: readonly ExecutionProvider[] = ['cpu'],
   ) {}
 
   get inputName(): string {
@@ -35,13 +38,20 @@ export class LoadedModel {
 
   /** Run the model on one float32 tensor; returns its first output's values. */
   async run(input: Tensor): Promise<Float32Array> {
+    return this.runInputs([{ name: this.inputName, dtype: 'float32', dims: input.dims, data: input.data }]);
+  }
+
+  /** Run the model on checked inputs (checkModelInputs), one per model input; returns its first output's values. */
+  async runInputs(inputs: readonly ModelInput[]): Promise<Float32Array> {
     let result: ort.InferenceSession.OnnxValueMapType;
+    const feeds = Object.fromEntries(inputs.map((i) => [i.name, new ort.Tensor(i.dtype, i.data, i.dims)]));
     try {
-      result = await this.session.run({ [this.inputName]: new ort.Tensor('float32', input.data, input.dims) });
+      result = await this.session.run(feeds);
     } catch (e) {
+      const shapes = inputs.map((i) => `${i.name} [${i.dims.join(',')}]`).join(', ');
       throw new EdgeguardError(
         'EG_INFERENCE',
-        `inference failed: the input of shape [${input.dims.join(',')}] does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`,
+        `inference failed: the input ${shapes} does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`,
         { cause: e },
       );
     }
@@ -94,17 +104,23 @@ export function toProbabilities(values: Float32Array): number[] {
 }
 
 /** Create a session from plaintext model bytes, wiping them as soon as ONNX Runtime has its copy. */
-export async function createSessionFromMemory(plaintext: Buffer, what: string): Promise<ort.InferenceSession> {
+export async function createSessionFromMemory(
+  plaintext: Buffer,
+  what: string,
+  executionProviders: readonly ExecutionProvider[] = ['cpu'],
+): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(plaintext, {
       graphOptimizationLevel: 'all',
       intraOpNumThreads: 1,
       interOpNumThreads: 1,
+      executionProviders: [...executionProviders],
     });
   } catch (e) {
+    const onCpu = executionProviders.length === 1 && executionProviders[0] === 'cpu';
     throw new EdgeguardError(
       'EG_MODEL_LOAD',
-      `ONNX Runtime could not load ${what}: it is not a valid ONNX model (${(e as Error).message.split('\n')[0]}).`,
+      `ONNX Runtime could not load ${what}${onCpu ? ': it is not a valid ONNX model' : ` with execution providers ${executionProviders.join(', ')} (is the provider's runtime library installed?)`} (${(e as Error).message.split('\n')[0]}).`,
       { cause: e },
     );
   } finally {
@@ -114,6 +130,8 @@ export async function createSessionFromMemory(plaintext: Buffer, what: string): 
 
 export interface LoadOptions extends TrustOptions {
   contentKey: ContentKey;
+  /** In order of preference; checked with resolveExecutionProviders. Default: the CPU. */
+  executionProviders?: readonly ExecutionProvider[] | undefined;
 }
 
 export async function loadProtectedModel(packagePath: string, o: LoadOptions): Promise<LoadedModel> {
@@ -125,12 +143,14 @@ export async function loadProtectedModel(packagePath: string, o: LoadOptions): P
       `package ${packagePath} holds a model of format "${dec.header.metadata.format}", not ONNX.`,
     );
   }
-  const session = await createSessionFromMemory(dec.plaintext, `the model in ${packagePath}`);
-  return new LoadedModel(session, dec.header.metadata, {
-    headerSha256: dec.headerSha256,
-    signedBy: dec.signature.keyId,
-    packagePath,
-  });
+  const providers = o.executionProviders ?? ['cpu'];
+  const session = await createSessionFromMemory(dec.plaintext, `the model in ${packagePath}`, providers);
+  return new LoadedModel(
+    session,
+    dec.header.metadata,
+    { headerSha256: dec.headerSha256, signedBy: dec.signature.keyId, packagePath },
+    providers,
+  );
 }
 
 /** Describe an ONNX model's inputs and outputs (used when packing, from the plaintext file). */
