@@ -49,6 +49,7 @@ export async function loadAgentRuntime(config: AgentConfig): Promise<AgentRuntim
     contentKey: config.contentKey,
     guard: config.guard,
     profile: config.guard.profile,
+    executionProviders: config.runtime.executionProviders,
   });
 }
 

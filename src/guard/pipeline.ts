@@ -14,11 +14,16 @@
  * all four stages to one pipeline-wide false-positive budget), else 0.85 for confidence and plain
  * argmax disagreement for the ensemble.
  *
+ * A model that does not take images (no preprocessing block: tabular, time series) is guarded by
+ * what applies to it: its inputs' declared ranges (checked before the guard, src/runtime),
+ * confidence and the ensemble; pixel statistics and squeezing are skipped.
+ *
  * The guard fails closed at construction: an enabled stage without what it needs (a profile, an
  * ensemble model, a squeezing threshold) is a configuration error, not a silently skipped check.
  */
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
+import type { ModelInput } from '../inference/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
 import { DEFAULT_CONFIDENCE_THRESHOLD, type GuardConfig } from './config.ts';
 import { validateStatistics, type GuardProfile, type StatisticViolation } from './profile.ts';
@@ -80,8 +85,11 @@ export interface GuardModels {
 export interface GuardOptions extends GuardModels {
   config: GuardConfig;
   profile?: GuardProfile;
-  /** The model input without batch (NCHW planes), values on the 0..1 scale. */
-  shape: PlanarShape;
+  /**
+   * The model input without batch (NCHW planes), values on the 0..1 scale. Absent for a model
+   * that does not take images: the image-only stages (pixel statistics, squeezing) do not apply.
+   */
+  shape?: PlanarShape | undefined;
   labels?: string[];
 }
 
@@ -92,6 +100,13 @@ export interface GuardInput {
   image?: GuardImage;
   /** Precomputed statistics, instead of `image`. */
   statistics?: InputStatistics;
+  /** The checked inputs of a model that is not an image classifier (then `tensor` is unused). */
+  inputs?: readonly ModelInput[];
+}
+
+/** A model that does not take images: pixel statistics and squeezing do not apply to its inputs. */
+function withoutImageStages(c: GuardConfig): GuardConfig {
+  return { ...c, validation: { ...c.validation, enabled: false }, squeeze: { ...c.squeeze, enabled: false } };
 }
 
 export class Guard {
@@ -103,16 +118,16 @@ export class Guard {
   /** The ensemble L1 threshold in force; undefined means argmax disagreement. */
   readonly ensembleThreshold: number | undefined;
   private readonly models: GuardModels;
-  private readonly shape: PlanarShape;
+  private readonly shape: PlanarShape | undefined;
   private readonly labels: string[] | undefined;
 
   constructor(o: GuardOptions) {
-    this.config = o.config;
     this.profile = o.profile;
     this.models = { primary: o.primary, ensemble: o.ensemble, fallback: o.fallback ?? o.ensemble };
     this.shape = o.shape;
     this.labels = o.labels;
-    const c = o.config;
+    const c = o.shape ? o.config : withoutImageStages(o.config);
+    this.config = c;
     if (c.validation.enabled && !o.profile) {
       throw new EdgeguardError(
         'EG_CONFIG',
@@ -163,8 +178,7 @@ export class Guard {
     const reasons: GuardReason[] = [];
     const stages: StageResults = {};
     const timings: GuardResult['timings'] = { totalMs: 0 };
-    const expected = this.shape.channels * this.shape.height * this.shape.width;
-    if (input.tensor.length !== expected) {
+    if (this.shape && input.tensor.length !== this.shape.channels * this.shape.height * this.shape.width) {
       throw new EdgeguardError(
         'EG_INPUT',
         `the guard got ${input.tensor.length} input values; the model takes ${this.shape.channels}x${this.shape.height}x${this.shape.width}.`,
@@ -198,7 +212,7 @@ export class Guard {
     }
 
     let s = performance.now();
-    const p = await this.models.primary(input.tensor);
+    const p = await this.models.primary(input.tensor, input.inputs);
     timings.primaryMs = performance.now() - s;
     const primary = this.answer(p, 'primary');
 
@@ -217,7 +231,7 @@ export class Guard {
     let ensembleProbs: Float32Array | undefined;
     if (c.ensemble.enabled && this.models.ensemble) {
       s = performance.now();
-      ensembleProbs = await this.models.ensemble(input.tensor);
+      ensembleProbs = await this.models.ensemble(input.tensor, input.inputs);
       timings.ensembleMs = performance.now() - s;
       const index = argmax(ensembleProbs);
       const agrees = index === primary.index;
@@ -238,7 +252,7 @@ export class Guard {
       }
     }
 
-    if (c.squeeze.enabled) {
+    if (c.squeeze.enabled && this.shape) {
       s = performance.now();
       const sq = await squeezeScore(this.models.primary, input.tensor, p, this.shape, c.squeeze);
       timings.squeezeMs = performance.now() - s;
@@ -264,7 +278,7 @@ export class Guard {
           answer = this.answer(ensembleProbs, 'fallback');
         } else {
           s = performance.now();
-          answer = this.answer(await this.models.fallback(input.tensor), 'fallback');
+          answer = this.answer(await this.models.fallback(input.tensor, input.inputs), 'fallback');
           timings.fallbackMs = performance.now() - s;
         }
       } else {
