@@ -25,6 +25,7 @@ export {
   MAX_TENSOR_VALUES,
   checkModelInputs,
   countValues,
+  defaultInputRange,
   typedValues,
   wipeModelInputs,
   wipeValues,

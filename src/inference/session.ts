@@ -67,7 +67,16 @@ export class LoadedModel {
 
   /** Classify: scores are returned as probabilities (softmax is applied unless they already sum to 1). */
   async classify(input: Tensor): Promise<Classification> {
-    const scores = toProbabilities(await this.run(input));
+    return this.classification(await this.run(input));
+  }
+
+  /** Classify checked inputs (checkModelInputs), for models that do not take one image tensor. */
+  async classifyInputs(inputs: readonly ModelInput[]): Promise<Classification> {
+    return this.classification(await this.runInputs(inputs));
+  }
+
+  private classification(output: Float32Array): Classification {
+    const scores = toProbabilities(output);
     let index = 0;
     for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[index]!) index = i;
     const labels = this.metadata.outputs[0]?.labels;

@@ -5,7 +5,7 @@
  * declared range). Only a tensor that passes is copied into the typed array ONNX Runtime takes.
  */
 import { EdgeguardError } from '../errors/index.ts';
-import type { TensorDescription, TensorDtype, ValueRange } from '../model/index.ts';
+import type { ImagePreprocessing, TensorDescription, TensorDtype, ValueRange } from '../model/index.ts';
 
 /** At most this many values in one input tensor (64 MiB of float32). */
 export const MAX_TENSOR_VALUES = 16_777_216;
@@ -94,6 +94,11 @@ const BYTES_PER_ELEMENT: Record<Exclude<TensorDtype, 'float16'>, number> = {
   int64: 8,
   uint64: 8,
 };
+
+/** The range of an input that declares none: 0..1 (pixel / 255) for an image model, none otherwise. */
+export function defaultInputRange(pre: ImagePreprocessing | undefined): ValueRange | undefined {
+  return pre ? { min: 0, max: 1 } : undefined;
+}
 
 /** Overwrite values that came from a caller. */
 export function wipeValues(values: TypedValues | number[]): void {

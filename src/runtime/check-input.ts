@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
 import {
   checkModelInputs,
+  defaultInputRange,
   decodeImage,
   pixelsToTensor,
   type ModelInput,
@@ -98,9 +99,6 @@ async function decodeImageInput(
   return { tensor, image, inputs: [{ name, dtype: 'float32', dims, data: tensor }] };
 }
 
-/** An image model's pixels are on the 0..1 scale (pixel / 255) unless its input declares a range. */
-const PIXEL_RANGE = { min: 0, max: 1 };
-
 /**
  * Tensors checked against the primary's declared inputs (names, dtypes, dims, ranges). For an
  * image model the one input also becomes the 8-bit image the guard's statistics read.
@@ -112,7 +110,7 @@ function tensorInput(
 ): { tensor: Float32Array; image?: GuardImage; inputs: ModelInput[] } {
   const { shape } = target;
   const declared = target.inputs?.length ? target.inputs : shape ? [planarInput(shape)] : [];
-  const inputs = checkModelInputs(declared, input.tensors, shape ? PIXEL_RANGE : undefined);
+  const inputs = checkModelInputs(declared, input.tensors, defaultInputRange(target.pre));
   wipeLater.push({ fill: () => wipeModelInputs(inputs) });
   if (!shape) return { tensor: new Float32Array(0), inputs };
   const tensor = inputs[0]!.data;
