@@ -55,3 +55,10 @@ test('run --tensor: a pump sensor model answers JSON and .npy readings and refus
     assert.equal((JSON.parse(r.stdout) as { error: { code: string } }).error.code, error, args.join(' '));
   }
 });
+
+test('demo --only keys,sensor: the sensor model answers its readings and refuses an out-of-range one', async (t) => {
+  const dir = await tempDir(t);
+  const r = await runCli(['--json', 'demo', '--only', 'keys,sensor', '--dir', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /"outOfRangeRefused":\s*true/);
+});
