@@ -377,6 +377,11 @@ function reviewBytesOf(input: GuardedInput, inputs: readonly ModelInput[], wipeL
   return b;
 }
 
+/** Review holds an image as sent, tensors (JSON or .npy) as the JSON reviewBytesOf writes. */
+function reviewTypeOf(input: GuardedInput, type: InputType): InputType {
+  return input.kind === 'image' ? type : 'application/json';
+}
+
 /** POST /v1/infer's work: decode, check, review and journal the verdict, answer. */
 function inferenceHandler(
   config: AgentConfig,
@@ -406,7 +411,7 @@ function inferenceHandler(
           o.review,
           metrics,
           r,
-          { type, ...modelInfo, headerSha256: modelSha256 },
+          { type: reviewTypeOf(input, type), ...modelInfo, headerSha256: modelSha256 },
           bytes,
         );
       }
