@@ -7,7 +7,14 @@
 import { ort } from './ort.ts';
 import { EdgeguardError } from '../errors/index.ts';
 import type { ContentKey } from '../crypto/index.ts';
-import { decryptPackageToMemory, type ModelMetadata, type TrustOptions } from '../model/index.ts';
+import {
+  TENSOR_DTYPES,
+  decryptPackageToMemory,
+  type ModelMetadata,
+  type TensorDescription,
+  type TensorDtype,
+  type TrustOptions,
+} from '../model/index.ts';
 import { imageToTensor, type Tensor } from './preprocess.ts';
 import type { ExecutionProvider } from './providers.ts';
 import type { ModelInput } from './tensor.ts';
@@ -162,6 +169,25 @@ export async function loadProtectedModel(packagePath: string, o: LoadOptions): P
   );
 }
 
+interface OrtValueMetadata {
+  name: string;
+  type?: string;
+  shape?: Array<number | string>;
+}
+
+/** One input or output as metadata: its element type (numeric types only) and dims (symbolic ones by name). */
+function describeValue(name: string, list: OrtValueMetadata[] | undefined): TensorDescription {
+  const m = list?.find((x) => x.name === name);
+  const type = m?.type ?? 'float32';
+  if (!(TENSOR_DTYPES as readonly string[]).includes(type))
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `the model's tensor "${name}" has element type ${type}; edgeguard models take and give numeric tensors only.`,
+    );
+  const shape = (m?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
+  return { name, dtype: type as TensorDtype, shape };
+}
+
 /** Describe an ONNX model's inputs and outputs (used when packing, from the plaintext file). */
 export async function describeOnnx(
   bytes: Buffer,
@@ -169,15 +195,10 @@ export async function describeOnnx(
   const copy = Buffer.from(bytes);
   const session = await createSessionFromMemory(copy, 'the model');
   try {
-    const meta = (session as unknown as { inputMetadata?: Array<{ name: string; shape?: Array<number | string> }> })
-      .inputMetadata;
-    const outMeta = (session as unknown as { outputMetadata?: Array<{ name: string; shape?: Array<number | string> }> })
-      .outputMetadata;
-    const shapeOf = (list: typeof meta, name: string) =>
-      (list?.find((m) => m.name === name)?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
+    const meta = session as unknown as { inputMetadata?: OrtValueMetadata[]; outputMetadata?: OrtValueMetadata[] };
     return {
-      inputs: session.inputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(meta, name) })),
-      outputs: session.outputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(outMeta, name) })),
+      inputs: session.inputNames.map((name) => describeValue(name, meta.inputMetadata)),
+      outputs: session.outputNames.map((name) => describeValue(name, meta.outputMetadata)),
     };
   } finally {
     await session.release();

@@ -1,12 +1,16 @@
 /**
  * Tensors from callers: the strict JSON forms, and the check against the declared inputs (names,
- * dtypes, dims with symbolic dimensions, value bounds and declared ranges).
+ * dtypes, dims with symbolic dimensions, value bounds and declared ranges), and what packing reads
+ * from a model (describeOnnx).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkModelInputs, parseTensorJson, type SuppliedTensor } from '../../src/inference/index.ts';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checkModelInputs, describeOnnx, parseTensorJson, type SuppliedTensor } from '../../src/inference/index.ts';
 import { EdgeguardError, type ErrorCode } from '../../src/errors/index.ts';
 import { parseModelMetadata } from '../../src/model/index.ts';
+import { FIXTURES } from '../helpers/workspace.ts';
 
 const rejects = (fn: () => unknown, code: ErrorCode, pattern: RegExp) =>
   assert.throws(fn, (e: unknown) => e instanceof EdgeguardError && e.code === code && pattern.test(e.message));
@@ -110,4 +114,11 @@ test('old metadata (no range, image preprocessing) still parses; a bad range is 
     'EG_FORMAT',
     /range\.min must not exceed/,
   );
+});
+
+test('describeOnnx reads each input and output element type and dims from the model (ONNX Runtime)', async () => {
+  const bytes = await readFile(join(FIXTURES, 'models', 'pump-anomaly.onnx'));
+  const described = await describeOnnx(bytes);
+  assert.deepEqual(described.inputs, [{ name: 'input', dtype: 'float32', shape: [1, 12] }]);
+  assert.deepEqual(described.outputs, [{ name: 'probabilities', dtype: 'float32', shape: [1, 2] }]);
 });
