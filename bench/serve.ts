@@ -81,10 +81,12 @@ async function main() {
     const agent = await startAgent(config);
     const png = await readFile(join(FIXTURES, 'digits', '7-0.png'));
     const rt = agent.runtime;
+    const pre = rt.pre;
+    if (!pre) throw new Error('the demo model declares image preprocessing');
 
     const inProcess = async () => {
-      const img = await decodeImage(png, rt.pre);
-      const tensor = pixelsToTensor(img, rt.pre).data;
+      const img = await decodeImage(png, pre);
+      const tensor = pixelsToTensor(img, pre).data;
       return rt.guard.check({ tensor, statistics: computeStatistics(img) });
     };
     const overHttp = async () => {

@@ -3,7 +3,8 @@
  * TensorFlow.js, and the bridge between them and ONNX:
  *
  *   - exportOnnx(model): writes an ONNX ModelProto (IR 7, opset 13) with onnx-proto. Input `input`
- *     float32 [1,1,28,28] (NCHW), output `probabilities` float32 [1,10] (Softmax is the last node).
+ *     float32 [1,1,28,28] (NCHW), output `probabilities` float32 [1,10] (Softmax is the last node);
+ *     other dims for dense-only models (the sensor model: [1,12] -> [1,2]).
  *   - loadTfFromOnnx(bytes): rebuilds the TensorFlow.js model from an exported file, so that
  *     attacks that need gradients (bench/guard-eval.ts, scripts/make-guard-fixtures.ts) run
  *     against exactly the weights that ship in fixtures/models/.
@@ -171,9 +172,18 @@ interface LayerPlan {
   activation: string;
 }
 
-function plan(model: tf.Sequential): LayerPlan[] {
+/** The graph's input and output dims (with batch); the MNIST models' by default. */
+export interface OnnxIo {
+  input: number[];
+  output: number[];
+}
+
+const MNIST_IO: OnnxIo = { input: [1, 1, 28, 28], output: [1, 10] };
+
+function plan(model: tf.Sequential, io: OnnxIo): LayerPlan[] {
   const plans: LayerPlan[] = [];
-  let shape: number[] = [28, 28, 1]; // current NHWC shape without batch
+  // current NHWC shape without batch (a one-channel NCHW image is the same bytes)
+  let shape: number[] = io.input.length === 4 ? [io.input[2]!, io.input[3]!, io.input[1]!] : io.input.slice(1);
   let flattenedFrom: number[] | undefined;
   model.layers.forEach((layer, index) => {
     const cls = layer.getClassName();
@@ -210,11 +220,11 @@ function plan(model: tf.Sequential): LayerPlan[] {
 }
 
 /** Export a trained demo model to ONNX bytes (deterministic for the same weights). */
-export function exportOnnx(model: tf.Sequential, arch: DemoArch, doc: string): Uint8Array {
+export function exportOnnx(model: tf.Sequential, arch: string, doc: string, io: OnnxIo = MNIST_IO): Uint8Array {
   const nodes: onnxProto.onnx.INodeProto[] = [];
   const inits: onnxProto.onnx.ITensorProto[] = [];
   let cur = ONNX_INPUT;
-  const plans = plan(model);
+  const plans = plan(model, io);
   plans.forEach((p, i) => {
     const isLast = i === plans.length - 1;
     const out = `t${p.index}`;
@@ -291,8 +301,8 @@ export function exportOnnx(model: tf.Sequential, arch: DemoArch, doc: string): U
       name: model.name,
       node: nodes,
       initializer: inits,
-      input: [valueInfo(ONNX_INPUT, [1, 1, 28, 28])],
-      output: [valueInfo(ONNX_OUTPUT, [1, 10])],
+      input: [valueInfo(ONNX_INPUT, io.input)],
+      output: [valueInfo(ONNX_OUTPUT, io.output)],
     },
   });
   return onnx.ModelProto.encode(modelProto).finish();
@@ -318,7 +328,7 @@ export function loadTfFromOnnx(
   if (arch !== 'mlp' && arch !== 'cnn') throw new Error('not an edgeguard demo model (no edgeguard.arch metadata)');
   const model = buildArch(arch, head);
   const byName = new Map((proto.graph?.initializer ?? []).map((t) => [t.name ?? '', t]));
-  for (const p of plan(model)) {
+  for (const p of plan(model, MNIST_IO)) {
     if (p.kind === 'flatten') continue;
     const wT = byName.get(`l${p.index}_W`);
     const bT = byName.get(`l${p.index}_B`);

@@ -9,6 +9,7 @@
  *   contentKey: { file: model.key }                   # or { wrapped: model.key.wrapped, device: device/ }
  *   models:   { primary: mnist.egm, ensemble: mnist-cnn.egm, fallback: mnist-cnn.egm }
  *   guard:    { profile: profile.json, confidence: { threshold: 0.85 }, ... }   # src/guard config
+ *   runtime:  { executionProviders: [cpu] }           # or cuda, tensorrt, openvino where the build has them
  *   review:   { publicKey: review.pub, spool: { dir: spool, maxItems: 1000, maxBytes: 67108864 } }
  *   upload:   { device: device/ }                   # enrolled device dir; or { server, ca, cert, key }
  *   renewal:  { enabled: true, maxSleepMs: 3600000 } # renew the device certificate at 2/3 of its life
@@ -81,6 +82,16 @@ export const agentConfigSchema = z
       })
       .strict(),
     guard: guardConfigSchema.prefault({}),
+    runtime: z
+      .object({
+        /**
+         * ONNX Runtime execution providers by preference; names are checked against the installed
+         * onnxruntime-node when the models load (an unknown or absent one is EG_CONFIG).
+         */
+        executionProviders: z.array(z.string().min(1).max(32)).min(1).max(4).default(['cpu']),
+      })
+      .strict()
+      .prefault({}),
     review: z
       .object({
         enabled: z.boolean().default(true),

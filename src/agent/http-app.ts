@@ -8,8 +8,16 @@ import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
-import { EdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
 import type { GuardResult } from '../guard/index.ts';
+import {
+  TENSOR_BODY_JSON_SCHEMA,
+  parseNpy,
+  parseTensorJson,
+  wipeValues,
+  type ModelInput,
+  type SuppliedTensor,
+} from '../inference/index.ts';
 import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
@@ -61,23 +69,6 @@ const INFER_RESPONSE_SCHEMA = {
     review: { type: ['object', 'null'], properties: { queued: { type: 'boolean' }, id: { type: 'string' } } },
     model: { type: 'object', properties: { name: { type: 'string' }, version: { type: 'integer' } } },
     timings: { type: 'object', additionalProperties: { type: 'number' } },
-  },
-} as const;
-
-const TENSOR_BODY_SCHEMA = {
-  type: 'object',
-  required: ['tensor'],
-  additionalProperties: false,
-  properties: {
-    tensor: {
-      type: 'object',
-      required: ['dims', 'data'],
-      additionalProperties: false,
-      properties: {
-        dims: { type: 'array', items: { type: 'integer', minimum: 1 }, minItems: 1, maxItems: 8 },
-        data: { type: 'array', items: { type: 'number' }, maxItems: 16_777_216 },
-      },
-    },
   },
 } as const;
 
@@ -199,14 +190,48 @@ async function createFastify(config: AgentConfig, logger: Logger | undefined): P
       },
     });
   }
-  // Only the three input types are parsed; any other body is refused (415) without being read.
-  app.removeContentTypeParser('text/plain');
+  // Only the four input types are parsed; any other body is refused (415) without being read.
+  app.removeContentTypeParser(['text/plain', 'application/json']);
   app.addContentTypeParser(
     ['image/png', 'image/jpeg'],
     { parseAs: 'buffer', bodyLimit: limits.bodyBytes },
     (_req, body, done) => done(null, body),
   );
+  addTensorParsers(app, limits.bodyBytes);
   return app;
+}
+
+/** A malformed tensor body is the client's mistake: 400 with the parser's reason. */
+function asBadRequest(e: unknown): unknown {
+  return isEdgeguardError(e, 'EG_FORMAT') ? new EdgeguardError('EG_BAD_REQUEST', e.message, { cause: e }) : e;
+}
+
+/**
+ * Tensor bodies become SuppliedTensor[] in the parser, under a strict schema (numbers only, no
+ * unknown keys: nothing is coerced), so the route's JSON Schema below only documents them.
+ */
+function addTensorParsers(app: FastifyInstance, bodyLimit: number): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (req, body, done) => {
+    parseJson(req, body as string, (err, value) => {
+      if (err) return done(err, undefined);
+      try {
+        done(null, parseTensorJson(value, 'the tensor body'));
+      } catch (e) {
+        done(asBadRequest(e) as Error, undefined);
+      }
+    });
+  });
+  app.addContentTypeParser('application/x-npy', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => {
+    const bytes = body as Buffer;
+    try {
+      done(null, [parseNpy(bytes)] satisfies SuppliedTensor[]);
+    } catch (e) {
+      done(asBadRequest(e) as Error, undefined);
+    } finally {
+      bytes.fill(0);
+    }
+  });
 }
 
 function registerServiceRoutes(
@@ -232,6 +257,7 @@ function registerServiceRoutes(
         ]),
     ),
     key: runtime.key,
+    runtime: { executionProviders: runtime.executionProviders },
     inflight: slots.inflight,
     review: o.review ? { keyId: o.review.keyId, spooled: o.review.spool.items } : null,
     ...(o.health?.() ?? {}),
@@ -256,10 +282,11 @@ function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Sl
         tags: ['inference'],
         summary: 'classify one input behind the guard',
         description:
-          'Send image/png or image/jpeg bytes, or application/json {"tensor":{"dims":[1,C,H,W],"data":[...0..1 values]}}. The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 429 when the concurrency limit is reached.',
+          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 429 when the concurrency limit is reached.',
         body: {
           content: {
-            'application/json': { schema: TENSOR_BODY_SCHEMA },
+            'application/json': { schema: TENSOR_BODY_JSON_SCHEMA },
+            'application/x-npy': { schema: {} },
             'image/png': { schema: {} },
             'image/jpeg': { schema: {} },
           },
@@ -274,6 +301,8 @@ function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Sl
           503: ERROR_RESPONSE_SCHEMA,
         },
       },
+      // The content-type parsers checked the bodies strictly; the schemas above document them.
+      validatorCompiler: () => () => true,
       // The limit is checked before the body is read, so an overload costs no buffering.
       onRequest: async (req, reply) => {
         const slot = slots.acquire();
@@ -317,21 +346,22 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-type InputType = 'image/png' | 'image/jpeg' | 'application/json';
+const INPUT_TYPES = ['image/png', 'image/jpeg', 'application/json', 'application/x-npy'] as const;
+type InputType = (typeof INPUT_TYPES)[number];
 
-/** The content type named by the request, one of the three the route takes. */
+/** The content type named by the request, one of the four the route takes. */
 function inputTypeOf(req: FastifyRequest): InputType {
   const type = String(req.headers['content-type'] ?? '')
     .split(';')[0]!
     .trim()
     .toLowerCase();
-  if (type !== 'image/png' && type !== 'image/jpeg' && type !== 'application/json') {
+  if (!(INPUT_TYPES as readonly string[]).includes(type)) {
     throw new EdgeguardError(
       'EG_UNSUPPORTED_MEDIA_TYPE',
-      'send the input as image/png, image/jpeg or application/json (a tensor).',
+      'send the input as image/png, image/jpeg, application/json or application/x-npy (a tensor).',
     );
   }
-  return type;
+  return type as InputType;
 }
 
 /** The request body as the runtime's input; the body joins `wipeLater`. */
@@ -341,17 +371,25 @@ function decodeRequest(req: FastifyRequest, type: InputType, wipeLater: Wipeable
     wipeLater.push(bytes);
     return { kind: 'image', bytes, format: type };
   }
-  const { dims, data } = (req.body as { tensor: { dims: number[]; data: number[] } }).tensor;
-  wipeLater.push(data);
-  return { kind: 'tensor', dims, data };
+  const tensors = req.body as SuppliedTensor[];
+  for (const t of tensors) wipeLater.push({ fill: () => wipeValues(t.values as number[]) });
+  return { kind: 'tensors', tensors };
 }
 
-/** What goes to review: the image bytes as sent, or the tensor as checked (re-encoded as JSON). */
-function reviewBytesOf(input: GuardedInput, tensor: Float32Array, wipeLater: Wipeable[]): Buffer {
+/** What goes to review: the image bytes as sent, or the inputs as checked (re-encoded as tensor JSON). */
+function reviewBytesOf(input: GuardedInput, inputs: readonly ModelInput[], wipeLater: Wipeable[]): Buffer {
   if (input.kind === 'image') return input.bytes;
-  const b = Buffer.from(JSON.stringify({ tensor: { dims: input.dims, data: Array.from(tensor) } }));
+  const byName = Object.fromEntries(
+    inputs.map((i) => [i.name, { dims: i.dims, data: Array.from(i.data as ArrayLike<number | bigint>, Number) }]),
+  );
+  const b = Buffer.from(JSON.stringify({ inputs: byName }));
   wipeLater.push(b);
   return b;
+}
+
+/** Review holds an image as sent, tensors (JSON or .npy) as the JSON reviewBytesOf writes. */
+function reviewTypeOf(input: GuardedInput, type: InputType): InputType {
+  return input.kind === 'image' ? type : 'application/json';
 }
 
 /** POST /v1/infer's work: decode, check, review and journal the verdict, answer. */
@@ -377,13 +415,13 @@ function inferenceHandler(
       metrics.verdicts.inc({ verdict: r.verdict });
       let review: InferResponse['review'] = null;
       if (o.review && config.review.verdicts.includes(r.verdict as 'flag' | 'reject')) {
-        const bytes = reviewBytesOf(input, checked.tensor, wipeLater);
+        const bytes = reviewBytesOf(input, checked.inputs, wipeLater);
         review = await queueForReview(
           req,
           o.review,
           metrics,
           r,
-          { type, ...modelInfo, headerSha256: modelSha256 },
+          { type: reviewTypeOf(input, type), ...modelInfo, headerSha256: modelSha256 },
           bytes,
         );
       }

@@ -54,6 +54,7 @@ export async function loadAgentRuntime(config: AgentConfig, store?: KeyStore): P
     contentKey: store && 'device' in config.contentKey ? { ...config.contentKey, store } : config.contentKey,
     guard: config.guard,
     profile: config.guard.profile,
+    executionProviders: config.runtime.executionProviders,
   });
 }
 

@@ -4,9 +4,10 @@
  * protected package, or anything else that classifies.
  */
 import { EdgeguardError } from '../errors/index.ts';
-import { ort, toProbabilities, type LoadedModel } from '../inference/index.ts';
+import { ort, toProbabilities, type LoadedModel, type ModelInput } from '../inference/index.ts';
 
-export type Classifier = (input: Float32Array) => Promise<Float32Array>;
+/** `inputs`, when given, are the checked inputs of a model that does not take one image tensor. */
+export type Classifier = (input: Float32Array, inputs?: readonly ModelInput[]) => Promise<Float32Array>;
 
 export interface SessionClassifierOptions {
   inputName?: string;
@@ -66,7 +67,8 @@ export function loadedModelClassifier(model: LoadedModel): Classifier {
       `model ${model.metadata.name} declares neither an input shape nor preprocessing; the guard cannot feed it.`,
     );
   const expected = dims.reduce((a, b) => a * b, 1);
-  return async (input) => {
+  return async (input, inputs) => {
+    if (inputs) return asProbabilities(await model.runInputs(inputs));
     if (input.length !== expected)
       throw new EdgeguardError(
         'EG_INPUT',

@@ -14,11 +14,16 @@
  * all four stages to one pipeline-wide false-positive budget), else 0.85 for confidence and plain
  * argmax disagreement for the ensemble.
  *
+ * A model that does not take images (no preprocessing block: tabular, time series) is guarded by
+ * what applies to it: its inputs' declared ranges (checked before the guard, src/runtime),
+ * confidence and the ensemble; pixel statistics and squeezing are skipped.
+ *
  * The guard fails closed at construction: an enabled stage without what it needs (a profile, an
  * ensemble model, a squeezing threshold) is a configuration error, not a silently skipped check.
  */
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
+import type { ModelInput } from '../inference/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
 import { DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_SQUEEZERS, type GuardConfig } from './config.ts';
 import { validateStatistics, type GuardProfile, type StatisticViolation } from './profile.ts';
@@ -94,8 +99,11 @@ export interface GuardModels {
 export interface GuardOptions extends GuardModels {
   config: GuardConfig;
   profile?: GuardProfile;
-  /** The model input without batch (NCHW planes), values on the 0..1 scale. */
-  shape: PlanarShape;
+  /**
+   * The model input without batch (NCHW planes), values on the 0..1 scale. Absent for a model
+   * that does not take images: the image-only stages (pixel statistics, squeezing) do not apply.
+   */
+  shape?: PlanarShape | undefined;
   labels?: string[];
 }
 
@@ -106,6 +114,13 @@ export interface GuardInput {
   image?: GuardImage;
   /** Precomputed statistics, instead of `image`. */
   statistics?: InputStatistics;
+  /** The checked inputs of a model that is not an image classifier (then `tensor` is unused). */
+  inputs?: readonly ModelInput[];
+}
+
+/** A model that does not take images: pixel statistics and squeezing do not apply to its inputs. */
+function withoutImageStages(c: GuardConfig): GuardConfig {
+  return { ...c, validation: { ...c.validation, enabled: false }, squeeze: { ...c.squeeze, enabled: false } };
 }
 
 export class Guard {
@@ -121,16 +136,16 @@ export class Guard {
   /** The calibrated combiner that decides (a version-3 profile, combiner.enabled); else per-stage thresholds. */
   readonly combiner: NonNullable<GuardProfile['combiner']> | undefined;
   private readonly models: GuardModels;
-  private readonly shape: PlanarShape;
+  private readonly shape: PlanarShape | undefined;
   private readonly labels: string[] | undefined;
 
   constructor(o: GuardOptions) {
-    this.config = o.config;
     this.profile = o.profile;
     this.models = { primary: o.primary, ensemble: o.ensemble, fallback: o.fallback ?? o.ensemble };
     this.shape = o.shape;
     this.labels = o.labels;
-    const c = o.config;
+    const c = o.shape ? o.config : withoutImageStages(o.config);
+    this.config = c;
     if (c.validation.enabled && !o.profile) {
       throw new EdgeguardError(
         'EG_CONFIG',
@@ -183,8 +198,7 @@ export class Guard {
 
   async check(input: GuardInput): Promise<GuardResult> {
     const t0 = performance.now();
-    const expected = this.shape.channels * this.shape.height * this.shape.width;
-    if (input.tensor.length !== expected) {
+    if (this.shape && input.tensor.length !== this.shape.channels * this.shape.height * this.shape.width) {
       throw new EdgeguardError(
         'EG_INPUT',
         `the guard got ${input.tensor.length} input values; the model takes ${this.shape.channels}x${this.shape.height}x${this.shape.width}.`,
@@ -196,11 +210,11 @@ export class Guard {
       run.timings.totalMs = performance.now() - t0;
       return { verdict: 'reject', reasons: run.reasons, stages: run.stages, timings: run.timings };
     }
-    const m = await this.modelStages(input.tensor, run);
+    const m = await this.modelStages(input.tensor, input.inputs, run);
     const verdict = this.combiner ? this.decideCombined(run) : this.decidePerStage(run);
     let answer: Answer | undefined;
     if (verdict === 'accept') answer = m.primary;
-    else if (verdict === 'flag') answer = await this.fallbackAnswer(input.tensor, m, run);
+    else if (verdict === 'flag') answer = await this.fallbackAnswer(input.tensor, input.inputs, m, run);
     run.timings.totalMs = performance.now() - t0;
     return {
       verdict,
@@ -257,21 +271,25 @@ export class Guard {
     return true;
   }
 
-  private async modelStages(tensor: Float32Array, run: Run): Promise<ModelOutputs> {
+  private async modelStages(
+    tensor: Float32Array,
+    inputs: readonly ModelInput[] | undefined,
+    run: Run,
+  ): Promise<ModelOutputs> {
     const c = this.config;
     let s = performance.now();
-    const p = await this.models.primary(tensor);
+    const p = await this.models.primary(tensor, inputs);
     run.timings.primaryMs = performance.now() - s;
     const primary = this.answer(p, 'primary');
     if (c.confidence.enabled) this.confidenceStage(primary, run);
     let ensembleProbs: Float32Array | undefined;
     if (c.ensemble.enabled && this.models.ensemble) {
       s = performance.now();
-      ensembleProbs = await this.models.ensemble(tensor);
+      ensembleProbs = await this.models.ensemble(tensor, inputs);
       run.timings.ensembleMs = performance.now() - s;
       this.ensembleStage(p, primary, ensembleProbs, run);
     }
-    if (c.squeeze.enabled) {
+    if (c.squeeze.enabled && this.shape) {
       s = performance.now();
       const sq = await squeezeScore(this.models.primary, tensor, p, this.shape, this.squeezers);
       run.timings.squeezeMs = performance.now() - s;
@@ -370,12 +388,17 @@ export class Guard {
     return ranked[0]?.[0];
   }
 
-  private async fallbackAnswer(tensor: Float32Array, m: ModelOutputs, run: Run): Promise<Answer> {
+  private async fallbackAnswer(
+    tensor: Float32Array,
+    inputs: readonly ModelInput[] | undefined,
+    m: ModelOutputs,
+    run: Run,
+  ): Promise<Answer> {
     const fallback = this.models.fallback;
     if (!fallback) return m.primary;
     if (fallback === this.models.ensemble && m.ensembleProbs) return this.answer(m.ensembleProbs, 'fallback');
     const s = performance.now();
-    const answer = this.answer(await fallback(tensor), 'fallback');
+    const answer = this.answer(await fallback(tensor, inputs), 'fallback');
     run.timings.fallbackMs = performance.now() - s;
     return answer;
   }

@@ -7,8 +7,17 @@
 import { ort } from './ort.ts';
 import { EdgeguardError } from '../errors/index.ts';
 import type { ContentKey } from '../crypto/index.ts';
-import { decryptPackageToMemory, type ModelMetadata, type TrustOptions } from '../model/index.ts';
+import {
+  TENSOR_DTYPES,
+  decryptPackageToMemory,
+  type ModelMetadata,
+  type TensorDescription,
+  type TensorDtype,
+  type TrustOptions,
+} from '../model/index.ts';
 import { imageToTensor, type Tensor } from './preprocess.ts';
+import type { ExecutionProvider } from './providers.ts';
+import type { ModelInput } from './tensor.ts';
 
 export interface Classification {
   /** Index of the highest score. */
@@ -27,6 +36,7 @@ export class LoadedModel {
     readonly session: ort.InferenceSession,
     readonly metadata: ModelMetadata,
     readonly provenance: { headerSha256: string; signedBy: string; packagePath?: string },
+    readonly executionProviders: readonly ExecutionProvider[] = ['cpu'],
   ) {}
 
   get inputName(): string {
@@ -39,17 +49,24 @@ export class LoadedModel {
 
   /** Run the model on one float32 tensor; returns its first output's values. */
   async run(input: Tensor): Promise<Float32Array> {
+    return this.runInputs([{ name: this.inputName, dtype: 'float32', dims: input.dims, data: input.data }]);
+  }
+
+  /** Run the model on checked inputs (checkModelInputs), one per model input; returns its first output's values. */
+  async runInputs(inputs: readonly ModelInput[]): Promise<Float32Array> {
     if (this.released)
       throw new EdgeguardError('EG_INFERENCE', `model ${this.metadata.name} was released (shutdown or tamper lock).`);
     let result: ort.InferenceSession.OnnxValueMapType;
-    const running = this.session.run({ [this.inputName]: new ort.Tensor('float32', input.data, input.dims) });
+    const feeds = Object.fromEntries(inputs.map((i) => [i.name, new ort.Tensor(i.dtype, i.data, i.dims)]));
+    const running = this.session.run(feeds);
     this.running.add(running);
     try {
       result = await running;
     } catch (e) {
+      const shapes = inputs.map((i) => `${i.name} [${i.dims.join(',')}]`).join(', ');
       throw new EdgeguardError(
         'EG_INFERENCE',
-        `inference failed: the input of shape [${input.dims.join(',')}] does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`,
+        `inference failed: the input ${shapes} does not fit model ${this.metadata.name} (${(e as Error).message.split('\n')[0]}).`,
         { cause: e },
       );
     } finally {
@@ -67,7 +84,16 @@ export class LoadedModel {
 
   /** Classify: scores are returned as probabilities (softmax is applied unless they already sum to 1). */
   async classify(input: Tensor): Promise<Classification> {
-    const scores = toProbabilities(await this.run(input));
+    return this.classification(await this.run(input));
+  }
+
+  /** Classify checked inputs (checkModelInputs), for models that do not take one image tensor. */
+  async classifyInputs(inputs: readonly ModelInput[]): Promise<Classification> {
+    return this.classification(await this.runInputs(inputs));
+  }
+
+  private classification(output: Float32Array): Classification {
+    const scores = toProbabilities(output);
     let index = 0;
     for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[index]!) index = i;
     const labels = this.metadata.outputs[0]?.labels;
@@ -108,17 +134,23 @@ export function toProbabilities(values: Float32Array): number[] {
 }
 
 /** Create a session from plaintext model bytes, wiping them as soon as ONNX Runtime has its copy. */
-export async function createSessionFromMemory(plaintext: Buffer, what: string): Promise<ort.InferenceSession> {
+export async function createSessionFromMemory(
+  plaintext: Buffer,
+  what: string,
+  executionProviders: readonly ExecutionProvider[] = ['cpu'],
+): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(plaintext, {
       graphOptimizationLevel: 'all',
       intraOpNumThreads: 1,
       interOpNumThreads: 1,
+      executionProviders: [...executionProviders],
     });
   } catch (e) {
+    const onCpu = executionProviders.length === 1 && executionProviders[0] === 'cpu';
     throw new EdgeguardError(
       'EG_MODEL_LOAD',
-      `ONNX Runtime could not load ${what}: it is not a valid ONNX model (${(e as Error).message.split('\n')[0]}).`,
+      `ONNX Runtime could not load ${what}${onCpu ? ': it is not a valid ONNX model' : ` with execution providers ${executionProviders.join(', ')} (is the provider's runtime library installed?)`} (${(e as Error).message.split('\n')[0]}).`,
       { cause: e },
     );
   } finally {
@@ -128,6 +160,8 @@ export async function createSessionFromMemory(plaintext: Buffer, what: string): 
 
 export interface LoadOptions extends TrustOptions {
   contentKey: ContentKey;
+  /** In order of preference; checked with resolveExecutionProviders. Default: the CPU. */
+  executionProviders?: readonly ExecutionProvider[] | undefined;
 }
 
 export async function loadProtectedModel(packagePath: string, o: LoadOptions): Promise<LoadedModel> {
@@ -139,12 +173,33 @@ export async function loadProtectedModel(packagePath: string, o: LoadOptions): P
       `package ${packagePath} holds a model of format "${dec.header.metadata.format}", not ONNX.`,
     );
   }
-  const session = await createSessionFromMemory(dec.plaintext, `the model in ${packagePath}`);
-  return new LoadedModel(session, dec.header.metadata, {
-    headerSha256: dec.headerSha256,
-    signedBy: dec.signature.keyId,
-    packagePath,
-  });
+  const providers = o.executionProviders ?? ['cpu'];
+  const session = await createSessionFromMemory(dec.plaintext, `the model in ${packagePath}`, providers);
+  return new LoadedModel(
+    session,
+    dec.header.metadata,
+    { headerSha256: dec.headerSha256, signedBy: dec.signature.keyId, packagePath },
+    providers,
+  );
+}
+
+interface OrtValueMetadata {
+  name: string;
+  type?: string;
+  shape?: Array<number | string>;
+}
+
+/** One input or output as metadata: its element type (numeric types only) and dims (symbolic ones by name). */
+function describeValue(name: string, list: OrtValueMetadata[] | undefined): TensorDescription {
+  const m = list?.find((x) => x.name === name);
+  const type = m?.type ?? 'float32';
+  if (!(TENSOR_DTYPES as readonly string[]).includes(type))
+    throw new EdgeguardError(
+      'EG_UNSUPPORTED',
+      `the model's tensor "${name}" has element type ${type}; edgeguard models take and give numeric tensors only.`,
+    );
+  const shape = (m?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
+  return { name, dtype: type as TensorDtype, shape };
 }
 
 /** Describe an ONNX model's inputs and outputs (used when packing, from the plaintext file). */
@@ -154,15 +209,10 @@ export async function describeOnnx(
   const copy = Buffer.from(bytes);
   const session = await createSessionFromMemory(copy, 'the model');
   try {
-    const meta = (session as unknown as { inputMetadata?: Array<{ name: string; shape?: Array<number | string> }> })
-      .inputMetadata;
-    const outMeta = (session as unknown as { outputMetadata?: Array<{ name: string; shape?: Array<number | string> }> })
-      .outputMetadata;
-    const shapeOf = (list: typeof meta, name: string) =>
-      (list?.find((m) => m.name === name)?.shape ?? []).map((d) => (typeof d === 'number' ? d : String(d)));
+    const meta = session as unknown as { inputMetadata?: OrtValueMetadata[]; outputMetadata?: OrtValueMetadata[] };
     return {
-      inputs: session.inputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(meta, name) })),
-      outputs: session.outputNames.map((name) => ({ name, dtype: 'float32' as const, shape: shapeOf(outMeta, name) })),
+      inputs: session.inputNames.map((name) => describeValue(name, meta.inputMetadata)),
+      outputs: session.outputNames.map((name) => describeValue(name, meta.outputMetadata)),
     };
   } finally {
     await session.release();

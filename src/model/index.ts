@@ -4,6 +4,9 @@ export {
   type ModelMetadataInput,
   type ImagePreprocessing,
   type TensorDescription,
+  type TensorDtype,
+  type ValueRange,
+  TENSOR_DTYPES,
   modelMetadataSchema,
   parseModelMetadata,
 } from './metadata.ts';

@@ -5,15 +5,39 @@
 import { z } from 'zod';
 import { EdgeguardError } from '../errors/index.ts';
 
+/** Element types ONNX Runtime takes for a tensor input (string tensors are not model inputs here). */
+export const TENSOR_DTYPES = [
+  'float32',
+  'float16',
+  'float64',
+  'int8',
+  'uint8',
+  'int16',
+  'uint16',
+  'int32',
+  'uint32',
+  'int64',
+  'uint64',
+  'bool',
+] as const;
+
+/** The values an input may take: anything outside is refused before the model sees it. */
+const valueRangeSchema = z
+  .object({ min: z.number(), max: z.number() })
+  .strict()
+  .refine((r) => r.min <= r.max, { message: 'range.min must not exceed range.max' });
+
 const tensorSchema = z
   .object({
     name: z.string().min(1).max(256),
-    dtype: z.enum(['float32', 'float16', 'float64', 'int8', 'uint8', 'int32', 'int64', 'bool']).default('float32'),
+    dtype: z.enum(TENSOR_DTYPES).default('float32'),
     /** Dimensions; a string or -1 marks a symbolic (dynamic) dimension. */
     shape: z
       .array(z.union([z.number().int().min(-1), z.string().max(64)]))
       .max(16)
       .default([]),
+    /** For inputs: every value must lie within min..max (inclusive). */
+    range: valueRangeSchema.optional(),
     /** For classifier outputs: one label per class index. */
     labels: z.array(z.string().max(128)).max(100_000).optional(),
   })
@@ -60,6 +84,8 @@ export type ModelMetadata = z.infer<typeof modelMetadataSchema>;
 export type ModelMetadataInput = z.input<typeof modelMetadataSchema>;
 export type ImagePreprocessing = z.infer<typeof imagePreprocessingSchema>;
 export type TensorDescription = z.infer<typeof tensorSchema>;
+export type TensorDtype = (typeof TENSOR_DTYPES)[number];
+export type ValueRange = z.infer<typeof valueRangeSchema>;
 
 export function parseModelMetadata(value: unknown, where = 'model metadata'): ModelMetadata {
   const r = modelMetadataSchema.safeParse(value);

@@ -1,18 +1,28 @@
 /**
  * One input -> one verdict, without HTTP: an image (PNG/JPEG/WebP bytes, decoded in memory as the
- * model's preprocessing declares) or a tensor (1 x C x H x W values in 0..1) goes through the
- * guard. Everything derived from the input is wiped; the input itself belongs to the caller.
+ * model's preprocessing declares) or tensors (checked against the model's declared inputs: names,
+ * dtypes, dims, value ranges; 0..1 for an image model that declares none) go through the guard.
+ * Everything derived from the input is wiped; the input itself belongs to the caller.
  */
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
-import { decodeImage, pixelsToTensor } from '../inference/index.ts';
+import {
+  checkModelInputs,
+  defaultInputRange,
+  decodeImage,
+  pixelsToTensor,
+  type ModelInput,
+  type SuppliedTensor,
+  wipeModelInputs,
+} from '../inference/index.ts';
+import type { TensorDescription } from '../model/index.ts';
 import type { GuardImage, GuardResult, PlanarShape } from '../guard/index.ts';
 import type { GuardTarget } from './guarded-model.ts';
 
 export type GuardedInput =
   /** `format`, when given, is checked against the bytes' magic (what the sender declared). */
   | { kind: 'image'; bytes: Buffer; format?: 'image/png' | 'image/jpeg' }
-  | { kind: 'tensor'; dims: readonly number[]; data: readonly number[] };
+  | { kind: 'tensors'; tensors: readonly SuppliedTensor[] };
 
 export interface InputVerdict {
   result: GuardResult;
@@ -49,22 +59,30 @@ export async function checkInputKeeping(
   target: GuardTarget,
   input: GuardedInput,
   wipeLater: Wipeable[],
-): Promise<InputVerdict & { tensor: Float32Array }> {
+): Promise<InputVerdict & { inputs: ModelInput[] }> {
   const t0 = performance.now();
-  const { tensor, image } =
-    input.kind === 'image'
-      ? await decodeImageInput(target, input, wipeLater)
-      : tensorInput(target.shape, input, wipeLater);
+  const { tensor, image, inputs } =
+    input.kind === 'image' ? await decodeImageInput(target, input, wipeLater) : tensorInput(target, input, wipeLater);
   const decodeMs = performance.now() - t0;
-  const result = await target.guard.check({ tensor, image });
-  return { result, decodeMs, tensor };
+  const result = await target.guard.check({
+    tensor,
+    ...(image ? { image } : {}),
+    ...(target.shape ? {} : { inputs }),
+  });
+  return { result, decodeMs, inputs };
 }
 
 async function decodeImageInput(
   target: GuardTarget,
   input: Extract<GuardedInput, { kind: 'image' }>,
   wipeLater: Wipeable[],
-): Promise<{ tensor: Float32Array; image: GuardImage }> {
+): Promise<{ tensor: Float32Array; image: GuardImage; inputs: ModelInput[] }> {
+  const { pre, shape } = target;
+  if (!pre || !shape)
+    throw new EdgeguardError(
+      'EG_INPUT',
+      'the model declares no image preprocessing; send its inputs as a tensor (application/json or .npy).',
+    );
   if (input.format) {
     const magic = MAGIC[input.format];
     if (input.bytes.length < magic.bytes.length || !input.bytes.subarray(0, magic.bytes.length).equals(magic.bytes))
@@ -73,46 +91,39 @@ async function decodeImageInput(
         `the body is not a ${magic.name} image (its first bytes do not match ${input.format}).`,
       );
   }
-  const image = await decodeImage(input.bytes, target.pre);
+  const image = await decodeImage(input.bytes, pre);
   wipeLater.push(image.pixels);
-  const tensor = pixelsToTensor(image, target.pre).data;
+  const { data: tensor, dims } = pixelsToTensor(image, pre);
   wipeLater.push(tensor);
-  return { tensor, image };
+  const name = target.inputs?.[0]?.name ?? 'input';
+  return { tensor, image, inputs: [{ name, dtype: 'float32', dims, data: tensor }] };
 }
 
-/** The tensor's dims must be exactly the model's; each value finite and within 0..1. */
+/**
+ * Tensors checked against the primary's declared inputs (names, dtypes, dims, ranges). For an
+ * image model the one input also becomes the 8-bit image the guard's statistics read.
+ */
 function tensorInput(
-  shape: PlanarShape,
-  input: Extract<GuardedInput, { kind: 'tensor' }>,
+  target: GuardTarget,
+  input: Extract<GuardedInput, { kind: 'tensors' }>,
   wipeLater: Wipeable[],
-): { tensor: Float32Array; image: GuardImage } {
-  const expected = [1, shape.channels, shape.height, shape.width];
-  const { dims, data } = input;
-  if (dims.length !== expected.length || dims.some((d, i) => d !== expected[i]))
-    throw new EdgeguardError(
-      'EG_INPUT',
-      `the tensor has dims [${dims.join(',')}]; the model takes [${expected.join(',')}].`,
-    );
-  const n = expected.reduce((a, b) => a * b, 1);
-  if (data.length !== n)
-    throw new EdgeguardError(
-      'EG_INPUT',
-      `the tensor has ${data.length} values; dims [${expected.join(',')}] need ${n}.`,
-    );
-  const tensor = new Float32Array(n);
-  wipeLater.push(tensor);
-  for (let i = 0; i < n; i++) {
-    const v = data[i]!;
-    if (!Number.isFinite(v) || v < 0 || v > 1)
-      throw new EdgeguardError(
-        'EG_INPUT',
-        `tensor value ${i} is ${v}; values must be finite and within 0..1 (pixel / 255).`,
-      );
-    tensor[i] = v;
-  }
+): { tensor: Float32Array; image?: GuardImage; inputs: ModelInput[] } {
+  const { shape } = target;
+  const declared = target.inputs?.length ? target.inputs : shape ? [planarInput(shape)] : [];
+  const inputs = checkModelInputs(declared, input.tensors, defaultInputRange(target.pre));
+  wipeLater.push({ fill: () => wipeModelInputs(inputs) });
+  if (!shape) return { tensor: new Float32Array(0), inputs };
+  const tensor = inputs[0]!.data;
+  if (inputs.length !== 1 || !(tensor instanceof Float32Array))
+    throw new EdgeguardError('EG_CONFIG', 'an image model must take one float32 input; check its metadata.');
   const image = tensorImage(tensor, shape);
   wipeLater.push(image.pixels);
-  return { tensor, image };
+  return { tensor, image, inputs };
+}
+
+/** An image model whose metadata declares no inputs takes one 1 x C x H x W tensor. */
+function planarInput(shape: PlanarShape): TensorDescription {
+  return { name: 'input', dtype: 'float32', shape: [1, shape.channels, shape.height, shape.width] };
 }
 
 /** A planar 0..1 tensor (C x H x W) as the 8-bit interleaved image the guard's statistics read. */

@@ -8,9 +8,14 @@ import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { wipe } from '../crypto/index.ts';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { loadProtectedModel, type LoadedModel } from '../inference/index.ts';
+import {
+  loadProtectedModel,
+  resolveExecutionProviders,
+  type ExecutionProvider,
+  type LoadedModel,
+} from '../inference/index.ts';
 import { resolveContentKey, type ContentKeyPosture, type ContentKeySource } from '../keystore/index.ts';
-import type { ImagePreprocessing } from '../model/index.ts';
+import type { ImagePreprocessing, TensorDescription } from '../model/index.ts';
 import {
   Guard,
   guardInputShape,
@@ -28,6 +33,8 @@ export interface ModelSetSpec {
   /** Trusted publishers: a package signed by no one of them is refused. */
   publicKeys: KeyObject[];
   contentKey: ContentKeySource;
+  /** ONNX Runtime execution providers by preference (agent.yaml runtime.executionProviders); default cpu. */
+  executionProviders?: readonly string[] | undefined;
 }
 
 /** The loaded members (one session per distinct package) and the input they share. */
@@ -35,10 +42,14 @@ export interface ModelSet {
   primary: LoadedModel;
   ensemble?: LoadedModel | undefined;
   fallback?: LoadedModel | undefined;
-  pre: ImagePreprocessing;
-  shape: PlanarShape;
+  /** The image preprocessing and planar shape; both absent for a model that does not take images. */
+  pre: ImagePreprocessing | undefined;
+  shape: PlanarShape | undefined;
+  /** The primary's declared inputs (name, dtype, shape, range), what tensors are checked against. */
+  inputs: readonly TensorDescription[];
   labels: string[] | undefined;
   key: ContentKeyPosture;
+  executionProviders: readonly ExecutionProvider[];
   release(): Promise<void>;
 }
 
@@ -57,11 +68,12 @@ export interface GuardedModelSpec extends ModelSetSpec {
   profile?: string | undefined;
 }
 
-/** What checkInput needs: the guard and the input its models take. */
-export type GuardTarget = Pick<GuardedModel, 'guard' | 'pre' | 'shape'>;
+/** What checkInput needs: the guard and the input its models take (`inputs` for tensors). */
+export type GuardTarget = Pick<GuardedModel, 'guard' | 'pre' | 'shape'> & Partial<Pick<GuardedModel, 'inputs'>>;
 
 /** Load the packages of `spec` into memory (each distinct path once); the content key is wiped before returning. */
 export async function openModelSet(spec: ModelSetSpec): Promise<ModelSet> {
+  const executionProviders = resolveExecutionProviders(spec.executionProviders);
   const { key, posture } = await resolveContentKey(spec.contentKey);
   const loaded = new Map<string, LoadedModel>();
   const releaseAll = async () => {
@@ -73,7 +85,7 @@ export async function openModelSet(spec: ModelSetSpec): Promise<ModelSet> {
       if (!path) return undefined;
       let m = loaded.get(path);
       if (!m) {
-        m = await loadProtectedModel(path, { publicKeys: spec.publicKeys, contentKey: key });
+        m = await loadProtectedModel(path, { publicKeys: spec.publicKeys, contentKey: key, executionProviders });
         loaded.set(path, m);
       }
       return m;
@@ -82,10 +94,14 @@ export async function openModelSet(spec: ModelSetSpec): Promise<ModelSet> {
     const ensemble = await load(spec.models.ensemble);
     const fallback = await load(spec.models.fallback);
     const pre = primary.metadata.preprocessing;
-    const shape = guardInputShape(pre, `model ${primary.metadata.name}`);
+    const shape = pre ? guardInputShape(pre, `model ${primary.metadata.name}`) : undefined;
     for (const m of [ensemble, fallback]) if (m) requireSameInput(primary, m);
     const labels = primary.metadata.outputs[0]?.labels;
-    return { primary, ensemble, fallback, pre: pre!, shape, labels, key: posture, release: releaseAll };
+    const inputs = primary.metadata.inputs;
+    return {
+      ...{ primary, ensemble, fallback, pre, shape, inputs, labels },
+      ...{ key: posture, executionProviders, release: releaseAll },
+    };
   } catch (e) {
     await releaseAll();
     throw e;
@@ -95,8 +111,9 @@ export async function openModelSet(spec: ModelSetSpec): Promise<ModelSet> {
 }
 
 function requireSameInput(primary: LoadedModel, m: LoadedModel): void {
-  const theirs = JSON.stringify(m.metadata.inputs[0]?.shape);
-  const ours = JSON.stringify(primary.metadata.inputs[0]?.shape);
+  const describe = (x: LoadedModel) => JSON.stringify(x.metadata.inputs.map((i) => [i.name, i.dtype, i.shape]));
+  const theirs = describe(m);
+  const ours = describe(primary);
   if (theirs !== ours)
     throw new EdgeguardError(
       'EG_CONFIG',
@@ -107,7 +124,7 @@ function requireSameInput(primary: LoadedModel, m: LoadedModel): void {
 /** The guard over classifiers that take `shape`: the one place its members are wired. */
 export function guardOver(
   members: { primary: Classifier; ensemble?: Classifier | undefined; fallback?: Classifier | undefined },
-  shape: PlanarShape,
+  shape: PlanarShape | undefined,
   labels: string[] | undefined,
   spec: GuardSpec,
 ): Guard {
@@ -117,7 +134,7 @@ export function guardOver(
     primary: members.primary,
     ...(members.ensemble ? { ensemble: members.ensemble } : {}),
     ...(members.fallback ? { fallback: members.fallback } : {}),
-    shape,
+    ...(shape ? { shape } : {}),
     ...(labels ? { labels } : {}),
   });
 }

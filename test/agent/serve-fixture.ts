@@ -1,14 +1,14 @@
 /**
  * Shared set-up of the inference-service tests: the two demo architectures packed into real
- * protected packages (CNN primary, MLP ensemble/fallback), a review key pair, the calibrated guard
+ * protected packages (CNN primary, MLP ensemble/fallback), the pump sensor model (pump-anomaly.egm,
+ * for the tensor-only tests), a review key pair, the calibrated guard
  * profile of fixtures/guard, and a running service on 127.0.0.1 (port 0) or a unix socket.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import sharp from 'sharp';
-import YAML from 'yaml';
 import {
   encodeSealPrivateKeyPem,
   encodeSealPublicKeyPem,
@@ -16,9 +16,9 @@ import {
   writePrivateFile,
   type SealKeyPair,
 } from '../../src/crypto/index.ts';
-import { packModel, parseModelMetadata } from '../../src/model/index.ts';
 import { agentConfig, type AgentConfig, type AgentConfigInput } from '../../src/agent/config.ts';
 import { startAgent, type RunningAgent, type StartAgentOptions } from '../../src/agent/serve.ts';
+import { packDemoModel } from '../helpers/packages.ts';
 import { FIXTURES, tempDir, writeKeys } from '../helpers/workspace.ts';
 
 export interface ServeFixture {
@@ -34,22 +34,7 @@ export interface ServeFixture {
 export async function serveFixture(t: TestContext): Promise<ServeFixture> {
   const dir = await tempDir(t, 'eg-serve-');
   const keys = await writeKeys(dir);
-  const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<
-    string,
-    unknown
-  >;
-  for (const [file, name] of [
-    ['mnist-cnn.onnx', 'mnist-cnn'],
-    ['mnist-mlp.onnx', 'mnist-mlp'],
-  ] as const) {
-    await packModel({
-      inputPath: join(FIXTURES, 'models', file),
-      outputPath: join(dir, `${name}.egm`),
-      contentKey: keys.contentKey,
-      signer: keys.signer,
-      metadata: parseModelMetadata({ ...meta, name, version: 1, format: 'onnx' }),
-    });
-  }
+  for (const name of ['mnist-cnn', 'mnist-mlp', 'pump-anomaly'] as const) await packDemoModel(dir, keys, name);
   const review = generateSealKeyPair();
   const reviewKeyPath = join(dir, 'review.key');
   await writePrivateFile(reviewKeyPath, encodeSealPrivateKeyPem(review.privateKey));
@@ -146,4 +131,19 @@ export function postFresh(
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** JSON tensor bodies the strict schema refuses with 400 EG_BAD_REQUEST (nothing is coerced), for a model taking `dims`. */
+export function strictTensorCases(dims: number[]): Array<[string, string, string, number, string]> {
+  const n = dims.reduce((a, b) => a * b, 1);
+  const data = (first: unknown) => [first, ...new Array<number>(n - 1).fill(0)];
+  const bodies: Array<[string, unknown]> = [
+    ['a numeric string', { tensor: { dims, data: data('0.5') } }],
+    ['a null value', { tensor: { dims, data: data(null) } }],
+    ['a nested array', { tensor: { dims, data: data([0]) } }],
+    ['string dims', { tensor: { dims: dims.map(String), data: data(0) } }],
+    ['an unknown key in the tensor', { tensor: { dims, data: data(0), dtype: 'float32' } }],
+    ['an unknown top-level key', { tensor: { dims, data: data(0) }, model: 'x' }],
+  ];
+  return bodies.map(([name, body]) => [name, JSON.stringify(body), 'application/json', 400, 'EG_BAD_REQUEST']);
 }

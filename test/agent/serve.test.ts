@@ -14,7 +14,8 @@ import { isEdgeguardError } from '../../src/errors/index.ts';
 import { openReviewItem, parseReviewItem } from '../../src/fleet/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
-import { serveFixture, startService, infer, pngOf } from './serve-fixture.ts';
+import { encodeNpy } from '../../src/inference/index.ts';
+import { serveFixture, startService, infer, pngOf, strictTensorCases } from './serve-fixture.ts';
 import { eventually, startChild } from '../helpers/wait.ts';
 
 const digit = (d: number, i: number) => (mnist as unknown as Array<{ get(i: number): number[] }>)[d]!.get(i);
@@ -227,6 +228,15 @@ test('bad bodies get 4xx with typed error codes', async (t) => {
     ],
     ['not JSON', '{"tensor": [', 'application/json', 400, 'EG_BAD_REQUEST'],
     ['schema mismatch', JSON.stringify({ image: 'x' }), 'application/json', 400, 'EG_BAD_REQUEST'],
+    ...strictTensorCases([1, 1, 28, 28]),
+    ['garbage npy', Buffer.from('\x93NUMPY garbage'), 'application/x-npy', 400, 'EG_BAD_REQUEST'],
+    [
+      'npy of the wrong dims',
+      encodeNpy('float32', [28, 28], new Float32Array(784)),
+      'application/x-npy',
+      422,
+      'EG_INPUT',
+    ],
     ['empty png', Buffer.alloc(0), 'image/png', 422, 'EG_INPUT'],
   ];
   for (const [name, body, type, status, code] of cases) {

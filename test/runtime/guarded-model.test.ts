@@ -13,7 +13,7 @@ import { EdgeguardError, isEdgeguardError } from '../../src/errors/index.ts';
 import { guardConfig } from '../../src/guard/index.ts';
 import { decodeImage, pixelsToTensor } from '../../src/inference/index.ts';
 import { packModel, parseModelMetadata } from '../../src/model/index.ts';
-import { checkInput, openGuardedModel, type GuardedModel } from '../../src/runtime/index.ts';
+import { checkInput, openGuardedModel, type GuardedInput, type GuardedModel } from '../../src/runtime/index.ts';
 import { FIXTURES, tempDir, writeKeys } from '../helpers/workspace.ts';
 
 async function openDemoModel(t: Parameters<typeof tempDir>[0]): Promise<GuardedModel> {
@@ -40,6 +40,8 @@ async function openDemoModel(t: Parameters<typeof tempDir>[0]): Promise<GuardedM
   return model;
 }
 
+const tensors = (dims: number[], values: number[]): GuardedInput => ({ kind: 'tensors', tensors: [{ dims, values }] });
+
 const inputError = (code: string) => (e: unknown) => isEdgeguardError(e, code as EdgeguardError['code']);
 
 test('a guarded model from its spec: a digit is accepted, and its tensor gets the same verdict', async (t) => {
@@ -50,8 +52,9 @@ test('a guarded model from its spec: a digit is accepted, and its tensor gets th
   const fromImage = await checkInput(model, { kind: 'image', bytes, format: 'image/png' });
   assert.equal(fromImage.result.verdict, 'accept');
   assert.equal(fromImage.result.answer?.label, '3');
-  const tensor = pixelsToTensor(await decodeImage(bytes, model.pre), model.pre).data;
-  const fromTensor = await checkInput(model, { kind: 'tensor', dims: [1, 1, 28, 28], data: Array.from(tensor) });
+  const pre = model.pre!;
+  const tensor = pixelsToTensor(await decodeImage(bytes, pre), pre).data;
+  const fromTensor = await checkInput(model, tensors([1, 1, 28, 28], Array.from(tensor)));
   assert.equal(fromTensor.result.answer?.label, '3');
   assert.equal(bytes.subarray(0, 4).toString('latin1'), '\x89PNG', 'the caller owns the input bytes');
 });
@@ -65,15 +68,12 @@ test('bad inputs: declared type against magic, tensor dims, count and values giv
     inputError('EG_INPUT'),
   );
   const zeros = new Array<number>(784).fill(0);
-  await assert.rejects(checkInput(model, { kind: 'tensor', dims: [1, 28, 28], data: zeros }), inputError('EG_INPUT'));
-  await assert.rejects(
-    checkInput(model, { kind: 'tensor', dims: [1, 1, 28, 28], data: zeros.slice(1) }),
-    inputError('EG_INPUT'),
-  );
+  await assert.rejects(checkInput(model, tensors([1, 28, 28], zeros)), inputError('EG_INPUT'));
+  await assert.rejects(checkInput(model, tensors([1, 1, 28, 28], zeros.slice(1))), inputError('EG_INPUT'));
   for (const bad of [Number.NaN, -0.1, 1.5, Number.POSITIVE_INFINITY]) {
     const data = [...zeros];
     data[400] = bad;
-    await assert.rejects(checkInput(model, { kind: 'tensor', dims: [1, 1, 28, 28], data }), inputError('EG_INPUT'));
+    await assert.rejects(checkInput(model, tensors([1, 1, 28, 28], data)), inputError('EG_INPUT'));
   }
 });
 

@@ -219,6 +219,13 @@ async function openModels(o: ModelOpts): Promise<OpenedModels> {
     contentKey: contentKeySource(o),
   });
   const m = set.primary;
+  if (!set.pre || !set.shape) {
+    await set.release();
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `model ${m.metadata.name} takes no images (its metadata has no preprocessing block); the guard commands calibrate and check images only.`,
+    );
+  }
   return {
     primary: loadedModelClassifier(m),
     ...(set.ensemble ? { ensemble: loadedModelClassifier(set.ensemble) } : {}),

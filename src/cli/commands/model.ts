@@ -316,7 +316,10 @@ function inspectLines(r: InspectResult): string[] {
     `  plaintext   ${h.plaintextLength} bytes, sha256 ${h.plaintextSha256.toString('hex')}`,
     `  header      sha256 ${r.headerSha256}`,
   ];
-  for (const i of m.inputs) lines.push(`  input       ${i.name} ${i.dtype} [${i.shape.join(',')}]`);
+  for (const i of m.inputs)
+    lines.push(
+      `  input       ${i.name} ${i.dtype} [${i.shape.join(',')}]${i.range ? ` range ${i.range.min}..${i.range.max}` : ''}`,
+    );
   for (const o of m.outputs)
     lines.push(
       `  output      ${o.name} ${o.dtype} [${o.shape.join(',')}]${o.labels ? ` labels ${o.labels.slice(0, 10).join(',')}${o.labels.length > 10 ? ',…' : ''}` : ''}`,

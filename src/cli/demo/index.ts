@@ -7,6 +7,7 @@ import { deviceStep } from './device-step.ts';
 import { auditStep } from './audit-step.ts';
 import { controlPlaneStep } from './control-plane-step.ts';
 import { guardStep } from './guard-step.ts';
+import { sensorStep } from './sensor-step.ts';
 import { agentStep } from './agent-step.ts';
 import { tamperLockStep } from './tamper-lock-step.ts';
 import type { DemoStep } from './context.ts';
@@ -18,6 +19,7 @@ export const DEMO_STEPS: DemoStep[] = [
   packStep,
   verifyStep,
   runStep,
+  sensorStep,
   tamperStep,
   deviceStep,
   // Input guard and review queue steps go here.

@@ -42,17 +42,16 @@ export const keysStep: DemoStep = {
   },
 };
 
-async function packDemoModel(
+/** Pack fixtures/models/FILE with its metadata file (mnist.meta.yaml unless given), signed by the demo publisher. */
+export async function packDemoModel(
   ctx: Parameters<DemoStep['run']>[0],
   file: string,
   name: string,
   version: number,
   suite: 'aes-256-gcm' | 'chacha20-poly1305',
+  metaFile = 'mnist.meta.yaml',
 ) {
-  const meta = YAML.parse(await readFile(join(ctx.fixtures, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<
-    string,
-    unknown
-  >;
+  const meta = YAML.parse(await readFile(join(ctx.fixtures, 'models', metaFile), 'utf8')) as Record<string, unknown>;
   const metadata = parseModelMetadata({ ...meta, name, version, format: 'onnx', label: `demo ${file}` });
   const outputPath = ctx.path(`${name}.egm`);
   const contentKey = await readContentKeyFile(ctx.state.contentKeyPath!);
@@ -67,7 +66,7 @@ async function packDemoModel(
       chunkSize: 16 * 1024,
     });
     ctx.command(
-      `model pack fixtures/models/${file} --key model.key --sign publisher.key --name ${name} --version ${version} --meta fixtures/models/mnist.meta.yaml --cipher ${suite} --chunk-size 16k -o ${outputPath}`,
+      `model pack fixtures/models/${file} --key model.key --sign publisher.key --name ${name} --version ${version} --meta fixtures/models/${metaFile} --cipher ${suite} --chunk-size 16k -o ${outputPath}`,
     );
     ctx.say(
       `${r.parsed.header.plaintextLength} bytes -> ${r.packageBytes} bytes, ${suite}, signed (DSSE/in-toto, OMS v1.0 predicate)`,
