@@ -5,6 +5,7 @@
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { EdgeguardError } from '../errors/index.ts';
+import { attestationInit } from './migrations/attestation.ts';
 import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
 import { reviewItemsInit } from './migrations/review.ts';
@@ -13,6 +14,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['control-plane/0001_init', controlPlaneInit],
   ['audit/0001_log', auditLogInit],
   ['review/0001_items', reviewItemsInit],
+  ['attestation/0001_init', attestationInit],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */
