@@ -46,3 +46,13 @@ export {
 } from './review-spool.ts';
 export { DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
 export { backoffDelay } from './backoff.ts';
+export {
+  AttestationStatus,
+  EvidenceRequest,
+  MAX_EVIDENCE_LOG_BYTES,
+  NonceResponse,
+  VerdictResponse,
+  pushAttestationEvidence,
+  requestAttestationNonce,
+  type Evidence,
+} from './attestation.ts';
