@@ -14,8 +14,8 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
+import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
+import { FleetClient, enrollDevice, renewIfDue, type AttestationStatus, type DeviceView } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function group(program: Command, name: string, description: string): Command {
@@ -37,7 +37,7 @@ const ConfigFile = z.strictObject({
   ca: z.string().optional(),
 });
 
-interface ConnOpts {
+export interface ConnOpts {
   server?: string;
   cert?: string;
   key?: string;
@@ -45,7 +45,7 @@ interface ConnOpts {
   config?: string;
 }
 
-function adminClient(o: ConnOpts): FleetClient {
+export function adminClient(o: ConnOpts): FleetClient {
   let file: z.infer<typeof ConfigFile> = {};
   const configPath = o.config ?? process.env.EDGEGUARD_CONFIG;
   if (configPath) {
@@ -78,7 +78,7 @@ function adminClient(o: ConnOpts): FleetClient {
   });
 }
 
-function withConnection(cmd: Command): Command {
+export function withConnection(cmd: Command): Command {
   return cmd
     .option('--server <url>', 'control plane URL, https://HOST:PORT (or $EDGEGUARD_SERVER)')
     .option('--cert <file>', 'admin client certificate, e.g. admin.crt (or $EDGEGUARD_CERT)')
@@ -92,7 +92,16 @@ function deviceLine(d: DeviceView): string {
   return `${d.id}  ${d.status.padEnd(8)}  ${kp.padEnd(29)}  ${d.label ?? '-'}  enrolled ${d.createdAt}`;
 }
 
-async function run<T>(client: FleetClient, fn: (c: FleetClient) => Promise<T>): Promise<T> {
+function attestationLines(a: AttestationStatus): string[] {
+  const v = a.lastVerdict;
+  return [
+    `attestation:  ${a.state}${a.trusted && a.trustedUntil ? ` until ${a.trustedUntil}` : ''}`,
+    ...(v ? [`last verdict: ${v.pass ? 'pass' : 'FAIL'} at ${v.receivedAt}`] : []),
+    ...a.reasons.map((r) => `  ${r.code}: ${r.detail}`),
+  ];
+}
+
+export async function run<T>(client: FleetClient, fn: (c: FleetClient) => Promise<T>): Promise<T> {
   try {
     return await fn(client);
   } finally {
@@ -124,9 +133,11 @@ export function registerFleetCommands(program: Command): void {
     device.command('show').description('show one device (admin certificate)').argument('<id>', 'device id (dev-...)'),
   ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
-    const r = await run(adminClient(opts), (c) => c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`));
-    const d = r.body;
-    out.result({ ok: true, device: d }, [
+    const { d, attestation } = await run(adminClient(opts), async (c) => ({
+      d: (await c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`)).body,
+      attestation: (await c.call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`)).body,
+    }));
+    out.result({ ok: true, device: d, attestation }, [
       `${d.id}: ${d.status}`,
       `key provider: ${d.keyProvider}${d.softwareBound ? ' (software-bound: NOT hardware-bound)' : ''}`,
       `EK SHA-256:   ${d.ekPubSha256}${d.ekCertificate ? ' (EK certificate verified)' : ''}`,
@@ -136,7 +147,27 @@ export function registerFleetCommands(program: Command): void {
       `approved:     ${d.approvedAt ? `${d.approvedAt} by ${d.approvedBy}` : '-'}`,
       `revoked:      ${d.revokedAt ?? '-'}`,
       `last seen:    ${d.lastSeenAt ?? '-'}`,
+      ...attestationLines(attestation),
     ]);
+  });
+
+  withConnection(
+    device
+      .command('attest-status')
+      .description('the attestation gate for one device: exits 0 only with a fresh passing verdict (admin certificate)')
+      .argument('<id>', 'device id (dev-...)'),
+  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const r = await run(adminClient(opts), (c) =>
+      c.call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`),
+    );
+    out.result({ ok: r.body.trusted, attestation: r.body }, attestationLines(r.body));
+    // One document on stdout either way; an untrusted device exits with EG_ATTEST_REFUSED's status (9).
+    if (!r.body.trusted) {
+      const why = `device ${id} is not trusted (reasons above): fix its boot, or bring it back online so that its agent pushes fresh evidence.`;
+      if (!out.opts.json) process.stderr.write(`EG_ATTEST_REFUSED: ${why}\n`);
+      process.exitCode = ERROR_EXIT_CODES.EG_ATTEST_REFUSED;
+    }
   });
 
   withConnection(
