@@ -17,3 +17,10 @@ export {
   type RunningAgent,
   type StartAgentOptions,
 } from './serve.ts';
+export {
+  AttestationReporter,
+  DEFAULT_EVENT_LOG_PATH,
+  readDeviceAk,
+  type AttestationReport,
+  type AttestationReporterOptions,
+} from './attestation.ts';
