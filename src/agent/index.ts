@@ -24,3 +24,4 @@ export {
   type AttestationReport,
   type AttestationReporterOptions,
 } from './attestation.ts';
+export { DeviceLease, type DeviceLeaseOptions, type LeaseLoss } from './lease.ts';
