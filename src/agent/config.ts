@@ -149,6 +149,20 @@ export const agentConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** The lease on serving (needs `upload`): check-ins keep it for the offline grace; revocation ends it. */
+    lease: z
+      .object({
+        enabled: z.boolean().default(false),
+        offlineGraceMs: z
+          .number()
+          .int()
+          .min(1000)
+          .max(7 * 24 * 3_600_000)
+          .default(4 * 3_600_000),
+        checkInIntervalMs: z.number().int().min(100).max(3_600_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
     /** The device's signed audit journal (needs `upload`: entries are signed with the device certificate key). */
     journal: z
       .object({
@@ -196,6 +210,13 @@ export const agentConfigSchema = z
           'the journal is signed with the device certificate key, so it needs upload (an enrolled device or its certificate and key)',
       });
     }
+    if (c.lease.enabled && !c.upload)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['lease', 'enabled'],
+        message:
+          'the lease is kept by check-ins with the control plane, so it needs upload (an enrolled device or its certificate and key)',
+      });
     if (c.review.enabled && !c.review.publicKey) {
       ctx.addIssue({
         code: 'custom',

@@ -89,6 +89,8 @@ export interface BuildAgentAppOptions {
   journal?: AgentJournal;
   /** Extra /healthz fields (certificate, journal). */
   health?: () => Record<string, unknown>;
+  /** Why inference is refused now (the lease is lost), checked before each request's body is read. */
+  refusal?: () => EdgeguardError | undefined;
 }
 
 const micro = (v: number | undefined) =>
@@ -155,7 +157,7 @@ export async function buildAgentApp(
     metrics.duration.observe({ route }, reply.elapsedTime / 1000);
   });
   registerServiceRoutes(app, config, runtime, o, metrics, slots);
-  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics));
+  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics), o.refusal);
   return { app, metrics };
 }
 
@@ -237,7 +239,13 @@ function registerServiceRoutes(
 
 type InferenceHandler = (req: FastifyRequest, t0: number) => Promise<InferResponse>;
 
-function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Slots, handle: InferenceHandler): void {
+function registerInferRoute(
+  app: FastifyInstance,
+  config: AgentConfig,
+  slots: Slots,
+  handle: InferenceHandler,
+  refusal: BuildAgentAppOptions['refusal'],
+): void {
   const limits = config.limits;
   app.post(
     '/v1/infer',
@@ -266,6 +274,8 @@ function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Sl
       },
       // The limit is checked before the body is read, so an overload costs no buffering.
       onRequest: async (req, reply) => {
+        const refused = refusal?.();
+        if (refused) throw refused;
         const slot = slots.acquire();
         req.egSlot = slot;
         // The response is finished or the connection is gone (client abort, request timeout):

@@ -8,7 +8,7 @@
  * and `onLost` is one check-in interval plus one request timeout.
  */
 import type { FastifyBaseLogger } from 'fastify';
-import { isEdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
 import type { VerdictResponse } from '../fleet/index.ts';
 
 export interface DeviceLeaseOptions {
@@ -20,7 +20,7 @@ export interface DeviceLeaseOptions {
   offlineGraceMs?: number;
   /** Time between check-ins (default 60 s). */
   checkInIntervalMs?: number;
-  log: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>;
+  log?: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'> | undefined;
 }
 
 export interface LeaseLoss {
@@ -39,6 +39,8 @@ export class DeviceLease {
   private checkInTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private readonly graceMs: number;
+  private handled = false;
+  private waiters: Array<(loss: LeaseLoss) => void> = [];
 
   /** A lease starts held for one grace period: a device that boots offline may serve that long. */
   constructor(private readonly o: DeviceLeaseOptions) {
@@ -49,6 +51,16 @@ export class DeviceLease {
   /** Whether the agent may serve now. */
   holds(now = Date.now()): boolean {
     return this.loss === undefined && now < this.validUntil;
+  }
+
+  /** Why the agent must not serve now (503 EG_LOCKED), or undefined while the lease holds. */
+  refusal(): EdgeguardError | undefined {
+    if (this.holds()) return undefined;
+    const why = this.loss ? `${this.loss.reason}: ${this.loss.detail}` : 'expired';
+    return new EdgeguardError(
+      'EG_LOCKED',
+      `this device no longer holds its lease from the control plane (${why}); it serves nothing until an operator restores it.`,
+    );
   }
 
   get lost(): LeaseLoss | undefined {
@@ -84,7 +96,7 @@ export class DeviceLease {
     } catch (e) {
       if (isEdgeguardError(e, 'EG_UNAUTHORIZED') || isEdgeguardError(e, 'EG_FORBIDDEN'))
         await this.lose('revoked', (e as Error).message);
-      else this.o.log.warn({ err: e, leaseUntil: this.until }, 'check-in failed; serving on the offline grace');
+      else this.o.log?.warn({ err: e, leaseUntil: this.until }, 'check-in failed; serving on the offline grace');
     }
     if (this.loss === undefined) {
       this.checkInTimer = setTimeout(() => void this.checkInNow(), this.o.checkInIntervalMs ?? 60_000);
@@ -92,9 +104,10 @@ export class DeviceLease {
     }
   }
 
-  /** Resolves once `onLost` has finished (immediately if the lease is held). */
-  whenLostHandled(): Promise<void> {
-    return this.lossHandled ?? Promise.resolve();
+  /** Resolves with the loss once `onLost` has finished. */
+  whenLost(): Promise<LeaseLoss> {
+    if (this.loss && this.waiters.length === 0 && this.handled) return Promise.resolve(this.loss);
+    return new Promise((resolve) => this.waiters.push(resolve));
   }
 
   private extend(): void {
@@ -124,10 +137,36 @@ export class DeviceLease {
     if (this.loss) return this.lossHandled!;
     this.loss = { reason, detail, at: new Date().toISOString() };
     this.stop();
-    this.o.log.error({ reason, detail }, 'lease lost: the agent stops serving and wipes its keys');
+    this.o.log?.error({ reason, detail }, 'lease lost: the agent stops serving and wipes its keys');
     this.lossHandled = Promise.resolve()
       .then(() => this.o.onLost(this.loss!))
-      .catch((err) => this.o.log.error({ err }, 'stopping after the lease was lost failed'));
+      .catch((err) => this.o.log?.error({ err }, 'stopping after the lease was lost failed'))
+      .then(() => {
+        this.handled = true;
+        for (const w of this.waiters.splice(0)) w(this.loss!);
+      });
     return this.lossHandled;
   }
+}
+
+/**
+ * The lease of a running agent: check-ins are GET /v1/device/self with its identity; losing the
+ * lease releases the ONNX Runtime sessions (the decrypted model) and closes the identity's
+ * connections, while the refusal already answers every new request with 503.
+ */
+export function agentLease(
+  o: Pick<DeviceLeaseOptions, 'offlineGraceMs' | 'checkInIntervalMs' | 'log'>,
+  identity: { client(): { call(method: string, path: string): Promise<unknown>; close(): void }; close(): void },
+  release: () => Promise<void>,
+): DeviceLease {
+  const client = identity.client();
+  return new DeviceLease({
+    ...o,
+    checkIn: () => client.call('GET', '/v1/device/self'),
+    onLost: async () => {
+      client.close();
+      identity.close();
+      await release();
+    },
+  });
 }

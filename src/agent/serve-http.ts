@@ -15,6 +15,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_INPUT: 422,
   EG_OVERLOADED: 429,
   EG_TIMEOUT: 503,
+  EG_LOCKED: 503,
 };
 
 export function statusOf(code: ErrorCode): number {

@@ -34,6 +34,7 @@ import { AgentIdentity, CertificateRenewer } from './renewal.ts';
 import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
+import { agentLease, type DeviceLease } from './lease.ts';
 import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
@@ -61,6 +62,8 @@ export interface RunningAgent {
   identity?: AgentIdentity;
   renewer?: CertificateRenewer;
   journal?: AgentJournal;
+  /** The lease on serving, when `lease.enabled`. */
+  lease?: DeviceLease;
   /** http://127.0.0.1:PORT, or unix:PATH */
   url: string;
   port?: number;
@@ -117,6 +120,7 @@ interface AgentParts {
   journal?: AgentJournal | undefined;
   review?: ReviewQueue | undefined;
   renewer?: CertificateRenewer | undefined;
+  lease?: DeviceLease | undefined;
   runtime: AgentRuntime;
 }
 
@@ -132,12 +136,15 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     journalLoadedModels(parts);
     parts.renewer = startRenewer(config, o, metrics, parts);
     if (parts.renewer) opened.push(() => parts.renewer!.close());
+    if (config.lease.enabled && parts.identity)
+      parts.lease = agentLease({ ...config.lease, log: o.logger }, parts.identity, () => parts.runtime.release());
     ({ app } = await buildAgentApp(config, parts.runtime, {
       logger: o.logger,
       review: parts.review,
       metrics,
       ...(parts.journal ? { journal: parts.journal } : {}),
       health: () => healthOf(parts),
+      ...(parts.lease ? { refusal: () => parts.lease!.refusal() } : {}),
     }));
   } catch (e) {
     await opened.closeAll();
@@ -155,6 +162,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   parts.review?.start();
   parts.renewer?.start();
   parts.journal?.start();
+  parts.lease?.start();
   const socket = config.listen.socket;
   return {
     app,
@@ -164,6 +172,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     ...(parts.identity ? { identity: parts.identity } : {}),
     ...(parts.renewer ? { renewer: parts.renewer } : {}),
     ...(parts.journal ? { journal: parts.journal } : {}),
+    ...(parts.lease ? { lease: parts.lease } : {}),
     url: where.url,
     ...(where.port !== undefined ? { port: where.port } : {}),
     ...(socket ? { socket } : {}),
@@ -347,8 +356,11 @@ function startRenewer(
 }
 
 /** The certificate and journal fields of /healthz. */
-function healthOf({ identity, renewer, journal }: AgentParts): Record<string, unknown> {
+function healthOf({ identity, renewer, journal, lease }: AgentParts): Record<string, unknown> {
   return {
+    ...(lease
+      ? { lease: { holds: lease.holds(), until: lease.until, ...(lease.lost ? { lost: lease.lost } : {}) } }
+      : {}),
     ...(identity
       ? {
           certificate: renewer
@@ -410,7 +422,7 @@ async function journalStarted(config: AgentConfig, { journal, runtime }: AgentPa
 function closer(
   config: AgentConfig,
   app: FastifyInstance,
-  { identity, journal, review, renewer, runtime }: AgentParts,
+  { identity, journal, review, renewer, lease, runtime }: AgentParts,
   startedAt: number,
   log: Logger | undefined,
 ): (reason?: string) => Promise<void> {
@@ -423,6 +435,7 @@ function closer(
         await app.close();
       } finally {
         clearTimeout(force);
+        lease?.stop();
         await renewer?.close();
         await review?.close();
         journal?.record('agent.stopped', 'success', {
