@@ -8,7 +8,8 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError } from '../errors/index.ts';
+import { readDeviceFile } from '../keystore/index.ts';
 import { readEventLogBytes } from '../eventlog/index.ts';
 import {
   MAX_EVIDENCE_LOG_BYTES,
@@ -18,7 +19,7 @@ import {
   type FleetClient,
   type VerdictResponse,
 } from '../fleet/index.ts';
-import type { TpmClient, TpmKeyBlobs } from '../tpm/index.ts';
+import { TpmClient, type TpmKeyBlobs } from '../tpm/index.ts';
 
 export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
 
@@ -131,3 +132,36 @@ export class AttestationReporter {
 function jittered(meanMs: number): number {
   return backoffDelay(1, meanMs, meanMs * 2, Math.random());
 }
+
+/**
+ * The reporter of a running agent: the AK and TPM of the enrolled device directory, the device
+ * identity's mTLS client; verdicts go to the lease when there is one.
+ */
+export async function agentAttestationReporter(
+  o: {
+    deviceDir: string;
+    eventLogPath: string;
+    intervalMs: number;
+    log?: AttestationReporterOptions['log'] | undefined;
+  },
+  identity: { client(): FleetClient },
+  onVerdict?: (v: VerdictResponse) => void,
+): Promise<AttestationReporter> {
+  const { tpm } = await readDeviceFile(o.deviceDir);
+  if (!tpm)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${o.deviceDir} is a software-bound device: it has no TPM attestation key; set attestation.enabled: false.`,
+    );
+  return new AttestationReporter({
+    client: identity.client(),
+    tpm: new TpmClient({ tcti: process.env.EDGEGUARD_TPM_TCTI ?? tpm.tcti }),
+    ak: await readDeviceAk(o.deviceDir),
+    eventLogPath: o.eventLogPath,
+    intervalMs: o.intervalMs,
+    log: o.log ?? SILENT,
+    ...(onVerdict ? { onVerdict } : {}),
+  });
+}
+
+const SILENT = { info: () => undefined, warn: () => undefined, error: () => undefined };

@@ -35,6 +35,7 @@ import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
 import { agentLease, type DeviceLease } from './lease.ts';
+import { agentAttestationReporter, type AttestationReporter } from './attestation.ts';
 import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
@@ -121,6 +122,7 @@ interface AgentParts {
   review?: ReviewQueue | undefined;
   renewer?: CertificateRenewer | undefined;
   lease?: DeviceLease | undefined;
+  reporter?: AttestationReporter | undefined;
   runtime: AgentRuntime;
 }
 
@@ -138,6 +140,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     if (parts.renewer) opened.push(() => parts.renewer!.close());
     if (config.lease.enabled && parts.identity)
       parts.lease = agentLease({ ...config.lease, log: o.logger }, parts.identity, () => parts.runtime.release());
+    if (config.attestation.enabled && parts.identity) parts.reporter = await startReporter(config, parts, o.logger);
     ({ app } = await buildAgentApp(config, parts.runtime, {
       logger: o.logger,
       review: parts.review,
@@ -163,6 +166,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   parts.renewer?.start();
   parts.journal?.start();
   parts.lease?.start();
+  parts.reporter?.start();
   const socket = config.listen.socket;
   return {
     app,
@@ -178,6 +182,19 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     ...(socket ? { socket } : {}),
     close: closer(config, app, parts, startedAt, o.logger),
   };
+}
+
+/** The attestation reporter of `attestation:`; a failed verdict ends the lease. */
+function startReporter(config: AgentConfig, parts: AgentParts, log: Logger | undefined): Promise<AttestationReporter> {
+  const upload = config.upload;
+  const deviceDir = config.attestation.device ?? (upload && 'device' in upload ? upload.device : '');
+  const reporterOptions = {
+    deviceDir,
+    eventLogPath: config.attestation.eventLog,
+    intervalMs: config.attestation.intervalMs,
+    log,
+  };
+  return agentAttestationReporter(reporterOptions, parts.identity!, (v) => parts.lease?.onVerdict(v));
 }
 
 /** Identity, journal, review queue and models, in that order (each may record to the journal). */
@@ -355,9 +372,10 @@ function startRenewer(
   });
 }
 
-/** The certificate and journal fields of /healthz. */
-function healthOf({ identity, renewer, journal, lease }: AgentParts): Record<string, unknown> {
+/** The certificate, journal, lease and attestation fields of /healthz. */
+function healthOf({ identity, renewer, journal, lease, reporter }: AgentParts): Record<string, unknown> {
   return {
+    ...(reporter ? { attestation: reporter.report } : {}),
     ...(lease
       ? { lease: { holds: lease.holds(), until: lease.until, ...(lease.lost ? { lost: lease.lost } : {}) } }
       : {}),
@@ -422,7 +440,7 @@ async function journalStarted(config: AgentConfig, { journal, runtime }: AgentPa
 function closer(
   config: AgentConfig,
   app: FastifyInstance,
-  { identity, journal, review, renewer, lease, runtime }: AgentParts,
+  { identity, journal, review, renewer, lease, reporter, runtime }: AgentParts,
   startedAt: number,
   log: Logger | undefined,
 ): (reason?: string) => Promise<void> {
@@ -436,6 +454,7 @@ function closer(
       } finally {
         clearTimeout(force);
         lease?.stop();
+        reporter?.stop();
         await renewer?.close();
         await review?.close();
         journal?.record('agent.stopped', 'success', {
