@@ -39,7 +39,12 @@ for (const backend of BACKENDS) {
     });
 
     it('runs the one migration list in order, with no other module imported; reopening is idempotent', async () => {
-      assert.deepEqual(migrationNames(), ['control-plane/0001_init', 'audit/0001_log', 'review/0001_items']);
+      assert.deepEqual(migrationNames(), [
+        'control-plane/0001_init',
+        'audit/0001_log',
+        'review/0001_items',
+        'attestation/0001_init',
+      ]);
       // The audit and review tables exist although this test never imported src/audit or the server.
       const state = await sql<{ size: number | string }>`select size from audit_state where id = 1`.execute(store.db);
       assert.equal(Number(state.rows[0]?.size), 0);
