@@ -100,7 +100,13 @@ function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attesta
         response: { 200: protocol.jsonSchemaOf(VerdictResponse), ...errors },
       },
     },
-    async (req) => v.appraise(req.device!, EvidenceRequest.parse(req.body)),
+    async (req) => {
+      // The JSON Schema above has already refused malformed bodies; this only narrows the type.
+      const body = EvidenceRequest.safeParse(req.body);
+      if (!body.success)
+        throw new EdgeguardError('EG_BAD_REQUEST', `the evidence is invalid: ${body.error.issues[0]?.message}.`);
+      return v.appraise(req.device!, body.data);
+    },
   );
 }
 
