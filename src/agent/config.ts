@@ -24,6 +24,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { DEFAULT_EVENT_LOG_PATH } from './attestation.ts';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
@@ -163,6 +164,31 @@ export const agentConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** The lease on serving (needs `upload`): check-ins keep it for the offline grace; revocation ends it. */
+    lease: z
+      .object({
+        enabled: z.boolean().default(false),
+        offlineGraceMs: z
+          .number()
+          .int()
+          .min(1000)
+          .max(7 * 24 * 3_600_000)
+          .default(4 * 3_600_000),
+        checkInIntervalMs: z.number().int().min(100).max(3_600_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Remote attestation (needs `upload`): quotes by the enrolled AK with the event log, pushed on a schedule. */
+    attestation: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** The enrolled device directory holding the AK (default: upload.device). */
+        device: path.optional(),
+        eventLog: path.default(DEFAULT_EVENT_LOG_PATH),
+        intervalMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
     /** The device's signed audit journal (needs `upload`: entries are signed with the device certificate key). */
     journal: z
       .object({
@@ -222,6 +248,20 @@ export const agentConfigSchema = z
           'tamper detection locks the device key store, so it needs a device-wrapped content key (contentKey: { wrapped, device })',
       });
     }
+    if (c.attestation.enabled && !c.attestation.device && !(c.upload && 'device' in c.upload))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['attestation', 'device'],
+        message:
+          'attestation quotes with the AK of an enrolled device directory: set attestation.device or upload.device',
+      });
+    if (c.lease.enabled && !c.upload)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['lease', 'enabled'],
+        message:
+          'the lease is kept by check-ins with the control plane, so it needs upload (an enrolled device or its certificate and key)',
+      });
     if (c.review.enabled && !c.review.publicKey) {
       ctx.addIssue({
         code: 'custom',
@@ -272,6 +312,11 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
     },
     stateDir: r(c.stateDir ?? defaultStateDir(c)),
     ...(c.tamper ? { tamper: { ...c.tamper, sysfsRoot: r(c.tamper.sysfsRoot) } } : {}),
+    attestation: {
+      ...c.attestation,
+      eventLog: r(c.attestation.eventLog),
+      ...(c.attestation.device ? { device: r(c.attestation.device) } : {}),
+    },
     ...(c.upload
       ? {
           upload:

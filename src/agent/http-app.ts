@@ -82,6 +82,8 @@ export interface BuildAgentAppOptions {
   health?: () => Record<string, unknown>;
   /** Set by the tamper response: every /v1/ route answers its error (503 EG_LOCKED), /healthz says locked. */
   lock?: { error(): EdgeguardError | undefined };
+  /** Why inference is refused now (the lease is lost), checked before each request's body is read. */
+  refusal?: () => EdgeguardError | undefined;
 }
 
 const micro = (v: number | undefined) =>
@@ -156,7 +158,7 @@ export async function buildAgentApp(
       if (error && req.url.startsWith('/v1/')) throw error;
     });
   registerServiceRoutes(app, config, runtime, o, metrics, slots);
-  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics));
+  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics), o.refusal);
   return { app, metrics };
 }
 
@@ -273,7 +275,13 @@ function registerServiceRoutes(
 
 type InferenceHandler = (req: FastifyRequest, t0: number) => Promise<InferResponse>;
 
-function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Slots, handle: InferenceHandler): void {
+function registerInferRoute(
+  app: FastifyInstance,
+  config: AgentConfig,
+  slots: Slots,
+  handle: InferenceHandler,
+  refusal: BuildAgentAppOptions['refusal'],
+): void {
   const limits = config.limits;
   app.post(
     '/v1/infer',
@@ -305,6 +313,8 @@ function registerInferRoute(app: FastifyInstance, config: AgentConfig, slots: Sl
       validatorCompiler: () => () => true,
       // The limit is checked before the body is read, so an overload costs no buffering.
       onRequest: async (req, reply) => {
+        const refused = refusal?.();
+        if (refused) throw refused;
         const slot = slots.acquire();
         req.egSlot = slot;
         // The response is finished or the connection is gone (client abort, request timeout):

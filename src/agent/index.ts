@@ -18,3 +18,11 @@ export {
   type StartAgentOptions,
 } from './serve.ts';
 export { agentEgressDialer } from './egress.ts';
+export {
+  AttestationReporter,
+  DEFAULT_EVENT_LOG_PATH,
+  readDeviceAk,
+  type AttestationReport,
+  type AttestationReporterOptions,
+} from './attestation.ts';
+export { DeviceLease, type DeviceLeaseOptions, type LeaseLoss } from './lease.ts';

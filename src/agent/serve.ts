@@ -35,6 +35,8 @@ import { AgentIdentity, CertificateRenewer } from './renewal.ts';
 import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
+import { agentLease, type DeviceLease } from './lease.ts';
+import { agentAttestationReporter, type AttestationReporter } from './attestation.ts';
 import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
 import { agentEgressDialer } from './egress.ts';
 import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
@@ -69,6 +71,8 @@ export interface RunningAgent {
   journal?: AgentJournal;
   /** With `tamper`: the sensors and the response (its report once it fired). */
   tamper?: TamperGuard;
+  /** The lease on serving, when `lease.enabled`. */
+  lease?: DeviceLease;
   /** http://127.0.0.1:PORT, or unix:PATH */
   url: string;
   port?: number;
@@ -125,6 +129,8 @@ interface AgentParts {
   journal?: AgentJournal | undefined;
   review?: ReviewQueue | undefined;
   renewer?: CertificateRenewer | undefined;
+  lease?: DeviceLease | undefined;
+  reporter?: AttestationReporter | undefined;
   runtime: AgentRuntime;
   tamper?: TamperGuard | undefined;
 }
@@ -145,6 +151,9 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     parts.renewer = startRenewer(config, o, metrics, parts);
     if (parts.renewer) opened.push(() => parts.renewer!.close());
     parts.tamper = await startTamperGuard(config, o, store, lock, parts, opened);
+    if (config.lease.enabled && parts.identity)
+      parts.lease = agentLease({ ...config.lease, log: o.logger }, parts.identity, () => parts.runtime.release());
+    if (config.attestation.enabled && parts.identity) parts.reporter = await startReporter(config, parts, o.logger);
     ({ app } = await buildAgentApp(config, parts.runtime, {
       logger: o.logger,
       review: parts.review,
@@ -152,6 +161,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
       ...(parts.journal ? { journal: parts.journal } : {}),
       health: () => healthOf(parts),
       lock,
+      ...(parts.lease ? { refusal: () => parts.lease!.refusal() } : {}),
     }));
   } catch (e) {
     await opened.closeAll();
@@ -169,6 +179,8 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   parts.review?.start();
   parts.renewer?.start();
   parts.journal?.start();
+  parts.lease?.start();
+  parts.reporter?.start();
   const socket = config.listen.socket;
   return {
     app,
@@ -179,6 +191,7 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     ...(parts.renewer ? { renewer: parts.renewer } : {}),
     ...(parts.journal ? { journal: parts.journal } : {}),
     ...(parts.tamper ? { tamper: parts.tamper } : {}),
+    ...(parts.lease ? { lease: parts.lease } : {}),
     url: where.url,
     ...(where.port !== undefined ? { port: where.port } : {}),
     ...(socket ? { socket } : {}),
@@ -209,6 +222,19 @@ async function startTamperGuard(
   opened.push(() => tamper.stop());
   await tamper.start();
   return tamper;
+}
+
+/** The attestation reporter of `attestation:`; a failed verdict ends the lease. */
+function startReporter(config: AgentConfig, parts: AgentParts, log: Logger | undefined): Promise<AttestationReporter> {
+  const upload = config.upload;
+  const deviceDir = config.attestation.device ?? (upload && 'device' in upload ? upload.device : '');
+  const reporterOptions = {
+    deviceDir,
+    eventLogPath: config.attestation.eventLog,
+    intervalMs: config.attestation.intervalMs,
+    log,
+  };
+  return agentAttestationReporter(reporterOptions, parts.identity!, (v) => parts.lease?.onVerdict(v));
 }
 
 /** Identity, journal, review queue and models, in that order (each may record to the journal). */
@@ -392,9 +418,13 @@ function startRenewer(
   });
 }
 
-/** The certificate and journal fields of /healthz. */
-function healthOf({ identity, renewer, journal }: AgentParts): Record<string, unknown> {
+/** The certificate, journal, lease and attestation fields of /healthz. */
+function healthOf({ identity, renewer, journal, lease, reporter }: AgentParts): Record<string, unknown> {
   return {
+    ...(reporter ? { attestation: reporter.report } : {}),
+    ...(lease
+      ? { lease: { holds: lease.holds(), until: lease.until, ...(lease.lost ? { lost: lease.lost } : {}) } }
+      : {}),
     ...(identity
       ? {
           certificate: renewer
@@ -456,7 +486,7 @@ async function journalStarted(config: AgentConfig, { journal, runtime }: AgentPa
 function closer(
   config: AgentConfig,
   app: FastifyInstance,
-  { identity, journal, review, renewer, runtime, tamper }: AgentParts,
+  { identity, journal, review, renewer, lease, reporter, runtime, tamper }: AgentParts,
   startedAt: number,
   log: Logger | undefined,
 ): (reason?: string) => Promise<void> {
@@ -470,6 +500,8 @@ function closer(
       } finally {
         clearTimeout(force);
         await tamper?.stop();
+        lease?.stop();
+        reporter?.stop();
         await renewer?.close();
         await review?.close();
         journal?.record('agent.stopped', 'success', {

@@ -47,3 +47,13 @@ export {
 export { DEVICE_STATUSES, DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
 export { backoffDelay } from './backoff.ts';
 export { EgressDialer, type EgressDenial } from './egress-dialer.ts';
+export {
+  AttestationStatus,
+  EvidenceRequest,
+  MAX_EVIDENCE_LOG_BYTES,
+  NonceResponse,
+  VerdictResponse,
+  pushAttestationEvidence,
+  requestAttestationNonce,
+  type Evidence,
+} from './attestation.ts';

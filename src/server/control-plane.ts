@@ -1,10 +1,12 @@
 /**
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
- * checkpoint key in the data directory) and the review queue, over the core routes of app.ts
+ * checkpoint key in the data directory), the review queue and remote attestation, over the core routes of app.ts
  * (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
  * route module joins by a line here.
  */
 import type { ServerPlugin } from './plugins.ts';
+import type { AttestationOptions } from './attestation/verifier.ts';
+import { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
 import { reviewServerPlugin } from './routes/review.ts';
 
@@ -13,6 +15,8 @@ export interface ControlPlaneOptions {
   dataDir: string;
   /** How often the audit log publishes a signed checkpoint (the audit plugin's default when absent). */
   checkpointIntervalMs?: number;
+  /** Freshness window, nonce lifetime and failure actions of remote attestation. */
+  attestation?: AttestationOptions;
 }
 
 export interface ControlPlanePlugins {
@@ -20,6 +24,8 @@ export interface ControlPlanePlugins {
   all: ServerPlugin[];
   /** The audit log's plugin (its `log` once the server runs). */
   audit: AuditServerPlugin;
+  /** Remote attestation: its `attestationGate(deviceId)` is what the release work asks. */
+  attestation: AttestationServerPlugin;
 }
 
 export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins {
@@ -27,5 +33,6 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
     dataDir: o.dataDir,
     ...(o.checkpointIntervalMs !== undefined ? { checkpointIntervalMs: o.checkpointIntervalMs } : {}),
   });
-  return { all: [audit, reviewServerPlugin()], audit };
+  const attestation = attestationServerPlugin(o.attestation);
+  return { all: [audit, reviewServerPlugin(), attestation], audit, attestation };
 }

@@ -13,3 +13,5 @@ export {
   type EventFailurePolicy,
   type EventInput,
 } from './events.ts';
+export { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
+export { AttestationVerifier, type AttestationOptions } from './attestation/verifier.ts';

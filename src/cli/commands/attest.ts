@@ -1,18 +1,22 @@
 /**
  * `edgeguard attest eventlog` (what a measured-boot log says) and `attest policy create|check`
- * (boot policies from a golden log, and a what-if check of a log against one, for CI).
+ * (boot policies from a golden log, and a what-if check of a log against one, for CI), `attest
+ * policy assign` and `attest group set` (which policy the control plane appraises a device with).
  */
 import { Command } from 'commander';
 import { readFile, writeFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import {
   checkLogAgainstPolicy,
   createBootPolicy,
   formatBootPolicyYaml,
   parseBootPolicyYaml,
 } from '../../attest/index.ts';
-import { ERROR_EXIT_CODES, fsError } from '../../errors/index.ts';
+import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
 import { eventLogReport, formatEventLogReport, readEventLogFile } from '../../eventlog/index.ts';
 import { Output, globalOptions } from '../output.ts';
+import { adminClient, run } from './fleet.ts';
+import { withConnection, type ConnectionOptions } from '../connection.ts';
 
 export function registerAttestCommands(program: Command): void {
   const attest = program.command('attest').description('measured boot: event logs and boot policies');
@@ -27,9 +31,51 @@ export function registerAttestCommands(program: Command): void {
       out.result(report, formatEventLogReport(report));
     });
 
-  registerPolicyCommands(
-    attest.command('policy').description('boot policies: make one from a golden log, check a log'),
-  );
+  const policy = attest.command('policy').description('boot policies: make one from a golden log, check, assign');
+  registerPolicyCommands(policy);
+  registerAssignmentCommands(policy, attest);
+}
+
+function registerAssignmentCommands(policy: Command, attest: Command): void {
+  withConnection(
+    policy
+      .command('assign')
+      .description('store a boot policy on the control plane for a device or a group (admin certificate)')
+      .argument('<policy>', 'the boot policy (YAML)')
+      .option('--device <id>', 'the device it applies to (its own policy wins over its group)')
+      .option('--group <name>', 'the group it applies to'),
+  ).action(async (file: string, opts: ConnectionOptions & { device?: string; group?: string }, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    if ((opts.device === undefined) === (opts.group === undefined))
+      throw new EdgeguardError('EG_USAGE', 'pass exactly one of --device ID or --group NAME.');
+    const text = await readFile(file, 'utf8').catch((e) => {
+      throw fsError(e, file, 'read');
+    });
+    parseBootPolicyYaml(text, file);
+    const target = opts.device !== undefined ? { device: opts.device } : { group: opts.group };
+    const r = await run(adminClient(opts), (c) =>
+      c.call<{ sha256: string }>('POST', '/v1/attestation/policies', {
+        policy: text,
+        label: basename(file),
+        ...target,
+      }),
+    );
+    const who = opts.device !== undefined ? `device ${opts.device}` : `group ${opts.group}`;
+    out.result({ ok: true, sha256: r.body.sha256, ...target }, `${file} (sha256 ${r.body.sha256}) assigned to ${who}`);
+  });
+
+  withConnection(
+    attest
+      .command('group')
+      .description("put a device in a group: the group's boot policy applies unless it has its own (admin certificate)")
+      .argument('<group>', 'group name')
+      .argument('<id>', 'device id'),
+  ).action(async (groupName: string, id: string, opts: ConnectionOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const path = `/v1/attestation/groups/${encodeURIComponent(groupName)}/devices/${encodeURIComponent(id)}`;
+    await run(adminClient(opts), (c) => c.call('PUT', path));
+    out.result({ ok: true, group: groupName, device: id }, `${id} is in group ${groupName}`);
+  });
 }
 
 function registerPolicyCommands(policy: Command): void {

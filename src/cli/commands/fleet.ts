@@ -6,8 +6,15 @@
  * Connection settings: the shared options of ../connection.ts (flag, environment, admin.yaml).
  */
 import { Command, Option } from 'commander';
-import { EdgeguardError } from '../../errors/index.ts';
-import { DEVICE_STATUSES, FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
+import { ERROR_EXIT_CODES, EdgeguardError } from '../../errors/index.ts';
+import {
+  DEVICE_STATUSES,
+  FleetClient,
+  enrollDevice,
+  renewIfDue,
+  type AttestationStatus,
+  type DeviceView,
+} from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { readPemFile, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
@@ -16,7 +23,7 @@ function group(program: Command, name: string, description: string): Command {
 }
 
 /** An mTLS client for the admin API, from the shared connection options (../connection.ts). */
-function adminClient(o: ConnectionOptions): FleetClient {
+export function adminClient(o: ConnectionOptions): FleetClient {
   const c = resolveConnection(o, 'required');
   return new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
 }
@@ -26,7 +33,16 @@ function deviceLine(d: DeviceView): string {
   return `${d.id}  ${d.status.padEnd(8)}  ${kp.padEnd(29)}  ${d.label ?? '-'}  enrolled ${d.createdAt}`;
 }
 
-async function run<T>(client: FleetClient, fn: (c: FleetClient) => Promise<T>): Promise<T> {
+function attestationLines(a: AttestationStatus): string[] {
+  const v = a.lastVerdict;
+  return [
+    `attestation:  ${a.state}${a.trusted && a.trustedUntil ? ` until ${a.trustedUntil}` : ''}`,
+    ...(v ? [`last verdict: ${v.pass ? 'pass' : 'FAIL'} at ${v.receivedAt}`] : []),
+    ...a.reasons.map((r) => `  ${r.code}: ${r.detail}`),
+  ];
+}
+
+export async function run<T>(client: FleetClient, fn: (c: FleetClient) => Promise<T>): Promise<T> {
   try {
     return await fn(client);
   } finally {
@@ -56,9 +72,11 @@ export function registerFleetCommands(program: Command): void {
     device.command('show').description('show one device (admin certificate)').argument('<id>', 'device id (dev-...)'),
   ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
-    const r = await run(adminClient(opts), (c) => c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`));
-    const d = r.body;
-    out.result({ ok: true, device: d }, [
+    const { d, attestation } = await run(adminClient(opts), async (c) => ({
+      d: (await c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`)).body,
+      attestation: (await c.call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`)).body,
+    }));
+    out.result({ ok: true, device: d, attestation }, [
       `${d.id}: ${d.status}`,
       `key provider: ${d.keyProvider}${d.softwareBound ? ' (software-bound: NOT hardware-bound)' : ''}`,
       `EK SHA-256:   ${d.ekPubSha256}${d.ekCertificate ? ' (EK certificate verified)' : ''}`,
@@ -71,7 +89,27 @@ export function registerFleetCommands(program: Command): void {
         ? [`tampered:     ${d.tamperedAt} (the device reported physical tampering; re-provision it)`]
         : []),
       `last seen:    ${d.lastSeenAt ?? '-'}`,
+      ...attestationLines(attestation),
     ]);
+  });
+
+  withConnection(
+    device
+      .command('attest-status')
+      .description('the attestation gate for one device: exits 0 only with a fresh passing verdict (admin certificate)')
+      .argument('<id>', 'device id (dev-...)'),
+  ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const r = await run(adminClient(opts), (c) =>
+      c.call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`),
+    );
+    out.result({ ok: r.body.trusted, attestation: r.body }, attestationLines(r.body));
+    // One document on stdout either way; an untrusted device exits with EG_ATTEST_REFUSED's status (9).
+    if (!r.body.trusted) {
+      const why = `device ${id} is not trusted (reasons above): fix its boot, or bring it back online so that its agent pushes fresh evidence.`;
+      if (!out.opts.json) process.stderr.write(`EG_ATTEST_REFUSED: ${why}\n`);
+      process.exitCode = ERROR_EXIT_CODES.EG_ATTEST_REFUSED;
+    }
   });
 
   withConnection(

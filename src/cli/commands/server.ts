@@ -46,6 +46,9 @@ export function registerServerCommands(program: Command): void {
     .option('--allow-software-devices', 'accept devices without a TPM (they stay labelled software-bound)')
     .option('--device-cert-days <n>', 'device certificate lifetime in days', '30')
     .option('--enroll-rate <n>', 'enrollment requests per minute per client address', '30')
+    .option('--attest-window <seconds>', 'how long a passing attestation keeps a device trusted', '300')
+    .option('--attest-webhook <url>', 'POST a JSON alert here on each failed attestation and each silent device')
+    .option('--attest-revoke', 'revoke a device (all its certificates) when its attestation fails')
     .addOption(
       new Option('--log-level <level>', 'pino log level')
         .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
@@ -62,6 +65,9 @@ export function registerServerCommands(program: Command): void {
           allowSoftwareDevices?: boolean;
           deviceCertDays: string;
           enrollRate: string;
+          attestWindow: string;
+          attestWebhook?: string;
+          attestRevoke?: boolean;
           logLevel: string;
         },
         cmd: Command,
@@ -73,6 +79,9 @@ export function registerServerCommands(program: Command): void {
           throw new EdgeguardError('EG_USAGE', '--device-cert-days must be a whole number from 1 to 397.');
         if (!Number.isInteger(rate) || rate < 1)
           throw new EdgeguardError('EG_USAGE', '--enroll-rate must be a positive whole number.');
+        const windowSeconds = Number(opts.attestWindow);
+        if (!Number.isInteger(windowSeconds) || windowSeconds < 10)
+          throw new EdgeguardError('EG_USAGE', '--attest-window must be a whole number of seconds, at least 10.');
         const passphrase = resolveCaPassphrase({ file: opts.caPassphraseFile });
         const logger = pino({ level: opts.logLevel, base: { service: 'edgeguard-server' } }, process.stderr);
         // The first start makes the fleet CA, its encrypted key and the log key (seconds on a small machine).
@@ -95,7 +104,13 @@ export function registerServerCommands(program: Command): void {
             deviceCertDays: days,
             enrollRateLimit: { max: rate, timeWindowMs: 60_000 },
           },
-          plugins: controlPlanePlugins({ dataDir: opts.data }).all,
+          plugins: controlPlanePlugins({
+            dataDir: opts.data,
+            attestation: {
+              freshnessSeconds: windowSeconds,
+              onFailure: { webhookUrl: opts.attestWebhook, revokeCertificate: Boolean(opts.attestRevoke) },
+            },
+          }).all,
         });
         const ekRoots = server.ctx.ekTrust.anchors.length;
         if (ekRoots === 0)

@@ -1,0 +1,167 @@
+/**
+ * The device's side of remote attestation (push model, so it works from behind NAT): ask the
+ * control plane for a nonce, have the TPM quote the PCRs the device's policy names with the
+ * enrolled AK over that nonce (every bank the policy lists), read the measured-boot event log, and
+ * push both; on a schedule (default every 60 s, jittered so a fleet does not report in lockstep)
+ * and on demand. A failed push backs off like the other fleet clients and never stops the service.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EdgeguardError, fsError } from '../errors/index.ts';
+import { readDeviceFile } from '../keystore/index.ts';
+import { readEventLogBytes } from '../eventlog/index.ts';
+import {
+  MAX_EVIDENCE_LOG_BYTES,
+  backoffDelay,
+  pushAttestationEvidence,
+  requestAttestationNonce,
+  type FleetClient,
+  type VerdictResponse,
+} from '../fleet/index.ts';
+import { TpmClient, type TpmKeyBlobs } from '../tpm/index.ts';
+
+export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
+
+export interface AttestationReporterOptions {
+  /** The mTLS client of the device identity. */
+  client: FleetClient;
+  tpm: Pick<TpmClient, 'quote'>;
+  /** The AK the device enrolled with (DIR/ak.tpm.pub, DIR/ak.tpm.priv). */
+  ak: TpmKeyBlobs;
+  /** Where the firmware's event log is read (default DEFAULT_EVENT_LOG_PATH). */
+  eventLogPath?: string;
+  /** Mean time between pushes (default 60 s); each wait is drawn from 75 %..125 % of it. */
+  intervalMs?: number;
+  /** Upper bound of the backoff after failed pushes (default 10 min). */
+  backoffMaxMs?: number;
+  log: Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>;
+  /** Told of every verdict (the lease listens here). */
+  onVerdict?: (v: VerdictResponse) => void;
+}
+
+export interface AttestationReport {
+  lastVerdict?: VerdictResponse;
+  lastPushAt?: string;
+  lastError?: string;
+  consecutiveFailures: number;
+}
+
+/** The AK blobs of an enrolled device directory. */
+export async function readDeviceAk(deviceDir: string): Promise<TpmKeyBlobs> {
+  const read = (name: string) =>
+    readFile(join(deviceDir, name)).catch((e) => {
+      throw fsError(e, join(deviceDir, name), 'read the attestation key');
+    });
+  return { public: await read('ak.tpm.pub'), private: await read('ak.tpm.priv') };
+}
+
+export class AttestationReporter {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<VerdictResponse> | undefined;
+  private stopped = true;
+  readonly report: AttestationReport = { consecutiveFailures: 0 };
+
+  constructor(private readonly o: AttestationReporterOptions) {}
+
+  /** One round now: nonce, quote, log, push. Concurrent callers share the round in flight. */
+  pushNow(): Promise<VerdictResponse> {
+    this.running ??= this.round().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  private async round(): Promise<VerdictResponse> {
+    try {
+      const issued = await requestAttestationNonce(this.o.client);
+      const eventLog = await readEventLogBytes(this.o.eventLogPath ?? DEFAULT_EVENT_LOG_PATH, MAX_EVIDENCE_LOG_BYTES);
+      const q = await this.o.tpm.quote(this.o.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
+      const verdict = await pushAttestationEvidence(this.o.client, issued.nonce, {
+        quote: q.attest,
+        signature: q.signature,
+        eventLog,
+      });
+      Object.assign(this.report, {
+        lastVerdict: verdict,
+        lastPushAt: new Date().toISOString(),
+        consecutiveFailures: 0,
+      });
+      delete this.report.lastError;
+      if (verdict.pass) this.o.log.info({ trustedUntil: verdict.trustedUntil }, 'attestation passed');
+      else this.o.log.error({ reasons: verdict.reasons }, 'attestation FAILED: the control plane refused this boot');
+      this.o.onVerdict?.(verdict);
+      return verdict;
+    } catch (e) {
+      this.report.consecutiveFailures++;
+      this.report.lastError = (e as Error).message;
+      this.o.log.warn({ err: e }, 'attestation evidence could not be pushed');
+      throw e;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.pushNow().then(
+        () => this.schedule(jittered(this.o.intervalMs ?? 60_000)),
+        () =>
+          this.schedule(
+            backoffDelay(
+              this.report.consecutiveFailures,
+              Math.min(this.o.intervalMs ?? 60_000, 5_000),
+              this.o.backoffMaxMs ?? 600_000,
+              Math.random(),
+            ),
+          ),
+      );
+    }, delayMs);
+    this.timer.unref();
+  }
+}
+
+/** The mean interval, +-25 %: a fleet rebooted together does not keep reporting in lockstep. */
+function jittered(meanMs: number): number {
+  return backoffDelay(1, meanMs, meanMs * 2, Math.random());
+}
+
+/**
+ * The reporter of a running agent: the AK and TPM of the enrolled device directory, the device
+ * identity's mTLS client; verdicts go to the lease when there is one.
+ */
+export async function agentAttestationReporter(
+  o: {
+    deviceDir: string;
+    eventLogPath: string;
+    intervalMs: number;
+    log?: AttestationReporterOptions['log'] | undefined;
+  },
+  identity: { client(): FleetClient },
+  onVerdict?: (v: VerdictResponse) => void,
+): Promise<AttestationReporter> {
+  const { tpm } = await readDeviceFile(o.deviceDir);
+  if (!tpm)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      `${o.deviceDir} is a software-bound device: it has no TPM attestation key; set attestation.enabled: false.`,
+    );
+  return new AttestationReporter({
+    client: identity.client(),
+    tpm: new TpmClient({ tcti: process.env.EDGEGUARD_TPM_TCTI ?? tpm.tcti }),
+    ak: await readDeviceAk(o.deviceDir),
+    eventLogPath: o.eventLogPath,
+    intervalMs: o.intervalMs,
+    log: o.log ?? SILENT,
+    ...(onVerdict ? { onVerdict } : {}),
+  });
+}
+
+const SILENT = { info: () => undefined, warn: () => undefined, error: () => undefined };

@@ -1,0 +1,118 @@
+/**
+ * The attestation exchange between a device and the control plane (docs/formats.md, "Attestation
+ * evidence"): the device asks for a nonce, has its TPM quote the policy's PCRs over it, and pushes
+ * the quote with its measured-boot event log. The schemas here are the server's validation (as JSON
+ * Schema, unknown members refused) and the agent's client, so the two cannot drift.
+ *
+ *   POST /v1/attestation/nonce      device  {}                        -> NonceResponse
+ *   POST /v1/attestation/evidence   device  EvidenceRequest           -> VerdictResponse
+ */
+import { z } from 'zod';
+import { EdgeguardError } from '../errors/index.ts';
+import type { FleetClient } from './client.ts';
+
+/** Largest event log a device may push; real firmware logs are tens of KiB. */
+export const MAX_EVIDENCE_LOG_BYTES = 1024 * 1024;
+/** TPMS_ATTEST of a quote over 24 PCRs in 4 banks stays far below this, as does an RSA-4096 signature. */
+const MAX_QUOTE_BYTES = 4096;
+const NONCE_BYTES = 32;
+
+const base64Of = (maxBytes: number) =>
+  z
+    .string()
+    .max(Math.ceil(maxBytes / 3) * 4)
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'base64');
+const hexDigest = z.string().regex(/^([0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f]{128})$/);
+
+export const NonceResponse = z.strictObject({
+  nonce: z.string().regex(new RegExp(`^[0-9a-f]{${NONCE_BYTES * 2}}$`)),
+  expiresAt: z.string(),
+  /** The PCR selection the device's policy needs quoted (tpm2-tools form), all banks the policy names. */
+  pcrs: z.string().max(200),
+});
+export type NonceResponse = z.infer<typeof NonceResponse>;
+
+export const EvidenceRequest = z.strictObject({
+  nonce: NonceResponse.shape.nonce,
+  /** TPMS_ATTEST of a TPM2_Quote, as the TPM signed it. */
+  quote: base64Of(MAX_QUOTE_BYTES),
+  /** TPMT_SIGNATURE over it, by the device's AK. */
+  signature: base64Of(MAX_QUOTE_BYTES),
+  /** binary_bios_measurements. */
+  eventLog: base64Of(MAX_EVIDENCE_LOG_BYTES),
+  /** What the device read from its PCRs (bank -> index -> hex): diagnostics only, never trusted. */
+  pcrValues: z
+    .record(z.enum(['sha1', 'sha256', 'sha384', 'sha512']), z.record(z.string().regex(/^\d{1,2}$/), hexDigest))
+    .optional(),
+});
+export type EvidenceRequest = z.infer<typeof EvidenceRequest>;
+
+export const AttestationReason = z.strictObject({ code: z.string(), detail: z.string() });
+
+export const VerdictResponse = z.strictObject({
+  verdictId: z.string(),
+  pass: z.boolean(),
+  reasons: z.array(AttestationReason),
+  /** End of the freshness window this verdict opened; absent when it failed. */
+  trustedUntil: z.string().optional(),
+});
+export type VerdictResponse = z.infer<typeof VerdictResponse>;
+
+/** What the gate answers: trusted only with a passing verdict still inside its window. */
+export const AttestationStatus = z.strictObject({
+  deviceId: z.string(),
+  state: z.enum(['trusted', 'untrusted', 'unknown']),
+  trusted: z.boolean(),
+  trustedUntil: z.string().optional(),
+  lastVerdict: z
+    .strictObject({
+      id: z.string(),
+      pass: z.boolean(),
+      reasons: z.array(AttestationReason),
+      receivedAt: z.string(),
+      policySha256: z.string().optional(),
+    })
+    .optional(),
+  /** Why the device is not trusted now (the last verdict's reasons, or EVIDENCE_STALE, or NO_EVIDENCE). */
+  reasons: z.array(AttestationReason),
+});
+export type AttestationStatus = z.infer<typeof AttestationStatus>;
+
+export interface Evidence {
+  quote: Uint8Array;
+  signature: Uint8Array;
+  eventLog: Uint8Array;
+  pcrValues?: EvidenceRequest['pcrValues'];
+}
+
+export async function requestAttestationNonce(client: FleetClient): Promise<NonceResponse> {
+  const r = await client.call('POST', '/v1/attestation/nonce', {});
+  return parseAnswer(NonceResponse, r.body, 'nonce');
+}
+
+export async function pushAttestationEvidence(
+  client: FleetClient,
+  nonce: string,
+  evidence: Evidence,
+): Promise<VerdictResponse> {
+  const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
+  const body: EvidenceRequest = {
+    nonce,
+    quote: b64(evidence.quote),
+    signature: b64(evidence.signature),
+    eventLog: b64(evidence.eventLog),
+    ...(evidence.pcrValues ? { pcrValues: evidence.pcrValues } : {}),
+  };
+  const r = await client.call('POST', '/v1/attestation/evidence', body);
+  return parseAnswer(VerdictResponse, r.body, 'verdict');
+}
+
+function parseAnswer<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
+  const r = schema.safeParse(body);
+  if (!r.success)
+    throw new EdgeguardError(
+      'EG_SERVER',
+      `the control plane's attestation ${what} answer is malformed (${r.error.issues[0]?.message}); check that server and agent run the same release.`,
+    );
+  return r.data;
+}

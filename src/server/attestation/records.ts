@@ -1,0 +1,199 @@
+/**
+ * Reads and writes of the attestation tables (created by src/store/migrations/attestation.ts), the
+ * same on SQLite and PostgreSQL. A nonce is spent with one conditional UPDATE, so two replicas
+ * racing on it cannot both accept it; the silence of a device is recorded the same way, once.
+ */
+import type { Kysely } from 'kysely';
+import type { StoreDb } from '../../store/index.ts';
+
+export type AttestationTables = {
+  attestation_policies: { sha256: string; label: string; yaml: string; created_at: string };
+  attestation_assignments: {
+    scope: 'device' | 'group';
+    target: string;
+    policy_sha256: string;
+    assigned_by: string;
+    assigned_at: string;
+  };
+  attestation_device_groups: { device_id: string; group_name: string };
+  attestation_nonces: {
+    nonce: string;
+    device_id: string;
+    created_at: string;
+    expires_at: string;
+    used_at: string | null;
+  };
+  attestation_verdicts: {
+    id: string;
+    device_id: string;
+    pass: number;
+    reasons: string;
+    policy_sha256: string | null;
+    received_at: string;
+  };
+  attestation_state: {
+    device_id: string;
+    last_verdict_id: string;
+    trusted_until: string | null;
+    silence_recorded_at: string | null;
+  };
+};
+
+export type VerdictRow = AttestationTables['attestation_verdicts'];
+export type StateRow = AttestationTables['attestation_state'];
+export type NonceOutcome = 'accepted' | 'unknown' | 'other-device' | 'replayed' | 'expired';
+
+export class AttestationRecords {
+  private readonly db: Kysely<AttestationTables>;
+
+  constructor(store: StoreDb) {
+    this.db = store.withTables<AttestationTables>() as unknown as Kysely<AttestationTables>;
+  }
+
+  async putPolicy(p: { sha256: string; label: string; yaml: string }): Promise<void> {
+    await this.db
+      .insertInto('attestation_policies')
+      .values({ ...p, created_at: new Date().toISOString() })
+      .onConflict((oc) => oc.column('sha256').doNothing())
+      .execute();
+  }
+
+  async assign(scope: 'device' | 'group', target: string, policySha256: string, by: string): Promise<void> {
+    const row = { scope, target, policy_sha256: policySha256, assigned_by: by, assigned_at: new Date().toISOString() };
+    await this.db
+      .insertInto('attestation_assignments')
+      .values(row)
+      .onConflict((oc) =>
+        oc.columns(['scope', 'target']).doUpdateSet({
+          policy_sha256: policySha256,
+          assigned_by: by,
+          assigned_at: row.assigned_at,
+        }),
+      )
+      .execute();
+  }
+
+  async setGroup(deviceId: string, group: string): Promise<void> {
+    await this.db
+      .insertInto('attestation_device_groups')
+      .values({ device_id: deviceId, group_name: group })
+      .onConflict((oc) => oc.column('device_id').doUpdateSet({ group_name: group }))
+      .execute();
+  }
+
+  /** The device's own policy, else its group's; undefined when neither is assigned. */
+  async policyFor(deviceId: string): Promise<{ sha256: string; yaml: string } | undefined> {
+    const own = await this.assigned('device', deviceId);
+    if (own) return own;
+    const group = await this.db
+      .selectFrom('attestation_device_groups')
+      .select('group_name')
+      .where('device_id', '=', deviceId)
+      .executeTakeFirst();
+    return group ? this.assigned('group', group.group_name) : undefined;
+  }
+
+  private async assigned(scope: 'device' | 'group', target: string) {
+    return this.db
+      .selectFrom('attestation_assignments as a')
+      .innerJoin('attestation_policies as p', 'p.sha256', 'a.policy_sha256')
+      .select(['p.sha256', 'p.yaml'])
+      .where('a.scope', '=', scope)
+      .where('a.target', '=', target)
+      .executeTakeFirst();
+  }
+
+  async createNonce(nonce: string, deviceId: string, ttlSeconds: number): Promise<string> {
+    const now = Date.now();
+    const expiresAt = new Date(now + ttlSeconds * 1000).toISOString();
+    await this.db
+      .insertInto('attestation_nonces')
+      .values({
+        nonce,
+        device_id: deviceId,
+        created_at: new Date(now).toISOString(),
+        expires_at: expiresAt,
+        used_at: null,
+      })
+      .execute();
+    return expiresAt;
+  }
+
+  /** Spend the nonce for this device, or say why it cannot be spent. */
+  async spendNonce(nonce: string, deviceId: string): Promise<NonceOutcome> {
+    const now = new Date().toISOString();
+    const r = await this.db
+      .updateTable('attestation_nonces')
+      .set({ used_at: now })
+      .where('nonce', '=', nonce)
+      .where('device_id', '=', deviceId)
+      .where('used_at', 'is', null)
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 1) return 'accepted';
+    const row = await this.db
+      .selectFrom('attestation_nonces')
+      .selectAll()
+      .where('nonce', '=', nonce)
+      .executeTakeFirst();
+    if (!row) return 'unknown';
+    if (row.device_id !== deviceId) return 'other-device';
+    return row.used_at !== null ? 'replayed' : 'expired';
+  }
+
+  /** Nonces expired more than `graceSeconds` ago are of no use to anyone. */
+  async pruneNonces(graceSeconds = 3600): Promise<void> {
+    const before = new Date(Date.now() - graceSeconds * 1000).toISOString();
+    await this.db.deleteFrom('attestation_nonces').where('expires_at', '<', before).execute();
+  }
+
+  async recordVerdict(v: VerdictRow, trustedUntil: string | null): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx.insertInto('attestation_verdicts').values(v).execute();
+      const state = { last_verdict_id: v.id, trusted_until: trustedUntil, silence_recorded_at: null };
+      await trx
+        .insertInto('attestation_state')
+        .values({ device_id: v.device_id, ...state })
+        .onConflict((oc) => oc.column('device_id').doUpdateSet(state))
+        .execute();
+    });
+  }
+
+  async current(deviceId: string): Promise<{ state: StateRow; verdict: VerdictRow } | undefined> {
+    const state = await this.db
+      .selectFrom('attestation_state')
+      .selectAll()
+      .where('device_id', '=', deviceId)
+      .executeTakeFirst();
+    if (!state) return undefined;
+    const verdict = await this.db
+      .selectFrom('attestation_verdicts')
+      .selectAll()
+      .where('id', '=', state.last_verdict_id)
+      .executeTakeFirstOrThrow();
+    return { state, verdict };
+  }
+
+  /** Devices whose window ran out at `at` and whose silence is not yet recorded. */
+  async silentSince(at: Date): Promise<StateRow[]> {
+    return this.db
+      .selectFrom('attestation_state')
+      .selectAll()
+      .where('trusted_until', 'is not', null)
+      .where('trusted_until', '<=', at.toISOString())
+      .where('silence_recorded_at', 'is', null)
+      .execute();
+  }
+
+  /** True for the one replica that records this window's silence. */
+  async markSilent(deviceId: string, trustedUntil: string, at: Date): Promise<boolean> {
+    const r = await this.db
+      .updateTable('attestation_state')
+      .set({ silence_recorded_at: at.toISOString() })
+      .where('device_id', '=', deviceId)
+      .where('trusted_until', '=', trustedUntil)
+      .where('silence_recorded_at', 'is', null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * The verifier: nonces bound to one device, appraisal of pushed evidence against the device's
+ * policy (src/attest/appraise.ts), one recorded verdict per push, and the gate the release work
+ * calls before it hands a device anything: "a fresh passing verdict, else no". Trust is computed
+ * from time on every read (a verdict older than the freshness window is stale even if no timer
+ * ran); the timer only records the moment a silent device became untrusted, once per window.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import { appraiseBootEvidence, parseBootPolicyYaml, type Reason } from '../../attest/index.ts';
+import type { AttestationStatus, EvidenceRequest, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
+import type { DeviceRecord, Store } from '../../store/index.ts';
+import { parseTpmtPublic } from '../../tpm/index.ts';
+import type { ControlPlaneContext } from '../context.ts';
+import { FailureActions, type FailureActionOptions } from './actions.ts';
+import { AttestationRecords, type NonceOutcome } from './records.ts';
+
+export interface AttestationOptions {
+  /** How long a passing verdict keeps a device trusted (default 300 s). */
+  freshnessSeconds?: number;
+  /** How long an issued nonce may be used (default 60 s). */
+  nonceTtlSeconds?: number;
+  /** What a failure sets off (none by default). */
+  onFailure?: FailureActionOptions;
+}
+
+/** The appraisal's reason codes, and the verifier's own (nonce, policy, AK, time). */
+export interface VerifierReason {
+  code: string;
+  detail: string;
+}
+
+const NONCE_REASON: Record<Exclude<NonceOutcome, 'accepted'>, VerifierReason> = {
+  unknown: { code: 'NONCE_UNKNOWN', detail: 'the control plane never issued this nonce' },
+  'other-device': { code: 'NONCE_OTHER_DEVICE', detail: 'the nonce was issued to another device' },
+  replayed: { code: 'NONCE_REPLAYED', detail: 'the nonce was already used: evidence is accepted once per nonce' },
+  expired: { code: 'NONCE_EXPIRED', detail: 'the nonce expired before the evidence arrived; ask for a new one' },
+};
+
+export class AttestationVerifier {
+  readonly records: AttestationRecords;
+  private readonly freshnessMs: number;
+  private readonly nonceTtlSeconds: number;
+  private readonly actions: FailureActions;
+  private readonly store: Store;
+
+  constructor(
+    private readonly ctx: Pick<ControlPlaneContext, 'store' | 'events' | 'crlChanged'>,
+    private readonly log: FastifyBaseLogger,
+    options: AttestationOptions = {},
+  ) {
+    this.store = ctx.store;
+    this.records = new AttestationRecords(ctx.store.db);
+    this.freshnessMs = (options.freshnessSeconds ?? 300) * 1000;
+    this.nonceTtlSeconds = options.nonceTtlSeconds ?? 60;
+    this.actions = new FailureActions(options.onFailure ?? {}, ctx, log);
+  }
+
+  /** A fresh nonce for this device, and the PCRs its policy needs quoted (sha256:0-9 when none is assigned yet). */
+  async issueNonce(deviceId: string): Promise<NonceResponse> {
+    const nonce = randomBytes(32).toString('hex');
+    const expiresAt = await this.records.createNonce(nonce, deviceId, this.nonceTtlSeconds);
+    const assigned = await this.records.policyFor(deviceId);
+    const pcrs = assigned
+      ? parseBootPolicyYaml(assigned.yaml, 'the assigned policy').pcrs
+      : 'sha256:0,1,2,3,4,5,6,7,8,9';
+    return { nonce, expiresAt, pcrs };
+  }
+
+  /** Appraise, record, emit, act. Every outcome is a recorded verdict, never an exception for bad evidence. */
+  async appraise(device: DeviceRecord, body: EvidenceRequest): Promise<VerdictResponse> {
+    const { reasons, policySha256 } = await this.reasonsFor(device, body);
+    const pass = reasons.length === 0;
+    const now = Date.now();
+    const verdictId = randomBytes(16).toString('hex');
+    const trustedUntil = pass ? new Date(now + this.freshnessMs).toISOString() : null;
+    await this.records.recordVerdict(
+      {
+        id: verdictId,
+        device_id: device.id,
+        pass: pass ? 1 : 0,
+        reasons: JSON.stringify(reasons),
+        policy_sha256: policySha256 ?? null,
+        received_at: new Date(now).toISOString(),
+      },
+      trustedUntil,
+    );
+    this.log.info({ deviceId: device.id, pass, reasons: reasons.map((r) => r.code) }, 'attestation verdict');
+    await this.ctx.events.emit('attestation.result', {
+      actor: { kind: 'device', id: device.id },
+      subject: device.id,
+      outcome: pass ? 'success' : 'failure',
+      details: { deviceId: device.id, verified: pass, ...(pass ? {} : { reason: summarize(reasons) }) },
+    });
+    if (!pass) await this.actions.fire(device.id, 'verdict', reasons);
+    return { verdictId, pass, reasons, ...(trustedUntil ? { trustedUntil } : {}) };
+  }
+
+  private async reasonsFor(
+    device: DeviceRecord,
+    body: EvidenceRequest,
+  ): Promise<{ reasons: VerifierReason[]; policySha256?: string }> {
+    const spent = await this.records.spendNonce(body.nonce, device.id);
+    if (spent !== 'accepted') return { reasons: [NONCE_REASON[spent]] };
+    const assigned = await this.records.policyFor(device.id);
+    if (!assigned)
+      return { reasons: [{ code: 'NO_POLICY', detail: 'no boot policy is assigned to this device or its group' }] };
+    if (!device.ak_public)
+      return {
+        reasons: [{ code: 'AK_UNKNOWN', detail: 'the device enrolled without a TPM attestation key' }],
+        policySha256: assigned.sha256,
+      };
+    const verdict = appraiseBootEvidence({
+      akPublic: parseTpmtPublic(Buffer.from(device.ak_public, 'base64')),
+      evidence: {
+        quote: Buffer.from(body.quote, 'base64'),
+        signature: Buffer.from(body.signature, 'base64'),
+        eventLog: Buffer.from(body.eventLog, 'base64'),
+      },
+      nonce: Buffer.from(body.nonce, 'hex'),
+      policy: parseBootPolicyYaml(assigned.yaml, `policy ${assigned.sha256}`),
+    });
+    return { reasons: verdict.reasons, policySha256: assigned.sha256 };
+  }
+
+  /** The gate: trusted only with a passing verdict inside its window and an approved device. */
+  async status(deviceId: string, now: Date = new Date()): Promise<AttestationStatus> {
+    const device = await this.store.getDevice(deviceId);
+    const current = await this.records.current(deviceId);
+    const reasons: VerifierReason[] = [];
+    if (device?.status !== 'approved')
+      reasons.push({ code: 'DEVICE_NOT_APPROVED', detail: `the device is ${device?.status ?? 'not enrolled'}` });
+    if (!current) {
+      reasons.push({ code: 'NO_EVIDENCE', detail: 'the device has never pushed evidence' });
+      return { deviceId, state: 'unknown', trusted: false, reasons };
+    }
+    const { state, verdict } = current;
+    const verdictReasons = JSON.parse(verdict.reasons) as Reason[];
+    reasons.push(...verdictReasons);
+    const until = state.trusted_until;
+    if (verdict.pass && until !== null && until <= now.toISOString())
+      reasons.push({ code: 'EVIDENCE_STALE', detail: `no passing evidence since the window closed at ${until}` });
+    const trusted = reasons.length === 0;
+    return {
+      deviceId,
+      state: trusted ? 'trusted' : 'untrusted',
+      trusted,
+      ...(until ? { trustedUntil: until } : {}),
+      lastVerdict: {
+        id: verdict.id,
+        pass: verdict.pass === 1,
+        reasons: verdictReasons,
+        receivedAt: verdict.received_at,
+        ...(verdict.policy_sha256 ? { policySha256: verdict.policy_sha256 } : {}),
+      },
+      reasons,
+    };
+  }
+
+  /** Record each device whose window closed without new evidence (once; any replica may run this). */
+  async recordSilentDevices(now: Date = new Date()): Promise<string[]> {
+    const recorded: string[] = [];
+    for (const row of await this.records.silentSince(now)) {
+      if (!(await this.records.markSilent(row.device_id, row.trusted_until!, now))) continue;
+      recorded.push(row.device_id);
+      const reason = { code: 'EVIDENCE_STALE', detail: `no passing evidence since ${row.trusted_until}` };
+      this.log.warn({ deviceId: row.device_id, trustedUntil: row.trusted_until }, 'device fell silent: untrusted');
+      await this.ctx.events.emit('attestation.result', {
+        actor: { kind: 'server', id: 'attestation' },
+        subject: row.device_id,
+        outcome: 'failure',
+        details: { deviceId: row.device_id, verified: false, reason: summarize([reason]) },
+      });
+      await this.actions.fire(row.device_id, 'silence', [reason]);
+    }
+    await this.records.pruneNonces();
+    return recorded;
+  }
+
+  /** Store a policy (content-addressed) and assign it; the YAML is validated first. */
+  async assignPolicy(
+    target: { device: string } | { group: string },
+    yaml: string,
+    label: string,
+    by: string,
+  ): Promise<{ sha256: string }> {
+    parseBootPolicyYaml(yaml, label);
+    const sha256 = createHash('sha256').update(yaml).digest('hex');
+    await this.records.putPolicy({ sha256, label, yaml });
+    if ('device' in target) await this.records.assign('device', target.device, sha256, by);
+    else await this.records.assign('group', target.group, sha256, by);
+    return { sha256 };
+  }
+}
+
+function summarize(reasons: VerifierReason[]): string {
+  return reasons
+    .map((r) => `${r.code}: ${r.detail}`)
+    .join('; ')
+    .slice(0, 2000);
+}

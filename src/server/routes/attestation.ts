@@ -1,0 +1,204 @@
+/**
+ * Remote attestation on the control plane (a server plugin, see ../README-extending.md; the
+ * verifier itself is ../attestation/verifier.ts, the wire format src/fleet/attestation.ts):
+ *
+ *   POST /v1/attestation/nonce                        device  {}                 -> { nonce, expiresAt, pcrs }
+ *   POST /v1/attestation/evidence                     device  evidence           -> verdict
+ *   GET  /v1/devices/:id/attestation                  admin   -> the gate's answer for the device
+ *   POST /v1/attestation/policies                     admin   { policy, label, device | group } -> { sha256 }
+ *   PUT  /v1/attestation/groups/:group/devices/:id    admin   -> the device joins the group
+ *
+ * A body that breaks the schema is 400 EG_BAD_REQUEST; evidence that parses but does not hold is
+ * a recorded failed verdict (200 with its reasons), since that is what the device is told to fix.
+ */
+import type { FastifyInstance } from 'fastify';
+import { protocol } from '../../attest/index.ts';
+import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
+import {
+  AttestationStatus,
+  EvidenceRequest,
+  MAX_EVIDENCE_LOG_BYTES,
+  NonceResponse,
+  VerdictResponse,
+} from '../../fleet/index.ts';
+import { DEVICE_ID_RE } from '../../pki/index.ts';
+import type { ControlPlaneContext } from '../context.ts';
+import { ERROR_SCHEMA } from '../errors.ts';
+import type { ServerPlugin } from '../plugins.ts';
+import { AttestationVerifier, type AttestationOptions } from '../attestation/verifier.ts';
+
+export interface AttestationServerPlugin extends ServerPlugin {
+  /** The gate the release work calls: `trusted` only with a fresh passing verdict. Throws before registration. */
+  attestationGate(deviceId: string): Promise<AttestationStatus>;
+  /** The verifier, once the plugin is registered. */
+  readonly verifier: AttestationVerifier | undefined;
+}
+
+const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA };
+const deviceId = { type: 'string', pattern: DEVICE_ID_RE.source } as const;
+const groupName = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' } as const;
+const MAX_POLICY_BYTES = 1024 * 1024;
+/** The timer that records silent devices runs this often, at most. */
+const MAX_SWEEP_INTERVAL_MS = 30_000;
+
+export function attestationServerPlugin(options: AttestationOptions = {}): AttestationServerPlugin {
+  let verifier: AttestationVerifier | undefined;
+  return {
+    name: 'attestation',
+    get verifier() {
+      return verifier;
+    },
+    async attestationGate(id) {
+      if (!verifier) throw new EdgeguardError('EG_SERVER', 'the attestation plugin is not registered yet.');
+      return verifier.status(id);
+    },
+    async register(app, ctx) {
+      const v = new AttestationVerifier(ctx, ctx.log, options);
+      verifier = v;
+      startSilenceTimer(app, v, ((options.freshnessSeconds ?? 300) * 1000) / 5);
+      deviceRoutes(app, ctx, v);
+      adminRoutes(app, ctx, v);
+    },
+  };
+}
+
+function startSilenceTimer(app: FastifyInstance, v: AttestationVerifier, everyMs: number): void {
+  const timer = setInterval(
+    () => {
+      v.recordSilentDevices().catch((err) => app.log.error({ err }, 'recording silent devices failed'));
+    },
+    Math.min(Math.max(everyMs, 1000), MAX_SWEEP_INTERVAL_MS),
+  );
+  timer.unref();
+  app.addHook('onClose', async () => clearInterval(timer));
+}
+
+function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: AttestationVerifier): void {
+  app.post(
+    '/v1/attestation/nonce',
+    {
+      preHandler: ctx.requireDevice,
+      schema: {
+        tags: ['attestation'],
+        summary: 'a single-use nonce for the calling device, and the PCRs its policy needs quoted',
+        body: { type: ['object', 'null'], additionalProperties: false, properties: {} },
+        response: { 200: protocol.jsonSchemaOf(NonceResponse), ...errors },
+      },
+    },
+    async (req) => v.issueNonce(req.identity!.deviceId!),
+  );
+
+  app.post(
+    '/v1/attestation/evidence',
+    {
+      preHandler: ctx.requireDevice,
+      bodyLimit: Math.ceil((MAX_EVIDENCE_LOG_BYTES * 4) / 3) + 64 * 1024,
+      schema: {
+        tags: ['attestation'],
+        summary: 'appraise a quote and its measured-boot event log against the device policy; the verdict is recorded',
+        body: protocol.jsonSchemaOf(EvidenceRequest),
+        response: { 200: protocol.jsonSchemaOf(VerdictResponse), ...errors },
+      },
+    },
+    async (req) => {
+      // The JSON Schema above has already refused malformed bodies; this only narrows the type.
+      const body = EvidenceRequest.safeParse(req.body);
+      if (!body.success)
+        throw new EdgeguardError('EG_BAD_REQUEST', `the evidence is invalid: ${body.error.issues[0]?.message}.`);
+      return v.appraise(req.device!, body.data);
+    },
+  );
+}
+
+function adminRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: AttestationVerifier): void {
+  app.get(
+    '/v1/devices/:id/attestation',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['attestation'],
+        summary: 'the gate: trusted only with a passing verdict inside its freshness window',
+        params: { type: 'object', properties: { id: deviceId }, required: ['id'], additionalProperties: false },
+        response: { 200: protocol.jsonSchemaOf(AttestationStatus), ...errors },
+      },
+    },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      if (!(await ctx.store.getDevice(id))) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
+      return v.status(id);
+    },
+  );
+
+  app.post(
+    '/v1/attestation/policies',
+    {
+      preHandler: ctx.requireAdmin,
+      bodyLimit: MAX_POLICY_BYTES + 4096,
+      schema: {
+        tags: ['attestation'],
+        summary: 'store a boot policy (YAML) and assign it to a device or a group',
+        body: {
+          type: 'object',
+          required: ['policy', 'label'],
+          additionalProperties: false,
+          properties: {
+            policy: { type: 'string', maxLength: MAX_POLICY_BYTES },
+            label: { type: 'string', minLength: 1, maxLength: 200 },
+            device: deviceId,
+            group: groupName,
+          },
+          oneOf: [{ required: ['device'] }, { required: ['group'] }],
+        },
+        response: { 200: { type: 'object', properties: { sha256: { type: 'string' } } }, ...errors },
+      },
+    },
+    async (req) => {
+      const body = req.body as { policy: string; label: string; device?: string; group?: string };
+      if (body.device !== undefined && !(await ctx.store.getDevice(body.device)))
+        throw new EdgeguardError('EG_NOT_FOUND', `no device ${body.device}.`);
+      const target = body.device !== undefined ? { device: body.device } : { group: body.group ?? '' };
+      let assigned;
+      try {
+        assigned = await v.assignPolicy(target, body.policy, body.label, req.identity!.name ?? 'admin');
+      } catch (e) {
+        if (isEdgeguardError(e, 'EG_ATTEST_POLICY'))
+          throw new EdgeguardError('EG_BAD_REQUEST', e.message, { cause: e });
+        throw e;
+      }
+      await ctx.events.emit('policy.changed', {
+        actor: { kind: 'admin', id: req.identity!.name },
+        subject: body.device ?? `group:${body.group}`,
+        outcome: 'success',
+        details: { policy: `boot:${body.device ?? `group:${body.group}`}`, newSha256: assigned.sha256 },
+      });
+      return assigned;
+    },
+  );
+
+  app.put(
+    '/v1/attestation/groups/:group/devices/:id',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['attestation'],
+        summary: "put a device in a group (the group's boot policy applies unless the device has its own)",
+        params: {
+          type: 'object',
+          properties: { group: groupName, id: deviceId },
+          required: ['group', 'id'],
+          additionalProperties: false,
+        },
+        response: {
+          200: { type: 'object', properties: { device: { type: 'string' }, group: { type: 'string' } } },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const { group, id } = req.params as { group: string; id: string };
+      if (!(await ctx.store.getDevice(id))) throw new EdgeguardError('EG_NOT_FOUND', `no device ${id}.`);
+      await v.records.setGroup(id, group);
+      return { device: id, group };
+    },
+  );
+}

@@ -1,0 +1,116 @@
+/**
+ * The agent's evidence push on a real swtpm against a real control plane: on demand and on its
+ * schedule the reporter quotes the policy's PCRs over the server's nonce and pushes the event log
+ * read from its configured path; a tampered log on disk is refused; a missing log is a typed
+ * failure that the reporter survives.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { AttestationReporter } from '../../src/agent/index.ts';
+import { createBootPolicy, formatBootPolicyYaml } from '../../src/attest/index.ts';
+import { defaultSyntheticBoot, parseEventLog, playBoot, syntheticBootEvents } from '../../src/eventlog/index.ts';
+import type { FleetClient, VerdictResponse } from '../../src/fleet/index.ts';
+import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
+import { TPM_ALG, parseTpm2bPublic } from '../../src/tpm/index.ts';
+import { TPM_SKIP, startTestTpmWithAk, stopTestTpm, type TestTpmWithAk } from '../helpers/swtpm.ts';
+import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
+
+const BANKS = [TPM_ALG.SHA256];
+
+describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
+  let dir: string;
+  let device: TestTpmWithAk;
+  let fleet: TestFleet;
+  let plugin: AttestationServerPlugin;
+  let client: FleetClient;
+  let deviceId: string;
+  let logPath: string;
+  let goldenLog: Buffer;
+
+  const reporter = (onVerdict?: (v: VerdictResponse) => void, intervalMs?: number) =>
+    new AttestationReporter({
+      client,
+      tpm: device.client,
+      ak: device.keys.ak,
+      eventLogPath: logPath,
+      log: pino({ level: 'silent' }),
+      ...(intervalMs !== undefined ? { intervalMs } : {}),
+      ...(onVerdict ? { onVerdict } : {}),
+    });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'eg-agent-attest-'));
+    device = await startTestTpmWithAk();
+    const controlPlane = controlPlanePlugins({ dataDir: dir });
+    plugin = controlPlane.attestation;
+    fleet = await startTestFleet({ dataDir: dir, plugins: controlPlane.all });
+    const cred = await fleet.deviceCredential();
+    deviceId = cred.deviceId;
+    const ak = parseTpm2bPublic(device.keys.ak.public);
+    await fleet.server.ctx.store.db
+      .updateTable('devices')
+      .set({ ak_public: Buffer.from(ak.tpmtBytes).toString('base64') })
+      .where('id', '=', deviceId)
+      .execute();
+    client = fleet.client(cred);
+    goldenLog = await playBoot(device.client, BANKS, syntheticBootEvents(defaultSyntheticBoot(), BANKS));
+    logPath = join(dir, 'binary_bios_measurements');
+    writeFileSync(logPath, goldenLog);
+    const policy = formatBootPolicyYaml(createBootPolicy(parseEventLog(goldenLog)));
+    const admin = fleet.client(await fleet.adminCredential());
+    await admin.call('POST', '/v1/attestation/policies', { policy, label: 'golden.yaml', device: deviceId });
+  });
+  after(async () => {
+    await fleet?.stop();
+    await stopTestTpm(device?.tpm);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('on demand: the played boot passes and the gate opens', async () => {
+    const r = reporter();
+    const verdict = await r.pushNow();
+    assert.deepEqual([verdict.pass, verdict.reasons], [true, []]);
+    assert.equal((await plugin.attestationGate(deviceId)).trusted, true);
+    assert.equal(r.report.lastVerdict?.verdictId, verdict.verdictId);
+  });
+
+  test('on its schedule: pushes again and again until stopped', async () => {
+    const verdicts: VerdictResponse[] = [];
+    let resolveTwo: () => void;
+    const two = new Promise<void>((resolve) => (resolveTwo = resolve));
+    const r = reporter((v) => {
+      verdicts.push(v);
+      if (verdicts.length === 2) resolveTwo();
+    }, 20);
+    r.start();
+    await two;
+    r.stop();
+    assert.ok(verdicts.every((v) => v.pass));
+    assert.notEqual(verdicts[0]!.verdictId, verdicts[1]!.verdictId);
+  });
+
+  test('a log edited on disk is refused; a missing log is a typed failure the reporter survives', async () => {
+    const parsed = parseEventLog(goldenLog);
+    const kernel = parsed.events.find((e) => e.pcr === 9 && e.data.includes('vmlinuz'))!;
+    const edited = Buffer.from(goldenLog);
+    edited[kernel.offset + 14] = edited[kernel.offset + 14]! ^ 0xff;
+    writeFileSync(logPath, edited);
+    const r = reporter();
+    const refused = await r.pushNow();
+    assert.deepEqual(
+      refused.reasons.map((x) => x.code),
+      ['PCRS_DO_NOT_MATCH_LOG'],
+    );
+    assert.equal((await plugin.attestationGate(deviceId)).trusted, false);
+    rmSync(logPath);
+    await assert.rejects(r.pushNow(), { code: 'EG_NOT_FOUND' });
+    assert.equal(r.report.consecutiveFailures, 1);
+    writeFileSync(logPath, goldenLog);
+    assert.equal((await r.pushNow()).pass, true);
+    assert.equal(r.report.consecutiveFailures, 0);
+  });
+});
