@@ -18,7 +18,7 @@ import type { ServerMetrics } from './metrics.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by the authentication pre-handlers. */
+    /** Set by the certificate checks. */
     identity?: CertificateIdentity;
     /** For device certificates: the device record read during authentication. */
     device?: DeviceRecord;

@@ -1,8 +1,8 @@
 /**
  * What every route and plugin of the control plane receives: the store, the fleet CA, the EK trust
- * store, the server's policy, its metrics and the authentication pre-handlers.
+ * store, the server's policy, its metrics and the certificate checks.
  */
-import type { FastifyBaseLogger, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Store } from '../store/index.ts';
 import type { FleetCa } from '../pki/index.ts';
@@ -21,6 +21,23 @@ export interface ServerPolicy {
   deviceCertDays: number;
   /** Enrollment rate limit per client address. */
   enrollRateLimit: { max: number; timeWindowMs: number };
+  /** What one client can hold of the server: time per request, connections, bytes before a certificate. */
+  limits: ServerLimits;
+}
+
+export interface ServerLimits {
+  /** A whole request, headers and body, must arrive within this (slow bodies). */
+  requestTimeoutMs: number;
+  /** The request headers must arrive within this (slow headers). */
+  headersTimeoutMs: number;
+  /** An idle kept-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic at all is closed after this (connections that never send a request). */
+  connectionTimeoutMs: number;
+  /** Open connections one remote address may hold; more are closed at once. */
+  connectionsPerAddress: number;
+  /** Body limit of the routes reachable without a certificate (enrollment). */
+  anonymousBodyBytes: number;
 }
 
 export const DEFAULT_POLICY: ServerPolicy = {
@@ -29,7 +46,28 @@ export const DEFAULT_POLICY: ServerPolicy = {
   challengeTtlSeconds: 120,
   deviceCertDays: 30,
   enrollRateLimit: { max: 30, timeWindowMs: 60_000 },
+  limits: {
+    requestTimeoutMs: 30_000,
+    headersTimeoutMs: 10_000,
+    keepAliveTimeoutMs: 30_000,
+    connectionTimeoutMs: 60_000,
+    connectionsPerAddress: 64,
+    anonymousBodyBytes: 32 * 1024,
+  },
 };
+
+/** What callers may set: any part of the policy, any part of the limits. */
+export type ServerPolicyOptions = Partial<Omit<ServerPolicy, 'limits'>> & { limits?: Partial<ServerLimits> };
+
+export function resolvePolicy(o: ServerPolicyOptions = {}): ServerPolicy {
+  return { ...DEFAULT_POLICY, ...o, limits: { ...DEFAULT_POLICY.limits, ...o.limits } };
+}
+
+/**
+ * A certificate check run as an `onRequest` hook: before the body is read or parsed, so an anonymous
+ * client cannot make the server buffer and validate megabytes (it also works as a preHandler).
+ */
+export type CertificateCheck = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 
 export interface ControlPlaneContext {
   store: Store;
@@ -41,12 +79,12 @@ export interface ControlPlaneContext {
   log: FastifyBaseLogger;
   /** Security events into the audit log (events.ts): emit what happened, where it happens. */
   events: AuditEvents;
-  /** preHandlers: a fleet device certificate (approved, not revoked). */
-  requireDevice: preHandlerAsyncHookHandler;
-  /** preHandlers: an admin certificate (not revoked). */
-  requireAdmin: preHandlerAsyncHookHandler;
-  /** preHandlers: either of the above; the route decides what each may see. */
-  requireDeviceOrAdmin: preHandlerAsyncHookHandler;
+  /** onRequest hooks: a fleet device certificate (approved, not revoked). */
+  requireDevice: CertificateCheck;
+  /** onRequest hooks: an admin certificate (not revoked). */
+  requireAdmin: CertificateCheck;
+  /** onRequest hooks: either of the above; the route decides what each may see. */
+  requireDeviceOrAdmin: CertificateCheck;
   /** Invalidate the cached CRL (after a revocation). */
   crlChanged(): void;
 }

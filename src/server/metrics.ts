@@ -9,6 +9,8 @@ export interface ServerMetrics {
   authRefusals: Counter<'reason'>;
   /** Security events the audit log could not take after its retries (events.ts). */
   auditEventFailures: Counter<'type' | 'policy'>;
+  /** Connections closed at once (one address beyond its cap). */
+  connectionsRefused: Counter<'reason'>;
 }
 
 export function createMetrics(store: Store): { registry: Registry; metrics: ServerMetrics } {
@@ -44,6 +46,12 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
       name: 'edgeguard_audit_event_failures_total',
       help: 'Security events that could not be appended to the audit log, by event type and failure policy',
       labelNames: ['type', 'policy'],
+      registers: [registry],
+    }),
+    connectionsRefused: new Counter({
+      name: 'edgeguard_connections_refused_total',
+      help: 'Connections closed on arrival, by reason (per_address: the remote address holds its cap)',
+      labelNames: ['reason'],
       registers: [registry],
     }),
   };

@@ -12,7 +12,7 @@ import { FleetCa } from '../pki/index.ts';
 import { Store } from '../store/index.ts';
 import { loadEkTrustStore, EK_ROOTS_SUBDIR } from '../attest/index.ts';
 import { buildServer, type BuiltServer } from './app.ts';
-import type { ServerPolicy } from './context.ts';
+import type { ServerPolicyOptions } from './context.ts';
 import type { ServerPlugin } from './plugins.ts';
 
 export interface StartServerOptions {
@@ -22,7 +22,7 @@ export interface StartServerOptions {
   /** postgres:// URL; SQLite in dataDir when absent. */
   dbUrl?: string | undefined;
   caPassphrase: string;
-  policy?: Partial<ServerPolicy>;
+  policy?: ServerPolicyOptions;
   hostnames?: string[];
   logger?: Logger | false;
   plugins?: ServerPlugin[];

@@ -157,7 +157,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.get(
         '/v1/audit/entries/:index/proof',
         {
-          preHandler: ctx.requireDeviceOrAdmin,
+          onRequest: ctx.requireDeviceOrAdmin,
           schema: {
             tags: ['audit'],
             summary:
@@ -215,7 +215,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.post(
         '/v1/audit/events',
         {
-          preHandler: ctx.requireAdmin,
+          onRequest: ctx.requireAdmin,
           schema: {
             tags: ['audit'],
             summary:
@@ -238,7 +238,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.post(
         '/v1/audit/journal',
         {
-          preHandler: ctx.requireDevice,
+          onRequest: ctx.requireDevice,
           bodyLimit: 4 * 1024 * 1024,
           schema: {
             tags: ['audit'],
@@ -314,7 +314,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.get(
         '/v1/audit/journal/head',
         {
-          preHandler: ctx.requireDevice,
+          onRequest: ctx.requireDevice,
           schema: {
             tags: ['audit'],
             summary: "The calling device's last logged journal entry (seq -1 when none)",
@@ -331,7 +331,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.get(
         '/v1/audit/tile/entries/*',
         {
-          preHandler: ctx.requireAdmin,
+          onRequest: ctx.requireAdmin,
           schema: {
             tags: ['audit'],
             summary: 'C2SP tlog-tiles entry bundle (each leaf as u16 length || bytes)',

@@ -47,7 +47,7 @@ export async function deviceRoutes(
   app.get(
     '/v1/device/self',
     {
-      preHandler: ctx.requireDevice,
+      onRequest: ctx.requireDevice,
       schema: {
         tags: ['device'],
         summary: "The calling device's own record",
@@ -65,7 +65,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/device/renew',
     {
-      preHandler: ctx.requireDevice,
+      onRequest: ctx.requireDevice,
       onError: ctx.events.onRefusal((req, status) => {
         const deviceId = req.identity?.deviceId;
         if (!deviceId) return undefined;
@@ -119,7 +119,7 @@ export async function deviceRoutes(
   app.get(
     '/v1/devices/:id',
     {
-      preHandler: ctx.requireDeviceOrAdmin,
+      onRequest: ctx.requireDeviceOrAdmin,
       schema: {
         tags: ['devices'],
         summary: 'One device record (a device may read only its own)',
@@ -146,7 +146,7 @@ export async function deviceRoutes(
   app.get(
     '/v1/devices',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: {
         tags: ['devices'],
         summary: 'List devices',
@@ -171,7 +171,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/devices/:id/approve',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'approve device', status)),
       schema: {
         tags: ['devices'],
@@ -199,7 +199,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/devices/:id/revoke',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke device', status)),
       schema: {
         tags: ['devices'],
@@ -249,7 +249,7 @@ export async function deviceRoutes(
   app.delete(
     '/v1/devices/:id',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'remove device', status)),
       schema: {
         tags: ['devices'],
@@ -280,7 +280,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/certificates/:serial/revoke',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke certificate', status)),
       schema: {
         tags: ['pki'],
@@ -339,7 +339,7 @@ export async function deviceRoutes(
   app.get(
     '/metrics',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: { tags: ['operations'], summary: 'Prometheus metrics (admin certificate)', security: adminSecurity },
     },
     async (_req, reply) => {

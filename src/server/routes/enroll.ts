@@ -17,6 +17,8 @@ export async function enrollRoutes(
   ctx: ControlPlaneContext,
   service: EnrollmentService,
 ): Promise<void> {
+  // Reachable without a certificate: a few kilobytes of evidence, never the server's general limit.
+  const bodyLimit = ctx.policy.limits.anonymousBodyBytes;
   const rateLimit = { max: ctx.policy.enrollRateLimit.max, timeWindow: ctx.policy.enrollRateLimit.timeWindowMs };
   const errors = { 400: ERROR_SCHEMA, 403: ERROR_SCHEMA, 409: ERROR_SCHEMA, 429: ERROR_SCHEMA };
   const refusal = (action: 'enrollment start' | 'enrollment finish') =>
@@ -41,6 +43,7 @@ export async function enrollRoutes(
     '/v1/enroll/nonce',
     {
       config: { rateLimit },
+      bodyLimit,
       schema: {
         tags: ['enrollment'],
         summary: 'A single-use enrollment nonce',
@@ -58,6 +61,7 @@ export async function enrollRoutes(
     '/v1/enroll/start',
     {
       config: { rateLimit },
+      bodyLimit,
       onError: refusal('enrollment start'),
       schema: {
         tags: ['enrollment'],
@@ -94,6 +98,7 @@ export async function enrollRoutes(
     '/v1/enroll/finish',
     {
       config: { rateLimit },
+      bodyLimit,
       onError: refusal('enrollment finish'),
       schema: {
         tags: ['enrollment'],
