@@ -109,6 +109,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     requireDevice: guard('device'),
     requireAdmin: guard('admin'),
     requireDeviceOrAdmin: guard('device-or-admin'),
+    healthChecks: [],
     crlChanged: () => {
       crlCache = undefined;
     },

@@ -85,6 +85,8 @@ export interface ControlPlaneContext {
   requireAdmin: CertificateCheck;
   /** onRequest hooks: either of the above; the route decides what each may see. */
   requireDeviceOrAdmin: CertificateCheck;
+  /** Checks /healthz runs beside the database ping; each names a problem or returns undefined. */
+  healthChecks: Array<() => Promise<string | undefined>>;
   /** Invalidate the cached CRL (after a revocation). */
   crlChanged(): void;
 }

@@ -19,6 +19,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_UNSUPPORTED_MEDIA_TYPE: 415,
   EG_TIMEOUT: 408,
   EG_AUDIT_UNAVAILABLE: 503,
+  EG_AUDIT_BEHIND: 503,
 };
 
 /** Framework errors by status: their own EG code, and a sentence instead of fastify's internals. */

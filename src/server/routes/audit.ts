@@ -18,6 +18,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Gauge } from 'prom-client';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
   AuditLog,
@@ -77,6 +78,25 @@ function nonNegative(value: unknown, name: string): number {
   return n;
 }
 
+/** A store behind its latest signed checkpoint refuses appends (EG_AUDIT_BEHIND): say so in /healthz and a gauge. */
+function watchStoreBehindCheckpoint(log: AuditLog, ctx: ControlPlaneContext): void {
+  const problem = async () => {
+    const behind = await log.storeBehindCheckpoint();
+    return behind === undefined
+      ? undefined
+      : `audit store holds ${behind.stored} entries, a checkpoint was signed at ${behind.signed}: appends refused`;
+  };
+  ctx.healthChecks.push(problem);
+  new Gauge({
+    name: 'edgeguard_audit_store_behind_checkpoint',
+    help: '1 while the audit store holds fewer entries than its latest signed checkpoint (appends are refused)',
+    registers: [ctx.registry],
+    async collect() {
+      this.set((await problem()) === undefined ? 0 : 1);
+    },
+  });
+}
+
 export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlugin {
   let log: AuditLog | undefined;
   return {
@@ -108,6 +128,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
 
       // Routes and services emit their security events through ctx.events (../events.ts) into this log.
       ctx.events.attach(opened);
+      watchStoreBehindCheckpoint(opened, ctx);
 
       app.get(
         '/v1/audit/checkpoint',
