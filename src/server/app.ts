@@ -18,6 +18,8 @@ import { resolvePolicy, type ControlPlaneContext, type ServerPolicyOptions, type
 import { capConnectionsPerAddress } from './connections.ts';
 import { EnrollmentService } from './enrollment.ts';
 import { AuditEvents } from './events.ts';
+import { EnrollmentFailures } from './enroll-failures.ts';
+import { startHousekeeping } from './housekeeping.ts';
 import { errorHandler } from './errors.ts';
 import { createMetrics } from './metrics.ts';
 import type { ServerPlugin } from './plugins.ts';
@@ -97,6 +99,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
       }
     };
   let crlCache: { der: Buffer; at: number } | undefined;
+  const events = new AuditEvents(app.log, metrics.auditEventFailures);
   const ctx: ControlPlaneContext = {
     store: opts.store,
     ca: opts.ca,
@@ -105,7 +108,8 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     metrics,
     registry,
     log: app.log,
-    events: new AuditEvents(app.log, metrics.auditEventFailures),
+    events,
+    enrollFailures: new EnrollmentFailures(events, metrics),
     requireDevice: guard('device'),
     requireAdmin: guard('admin'),
     requireDeviceOrAdmin: guard('device-or-admin'),
@@ -126,6 +130,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     },
   };
   const enrollment = new EnrollmentService(ctx);
+  startHousekeeping(app, ctx);
 
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {

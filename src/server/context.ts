@@ -8,6 +8,7 @@ import type { Store } from '../store/index.ts';
 import type { FleetCa } from '../pki/index.ts';
 import type { EkTrustStore } from '../attest/index.ts';
 import type { AuditEvents } from './events.ts';
+import type { EnrollmentFailures } from './enroll-failures.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 export interface ServerPolicy {
@@ -17,6 +18,10 @@ export interface ServerPolicy {
   autoApproveFile: string | undefined;
   /** Lifetime of a credential challenge and of an enrollment nonce. */
   challengeTtlSeconds: number;
+  /** How often expired nonces and challenges are deleted. */
+  challengePruneIntervalMs: number;
+  /** At most one `enroll.failures` summary event per this interval. */
+  enrollFailureSummaryMs: number;
   /** Lifetime of device certificates. */
   deviceCertDays: number;
   /** Enrollment rate limit per client address. */
@@ -44,6 +49,8 @@ export const DEFAULT_POLICY: ServerPolicy = {
   allowSoftwareDevices: false,
   autoApproveFile: undefined,
   challengeTtlSeconds: 120,
+  challengePruneIntervalMs: 10 * 60_000,
+  enrollFailureSummaryMs: 60_000,
   deviceCertDays: 30,
   enrollRateLimit: { max: 30, timeWindowMs: 60_000 },
   limits: {
@@ -87,6 +94,8 @@ export interface ControlPlaneContext {
   requireDeviceOrAdmin: CertificateCheck;
   /** Checks /healthz runs beside the database ping; each names a problem or returns undefined. */
   healthChecks: Array<() => Promise<string | undefined>>;
+  /** Failed anonymous enrollments, summarised into the audit log (enroll-failures.ts). */
+  enrollFailures: EnrollmentFailures;
   /** Invalidate the cached CRL (after a revocation). */
   crlChanged(): void;
 }

@@ -77,8 +77,9 @@ export class EnrollmentService {
     if (existing) {
       throw new EdgeguardError(
         'EG_EXISTS',
-        `this TPM is already enrolled as ${existing.id} (${existing.status}); an operator must revoke and remove that record (edgeguard device revoke, then device remove) before it enrolls again.`,
-        { details: { deviceId: existing.id } },
+        // Anonymous callers learn no device id or status; the operator finds the record by EK hash.
+        `this TPM is already enrolled; an operator must revoke and remove its record (its EK hash is ${ekHash}; edgeguard device list, device revoke, then device remove) before it enrolls again.`,
+        { details: { reason: 'already_enrolled', ekSha256: ekHash } },
       );
     }
   }
@@ -177,7 +178,7 @@ export class EnrollmentService {
       throw new EdgeguardError(
         'EG_ENROLL',
         'the ActivateCredential answer is wrong: the attestation key is not in the TPM that owns this EK. Enrollment refused.',
-        { details: { reason: 'activation' } },
+        { details: { reason: 'activation', ekSha256: (JSON.parse(challenge.payload) as PendingEnrollment).ekHash } },
       );
     }
     const pending = JSON.parse(challenge.payload) as PendingEnrollment;

@@ -47,6 +47,7 @@ export const EVENT_FAILURE_POLICY: Readonly<Record<AuditEventType, EventFailureP
   'tamper.detected': 'log-and-count',
   'device.locked': 'log-and-count',
   'audit.journal_gap': 'log-and-count',
+  'enroll.failures': 'log-and-count',
 };
 
 /** Where events go: the audit log (anything with its append). */

@@ -48,7 +48,7 @@ describe('control plane under hostile load', () => {
   before(async () => {
     fleet = await startTestFleet({
       dataDir,
-      policy: { limits: { connectionsPerAddress: 8 } },
+      policy: { limits: { connectionsPerAddress: 8 }, challengePruneIntervalMs: 50 },
       plugins: controlPlanePlugins({ dataDir }).all,
     });
   });
@@ -105,6 +105,16 @@ describe('control plane under hostile load', () => {
       assert.deepEqual(Object.keys(parsed), ['error']);
       assert.doesNotMatch(parsed.error.message, /FST_|Unsupported Media Type: /);
     }
+  });
+
+  it('deletes expired enrollment nonces and challenges on a timer', { timeout: 20_000 }, async () => {
+    const store = fleet.server.ctx.store;
+    await store.createChallenge({ id: 'expired-long-ago', kind: 'nonce', value: '-', ttlSeconds: -2 * 3600 });
+    await store.createChallenge({ id: 'still-valid', kind: 'nonce', value: '-', ttlSeconds: 120 });
+    const ids = async () =>
+      (await store.db.selectFrom('enrollment_challenges').select('id').execute()).map((r) => r.id);
+    while ((await ids()).includes('expired-long-ago')) await new Promise((resolve) => setTimeout(resolve, 25));
+    assert.ok((await ids()).includes('still-valid'));
   });
 
   it('applies request, header and keep-alive timeouts to every connection', () => {
