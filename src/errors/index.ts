@@ -8,6 +8,8 @@ export const ERROR_EXIT_CODES = {
   // Usage and input the operator controls.
   EG_USAGE: 2,
   EG_CONFIG: 2,
+  // A trust input (key, CA list, database, their directory) that others than its owner can write.
+  EG_UNSAFE_PERMISSIONS: 2,
   EG_NOT_FOUND: 2,
   EG_EXISTS: 2,
   EG_IO: 1,
