@@ -311,12 +311,12 @@ export class AuditLog implements NodeSource {
     );
   }
 
-  /** The full consistency check (fsck.ts): every entry, node, checkpoint and the state row. */
   /** Sizes when the store holds fewer entries than the latest signed checkpoint (appends are refused then). */
   async storeBehindCheckpoint(): Promise<{ stored: number; signed: number } | undefined> {
     return storeBehindCheckpoint(this.storage, (await this.storage.readState()).size);
   }
 
+  /** The full consistency check (fsck.ts): every entry, node, checkpoint and the state row. */
   checkConsistency(opts: { pageSize?: number; maxProblems?: number } = {}): Promise<ConsistencyReport> {
     return checkConsistency(this.storage, this, opts);
   }
