@@ -26,8 +26,20 @@ export interface ServerPolicy {
   deviceCertDays: number;
   /** Enrollment rate limit per client address. */
   enrollRateLimit: { max: number; timeWindowMs: number };
+  /** Device certificate renewal: how often, and how long a renewed-away certificate stays valid. */
+  renewal: RenewalPolicy;
   /** What one client can hold of the server: time per request, connections, bytes before a certificate. */
   limits: ServerLimits;
+}
+
+export interface RenewalPolicy {
+  /** Certificates one device may be issued per window (enrollment included); more renewals get 429. */
+  maxPerWindow: number;
+  windowMs: number;
+  /** The previous certificate is revoked (reason superseded) this long after its successor was issued. */
+  overlapMs: number;
+  /** How often superseded certificates are looked for. */
+  sweepIntervalMs: number;
 }
 
 export interface ServerLimits {
@@ -53,6 +65,7 @@ export const DEFAULT_POLICY: ServerPolicy = {
   enrollFailureSummaryMs: 60_000,
   deviceCertDays: 30,
   enrollRateLimit: { max: 30, timeWindowMs: 60_000 },
+  renewal: { maxPerWindow: 4, windowMs: 24 * 3600_000, overlapMs: 10 * 60_000, sweepIntervalMs: 60_000 },
   limits: {
     requestTimeoutMs: 30_000,
     headersTimeoutMs: 10_000,
@@ -64,10 +77,18 @@ export const DEFAULT_POLICY: ServerPolicy = {
 };
 
 /** What callers may set: any part of the policy, any part of the limits. */
-export type ServerPolicyOptions = Partial<Omit<ServerPolicy, 'limits'>> & { limits?: Partial<ServerLimits> };
+export type ServerPolicyOptions = Partial<Omit<ServerPolicy, 'limits' | 'renewal'>> & {
+  limits?: Partial<ServerLimits>;
+  renewal?: Partial<RenewalPolicy>;
+};
 
 export function resolvePolicy(o: ServerPolicyOptions = {}): ServerPolicy {
-  return { ...DEFAULT_POLICY, ...o, limits: { ...DEFAULT_POLICY.limits, ...o.limits } };
+  return {
+    ...DEFAULT_POLICY,
+    ...o,
+    limits: { ...DEFAULT_POLICY.limits, ...o.limits },
+    renewal: { ...DEFAULT_POLICY.renewal, ...o.renewal },
+  };
 }
 
 /**

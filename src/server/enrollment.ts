@@ -243,6 +243,18 @@ export class EnrollmentService {
       not_after: issued.notAfter.toISOString(),
       pem: issued.chainPem,
     });
+    // Every device certificate, first or renewed, is on record (fail-request: no unlogged certificate).
+    await this.ctx.events.emit('cert.issued', {
+      actor: { kind: 'device', id: device.id },
+      subject: device.id,
+      outcome: 'success',
+      details: {
+        serial: issued.serial,
+        role: 'device',
+        subjectDn: issued.subject,
+        notAfter: issued.notAfter.toISOString(),
+      },
+    });
     return issued;
   }
 

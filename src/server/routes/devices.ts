@@ -31,6 +31,17 @@ function adminRefusal(req: FastifyRequest, action: string, status: number) {
 /** last_seen_at is written at most once a minute per device: no disk write (fsync) on the hot path. */
 const LAST_SEEN_RESOLUTION_MS = 60_000;
 
+/** A device renews at two thirds of its lifetime; a loop of renewals is a fault or an attack on the CA. */
+async function refuseRenewalBeyondLimit(ctx: ControlPlaneContext, deviceId: string): Promise<void> {
+  const { maxPerWindow, windowMs } = ctx.policy.renewal;
+  const since = new Date(Date.now() - windowMs).toISOString();
+  if ((await ctx.store.certificatesIssuedSince(deviceId, since)) < maxPerWindow) return;
+  throw new EdgeguardError(
+    'EG_RATE_LIMITED',
+    `device ${deviceId} was issued ${maxPerWindow} certificates in the last ${Math.round(windowMs / 3600_000)} h; renew again later (the current certificate stays valid).`,
+  );
+}
+
 export async function deviceRoutes(
   app: FastifyInstance,
   ctx: ControlPlaneContext,
@@ -83,6 +94,7 @@ export async function deviceRoutes(
     async (req) => {
       const body = protocol.RenewRequest.parse(req.body);
       const device = (await ctx.store.getDevice(req.identity!.deviceId!))!;
+      await refuseRenewalBeyondLimit(ctx, device.id);
       const current = await ctx.store.getCertificate(req.identity!.serial);
       const { spki } = await verifyCsr(body.csr);
       const currentSpki = Buffer.from(
@@ -95,17 +107,6 @@ export async function deviceRoutes(
         );
       }
       const issued = await service.issueFor(device, body.csr);
-      await ctx.events.emit('cert.issued', {
-        actor: { kind: 'device', id: device.id },
-        subject: device.id,
-        outcome: 'success',
-        details: {
-          serial: issued.serial,
-          role: 'device',
-          subjectDn: issued.subject,
-          notAfter: issued.notAfter.toISOString(),
-        },
-      });
       return {
         deviceId: device.id,
         certificateChain: issued.chainPem,
