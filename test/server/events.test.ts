@@ -120,6 +120,23 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       });
     });
 
+    it('a device certificate issued after approval: cert.issued', async () => {
+      const r = await softwareEnrollment(fleet, 'first-certificate');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const a = fleet.client(admin);
+      assert.equal((await a.send('POST', `/v1/devices/${r.body.deviceId}/approve`)).status, 200);
+      const cert = await fleet
+        .client()
+        .send<{ notAfter: string }>('GET', `/v1/enroll/${r.body.deviceId}/certificate`, undefined, {
+          'x-edgeguard-poll-token': r.body.pollToken,
+        });
+      assert.equal(cert.status, 200, JSON.stringify(cert.body));
+      const event = await provenEvent(log, 'cert.issued', r.body.deviceId);
+      assert.ok(event.type === 'cert.issued');
+      assert.equal(event.details.role, 'device');
+      assert.equal(event.details.notAfter, cert.body.notAfter);
+    });
+
     it('renew: cert.issued for the new certificate', async () => {
       const device = await fleet.deviceCredential();
       const r = await fleet
