@@ -37,6 +37,11 @@ export function refuseUnsafeTrustInputs(dataDir: string): void {
   for (const path of candidates) if (existsSync(path)) refuseWritableByOthers(path);
 }
 
+/** The EK roots directory and its files (re-checked on every re-read). */
+export function refuseUnsafeEkRoots(ekRoots: string): void {
+  for (const path of [ekRoots, ...filesIn(ekRoots)]) if (existsSync(path)) refuseWritableByOthers(path);
+}
+
 /** Files of the server's own making get 0600 even under umask 000 (the SQLite database is created 0666 &~umask). */
 export function restrictToOwner(path: string): void {
   if (existsSync(path)) chmodSync(path, 0o600);

@@ -11,6 +11,7 @@ import { FleetCa, PKI_SUBDIR } from '../pki/index.ts';
 import { Store, SQLITE_FILE } from '../store/index.ts';
 import { loadEkTrustStore, EK_ROOTS_SUBDIR } from '../attest/index.ts';
 import { buildServer, type BuiltServer } from './app.ts';
+import { watchEkRoots } from './ek-roots-watch.ts';
 import { AUTO_APPROVE_FILE, ensurePrivateDir, refuseUnsafeTrustInputs, restrictToOwner } from './data-dir.ts';
 import type { ServerPolicyOptions } from './context.ts';
 import type { ServerPlugin } from './plugins.ts';
@@ -86,6 +87,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       { cause: e },
     );
   }
+  const ekRootsWatcher = watchEkRoots(join(opts.dataDir, EK_ROOTS_SUBDIR), ekTrust, built.app.log);
   const addr = built.app.server.address();
   const boundPort = typeof addr === 'object' && addr ? addr.port : port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
@@ -97,6 +99,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     createdCa: created,
     close() {
       closing ??= (async () => {
+        ekRootsWatcher.close();
         await built.app.close();
         await store.close();
       })();

@@ -62,3 +62,21 @@ describe('server data directory: private, and trust inputs nobody else can write
     });
   }
 });
+
+describe('EK roots re-read while the server runs', () => {
+  it('takes a vendor CA added after start', { timeout: 20_000 }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'eg-ekroots-'));
+    const server = await start(dataDir);
+    try {
+      const anchors = server.ctx.ekTrust.anchors;
+      assert.equal(anchors.length, 0);
+      const vendor = join(dataDir, 'ek-roots', 'vendor.pem');
+      writeFileSync(vendor, readFileSync(join(dataDir, FLEET_CA_FILE)), { mode: 0o644 });
+      while (anchors.length === 0) await new Promise((resolve) => setTimeout(resolve, 25));
+      assert.equal(anchors.length, 1);
+    } finally {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
