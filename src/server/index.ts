@@ -19,3 +19,4 @@ export {
   type EventFailurePolicy,
   type EventInput,
 } from './events.ts';
+export { openServerStore, SERVER_CONFIG_FILE } from './server-config.ts';

@@ -12,6 +12,7 @@ import { Store, SQLITE_FILE } from '../store/index.ts';
 import { loadEkTrustStore, EK_ROOTS_SUBDIR } from '../attest/index.ts';
 import { buildServer, type BuiltServer } from './app.ts';
 import { watchEkRoots } from './ek-roots-watch.ts';
+import { writeServerConfig } from './server-config.ts';
 import { AUTO_APPROVE_FILE, ensurePrivateDir, refuseUnsafeTrustInputs, restrictToOwner } from './data-dir.ts';
 import type { ServerPolicyOptions } from './context.ts';
 import type { ServerPlugin } from './plugins.ts';
@@ -55,6 +56,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const ekTrust = loadEkTrustStore(join(opts.dataDir, EK_ROOTS_SUBDIR));
   const store = await Store.open({ dataDir: opts.dataDir, url: opts.dbUrl });
   if (opts.dbUrl === undefined) restrictToOwner(join(opts.dataDir, SQLITE_FILE));
+  writeServerConfig(opts.dataDir, opts.dbUrl);
   const hostnames = opts.hostnames ?? [
     ...new Set([host === '0.0.0.0' || host === '::' ? 'localhost' : host, 'localhost', '127.0.0.1', '::1']),
   ];

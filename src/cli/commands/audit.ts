@@ -26,6 +26,7 @@ import {
 } from '../../audit/index.ts';
 import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
+import { openServerStore } from '../../server/index.ts';
 import { FleetClient } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
@@ -79,7 +80,9 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
     const reader = await httpLogReader({ url: o.server, ca: o.ca, cert: o.cert, key: o.key });
     return { reader, logKey, close: async () => undefined };
   }
-  const store = await Store.open({ url: o.db, dataDir: o.data });
+  // The server's own store (DATA/server.json), never a new one beside it.
+  const store =
+    o.data !== undefined ? await openServerStore({ dataDir: o.data, db: o.db }) : await Store.open({ url: o.db });
   try {
     const log = await AuditLog.open(store, { verifier: logKey });
     return { reader: storeLogReader(log, store.where), logKey, log, close: () => store.close() };

@@ -15,8 +15,7 @@ import {
   DEFAULT_ADMIN_DAYS,
   FLEET_CA_FILE,
 } from '../../pki/index.ts';
-import { Store } from '../../store/index.ts';
-import { controlPlanePlugins, startServer } from '../../server/index.ts';
+import { controlPlanePlugins, openServerStore, startServer } from '../../server/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function adminCommand(program: Command): Command {
@@ -132,7 +131,7 @@ export function registerServerCommands(program: Command): void {
     )
     .option('--name <name>', "the admin's name (certificate CN)", 'admin')
     .option('--days <n>', 'lifetime in days', String(DEFAULT_ADMIN_DAYS))
-    .option('--db <url>', 'PostgreSQL URL, when the server uses one')
+    .option('--db <url>', "the server's PostgreSQL URL (default: the database named in DATA/server.json)")
     .option(
       '--ca-passphrase-file <file>',
       'file whose first line is the CA key passphrase (else $EDGEGUARD_CA_PASSPHRASE)',
@@ -163,7 +162,7 @@ export function registerServerCommands(program: Command): void {
           days,
         });
         // Recorded, because the server refuses certificates it has no record of (and so it can be revoked).
-        const store = await Store.open({ dataDir: opts.data, url: opts.db });
+        const store = await openServerStore({ dataDir: opts.data, db: opts.db });
         try {
           await store.recordCertificate({
             serial: issued.serial,
