@@ -15,7 +15,8 @@ import {
   DEFAULT_ADMIN_DAYS,
   FLEET_CA_FILE,
 } from '../../pki/index.ts';
-import { controlPlanePlugins, openServerStore, startServer } from '../../server/index.ts';
+import { controlPlanePlugins, openServerStore, parseListen, startServer } from '../../server/index.ts';
+import { logOriginFor } from '../../audit/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function adminCommand(program: Command): Command {
@@ -23,6 +24,12 @@ function adminCommand(program: Command): Command {
     program.commands.find((c) => c.name() === 'admin') ??
     program.command('admin').description("fleet administration from the server's data directory")
   );
+}
+
+/** The listen host as it goes into a URL (IPv6 in brackets). */
+function hostOfListen(listen: string): string {
+  const { host } = parseListen(listen);
+  return host.includes(':') ? `[${host}]` : host;
 }
 
 export function registerServerCommands(program: Command): void {
@@ -39,6 +46,10 @@ export function registerServerCommands(program: Command): void {
     .option(
       '--hostname <name...>',
       'names and addresses the server certificate covers (default: the listen host, localhost, 127.0.0.1, ::1)',
+    )
+    .option(
+      '--log-origin <origin>',
+      "the audit log's origin, a schema-less URL naming this fleet's log (default for a new log: HOSTNAME:PORT/audit from the first --hostname or the listen address; an existing log keeps its own)",
     )
     .option('--allow-software-devices', 'accept devices without a TPM (they stay labelled software-bound)')
     .option('--device-cert-days <n>', 'device certificate lifetime in days', '30')
@@ -60,6 +71,7 @@ export function registerServerCommands(program: Command): void {
           deviceCertDays: string;
           enrollRate: string;
           logLevel: string;
+          logOrigin?: string;
         },
         cmd: Command,
       ) => {
@@ -84,7 +96,13 @@ export function registerServerCommands(program: Command): void {
             deviceCertDays: days,
             enrollRateLimit: { max: rate, timeWindowMs: 60_000 },
           },
-          plugins: controlPlanePlugins({ dataDir: opts.data }).all,
+          plugins: controlPlanePlugins({
+            dataDir: opts.data,
+            ...(opts.logOrigin !== undefined ? { origin: opts.logOrigin } : {}),
+            defaultOrigin: logOriginFor(
+              `https://${opts.hostname?.[0] ?? hostOfListen(opts.listen)}:${parseListen(opts.listen).port}`,
+            ),
+          }).all,
         });
         const ekRoots = server.ctx.ekTrust.anchors.length;
         if (ekRoots === 0)

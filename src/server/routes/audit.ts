@@ -18,6 +18,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
 import { Gauge } from 'prom-client';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
@@ -40,6 +41,8 @@ export interface AuditPluginOptions {
   dataDir?: string;
   /** Log name and checkpoint origin; every replica of one fleet must use the same (and the same key). */
   origin?: string;
+  /** The origin of a new log when none is configured (an existing log keeps the one it signed with). */
+  defaultOrigin?: string;
   checkpointIntervalMs?: number;
 }
 
@@ -119,6 +122,19 @@ function watchStoreBehindCheckpoint(log: AuditLog, ctx: ControlPlaneContext): vo
   });
 }
 
+/** The origin line of the latest stored checkpoint, if the log has signed one. */
+async function signedOrigin(ctx: ControlPlaneContext): Promise<string | undefined> {
+  type Tables = { audit_checkpoints: { size: number; note: string } };
+  const db = ctx.store.db.withTables<Tables>() as unknown as Kysely<Tables>;
+  const row = await db
+    .selectFrom('audit_checkpoints')
+    .select('note')
+    .orderBy('size', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row?.note.split('\n', 1)[0];
+}
+
 export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlugin {
   let log: AuditLog | undefined;
   return {
@@ -127,7 +143,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       return log;
     },
     async register(app: FastifyInstance, ctx: ControlPlaneContext) {
-      const origin = opts.origin ?? DEFAULT_LOG_ORIGIN;
+      const origin = opts.origin ?? (await signedOrigin(ctx)) ?? opts.defaultOrigin ?? DEFAULT_LOG_ORIGIN;
       let signer = opts.signer;
       if (signer === undefined) {
         if (opts.dataDir === undefined)
