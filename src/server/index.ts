@@ -20,3 +20,4 @@ export {
   type EventInput,
 } from './events.ts';
 export { openServerStore, SERVER_CONFIG_FILE } from './server-config.ts';
+export { recordAdminCertificate } from './admin-cert.ts';

@@ -4,9 +4,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEdgeguardError } from '../../src/errors/index.ts';
-import { openServerStore, startServer, SERVER_CONFIG_FILE } from '../../src/server/index.ts';
+import { openServerStore, recordAdminCertificate, startServer, SERVER_CONFIG_FILE } from '../../src/server/index.ts';
+import { auditServerPlugin } from '../../src/server/routes/audit.ts';
+import { decodeLogLeaf } from '../../src/audit/index.ts';
+import { generateP256, spkiOf } from '../../src/pki/index.ts';
 import { createTempDatabase } from '../helpers/postgres.ts';
-import { TEST_PASSPHRASE } from './fleet-helpers.ts';
+import { startTestFleet, TEST_PASSPHRASE } from './fleet-helpers.ts';
 
 const start = (dataDir: string, dbUrl?: string) =>
   startServer({ dataDir, listen: '127.0.0.1:0', caPassphrase: TEST_PASSPHRASE, dbUrl, logger: false });
@@ -56,6 +59,29 @@ describe("admin commands find the server's own store through DATA/server.json", 
       assert.equal(store.dialect, 'sqlite');
       await store.close();
     } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('admin certificates issued from the data directory', () => {
+  it('are recorded in the server store and logged as cert.issued', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'eg-admincert-'));
+    const audit = auditServerPlugin({ dataDir, checkpointIntervalMs: 0 });
+    const fleet = await startTestFleet({ dataDir, plugins: [audit] });
+    try {
+      const keys = await generateP256();
+      const issued = await fleet.ca.issueAdminCertificate({ name: 'carol', publicKey: await spkiOf(keys.publicKey) });
+      await recordAdminCertificate({ dataDir }, issued, 'operator-1');
+      assert.equal(await fleet.server.ctx.store.certificateStatus(issued.serial), 'good');
+      const log = audit.log!;
+      const events = (await log.getEntries(0, await log.size())).map((l) => decodeLogLeaf(Buffer.from(l)).event);
+      const logged = events.find((e) => e.type === 'cert.issued' && e.details.serial === issued.serial);
+      assert.ok(logged?.type === 'cert.issued');
+      assert.equal(logged.details.role, 'admin');
+      assert.deepEqual(logged.actor, { kind: 'operator', id: 'operator-1' });
+    } finally {
+      await fleet.stop();
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

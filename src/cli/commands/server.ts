@@ -15,8 +15,9 @@ import {
   DEFAULT_ADMIN_DAYS,
   FLEET_CA_FILE,
 } from '../../pki/index.ts';
-import { controlPlanePlugins, openServerStore, parseListen, startServer } from '../../server/index.ts';
+import { controlPlanePlugins, parseListen, recordAdminCertificate, startServer } from '../../server/index.ts';
 import { logOriginFor } from '../../audit/index.ts';
+import { userInfo } from 'node:os';
 import { Output, globalOptions } from '../output.ts';
 
 function adminCommand(program: Command): Command {
@@ -179,21 +180,9 @@ export function registerServerCommands(program: Command): void {
           publicKey: await spkiOf(keys.publicKey),
           days,
         });
-        // Recorded, because the server refuses certificates it has no record of (and so it can be revoked).
-        const store = await openServerStore({ dataDir: opts.data, db: opts.db });
-        try {
-          await store.recordCertificate({
-            serial: issued.serial,
-            device_id: null,
-            role: 'admin',
-            subject: issued.subject,
-            not_before: issued.notBefore.toISOString(),
-            not_after: issued.notAfter.toISOString(),
-            pem: issued.chainPem,
-          });
-        } finally {
-          await store.close();
-        }
+        // Recorded, because the server refuses certificates it has no record of (and so it can be revoked),
+        // and logged (cert.issued) in the server's audit log.
+        await recordAdminCertificate({ dataDir: opts.data, db: opts.db }, issued, userInfo().username);
         const crt = `${opts.out}.crt`;
         const key = `${opts.out}.key`;
         const flag = opts.force ? 'w' : 'wx';
