@@ -45,11 +45,12 @@ async function readResponse(socket: TLSSocket): Promise<{ status: number; head: 
 describe('control plane under hostile load', () => {
   let fleet: TestFleet;
   const dataDir = mkdtempSync(join(tmpdir(), 'eg-hostile-'));
+  const plugins = controlPlanePlugins({ dataDir });
   before(async () => {
     fleet = await startTestFleet({
       dataDir,
       policy: { limits: { connectionsPerAddress: 8 }, challengePruneIntervalMs: 50 },
-      plugins: controlPlanePlugins({ dataDir }).all,
+      plugins: plugins.all,
     });
   });
   after(async () => {
@@ -77,6 +78,20 @@ describe('control plane under hostile load', () => {
       assert.equal((JSON.parse(r.body) as ErrBody).error.code, 'EG_UNAUTHORIZED');
     });
   }
+
+  it('writes no audit entry for anonymous or uncertified calls to admin routes (a metric counts them)', async () => {
+    const log = plugins.audit.log!;
+    await log.flush();
+    const before = await log.size();
+    const client = fleet.client();
+    for (const path of ['/v1/devices/dev-0123456789abcdef/approve', '/v1/devices/dev-0123456789abcdef/revoke'])
+      assert.equal((await client.send('POST', path)).status, 401);
+    client.close();
+    await log.flush();
+    assert.equal(await log.size(), before);
+    const refusals = await fleet.server.ctx.registry.getSingleMetricAsString('edgeguard_auth_refusals_total');
+    assert.match(refusals, /reason="no_certificate"\} [1-9]/);
+  });
 
   it('limits anonymous enrollment bodies to a few kilobytes', async () => {
     const client = fleet.client();

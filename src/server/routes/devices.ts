@@ -23,8 +23,14 @@ const adminSecurity = [{ adminCertificate: [] }];
 function adminRefusal(req: FastifyRequest, action: string, status: number) {
   const params = req.params as { id?: string; serial?: string } | undefined;
   const id = params?.id ?? params?.serial;
-  if (!id) return undefined;
-  const actor = { kind: 'admin' as const, id: req.identity?.name ?? 'unknown' };
+  // Without a verified fleet certificate anyone can cause a refusal: those are a metric
+  // (edgeguard_auth_refusals_total), never a permanent entry each.
+  const who = req.identity ?? req.presented;
+  if (!id || who === undefined) return undefined;
+  const actor =
+    who.role === 'device' && who.deviceId !== undefined
+      ? { kind: 'device' as const, id: who.deviceId }
+      : { kind: 'admin' as const, id: who.name };
   return { actor, subject: id, outcome: outcomeOf(status), details: { action, target: id, detail: `HTTP ${status}` } };
 }
 
