@@ -157,6 +157,6 @@ export async function verifyEkCertificate(
   }
   throw new EdgeguardError(
     'EG_ENROLL',
-    `the EK certificate (issuer "${cert.issuer}") does not chain to a CA in ${trust.source}; the TPM is not from a manufacturer this server trusts. Add the vendor's CA there if it should be.`,
+    `the EK certificate (issuer "${cert.issuer}") does not chain to a CA in ${trust.source}; the TPM is not from a manufacturer this server trusts. Add the vendor's CA there if it should be (the running server re-reads the directory when it changes; a chain needs every CA up to the root: for swtpm, its local CA's intermediate and root).`,
   );
 }

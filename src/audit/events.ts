@@ -104,6 +104,15 @@ export const auditEventSchema = z.discriminatedUnion('type', [
   event('egress.denied', { host: z.string().min(1).max(255), port: z.number().int().min(0).max(65535), reason: short }),
   event('admin.action', { action: id, target: id.optional(), detail: short.optional() }),
   event('policy.changed', { policy: id, previousSha256: hex(32).optional(), newSha256: hex(32) }),
+  // Anonymous enrollment failures, summarised (at most one per summary interval) instead of one entry each.
+  event('enroll.failures', {
+    since: z.iso.datetime(),
+    total: count,
+    byReason: z.array(z.strictObject({ reason: id, count })).max(64),
+    byAddress: z.array(z.strictObject({ address: id, count })).max(64),
+    otherAddresses: count,
+    ekSha256: z.array(hex(32)).max(64),
+  }),
   event('audit.journal_gap', {
     deviceId: id,
     position: count,

@@ -43,6 +43,7 @@ export async function checkConsistency(
         report(`log entries ${edge.size}..${r.idx - 1} are missing from the store`);
         // The tree cannot be rebuilt past a hole: compare what was rebuilt, then stop.
         await compareNodes(storage, produced, report);
+        reportBeyond(checkpoints, edge.size, report);
         return { size: state.size, checkpointsChecked: checkpoints.length, problems };
       }
       edge.append(hashLeaf(Buffer.from(r.value, 'utf8')), (id, hash) => produced.push({ id, hash }));
@@ -50,6 +51,7 @@ export async function checkConsistency(
     }
     await compareNodes(storage, produced, report);
   }
+  reportBeyond(checkpoints, edge.size, report);
   compareState(state, edge, problems);
   return { size: state.size, checkpointsChecked: checkpoints.length, problems };
 }
@@ -88,6 +90,15 @@ function rootChecker(checkpoints: readonly StoredCheckpoint[], edge: CompactRang
       at += 1;
     }
   };
+}
+
+/** A signed checkpoint larger than the rebuilt tree: entries it covers were removed after signing. */
+function reportBeyond(checkpoints: readonly StoredCheckpoint[], rebuilt: number, report: Report): void {
+  for (const cp of checkpoints)
+    if (cp.size > rebuilt)
+      report(
+        `the checkpoint at size ${cp.size} was signed beyond the ${rebuilt} entries stored: entries ${rebuilt}..${cp.size - 1} were removed (or a backup older than the checkpoint was restored)`,
+      );
 }
 
 function compareState(state: TreeState, edge: CompactRange, problems: string[]): void {

@@ -96,6 +96,7 @@ export {
 } from './log.ts';
 export {
   DEFAULT_LOG_ORIGIN,
+  logOriginFor,
   LOG_KEY_FILE,
   LOG_PUB_FILE,
   generateLogSigner,

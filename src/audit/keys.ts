@@ -12,6 +12,14 @@ import { formatVerifierKey, noteSigner, parseVerifierKey, type NoteSigner, type 
 
 /** The checkpoint origin (and key name) of a control plane's log unless configured otherwise. */
 export const DEFAULT_LOG_ORIGIN = 'edgeguard/audit';
+
+/**
+ * C2SP tlog-checkpoint: the origin identifies one log and should be a schema-less URL. Derived from
+ * the control plane's URL, two fleets get two origins (and witnesses keep their state apart).
+ */
+export function logOriginFor(serverUrl: string): string {
+  return `${new URL(serverUrl).host}/audit`;
+}
 export const LOG_KEY_FILE = 'audit-log.key';
 export const LOG_PUB_FILE = 'audit-log.pub';
 

@@ -27,7 +27,7 @@ import { noteVerifier, type NoteSigner, type NoteVerifier } from './note.ts';
 import { AppendSequencer, type AppendResult } from './sequencer.ts';
 import { openAuditStorage } from './storage-open.ts';
 import type { AuditStorage, StoredCheckpoint } from './storage.ts';
-import { TreeWriter } from './tree-writer.ts';
+import { TreeWriter, storeBehindCheckpoint } from './tree-writer.ts';
 
 export { MAX_LEAF_BYTES } from './leaf.ts';
 export { deviceLeaf, type DeviceAppendResult } from './device-ingest.ts';
@@ -309,6 +309,11 @@ export class AuditLog implements NodeSource {
         return [len, b];
       }),
     );
+  }
+
+  /** Sizes when the store holds fewer entries than the latest signed checkpoint (appends are refused then). */
+  async storeBehindCheckpoint(): Promise<{ stored: number; signed: number } | undefined> {
+    return storeBehindCheckpoint(this.storage, (await this.storage.readState()).size);
   }
 
   /** The full consistency check (fsck.ts): every entry, node, checkpoint and the state row. */

@@ -8,6 +8,28 @@ import { EdgeguardError } from '../errors/index.ts';
 import { CompactRange, hashLeaf, rangeNodes } from './merkle.ts';
 import type { AuditStorage, AuditWriteTx } from './storage.ts';
 
+/** The stored size and the latest signed size when the store is behind the latest checkpoint. */
+export async function storeBehindCheckpoint(
+  storage: AuditStorage,
+  stored: number,
+): Promise<{ stored: number; signed: number } | undefined> {
+  const latest = await storage.latestCheckpoint();
+  return latest !== undefined && latest.size > stored ? { stored, signed: latest.size } : undefined;
+}
+
+/**
+ * Checkpoints only grow, and each one was signed over entries this store held: a store smaller than
+ * the latest one lost entries. Appending would hand out indices already signed with other contents.
+ */
+function refuseBehindCheckpoint(stored: number, signed: number): void {
+  if (signed <= stored) return;
+  throw new EdgeguardError(
+    'EG_AUDIT_BEHIND',
+    `the audit store holds ${stored} entries but a checkpoint was signed at size ${signed}; appends are refused so that no index is reused. Restore the missing entries (the latest backup) and run \`edgeguard audit verify --full\`.`,
+    { details: { stored, signed } },
+  );
+}
+
 /** Appends leaves inside the current transaction; resolves with the index of the first. */
 export type AppendLeaves = (leaves: readonly Buffer[]) => Promise<number>;
 
@@ -28,9 +50,13 @@ export class TreeWriter {
   /** Run `work` in one transaction holding the sequencer lock; `append` integrates leaves in it. */
   async write<T>(work: (tx: AuditWriteTx, append: AppendLeaves) => Promise<T>): Promise<T> {
     let edge: CompactRange | undefined;
+    // Read before the transaction (SQLite has one connection, held by it): checkpoints only grow, and
+    // one signed meanwhile covers entries already in the state this transaction locks.
+    const signed = (await this.storage.latestCheckpoint())?.size ?? 0;
     const result = await this.storage.write(async (tx) => {
       const state = await tx.lockState();
       const append: AppendLeaves = async (leaves) => {
+        refuseBehindCheckpoint(state.size, signed);
         edge ??= await this.edgeAt(tx, state);
         const first = edge.size;
         await this.integrate(tx, edge, leaves);

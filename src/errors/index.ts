@@ -8,6 +8,8 @@ export const ERROR_EXIT_CODES = {
   // Usage and input the operator controls.
   EG_USAGE: 2,
   EG_CONFIG: 2,
+  // A trust input (key, CA list, database, their directory) that others than its owner can write.
+  EG_UNSAFE_PERMISSIONS: 2,
   EG_NOT_FOUND: 2,
   EG_EXISTS: 2,
   EG_IO: 1,
@@ -55,6 +57,9 @@ export const ERROR_EXIT_CODES = {
   EG_AUDIT_INCONSISTENT: 8,
   // A security event could not be appended to the audit log (the server answers 503).
   EG_AUDIT_UNAVAILABLE: 8,
+  // The audit store holds fewer entries than a checkpoint already signed (a restored backup, deleted
+  // rows): appending would reuse indices that can never be signed, so appends stop (the server answers 503).
+  EG_AUDIT_BEHIND: 8,
   // Device hardening: a preflight check that does not hold.
   EG_PREFLIGHT: 9,
   // Tamper: a sensor that cannot be read, a device locked after a tamper response.

@@ -14,9 +14,12 @@ import { FleetCa } from '../pki/index.ts';
 import type { Store } from '../store/index.ts';
 import type { EkTrustStore } from '../attest/index.ts';
 import { makeAuthenticator, type Requirement } from './auth.ts';
-import { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './context.ts';
+import { resolvePolicy, type ControlPlaneContext, type ServerPolicyOptions, type CertificateCheck } from './context.ts';
+import { capConnectionsPerAddress } from './connections.ts';
 import { EnrollmentService } from './enrollment.ts';
 import { AuditEvents } from './events.ts';
+import { EnrollmentFailures } from './enroll-failures.ts';
+import { startHousekeeping } from './housekeeping.ts';
 import { errorHandler } from './errors.ts';
 import { createMetrics } from './metrics.ts';
 import type { ServerPlugin } from './plugins.ts';
@@ -28,7 +31,7 @@ export interface BuildServerOptions {
   store: Store;
   ca: FleetCa;
   ekTrust: EkTrustStore;
-  policy?: Partial<ServerPolicy>;
+  policy?: ServerPolicyOptions;
   /** Names the server certificate covers (default: localhost, 127.0.0.1, ::1). */
   hostnames?: string[];
   /** A pino logger, or false for none (tests). */
@@ -47,6 +50,8 @@ const CRL_MAX_AGE_MS = 5 * 60 * 1000;
 
 export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer> {
   const hostnames = opts.hostnames ?? ['localhost', '127.0.0.1', '::1'];
+  const policy = resolvePolicy(opts.policy);
+  const { limits } = policy;
   const serverKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const serverCert = await opts.ca.issueServerCertificate({
     hostnames,
@@ -67,31 +72,48 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     bodyLimit: 64 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    keepAliveTimeout: 30_000,
+    // Slow clients: a request must be complete in time, an idle connection does not stay open.
+    requestTimeout: limits.requestTimeoutMs,
+    connectionTimeout: limits.connectionTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
   };
   const app = Fastify({
     ...fastifyOpts,
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
   } as FastifyServerOptions) as unknown as FastifyInstance;
 
+  app.server.headersTimeout = limits.headersTimeoutMs;
+
   const { registry, metrics } = createMetrics(opts.store);
+  capConnectionsPerAddress(app.server, limits.connectionsPerAddress, metrics.connectionsRefused);
   const authenticate = makeAuthenticator(opts.store, metrics);
-  const guard = (need: Requirement) => async (req: Parameters<typeof authenticate>[0]) => {
-    await authenticate(req, need);
-  };
+  const guard =
+    (need: Requirement): CertificateCheck =>
+    async (req, reply) => {
+      try {
+        await authenticate(req, need);
+      } catch (e) {
+        // The body, if any, is still unread: close the connection instead of draining it.
+        void reply.header('connection', 'close');
+        throw e;
+      }
+    };
   let crlCache: { der: Buffer; at: number } | undefined;
+  const events = new AuditEvents(app.log, metrics.auditEventFailures);
   const ctx: ControlPlaneContext = {
     store: opts.store,
     ca: opts.ca,
     ekTrust: opts.ekTrust,
-    policy: { ...DEFAULT_POLICY, ...opts.policy },
+    policy,
     metrics,
     registry,
     log: app.log,
-    events: new AuditEvents(app.log, metrics.auditEventFailures),
+    events,
+    enrollFailures: new EnrollmentFailures(events, metrics),
     requireDevice: guard('device'),
     requireAdmin: guard('admin'),
     requireDeviceOrAdmin: guard('device-or-admin'),
+    healthChecks: [],
     crlChanged: () => {
       crlCache = undefined;
     },
@@ -108,6 +130,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     },
   };
   const enrollment = new EnrollmentService(ctx);
+  startHousekeeping(app, ctx);
 
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {

@@ -18,8 +18,10 @@ import type { ServerMetrics } from './metrics.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** Set by the authentication pre-handlers. */
+    /** Set by the certificate checks. */
     identity?: CertificateIdentity;
+    /** The verified fleet certificate presented, even when refused for its role or status (for audit refusals). */
+    presented?: CertificateIdentity;
     /** For device certificates: the device record read during authentication. */
     device?: DeviceRecord;
   }
@@ -83,6 +85,7 @@ export function makeAuthenticator(store: Store, metrics: ServerMetrics) {
   return async function authenticate(request: FastifyRequest, need: Requirement): Promise<CertificateIdentity> {
     try {
       const id = connectionIdentity(request.raw.socket as TLSSocket);
+      request.presented = id;
       // The handshake checked the dates once; a kept-alive connection can outlive the certificate.
       if (Date.now() > id.notAfter.getTime()) {
         throw new EdgeguardError('EG_UNAUTHORIZED', explainTlsError('CERT_HAS_EXPIRED'), {

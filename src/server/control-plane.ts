@@ -13,6 +13,10 @@ import { reviewServerPlugin } from './routes/review.ts';
 export interface ControlPlaneOptions {
   /** The server's data directory: the audit log keeps audit-log.key and audit-log.pub there. */
   dataDir: string;
+  /** The audit log's origin (C2SP); every replica of one fleet uses the same. */
+  origin?: string;
+  /** The origin of a new log when `origin` is absent (e.g. logOriginFor(server URL)). */
+  defaultOrigin?: string;
   /** How often the audit log publishes a signed checkpoint (the audit plugin's default when absent). */
   checkpointIntervalMs?: number;
   /** Freshness window, nonce lifetime and failure actions of remote attestation. */
@@ -32,6 +36,8 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
   const audit = auditServerPlugin({
     dataDir: o.dataDir,
     ...(o.checkpointIntervalMs !== undefined ? { checkpointIntervalMs: o.checkpointIntervalMs } : {}),
+    ...(o.origin !== undefined ? { origin: o.origin } : {}),
+    ...(o.defaultOrigin !== undefined ? { defaultOrigin: o.defaultOrigin } : {}),
   });
   const attestation = attestationServerPlugin(o.attestation);
   return { all: [audit, reviewServerPlugin(), attestation], audit, attestation };

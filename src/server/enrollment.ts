@@ -77,8 +77,9 @@ export class EnrollmentService {
     if (existing) {
       throw new EdgeguardError(
         'EG_EXISTS',
-        `this TPM is already enrolled as ${existing.id} (${existing.status}); an operator must revoke and remove that record (edgeguard device revoke, then device remove) before it enrolls again.`,
-        { details: { deviceId: existing.id } },
+        // Anonymous callers learn no device id or status; the operator finds the record by EK hash.
+        `this TPM is already enrolled; an operator must revoke and remove its record (its EK hash is ${ekHash}; edgeguard device list, device revoke, then device remove) before it enrolls again.`,
+        { details: { reason: 'already_enrolled', ekSha256: ekHash } },
       );
     }
   }
@@ -177,7 +178,7 @@ export class EnrollmentService {
       throw new EdgeguardError(
         'EG_ENROLL',
         'the ActivateCredential answer is wrong: the attestation key is not in the TPM that owns this EK. Enrollment refused.',
-        { details: { reason: 'activation' } },
+        { details: { reason: 'activation', ekSha256: (JSON.parse(challenge.payload) as PendingEnrollment).ekHash } },
       );
     }
     const pending = JSON.parse(challenge.payload) as PendingEnrollment;
@@ -241,6 +242,18 @@ export class EnrollmentService {
       not_before: issued.notBefore.toISOString(),
       not_after: issued.notAfter.toISOString(),
       pem: issued.chainPem,
+    });
+    // Every device certificate, first or renewed, is on record (fail-request: no unlogged certificate).
+    await this.ctx.events.emit('cert.issued', {
+      actor: { kind: 'device', id: device.id },
+      subject: device.id,
+      outcome: 'success',
+      details: {
+        serial: issued.serial,
+        role: 'device',
+        subjectDn: issued.subject,
+        notAfter: issued.notAfter.toISOString(),
+      },
     });
     return issued;
   }

@@ -15,7 +15,18 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_RATE_LIMITED: 429,
   EG_UNSUPPORTED: 422,
   EG_PKI: 422,
+  EG_PAYLOAD_TOO_LARGE: 413,
+  EG_UNSUPPORTED_MEDIA_TYPE: 415,
+  EG_TIMEOUT: 408,
   EG_AUDIT_UNAVAILABLE: 503,
+  EG_AUDIT_BEHIND: 503,
+};
+
+/** Framework errors by status: their own EG code, and a sentence instead of fastify's internals. */
+const FRAMEWORK: Record<number, { code: ErrorCode; message: string }> = {
+  408: { code: 'EG_TIMEOUT', message: 'the request did not arrive in time; send it whole, without pauses.' },
+  413: { code: 'EG_PAYLOAD_TOO_LARGE', message: 'the request body is larger than this route accepts.' },
+  415: { code: 'EG_UNSUPPORTED_MEDIA_TYPE', message: 'unsupported content type; send application/json.' },
 };
 
 export function httpStatusOf(code: ErrorCode): number {
@@ -33,6 +44,8 @@ export function errorReply(error: FastifyError | EdgeguardError | Error): { stat
   const fe = error as FastifyError;
   if (fe.validation) return { status: 400, code: 'EG_BAD_REQUEST' };
   if (fe.statusCode === 429) return { status: 429, code: 'EG_RATE_LIMITED' };
+  const framework = fe.statusCode === undefined ? undefined : FRAMEWORK[fe.statusCode];
+  if (framework) return { status: fe.statusCode!, code: framework.code };
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500)
     return { status: fe.statusCode, code: 'EG_BAD_REQUEST' };
   return { status: 500, code: 'EG_INTERNAL' };
@@ -56,6 +69,8 @@ export function errorHandler(
     void reply.status(500).send({ error: { code, message: 'internal server error; see the server log.' } });
     return;
   }
-  const message = fe.validation ? `the request is invalid: ${fe.message}.` : fe.message;
+  const message = fe.validation
+    ? `the request is invalid: ${fe.message}.`
+    : (FRAMEWORK[status]?.message ?? `the request is invalid: ${fe.message}.`);
   void reply.status(status).send({ error: { code, message } });
 }

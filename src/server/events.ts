@@ -48,6 +48,7 @@ export const EVENT_FAILURE_POLICY: Readonly<Record<AuditEventType, EventFailureP
   'egress.denied': 'log-and-count',
   'device.locked': 'log-and-count',
   'audit.journal_gap': 'log-and-count',
+  'enroll.failures': 'log-and-count',
 };
 
 /** Where events go: the audit log (anything with its append). */

@@ -3,7 +3,13 @@ export { buildServer, type BuildServerOptions, type BuiltServer } from './app.ts
 export { startServer, parseListen, type StartServerOptions, type RunningServer } from './run.ts';
 export { controlPlanePlugins, type ControlPlaneOptions, type ControlPlanePlugins } from './control-plane.ts';
 export type { ServerPlugin } from './plugins.ts';
-export { DEFAULT_POLICY, type ControlPlaneContext, type ServerPolicy } from './context.ts';
+export {
+  DEFAULT_POLICY,
+  type ControlPlaneContext,
+  type ServerPolicy,
+  type ServerPolicyOptions,
+  type ServerLimits,
+} from './context.ts';
 export { EnrollmentService, readAutoApproveList } from './enrollment.ts';
 export { httpStatusOf, ERROR_SCHEMA } from './errors.ts';
 export {
@@ -15,3 +21,5 @@ export {
 } from './events.ts';
 export { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 export { AttestationVerifier, type AttestationOptions } from './attestation/verifier.ts';
+export { openServerStore, SERVER_CONFIG_FILE } from './server-config.ts';
+export { recordAdminCertificate } from './admin-cert.ts';

@@ -9,6 +9,10 @@ export interface ServerMetrics {
   authRefusals: Counter<'reason'>;
   /** Security events the audit log could not take after its retries (events.ts). */
   auditEventFailures: Counter<'type' | 'policy'>;
+  /** Refused enrollment requests (anonymous), by stage and reason; summarised in the log, not one entry each. */
+  enrollmentFailures: Counter<'stage' | 'reason'>;
+  /** Connections closed at once (one address beyond its cap). */
+  connectionsRefused: Counter<'reason'>;
 }
 
 export function createMetrics(store: Store): { registry: Registry; metrics: ServerMetrics } {
@@ -44,6 +48,18 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
       name: 'edgeguard_audit_event_failures_total',
       help: 'Security events that could not be appended to the audit log, by event type and failure policy',
       labelNames: ['type', 'policy'],
+      registers: [registry],
+    }),
+    enrollmentFailures: new Counter({
+      name: 'edgeguard_enrollment_failures_total',
+      help: 'Refused enrollment requests by stage and reason (the audit log gets one summary per interval)',
+      labelNames: ['stage', 'reason'],
+      registers: [registry],
+    }),
+    connectionsRefused: new Counter({
+      name: 'edgeguard_connections_refused_total',
+      help: 'Connections closed on arrival, by reason (per_address: the remote address holds its cap)',
+      labelNames: ['reason'],
       registers: [registry],
     }),
   };

@@ -4,15 +4,17 @@
  * server on the listen address. `close()` stops accepting, drains in-flight requests and closes
  * the database (graceful shutdown).
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { EdgeguardError } from '../errors/index.ts';
-import { FleetCa } from '../pki/index.ts';
-import { Store } from '../store/index.ts';
+import { FleetCa, PKI_SUBDIR } from '../pki/index.ts';
+import { Store, SQLITE_FILE } from '../store/index.ts';
 import { loadEkTrustStore, EK_ROOTS_SUBDIR } from '../attest/index.ts';
 import { buildServer, type BuiltServer } from './app.ts';
-import type { ServerPolicy } from './context.ts';
+import { watchEkRoots } from './ek-roots-watch.ts';
+import { writeServerConfig } from './server-config.ts';
+import { AUTO_APPROVE_FILE, ensurePrivateDir, refuseUnsafeTrustInputs, restrictToOwner } from './data-dir.ts';
+import type { ServerPolicyOptions } from './context.ts';
 import type { ServerPlugin } from './plugins.ts';
 
 export interface StartServerOptions {
@@ -22,7 +24,7 @@ export interface StartServerOptions {
   /** postgres:// URL; SQLite in dataDir when absent. */
   dbUrl?: string | undefined;
   caPassphrase: string;
-  policy?: Partial<ServerPolicy>;
+  policy?: ServerPolicyOptions;
   hostnames?: string[];
   logger?: Logger | false;
   plugins?: ServerPlugin[];
@@ -45,11 +47,16 @@ export function parseListen(listen: string): { host: string; port: number } {
 
 export async function startServer(opts: StartServerOptions): Promise<RunningServer> {
   const { host, port } = parseListen(opts.listen);
-  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  mkdirSync(join(opts.dataDir, EK_ROOTS_SUBDIR), { recursive: true });
+  // Checked before anything is tightened: a directory others could write may already hold their files.
+  refuseUnsafeTrustInputs(opts.dataDir);
+  ensurePrivateDir(opts.dataDir);
+  ensurePrivateDir(join(opts.dataDir, EK_ROOTS_SUBDIR));
   const { ca, created } = await FleetCa.openOrCreate(opts.dataDir, opts.caPassphrase);
+  ensurePrivateDir(join(opts.dataDir, PKI_SUBDIR));
   const ekTrust = loadEkTrustStore(join(opts.dataDir, EK_ROOTS_SUBDIR));
   const store = await Store.open({ dataDir: opts.dataDir, url: opts.dbUrl });
+  if (opts.dbUrl === undefined) restrictToOwner(join(opts.dataDir, SQLITE_FILE));
+  writeServerConfig(opts.dataDir, opts.dbUrl);
   const hostnames = opts.hostnames ?? [
     ...new Set([host === '0.0.0.0' || host === '::' ? 'localhost' : host, 'localhost', '127.0.0.1', '::1']),
   ];
@@ -59,7 +66,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       store,
       ca,
       ekTrust,
-      policy: { autoApproveFile: join(opts.dataDir, 'auto-approve.txt'), ...opts.policy },
+      policy: { autoApproveFile: join(opts.dataDir, AUTO_APPROVE_FILE), ...opts.policy },
       hostnames,
       logger: opts.logger ?? false,
       ...(opts.plugins ? { plugins: opts.plugins } : {}),
@@ -82,6 +89,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       { cause: e },
     );
   }
+  const ekRootsWatcher = watchEkRoots(join(opts.dataDir, EK_ROOTS_SUBDIR), ekTrust, built.app.log);
   const addr = built.app.server.address();
   const boundPort = typeof addr === 'object' && addr ? addr.port : port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
@@ -93,6 +101,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     createdCa: created,
     close() {
       closing ??= (async () => {
+        ekRootsWatcher.close();
         await built.app.close();
         await store.close();
       })();

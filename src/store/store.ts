@@ -187,6 +187,40 @@ export class Store {
       .executeTakeFirst();
   }
 
+  /** How many certificates a device was issued with notBefore at or after `since` (ISO 8601). */
+  async certificatesIssuedSince(deviceId: string, since: string): Promise<number> {
+    const r = await this.db
+      .selectFrom('certificates')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('device_id', '=', deviceId)
+      .where('not_before', '>=', since)
+      .executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
+  /**
+   * Serials of unrevoked device certificates that a newer certificate of the same device replaced
+   * before `cutoff` (its notBefore, ISO 8601): renewed away, their overlap over.
+   */
+  async supersededCertificates(cutoff: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('certificates as old')
+      .select('old.serial')
+      .where('old.role', '=', 'device')
+      .where('old.revoked_at', 'is', null)
+      .where(({ exists, selectFrom }) =>
+        exists(
+          selectFrom('certificates as newer')
+            .select('newer.serial')
+            .whereRef('newer.device_id', '=', 'old.device_id')
+            .whereRef('newer.not_before', '>', 'old.not_before')
+            .where('newer.not_before', '<=', cutoff),
+        ),
+      )
+      .execute();
+    return rows.map((r) => r.serial);
+  }
+
   async revokeCertificate(serial: string, reason = 'unspecified'): Promise<boolean> {
     const r = await this.db
       .updateTable('certificates')

@@ -120,6 +120,23 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       });
     });
 
+    it('a device certificate issued after approval: cert.issued', async () => {
+      const r = await softwareEnrollment(fleet, 'first-certificate');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const a = fleet.client(admin);
+      assert.equal((await a.send('POST', `/v1/devices/${r.body.deviceId}/approve`)).status, 200);
+      const cert = await fleet
+        .client()
+        .send<{ notAfter: string }>('GET', `/v1/enroll/${r.body.deviceId}/certificate`, undefined, {
+          'x-edgeguard-poll-token': r.body.pollToken,
+        });
+      assert.equal(cert.status, 200, JSON.stringify(cert.body));
+      const event = await provenEvent(log, 'cert.issued', r.body.deviceId);
+      assert.ok(event.type === 'cert.issued');
+      assert.equal(event.details.role, 'device');
+      assert.equal(event.details.notAfter, cert.body.notAfter);
+    });
+
     it('renew: cert.issued for the new certificate', async () => {
       const device = await fleet.deviceCredential();
       const r = await fleet
@@ -137,22 +154,37 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.deepEqual(event.actor, { kind: 'device', id: device.deviceId });
     });
 
-    it('enrollment: device.enrollment_requested; a refused step: admin.action with its error code', async () => {
+    it('enrollment: device.enrollment_requested; refused steps: a metric and one enroll.failures summary, not an entry each', async () => {
       const r = await softwareEnrollment(fleet, 'enrolling');
       assert.equal(r.status, 200, JSON.stringify(r.body));
       const event = await provenEvent(log, 'device.enrollment_requested', r.body.deviceId);
       assert.ok(event.type === 'device.enrollment_requested');
       assert.equal(event.details.keyProvider, 'software');
-      const stale = await fleet.client().send<ErrBody>('POST', '/v1/enroll/finish', {
-        challengeId: 'ab'.repeat(16),
-        credential: Buffer.alloc(32).toString('base64'),
-      });
-      assert.ok(stale.status >= 400, JSON.stringify(stale.body));
-      const refused = (await log.getEntries(0, await log.size()))
-        .map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event)
-        .filter((e) => e.type === 'admin.action' && e.details.action === 'enrollment finish');
-      assert.equal(refused.length, 1);
-      assert.equal(refused[0]!.type === 'admin.action' && refused[0]!.details.detail, stale.body.error.code);
+      await fleet.server.ctx.enrollFailures.flush();
+      const before = await log.size();
+      const stale = { challengeId: 'ab'.repeat(16), credential: Buffer.alloc(32).toString('base64') };
+      for (let i = 0; i < 5; i++) {
+        const refused = await fleet.client().send<ErrBody>('POST', '/v1/enroll/finish', stale);
+        assert.equal(refused.status, 403, JSON.stringify(refused.body));
+      }
+      assert.equal((await fleet.client().send('POST', '/v1/enroll/start', { nonce: 'x' })).status, 400);
+      assert.equal(await log.size(), before, 'anonymous failures wrote no entry of their own');
+      const metric = await fleet.server.ctx.registry.getSingleMetricAsString('edgeguard_enrollment_failures_total');
+      assert.match(metric, /stage="finish",reason="challenge"\} 5/);
+      await fleet.server.ctx.enrollFailures.flush();
+      await fleet.server.ctx.enrollFailures.flush();
+      const summaries = (await log.getEntries(before, await log.size())).map(
+        (l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event,
+      );
+      assert.equal(summaries.length, 1);
+      const summary = summaries[0]!;
+      assert.ok(summary.type === 'enroll.failures');
+      assert.equal(summary.details.total, 6);
+      assert.deepEqual(summary.details.byReason, [
+        { reason: 'finish:challenge', count: 5 },
+        { reason: 'start:EG_BAD_REQUEST', count: 1 },
+      ]);
+      assert.deepEqual(summary.details.byAddress, [{ address: '127.0.0.1', count: 6 }]);
     });
 
     it('certificate revocation and device removal: admin.action', async () => {

@@ -4,7 +4,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { startServer, type RunningServer, type ServerPlugin, type ServerPolicy } from '../../src/server/index.ts';
+import {
+  startServer,
+  type RunningServer,
+  type ServerPlugin,
+  type ServerPolicyOptions,
+} from '../../src/server/index.ts';
 import { FleetCa, generateP256, privateKeyToPkcs8Pem, spkiOf, type ValidityOptions } from '../../src/pki/index.ts';
 import { FleetClient } from '../../src/fleet/index.ts';
 import type { KeyProvider } from '../../src/store/index.ts';
@@ -33,7 +38,7 @@ export interface TestFleet {
 export async function startTestFleet(
   opts: {
     dbUrl?: string;
-    policy?: Partial<ServerPolicy>;
+    policy?: ServerPolicyOptions;
     dataDir?: string;
     plugins?: ServerPlugin[];
     logger?: Logger;

@@ -26,6 +26,7 @@ import {
 } from '../../audit/index.ts';
 import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
+import { openServerStore } from '../../server/index.ts';
 import { FleetClient } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { connectionPaths, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
@@ -74,7 +75,9 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
     const reader = await httpLogReader({ url: c.server, ca: c.ca, cert: c.cert, key: c.key });
     return { reader, logKey, close: async () => undefined };
   }
-  const store = await Store.open({ url: o.db, dataDir: o.data });
+  // The server's own store (DATA/server.json), never a new one beside it.
+  const store =
+    o.data !== undefined ? await openServerStore({ dataDir: o.data, db: o.db }) : await Store.open({ url: o.db });
   try {
     const log = await AuditLog.open(store, { verifier: logKey });
     return { reader: storeLogReader(log, store.where), logKey, log, close: () => store.close() };
@@ -106,11 +109,13 @@ async function readTextArg(file: string): Promise<string> {
   }
 }
 
-function defaultStateFile(origin: string): string {
+/** One state file per log: keyed by origin and key id, so two fleets (or a new key) never share one. */
+function defaultStateFile(logKey: NoteVerifier): string {
   const base = process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state');
   const dir = join(base, 'edgeguard');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return join(dir, `audit-${origin.replace(/[^A-Za-z0-9._-]/g, '_')}.checkpoint`);
+  const origin = logKey.name.replace(/[^A-Za-z0-9._-]/g, '_');
+  return join(dir, `audit-${origin}-${logKey.keyId.toString('hex')}.checkpoint`);
 }
 
 /**
@@ -225,7 +230,7 @@ export function registerAuditCommands(program: Command): void {
       )
       .option(
         '--state <file>',
-        'where the last trusted checkpoint is kept (default ~/.local/state/edgeguard/audit-ORIGIN.checkpoint)',
+        'where the last trusted checkpoint is kept (default ~/.local/state/edgeguard/audit-ORIGIN-KEYID.checkpoint)',
       )
       .option(
         '--full',
@@ -234,7 +239,7 @@ export function registerAuditCommands(program: Command): void {
   ).action(async (o: SourceOptions & { state?: string; full?: boolean }, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     await withSource(o, async (s) => {
-      const state = o.state ?? defaultStateFile(s.logKey.name);
+      const state = o.state ?? defaultStateFile(s.logKey);
       const w = await Witness.load(s.logKey, state);
       const before = w.last?.checkpoint.size;
       const r = await observeWithEvidence(w, state, s);
@@ -284,7 +289,7 @@ export function registerAuditCommands(program: Command): void {
       )
       .option(
         '--state <file>',
-        'where the last checkpoint seen is kept (default ~/.local/state/edgeguard/audit-ORIGIN.checkpoint)',
+        'where the last checkpoint seen is kept (default ~/.local/state/edgeguard/audit-ORIGIN-KEYID.checkpoint)',
       )
       .option('--interval <seconds>', 'seconds between polls', '5')
       .option('--count <n>', 'stop after this many polls (default: run until interrupted)'),
@@ -294,7 +299,7 @@ export function registerAuditCommands(program: Command): void {
     const count = o.count === undefined ? Infinity : Number(o.count);
     if (!(count >= 1)) throw new EdgeguardError('EG_USAGE', '--count must be a positive number.');
     await withSource(o, async (s) => {
-      const state = o.state ?? defaultStateFile(s.logKey.name);
+      const state = o.state ?? defaultStateFile(s.logKey);
       const w = await Witness.load(s.logKey, state);
       const seen: Array<{ size: number; change: string }> = [];
       let stop = false;

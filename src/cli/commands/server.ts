@@ -17,8 +17,9 @@ import {
   DEFAULT_ADMIN_DAYS,
   FLEET_CA_FILE,
 } from '../../pki/index.ts';
-import { Store } from '../../store/index.ts';
-import { controlPlanePlugins, startServer } from '../../server/index.ts';
+import { controlPlanePlugins, parseListen, recordAdminCertificate, startServer } from '../../server/index.ts';
+import { logOriginFor } from '../../audit/index.ts';
+import { userInfo } from 'node:os';
 import { Output, globalOptions } from '../output.ts';
 
 function adminCommand(program: Command): Command {
@@ -26,6 +27,12 @@ function adminCommand(program: Command): Command {
     program.commands.find((c) => c.name() === 'admin') ??
     program.command('admin').description("fleet administration from the server's data directory")
   );
+}
+
+/** The listen host as it goes into a URL (IPv6 in brackets). */
+function hostOfListen(listen: string): string {
+  const { host } = parseListen(listen);
+  return host.includes(':') ? `[${host}]` : host;
 }
 
 export function registerServerCommands(program: Command): void {
@@ -42,6 +49,10 @@ export function registerServerCommands(program: Command): void {
     .option(
       '--hostname <name...>',
       'names and addresses the server certificate covers (default: the listen host, localhost, 127.0.0.1, ::1)',
+    )
+    .option(
+      '--log-origin <origin>',
+      "the audit log's origin, a schema-less URL naming this fleet's log (default for a new log: HOSTNAME:PORT/audit from the first --hostname or the listen address; an existing log keeps its own)",
     )
     .option('--allow-software-devices', 'accept devices without a TPM (they stay labelled software-bound)')
     .option('--device-cert-days <n>', 'device certificate lifetime in days', '30')
@@ -69,6 +80,7 @@ export function registerServerCommands(program: Command): void {
           attestWebhook?: string;
           attestRevoke?: boolean;
           logLevel: string;
+          logOrigin?: string;
         },
         cmd: Command,
       ) => {
@@ -110,6 +122,10 @@ export function registerServerCommands(program: Command): void {
               freshnessSeconds: windowSeconds,
               onFailure: { webhookUrl: opts.attestWebhook, revokeCertificate: Boolean(opts.attestRevoke) },
             },
+            ...(opts.logOrigin !== undefined ? { origin: opts.logOrigin } : {}),
+            defaultOrigin: logOriginFor(
+              `https://${opts.hostname?.[0] ?? hostOfListen(opts.listen)}:${parseListen(opts.listen).port}`,
+            ),
           }).all,
         });
         const ekRoots = server.ctx.ekTrust.anchors.length;
@@ -157,7 +173,7 @@ export function registerServerCommands(program: Command): void {
     )
     .option('--name <name>', "the admin's name (certificate CN)", 'admin')
     .option('--days <n>', 'lifetime in days', String(DEFAULT_ADMIN_DAYS))
-    .option('--db <url>', 'PostgreSQL URL, when the server uses one')
+    .option('--db <url>', "the server's PostgreSQL URL (default: the database named in DATA/server.json)")
     .option(
       '--ca-passphrase-file <file>',
       'file whose first line is the CA key passphrase (else $EDGEGUARD_CA_PASSPHRASE)',
@@ -187,21 +203,9 @@ export function registerServerCommands(program: Command): void {
           publicKey: await spkiOf(keys.publicKey),
           days,
         });
-        // Recorded, because the server refuses certificates it has no record of (and so it can be revoked).
-        const store = await Store.open({ dataDir: opts.data, url: opts.db });
-        try {
-          await store.recordCertificate({
-            serial: issued.serial,
-            device_id: null,
-            role: 'admin',
-            subject: issued.subject,
-            not_before: issued.notBefore.toISOString(),
-            not_after: issued.notAfter.toISOString(),
-            pem: issued.chainPem,
-          });
-        } finally {
-          await store.close();
-        }
+        // Recorded, because the server refuses certificates it has no record of (and so it can be revoked),
+        // and logged (cert.issued) in the server's audit log.
+        await recordAdminCertificate({ dataDir: opts.data, db: opts.db }, issued, userInfo().username);
         const crt = `${opts.out}.crt`;
         const key = `${opts.out}.key`;
         const flag = opts.force ? 'w' : 'wx';

@@ -18,6 +18,8 @@
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
+import { Gauge } from 'prom-client';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
   AuditLog,
@@ -41,6 +43,8 @@ export interface AuditPluginOptions {
   dataDir?: string;
   /** Log name and checkpoint origin; every replica of one fleet must use the same (and the same key). */
   origin?: string;
+  /** The origin of a new log when none is configured (an existing log keeps the one it signed with). */
+  defaultOrigin?: string;
   checkpointIntervalMs?: number;
 }
 
@@ -54,18 +58,40 @@ const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: E
 const hashList = { type: 'array', items: { type: 'string' }, maxItems: 128 } as const;
 const MAX_RECORDS = 1000;
 
-/** tlog-tiles index path: N in 3-digit groups, all but the last prefixed with "x" (x001/x234/067). */
+/** C2SP tlog-tiles: a tile index is N in 3-digit groups, all but the last prefixed with "x" (x001/x234/067). */
+export function tileIndexPath(index: number, partialWidth?: number): string {
+  const groups: string[] = [];
+  let n = index;
+  do {
+    groups.unshift(String(n % 1000).padStart(3, '0'));
+    n = Math.floor(n / 1000);
+  } while (n > 0);
+  const path = groups.map((g, i) => (i < groups.length - 1 ? `x${g}` : g)).join('/');
+  return partialWidth === undefined ? path : `${path}.p/${partialWidth}`;
+}
+
+/** The index and width of a tile path; only the canonical spelling is one (so every tile has one URL to cache). */
 export function parseTileIndex(path: string): { index: number; width: number } {
   const bad = () => new EdgeguardError('EG_NOT_FOUND', `"${path}" is not a tile path (e.g. 000, x001/234, 005.p/17).`);
   const m = /^((?:x\d{3}\/)*)(\d{3})(?:\.p\/(\d{1,3}))?$/.exec(path);
   if (!m) throw bad();
-  const digits = ((m[1] ?? '').replace(/x|\//g, '') + (m[2] ?? '')).replace(/^0+(?=\d)/, '');
-  const index = Number(digits);
+  const index = Number((m[1] ?? '').replace(/x|\//g, '') + (m[2] ?? ''));
   const width = m[3] === undefined ? 256 : Number(m[3]);
-  if (!Number.isSafeInteger(index)) throw bad();
-  if (m[3] !== undefined && (width < 1 || width > 255 || String(width) !== m[3])) throw bad();
+  // A partial tile has 1..255 hashes; 256 is the full tile, spelled without ".p/".
+  if (!Number.isSafeInteger(index) || width < 1 || (m[3] !== undefined && width > 255)) throw bad();
+  if (tileIndexPath(index, m[3] === undefined ? undefined : width) !== path) throw bad();
   return { index, width };
 }
+
+/** A tile level: decimal, no leading zero. Level 8 would start at tree level 64: above the top of any log. */
+function parseTileLevel(level: string): number {
+  if (!/^[0-7]$/.test(level))
+    throw new EdgeguardError('EG_NOT_FOUND', `tile level "${level}" does not exist in this log.`);
+  return Number(level);
+}
+
+/** Full tiles never change (C2SP tlog-tiles: cache them); partial ones grow into full ones. */
+const cacheControlOf = (width: number) => (width === 256 ? 'public, max-age=31536000, immutable' : 'no-cache');
 
 function peerPublicKey(req: FastifyRequest) {
   const peer = (req.raw.socket as TLSSocket).getPeerCertificate?.(false);
@@ -79,6 +105,38 @@ function nonNegative(value: unknown, name: string): number {
   return n;
 }
 
+/** A store behind its latest signed checkpoint refuses appends (EG_AUDIT_BEHIND): say so in /healthz and a gauge. */
+function watchStoreBehindCheckpoint(log: AuditLog, ctx: ControlPlaneContext): void {
+  const problem = async () => {
+    const behind = await log.storeBehindCheckpoint();
+    return behind === undefined
+      ? undefined
+      : `audit store holds ${behind.stored} entries, a checkpoint was signed at ${behind.signed}: appends refused`;
+  };
+  ctx.healthChecks.push(problem);
+  new Gauge({
+    name: 'edgeguard_audit_store_behind_checkpoint',
+    help: '1 while the audit store holds fewer entries than its latest signed checkpoint (appends are refused)',
+    registers: [ctx.registry],
+    async collect() {
+      this.set((await problem()) === undefined ? 0 : 1);
+    },
+  });
+}
+
+/** The origin line of the latest stored checkpoint, if the log has signed one. */
+async function signedOrigin(ctx: ControlPlaneContext): Promise<string | undefined> {
+  type Tables = { audit_checkpoints: { size: number; note: string } };
+  const db = ctx.store.db.withTables<Tables>() as unknown as Kysely<Tables>;
+  const row = await db
+    .selectFrom('audit_checkpoints')
+    .select('note')
+    .orderBy('size', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row?.note.split('\n', 1)[0];
+}
+
 export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlugin {
   let log: AuditLog | undefined;
   return {
@@ -87,7 +145,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       return log;
     },
     async register(app: FastifyInstance, ctx: ControlPlaneContext) {
-      const origin = opts.origin ?? DEFAULT_LOG_ORIGIN;
+      const origin = opts.origin ?? (await signedOrigin(ctx)) ?? opts.defaultOrigin ?? DEFAULT_LOG_ORIGIN;
       let signer = opts.signer;
       if (signer === undefined) {
         if (opts.dataDir === undefined)
@@ -110,6 +168,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
 
       // Routes and services emit their security events through ctx.events (../events.ts) into this log.
       ctx.events.attach(opened);
+      watchStoreBehindCheckpoint(opened, ctx);
 
       app.get(
         '/v1/audit/checkpoint',
@@ -159,7 +218,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.get(
         '/v1/audit/entries/:index/proof',
         {
-          preHandler: ctx.requireDeviceOrAdmin,
+          onRequest: ctx.requireDeviceOrAdmin,
           schema: {
             tags: ['audit'],
             summary:
@@ -217,7 +276,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.post(
         '/v1/audit/events',
         {
-          preHandler: ctx.requireAdmin,
+          onRequest: ctx.requireAdmin,
           schema: {
             tags: ['audit'],
             summary:
@@ -240,7 +299,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.post(
         '/v1/audit/journal',
         {
-          preHandler: ctx.requireDevice,
+          onRequest: ctx.requireDevice,
           bodyLimit: 4 * 1024 * 1024,
           schema: {
             tags: ['audit'],
@@ -321,7 +380,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.get(
         '/v1/audit/journal/head',
         {
-          preHandler: ctx.requireDevice,
+          onRequest: ctx.requireDevice,
           schema: {
             tags: ['audit'],
             summary: "The calling device's last logged journal entry (seq -1 when none)",
@@ -338,7 +397,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
       app.get(
         '/v1/audit/tile/entries/*',
         {
-          preHandler: ctx.requireAdmin,
+          onRequest: ctx.requireAdmin,
           schema: {
             tags: ['audit'],
             summary: 'C2SP tlog-tiles entry bundle (each leaf as u16 length || bytes)',
@@ -347,7 +406,9 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
         },
         async (req, reply) => {
           const { index, width } = parseTileIndex((req.params as { '*': string })['*']);
-          return reply.type('application/octet-stream').send(await opened.readEntryBundle(index, width));
+          const bundle = await opened.readEntryBundle(index, width);
+          // Entry contents need a certificate: shared caches keep none of them.
+          return reply.type('application/octet-stream').header('cache-control', 'private, no-cache').send(bundle);
         },
       );
 
@@ -359,14 +420,16 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
             summary: 'C2SP tlog-tiles hash tile: level L (tree level 8L), index N, optional partial width',
             params: {
               type: 'object',
-              properties: { level: { type: 'string', pattern: '^[0-7]$' }, '*': { type: 'string' } },
+              properties: { level: { type: 'string', maxLength: 4 }, '*': { type: 'string', maxLength: 64 } },
             },
           },
         },
         async (req, reply) => {
           const p = req.params as { level: string; '*': string };
+          const level = parseTileLevel(p.level);
           const { index, width } = parseTileIndex(p['*']);
-          return reply.type('application/octet-stream').send(await opened.readTile(Number(p.level), index, width));
+          const tile = await opened.readTile(level, index, width);
+          return reply.type('application/octet-stream').header('cache-control', cacheControlOf(width)).send(tile);
         },
       );
     },

@@ -24,13 +24,30 @@ const adminSecurity = [{ adminCertificate: [] }];
 function adminRefusal(req: FastifyRequest, action: string, status: number) {
   const params = req.params as { id?: string; serial?: string } | undefined;
   const id = params?.id ?? params?.serial;
-  if (!id) return undefined;
-  const actor = { kind: 'admin' as const, id: req.identity?.name ?? 'unknown' };
+  // Without a verified fleet certificate anyone can cause a refusal: those are a metric
+  // (edgeguard_auth_refusals_total), never a permanent entry each.
+  const who = req.identity ?? req.presented;
+  if (!id || who === undefined) return undefined;
+  const actor =
+    who.role === 'device' && who.deviceId !== undefined
+      ? { kind: 'device' as const, id: who.deviceId }
+      : { kind: 'admin' as const, id: who.name };
   return { actor, subject: id, outcome: outcomeOf(status), details: { action, target: id, detail: `HTTP ${status}` } };
 }
 
 /** last_seen_at is written at most once a minute per device: no disk write (fsync) on the hot path. */
 const LAST_SEEN_RESOLUTION_MS = 60_000;
+
+/** A device renews at two thirds of its lifetime; a loop of renewals is a fault or an attack on the CA. */
+async function refuseRenewalBeyondLimit(ctx: ControlPlaneContext, deviceId: string): Promise<void> {
+  const { maxPerWindow, windowMs } = ctx.policy.renewal;
+  const since = new Date(Date.now() - windowMs).toISOString();
+  if ((await ctx.store.certificatesIssuedSince(deviceId, since)) < maxPerWindow) return;
+  throw new EdgeguardError(
+    'EG_RATE_LIMITED',
+    `device ${deviceId} was issued ${maxPerWindow} certificates in the last ${Math.round(windowMs / 3600_000)} h; renew again later (the current certificate stays valid).`,
+  );
+}
 
 export async function deviceRoutes(
   app: FastifyInstance,
@@ -48,7 +65,7 @@ export async function deviceRoutes(
   app.get(
     '/v1/device/self',
     {
-      preHandler: ctx.requireDevice,
+      onRequest: ctx.requireDevice,
       schema: {
         tags: ['device'],
         summary: "The calling device's own record",
@@ -66,7 +83,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/device/renew',
     {
-      preHandler: ctx.requireDevice,
+      onRequest: ctx.requireDevice,
       onError: ctx.events.onRefusal((req, status) => {
         const deviceId = req.identity?.deviceId;
         if (!deviceId) return undefined;
@@ -84,6 +101,7 @@ export async function deviceRoutes(
     async (req) => {
       const body = protocol.RenewRequest.parse(req.body);
       const device = (await ctx.store.getDevice(req.identity!.deviceId!))!;
+      await refuseRenewalBeyondLimit(ctx, device.id);
       const current = await ctx.store.getCertificate(req.identity!.serial);
       const { spki } = await verifyCsr(body.csr);
       const currentSpki = Buffer.from(
@@ -96,17 +114,6 @@ export async function deviceRoutes(
         );
       }
       const issued = await service.issueFor(device, body.csr);
-      await ctx.events.emit('cert.issued', {
-        actor: { kind: 'device', id: device.id },
-        subject: device.id,
-        outcome: 'success',
-        details: {
-          serial: issued.serial,
-          role: 'device',
-          subjectDn: issued.subject,
-          notAfter: issued.notAfter.toISOString(),
-        },
-      });
       return {
         deviceId: device.id,
         certificateChain: issued.chainPem,
@@ -120,7 +127,7 @@ export async function deviceRoutes(
   app.get(
     '/v1/devices/:id',
     {
-      preHandler: ctx.requireDeviceOrAdmin,
+      onRequest: ctx.requireDeviceOrAdmin,
       schema: {
         tags: ['devices'],
         summary: 'One device record (a device may read only its own)',
@@ -147,7 +154,7 @@ export async function deviceRoutes(
   app.get(
     '/v1/devices',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: {
         tags: ['devices'],
         summary: 'List devices',
@@ -172,7 +179,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/devices/:id/approve',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'approve device', status)),
       schema: {
         tags: ['devices'],
@@ -200,7 +207,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/devices/:id/revoke',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke device', status)),
       schema: {
         tags: ['devices'],
@@ -250,7 +257,7 @@ export async function deviceRoutes(
   app.delete(
     '/v1/devices/:id',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'remove device', status)),
       schema: {
         tags: ['devices'],
@@ -281,7 +288,7 @@ export async function deviceRoutes(
   app.post(
     '/v1/certificates/:serial/revoke',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       onError: ctx.events.onRefusal((req, status) => adminRefusal(req, 'revoke certificate', status)),
       schema: {
         tags: ['pki'],
@@ -340,7 +347,7 @@ export async function deviceRoutes(
   app.get(
     '/metrics',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: { tags: ['operations'], summary: 'Prometheus metrics (admin certificate)', security: adminSecurity },
     },
     async (_req, reply) => {

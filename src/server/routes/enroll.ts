@@ -1,11 +1,10 @@
 /** The enrollment endpoints: the only ones reachable without a client certificate, rate limited. */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyRequest, onErrorAsyncHookHandler } from 'fastify';
 import { protocol } from '../../attest/index.ts';
 import { EdgeguardError } from '../../errors/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import type { EnrollmentService } from '../enrollment.ts';
-import { ERROR_SCHEMA } from '../errors.ts';
-import { outcomeOf } from '../events.ts';
+import { ERROR_SCHEMA, errorReply } from '../errors.ts';
 
 /** A device not enrolled yet is known by its address only. */
 function unenrolled(req: FastifyRequest) {
@@ -17,14 +16,23 @@ export async function enrollRoutes(
   ctx: ControlPlaneContext,
   service: EnrollmentService,
 ): Promise<void> {
+  // Reachable without a certificate: a few kilobytes of evidence, never the server's general limit.
+  const bodyLimit = ctx.policy.limits.anonymousBodyBytes;
   const rateLimit = { max: ctx.policy.enrollRateLimit.max, timeWindow: ctx.policy.enrollRateLimit.timeWindowMs };
   const errors = { 400: ERROR_SCHEMA, 403: ERROR_SCHEMA, 409: ERROR_SCHEMA, 429: ERROR_SCHEMA };
-  const refusal = (action: 'enrollment start' | 'enrollment finish') =>
-    ctx.events.onRefusal((req, status, code) => ({
-      actor: unenrolled(req),
-      outcome: outcomeOf(status),
-      details: { action, detail: code },
-    }));
+  /** Counted and summarised (enroll-failures.ts): anonymous callers write no log entry of their own. */
+  const failure =
+    (stage: 'start' | 'finish'): onErrorAsyncHookHandler =>
+    async (req, _reply, error) => {
+      const { code } = errorReply(error as FastifyError);
+      const details = (error as EdgeguardError).details;
+      ctx.enrollFailures.record({
+        stage,
+        reason: typeof details?.reason === 'string' ? details.reason : code,
+        address: req.ip,
+        ekSha256: typeof details?.ekSha256 === 'string' ? details.ekSha256 : undefined,
+      });
+    };
   /** The device exists now (pending, or approved by the auto-approve list). */
   const enrolled = async (r: { deviceId: string }) => {
     const device = await ctx.store.getDevice(r.deviceId);
@@ -41,6 +49,7 @@ export async function enrollRoutes(
     '/v1/enroll/nonce',
     {
       config: { rateLimit },
+      bodyLimit,
       schema: {
         tags: ['enrollment'],
         summary: 'A single-use enrollment nonce',
@@ -58,7 +67,8 @@ export async function enrollRoutes(
     '/v1/enroll/start',
     {
       config: { rateLimit },
-      onError: refusal('enrollment start'),
+      bodyLimit,
+      onError: failure('start'),
       schema: {
         tags: ['enrollment'],
         summary: 'Send TPM evidence and a CSR; receive a MakeCredential challenge (software devices: enrolled at once)',
@@ -94,7 +104,8 @@ export async function enrollRoutes(
     '/v1/enroll/finish',
     {
       config: { rateLimit },
-      onError: refusal('enrollment finish'),
+      bodyLimit,
+      onError: failure('finish'),
       schema: {
         tags: ['enrollment'],
         summary: 'Answer the challenge with the credential TPM2_ActivateCredential released',

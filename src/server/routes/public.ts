@@ -4,6 +4,15 @@ import { sql } from 'kysely';
 import { crlPem, x509 } from '../../pki/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 
+const HEALTH_SCHEMA = {
+  type: 'object',
+  properties: {
+    status: { type: 'string' },
+    database: { type: 'string' },
+    problems: { type: 'array', items: { type: 'string' } },
+  },
+} as const;
+
 export async function publicRoutes(
   app: FastifyInstance,
   ctx: ControlPlaneContext,
@@ -16,18 +25,21 @@ export async function publicRoutes(
         tags: ['operations'],
         summary: 'Liveness and database reachability',
         response: {
-          200: { type: 'object', properties: { status: { type: 'string' }, database: { type: 'string' } } },
-          503: { type: 'object', properties: { status: { type: 'string' }, database: { type: 'string' } } },
+          200: HEALTH_SCHEMA,
+          503: HEALTH_SCHEMA,
         },
       },
     },
     async (_req, reply) => {
       try {
         await sql`select 1`.execute(ctx.store.db);
-        return { status: 'ok', database: ctx.store.dialect };
       } catch {
         return reply.status(503).send({ status: 'unavailable', database: ctx.store.dialect });
       }
+      const problems = (await Promise.all(ctx.healthChecks.map((check) => check()))).filter((p) => p !== undefined);
+      if (problems.length > 0)
+        return reply.status(503).send({ status: 'unavailable', database: ctx.store.dialect, problems });
+      return { status: 'ok', database: ctx.store.dialect };
     },
   );
 

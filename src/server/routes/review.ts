@@ -42,7 +42,7 @@ export function reviewServerPlugin(): ServerPlugin {
       app.post(
         '/v1/review/items',
         {
-          preHandler: ctx.requireDevice,
+          onRequest: ctx.requireDevice,
           bodyLimit: Math.ceil((MAX_UPLOAD_ITEM_BYTES * 4) / 3) + 1024,
           schema: {
             tags: ['review'],
@@ -111,7 +111,7 @@ export function reviewServerPlugin(): ServerPlugin {
       app.get(
         '/v1/review/items',
         {
-          preHandler: ctx.requireAdmin,
+          onRequest: ctx.requireAdmin,
           schema: {
             tags: ['review'],
             summary: 'list sealed review items (admin certificate)',
@@ -169,7 +169,7 @@ export function reviewServerPlugin(): ServerPlugin {
       app.get(
         '/v1/review/items/:id',
         {
-          preHandler: ctx.requireAdmin,
+          onRequest: ctx.requireAdmin,
           schema: {
             tags: ['review'],
             summary: 'one sealed review item (admin certificate); still encrypted to the review key',

@@ -1,0 +1,171 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type TLSSocket } from 'node:tls';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { controlPlanePlugins } from '../../src/server/index.ts';
+import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
+
+type ErrBody = { error: { code: string; message: string } };
+
+/** A raw TLS connection to the server, trusting its fleet CA, with no client certificate. */
+async function rawConnection(fleet: TestFleet): Promise<TLSSocket> {
+  const url = new URL(fleet.server.url);
+  const socket = connect({ host: url.hostname, port: Number(url.port), ca: fleet.ca.rootPem, servername: 'localhost' });
+  await once(socket, 'secureConnect');
+  return socket;
+}
+
+/** Reads until the head of an HTTP response and whatever body came with it, or until the socket closes. */
+async function readResponse(socket: TLSSocket): Promise<{ status: number; head: string; body: string }> {
+  let text = '';
+  socket.setEncoding('utf8');
+  await new Promise<void>((resolve) => {
+    const done = () => resolve();
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      const headEnd = text.indexOf('\r\n\r\n');
+      const length = /content-length: (\d+)/i.exec(text);
+      if (headEnd >= 0 && length && text.length >= headEnd + 4 + Number(length[1])) done();
+    });
+    socket.on('close', done);
+    socket.on('error', done);
+  });
+  const headEnd = text.indexOf('\r\n\r\n');
+  return {
+    status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0),
+    head: text.slice(0, headEnd),
+    body: text.slice(headEnd + 4),
+  };
+}
+
+describe('control plane under hostile load', () => {
+  let fleet: TestFleet;
+  const dataDir = mkdtempSync(join(tmpdir(), 'eg-hostile-'));
+  const plugins = controlPlanePlugins({ dataDir });
+  before(async () => {
+    fleet = await startTestFleet({
+      dataDir,
+      policy: { limits: { connectionsPerAddress: 8 }, challengePruneIntervalMs: 50 },
+      plugins: plugins.all,
+    });
+  });
+  after(async () => {
+    await fleet.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  // Each length is within the route's own body limit, so only the certificate check can refuse early.
+  for (const [path, length] of [
+    ['/v1/review/items', 4_000_000],
+    ['/v1/audit/journal', 4_000_000],
+    ['/v1/devices/dev-x/approve', 60_000],
+  ] as const) {
+    it(`refuses an anonymous POST ${path} before reading its body`, { timeout: 20_000 }, async () => {
+      const socket = await rawConnection(fleet);
+      // Headers announce a large body; not one byte of the body is sent. A server that reads the body before the
+      // certificate check never answers.
+      socket.write(
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`,
+      );
+      const r = await readResponse(socket);
+      socket.destroy();
+      assert.equal(r.status, 401);
+      assert.match(r.head, /connection: close/i);
+      assert.equal((JSON.parse(r.body) as ErrBody).error.code, 'EG_UNAUTHORIZED');
+    });
+  }
+
+  it('writes no audit entry for anonymous or uncertified calls to admin routes (a metric counts them)', async () => {
+    const log = plugins.audit.log!;
+    await log.flush();
+    const before = await log.size();
+    const client = fleet.client();
+    for (const path of ['/v1/devices/dev-0123456789abcdef/approve', '/v1/devices/dev-0123456789abcdef/revoke'])
+      assert.equal((await client.send('POST', path)).status, 401);
+    client.close();
+    await log.flush();
+    assert.equal(await log.size(), before);
+    const refusals = await fleet.server.ctx.registry.getSingleMetricAsString('edgeguard_auth_refusals_total');
+    assert.match(refusals, /reason="no_certificate"\} [1-9]/);
+  });
+
+  it('limits anonymous enrollment bodies to a few kilobytes', async () => {
+    const client = fleet.client();
+    const r = await client.send<ErrBody>('POST', '/v1/enroll/start', { padding: 'x'.repeat(64 * 1024 - 100) } as never);
+    client.close();
+    assert.equal(r.status, 413);
+    assert.equal(r.body.error.code, 'EG_PAYLOAD_TOO_LARGE');
+  });
+
+  it('answers framework errors in the EG error shape', async () => {
+    const cases = [
+      ['POST', '/v1/enroll/finish', 'application/xml', '<x/>', 415, 'EG_UNSUPPORTED_MEDIA_TYPE'],
+      ['POST', '/v1/enroll/finish', 'application/json', '{"x":', 400, 'EG_BAD_REQUEST'],
+      ['POST', '/v1/enroll/finish', 'application/json', '{"challengeId":5}', 400, 'EG_BAD_REQUEST'],
+      ['GET', '/nowhere', undefined, undefined, 404, 'EG_NOT_FOUND'],
+    ] as const;
+    for (const [method, path, type, body, status, code] of cases) {
+      const socket = await rawConnection(fleet);
+      const headers = type ? `Content-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` : '';
+      socket.write(`${method} ${path} HTTP/1.1\r\nHost: localhost\r\n${headers}\r\n${body ?? ''}`);
+      const r = await readResponse(socket);
+      socket.destroy();
+      assert.equal(r.status, status, `${method} ${path} ${type}`);
+      const parsed = JSON.parse(r.body) as ErrBody;
+      assert.equal(parsed.error.code, code);
+      assert.deepEqual(Object.keys(parsed), ['error']);
+      assert.doesNotMatch(parsed.error.message, /FST_|Unsupported Media Type: /);
+    }
+  });
+
+  it('deletes expired enrollment nonces and challenges on a timer', { timeout: 20_000 }, async () => {
+    const store = fleet.server.ctx.store;
+    await store.createChallenge({ id: 'expired-long-ago', kind: 'nonce', value: '-', ttlSeconds: -2 * 3600 });
+    await store.createChallenge({ id: 'still-valid', kind: 'nonce', value: '-', ttlSeconds: 120 });
+    const ids = async () =>
+      (await store.db.selectFrom('enrollment_challenges').select('id').execute()).map((r) => r.id);
+    while ((await ids()).includes('expired-long-ago')) await new Promise((resolve) => setTimeout(resolve, 25));
+    assert.ok((await ids()).includes('still-valid'));
+  });
+
+  it('applies request, header and keep-alive timeouts to every connection', () => {
+    const server = fleet.server.app.server;
+    assert.ok(server.requestTimeout > 0 && server.requestTimeout <= 60_000, `requestTimeout ${server.requestTimeout}`);
+    assert.ok(server.headersTimeout > 0 && server.headersTimeout <= 20_000, `headersTimeout ${server.headersTimeout}`);
+    assert.ok(server.keepAliveTimeout > 0 && server.keepAliveTimeout <= 30_000);
+  });
+
+  it('closes connections from one address beyond its cap, and counts them', async () => {
+    const serverSideClosed: Array<Promise<unknown>> = [];
+    fleet.server.app.server.on('connection', (s: Socket) => serverSideClosed.push(once(s, 'close')));
+    const kept: TLSSocket[] = [];
+    for (let i = 0; i < 8; i++) kept.push(await rawConnection(fleet));
+    const url = new URL(fleet.server.url);
+    const extra = connect({
+      host: url.hostname,
+      port: Number(url.port),
+      ca: fleet.ca.rootPem,
+      servername: 'localhost',
+    });
+    const outcome = await new Promise<string>((resolve) => {
+      extra.once('secureConnect', () => resolve('handshake completed'));
+      extra.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    extra.destroy();
+    for (const s of kept) s.destroy();
+    assert.equal(outcome, 'ECONNRESET');
+    await Promise.all(serverSideClosed);
+    // Once those are gone, the address may connect again.
+    const again = await rawConnection(fleet);
+    again.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    const r = await readResponse(again);
+    again.destroy();
+    assert.equal(r.status, 200);
+    const metrics = await fleet.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+    assert.match(metrics, /edgeguard_connections_refused_total\{reason="per_address"\} [1-9]/);
+  });
+});
