@@ -17,11 +17,10 @@
  *   openapi:  { enabled: true }
  *   log:      { level: info }
  */
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
 
@@ -273,11 +272,6 @@ export function parseAgentConfigYaml(text: string, baseDir: string, where = 'the
 }
 
 export async function loadAgentConfig(file: string): Promise<AgentConfig> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw fsError(e, file, 'read the agent configuration');
-  }
+  const text = await readBoundedText(file, FILE_CAPS.config, 'read the agent configuration');
   return parseAgentConfigYaml(text, dirname(resolve(file)), file);
 }

@@ -9,7 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../../errors/index.ts';
 import {
   AuditLog,
   LOG_PUB_FILE,
@@ -104,11 +104,7 @@ async function readTextArg(file: string): Promise<string> {
     for await (const c of process.stdin) chunks.push(c as Buffer);
     return Buffer.concat(chunks).toString('utf8');
   }
-  try {
-    return await readFile(file, 'utf8');
-  } catch (e) {
-    throw fsError(e, file, 'read');
-  }
+  return await readBoundedText(file, FILE_CAPS.config, 'read');
 }
 
 function defaultStateFile(origin: string): string {
@@ -376,17 +372,12 @@ export function registerAuditCommands(program: Command): void {
     .action(async (file: string, o: { deviceKey: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       let bytes: Buffer;
-      let pem: string;
       try {
         bytes = await readFile(file);
       } catch (e) {
         throw fsError(e, file, 'read the journal');
       }
-      try {
-        pem = await readFile(o.deviceKey, 'utf8');
-      } catch (e) {
-        throw fsError(e, o.deviceKey, 'read the device key');
-      }
+      const pem = await readBoundedText(o.deviceKey, FILE_CAPS.key, 'read the device key');
       const r = checkJournalBytes(bytes, parsePublicKeyPem(pem, o.deviceKey));
       if (r.gaps.length > 0) {
         throw new EdgeguardError(
