@@ -380,8 +380,9 @@ export function registerAuditCommands(program: Command): void {
       const pem = await readBoundedText(o.deviceKey, FILE_CAPS.key, 'read the device key');
       const r = checkJournalBytes(bytes, parsePublicKeyPem(pem, o.deviceKey));
       if (r.gaps.length > 0) {
+        // An audit problem (exit 8), not a package one: the journal is the device's audit record.
         throw new EdgeguardError(
-          'EG_TAMPERED',
+          'EG_AUDIT_INCONSISTENT',
           `the journal ${file} is broken: ${r.gaps.map((g) => `at position ${g.position} (${g.kind}): ${g.reason}`).join('; ')}.`,
           { details: { gaps: r.gaps, entries: r.entries.length } },
         );
