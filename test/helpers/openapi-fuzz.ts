@@ -11,7 +11,7 @@ import fc from 'fast-check';
 
 /** Requests per route and credential kind: a few hundred per route in CI, >= 10,000 per route long. */
 export function runsPerRoute(kinds: number): number {
-  return process.env.EDGEGUARD_FUZZ_LONG === '1' ? Math.ceil(10_000 / kinds) : Math.ceil(240 / kinds);
+  return process.env.EDGEGUARD_FUZZ_LONG === '1' ? Math.ceil(10_000 / kinds) : Math.ceil(200 / kinds);
 }
 
 // A JSON schema as far as the documents use it.
