@@ -126,6 +126,11 @@ test('delivery to the control plane: items wait sealed while it is unreachable, 
     JSON.parse(listed.stdout).items.map((i: { metadata: { verdict: string } }) => i.metadata.verdict),
     ['flag', 'flag'],
   );
+  // The device the server recorded (from its certificate) stays with each fetched item.
+  assert.deepEqual(
+    JSON.parse(listed.stdout).items.map((i: { deviceId: string }) => i.deviceId),
+    [device.deviceId, device.deviceId],
+  );
 });
 
 test('the control plane keeps review items sealed on PostgreSQL too', async (t) => {

@@ -92,6 +92,26 @@ interface LabelRecord {
   at: string;
 }
 
+/**
+ * Who sent each fetched item, as the control plane recorded it from the device certificate
+ * (the sealed item itself does not name its device): one JSON line per item in DIR/devices.jsonl.
+ */
+const DEVICES_FILE = 'devices.jsonl';
+
+async function readItemDevices(dir: string): Promise<Map<string, string>> {
+  const text = await readFile(join(dir, DEVICES_FILE), 'utf8').catch(() => '');
+  const m = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    try {
+      const r = JSON.parse(line) as { id?: unknown; deviceId?: unknown };
+      if (typeof r.id === 'string' && typeof r.deviceId === 'string') m.set(r.id, r.deviceId);
+    } catch {
+      // an empty or torn line: ignore
+    }
+  }
+  return m;
+}
+
 async function readLabels(dir: string): Promise<Map<string, LabelRecord>> {
   const text = await readFile(join(dir, 'labels.jsonl'), 'utf8').catch(() => '');
   const m = new Map<string, LabelRecord>();
@@ -152,10 +172,12 @@ export function registerReviewCommands(program: Command): void {
       const out = new Output(globalOptions(cmd));
       const key = opts.key ? await readPrivateKey(opts.key) : undefined;
       const labels = await readLabels(opts.dir);
+      const devices = await readItemDevices(opts.dir);
       const rows = [];
       for (const l of await listItems(opts.dir)) {
         const row: Record<string, unknown> = {
           id: l.header.id,
+          deviceId: devices.get(l.header.id) ?? null,
           created: new Date(l.header.createdMs).toISOString(),
           keyId: l.header.recipientKeyId,
           bytes: l.header.ciphertext.length,
@@ -175,7 +197,7 @@ export function registerReviewCommands(program: Command): void {
           ? ['no review items']
           : rows.map(
               (r) =>
-                `${String(r.id)}  ${String(r.created)}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`,
+                `${String(r.id)}  ${String(r.created)}${r.deviceId ? `  from ${String(r.deviceId)}` : ''}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`,
             ),
       );
     });
@@ -306,10 +328,9 @@ export function registerReviewCommands(program: Command): void {
         let fetched = 0;
         let skipped = 0;
         for (;;) {
-          const page = await client.call<{ items: Array<{ id: string; createdMs: number }> }>(
-            'GET',
-            `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`,
-          );
+          const page = await client.call<{
+            items: Array<{ id: string; createdMs: number; deviceId: string; receivedAt: string }>;
+          }>('GET', `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`);
           const items = page.body.items;
           if (items.length === 0) break;
           for (const it of items) {
@@ -323,6 +344,8 @@ export function registerReviewCommands(program: Command): void {
             const bytes = Buffer.from(r.body.item, 'base64');
             parseReviewItem(bytes, `item ${it.id} from the server`);
             await writeFile(join(opts.out, name), bytes, { mode: 0o600 });
+            const device = { id: it.id, deviceId: it.deviceId, receivedAt: it.receivedAt };
+            await appendFile(join(opts.out, DEVICES_FILE), `${JSON.stringify(device)}\n`, { mode: 0o600 });
             fetched++;
           }
         }
