@@ -20,11 +20,13 @@ import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
+  AUDIT_EVENT_TYPES,
   AuditLog,
   DEFAULT_LOG_ORIGIN,
   loadOrCreateLogSigner,
   parseAuditEvent,
   decodeLogLeaf,
+  type AuditEventType,
   type NoteSigner,
 } from '../../audit/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
@@ -75,6 +77,30 @@ function nonNegative(value: unknown, name: string): number {
   const n = typeof value === 'string' && /^(0|[1-9][0-9]{0,15})$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n)) throw new EdgeguardError('EG_USAGE', `${name} must be a non-negative integer.`);
   return n;
+}
+
+/**
+ * Event-type authority: what an admin may append by hand. The types a device reports (guard
+ * verdicts, model loads, tamper, agent start and stop, renewals, review items, releases it
+ * installs or rejects) are trusted only from its signed journal, and the control plane's own
+ * (enrollment requests, approvals, rejections, revocations, certificates issued, journal gaps)
+ * only from the control plane itself: an admin appending them would forge another party's record.
+ */
+const ADMIN_APPENDABLE_TYPES: ReadonlySet<string> = new Set<AuditEventType>([
+  'policy.changed',
+  'release.published',
+  'attestation.result',
+  'admin.action',
+]);
+
+function refuseOutsideAdminAuthority(type: unknown): void {
+  if (typeof type !== 'string' || ADMIN_APPENDABLE_TYPES.has(type) || !(AUDIT_EVENT_TYPES as string[]).includes(type))
+    return; // an unknown type is left to the schema check (400)
+  throw new EdgeguardError(
+    'EG_FORBIDDEN',
+    `an admin may not append ${type} events: they come only from a device's journal or the control plane itself. Admins append ${[...ADMIN_APPENDABLE_TYPES].join(', ')}.`,
+    { details: { reason: 'event_type_authority' } },
+  );
 }
 
 export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlugin {
@@ -219,7 +245,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
           schema: {
             tags: ['audit'],
             summary:
-              'Append a server-side audit event (policy changes, releases, admin actions); the actor is the calling admin',
+              "Append an operator event (policy.changed, release.published, attestation.result, admin.action); the actor is the calling admin. Device-origin types come only from device journals and the control plane's own types only from itself: 403.",
             security: [{ adminCertificate: [] }],
             body: { type: 'object' },
             response: { 200: { type: 'object', properties: { index: { type: 'integer' } } }, ...errors },
@@ -227,6 +253,7 @@ export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlu
         },
         async (req) => {
           const raw = req.body as Record<string, unknown>;
+          refuseOutsideAdminAuthority(raw.type);
           const event = parseAuditEvent(
             { ...raw, actor: { kind: 'admin', id: req.identity!.name } },
             'the audit event',
