@@ -26,10 +26,11 @@ import {
 } from '../../audit/index.ts';
 import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
-import { FleetClient } from '../../fleet/index.ts';
+import { FleetClient, loadDeviceCredential } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 interface SourceOptions {
+  device?: string;
   data?: string;
   db?: string;
   server?: string;
@@ -48,6 +49,10 @@ function sourceOptions(cmd: Command): Command {
     .option('--ca <file>', 'fleet CA certificate (PEM) the server certificate must chain to')
     .option('--cert <file>', 'client certificate (PEM): an admin or device certificate')
     .option('--key <file>', 'private key of --cert (PEM)')
+    .option(
+      '--device <dir>',
+      'an enrolled device directory as the credential: its server, pinned CA, certificate and TLS key (unwrapped by its key store)',
+    )
     .option('--data <dir>', 'the server data directory: read its SQLite store directly (on the server machine)')
     .option('--db <url>', 'the server PostgreSQL database: read it directly (postgres://...)')
     .option('--log-key <file>', `the log verifier key (${LOG_PUB_FILE}); defaults to DIR/${LOG_PUB_FILE} with --data`);
@@ -61,6 +66,7 @@ interface OpenedSource {
 }
 
 async function openSource(o: SourceOptions): Promise<OpenedSource> {
+  if (o.device !== undefined) return openDeviceSource(o, o.device);
   const given = [o.server, o.data, o.db].filter((x) => x !== undefined).length;
   if (given !== 1 && !(o.db !== undefined && o.data !== undefined && given === 2)) {
     throw new EdgeguardError(
@@ -87,6 +93,27 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
     await store.close();
     throw e;
   }
+}
+
+/** The log through the control plane, with an enrolled device's own credentials (--device DIR). */
+async function openDeviceSource(o: SourceOptions, dir: string): Promise<OpenedSource> {
+  if (o.cert !== undefined || o.key !== undefined || o.data !== undefined || o.db !== undefined)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      '--device DIR is the credential: pass it without --cert, --key, --data or --db.',
+    );
+  if (o.logKey === undefined)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `pass --log-key with the log's verifier key (the ${LOG_PUB_FILE} the server wrote).`,
+    );
+  const logKey = await readLogVerifierKey(o.logKey);
+  const cred = await loadDeviceCredential(dir);
+  const reader = await httpLogReader({
+    url: o.server ?? cred.server,
+    pems: { ca: o.ca !== undefined ? await readTextArg(o.ca) : cred.caPem, cert: cred.certPem, key: cred.keyPem },
+  });
+  return { reader, logKey, close: async () => undefined };
 }
 
 async function withSource<T>(o: SourceOptions, fn: (s: OpenedSource) => Promise<T>): Promise<T> {
