@@ -40,6 +40,47 @@ interface SourceOptions {
   logKey?: string;
 }
 
+interface ListOptions {
+  server: string;
+  ca: string;
+  cert: string;
+  key: string;
+  type?: string;
+  deviceId?: string;
+  since?: string;
+  until?: string;
+  after?: string;
+  limit: string;
+}
+
+interface ListedEntry {
+  index: number;
+  event: { type: string; time: string; outcome: string; subject?: string };
+}
+
+/** Pages through GET /v1/audit/entries until `limit` entries or the end of the signed log. */
+async function listEntries(client: FleetClient, o: ListOptions): Promise<ListedEntry[]> {
+  const limit = Number(o.limit);
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new EdgeguardError('EG_USAGE', '--limit must be a positive integer.');
+  const filters = new URLSearchParams();
+  if (o.type !== undefined) filters.set('type', o.type);
+  if (o.deviceId !== undefined) filters.set('device', o.deviceId);
+  if (o.since !== undefined) filters.set('since', o.since);
+  if (o.until !== undefined) filters.set('until', o.until);
+  const entries: ListedEntry[] = [];
+  let after: number | null = o.after === undefined ? null : Number(o.after);
+  do {
+    const q = new URLSearchParams(filters);
+    q.set('limit', String(Math.min(1000, limit - entries.length)));
+    if (after !== null) q.set('after', String(after));
+    const page = await client.call<{ entries: ListedEntry[]; next: number | null }>('GET', `/v1/audit/entries?${q}`);
+    entries.push(...page.body.entries);
+    after = page.body.next;
+  } while (after !== null && entries.length < limit);
+  return entries;
+}
+
 function sourceOptions(cmd: Command): Command {
   return cmd
     .option(
@@ -185,6 +226,40 @@ export function registerAuditCommands(program: Command): void {
     .description(
       'check the tamper-evident audit log: signed checkpoints, inclusion and consistency proofs, a watching witness',
     );
+
+  audit
+    .command('list')
+    .description(
+      'list signed log entries (admin certificate), filtered by type, device and event time, oldest first; `audit prove N` verifies one',
+    )
+    .requiredOption('--server <url>', 'control-plane URL')
+    .requiredOption('--ca <file>', 'fleet CA certificate (PEM)')
+    .requiredOption('--cert <file>', 'admin certificate (PEM)')
+    .requiredOption('--key <file>', 'private key of --cert (PEM)')
+    .option('--type <type>', 'only this event type (e.g. device.revoked)')
+    .option('--device-id <id>', 'only entries from or about this device (dev-...)')
+    .option('--since <time>', 'only events at or after this ISO 8601 time')
+    .option('--until <time>', 'only events at or before this ISO 8601 time')
+    .option('--after <index>', 'start after this log index (paging)')
+    .option('--limit <n>', 'at most this many entries', '1000')
+    .action(async (o: ListOptions, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const [ca, cert, key] = await Promise.all([readTextArg(o.ca), readTextArg(o.cert), readTextArg(o.key)]);
+      const client = new FleetClient({ server: o.server, ca, cert, key });
+      try {
+        const entries = await listEntries(client, o);
+        out.result(
+          { ok: true, entries },
+          entries.length === 0
+            ? ['no matching entries']
+            : entries.map(
+                (e) => `${e.index}  ${e.event.time}  ${e.event.type}  ${e.event.outcome}  ${e.event.subject ?? '-'}`,
+              ),
+        );
+      } finally {
+        client.close();
+      }
+    });
 
   sourceOptions(
     audit.command('checkpoint').description('fetch the latest signed checkpoint and verify its signature'),
