@@ -12,6 +12,7 @@ import sharp from 'sharp';
 import { decodeImage, pixelsToTensor } from '../src/inference/index.ts';
 import {
   Guard,
+  RECOMMENDED_SQUEEZERS,
   computeStatistics,
   guardConfig,
   squeezeScore,
@@ -60,7 +61,8 @@ async function measure(
 }
 
 async function main(): Promise<void> {
-  const s = await setUp(0.04); // the default: a profile calibrated to a 4% pipeline budget
+  // The default: a profile calibrated to a 4% pipeline budget, with its combiner and the recommended squeezers.
+  const s = await setUp(0.04, undefined, 'cnn', RECOMMENDED_SQUEEZERS);
   const idx = s.split.evaluation.slice(0, 500);
   const pngs: Buffer[] = [];
   for (const i of idx) {
@@ -100,11 +102,21 @@ async function main(): Promise<void> {
   rows.push(await measure('ensemble: second model (MLP)', n, (i) => s.models.mlp(decoded[i]!.tensor)));
   const probs = await Promise.all(decoded.map((d) => s.models.cnn(d.tensor)));
   rows.push(
-    await measure('squeezing: 1-bit + 2x2 median, 2 extra inferences', n, (i) =>
-      squeezeScore(s.models.cnn, decoded[i]!.tensor, probs[i]!, SHAPE, { bitDepth: 1, medianSize: 2 }),
+    await measure('squeezing: 1-bit + 3x3 median, 2 extra inferences', n, (i) =>
+      squeezeScore(s.models.cnn, decoded[i]!.tensor, probs[i]!, SHAPE, RECOMMENDED_SQUEEZERS),
     ),
   );
-  rows.push(await measure('whole guard pipeline (all stages; confidence is free)', n, (i) => guard.check(decoded[i]!)));
+  rows.push(
+    await measure('whole guard pipeline, combiner (default; confidence is free)', n, (i) => guard.check(decoded[i]!)),
+  );
+  const perStage = new Guard({
+    config: guardConfig({ combiner: { enabled: false } }),
+    profile: s.profile,
+    shape: SHAPE,
+    primary: s.models.cnn,
+    ensemble: s.models.mlp,
+  });
+  rows.push(await measure('whole guard pipeline, per-stage thresholds', n, (i) => perStage.check(decoded[i]!)));
   const lines = [
     `Machine: ${machine({ load: true })}. ${ITER} iterations per row over ${n} evaluation digits, after 200 warm-up runs; ONNX Runtime with 1 intra-op thread.`,
     '',

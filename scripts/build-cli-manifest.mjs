@@ -10,4 +10,4 @@ const { buildManifest } = await import(new URL('manifest.js', dist).href);
 const { COMMAND_MODULES } = await import(new URL('commands/index.js', dist).href);
 const manifest = await buildManifest(COMMAND_MODULES, buildProgram);
 writeFileSync(new URL('commands.json', dist), JSON.stringify(manifest) + '\n');
-process.stdout.write(`edgeguard: wrote dist/cli/commands.json (${Object.keys(manifest.commands).length} commands)\n`);
+process.stderr.write(`edgeguard: wrote dist/cli/commands.json (${Object.keys(manifest.commands).length} commands)\n`);

@@ -21,7 +21,7 @@ import sharp from 'sharp';
 import { loadTfFromOnnx } from './lib/demo-models.ts';
 import { fgsm } from './lib/attacks.ts';
 import { loadMnist, mnistSplit, digitPixels, MNIST_PIXELS } from './lib/mnist-split.ts';
-import { argmax, serializeProfile, squeezeScore } from '../src/guard/index.ts';
+import { DEFAULT_SQUEEZERS, argmax, serializeProfile, squeezeScore } from '../src/guard/index.ts';
 import { asInput, setUp, SHAPE } from '../bench/lib/guard-setup.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -37,7 +37,8 @@ async function main(): Promise<void> {
   console.log(
     `profile: squeeze threshold ${s.profile.squeeze?.threshold.toFixed(4)}, validation measured FPR ${s.profile.validation.measuredFpr}`,
   );
-  const budget = await setUp(0.04);
+  // Version 2 (no combiner, 1-bit + 2x2): the demo's guard step and the tests expect the per-stage pipeline.
+  const budget = await setUp(0.04, undefined, 'cnn', DEFAULT_SQUEEZERS, false);
   writeFileSync(join(OUT, 'mnist-cnn.pipeline.profile.json'), serializeProfile(budget.profile));
   console.log(
     `pipeline profile: cross-validated FPR ${budget.profile.pipeline?.crossValidatedFpr}, upper bound ${budget.profile.pipeline?.upperBound}`,

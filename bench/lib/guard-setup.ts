@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ort } from '../../src/inference/index.ts';
 import {
+  DEFAULT_SQUEEZERS,
   calibrateProfile,
   computeStatistics,
   floatImageToGuardImage,
@@ -14,6 +15,7 @@ import {
   type Classifier,
   type GuardProfile,
   type GuardImage,
+  type SqueezeSettings,
 } from '../../src/guard/index.ts';
 import { loadMnist, mnistSplit, digitPixels, type MnistData, type MnistSplit } from '../../scripts/lib/mnist-split.ts';
 
@@ -61,7 +63,13 @@ export interface Setup {
  * `fpr` is the whole pipeline's budget (the default of `edgeguard guard calibrate`); with
  * `squeezeFpr` the profile is calibrated per stage instead (validation at fpr, squeezing at squeezeFpr).
  */
-export async function setUp(fpr: number, squeezeFpr?: number, primary: 'cnn' | 'mlp' = 'cnn'): Promise<Setup> {
+export async function setUp(
+  fpr: number,
+  squeezeFpr?: number,
+  primary: 'cnn' | 'mlp' = 'cnn',
+  squeeze: SqueezeSettings = DEFAULT_SQUEEZERS,
+  combiner = true,
+): Promise<Setup> {
   const data = loadMnist();
   const split = mnistSplit(data.count);
   const models = await loadDemoModels();
@@ -76,7 +84,8 @@ export async function setUp(fpr: number, squeezeFpr?: number, primary: 'cnn' | '
     primary: models[primary],
     ensemble: models[primary === 'cnn' ? 'mlp' : 'cnn'],
     shape: SHAPE,
-    squeeze: { bitDepth: 1, medianSize: 2 },
+    squeeze,
+    combiner,
     model: { name: `mnist-${primary}` },
   });
   return { data, split, models, profile };

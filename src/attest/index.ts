@@ -1,7 +1,8 @@
 /**
  * Remote attestation on the verifier side: MakeCredential (credential.ts), EK certificate chains
  * (ek.ts), attestation-key policy (ak.ts), the enrollment evidence check that composes them
- * (enrollment.ts) and the enrollment protocol's messages (protocol.ts).
+ * (enrollment.ts), the enrollment protocol's messages (protocol.ts), and measured-boot appraisal:
+ * boot policies (boot-policy.ts) and the verdict on a quote with its event log (appraise.ts).
  */
 export {
   makeCredential,
@@ -22,3 +23,23 @@ export {
 export { checkAttestationKey, checkResidentKey, MIN_RSA_BITS } from './ak.ts';
 export { verifyTpmEvidence, type TpmEvidence, type VerifiedTpmEvidence, type EvidencePolicy } from './enrollment.ts';
 export * as protocol from './protocol.ts';
+export {
+  bootPolicySchema,
+  validateBootPolicy,
+  parseBootPolicyYaml,
+  formatBootPolicyYaml,
+  createBootPolicy,
+  pcrsPolicyReads,
+  type BootPolicy,
+  type CreateBootPolicyOptions,
+} from './boot-policy.ts';
+export {
+  appraiseBootEvidence,
+  checkLogAgainstPolicy,
+  REASON_CODES,
+  type ReasonCode,
+  type Reason,
+  type Verdict,
+  type BootEvidence,
+  type AppraisalInput,
+} from './appraise.ts';

@@ -62,6 +62,11 @@ export const ERROR_EXIT_CODES = {
   // Tamper: a sensor that cannot be read, a device locked after a tamper response.
   EG_TAMPER_SENSOR: 9,
   EG_LOCKED: 9,
+  // Measured boot: event logs, appraisal policies, and a boot the policy refuses.
+  EG_EVENTLOG_MALFORMED: 9,
+  EG_EVENTLOG_TOO_LARGE: 9,
+  EG_ATTEST_POLICY: 9,
+  EG_ATTEST_REFUSED: 9,
   EG_INTERNAL: 1,
 } as const;
 

@@ -27,6 +27,15 @@
 import { EdgeguardError } from '../errors/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
 import { DEFAULT_CONFIDENCE_THRESHOLD } from './config.ts';
+import {
+  combinedScore,
+  componentValues,
+  fitCombinerTables,
+  COMBINED_MODEL_COMPONENTS,
+  type CombinerTables,
+  type ComponentName,
+  type ComponentValues,
+} from './combiner.ts';
 import { PROFILE_KIND, PROFILE_VERSION, validateStatistics, type GuardProfile } from './profile.ts';
 import { l1Distance, squeezeScore, type PlanarShape, type SqueezeSettings } from './squeeze.ts';
 import { NUMERIC_STATISTICS, type InputStatistics, type NumericStatistic } from './stats.ts';
@@ -58,6 +67,11 @@ export interface CalibrateOptions {
   fprConfidence?: number;
   /** Folds of the cross-validation (default 5). */
   folds?: number;
+  /**
+   * Pipeline mode: also fit the calibrated combiner (combiner.ts) to the same budget, written as
+   * a version-3 profile, which the guard then decides with (default true).
+   */
+  combiner?: boolean;
   model?: GuardProfile['model'];
   /** Called after each sample with model work, for progress bars. */
   onProgress?: (done: number, total: number) => void;
@@ -189,6 +203,9 @@ interface ModelScores {
   /** L1 distance between the primary's and the ensemble's probabilities. */
   ensemble?: Float64Array;
   squeeze: Float64Array;
+  /** The two squeezers' distances apart (the combiner's components). */
+  squeezeBits: Float64Array;
+  squeezeMedian: Float64Array;
 }
 
 interface StageThresholds {
@@ -255,6 +272,80 @@ function crossValidatedCount(samples: CalibrationSample[], m: ModelScores, rate:
   return count;
 }
 
+/** The combiner's inputs per sample: six statistics and the model scores computed in calibration. */
+function combinerSamples(samples: CalibrationSample[], m: ModelScores): ComponentValues[] {
+  return samples.map((x, i) =>
+    componentValues(x.stats, {
+      squeezeBits: m.squeezeBits[i]!,
+      squeezeMedian: m.squeezeMedian[i]!,
+      ...(m.ensemble ? { ensemble: m.ensemble[i]! } : {}),
+    }),
+  );
+}
+
+/** Whether an input's source size or format lies outside those of the given calibration inputs. */
+function unseenSource(x: InputStatistics, seen: InputStatistics[]): boolean {
+  const w = seen.map((s) => s.width);
+  const h = seen.map((s) => s.height);
+  return (
+    x.width < Math.min(...w) ||
+    x.width > Math.max(...w) ||
+    x.height < Math.min(...h) ||
+    x.height > Math.max(...h) ||
+    !seen.some((s) => s.format === x.format)
+  );
+}
+
+type CombinerSection = NonNullable<GuardProfile['combiner']>;
+
+/**
+ * The combiner's threshold for a budget: every fold's held-out inputs are scored with tables fitted
+ * on the other folds; the threshold is the (k+1)-th largest of these held-out scores, k the largest
+ * count whose Clopper-Pearson bound at `level` stays within `fpr`, so at most k held-out inputs
+ * exceed it. The final tables are fitted on all inputs (the same engineering rule as the per-stage
+ * pipeline: the cross-validated count stands for the rate on new inputs).
+ */
+function calibrateCombiner(
+  samples: CalibrationSample[],
+  m: ModelScores,
+  fpr: number,
+  level: number,
+  folds: number,
+): CombinerSection {
+  const n = samples.length;
+  const values = combinerSamples(samples, m);
+  const components: ComponentName[] = [
+    ...NUMERIC_STATISTICS,
+    ...COMBINED_MODEL_COMPONENTS.filter((c) => values[0]![c] !== undefined),
+  ];
+  const heldOut = new Float64Array(n);
+  for (let f = 0; f < folds; f++) {
+    const train: number[] = [];
+    for (let i = 0; i < n; i++) if (i % folds !== f) train.push(i);
+    const tables = fitCombinerTables(
+      train.map((i) => values[i]!),
+      components,
+    );
+    const seen = train.map((i) => samples[i]!.stats);
+    for (let i = f; i < n; i += folds)
+      heldOut[i] = unseenSource(samples[i]!.stats, seen) ? Infinity : combinedScore(tables, values[i]!).score;
+  }
+  const k = Math.max(0, allowedCount(n, fpr, level));
+  const descending = Float64Array.from(heldOut).sort().reverse();
+  const threshold = Math.min(descending[Math.min(k, n - 1)]!, Number.MAX_VALUE);
+  const tables = fitCombinerTables(values, components);
+  const cv = heldOut.filter((x) => x > threshold).length;
+  const inSample = values.filter((v) => combinedScore(tables, v).score > threshold).length;
+  return {
+    method: 'fisher',
+    threshold,
+    crossValidatedFpr: cv / n,
+    upperBound: rateUpperBound(cv, n, level),
+    measuredFpr: inSample / n,
+    components: tables as CombinerTables,
+  };
+}
+
 /** Learn the whole profile (validation bounds, and with a model the squeezing threshold). */
 export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfile> {
   const n = o.samples.length;
@@ -297,6 +388,8 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
     const m: ModelScores = {
       confidence: new Float64Array(n),
       squeeze: new Float64Array(n),
+      squeezeBits: new Float64Array(n),
+      squeezeMedian: new Float64Array(n),
       ...(o.ensemble ? { ensemble: new Float64Array(n) } : {}),
     };
     let lowConfidence = 0;
@@ -309,7 +402,10 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
       const top = argmax(p);
       m.confidence[i] = p[top]!;
       if (p[top]! < threshold) lowConfidence++;
-      m.squeeze[i] = (await squeezeScore(o.primary, t, p, o.shape, o.squeeze)).score;
+      const sq = await squeezeScore(o.primary, t, p, o.shape, o.squeeze);
+      m.squeeze[i] = sq.score;
+      m.squeezeBits[i] = sq.bitDepth;
+      m.squeezeMedian[i] = sq.median;
       if (o.ensemble) {
         const q = await o.ensemble(t);
         m.ensemble![i] = l1Distance(p, q);
@@ -376,8 +472,8 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
 
   const profile: GuardProfile = {
     kind: PROFILE_KIND,
-    // Version 2 only when there is a pipeline section: a per-stage profile stays readable by version-1 readers.
-    version: pipelineSection ? PROFILE_VERSION : 1,
+    // Version 2 with a pipeline section (3 once the combiner is added below); a per-stage profile stays version 1.
+    version: pipelineSection ? 2 : 1,
     createdAt: new Date().toISOString(),
     ...(o.model ? { model: o.model } : {}),
     samples: n,
@@ -409,5 +505,9 @@ export async function calibrateProfile(o: CalibrateOptions): Promise<GuardProfil
     profile.observed = observed;
   }
   if (pipelineSection) profile.pipeline = pipelineSection;
+  if (pipelineSection && scores && (o.combiner ?? true)) {
+    profile.version = PROFILE_VERSION;
+    profile.combiner = calibrateCombiner(o.samples, scores, o.fpr, level, pipelineSection.folds);
+  }
   return profile;
 }

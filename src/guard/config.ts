@@ -55,15 +55,36 @@ export const guardConfigSchema = z
         enabled: z.boolean().default(true),
         /** Overrides the profile's calibrated threshold (L1 distance, 0..2). */
         threshold: z.number().min(0).max(2).optional(),
-        bitDepth: z.number().int().min(1).max(16).default(1),
-        medianSize: z.number().int().min(1).max(9).default(2),
+        /** Squeezers: the configuration's, else the profile's calibrated ones, else DEFAULT_SQUEEZERS. */
+        bitDepth: z.number().int().min(1).max(16).optional(),
+        medianSize: z.number().int().min(1).max(9).optional(),
       })
+      .strict()
+      .prefault({}),
+    /**
+     * Decide with the profile's calibrated combiner when it has one (version 3); false keeps the
+     * per-stage thresholds of its pipeline section.
+     */
+    combiner: z
+      .object({ enabled: z.boolean().default(true) })
       .strict()
       .prefault({}),
     /** After a validation reject, skip the model stages (true) or still compute them (false). */
     shortCircuit: z.boolean().default(true),
   })
   .strict();
+
+/**
+ * The squeezers without a profile or configuration that names others: Xu et al.'s MNIST pair
+ * (1-bit depth, 2x2 median). Calibration recommends RECOMMENDED_SQUEEZERS instead.
+ */
+export const DEFAULT_SQUEEZERS = { bitDepth: 1, medianSize: 2 } as const;
+
+/**
+ * What to calibrate new profiles with: a 3x3 median instead of 2x2, which measured better against
+ * attacks confined to stroke pixels at the same cost (docs/guard.md, adaptive evaluation).
+ */
+export const RECOMMENDED_SQUEEZERS = { bitDepth: 1, medianSize: 3 } as const;
 
 /** The seed's confidence threshold, used when neither the configuration nor the profile sets one. */
 export const DEFAULT_CONFIDENCE_THRESHOLD = 0.85;

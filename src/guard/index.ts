@@ -52,6 +52,8 @@ export {
   type GuardConfig,
   type GuardConfigInput,
   DEFAULT_CONFIDENCE_THRESHOLD,
+  DEFAULT_SQUEEZERS,
+  RECOMMENDED_SQUEEZERS,
   guardConfigSchema,
   guardConfig,
   parseGuardConfigYaml,
@@ -69,4 +71,21 @@ export {
   type GuardInput,
   Guard,
 } from './pipeline.ts';
+export {
+  type ComponentName,
+  type ComponentTable,
+  type ComponentValues,
+  type CombinerTables,
+  type CombinedScore,
+  type TailTable,
+  MAX_KNOTS,
+  MODEL_COMPONENTS,
+  COMBINED_MODEL_COMPONENTS,
+  fitTailTable,
+  upperPValue,
+  componentPValue,
+  fitCombinerTables,
+  combinedScore,
+  componentValues,
+} from './combiner.ts';
 export { guardInputShape } from './model-input.ts';

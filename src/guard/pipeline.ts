@@ -20,17 +20,25 @@
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../errors/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
-import { DEFAULT_CONFIDENCE_THRESHOLD, type GuardConfig } from './config.ts';
+import { DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_SQUEEZERS, type GuardConfig } from './config.ts';
 import { validateStatistics, type GuardProfile, type StatisticViolation } from './profile.ts';
-import { l1Distance, squeezeScore, type PlanarShape } from './squeeze.ts';
-import { computeStatistics, type GuardImage, type InputStatistics } from './stats.ts';
+import { l1Distance, squeezeScore, type PlanarShape, type SqueezeSettings } from './squeeze.ts';
+import { computeStatistics, NUMERIC_STATISTICS, type GuardImage, type InputStatistics } from './stats.ts';
+import {
+  combinedScore,
+  componentValues,
+  type CombinedScore,
+  type ComponentName,
+  type ComponentValues,
+} from './combiner.ts';
 
 export type Verdict = 'accept' | 'flag' | 'reject';
 
-export type ReasonCode = 'out-of-profile' | 'low-confidence' | 'ensemble-disagreement' | 'squeeze-distance';
+export type ReasonCode =
+  'out-of-profile' | 'low-confidence' | 'ensemble-disagreement' | 'squeeze-distance' | 'combined-score';
 
 export interface GuardReason {
-  stage: 'validation' | 'confidence' | 'ensemble' | 'squeeze';
+  stage: 'validation' | 'confidence' | 'ensemble' | 'squeeze' | 'combined';
   code: ReasonCode;
   message: string;
 }
@@ -49,6 +57,12 @@ export interface StageResults {
   /** `threshold` present: the stage fires on distance > threshold; absent: on argmax disagreement. */
   ensemble?: { passed: boolean; index: number; agrees: boolean; distance: number; threshold?: number };
   squeeze?: { passed: boolean; score: number; bitDepth: number; median: number; threshold: number };
+  /**
+   * The calibrated combiner (version-3 profile): Fisher's sum of -ln p of every component present,
+   * and each component's share. When it is present the verdict is its decision, and the stages'
+   * own `passed` flags above are informational unless their threshold is configured.
+   */
+  combined?: { passed: boolean; score: number; threshold: number; parts: ComponentValues };
 }
 
 export interface GuardResult {
@@ -102,6 +116,10 @@ export class Guard {
   readonly confidenceThreshold: number;
   /** The ensemble L1 threshold in force; undefined means argmax disagreement. */
   readonly ensembleThreshold: number | undefined;
+  /** The squeezers in force: the configuration's, else the profile's, else DEFAULT_SQUEEZERS. */
+  readonly squeezers: SqueezeSettings;
+  /** The calibrated combiner that decides (a version-3 profile, combiner.enabled); else per-stage thresholds. */
+  readonly combiner: NonNullable<GuardProfile['combiner']> | undefined;
   private readonly models: GuardModels;
   private readonly shape: PlanarShape;
   private readonly labels: string[] | undefined;
@@ -129,18 +147,24 @@ export class Guard {
     this.confidenceThreshold =
       c.confidence.threshold ?? o.profile?.pipeline?.confidenceThreshold ?? DEFAULT_CONFIDENCE_THRESHOLD;
     this.ensembleThreshold = c.ensemble.threshold ?? o.profile?.pipeline?.ensembleThreshold;
+    this.combiner = c.combiner.enabled ? o.profile?.combiner : undefined;
     if (c.squeeze.enabled && this.squeezeThreshold === undefined) {
       throw new EdgeguardError(
         'EG_CONFIG',
         'feature squeezing is enabled but has no threshold; calibrate the profile with the model, set squeeze.threshold, or set squeeze.enabled: false.',
       );
     }
-    if (c.squeeze.enabled && o.profile?.squeeze && c.squeeze.threshold === undefined) {
-      const p = o.profile.squeeze;
-      if (p.bitDepth !== c.squeeze.bitDepth || p.medianSize !== c.squeeze.medianSize) {
+    const calibrated = o.profile?.squeeze;
+    this.squeezers = {
+      bitDepth: c.squeeze.bitDepth ?? calibrated?.bitDepth ?? DEFAULT_SQUEEZERS.bitDepth,
+      medianSize: c.squeeze.medianSize ?? calibrated?.medianSize ?? DEFAULT_SQUEEZERS.medianSize,
+    };
+    if (c.squeeze.enabled && calibrated && c.squeeze.threshold === undefined) {
+      const s = this.squeezers;
+      if (calibrated.bitDepth !== s.bitDepth || calibrated.medianSize !== s.medianSize) {
         throw new EdgeguardError(
           'EG_CONFIG',
-          `the profile's squeezing threshold was calibrated for ${p.bitDepth}-bit depth and a ${p.medianSize}x${p.medianSize} median, not the configured ${c.squeeze.bitDepth}/${c.squeeze.medianSize}; recalibrate.`,
+          `the profile's squeezing threshold was calibrated for ${calibrated.bitDepth}-bit depth and a ${calibrated.medianSize}x${calibrated.medianSize} median, not the configured ${s.bitDepth}/${s.medianSize}; recalibrate, or leave squeeze.bitDepth and squeeze.medianSize unset.`,
         );
       }
     }
@@ -159,10 +183,6 @@ export class Guard {
 
   async check(input: GuardInput): Promise<GuardResult> {
     const t0 = performance.now();
-    const c = this.config;
-    const reasons: GuardReason[] = [];
-    const stages: StageResults = {};
-    const timings: GuardResult['timings'] = { totalMs: 0 };
     const expected = this.shape.channels * this.shape.height * this.shape.width;
     if (input.tensor.length !== expected) {
       throw new EdgeguardError(
@@ -170,111 +190,208 @@ export class Guard {
         `the guard got ${input.tensor.length} input values; the model takes ${this.shape.channels}x${this.shape.height}x${this.shape.width}.`,
       );
     }
+    const run: Run = { reasons: [], stages: {}, timings: { totalMs: 0 } };
+    this.validate(input, run);
+    if (this.rejectsBeforeModels(run)) {
+      run.timings.totalMs = performance.now() - t0;
+      return { verdict: 'reject', reasons: run.reasons, stages: run.stages, timings: run.timings };
+    }
+    const m = await this.modelStages(input.tensor, run);
+    const verdict = this.combiner ? this.decideCombined(run) : this.decidePerStage(run);
+    let answer: Answer | undefined;
+    if (verdict === 'accept') answer = m.primary;
+    else if (verdict === 'flag') answer = await this.fallbackAnswer(input.tensor, m, run);
+    run.timings.totalMs = performance.now() - t0;
+    return {
+      verdict,
+      reasons: run.reasons,
+      ...(answer ? { answer } : {}),
+      primary: m.primary,
+      stages: run.stages,
+      timings: run.timings,
+    };
+  }
 
-    if (c.validation.enabled) {
-      const s = performance.now();
-      const statistics = input.statistics ?? (input.image ? computeStatistics(input.image) : undefined);
-      if (!statistics)
-        throw new EdgeguardError('EG_INPUT', 'input validation needs the decoded image or its statistics.');
-      // A tensor sent as JSON has no codec or source size: only its pixel statistics are checked.
-      const isTensor = statistics.format === 'tensor';
-      const v = validateStatistics(statistics, this.profile!, {
-        dimensions: c.validation.dimensions && !isTensor,
-        format: c.validation.format && !isTensor,
+  /** Input validation: statistics against the profile's bounds (their reasons count in per-stage mode). */
+  private validate(input: GuardInput, run: Run): void {
+    const c = this.config;
+    if (!c.validation.enabled) return;
+    const s = performance.now();
+    const statistics = input.statistics ?? (input.image ? computeStatistics(input.image) : undefined);
+    if (!statistics)
+      throw new EdgeguardError('EG_INPUT', 'input validation needs the decoded image or its statistics.');
+    // A tensor sent as JSON has no codec or source size: only its pixel statistics are checked.
+    const isTensor = statistics.format === 'tensor';
+    const v = validateStatistics(statistics, this.profile!, {
+      dimensions: c.validation.dimensions && !isTensor,
+      format: c.validation.format && !isTensor,
+    });
+    run.stages.validation = { passed: v.passed, score: v.score, statistics, violations: v.violations };
+    for (const x of v.violations) {
+      // With the combiner only the source's size and format decide on their own; the statistics go into the sum.
+      if (this.combiner && x.statistic !== 'dimensions' && x.statistic !== 'format') continue;
+      run.reasons.push({
+        stage: 'validation',
+        code: 'out-of-profile',
+        message: `${x.statistic} ${typeof x.value === 'number' ? Number(x.value.toPrecision(4)) : x.value} is outside the calibrated ${x.expected}`,
       });
-      stages.validation = { passed: v.passed, score: v.score, statistics, violations: v.violations };
-      for (const x of v.violations) {
-        reasons.push({
-          stage: 'validation',
-          code: 'out-of-profile',
-          message: `${x.statistic} ${typeof x.value === 'number' ? Number(x.value.toPrecision(4)) : x.value} is outside the calibrated ${x.expected}`,
-        });
-      }
-      timings.validationMs = performance.now() - s;
-      if (!v.passed && c.shortCircuit) {
-        timings.totalMs = performance.now() - t0;
-        return { verdict: 'reject', reasons, stages, timings };
-      }
     }
+    run.timings.validationMs = performance.now() - s;
+  }
 
+  /**
+   * Whether validation alone already rejects, so that (with shortCircuit) no model runs: a
+   * violation in per-stage mode; with the combiner, a size or format never calibrated, or
+   * statistics whose share of the sum alone exceeds the threshold (the model parts only add).
+   */
+  private rejectsBeforeModels(run: Run): boolean {
+    if (!this.config.shortCircuit || !run.stages.validation) return false;
+    if (!this.combiner) return !run.stages.validation.passed;
+    if (run.reasons.length > 0) return true;
+    const statisticsOnly = combinedScore(
+      this.combiner.components,
+      componentValues(run.stages.validation.statistics, {}),
+    );
+    if (statisticsOnly.score <= this.combiner.threshold) return false;
+    this.recordCombined(run, statisticsOnly);
+    return true;
+  }
+
+  private async modelStages(tensor: Float32Array, run: Run): Promise<ModelOutputs> {
+    const c = this.config;
     let s = performance.now();
-    const p = await this.models.primary(input.tensor);
-    timings.primaryMs = performance.now() - s;
+    const p = await this.models.primary(tensor);
+    run.timings.primaryMs = performance.now() - s;
     const primary = this.answer(p, 'primary');
-
-    if (c.confidence.enabled) {
-      const threshold = this.confidenceThreshold;
-      const passed = primary.confidence >= threshold;
-      stages.confidence = { passed, value: primary.confidence, threshold };
-      if (!passed)
-        reasons.push({
-          stage: 'confidence',
-          code: 'low-confidence',
-          message: `confidence ${primary.confidence.toFixed(3)} is below ${Number(threshold.toPrecision(4))}`,
-        });
-    }
-
+    if (c.confidence.enabled) this.confidenceStage(primary, run);
     let ensembleProbs: Float32Array | undefined;
     if (c.ensemble.enabled && this.models.ensemble) {
       s = performance.now();
-      ensembleProbs = await this.models.ensemble(input.tensor);
-      timings.ensembleMs = performance.now() - s;
-      const index = argmax(ensembleProbs);
-      const agrees = index === primary.index;
-      const distance = l1Distance(p, ensembleProbs);
-      const threshold = this.ensembleThreshold;
-      const passed = threshold === undefined ? agrees : distance <= threshold;
-      stages.ensemble = { passed, index, agrees, distance, ...(threshold === undefined ? {} : { threshold }) };
-      if (!passed) {
-        const says = `the ensemble model says ${this.labels?.[index] ?? index}, the primary ${primary.label}`;
-        reasons.push({
-          stage: 'ensemble',
-          code: 'ensemble-disagreement',
-          message:
-            threshold === undefined
-              ? says
-              : `the two models' probabilities differ by ${distance.toFixed(3)} (L1), above ${threshold.toFixed(3)}; ${says}`,
-        });
-      }
+      ensembleProbs = await this.models.ensemble(tensor);
+      run.timings.ensembleMs = performance.now() - s;
+      this.ensembleStage(p, primary, ensembleProbs, run);
     }
-
     if (c.squeeze.enabled) {
       s = performance.now();
-      const sq = await squeezeScore(this.models.primary, input.tensor, p, this.shape, c.squeeze);
-      timings.squeezeMs = performance.now() - s;
+      const sq = await squeezeScore(this.models.primary, tensor, p, this.shape, this.squeezers);
+      run.timings.squeezeMs = performance.now() - s;
       const threshold = this.squeezeThreshold!;
       const passed = sq.score <= threshold;
-      stages.squeeze = { passed, score: sq.score, bitDepth: sq.bitDepth, median: sq.median, threshold };
-      if (!passed)
-        reasons.push({
+      run.stages.squeeze = { passed, score: sq.score, bitDepth: sq.bitDepth, median: sq.median, threshold };
+      if (!passed && this.decidesAlone('squeeze'))
+        run.reasons.push({
           stage: 'squeeze',
           code: 'squeeze-distance',
           message: `squeezing moved the prediction by ${sq.score.toFixed(3)} (L1), above ${threshold.toFixed(3)}`,
         });
     }
-
-    let verdict: Verdict;
-    let answer: Answer | undefined;
-    if (stages.validation && !stages.validation.passed) {
-      verdict = 'reject';
-    } else if (reasons.length > 0) {
-      verdict = 'flag';
-      if (this.models.fallback) {
-        if (this.models.fallback === this.models.ensemble && ensembleProbs) {
-          answer = this.answer(ensembleProbs, 'fallback');
-        } else {
-          s = performance.now();
-          answer = this.answer(await this.models.fallback(input.tensor), 'fallback');
-          timings.fallbackMs = performance.now() - s;
-        }
-      } else {
-        answer = primary;
-      }
-    } else {
-      verdict = 'accept';
-      answer = primary;
-    }
-    timings.totalMs = performance.now() - t0;
-    return { verdict, reasons, ...(answer ? { answer } : {}), primary, stages, timings };
+    return { primary, ensembleProbs };
   }
+
+  private confidenceStage(primary: Answer, run: Run): void {
+    const threshold = this.confidenceThreshold;
+    const passed = primary.confidence >= threshold;
+    run.stages.confidence = { passed, value: primary.confidence, threshold };
+    if (!passed && this.decidesAlone('confidence'))
+      run.reasons.push({
+        stage: 'confidence',
+        code: 'low-confidence',
+        message: `confidence ${primary.confidence.toFixed(3)} is below ${Number(threshold.toPrecision(4))}`,
+      });
+  }
+
+  private ensembleStage(p: Float32Array, primary: Answer, q: Float32Array, run: Run): void {
+    const index = argmax(q);
+    const agrees = index === primary.index;
+    const distance = l1Distance(p, q);
+    const threshold = this.ensembleThreshold;
+    const passed = threshold === undefined ? agrees : distance <= threshold;
+    run.stages.ensemble = { passed, index, agrees, distance, ...(threshold === undefined ? {} : { threshold }) };
+    if (passed || !this.decidesAlone('ensemble')) return;
+    const says = `the ensemble model says ${this.labels?.[index] ?? index}, the primary ${primary.label}`;
+    run.reasons.push({
+      stage: 'ensemble',
+      code: 'ensemble-disagreement',
+      message:
+        threshold === undefined
+          ? says
+          : `the two models' probabilities differ by ${distance.toFixed(3)} (L1), above ${threshold.toFixed(3)}; ${says}`,
+    });
+  }
+
+  /** Whether a stage's own threshold decides: always per stage; with the combiner only when configured. */
+  private decidesAlone(stage: 'confidence' | 'ensemble' | 'squeeze'): boolean {
+    return !this.combiner || this.config[stage].threshold !== undefined;
+  }
+
+  private decidePerStage(run: Run): Verdict {
+    if (run.stages.validation && !run.stages.validation.passed) return 'reject';
+    return run.reasons.length > 0 ? 'flag' : 'accept';
+  }
+
+  /**
+   * The combiner's verdict: a size or format never calibrated rejects; a combined score above the
+   * threshold rejects when an input statistic contributes most (the input is unlike the legitimate
+   * ones) and flags otherwise (the models are unsure of it); a configured stage threshold flags.
+   */
+  private decideCombined(run: Run): Verdict {
+    const st = run.stages;
+    if (run.reasons.some((r) => r.stage === 'validation')) return 'reject';
+    const combined = combinedScore(
+      this.combiner!.components,
+      componentValues(st.validation?.statistics, {
+        ...(st.confidence ? { confidence: st.confidence.value } : {}),
+        ...(st.ensemble ? { ensemble: st.ensemble.distance } : {}),
+        ...(st.squeeze ? { squeezeBits: st.squeeze.bitDepth, squeezeMedian: st.squeeze.median } : {}),
+      }),
+    );
+    const top = this.recordCombined(run, combined);
+    if (!st.combined!.passed) return top !== undefined && isStatistic(top) ? 'reject' : 'flag';
+    return run.reasons.length > 0 ? 'flag' : 'accept';
+  }
+
+  /** Records the combined stage and, when it fires, its reason; returns the largest contributor. */
+  private recordCombined(run: Run, combined: CombinedScore): ComponentName | undefined {
+    const threshold = this.combiner!.threshold;
+    const passed = combined.score <= threshold;
+    const ranked = (Object.entries(combined.parts) as Array<[ComponentName, number]>).sort((a, b) => b[1] - a[1]);
+    run.stages.combined = { passed, score: combined.score, threshold, parts: combined.parts };
+    if (!passed) {
+      const largest = ranked
+        .slice(0, 3)
+        .map(([name, part]) => `${name} ${part.toFixed(1)}`)
+        .join(', ');
+      run.reasons.unshift({
+        stage: 'combined',
+        code: 'combined-score',
+        message: `the stage scores together are unlike the calibration inputs: combined score ${combined.score.toFixed(2)} above ${threshold.toFixed(2)} (largest -ln p: ${largest})`,
+      });
+    }
+    return ranked[0]?.[0];
+  }
+
+  private async fallbackAnswer(tensor: Float32Array, m: ModelOutputs, run: Run): Promise<Answer> {
+    const fallback = this.models.fallback;
+    if (!fallback) return m.primary;
+    if (fallback === this.models.ensemble && m.ensembleProbs) return this.answer(m.ensembleProbs, 'fallback');
+    const s = performance.now();
+    const answer = this.answer(await fallback(tensor), 'fallback');
+    run.timings.fallbackMs = performance.now() - s;
+    return answer;
+  }
+}
+
+interface Run {
+  reasons: GuardReason[];
+  stages: StageResults;
+  timings: GuardResult['timings'];
+}
+
+interface ModelOutputs {
+  primary: Answer;
+  ensembleProbs?: Float32Array;
+}
+
+function isStatistic(name: ComponentName): boolean {
+  return (NUMERIC_STATISTICS as readonly string[]).includes(name);
 }

@@ -7,12 +7,17 @@
  */
 import { z } from 'zod';
 import { EdgeguardError } from '../errors/index.ts';
+import { MAX_KNOTS, MODEL_COMPONENTS } from './combiner.ts';
 import { NUMERIC_STATISTICS, type InputStatistics, type NumericStatistic } from './stats.ts';
 
 export const PROFILE_KIND = 'edgeguard-guard-profile';
-/** Written with a `pipeline` section; a per-stage profile is written, and read, as version 1. */
-export const PROFILE_VERSION = 2;
-export const MAX_PROFILE_BYTES = 64 * 1024;
+/**
+ * Written with a `pipeline` and a `combiner` section; version 2 (a pipeline section only) and
+ * version 1 (per-stage) are still read, and a per-stage profile is still written as version 1.
+ */
+export const PROFILE_VERSION = 3;
+/** A version-3 profile with all fifteen p-value tables is about 45 KiB. */
+export const MAX_PROFILE_BYTES = 256 * 1024;
 
 const finite = z.number().finite();
 const rate = z.number().min(0).max(1);
@@ -27,10 +32,35 @@ const statisticsShape = Object.fromEntries(NUMERIC_STATISTICS.map((s) => [s, bou
   typeof boundsSchema
 >;
 
+const tailTableSchema = z
+  .object({
+    n: z.number().int().min(1).max(100_000_000),
+    values: z.array(finite).min(1).max(MAX_KNOTS),
+    atLeast: z.array(z.number().int().min(0)).min(1).max(MAX_KNOTS),
+    scale: z.number().finite().gt(0),
+  })
+  .strict()
+  .refine(
+    (t) =>
+      t.values.length === t.atLeast.length &&
+      t.values.every((v, i) => i === 0 || v > t.values[i - 1]!) &&
+      t.atLeast.every((c, i) => c <= t.n && (i === 0 || c <= t.atLeast[i - 1]!)),
+    { message: 'a p-value table needs ascending values and non-increasing counts, one per value, at most n' },
+  );
+
+const componentTableSchema = z
+  .object({ upper: tailTableSchema.optional(), lower: tailTableSchema.optional() })
+  .strict()
+  .refine((c) => c.upper !== undefined || c.lower !== undefined, { message: 'a component needs a tail table' });
+
+const componentsShape = Object.fromEntries(
+  [...NUMERIC_STATISTICS, ...MODEL_COMPONENTS].map((c) => [c, componentTableSchema.optional()]),
+) as Record<NumericStatistic | (typeof MODEL_COMPONENTS)[number], z.ZodOptional<typeof componentTableSchema>>;
+
 export const profileSchema = z
   .object({
     kind: z.literal(PROFILE_KIND),
-    version: z.union([z.literal(1), z.literal(2)]),
+    version: z.union([z.literal(1), z.literal(2), z.literal(3)]),
     createdAt: z.string().max(64),
     /** Which model it was calibrated for (informational; the guard config binds them). */
     model: z
@@ -116,11 +146,31 @@ export const profileSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Version 3: the calibrated combiner (combiner.ts). Fisher's sum of -ln p over the components
+     * present; flag or reject when it exceeds `threshold`, fitted to the pipeline section's budget
+     * on cross-validated scores.
+     */
+    combiner: z
+      .object({
+        method: z.literal('fisher'),
+        threshold: z.number().finite().min(0),
+        crossValidatedFpr: rate,
+        upperBound: rate,
+        measuredFpr: rate,
+        components: z.object(componentsShape).strict(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
-  .refine((p) => p.version === 2 || p.pipeline === undefined, {
-    message: 'a pipeline section needs profile version 2',
+  .refine((p) => p.version >= 2 || p.pipeline === undefined, {
+    message: 'a pipeline section needs profile version 2 or 3',
     path: ['pipeline'],
+  })
+  .refine((p) => (p.version === 3) === (p.combiner !== undefined && p.pipeline !== undefined), {
+    message: 'profile version 3 has a combiner and a pipeline section, and only version 3 has a combiner',
+    path: ['combiner'],
   });
 
 export type GuardProfile = z.infer<typeof profileSchema>;

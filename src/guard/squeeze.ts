@@ -38,6 +38,31 @@ function reflect(i: number, n: number): number {
   return m;
 }
 
+/** For every position 0..n-1, the k reflected indices its window covers (offsets -half .. k-1-half). */
+function windowIndices(n: number, k: number): Int32Array {
+  const half = Math.floor(k / 2);
+  const out = new Int32Array(n * k);
+  for (let i = 0; i < n; i++) for (let d = 0; d < k; d++) out[i * k + d] = reflect(i - half + d, n);
+  return out;
+}
+
+/**
+ * Sorts the first `n` values ascending in place (insertion sort: windows hold at most 81 values,
+ * and per-pixel typed-array sort calls dominated the squeezer's time). NaN sorts last, as in
+ * Float64Array.prototype.sort.
+ */
+function sortSmall(a: Float64Array, n: number): void {
+  for (let i = 1; i < n; i++) {
+    const v = a[i]!;
+    let j = i - 1;
+    while (j >= 0 && (a[j]! > v || (Number.isNaN(a[j]!) && !Number.isNaN(v)))) {
+      a[j + 1] = a[j]!;
+      j--;
+    }
+    a[j + 1] = v;
+  }
+}
+
 /**
  * k x k median filter per channel with reflect padding. For even k the window is anchored as in
  * scipy.ndimage.median_filter (the paper's implementation): rows y - k/2 .. y + k/2 - 1, and the
@@ -48,8 +73,10 @@ export function medianFilter(x: Float32Array, shape: PlanarShape, k: number): Fl
   const { channels: c, height: h, width: w } = shape;
   if (x.length !== c * h * w) throw new RangeError(`expected ${c * h * w} values, got ${x.length}`);
   if (!Number.isInteger(k) || k < 1 || k > 9) throw new RangeError('median window must be an integer in 1..9');
+  if (k === 3 && !x.some(Number.isNaN)) return median3x3(x, shape);
   const out = new Float32Array(x.length);
-  const half = Math.floor(k / 2);
+  const rows = windowIndices(h, k);
+  const cols = windowIndices(w, k);
   const window = new Float64Array(k * k);
   const rank = Math.floor((k * k) / 2);
   for (let ch = 0; ch < c; ch++) {
@@ -58,11 +85,65 @@ export function medianFilter(x: Float32Array, shape: PlanarShape, k: number): Fl
       for (let xx = 0; xx < w; xx++) {
         let n = 0;
         for (let dy = 0; dy < k; dy++) {
-          const yy = reflect(y - half + dy, h);
-          for (let dx = 0; dx < k; dx++) window[n++] = x[base + yy * w + reflect(xx - half + dx, w)]!;
+          const row = base + rows[y * k + dy]! * w;
+          for (let dx = 0; dx < k; dx++) window[n++] = x[row + cols[xx * k + dx]!]!;
         }
-        window.sort();
+        sortSmall(window, n);
         out[base + y * w + xx] = window[rank]!;
+      }
+    }
+  }
+  return out;
+}
+
+function min3(a: number, b: number, c: number): number {
+  return a < b ? (a < c ? a : c) : b < c ? b : c;
+}
+
+function max3(a: number, b: number, c: number): number {
+  return a > b ? (a > c ? a : c) : b > c ? b : c;
+}
+
+function med3(a: number, b: number, c: number): number {
+  return a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
+}
+
+/**
+ * The 3x3 median without sorting: with every window column sorted (low, middle, high), the median
+ * of the nine is the median of (the largest low, the median middle, the smallest high) (Paeth,
+ * "Median finding on a 3x3 grid", Graphics Gems, 1990). Each column triple serves three windows.
+ */
+function median3x3(x: Float32Array, shape: PlanarShape): Float32Array {
+  const { channels: c, height: h, width: w } = shape;
+  const out = new Float32Array(x.length);
+  const rows = windowIndices(h, 3);
+  const cols = windowIndices(w, 3);
+  const lo = new Float64Array(w);
+  const mid = new Float64Array(w);
+  const hi = new Float64Array(w);
+  for (let ch = 0; ch < c; ch++) {
+    const base = ch * h * w;
+    for (let y = 0; y < h; y++) {
+      const r0 = base + rows[y * 3]! * w;
+      const r1 = base + rows[y * 3 + 1]! * w;
+      const r2 = base + rows[y * 3 + 2]! * w;
+      for (let i = 0; i < w; i++) {
+        const a = x[r0 + i]!;
+        const b = x[r1 + i]!;
+        const d = x[r2 + i]!;
+        lo[i] = min3(a, b, d);
+        mid[i] = med3(a, b, d);
+        hi[i] = max3(a, b, d);
+      }
+      for (let xx = 0; xx < w; xx++) {
+        const i = cols[xx * 3]!;
+        const j = cols[xx * 3 + 1]!;
+        const l = cols[xx * 3 + 2]!;
+        out[base + y * w + xx] = med3(
+          max3(lo[i]!, lo[j]!, lo[l]!),
+          med3(mid[i]!, mid[j]!, mid[l]!),
+          min3(hi[i]!, hi[j]!, hi[l]!),
+        );
       }
     }
   }

@@ -25,6 +25,7 @@ import type { RunningAgent } from '../../src/agent/serve.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { TEST_PASSPHRASE, startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 import { serveFixture, startService, infer, pngOf, type ServeFixture } from './serve-fixture.ts';
+import { eventually } from '../helpers/wait.ts';
 
 const keyDir = mkdtempSync(join(tmpdir(), 'eg-renewal-logkey-'));
 process.on('exit', () => rmSync(keyDir, { recursive: true, force: true }));
@@ -33,13 +34,8 @@ const audit = auditServerPlugin({ dataDir: keyDir, checkpointIntervalMs: 100 });
 
 const DAY = 86_400_000;
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** A condition awaited with the suite's generous deadline (helpers/wait.ts). */
+const until = (what: string, cond: () => boolean | Promise<boolean>) => eventually(what, cond, { intervalMs: 25 });
 
 /** Device credential files for `upload:`; the certificate is due for renewal (past 2/3 of its life). */
 async function deviceFiles(f: ServeFixture, fleet: TestFleet, notAfterMs: number, issuedAgoMs = 60_000) {
@@ -142,7 +138,7 @@ test('the running agent renews its certificate by itself and its existing client
   assert.equal(r.body.verdict, 'reject');
 
   // Once the old certificate has expired the server refuses it...
-  await until('the old certificate to expire', () => Date.now() > oldNotAfter.getTime() + 1500, 20_000);
+  await until('the old certificate to expire', () => Date.now() > oldNotAfter.getTime() + 1500);
   const old = fleet.client({ cert: device.cert, key: device.key });
   assert.equal((await old.send('GET', '/v1/device/self')).status, 401);
   // ...and the journal's client, made before the renewal, reaches device-only endpoints with the new one.

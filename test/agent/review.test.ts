@@ -14,6 +14,7 @@ import { FIXTURES } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
 import { startTestFleet } from '../server/fleet-helpers.ts';
 import { serveFixture, startService, infer } from './serve-fixture.ts';
+import { eventually } from '../helpers/wait.ts';
 
 const META = {
   contentType: 'image/png',
@@ -178,14 +179,11 @@ test('upload through an enrolled device directory (software key store): the TLS 
     caPem: fleet.ca.rootPem,
     poll: { initialMs: 50, maxMs: 200, timeoutMs: 30_000 },
   });
-  let approved = false;
-  for (let i = 0; i < 200 && !approved; i++) {
-    const pending = await fleet.server.ctx.store.listDevices({ status: 'pending' });
-    if (pending[0]) {
-      await fleet.server.ctx.store.approveDevice(pending[0].id, 'test');
-      approved = true;
-    } else await new Promise((r) => setTimeout(r, 50));
-  }
+  const pending = await eventually(
+    'the device to ask for approval',
+    async () => (await fleet.server.ctx.store.listDevices({ status: 'pending' }))[0],
+  );
+  await fleet.server.ctx.store.approveDevice(pending.id, 'test');
   const enrolled = await enrolling;
   const s = await startService(t, f.config({ upload: { device: deviceDir, intervalMs: 60_000 } }));
   const r = await infer(s.url, await readFile(join(FIXTURES, 'digits', '3-1.png')), 'image/png');

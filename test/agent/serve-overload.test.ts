@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { serveFixture, startService, infer, postFresh } from './serve-fixture.ts';
+import { eventually } from '../helpers/wait.ts';
 
 test('ten times the concurrency limit: 429s, no crash, bounded memory', async (t) => {
   const f = await serveFixture(t);
@@ -78,12 +79,10 @@ test('a client that disconnects mid-body does not keep its slot', async (t) => {
       );
     });
   }
-  let inflight = -1;
-  for (let i = 0; i < 100 && inflight !== 0; i++) {
-    inflight = ((await (await fetch(`${s.url}/healthz`)).json()) as { inflight: number }).inflight;
-    if (inflight !== 0) await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.equal(inflight, 0);
+  await eventually(
+    'every slot to be released',
+    async () => ((await (await fetch(`${s.url}/healthz`)).json()) as { inflight: number }).inflight === 0,
+  );
   const png = await readFile(join(FIXTURES, 'digits', '8-1.png'));
   assert.equal((await infer(s.url, png, 'image/png')).body.label, '8');
 });

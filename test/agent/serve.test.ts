@@ -15,6 +15,7 @@ import { openReviewItem, parseReviewItem } from '../../src/fleet/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
 import { serveFixture, startService, infer, pngOf } from './serve-fixture.ts';
+import { eventually, startChild } from '../helpers/wait.ts';
 
 const digit = (d: number, i: number) => (mnist as unknown as Array<{ get(i: number): number[] }>)[d]!.get(i);
 
@@ -300,7 +301,6 @@ test('`edgeguard agent serve` as a process: --check, serving, and a graceful sto
   const f = await serveFixture(t);
   const YAML = (await import('yaml')).default;
   const { writeFile } = await import('node:fs/promises');
-  const { spawn } = await import('node:child_process');
   const { CLI } = await import('../helpers/workspace.ts');
   const configPath = join(f.dir, 'agent.yaml');
   await writeFile(configPath, YAML.stringify({ ...f.base, log: { level: 'info' } }));
@@ -311,29 +311,25 @@ test('`edgeguard agent serve` as a process: --check, serving, and a graceful sto
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^EG_NOT_FOUND: /);
 
-  const child = spawn(process.execPath, [CLI, 'agent', 'serve', '--config', configPath], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const started = await startChild(
+    process.execPath,
+    [CLI, 'agent', 'serve', '--config', configPath],
+    (_out, err) => /serving on (http:\/\/[\d.:]+)/.exec(err)?.[1],
+    { what: 'edgeguard agent serve' },
+  );
+  const { child, value: url } = started;
   t.after(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  let stderr = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      const m = /serving on (http:\/\/[\d.:]+)/.exec(stderr);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`agent exited with ${code}: ${stderr}`)));
   });
   const r = await infer(url, await readFile(join(FIXTURES, 'digits', '6-0.png')), 'image/png');
   assert.equal(r.body.label, '6');
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   child.kill('SIGTERM');
+  const { stderr } = started.output();
   assert.equal(await exited, 0, stderr);
-  assert.match(stderr, /"msg":"shutting down: finishing requests in flight"/);
+  assert.match(started.output().stderr, /"msg":"shutting down: finishing requests in flight"/);
   // pino JSON logs never carry the request body.
-  assert.doesNotMatch(stderr, /IHDR|PNG/);
+  assert.doesNotMatch(started.output().stderr, /IHDR|PNG/);
 });
 
 test('an inference over limits.inferenceTimeoutMs gets 503 EG_TIMEOUT; its slot is freed when the work ends', async (t) => {
@@ -350,10 +346,8 @@ test('an inference over limits.inferenceTimeoutMs gets 503 EG_TIMEOUT; its slot 
   const r = await infer(s.url, big, 'image/png');
   assert.equal(r.status, 503, JSON.stringify(r.body));
   assert.equal(r.body.error?.code, 'EG_TIMEOUT');
-  for (let i = 0; i < 200; i++) {
+  await eventually('the slot to be released', async () => {
     const h = (await (await fetch(`${s.url}/healthz`)).json()) as { inflight: number };
-    if (h.inflight === 0) return;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  assert.fail('the slot was never released');
+    return h.inflight === 0;
+  });
 });

@@ -37,6 +37,7 @@ async function provenIndexOf(
   }
   return undefined;
 }
+import { eventually } from '../helpers/wait.ts';
 
 describe('audit with an enrolled device', () => {
   let work: string;
@@ -65,16 +66,13 @@ describe('audit with an enrolled device', () => {
       label: 'kiosk-7',
       poll: { initialMs: 100, maxMs: 300, timeoutMs: 60_000 },
     });
-    let deviceId: string | undefined;
-    for (let i = 0; i < 200 && deviceId === undefined; i++) {
+    const deviceId = await eventually('the device to ask for approval', async () => {
       const listed = await admin.call<{ devices: Array<{ id: string; label: string | null }> }>(
         'GET',
         '/v1/devices?status=pending',
       );
-      deviceId = listed.body.devices.find((d) => d.label === 'kiosk-7')?.id;
-      if (deviceId === undefined) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(deviceId);
+      return listed.body.devices.find((d) => d.label === 'kiosk-7')?.id;
+    });
     await admin.call('POST', `/v1/devices/${deviceId}/approve`);
     await enrolling;
 

@@ -24,6 +24,7 @@ import {
 import { auditServerPlugin, parseTileIndex } from '../../src/server/routes/audit.ts';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
+import { DEADLINE_MS, eventually } from '../helpers/wait.ts';
 
 const exec = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'edgeguard.js');
@@ -133,14 +134,12 @@ for (const backend of ['sqlite', 'postgres'] as const)
 
       // Wait for a checkpoint covering everything (the plugin signs every 100 ms here).
       const lastIndex = r2.body.entries[1]!.index;
-      let note = '';
-      for (let i = 0; i < 50; i++) {
+      const note = await eventually('a checkpoint covering every entry', async () => {
         const cp = await fleet.client().send<Buffer>('GET', '/v1/audit/checkpoint');
         assert.equal(cp.status, 200);
-        note = Buffer.isBuffer(cp.body) ? cp.body.toString('utf8') : String(cp.body);
-        if (openCheckpoint(note, logKey).checkpoint.size > lastIndex) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+        const text = Buffer.isBuffer(cp.body) ? cp.body.toString('utf8') : String(cp.body);
+        return openCheckpoint(text, logKey).checkpoint.size > lastIndex ? text : undefined;
+      });
       const checkpoint = openCheckpoint(note, logKey).checkpoint;
       assert.ok(checkpoint.size > lastIndex);
 
@@ -218,7 +217,8 @@ for (const backend of ['sqlite', 'postgres'] as const)
       const common = ['--server', fleet.server.url, '--ca', join(work, 'ca.pem'), '--log-key', pub];
       let proved:
         { entry: { event: { type: string; actor: { id: string }; details: Record<string, unknown> } } } | undefined;
-      for (let i = 0; i < 30 && proved === undefined; i++) {
+      const deadline = Date.now() + DEADLINE_MS;
+      while (proved === undefined && Date.now() < deadline) {
         const r = await cli([
           '--json',
           'audit',

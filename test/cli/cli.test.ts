@@ -91,6 +91,11 @@ test('key, pack, inspect, verify, unpack, run: the whole operator flow through t
   );
   assert.equal(jsVerify.code, 0, jsVerify.stderr);
   assert.deepEqual(JSON.parse(jsVerify.stdout).engine, { engine: 'js', reason: 'turned off (EDGEGUARD_NATIVE=0)' });
+  // Without the content key only the signature and header are checked, and it says so.
+  const sigOnly = await runCli(['model', 'verify', p('mnist.egm'), '--pub', p('publisher.pub')]);
+  assert.equal(sigOnly.code, 0, sigOnly.stderr);
+  assert.match(sigOnly.stdout, /^SIGNATURE OK .*contents NOT checked/);
+  assert.doesNotMatch(sigOnly.stdout, /^OK /m);
 
   const unpack = await runCli([
     'model',

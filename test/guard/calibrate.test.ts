@@ -10,6 +10,8 @@ import {
   thresholdAtFpr,
   validateStatistics,
   NUMERIC_STATISTICS,
+  parseProfile,
+  serializeProfile,
   type Classifier,
   type InputStatistics,
 } from '../../src/guard/index.ts';
@@ -140,7 +142,7 @@ test('pipeline calibration: one budget for all stages, chosen on cross-validated
   };
   const p = await calibrateProfile({ ...common, fpr: 0.1 });
   const pl = p.pipeline!;
-  assert.equal(p.version, 2);
+  assert.equal(p.version, 3, 'with the combiner (combiner: false keeps version 2)');
   assert.equal(pl.fpr, 0.1);
   assert.equal(pl.fprConfidence, 0.95);
   assert.equal(pl.folds, 5);
@@ -155,6 +157,11 @@ test('pipeline calibration: one budget for all stages, chosen on cross-validated
   const loose = await calibrateProfile({ ...common, fpr: 0.1, fprConfidence: 0 });
   assert.ok(loose.pipeline!.stageRate >= pl.stageRate);
   assert.ok(loose.pipeline!.crossValidatedFpr <= 0.1);
+  // Without the combiner the pipeline profile keeps the version-2 layout.
+  const v2 = await calibrateProfile({ ...common, fpr: 0.1, combiner: false });
+  assert.equal(v2.version, 2);
+  assert.equal(v2.combiner, undefined);
+  assert.deepEqual(parseProfile(serializeProfile(v2)), v2);
   // Per-stage mode keeps the old profile layout; mixing the two is refused.
   const perStage = await calibrateProfile({ ...common, fpr: 0.05, pipeline: false, squeezeFpr: 0.02 });
   assert.equal(perStage.pipeline, undefined);

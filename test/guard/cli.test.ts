@@ -29,19 +29,15 @@ test('guard calibrate and guard check run on protected packages, decrypted in me
   const profilePath = join(dir, 'profile.json');
   const common = ['--model', cnn, '--ensemble', mlp, '--key', keys.contentKeyPath, '--pub', keys.publicKeyPath];
 
-  const cal = await runCli([
-    'guard',
-    'calibrate',
-    ...common,
-    '--images',
-    join(FIXTURES, 'digits'),
-    '--fpr',
-    '0.1',
-    '-o',
-    profilePath,
-    '--json',
-  ]);
+  // 20 images cannot bound the whole pipeline's rate at 10% (95% confidence): refused, nothing written.
+  const calArgs = ['guard', 'calibrate', ...common, '--images', join(FIXTURES, 'digits'), '--fpr', '0.1'];
+  const unmet = await runCli([...calArgs, '-o', profilePath]);
+  assert.equal(unmet.code, 6, unmet.stderr);
+  assert.match(unmet.stderr, /\nEG_GUARD: with 20 images .* about \d+ images \(\d+ more\) would bound it/);
+  await assert.rejects(readFile(profilePath), 'no profile is written when the budget is not met');
+  const cal = await runCli([...calArgs, '--accept-unmet', '-o', profilePath, '--json']);
   assert.equal(cal.code, 0, cal.stderr);
+  assert.equal(JSON.parse(cal.stdout).met, false);
   const profile = parseProfile(await readFile(profilePath));
   assert.equal(profile.samples, 20);
   assert.equal(profile.model?.name, 'mnist-cnn');
@@ -51,7 +47,10 @@ test('guard calibrate and guard check run on protected packages, decrypted in me
   // --fpr is the whole pipeline's budget; 20 images cannot bound it at 10% (95% confidence): said so.
   assert.equal(profile.pipeline?.fpr, 0.1);
   assert.ok(profile.pipeline.upperBound > 0.1);
-  assert.match(cal.stderr, /warning: with 20 images the pipeline's false-positive rate can only be bounded at /);
+  assert.match(
+    cal.stderr,
+    /warning: with 20 images the pipeline's false-positive rate can only be bounded at .*--accept-unmet/,
+  );
   // --squeeze-fpr belongs to per-stage calibration.
   const mixed = await runCli([
     'guard',
@@ -136,7 +135,8 @@ test('guard calibrate and guard check run on protected packages, decrypted in me
   assert.equal(results[0]?.answer?.label, '3');
   assert.ok(results[0]?.stages.squeeze && results[0]?.stages.ensemble);
   assert.equal(results[1]?.verdict, 'reject');
-  assert.ok(results[1]?.reasons.every((r) => r.stage === 'validation'));
+  // The combiner (a version-3 profile) rejects it on its statistics alone, before any model runs.
+  assert.ok(results[1]?.reasons.every((r) => r.stage === 'combined'));
   assert.ok(results[1]?.stages.validation);
 
   const human = await runCli(['guard', 'check', ...common, '--profile', profilePath, '--input', noise]);

@@ -16,8 +16,8 @@ test('an empty configuration gives the full pipeline; thresholds come from the p
     assert.equal(c.ensemble.enabled, true);
     assert.equal(c.ensemble.threshold, undefined);
     assert.equal(c.squeeze.enabled, true);
-    assert.equal(c.squeeze.bitDepth, 1);
-    assert.equal(c.squeeze.medianSize, 2);
+    assert.equal(c.squeeze.bitDepth, undefined, 'the profile names its squeezers');
+    assert.equal(c.squeeze.medianSize, undefined);
     assert.equal(c.squeeze.threshold, undefined);
   }
   const c = parseGuardConfigYaml(

@@ -16,9 +16,10 @@ after(async () => {
   await f.release();
 });
 
+/** The guard with per-stage thresholds (the combiner has its own tests, combiner.test.ts). */
 function guard(config: GuardConfigInput = {}): Guard {
   return new Guard({
-    config: guardConfig(config),
+    config: guardConfig({ combiner: { enabled: false }, ...config }),
     profile: f.profile,
     shape: SHAPE,
     primary: f.cnn,
@@ -149,7 +150,7 @@ test('threshold precedence: the configuration, else the profile, else 0.85 and a
     [explicit.confidenceThreshold, explicit.ensembleThreshold, explicit.squeezeThreshold],
     [0.85, 1, 0.5],
   );
-  const { pipeline: _dropped, ...stageProfile } = f.profile;
+  const { pipeline: _dropped, combiner: _none, ...stageProfile } = f.profile;
   const seed = new Guard({
     config: guardConfig(),
     profile: { ...stageProfile, version: 1 },
@@ -171,7 +172,7 @@ test('an ensemble disagreement is flagged, and the fallback answers', async () =
   assert.equal(r.answer?.source, 'fallback');
   assert.equal(r.answer?.index, argmax(await f.mlp(input.tensor)));
   // Without a calibrated threshold (a version-1 profile), the two argmaxes differing flags.
-  const { pipeline: _dropped, ...stageProfile } = f.profile;
+  const { pipeline: _dropped, combiner: _none, ...stageProfile } = f.profile;
   const seed = new Guard({
     config: guardConfig(),
     profile: { ...stageProfile, version: 1 },
@@ -252,6 +253,21 @@ test('the guard fails closed on incomplete configuration and malformed input', a
     'squeezing without a threshold',
   );
   assert.throws(() => make({ squeeze: { bitDepth: 3 } }), configError, 'profile calibrated for other squeezers');
+  // Unset squeezers follow the profile: one calibrated with a 3x3 median squeezes with it.
+  const wide = { ...f.profile, squeeze: { ...f.profile.squeeze!, medianSize: 3 } };
+  const follows = new Guard({ config: guardConfig(), profile: wide, shape: SHAPE, primary: f.cnn, ensemble: f.mlp });
+  assert.deepEqual(follows.squeezers, { bitDepth: 1, medianSize: 3 });
+  assert.throws(
+    () =>
+      new Guard({
+        config: guardConfig({ squeeze: { medianSize: 2 } }),
+        profile: wide,
+        shape: SHAPE,
+        primary: f.cnn,
+        ensemble: f.mlp,
+      }),
+    configError,
+  );
   const minimal = make(
     { validation: { enabled: false }, ensemble: { enabled: false }, squeeze: { threshold: 0.5 } },
     { profile: false, ensemble: false },

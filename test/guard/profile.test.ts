@@ -7,6 +7,7 @@ import { isEdgeguardError } from '../../src/errors/index.ts';
 import {
   MAX_PROFILE_BYTES,
   NUMERIC_STATISTICS,
+  fitTailTable,
   parseProfile,
   serializeProfile,
   validateStatistics,
@@ -158,22 +159,25 @@ test('property: arbitrary bytes never crash the parser (a profile or EG_FORMAT, 
   );
 });
 
-test('property: any single edited byte of a valid profile parses to a valid profile or fails with EG_FORMAT', () => {
-  const text = serializeProfile(valid());
-  const bytes = Buffer.from(text);
+/** Every single-byte edit of `bytes` parses to a profile meeting `invariant`, or fails with EG_FORMAT. */
+function editedBytesParseOrRefuse(bytes: Buffer, invariant: (p: GuardProfile) => boolean): void {
   fc.assert(
     fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 0, max: 255 }), (at, value) => {
       const copy = Buffer.from(bytes);
       copy[at] = value;
       try {
-        const p = parseProfile(copy);
-        // Whatever parsed must still obey the invariants.
-        return NUMERIC_STATISTICS.every((s) => p.validation.statistics[s].min <= p.validation.statistics[s].max);
+        return invariant(parseProfile(copy));
       } catch (e) {
         return isEdgeguardError(e, 'EG_FORMAT');
       }
     }),
     { numRuns: 1000 },
+  );
+}
+
+test('property: any single edited byte of a valid profile parses to a valid profile or fails with EG_FORMAT', () => {
+  editedBytesParseOrRefuse(Buffer.from(serializeProfile(valid())), (p) =>
+    NUMERIC_STATISTICS.every((s) => p.validation.statistics[s].min <= p.validation.statistics[s].max),
   );
 });
 
@@ -221,5 +225,81 @@ test('validation: inside every bound passes; each violated bound, size or format
   assert.equal(
     validateStatistics({ ...ok, format: 'gif', width: 56 }, p, { dimensions: false, format: false }).passed,
     true,
+  );
+});
+
+/** A version-3 profile: the committed one with a pipeline section and a small combiner. */
+function versionThree(): Record<string, unknown> {
+  const table = fitTailTable([0.1, 0.2, 0.2, 0.4, 0.8]);
+  const both = { upper: fitTailTable([1, 2, 3]), lower: fitTailTable([-1, -2, -3]) };
+  return {
+    ...JSON.parse(JSON.stringify(valid())),
+    version: 3,
+    pipeline: pipelineSection(),
+    combiner: {
+      method: 'fisher',
+      threshold: 12.5,
+      crossValidatedFpr: 0.03,
+      upperBound: 0.039,
+      measuredFpr: 0.02,
+      components: { squeezeMedian: { upper: table }, noise: both },
+    },
+  };
+}
+
+test('version-3 profiles: the combiner section parses; every defect of it is EG_FORMAT', () => {
+  const good = versionThree();
+  const p = parseProfile(JSON.stringify(good));
+  assert.equal(p.version, 3);
+  assert.deepEqual(parseProfile(serializeProfile(p)), p);
+  type Obj = Record<string, unknown>;
+  const edit = (f: (x: Obj) => void) => {
+    const x = JSON.parse(JSON.stringify(good)) as Obj;
+    f(x);
+    return JSON.stringify(x);
+  };
+  const combiner = (x: Obj) => x.combiner as Obj;
+  const components = (x: Obj) => combiner(x).components as Record<string, Obj>;
+  refusesWithFormat(
+    edit((x) => delete x.combiner),
+    /combiner/,
+  );
+  refusesWithFormat(
+    edit((x) => (x.version = 2)),
+    /combiner/,
+  );
+  refusesWithFormat(
+    edit((x) => delete x.pipeline),
+    /combiner/,
+  );
+  refusesWithFormat(edit((x) => (combiner(x).method = 'max')));
+  refusesWithFormat(edit((x) => (combiner(x).threshold = -1)));
+  refusesWithFormat(edit((x) => (components(x).fancy = components(x).noise!)));
+  refusesWithFormat(
+    edit((x) => (components(x).noise = {})),
+    /tail table/,
+  );
+  const values = (t: Obj) => t.values as Array<number | null>;
+  const counts = (t: Obj) => t.atLeast as number[];
+  const tableEdits: Array<(t: Obj) => void> = [
+    (t) => (t.values = [...values(t)].reverse()),
+    (t) => (t.atLeast = [...counts(t)].reverse()),
+    (t) => (counts(t)[0] = (t.n as number) + 1),
+    (t) => values(t).pop(),
+    (t) => (t.values = []),
+    (t) => (t.scale = 0),
+    (t) => (t.n = 0),
+    (t) => (t.values = Array.from({ length: 65 }, (_, i) => i)),
+    (t) => (t.extra = 1),
+    (t) => (values(t)[1] = null),
+  ];
+  for (const f of tableEdits) refusesWithFormat(edit((x) => f(components(x).squeezeMedian!.upper as Obj)));
+});
+
+test('property: any single edited byte of a version-3 profile parses to a valid one or fails with EG_FORMAT', () => {
+  editedBytesParseOrRefuse(Buffer.from(JSON.stringify(versionThree(), null, 2)), (p) =>
+    Object.values(p.combiner?.components ?? {})
+      .flatMap((c) => [c?.upper, c?.lower])
+      .every((t) => t === undefined || t.values.every((v, i) => i === 0 || v > t.values[i - 1]!)),
   );
 });

@@ -40,6 +40,59 @@ test('median filtering keeps constant planes and works per channel', () => {
   assert.throws(() => medianFilter(new Float32Array(5), { channels: 1, height: 2, width: 2 }, 2), RangeError);
 });
 
+/** The filter as first written: a typed-array sort of every window (the reference). */
+function referenceMedian(x: Float32Array, h: number, w: number, k: number): Float32Array {
+  const reflect = (i: number, n: number) => {
+    const m = (((i % (2 * n)) + 2 * n) % (2 * n)) as number;
+    return m >= n ? 2 * n - 1 - m : m;
+  };
+  const out = new Float32Array(x.length);
+  const half = Math.floor(k / 2);
+  for (let y = 0; y < h; y++)
+    for (let xx = 0; xx < w; xx++) {
+      const win = new Float64Array(k * k);
+      let n = 0;
+      for (let dy = 0; dy < k; dy++)
+        for (let dx = 0; dx < k; dx++) win[n++] = x[reflect(y - half + dy, h) * w + reflect(xx - half + dx, w)]!;
+      win.sort();
+      out[y * w + xx] = win[Math.floor((k * k) / 2)]!;
+    }
+  return out;
+}
+
+test('property: the median filter equals a plain sort of every reflected window, for every size', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 7 }),
+      fc.integer({ min: 1, max: 7 }),
+      fc.integer({ min: 1, max: 9 }),
+      fc.array(fc.float({ noDefaultInfinity: false }), { minLength: 49, maxLength: 49 }),
+      (h, w, k, values) => {
+        const x = Float32Array.from(values.slice(0, h * w));
+        const got = medianFilter(x, { channels: 1, height: h, width: w }, k);
+        const want = referenceMedian(x, h, w, k);
+        return got.every((v, i) => v === want[i] || (Number.isNaN(v) && Number.isNaN(want[i]!)));
+      },
+    ),
+  );
+});
+
+test('property: the 3x3 median without sorting (Paeth) equals the plain sort', () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 9 }),
+      fc.integer({ min: 1, max: 9 }),
+      fc.array(fc.float({ noNaN: true }), { minLength: 81, maxLength: 81 }),
+      (h, w, values) => {
+        const x = Float32Array.from(values.slice(0, h * w));
+        const got = medianFilter(x, { channels: 1, height: h, width: w }, 3);
+        const want = referenceMedian(x, h, w, 3);
+        return got.every((v, i) => v === want[i]);
+      },
+    ),
+  );
+});
+
 test('L1 distance between probability vectors lies in 0..2', () => {
   assert.equal(l1Distance([1, 0], [0, 1]), 2);
   assert.equal(l1Distance([0.5, 0.5], [0.5, 0.5]), 0);

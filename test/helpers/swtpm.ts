@@ -17,6 +17,7 @@ import {
   type SwtpmOptions,
   type LocalCa,
 } from '../../src/tpm/swtpm.ts';
+import { TpmClient, type EndorsementKeys } from '../../src/tpm/client.ts';
 
 export type { Swtpm, LocalCa };
 export { createLocalCa };
@@ -37,4 +38,17 @@ export function startTestTpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
 
 export function stopTestTpm(tpm: Swtpm | undefined): Promise<void> {
   return tpm ? tpm.remove() : Promise.resolve();
+}
+
+/** A fresh swtpm with a client and an EK/AK pair: what an attesting device has. */
+export interface TestTpmWithAk {
+  tpm: Swtpm;
+  client: TpmClient;
+  keys: EndorsementKeys;
+}
+
+export async function startTestTpmWithAk(): Promise<TestTpmWithAk> {
+  const tpm = await startTestTpm();
+  const client = new TpmClient({ tcti: tpm.tcti });
+  return { tpm, client, keys: await client.createEndorsementKeys() };
 }

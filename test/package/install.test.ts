@@ -24,7 +24,8 @@ test(
       cwd: REPO_ROOT,
       maxBuffer: 64 * 1024 * 1024,
     });
-    const [info] = JSON.parse(packed.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    // npm prints the prepare script's output (the build) before its JSON.
+    const [info] = JSON.parse(packed.stdout.slice(packed.stdout.search(/^\[/m))) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const files = info!.files.map((f) => f.path);
     for (const must of [
       'bin/edgeguard.js',

@@ -5,7 +5,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
 import { startTestFleet } from './fleet-helpers.ts';
 import { generateP256, x509 } from '../../src/pki/index.ts';
+import { startChild } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'edgeguard.js');
@@ -27,15 +28,15 @@ describe('edgeguard server / admin cert / device list (CLI)', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'eg-cli-server-'));
-    server = spawn(
+    // The server's start line (one JSON document on stdout) is its signal that it listens.
+    const s = await startChild(
       process.execPath,
       [CLI, '--json', 'server', '--data', join(dir, 'data'), '--listen', '127.0.0.1:0', '--log-level', 'warn'],
-      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+      (out) => (out.trimEnd().endsWith('}') ? out : undefined),
+      { env, what: 'edgeguard server' },
     );
-    let out = '';
-    server.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    for (let i = 0; i < 200 && !out.includes('}'); i++) await new Promise((r) => setTimeout(r, 50));
-    const started = JSON.parse(out) as { url: string; createdCa: boolean; database: string };
+    server = s.child;
+    const started = JSON.parse(s.value) as { url: string; createdCa: boolean; database: string };
     assert.equal(started.createdCa, true);
     assert.match(started.database, /^sqlite:/);
     url = started.url;

@@ -119,7 +119,8 @@ describe('tamper response', { skip: TPM_SKIP }, () => {
       },
       wipeSecrets: () => new Promise<void>(() => undefined),
     });
-    const report = await respondToTamper(finding(), { ...options(dir, rec.actions), stepTimeoutMs: 200 });
+    // Long enough for a real PCR extend on a busy machine; the hanging wipe waits it out.
+    const report = await respondToTamper(finding(), { ...options(dir, rec.actions), stepTimeoutMs: 5000 });
     assert.equal(report.ok, false);
     const byName = Object.fromEntries(report.steps.map((s) => [s.step, s]));
     assert.equal(byName.stopServing!.error?.code, 'EG_INTERNAL');

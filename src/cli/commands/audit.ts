@@ -28,23 +28,16 @@ import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
 import { FleetClient, loadDeviceCredential } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
+import { connectionPaths, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
-interface SourceOptions {
+interface SourceOptions extends ConnectionOptions {
   device?: string;
   data?: string;
   db?: string;
-  server?: string;
-  cert?: string;
-  key?: string;
-  ca?: string;
   logKey?: string;
 }
 
-interface ListOptions {
-  server: string;
-  ca: string;
-  cert: string;
-  key: string;
+interface ListOptions extends ConnectionOptions {
   type?: string;
   deviceId?: string;
   since?: string;
@@ -81,15 +74,12 @@ async function listEntries(client: FleetClient, o: ListOptions): Promise<ListedE
   return entries;
 }
 
+/**
+ * Where the log is: the control plane's API (the shared connection options; a client certificate
+ * only for entry contents), or the server's own store on the server machine (--data / --db).
+ */
 function sourceOptions(cmd: Command): Command {
-  return cmd
-    .option(
-      '--server <url>',
-      'control-plane URL, e.g. https://cp.example:8443 (with --ca; --cert/--key for entry contents)',
-    )
-    .option('--ca <file>', 'fleet CA certificate (PEM) the server certificate must chain to')
-    .option('--cert <file>', 'client certificate (PEM): an admin or device certificate')
-    .option('--key <file>', 'private key of --cert (PEM)')
+  return withConnection(cmd, 'admin or device')
     .option(
       '--device <dir>',
       'an enrolled device directory as the credential: its server, pinned CA, certificate and TLS key (unwrapped by its key store)',
@@ -108,8 +98,8 @@ interface OpenedSource {
 
 async function openSource(o: SourceOptions): Promise<OpenedSource> {
   if (o.device !== undefined) return openDeviceSource(o, o.device);
-  const given = [o.server, o.data, o.db].filter((x) => x !== undefined).length;
-  if (given !== 1 && !(o.db !== undefined && o.data !== undefined && given === 2)) {
+  const local = o.data !== undefined || o.db !== undefined;
+  if (local && o.server !== undefined) {
     throw new EdgeguardError(
       'EG_USAGE',
       'say where the log is: --server URL, or --data DIR / --db URL on the server machine.',
@@ -122,8 +112,9 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
       `pass --log-key with the log's verifier key (the ${LOG_PUB_FILE} the server wrote).`,
     );
   const logKey = await readLogVerifierKey(keyPath);
-  if (o.server !== undefined) {
-    const reader = await httpLogReader({ url: o.server, ca: o.ca, cert: o.cert, key: o.key });
+  if (!local) {
+    const c = connectionPaths(o, 'optional');
+    const reader = await httpLogReader({ url: c.server, ca: c.ca, cert: c.cert, key: c.key });
     return { reader, logKey, close: async () => undefined };
   }
   const store = await Store.open({ url: o.db, dataDir: o.data });
@@ -138,10 +129,11 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
 
 /** The log through the control plane, with an enrolled device's own credentials (--device DIR). */
 async function openDeviceSource(o: SourceOptions, dir: string): Promise<OpenedSource> {
-  if (o.cert !== undefined || o.key !== undefined || o.data !== undefined || o.db !== undefined)
+  const given = [o.clientCert, o.clientKey, o.cert, o.key, o.data, o.db].some((x) => x !== undefined);
+  if (given)
     throw new EdgeguardError(
       'EG_USAGE',
-      '--device DIR is the credential: pass it without --cert, --key, --data or --db.',
+      '--device DIR is the credential: pass it without --client-cert, --client-key, --data or --db.',
     );
   if (o.logKey === undefined)
     throw new EdgeguardError(
@@ -150,9 +142,10 @@ async function openDeviceSource(o: SourceOptions, dir: string): Promise<OpenedSo
     );
   const logKey = await readLogVerifierKey(o.logKey);
   const cred = await loadDeviceCredential(dir);
+  const ca = o.ca !== undefined ? await readBoundedText(o.ca, FILE_CAPS.certificate, 'read the fleet CA') : cred.caPem;
   const reader = await httpLogReader({
     url: o.server ?? cred.server,
-    pems: { ca: o.ca !== undefined ? await readTextArg(o.ca) : cred.caPem, cert: cred.certPem, key: cred.keyPem },
+    pems: { ca, cert: cred.certPem, key: cred.keyPem },
   });
   return { reader, logKey, close: async () => undefined };
 }
@@ -227,15 +220,13 @@ export function registerAuditCommands(program: Command): void {
       'check the tamper-evident audit log: signed checkpoints, inclusion and consistency proofs, a watching witness',
     );
 
-  audit
-    .command('list')
-    .description(
-      'list signed log entries (admin certificate), filtered by type, device and event time, oldest first; `audit prove N` verifies one',
-    )
-    .requiredOption('--server <url>', 'control-plane URL')
-    .requiredOption('--ca <file>', 'fleet CA certificate (PEM)')
-    .requiredOption('--cert <file>', 'admin certificate (PEM)')
-    .requiredOption('--key <file>', 'private key of --cert (PEM)')
+  withConnection(
+    audit
+      .command('list')
+      .description(
+        'list signed log entries (admin certificate), filtered by type, device and event time, oldest first; `audit prove N` verifies one',
+      ),
+  )
     .option('--type <type>', 'only this event type (e.g. device.revoked)')
     .option('--device-id <id>', 'only entries from or about this device (dev-...)')
     .option('--since <time>', 'only events at or after this ISO 8601 time')
@@ -244,8 +235,8 @@ export function registerAuditCommands(program: Command): void {
     .option('--limit <n>', 'at most this many entries', '1000')
     .action(async (o: ListOptions, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const [ca, cert, key] = await Promise.all([readTextArg(o.ca), readTextArg(o.cert), readTextArg(o.key)]);
-      const client = new FleetClient({ server: o.server, ca, cert, key });
+      const c = resolveConnection(o, 'required');
+      const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
       try {
         const entries = await listEntries(client, o);
         out.result(
@@ -428,41 +419,38 @@ export function registerAuditCommands(program: Command): void {
     });
   });
 
-  audit
-    .command('append')
-    .description(
-      "append a server-side audit event (JSON, see docs/formats.md) through the API with an admin certificate; the actor is the certificate's admin",
-    )
-    .argument('<file>', 'the event as JSON, or - for stdin')
-    .requiredOption('--server <url>', 'control-plane URL')
-    .requiredOption('--ca <file>', 'fleet CA certificate (PEM)')
-    .requiredOption('--cert <file>', 'admin certificate (PEM)')
-    .requiredOption('--key <file>', 'private key of --cert (PEM)')
-    .action(async (file: string, o: { server: string; ca: string; cert: string; key: string }, cmd: Command) => {
-      const out = new Output(globalOptions(cmd));
-      const text = await readTextArg(file);
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (e) {
-        throw new EdgeguardError('EG_FORMAT', `${file === '-' ? 'stdin' : file} is not JSON.`, { cause: e });
-      }
-      const event = parseAuditEvent(
-        { ...(value as Record<string, unknown>), actor: { kind: 'admin', id: 'set-by-server' } },
-        'the event',
+  withConnection(
+    audit
+      .command('append')
+      .description(
+        "append a server-side audit event (JSON, see docs/formats.md) through the API with an admin certificate; the actor is the certificate's admin",
+      )
+      .argument('<file>', 'the event as JSON, or - for stdin'),
+  ).action(async (file: string, o: ConnectionOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const text = await readTextArg(file);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new EdgeguardError('EG_FORMAT', `${file === '-' ? 'stdin' : file} is not JSON.`, { cause: e });
+    }
+    const event = parseAuditEvent(
+      { ...(value as Record<string, unknown>), actor: { kind: 'admin', id: 'set-by-server' } },
+      'the event',
+    );
+    const c = resolveConnection(o, 'required');
+    const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
+    try {
+      const r = await client.call<{ index: number }>('POST', '/v1/audit/events', event);
+      out.result(
+        { ok: true, index: r.body.index },
+        `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`,
       );
-      const [ca, cert, key] = await Promise.all([readTextArg(o.ca), readTextArg(o.cert), readTextArg(o.key)]);
-      const client = new FleetClient({ server: o.server, ca, cert, key });
-      try {
-        const r = await client.call<{ index: number }>('POST', '/v1/audit/events', event);
-        out.result(
-          { ok: true, index: r.body.index },
-          `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`,
-        );
-      } finally {
-        client.close();
-      }
-    });
+    } finally {
+      client.close();
+    }
+  });
 
   audit
     .command('journal')

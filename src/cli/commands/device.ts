@@ -125,9 +125,9 @@ export function registerDeviceCommands(program: Command): void {
     )
     .argument('<content-key>', 'content key file (JWK, mode 0600)')
     .requiredOption('--to <binding.pub>', "the device's binding public key (PEM), from `edgeguard device init`")
-    .requiredOption('-o, --output <file>', 'wrapped key file to write')
+    .requiredOption('-o, --out <file>', 'wrapped key file to write')
     .option('--force', 'overwrite the output file')
-    .action(async (keyPath: string, opts: { to: string; output: string; force?: boolean }, cmd: Command) => {
+    .action(async (keyPath: string, opts: { to: string; out: string; force?: boolean }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const binding = parseBindingPublicKey(await readText(opts.to), opts.to);
       const contentKey = await readContentKeyFile(keyPath);
@@ -138,13 +138,13 @@ export function registerDeviceCommands(program: Command): void {
         wipe(contentKey.bytes);
       }
       try {
-        await writeFile(opts.output, text, { flag: opts.force ? 'w' : 'wx', mode: 0o644 });
+        await writeFile(opts.out, text, { flag: opts.force ? 'w' : 'wx', mode: 0o644 });
       } catch (e) {
-        throw fsError(e, opts.output, 'write');
+        throw fsError(e, opts.out, 'write');
       }
       const thumb = bindingKeyThumbprint(binding);
-      out.result({ ok: true, output: opts.output, kid: contentKey.kid, bindingKey: thumb, alg: 'RSA-OAEP-256' }, [
-        `wrapped content key ${contentKey.kid} to binding key ${thumb} (RSA-OAEP-256) -> ${opts.output}`,
+      out.result({ ok: true, output: opts.out, kid: contentKey.kid, bindingKey: thumb, alg: 'RSA-OAEP-256' }, [
+        `wrapped content key ${contentKey.kid} to binding key ${thumb} (RSA-OAEP-256) -> ${opts.out}`,
       ]);
     });
 }

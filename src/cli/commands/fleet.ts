@@ -3,88 +3,22 @@
  * certificate) and `edgeguard agent enroll|renew` (device side). The `device` and `agent` command
  * groups are shared with other files: found on the program, or created when absent.
  *
- * Connection settings come from flags, else the environment (EDGEGUARD_SERVER, EDGEGUARD_CERT,
- * EDGEGUARD_KEY, EDGEGUARD_CA), else a YAML file (--config or EDGEGUARD_CONFIG):
- *   server: https://cp.example:8443
- *   cert: /etc/edgeguard/admin.crt
- *   key: /etc/edgeguard/admin.key
- *   ca: /etc/edgeguard/fleet-ca.pem
+ * Connection settings: the shared options of ../connection.ts (flag, environment, admin.yaml).
  */
-import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError } from '../../errors/index.ts';
 import { FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
+import { readPemFile, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
 function group(program: Command, name: string, description: string): Command {
   return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
 }
 
-function readFileText(path: string, what: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, `read ${what}`);
-  }
-}
-
-const ConfigFile = z.strictObject({
-  server: z.string().optional(),
-  cert: z.string().optional(),
-  key: z.string().optional(),
-  ca: z.string().optional(),
-});
-
-interface ConnOpts {
-  server?: string;
-  cert?: string;
-  key?: string;
-  ca?: string;
-  config?: string;
-}
-
-function adminClient(o: ConnOpts): FleetClient {
-  let file: z.infer<typeof ConfigFile> = {};
-  const configPath = o.config ?? process.env.EDGEGUARD_CONFIG;
-  if (configPath) {
-    const r = ConfigFile.safeParse(parseYaml(readFileText(configPath, 'the config file')));
-    if (!r.success)
-      throw new EdgeguardError(
-        'EG_CONFIG',
-        `${configPath} is not a valid edgeguard client config (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message}).`,
-      );
-    file = r.data;
-  }
-  const pick = (flag: string | undefined, env: string, fromFile: string | undefined, what: string) => {
-    const v = flag ?? process.env[env] ?? fromFile;
-    if (!v)
-      throw new EdgeguardError(
-        'EG_USAGE',
-        `missing ${what}: pass --${what}, set ${env}, or put "${what}:" in a --config file.`,
-      );
-    return v;
-  };
-  const server = pick(o.server, 'EDGEGUARD_SERVER', file.server, 'server');
-  const cert = pick(o.cert, 'EDGEGUARD_CERT', file.cert, 'cert');
-  const key = pick(o.key, 'EDGEGUARD_KEY', file.key, 'key');
-  const ca = pick(o.ca, 'EDGEGUARD_CA', file.ca, 'ca');
-  return new FleetClient({
-    server,
-    ca: readFileText(ca, 'the fleet CA'),
-    cert: readFileText(cert, 'the client certificate'),
-    key: readFileText(key, 'the client key'),
-  });
-}
-
-function withConnection(cmd: Command): Command {
-  return cmd
-    .option('--server <url>', 'control plane URL, https://HOST:PORT (or $EDGEGUARD_SERVER)')
-    .option('--cert <file>', 'admin client certificate, e.g. admin.crt (or $EDGEGUARD_CERT)')
-    .option('--key <file>', 'admin client key, e.g. admin.key (or $EDGEGUARD_KEY)')
-    .option('--ca <file>', 'fleet CA to pin, DIR/fleet-ca.pem (or $EDGEGUARD_CA)')
-    .option('--config <file>', 'YAML file with server, cert, key, ca (or $EDGEGUARD_CONFIG)');
+/** An mTLS client for the admin API, from the shared connection options (../connection.ts). */
+function adminClient(o: ConnectionOptions): FleetClient {
+  const c = resolveConnection(o, 'required');
+  return new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
 }
 
 function deviceLine(d: DeviceView): string {
@@ -107,7 +41,7 @@ export function registerFleetCommands(program: Command): void {
     .addOption(
       new Option('--status <status>', 'only devices in this state').choices(['pending', 'approved', 'revoked']),
     )
-    .action(async (opts: ConnOpts & { status?: string }, cmd: Command) => {
+    .action(async (opts: ConnectionOptions & { status?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const q = opts.status ? `?status=${opts.status}` : '';
       const r = await run(adminClient(opts), (c) => c.call<{ devices: DeviceView[] }>('GET', `/v1/devices${q}`));
@@ -122,7 +56,7 @@ export function registerFleetCommands(program: Command): void {
 
   withConnection(
     device.command('show').description('show one device (admin certificate)').argument('<id>', 'device id (dev-...)'),
-  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+  ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     const r = await run(adminClient(opts), (c) => c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`));
     const d = r.body;
@@ -144,7 +78,7 @@ export function registerFleetCommands(program: Command): void {
       .command('approve')
       .description('approve a pending device; its certificate is issued (admin certificate)')
       .argument('<id>', 'device id'),
-  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+  ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     const r = await run(adminClient(opts), (c) =>
       c.call<DeviceView>('POST', `/v1/devices/${encodeURIComponent(id)}/approve`),
@@ -166,7 +100,7 @@ export function registerFleetCommands(program: Command): void {
         .choices(['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'])
         .default('cessationOfOperation'),
     )
-    .action(async (id: string, opts: ConnOpts & { reason: string }, cmd: Command) => {
+    .action(async (id: string, opts: ConnectionOptions & { reason: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const r = await run(adminClient(opts), (c) =>
         c.call<{ device: DeviceView; revokedSerials: string[] }>(
@@ -186,7 +120,7 @@ export function registerFleetCommands(program: Command): void {
       .command('remove')
       .description('remove a revoked device so that its TPM can enroll again (admin certificate)')
       .argument('<id>', 'device id'),
-  ).action(async (id: string, opts: ConnOpts, cmd: Command) => {
+  ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     await run(adminClient(opts), (c) => c.call('DELETE', `/v1/devices/${encodeURIComponent(id)}`));
     out.result({ ok: true, removed: id }, `removed ${id}; its certificates stay revoked`);
@@ -204,7 +138,7 @@ export function registerFleetCommands(program: Command): void {
         .choices(['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'])
         .default('keyCompromise'),
     )
-    .action(async (serial: string, opts: ConnOpts & { reason: string }, cmd: Command) => {
+    .action(async (serial: string, opts: ConnectionOptions & { reason: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const r = await run(adminClient(opts), (c) =>
         c.call<{ serial: string; role: string; revokedAt: string }>(
@@ -238,7 +172,7 @@ export function registerFleetCommands(program: Command): void {
         const r = await enrollDevice({
           deviceDir: opts.device,
           server: opts.server,
-          caPem: readFileText(opts.ca, 'the fleet CA'),
+          caPem: readPemFile(opts.ca, 'the fleet CA'),
           ...(opts.label ? { label: opts.label } : {}),
           ...(opts.tpm ? { tcti: opts.tpm } : {}),
           poll: { timeoutMs: wait * 1000 },

@@ -18,6 +18,7 @@ import {
   guardInputShape,
   loadGuardConfig,
   loadedModelClassifier,
+  rateUpperBound,
   serializeProfile,
   sessionClassifier,
   type CalibrationSample,
@@ -52,6 +53,26 @@ interface CalibrateOpts extends ModelOpts {
   confidence: number;
   out: string;
   force?: boolean;
+  acceptUnmet?: boolean;
+}
+
+/**
+ * How many images a calibration would need for the whole-pipeline false-positive rate to be
+ * bounded within `fpr` at `level`, if the cross-validated rate stayed at `observed` (at most half
+ * the budget: the calibration spends the rest on detection).
+ */
+function imagesNeeded(fpr: number, level: number, observed: number): number {
+  const rate = Math.min(observed, fpr / 2);
+  const fits = (n: number) => rateUpperBound(Math.ceil(rate * n), n, level) <= fpr;
+  let hi = 16;
+  while (!fits(hi) && hi < 1e7) hi *= 2;
+  let lo = hi / 2;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) hi = mid;
+    else lo = mid;
+  }
+  return hi;
 }
 
 interface CheckOpts extends ModelOpts {
@@ -316,6 +337,10 @@ export function registerGuardCommands(program: Command): void {
     )
     .requiredOption('-o, --out <file>', 'where to write profile.json')
     .option('--force', 'overwrite the output file')
+    .option(
+      '--accept-unmet',
+      'write the profile even when the images are too few to bound the false-positive rate within --fpr',
+    )
     .action(async (opts: CalibrateOpts, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       if (!opts.force && (await stat(opts.out).catch(() => undefined))) {
@@ -361,20 +386,28 @@ export function registerGuardCommands(program: Command): void {
       } finally {
         await models.release();
       }
+      const v = profile.validation;
+      const pl = profile.pipeline;
+      const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
+      const met = !pl || pl.upperBound <= pl.fpr;
+      if (pl && !met) {
+        const needed = imagesNeeded(pl.fpr, pl.fprConfidence, pl.crossValidatedFpr);
+        const why =
+          `with ${profile.samples} images the pipeline's false-positive rate can only be bounded at ${pct(pl.upperBound)} ` +
+          `(at ${pl.fprConfidence} confidence), above --fpr ${pct(pl.fpr)}; about ${needed} images ` +
+          `(${Math.max(0, needed - profile.samples)} more) would bound it, or lower --fpr-confidence`;
+        if (!opts.acceptUnmet)
+          throw new EdgeguardError('EG_GUARD', `${why}; no profile was written (--accept-unmet writes it anyway).`, {
+            details: { samples: profile.samples, imagesNeeded: needed, upperBound: pl.upperBound, fpr: pl.fpr },
+          });
+        out.warn(`${why}; writing it anyway (--accept-unmet).`);
+      }
       try {
         await writeFile(opts.out, serializeProfile(profile), { flag: opts.force ? 'w' : 'wx' });
       } catch (e) {
         throw fsError(e, opts.out, 'write the profile to');
       }
-      const v = profile.validation;
-      const pl = profile.pipeline;
-      const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${(x * 100).toFixed(1)}%`);
-      if (pl && pl.upperBound > pl.fpr) {
-        out.warn(
-          `with ${profile.samples} images the pipeline's false-positive rate can only be bounded at ${pct(pl.upperBound)} (at ${pl.fprConfidence} confidence), above the --fpr ${pct(pl.fpr)}; calibrate on more images (several hundred) or lower --fpr-confidence.`,
-        );
-      }
-      out.result({ ok: true, profile: opts.out, ...profile }, [
+      out.result({ ok: true, met, profile: opts.out, ...profile }, [
         pl
           ? `wrote ${opts.out}: ${profile.samples} images, whole-pipeline target FPR ${pct(pl.fpr)} at ${pl.fprConfidence} confidence: cross-validated ${pct(pl.crossValidatedFpr)} (upper bound ${pct(pl.upperBound)}), per-stage rate ${pct(pl.stageRate)}`
           : `wrote ${opts.out}: ${profile.samples} images, validation target FPR ${pct(v.fpr)} (measured ${pct(v.measuredFpr)}), squeezing threshold ${profile.squeeze?.threshold.toFixed(4)} (measured FPR ${pct(profile.squeeze?.measuredFpr)})`,

@@ -24,4 +24,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'guard', load: async () => (await import('./guard.ts')).registerGuardCommands },
   { id: 'demo', load: async () => (await import('./demo.ts')).registerDemoCommand },
   { id: 'harden', load: async () => (await import('./harden.ts')).registerHardenCommands },
+  { id: 'attest', load: async () => (await import('./attest.ts')).registerAttestCommands },
 ];

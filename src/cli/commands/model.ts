@@ -144,15 +144,19 @@ export function registerModelCommands(program: Command): void {
             signedBy: r.signedBy,
             chunksAuthenticated: r.chunksAuthenticated,
             chunks: r.chunks,
+            verified: { signature: true, header: true, chunks: r.chunksAuthenticated },
             ...(r.engine ? { engine: r.engine } : {}),
           },
-          [
-            `OK ${pkgPath}: ${r.header.metadata.name} v${r.header.metadata.version}, signature by ${r.signedBy.slice(0, 16)}… verified`,
-            r.chunksAuthenticated
-              ? `  all ${r.chunks} chunks authenticated, plaintext digest matches`
-              : '  chunks not checked (pass --key to authenticate every chunk)',
-            ...(r.engine ? [`  ${engineLine(r.engine)}`] : []),
-          ],
+          r.chunksAuthenticated
+            ? [
+                `OK ${pkgPath}: ${r.header.metadata.name} v${r.header.metadata.version}: signature, header and every chunk verified`,
+                `  signature by ${r.signedBy.slice(0, 16)}…; all ${r.chunks} chunks authenticated, every signed shard digest matches`,
+                ...(r.engine ? [`  ${engineLine(r.engine)}`] : []),
+              ]
+            : [
+                `SIGNATURE OK ${pkgPath}: ${r.header.metadata.name} v${r.header.metadata.version}: signature and header verified, contents NOT checked`,
+                `  signature by ${r.signedBy.slice(0, 16)}…; the ${r.chunks} encrypted chunks were not read: pass --key to authenticate every chunk and the signed digests`,
+              ],
         );
       } finally {
         if (contentKey) wipe(contentKey.bytes);

@@ -6,10 +6,10 @@
  *   review list  --dir DIR [--key K]    items in a directory of *.egr (a spool copy or an export)
  *   review show  ID --dir DIR --key K [--out FILE]
  *   review label ID LABEL --dir DIR --key K [--by NAME] [--note TEXT]   appends to DIR/labels.jsonl
- *   review fetch --server URL --cert admin.crt --key admin.key --ca fleet-ca.pem --out DIR
+ *   review fetch --server URL --client-cert admin.crt --client-key admin.key --ca fleet-ca.pem --out DIR
  *                                       download the sealed items the control plane received
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { appendFile, readdir, readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
@@ -32,6 +32,7 @@ import {
   FleetClient,
 } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
+import { resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
 function group(program: Command, name: string, description: string): Command {
   return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
@@ -133,6 +134,18 @@ function summary(m: ReviewMetadata): string {
   return `${m.verdict} [${reasons}] answer ${answer}`;
 }
 
+/** `--review-key` (the documented name) or `--key` (its earlier name, hidden). */
+interface ReviewKeyOptions {
+  reviewKey?: string;
+  key?: string;
+}
+
+function requireReviewKey(o: ReviewKeyOptions): string {
+  const path = o.reviewKey ?? o.key;
+  if (!path) throw new EdgeguardError('EG_USAGE', 'pass --review-key with the review private key (review.key).');
+  return path;
+}
+
 export function registerReviewCommands(program: Command): void {
   const review = group(
     program,
@@ -167,10 +180,12 @@ export function registerReviewCommands(program: Command): void {
       'list sealed items in a directory (a copy of a device spool or an export); with --key, open each and show the findings',
     )
     .requiredOption('--dir <dir>', 'directory of *.egr items')
-    .option('--key <file>', 'review private key (review.key)')
-    .action(async (opts: { dir: string; key?: string }, cmd: Command) => {
+    .option('--review-key <file>', 'review private key (review.key): open each item')
+    .addOption(new Option('--key <file>').hideHelp())
+    .action(async (opts: ReviewKeyOptions & { dir: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const key = opts.key ? await readPrivateKey(opts.key) : undefined;
+      const keyPath = opts.reviewKey ?? opts.key;
+      const key = keyPath ? await readPrivateKey(keyPath) : undefined;
       const labels = await readLabels(opts.dir);
       const devices = await readItemDevices(opts.dir);
       const rows = [];
@@ -209,11 +224,12 @@ export function registerReviewCommands(program: Command): void {
     )
     .argument('<id>', 'item id or a unique prefix')
     .requiredOption('--dir <dir>', 'directory of *.egr items')
-    .requiredOption('--key <file>', 'review private key (review.key)')
-    .option('--out <file>', 'write the decrypted input here (operator machine only)')
-    .action(async (id: string, opts: { dir: string; key: string; out?: string }, cmd: Command) => {
+    .option('--review-key <file>', 'review private key (review.key); required')
+    .addOption(new Option('--key <file>').hideHelp())
+    .option('-o, --out <file>', 'write the decrypted input here (operator machine only)')
+    .action(async (id: string, opts: ReviewKeyOptions & { dir: string; out?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const key = await readPrivateKey(opts.key);
+      const key = await readPrivateKey(requireReviewKey(opts));
       const item = await findItem(opts.dir, id);
       const opened = openReviewItem(await readFile(item.file), key, item.file);
       try {
@@ -254,14 +270,15 @@ export function registerReviewCommands(program: Command): void {
     .argument('<id>', 'item id or a unique prefix')
     .argument('<label>', 'the correct label, e.g. 7')
     .requiredOption('--dir <dir>', 'directory of *.egr items')
-    .requiredOption('--key <file>', 'review private key (review.key)')
+    .option('--review-key <file>', 'review private key (review.key); required')
+    .addOption(new Option('--key <file>').hideHelp())
     .option('--by <name>', 'who labelled it')
     .option('--note <text>', 'a note')
     .action(
       async (
         id: string,
         label: string,
-        opts: { dir: string; key: string; by?: string; note?: string },
+        opts: ReviewKeyOptions & { dir: string; by?: string; note?: string },
         cmd: Command,
       ) => {
         const out = new Output(globalOptions(cmd));
@@ -270,7 +287,7 @@ export function registerReviewCommands(program: Command): void {
             'EG_USAGE',
             'a label is 1 to 64 letters, digits, spaces, dots, colons, dashes or underscores.',
           );
-        const key = await readPrivateKey(opts.key);
+        const key = await readPrivateKey(requireReviewKey(opts));
         const item = await findItem(opts.dir, id);
         const opened = openReviewItem(await readFile(item.file), key, item.file);
         opened.input.fill(0);
@@ -293,34 +310,18 @@ export function registerReviewCommands(program: Command): void {
       },
     );
 
-  review
-    .command('fetch')
-    .description(
-      'download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label',
-    )
-    .option('--server <url>', 'control plane URL, https://HOST:PORT (or $EDGEGUARD_SERVER)')
-    .option('--cert <file>', 'admin client certificate (or $EDGEGUARD_CERT)')
-    .option('--key <file>', 'admin client key (or $EDGEGUARD_KEY); not the review key')
-    .option('--ca <file>', 'fleet CA to pin (or $EDGEGUARD_CA)')
-    .requiredOption('--out <dir>', 'directory for the *.egr items')
-    .action(async (opts: { server?: string; cert?: string; key?: string; ca?: string; out: string }, cmd: Command) => {
+  withConnection(
+    review
+      .command('fetch')
+      .description(
+        'download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label',
+      ),
+  )
+    .requiredOption('-o, --out <dir>', 'directory for the *.egr items')
+    .action(async (opts: ConnectionOptions & { out: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const pick = async (v: string | undefined, env: string, what: string, file: boolean) => {
-        const x = v ?? process.env[env];
-        if (!x) throw new EdgeguardError('EG_USAGE', `missing --${what} (or $${env}).`);
-        if (!file) return x;
-        try {
-          return await readFile(x, 'utf8');
-        } catch (e) {
-          throw fsError(e, x, `read the ${what} file`);
-        }
-      };
-      const client = new FleetClient({
-        server: await pick(opts.server, 'EDGEGUARD_SERVER', 'server', false),
-        cert: await pick(opts.cert, 'EDGEGUARD_CERT', 'cert', true),
-        key: await pick(opts.key, 'EDGEGUARD_KEY', 'key', true),
-        ca: await pick(opts.ca, 'EDGEGUARD_CA', 'ca', true),
-      });
+      const c = resolveConnection(opts, 'required');
+      const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
       try {
         await mkdir(opts.out, { recursive: true, mode: 0o700 });
         const have = new Set((await readdir(opts.out)).filter((n) => n.endsWith('.egr')));

@@ -2,7 +2,9 @@
  * `edgeguard server`: the control plane. `edgeguard admin cert`: an admin client certificate
  * issued offline from the data directory (needs the CA passphrase).
  */
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
@@ -73,6 +75,14 @@ export function registerServerCommands(program: Command): void {
           throw new EdgeguardError('EG_USAGE', '--enroll-rate must be a positive whole number.');
         const passphrase = resolveCaPassphrase({ file: opts.caPassphraseFile });
         const logger = pino({ level: opts.logLevel, base: { service: 'edgeguard-server' } }, process.stderr);
+        // The first start makes the fleet CA, its encrypted key and the log key (seconds on a small machine).
+        if (!existsSync(join(opts.data, FLEET_CA_FILE)))
+          out.info(
+            `first start in ${opts.data}: creating the fleet CA (key encrypted with the passphrase), the audit log key and the database...`,
+          );
+        out.info(
+          `opening ${opts.db ? 'the PostgreSQL database' : 'the SQLite database'} and starting the control plane...`,
+        );
         const server = await startServer({
           dataDir: opts.data,
           listen: opts.listen,
