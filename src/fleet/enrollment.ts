@@ -131,7 +131,7 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
   if (existsSync(certPath)) {
     throw new EdgeguardError(
       'EG_EXISTS',
-      `${dir} is already enrolled (${certPath}); the agent renews its certificate by itself. Remove ${fleetDir} to enroll again.`,
+      `${dir} is already enrolled (${certPath}); the agent renews its certificate by itself. To enroll again, pass --reenroll: the journal is forwarded first and ${fleetDir} moved aside, never deleted.`,
     );
   }
   new x509.X509Certificate(opts.caPem); // a PEM certificate, or throw now

@@ -7,7 +7,17 @@
  */
 import { Command, Option } from 'commander';
 import { EdgeguardError } from '../../errors/index.ts';
-import { FleetClient, enrollDevice, renewIfDue, type DeviceView } from '../../fleet/index.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  FLEET_FILES,
+  FLEET_SUBDIR,
+  FleetClient,
+  enrollDevice,
+  renewIfDue,
+  retireEnrollment,
+  type DeviceView,
+} from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { readPemFile, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
@@ -160,15 +170,32 @@ export function registerFleetCommands(program: Command): void {
     .option('--label <text>', 'a label operators see in `device list`')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .option('--wait <seconds>', 'how long to wait for approval', '600')
+    .option('--reenroll', 'enroll an enrolled device again: forward its journal, move DIR/fleet aside')
+    .option('--archive', 'with --reenroll: move the journal aside even if entries could not be forwarded')
     .action(
       async (
-        opts: { device: string; server: string; ca: string; label?: string; tpm?: string; wait: string },
+        opts: {
+          device: string;
+          server: string;
+          ca: string;
+          label?: string;
+          tpm?: string;
+          wait: string;
+          reenroll?: boolean;
+          archive?: boolean;
+        },
         cmd: Command,
       ) => {
         const out = new Output(globalOptions(cmd));
         const wait = Number(opts.wait);
         if (!Number.isFinite(wait) || wait < 0)
           throw new EdgeguardError('EG_USAGE', '--wait must be a number of seconds.');
+        if (opts.reenroll && existsSync(join(opts.device, FLEET_SUBDIR, FLEET_FILES.certificate))) {
+          const retired = await retireEnrollment(opts.device, { archive: opts.archive === true });
+          out.info(
+            `previous enrollment moved to ${retired.archivedTo}${retired.unforwarded > 0 ? ` with ${retired.unforwarded} journal entries the control plane has not logged` : ''}`,
+          );
+        }
         const r = await enrollDevice({
           deviceDir: opts.device,
           server: opts.server,
