@@ -312,6 +312,32 @@ export function registerReviewCommands(program: Command): void {
 
   withConnection(
     review
+      .command('ack')
+      .description(
+        'acknowledge review items you have fetched (admin certificate): the control plane no longer keeps them',
+      )
+      .argument('<ids...>', 'item ids (32 hex characters, as `review list` shows them)'),
+  ).action(async (ids: string[], opts: ConnectionOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const c = resolveConnection(opts, 'required');
+    const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
+    try {
+      for (const id of ids) {
+        if (!/^[0-9a-f]{32}$/.test(id))
+          throw new EdgeguardError('EG_USAGE', `${id} is not a review item id (32 hex characters).`);
+        await client.call('POST', `/v1/review/items/${id}/ack`);
+      }
+      out.result(
+        { ok: true, acknowledged: ids },
+        `acknowledged ${ids.length} items; the control plane no longer keeps them`,
+      );
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    review
       .command('fetch')
       .description(
         'download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label',
