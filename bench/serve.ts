@@ -7,32 +7,19 @@
  *
  *   node --import tsx bench/serve.ts [--runs 1000]
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import YAML from 'yaml';
-import {
-  encodeContentKeyFile,
-  encodePrivateKeyPem,
-  encodePublicKeyPem,
-  encodeSealPublicKeyPem,
-  generateContentKey,
-  generateSealKeyPair,
-  generateSigningKey,
-  writePrivateFile,
-} from '../src/crypto/index.ts';
-import { packModel, parseModelMetadata } from '../src/model/index.ts';
-import { agentConfig } from '../src/agent/config.ts';
 import { startAgent } from '../src/agent/serve.ts';
 import { computeStatistics } from '../src/guard/index.ts';
 import { decodeImage, pixelsToTensor } from '../src/inference/index.ts';
 import { ReviewQueue } from '../src/agent/review.ts';
+import { benchAgentConfig, FIXTURES } from './lib/agent-fixture.ts';
 import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args.includes('--runs') ? args[args.indexOf('--runs') + 1] : 1000);
-const FIXTURES = new URL('../fixtures/', import.meta.url).pathname;
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -42,42 +29,7 @@ function pct(xs: number[], p: number): number {
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), 'eg-bench-serve-'));
   try {
-    const contentKey = generateContentKey();
-    const signer = generateSigningKey('ecdsa-p256');
-    await writePrivateFile(join(dir, 'model.key'), encodeContentKeyFile(contentKey));
-    await writePrivateFile(join(dir, 'publisher.key'), encodePrivateKeyPem(signer.privateKey));
-    await writeFile(join(dir, 'publisher.pub'), encodePublicKeyPem(signer.publicKey));
-    const meta = YAML.parse(await readFile(join(FIXTURES, 'models', 'mnist.meta.yaml'), 'utf8')) as Record<
-      string,
-      unknown
-    >;
-    for (const [file, name] of [
-      ['mnist-cnn.onnx', 'mnist-cnn'],
-      ['mnist-mlp.onnx', 'mnist-mlp'],
-    ] as const) {
-      await packModel({
-        inputPath: join(FIXTURES, 'models', file),
-        outputPath: join(dir, `${name}.egm`),
-        contentKey,
-        signer,
-        metadata: parseModelMetadata({ ...meta, name, version: 1, format: 'onnx' }),
-      });
-    }
-    const review = generateSealKeyPair();
-    await writeFile(join(dir, 'review.pub'), encodeSealPublicKeyPem(review.publicKey));
-    const config = agentConfig(
-      {
-        listen: { host: '127.0.0.1', port: 0 },
-        trust: { publicKeys: ['publisher.pub'] },
-        contentKey: { file: 'model.key' },
-        models: { primary: 'mnist-cnn.egm', ensemble: 'mnist-mlp.egm' },
-        guard: { profile: join(FIXTURES, 'guard', 'mnist-cnn.profile.json') },
-        review: { publicKey: 'review.pub', spool: { dir: 'spool', maxItems: 100_000 } },
-        limits: { concurrency: 4 },
-        log: { level: 'silent' },
-      },
-      dir,
-    );
+    const { config, review } = await benchAgentConfig(dir);
     const agent = await startAgent(config);
     const png = await readFile(join(FIXTURES, 'digits', '7-0.png'));
     const rt = agent.runtime;

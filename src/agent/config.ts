@@ -20,12 +20,11 @@
  *   tamper:   { sensors: [...] }                   # src/tamper: sensors that lock the device (needs contentKey.device)
  *   stateDir: device/                             # where tamper.lock.json lives; default: the device directory
  */
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_EVENT_LOG_PATH } from './attestation.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
 import { tamperConfigSchema } from '../tamper/index.ts';
@@ -353,11 +352,6 @@ export function parseAgentConfigYaml(text: string, baseDir: string, where = 'the
 }
 
 export async function loadAgentConfig(file: string): Promise<AgentConfig> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw fsError(e, file, 'read the agent configuration');
-  }
+  const text = await readBoundedText(file, FILE_CAPS.config, 'read the agent configuration');
   return parseAgentConfigYaml(text, dirname(resolve(file)), file);
 }

@@ -1,11 +1,12 @@
 /**
- * The agent's HTTP surface (fastify): `POST /v1/infer` (input decoding by content type, the
- * concurrency slot checked before the body is read, the inference timeout), `/healthz`,
+ * The agent's HTTP surface (fastify): `POST /v1/infer` (input decoding by content type, a deadline
+ * on the whole body, the concurrency slot taken once the body is complete, the inference timeout), `/healthz`,
  * `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
  * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
  */
 import { performance } from 'node:perf_hooks';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import { PassThrough, type Readable } from 'node:stream';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
@@ -22,7 +23,13 @@ import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable 
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
-import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
+import {
+  BodyTimeoutError,
+  ERROR_RESPONSE_SCHEMA,
+  createAgentMetrics,
+  errorHandler,
+  type AgentMetrics,
+} from './serve-http.ts';
 
 interface Slot {
   released: boolean;
@@ -168,7 +175,9 @@ async function createFastify(config: AgentConfig, logger: Logger | undefined): P
   const app = Fastify({
     ...(logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: false }),
     bodyLimit: limits.bodyBytes,
-    requestTimeout: limits.requestTimeoutMs,
+    // The body's own deadline (bodyWithDeadline) answers 408 with an EG body; Node's coarser
+    // whole-request timeout (checked every 30 s) stays as the backstop for headers that never end.
+    requestTimeout: 2 * limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     connectionTimeout: limits.requestTimeoutMs,
     forceCloseConnections: 'idle',
@@ -290,7 +299,7 @@ function registerInferRoute(
         tags: ['inference'],
         summary: 'classify one input behind the guard',
         description:
-          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 429 when the concurrency limit is reached.',
+          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 408 when the body does not arrive within limits.requestTimeoutMs; 429 when the concurrency limit is reached.',
         body: {
           content: {
             'application/json': { schema: TENSOR_BODY_JSON_SCHEMA },
@@ -302,6 +311,7 @@ function registerInferRoute(
         response: {
           200: INFER_RESPONSE_SCHEMA,
           400: ERROR_RESPONSE_SCHEMA,
+          408: ERROR_RESPONSE_SCHEMA,
           413: ERROR_RESPONSE_SCHEMA,
           415: ERROR_RESPONSE_SCHEMA,
           422: ERROR_RESPONSE_SCHEMA,
@@ -311,14 +321,19 @@ function registerInferRoute(
       },
       // The content-type parsers checked the bodies strictly; the schemas above document them.
       validatorCompiler: () => () => true,
-      // The limit is checked before the body is read, so an overload costs no buffering.
-      onRequest: async (req, reply) => {
+      // A device that may not serve (lease lost) refuses before the body is read.
+      onRequest: async () => {
         const refused = refusal?.();
         if (refused) throw refused;
+      },
+      preParsing: async (_req, reply, payload) => bodyWithDeadline(payload, reply, limits.requestTimeoutMs),
+      // The slot is taken once the body is complete and valid: a client trickling its body holds
+      // a connection and a timer, never one of the few inference slots.
+      preHandler: async (req, reply) => {
         const slot = slots.acquire();
         req.egSlot = slot;
-        // The response is finished or the connection is gone (client abort, request timeout):
-        // a request that never reached its work frees the slot here; one that did, when the work ends.
+        // The response is finished or the connection is gone (client abort): a request that never
+        // reached its work frees the slot here; one that did, when the work ends.
         reply.raw.once('close', () => {
           if (!slot.work) slots.release(slot);
         });
@@ -336,6 +351,25 @@ function registerInferRoute(
       return withTimeout(work, limits.inferenceTimeoutMs);
     },
   );
+}
+
+/**
+ * The body as a stream that fails with BodyTimeoutError (408) unless it ends within `ms`, so a
+ * client sending a byte a second is cut off, whatever its Content-Length.
+ */
+function bodyWithDeadline(payload: Readable, reply: FastifyReply, ms: number): Readable {
+  const body = new PassThrough();
+  const timer = setTimeout(() => {
+    payload.unpipe(body);
+    body.destroy(new BodyTimeoutError(ms));
+  }, ms);
+  // Done with the body: it ended, or the answer went out without it (413 by Content-Length, 415).
+  body.once('close', () => clearTimeout(timer));
+  payload.once('end', () => clearTimeout(timer));
+  reply.raw.once('close', () => clearTimeout(timer));
+  payload.once('error', (e) => body.destroy(e));
+  payload.pipe(body);
+  return body;
 }
 
 async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {

@@ -13,10 +13,9 @@
  *     failure never stops the agent. A renewed certificate is tried on a device-only endpoint
  *     before it is stored and used.
  */
-import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { x509 } from '../pki/index.ts';
 import {
   FleetClient,
@@ -78,11 +77,7 @@ export class AgentIdentity {
       );
     }
     const read = async (p: string, what: string) => {
-      try {
-        return await readFile(p, 'utf8');
-      } catch (e) {
-        throw fsError(e, p, `read ${what}`);
-      }
+      return await readBoundedText(p, FILE_CAPS.certificate, `read ${what}`);
     };
     const certPem = await read(upload.cert, 'the device certificate');
     return new AgentIdentity(

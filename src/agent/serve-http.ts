@@ -18,6 +18,16 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_LOCKED: 503,
 };
 
+/** A request body not received within limits.requestTimeoutMs: 408, and the connection is closed. */
+export class BodyTimeoutError extends EdgeguardError {
+  constructor(ms: number) {
+    super(
+      'EG_TIMEOUT',
+      `the request body did not arrive within limits.requestTimeoutMs (${ms} ms); send the whole body at once.`,
+    );
+  }
+}
+
 export function statusOf(code: ErrorCode): number {
   return STATUS[code] ?? 500;
 }
@@ -71,7 +81,9 @@ export function errorHandler(
     void reply.status(500).send({ error: { code: 'EG_INTERNAL', message: 'internal error; see the agent log.' } });
     return;
   }
-  const status = statusOf(err.code);
+  const status = err instanceof BodyTimeoutError ? 408 : statusOf(err.code);
+  // The rest of a timed-out body is never read: the connection cannot carry another request.
+  if (status === 408) void reply.header('connection', 'close');
   if (status >= 500 && err.code !== 'EG_TIMEOUT' && err.code !== 'EG_LOCKED')
     request.log.error({ err }, 'request failed');
   else request.log.info({ code: err.code }, err.message);

@@ -26,7 +26,7 @@ import { basename } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { parseSealPublicKeyPem, readPublicSigningKey } from '../crypto/index.ts';
 import type { LoadedModel } from '../inference/index.ts';
 import { openGuardedModel, type GuardedModel } from '../runtime/index.ts';
@@ -318,12 +318,7 @@ async function openReviewQueue(
   identity: AgentIdentity | undefined,
   journal: AgentJournal | undefined,
 ): Promise<ReviewQueue> {
-  let pem: string;
-  try {
-    pem = await readFile(config.review.publicKey!, 'utf8');
-  } catch (e) {
-    throw fsError(e, config.review.publicKey!, 'read the review public key');
-  }
+  const pem = await readBoundedText(config.review.publicKey!, FILE_CAPS.key, 'read the review public key');
   const reviewEvent = (itemId: string, action: 'queued' | 'uploaded' | 'dropped', reason?: string) =>
     journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', {
       itemId,

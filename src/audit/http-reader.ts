@@ -5,8 +5,7 @@
  * separately under the pinned log key by the caller.
  */
 import { request } from 'node:https';
-import { readFile } from 'node:fs/promises';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { fromB64 } from '../crypto/encoding.ts';
 import type { LogReader } from './reader.ts';
 
@@ -16,6 +15,8 @@ export interface HttpLogReaderOptions {
   ca?: string | undefined;
   cert?: string | undefined;
   key?: string | undefined;
+  /** The CA, certificate and key as PEM text instead of files (an enrolled device's, unwrapped in memory). */
+  pems?: { ca: string; cert: string; key: string };
   timeoutMs?: number;
 }
 
@@ -23,11 +24,7 @@ const MAX_RESPONSE = 4 * 1024 * 1024;
 
 async function readPem(path: string | undefined, what: string): Promise<string | undefined> {
   if (path === undefined) return undefined;
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, `read ${what}`);
-  }
+  return readBoundedText(path, FILE_CAPS.certificate, `read ${what}`);
 }
 
 export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogReader> {
@@ -41,11 +38,13 @@ export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogRead
     throw new EdgeguardError('EG_USAGE', `--server must be an https:// URL (the control plane only speaks TLS).`);
   if ((opts.cert === undefined) !== (opts.key === undefined))
     throw new EdgeguardError('EG_USAGE', 'pass --cert and --key together.');
-  const [ca, cert, key] = await Promise.all([
-    readPem(opts.ca, 'the fleet CA'),
-    readPem(opts.cert, 'the client certificate'),
-    readPem(opts.key, 'the client key'),
-  ]);
+  const [ca, cert, key] = opts.pems
+    ? [opts.pems.ca, opts.pems.cert, opts.pems.key]
+    : await Promise.all([
+        readPem(opts.ca, 'the fleet CA'),
+        readPem(opts.cert, 'the client certificate'),
+        readPem(opts.key, 'the client key'),
+      ]);
   const timeout = opts.timeoutMs ?? 15_000;
 
   function get(path: string): Promise<{ status: number; body: Buffer; type: string }> {

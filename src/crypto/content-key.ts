@@ -7,8 +7,8 @@
  * headers and wrapped-key files.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { stat } from 'node:fs/promises';
+import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { b64url, fromB64url, sha256 } from './encoding.ts';
 
 export const CONTENT_KEY_BYTES = 32;
@@ -85,12 +85,7 @@ export function parseContentKeyFile(text: string): ContentKey {
 /** Read a content key file, refusing one that others can read (as ssh does for private keys). */
 export async function readContentKeyFile(path: string): Promise<ContentKey> {
   await assertPrivateFileMode(path);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the key file');
-  }
+  const text = await readBoundedText(path, FILE_CAPS.key, 'read the key file');
   return parseContentKeyFile(text);
 }
 

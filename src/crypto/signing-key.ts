@@ -4,8 +4,7 @@
  * lowercase hex SHA-256 of the SPKI DER, the "public key hint" that DSSE signatures carry.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { assertPrivateFileMode } from './content-key.ts';
 import { sha256 } from './encoding.ts';
 
@@ -47,12 +46,7 @@ export function encodePublicKeyPem(key: KeyObject): string {
 
 export async function readPrivateSigningKey(path: string): Promise<SigningKeyPair> {
   await assertPrivateFileMode(path);
-  let pem: string;
-  try {
-    pem = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the signing key');
-  }
+  const pem = await readBoundedText(path, FILE_CAPS.key, 'read the signing key');
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(pem);
@@ -79,11 +73,6 @@ export function parsePublicKeyPem(pem: string, what = 'the public key'): KeyObje
 }
 
 export async function readPublicSigningKey(path: string): Promise<KeyObject> {
-  let pem: string;
-  try {
-    pem = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the public key');
-  }
+  const pem = await readBoundedText(path, FILE_CAPS.key, 'read the public key');
   return parsePublicKeyPem(pem, path);
 }

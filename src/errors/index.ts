@@ -13,6 +13,8 @@ export const ERROR_EXIT_CODES = {
   EG_NOT_FOUND: 2,
   EG_EXISTS: 2,
   EG_IO: 1,
+  // A file read whole (signature, key, certificate, configuration) past the size such a file may have.
+  EG_FILE_TOO_LARGE: 2,
   // Package and signature integrity: the bytes cannot be trusted.
   EG_FORMAT: 3,
   EG_UNSUPPORTED: 3,
@@ -125,3 +127,5 @@ export function fsError(e: unknown, path: string, action: string): EdgeguardErro
     return new EdgeguardError('EG_IO', `permission denied while trying to ${action} ${path}.`, { cause: e });
   return new EdgeguardError('EG_IO', `could not ${action} ${path} (${code ?? 'unknown error'}).`, { cause: e });
 }
+
+export { FILE_CAPS, readBounded, readBoundedText } from './read-bounded.ts';

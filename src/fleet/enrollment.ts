@@ -20,7 +20,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import {
   DEVICE_FILES,
   openDeviceKeyStore,
@@ -86,11 +86,7 @@ export interface EnrollResult {
 }
 
 async function readText(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, `read ${what}`);
-  }
+  return await readBoundedText(path, FILE_CAPS.certificate, `read ${what}`);
 }
 
 /** Write through a temporary file and rename, so a reader never sees half a file. */
@@ -138,7 +134,7 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
   if (existsSync(certPath)) {
     throw new EdgeguardError(
       'EG_EXISTS',
-      `${dir} is already enrolled (${certPath}); the agent renews its certificate by itself. Remove ${fleetDir} to enroll again.`,
+      `${dir} is already enrolled (${certPath}); the agent renews its certificate by itself. To enroll again, pass --reenroll: the journal is forwarded first and ${fleetDir} moved aside, never deleted.`,
     );
   }
   new x509.X509Certificate(opts.caPem); // a PEM certificate, or throw now

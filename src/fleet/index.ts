@@ -19,6 +19,7 @@ export {
   type EnrollResult,
   type PollOptions,
 } from './enrollment.ts';
+export { FLEET_JOURNAL_FILE, retireEnrollment, type RetiredEnrollment } from './reenroll.ts';
 export { TLS_KEY_TYPE, createWrappedTlsKey, loadWrappedTlsKey } from './tls-key.ts';
 export {
   MAX_REVIEW_METADATA_BYTES,

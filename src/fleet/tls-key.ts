@@ -11,10 +11,10 @@
  *   AAD = "edgeguard-fleet-tls-key/1"
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { generateContentKey, wipe, b64url } from '../crypto/index.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { encodeWrappedKeyFile, wrapContentKey, type KeyStore } from '../keystore/index.ts';
 import { generateP256 } from '../pki/index.ts';
 
@@ -63,12 +63,7 @@ export async function createWrappedTlsKey(store: KeyStore, path: string): Promis
 
 /** Unwrap the TLS key through the key store (the TPM, under its PCR policy); PEM in memory only. */
 export async function loadWrappedTlsKey(store: KeyStore, path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read');
-  }
+  const text = await readBoundedText(path, FILE_CAPS.key, 'read');
   let parsed: z.infer<typeof TlsKeyFile>;
   try {
     parsed = TlsKeyFile.parse(JSON.parse(text));

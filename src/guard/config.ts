@@ -13,10 +13,9 @@
  * (a version-2 profile carries one for every stage), else the built-in default: 0.85 for
  * confidence (the seed's value), argmax disagreement for the ensemble; squeezing has none.
  */
-import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 
 export const guardConfigSchema = z
   .object({
@@ -118,11 +117,6 @@ export function parseGuardConfigYaml(text: string, where = 'the guard configurat
 }
 
 export async function loadGuardConfig(path: string): Promise<GuardConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the guard configuration');
-  }
+  const text = await readBoundedText(path, FILE_CAPS.config, 'read the guard configuration');
   return parseGuardConfigYaml(text, path);
 }

@@ -3,9 +3,8 @@
  * (operator side, development; not hardware-bound), or a wrapped key that only this device's key
  * store can unwrap. The caller wipes `key.bytes` once its sessions exist.
  */
-import { readFile } from 'node:fs/promises';
 import { readContentKeyFile, type ContentKey } from '../crypto/index.ts';
-import { fsError } from '../errors/index.ts';
+import { FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { openDeviceKeyStore } from './device.ts';
 import type { KeyStore } from './types.ts';
 
@@ -30,12 +29,7 @@ export async function resolveContentKey(
 ): Promise<{ key: ContentKey; posture: ContentKeyPosture }> {
   if ('file' in source) return { key: await readContentKeyFile(source.file), posture: KEY_FILE_POSTURE };
   const store = source.store ?? (await openDeviceKeyStore(source.device));
-  let text: string;
-  try {
-    text = await readFile(source.wrapped, 'utf8');
-  } catch (e) {
-    throw fsError(e, source.wrapped, 'read the wrapped key');
-  }
+  const text = await readBoundedText(source.wrapped, FILE_CAPS.key, 'read the wrapped key');
   const key = await store.unwrapContentKey(text);
   return {
     key,

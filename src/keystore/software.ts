@@ -11,9 +11,8 @@ import {
   privateDecrypt,
   type KeyObject,
 } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { assertPrivateFileMode, writePrivateFile, type ContentKey } from '../crypto/index.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { SOFTWARE_POSTURE_LABEL, type KeyStore, type KeyStorePosture } from './types.ts';
 import { bindingKeyThumbprint } from './wrapped-key.ts';
 import { UnwrappedKeys, unwrapChecked } from './unwrap.ts';
@@ -42,12 +41,7 @@ export class SoftwareKeyStore implements KeyStore {
 
   static async open(privateKeyPath: string): Promise<SoftwareKeyStore> {
     await assertPrivateFileMode(privateKeyPath);
-    let pem: string;
-    try {
-      pem = await readFile(privateKeyPath, 'utf8');
-    } catch (e) {
-      throw fsError(e, privateKeyPath, 'read the software binding key');
-    }
+    const pem = await readBoundedText(privateKeyPath, FILE_CAPS.key, 'read the software binding key');
     let key: KeyObject;
     try {
       key = createPrivateKey(pem);

@@ -5,10 +5,10 @@
  * shard slots, constant in file size. Shards are opened by the native engine
  * (src/model/native-opener.ts) when it is built, else by the JavaScript one (chunk-opener.ts).
  */
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { createHash, type KeyObject } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError, readBoundedText } from '../errors/index.ts';
 import { deriveStreamMaterial, parseEnvelope, type ContentKey, type DsseEnvelope } from '../crypto/index.ts';
 import { openShards, startOpenWorkers, type OpenPlan, type OpenWorkers } from './chunk-opener.ts';
 import { nativeBinding, nativeOpenerStatus, openShardsNative } from './native-opener.ts';
@@ -283,10 +283,16 @@ function useNative(options: DecryptOptions): boolean {
   return status.available;
 }
 
+/**
+ * A signature envelope: the statement, one digest per 1 MiB shard and the signatures, in base64.
+ * 16 MiB holds the envelope of a package of some 100 GiB.
+ */
+const MAX_SIGNATURE_FILE_BYTES = 16 * 1024 * 1024;
+
 export async function readSignatureFile(path: string): Promise<DsseEnvelope> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBoundedText(path, MAX_SIGNATURE_FILE_BYTES, 'read the signature');
   } catch (e) {
     const err = fsError(e, path, 'read the signature');
     if (err.code === 'EG_NOT_FOUND') {

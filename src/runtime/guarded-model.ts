@@ -5,9 +5,8 @@
  * primary, ensemble and fallback members with the calibrated profile.
  */
 import type { KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { wipe } from '../crypto/index.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBounded } from '../errors/index.ts';
 import {
   loadProtectedModel,
   resolveExecutionProviders,
@@ -152,12 +151,7 @@ export function guardModelSet(set: ModelSet, spec: GuardSpec): Guard {
 
 /** Read and check a calibrated profile.json. */
 export async function loadGuardProfile(path: string): Promise<GuardProfile> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw fsError(e, path, 'read the guard profile');
-  }
+  const bytes = await readBounded(path, FILE_CAPS.config, 'read the guard profile');
   return parseProfile(bytes, path);
 }
 

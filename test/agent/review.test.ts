@@ -127,6 +127,29 @@ test('delivery to the control plane: items wait sealed while it is unreachable, 
     JSON.parse(listed.stdout).items.map((i: { metadata: { verdict: string } }) => i.metadata.verdict),
     ['flag', 'flag'],
   );
+  // The device the server recorded (from its certificate) stays with each fetched item.
+  assert.deepEqual(
+    JSON.parse(listed.stdout).items.map((i: { deviceId: string }) => i.deviceId),
+    [device.deviceId, device.deviceId],
+  );
+  // 4. Acknowledged items leave the control plane.
+  const acked = await runCli([
+    'review',
+    'ack',
+    id2,
+    '--server',
+    fleet.server.url,
+    '--client-cert',
+    join(credDir, 'admin.crt'),
+    '--client-key',
+    join(credDir, 'admin.key'),
+    '--ca',
+    join(f.dir, 'fleet-ca.pem'),
+  ]);
+  assert.equal(acked.code, 0, acked.stderr);
+  const left = await client.call<{ items: Array<{ id: string }> }>('GET', '/v1/review/items');
+  assert.deepEqual(left.body.items.map((i) => i.id).includes(id2), false);
+  assert.equal(left.body.items.length, 1);
 });
 
 test('the control plane keeps review items sealed on PostgreSQL too', async (t) => {

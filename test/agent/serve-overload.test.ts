@@ -1,6 +1,6 @@
 /**
- * Overload: ten times the concurrency limit at once gives 429s with a typed code (checked before
- * the body is read), no crash, the service keeps answering, and memory stays bounded.
+ * Overload: ten times the concurrency limit at once gives 429s with a typed code (checked once
+ * the body is in), no crash, the service keeps answering, and memory stays bounded.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

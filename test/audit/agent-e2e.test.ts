@@ -14,6 +14,7 @@ import {
   decodeLogLeaf,
   forwardJournal,
   journalSignerFromKey,
+  LOG_PUB_FILE,
   verifyInclusion,
   type AuditEvent,
 } from '../../src/audit/index.ts';
@@ -21,6 +22,21 @@ import { initDevice } from '../../src/keystore/index.ts';
 import { enrollDevice, loadDeviceCredential, deviceClient } from '../../src/fleet/index.ts';
 import { auditServerPlugin, type AuditServerPlugin } from '../../src/server/routes/audit.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
+import { runCli } from '../helpers/cli.ts';
+
+/** The index of the device's entry of `type` in the tree of `size`. */
+async function provenIndexOf(
+  log: NonNullable<AuditServerPlugin['log']>,
+  size: number,
+  deviceId: string,
+  type: string,
+): Promise<number | undefined> {
+  for (let i = 0; i < size; i++) {
+    const leaf = decodeLogLeaf(Buffer.from((await log.inclusionProof(i, size)).leaf));
+    if (leaf.event.subject === deviceId && leaf.event.type === type) return i;
+  }
+  return undefined;
+}
 import { eventually } from '../helpers/wait.ts';
 
 describe('audit with an enrolled device', () => {
@@ -108,5 +124,23 @@ describe('audit with an enrolled device', () => {
     // Enrollment before approval before the device's own events.
     assert.ok(types.indexOf('server:device.enrollment_requested') < types.indexOf('server:device.approved'));
     assert.ok(types.indexOf('server:device.approved') < types.indexOf('device:model.loaded'));
+
+    // The CLI takes the enrolled device directory as its credential: server, pinned CA,
+    // certificate and the TLS key unwrapped through the device key store (a wrapped key file
+    // given as --key is not PEM and cannot be used).
+    const ownIndex = (await provenIndexOf(log, cp.size, deviceId, 'model.loaded'))!;
+    const logKey = join(fleet.dataDir, LOG_PUB_FILE);
+    const proved = await runCli([
+      '--json',
+      'audit',
+      'prove',
+      String(ownIndex),
+      '--device',
+      deviceDir,
+      '--log-key',
+      logKey,
+    ]);
+    assert.equal(proved.code, 0, proved.stderr);
+    assert.equal(JSON.parse(proved.stdout).entry.event.type, 'model.loaded');
   });
 });

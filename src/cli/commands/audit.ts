@@ -9,7 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../../errors/index.ts';
 import {
   AuditLog,
   LOG_PUB_FILE,
@@ -27,14 +27,52 @@ import {
 import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
 import { openServerStore } from '../../server/index.ts';
-import { FleetClient } from '../../fleet/index.ts';
+import { FleetClient, loadDeviceCredential } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { connectionPaths, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
 interface SourceOptions extends ConnectionOptions {
+  device?: string;
   data?: string;
   db?: string;
   logKey?: string;
+}
+
+interface ListOptions extends ConnectionOptions {
+  type?: string;
+  deviceId?: string;
+  since?: string;
+  until?: string;
+  after?: string;
+  limit: string;
+}
+
+interface ListedEntry {
+  index: number;
+  event: { type: string; time: string; outcome: string; subject?: string };
+}
+
+/** Pages through GET /v1/audit/entries until `limit` entries or the end of the signed log. */
+async function listEntries(client: FleetClient, o: ListOptions): Promise<ListedEntry[]> {
+  const limit = Number(o.limit);
+  if (!Number.isInteger(limit) || limit < 1)
+    throw new EdgeguardError('EG_USAGE', '--limit must be a positive integer.');
+  const filters = new URLSearchParams();
+  if (o.type !== undefined) filters.set('type', o.type);
+  if (o.deviceId !== undefined) filters.set('device', o.deviceId);
+  if (o.since !== undefined) filters.set('since', o.since);
+  if (o.until !== undefined) filters.set('until', o.until);
+  const entries: ListedEntry[] = [];
+  let after: number | null = o.after === undefined ? null : Number(o.after);
+  do {
+    const q = new URLSearchParams(filters);
+    q.set('limit', String(Math.min(1000, limit - entries.length)));
+    if (after !== null) q.set('after', String(after));
+    const page = await client.call<{ entries: ListedEntry[]; next: number | null }>('GET', `/v1/audit/entries?${q}`);
+    entries.push(...page.body.entries);
+    after = page.body.next;
+  } while (after !== null && entries.length < limit);
+  return entries;
 }
 
 /**
@@ -43,6 +81,10 @@ interface SourceOptions extends ConnectionOptions {
  */
 function sourceOptions(cmd: Command): Command {
   return withConnection(cmd, 'admin or device')
+    .option(
+      '--device <dir>',
+      'an enrolled device directory as the credential: its server, pinned CA, certificate and TLS key (unwrapped by its key store)',
+    )
     .option('--data <dir>', 'the server data directory: read its SQLite store directly (on the server machine)')
     .option('--db <url>', 'the server PostgreSQL database: read it directly (postgres://...)')
     .option('--log-key <file>', `the log verifier key (${LOG_PUB_FILE}); defaults to DIR/${LOG_PUB_FILE} with --data`);
@@ -56,6 +98,7 @@ interface OpenedSource {
 }
 
 async function openSource(o: SourceOptions): Promise<OpenedSource> {
+  if (o.device !== undefined) return openDeviceSource(o, o.device);
   const local = o.data !== undefined || o.db !== undefined;
   if (local && o.server !== undefined) {
     throw new EdgeguardError(
@@ -87,6 +130,29 @@ async function openSource(o: SourceOptions): Promise<OpenedSource> {
   }
 }
 
+/** The log through the control plane, with an enrolled device's own credentials (--device DIR). */
+async function openDeviceSource(o: SourceOptions, dir: string): Promise<OpenedSource> {
+  const given = [o.clientCert, o.clientKey, o.cert, o.key, o.data, o.db].some((x) => x !== undefined);
+  if (given)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      '--device DIR is the credential: pass it without --client-cert, --client-key, --data or --db.',
+    );
+  if (o.logKey === undefined)
+    throw new EdgeguardError(
+      'EG_USAGE',
+      `pass --log-key with the log's verifier key (the ${LOG_PUB_FILE} the server wrote).`,
+    );
+  const logKey = await readLogVerifierKey(o.logKey);
+  const cred = await loadDeviceCredential(dir);
+  const ca = o.ca !== undefined ? await readBoundedText(o.ca, FILE_CAPS.certificate, 'read the fleet CA') : cred.caPem;
+  const reader = await httpLogReader({
+    url: o.server ?? cred.server,
+    pems: { ca, cert: cred.certPem, key: cred.keyPem },
+  });
+  return { reader, logKey, close: async () => undefined };
+}
+
 async function withSource<T>(o: SourceOptions, fn: (s: OpenedSource) => Promise<T>): Promise<T> {
   const s = await openSource(o);
   try {
@@ -102,11 +168,7 @@ async function readTextArg(file: string): Promise<string> {
     for await (const c of process.stdin) chunks.push(c as Buffer);
     return Buffer.concat(chunks).toString('utf8');
   }
-  try {
-    return await readFile(file, 'utf8');
-  } catch (e) {
-    throw fsError(e, file, 'read');
-  }
+  return await readBoundedText(file, FILE_CAPS.config, 'read');
 }
 
 /** One state file per log: keyed by origin and key id, so two fleets (or a new key) never share one. */
@@ -162,6 +224,38 @@ export function registerAuditCommands(program: Command): void {
     .description(
       'check the tamper-evident audit log: signed checkpoints, inclusion and consistency proofs, a watching witness',
     );
+
+  withConnection(
+    audit
+      .command('list')
+      .description(
+        'list signed log entries (admin certificate), filtered by type, device and event time, oldest first; `audit prove N` verifies one',
+      ),
+  )
+    .option('--type <type>', 'only this event type (e.g. device.revoked)')
+    .option('--device-id <id>', 'only entries from or about this device (dev-...)')
+    .option('--since <time>', 'only events at or after this ISO 8601 time')
+    .option('--until <time>', 'only events at or before this ISO 8601 time')
+    .option('--after <index>', 'start after this log index (paging)')
+    .option('--limit <n>', 'at most this many entries', '1000')
+    .action(async (o: ListOptions, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const c = resolveConnection(o, 'required');
+      const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
+      try {
+        const entries = await listEntries(client, o);
+        out.result(
+          { ok: true, entries },
+          entries.length === 0
+            ? ['no matching entries']
+            : entries.map(
+                (e) => `${e.index}  ${e.event.time}  ${e.event.type}  ${e.event.outcome}  ${e.event.subject ?? '-'}`,
+              ),
+        );
+      } finally {
+        client.close();
+      }
+    });
 
   sourceOptions(
     audit.command('checkpoint').description('fetch the latest signed checkpoint and verify its signature'),
@@ -373,21 +467,17 @@ export function registerAuditCommands(program: Command): void {
     .action(async (file: string, o: { deviceKey: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       let bytes: Buffer;
-      let pem: string;
       try {
         bytes = await readFile(file);
       } catch (e) {
         throw fsError(e, file, 'read the journal');
       }
-      try {
-        pem = await readFile(o.deviceKey, 'utf8');
-      } catch (e) {
-        throw fsError(e, o.deviceKey, 'read the device key');
-      }
+      const pem = await readBoundedText(o.deviceKey, FILE_CAPS.key, 'read the device key');
       const r = checkJournalBytes(bytes, parsePublicKeyPem(pem, o.deviceKey));
       if (r.gaps.length > 0) {
+        // An audit problem (exit 8), not a package one: the journal is the device's audit record.
         throw new EdgeguardError(
-          'EG_TAMPERED',
+          'EG_AUDIT_INCONSISTENT',
           `the journal ${file} is broken: ${r.gaps.map((g) => `at position ${g.position} (${g.kind}): ${g.reason}`).join('; ')}.`,
           { details: { gaps: r.gaps, entries: r.entries.length } },
         );

@@ -3,10 +3,10 @@
  * `edgeguard key wrap` (operator side: wraps a content key to a device's binding.pub, no TPM).
  */
 import { Command } from 'commander';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readContentKeyFile, wipe } from '../../crypto/index.ts';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../../errors/index.ts';
 import {
   DEVICE_FILES,
   encodeWrappedKeyFile,
@@ -181,9 +181,5 @@ export function registerDeviceCommands(program: Command): void {
 }
 
 async function readText(path: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read');
-  }
+  return await readBoundedText(path, FILE_CAPS.certificate, 'read');
 }

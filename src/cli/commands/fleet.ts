@@ -7,11 +7,16 @@
  */
 import { Command, Option } from 'commander';
 import { ERROR_EXIT_CODES, EdgeguardError } from '../../errors/index.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   DEVICE_STATUSES,
+  FLEET_FILES,
+  FLEET_SUBDIR,
   FleetClient,
   enrollDevice,
   renewIfDue,
+  retireEnrollment,
   type AttestationStatus,
   type DeviceView,
 } from '../../fleet/index.ts';
@@ -200,6 +205,8 @@ export function registerFleetCommands(program: Command): void {
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .option('--wait <seconds>', 'how long to wait for approval', '600')
     .option('--config <agent.yaml>', "connect only where its egress: section allows (the agent's allowlist)")
+    .option('--reenroll', 'enroll an enrolled device again: forward its journal, move DIR/fleet aside')
+    .option('--archive', 'with --reenroll: move the journal aside even if entries could not be forwarded')
     .action(
       async (
         opts: {
@@ -210,6 +217,8 @@ export function registerFleetCommands(program: Command): void {
           tpm?: string;
           wait: string;
           config?: string;
+          reenroll?: boolean;
+          archive?: boolean;
         },
         cmd: Command,
       ) => {
@@ -218,6 +227,12 @@ export function registerFleetCommands(program: Command): void {
         const wait = Number(opts.wait);
         if (!Number.isFinite(wait) || wait < 0)
           throw new EdgeguardError('EG_USAGE', '--wait must be a number of seconds.');
+        if (opts.reenroll && existsSync(join(opts.device, FLEET_SUBDIR, FLEET_FILES.certificate))) {
+          const retired = await retireEnrollment(opts.device, { archive: opts.archive === true });
+          out.info(
+            `previous enrollment moved to ${retired.archivedTo}${retired.unforwarded > 0 ? ` with ${retired.unforwarded} journal entries the control plane has not logged` : ''}`,
+          );
+        }
         const r = await enrollDevice({
           deviceDir: opts.device,
           server: opts.server,

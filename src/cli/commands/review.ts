@@ -93,6 +93,26 @@ interface LabelRecord {
   at: string;
 }
 
+/**
+ * Who sent each fetched item, as the control plane recorded it from the device certificate
+ * (the sealed item itself does not name its device): one JSON line per item in DIR/devices.jsonl.
+ */
+const DEVICES_FILE = 'devices.jsonl';
+
+async function readItemDevices(dir: string): Promise<Map<string, string>> {
+  const text = await readFile(join(dir, DEVICES_FILE), 'utf8').catch(() => '');
+  const m = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    try {
+      const r = JSON.parse(line) as { id?: unknown; deviceId?: unknown };
+      if (typeof r.id === 'string' && typeof r.deviceId === 'string') m.set(r.id, r.deviceId);
+    } catch {
+      // an empty or torn line: ignore
+    }
+  }
+  return m;
+}
+
 async function readLabels(dir: string): Promise<Map<string, LabelRecord>> {
   const text = await readFile(join(dir, 'labels.jsonl'), 'utf8').catch(() => '');
   const m = new Map<string, LabelRecord>();
@@ -167,10 +187,12 @@ export function registerReviewCommands(program: Command): void {
       const keyPath = opts.reviewKey ?? opts.key;
       const key = keyPath ? await readPrivateKey(keyPath) : undefined;
       const labels = await readLabels(opts.dir);
+      const devices = await readItemDevices(opts.dir);
       const rows = [];
       for (const l of await listItems(opts.dir)) {
         const row: Record<string, unknown> = {
           id: l.header.id,
+          deviceId: devices.get(l.header.id) ?? null,
           created: new Date(l.header.createdMs).toISOString(),
           keyId: l.header.recipientKeyId,
           bytes: l.header.ciphertext.length,
@@ -190,7 +212,7 @@ export function registerReviewCommands(program: Command): void {
           ? ['no review items']
           : rows.map(
               (r) =>
-                `${String(r.id)}  ${String(r.created)}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`,
+                `${String(r.id)}  ${String(r.created)}${r.deviceId ? `  from ${String(r.deviceId)}` : ''}  key ${String(r.keyId)}  ${r.metadata ? summary(r.metadata as ReviewMetadata) : `${String(r.bytes)} bytes sealed`}${r.label ? `  label ${String(r.label)}` : ''}`,
             ),
       );
     });
@@ -290,6 +312,32 @@ export function registerReviewCommands(program: Command): void {
 
   withConnection(
     review
+      .command('ack')
+      .description(
+        'acknowledge review items you have fetched (admin certificate): the control plane no longer keeps them',
+      )
+      .argument('<ids...>', 'item ids (32 hex characters, as `review list` shows them)'),
+  ).action(async (ids: string[], opts: ConnectionOptions, cmd: Command) => {
+    const out = new Output(globalOptions(cmd));
+    const c = resolveConnection(opts, 'required');
+    const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
+    try {
+      for (const id of ids) {
+        if (!/^[0-9a-f]{32}$/.test(id))
+          throw new EdgeguardError('EG_USAGE', `${id} is not a review item id (32 hex characters).`);
+        await client.call('POST', `/v1/review/items/${id}/ack`);
+      }
+      out.result(
+        { ok: true, acknowledged: ids },
+        `acknowledged ${ids.length} items; the control plane no longer keeps them`,
+      );
+    } finally {
+      client.close();
+    }
+  });
+
+  withConnection(
+    review
       .command('fetch')
       .description(
         'download the sealed items the control plane received (admin certificate) into DIR, still encrypted; then use list/show/label',
@@ -307,10 +355,9 @@ export function registerReviewCommands(program: Command): void {
         let fetched = 0;
         let skipped = 0;
         for (;;) {
-          const page = await client.call<{ items: Array<{ id: string; createdMs: number }> }>(
-            'GET',
-            `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`,
-          );
+          const page = await client.call<{
+            items: Array<{ id: string; createdMs: number; deviceId: string; receivedAt: string }>;
+          }>('GET', `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`);
           const items = page.body.items;
           if (items.length === 0) break;
           for (const it of items) {
@@ -324,6 +371,8 @@ export function registerReviewCommands(program: Command): void {
             const bytes = Buffer.from(r.body.item, 'base64');
             parseReviewItem(bytes, `item ${it.id} from the server`);
             await writeFile(join(opts.out, name), bytes, { mode: 0o600 });
+            const device = { id: it.id, deviceId: it.deviceId, receivedAt: it.receivedAt };
+            await appendFile(join(opts.out, DEVICES_FILE), `${JSON.stringify(device)}\n`, { mode: 0o600 });
             fetched++;
           }
         }

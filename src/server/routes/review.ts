@@ -7,12 +7,18 @@
  *   POST /v1/review/items        device  { id, item: base64 }  -> { id, stored }   (idempotent)
  *   GET  /v1/review/items        admin   ?after=ID&limit=N     -> { items: [{ id, deviceId, keyId, createdMs, receivedAt, bytes }] }
  *   GET  /v1/review/items/:id    admin   -> { id, deviceId, item: base64 }
+ *   POST /v1/review/items/:id/ack  admin -> { id, acknowledged }   (the operator has it: removed here)
+ *
+ * Retention: items received more than `retentionDays` ago (default 90) are pruned, at start and
+ * then every `pruneIntervalMs` (default an hour), so unacknowledged evidence does not pile up.
  */
+import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import { EdgeguardError } from '../../errors/index.ts';
 import { MAX_SEALED_BYTES, REVIEW_HEADER_BYTES, parseReviewItem } from '../../fleet/index.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
+import type { ControlPlaneContext } from '../context.ts';
 
 /** Largest item the route takes (the body is base64, 4/3 larger). */
 export const MAX_UPLOAD_ITEM_BYTES = 8 * 1024 * 1024;
@@ -33,11 +39,61 @@ type ReviewTables = {
 const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA };
 const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' } as const;
 
-export function reviewServerPlugin(): ServerPlugin {
+export interface ReviewPluginOptions {
+  /** Items received longer ago than this are pruned (days). */
+  retentionDays?: number;
+  /** How often the pruning runs (ms). */
+  pruneIntervalMs?: number;
+}
+
+/** POST /v1/review/items/:id/ack: the operator has the item (fetched, stored): it leaves the server. */
+function registerAcknowledge(app: FastifyInstance, ctx: ControlPlaneContext, db: Kysely<ReviewTables>): void {
+  app.post(
+    '/v1/review/items/:id/ack',
+    {
+      preHandler: ctx.requireAdmin,
+      schema: {
+        tags: ['review'],
+        summary: 'acknowledge a fetched review item; the server no longer keeps it (admin certificate)',
+        params: { type: 'object', required: ['id'], properties: { id: ID } },
+        response: {
+          200: { type: 'object', properties: { id: { type: 'string' }, acknowledged: { type: 'boolean' } } },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const r = await db.deleteFrom('review_items').where('id', '=', id).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0)
+        throw new EdgeguardError('EG_NOT_FOUND', `no review item ${id} on the server (already acknowledged?).`);
+      req.log.info({ item: id, by: req.identity?.name }, 'review item acknowledged');
+      return { id, acknowledged: true };
+    },
+  );
+}
+
+export function reviewServerPlugin(o: ReviewPluginOptions = {}): ServerPlugin {
+  const retentionMs = (o.retentionDays ?? 90) * 86_400_000;
   return {
     name: 'review',
     async register(app, ctx) {
       const db = ctx.store.db.withTables<ReviewTables>() as unknown as Kysely<ReviewTables>;
+      const prune = async () => {
+        // received_at is ISO 8601 UTC: string order is time order.
+        const cutoff = new Date(Date.now() - retentionMs).toISOString();
+        const r = await db.deleteFrom('review_items').where('received_at', '<', cutoff).executeTakeFirst();
+        if (Number(r.numDeletedRows) > 0)
+          ctx.log.info({ pruned: Number(r.numDeletedRows), cutoff }, 'review items past their retention pruned');
+      };
+      await prune();
+      const timer = setInterval(
+        () => void prune().catch((e: unknown) => ctx.log.error({ err: e }, 'pruning review items failed')),
+        o.pruneIntervalMs ?? 3_600_000,
+      );
+      timer.unref();
+      app.addHook('onClose', async () => clearInterval(timer));
+      registerAcknowledge(app, ctx, db);
 
       app.post(
         '/v1/review/items',

@@ -1,0 +1,307 @@
+/**
+ * Legitimate traffic under hostile load, on the agent and on the control plane, all on 127.0.0.1:
+ * p50/p99 latency and success rate of legitimate requests with no attack, then under each attack
+ * the outside check used:
+ *   - slow bodies x100: connections that send headers and then one body byte a second;
+ *   - anonymous large bodies x100: clients without a certificate posting near-limit bodies in a loop;
+ *   - enrollment flood (control plane): anonymous nonce and malformed start requests in a loop.
+ * Legitimate traffic: two clients one request at a time (agent: POST /v1/infer with a digit;
+ * control plane: an admin's GET /v1/devices). Goal: >= 99% success and p99 within 3x of the
+ * no-attack p99. Attackers run in this process, next to the services: their own CPU is part of
+ * what the services compete with, as on a small device.
+ *
+ *   node --import tsx bench/hostile.ts [--seconds 5]
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { connect as netConnect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { connect as tlsConnect } from 'node:tls';
+import { startAgent } from '../src/agent/serve.ts';
+import { controlPlanePlugins, startServer } from '../src/server/index.ts';
+import { generateP256, privateKeyToPkcs8Pem, spkiOf } from '../src/pki/index.ts';
+import { benchAgentConfig, FIXTURES } from './lib/agent-fixture.ts';
+import { machine } from './lib/machine.ts';
+
+const args = process.argv.slice(2);
+const SECONDS = Number(args.includes('--seconds') ? args[args.indexOf('--seconds') + 1] : 5);
+const HOST = '127.0.0.1';
+
+interface Target {
+  url: URL;
+  tls?: { ca: string };
+}
+
+interface Phase {
+  name: string;
+  start(target: Target): () => void;
+}
+
+interface Row {
+  service: string;
+  attack: string;
+  requests: number;
+  success: number;
+  p50: number;
+  p99: number;
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]! : NaN;
+}
+
+/** One request, answered or failed; resolves with the status (0 for a connection failure). */
+function send(
+  target: Target,
+  agent: HttpAgent | HttpsAgent | false,
+  method: string,
+  path: string,
+  body?: { type: string; bytes: Buffer },
+): Promise<number> {
+  const request = target.tls ? httpsRequest : httpRequest;
+  return new Promise((resolve) => {
+    const req = request(
+      new URL(path, target.url),
+      {
+        method,
+        agent,
+        ...(target.tls && agent === false ? { ca: target.tls.ca } : {}),
+        headers: body ? { 'content-type': body.type, 'content-length': String(body.bytes.length) } : {},
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', () => resolve(0));
+      },
+    );
+    req.on('error', () => resolve(0));
+    req.end(body?.bytes);
+  });
+}
+
+/** `n` loops of `once` until stopped. */
+function loops(n: number, once: () => Promise<unknown>): () => void {
+  let running = true;
+  for (let i = 0; i < n; i++)
+    void (async () => {
+      while (running) await once();
+    })();
+  return () => (running = false);
+}
+
+/** 100 connections that send headers for a large body, then a byte a second; reopened when cut off. */
+function slowBodies(path: string, type: string): Phase {
+  return {
+    name: 'slow bodies x100',
+    start(target) {
+      const sockets = new Set<Socket>();
+      let running = true;
+      const open = () => {
+        if (!running) return;
+        const port = Number(target.url.port);
+        const s = target.tls
+          ? tlsConnect({ host: HOST, port, ca: target.tls.ca, servername: 'localhost' })
+          : netConnect(port, HOST);
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.once(target.tls ? 'secureConnect' : 'connect', () =>
+          s.write(`POST ${path} HTTP/1.1\r\nhost: ${HOST}\r\ncontent-type: ${type}\r\ncontent-length: 1000000\r\n\r\n`),
+        );
+        s.on('data', () => undefined);
+        s.once('close', () => {
+          sockets.delete(s);
+          setTimeout(open, 100);
+        });
+      };
+      for (let i = 0; i < 100; i++) open();
+      const trickle = setInterval(() => sockets.forEach((s) => s.writable && s.write('x')), 1000);
+      return () => {
+        running = false;
+        clearInterval(trickle);
+        sockets.forEach((s) => s.destroy());
+      };
+    },
+  };
+}
+
+function largeBodies(path: string, type: string, bytes: number): Phase {
+  const body = { type, bytes: randomBytes(bytes) };
+  return {
+    name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB)`,
+    start(target) {
+      const agent = target.tls
+        ? new HttpsAgent({ keepAlive: true, maxSockets: 100, ca: target.tls.ca })
+        : new HttpAgent({ keepAlive: true, maxSockets: 100 });
+      const stop = loops(100, () => send(target, agent, 'POST', path, body));
+      return () => {
+        stop();
+        agent.destroy();
+      };
+    },
+  };
+}
+
+const enrollmentFlood: Phase = {
+  name: 'enrollment flood (32 loops: nonce + malformed start)',
+  start(target) {
+    const agent = new HttpsAgent({ keepAlive: true, maxSockets: 32, ca: target.tls!.ca });
+    const start = { type: 'application/json', bytes: Buffer.from(JSON.stringify({ nonce: 'x', csr: 'y' })) };
+    const stop = loops(32, async () => {
+      await send(target, agent, 'POST', '/v1/enroll/nonce');
+      await send(target, agent, 'POST', '/v1/enroll/start', start);
+    });
+    return () => {
+      stop();
+      agent.destroy();
+    };
+  },
+};
+
+const noAttack: Phase = { name: 'no attack', start: () => () => undefined };
+
+/** Two legitimate clients for SECONDS: latencies and the share answered 200. */
+async function legitimate(legit: () => Promise<number>): Promise<{ latencies: number[]; ok: number }> {
+  const latencies: number[] = [];
+  let ok = 0;
+  const end = performance.now() + SECONDS * 1000;
+  await Promise.all(
+    [0, 1].map(async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        const status = await legit();
+        latencies.push(performance.now() - t);
+        if (status === 200) ok++;
+      }
+    }),
+  );
+  return { latencies, ok };
+}
+
+async function measure(service: string, target: Target, phases: Phase[], legit: () => Promise<number>) {
+  const rows: Row[] = [];
+  for (const phase of phases) {
+    const stop = phase.start(target);
+    // Let the attack reach its steady state.
+    await new Promise((r) => setTimeout(r, 1500));
+    const { latencies, ok } = await legitimate(legit);
+    stop();
+    rows.push({
+      service,
+      attack: phase.name,
+      requests: latencies.length,
+      success: ok / latencies.length,
+      p50: pct(latencies, 0.5),
+      p99: pct(latencies, 0.99),
+    });
+    console.error(`${service}: ${phase.name} done`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return rows;
+}
+
+async function agentRows(dir: string): Promise<Row[]> {
+  const { config } = await benchAgentConfig(dir);
+  const agent = await startAgent(config);
+  try {
+    const png = await readFile(join(FIXTURES, 'digits', '7-0.png'));
+    const target = { url: new URL(agent.url) };
+    const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 2 });
+    const legit = () => send(target, keepAlive, 'POST', '/v1/infer', { type: 'image/png', bytes: png });
+    for (let i = 0; i < 50; i++) await legit();
+    const rows = await measure(
+      'agent',
+      target,
+      [
+        noAttack,
+        slowBodies('/v1/infer', 'image/png'),
+        largeBodies('/v1/infer', 'image/png', config.limits.bodyBytes - 1024),
+      ],
+      legit,
+    );
+    keepAlive.destroy();
+    return rows;
+  } finally {
+    await agent.close();
+  }
+}
+
+async function controlPlaneRows(dir: string): Promise<Row[]> {
+  const server = await startServer({
+    dataDir: dir,
+    listen: `${HOST}:0`,
+    caPassphrase: 'bench-passphrase',
+    logger: false,
+    policy: { allowSoftwareDevices: true },
+    plugins: controlPlanePlugins({ dataDir: dir }).all,
+  });
+  try {
+    const keys = await generateP256();
+    const issued = await server.ctx.ca.issueAdminCertificate({
+      name: 'bench',
+      publicKey: await spkiOf(keys.publicKey),
+    });
+    await server.ctx.store.recordCertificate({
+      serial: issued.serial,
+      device_id: null,
+      role: 'admin',
+      subject: issued.subject,
+      not_before: issued.notBefore.toISOString(),
+      not_after: issued.notAfter.toISOString(),
+      pem: issued.chainPem,
+    });
+    const ca = server.ctx.ca.rootPem;
+    const target = { url: new URL(server.url), tls: { ca } };
+    const admin = new HttpsAgent({
+      keepAlive: true,
+      maxSockets: 2,
+      ca,
+      cert: issued.chainPem,
+      key: await privateKeyToPkcs8Pem(keys.privateKey),
+    });
+    const legit = () => send(target, admin, 'GET', '/v1/devices');
+    for (let i = 0; i < 50; i++) await legit();
+    const rows = await measure(
+      'control plane',
+      target,
+      [
+        noAttack,
+        slowBodies('/v1/review/items', 'application/json'),
+        largeBodies('/v1/review/items', 'application/json', 8 * 1024 * 1024),
+        enrollmentFlood,
+      ],
+      legit,
+    );
+    admin.destroy();
+    return rows;
+  } finally {
+    await server.close();
+  }
+}
+
+async function main() {
+  const dir = await mkdtemp(join(tmpdir(), 'eg-bench-hostile-'));
+  try {
+    await rm(join(dir, 'cp'), { recursive: true, force: true });
+    const rows = [...(await agentRows(dir)), ...(await controlPlaneRows(join(dir, 'cp')))];
+    console.log(`machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients`);
+    console.log('| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met |');
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const r of rows) {
+      const base = rows.find((x) => x.service === r.service && x.attack === 'no attack')!;
+      const ratio = r.p99 / base.p99;
+      const met = r.success >= 0.99 && ratio <= 3 ? 'yes' : 'no';
+      console.log(
+        `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} |`,
+      );
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
