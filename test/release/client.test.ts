@@ -20,6 +20,7 @@ import {
   readCurrentMetadata,
   readRoleKeys,
   releasePaths,
+  rotateRoot,
   type FetchReleaseOptions,
   type InitOptions,
 } from '../../src/release/index.ts';
@@ -193,4 +194,28 @@ test('metadata that does not parse is refused as malformed', async (t) => {
     f.server.overrides.set('/metadata/timestamp.json', Buffer.from(bytes));
     await assertRefused(f.options, 'malformed');
   }
+});
+
+test('root rotation: a device on root 1 walks to root 2; a root 2 without the old keys is refused', async (t) => {
+  const f = await fixture(t);
+  await fetchRelease({ ...f.options, downloadDir: join(f.dir, 'first') });
+  const rootV2 = join(f.paths.metadata, '2.root.json');
+
+  await rotateRoot(f.dir);
+  const genuine = await readFile(rootV2);
+  // Signed by the new keys only: what an attacker holding just fresh keys could make.
+  const forged = JSON.parse(genuine.toString('utf8')) as {
+    signed: { roles: { root: { keyids: string[] } } };
+    signatures: Array<{ keyid: string }>;
+  };
+  const newIds = new Set(forged.signed.roles.root.keyids);
+  forged.signatures = forged.signatures.filter((s) => newIds.has(s.keyid));
+  f.server.overrides.set('/metadata/2.root.json', Buffer.from(JSON.stringify(forged)));
+  await assertRefused({ ...f.options, downloadDir: join(f.dir, 'dl2') }, 'signature');
+
+  f.server.overrides.delete('/metadata/2.root.json');
+  await publishRepository(f.dir);
+  await fetchRelease({ ...f.options, downloadDir: join(f.dir, 'dl3') });
+  const trusted = JSON.parse(await readFile(join(f.options.metadataDir, 'root.json'), 'utf8'));
+  assert.equal(trusted.signed.version, 2);
 });
