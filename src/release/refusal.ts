@@ -8,6 +8,7 @@ import { EdgeguardError } from '../errors/index.ts';
 
 export type RefusalReason =
   | 'rollback'
+  | 'mix-and-match'
   | 'expired'
   | 'signature'
   | 'hash-mismatch'
@@ -20,6 +21,7 @@ export type RefusalReason =
 
 const ADVICE: Record<RefusalReason, string> = {
   rollback: 'the repository served metadata older than what this device already trusts (rollback)',
+  'mix-and-match': 'the repository served metadata of another version than the signed metadata above it names',
   expired: 'the repository served expired metadata (freeze); the publisher must re-sign the timestamp',
   signature: 'metadata lacks the threshold of valid signatures by the keys root names',
   'hash-mismatch': 'a downloaded file does not match the length and hash the signed metadata names',
@@ -46,6 +48,9 @@ function classNames(e: object): string[] {
   return names;
 }
 
+/** A version that differs from the one the metadata above names: tuf-js raises it as BadVersionError too. */
+const MIX_AND_MATCH = /does not match snapshot version|doesn't match timestamp/;
+
 const BY_CLASS: Array<[string, RefusalReason]> = [
   ['DownloadLengthMismatchError', 'too-large'],
   ['DownloadHTTPError', 'unreachable'],
@@ -57,7 +62,7 @@ const BY_CLASS: Array<[string, RefusalReason]> = [
 
 const BY_MESSAGE: Array<[RegExp, RefusalReason]> = [
   [/Max length reached/, 'too-large'],
-  [/less than current version|does not match snapshot version|doesn't match timestamp/, 'rollback'],
+  [/less than current version/, 'rollback'],
   [/is expired/, 'expired'],
   [/was signed by \d+\/\d+ keys/, 'signature'],
   [/Expected length|Expected hash/, 'hash-mismatch'],
@@ -68,9 +73,10 @@ export function classifyTufError(e: unknown): EdgeguardError {
   if (e instanceof EdgeguardError) return e;
   const message = e instanceof Error ? e.message : String(e);
   const names = typeof e === 'object' && e !== null ? classNames(e) : [];
-  const reason =
-    BY_CLASS.find(([name]) => names.includes(name))?.[1] ??
-    BY_MESSAGE.find(([re]) => re.test(message))?.[1] ??
-    'malformed';
+  const reason: RefusalReason = MIX_AND_MATCH.test(message)
+    ? 'mix-and-match'
+    : (BY_CLASS.find(([name]) => names.includes(name))?.[1] ??
+      BY_MESSAGE.find(([re]) => re.test(message))?.[1] ??
+      'malformed');
   return releaseRefused(reason, message, e);
 }

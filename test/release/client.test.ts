@@ -58,14 +58,19 @@ async function trustedState(dir: string): Promise<Record<string, string>> {
   return Object.fromEntries(await Promise.all(names.map(async (n) => [n, await readFile(join(dir, n), 'utf8')])));
 }
 
-async function assertRefused(o: FetchReleaseOptions, reason: string): Promise<void> {
-  const before = await trustedState(o.metadataDir);
+/** `unchanged`: the trusted files the refusal must not touch (all of them unless named). */
+async function assertRefused(o: FetchReleaseOptions, reason: string, unchanged?: string[]): Promise<void> {
+  const pick = async () => {
+    const all = await trustedState(o.metadataDir);
+    return unchanged ? Object.fromEntries(unchanged.map((n) => [n, all[n]])) : all;
+  };
+  const before = await pick();
   await assert.rejects(fetchRelease(o), (e) => {
     assert.ok(isEdgeguardError(e, 'EG_RELEASE_REFUSED'), String(e));
     assert.equal(e.details?.reason, reason, e.message);
     return true;
   });
-  assert.deepEqual(await trustedState(o.metadataDir), before, 'trusted metadata changed');
+  assert.deepEqual(await pick(), before, 'trusted metadata changed');
   const downloads = await readdir(o.downloadDir).catch(() => []);
   assert.deepEqual(downloads, [], 'an unverified file was left behind');
 }
@@ -218,4 +223,27 @@ test('root rotation: a device on root 1 walks to root 2; a root 2 without the ol
   await fetchRelease({ ...f.options, downloadDir: join(f.dir, 'dl3') });
   const trusted = JSON.parse(await readFile(join(f.options.metadataDir, 'root.json'), 'utf8'));
   assert.equal(trusted.signed.version, 2);
+});
+
+test('mix-and-match: a snapshot or targets file of another version than the one above names is refused', async (t) => {
+  // What is refused and what stays: the roles above it are genuine and kept (TUF 5.4.5, 5.5.7).
+  const cases = [
+    { role: 'snapshot', unchanged: ['snapshot.json', 'targets.json'] },
+    { role: 'targets', unchanged: ['targets.json'] },
+  ];
+  for (const { role, unchanged } of cases) {
+    const f = await fixture(t);
+    await fetchRelease({ ...f.options, downloadDir: join(f.dir, 'first') });
+    await publishRepository(f.dir);
+    // Version 2, validly signed, served where version 3 is named.
+    f.server.overrides.set(`/metadata/3.${role}.json`, await readFile(join(f.paths.metadata, `2.${role}.json`)));
+    await assertRefused({ ...f.options, downloadDir: join(f.dir, 'dl2') }, 'mix-and-match', unchanged);
+  }
+});
+
+test('endless data: metadata longer than the client accepts is refused', async (t) => {
+  const f = await fixture(t);
+  await fetchRelease({ ...f.options, downloadDir: join(f.dir, 'first') });
+  f.server.overrides.set('/metadata/timestamp.json', Buffer.alloc(1 << 20, 0x20));
+  await assertRefused({ ...f.options, downloadDir: join(f.dir, 'dl2') }, 'too-large');
 });
