@@ -21,8 +21,17 @@ export function replaceFileDurablySync(path: string, contents: string | Uint8Arr
     renameSync(tmp, path);
     syncDirectorySync(dirname(path));
   } catch (e) {
-    rmSync(tmp, { force: true });
+    removeQuietly(tmp);
     throw fsError(e, path, 'write');
+  }
+}
+
+/** Best effort: the write's own error is the one worth reporting. */
+function removeQuietly(path: string): void {
+  try {
+    rmSync(path, { force: true });
+  } catch {
+    // nothing was created, or the directory cannot be changed: nothing to clean
   }
 }
 
