@@ -4,14 +4,14 @@
  * TUF specification 1.0, section 5.7.3), with edgeguard's facts in the package target's `custom`
  * member (docs/formats.md, "Release repository").
  */
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { TargetFile } from '@tufjs/models';
 import { syncDirectory } from '../crypto/index.ts';
 import { EdgeguardError, fsError } from '../errors/index.ts';
-import { inspectPackage, signaturePathFor } from '../model/index.ts';
+import { inspectPackage, signaturePathFor, verifyPackage } from '../model/index.ts';
 import { releasePaths } from './layout.ts';
 import { stageTargets } from './staging.ts';
 
@@ -37,6 +37,8 @@ export interface AddReleaseOptions {
   kind?: ReleaseKind;
   signaturePath?: string;
   smokeTest?: { inputPath: string; expectedLabel: string };
+  /** When given, the package must verify under one of them: devices would refuse it otherwise. */
+  publisherKeys?: KeyObject[];
 }
 
 async function sha256File(path: string): Promise<{ sha256: string; length: number }> {
@@ -113,6 +115,7 @@ export async function addRelease(o: AddReleaseOptions): Promise<TargetFile> {
       `${signaturePath} is not a package signature; sign the package first.`,
     );
   }
+  if (o.publisherKeys) await verifyPackage(o.packagePath, { publicKeys: o.publisherKeys, signaturePath });
   const meta = inspected.header.metadata;
   const minVersion = checkVersions(o, meta.version);
   const prefix = `${meta.name}/${o.version}`;

@@ -30,7 +30,19 @@ test('release init, add, publish and rotate-root from the command line', async (
   const wrong = await runCli(['release', 'add', pkg.packagePath, '--version', '2', '--dir', dir]);
   assert.equal(wrong.code, 2);
   assert.match(wrong.stderr, /EG_USAGE/);
-  const add = await runCli(['release', 'add', pkg.packagePath, '--version', '3', '--min-version', '2', '--dir', dir]);
+  const add = await runCli([
+    'release',
+    'add',
+    pkg.packagePath,
+    '--version',
+    '3',
+    '--min-version',
+    '2',
+    '--pub',
+    keys.publicKeyPath,
+    '--dir',
+    dir,
+  ]);
   assert.equal(add.code, 0, add.stderr);
 
   const publish = await runCli(['--json', 'release', 'publish', '--dir', dir]);

@@ -15,6 +15,7 @@ import {
   rotateRoot,
 } from '../../src/release/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
+import { generateSigningKey } from '../../src/crypto/index.ts';
 
 const DAY = 24 * 3600 * 1000;
 
@@ -96,7 +97,7 @@ test('add stages a package and its signature with release metadata; publish sign
   assert.equal(Object.keys(md3.targets.signed.targets).length, 2);
 });
 
-test('add refuses a version that is not the signed one, and a minimum above the version', async (t) => {
+test('add refuses a version that is not the signed one, a minimum above it, and an untrusted publisher', async (t) => {
   const tmp = await tempDir(t);
   const dir = join(tmp, 'repo');
   await initRepository({ dir });
@@ -108,6 +109,12 @@ test('add refuses a version that is not the signed one, and a minimum above the 
   await assert.rejects(addRelease({ dir, packagePath: pkg.packagePath, version: 3, minVersion: 5 }), (e) =>
     isEdgeguardError(e, 'EG_USAGE'),
   );
+  const stranger = generateSigningKey().publicKey;
+  await assert.rejects(
+    addRelease({ dir, packagePath: pkg.packagePath, version: 3, publisherKeys: [stranger] }),
+    (e) => isEdgeguardError(e) && e.code.startsWith('EG_SIGNATURE'),
+  );
+  await addRelease({ dir, packagePath: pkg.packagePath, version: 3, publisherKeys: [keys.signer.publicKey] });
 });
 
 test('rotate-root: version 2 is signed by the old and the new root keys; the old keys retire', async (t) => {

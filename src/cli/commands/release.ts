@@ -3,7 +3,7 @@
  *
  *   release init --dir REPO [--root-expiry 365d ...] [--threshold ROLE=N ...]
  *   release add PACKAGE --version N [--min-version N] [--kind model|agent|firmware] --dir REPO
- *               [--signature FILE] [--smoke-input FILE --smoke-label LABEL]
+ *               [--signature FILE] [--smoke-input FILE --smoke-label LABEL] [--pub publisher.pub ...]
  *   release publish --dir REPO          sign the staged targets, a new snapshot and timestamp
  *   release rotate-root --dir REPO      new root keys; root version N+1 signed by old and new
  */
@@ -20,6 +20,7 @@ import {
   type RoleName,
 } from '../../release/index.ts';
 import { EdgeguardError } from '../../errors/index.ts';
+import { readPublicSigningKey } from '../../crypto/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { collect, parseNonNegativeInt } from '../args.ts';
 
@@ -78,6 +79,7 @@ interface AddOptions {
   signature?: string;
   smokeInput?: string;
   smokeLabel?: string;
+  pub?: string[];
 }
 
 function registerAdd(release: Command): void {
@@ -95,6 +97,7 @@ function registerAdd(release: Command): void {
     .option('--signature <file>', 'the package signature (default PACKAGE.sig.json)')
     .option('--smoke-input <file>', 'an input the device runs before switching to this release')
     .option('--smoke-label <label>', 'the label the smoke input must produce')
+    .option('--pub <file>', 'trusted publisher public key: refuse a package it did not sign (repeatable)', collect)
     .action(async (packagePath: string, opts: AddOptions, c: Command) => {
       if (Boolean(opts.smokeInput) !== Boolean(opts.smokeLabel)) {
         throw new EdgeguardError('EG_USAGE', '--smoke-input and --smoke-label go together.');
@@ -107,6 +110,7 @@ function registerAdd(release: Command): void {
         kind: opts.kind,
         signaturePath: opts.signature,
         smokeTest: opts.smokeInput ? { inputPath: opts.smokeInput, expectedLabel: opts.smokeLabel! } : undefined,
+        publisherKeys: opts.pub ? await Promise.all(opts.pub.map((f) => readPublicSigningKey(f))) : undefined,
       });
       new Output(globalOptions(c)).result({ ok: true, target: target.toJSON(), path: target.path }, [
         `staged ${target.path} (${target.length} bytes, sha256 ${target.hashes.sha256}); run release publish`,
