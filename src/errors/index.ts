@@ -24,6 +24,8 @@ export const ERROR_EXIT_CODES = {
   EG_DIGEST_MISMATCH: 3,
   EG_SIGNATURE_INVALID: 3,
   EG_SIGNATURE_MISMATCH: 3,
+  // A release the TUF client or the release policy refuses (details.reason says which attack).
+  EG_RELEASE_REFUSED: 3,
   // Keys.
   EG_KEY_FORMAT: 4,
   EG_WRONG_KEY: 4,

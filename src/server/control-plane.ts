@@ -1,6 +1,7 @@
 /**
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
- * checkpoint key in the data directory), the review queue and remote attestation, over the core routes of app.ts
+ * checkpoint key in the data directory), the review queue, remote attestation and the release
+ * repository (read-only, DATADIR/releases/repository under /v1/tuf/), over the core routes of app.ts
  * (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
  * route module joins by a line here.
  */
@@ -9,6 +10,7 @@ import type { AttestationOptions } from './attestation/verifier.ts';
 import { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
 import { reviewServerPlugin } from './routes/review.ts';
+import { tufServerPlugin } from './routes/tuf.ts';
 
 export interface ControlPlaneOptions {
   /** The server's data directory: the audit log keeps audit-log.key and audit-log.pub there. */
@@ -40,5 +42,9 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
     ...(o.defaultOrigin !== undefined ? { defaultOrigin: o.defaultOrigin } : {}),
   });
   const attestation = attestationServerPlugin(o.attestation);
-  return { all: [audit, reviewServerPlugin(), attestation], audit, attestation };
+  return {
+    all: [audit, reviewServerPlugin(), attestation, tufServerPlugin({ dataDir: o.dataDir })],
+    audit,
+    attestation,
+  };
 }
