@@ -89,13 +89,14 @@ describe('audit with an enrolled device', () => {
         outcome: 'success',
         details: { modelSha256: 'aa'.repeat(32), name: 'mnist', keyProvider: 'software' },
       },
+      // A failure event of the device's own (a tamper report would now revoke it: test/agent/tamper.test.ts).
       {
-        type: 'tamper.detected',
+        type: 'agent.stopped',
         time: new Date().toISOString(),
         actor: { kind: 'device', id: deviceId },
         subject: deviceId,
         outcome: 'failure',
-        details: { sensor: 'case', detail: 'lid opened' },
+        details: { reason: 'watchdog restart', uptimeS: 42 },
       },
     ];
     await journal.append(events);
@@ -120,7 +121,7 @@ describe('audit with an enrolled device', () => {
     assert.ok(types.includes('server:device.enrollment_requested'), types.join(', '));
     assert.ok(types.includes('server:device.approved'), types.join(', '));
     assert.ok(types.includes('device:model.loaded'));
-    assert.ok(types.includes('device:tamper.detected'));
+    assert.ok(types.includes('device:agent.stopped'));
     // Enrollment before approval before the device's own events.
     assert.ok(types.indexOf('server:device.enrollment_requested') < types.indexOf('server:device.approved'));
     assert.ok(types.indexOf('server:device.approved') < types.indexOf('device:model.loaded'));
