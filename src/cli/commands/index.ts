@@ -25,4 +25,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'demo', load: async () => (await import('./demo.ts')).registerDemoCommand },
   { id: 'harden', load: async () => (await import('./harden.ts')).registerHardenCommands },
   { id: 'attest', load: async () => (await import('./attest.ts')).registerAttestCommands },
+  { id: 'checklist', load: async () => (await import('./checklist.ts')).registerChecklistCommand },
 ];
