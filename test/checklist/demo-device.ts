@@ -91,7 +91,8 @@ async function sealedSpoolItem(spoolDir: string, reviewPublicPem: string): Promi
   await writeFile(join(spoolDir, spoolFileName(Date.now(), item.id)), item.bytes);
 }
 
-export async function makeDemoDevice(dir: string): Promise<DemoDevice> {
+/** `tpm`: the key store on this TPM (TCTI) with this PCR selection; default a software key store. */
+export async function makeDemoDevice(dir: string, tpm?: { tcti: string; pcrs?: string }): Promise<DemoDevice> {
   const d: DemoDevice = {
     dir,
     deviceDir: join(dir, 'device'),
@@ -102,7 +103,7 @@ export async function makeDemoDevice(dir: string): Promise<DemoDevice> {
     root: join(dir, 'root'),
   };
   for (const sub of [d.modelsDir, d.spoolDir]) await mkdir(sub, { recursive: true });
-  const { store } = await initDevice({ dir: d.deviceDir });
+  const { store } = await initDevice({ dir: d.deviceDir, ...tpm });
   await mkdir(join(dir, 'publisher'));
   const keys = await packDemoModels(join(dir, 'publisher'), d.modelsDir);
   await writeFile(
