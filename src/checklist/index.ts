@@ -26,3 +26,4 @@ export {
 export { formatChecklistText } from './format-text.ts';
 export { formatChecklistJunit } from './format-junit.ts';
 export { formatChecklistSarif, SARIF_SCHEMA_URI } from './format-sarif.ts';
+export { REPORT_PAYLOAD_TYPE, signReport, verifySignedReport } from './signed-report.ts';

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import AjvDraft04 from 'ajv-draft-04';
 import { encodeJournalRecord, JOURNAL_MAGIC, parseJournal } from '../../src/audit/index.ts';
-import type { ChecklistReport, ReportResult } from '../../src/checklist/index.ts';
+import { verifySignedReport, type ChecklistReport, type ReportResult } from '../../src/checklist/index.ts';
+import { X509Certificate } from 'node:crypto';
 import { egressConfigSchema, planEgress, renderNftables } from '../../src/harden/index.ts';
 import { NETNS_SKIP, createNetnsPair, type NetnsPair } from '../helpers/netns.ts';
 import { runCli, type CliResult } from '../helpers/cli.ts';
@@ -184,6 +185,15 @@ describe('edgeguard checklist on a device', { skip: NETNS_SKIP }, () => {
     assert.deepEqual([byRule.get('EG-01')!['kind'], byRule.get('EG-01')!['level']], ['fail', 'warning']);
     assert.deepEqual([byRule.get('EG-03')!['kind'], byRule.get('EG-03')!['level']], ['pass', 'none']);
     assert.deepEqual([byRule.get('EG-07')!['kind'], byRule.get('EG-07')!['level']], ['review', 'none']);
+  });
+
+  test('--sign: the JSON report in a DSSE envelope that verifies under the device certificate', async () => {
+    const run = await checklist(['--sign']);
+    assert.equal(run.code, 0, run.stderr);
+    const certificate = new X509Certificate(await readFile(join(device.dir, 'device.crt')));
+    const report = verifySignedReport(run.stdout, certificate.publicKey);
+    assert.equal(report.type, 'edgeguard-checklist');
+    assert.equal(report.controls[0]!.tests.flatMap((t) => t.results).length, 10);
   });
 
   test('--junit: one testcase per item, failures and skips counted', async () => {
