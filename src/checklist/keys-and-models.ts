@@ -3,9 +3,8 @@
  * device runs is signed). Nothing is unwrapped or decrypted: the binding key's recorded policy is
  * read from the device file, and the model directories are scanned for anything a thief could run.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
+import { readPublicSigningKey } from '../crypto/index.ts';
 import { isEdgeguardError } from '../errors/index.ts';
 import { readDeviceFile, type DeviceFile } from '../keystore/index.ts';
 import { inspectPackage, signaturePathFor, verifyPackage } from '../model/index.ts';
@@ -105,10 +104,6 @@ export const modelAtRest: CheckDefinition = {
   },
 };
 
-async function trustedKeys(paths: string[]): Promise<KeyObject[]> {
-  return Promise.all(paths.map(async (p) => createPublicKey(await readFile(p))));
-}
-
 export const signedUpdates: CheckDefinition = {
   id: 'EG-06',
   title: 'model updates signed by a trusted publisher',
@@ -120,7 +115,7 @@ export const signedUpdates: CheckDefinition = {
     const evidence: Evidence[] = [];
     const fails: string[] = [];
     const passes: string[] = [];
-    const publicKeys = await trustedKeys(target.config.trust.publicKeys);
+    const publicKeys = await Promise.all(target.config.trust.publicKeys.map((p) => readPublicSigningKey(p)));
     for (const p of target.config.trust.publicKeys)
       evidence.push({ name: 'trusted publisher key sha256', value: await sha256File(p), path: p });
     for (const path of modelPaths(target)) {

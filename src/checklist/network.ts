@@ -60,9 +60,21 @@ async function mtlsFiles(target: ChecklistTarget): Promise<MtlsFiles | undefined
   if (!upload) return undefined;
   if ('server' in upload) return { server: upload.server, ca: upload.ca, cert: upload.cert };
   const fleet = join(upload.device, FLEET_SUBDIR);
-  const state = await readFile(join(fleet, FLEET_FILES.state), 'utf8').catch(() => undefined);
-  const server = state ? (JSON.parse(state) as { server?: string }).server : undefined;
-  return { server, ca: join(fleet, FLEET_FILES.ca), cert: join(fleet, FLEET_FILES.certificate) };
+  return {
+    server: await enrolledServer(join(fleet, FLEET_FILES.state)),
+    ca: join(fleet, FLEET_FILES.ca),
+    cert: join(fleet, FLEET_FILES.certificate),
+  };
+}
+
+/** The control plane an enrolled device talks to; undefined when the state file is missing or damaged. */
+async function enrolledServer(statePath: string): Promise<string | undefined> {
+  try {
+    const server = (JSON.parse(await readFile(statePath, 'utf8')) as { server?: unknown } | null)?.server;
+    return typeof server === 'string' ? server : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;

@@ -12,7 +12,7 @@ import AjvDraft04 from 'ajv-draft-04';
 import { encodeJournalRecord, JOURNAL_MAGIC, parseJournal } from '../../src/audit/index.ts';
 import { verifySignedReport, type ChecklistReport, type ReportResult } from '../../src/checklist/index.ts';
 import { X509Certificate } from 'node:crypto';
-import { egressConfigSchema, planEgress, renderNftables } from '../../src/harden/index.ts';
+import { EFI_GLOBAL_VARIABLE_GUID, egressConfigSchema, planEgress, renderNftables } from '../../src/harden/index.ts';
 import { NETNS_SKIP, createNetnsPair, type NetnsPair } from '../helpers/netns.ts';
 import { runCli, type CliResult } from '../helpers/cli.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
@@ -136,10 +136,18 @@ describe('edgeguard checklist on a device', { skip: NETNS_SKIP }, () => {
     }
   });
 
-  test('Secure Boot off in efivarfs: EG-02 fails', async () => {
+  test('Secure Boot off, or its variable malformed, in efivarfs: EG-02 fails', async () => {
     await setSecureBoot(device.root, 0);
     try {
       await assertFails('EG-02', /SecureBoot = 0/);
+    } finally {
+      await setSecureBoot(device.root, 1);
+    }
+    // A variable of the wrong size is not read as on: the item fails with the parser's code.
+    const variable = join(device.root, 'sys', 'firmware', 'efi', 'efivars', `SecureBoot-${EFI_GLOBAL_VARIABLE_GUID}`);
+    await writeFile(variable, Buffer.from([0x06, 0, 0, 0, 1, 0]));
+    try {
+      await assertFails('EG-02', /cannot be trusted: EG_TRAILING_DATA/);
     } finally {
       await setSecureBoot(device.root, 1);
     }
@@ -157,13 +165,20 @@ describe('edgeguard checklist on a device', { skip: NETNS_SKIP }, () => {
     }
   });
 
-  test('a PNG in the review spool: EG-05 fails', async () => {
+  test('a PNG, or a plaintext file named like an item, in the review spool: EG-05 fails', async () => {
     const png = join(device.spoolDir, 'input.png');
     await copyFile(join(FIXTURES, 'guard', 'fgsm-4-as-8.png'), png);
     try {
       await assertFails('EG-05', /not a sealed item.*PNG image on disk/);
     } finally {
       await rm(png);
+    }
+    const forged = join(device.spoolDir, '0000000000000001-forged.egr');
+    await writeFile(forged, 'an input in plaintext, named like a sealed item');
+    try {
+      await assertFails('EG-05', /0000000000000001-forged\.egr in the review spool is not a sealed item \(EG_/);
+    } finally {
+      await rm(forged);
     }
   });
 
