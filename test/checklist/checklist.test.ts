@@ -101,6 +101,18 @@ describe('edgeguard checklist on a device', { skip: NETNS_SKIP }, () => {
     assert.ok(!run.stdout.includes('\u001b['), 'no ANSI escapes');
   });
 
+  test('the rule-set digest is of the rules, not the traffic: a dropped packet leaves it unchanged', async () => {
+    const digest = (r: ReportResult) => r.evidence.find((e) => e.name.startsWith('live rule set sha256'))!.value;
+    const before = (await items()).get('EG-03')!;
+    // A UDP datagram to an address the rules do not allow: the output chain drops and counts it
+    // (sendmsg then fails with EPERM), and the sender exits either way once the send completed.
+    const send = "require('node:dgram').createSocket('udp4').send('x', 9, '10.77.0.3', () => process.exit(0))";
+    await net!.exec('device', [process.execPath, '-e', send]);
+    const after = (await items()).get('EG-03')!;
+    assert.notEqual(after.actual, before.actual, 'the drop counter moved');
+    assert.equal(digest(after), digest(before));
+  });
+
   async function assertFails(id: string, pattern: RegExp): Promise<void> {
     const r = (await items()).get(id)!;
     assert.equal(r.status, 'FAIL', `${id}: ${r.actual}`);
