@@ -3,9 +3,10 @@
  * device runs is signed). Nothing is unwrapped or decrypted: the binding key's recorded policy is
  * read from the device file, and the model directories are scanned for anything a thief could run.
  */
-import { basename, dirname } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { readPublicSigningKey } from '../crypto/index.ts';
 import { isEdgeguardError } from '../errors/index.ts';
+import { SPOOL_SUFFIX } from '../fleet/index.ts';
 import { readDeviceFile, type DeviceFile } from '../keystore/index.ts';
 import { inspectPackage, signaturePathFor, verifyPackage } from '../model/index.ts';
 import { byteEntropy, looksLikeOnnx, readHead, sha256File, walkFiles } from './evidence.ts';
@@ -36,8 +37,18 @@ async function plaintextModelReason(path: string): Promise<string | undefined> {
   return undefined;
 }
 
+/** Files agent.yaml names that may sit next to the packages and be large: never model copies. */
+function configuredFiles(target: ChecklistTarget): Set<string> {
+  const c = target.config;
+  const named = [c.journal.path, c.guard.profile, c.review.publicKey, ...c.trust.publicKeys];
+  if ('wrapped' in c.contentKey) named.push(c.contentKey.wrapped);
+  return new Set(named.filter((p): p is string => p !== undefined).map((p) => resolve(p)));
+}
+
 async function scanModelDirs(target: ChecklistTarget, fails: string[], evidence: Evidence[]): Promise<void> {
-  const { files } = await walkFiles([...new Set(modelPaths(target).map((p) => dirname(p)))]);
+  const { files: all } = await walkFiles([...new Set(modelPaths(target).map((p) => dirname(p)))]);
+  const known = configuredFiles(target);
+  const files = all.filter((f) => !known.has(f) && !f.endsWith(SPOOL_SUFFIX));
   for (const file of files) {
     const reason = await plaintextModelReason(file);
     if (!reason) continue;

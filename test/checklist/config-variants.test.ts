@@ -51,6 +51,17 @@ describe('checklist items that follow agent.yaml', () => {
     assert.match(eg04.actual, /not issued by the pinned fleet CA/);
   });
 
+  test('a large journal next to the packages is not a model copy; a large plaintext file is', async () => {
+    const journal = join(device.modelsDir, 'audit.journal');
+    await writeFile(journal, Buffer.alloc(2 * 1024 * 1024, 'a'));
+    const withJournal = (c: AgentConfig) => ({ ...c, journal: { ...c.journal, path: journal } });
+    assert.equal((await item('EG-01', withJournal)).status, 'WARN', 'software key store only');
+    const eg01 = await item('EG-01', (c) => c);
+    assert.equal(eg01.status, 'FAIL');
+    assert.match(eg01.actual, /audit\.journal \(a 2097152-byte file that is not ciphertext\)/);
+    await rm(journal);
+  });
+
   test('a plain content-key file: EG-01 fails', async () => {
     const eg01 = await item('EG-01', (c) => ({ ...c, contentKey: { file: join(base, 'model.key') } }));
     assert.equal(eg01.status, 'FAIL');
