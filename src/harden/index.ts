@@ -8,7 +8,7 @@ export { planEgress, type EgressPlan, type EgressRule, type EgressPurpose, type 
 export { renderNftables, NFT_TABLE, NFT_DROP_COUNTER, NFT_LOG_PREFIX } from './nftables.ts';
 export { renderNetworkPolicy, AGENT_POD_LABELS, type NetworkPolicyOptions } from './network-policy.ts';
 export { renderSystemdDropIn } from './systemd-dropin.ts';
-export { parseEgressTableListing, readEgressTableState, type EgressTableState } from './nft-state.ts';
+export { listEgressTable, parseEgressTableListing, readEgressTableState, type EgressTableState } from './nft-state.ts';
 export { kernelModuleAvailability, type ModuleAvailability } from './kernel-modules.ts';
 export {
   EFI_GLOBAL_VARIABLE_GUID,
@@ -19,6 +19,7 @@ export {
 } from './secure-boot.ts';
 export {
   checkHardening,
+  findExecutable,
   KUBE_ROUTER_MODULES,
   type HardeningCheck,
   type HardeningFinding,

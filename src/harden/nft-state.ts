@@ -50,15 +50,22 @@ export function parseEgressTableListing(text: string): EgressTableState {
   return { status: 'loaded', droppedPackets: counter?.packets ?? 0 };
 }
 
-export async function readEgressTableState(nft: string): Promise<EgressTableState> {
+/** The table's state and nft's JSON listing it was judged from (absent or unreadable: no listing). */
+export async function listEgressTable(nft: string): Promise<{ state: EgressTableState; listing?: string }> {
   let stdout: string;
   try {
     ({ stdout } = await run(nft, ['-j', 'list', 'table', 'inet', NFT_TABLE], { maxBuffer: 16 * 1024 * 1024 }));
   } catch (e) {
     const stderr = String((e as { stderr?: unknown }).stderr ?? '');
-    if (/No such file or directory/.test(stderr)) return { status: 'absent' };
+    if (/No such file or directory/.test(stderr)) return { state: { status: 'absent' } };
     const firstLine = stderr.split('\n')[0] || (e as Error).message;
-    return { status: 'unreadable', reason: `nft could not list the ruleset (${firstLine.trim()}); run as root` };
+    return {
+      state: { status: 'unreadable', reason: `nft could not list the ruleset (${firstLine.trim()}); run as root` },
+    };
   }
-  return parseEgressTableListing(stdout);
+  return { state: parseEgressTableListing(stdout), listing: stdout };
+}
+
+export async function readEgressTableState(nft: string): Promise<EgressTableState> {
+  return (await listEgressTable(nft)).state;
 }

@@ -38,7 +38,8 @@ function isExecutable(path: string): Promise<boolean> {
   );
 }
 
-async function findExecutable(root: string, name: string): Promise<string | undefined> {
+/** The first executable `name` in the usual binary directories under `root`. */
+export async function findExecutable(root: string, name: string): Promise<string | undefined> {
   for (const dir of BINARY_DIRS) if (await isExecutable(join(root, dir, name))) return join(root, dir, name);
   return undefined;
 }

@@ -10,10 +10,12 @@ export interface CliResult {
 
 export function runCli(
   args: string[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {},
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; wrapper?: string[] } = {},
 ): Promise<CliResult> {
+  // A wrapper runs the CLI under another command (e.g. ip netns exec NAME).
+  const [command, ...argv] = [...(opts.wrapper ?? []), process.execPath, CLI, ...args];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(command!, argv, {
       cwd: opts.cwd,
       env: { ...process.env, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],

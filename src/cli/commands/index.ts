@@ -26,4 +26,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'harden', load: async () => (await import('./harden.ts')).registerHardenCommands },
   { id: 'attest', load: async () => (await import('./attest.ts')).registerAttestCommands },
   { id: 'release', load: async () => (await import('./release.ts')).registerReleaseCommands },
+  { id: 'checklist', load: async () => (await import('./checklist.ts')).registerChecklistCommand },
 ];
