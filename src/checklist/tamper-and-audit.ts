@@ -16,7 +16,7 @@ export const tamperDetection: CheckDefinition = {
   audit: `the tamper lock state in the device directory; whether the agent runs tamper sensors`,
   expected: 'tamper sensors armed by the agent, and the device not locked by a past finding',
   remediation:
-    'a locked device stays locked until it is re-provisioned (edgeguard device init, then clearTamperLock); tamper sensors come with an agent that runs a TamperGuard',
+    'a locked device stays locked until it is re-provisioned (edgeguard device reprovision); configure sensors in the tamper: section of agent.yaml',
   async run(target) {
     const path = lockStatePath(target.deviceDir);
     try {
@@ -32,10 +32,22 @@ export const tamperDetection: CheckDefinition = {
       if (!isEdgeguardError(e)) throw e;
       return { status: 'FAIL', actual: `the lock state is damaged: ${e.message}`, evidence: [] };
     }
+    const sensors = target.config.tamper?.sensors ?? [];
+    if (target.config.tamper && sensors.length > 0)
+      return {
+        status: 'PASS',
+        actual: `not locked; the agent arms ${sensors.length} tamper sensor(s): ${sensors.map((x) => `${x.kind} ${x.name}`).join(', ')}`,
+        evidence: [
+          { name: 'lock state', value: 'none', path },
+          { name: 'tamper configuration sha256', value: sha256Hex(Buffer.from(JSON.stringify(target.config.tamper))) },
+        ],
+      };
     return {
       status: 'NOT-AVAILABLE',
-      actual: 'not locked; this agent runs no tamper sensors, so nothing would detect an opened case',
+      actual: 'not locked; agent.yaml configures no tamper sensors, so nothing would detect an opened case',
       evidence: [{ name: 'lock state', value: 'none', path }],
+      remediation:
+        'add a tamper: section to agent.yaml (a case switch, the chassis-intrusion alarm or an accelerometer; README, "Physical tamper")',
     };
   },
 };

@@ -35,6 +35,8 @@ export interface ChecklistAgentConfig {
   upload?: { device: string } | { server: string; ca: string; cert: string; key: string };
   journal: { enabled?: boolean; path?: string };
   egress?: unknown;
+  /** The tamper: section (sensors the agent arms). */
+  tamper?: { sensors: ReadonlyArray<{ kind: string; name: string }> };
 }
 
 export interface ChecklistTarget {

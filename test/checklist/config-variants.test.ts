@@ -12,6 +12,7 @@ import { loadAgentConfig, type AgentConfig } from '../../src/agent/index.ts';
 import { runChecklist, type CheckResult } from '../../src/checklist/index.ts';
 import { FleetCa } from '../../src/pki/index.ts';
 import { makeDemoDevice, type DemoDevice } from './demo-device.ts';
+import { parseTamperConfig } from '../../src/tamper/index.ts';
 
 describe('checklist items that follow agent.yaml', () => {
   let base: string;
@@ -76,6 +77,16 @@ describe('checklist items that follow agent.yaml', () => {
     const eg08 = await item('EG-08', (c) => ({ ...c, guard: { ...c.guard, profile: damaged } }));
     assert.equal(eg08.status, 'FAIL');
     assert.match(eg08.actual, /EG_FORMAT/);
+  });
+
+  test('tamper sensors in agent.yaml: EG-09 passes and names them; none: not available', async () => {
+    assert.equal((await item('EG-09', (c) => c)).status, 'NOT-AVAILABLE');
+    const armed = await item('EG-09', (c) => ({
+      ...c,
+      tamper: parseTamperConfig({ sensors: [{ kind: 'intrusion', name: 'chassis', hwmon: 'hwmon0' }] }),
+    }));
+    assert.equal(armed.status, 'PASS');
+    assert.match(armed.actual, /1 tamper sensor\(s\): intrusion chassis/);
   });
 
   test('no nft on the machine: EG-03 is not available; no egress section fails', async () => {
