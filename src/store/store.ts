@@ -213,8 +213,10 @@ export class Store {
           selectFrom('certificates as newer')
             .select('newer.serial')
             .whereRef('newer.device_id', '=', 'old.device_id')
-            .whereRef('newer.not_before', '>', 'old.not_before')
-            .where('newer.not_before', '<=', cutoff),
+            // Issue time, not notBefore: X.509 times have whole seconds, and a renewal can come
+            // within the second its predecessor was issued.
+            .whereRef('newer.issued_at', '>', 'old.issued_at')
+            .where('newer.issued_at', '<=', cutoff),
         ),
       )
       .execute();

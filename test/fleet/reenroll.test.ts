@@ -65,13 +65,14 @@ describe('re-enrollment', () => {
     const cred = await loadDeviceCredential(dir);
     const key = createPrivateKey(cred.keyPem);
     const journal = await Journal.open(join(dir, FLEET_SUBDIR, FLEET_JOURNAL_FILE), journalSignerFromKey(key), key);
-    const event = (sensor: string): AuditEvent => ({
-      type: 'tamper.detected',
+    // Ordinary device events (a tamper report would make the control plane revoke the device).
+    const event = (reason: string): AuditEvent => ({
+      type: 'agent.stopped',
       time: new Date().toISOString(),
       actor: { kind: 'device', id: deviceId },
       subject: deviceId,
-      outcome: 'failure',
-      details: { sensor, detail: 'lid opened' },
+      outcome: 'success',
+      details: { reason, uptimeS: 1 },
     });
     await journal.append([event('a'), event('b')]);
     return { dir, deviceId };

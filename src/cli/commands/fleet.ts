@@ -79,7 +79,14 @@ export function registerFleetCommands(program: Command): void {
     const out = new Output(globalOptions(cmd));
     const { d, attestation } = await run(adminClient(opts), async (c) => ({
       d: (await c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`)).body,
-      attestation: (await c.call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`)).body,
+      // A control plane without the attestation plugin has no such route: say so, do not fail.
+      attestation: await c
+        .call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`)
+        .then((r) => r.body)
+        .catch((e: unknown) => {
+          if (e instanceof EdgeguardError && e.code === 'EG_NOT_FOUND') return undefined;
+          throw e;
+        }),
     }));
     out.result({ ok: true, device: d, attestation }, [
       `${d.id}: ${d.status}`,
@@ -94,7 +101,7 @@ export function registerFleetCommands(program: Command): void {
         ? [`tampered:     ${d.tamperedAt} (the device reported physical tampering; re-provision it)`]
         : []),
       `last seen:    ${d.lastSeenAt ?? '-'}`,
-      ...attestationLines(attestation),
+      ...(attestation ? attestationLines(attestation) : ['attestation:  not offered by this control plane']),
     ]);
   });
 
