@@ -22,21 +22,19 @@ import type { Kysely } from 'kysely';
 import { Gauge } from 'prom-client';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
-  AUDIT_EVENT_TYPES,
   AuditLog,
   decodeJournalRecord,
   DEFAULT_LOG_ORIGIN,
   loadOrCreateLogSigner,
   parseAuditEvent,
   decodeLogLeaf,
-  type AuditEventType,
-  type LogLeaf,
   type NoteSigner,
 } from '../../audit/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
 import { applyTamperReport } from '../tamper-report.ts';
+import { refuseOutsideAdminAuthority, registerAuditListRoute } from './audit-list.ts';
 
 export { DEFAULT_LOG_ORIGIN } from '../../audit/index.ts';
 
@@ -138,127 +136,6 @@ async function signedOrigin(ctx: ControlPlaneContext): Promise<string | undefine
     .limit(1)
     .executeTakeFirst();
   return row?.note.split('\n', 1)[0];
-}
-
-/**
- * Event-type authority: what an admin may append by hand. The types a device reports (guard
- * verdicts, model loads, tamper, agent start and stop, renewals, review items, releases it
- * installs or rejects) are trusted only from its signed journal, and the control plane's own
- * (enrollment requests, approvals, rejections, revocations, certificates issued, journal gaps)
- * only from the control plane itself: an admin appending them would forge another party's record.
- */
-const ADMIN_APPENDABLE_TYPES: ReadonlySet<string> = new Set<AuditEventType>([
-  'policy.changed',
-  'release.published',
-  'attestation.result',
-  'admin.action',
-]);
-
-function refuseOutsideAdminAuthority(type: unknown): void {
-  if (typeof type !== 'string' || ADMIN_APPENDABLE_TYPES.has(type) || !(AUDIT_EVENT_TYPES as string[]).includes(type))
-    return; // an unknown type is left to the schema check (400)
-  throw new EdgeguardError(
-    'EG_FORBIDDEN',
-    `an admin may not append ${type} events: they come only from a device's journal or the control plane itself. Admins append ${[...ADMIN_APPENDABLE_TYPES].join(', ')}.`,
-    { details: { reason: 'event_type_authority' } },
-  );
-}
-
-/** At most this many entries are read per list request, whatever the filters keep: a bounded cost. */
-const LIST_SCAN_MAX = 5000;
-
-const LIST_QUERY = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    type: { type: 'string', enum: AUDIT_EVENT_TYPES },
-    device: { type: 'string', pattern: '^dev-[0-9a-f]{16}$' },
-    since: { type: 'string', format: 'date-time' },
-    until: { type: 'string', format: 'date-time' },
-    after: { type: 'string', pattern: '^(0|[1-9][0-9]{0,15})$' },
-    limit: { type: 'string', pattern: '^([1-9][0-9]{0,2}|1000)$' },
-  },
-} as const;
-
-interface ListQuery {
-  type?: string;
-  device?: string;
-  since?: string;
-  until?: string;
-  after?: string;
-  limit?: string;
-}
-
-/** Whether an entry passes the list filters: its type, its device (origin or subject), its event time. */
-function matchesList(leaf: LogLeaf, q: ListQuery): boolean {
-  const e = leaf.event;
-  if (q.type !== undefined && e.type !== q.type) return false;
-  if (q.device !== undefined) {
-    const fromDevice = leaf.origin.kind === 'device' && leaf.origin.device.deviceId === q.device;
-    if (!fromDevice && e.subject !== q.device) return false;
-  }
-  const t = Date.parse(e.time);
-  if (q.since !== undefined && t < Date.parse(q.since)) return false;
-  if (q.until !== undefined && t > Date.parse(q.until)) return false;
-  return true;
-}
-
-/**
- * GET /v1/audit/entries: the signed entries (up to the latest checkpoint, so each one listed can
- * be proven) after index `after`, filtered, `limit` at most; `next` is the index to continue
- * after, null at the end. Each request reads at most LIST_SCAN_MAX entries.
- */
-function registerAuditListRoute(app: FastifyInstance, ctx: ControlPlaneContext, log: AuditLog): void {
-  app.get(
-    '/v1/audit/entries',
-    {
-      onRequest: ctx.requireAdmin,
-      schema: {
-        tags: ['audit'],
-        summary:
-          'List signed log entries with filters (type, device, since/until on the event time) and paging (after, limit; next in the answer)',
-        security: [{ adminCertificate: [] }],
-        querystring: LIST_QUERY,
-        response: {
-          200: {
-            type: 'object',
-            properties: {
-              entries: {
-                type: 'array',
-                // The entry's index and its leaf (v, event, origin, loggedAt; docs/formats.md).
-                items: { type: 'object', additionalProperties: true, properties: { index: { type: 'integer' } } },
-              },
-              next: { type: ['integer', 'null'] },
-            },
-          },
-          ...errors,
-        },
-      },
-    },
-    async (req) => {
-      const q = req.query as ListQuery;
-      const limit = q.limit === undefined ? 100 : Number(q.limit);
-      const size = (await log.latestCheckpoint())?.size ?? 0;
-      const start = q.after === undefined ? 0 : Number(q.after) + 1;
-      const end = Math.min(size, start + LIST_SCAN_MAX);
-      const entries: Array<{ index: number; leaf: LogLeaf }> = [];
-      let index = start;
-      // Read in batches of 256 entries (one query each); stop at the limit or the scan bound.
-      while (index < end && entries.length < limit) {
-        const batch = await log.getEntries(index, Math.min(end, index + 256));
-        for (const text of batch) {
-          const leaf = decodeLogLeaf(Buffer.from(text, 'utf8'));
-          if (matchesList(leaf, q)) entries.push({ index, leaf });
-          index++;
-          if (entries.length === limit) break;
-        }
-      }
-      return {
-        entries: entries.map((e) => ({ index: e.index, ...e.leaf })),
-        next: index < size ? index - 1 : null,
-      };
-    },
-  );
 }
 
 export function auditServerPlugin(opts: AuditPluginOptions = {}): AuditServerPlugin {
