@@ -10,6 +10,18 @@ import { outcomeOf } from '../events.ts';
 import { DEVICE_STATUSES, DEVICE_VIEW_SCHEMA, deviceView } from '../../fleet/index.ts';
 import type { DeviceStatus } from '../../store/index.ts';
 
+/** An optional RFC 5280 revocation reason (the CRL entry's reasonCode). */
+const REVOCATION_BODY = {
+  type: ['object', 'null'],
+  properties: {
+    reason: {
+      type: 'string',
+      enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'],
+    },
+  },
+  additionalProperties: false,
+} as const;
+
 const idParams = {
   type: 'object',
   properties: { id: { type: 'string', pattern: DEVICE_ID_RE.source } },
@@ -214,16 +226,7 @@ export async function deviceRoutes(
         summary: 'Revoke a device and all its certificates (effective on its next request)',
         security: adminSecurity,
         params: idParams,
-        body: {
-          type: ['object', 'null'],
-          properties: {
-            reason: {
-              type: 'string',
-              enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'],
-            },
-          },
-          additionalProperties: false,
-        },
+        body: REVOCATION_BODY,
         response: {
           200: {
             type: 'object',
@@ -300,16 +303,7 @@ export async function deviceRoutes(
           required: ['serial'],
           additionalProperties: false,
         },
-        body: {
-          type: ['object', 'null'],
-          properties: {
-            reason: {
-              type: 'string',
-              enum: ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'],
-            },
-          },
-          additionalProperties: false,
-        },
+        body: REVOCATION_BODY,
         response: {
           200: {
             type: 'object',
