@@ -182,6 +182,8 @@ async function createFastify(config: AgentConfig, logger: Logger | undefined): P
     connectionTimeout: limits.requestTimeoutMs,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    // Router errors (a malformed URL) get the same EG body as every other answer.
+    frameworkErrors: errorHandler,
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {

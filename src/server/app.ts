@@ -76,6 +76,9 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     requestTimeout: limits.requestTimeoutMs,
     connectionTimeout: limits.connectionTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // Errors the router raises before any route runs (a bad URL, a path parameter over the length
+    // limit) get the same `{ error: { code: 'EG_...' } }` body as every other answer.
+    frameworkErrors: errorHandler,
   };
   const app = Fastify({
     ...fastifyOpts,

@@ -26,6 +26,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 const FRAMEWORK: Record<number, { code: ErrorCode; message: string }> = {
   408: { code: 'EG_TIMEOUT', message: 'the request did not arrive in time; send it whole, without pauses.' },
   413: { code: 'EG_PAYLOAD_TOO_LARGE', message: 'the request body is larger than this route accepts.' },
+  414: { code: 'EG_BAD_REQUEST', message: 'a path segment is longer than any identifier this API uses.' },
   415: { code: 'EG_UNSUPPORTED_MEDIA_TYPE', message: 'unsupported content type; send application/json.' },
 };
 
