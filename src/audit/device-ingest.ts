@@ -7,7 +7,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { EdgeguardError } from '../errors/index.ts';
-import { encodeLogLeaf, type LogLeaf } from './events.ts';
+import { encodeLogLeaf, mayRecord, type LogLeaf } from './events.ts';
 import {
   chainBreak,
   decodeJournalRecord,
@@ -64,6 +64,14 @@ export function verifyDeviceRecords(
         `journal record ${i} (seq ${e.seq}) from device ${deviceId} is not signed by the device's key; nothing from this batch was logged.`,
       );
     }
+  });
+  entries.forEach((e, i) => {
+    if (!mayRecord(e.event.type, 'device'))
+      throw new EdgeguardError(
+        'EG_FORBIDDEN',
+        `journal record ${i} (seq ${e.seq}) from device ${deviceId} is a ${e.event.type} event, which only the control plane records; nothing from this batch was logged. A device that journals it is not running edgeguard's agent: inspect it.`,
+        { details: { reason: 'event_type_authority', seq: e.seq, type: e.event.type } },
+      );
   });
   return entries;
 }

@@ -126,6 +126,48 @@ export type AuditEvent = z.infer<typeof auditEventSchema>;
 export type AuditEventType = AuditEvent['type'];
 export const AUDIT_EVENT_TYPES = auditEventSchema.options.map((o) => o.shape.type.value) as AuditEventType[];
 
+/**
+ * Event-type authority: who may put each type into the log. `device`: only from a device's signed
+ * journal (guard verdicts, model loads, tamper, agent start and stop, releases it installs or
+ * rejects); `control-plane`: only the control plane itself (enrollment, approvals, revocations,
+ * certificates, journal gaps); `operator`: an admin through the API (policy changes, releases
+ * published, attestation results from an outside verifier, admin actions). A record of another
+ * party's type would be a forgery of that party's record, and is refused wherever it arrives.
+ */
+export type EventAuthority = 'device' | 'control-plane' | 'operator';
+
+export const EVENT_AUTHORITY: Readonly<Record<AuditEventType, readonly EventAuthority[]>> = {
+  'device.enrollment_requested': ['control-plane'],
+  'device.approved': ['control-plane'],
+  'device.rejected': ['control-plane'],
+  'device.revoked': ['control-plane'],
+  'cert.issued': ['control-plane'],
+  'cert.renewed': ['device', 'control-plane'],
+  'attestation.result': ['control-plane', 'operator'],
+  'release.published': ['control-plane', 'operator'],
+  'release.installed': ['device', 'control-plane'],
+  'release.rejected': ['device', 'control-plane'],
+  'model.loaded': ['device'],
+  'model.load_failed': ['device'],
+  'guard.flagged': ['device'],
+  'guard.rejected': ['device'],
+  'review.item': ['device', 'control-plane'],
+  'agent.started': ['device'],
+  'agent.stopped': ['device'],
+  'tamper.detected': ['device'],
+  'device.locked': ['device', 'control-plane'],
+  'egress.denied': ['device'],
+  'admin.action': ['control-plane', 'operator'],
+  'policy.changed': ['control-plane', 'operator'],
+  'enroll.failures': ['control-plane'],
+  'audit.journal_gap': ['control-plane'],
+};
+
+/** Whether `by` may record an event of `type`. */
+export function mayRecord(type: AuditEventType, by: EventAuthority): boolean {
+  return EVENT_AUTHORITY[type].includes(by);
+}
+
 /** Validate an event from outside (API body, journal payload); fails closed with EG_FORMAT. */
 export function parseAuditEvent(value: unknown, where = 'the audit event'): AuditEvent {
   const r = auditEventSchema.safeParse(value);

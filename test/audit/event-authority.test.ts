@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createPrivateKey } from 'node:crypto';
+import { Journal, encodeJournalRecord, journalSignerFromKey, type AuditEvent } from '../../src/audit/index.ts';
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 
@@ -77,5 +79,31 @@ describe('audit event-type authority', () => {
       event('model.loaded', { modelSha256: sha, name: 'm', keyProvider: 'tpm' }),
     );
     assert.equal(r.status, 403);
+  });
+
+  it("a device's journal carrying a control-plane type is refused whole, and nothing of it is logged", async () => {
+    const device = await fleet.deviceCredential();
+    const key = createPrivateKey(device.key);
+    const journal = await Journal.open(join(dataDir, `${device.deviceId}.journal`), journalSignerFromKey(key), key);
+    const own = (type: 'model.loaded' | 'device.approved'): AuditEvent =>
+      (type === 'model.loaded'
+        ? {
+            ...event(type, { modelSha256: sha, name: 'm', keyProvider: 'tpm' }),
+            actor: { kind: 'device', id: device.deviceId },
+          }
+        : {
+            ...event(type, { deviceId: device.deviceId, approvedBy: 'admin-1' }),
+            actor: { kind: 'device', id: device.deviceId },
+          }) as AuditEvent;
+    const entries = await journal.append([own('model.loaded'), own('device.approved')]);
+    const c = fleet.client(device);
+    const r = await c.send<{ error: { code: string; message: string } }>('POST', '/v1/audit/journal', {
+      records: entries.map((e) => encodeJournalRecord(e).subarray(4).toString('base64')),
+    });
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'EG_FORBIDDEN');
+    assert.match(r.body.error.message, /device\.approved/);
+    const head = await c.send<{ seq: number }>('GET', '/v1/audit/journal/head');
+    assert.equal(head.body.seq, -1, 'the batch was refused whole: not even its first, lawful record is logged');
   });
 });

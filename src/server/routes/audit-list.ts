@@ -8,6 +8,7 @@ import { EdgeguardError } from '../../errors/index.ts';
 import {
   AUDIT_EVENT_TYPES,
   decodeLogLeaf,
+  mayRecord,
   type AuditEventType,
   type AuditLog,
   type LogLeaf,
@@ -17,26 +18,14 @@ import { ERROR_SCHEMA } from '../errors.ts';
 
 const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 500: ERROR_SCHEMA };
 
-/**
- * Event-type authority: what an admin may append by hand. The types a device reports (guard
- * verdicts, model loads, tamper, agent start and stop, renewals, review items, releases it
- * installs or rejects) are trusted only from its signed journal, and the control plane's own
- * (enrollment requests, approvals, rejections, revocations, certificates issued, journal gaps)
- * only from the control plane itself: an admin appending them would forge another party's record.
- */
-const ADMIN_APPENDABLE_TYPES: ReadonlySet<string> = new Set<AuditEventType>([
-  'policy.changed',
-  'release.published',
-  'attestation.result',
-  'admin.action',
-]);
-
+/** Event-type authority (EVENT_AUTHORITY in audit/events.ts): what an admin may append by hand. */
 export function refuseOutsideAdminAuthority(type: unknown): void {
-  if (typeof type !== 'string' || ADMIN_APPENDABLE_TYPES.has(type) || !(AUDIT_EVENT_TYPES as string[]).includes(type))
-    return; // an unknown type is left to the schema check (400)
+  if (typeof type !== 'string' || !(AUDIT_EVENT_TYPES as string[]).includes(type)) return; // left to the schema (400)
+  if (mayRecord(type as AuditEventType, 'operator')) return;
+  const allowed = AUDIT_EVENT_TYPES.filter((t) => mayRecord(t, 'operator'));
   throw new EdgeguardError(
     'EG_FORBIDDEN',
-    `an admin may not append ${type} events: they come only from a device's journal or the control plane itself. Admins append ${[...ADMIN_APPENDABLE_TYPES].join(', ')}.`,
+    `an admin may not append ${type} events: they come only from a device's journal or the control plane itself. Admins append ${allowed.join(', ')}.`,
     { details: { reason: 'event_type_authority' } },
   );
 }
