@@ -27,3 +27,4 @@ export { formatChecklistText } from './format-text.ts';
 export { formatChecklistJunit } from './format-junit.ts';
 export { formatChecklistSarif, SARIF_SCHEMA_URI } from './format-sarif.ts';
 export { REPORT_PAYLOAD_TYPE, signReport, verifySignedReport } from './signed-report.ts';
+export { MAX_REPORT_BYTES, parseChecklistReport, failingItems } from './report-schema.ts';

@@ -12,7 +12,8 @@ import {
   type SigningKeyPair,
 } from '../crypto/index.ts';
 import { EdgeguardError } from '../errors/index.ts';
-import { REPORT_TYPE, type ChecklistReport } from './report.ts';
+import type { ChecklistReport } from './report.ts';
+import { parseChecklistReport } from './report-schema.ts';
 
 export const REPORT_PAYLOAD_TYPE = 'application/vnd.edgeguard.checklist+json';
 
@@ -29,7 +30,5 @@ export function verifySignedReport(envelopeText: string, devicePublicKey: KeyObj
   } catch (e) {
     throw new EdgeguardError('EG_FORMAT', 'the signed checklist report is not JSON.', { cause: e });
   }
-  if ((report as Partial<ChecklistReport> | null)?.type !== REPORT_TYPE)
-    throw new EdgeguardError('EG_FORMAT', `the signed payload is not an ${REPORT_TYPE} report.`);
-  return report as ChecklistReport;
+  return parseChecklistReport(report);
 }
