@@ -8,7 +8,7 @@
  *   POST /v1/attestation/evidence   device  EvidenceRequest           -> VerdictResponse
  */
 import { z } from 'zod';
-import { EdgeguardError } from '../errors/index.ts';
+import { parseAnswer } from './answer.ts';
 import type { FleetClient } from './client.ts';
 
 /** Largest event log a device may push; real firmware logs are tens of KiB. */
@@ -87,7 +87,7 @@ export interface Evidence {
 
 export async function requestAttestationNonce(client: FleetClient): Promise<NonceResponse> {
   const r = await client.call('POST', '/v1/attestation/nonce', {});
-  return parseAnswer(NonceResponse, r.body, 'nonce');
+  return parseAnswer(NonceResponse, r.body, 'attestation nonce');
 }
 
 export async function pushAttestationEvidence(
@@ -104,15 +104,5 @@ export async function pushAttestationEvidence(
     ...(evidence.pcrValues ? { pcrValues: evidence.pcrValues } : {}),
   };
   const r = await client.call('POST', '/v1/attestation/evidence', body);
-  return parseAnswer(VerdictResponse, r.body, 'verdict');
-}
-
-function parseAnswer<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
-  const r = schema.safeParse(body);
-  if (!r.success)
-    throw new EdgeguardError(
-      'EG_SERVER',
-      `the control plane's attestation ${what} answer is malformed (${r.error.issues[0]?.message}); check that server and agent run the same release.`,
-    );
-  return r.data;
+  return parseAnswer(VerdictResponse, r.body, 'attestation verdict');
 }
