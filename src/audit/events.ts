@@ -113,6 +113,14 @@ export const auditEventSchema = z.discriminatedUnion('type', [
     otherAddresses: count,
     ekSha256: z.array(hex(32)).max(64),
   }),
+  // A device's signed checklist report as the control plane received it: the digest of the DSSE
+  // envelope it stored, the score and the failing items (EG-01..EG-10).
+  event('checklist.reported', {
+    deviceId: id,
+    envelopeSha256: hex(32),
+    score: z.number().int().min(0).max(100),
+    failing: z.array(z.string().regex(/^EG-(0[1-9]|10)$/)).max(10),
+  }),
   event('audit.journal_gap', {
     deviceId: id,
     position: count,
@@ -161,6 +169,7 @@ export const EVENT_AUTHORITY: Readonly<Record<AuditEventType, readonly EventAuth
   'policy.changed': ['control-plane', 'operator'],
   'enroll.failures': ['control-plane'],
   'audit.journal_gap': ['control-plane'],
+  'checklist.reported': ['control-plane'],
 };
 
 /** Whether `by` may record an event of `type`. */

@@ -58,3 +58,11 @@ export {
   requestAttestationNonce,
   type Evidence,
 } from './attestation.ts';
+export {
+  ChecklistUploadResponse,
+  DeviceChecklist,
+  FleetChecklist,
+  FleetChecklistEntry,
+  fetchFleetChecklist,
+  uploadChecklistReport,
+} from './checklist.ts';

@@ -1,14 +1,15 @@
 /**
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
- * checkpoint key in the data directory), the review queue, remote attestation and the release
- * repository (read-only, DATADIR/releases/repository under /v1/tuf/), over the core routes of app.ts
- * (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
+ * checkpoint key in the data directory), the review queue, remote attestation, the release
+ * repository (read-only, DATADIR/releases/repository under /v1/tuf/) and device checklist
+ * reports, over the core routes of app.ts (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
  * route module joins by a line here.
  */
 import type { ServerPlugin } from './plugins.ts';
 import type { AttestationOptions } from './attestation/verifier.ts';
 import { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
+import { checklistServerPlugin, type ChecklistServerPlugin } from './routes/checklist.ts';
 import { reviewServerPlugin } from './routes/review.ts';
 import { tufServerPlugin } from './routes/tuf.ts';
 
@@ -32,6 +33,8 @@ export interface ControlPlanePlugins {
   audit: AuditServerPlugin;
   /** Remote attestation: its `attestationGate(deviceId)` is what the release work asks. */
   attestation: AttestationServerPlugin;
+  /** Device checklist reports: its `records` once the server runs. */
+  checklist: ChecklistServerPlugin;
 }
 
 export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins {
@@ -42,9 +45,11 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
     ...(o.defaultOrigin !== undefined ? { defaultOrigin: o.defaultOrigin } : {}),
   });
   const attestation = attestationServerPlugin(o.attestation);
+  const checklist = checklistServerPlugin();
   return {
-    all: [audit, reviewServerPlugin(), attestation, tufServerPlugin({ dataDir: o.dataDir })],
+    all: [audit, reviewServerPlugin(), attestation, tufServerPlugin({ dataDir: o.dataDir }), checklist],
     audit,
     attestation,
+    checklist,
   };
 }

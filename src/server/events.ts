@@ -31,6 +31,7 @@ export const EVENT_FAILURE_POLICY: Readonly<Record<AuditEventType, EventFailureP
   'device.rejected': 'fail-request',
   'policy.changed': 'fail-request',
   'release.published': 'fail-request',
+  'checklist.reported': 'fail-request',
   'device.enrollment_requested': 'log-and-count',
   'admin.action': 'log-and-count',
   'attestation.result': 'log-and-count',
