@@ -18,8 +18,10 @@ export {
   type StartAgentOptions,
 } from './serve.ts';
 export { agentEgressDialer } from './egress.ts';
+export { AgentIdentity } from './renewal.ts';
 export {
   AttestationReporter,
+  agentAttestationReporter,
   DEFAULT_EVENT_LOG_PATH,
   readDeviceAk,
   type AttestationReport,

@@ -1,7 +1,7 @@
 /**
  * EG-02 (Secure Boot on, from efivarfs) and EG-07 (remote attestation before updates). The local
- * variables say what the firmware enforces now; whether the control plane checks a quote before it
- * releases an update is the agent's wiring, reported as not available until the agent does it.
+ * variables say what the firmware enforces now; EG-07 asks the control plane for a verdict on a
+ * quote made now (when the caller supplies the round), since the control plane's gate decides.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -53,10 +53,11 @@ export const attestationBeforeUpdates: CheckDefinition = {
   id: 'EG-07',
   title: 'remote attestation before updates',
   audit:
-    "the device's attestation key (device.json, ak.tpm.pub) and whether the agent asks for a verdict before it installs an update",
-  expected: 'a TPM attestation key, and updates installed only after the control plane appraised a fresh quote',
+    "the device's attestation key (device.json, ak.tpm.*), agent.yaml's attestation: section, and a verdict of the control plane on a quote made now",
+  expected:
+    'a TPM attestation key, the agent pushing quotes with the event log, and a passing verdict: the control plane hands updates only to a device with a fresh passing verdict',
   remediation:
-    'initialise the device with a TPM (edgeguard device init --tpm); attestation before updates comes with an agent that requests a verdict',
+    'set attestation.enabled: true in agent.yaml (with upload.device) and assign a boot policy (edgeguard attest policy assign); a failing verdict names what to fix',
   async run(target) {
     const device = await readDeviceFile(target.deviceDir);
     if (device.provider !== 'tpm' || !device.tpm)
@@ -66,13 +67,55 @@ export const attestationBeforeUpdates: CheckDefinition = {
         evidence: [{ name: 'key store provider', value: device.provider }],
       };
     const evidence: Evidence[] = [{ name: 'attestation key name', value: device.tpm.akName }];
-    const hasAk = await exists(join(target.deviceDir, DEVICE_FILES.akTpmPublic));
-    return {
-      status: 'NOT-AVAILABLE',
-      actual: hasAk
-        ? 'the device has an attestation key, but this agent does not request an attestation verdict before updates'
-        : 'the attestation key blobs are missing from the device directory',
-      evidence,
-    };
+    for (const file of [DEVICE_FILES.akTpmPublic, DEVICE_FILES.akTpmPrivate])
+      if (!(await exists(join(target.deviceDir, file))))
+        return {
+          status: 'FAIL',
+          actual: `the attestation key blob ${file} is missing from the device directory`,
+          evidence,
+        };
+    const section = target.config.attestation;
+    evidence.push({ name: 'agent.yaml attestation.enabled', value: String(Boolean(section?.enabled)) });
+    if (!section?.enabled)
+      return {
+        status: 'FAIL',
+        actual:
+          'the agent does not push attestation evidence (attestation.enabled is false): the control plane cannot appraise this boot, and its update gate refuses the device',
+        evidence,
+      };
+    if (section.eventLog) evidence.push({ name: 'event log', value: section.eventLog, path: section.eventLog });
+    if (!target.attest)
+      return {
+        status: 'WARN',
+        actual:
+          'attestation is configured, but no verdict was asked for (offline run): the control plane decides whether this boot is trusted',
+        evidence,
+      };
+    let verdict;
+    try {
+      verdict = await target.attest();
+    } catch (e) {
+      return {
+        status: 'WARN',
+        actual: `attestation is configured, but no verdict could be had now: ${isEdgeguardError(e) ? `${e.code}: ${e.message}` : (e as Error).message}`,
+        evidence,
+      };
+    }
+    evidence.push({ name: 'verdict id', value: verdict.verdictId });
+    if (verdict.trustedUntil) evidence.push({ name: 'trusted until', value: verdict.trustedUntil });
+    for (const r of verdict.reasons) evidence.push({ name: `reason ${r.code}`, value: r.detail });
+    return verdict.pass
+      ? {
+          status: 'PASS',
+          actual: `a quote made now passed the control plane's appraisal; trusted until ${verdict.trustedUntil ?? '?'}`,
+          evidence,
+        }
+      : {
+          status: 'FAIL',
+          actual: `the control plane refused this boot: ${verdict.reasons.map((r) => r.code).join(', ') || 'no reason given'}`,
+          evidence,
+          remediation:
+            'fix what the reasons name (an unknown kernel or boot component, Secure Boot off, a PCR changed after boot), or authorise the new boot in the policy; until then the device gets no updates',
+        };
   },
 };

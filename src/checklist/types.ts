@@ -37,6 +37,16 @@ export interface ChecklistAgentConfig {
   egress?: unknown;
   /** The tamper: section (sensors the agent arms). */
   tamper?: { sensors: ReadonlyArray<{ kind: string; name: string }> };
+  /** The attestation: section (the agent pushes TPM quotes with the event log on a schedule). */
+  attestation?: { enabled: boolean; eventLog?: string; intervalMs?: number };
+}
+
+/** The control plane's verdict on evidence the device just pushed (src/fleet VerdictResponse). */
+export interface AttestationProbeVerdict {
+  verdictId: string;
+  pass: boolean;
+  reasons: ReadonlyArray<{ code: string; detail: string }>;
+  trustedUntil?: string | undefined;
 }
 
 export interface ChecklistTarget {
@@ -49,6 +59,11 @@ export interface ChecklistTarget {
   root: string;
   /** The nft binary to ask for the live rule set, when one is installed. */
   nft?: string;
+  /**
+   * One attestation round now (nonce, quote, event log, verdict), supplied by the caller when the
+   * device is enrolled with attestation on and may reach its control plane; absent offline.
+   */
+  attest?: () => Promise<AttestationProbeVerdict>;
 }
 
 export interface CheckDefinition {

@@ -1,26 +1,39 @@
 /**
  * EG-01 and EG-07 on devices whose key store is a real swtpm: the binding key's PolicyPCR
  * selection and digest are the evidence; a policy that leaves out PCR 7 (the Secure Boot state)
- * fails; the attestation key is named but attestation before updates is not available yet.
+ * fails. EG-07 fails while the agent does not push attestation evidence, warns when it does but
+ * no verdict was asked for, and follows a real control plane's verdict on a quote of a played
+ * boot: PASS, then FAIL with the reason code once a PCR moved after boot.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadAgentConfig } from '../../src/agent/index.ts';
-import { runChecklist, type CheckResult } from '../../src/checklist/index.ts';
+import { writeFile } from 'node:fs/promises';
+import { pino } from 'pino';
+import { AttestationReporter, loadAgentConfig, readDeviceAk } from '../../src/agent/index.ts';
+import { createBootPolicy, formatBootPolicyYaml } from '../../src/attest/index.ts';
+import { runChecklist, type CheckResult, type ChecklistTarget } from '../../src/checklist/index.ts';
+import { defaultSyntheticBoot, parseEventLog, playBoot, syntheticBootEvents } from '../../src/eventlog/index.ts';
 import { readDeviceFile } from '../../src/keystore/index.ts';
+import { controlPlanePlugins } from '../../src/server/index.ts';
+import { TPM_ALG, TpmClient, parseTpm2bPublic } from '../../src/tpm/index.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm, type Swtpm } from '../helpers/swtpm.ts';
+import { startTestFleet } from '../server/fleet-helpers.ts';
 import { makeDemoDevice, type DemoDevice } from './demo-device.ts';
 
-async function checklistOf(device: DemoDevice): Promise<Map<string, CheckResult>> {
+async function checklistOf(
+  device: DemoDevice,
+  extra: { attestation?: { enabled: boolean }; attest?: ChecklistTarget['attest'] } = {},
+): Promise<Map<string, CheckResult>> {
   const config = await loadAgentConfig(device.configPath);
   const results = await runChecklist({
     deviceDir: device.deviceDir,
     configPath: device.configPath,
-    config,
+    config: extra.attestation ? { ...config, attestation: { ...config.attestation, ...extra.attestation } } : config,
     root: device.root,
+    ...(extra.attest ? { attest: extra.attest } : {}),
   });
   return new Map(results.map((r) => [r.id, r]));
 }
@@ -48,8 +61,58 @@ describe('checklist on a TPM-backed device', { skip: TPM_SKIP }, () => {
     assert.equal(evidence.get('PCR selection'), tpmFile.pcrs);
     assert.equal(evidence.get('PolicyPCR digest'), tpmFile.policyDigest);
     const eg07 = byId.get('EG-07')!;
-    assert.equal(eg07.status, 'NOT-AVAILABLE');
-    assert.deepEqual(eg07.evidence, [{ name: 'attestation key name', value: tpmFile.akName }]);
+    assert.equal(eg07.status, 'FAIL', eg07.actual);
+    assert.match(eg07.actual, /attestation\.enabled is false/);
+    assert.deepEqual(eg07.evidence.slice(0, 2), [
+      { name: 'attestation key name', value: tpmFile.akName },
+      { name: 'agent.yaml attestation.enabled', value: 'false' },
+    ]);
+    const offline = (await checklistOf(device, { attestation: { enabled: true } })).get('EG-07')!;
+    assert.equal(offline.status, 'WARN', offline.actual);
+    assert.match(offline.actual, /no verdict was asked for/);
+  });
+
+  test("EG-07 follows the control plane's verdict on a quote made now", async () => {
+    const device = await makeDemoDevice(join(base, 'attested'), { tcti: tpm!.tcti });
+    const dataDir = join(base, 'control-plane');
+    const controlPlane = controlPlanePlugins({ dataDir });
+    const fleet = await startTestFleet({ dataDir, plugins: controlPlane.all });
+    try {
+      const cred = await fleet.deviceCredential();
+      const ak = await readDeviceAk(device.deviceDir);
+      await fleet.server.ctx.store.db
+        .updateTable('devices')
+        .set({ ak_public: Buffer.from(parseTpm2bPublic(ak.public).tpmtBytes).toString('base64') })
+        .where('id', '=', cred.deviceId)
+        .execute();
+      const client = new TpmClient({ tcti: tpm!.tcti });
+      const banks = [TPM_ALG.SHA256];
+      const golden = await playBoot(client, banks, syntheticBootEvents(defaultSyntheticBoot(), banks));
+      const logPath = join(base, 'binary_bios_measurements');
+      await writeFile(logPath, golden);
+      const policy = formatBootPolicyYaml(createBootPolicy(parseEventLog(golden)));
+      await fleet
+        .client(await fleet.adminCredential())
+        .call('POST', '/v1/attestation/policies', { policy, label: 'golden', device: cred.deviceId });
+      const reporter = new AttestationReporter({
+        client: fleet.client(cred),
+        tpm: client,
+        ak,
+        eventLogPath: logPath,
+        log: pino({ level: 'silent' }),
+      });
+      const attest = () => reporter.pushNow();
+      const pass = (await checklistOf(device, { attestation: { enabled: true }, attest })).get('EG-07')!;
+      assert.equal(pass.status, 'PASS', pass.actual);
+      assert.ok(pass.evidence.some((e) => e.name === 'trusted until'));
+      await client.extendPcr(9, 'sha256', Buffer.alloc(32, 0x5a));
+      const fail = (await checklistOf(device, { attestation: { enabled: true }, attest })).get('EG-07')!;
+      assert.equal(fail.status, 'FAIL', fail.actual);
+      assert.match(fail.actual, /PCRS_DO_NOT_MATCH_LOG/);
+      assert.ok(fail.evidence.some((e) => e.name === 'reason PCRS_DO_NOT_MATCH_LOG'));
+    } finally {
+      await fleet.stop();
+    }
   });
 
   test('a policy without PCR 7: EG-01 fails', async () => {
