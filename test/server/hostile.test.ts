@@ -63,6 +63,9 @@ describe('control plane under hostile load', () => {
     ['/v1/review/items', 4_000_000],
     ['/v1/audit/journal', 4_000_000],
     ['/v1/devices/dev-x/approve', 60_000],
+    ['/v1/attestation/evidence', 1_000_000],
+    ['/v1/attestation/policies', 1_000_000],
+    ['/v1/checklist/reports', 500_000],
   ] as const) {
     it(`refuses an anonymous POST ${path} before reading its body`, { timeout: 20_000 }, async () => {
       const socket = await rawConnection(fleet);

@@ -77,7 +77,7 @@ function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attesta
   app.post(
     '/v1/attestation/nonce',
     {
-      preHandler: ctx.requireDevice,
+      onRequest: ctx.requireDevice,
       schema: {
         tags: ['attestation'],
         summary: 'a single-use nonce for the calling device, and the PCRs its policy needs quoted',
@@ -91,7 +91,7 @@ function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attesta
   app.post(
     '/v1/attestation/evidence',
     {
-      preHandler: ctx.requireDevice,
+      onRequest: ctx.requireDevice,
       bodyLimit: Math.ceil((MAX_EVIDENCE_LOG_BYTES * 4) / 3) + 64 * 1024,
       schema: {
         tags: ['attestation'],
@@ -114,7 +114,7 @@ function adminRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attestat
   app.get(
     '/v1/devices/:id/attestation',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: {
         tags: ['attestation'],
         summary: 'the gate: trusted only with a passing verdict inside its freshness window',
@@ -132,7 +132,7 @@ function adminRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attestat
   app.post(
     '/v1/attestation/policies',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       bodyLimit: MAX_POLICY_BYTES + 4096,
       schema: {
         tags: ['attestation'],
@@ -178,7 +178,7 @@ function adminRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attestat
   app.put(
     '/v1/attestation/groups/:group/devices/:id',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: {
         tags: ['attestation'],
         summary: "put a device in a group (the group's boot policy applies unless the device has its own)",

@@ -51,7 +51,7 @@ function registerAcknowledge(app: FastifyInstance, ctx: ControlPlaneContext, db:
   app.post(
     '/v1/review/items/:id/ack',
     {
-      preHandler: ctx.requireAdmin,
+      onRequest: ctx.requireAdmin,
       schema: {
         tags: ['review'],
         summary: 'acknowledge a fetched review item; the server no longer keeps it (admin certificate)',

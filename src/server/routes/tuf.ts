@@ -26,7 +26,7 @@ export function tufServerPlugin(o: { dataDir: string }): ServerPlugin {
       app.get(
         '/v1/tuf/*',
         {
-          preHandler: ctx.requireDeviceOrAdmin,
+          onRequest: ctx.requireDeviceOrAdmin,
           schema: { tags: ['releases'], summary: 'A file of the TUF release repository (metadata or target)' },
         },
         async (req, reply) => {
