@@ -8,6 +8,7 @@ import { sign, verify, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { EdgeguardError } from '../errors/index.ts';
 import { fromB64 } from './encoding.ts';
+import { bundleToEnvelope, isSigstoreBundle } from './sigstore-bundle.ts';
 import { publicKeyId, signingAlgorithmOf, type SigningKeyPair } from './signing-key.ts';
 
 export const IN_TOTO_PAYLOAD_TYPE = 'application/vnd.in-toto+json';
@@ -56,6 +57,8 @@ export function parseEnvelope(text: string): DsseEnvelope {
       'the signature file is not JSON; expected a DSSE envelope (NAME.egm.sig.json).',
     );
   }
+  // A Sigstore bundle (model_signing, cosign) carries the same envelope: take it from there.
+  if (isSigstoreBundle(json)) return bundleToEnvelope(json);
   const parsed = envelopeSchema.safeParse(json);
   if (!parsed.success) {
     throw new EdgeguardError(

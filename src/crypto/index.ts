@@ -26,6 +26,13 @@ export {
 } from './signing-key.ts';
 export { type DsseEnvelope, IN_TOTO_PAYLOAD_TYPE, pae, signEnvelope, parseEnvelope, verifyEnvelope } from './dsse.ts';
 export {
+  SIGSTORE_BUNDLE_MEDIA_TYPE,
+  bundleToEnvelope,
+  envelopeToBundle,
+  isSigstoreBundle,
+  type SigstoreBundle,
+} from './sigstore-bundle.ts';
+export {
   type CipherSuite,
   CIPHER_SUITES,
   TAG_BYTES,

@@ -1,9 +1,11 @@
 /** `edgeguard model pack|verify|inspect|unpack`: the protected model package (.egm). */
 import { Command, Option } from 'commander';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import YAML from 'yaml';
 import {
+  SIGSTORE_BUNDLE_MEDIA_TYPE,
+  envelopeToBundle,
   parseCipherSuite,
   readContentKeyFile,
   readPrivateSigningKey,
@@ -16,6 +18,7 @@ import {
   inspectPackage,
   packModel,
   parseModelMetadata,
+  readSignatureFile,
   unpackPackage,
   verifyPackage,
   type InspectResult,
@@ -161,6 +164,28 @@ export function registerModelCommands(program: Command): void {
       } finally {
         if (contentKey) wipe(contentKey.bytes);
       }
+    });
+
+  model
+    .command('bundle')
+    .description(
+      "the package's signature as a Sigstore bundle (v0.3, key-based DSSE) for model_signing or cosign; accepted back wherever a signature is read",
+    )
+    .argument('<package>', '.egm file')
+    .option('--sig <file>', 'signature envelope (default PACKAGE.sig.json)')
+    .option('-o, --out <file>', 'output file (default PACKAGE.sigstore.json)')
+    .option('--force', 'overwrite an existing output')
+    .action(async (pkgPath: string, opts: { sig?: string; out?: string; force?: boolean }, cmd: Command) => {
+      const out = new Output(globalOptions(cmd));
+      const envelope = await readSignatureFile(opts.sig ?? `${pkgPath}.sig.json`);
+      const keyId = envelope.signatures[0]!.keyid;
+      const target = opts.out ?? `${pkgPath}.sigstore.json`;
+      await writeFile(target, JSON.stringify(envelopeToBundle(envelope, keyId), null, 2) + '\n', {
+        flag: opts.force ? 'w' : 'wx',
+      }).catch((e: unknown) => Promise.reject(fsError(e, target, 'write the bundle to')));
+      out.result({ ok: true, bundle: target, mediaType: SIGSTORE_BUNDLE_MEDIA_TYPE, keyHint: keyId }, [
+        `wrote ${target} (${SIGSTORE_BUNDLE_MEDIA_TYPE}, key hint ${keyId.slice(0, 16)}…)`,
+      ]);
     });
 
   model
