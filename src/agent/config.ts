@@ -52,6 +52,18 @@ export const agentConfigSchema = z
           .min(1024)
           .max(64 * 1024 * 1024)
           .default(1024 * 1024),
+        /**
+         * Bytes of large bodies (above 64 KiB) read at once, reserved by Content-Length before the
+         * body is read; a large request that does not fit waits unread (up to requestTimeoutMs,
+         * then 429 with its connection closed). Small bodies are never counted. Default: four
+         * times bodyBytes.
+         */
+        bodyBytesInFlight: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .max(1024 * 1024 * 1024)
+          .optional(),
         /** Requests to /v1/infer processed at once; more get 429 at once (no queue). */
         concurrency: z.number().int().min(1).max(1024).default(4),
         /** Time to receive a whole request (headers and body), ms. */

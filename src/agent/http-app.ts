@@ -21,6 +21,7 @@ import {
 } from '../inference/index.ts';
 import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
+import { BodyBudget, announcedLength } from './body-budget.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
 import {
@@ -165,7 +166,7 @@ export async function buildAgentApp(
       if (error && req.url.startsWith('/v1/')) throw error;
     });
   registerServiceRoutes(app, config, runtime, o, metrics, slots);
-  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics), o.refusal);
+  registerInferRoute(app, config, metrics, slots, inferenceHandler(config, runtime, o, metrics), o.refusal);
   return { app, metrics };
 }
 
@@ -286,14 +287,28 @@ function registerServiceRoutes(
 
 type InferenceHandler = (req: FastifyRequest, t0: number) => Promise<InferResponse>;
 
+/** Bodies up to this size are never counted against limits.bodyBytesInFlight. */
+const SMALL_BODY_BYTES = 64 * 1024;
+/** Large requests waiting for room at most; more are refused at once. */
+const MAX_WAITING_LARGE_BODIES = 1024;
+
 function registerInferRoute(
   app: FastifyInstance,
   config: AgentConfig,
+  metrics: AgentMetrics,
   slots: Slots,
   handle: InferenceHandler,
   refusal: BuildAgentAppOptions['refusal'],
 ): void {
   const limits = config.limits;
+  const budget = new BodyBudget({
+    limitBytes: limits.bodyBytesInFlight ?? 4 * limits.bodyBytes,
+    smallBytes: SMALL_BODY_BYTES,
+    waitMs: limits.requestTimeoutMs,
+    maxWaiting: MAX_WAITING_LARGE_BODIES,
+    onRefused: () => metrics.bodyBudgetRefused.inc(),
+    onWaiting: (n) => metrics.bodiesWaiting.set(n),
+  });
   app.post(
     '/v1/infer',
     {
@@ -323,10 +338,21 @@ function registerInferRoute(
       },
       // The content-type parsers checked the bodies strictly; the schemas above document them.
       validatorCompiler: () => () => true,
-      // A device that may not serve (lease lost) refuses before the body is read.
-      onRequest: async () => {
+      // A device that may not serve (lease lost) refuses before the body is read. A large body
+      // waits, unread, for room in limits.bodyBytesInFlight; refused, its connection is closed
+      // (the unread body cannot be skipped).
+      onRequest: async (req, reply) => {
         const refused = refusal?.();
         if (refused) throw refused;
+        try {
+          // Room is reserved before preParsing reads a byte of the body; waiting leaves it unread.
+          const release = await budget.reserve(announcedLength(req.headers['content-length']), limits.bodyBytes);
+          if (reply.raw.destroyed || req.raw.destroyed) release();
+          else reply.raw.once('close', release);
+        } catch (e) {
+          void reply.header('connection', 'close');
+          throw e;
+        }
       },
       preParsing: async (_req, reply, payload) => bodyWithDeadline(payload, reply, limits.requestTimeoutMs),
       // The slot is taken once the body is complete and valid: a client trickling its body holds

@@ -97,6 +97,8 @@ export interface AgentMetrics {
   requests: Counter<'route' | 'status'>;
   verdicts: Counter<'verdict'>;
   overload: Counter;
+  bodyBudgetRefused: Counter;
+  bodiesWaiting: Gauge;
   inflight: Gauge;
   duration: Histogram<'route'>;
   stage: Histogram<'stage'>;
@@ -139,6 +141,16 @@ export function createAgentMetrics(): AgentMetrics {
     overload: new Counter({
       name: 'edgeguard_agent_overload_total',
       help: 'Inference requests refused with 429 (concurrency limit)',
+      registers: r,
+    }),
+    bodyBudgetRefused: new Counter({
+      name: 'edgeguard_agent_body_budget_refused_total',
+      help: 'Large request bodies refused before reading because limits.bodyBytesInFlight was in use',
+      registers: r,
+    }),
+    bodiesWaiting: new Gauge({
+      name: 'edgeguard_agent_large_bodies_waiting',
+      help: 'Large requests waiting, unread, for room in limits.bodyBytesInFlight',
       registers: r,
     }),
     inflight: new Gauge({ name: 'edgeguard_agent_inflight', help: 'Inference requests in flight', registers: r }),
