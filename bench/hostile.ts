@@ -7,12 +7,17 @@
  *   - enrollment flood (control plane): anonymous nonce and malformed start requests in a loop.
  * Legitimate traffic: two clients one request at a time (agent: POST /v1/infer with a digit;
  * control plane: an admin's GET /v1/devices). Goal: >= 99% success and p99 within 3x of the
- * no-attack p99. Attackers run in this process, next to the services: their own CPU is part of
- * what the services compete with, as on a small device.
+ * no-attack p99. Each attack runs in a process of its own (this script, `--attacker SPEC`), as
+ * it would from another host, but on the same two cores: its CPU still competes with the
+ * service. `--in-process` runs the attackers inside the benchmark's own process instead (how the
+ * first measurements were made: then the attack's own work blocks the event loop the services and
+ * the legitimate clients share).
  *
- *   node --import tsx bench/hostile.ts [--seconds 5]
+ *   node --import tsx bench/hostile.ts [--seconds 5] [--in-process]
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -29,6 +34,7 @@ import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
 const SECONDS = Number(args.includes('--seconds') ? args[args.indexOf('--seconds') + 1] : 5);
+const IN_PROCESS = args.includes('--in-process');
 const HOST = '127.0.0.1';
 
 interface Target {
@@ -36,8 +42,16 @@ interface Target {
   tls?: { ca: string };
 }
 
+/** What an attacker process runs: enough to rebuild the phase there. */
+type AttackSpec =
+  | { kind: 'none' }
+  | { kind: 'slow'; path: string; type: string }
+  | { kind: 'large'; path: string; type: string; bytes: number }
+  | { kind: 'flood' };
+
 interface Phase {
   name: string;
+  spec: AttackSpec;
   start(target: Target): () => void;
 }
 
@@ -98,6 +112,7 @@ function loops(n: number, once: () => Promise<unknown>): () => void {
 function slowBodies(path: string, type: string): Phase {
   return {
     name: 'slow bodies x100',
+    spec: { kind: 'slow', path, type },
     start(target) {
       const sockets = new Set<Socket>();
       let running = true;
@@ -133,6 +148,7 @@ function largeBodies(path: string, type: string, bytes: number): Phase {
   const body = { type, bytes: randomBytes(bytes) };
   return {
     name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB)`,
+    spec: { kind: 'large', path, type, bytes },
     start(target) {
       const agent = target.tls
         ? new HttpsAgent({ keepAlive: true, maxSockets: 100, ca: target.tls.ca })
@@ -148,6 +164,7 @@ function largeBodies(path: string, type: string, bytes: number): Phase {
 
 const enrollmentFlood: Phase = {
   name: 'enrollment flood (32 loops: nonce + malformed start)',
+  spec: { kind: 'flood' },
   start(target) {
     const agent = new HttpsAgent({ keepAlive: true, maxSockets: 32, ca: target.tls!.ca });
     const start = { type: 'application/json', bytes: Buffer.from(JSON.stringify({ nonce: 'x', csr: 'y' })) };
@@ -162,7 +179,51 @@ const enrollmentFlood: Phase = {
   },
 };
 
-const noAttack: Phase = { name: 'no attack', start: () => () => undefined };
+const noAttack: Phase = { name: 'no attack', spec: { kind: 'none' }, start: () => () => undefined };
+
+function phaseOf(spec: AttackSpec): Phase {
+  switch (spec.kind) {
+    case 'none':
+      return noAttack;
+    case 'slow':
+      return slowBodies(spec.path, spec.type);
+    case 'large':
+      return largeBodies(spec.path, spec.type, spec.bytes);
+    case 'flood':
+      return enrollmentFlood;
+  }
+}
+
+/** The phase in a process of its own; the returned stop ends it. Resolves once it attacks. */
+async function startAttacker(phase: Phase, target: Target): Promise<() => Promise<void>> {
+  if (phase.spec.kind === 'none') return async () => undefined;
+  if (IN_PROCESS) {
+    const stop = phase.start(target);
+    return async () => stop();
+  }
+  const spec = JSON.stringify({ spec: phase.spec, url: target.url.href, ca: target.tls?.ca });
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', import.meta.filename, '--attacker', spec], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [line] = (await Promise.race([once(child.stdout!, 'data'), once(child, 'exit')])) as [Buffer | number];
+  if (!Buffer.isBuffer(line) || !line.toString().startsWith('attacking'))
+    throw new Error(`the attacker for "${phase.name}" did not start`);
+  return async () => {
+    child.kill('SIGTERM');
+    if (child.exitCode === null) await once(child, 'exit');
+  };
+}
+
+/** Child mode: run one attack until SIGTERM. */
+function runAttacker(json: string): void {
+  const { spec, url, ca } = JSON.parse(json) as { spec: AttackSpec; url: string; ca?: string };
+  const stop = phaseOf(spec).start({ url: new URL(url), ...(ca ? { tls: { ca } } : {}) });
+  process.once('SIGTERM', () => {
+    stop();
+    process.exit(0);
+  });
+  process.stdout.write('attacking\n');
+}
 
 /** Two legitimate clients for SECONDS: latencies and the share answered 200. */
 async function legitimate(legit: () => Promise<number>): Promise<{ latencies: number[]; ok: number }> {
@@ -185,11 +246,11 @@ async function legitimate(legit: () => Promise<number>): Promise<{ latencies: nu
 async function measure(service: string, target: Target, phases: Phase[], legit: () => Promise<number>) {
   const rows: Row[] = [];
   for (const phase of phases) {
-    const stop = phase.start(target);
+    const stop = await startAttacker(phase, target);
     // Let the attack reach its steady state.
     await new Promise((r) => setTimeout(r, 1500));
     const { latencies, ok } = await legitimate(legit);
-    stop();
+    await stop();
     rows.push({
       service,
       attack: phase.name,
@@ -288,7 +349,9 @@ async function main() {
   try {
     await rm(join(dir, 'cp'), { recursive: true, force: true });
     const rows = [...(await agentRows(dir)), ...(await controlPlaneRows(join(dir, 'cp')))];
-    console.log(`machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients`);
+    console.log(
+      `machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients; attackers ${IN_PROCESS ? 'in the benchmark process' : 'in their own processes'}`,
+    );
     console.log('| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met |');
     console.log('|---|---|---|---|---|---|---|---|');
     for (const r of rows) {
@@ -304,4 +367,5 @@ async function main() {
   }
 }
 
-await main();
+if (args[0] === '--attacker') runAttacker(args[1]!);
+else await main();
