@@ -5,7 +5,7 @@
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { EdgeguardError } from '../errors/index.ts';
-import { attestationInit } from './migrations/attestation.ts';
+import { attestationInit, attestationQuoteClock } from './migrations/attestation.ts';
 import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
 import { deviceTamperedColumn } from './migrations/device-tampered.ts';
@@ -17,6 +17,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['review/0001_items', reviewItemsInit],
   ['control-plane/0002_tampered', deviceTamperedColumn],
   ['attestation/0001_init', attestationInit],
+  ['attestation/0002_quote_clock', attestationQuoteClock],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */
