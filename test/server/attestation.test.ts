@@ -32,7 +32,7 @@ import {
   type VerdictResponse,
 } from '../../src/fleet/index.ts';
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
-import { TPM_ALG, TpmClient, parseTpm2bPublic, parseTpmsAttest, type EndorsementKeys } from '../../src/tpm/index.ts';
+import { TPM_ALG, TpmClient, parseTpmsAttest, type EndorsementKeys } from '../../src/tpm/index.ts';
 import {
   TPM_SKIP,
   startTestTpm,
@@ -95,10 +95,9 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     /** An enrolled device whose record holds `keys`' AK (as enrollment writes it). */
     async function enrolledDevice(keys: EndorsementKeys) {
       const cred = await fleet.deviceCredential();
-      const ak = parseTpm2bPublic(keys.ak.public);
       await fleet.server.ctx.store.db
         .updateTable('devices')
-        .set({ ak_public: Buffer.from(ak.tpmtBytes).toString('base64') })
+        .set({ ak_public: keys.ak.public.toString('base64') })
         .where('id', '=', cred.deviceId)
         .execute();
       return { id: cred.deviceId, client: fleet.client(cred) };

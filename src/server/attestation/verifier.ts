@@ -17,7 +17,7 @@ import {
 } from '../../attest/index.ts';
 import type { AttestationStatus, EvidenceRequest, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
 import type { DeviceRecord, Store } from '../../store/index.ts';
-import { parseTpmtPublic } from '../../tpm/index.ts';
+import { parseTpm2bPublic, parseTpmtPublic, type TpmPublic } from '../../tpm/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { FailureActions, type FailureActionOptions } from './actions.ts';
 import { AttestationRecords, type NonceOutcome } from './records.ts';
@@ -132,7 +132,7 @@ export class AttestationVerifier {
         policySha256: assigned.sha256,
       };
     const verdict = appraiseBootEvidence({
-      akPublic: parseTpmtPublic(Buffer.from(device.ak_public, 'base64')),
+      akPublic: storedAkPublic(device.ak_public),
       evidence: {
         quote: Buffer.from(body.quote, 'base64'),
         signature: Buffer.from(body.signature, 'base64'),
@@ -221,6 +221,18 @@ export class AttestationVerifier {
     else await this.records.assign('group', target.group, sha256, by);
     return { sha256 };
   }
+}
+
+/**
+ * The AK of a device record: enrollment stores the TPM2B_PUBLIC the device sent (u16 size, then the
+ * TPMT_PUBLIC, as tpm2-tools writes ak.pub); a bare TPMT_PUBLIC is read too. The two cannot be
+ * confused: a TPMT starts with its key type (0x0001 RSA, 0x0023 ECC), never with its own length.
+ */
+function storedAkPublic(base64: string): TpmPublic {
+  const bytes = Buffer.from(base64, 'base64');
+  return bytes.length >= 2 && bytes.readUInt16BE(0) === bytes.length - 2
+    ? parseTpm2bPublic(bytes)
+    : parseTpmtPublic(bytes);
 }
 
 function summarize(reasons: VerifierReason[]): string {
