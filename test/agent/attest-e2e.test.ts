@@ -24,10 +24,10 @@ import { initDevice } from '../../src/keystore/index.ts';
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
 import { TPM_ALG, TpmClient } from '../../src/tpm/index.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm, type Swtpm } from '../helpers/swtpm.ts';
-import { eventually, startChild } from '../helpers/wait.ts';
-import { CLI, FIXTURES } from '../helpers/workspace.ts';
+import { eventually } from '../helpers/wait.ts';
+import { FIXTURES } from '../helpers/workspace.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
-import { infer, serveFixture } from './serve-fixture.ts';
+import { infer, serveFixture, startServeProcess } from './serve-fixture.ts';
 
 const BANKS = [TPM_ALG.SHA256];
 /** The agent's report interval (the schema's minimum); each wait is 75-125 % of it. */
@@ -106,16 +106,8 @@ describe('edgeguard agent serve with attestation on swtpm (end to end)', { skip:
         attestation: { enabled: true, eventLog: logPath, intervalMs: REPORT_INTERVAL_MS },
       }),
     );
-    const started = await startChild(
-      process.execPath,
-      [CLI, 'agent', 'serve', '--config', configPath],
-      (_out, err) => /serving on (http:\/\/[\d.:]+)/.exec(err)?.[1],
-      { what: 'edgeguard agent serve' },
-    );
-    const { child, value: url } = started;
-    t.after(() => {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    });
+    const started = await startServeProcess(t, configPath);
+    const url = started.value;
     const health = async () => (await (await fetch(`${url}/healthz`)).json()) as Health;
     const digit = readFileSync(join(FIXTURES, 'digits', '6-0.png'));
 
