@@ -224,6 +224,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.deepEqual(codes(status), ['EVIDENCE_STALE']);
       assert.deepEqual(await verifier.recordSilentDevices(later), [a.id]);
       assert.deepEqual(await verifier.recordSilentDevices(later), []);
+      assert.deepEqual((await lastResultDetails())?.codes, ['EVIDENCE_STALE']);
       const hook = await webhook.next();
       assert.deepEqual([hook.type, hook.deviceId], ['attestation.silent', a.id]);
     });
