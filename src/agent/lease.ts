@@ -84,7 +84,7 @@ export class DeviceLease {
   /** The attestation reporter's verdicts: a pass extends the lease, a failure ends it. */
   onVerdict(v: VerdictResponse): void {
     if (v.pass) this.extend();
-    else void this.lose('attestation-failed', v.reasons.map((r) => r.code).join(', '));
+    else void this.lose('attestation-failed', v.codes.join(', '));
   }
 
   /** One check-in; a refused certificate ends the lease, an unreachable server does not. */

@@ -4,7 +4,9 @@
  * by a restricted TPM key, the nonce, the signed PCR selection covering what the policy reads, the
  * quoted PCR digest equal to the log's replay: TPM 2.0 Library Part 3, 18.4); only then is the log
  * believed, and only through its digests (src/eventlog), for the policy's checks.
- * Nonce freshness and single use, and which AK belongs to which device, are the caller's state.
+ * The quote's clock is checked against the device's last accepted quote (quote-clock.ts).
+ * Nonce freshness and single use, which AK belongs to which device and the last accepted clock
+ * are the caller's state.
  */
 import { isEdgeguardError } from '../errors/index.ts';
 import {
@@ -26,12 +28,17 @@ import {
   type TpmPublic,
 } from '../tpm/index.ts';
 import type { BootPolicy } from './boot-policy.ts';
+import { checkQuoteClock, quoteClockOf, type QuoteClock, type VerdictEvent } from './quote-clock.ts';
 
 export const REASON_CODES = [
   'QUOTE_MALFORMED',
   'QUOTE_SIGNATURE_INVALID',
   'NONCE_MISMATCH',
   'QUOTE_SELECTION_INCOMPLETE',
+  'CLOCK_UNSAFE',
+  'RESET_COUNT_DECREASED',
+  'RESTART_COUNT_DECREASED',
+  'CLOCK_NOT_ADVANCING',
   'LOG_MALFORMED',
   'PCRS_DO_NOT_MATCH_LOG',
   'EVENT_RELABELLED',
@@ -65,6 +72,15 @@ export interface Reason {
 export interface Verdict {
   pass: boolean;
   reasons: Reason[];
+  /** Every failed check's code, once each, in the order of `reasons`. */
+  codes: ReasonCode[];
+  /** What happened since the last accepted quote (a reboot): facts, not failures. */
+  events: VerdictEvent[];
+  /**
+   * The quote's clock when the quote is genuine (signed by the AK over the nonce) and its clock
+   * rules held: what the caller keeps as the device's last accepted quote.
+   */
+  acceptedClock?: QuoteClock;
 }
 
 export interface BootEvidence {
@@ -83,20 +99,43 @@ export interface AppraisalInput {
   /** The nonce the verifier issued for this evidence. */
   nonce: Uint8Array;
   policy: BootPolicy;
+  /** The clock of the device's last accepted quote; absent for its first. */
+  previousClock?: QuoteClock | undefined;
 }
 
-const verdict = (reasons: Reason[]): Verdict => ({ pass: reasons.length === 0, reasons });
+/** The distinct codes of `reasons`, in order of first appearance. */
+export function reasonCodes<C extends string>(reasons: Array<{ code: C }>): C[] {
+  return [...new Set(reasons.map((r) => r.code))];
+}
 
 export function appraiseBootEvidence(input: AppraisalInput): Verdict {
   const quoted = checkQuote(input);
-  if ('reason' in quoted) return verdict([quoted.reason]);
-  return verdict(checkLogAgainstPolicy(quoted.log, input.policy, quoted.values));
+  const clock = quoted.clock;
+  const reasons = [
+    ...(quoted.reason ? [quoted.reason] : []),
+    ...(clock?.reasons ?? []),
+    ...(quoted.log ? checkLogAgainstPolicy(quoted.log, input.policy, quoted.values) : []),
+  ];
+  return {
+    pass: reasons.length === 0,
+    reasons,
+    codes: reasonCodes(reasons),
+    events: clock?.events ?? [],
+    ...(clock && clock.reasons.length === 0 ? { acceptedClock: clock.accepted } : {}),
+  };
 }
 
-type QuoteCheck = { reason: Reason } | { log: EventLog; values: Record<string, Record<number, Buffer>> };
+interface QuoteCheck {
+  /** Why the quote cannot be believed (then no log is checked). */
+  reason?: Reason;
+  /** The clock rules, once the quote is known to be genuine. */
+  clock?: ReturnType<typeof checkQuoteClock> & { accepted: QuoteClock };
+  log?: EventLog;
+  values?: Record<string, Record<number, Buffer>>;
+}
 
-/** Signature, nonce, selection, then the quoted PCR digest against the log's replay. */
-function checkQuote({ akPublic, evidence, nonce, policy }: AppraisalInput): QuoteCheck {
+/** Signature, nonce, clock, selection, then the quoted PCR digest against the log's replay. */
+function checkQuote({ akPublic, evidence, nonce, policy, previousClock }: AppraisalInput): QuoteCheck {
   let attested;
   try {
     attested = verifyAttestation(akPublic, evidence.quote, evidence.signature);
@@ -111,11 +150,13 @@ function checkQuote({ akPublic, evidence, nonce, policy }: AppraisalInput): Quot
     return { reason: { code: 'QUOTE_MALFORMED', detail: 'the attestation is not a TPM2_Quote result' } };
   if (!Buffer.from(nonce).equals(attest.extraData))
     return { reason: { code: 'NONCE_MISMATCH', detail: 'the quote does not carry the nonce issued for it' } };
+  const clock = { ...checkQuoteClock(attest.clockInfo, previousClock), accepted: quoteClockOf(attest.clockInfo) };
   const { pcrSelect, pcrDigest } = attest.attested;
   const uncovered = uncoveredPcrs(parsePcrSelection(policy.pcrs), pcrSelect);
   if (uncovered.length > 0)
     return {
       reason: { code: 'QUOTE_SELECTION_INCOMPLETE', detail: `the quote does not cover ${uncovered.join(', ')}` },
+      clock,
     };
   let log: EventLog;
   let values: Record<string, Record<number, Buffer>>;
@@ -124,7 +165,7 @@ function checkQuote({ akPublic, evidence, nonce, policy }: AppraisalInput): Quot
     values = replayedPcrsFor(replayEventLog(log), pcrSelect);
   } catch (e) {
     if (isEdgeguardError(e) && e.code.startsWith('EG_EVENTLOG_'))
-      return { reason: { code: 'LOG_MALFORMED', detail: e.message } };
+      return { reason: { code: 'LOG_MALFORMED', detail: e.message }, clock };
     throw e;
   }
   const matches = pcrSelect.every((b) => values[HASH_ALGS[b.hashAlg]?.name ?? '']);
@@ -135,8 +176,9 @@ function checkQuote({ akPublic, evidence, nonce, policy }: AppraisalInput): Quot
         detail:
           'the quoted PCRs are not what the event log replays to: the log was edited, or PCRs were extended after the boot it records',
       },
+      clock,
     };
-  return { log, values };
+  return { clock, log, values };
 }
 
 /** Bank:PCR pairs the policy needs that the signed selection lacks. */

@@ -2,7 +2,8 @@
  * Remote attestation on the verifier side: MakeCredential (credential.ts), EK certificate chains
  * (ek.ts), attestation-key policy (ak.ts), the enrollment evidence check that composes them
  * (enrollment.ts), the enrollment protocol's messages (protocol.ts), and measured-boot appraisal:
- * boot policies (boot-policy.ts) and the verdict on a quote with its event log (appraise.ts).
+ * boot policies (boot-policy.ts), the verdict on a quote with its event log (appraise.ts) and the
+ * quote's clock rules (quote-clock.ts).
  */
 export {
   makeCredential,
@@ -36,6 +37,7 @@ export {
 export {
   appraiseBootEvidence,
   checkLogAgainstPolicy,
+  reasonCodes,
   REASON_CODES,
   type ReasonCode,
   type Reason,
@@ -43,3 +45,11 @@ export {
   type BootEvidence,
   type AppraisalInput,
 } from './appraise.ts';
+export {
+  checkQuoteClock,
+  quoteClockOf,
+  type QuoteClock,
+  type ClockCheck,
+  type ClockReasonCode,
+  type VerdictEvent,
+} from './quote-clock.ts';

@@ -45,11 +45,14 @@ export const auditEventSchema = z.discriminatedUnion('type', [
     subjectDn: short,
     notAfter: z.iso.datetime(),
   }),
+  // codes: every failed check's code, in the verdict's order; events: REBOOT/RESTART since the last accepted quote.
   event('attestation.result', {
     deviceId: id,
     verified: z.boolean(),
     pcrDigest: hex(32).optional(),
+    codes: z.array(id).max(64).optional(),
     reason: short.optional(),
+    events: z.array(id).max(8).optional(),
   }),
   event('release.published', { releaseId: id, modelSha256: hex(32), version: id }),
   event('release.installed', { releaseId: id, deviceId: id, version: id }),

@@ -10,13 +10,15 @@ import { EV } from './event-types.ts';
 import type { EventLog } from './parse.ts';
 import { startupLocality } from './replay.ts';
 
-/** What playing needs from a TPM (TpmClient has it). */
+/** What playing needs from a TPM (TpmClient has it); `extendPcrs`, when there, does them in one go. */
 export interface PcrExtender {
   extendPcr(index: number, bank: string, digest: Uint8Array): Promise<void>;
+  extendPcrs?(extensions: Array<{ index: number; bank: string; digest: Uint8Array }>): Promise<void>;
 }
 
 export async function playBoot(tpm: PcrExtender, banks: number[], events: EventToWrite[]): Promise<Buffer> {
   const log = encodeEventLog(banks, events);
+  const extensions: Array<{ index: number; bank: string; digest: Uint8Array }> = [];
   for (const event of events) {
     if (event.type === EV.NO_ACTION) {
       if (startupLocality({ ...event, data: Buffer.from(event.data) }) !== undefined)
@@ -26,8 +28,11 @@ export async function playBoot(tpm: PcrExtender, banks: number[], events: EventT
         );
       continue;
     }
-    for (const { alg, digest } of event.digests) await tpm.extendPcr(event.pcr, HASH_ALGS[alg]!.name, digest);
+    for (const { alg, digest } of event.digests)
+      extensions.push({ index: event.pcr, bank: HASH_ALGS[alg]!.name, digest });
   }
+  if (tpm.extendPcrs) await tpm.extendPcrs(extensions);
+  else for (const e of extensions) await tpm.extendPcr(e.index, e.bank, e.digest);
   return log;
 }
 

@@ -48,11 +48,19 @@ export const EvidenceRequest = z.strictObject({
 export type EvidenceRequest = z.infer<typeof EvidenceRequest>;
 
 export const AttestationReason = z.strictObject({ code: z.string(), detail: z.string() });
+/** A stable reason code (appraisal: src/attest/appraise.ts REASON_CODES; verifier: NONCE_*, NO_POLICY, ...). */
+const ReasonCode = z.string().regex(/^[A-Z][A-Z0-9_]{0,63}$/);
+/** Every failed check's code, once each, in the order of `reasons`: what a program matches on. */
+const Codes = z.array(ReasonCode);
+/** What happened since the device's last accepted quote: REBOOT (resetCount up), RESTART (restartCount up: a TPM Restart or Resume). */
+export const VerdictEvent = z.strictObject({ code: z.enum(['REBOOT', 'RESTART']), detail: z.string() });
 
 export const VerdictResponse = z.strictObject({
   verdictId: z.string(),
   pass: z.boolean(),
+  codes: Codes,
   reasons: z.array(AttestationReason),
+  events: z.array(VerdictEvent),
   /** End of the freshness window this verdict opened; absent when it failed. */
   trustedUntil: z.string().optional(),
 });
@@ -68,11 +76,15 @@ export const AttestationStatus = z.strictObject({
     .strictObject({
       id: z.string(),
       pass: z.boolean(),
+      codes: Codes,
       reasons: z.array(AttestationReason),
+      events: z.array(VerdictEvent).optional(),
       receivedAt: z.string(),
       policySha256: z.string().optional(),
     })
     .optional(),
+  /** The codes of `reasons`. */
+  codes: Codes,
   /** Why the device is not trusted now (the last verdict's reasons, or EVIDENCE_STALE, or NO_EVIDENCE). */
   reasons: z.array(AttestationReason),
 });

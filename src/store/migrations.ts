@@ -5,7 +5,7 @@
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { EdgeguardError } from '../errors/index.ts';
-import { attestationInit } from './migrations/attestation.ts';
+import { attestationInit, attestationQuoteClock } from './migrations/attestation.ts';
 import { checklistReportsInit } from './migrations/checklist.ts';
 import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
@@ -19,6 +19,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['control-plane/0002_tampered', deviceTamperedColumn],
   ['attestation/0001_init', attestationInit],
   ['checklist/0001_reports', checklistReportsInit],
+  ['attestation/0002_quote_clock', attestationQuoteClock],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */

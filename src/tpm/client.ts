@@ -100,6 +100,9 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }
 
+/** Extensions per tpm2_pcrextend run: a command line of modest length. */
+const EXTENDS_PER_RUN = 64;
+
 export class TpmClient {
   readonly tcti: string;
   private readonly attempts: number;
@@ -308,6 +311,28 @@ export class TpmClient {
     if (size === undefined || digest.length !== size)
       throw new EdgeguardError('EG_USAGE', `an extend of the ${bank} bank needs a ${size ?? '?'}-byte digest.`);
     await this.op(`extend PCR ${index}`, (s) => s.tool('tpm2_pcrextend', [`${index}:${bank}=${hex(digest)}`]));
+  }
+
+  /** Several TPM2_PCR_Extend in one tool run, in order (a played boot: one process, not one per event). */
+  async extendPcrs(extensions: Array<{ index: number; bank: string; digest: Uint8Array }>): Promise<void> {
+    const specs = extensions.map(({ index, bank, digest }) => {
+      const size = Object.values(HASH_ALGS).find((h) => h.name === bank)?.size;
+      if (size === undefined || digest.length !== size)
+        throw new EdgeguardError('EG_USAGE', `an extend of the ${bank} bank needs a ${size ?? '?'}-byte digest.`);
+      return `${index}:${bank}=${hex(digest)}`;
+    });
+    for (let i = 0; i < specs.length; i += EXTENDS_PER_RUN)
+      await this.op(`extend ${specs.length} PCRs`, (s) =>
+        s.tool('tpm2_pcrextend', specs.slice(i, i + EXTENDS_PER_RUN)),
+      );
+  }
+
+  /**
+   * TPM2_Shutdown(CLEAR), what an OS sends before a reboot or power-off: the next TPM2_Startup(CLEAR)
+   * is a TPM Reset (resetCount + 1, PCRs cleared). For tests and the demo, which power-cycle a swtpm.
+   */
+  async shutdown(): Promise<void> {
+    await this.op('shut the TPM down', (s) => s.tool('tpm2_shutdown', ['-c']));
   }
 
   /**

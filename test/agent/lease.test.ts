@@ -48,9 +48,15 @@ describe('device lease', () => {
 
   test('a failed verdict ends the lease at once; a passing one keeps it', async () => {
     const { lease, losses } = leaseWith(async () => undefined);
-    lease.onVerdict({ verdictId: 'a', pass: true, reasons: [] });
+    lease.onVerdict({ verdictId: 'a', pass: true, codes: [], reasons: [], events: [] });
     assert.equal(lease.holds(), true);
-    lease.onVerdict({ verdictId: 'b', pass: false, reasons: [{ code: 'KERNEL_NOT_ALLOWED', detail: 'x' }] });
+    lease.onVerdict({
+      verdictId: 'b',
+      pass: false,
+      codes: ['KERNEL_NOT_ALLOWED'],
+      reasons: [{ code: 'KERNEL_NOT_ALLOWED', detail: 'x' }],
+      events: [],
+    });
     assert.equal(lease.holds(), false);
     assert.deepEqual([(await losses).reason, (await losses).detail], ['attestation-failed', 'KERNEL_NOT_ALLOWED']);
     lease.stop();

@@ -19,7 +19,8 @@ import {
 import { agentConfig, type AgentConfig, type AgentConfigInput } from '../../src/agent/config.ts';
 import { startAgent, type RunningAgent, type StartAgentOptions } from '../../src/agent/serve.ts';
 import { packDemoModel } from '../helpers/packages.ts';
-import { FIXTURES, tempDir, writeKeys } from '../helpers/workspace.ts';
+import { startChild, type StartedChild } from '../helpers/wait.ts';
+import { CLI, FIXTURES, tempDir, writeKeys } from '../helpers/workspace.ts';
 
 export interface ServeFixture {
   dir: string;
@@ -67,6 +68,23 @@ export async function startService(
   const running = await startAgent(config, o);
   t.after(() => running.close());
   return running;
+}
+
+/**
+ * The compiled `edgeguard agent serve --config PATH` as a child process (`npm run build` first),
+ * resolved with its URL once it says it is serving; killed when the test ends.
+ */
+export async function startServeProcess(t: TestContext, configPath: string): Promise<StartedChild<string>> {
+  const started = await startChild(
+    process.execPath,
+    [CLI, 'agent', 'serve', '--config', configPath],
+    (_out, err) => /serving on (http:\/\/[\d.:]+)/.exec(err)?.[1],
+    { what: 'edgeguard agent serve' },
+  );
+  t.after(() => {
+    if (started.child.exitCode === null) started.child.kill('SIGKILL');
+  });
+  return started;
 }
 
 /** 28x28 values 0..1 as PNG bytes (what a camera or client would send). */

@@ -15,8 +15,8 @@ import { openReviewItem, parseReviewItem } from '../../src/fleet/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { runCli } from '../helpers/cli.ts';
 import { encodeNpy } from '../../src/inference/index.ts';
-import { serveFixture, startService, infer, pngOf, strictTensorCases } from './serve-fixture.ts';
-import { eventually, startChild } from '../helpers/wait.ts';
+import { serveFixture, startService, startServeProcess, infer, pngOf, strictTensorCases } from './serve-fixture.ts';
+import { eventually } from '../helpers/wait.ts';
 
 const digit = (d: number, i: number) => (mnist as unknown as Array<{ get(i: number): number[] }>)[d]!.get(i);
 
@@ -311,7 +311,6 @@ test('`edgeguard agent serve` as a process: --check, serving, and a graceful sto
   const f = await serveFixture(t);
   const YAML = (await import('yaml')).default;
   const { writeFile } = await import('node:fs/promises');
-  const { CLI } = await import('../helpers/workspace.ts');
   const configPath = join(f.dir, 'agent.yaml');
   await writeFile(configPath, YAML.stringify({ ...f.base, log: { level: 'info' } }));
   const check = await runCli(['agent', 'serve', '--config', configPath, '--check', '--json']);
@@ -321,16 +320,8 @@ test('`edgeguard agent serve` as a process: --check, serving, and a graceful sto
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^EG_NOT_FOUND: /);
 
-  const started = await startChild(
-    process.execPath,
-    [CLI, 'agent', 'serve', '--config', configPath],
-    (_out, err) => /serving on (http:\/\/[\d.:]+)/.exec(err)?.[1],
-    { what: 'edgeguard agent serve' },
-  );
+  const started = await startServeProcess(t, configPath);
   const { child, value: url } = started;
-  t.after(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
   const r = await infer(url, await readFile(join(FIXTURES, 'digits', '6-0.png')), 'image/png');
   assert.equal(r.body.label, '6');
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

@@ -8,7 +8,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { createHash, randomBytes } from 'node:crypto';
-import { appraiseBootEvidence, createBootPolicy, type BootPolicy, type Verdict } from '../../src/attest/index.ts';
+import {
+  appraiseBootEvidence,
+  createBootPolicy,
+  type BootPolicy,
+  type QuoteClock,
+  type Verdict,
+} from '../../src/attest/index.ts';
 import {
   EV,
   defaultSyntheticBoot,
@@ -18,7 +24,7 @@ import {
   syntheticBootEvents,
   type SyntheticBoot,
 } from '../../src/eventlog/index.ts';
-import { TPM_ALG, TpmClient, parseTpm2bPublic, type EndorsementKeys } from '../../src/tpm/index.ts';
+import { TPM_ALG, TpmClient, parseTpm2bPublic, parseTpmsAttest, type EndorsementKeys } from '../../src/tpm/index.ts';
 import {
   TPM_SKIP,
   startTestTpm,
@@ -58,9 +64,14 @@ describe('appraisal of a played boot on swtpm', { skip: TPM_SKIP }, () => {
     return { quote: q.attest, signature: q.signature };
   }
 
-  function appraise(log: Buffer, quoted: { quote: Buffer; signature: Buffer }, nonce: Buffer): Verdict {
+  function appraise(
+    log: Buffer,
+    quoted: { quote: Buffer; signature: Buffer },
+    nonce: Buffer,
+    previousClock?: QuoteClock,
+  ): Verdict {
     const akPublic = parseTpm2bPublic(device.keys.ak.public);
-    return appraiseBootEvidence({ akPublic, evidence: { ...quoted, eventLog: log }, nonce, policy });
+    return appraiseBootEvidence({ akPublic, evidence: { ...quoted, eventLog: log }, nonce, policy, previousClock });
   }
 
   const codes = (v: Verdict) => [...new Set(v.reasons.map((r) => r.code))];
@@ -83,9 +94,37 @@ describe('appraisal of a played boot on swtpm', { skip: TPM_SKIP }, () => {
 
   test('the golden boot passes', async () => {
     const nonce = randomBytes(32);
-    const v = appraise(golden.log, await golden.quote(nonce), nonce);
-    assert.deepEqual(v, { pass: true, reasons: [] });
+    const quoted = await golden.quote(nonce);
+    const v = appraise(golden.log, quoted, nonce);
+    assert.deepEqual(
+      { pass: v.pass, reasons: v.reasons, codes: v.codes, events: v.events },
+      { pass: true, reasons: [], codes: [], events: [] },
+    );
+    // The clock kept as the device's last accepted quote is the signed one.
+    const { clockInfo } = parseTpmsAttest(quoted.quote);
+    assert.deepEqual(v.acceptedClock, {
+      clock: clockInfo.clock,
+      resetCount: clockInfo.resetCount,
+      restartCount: clockInfo.restartCount,
+    });
     assert.equal(policy.secureBoot?.required, true);
+  });
+
+  test('clock rules against the last accepted quote: a later one passes, an earlier TPM state fails in order', async () => {
+    const nonce = randomBytes(32);
+    const quoted = await golden.quote(nonce);
+    const now = parseTpmsAttest(quoted.quote).clockInfo;
+    const before = { clock: now.clock - 1n, resetCount: now.resetCount, restartCount: now.restartCount };
+    assert.equal(appraise(golden.log, quoted, nonce, before).pass, true);
+    const ahead = { ...before, resetCount: now.resetCount + 1 };
+    const v = appraise(golden.log, quoted, nonce, ahead);
+    assert.deepEqual(v.codes, ['RESET_COUNT_DECREASED']);
+    assert.equal(v.acceptedClock, undefined);
+    // With the log edited too: the quote's failure first, then the clock's, each code once.
+    const kernel = parseEventLog(golden.log).events.find((e) => e.pcr === 9 && e.data.includes('vmlinuz'))!;
+    const edited = Buffer.from(golden.log);
+    edited[kernel.offset + 14] = edited[kernel.offset + 14]! ^ 0xff;
+    assert.deepEqual(appraise(edited, quoted, nonce, ahead).codes, ['PCRS_DO_NOT_MATCH_LOG', 'RESET_COUNT_DECREASED']);
   });
 
   test('nonce mismatch', async () => {

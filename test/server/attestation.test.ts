@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,7 +32,7 @@ import {
   type VerdictResponse,
 } from '../../src/fleet/index.ts';
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
-import { TPM_ALG, TpmClient, parseTpm2bPublic, type EndorsementKeys } from '../../src/tpm/index.ts';
+import { TPM_ALG, TpmClient, parseTpmsAttest, type EndorsementKeys } from '../../src/tpm/index.ts';
 import {
   TPM_SKIP,
   startTestTpm,
@@ -95,10 +95,9 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     /** An enrolled device whose record holds `keys`' AK (as enrollment writes it). */
     async function enrolledDevice(keys: EndorsementKeys) {
       const cred = await fleet.deviceCredential();
-      const ak = parseTpm2bPublic(keys.ak.public);
       await fleet.server.ctx.store.db
         .updateTable('devices')
-        .set({ ak_public: Buffer.from(ak.tpmtBytes).toString('base64') })
+        .set({ ak_public: keys.ak.public.toString('base64') })
         .where('id', '=', cred.deviceId)
         .execute();
       return { id: cred.deviceId, client: fleet.client(cred) };
@@ -115,15 +114,31 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       return { issued, evidence, verdict: await pushAttestationEvidence(o.pusher ?? a.client, issued.nonce, evidence) };
     }
 
-    async function reboot(boot: SyntheticBoot): Promise<Buffer> {
-      execFileSync('tpm2_shutdown', [], { env: { ...process.env, TPM2TOOLS_TCTI: running.tcti } });
+    /**
+     * Reboot the device: TPM2_Shutdown(CLEAR) as an OS does, power off, on (Startup(CLEAR): a TPM
+     * Reset, resetCount + 1), play `boot`. `whileOff` sees the TPM's state directory while it is off.
+     */
+    async function reboot(boot: SyntheticBoot, whileOff?: (stateDir: string) => void): Promise<Buffer> {
+      execFileSync('tpm2_shutdown', ['-c'], { env: { ...process.env, TPM2TOOLS_TCTI: running.tcti } });
       await running.stop();
+      whileOff?.(device.tpm.stateDir);
       running = await startTestTpm({ stateDir: device.tpm.stateDir, ca: device.tpm.ca });
       tpm = new TpmClient({ tcti: running.tcti });
       return playBoot(tpm, BANKS, syntheticBootEvents(boot, BANKS));
     }
 
     const codes = (v: { reasons: Array<{ code: string }> }) => [...new Set(v.reasons.map((r) => r.code))];
+
+    async function auditEvents() {
+      const leaves = await auditLog().getEntries(0, (await auditLog().publishCheckpoint()).size);
+      return leaves.map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event);
+    }
+
+    /** The details of the last attestation.result event about device a. */
+    async function lastResultDetails(): Promise<Record<string, unknown> | undefined> {
+      const e = (await auditEvents()).findLast((x) => x.type === 'attestation.result' && x.subject === a.id);
+      return e?.details as Record<string, unknown> | undefined;
+    }
 
     async function gate(id: string): Promise<AttestationStatus> {
       return (await admin.call<AttestationStatus>('GET', `/v1/devices/${id}/attestation`)).body;
@@ -133,11 +148,16 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     async function assertRefused(verdict: VerdictResponse, expected: string[]) {
       assert.equal(verdict.pass, false);
       assert.deepEqual(codes(verdict), expected);
+      assert.deepEqual(verdict.codes, expected);
       const status = await gate(a.id);
       assert.equal(status.trusted, false);
       assert.equal(status.state, 'untrusted');
       assert.equal(status.lastVerdict?.id, verdict.verdictId);
       assert.deepEqual(codes(status), expected);
+      assert.deepEqual([status.codes, status.lastVerdict?.codes], [expected, expected]);
+      const details = await lastResultDetails();
+      assert.deepEqual(details?.codes, expected);
+      assert.match(String(details?.reason), new RegExp(`^${expected[0]}: `));
       const hook = await webhook.next();
       assert.equal(hook.type, 'attestation.failed');
       assert.equal(hook.deviceId, a.id);
@@ -180,14 +200,16 @@ for (const backend of ['sqlite', 'postgres'] as const) {
 
     test('the played boot passes, opens the gate for the freshness window, and is an audit event', async () => {
       const { verdict } = await attest(goldenLog);
-      assert.deepEqual({ pass: verdict.pass, reasons: verdict.reasons }, { pass: true, reasons: [] });
+      assert.deepEqual(
+        { pass: verdict.pass, codes: verdict.codes, reasons: verdict.reasons, events: verdict.events },
+        { pass: true, codes: [], reasons: [], events: [] },
+      );
       const status = await gate(a.id);
       assert.equal(status.state, 'trusted');
+      assert.deepEqual(status.codes, []);
       assert.equal(status.trustedUntil, verdict.trustedUntil);
       assert.equal((await plugin.attestationGate(a.id)).trusted, true);
-      const leaves = await auditLog().getEntries(0, (await auditLog().publishCheckpoint()).size);
-      const events = leaves.map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event);
-      const result = events.find((e) => e.type === 'attestation.result' && e.subject === a.id);
+      const result = (await auditEvents()).find((e) => e.type === 'attestation.result' && e.subject === a.id);
       assert.deepEqual(result?.details, { deviceId: a.id, verified: true });
     });
 
@@ -202,6 +224,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       assert.deepEqual(codes(status), ['EVIDENCE_STALE']);
       assert.deepEqual(await verifier.recordSilentDevices(later), [a.id]);
       assert.deepEqual(await verifier.recordSilentDevices(later), []);
+      assert.deepEqual((await lastResultDetails())?.codes, ['EVIDENCE_STALE']);
       const hook = await webhook.next();
       assert.deepEqual([hook.type, hook.deviceId], ['attestation.silent', a.id]);
     });
@@ -249,9 +272,16 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await assertRefused((await attest(goldenLog)).verdict, ['PCRS_DO_NOT_MATCH_LOG']);
     });
 
-    test('Secure Boot off', async () => {
+    test('Secure Boot off (the verdict also records the reboot)', async () => {
       const log = await reboot({ ...defaultSyntheticBoot(), secureBoot: false });
-      await assertRefused((await attest(log)).verdict, ['SECURE_BOOT_DISABLED']);
+      const { verdict } = await attest(log);
+      await assertRefused(verdict, ['SECURE_BOOT_DISABLED']);
+      assert.deepEqual(
+        verdict.events.map((e) => e.code),
+        ['REBOOT'],
+      );
+      assert.deepEqual((await gate(a.id)).lastVerdict?.events?.[0]?.code, 'REBOOT');
+      assert.deepEqual((await lastResultDetails())?.events, ['REBOOT']);
     });
 
     test('dbx missing a required entry', async () => {
@@ -269,6 +299,36 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const log = await reboot(defaultSyntheticBoot());
       assert.equal((await attest(log)).verdict.pass, true);
       assert.equal((await gate(a.id)).trusted, true);
+    });
+
+    test('quote clock: the counters are real and grow; a TPM state rolled back to an older copy is refused', async () => {
+      const snapshot = mkdtempSync(join(tmpdir(), 'eg-tpm-snapshot-'));
+      try {
+        const log = await reboot(defaultSyntheticBoot(), (dir) => cpSync(dir, snapshot, { recursive: true }));
+        const first = await attest(log);
+        assert.deepEqual([first.verdict.pass, first.verdict.events.map((e) => e.code)], [true, ['REBOOT']]);
+        const clock1 = parseTpmsAttest(first.evidence.quote).clockInfo;
+        assert.equal(clock1.safe, true);
+        // No reboot between: the same counters, a later clock.
+        const again = await attest(log);
+        assert.deepEqual([again.verdict.pass, again.verdict.events], [true, []]);
+        const clock2 = parseTpmsAttest(again.evidence.quote).clockInfo;
+        assert.deepEqual([clock2.resetCount, clock2.restartCount], [clock1.resetCount, clock1.restartCount]);
+        assert.ok(clock2.clock > clock1.clock);
+        const later = await attest(await reboot(defaultSyntheticBoot()));
+        assert.equal(later.verdict.pass, true);
+        assert.equal(parseTpmsAttest(later.evidence.quote).clockInfo.resetCount, clock1.resetCount + 1);
+        // The device's TPM state restored from the copy taken two boots ago.
+        const restored = await reboot(defaultSyntheticBoot(), (dir) => {
+          rmSync(dir, { recursive: true, force: true });
+          cpSync(snapshot, dir, { recursive: true });
+        });
+        await assertRefused((await attest(restored)).verdict, ['RESET_COUNT_DECREASED']);
+        // The refused quote did not lower the mark the verifier keeps.
+        await assertRefused((await attest(restored)).verdict, ['RESET_COUNT_DECREASED']);
+      } finally {
+        rmSync(snapshot, { recursive: true, force: true });
+      }
     });
   });
 }

@@ -38,11 +38,16 @@ function deviceLine(d: DeviceView): string {
   return `${d.id}  ${d.status.padEnd(8)}  ${kp.padEnd(29)}  ${d.label ?? '-'}  enrolled ${d.createdAt}`;
 }
 
+/** What the verdict recorded as having happened since the last accepted quote (a reboot). */
+function eventsNote(events: Array<{ code: string }> = []): string {
+  return events.length > 0 ? ` (${events.map((e) => e.code).join(', ')})` : '';
+}
+
 function attestationLines(a: AttestationStatus): string[] {
   const v = a.lastVerdict;
   return [
     `attestation:  ${a.state}${a.trusted && a.trustedUntil ? ` until ${a.trustedUntil}` : ''}`,
-    ...(v ? [`last verdict: ${v.pass ? 'pass' : 'FAIL'} at ${v.receivedAt}`] : []),
+    ...(v ? [`last verdict: ${v.pass ? 'pass' : 'FAIL'} at ${v.receivedAt}${eventsNote(v.events)}`] : []),
     ...a.reasons.map((r) => `  ${r.code}: ${r.detail}`),
   ];
 }

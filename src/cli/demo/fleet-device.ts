@@ -1,11 +1,15 @@
 /**
- * A small control plane of the demo's own and a software-key device enrolled with it (approved by
- * the demo operator), for the steps that show a device talking to the fleet.
+ * A small control plane of the demo's own and a device enrolled with it (approved by the demo
+ * operator), for the steps that show a device talking to the fleet: software-key by default, or
+ * bound to a given swtpm (whose local CA the control plane then trusts for EK certificates).
  */
 import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { enrollDevice } from '../../fleet/index.ts';
 import { initDevice } from '../../keystore/index.ts';
 import { controlPlanePlugins, startServer, type RunningServer } from '../../server/index.ts';
+import type { Swtpm } from '../../tpm/index.ts';
 import type { DemoContext } from './context.ts';
 
 export interface DemoFleet {
@@ -20,9 +24,15 @@ export async function startDemoFleet(
   ctx: DemoContext,
   name: string,
   policy: { deviceCertDays?: number } = {},
+  tpm?: Swtpm,
 ): Promise<DemoFleet> {
   const dataDir = ctx.path(`${name}-control-plane`);
   const deviceDir = ctx.path(`${name}-device`);
+  if (tpm) {
+    await mkdir(join(dataDir, 'ek-roots'), { recursive: true });
+    await copyFile(tpm.ca.rootCertPath, join(dataDir, 'ek-roots', 'swtpm-root.pem'));
+    await copyFile(tpm.ca.issuerCertPath, join(dataDir, 'ek-roots', 'swtpm-issuer.pem'));
+  }
   const controlPlane = controlPlanePlugins({ dataDir, checkpointIntervalMs: 200 });
   const server = await startServer({
     dataDir,
@@ -32,7 +42,7 @@ export async function startDemoFleet(
     plugins: controlPlane.all,
   });
   try {
-    await initDevice({ dir: deviceDir });
+    await initDevice({ dir: deviceDir, ...(tpm ? { tcti: tpm.tcti } : {}) });
     const enrolling = enrollDevice({
       deviceDir,
       server: server.url,

@@ -10,6 +10,7 @@ import { guardStep } from './guard-step.ts';
 import { sensorStep } from './sensor-step.ts';
 import { agentStep } from './agent-step.ts';
 import { tamperLockStep } from './tamper-lock-step.ts';
+import { attestationStep } from './attestation-step.ts';
 import type { DemoStep } from './context.ts';
 
 export { type DemoStep, type DemoContext, makeContext } from './context.ts';
@@ -27,6 +28,7 @@ export const DEMO_STEPS: DemoStep[] = [
   agentStep,
   // Control plane (server, enrollment) steps go here.
   controlPlaneStep,
+  attestationStep,
   // Audit log steps go here.
   auditStep,
   tamperLockStep,

@@ -4,6 +4,7 @@
  * racing on it cannot both accept it; the silence of a device is recorded the same way, once.
  */
 import type { Kysely } from 'kysely';
+import type { QuoteClock } from '../../attest/index.ts';
 import type { StoreDb } from '../../store/index.ts';
 
 export type AttestationTables = {
@@ -30,12 +31,16 @@ export type AttestationTables = {
     reasons: string;
     policy_sha256: string | null;
     received_at: string;
+    /** JSON array of { code, detail }: what happened since the last accepted quote (a reboot). */
+    events: string | null;
   };
   attestation_state: {
     device_id: string;
     last_verdict_id: string;
     trusted_until: string | null;
     silence_recorded_at: string | null;
+    /** JSON { clock (decimal string), resetCount, restartCount } of the last accepted quote. */
+    quote_clock: string | null;
   };
 };
 
@@ -147,10 +152,16 @@ export class AttestationRecords {
     await this.db.deleteFrom('attestation_nonces').where('expires_at', '<', before).execute();
   }
 
-  async recordVerdict(v: VerdictRow, trustedUntil: string | null): Promise<void> {
+  /** Record a verdict; `acceptedClock` (when given) becomes the device's last accepted quote clock. */
+  async recordVerdict(v: VerdictRow, trustedUntil: string | null, acceptedClock?: QuoteClock): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx.insertInto('attestation_verdicts').values(v).execute();
-      const state = { last_verdict_id: v.id, trusted_until: trustedUntil, silence_recorded_at: null };
+      const state = {
+        last_verdict_id: v.id,
+        trusted_until: trustedUntil,
+        silence_recorded_at: null,
+        ...(acceptedClock ? { quote_clock: encodeQuoteClock(acceptedClock) } : {}),
+      };
       await trx
         .insertInto('attestation_state')
         .values({ device_id: v.device_id, ...state })
@@ -172,6 +183,16 @@ export class AttestationRecords {
       .where('id', '=', state.last_verdict_id)
       .executeTakeFirstOrThrow();
     return { state, verdict };
+  }
+
+  /** The clock of the device's last accepted quote, if it ever had one. */
+  async lastQuoteClock(deviceId: string): Promise<QuoteClock | undefined> {
+    const row = await this.db
+      .selectFrom('attestation_state')
+      .select('quote_clock')
+      .where('device_id', '=', deviceId)
+      .executeTakeFirst();
+    return row?.quote_clock ? decodeQuoteClock(row.quote_clock) : undefined;
   }
 
   /** Devices whose window ran out at `at` and whose silence is not yet recorded. */
@@ -196,4 +217,13 @@ export class AttestationRecords {
       .executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
   }
+}
+
+function encodeQuoteClock(c: QuoteClock): string {
+  return JSON.stringify({ clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount });
+}
+
+function decodeQuoteClock(text: string): QuoteClock {
+  const c = JSON.parse(text) as { clock: string; resetCount: number; restartCount: number };
+  return { clock: BigInt(c.clock), resetCount: c.resetCount, restartCount: c.restartCount };
 }

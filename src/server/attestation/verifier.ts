@@ -7,10 +7,17 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import { appraiseBootEvidence, parseBootPolicyYaml, type Reason } from '../../attest/index.ts';
+import {
+  appraiseBootEvidence,
+  parseBootPolicyYaml,
+  reasonCodes,
+  type QuoteClock,
+  type Reason,
+  type VerdictEvent,
+} from '../../attest/index.ts';
 import type { AttestationStatus, EvidenceRequest, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
 import type { DeviceRecord, Store } from '../../store/index.ts';
-import { parseTpmtPublic } from '../../tpm/index.ts';
+import { parseTpm2bPublic, parseTpmtPublic, type TpmPublic } from '../../tpm/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { FailureActions, type FailureActionOptions } from './actions.ts';
 import { AttestationRecords, type NonceOutcome } from './records.ts';
@@ -69,8 +76,9 @@ export class AttestationVerifier {
 
   /** Appraise, record, emit, act. Every outcome is a recorded verdict, never an exception for bad evidence. */
   async appraise(device: DeviceRecord, body: EvidenceRequest): Promise<VerdictResponse> {
-    const { reasons, policySha256 } = await this.reasonsFor(device, body);
+    const { reasons, policySha256, events = [], acceptedClock } = await this.reasonsFor(device, body);
     const pass = reasons.length === 0;
+    const codes = reasonCodes(reasons);
     const now = Date.now();
     const verdictId = randomBytes(16).toString('hex');
     const trustedUntil = pass ? new Date(now + this.freshnessMs).toISOString() : null;
@@ -82,24 +90,37 @@ export class AttestationVerifier {
         reasons: JSON.stringify(reasons),
         policy_sha256: policySha256 ?? null,
         received_at: new Date(now).toISOString(),
+        events: events.length > 0 ? JSON.stringify(events) : null,
       },
       trustedUntil,
+      acceptedClock,
     );
-    this.log.info({ deviceId: device.id, pass, reasons: reasons.map((r) => r.code) }, 'attestation verdict');
+    const eventCodes = events.map((e) => e.code);
+    this.log.info({ deviceId: device.id, pass, reasons: codes, events: eventCodes }, 'attestation verdict');
     await this.ctx.events.emit('attestation.result', {
       actor: { kind: 'device', id: device.id },
       subject: device.id,
       outcome: pass ? 'success' : 'failure',
-      details: { deviceId: device.id, verified: pass, ...(pass ? {} : { reason: summarize(reasons) }) },
+      details: {
+        deviceId: device.id,
+        verified: pass,
+        ...(pass ? {} : { codes, reason: summarize(reasons) }),
+        ...(eventCodes.length > 0 ? { events: eventCodes } : {}),
+      },
     });
     if (!pass) await this.actions.fire(device.id, 'verdict', reasons);
-    return { verdictId, pass, reasons, ...(trustedUntil ? { trustedUntil } : {}) };
+    return { verdictId, pass, codes, reasons, events, ...(trustedUntil ? { trustedUntil } : {}) };
   }
 
   private async reasonsFor(
     device: DeviceRecord,
     body: EvidenceRequest,
-  ): Promise<{ reasons: VerifierReason[]; policySha256?: string }> {
+  ): Promise<{
+    reasons: VerifierReason[];
+    policySha256?: string;
+    events?: VerdictEvent[];
+    acceptedClock?: QuoteClock | undefined;
+  }> {
     const spent = await this.records.spendNonce(body.nonce, device.id);
     if (spent !== 'accepted') return { reasons: [NONCE_REASON[spent]] };
     const assigned = await this.records.policyFor(device.id);
@@ -111,7 +132,7 @@ export class AttestationVerifier {
         policySha256: assigned.sha256,
       };
     const verdict = appraiseBootEvidence({
-      akPublic: parseTpmtPublic(Buffer.from(device.ak_public, 'base64')),
+      akPublic: storedAkPublic(device.ak_public),
       evidence: {
         quote: Buffer.from(body.quote, 'base64'),
         signature: Buffer.from(body.signature, 'base64'),
@@ -119,8 +140,14 @@ export class AttestationVerifier {
       },
       nonce: Buffer.from(body.nonce, 'hex'),
       policy: parseBootPolicyYaml(assigned.yaml, `policy ${assigned.sha256}`),
+      previousClock: await this.records.lastQuoteClock(device.id),
     });
-    return { reasons: verdict.reasons, policySha256: assigned.sha256 };
+    return {
+      reasons: verdict.reasons,
+      policySha256: assigned.sha256,
+      events: verdict.events,
+      acceptedClock: verdict.acceptedClock,
+    };
   }
 
   /** The gate: trusted only with a passing verdict inside its window and an approved device. */
@@ -132,7 +159,7 @@ export class AttestationVerifier {
       reasons.push({ code: 'DEVICE_NOT_APPROVED', detail: `the device is ${device?.status ?? 'not enrolled'}` });
     if (!current) {
       reasons.push({ code: 'NO_EVIDENCE', detail: 'the device has never pushed evidence' });
-      return { deviceId, state: 'unknown', trusted: false, reasons };
+      return { deviceId, state: 'unknown', trusted: false, codes: reasonCodes(reasons), reasons };
     }
     const { state, verdict } = current;
     const verdictReasons = JSON.parse(verdict.reasons) as Reason[];
@@ -149,10 +176,13 @@ export class AttestationVerifier {
       lastVerdict: {
         id: verdict.id,
         pass: verdict.pass === 1,
+        codes: reasonCodes(verdictReasons),
         reasons: verdictReasons,
+        ...(verdict.events ? { events: JSON.parse(verdict.events) as VerdictEvent[] } : {}),
         receivedAt: verdict.received_at,
         ...(verdict.policy_sha256 ? { policySha256: verdict.policy_sha256 } : {}),
       },
+      codes: reasonCodes(reasons),
       reasons,
     };
   }
@@ -169,7 +199,7 @@ export class AttestationVerifier {
         actor: { kind: 'server', id: 'attestation' },
         subject: row.device_id,
         outcome: 'failure',
-        details: { deviceId: row.device_id, verified: false, reason: summarize([reason]) },
+        details: { deviceId: row.device_id, verified: false, codes: [reason.code], reason: summarize([reason]) },
       });
       await this.actions.fire(row.device_id, 'silence', [reason]);
     }
@@ -191,6 +221,18 @@ export class AttestationVerifier {
     else await this.records.assign('group', target.group, sha256, by);
     return { sha256 };
   }
+}
+
+/**
+ * The AK of a device record: enrollment stores the TPM2B_PUBLIC the device sent (u16 size, then the
+ * TPMT_PUBLIC, as tpm2-tools writes ak.pub); a bare TPMT_PUBLIC is read too. The two cannot be
+ * confused: a TPMT starts with its key type (0x0001 RSA, 0x0023 ECC), never with its own length.
+ */
+function storedAkPublic(base64: string): TpmPublic {
+  const bytes = Buffer.from(base64, 'base64');
+  return bytes.length >= 2 && bytes.readUInt16BE(0) === bytes.length - 2
+    ? parseTpm2bPublic(bytes)
+    : parseTpmtPublic(bytes);
 }
 
 function summarize(reasons: VerifierReason[]): string {

@@ -73,3 +73,17 @@ export const attestationInit: Migration = {
       await db.schema.dropTable(t).execute();
   },
 };
+
+/**
+ * The clock of each device's last accepted quote, as JSON `{ clock, resetCount, restartCount }`
+ * (clock a decimal string: TPM Clock is a u64 in ms), for the clock rules of
+ * src/attest/quote-clock.ts; and what each verdict recorded as having happened since (a reboot), as
+ * JSON.
+ */
+export const attestationQuoteClock: Migration = {
+  async up(db: Kysely<unknown>) {
+    // One column per statement: SQLite's ALTER TABLE adds one at a time.
+    await db.schema.alterTable('attestation_state').addColumn('quote_clock', 'text').execute();
+    await db.schema.alterTable('attestation_verdicts').addColumn('events', 'text').execute();
+  },
+};
