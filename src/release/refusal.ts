@@ -17,7 +17,9 @@ export type RefusalReason =
   | 'package-signature'
   | 'below-minimum'
   | 'unreachable'
-  | 'malformed';
+  | 'malformed'
+  | 'not-assigned'
+  | 'director-mismatch';
 
 const ADVICE: Record<RefusalReason, string> = {
   rollback: 'the repository served metadata older than what this device already trusts (rollback)',
@@ -31,6 +33,8 @@ const ADVICE: Record<RefusalReason, string> = {
   'below-minimum': 'the release is older than the minimum version this device accepts',
   unreachable: 'the repository could not be reached',
   malformed: 'the repository served metadata that does not parse',
+  'not-assigned': 'the director did not assign this target to this device',
+  'director-mismatch': 'the director and the release repository disagree on the target',
 };
 
 export function releaseRefused(reason: RefusalReason, detail: string, cause?: unknown): EdgeguardError {

@@ -9,6 +9,7 @@ import { attestationInit } from './migrations/attestation.ts';
 import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
 import { deviceTamperedColumn } from './migrations/device-tampered.ts';
+import { releaseDirectorInit } from './migrations/release.ts';
 import { reviewItemsInit } from './migrations/review.ts';
 
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
@@ -17,6 +18,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['review/0001_items', reviewItemsInit],
   ['control-plane/0002_tampered', deviceTamperedColumn],
   ['attestation/0001_init', attestationInit],
+  ['release/0001_director', releaseDirectorInit],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */
