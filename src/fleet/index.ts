@@ -58,3 +58,19 @@ export {
   requestAttestationNonce,
   type Evidence,
 } from './attestation.ts';
+export {
+  AssignRequest,
+  Assignment,
+  DeviceReleaseStatus,
+  MAX_VERSION_REPORT_BYTES,
+  RELEASE_NAME_RE,
+  ReleaseStatusResponse,
+  ReportNonce,
+  ReportRequest,
+  VERSION_REPORT_PAYLOAD_TYPE,
+  VERSION_REPORT_TYPE,
+  VersionReport,
+  reportInstalledVersion,
+  signVersionReport,
+  verifyVersionReport,
+} from './release.ts';

@@ -1,7 +1,8 @@
 /**
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
  * checkpoint key in the data directory), the review queue, remote attestation and the release
- * repository (read-only, DATADIR/releases/repository under /v1/tuf/), over the core routes of app.ts
+ * repository (read-only, DATADIR/releases/repository under /v1/tuf/, its timestamp re-signed) and the
+ * release director (gated on attestation), over the core routes of app.ts
  * (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
  * route module joins by a line here.
  */
@@ -9,8 +10,10 @@ import type { ServerPlugin } from './plugins.ts';
 import type { AttestationOptions } from './attestation/verifier.ts';
 import { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
+import { directorServerPlugin, type DirectorServerPlugin } from './routes/director.ts';
 import { reviewServerPlugin } from './routes/review.ts';
-import { tufServerPlugin } from './routes/tuf.ts';
+import { tufServerPlugin, type TufPluginOptions } from './routes/tuf.ts';
+import type { DirectorOptions } from './director/director.ts';
 
 export interface ControlPlaneOptions {
   /** The server's data directory: the audit log keeps audit-log.key and audit-log.pub there. */
@@ -23,6 +26,10 @@ export interface ControlPlaneOptions {
   checkpointIntervalMs?: number;
   /** Freshness window, nonce lifetime and failure actions of remote attestation. */
   attestation?: AttestationOptions;
+  /** Lifetimes of director metadata and report nonces. */
+  director?: Pick<DirectorOptions, 'metadataExpirySeconds' | 'nonceTtlSeconds'>;
+  /** How often the release timestamp's expiry is checked for re-signing. */
+  tuf?: Pick<TufPluginOptions, 'resignIntervalMs'>;
 }
 
 export interface ControlPlanePlugins {
@@ -32,6 +39,8 @@ export interface ControlPlanePlugins {
   audit: AuditServerPlugin;
   /** Remote attestation: its `attestationGate(deviceId)` is what the release work asks. */
   attestation: AttestationServerPlugin;
+  /** The release director (per-device release metadata, gated on attestation). */
+  director: DirectorServerPlugin;
 }
 
 export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins {
@@ -42,9 +51,16 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
     ...(o.defaultOrigin !== undefined ? { defaultOrigin: o.defaultOrigin } : {}),
   });
   const attestation = attestationServerPlugin(o.attestation);
+  const director = directorServerPlugin({
+    dataDir: o.dataDir,
+    gate: (id) => attestation.attestationGate(id),
+    ...o.director,
+  });
+  const tuf = tufServerPlugin({ dataDir: o.dataDir, ...o.tuf });
   return {
-    all: [audit, reviewServerPlugin(), attestation, tufServerPlugin({ dataDir: o.dataDir })],
+    all: [audit, reviewServerPlugin(), attestation, tuf, director],
     audit,
     attestation,
+    director,
   };
 }
