@@ -6,9 +6,10 @@
  * back is what the agent's installer consumes: a verified package on disk (encrypted; the content
  * key never touches the disk) and the content key wrapped to this device's TPM binding key.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
+import { parseWrappedKeyFile } from '../keystore/index.ts';
 import { DurableUpdater, downloadVerified, releaseOf, tuf, type FetchedRelease } from './client.ts';
 import { checkAgreement, MAX_DIRECTOR_METADATA_BYTES, verifyDirectorMetadata } from './director-metadata.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
@@ -117,6 +118,12 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
     const repository = await tuf(() => updater.getTargetInfo(assigned.target.path));
     checkAgreement(assigned.target, repository ?? undefined);
     const fetched = await downloadVerified(updater, repository!, o);
+    // The key the director wrapped must be the one the verified package is encrypted with.
+    if (parseWrappedKeyFile(assigned.wrappedKeyText).kid !== fetched.verified.header.keyId) {
+      await rm(fetched.packagePath, { force: true });
+      await rm(fetched.signaturePath, { force: true });
+      throw releaseRefused('director-mismatch', `the wrapped key is not the content key of ${repository!.path}`);
+    }
     replaceFileDurablySync(join(o.metadataDir, DIRECTOR_STATE), JSON.stringify({ version: director.version }) + '\n');
     const r = fetched.release;
     return {
