@@ -88,6 +88,8 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
     const bytes = await fetcher
       .downloadBytes(`${base}${DIRECTOR_TARGETS_PATH}`, MAX_DIRECTOR_METADATA_BYTES)
       .catch((e: unknown) => {
+        // 403 from the director route: attestation is not fresh and passing (push evidence, then retry).
+        if ((e as { statusCode?: number }).statusCode === 403) throw releaseRefused('attestation', 'HTTP 403', e);
         throw classifyTufError(e);
       });
     const director = verifyDirectorMetadata(bytes, {

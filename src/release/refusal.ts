@@ -19,7 +19,8 @@ export type RefusalReason =
   | 'unreachable'
   | 'malformed'
   | 'not-assigned'
-  | 'director-mismatch';
+  | 'director-mismatch'
+  | 'attestation';
 
 const ADVICE: Record<RefusalReason, string> = {
   rollback: 'the repository served metadata older than what this device already trusts (rollback)',
@@ -35,6 +36,7 @@ const ADVICE: Record<RefusalReason, string> = {
   malformed: 'the repository served metadata that does not parse',
   'not-assigned': 'the director did not assign this target to this device',
   'director-mismatch': 'the director and the release repository disagree on the target',
+  attestation: 'the control plane issues release metadata only while the device has fresh, passing attestation',
 };
 
 export function releaseRefused(reason: RefusalReason, detail: string, cause?: unknown): EdgeguardError {

@@ -177,7 +177,10 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const r = await device.client.send<{ error: { code: string } }>('GET', '/v1/director/targets.json');
       assert.equal(r.status, 403);
       assert.equal(r.body.error.code, 'EG_ATTEST_REFUSED');
-      await assert.rejects(fetchAssignedRelease(fetchOptions), (e) => isEdgeguardError(e, 'EG_RELEASE_REFUSED'));
+      await assert.rejects(
+        fetchAssignedRelease(fetchOptions),
+        (e) => isEdgeguardError(e, 'EG_RELEASE_REFUSED') && e.details?.reason === 'attestation',
+      );
       const refused = (await events()).find(
         (e) => e.type === 'release.rejected' && e.subject === device.id && e.outcome === 'denied',
       );
