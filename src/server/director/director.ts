@@ -9,20 +9,11 @@
  *
  * Content keys: the operator sends a release's content key with its first assignment; the control
  * plane keeps it sealed to the director's X25519 key (HPKE, docs/formats.md) and opens it only in
- * memory, per issue, to wrap it to one device (docs/threat-model.md, "Release director").
+ * memory, per issue, to wrap it to one device (content-keys.ts; docs/threat-model.md, "Release director").
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { join, dirname, basename } from 'node:path';
-import type { TargetFile } from '@tufjs/models';
-import {
-  contentKeyFromBytes,
-  fromB64url,
-  openSealed,
-  seal,
-  wipe,
-  b64url,
-  type ContentKey,
-} from '../../crypto/index.ts';
+import { join } from 'node:path';
+import { wipe } from '../../crypto/index.ts';
 import { EdgeguardError } from '../../errors/index.ts';
 import {
   verifyVersionReport,
@@ -33,17 +24,11 @@ import {
   type ReportNonce,
 } from '../../fleet/index.ts';
 import { wrapContentKey } from '../../keystore/index.ts';
-import { inspectPackage } from '../../model/index.ts';
-import {
-  buildDirectorTargets,
-  readCurrentMetadata,
-  releasePaths,
-  signDirectorTargets,
-  type DirectorAssignment,
-} from '../../release/index.ts';
+import { buildDirectorTargets, signDirectorTargets, type DirectorAssignment } from '../../release/index.ts';
 import type { DeviceRecord } from '../../store/index.ts';
 import { parseTpm2bPublic, tpmPublicKey } from '../../tpm/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
+import { ReleaseCatalog } from './content-keys.ts';
 import type { DirectorKeys } from './keys.ts';
 import { DirectorRecords, type AssignmentRow } from './records.ts';
 
@@ -60,13 +45,6 @@ export interface DirectorOptions {
   metadataExpirySeconds?: number;
   /** Lifetime of a version-report nonce (default 120 s). */
   nonceTtlSeconds?: number;
-}
-
-/** HPKE `info` of a sealed content key: names what the box is for, so no other sealed box opens as one. */
-const SEAL_INFO = Buffer.from('edgeguard director content key v1');
-
-function sealAad(release: string, version: number): Buffer {
-  return Buffer.from(`${release}@${version}`, 'utf8');
 }
 
 function expiresAt(seconds: number): string {
@@ -104,7 +82,7 @@ export function assignmentView(row: AssignmentRow, canaryDevices?: string[]): As
 
 export class Director {
   readonly records: DirectorRecords;
-  private readonly workspace: string;
+  private readonly catalog: ReleaseCatalog;
   private readonly expirySeconds: number;
   private readonly nonceTtlSeconds: number;
 
@@ -114,89 +92,9 @@ export class Director {
     private readonly options: DirectorOptions,
   ) {
     this.records = new DirectorRecords(ctx.store.db);
-    this.workspace = join(options.dataDir, 'releases');
+    this.catalog = new ReleaseCatalog(join(options.dataDir, 'releases'), keys.sealing, this.records);
     this.expirySeconds = options.metadataExpirySeconds ?? 24 * 3600;
     this.nonceTtlSeconds = options.nonceTtlSeconds ?? 120;
-  }
-
-  /** The published package target of `release`@`version` in the repository the control plane serves. */
-  private async publishedTarget(release: string, version: number): Promise<TargetFile> {
-    let targets: Record<string, TargetFile>;
-    try {
-      targets = (await readCurrentMetadata(releasePaths(this.workspace).metadata)).targets.signed.targets;
-    } catch (e) {
-      throw new EdgeguardError(
-        'EG_NOT_FOUND',
-        'the control plane has no release repository; copy the published repository to DATADIR/releases.',
-        { cause: e },
-      );
-    }
-    const found = Object.values(targets).find((t) => {
-      const c = (t.custom as { edgeguard?: { name?: unknown; version?: unknown; signature?: unknown } }).edgeguard;
-      return c?.name === release && c.version === version && c.signature !== undefined;
-    });
-    if (!found)
-      throw new EdgeguardError(
-        'EG_NOT_FOUND',
-        `${release}@${version} is not in the published repository; release add and release publish it first.`,
-      );
-    return found;
-  }
-
-  /** Where the repository keeps a target's bytes (consistent snapshots: DIR/SHA256.NAME). */
-  private targetFile(t: TargetFile): string {
-    const dir = dirname(t.path);
-    return join(releasePaths(this.workspace).targets, dir, `${t.hashes.sha256}.${basename(t.path)}`);
-  }
-
-  /** Seal and keep the content key of a release, after checking it is the key its package names. */
-  private async storeContentKey(release: string, version: number, target: TargetFile, text: string): Promise<void> {
-    const bytes = fromB64url(text);
-    if (!bytes) throw new EdgeguardError('EG_BAD_REQUEST', 'contentKey is not base64url.');
-    const key = contentKeyFromBytes(bytes);
-    try {
-      const header = (await inspectPackage(this.targetFile(target))).header;
-      if (header.keyId !== key.kid)
-        throw new EdgeguardError(
-          'EG_BAD_REQUEST',
-          `that content key (${key.kid}) is not the key ${release}@${version} is encrypted with (${header.keyId}).`,
-        );
-      const stored = await this.records.contentKey(release, version);
-      if (stored && stored.kid !== key.kid)
-        throw new EdgeguardError('EG_EXISTS', `${release}@${version} already has content key ${stored.kid}.`);
-      if (stored) return;
-      const sealed = seal(this.keys.sealing.publicKey, SEAL_INFO, sealAad(release, version), key.bytes);
-      await this.records.putContentKey({
-        release_name: release,
-        version,
-        kid: key.kid,
-        sealed: b64url(Buffer.concat([sealed.enc, sealed.ciphertext])),
-        stored_at: new Date().toISOString(),
-      });
-    } finally {
-      wipe(key.bytes);
-    }
-  }
-
-  private async openContentKey(release: string, version: number): Promise<ContentKey> {
-    const row = await this.records.contentKey(release, version);
-    if (!row) throw new EdgeguardError('EG_NOT_FOUND', `no content key is stored for ${release}@${version}.`);
-    const box = fromB64url(row.sealed);
-    if (!box || box.length < 32)
-      throw new EdgeguardError('EG_FORMAT', `the stored key of ${release}@${version} is damaged.`);
-    const bytes = openSealed(
-      box.subarray(0, 32),
-      this.keys.sealing.privateKey,
-      SEAL_INFO,
-      sealAad(release, version),
-      box.subarray(32),
-    );
-    const key = contentKeyFromBytes(bytes);
-    if (key.kid !== row.kid) {
-      wipe(key.bytes);
-      throw new EdgeguardError('EG_FORMAT', `the stored key of ${release}@${version} does not match its kid.`);
-    }
-    return key;
   }
 
   /** The canary share of a group: ceil(percent * n / 100) members, picked by a hash of the assignment id. */
@@ -207,14 +105,15 @@ export class Director {
   }
 
   async assign(req: AssignRequest, by: string): Promise<Assignment> {
-    const target = await this.publishedTarget(req.release, req.version);
+    const target = await this.catalog.publishedTarget(req.release, req.version);
     if (req.device !== undefined) {
       const device = await this.ctx.store.getDevice(req.device);
       if (!device) throw new EdgeguardError('EG_NOT_FOUND', `no device ${req.device}.`);
       bindingKeyOf(device);
     }
-    if (req.contentKey !== undefined) await this.storeContentKey(req.release, req.version, target, req.contentKey);
-    else if (!(await this.records.contentKey(req.release, req.version)))
+    if (req.contentKey !== undefined)
+      await this.catalog.storeContentKey(req.release, req.version, target, req.contentKey);
+    else if (!(await this.catalog.hasContentKey(req.release, req.version)))
       throw new EdgeguardError(
         'EG_BAD_REQUEST',
         `the first assignment of ${req.release}@${req.version} needs its content key (release assign --content-key FILE).`,
@@ -296,8 +195,8 @@ export class Director {
     const rows = await this.effectiveAssignments(device.id);
     const binding = rows.length > 0 ? bindingKeyOf(device) : undefined;
     for (const row of rows) {
-      const repositoryTarget = await this.publishedTarget(row.release_name, Number(row.version));
-      const key = await this.openContentKey(row.release_name, Number(row.version));
+      const repositoryTarget = await this.catalog.publishedTarget(row.release_name, Number(row.version));
+      const key = await this.catalog.openContentKey(row.release_name, Number(row.version));
       try {
         assignments.push({ repositoryTarget, assignmentId: row.id, wrappedKey: wrapContentKey(key, binding!) });
       } finally {
