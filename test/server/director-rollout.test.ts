@@ -118,6 +118,18 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       });
       const members = canary.body.canaryDevices!;
       assert.equal(members.length, 2);
+      // The content key is at rest only sealed: 32 bytes of enc, 32 of key, 16 of tag; never the key itself.
+      const stored = await fleet.server.ctx.store.db
+        .withTables<{ release_content_keys: { release_name: string; version: number; sealed: string } }>()
+        .selectFrom('release_content_keys')
+        .select(['version', 'sealed'])
+        .where('release_name', '=', 'mnist')
+        .execute();
+      assert.deepEqual(stored.map((r) => Number(r.version)).sort(), [3, 4]);
+      for (const r of stored) {
+        assert.equal(Buffer.from(r.sealed, 'base64url').length, 80);
+        assert.ok(!Buffer.from(r.sealed, 'base64url').includes(Buffer.from(contentKey, 'base64url')));
+      }
       for (const d of devices) {
         const effective = await director.director!.effectiveAssignments(d.id);
         assert.deepEqual(
