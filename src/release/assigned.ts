@@ -9,6 +9,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
+import { fsError } from '../errors/index.ts';
 import { parseWrappedKeyFile } from '../keystore/index.ts';
 import { DurableUpdater, downloadVerified, releaseOf, tuf, type FetchedRelease } from './client.ts';
 import { checkAgreement, MAX_DIRECTOR_METADATA_BYTES, verifyDirectorMetadata } from './director-metadata.ts';
@@ -72,9 +73,14 @@ async function lastDirectorVersion(metadataDir: string): Promise<number> {
     text = await readFile(join(metadataDir, DIRECTOR_STATE), 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw e;
+    throw fsError(e, join(metadataDir, DIRECTOR_STATE), 'read');
   }
-  const v = (JSON.parse(text) as { version?: unknown }).version;
+  let v: unknown;
+  try {
+    v = (JSON.parse(text) as { version?: unknown } | null)?.version;
+  } catch {
+    v = undefined;
+  }
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
     throw releaseRefused('malformed', `${DIRECTOR_STATE} holds no director version`);
   return v;
@@ -105,7 +111,12 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
     );
     if (o.path !== undefined && chosen.length === 0)
       throw releaseRefused('not-assigned', `${o.path} is not in director metadata v${director.version}`);
-    if (chosen.length === 0) return null;
+    const remember = () =>
+      replaceFileDurablySync(join(o.metadataDir, DIRECTOR_STATE), JSON.stringify({ version: director.version }) + '\n');
+    if (chosen.length === 0) {
+      remember();
+      return null;
+    }
     if (chosen.length > 1)
       throw releaseRefused('not-assigned', `the director names ${chosen.length} releases; say which (name)`);
     const assigned = chosen[0]!;
@@ -126,7 +137,7 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
       await rm(fetched.signaturePath, { force: true });
       throw releaseRefused('director-mismatch', `the wrapped key is not the content key of ${repository!.path}`);
     }
-    replaceFileDurablySync(join(o.metadataDir, DIRECTOR_STATE), JSON.stringify({ version: director.version }) + '\n');
+    remember();
     const r = fetched.release;
     return {
       target: {

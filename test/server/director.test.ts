@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBootPolicy, formatBootPolicyYaml } from '../../src/attest/index.ts';
@@ -229,6 +229,15 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         fetchAssignedRelease({ ...fetchOptions, directorKeys: [publicKey] }),
         (e) => isEdgeguardError(e, 'EG_RELEASE_REFUSED') && e.details?.reason === 'signature',
       );
+      // A damaged record of the last accepted director version fails closed, typed.
+      const state = join(fetchOptions.metadataDir, 'director.json');
+      const kept = await readFile(state);
+      await writeFile(state, '{"version":');
+      await assert.rejects(
+        fetchAssignedRelease(fetchOptions),
+        (e) => isEdgeguardError(e, 'EG_RELEASE_REFUSED') && e.details?.reason === 'malformed',
+      );
+      await writeFile(state, kept);
     });
   });
 }
