@@ -104,6 +104,14 @@ export class Director {
     return [...members].sort((a, b) => (rank(a) < rank(b) ? -1 : 1)).slice(0, count);
   }
 
+  /** Now, or a millisecond after the newest assignment when that is not earlier (same millisecond, clock skew). */
+  private async nextAssignedAt(): Promise<string> {
+    const now = Date.now();
+    const latest = await this.records.latestAssignedAt();
+    const after = latest ? Date.parse(latest) + 1 : now;
+    return new Date(Math.max(now, after)).toISOString();
+  }
+
   async assign(req: AssignRequest, by: string): Promise<Assignment> {
     const target = await this.catalog.publishedTarget(req.release, req.version);
     if (req.device !== undefined) {
@@ -137,7 +145,7 @@ export class Director {
       max_failures: req.maxFailures ?? 0,
       state: 'active',
       assigned_by: by,
-      assigned_at: new Date().toISOString(),
+      assigned_at: await this.nextAssignedAt(),
       halted_at: null,
       halt_reason: null,
     };

@@ -97,6 +97,17 @@ export class DirectorRecords {
       .execute();
   }
 
+  /** The newest assignment time on record: a new one is made later than it, so "newest" is never a tie. */
+  async latestAssignedAt(): Promise<string | undefined> {
+    const r = await this.db
+      .selectFrom('release_assignments')
+      .select('assigned_at')
+      .orderBy('assigned_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return r?.assigned_at;
+  }
+
   async listAssignments(release?: string): Promise<AssignmentRow[]> {
     let q = this.db.selectFrom('release_assignments').selectAll();
     if (release !== undefined) q = q.where('release_name', '=', release);
