@@ -66,3 +66,19 @@ export {
   fetchFleetChecklist,
   uploadChecklistReport,
 } from './checklist.ts';
+export {
+  AssignRequest,
+  Assignment,
+  DeviceReleaseStatus,
+  MAX_VERSION_REPORT_BYTES,
+  RELEASE_NAME_RE,
+  ReleaseStatusResponse,
+  ReportNonce,
+  ReportRequest,
+  VERSION_REPORT_PAYLOAD_TYPE,
+  VERSION_REPORT_TYPE,
+  VersionReport,
+  reportInstalledVersion,
+  signVersionReport,
+  verifyVersionReport,
+} from './release.ts';

@@ -68,7 +68,7 @@ export interface FetchedRelease {
   verified: VerifyResult;
 }
 
-async function tuf<T>(step: () => Promise<T>): Promise<T> {
+export async function tuf<T>(step: () => Promise<T>): Promise<T> {
   try {
     return await step();
   } catch (e) {
@@ -76,13 +76,13 @@ async function tuf<T>(step: () => Promise<T>): Promise<T> {
   }
 }
 
-async function targetInfo(updater: Updater, path: string): Promise<TargetFile> {
+export async function targetInfo(updater: Updater, path: string): Promise<TargetFile> {
   const info = await tuf(() => updater.getTargetInfo(path));
   if (!info) throw releaseRefused('unknown-target', path);
   return info;
 }
 
-function releaseOf(info: TargetFile): ReleaseCustom {
+export function releaseOf(info: TargetFile): ReleaseCustom {
   const parsed = customSchema.safeParse((info.custom as { edgeguard?: unknown }).edgeguard);
   if (!parsed.success) throw releaseRefused('malformed', `${info.path} has no valid edgeguard release metadata`);
   return parsed.data;
@@ -96,7 +96,21 @@ export async function fetchRelease(o: FetchReleaseOptions): Promise<FetchedRelea
     targetDir: o.downloadDir,
   });
   await tuf(() => updater.refresh());
-  const info = await targetInfo(updater, o.target);
+  return downloadVerified(updater, await targetInfo(updater, o.target), o);
+}
+
+/** What downloading a release after a refresh needs: where, whose signatures, which floor. */
+export type DownloadOptions = Pick<FetchReleaseOptions, 'downloadDir' | 'publisherKeys' | 'minimumVersion'>;
+
+/**
+ * The release `info` names, downloaded from a refreshed Updater within its signed length and
+ * hashes, then checked against the publisher keys and the device's minimum version.
+ */
+export async function downloadVerified(
+  updater: Updater,
+  info: TargetFile,
+  o: DownloadOptions,
+): Promise<FetchedRelease> {
   const release = releaseOf(info);
   // Refused before any download: the signed metadata already says it is too old.
   if (release.version < o.minimumVersion) {
@@ -123,7 +137,7 @@ async function verifyPublished(
   packagePath: string,
   signaturePath: string,
   release: ReleaseCustom,
-  o: FetchReleaseOptions,
+  o: DownloadOptions,
 ): Promise<VerifyResult> {
   let verified: VerifyResult;
   try {

@@ -7,7 +7,9 @@ export {
   type InitResult,
   type PublishResult,
   type RotateRootResult,
+  type ResignResult,
   initRepository,
+  resignOnlineMetadata,
   publishRepository,
   rotateRoot,
   readRoleKeys,
@@ -28,3 +30,21 @@ export {
   type FetchedRelease,
 } from './client.ts';
 export { type RefusalReason, releaseRefused } from './refusal.ts';
+export { MtlsFetcher, type MtlsFetcherOptions } from './mtls-fetcher.ts';
+export {
+  DIRECTOR_TARGETS_PATH,
+  fetchAssignedRelease,
+  type AssignedRelease,
+  type FetchAssignedOptions,
+} from './assigned.ts';
+export {
+  MAX_DIRECTOR_METADATA_BYTES,
+  buildDirectorTargets,
+  signDirectorTargets,
+  verifyDirectorMetadata,
+  checkAgreement,
+  type DirectorAssignment,
+  type DirectorCustom,
+  type VerifiedDirectorMetadata,
+} from './director-metadata.ts';
+export { tufKeyOf, generateRoleKey, readRoleKey, writeRoleKey, type RoleKey } from './keys.ts';

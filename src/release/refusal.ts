@@ -17,7 +17,10 @@ export type RefusalReason =
   | 'package-signature'
   | 'below-minimum'
   | 'unreachable'
-  | 'malformed';
+  | 'malformed'
+  | 'not-assigned'
+  | 'director-mismatch'
+  | 'attestation';
 
 const ADVICE: Record<RefusalReason, string> = {
   rollback: 'the repository served metadata older than what this device already trusts (rollback)',
@@ -31,6 +34,9 @@ const ADVICE: Record<RefusalReason, string> = {
   'below-minimum': 'the release is older than the minimum version this device accepts',
   unreachable: 'the repository could not be reached',
   malformed: 'the repository served metadata that does not parse',
+  'not-assigned': 'the director did not assign this target to this device',
+  'director-mismatch': 'the director and the release repository disagree on the target',
+  attestation: 'the control plane issues release metadata only while the device has fresh, passing attestation',
 };
 
 export function releaseRefused(reason: RefusalReason, detail: string, cause?: unknown): EdgeguardError {

@@ -241,3 +241,58 @@ async function retireOldRootKeys(paths: ReleasePaths, oldKeys: RoleKey[], newKey
   await syncDirectory(paths.offlineKeys);
   await syncDirectory(paths.retiredKeys);
 }
+
+export interface ResignResult {
+  /** New versions, for the roles that were re-signed. */
+  snapshotVersion?: number;
+  timestampVersion?: number;
+}
+
+/**
+ * The online roles' duty (TUF specification 1.0, section 6.1: timestamp and snapshot keys are
+ * online so they can be re-signed often): a timestamp within `renewWithin` of its expiry gets a
+ * new version, and so does a snapshot within its own margin (the timestamp follows it). Targets
+ * and root are never touched: they need the offline keys. Margins default to half of each role's
+ * lifetime. Only the online keys (keys/online) are read.
+ */
+export async function resignOnlineMetadata(
+  dir: string,
+  now = new Date(),
+  renewWithinSeconds: Partial<Record<'snapshot' | 'timestamp', number>> = {},
+): Promise<ResignResult> {
+  const paths = releasePaths(dir);
+  const settings = await readSettings(paths.settings);
+  const current = await readCurrentMetadata(paths.metadata);
+  const due = (role: 'snapshot' | 'timestamp') => {
+    const margin = renewWithinSeconds[role] ?? settings.expirySeconds[role] / 2;
+    return current[role].signed.isExpired(new Date(now.getTime() + margin * 1000));
+  };
+  const result: ResignResult = {};
+  let snapshotVersion = current.snapshot.signed.version;
+  if (due('snapshot')) {
+    snapshotVersion += 1;
+    const snapshot = new Metadata(
+      new Snapshot({
+        version: snapshotVersion,
+        specVersion: TUF_SPEC_VERSION,
+        expires: expiresAt(now, settings.expirySeconds.snapshot),
+        meta: current.snapshot.signed.meta,
+      }),
+    );
+    writeMetadata(paths.metadata, signWith(snapshot, await readRoleKeys(paths, 'snapshot')));
+    result.snapshotVersion = snapshotVersion;
+  }
+  if (result.snapshotVersion !== undefined || due('timestamp')) {
+    const timestamp = new Metadata(
+      new Timestamp({
+        version: current.timestamp.signed.version + 1,
+        specVersion: TUF_SPEC_VERSION,
+        expires: expiresAt(now, settings.expirySeconds.timestamp),
+        snapshotMeta: new MetaFile({ version: snapshotVersion }),
+      }),
+    );
+    writeMetadata(paths.metadata, signWith(timestamp, await readRoleKeys(paths, 'timestamp')));
+    result.timestampVersion = timestamp.signed.version;
+  }
+  return result;
+}

@@ -1,8 +1,9 @@
 /**
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
  * checkpoint key in the data directory), the review queue, remote attestation, the release
- * repository (read-only, DATADIR/releases/repository under /v1/tuf/) and device checklist
- * reports, over the core routes of app.ts (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
+ * repository (read-only, DATADIR/releases/repository under /v1/tuf/, its timestamp re-signed), the
+ * release director (gated on attestation) and device checklist reports, over the core routes of
+ * app.ts (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
  * route module joins by a line here.
  */
 import type { ServerPlugin } from './plugins.ts';
@@ -10,8 +11,10 @@ import type { AttestationOptions } from './attestation/verifier.ts';
 import { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
 import { checklistServerPlugin, type ChecklistServerPlugin } from './routes/checklist.ts';
+import { directorServerPlugin, type DirectorServerPlugin } from './routes/director.ts';
 import { reviewServerPlugin } from './routes/review.ts';
-import { tufServerPlugin } from './routes/tuf.ts';
+import { tufServerPlugin, type TufPluginOptions } from './routes/tuf.ts';
+import type { DirectorOptions } from './director/director.ts';
 
 export interface ControlPlaneOptions {
   /** The server's data directory: the audit log keeps audit-log.key and audit-log.pub there. */
@@ -24,6 +27,10 @@ export interface ControlPlaneOptions {
   checkpointIntervalMs?: number;
   /** Freshness window, nonce lifetime and failure actions of remote attestation. */
   attestation?: AttestationOptions;
+  /** Lifetimes of director metadata and report nonces. */
+  director?: Pick<DirectorOptions, 'metadataExpirySeconds' | 'nonceTtlSeconds'>;
+  /** How often the release timestamp's expiry is checked for re-signing. */
+  tuf?: Pick<TufPluginOptions, 'resignIntervalMs'>;
 }
 
 export interface ControlPlanePlugins {
@@ -35,6 +42,8 @@ export interface ControlPlanePlugins {
   attestation: AttestationServerPlugin;
   /** Device checklist reports: its `records` once the server runs. */
   checklist: ChecklistServerPlugin;
+  /** The release director (per-device release metadata, gated on attestation). */
+  director: DirectorServerPlugin;
 }
 
 export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins {
@@ -46,10 +55,17 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
   });
   const attestation = attestationServerPlugin(o.attestation);
   const checklist = checklistServerPlugin();
+  const director = directorServerPlugin({
+    dataDir: o.dataDir,
+    gate: (id) => attestation.attestationGate(id),
+    ...o.director,
+  });
+  const tuf = tufServerPlugin({ dataDir: o.dataDir, ...o.tuf });
   return {
-    all: [audit, reviewServerPlugin(), attestation, tufServerPlugin({ dataDir: o.dataDir }), checklist],
+    all: [audit, reviewServerPlugin(), attestation, tuf, director, checklist],
     audit,
     attestation,
+    director,
     checklist,
   };
 }

@@ -23,3 +23,5 @@ export { attestationServerPlugin, type AttestationServerPlugin } from './routes/
 export { AttestationVerifier, type AttestationOptions } from './attestation/verifier.ts';
 export { openServerStore, SERVER_CONFIG_FILE } from './server-config.ts';
 export { recordAdminCertificate } from './admin-cert.ts';
+export { directorServerPlugin, type DirectorServerPlugin } from './routes/director.ts';
+export { Director, type DirectorGate, type DirectorOptions } from './director/director.ts';

@@ -10,6 +10,7 @@ import { checklistReportsInit } from './migrations/checklist.ts';
 import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
 import { deviceTamperedColumn } from './migrations/device-tampered.ts';
+import { releaseDirectorInit } from './migrations/release.ts';
 import { reviewItemsInit } from './migrations/review.ts';
 
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
@@ -20,6 +21,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['attestation/0001_init', attestationInit],
   ['checklist/0001_reports', checklistReportsInit],
   ['attestation/0002_quote_clock', attestationQuoteClock],
+  ['release/0001_director', releaseDirectorInit],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */

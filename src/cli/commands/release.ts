@@ -6,6 +6,7 @@
  *               [--signature FILE] [--smoke-input FILE --smoke-label LABEL] [--pub publisher.pub ...]
  *   release publish --dir REPO          sign the staged targets, a new snapshot and timestamp
  *   release rotate-root --dir REPO      new root keys; root version N+1 signed by old and new
+ *   release assign | status | director-keys   the control plane's director (release-director.ts)
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
@@ -23,6 +24,7 @@ import { EdgeguardError } from '../../errors/index.ts';
 import { readPublicSigningKey } from '../../crypto/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { collect, parseNonNegativeInt } from '../args.ts';
+import { registerDirectorCommands } from './release-director.ts';
 
 function parseThresholds(values: string[]): Partial<Record<RoleName, number>> {
   const out: Partial<Record<RoleName, number>> = {};
@@ -143,4 +145,5 @@ export function registerReleaseCommands(program: Command): void {
         `root v${r.version} signed by old (${r.oldKeyIds.map((k) => k.slice(0, 16)).join(', ')}) and new (${r.newKeyIds.map((k) => k.slice(0, 16)).join(', ')}) keys`,
       ]);
     });
+  registerDirectorCommands(release);
 }

@@ -4,11 +4,17 @@
  * TUF metadata or a signed, encrypted package, so the route adds no trust of its own; it asks for
  * a device or admin certificate like every other route, and it serves only names that
  * `edgeguard release` writes.
+ *
+ * The control plane holds the online keys (DATADIR/releases/keys/online): a timer re-signs the
+ * timestamp (and the snapshot when it too nears expiry) before it expires, so devices are not
+ * frozen out by an operator who forgets; see resignOnlineMetadata.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { EdgeguardError } from '../../errors/index.ts';
-import { releasePaths } from '../../release/index.ts';
+import { releasePaths, resignOnlineMetadata } from '../../release/index.ts';
 import type { ServerPlugin } from '../plugins.ts';
 
 /** metadata/FILE or targets/NAME/VERSION/FILE; no dot-only segment, so nothing outside. */
@@ -18,11 +24,38 @@ export function releaseRepositoryDir(dataDir: string): string {
   return releasePaths(join(dataDir, 'releases')).repository;
 }
 
-export function tufServerPlugin(o: { dataDir: string }): ServerPlugin {
+export interface TufPluginOptions {
+  dataDir: string;
+  /** How often the timestamp's expiry is looked at (default 60 s). */
+  resignIntervalMs?: number;
+}
+
+/** Re-sign the online roles when due; a data directory without a release workspace has nothing to do. */
+function startResigning(app: FastifyInstance, workspace: string, everyMs: number): void {
+  let busy = false;
+  const run = () => {
+    if (busy || !existsSync(releasePaths(workspace).onlineKeys)) return;
+    busy = true;
+    resignOnlineMetadata(workspace)
+      .then((r) => {
+        if (r.timestampVersion !== undefined) app.log.info(r, 'release repository: online metadata re-signed');
+      })
+      .catch((err: unknown) => app.log.error({ err }, 're-signing the release timestamp failed'))
+      .finally(() => {
+        busy = false;
+      });
+  };
+  const timer = setInterval(run, everyMs);
+  timer.unref();
+  app.addHook('onClose', async () => clearInterval(timer));
+}
+
+export function tufServerPlugin(o: TufPluginOptions): ServerPlugin {
   const root = releaseRepositoryDir(o.dataDir);
   return {
     name: 'tuf',
     async register(app, ctx) {
+      startResigning(app, join(o.dataDir, 'releases'), o.resignIntervalMs ?? 60_000);
       app.get(
         '/v1/tuf/*',
         {
