@@ -33,6 +33,8 @@ import {
 import { objectName, parseTpm2bPublic, type TpmPublic } from './public.ts';
 import { runTool, TpmToolError } from './tools.ts';
 import { HASH_ALGS } from './constants.ts';
+import { keyPolicySession, prepareKeyPolicy, type KeyPolicy, type Step } from './policy-session.ts';
+import { policyAuthorizeDigest, policyOrDigest, type PolicySigner } from './policy.ts';
 
 /** The SRK template (TCG "Provisioning Guidance" storage key: RSA-2048, AES-128-CFB, restricted decrypt). */
 export const SRK_TEMPLATE = 'rsa2048:null:aes128cfb';
@@ -45,6 +47,8 @@ export const BINDING_KEY_ALG = 'rsa2048:oaep-sha256:null';
  * authValue, which only lets the key be certified, never used.
  */
 export const BINDING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|decrypt';
+/** The identity key: like the binding key but usable with the empty authValue, under no PCR policy. */
+export const IDENTITY_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|decrypt';
 /** Sealed data objects: cannot be duplicated; unsealing needs the policy session. */
 const SEAL_ATTRIBUTES = 'fixedtpm|fixedparent';
 /** TCG EK Credential Profile 2.0, section 2.2.1.4: the RSA EK certificate's NV index. */
@@ -73,8 +77,10 @@ export interface BindingKey extends TpmKeyBlobs {
   publicArea: TpmPublic;
   name: Buffer;
   pcrs: PcrSelection;
-  /** The authPolicy the TPM computed for the PCR values at creation. */
+  /** The key's authPolicy: the PolicyPCR digest, or PolicyOR(it, PolicyAuthorize(signer)). */
   policyDigest: Buffer;
+  /** The PolicyPCR digest the TPM computed for the PCR values at creation. */
+  pcrPolicyDigest: Buffer;
   /** The PCR values the policy was computed over. */
   pcrValues: PcrValues;
 }
@@ -216,26 +222,6 @@ export class TpmClient {
     await s.flush();
   }
 
-  /**
-   * A policy session satisfied by TPM2_PolicyPCR over `pcrs` (Part 3, 23.7). It is salted with the
-   * SRK (`srk.ctx` must be in the step directory) and has the decrypt and encrypt attributes, so the
-   * first command parameter (the wrapped key) and the first response parameter (the unwrapped key,
-   * the unsealed data) cross the TPM bus AES-CFB encrypted under a session key a passive bus
-   * sniffer cannot derive (Part 1, 21 "Session-based encryption").
-   */
-  private static async pcrPolicySession(s: Step, pcrs: PcrSelection): Promise<string> {
-    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', 'session.ctx', '-c', 'srk.ctx'], {
-      action: 'start a salted policy session',
-    });
-    await s.tool('tpm2_sessionconfig', ['session.ctx', '--enable-encrypt', '--enable-decrypt'], {
-      action: 'enable parameter encryption',
-    });
-    await s.tool('tpm2_policypcr', ['-Q', '-S', 'session.ctx', '-l', formatPcrSelection(pcrs)], {
-      action: 'apply the PCR policy',
-    });
-    return 'session:session.ctx';
-  }
-
   /** The EK (recreated from the TCG template) and the AK loaded under it with a PolicySecret(endorsement) session. */
   private static async loadAk(s: Step, ak: TpmKeyBlobs): Promise<void> {
     await writeFile(s.file('ak.pub'), ak.public);
@@ -374,18 +360,26 @@ export class TpmClient {
 
   /**
    * The device binding key: RSA-2048 OAEP-SHA256 decrypt key under the SRK whose authPolicy is
-   * PolicyPCR over `pcrs` at their current values.
+   * PolicyPCR over `pcrs` at their current values or, given the operator's PCR policy signing key,
+   * PolicyOR(that PolicyPCR, PolicyAuthorize(signer)) (policy.ts): the key also answers under PCR
+   * values the operator signed later, so an authorized boot change does not need a new key.
    */
-  async createBindingKey(pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS): Promise<BindingKey> {
+  async createBindingKey(
+    pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS,
+    signer?: PolicySigner,
+  ): Promise<BindingKey> {
     const sel = typeof pcrs === 'string' ? parsePcrSelection(pcrs) : pcrs;
     for (let attempt = 1; ; attempt++) {
       const before = await this.readPcrs(sel);
-      const policyDigest = await this.pcrPolicyDigest(sel);
+      const pcrPolicyDigest = await this.pcrPolicyDigest(sel);
+      const policyDigest = signer
+        ? policyOrDigest([pcrPolicyDigest, policyAuthorizeDigest(signer.name)])
+        : pcrPolicyDigest;
       const key = await this.createKey(BINDING_KEY_ALG, BINDING_KEY_ATTRIBUTES, policyDigest);
       const after = await this.readPcrs(sel);
       // The policy must describe the values we record; if a PCR moved meanwhile, do it again.
       if (JSON.stringify(before, bufJson) === JSON.stringify(after, bufJson)) {
-        return { ...key, pcrs: sel, policyDigest, pcrValues: after };
+        return { ...key, pcrs: sel, policyDigest, pcrPolicyDigest, pcrValues: after };
       }
       if (attempt >= 5) {
         throw new EdgeguardError(
@@ -397,13 +391,25 @@ export class TpmClient {
   }
 
   /**
-   * TPM2_RSA_Decrypt (RSAES-OAEP, the key's SHA-256 scheme, empty label) with a key whose policy is
-   * PolicyPCR over `pcrs`. The plaintext comes back on the tool's stdout only.
+   * The device identity key: RSA-2048 OAEP-SHA256 decrypt key under the SRK with NO PCR policy
+   * (userWithAuth, empty authValue). fixedTPM|fixedParent keep it in this TPM, so a copied device
+   * directory still cannot use it; what it protects (the TLS client key) stays usable after a boot
+   * change, so the device can still connect and report.
    */
-  async rsaDecrypt(key: TpmKeyBlobs, pcrs: PcrSelection, ciphertext: Uint8Array): Promise<Buffer> {
+  async createIdentityKey(): Promise<TpmKeyBlobs & { publicArea: TpmPublic; name: Buffer }> {
+    return this.createKey(BINDING_KEY_ALG, IDENTITY_KEY_ATTRIBUTES);
+  }
+
+  /**
+   * TPM2_RSA_Decrypt (RSAES-OAEP, the key's SHA-256 scheme, empty label) with a key used under
+   * `policy` (a PCR selection: plain PolicyPCR). The plaintext comes back on the tool's stdout only.
+   */
+  async rsaDecrypt(key: TpmKeyBlobs, policy: PcrSelection | KeyPolicy, ciphertext: Uint8Array): Promise<Buffer> {
+    const p: KeyPolicy = Array.isArray(policy) ? { kind: 'pcr', pcrs: policy } : policy;
     return this.op('unwrap the content key with the binding key', async (s) => {
+      await prepareKeyPolicy(s, p);
       await this.loadUnderSrk(s, key, 'bind.ctx', 'binding key');
-      const auth = await TpmClient.pcrPolicySession(s, pcrs);
+      const auth = await keyPolicySession(s, p);
       // No input file argument: tpm2_rsadecrypt reads the ciphertext from stdin.
       return s.tool('tpm2_rsadecrypt', ['-Q', '-c', 'bind.ctx', '-p', auth, '-s', 'oaep'], { stdin: ciphertext });
     });
@@ -449,7 +455,7 @@ export class TpmClient {
   async unseal(sealed: TpmKeyBlobs, pcrs: PcrSelection): Promise<Buffer> {
     return this.op('unseal the secret', async (s) => {
       await this.loadUnderSrk(s, sealed, 'seal.ctx', 'sealed object');
-      const auth = await TpmClient.pcrPolicySession(s, pcrs);
+      const auth = await keyPolicySession(s, { kind: 'pcr', pcrs });
       return s.tool('tpm2_unseal', ['-Q', '-c', 'seal.ctx', '-p', auth]);
     });
   }
@@ -591,13 +597,6 @@ export class TpmClient {
       return cred;
     });
   }
-}
-
-interface Step {
-  dir: string;
-  file(name: string): string;
-  tool(tool: string, args: string[], opts?: { stdin?: Uint8Array; action?: string }): Promise<Buffer>;
-  flush(sessions?: boolean): Promise<void>;
 }
 
 function bufJson(_k: string, v: unknown): unknown {
