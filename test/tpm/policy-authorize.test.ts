@@ -27,6 +27,7 @@ import {
   hasAttributes,
   type BindingKey,
   type KeyPolicy,
+  type SignedPcrPolicy,
 } from '../../src/tpm/index.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm, type Swtpm } from '../helpers/swtpm.ts';
 
@@ -50,7 +51,7 @@ describe('authorized PCR policies against swtpm', { skip: TPM_SKIP }, () => {
   let ciphertext: Buffer;
   const work = mkdtempSync(join(tmpdir(), 'eg-tpm-authz-'));
 
-  const policy = (authorization?: KeyPolicy & { kind: 'authorized' }['authorization']): KeyPolicy => ({
+  const policy = (authorization?: SignedPcrPolicy): KeyPolicy => ({
     kind: 'authorized',
     pcrs: SEL,
     provisionedPolicy: binding.pcrPolicyDigest,
