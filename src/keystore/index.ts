@@ -51,4 +51,11 @@ export {
   parseCertifyEvidence,
   verifyCertifyEvidence,
 } from './certify-evidence.ts';
+export {
+  type DeviceKeyStatus,
+  type TpmKeyStatus,
+  type PcrDifference,
+  deviceKeyStatus,
+  policyNotSatisfied,
+} from './status.ts';
 export { type ContentKeyPosture, type ContentKeySource, resolveContentKey } from './content-key.ts';
