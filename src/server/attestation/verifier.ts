@@ -10,7 +10,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { appraiseBootEvidence, parseBootPolicyYaml, type Reason } from '../../attest/index.ts';
 import type { AttestationStatus, EvidenceRequest, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
 import type { DeviceRecord, Store } from '../../store/index.ts';
-import { parseTpmtPublic } from '../../tpm/index.ts';
+import { parseTpm2bPublic, parseTpmtPublic, type TpmPublic } from '../../tpm/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { FailureActions, type FailureActionOptions } from './actions.ts';
 import { AttestationRecords, type NonceOutcome } from './records.ts';
@@ -111,7 +111,7 @@ export class AttestationVerifier {
         policySha256: assigned.sha256,
       };
     const verdict = appraiseBootEvidence({
-      akPublic: parseTpmtPublic(Buffer.from(device.ak_public, 'base64')),
+      akPublic: recordedAkPublic(device.ak_public),
       evidence: {
         quote: Buffer.from(body.quote, 'base64'),
         signature: Buffer.from(body.signature, 'base64'),
@@ -198,4 +198,16 @@ function summarize(reasons: VerifierReason[]): string {
     .map((r) => `${r.code}: ${r.detail}`)
     .join('; ')
     .slice(0, 2000);
+}
+
+/**
+ * The AK public area of a device record: enrollment stores the TPM2B_PUBLIC the device sent (u16
+ * size first); records written without enrollment may hold the bare TPMT_PUBLIC. A TPMT starts
+ * with its type (0x0001 RSA, 0x0023 ECC), never with its own length minus two, so the two forms
+ * cannot be confused.
+ */
+function recordedAkPublic(b64: string): TpmPublic {
+  const bytes = Buffer.from(b64, 'base64');
+  if (bytes.length >= 2 && bytes.readUInt16BE(0) === bytes.length - 2) return parseTpm2bPublic(bytes);
+  return parseTpmtPublic(bytes);
 }
