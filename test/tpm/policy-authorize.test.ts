@@ -167,6 +167,28 @@ describe('authorized PCR policies against swtpm', { skip: TPM_SKIP }, () => {
     );
   });
 
+  test('a sealed object under the same authorized policy unseals with a signed authorization', async () => {
+    const sealed = await client.seal(secret, SEL, signer);
+    const pol = (a?: SignedPcrPolicy): KeyPolicy => ({
+      kind: 'authorized',
+      pcrs: SEL,
+      provisionedPolicy: sealed.pcrPolicyDigest,
+      signer,
+      ...(a ? { authorization: a } : {}),
+    });
+    assert.deepEqual(await client.unseal(sealed, pol()), secret);
+    await client.extendPcr(0, 'sha256', Buffer.alloc(32, 0x11));
+    await assert.rejects(client.unseal(sealed, pol()), (e) => isEdgeguardError(e, 'EG_TPM_POLICY'));
+    const file = signPcrAuthorization({
+      privateKey: operator.privateKey,
+      selection: SEL,
+      values: await client.readPcrs(SEL),
+    });
+    const a = parsePcrAuthorization(JSON.stringify(file), { signerKey: operator.publicKey });
+    const auth = { selection: a.selection, approvedPolicy: a.approvedPolicy, signature: a.signature };
+    assert.deepEqual(await client.unseal(sealed, pol(auth)), secret);
+  });
+
   test('the identity key has no PCR policy: it unwraps after the boot state changed', async () => {
     const id = await client.createIdentityKey();
     assert.equal(id.publicArea.authPolicy.length, 0);
