@@ -68,10 +68,10 @@ function bad(source: string, why: string): EdgeguardError {
   );
 }
 
-function hexField(o: Record<string, unknown>, k: string, source: string, bytes?: number): Buffer {
+function hexField(o: Record<string, unknown>, k: string, source: string, bytes?: number, label = k): Buffer {
   const v = o[k];
   if (typeof v !== 'string' || !/^(?:[0-9a-f]{2})+$/.test(v) || (bytes !== undefined && v.length !== bytes * 2))
-    throw bad(source, `${k} is not ${bytes ?? 'some'} bytes of lowercase hex`);
+    throw bad(source, `${label} is not ${bytes ?? 'some'} bytes of lowercase hex`);
   return Buffer.from(v, 'hex');
 }
 
@@ -93,7 +93,8 @@ function readValues(raw: unknown, sel: PcrSelection, source: string): PcrValues 
     if (Object.keys(e).length !== want.length || !want.every((i) => Object.hasOwn(e, i)))
       throw bad(source, `pcrValues.${bank.name} does not list exactly PCRs ${b.pcrs.join(',')}`);
     values[bank.name] = {};
-    for (const i of b.pcrs) values[bank.name]![i] = hexField(e, String(i), `${source}`, bank.size);
+    for (const i of b.pcrs)
+      values[bank.name]![i] = hexField(e, String(i), source, bank.size, `pcrValues.${bank.name}.${i}`);
   }
   return values;
 }

@@ -75,10 +75,21 @@ async function verifyAuthorization(s: Step, signer: PolicySigner, a: SignedPcrPo
   });
   await s.tool(
     'tpm2_verifysignature',
-    ['-Q', '-c', 'signer.ctx', '-g', 'sha256', '-m', 'approved.msg', '-s', 'approved.sig', '-f', 'rsassa'].concat([
+    [
+      '-Q',
+      '-c',
+      'signer.ctx',
+      '-g',
+      'sha256',
+      '-m',
+      'approved.msg',
+      '-s',
+      'approved.sig',
+      '-f',
+      'rsassa',
       '-t',
       'ticket.bin',
-    ]),
+    ],
     { action: 'verify the PCR authorization signature' },
   );
   await s.flush();
@@ -86,8 +97,8 @@ async function verifyAuthorization(s: Step, signer: PolicySigner, a: SignedPcrPo
 
 /**
  * Start the session `policy` needs and satisfy it; returns the `-p` argument for the key's use.
- * For `authorized`, the signature is verified by the TPM before the SRK and the key are loaded
- * (the caller loads them after this returns nothing but the session file).
+ * `srk.ctx` must exist (the session is salted with it), and for `authorized` with an
+ * authorization, prepareKeyPolicy must have run earlier in the same step (it leaves the ticket).
  */
 export async function keyPolicySession(s: Step, policy: KeyPolicy): Promise<string> {
   if (policy.kind === 'none') {
