@@ -51,6 +51,13 @@ describe('authorized PCR policies against swtpm', { skip: TPM_SKIP }, () => {
   let ciphertext: Buffer;
   const work = mkdtempSync(join(tmpdir(), 'eg-tpm-authz-'));
 
+  /** Sign the PCRs' current values (over `sel`) with `key`, parse the file back: what a device holds. */
+  const signCurrent = async (sel = SEL, key = operator.privateKey): Promise<SignedPcrPolicy> => {
+    const file = signPcrAuthorization({ privateKey: key, selection: sel, values: await client.readPcrs(sel) });
+    const p = parsePcrAuthorization(JSON.stringify(file));
+    return { selection: p.selection, approvedPolicy: p.approvedPolicy, signature: p.signature };
+  };
+
   const policy = (authorization?: SignedPcrPolicy): KeyPolicy => ({
     kind: 'authorized',
     pcrs: SEL,
@@ -131,32 +138,17 @@ describe('authorized PCR policies against swtpm', { skip: TPM_SKIP }, () => {
   test('after an extend: refused; with a signed authorization of the new values: unwraps', async () => {
     await client.extendPcr(7, 'sha256', Buffer.alloc(32, 0xab));
     await assert.rejects(client.rsaDecrypt(binding, policy(), ciphertext), (e) => isEdgeguardError(e, 'EG_TPM_POLICY'));
-    const values = await client.readPcrs(SEL);
-    const file = signPcrAuthorization({ privateKey: operator.privateKey, selection: SEL, values });
-    const auth = parsePcrAuthorization(JSON.stringify(file), { signerKey: operator.publicKey });
-    const a = { selection: auth.selection, approvedPolicy: auth.approvedPolicy, signature: auth.signature };
+    const a = await signCurrent();
     assert.deepEqual(await client.rsaDecrypt(binding, policy(a), ciphertext), secret);
 
     // A subset of the PCRs is an approval too (the operator chooses what it vouches for).
-    const sub = parsePcrSelection('sha256:7,16');
-    const subFile = signPcrAuthorization({
-      privateKey: operator.privateKey,
-      selection: sub,
-      values: await client.readPcrs(sub),
-    });
-    const s = parsePcrAuthorization(JSON.stringify(subFile), { signerKey: operator.publicKey });
-    const sa = { selection: s.selection, approvedPolicy: s.approvedPolicy, signature: s.signature };
-    assert.deepEqual(await client.rsaDecrypt(binding, policy(sa), ciphertext), secret);
+    const sub = await signCurrent(parsePcrSelection('sha256:7,16'));
+    assert.deepEqual(await client.rsaDecrypt(binding, policy(sub), ciphertext), secret);
 
     // Signed by a key the binding key does not name: the TPM's ticket is for another name.
-    const forged = signPcrAuthorization({ privateKey: stranger.privateKey, selection: SEL, values });
-    const f = parsePcrAuthorization(JSON.stringify(forged));
+    const forged = await signCurrent(SEL, stranger.privateKey);
     await assert.rejects(
-      client.rsaDecrypt(
-        binding,
-        policy({ selection: SEL, approvedPolicy: f.approvedPolicy, signature: f.signature }),
-        ciphertext,
-      ),
+      client.rsaDecrypt(binding, policy(forged), ciphertext),
       (e) => isEdgeguardError(e) && /^EG_TPM/.test(e.code),
     );
 
@@ -179,14 +171,7 @@ describe('authorized PCR policies against swtpm', { skip: TPM_SKIP }, () => {
     assert.deepEqual(await client.unseal(sealed, pol()), secret);
     await client.extendPcr(0, 'sha256', Buffer.alloc(32, 0x11));
     await assert.rejects(client.unseal(sealed, pol()), (e) => isEdgeguardError(e, 'EG_TPM_POLICY'));
-    const file = signPcrAuthorization({
-      privateKey: operator.privateKey,
-      selection: SEL,
-      values: await client.readPcrs(SEL),
-    });
-    const a = parsePcrAuthorization(JSON.stringify(file), { signerKey: operator.publicKey });
-    const auth = { selection: a.selection, approvedPolicy: a.approvedPolicy, signature: a.signature };
-    assert.deepEqual(await client.unseal(sealed, pol(auth)), secret);
+    assert.deepEqual(await client.unseal(sealed, pol(await signCurrent())), secret);
   });
 
   test('the identity key has no PCR policy: it unwraps after the boot state changed', async () => {
