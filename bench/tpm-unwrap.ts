@@ -4,12 +4,17 @@
  *     recreation, load of the binding key, PolicyPCR session, RSA-OAEP decrypt, flushes; each a
  *     tpm2-tools process;
  *   - baseline measured in the same run: the software provider (RSA-OAEP decrypt in Node);
+ *   - the identity key (no PCR policy; what the fleet TLS key is wrapped to);
+ *   - a binding key under the authorized policy (device init --pcr-policy-key): on its provisioned
+ *     PCRs (PCR read + PolicyPCR + PolicyOR), then after a PCR change with a signed authorization
+ *     (+ LoadExternal, VerifySignature, PolicyAuthorize);
  *   - and the floor under the TPM figure: one bare `tpm2_getrandom` round trip (process spawn + TCTI).
  *
  *   node --import tsx bench/tpm-unwrap.ts [--runs 20] [--tcti device:/dev/tpmrm0]
  */
 import { execSync } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,12 +22,21 @@ import { generateContentKey, wipe } from '../src/crypto/index.ts';
 import {
   encodeWrappedKeyFile,
   initDevice,
+  openDeviceIdentityStore,
   openDeviceKeyStore,
+  PCR_AUTHORIZATIONS_DIR,
   parseBindingPublicKey,
   wrapContentKey,
   type KeyStore,
 } from '../src/keystore/index.ts';
-import { TpmClient, startSwtpm, type Swtpm } from '../src/tpm/index.ts';
+import {
+  TpmClient,
+  parsePcrSelection,
+  signPcrAuthorization,
+  startSwtpm,
+  DEFAULT_BINDING_PCRS,
+  type Swtpm,
+} from '../src/tpm/index.ts';
 import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
@@ -70,7 +84,34 @@ async function main(): Promise<void> {
         max: Math.max(...times),
       });
     }
+    const stat = (name: string, times: number[]) => ({
+      name,
+      median: median(times),
+      min: Math.min(...times),
+      max: Math.max(...times),
+    });
+    const identity = (await openDeviceIdentityStore(join(work, 'tpm')))!;
+    const idText = encodeWrappedKeyFile(wrapContentKey(key, identity.bindingPublicKey));
+    results.push(stat('tpm identity key (no policy)', await timeUnwraps(identity, idText, key.kid)));
+
+    const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const authDir = join(work, 'tpm-authorized');
+    const pcrPolicyKey = operator.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    await initDevice({ dir: authDir, tcti, pcrPolicyKey });
+    const authStore = await openDeviceKeyStore(authDir);
+    const authText = encodeWrappedKeyFile(wrapContentKey(key, authStore.bindingPublicKey));
+    results.push(stat('tpm authorized, provisioned PCRs', await timeUnwraps(authStore, authText, key.kid)));
     const client = new TpmClient({ tcti });
+    await client.extendPcr(4, 'sha256', Buffer.alloc(32, 0x42));
+    const selection = parsePcrSelection(DEFAULT_BINDING_PCRS);
+    const signed = signPcrAuthorization({
+      privateKey: operator.privateKey,
+      selection,
+      values: await client.readPcrs(selection),
+    });
+    await writeFile(join(authDir, PCR_AUTHORIZATIONS_DIR, 'next.json'), JSON.stringify(signed));
+    results.push(stat('tpm authorized, signed PCRs', await timeUnwraps(authStore, authText, key.kid)));
+
     const rt: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const t = performance.now();

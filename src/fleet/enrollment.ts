@@ -4,7 +4,7 @@
  * fleet CA from the first request on, and once a certificate is issued the device talks to the
  * control plane only over mutual TLS.
  *
- *   1. a TLS key pair, its private half wrapped to the binding key (tls-key.ts)
+ *   1. a TLS key pair, its private half wrapped to the identity key (tls-key.ts)
  *   2. POST /v1/enroll/nonce
  *   3. tpm: POST /v1/enroll/start with the EK/AK/binding evidence from `device init` and a CSR;
  *      TPM2_ActivateCredential on the challenge; POST /v1/enroll/finish with the credential
@@ -24,6 +24,7 @@ import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../errors/i
 import {
   DEVICE_FILES,
   openDeviceKeyStore,
+  openDeviceIdentityStore,
   parseCertifyEvidence,
   readDeviceFile,
   type KeyStore,
@@ -33,7 +34,7 @@ import { protocol } from '../attest/index.ts';
 import { renewalDue, x509 } from '../pki/index.ts';
 import { FleetClient, serverError } from './client.ts';
 import type { EgressDialer } from './egress-dialer.ts';
-import { createWrappedTlsKey, loadWrappedTlsKey } from './tls-key.ts';
+import { createWrappedTlsKey, loadDeviceTlsKey } from './tls-key.ts';
 
 export const FLEET_SUBDIR = 'fleet';
 export const FLEET_FILES = {
@@ -127,6 +128,7 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
   const progress = opts.onProgress ?? (() => undefined);
   const device = await readDeviceFile(dir);
   const store = await openDeviceKeyStore(dir, opts.tcti ? { tcti: opts.tcti } : {});
+  const identity = (await openDeviceIdentityStore(dir, opts.tcti ? { tcti: opts.tcti } : {}))!;
   await mkdir(fleetDir, { recursive: true, mode: 0o700 });
   const statePath = join(fleetDir, FLEET_FILES.state);
   const keyPath = join(fleetDir, FLEET_FILES.tlsKey);
@@ -151,7 +153,7 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
         // An attempt that failed before the server recorded the device: its key was never certified.
         await rename(keyPath, `${keyPath}.abandoned-${Date.now()}`);
       }
-      const keys = await createWrappedTlsKey(store, keyPath);
+      const keys = await createWrappedTlsKey(identity, keyPath);
       const nonce = (await client.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
       let finished: protocol.EnrollFinished;
       if (device.provider === 'software') {
@@ -187,7 +189,7 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
     }
 
     const cert = await pollForCertificate(client, state, opts.poll ?? {}, progress);
-    const keyPem = await loadWrappedTlsKey(store, keyPath);
+    const keyPem = await loadDeviceTlsKey({ binding: store, identity }, keyPath);
     const leaf = await checkIssued(cert.certificateChain, keyPem, opts.caPem);
     await writeAtomic(certPath, cert.certificateChain);
     await writeAtomic(statePath, JSON.stringify({ ...state, status: 'approved' }, null, 2) + '\n', 0o600);
@@ -330,10 +332,14 @@ export async function loadDeviceCredential(deviceDir: string, opts: { tcti?: str
   const state = EnrollmentState.parse(
     JSON.parse(await readText(join(fleetDir, FLEET_FILES.state), 'the enrollment state')),
   );
-  const store = await openDeviceKeyStore(dir, opts.tcti ? { tcti: opts.tcti } : {});
+  const tcti = opts.tcti ? { tcti: opts.tcti } : {};
+  const stores = {
+    binding: await openDeviceKeyStore(dir, tcti),
+    identity: (await openDeviceIdentityStore(dir, tcti))!,
+  };
   const certPem = await readText(certPath, 'the device certificate');
   const caPem = await readText(join(fleetDir, FLEET_FILES.ca), 'the fleet CA');
-  const keyPem = await loadWrappedTlsKey(store, join(fleetDir, FLEET_FILES.tlsKey));
+  const keyPem = await loadDeviceTlsKey(stores, join(fleetDir, FLEET_FILES.tlsKey));
   return {
     server: state.server,
     deviceId: state.deviceId,

@@ -20,7 +20,7 @@ export {
   type PollOptions,
 } from './enrollment.ts';
 export { FLEET_JOURNAL_FILE, retireEnrollment, type RetiredEnrollment } from './reenroll.ts';
-export { TLS_KEY_TYPE, createWrappedTlsKey, loadWrappedTlsKey } from './tls-key.ts';
+export { TLS_KEY_TYPE, createWrappedTlsKey, loadWrappedTlsKey, loadDeviceTlsKey } from './tls-key.ts';
 export {
   MAX_REVIEW_METADATA_BYTES,
   MAX_SEALED_BYTES,

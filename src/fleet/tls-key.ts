@@ -1,21 +1,24 @@
 /**
  * The device's TLS client key at rest (DIR/fleet/tls-key.json): an ECDSA P-256 key (Node's TLS
  * needs the private key in memory; a TPM-resident key would need an OpenSSL provider), encrypted
- * with AES-256-GCM under a fresh 256-bit key that is wrapped to the device's binding key
- * (RSA-OAEP-256, the wrapped-key file of the key store). With the TPM provider the binding key
- * never leaves the TPM and answers only under its PCR policy, so a copied device directory, or
- * the same disk booted into another state, cannot recover the TLS key. Layout: docs/formats.md.
+ * with AES-256-GCM under a fresh 256-bit key that is wrapped to the device's identity key
+ * (RSA-OAEP-256, the wrapped-key file of the key store). With the TPM provider the identity key
+ * never leaves the TPM (fixedTPM|fixedParent), so a copied device directory cannot recover the TLS
+ * key; it has no PCR policy, so after a boot change the device can still connect and report (and
+ * fail its appraisal) while its binding key refuses model keys. Files written before identity keys
+ * are wrapped to the binding key: they open while its policy holds and are rewrapped to the
+ * identity key then (loadDeviceTlsKey). Layout: docs/formats.md.
  *
  *   { "type": "edgeguard-fleet-tls-key", "version": 1,
  *     "wrappedKey": <wrapped key file text>, "iv": b64url(12), "ciphertext": b64url(PKCS#8 DER || tag16) }
  *   AAD = "edgeguard-fleet-tls-key/1"
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { generateContentKey, wipe, b64url } from '../crypto/index.ts';
 import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
-import { encodeWrappedKeyFile, wrapContentKey, type KeyStore } from '../keystore/index.ts';
+import { encodeWrappedKeyFile, parseWrappedKeyFile, wrapContentKey, type KeyStore } from '../keystore/index.ts';
 import { generateP256 } from '../pki/index.ts';
 
 export const TLS_KEY_TYPE = 'edgeguard-fleet-tls-key';
@@ -34,10 +37,8 @@ const TlsKeyFile = z.strictObject({
 
 export type CryptoKeyPair = Awaited<ReturnType<typeof generateP256>>;
 
-/** Make a new TLS key pair and write it, wrapped to the key store's binding key, to `path`. */
-export async function createWrappedTlsKey(store: KeyStore, path: string): Promise<CryptoKeyPair> {
-  const keys = await generateP256(true);
-  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+/** The file text for PKCS#8 DER `pkcs8`, encrypted under a fresh key wrapped to `store`'s key. */
+function sealTlsKey(store: KeyStore, pkcs8: Buffer): string {
   const ck = generateContentKey();
   try {
     const iv = randomBytes(12);
@@ -51,27 +52,69 @@ export async function createWrappedTlsKey(store: KeyStore, path: string): Promis
       iv: b64url(iv),
       ciphertext: b64url(ct),
     };
-    await writeFile(path, JSON.stringify(file, null, 2) + '\n', { mode: 0o600, flag: 'wx' }).catch((e) => {
+    return JSON.stringify(file, null, 2) + '\n';
+  } finally {
+    wipe(ck.bytes);
+  }
+}
+
+/**
+ * Make a new TLS key pair and write it, wrapped to `store`'s key (the device identity key, see
+ * openDeviceIdentityStore), to `path`.
+ */
+export async function createWrappedTlsKey(store: KeyStore, path: string): Promise<CryptoKeyPair> {
+  const keys = await generateP256(true);
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+  try {
+    await writeFile(path, sealTlsKey(store, pkcs8), { mode: 0o600, flag: 'wx' }).catch((e) => {
       throw fsError(e, path, 'write');
     });
   } finally {
-    wipe(ck.bytes);
     pkcs8.fill(0);
   }
   return keys;
 }
 
-/** Unwrap the TLS key through the key store (the TPM, under its PCR policy); PEM in memory only. */
-export async function loadWrappedTlsKey(store: KeyStore, path: string): Promise<string> {
-  const text = await readBoundedText(path, FILE_CAPS.key, 'read');
-  let parsed: z.infer<typeof TlsKeyFile>;
+/**
+ * Unwrap the device's TLS key: through `identity` when the file is wrapped to it; otherwise (a
+ * file from before identity keys) through `binding`, under its PCR policy, and then rewrap it to
+ * `identity` (temporary file, rename) so the next boot change no longer locks the device out.
+ */
+export async function loadDeviceTlsKey(
+  stores: { binding: KeyStore; identity: KeyStore },
+  path: string,
+): Promise<string> {
+  const { parsed } = await readTlsKeyFile(path);
+  const wrappedTo = parseWrappedKeyFile(parsed.wrappedKey).bindingKey;
+  if (wrappedTo === stores.identity.posture.bindingKey) return loadWrappedTlsKey(stores.identity, path);
+  const pem = await loadWrappedTlsKey(stores.binding, path);
+  const der = createPrivateKey(pem).export({ type: 'pkcs8', format: 'der' });
   try {
-    parsed = TlsKeyFile.parse(JSON.parse(text));
+    const tmp = `${path}.tmp-${process.pid}`;
+    await writeFile(tmp, sealTlsKey(stores.identity, der), { mode: 0o600 }).catch((e) => {
+      throw fsError(e, tmp, 'write');
+    });
+    await rename(tmp, path);
+  } finally {
+    der.fill(0);
+  }
+  return pem;
+}
+
+async function readTlsKeyFile(path: string): Promise<{ parsed: z.infer<typeof TlsKeyFile> }> {
+  const text = await readBoundedText(path, FILE_CAPS.key, 'read');
+  try {
+    return { parsed: TlsKeyFile.parse(JSON.parse(text)) };
   } catch (e) {
     throw new EdgeguardError('EG_KEY_FORMAT', `${path} is not a fleet TLS key file; re-enroll the device.`, {
       cause: e,
     });
   }
+}
+
+/** Unwrap the TLS key through `store` (whatever key it is wrapped to must be that store's); PEM in memory only. */
+export async function loadWrappedTlsKey(store: KeyStore, path: string): Promise<string> {
+  const { parsed } = await readTlsKeyFile(path);
   const ck = await store.unwrapContentKey(parsed.wrappedKey);
   try {
     const ct = Buffer.from(parsed.ciphertext, 'base64url');

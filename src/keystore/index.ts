@@ -11,6 +11,7 @@ export {
   type KeyStorePosture,
   SOFTWARE_POSTURE_LABEL,
   TPM_POSTURE_LABEL,
+  TPM_IDENTITY_POSTURE_LABEL,
 } from './types.ts';
 export {
   type WrappedKeyFile,
@@ -23,7 +24,14 @@ export {
   parseBindingPublicKey,
 } from './wrapped-key.ts';
 export { SoftwareKeyStore } from './software.ts';
-export { TpmKeyStore } from './tpm.ts';
+export { TpmKeyStore, type TpmKeyStorePolicy } from './tpm.ts';
+export {
+  type LoadedAuthorizations,
+  type PolicyBranch,
+  PCR_AUTHORIZATIONS_DIR,
+  loadPcrAuthorizations,
+  choosePolicyBranch,
+} from './pcr-authorizations.ts';
 export {
   type DeviceFile,
   type InitDeviceOptions,
@@ -33,6 +41,7 @@ export {
   FILES as DEVICE_FILES,
   initDevice,
   openDeviceKeyStore,
+  openDeviceIdentityStore,
   readDeviceFile,
 } from './device.ts';
 export {
@@ -42,4 +51,11 @@ export {
   parseCertifyEvidence,
   verifyCertifyEvidence,
 } from './certify-evidence.ts';
+export {
+  type DeviceKeyStatus,
+  type TpmKeyStatus,
+  type PcrDifference,
+  deviceKeyStatus,
+  policyNotSatisfied,
+} from './status.ts';
 export { type ContentKeyPosture, type ContentKeySource, resolveContentKey } from './content-key.ts';

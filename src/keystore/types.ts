@@ -7,6 +7,8 @@ export type KeyStoreProvider = 'tpm' | 'software';
 /** Every report of key posture (CLI, checklist, server) uses these exact labels. */
 export const SOFTWARE_POSTURE_LABEL = 'software key: not hardware-bound';
 export const TPM_POSTURE_LABEL = 'TPM 2.0 key: hardware-bound, PCR policy';
+/** The device identity key (TLS client key wrapping): bound to the TPM, usable whatever was booted. */
+export const TPM_IDENTITY_POSTURE_LABEL = 'TPM 2.0 identity key: hardware-bound, no PCR policy';
 
 export interface KeyStorePosture {
   provider: KeyStoreProvider;

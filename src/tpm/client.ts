@@ -1,27 +1,20 @@
 /**
- * The TPM 2.0 client: each operation is a short sequence of tpm2-tools commands run in a private
- * temporary directory (mode 0700) that holds only public areas, saved contexts and TPM-encrypted
- * private blobs, never a secret in the clear: unwrapped keys and unsealed data come back on the
- * tool's stdout, into memory: tpm2_rsadecrypt, tpm2_unseal and tpm2_getrandom write raw bytes to
- * stdout when given no -o. (`-o /dev/stdout` does NOT work here: Node's stdio pipes are socketpairs,
- * which cannot be reopened through /proc/self/fd.)
- *
- * swtpm and /dev/tpm0 have no resource manager, so transient objects and sessions that a tool
- * leaves loaded are flushed after each step (`tpm2_flushcontext -t`, `-l`, `-s`); otherwise the TPM
- * soon answers TPM_RC_OBJECT_MEMORY. Operations on one TCTI are serialized within the process.
- * Transient TPM errors (TPM_RC_RETRY, YIELDED, TESTING, PCR_CHANGED, out of object memory) are
- * retried a few times with backoff, after a flush.
+ * The TPM 2.0 client: each operation is a short sequence of tpm2-tools commands (run, serialized,
+ * retried and flushed by runner.ts) in a private temporary directory that never holds a secret in
+ * the clear: unwrapped keys and unsealed data come back on the tool's stdout, into memory:
+ * tpm2_rsadecrypt, tpm2_unseal and tpm2_getrandom write raw bytes to stdout when given no -o.
+ * (`-o /dev/stdout` does NOT work here: Node's stdio pipes are socketpairs, which cannot be
+ * reopened through /proc/self/fd.) Sessions that authorize a key's use: policy-session.ts.
  *
  * Key hierarchy (TCG TPM 2.0 Library Part 1, 23 "Protected storage hierarchy"):
  *   owner hierarchy -> SRK (primary, recreated from its template each time: same seed, same key)
- *                      -> binding key (RSA-2048 decrypt, fixedTPM|fixedParent, PolicyPCR)
+ *                      -> binding key (RSA-2048 decrypt, fixedTPM|fixedParent, PolicyPCR, or
+ *                         PolicyOR(PolicyPCR, PolicyAuthorize(operator key)))
+ *                      -> identity key (RSA-2048 decrypt, fixedTPM|fixedParent, no policy)
  *                      -> sealed objects
  *   endorsement hierarchy -> EK (TCG EK template, tpm2_createek) -> AK (restricted RSA signing key)
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { EdgeguardError } from '../errors/index.ts';
 import {
   DEFAULT_BINDING_PCRS,
@@ -31,11 +24,11 @@ import {
   type PcrValues,
 } from './pcr.ts';
 import { objectName, parseTpm2bPublic, type TpmPublic } from './public.ts';
-import { runTool, TpmToolError } from './tools.ts';
 import { HASH_ALGS } from './constants.ts';
+import { keyPolicySession, prepareKeyPolicy, type KeyPolicy, type Step } from './policy-session.ts';
+import { TpmRunner, type TpmKeyBlobs } from './runner.ts';
+import { policyAuthorizeDigest, policyOrDigest, type PolicySigner } from './policy.ts';
 
-/** The SRK template (TCG "Provisioning Guidance" storage key: RSA-2048, AES-128-CFB, restricted decrypt). */
-export const SRK_TEMPLATE = 'rsa2048:null:aes128cfb';
 /** The binding key: RSA-2048 decrypt-only, OAEP-SHA256 fixed in the key's scheme. */
 export const BINDING_KEY_ALG = 'rsa2048:oaep-sha256:null';
 /**
@@ -45,36 +38,22 @@ export const BINDING_KEY_ALG = 'rsa2048:oaep-sha256:null';
  * authValue, which only lets the key be certified, never used.
  */
 export const BINDING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|decrypt';
+/** The identity key: like the binding key but usable with the empty authValue, under no PCR policy. */
+export const IDENTITY_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|decrypt';
 /** Sealed data objects: cannot be duplicated; unsealing needs the policy session. */
 const SEAL_ATTRIBUTES = 'fixedtpm|fixedparent';
 /** TCG EK Credential Profile 2.0, section 2.2.1.4: the RSA EK certificate's NV index. */
 export const EK_CERT_NV_INDEX_RSA = 0x01c00002;
-
-export interface TpmClientOptions {
-  /** `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `mssim:...`. */
-  tcti: string;
-  /** Attempts for transient errors (default 4). */
-  attempts?: number;
-  /** Flush transient objects and sessions after each step (default: yes unless the TCTI is a resource manager). */
-  flush?: boolean;
-  /** The SRK name recorded at provisioning; when set, every operation checks it (EG_TPM_WRONG_DEVICE). */
-  srkName?: Uint8Array;
-}
-
-/** A key as it rests on disk: its public area and its TPM-encrypted private area. */
-export interface TpmKeyBlobs {
-  /** TPM2B_PUBLIC. */
-  public: Buffer;
-  /** TPM2B_PRIVATE, encrypted under the parent's seed: useless without this TPM. */
-  private: Buffer;
-}
+export { SRK_TEMPLATE, type TpmClientOptions, type TpmKeyBlobs } from './runner.ts';
 
 export interface BindingKey extends TpmKeyBlobs {
   publicArea: TpmPublic;
   name: Buffer;
   pcrs: PcrSelection;
-  /** The authPolicy the TPM computed for the PCR values at creation. */
+  /** The key's authPolicy: the PolicyPCR digest, or PolicyOR(it, PolicyAuthorize(signer)). */
   policyDigest: Buffer;
+  /** The PolicyPCR digest the TPM computed for the PCR values at creation. */
+  pcrPolicyDigest: Buffer;
   /** The PCR values the policy was computed over. */
   pcrValues: PcrValues;
 }
@@ -94,8 +73,6 @@ export interface Attestation {
   signature: Buffer;
 }
 
-const locks = new Map<string, Promise<unknown>>();
-
 function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }
@@ -103,142 +80,7 @@ function hex(b: Uint8Array): string {
 /** Extensions per tpm2_pcrextend run: a command line of modest length. */
 const EXTENDS_PER_RUN = 64;
 
-export class TpmClient {
-  readonly tcti: string;
-  private readonly attempts: number;
-  private readonly flushSteps: boolean;
-  private readonly srkName: Buffer | undefined;
-
-  constructor(opts: TpmClientOptions) {
-    if (!/^[a-z0-9_-]+(:.*)?$/i.test(opts.tcti)) {
-      throw new EdgeguardError(
-        'EG_CONFIG',
-        `"${opts.tcti}" is not a TCTI; use device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321.`,
-      );
-    }
-    this.tcti = opts.tcti;
-    this.attempts = opts.attempts ?? 4;
-    this.flushSteps = opts.flush ?? !/^(device:\/dev\/tpmrm\d+|tabrmd)/.test(opts.tcti);
-    this.srkName = opts.srkName ? Buffer.from(opts.srkName) : undefined;
-  }
-
-  // ---- plumbing -------------------------------------------------------------------------------
-
-  /** Run `fn` alone on this TCTI, in a fresh private work directory, retrying transient errors. */
-  private async op<T>(action: string, fn: (step: Step) => Promise<T>): Promise<T> {
-    const prev = locks.get(this.tcti) ?? Promise.resolve();
-    const run = prev.catch(() => undefined).then(() => this.opUnlocked(action, fn));
-    locks.set(this.tcti, run);
-    try {
-      return await run;
-    } finally {
-      if (locks.get(this.tcti) === run) locks.delete(this.tcti);
-    }
-  }
-
-  private async opUnlocked<T>(action: string, fn: (step: Step) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const dir = await mkdtemp(join(tmpdir(), 'edgeguard-tpm-'));
-      const step: Step = {
-        dir,
-        file: (name) => join(dir, name),
-        tool: (tool, args, opts = {}) =>
-          runTool(tool, args, {
-            tcti: this.tcti,
-            cwd: dir,
-            action: opts.action ?? action,
-            ...(opts.stdin ? { stdin: opts.stdin } : {}),
-          }),
-        flush: (sessions = false) => this.flushAll(dir, sessions),
-      };
-      try {
-        const result = await fn(step);
-        return result;
-      } catch (e) {
-        if (e instanceof TpmToolError) {
-          const d = e.decoded;
-          const transient = d !== undefined && (d.retryable || d.resources);
-          if (transient && attempt < this.attempts) {
-            await this.flushAll(dir, true);
-            await sleep(25 * 2 ** attempt);
-            continue;
-          }
-          throw e.error;
-        }
-        throw e;
-      } finally {
-        await this.flushAll(dir, true);
-        await rm(dir, { recursive: true, force: true });
-      }
-    }
-  }
-
-  private async flushAll(dir: string, sessions: boolean): Promise<void> {
-    if (!this.flushSteps) return;
-    const kinds = sessions ? ['-t', '-l', '-s'] : ['-t'];
-    for (const k of kinds) {
-      try {
-        await runTool('tpm2_flushcontext', [k], { tcti: this.tcti, cwd: dir, action: 'flush transient TPM contexts' });
-      } catch {
-        // Nothing to flush, or the TPM is gone: the next command reports the real problem.
-      }
-    }
-  }
-
-  /**
-   * Recreate the SRK from its template (same owner seed, same key) as `srk.ctx`. Its public area as
-   * the TPM returned it (the one ESAPI salts sessions to) is checked against the pinned name when
-   * the client has one, so a different TPM, or an interposer answering with its own key, is
-   * refused before anything is loaded or decrypted.
-   */
-  private async createSrk(s: Step): Promise<Buffer> {
-    await s.tool(
-      'tpm2_createprimary',
-      ['-Q', '-C', 'o', '-g', 'sha256', '-G', SRK_TEMPLATE, '-c', 'srk.ctx', '-o', 'srk.pub'],
-      { action: 'create the storage root key' },
-    );
-    await s.flush();
-    const name = objectName(parseTpm2bPublic(await readFile(s.file('srk.pub'))));
-    if (this.srkName && !name.equals(this.srkName)) {
-      throw new EdgeguardError(
-        'EG_TPM_WRONG_DEVICE',
-        `this TPM's storage root key (${name.toString('hex').slice(0, 16)}…) is not the one recorded at provisioning (${this.srkName.toString('hex').slice(0, 16)}…): a device directory copied from another device cannot be used here, or something sits between this host and its TPM.`,
-        { details: { srkName: name.toString('hex'), expected: this.srkName.toString('hex') } },
-      );
-    }
-    return name;
-  }
-
-  private async loadUnderSrk(s: Step, key: TpmKeyBlobs, ctx: string, what: string): Promise<void> {
-    await writeFile(s.file(`${ctx}.pub`), key.public);
-    await writeFile(s.file(`${ctx}.priv`), key.private);
-    await this.createSrk(s);
-    await s.tool('tpm2_load', ['-Q', '-C', 'srk.ctx', '-u', `${ctx}.pub`, '-r', `${ctx}.priv`, '-c', ctx], {
-      action: `load the ${what}`,
-    });
-    await s.flush();
-  }
-
-  /**
-   * A policy session satisfied by TPM2_PolicyPCR over `pcrs` (Part 3, 23.7). It is salted with the
-   * SRK (`srk.ctx` must be in the step directory) and has the decrypt and encrypt attributes, so the
-   * first command parameter (the wrapped key) and the first response parameter (the unwrapped key,
-   * the unsealed data) cross the TPM bus AES-CFB encrypted under a session key a passive bus
-   * sniffer cannot derive (Part 1, 21 "Session-based encryption").
-   */
-  private static async pcrPolicySession(s: Step, pcrs: PcrSelection): Promise<string> {
-    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', 'session.ctx', '-c', 'srk.ctx'], {
-      action: 'start a salted policy session',
-    });
-    await s.tool('tpm2_sessionconfig', ['session.ctx', '--enable-encrypt', '--enable-decrypt'], {
-      action: 'enable parameter encryption',
-    });
-    await s.tool('tpm2_policypcr', ['-Q', '-S', 'session.ctx', '-l', formatPcrSelection(pcrs)], {
-      action: 'apply the PCR policy',
-    });
-    return 'session:session.ctx';
-  }
-
+export class TpmClient extends TpmRunner {
   /** The EK (recreated from the TCG template) and the AK loaded under it with a PolicySecret(endorsement) session. */
   private static async loadAk(s: Step, ak: TpmKeyBlobs): Promise<void> {
     await writeFile(s.file('ak.pub'), ak.public);
@@ -399,18 +241,26 @@ export class TpmClient {
 
   /**
    * The device binding key: RSA-2048 OAEP-SHA256 decrypt key under the SRK whose authPolicy is
-   * PolicyPCR over `pcrs` at their current values.
+   * PolicyPCR over `pcrs` at their current values or, given the operator's PCR policy signing key,
+   * PolicyOR(that PolicyPCR, PolicyAuthorize(signer)) (policy.ts): the key also answers under PCR
+   * values the operator signed later, so an authorized boot change does not need a new key.
    */
-  async createBindingKey(pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS): Promise<BindingKey> {
+  async createBindingKey(
+    pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS,
+    signer?: PolicySigner,
+  ): Promise<BindingKey> {
     const sel = typeof pcrs === 'string' ? parsePcrSelection(pcrs) : pcrs;
     for (let attempt = 1; ; attempt++) {
       const before = await this.readPcrs(sel);
-      const policyDigest = await this.pcrPolicyDigest(sel);
+      const pcrPolicyDigest = await this.pcrPolicyDigest(sel);
+      const policyDigest = signer
+        ? policyOrDigest([pcrPolicyDigest, policyAuthorizeDigest(signer.name)])
+        : pcrPolicyDigest;
       const key = await this.createKey(BINDING_KEY_ALG, BINDING_KEY_ATTRIBUTES, policyDigest);
       const after = await this.readPcrs(sel);
       // The policy must describe the values we record; if a PCR moved meanwhile, do it again.
       if (JSON.stringify(before, bufJson) === JSON.stringify(after, bufJson)) {
-        return { ...key, pcrs: sel, policyDigest, pcrValues: after };
+        return { ...key, pcrs: sel, policyDigest, pcrPolicyDigest, pcrValues: after };
       }
       if (attempt >= 5) {
         throw new EdgeguardError(
@@ -422,27 +272,47 @@ export class TpmClient {
   }
 
   /**
-   * TPM2_RSA_Decrypt (RSAES-OAEP, the key's SHA-256 scheme, empty label) with a key whose policy is
-   * PolicyPCR over `pcrs`. The plaintext comes back on the tool's stdout only.
+   * The device identity key: RSA-2048 OAEP-SHA256 decrypt key under the SRK with NO PCR policy
+   * (userWithAuth, empty authValue). fixedTPM|fixedParent keep it in this TPM, so a copied device
+   * directory still cannot use it; what it protects (the TLS client key) stays usable after a boot
+   * change, so the device can still connect and report.
    */
-  async rsaDecrypt(key: TpmKeyBlobs, pcrs: PcrSelection, ciphertext: Uint8Array): Promise<Buffer> {
+  async createIdentityKey(): Promise<TpmKeyBlobs & { publicArea: TpmPublic; name: Buffer }> {
+    return this.createKey(BINDING_KEY_ALG, IDENTITY_KEY_ATTRIBUTES);
+  }
+
+  /**
+   * TPM2_RSA_Decrypt (RSAES-OAEP, the key's SHA-256 scheme, empty label) with a key used under
+   * `policy` (a PCR selection: plain PolicyPCR). The plaintext comes back on the tool's stdout only.
+   */
+  async rsaDecrypt(key: TpmKeyBlobs, policy: PcrSelection | KeyPolicy, ciphertext: Uint8Array): Promise<Buffer> {
+    const p: KeyPolicy = Array.isArray(policy) ? { kind: 'pcr', pcrs: policy } : policy;
     return this.op('unwrap the content key with the binding key', async (s) => {
+      await prepareKeyPolicy(s, p);
       await this.loadUnderSrk(s, key, 'bind.ctx', 'binding key');
-      const auth = await TpmClient.pcrPolicySession(s, pcrs);
+      const auth = await keyPolicySession(s, p);
       // No input file argument: tpm2_rsadecrypt reads the ciphertext from stdin.
       return s.tool('tpm2_rsadecrypt', ['-Q', '-c', 'bind.ctx', '-p', auth, '-s', 'oaep'], { stdin: ciphertext });
     });
   }
 
-  /** Seal up to 128 bytes to the PCR policy: a keyed-hash object under the SRK. */
+  /**
+   * Seal up to 128 bytes to the PCR policy: a keyed-hash object under the SRK. With `signer`, the
+   * policy is PolicyOR(PolicyPCR, PolicyAuthorize(signer)) as for the binding key, and
+   * `pcrPolicyDigest` is the branch an `authorized` unseal names.
+   */
   async seal(
     secret: Uint8Array,
     pcrs: PcrSelection | string = DEFAULT_BINDING_PCRS,
-  ): Promise<TpmKeyBlobs & { pcrs: PcrSelection }> {
+    signer?: PolicySigner,
+  ): Promise<TpmKeyBlobs & { pcrs: PcrSelection; pcrPolicyDigest: Buffer }> {
     if (secret.length === 0 || secret.length > 128)
       throw new EdgeguardError('EG_USAGE', 'a sealed secret must be 1 to 128 bytes.');
     const sel = typeof pcrs === 'string' ? parsePcrSelection(pcrs) : pcrs;
-    const policyDigest = await this.pcrPolicyDigest(sel);
+    const pcrPolicyDigest = await this.pcrPolicyDigest(sel);
+    const policyDigest = signer
+      ? policyOrDigest([pcrPolicyDigest, policyAuthorizeDigest(signer.name)])
+      : pcrPolicyDigest;
     return this.op('seal a secret to the PCR policy', async (s) => {
       await writeFile(s.file('policy.bin'), policyDigest);
       await this.createSrk(s);
@@ -467,14 +337,18 @@ export class TpmClient {
         { stdin: secret },
       );
       await s.flush();
-      return { public: await readFile(s.file('seal.pub')), private: await readFile(s.file('seal.priv')), pcrs: sel };
+      const blobs = { public: await readFile(s.file('seal.pub')), private: await readFile(s.file('seal.priv')) };
+      return { ...blobs, pcrs: sel, pcrPolicyDigest };
     });
   }
 
-  async unseal(sealed: TpmKeyBlobs, pcrs: PcrSelection): Promise<Buffer> {
+  /** Unseal under `policy` (a PCR selection: plain PolicyPCR); the data comes back on stdout only. */
+  async unseal(sealed: TpmKeyBlobs, policy: PcrSelection | KeyPolicy): Promise<Buffer> {
+    const p: KeyPolicy = Array.isArray(policy) ? { kind: 'pcr', pcrs: policy } : policy;
     return this.op('unseal the secret', async (s) => {
+      await prepareKeyPolicy(s, p);
       await this.loadUnderSrk(s, sealed, 'seal.ctx', 'sealed object');
-      const auth = await TpmClient.pcrPolicySession(s, pcrs);
+      const auth = await keyPolicySession(s, p);
       return s.tool('tpm2_unseal', ['-Q', '-c', 'seal.ctx', '-p', auth]);
     });
   }
@@ -616,13 +490,6 @@ export class TpmClient {
       return cred;
     });
   }
-}
-
-interface Step {
-  dir: string;
-  file(name: string): string;
-  tool(tool: string, args: string[], opts?: { stdin?: Uint8Array; action?: string }): Promise<Buffer>;
-  flush(sessions?: boolean): Promise<void>;
 }
 
 function bufJson(_k: string, v: unknown): unknown {

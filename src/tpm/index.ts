@@ -57,8 +57,28 @@ export {
   SRK_TEMPLATE,
   BINDING_KEY_ALG,
   BINDING_KEY_ATTRIBUTES,
+  IDENTITY_KEY_ATTRIBUTES,
   EK_CERT_NV_INDEX_RSA,
 } from './client.ts';
+export { type KeyPolicy, type SignedPcrPolicy } from './policy-session.ts';
+export {
+  type PolicySigner,
+  PCR_POLICY_REF,
+  policyAuthorizeDigest,
+  policyOrDigest,
+  policySignerPublic,
+  authorizationMessage,
+} from './policy.ts';
+export {
+  type PcrAuthorization,
+  type ParsedPcrAuthorization,
+  type SignPcrAuthorizationOptions,
+  PCR_AUTHORIZATION_TYPE,
+  PCR_AUTHORIZATION_MAX_BYTES,
+  TAMPER_PCR,
+  parsePcrAuthorization,
+  signPcrAuthorization,
+} from './pcr-authorization.ts';
 export {
   startSwtpm,
   createLocalCa,

@@ -113,7 +113,8 @@ describe('TPM key store (device init, wrap, run, clone, policy)', { skip: TPM_SK
     const status = await runCli(['device', 'status', '--dir', dev]);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /evidence verified/);
-    assert.match(status.stdout, /satisfied by the current PCRs/);
+    assert.match(status.stdout, /satisfied by the provisioned values/);
+    assert.match(status.stdout, /EK sha256 \(a line for the control plane's auto-approve.txt\): [0-9a-f]{64}/);
   });
 
   test('key wrap + run --wrapped-key --device: the model loads and classifies, no key bytes on disk', async () => {
@@ -238,6 +239,8 @@ describe('TPM key store (device init, wrap, run, clone, policy)', { skip: TPM_SK
     assert.equal(out.predictions, undefined);
     const status = await runCli(['device', 'status', '--dir', dev]);
     assert.match(status.stdout, /NOT satisfied/);
+    assert.equal(status.code, 5, 'device status exits with EG_TPM_POLICY when the key would be refused');
+    assert.match(status.stderr, /^EG_TPM_POLICY: /);
   });
 
   test('a missing TPM is EG_TPM_UNAVAILABLE with a sentence', async () => {

@@ -17,6 +17,7 @@ import { eventLogReport, formatEventLogReport, readEventLogFile } from '../../ev
 import { Output, globalOptions } from '../output.ts';
 import { adminClient, run } from './fleet.ts';
 import { withConnection, type ConnectionOptions } from '../connection.ts';
+import { registerPcrAuthorizationCommands } from './attest-pcr.ts';
 
 export function registerAttestCommands(program: Command): void {
   const attest = program.command('attest').description('measured boot: event logs and boot policies');
@@ -34,6 +35,7 @@ export function registerAttestCommands(program: Command): void {
   const policy = attest.command('policy').description('boot policies: make one from a golden log, check, assign');
   registerPolicyCommands(policy);
   registerAssignmentCommands(policy, attest);
+  registerPcrAuthorizationCommands(attest);
 }
 
 function registerAssignmentCommands(policy: Command, attest: Command): void {

@@ -7,16 +7,16 @@
  *      a key made now would bind to the extended value and stop working at the next boot;
  *   2. the old key store and enrollment (device.json, binding blobs, fleet/ with its journal) move
  *      to DEV/retired/TIME/, kept as evidence;
- *   3. `device init` makes a new binding key (same provider, TCTI and PCR selection);
+ *   3. `device init` makes a new binding key (same provider, TCTI, PCR selection and PCR policy key);
  *   4. clearTamperLock removes tamper.lock.json (it refuses while the binding key is the old one).
  *
  * The operator then wraps the content keys to the new binding.pub, removes the tampered device on
  * the control plane, and the device enrolls again, which needs approval again.
  */
-import { mkdir, readdir, rename } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { initDevice, readDeviceFile, type DeviceFile } from '../../keystore/index.ts';
+import { DEVICE_FILES, initDevice, readDeviceFile, type DeviceFile } from '../../keystore/index.ts';
 import { LOCK_STATE_FILE, clearTamperLock, isLocked, readLockState, tamperConfigSchema } from '../../tamper/index.ts';
 import { TpmClient } from '../../tpm/index.ts';
 
@@ -62,8 +62,19 @@ export async function reprovisionDevice(o: { dir: string; tcti?: string | undefi
   const lock = await readLockState(dir).catch(() => undefined);
   const tcti = o.tcti ?? old.tpm?.tcti;
   if (old.provider === 'tpm') await requireTamperPcrReset(tcti!, lock?.pcr ?? tamperConfigSchema.parse({}).pcr);
+  // The operator's PCR policy key carries over: authorizations signed for the fleet keep applying.
+  const pcrPolicyKey =
+    old.tpm?.policyKind === 'pcr-or-authorized'
+      ? await readFile(join(dir, DEVICE_FILES.pcrPolicyKey), 'utf8').catch((e) => {
+          throw fsError(e, join(dir, DEVICE_FILES.pcrPolicyKey), 'read');
+        })
+      : undefined;
   const retiredTo = await retireOldFiles(dir);
-  const made = await initDevice({ dir, ...(old.provider === 'tpm' ? { tcti: tcti!, pcrs: old.tpm!.pcrs } : {}) });
+  const made = await initDevice({
+    dir,
+    ...(old.provider === 'tpm' ? { tcti: tcti!, pcrs: old.tpm!.pcrs } : {}),
+    ...(pcrPolicyKey !== undefined ? { pcrPolicyKey } : {}),
+  });
   await clearTamperLock(dir, made.device.bindingKey);
   return { dir, retiredTo, previousBindingKey: old.bindingKey, device: made.device, wasLocked };
 }

@@ -6,21 +6,19 @@ import { Command } from 'commander';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readContentKeyFile, wipe } from '../../crypto/index.ts';
-import { EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../../errors/index.ts';
+import { ERROR_EXIT_CODES, EdgeguardError, fsError, FILE_CAPS, readBoundedText } from '../../errors/index.ts';
 import {
   DEVICE_FILES,
   encodeWrappedKeyFile,
   initDevice,
-  openDeviceKeyStore,
+  deviceKeyStatus,
   parseBindingPublicKey,
-  parseCertifyEvidence,
-  readDeviceFile,
-  verifyCertifyEvidence,
+  policyNotSatisfied,
   wrapContentKey,
   bindingKeyThumbprint,
-  TpmKeyStore,
+  type TpmKeyStatus,
 } from '../../keystore/index.ts';
-import { DEFAULT_BINDING_PCRS, TPM_ALG, parsePcrSelection, policyPcrDigest } from '../../tpm/index.ts';
+import { DEFAULT_BINDING_PCRS } from '../../tpm/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { reprovisionDevice } from './device-reprovision.ts';
 
@@ -39,14 +37,25 @@ export function registerDeviceCommands(program: Command): void {
       'use a software key (PEM file, mode 0600): NOT hardware-bound, for development or TPM-less devices',
     )
     .option('--pcrs <selection>', "PCRs the binding key's policy covers (TPM only)", DEFAULT_BINDING_PCRS)
-    .action(async (opts: { dir: string; tpm?: string; software?: boolean; pcrs: string }, cmd: Command) => {
+    .option(
+      '--pcr-policy-key <file>',
+      "the operator's PCR policy key (PREFIX.pub from `attest policy-key create`): the binding key also answers under PCR values it signs (TPM only)",
+    )
+    .action(async (opts: InitOptions, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       if (Boolean(opts.tpm) === Boolean(opts.software)) {
         throw new EdgeguardError('EG_USAGE', 'pass exactly one of --tpm TCTI or --software.');
       }
       const pcrsGiven = cmd.getOptionValueSource('pcrs') === 'cli';
       if (opts.software && pcrsGiven) throw new EdgeguardError('EG_USAGE', '--pcrs only applies with --tpm.');
-      const r = await initDevice({ dir: opts.dir, ...(opts.tpm ? { tcti: opts.tpm, pcrs: opts.pcrs } : {}) });
+      if (opts.software && opts.pcrPolicyKey)
+        throw new EdgeguardError('EG_USAGE', '--pcr-policy-key only applies with --tpm.');
+      const pcrPolicyKey = opts.pcrPolicyKey ? await readText(opts.pcrPolicyKey) : undefined;
+      const r = await initDevice({
+        dir: opts.dir,
+        ...(opts.tpm ? { tcti: opts.tpm, pcrs: opts.pcrs } : {}),
+        ...(pcrPolicyKey !== undefined ? { pcrPolicyKey } : {}),
+      });
       const d = r.device;
       if (d.provider === 'software')
         out.warn(`${d.posture}: anyone who copies ${r.dir} can unwrap keys wrapped to it.`);
@@ -66,7 +75,9 @@ export function registerDeviceCommands(program: Command): void {
           `binding key ${d.bindingKey} (RSA-2048, RSA-OAEP-256)${d.tpm ? `, TPM name ${d.tpm.bindingName}` : ''}`,
           ...(d.tpm
             ? [
-                `policy: PolicyPCR ${d.tpm.pcrs} = ${d.tpm.policyDigest}`,
+                d.tpm.policyKind === 'pcr-or-authorized'
+                  ? `policy: PolicyOR(PolicyPCR ${d.tpm.pcrs}, PolicyAuthorize(PCR policy key ${d.tpm.pcrPolicySigner?.slice(0, 16)}…)) = ${d.tpm.policyDigest}`
+                  : `policy: PolicyPCR ${d.tpm.pcrs} = ${d.tpm.policyDigest}`,
                 `AK ${d.tpm.akName}; TPM2_Certify evidence in ${join(r.dir, DEVICE_FILES.certify)}`,
               ]
             : []),
@@ -78,43 +89,31 @@ export function registerDeviceCommands(program: Command): void {
   device
     .command('status')
     .description(
-      "report the key store's posture; with a TPM, check the certify evidence and whether the current PCRs satisfy the policy",
+      `report the key store's posture; with a TPM, check the certify evidence, show which PCRs differ from the provisioned values and whether the binding key answers now (exit ${ERROR_EXIT_CODES.EG_TPM_POLICY}, EG_TPM_POLICY, when it would be refused), and the EK hash for auto-approve.txt`,
     )
     .requiredOption('--dir <dir>', 'device directory')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
     .action(async (opts: { dir: string; tpm?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const d = await readDeviceFile(opts.dir);
-      const store = await openDeviceKeyStore(opts.dir, opts.tpm ? { tcti: opts.tpm } : {});
-      const lines = [`device ${opts.dir}: ${store.posture.label}`, `binding key ${store.posture.bindingKey}`];
-      const data: Record<string, unknown> = {
-        ok: true,
-        provider: store.provider,
-        hardwareBound: store.posture.hardwareBound,
-        posture: store.posture.label,
-        bindingKey: store.posture.bindingKey,
-      };
-      if (store instanceof TpmKeyStore && d.tpm) {
-        const ev = verifyCertifyEvidence(parseCertifyEvidence(await readText(join(opts.dir, DEVICE_FILES.certify))), {
-          bindingPem: await readText(join(opts.dir, DEVICE_FILES.bindingPem)),
-        });
-        const sel = parsePcrSelection(d.tpm.pcrs);
-        const current = await store.client.readPcrs(sel);
-        const satisfied = policyPcrDigest(sel, current, TPM_ALG.SHA256).toString('hex') === ev.policyDigest;
-        data.certify = { verified: true, bindingName: ev.bindingName, akName: ev.akName };
-        data.policy = { pcrs: d.tpm.pcrs, digest: ev.policyDigest, satisfiedNow: satisfied };
-        lines.push(
-          `TPM2_Certify evidence verified: AK ${ev.akName.slice(0, 16)}… certifies binding key ${ev.bindingName.slice(0, 16)}…`,
-        );
-        lines.push(
-          satisfied
-            ? `PCR policy ${d.tpm.pcrs}: satisfied by the current PCRs`
-            : `PCR policy ${d.tpm.pcrs}: NOT satisfied by the current PCRs (boot state changed); unwrap will be refused`,
-        );
-      } else {
-        out.warn(`${store.posture.label}: anyone who copies ${opts.dir} can unwrap keys wrapped to it.`);
+      const st = await deviceKeyStatus(opts.dir, opts.tpm ? { tcti: opts.tpm } : {});
+      const t = st.tpm;
+      if (!t) out.warn(`${st.posture.label}: anyone who copies ${opts.dir} can unwrap keys wrapped to it.`);
+      out.result(
+        {
+          ok: t ? t.satisfied : true,
+          provider: st.provider,
+          hardwareBound: st.posture.hardwareBound,
+          posture: st.posture.label,
+          bindingKey: st.posture.bindingKey,
+          ...(t ? { tpm: t } : {}),
+        },
+        [`device ${opts.dir}: ${st.posture.label}`, `binding key ${st.posture.bindingKey}`, ...(t ? tpmLines(t) : [])],
+      );
+      if (t && !t.satisfied) {
+        const err = policyNotSatisfied(t);
+        if (!out.opts.json) process.stderr.write(`${err.code}: ${err.message}\n`);
+        process.exitCode = ERROR_EXIT_CODES.EG_TPM_POLICY;
       }
-      out.result(data, lines);
     });
 
   device
@@ -180,6 +179,45 @@ export function registerDeviceCommands(program: Command): void {
     });
 }
 
+interface InitOptions {
+  dir: string;
+  tpm?: string;
+  software?: boolean;
+  pcrs: string;
+  pcrPolicyKey?: string;
+}
+
 async function readText(path: string): Promise<string> {
   return await readBoundedText(path, FILE_CAPS.certificate, 'read');
+}
+
+function tpmLines(t: TpmKeyStatus): string[] {
+  const lines = [
+    `TPM2_Certify evidence verified: AK ${t.certify.akName.slice(0, 16)}… certifies binding key ${t.certify.bindingName.slice(0, 16)}…`,
+    `EK sha256 (a line for the control plane's auto-approve.txt): ${t.ekSha256}`,
+    `identity key (TLS client key, no PCR policy): ${t.identityKey ? t.identityKey.name.slice(0, 16) + '…' : 'none yet (made when the TLS key is next opened)'}`,
+  ];
+  const kind = t.policyKind === 'pcr' ? 'PolicyPCR' : 'PolicyPCR or an operator-signed PCR authorization';
+  if (t.differences.length === 0) lines.push(`PCRs ${t.pcrs}: all at their provisioned values`);
+  else {
+    lines.push(`PCRs that differ from the provisioned values (${t.differences.length}):`);
+    for (const d of t.differences)
+      lines.push(
+        `  ${d.bank}:${d.index}  provisioned ${d.provisioned || '(none)'}`,
+        `  ${' '.repeat(d.bank.length + String(d.index).length + 1)}  current     ${d.current}`,
+      );
+  }
+  for (const r of t.authorizations.rejected) lines.push(`ignored authorization ${r.file}: ${r.code}: ${r.message}`);
+  if (t.policyKind === 'pcr-or-authorized')
+    lines.push(
+      `PCR authorizations: ${t.authorizations.valid.length} valid, ${t.authorizations.rejected.length} ignored`,
+    );
+  lines.push(
+    t.branch === 'provisioned'
+      ? `policy (${kind}): satisfied by the provisioned values`
+      : t.branch === 'authorized'
+        ? `policy (${kind}): satisfied by the authorization ${t.authorization}`
+        : `policy (${kind}): NOT satisfied by the current PCRs; unwrap will be refused`,
+  );
+  return lines;
 }
