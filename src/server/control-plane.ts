@@ -1,8 +1,8 @@
 /**
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
- * checkpoint key in the data directory), the review queue, remote attestation and the release
- * repository (read-only, DATADIR/releases/repository under /v1/tuf/), over the core routes of app.ts
- * (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
+ * checkpoint key in the data directory), the review queue, remote attestation, the release
+ * repository (read-only, DATADIR/releases/repository under /v1/tuf/) and the dashboard (/ui),
+ * over the core routes of app.ts (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
  * route module joins by a line here.
  */
 import type { ServerPlugin } from './plugins.ts';
@@ -11,6 +11,8 @@ import { attestationServerPlugin, type AttestationServerPlugin } from './routes/
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
 import { reviewServerPlugin } from './routes/review.ts';
 import { tufServerPlugin } from './routes/tuf.ts';
+import { uiServerPlugin } from './routes/ui.ts';
+import type { ChecklistReportSource } from './ui/data.ts';
 
 export interface ControlPlaneOptions {
   /** The server's data directory: the audit log keeps audit-log.key and audit-log.pub there. */
@@ -23,6 +25,8 @@ export interface ControlPlaneOptions {
   checkpointIntervalMs?: number;
   /** Freshness window, nonce lifetime and failure actions of remote attestation. */
   attestation?: AttestationOptions;
+  /** Where the dashboard reads devices' checklist reports (it shows "no report" without). */
+  checklistReports?: ChecklistReportSource;
 }
 
 export interface ControlPlanePlugins {
@@ -43,7 +47,16 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
   });
   const attestation = attestationServerPlugin(o.attestation);
   return {
-    all: [audit, reviewServerPlugin(), attestation, tufServerPlugin({ dataDir: o.dataDir })],
+    all: [
+      audit,
+      reviewServerPlugin(),
+      attestation,
+      tufServerPlugin({ dataDir: o.dataDir }),
+      uiServerPlugin({
+        auditLog: () => audit.log,
+        ...(o.checklistReports ? { checklistReports: o.checklistReports } : {}),
+      }),
+    ],
     audit,
     attestation,
   };

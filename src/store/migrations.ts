@@ -10,6 +10,7 @@ import { auditLogInit } from './migrations/audit.ts';
 import { controlPlaneInit } from './migrations/control-plane.ts';
 import { deviceTamperedColumn } from './migrations/device-tampered.ts';
 import { reviewItemsInit } from './migrations/review.ts';
+import { uiSessionsInit } from './migrations/ui.ts';
 
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ['control-plane/0001_init', controlPlaneInit],
@@ -17,6 +18,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['review/0001_items', reviewItemsInit],
   ['control-plane/0002_tampered', deviceTamperedColumn],
   ['attestation/0001_init', attestationInit],
+  ['ui/0001_sessions', uiSessionsInit],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */

@@ -45,6 +45,7 @@ for (const backend of BACKENDS) {
         'review/0001_items',
         'control-plane/0002_tampered',
         'attestation/0001_init',
+        'ui/0001_sessions',
       ]);
       // The audit and review tables exist although this test never imported src/audit or the server.
       const state = await sql<{ size: number | string }>`select size from audit_state where id = 1`.execute(store.db);
