@@ -7,7 +7,7 @@
  *     SHA-256), so that a server whose database was altered cannot show a forged entry as proven;
  *   - guard activity: draw the verdicts per model and hour with Chart.js.
  */
-/* global document, location, history, fetch, crypto, TextEncoder, atob, Chart */
+/* global document, window, location, history, fetch, crypto, TextEncoder, atob, Chart */
 'use strict';
 
 (function () {
@@ -215,7 +215,11 @@
 
   document.addEventListener('DOMContentLoaded', () => {
     const box = document.getElementById('signin');
-    if (box) void signIn(box);
+    if (box) {
+      void signIn(box);
+      // A link opened on the sign-in page already changes only the fragment: no new page load.
+      window.addEventListener('hashchange', () => void signIn(box));
+    }
     const proofs = jsonOf('audit-proofs');
     if (proofs) void checkProofs(proofs);
     const activity = jsonOf('guard-activity');

@@ -42,6 +42,7 @@ export function loadAssets(): { assets: Map<string, Asset>; chartPath: string } 
   const assets = new Map<string, Asset>([
     ['app.js', asset(join(UI_ASSETS_DIR, 'app.js'), 'text/javascript; charset=utf-8', 'no-cache')],
     ['app.css', asset(join(UI_ASSETS_DIR, 'app.css'), 'text/css; charset=utf-8', 'no-cache')],
+    ['favicon.svg', asset(join(UI_ASSETS_DIR, 'favicon.svg'), 'image/svg+xml', 'public, max-age=86400')],
     [
       chartName,
       asset(

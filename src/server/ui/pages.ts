@@ -49,6 +49,7 @@ export function layout(frame: PageFrame, body: SafeHtml): string {
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <title>${frame.title} · edgeguard</title>
+        <link rel="icon" href="${ASSETS}/favicon.svg" type="image/svg+xml" />
         <link rel="stylesheet" href="${ASSETS}/app.css" />
         ${frame.chartScript ? html`<script src="${frame.chartScript}" defer></script>` : ''}
         <script src="${ASSETS}/app.js" defer></script>
