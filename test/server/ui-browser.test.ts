@@ -86,7 +86,7 @@ function deviceEvent(deviceId: string, type: 'guard.flagged' | 'guard.rejected',
       threshold: 400_000,
       queuedForReview: true,
       reasons: ['FEATURE_SQUEEZE'],
-      model: minutesAgo % 2 === 0 ? 'digits@3' : 'sensors@1',
+      model: minutesAgo % 40 === 0 ? 'digits@3' : 'sensors@1',
     },
   } as AuditEvent;
 }
