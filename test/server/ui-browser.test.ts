@@ -28,7 +28,7 @@ import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip =
-  !existsSync(CHROMIUM) && !process.env.CI
+  !existsSync(CHROMIUM) && process.env.CI !== 'true'
     ? `${CHROMIUM} is absent (apt-get install chromium); the dashboard's browser tests need it (they always run in CI)`
     : false;
 
