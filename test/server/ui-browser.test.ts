@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type { Kysely } from 'kysely';
+import sharp from 'sharp';
 import { controlPlanePlugins, createUiLoginLink, type StoredChecklistReport } from '../../src/server/index.ts';
 import { AttestationRecords } from '../../src/server/attestation/records.ts';
 import { UI_CSP } from '../../src/server/routes/ui.ts';
@@ -175,7 +176,7 @@ describe('fleet dashboard in a real browser', { skip }, () => {
       headless: true,
       args: CHROMIUM_ARGS,
     });
-    context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 860 } });
+    context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 800 } });
     page = await context.newPage();
     page.on('console', (m) => {
       if (m.type() === 'error') consoleErrors.push(`${page.url()}: ${m.text()}`);
@@ -190,7 +191,9 @@ describe('fleet dashboard in a real browser', { skip }, () => {
   });
 
   async function shot(name: string): Promise<void> {
-    await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+    // A palette PNG: the screenshots are committed (docs/screenshots), so kept small.
+    const png = await page.screenshot({ fullPage: true });
+    await sharp(png).png({ palette: true, colours: 64, compressionLevel: 9 }).toFile(join(SHOTS, `${name}.png`));
   }
 
   async function axeScan(path: string): Promise<void> {
