@@ -47,9 +47,10 @@
 
   /** C2SP signed-note verifier key: name "+" hex(key ID) "+" base64(0x01 || Ed25519 public key). */
   async function parseVerifierKey(text) {
-    const parts = text.trim().split('+');
-    if (parts.length !== 3) throw new Error('the log key is not name+keyid+key');
-    const [name, keyIdHex, keyB64] = parts;
+    // The name has no "+"; the base64 key may (so split at the first two only).
+    const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+={0,2})$/.exec(text.trim());
+    if (!m) throw new Error('the log key is not name+keyid+key');
+    const [, name, keyIdHex, keyB64] = m;
     const key = b64(keyB64);
     if (key.length !== 33 || key[0] !== 0x01) throw new Error('the log key is not an Ed25519 key');
     const pub = key.slice(1);

@@ -193,7 +193,15 @@ describe('fleet dashboard in a real browser', { skip }, () => {
   async function shot(name: string): Promise<void> {
     // A palette PNG: the screenshots are committed (docs/screenshots), so kept small.
     const png = await page.screenshot({ fullPage: true });
-    await sharp(png).png({ palette: true, colours: 64, compressionLevel: 9 }).toFile(join(SHOTS, `${name}.png`));
+    await sharp(png)
+      .png({ palette: true, colours: 64, compressionLevel: 9 })
+      .toFile(join(SHOTS, `${name}.png`));
+  }
+
+  async function checkpointVerified(): Promise<void> {
+    await page.waitForSelector('#checkpoint-state[data-verified]');
+    const state = page.locator('#checkpoint-state');
+    assert.equal(await state.getAttribute('data-verified'), 'true', (await state.textContent()) ?? '');
   }
 
   async function axeScan(path: string): Promise<void> {
@@ -277,7 +285,7 @@ describe('fleet dashboard in a real browser', { skip }, () => {
     assert.match(check, /e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/);
     assert.match(check, /edgeguard harden apply/);
     assert.match((await page.textContent('#attest-h + table')) ?? '', /PCR_MISMATCH/);
-    await page.waitForSelector('#checkpoint-state[data-verified="true"]');
+    await checkpointVerified();
     const cells = page.locator('[data-proof-index]');
     assert.equal(await cells.count(), 12);
     await page.waitForFunction(() => {
@@ -319,7 +327,7 @@ describe('fleet dashboard in a real browser', { skip }, () => {
     assert.match((await page.textContent('main')) ?? '', /1\s+items waiting/);
     await shot('review');
     await page.goto(`${fleet.server.url}/ui/audit`);
-    await page.waitForSelector('#checkpoint-state[data-verified="true"]');
+    await checkpointVerified();
     assert.match((await page.textContent('main')) ?? '', /consistent with the latest checkpoint/);
     await shot('audit');
   });
