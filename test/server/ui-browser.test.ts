@@ -143,6 +143,14 @@ describe('fleet dashboard in a real browser', { skip }, () => {
         pass ? new Date(Date.now() + 300_000).toISOString() : null,
       );
     }
+    await log.append({
+      type: 'model.loaded',
+      time: new Date().toISOString(),
+      actor: { kind: 'device', id: deviceId },
+      subject: deviceId,
+      outcome: 'success',
+      details: { modelSha256: 'ab'.repeat(32), name: 'digits', keyProvider: 'tpm', version: 3 },
+    });
     for (let m = 0; m < 12; m++)
       await log.append(deviceEvent(deviceId, m % 3 === 0 ? 'guard.rejected' : 'guard.flagged', m * 20));
     type Review = {
@@ -273,6 +281,7 @@ describe('fleet dashboard in a real browser', { skip }, () => {
     assert.match(text, /approved/);
     assert.match(text, /passing, fresh/);
     assert.match(text, /failing: EG-03/);
+    assert.match(text, /digits v3/);
     assert.match(text, /\d+ d/);
     await shot('overview');
   });
@@ -287,10 +296,10 @@ describe('fleet dashboard in a real browser', { skip }, () => {
     assert.match((await page.textContent('#attest-h + table')) ?? '', /PCR_MISMATCH/);
     await checkpointVerified();
     const cells = page.locator('[data-proof-index]');
-    assert.equal(await cells.count(), 12);
+    assert.equal(await cells.count(), 13);
     await page.waitForFunction(() => {
       const d = (globalThis as unknown as { document: { querySelectorAll(s: string): ArrayLike<unknown> } }).document;
-      return d.querySelectorAll('[data-proof-index][data-verified="true"]').length === 12;
+      return d.querySelectorAll('[data-proof-index][data-verified="true"]').length === 13;
     });
     await shot('device');
   });
@@ -308,7 +317,7 @@ describe('fleet dashboard in a real browser', { skip }, () => {
       await page.reload();
       await page.waitForSelector(`[data-proof-index="${index}"][data-verified="false"]`);
       assert.match((await page.textContent(`[data-proof-index="${index}"]`)) ?? '', /FAILED/);
-      assert.equal(await page.locator('[data-proof-index][data-verified="true"]').count(), 11);
+      assert.equal(await page.locator('[data-proof-index][data-verified="true"]').count(), 12);
       await shot('device-tampered');
     } finally {
       await db.updateTable('audit_entries').set({ leaf }).where('idx', '=', index).execute();

@@ -119,7 +119,7 @@ export class DashboardData {
       if (!leaf) continue;
       const e = leaf.event;
       const device = leaf.origin.kind === 'device' ? leaf.origin.device.deviceId : undefined;
-      const id = e.type === 'release.installed' ? e.details.deviceId : device;
+      const id = e.type === 'release.installed' ? e.details.deviceId : (device ?? e.subject);
       if (id === undefined) continue;
       const name =
         e.type === 'model.loaded'

@@ -77,6 +77,14 @@ export function loginPage(): SafeHtml {
 
 const DAY_MS = 86_400_000;
 
+function thead(...columns: string[]): SafeHtml {
+  return html`<thead>
+    <tr>
+      ${columns.map((c) => html`<th scope="col">${c}</th>`)}
+    </tr>
+  </thead>`;
+}
+
 function when(iso: string | null | undefined): SafeHtml {
   if (!iso) return html`<span class="muted">never</span>`;
   return html`<time datetime="${iso}">${iso.slice(0, 19).replace('T', ' ')} UTC</time>`;
@@ -126,16 +134,7 @@ export function overviewPage(devices: readonly DeviceSummary[], now = Date.now()
         devices.length === 0
           ? html`<p>No device has enrolled yet.</p>`
           : html`<table>
-              <thead>
-                <tr>
-                  <th scope="col">Device</th>
-                  <th scope="col">State</th>
-                  <th scope="col">Attestation</th>
-                  <th scope="col">Checklist</th>
-                  <th scope="col">Models</th>
-                  <th scope="col">Certificate expiry</th>
-                </tr>
-              </thead>
+              ${thead('Device', 'State', 'Attestation', 'Checklist', 'Models', 'Certificate expiry')}
               <tbody>
                 ${devices.map(
                   (d) =>
@@ -167,15 +166,7 @@ function checklistSection(stored: StoredChecklistReport | undefined): SafeHtml {
       ${stored.sha256 ? html`, report SHA-256 <code class="digest">${stored.sha256}</code>` : ''}
     </p>
     <table class="checklist">
-      <thead>
-        <tr>
-          <th scope="col">Item</th>
-          <th scope="col">Status</th>
-          <th scope="col">Actual / expected</th>
-          <th scope="col">Evidence</th>
-          <th scope="col">Remediation</th>
-        </tr>
-      </thead>
+      ${thead('Item', 'Status', 'Actual / expected', 'Evidence', 'Remediation')}
       <tbody>
         ${results.map(
           (r) =>
@@ -213,15 +204,7 @@ function auditTable(items: readonly AuditItem[], caption: string): SafeHtml {
     <caption>
       ${caption}
     </caption>
-    <thead>
-      <tr>
-        <th scope="col">Index</th>
-        <th scope="col">Time</th>
-        <th scope="col">Event</th>
-        <th scope="col">Outcome</th>
-        <th scope="col">Inclusion proof</th>
-      </tr>
-    </thead>
+    ${thead('Index', 'Time', 'Event', 'Outcome', 'Inclusion proof')}
     <tbody>
       ${items.map(
         (it) =>
@@ -276,13 +259,7 @@ export function devicePage(o: {
         o.history.length === 0
           ? html`<p>No attestation evidence received.</p>`
           : html`<table>
-              <thead>
-                <tr>
-                  <th scope="col">Received</th>
-                  <th scope="col">Verdict</th>
-                  <th scope="col">Reasons</th>
-                </tr>
-              </thead>
+              ${thead('Received', 'Verdict', 'Reasons')}
               <tbody>
                 ${o.history.map(
                   (h) =>
@@ -341,12 +318,7 @@ export function reviewPage(c: {
       c.byDevice.size === 0
         ? ''
         : html`<table>
-            <thead>
-              <tr>
-                <th scope="col">Device</th>
-                <th scope="col">Items</th>
-              </tr>
-            </thead>
+            ${thead('Device', 'Items')}
             <tbody>
               ${[...c.byDevice.entries()].map(
                 ([id, n]) =>
