@@ -41,6 +41,7 @@ export function loadAssets(): { assets: Map<string, Asset>; chartPath: string } 
   const chartName = `chart-${chartVersion}.umd.min.js`;
   const assets = new Map<string, Asset>([
     ['app.js', asset(join(UI_ASSETS_DIR, 'app.js'), 'text/javascript; charset=utf-8', 'no-cache')],
+    ['verify.js', asset(join(UI_ASSETS_DIR, 'verify.js'), 'text/javascript; charset=utf-8', 'no-cache')],
     ['app.css', asset(join(UI_ASSETS_DIR, 'app.css'), 'text/css; charset=utf-8', 'no-cache')],
     ['favicon.svg', asset(join(UI_ASSETS_DIR, 'favicon.svg'), 'image/svg+xml', 'public, max-age=86400')],
     [

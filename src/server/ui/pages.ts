@@ -52,7 +52,7 @@ export function layout(frame: PageFrame, body: SafeHtml): string {
         <link rel="icon" href="${ASSETS}/favicon.svg" type="image/svg+xml" />
         <link rel="stylesheet" href="${ASSETS}/app.css" />
         ${frame.chartScript ? html`<script src="${frame.chartScript}" defer></script>` : ''}
-        <script src="${ASSETS}/app.js" defer></script>
+        <script type="module" src="${ASSETS}/app.js"></script>
       </head>
       <body>
         <a class="skip" href="#main">Skip to content</a>
