@@ -147,6 +147,8 @@ function registerSignIn(app: FastifyInstance, ctx: ControlPlaneContext, sessions
   app.post(
     UI_LOGIN_PATH,
     {
+      // A token cannot be guessed (256 bits); the limit bounds the database work of a flood.
+      config: { rateLimit: { max: 60, timeWindow: 60_000 } },
       schema: {
         hide: true,
         body: {
@@ -160,11 +162,17 @@ function registerSignIn(app: FastifyInstance, ctx: ControlPlaneContext, sessions
     async (req, reply) => {
       const r = await sessions.redeem((req.body as { token: string }).token);
       if ('refused' in r) {
-        await ctx.events.emit('admin.action', {
-          actor: { kind: 'operator', id: 'anonymous' },
-          outcome: 'denied',
-          details: { action: 'ui.login', detail: `sign-in link refused: ${r.refused}` },
-        });
+        ctx.metrics.authRefusals.inc({ reason: `ui_link_${r.refused}` });
+        if (r.firstForLink)
+          await ctx.events.emit('admin.action', {
+            actor: { kind: 'operator', id: 'anonymous' },
+            outcome: 'denied',
+            details: {
+              action: 'ui.login',
+              ...(r.admin ? { target: r.admin } : {}),
+              detail: `sign-in link refused: ${r.refused}`,
+            },
+          });
         throw new EdgeguardError(
           'EG_UNAUTHORIZED',
           'this sign-in link is not valid: it was used already, has expired or was never issued. Run `edgeguard admin ui-login` for a new one.',

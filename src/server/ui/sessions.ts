@@ -28,6 +28,7 @@ type UiTables = {
     created_at: string;
     expires_at: string;
     used_at: string | null;
+    refusals: number;
   };
   ui_sessions: {
     id_sha256: string;
@@ -55,6 +56,18 @@ export interface UiLoginLink {
 /** Why a sign-in was refused (for the audit event; the browser sees one sentence for all). */
 export type RedeemRefusal = 'unknown' | 'used' | 'expired';
 
+/**
+ * A refused sign-in; `firstForLink` is true the first time a real link is refused (the one refusal
+ * worth an audit entry: more of them, or tokens never issued, are only counted, so that anonymous
+ * callers cannot fill the log).
+ */
+export interface Refused {
+  refused: RedeemRefusal;
+  firstForLink: boolean;
+  /** The admin a real link was issued for. */
+  admin?: string;
+}
+
 const digest = (secret: string) => createHash('sha256').update(secret, 'utf8').digest('hex');
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
@@ -79,6 +92,7 @@ export async function createUiLoginLink(
       created_at: now.toISOString(),
       expires_at: expiresAt,
       used_at: null,
+      refusals: 0,
     })
     .execute();
   return { url: `${o.serverUrl.replace(/\/+$/, '')}${UI_LOGIN_PATH}#${token}`, expiresAt };
@@ -95,8 +109,8 @@ export class UiSessions {
   }
 
   /** Spend a link token and open a session; the refusal reason when it cannot be spent. */
-  async redeem(token: string): Promise<{ sessionId: string; session: UiSession } | { refused: RedeemRefusal }> {
-    if (!TOKEN_RE.test(token)) return { refused: 'unknown' };
+  async redeem(token: string): Promise<{ sessionId: string; session: UiSession } | Refused> {
+    if (!TOKEN_RE.test(token)) return { refused: 'unknown', firstForLink: false };
     const hash = digest(token);
     const now = new Date().toISOString();
     const link = await this.db
@@ -104,7 +118,7 @@ export class UiSessions {
       .selectAll()
       .where('token_sha256', '=', hash)
       .executeTakeFirst();
-    if (!link) return { refused: 'unknown' };
+    if (!link) return { refused: 'unknown', firstForLink: false };
     const spent = await this.db
       .updateTable('ui_login_links')
       .set({ used_at: now })
@@ -113,8 +127,18 @@ export class UiSessions {
       .where('expires_at', '>', now)
       .executeTakeFirst();
     // The UPDATE decides: of two requests racing with one token, exactly one changes the row.
-    if (Number(spent.numUpdatedRows) !== 1)
-      return { refused: link.used_at === null && link.expires_at <= now ? 'expired' : 'used' };
+    if (Number(spent.numUpdatedRows) !== 1) {
+      await this.db
+        .updateTable('ui_login_links')
+        .set((eb) => ({ refusals: eb('refusals', '+', 1) }))
+        .where('token_sha256', '=', hash)
+        .execute();
+      return {
+        refused: link.used_at === null && link.expires_at <= now ? 'expired' : 'used',
+        firstForLink: Number(link.refusals) === 0,
+        admin: link.admin_name,
+      };
+    }
     const sessionId = randomBytes(32).toString('base64url');
     const session: UiSession = {
       admin: link.admin_name,

@@ -15,6 +15,8 @@ export const uiSessionsInit: Migration = {
       .addColumn('created_at', 'text', (c) => c.notNull())
       .addColumn('expires_at', 'text', (c) => c.notNull())
       .addColumn('used_at', 'text')
+      // Refused attempts to reuse the link: only the first is an audit entry.
+      .addColumn('refusals', 'integer', (c) => c.notNull().defaultTo(0))
       .execute();
     await db.schema
       .createTable('ui_sessions')
