@@ -8,8 +8,17 @@
  *     as proven;
  *   - guard activity: draw the verdicts per model and hour with Chart.js.
  */
-/* global document, window, location, history, fetch, Chart */
-import { b64, equal, openNote, parseCheckpoint, parseVerifierKey, rootFromInclusionProof, sha256 } from './verify.js';
+/* global document, window, location, history, fetch, localStorage, btoa, Chart */
+import {
+  b64,
+  equal,
+  openNote,
+  parseCheckpoint,
+  parseVerifierKey,
+  rootFromInclusionProof,
+  sha256,
+  verifyConsistency,
+} from './verify.js';
 
 function mark(el, ok, text) {
   el.textContent = '';
@@ -30,6 +39,8 @@ async function checkProofs(bundle) {
     checkpoint = parseCheckpoint(await openNote(bundle.checkpoint, verifier));
     if (state)
       mark(state, true, `Checkpoint signature verified with the pinned log key (tree size ${checkpoint.size})`);
+    const consistency = document.getElementById('consistency-state');
+    if (consistency) void checkConsistency(consistency, bundle.logKey, checkpoint);
   } catch (e) {
     if (state) mark(state, false, `Checkpoint not verified: ${e.message}`);
     for (const cell of cells) mark(cell, false, 'not verified (no valid checkpoint)');
@@ -47,6 +58,42 @@ async function checkProofs(bundle) {
     } catch (e) {
       mark(cell, false, `FAILED: ${e.message}`);
     }
+  }
+}
+
+/**
+ * Like a witness: the browser remembers the last checkpoint it verified for this log key and
+ * checks that the new one extends it (RFC 9162 consistency proof from the public audit API).
+ */
+async function checkConsistency(el, logKey, checkpoint) {
+  const slot = `edgeguard-checkpoint:${logKey}`;
+  const remember = () =>
+    localStorage.setItem(
+      slot,
+      JSON.stringify({ size: checkpoint.size, root: btoa(String.fromCharCode(...checkpoint.root)) }),
+    );
+  const seen = JSON.parse(localStorage.getItem(slot) || 'null');
+  if (!seen) {
+    remember();
+    mark(
+      el,
+      true,
+      `First visit from this browser: it now remembers the checkpoint at size ${checkpoint.size} to check the next one against`,
+    );
+    return;
+  }
+  try {
+    let proof = [];
+    if (seen.size > 0 && seen.size < checkpoint.size) {
+      const r = await fetch(`/v1/audit/proof/consistency?from=${seen.size}&to=${checkpoint.size}`);
+      if (!r.ok) throw new Error(`the consistency proof could not be fetched (HTTP ${r.status})`);
+      proof = (await r.json()).proof.map(b64);
+    }
+    await verifyConsistency(seen.size, b64(seen.root), checkpoint.size, checkpoint.root, proof);
+    remember();
+    mark(el, true, `Consistent with the checkpoint this browser saw before (size ${seen.size}): the log only grew`);
+  } catch (e) {
+    mark(el, false, `NOT consistent with the checkpoint this browser saw before (size ${seen.size}): ${e.message}`);
   }
 }
 

@@ -109,3 +109,45 @@ export async function rootFromInclusionProof(index, size, leafHash, proof) {
   if (sn !== 0) throw new Error('the proof is too short');
   return r;
 }
+
+/**
+ * RFC 9162 section 2.1.4.2: whether `proof` shows the tree of size `size1` (root `root1`) to be
+ * a prefix of the tree of size `size2` (root `root2`): the log only grew, nothing was rewritten.
+ */
+export async function verifyConsistency(size1, root1, size2, root2, proof) {
+  if (size1 > size2) throw new Error(`the log shrank from ${size1} to ${size2} entries`);
+  if (size1 === size2) {
+    if (proof.length !== 0 || !equal(root1, root2)) throw new Error('two different roots for the same size');
+    return;
+  }
+  if (size1 === 0) return;
+  if (proof.length === 0) throw new Error('the consistency proof is empty');
+  const path = (size1 & (size1 - 1)) === 0 ? [root1, ...proof] : [...proof];
+  let fn = size1 - 1;
+  let sn = size2 - 1;
+  while (fn % 2 === 1) {
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  let fr = path[0];
+  let sr = path[0];
+  const node = new Uint8Array([0x01]);
+  for (const c of path.slice(1)) {
+    if (sn === 0) throw new Error('the consistency proof is too long');
+    if (fn % 2 === 1 || fn === sn) {
+      fr = await sha256(node, c, fr);
+      sr = await sha256(node, c, sr);
+      while (fn % 2 === 0 && fn !== 0) {
+        fn = Math.floor(fn / 2);
+        sn = Math.floor(sn / 2);
+      }
+    } else {
+      sr = await sha256(node, sr, c);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  if (sn !== 0) throw new Error('the consistency proof is too short');
+  if (!equal(fr, root1)) throw new Error('the proof does not lead to the earlier root');
+  if (!equal(sr, root2)) throw new Error('the proof does not lead to the current root');
+}

@@ -338,6 +338,18 @@ describe('fleet dashboard in a real browser', { skip }, () => {
     await page.goto(`${fleet.server.url}/ui/audit`);
     await checkpointVerified();
     assert.match((await page.textContent('main')) ?? '', /consistent with the latest checkpoint/);
+    await page.waitForSelector('#consistency-state[data-verified="true"]');
+    assert.match((await page.textContent('#consistency-state')) ?? '', /First visit/);
+    // The log grows; the browser checks the new checkpoint against the one it remembered.
+    await log.append(deviceEvent(deviceId, 'guard.flagged', 1));
+    await log.publishCheckpoint();
+    await page.reload();
+    await checkpointVerified();
+    await page.waitForSelector('#consistency-state[data-verified]');
+    assert.match(
+      (await page.textContent('#consistency-state')) ?? '',
+      /Consistent with the checkpoint this browser saw before/,
+    );
     await shot('audit');
   });
 

@@ -10,7 +10,13 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { formatVerifierKey, noteSigner, signNote } from '../../src/audit/index.ts';
 import { hashLeaf, rootFromLeafHashes, splitPoint } from '../../src/audit/merkle.ts';
-import { openNote, parseCheckpoint, parseVerifierKey, rootFromInclusionProof } from '../../ui/verify.js';
+import {
+  openNote,
+  parseCheckpoint,
+  parseVerifierKey,
+  rootFromInclusionProof,
+  verifyConsistency,
+} from '../../ui/verify.js';
 
 /** RFC 9162 section 2.1.3.1 PATH(m, D[n]), written from the definition. */
 function path(m: number, leaves: readonly Buffer[]): Buffer[] {
@@ -19,6 +25,16 @@ function path(m: number, leaves: readonly Buffer[]): Buffer[] {
   return m < k
     ? [...path(m, leaves.slice(0, k)), rootFromLeafHashes(leaves.slice(k))]
     : [...path(m - k, leaves.slice(k)), rootFromLeafHashes(leaves.slice(0, k))];
+}
+
+/** RFC 9162 section 2.1.4.1 PROOF(m, D[n]) = SUBPROOF(m, D[n], true), from the definition. */
+function subproof(m: number, leaves: readonly Buffer[], whole: boolean): Buffer[] {
+  const n = leaves.length;
+  if (m === n) return whole ? [] : [rootFromLeafHashes(leaves)];
+  const k = splitPoint(n);
+  return m <= k
+    ? [...subproof(m, leaves.slice(0, k), whole), rootFromLeafHashes(leaves.slice(k))]
+    : [...subproof(m - k, leaves.slice(k), false), rootFromLeafHashes(leaves.slice(0, k))];
 }
 
 /** A signer whose verifier key string has both "+" and "/" in its base64 part. */
@@ -49,6 +65,25 @@ describe('dashboard proof checks (ui/verify.js)', () => {
           /too long/,
         );
         await assert.rejects(rootFromInclusionProof(size, size, leaves[index]!, proof), /outside the tree/);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('accepts every consistency proof between two sizes of one log, and refuses a rewritten or shrunk log', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 2, max: 70 }), fc.nat(), async (size2, pick) => {
+        const leaves = Array.from({ length: size2 }, (_, i) => hashLeaf(Buffer.from(`entry ${i}`)));
+        const size1 = 1 + (pick % (size2 - 1));
+        const root1 = rootFromLeafHashes(leaves.slice(0, size1));
+        const root2 = rootFromLeafHashes(leaves);
+        const proof = subproof(size1, leaves, true);
+        await verifyConsistency(size1, root1, size2, root2, proof);
+        const forked = [...leaves];
+        forked[pick % size1] = hashLeaf(Buffer.from('rewritten'));
+        await assert.rejects(verifyConsistency(size1, root1, size2, rootFromLeafHashes(forked), proof));
+        await assert.rejects(verifyConsistency(size2, root2, size1, root1, proof), /shrank/);
+        await assert.rejects(verifyConsistency(size1, root1, size2, root2, proof.slice(1)));
       }),
       { numRuns: 200 },
     );

@@ -11,8 +11,9 @@
  * A browser has no client certificate: the TLS layer asks for one without requiring it (app.ts),
  * and these routes take the session cookie instead (ui/sessions.ts). Every page without a session
  * redirects to the sign-in page; every answer carries a strict CSP (no inline script or style,
- * nothing from another origin, no framing). The pages are hidden from the OpenAPI document: they
- * are not an API. Sign-ins, refused sign-ins and sign-outs are audit events (admin.action).
+ * nothing from another origin, no framing). The pages are hidden from the OpenAPI document (they
+ * are not an API); the two JSON routes, sign-in and the link route, are in it. Sign-ins, the first
+ * refusal of a real link and sign-outs are audit events (admin.action).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { formatVerifierKey, type AuditLog, type StoredCheckpoint } from '../../audit/index.ts';
@@ -150,12 +151,25 @@ function registerSignIn(app: FastifyInstance, ctx: ControlPlaneContext, sessions
       // A token cannot be guessed (256 bits); the limit bounds the database work of a flood.
       config: { rateLimit: { max: 60, timeWindow: 60_000 } },
       schema: {
-        hide: true,
+        tags: ['ui'],
+        summary:
+          "Redeem a one-time dashboard sign-in link's token (the fragment of the link `edgeguard admin ui-login` prints) for a session cookie; the sign-in page's script calls this",
         body: {
           type: 'object',
           required: ['token'],
           additionalProperties: false,
           properties: { token: { type: 'string', maxLength: 100 } },
+        },
+        response: {
+          200: {
+            type: 'object',
+            required: ['ok', 'next'],
+            additionalProperties: false,
+            properties: { ok: { type: 'boolean' }, next: { type: 'string' } },
+          },
+          400: ERROR_SCHEMA,
+          401: ERROR_SCHEMA,
+          429: ERROR_SCHEMA,
         },
       },
     },

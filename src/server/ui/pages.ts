@@ -214,7 +214,9 @@ function auditTable(items: readonly AuditItem[], caption: string): SafeHtml {
             <td>
               ${
                 it.leaf
-                  ? html`<code>${it.leaf.event.type}</code> by ${it.leaf.event.actor.kind} ${it.leaf.event.actor.id}`
+                  ? html`<code>${it.leaf.event.type}</code>
+                      ${it.leaf.event.type === 'admin.action' ? html`<code>${it.leaf.event.details.action}</code>` : ''}
+                      by ${it.leaf.event.actor.kind} ${it.leaf.event.actor.id}`
                   : html`<span class="bad">unreadable entry</span>`
               }
             </td>
@@ -357,6 +359,7 @@ export function auditPage(o: {
       </dd>
     </dl>
     ${proofSummary()}
+    <p id="consistency-state" class="muted" role="status">Checking against the checkpoint this browser saw before…</p>
     <h2>Latest checkpoint</h2>
     <pre class="note">${cp?.note ?? 'none signed yet'}</pre>
     <h2>Latest entries</h2>
