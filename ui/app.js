@@ -32,6 +32,14 @@ function mark(el, ok, text) {
 async function checkProofs(bundle) {
   const state = document.getElementById('checkpoint-state');
   const cells = document.querySelectorAll('[data-proof-index]');
+  if (!bundle.checkpoint && cells.length === 0) {
+    // An empty log: nothing to verify yet, and nothing wrong.
+    for (const id of ['checkpoint-state', 'consistency-state']) {
+      const el = document.getElementById(id);
+      if (el) el.textContent = 'The log has signed no checkpoint yet.';
+    }
+    return;
+  }
   let checkpoint;
   try {
     if (!bundle.checkpoint) throw new Error('the log has signed no checkpoint yet');
