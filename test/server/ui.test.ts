@@ -161,6 +161,8 @@ describe('dashboard sign-in and pages (server side)', () => {
       .set({ label: '<script>alert(1)</script>' })
       .where('id', '=', dev.deviceId)
       .execute();
+    const missing = await signInPage('/ui/devices/dev-0000000000000000');
+    assert.match(missing, /<code>EG_NOT_FOUND<\/code>: no device dev-0000000000000000/);
     const body = await signInPage('/ui');
     assert.doesNotMatch(body, /<script>alert/);
     assert.match(body, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);

@@ -20,13 +20,14 @@ import { formatVerifierKey, type AuditLog, type StoredCheckpoint } from '../../a
 import { EdgeguardError } from '../../errors/index.ts';
 import { DEVICE_ID_RE } from '../../pki/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
-import { ERROR_SCHEMA } from '../errors.ts';
+import { ERROR_SCHEMA, errorHandler, errorReply } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
 import { loadAssets, type Asset } from '../ui/assets.ts';
 import { DashboardData, guardActivity, isAboutDevice, type AuditItem, type ChecklistReportSource } from '../ui/data.ts';
 import {
   auditPage,
   devicePage,
+  errorPage,
   guardPage,
   layout,
   loginPage,
@@ -121,6 +122,19 @@ export function uiServerPlugin(o: UiPluginOptions): ServerPlugin {
           void reply.header('cross-origin-opener-policy', 'same-origin');
           if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
           return payload;
+        });
+        scope.setErrorHandler((error: Error, req, reply) => {
+          // A page a person opened fails as a page; the JSON routes and the files keep the EG_ body.
+          const { status, code } = errorReply(error);
+          if (req.method !== 'GET' || req.url.startsWith('/ui/assets/') || status >= 500)
+            return errorHandler(error, req, reply);
+          const message = error instanceof EdgeguardError ? error.message : 'the request is invalid.';
+          void reply
+            .status(status)
+            .type('text/html; charset=utf-8')
+            .send(
+              layout({ title: 'Not available', current: 'device', session: req.uiSession }, errorPage(code, message)),
+            );
         });
         registerAssetRoutes(scope, assets);
         registerSignIn(scope, ctx, sessions);

@@ -68,6 +68,11 @@ export function layout(frame: PageFrame, body: SafeHtml): string {
     </html>`.text;
 }
 
+export function errorPage(code: string, message: string): SafeHtml {
+  return html`<p role="alert"><code>${code}</code>: ${message}</p>
+    <p><a href="/ui">Back to the fleet</a></p>`;
+}
+
 export function loginPage(): SafeHtml {
   return html`<div id="signin" role="status">
       <p>Sign in with a one-time link: run <code>edgeguard admin ui-login</code> and open the link it prints.</p>
