@@ -2,18 +2,19 @@
  * Which plugins make up the control plane, decided here and nowhere else: the audit log (its
  * checkpoint key in the data directory), the review queue, remote attestation, the release
  * repository (read-only, DATADIR/releases/repository under /v1/tuf/, its timestamp re-signed), the
- * release director (gated on attestation) and device checklist reports, over the core routes of
- * app.ts (public, enrollment, devices). `edgeguard server` and the demo start exactly this set; a new
- * route module joins by a line here.
+ * release director (gated on attestation), device checklist reports and the dashboard (/ui), over
+ * the core routes of app.ts (public, enrollment, devices). `edgeguard server` and the demo start
+ * exactly this set; a new route module joins by a line here.
  */
 import type { ServerPlugin } from './plugins.ts';
 import type { AttestationOptions } from './attestation/verifier.ts';
 import { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 import { auditServerPlugin, type AuditServerPlugin } from './routes/audit.ts';
-import { checklistServerPlugin, type ChecklistServerPlugin } from './routes/checklist.ts';
+import { checklistReportSource, checklistServerPlugin, type ChecklistServerPlugin } from './routes/checklist.ts';
 import { directorServerPlugin, type DirectorServerPlugin } from './routes/director.ts';
 import { reviewServerPlugin } from './routes/review.ts';
 import { tufServerPlugin, type TufPluginOptions } from './routes/tuf.ts';
+import { uiServerPlugin } from './routes/ui.ts';
 import type { DirectorOptions } from './director/director.ts';
 
 export interface ControlPlaneOptions {
@@ -62,7 +63,15 @@ export function controlPlanePlugins(o: ControlPlaneOptions): ControlPlanePlugins
   });
   const tuf = tufServerPlugin({ dataDir: o.dataDir, ...o.tuf });
   return {
-    all: [audit, reviewServerPlugin(), attestation, tuf, director, checklist],
+    all: [
+      audit,
+      reviewServerPlugin(),
+      attestation,
+      tuf,
+      director,
+      checklist,
+      uiServerPlugin({ auditLog: () => audit.log, checklistReports: checklistReportSource(checklist) }),
+    ],
     audit,
     attestation,
     director,

@@ -25,3 +25,7 @@ export { openServerStore, SERVER_CONFIG_FILE } from './server-config.ts';
 export { recordAdminCertificate } from './admin-cert.ts';
 export { directorServerPlugin, type DirectorServerPlugin } from './routes/director.ts';
 export { Director, type DirectorGate, type DirectorOptions } from './director/director.ts';
+export { uiServerPlugin, type UiPluginOptions } from './routes/ui.ts';
+export { createUiLoginLink, UI_LINK_TTL_MS, UI_SESSION_TTL_MS, type UiLoginLink } from './ui/sessions.ts';
+export type { ChecklistReportSource, StoredChecklistReport } from './ui/data.ts';
+export { issueUiLoginLinkOffline } from './ui/offline-link.ts';

@@ -12,6 +12,7 @@ import { controlPlaneInit } from './migrations/control-plane.ts';
 import { deviceTamperedColumn } from './migrations/device-tampered.ts';
 import { releaseDirectorInit } from './migrations/release.ts';
 import { reviewItemsInit } from './migrations/review.ts';
+import { uiSessionsInit } from './migrations/ui.ts';
 
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ['control-plane/0001_init', controlPlaneInit],
@@ -22,6 +23,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['checklist/0001_reports', checklistReportsInit],
   ['attestation/0002_quote_clock', attestationQuoteClock],
   ['release/0001_director', releaseDirectorInit],
+  ['ui/0001_sessions', uiSessionsInit],
 ];
 
 /** Names of every migration, in the order they run (for tests and `--debug`). */

@@ -39,6 +39,8 @@ test(
       'scripts/build-native.mjs',
       'fixtures/models/mnist-cnn.onnx',
       'fixtures/digits/7-0.png',
+      'ui/app.js',
+      'ui/verify.js',
       'LICENSE',
     ])
       assert.ok(files.includes(must), `the tarball lacks ${must}`);

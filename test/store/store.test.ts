@@ -48,6 +48,7 @@ for (const backend of BACKENDS) {
         'checklist/0001_reports',
         'attestation/0002_quote_clock',
         'release/0001_director',
+        'ui/0001_sessions',
       ]);
       // The audit and review tables exist although this test never imported src/audit or the server.
       const state = await sql<{ size: number | string }>`select size from audit_state where id = 1`.execute(store.db);

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { EdgeguardError } from '../../errors/index.ts';
 import { DEMO_STEPS, makeContext } from '../demo/index.ts';
+import { keepDashboardRunning } from '../demo/dashboard.ts';
 import { Output, globalOptions } from '../output.ts';
 
 export function registerDemoCommand(program: Command): void {
@@ -16,7 +17,11 @@ export function registerDemoCommand(program: Command): void {
     )
     .option('--dir <dir>', 'workspace to keep the demo files in (default: a temporary directory, removed afterwards)')
     .option('--only <ids>', 'comma-separated step ids to run (with their prerequisites listed first)')
-    .action(async (opts: { dir?: string; only?: string }, cmd: Command) => {
+    .option(
+      '--keep',
+      'at the end, keep a demo control plane running and print its dashboard sign-in link (Ctrl-C ends)',
+    )
+    .action(async (opts: { dir?: string; only?: string; keep?: boolean }, cmd: Command) => {
       const g = globalOptions(cmd);
       const out = new Output(g);
       const only = opts.only?.split(',').map((s) => s.trim());
@@ -62,6 +67,8 @@ export function registerDemoCommand(program: Command): void {
                 });
           }
         }
+        if (opts.keep)
+          await keepDashboardRunning(ctx, (line) => (g.json ? process.stderr : process.stdout).write(line + '\n'));
       } finally {
         if (!opts.dir) await rm(dir, { recursive: true, force: true });
       }

@@ -27,4 +27,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'attest', load: async () => (await import('./attest.ts')).registerAttestCommands },
   { id: 'release', load: async () => (await import('./release.ts')).registerReleaseCommands },
   { id: 'checklist', load: async () => (await import('./checklist.ts')).registerChecklistCommand },
+  { id: 'ui', load: async () => (await import('./ui.ts')).registerUiCommands },
 ];

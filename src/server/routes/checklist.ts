@@ -14,7 +14,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { protocol } from '../../attest/index.ts';
-import { failingItems, MAX_REPORT_BYTES, verifySignedReport } from '../../checklist/index.ts';
+import { failingItems, MAX_REPORT_BYTES, parseChecklistReport, verifySignedReport } from '../../checklist/index.ts';
 import { EdgeguardError } from '../../errors/index.ts';
 import { ChecklistUploadResponse, DeviceChecklist, FleetChecklist } from '../../fleet/index.ts';
 import { DEVICE_ID_RE } from '../../pki/index.ts';
@@ -22,6 +22,7 @@ import { ChecklistRecords } from '../checklist/records.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { ERROR_SCHEMA } from '../errors.ts';
 import type { ServerPlugin } from '../plugins.ts';
+import type { ChecklistReportSource } from '../ui/data.ts';
 
 const errors = { 400: ERROR_SCHEMA, 401: ERROR_SCHEMA, 403: ERROR_SCHEMA, 404: ERROR_SCHEMA, 413: ERROR_SCHEMA };
 
@@ -63,6 +64,19 @@ export function checklistServerPlugin(): ChecklistServerPlugin {
       records = r;
       uploadRoute(app, ctx, r);
       adminRoutes(app, ctx, r);
+    },
+  };
+}
+
+/** The stored reports as the dashboard reads them (the payload parsed again, strictly). */
+export function checklistReportSource(plugin: ChecklistServerPlugin): ChecklistReportSource {
+  return {
+    async latest(deviceId) {
+      const r = await plugin.records?.latest(deviceId);
+      if (!r) return undefined;
+      const envelope = JSON.parse(r.envelope) as { payload: string };
+      const report = parseChecklistReport(JSON.parse(Buffer.from(envelope.payload, 'base64').toString('utf8')));
+      return { report, receivedAt: r.receivedAt, sha256: r.envelopeSha256 };
     },
   };
 }
