@@ -300,20 +300,23 @@ describe('fleet dashboard in a real browser', { skip }, () => {
     assert.match((await page.textContent('#attest-h + table')) ?? '', /PCR_MISMATCH/);
     await checkpointVerified();
     const cells = page.locator('[data-proof-index]');
-    assert.equal(await cells.count(), 13);
+    // The seeded events about the device, and its checklist upload (checklist.reported).
+    assert.equal(await cells.count(), 14);
     await page.waitForFunction(() => {
       const d = (globalThis as unknown as { document: { querySelectorAll(s: string): ArrayLike<unknown> } }).document;
-      return d.querySelectorAll('[data-proof-index][data-verified="true"]').length === 13;
+      return d.querySelectorAll('[data-proof-index][data-verified="true"]').length === 14;
     });
     await shot('device');
   });
 
   it('shows an entry altered in the database as failing its proof', async () => {
-    const index = 5;
     type Entries = { audit_entries: { idx: number; leaf: string } };
     const db = fleet.server.ctx.store.db.withTables<Entries>() as unknown as Kysely<Entries>;
-    const row = await db.selectFrom('audit_entries').select('leaf').where('idx', '=', index).executeTakeFirstOrThrow();
-    const leaf = typeof row.leaf === 'string' ? row.leaf : Buffer.from(row.leaf as Uint8Array).toString('utf8');
+    const text = (leaf: string | Uint8Array) => (typeof leaf === 'string' ? leaf : Buffer.from(leaf).toString('utf8'));
+    const rows = await db.selectFrom('audit_entries').select(['idx', 'leaf']).execute();
+    const row = rows.find((r) => text(r.leaf).includes('"score":812000'))!;
+    const index = row.idx;
+    const leaf = text(row.leaf);
     const altered = leaf.replace('"score":812000', '"score":100000');
     assert.notEqual(altered, leaf);
     await db.updateTable('audit_entries').set({ leaf: altered }).where('idx', '=', index).execute();
@@ -321,7 +324,7 @@ describe('fleet dashboard in a real browser', { skip }, () => {
       await page.reload();
       await page.waitForSelector(`[data-proof-index="${index}"][data-verified="false"]`);
       assert.match((await page.textContent(`[data-proof-index="${index}"]`)) ?? '', /FAILED/);
-      assert.equal(await page.locator('[data-proof-index][data-verified="true"]').count(), 12);
+      assert.equal(await page.locator('[data-proof-index][data-verified="true"]').count(), 13);
       await shot('device-tampered');
     } finally {
       await db.updateTable('audit_entries').set({ leaf }).where('idx', '=', index).execute();
