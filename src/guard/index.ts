@@ -18,6 +18,8 @@ export {
   medianFilter,
   l1Distance,
   squeezeScore,
+  withSqueezedCopies,
+  squeezeDistances,
 } from './squeeze.ts';
 export {
   type Classifier,
