@@ -54,6 +54,8 @@ export async function benchAgentConfig(
       guard: { profile: join(FIXTURES, 'guard', 'mnist-cnn.profile.json') },
       review: { publicKey: 'review.pub', spool: { dir: 'spool', maxItems: 100_000 } },
       limits: { concurrency: 4, ...limits },
+      // Thousands of queries of one digit from one client: a benchmark, not an attack.
+      probing: { enabled: false },
       log: { level: 'silent' },
     },
     dir,

@@ -23,6 +23,7 @@ import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable 
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
+import { ProbingGate } from './probing-gate.ts';
 import {
   BodyTimeoutError,
   ERROR_RESPONSE_SCHEMA,
@@ -91,6 +92,8 @@ export interface BuildAgentAppOptions {
   lock?: { error(): EdgeguardError | undefined };
   /** Why inference is refused now (the lease is lost), checked before each request's body is read. */
   refusal?: () => EdgeguardError | undefined;
+  /** The probing defence's clock (tests); default Date.now. */
+  now?: () => number;
 }
 
 const micro = (v: number | undefined) =>
@@ -165,7 +168,11 @@ export async function buildAgentApp(
       if (error && req.url.startsWith('/v1/')) throw error;
     });
   registerServiceRoutes(app, config, runtime, o, metrics, slots);
-  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics), o.refusal);
+  const model = runtime.primary.metadata;
+  const probing = config.probing.enabled
+    ? new ProbingGate(config.probing, metrics, o.journal, `${model.name}@${model.version}`, o.now)
+    : undefined;
+  registerInferRoute(app, config, slots, inferenceHandler(config, runtime, o, metrics, probing), o.refusal, probing);
   return { app, metrics };
 }
 
@@ -290,6 +297,7 @@ function registerInferRoute(
   slots: Slots,
   handle: InferenceHandler,
   refusal: BuildAgentAppOptions['refusal'],
+  probing: ProbingGate | undefined,
 ): void {
   const limits = config.limits;
   app.post(
@@ -299,7 +307,7 @@ function registerInferRoute(
         tags: ['inference'],
         summary: 'classify one input behind the guard',
         description:
-          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 408 when the body does not arrive within limits.requestTimeoutMs; 429 when the concurrency limit is reached.',
+          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 408 when the body does not arrive within limits.requestTimeoutMs; 429 when the concurrency limit is reached (EG_OVERLOADED), the client query budget is spent (EG_RATE_LIMITED) or its inputs look like a query attack (EG_PROBING), with Retry-After.',
         body: {
           content: {
             'application/json': { schema: TENSOR_BODY_JSON_SCHEMA },
@@ -321,10 +329,12 @@ function registerInferRoute(
       },
       // The content-type parsers checked the bodies strictly; the schemas above document them.
       validatorCompiler: () => () => true,
-      // A device that may not serve (lease lost) refuses before the body is read.
-      onRequest: async () => {
+      // A device that may not serve (lease lost) refuses before the body is read; so does the
+      // probing defence for a client that is blocked or out of budget.
+      onRequest: async (req) => {
         const refused = refusal?.();
         if (refused) throw refused;
+        probing?.admit(req);
       },
       preParsing: async (_req, reply, payload) => bodyWithDeadline(payload, reply, limits.requestTimeoutMs),
       // The slot is taken once the body is complete and valid: a client trickling its body holds
@@ -442,6 +452,7 @@ function inferenceHandler(
   runtime: GuardedModel,
   o: BuildAgentAppOptions,
   metrics: AgentMetrics,
+  probing: ProbingGate | undefined,
 ): InferenceHandler {
   const model = runtime.primary;
   const modelInfo = { name: model.metadata.name, version: model.metadata.version };
@@ -454,6 +465,8 @@ function inferenceHandler(
       const input = decodeRequest(req, type, wipeLater);
       const checkStart = performance.now();
       const checked = await checkInputKeeping(runtime, input, wipeLater);
+      // A client caught probing gets no answer (nor review, nor a guard event): the 429 and its journal event.
+      probing?.observe(req, checked.inputs);
       const timings = observeTimings(metrics, checkStart - t0 + checked.decodeMs, checked.result);
       const r = checked.result;
       metrics.verdicts.inc({ verdict: r.verdict });
