@@ -21,6 +21,7 @@ export const FIXTURES = new URL('../../fixtures/', import.meta.url).pathname;
 export async function benchAgentConfig(
   dir: string,
   limits: AgentConfigInput['limits'] = {},
+  overrides: Partial<AgentConfigInput> = {},
 ): Promise<{ config: AgentConfig; review: SealKeyPair }> {
   const contentKey = generateContentKey();
   const signer = generateSigningKey('ecdsa-p256');
@@ -57,6 +58,7 @@ export async function benchAgentConfig(
       // Thousands of queries of one digit from one client: a benchmark, not an attack.
       probing: { enabled: false },
       log: { level: 'silent' },
+      ...overrides,
     },
     dir,
   );
