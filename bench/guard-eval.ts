@@ -262,7 +262,7 @@ async function blackboxMain(): Promise<void> {
     settings: { budget, step: 0.2, eps: 0.3, seed: 17 },
   });
   if (args.json) writeFileSync(args.json, JSON.stringify(runs, null, 2) + '\n');
-  const checkpoints = [100, 250, 500, 1000, 2500, 5000].filter((q) => q <= budget);
+  const checkpoints = [100, 250, 500, 1000, 2000, 5000].filter((q) => q <= budget);
   console.log(blackboxMarkdown(runs, checkpoints));
 }
 

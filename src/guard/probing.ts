@@ -11,7 +11,8 @@
  *     the client are kept; when at least `neighbours` of them lie within `tolerance` (mean absolute
  *     difference per sketch value, in the input's own units) without being identical, the client is
  *     probing. Exact repeats do not count: they return the same answer and teach nothing, and
- *     legitimate clients send them (retries, a still camera).
+ *     legitimate clients send them (retries, a still camera); nor are they stored twice, so
+ *     retrying a refused query does not push the near-duplicates out of the history.
  *
  * A client whose budget is spent is refused until its next token; one caught probing is refused
  * for `blockMs`. At most one refusal per client in any `blockMs` is marked `record`, so that the
@@ -103,13 +104,19 @@ export class ProbingMonitor {
     const c = this.state(client, t);
     const s = sketch(values);
     let near = 0;
+    let seen = false;
     for (let k = 0; k < c.stored; k++) {
       const d = sketchDistance(c.sketches, k * SKETCH_SIZE, s);
-      if (d > 0 && d <= nd.tolerance) near++;
+      if (d === 0) seen = true;
+      else if (d <= nd.tolerance) near++;
     }
-    c.sketches.set(s, c.next * SKETCH_SIZE);
-    c.next = (c.next + 1) % nd.history;
-    c.stored = Math.min(nd.history, c.stored + 1);
+    // An input already in the history is not stored again: repeats (a retry after a refusal) would
+    // otherwise push the near-duplicates out and let the search go on.
+    if (!seen) {
+      c.sketches.set(s, c.next * SKETCH_SIZE);
+      c.next = (c.next + 1) % nd.history;
+      c.stored = Math.min(nd.history, c.stored + 1);
+    }
     if (near >= nd.neighbours) return this.block(c, 'near-duplicates', t + this.settings.blockMs, t, near);
     return { allowed: true };
   }

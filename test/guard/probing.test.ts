@@ -54,12 +54,13 @@ test('near-duplicates trip the detector and block the client; exact repeats and 
   let queries = 1;
   while (decision.allowed && queries < 50) {
     const y = Float32Array.from(x);
-    y[Math.floor(rand() * 784)] = rand() < 0.5 ? 0 : 1;
+    const px = Math.floor(rand() * 784);
+    y[px] = 1 - y[px]!;
     decision = m.observe('attacker', y);
     queries++;
   }
   assert.ok(!decision.allowed && decision.reason === 'near-duplicates' && decision.record, JSON.stringify(decision));
-  // A few queries that left the input as it was (the pixel already had that value) do not count.
+  // A query that repeats an earlier one (the same pixel drawn twice) does not count.
   assert.ok(queries <= SETTINGS.nearDuplicates.neighbours + 4, String(queries));
   assert.ok(!decision.allowed && decision.neighbours >= SETTINGS.nearDuplicates.neighbours);
   // Blocked for blockMs at the door, whatever it sends; then admitted again.
@@ -68,6 +69,14 @@ test('near-duplicates trip the detector and block the client; exact repeats and 
   assert.equal(m.blocked(), 1);
   c.advance(30_001);
   assert.deepEqual(m.admit('attacker'), { allowed: true });
+  // Retrying one query after every block does not flush the near-duplicates out of the history.
+  const retry = Float32Array.from(x);
+  retry[400] = 0.5;
+  for (let i = 0; i < 3 * SETTINGS.nearDuplicates.history; i++) {
+    c.advance(30_001);
+    assert.equal(m.admit('attacker').allowed, true);
+    assert.equal(m.observe('attacker', retry).allowed, false, `retry ${i}`);
+  }
 });
 
 test('at most maxClients are remembered, the least recently seen forgotten first', () => {
