@@ -66,8 +66,8 @@ class Service {
   private now = 1_000_000;
   requests = 0;
   refused = 0;
-
-  constructor(readonly url: string) {}
+  /** Set once the service listens. */
+  url = '';
 
   clock(): number {
     return this.now;
@@ -212,11 +212,11 @@ export async function blackboxEvaluation(o: {
         guard: config.guard,
         profile: config.guard.profile,
       });
-      let svc: Service | undefined;
-      const { app } = await buildAgentApp(config, runtime, { now: () => svc!.clock() });
+      const svc = new Service();
+      const { app } = await buildAgentApp(config, runtime, { now: () => svc.clock() });
       await app.listen({ host: '127.0.0.1', port: 0 });
       const address = app.server.address();
-      svc = new Service(`http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`);
+      svc.url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
       const outcomes: AttackOutcome[] = [];
       const rand = mulberry32(o.settings.seed);
       try {
