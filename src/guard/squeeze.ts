@@ -22,6 +22,14 @@ export interface PlanarShape {
 export function reduceBitDepth(x: Float32Array, bits: number, out = new Float32Array(x.length)): Float32Array {
   if (!Number.isInteger(bits) || bits < 1 || bits > 16) throw new RangeError('bits must be an integer in 1..16');
   if (out.length !== x.length) throw new RangeError(`expected room for ${x.length} values, got ${out.length}`);
+  if (bits === 1) {
+    // The same values as the general rule below: clamped and rounded, 0.5 up, NaN kept.
+    for (let i = 0; i < x.length; i++) {
+      const v = x[i]!;
+      out[i] = v >= 0.5 ? 1 : v < 0.5 ? 0 : NaN;
+    }
+    return out;
+  }
   const levels = 2 ** bits - 1;
   for (let i = 0; i < x.length; i++) {
     const v = Math.min(1, Math.max(0, x[i]!));
@@ -127,7 +135,19 @@ function median3x3(x: Float32Array, shape: PlanarShape, out: Float32Array): Floa
       const r1 = base + y * w;
       const r0 = y === 0 ? r1 : r1 - w;
       const r2 = y === h - 1 ? r1 : r1 + w;
-      for (let i = 0; i < w; i++) sortColumn(x[r0 + i]!, x[r1 + i]!, x[r2 + i]!, i, lo, mid, hi);
+      let blank = true;
+      for (let i = 0; i < w; i++) {
+        const a = x[r0 + i]!;
+        const b = x[r1 + i]!;
+        const d = x[r2 + i]!;
+        if (a !== 0 || b !== 0 || d !== 0) blank = false;
+        sortColumn(a, b, d, i, lo, mid, hi);
+      }
+      if (blank) {
+        // Three rows of zeros (the margins of a digit): every window's median is 0.
+        out.fill(0, r1, r1 + w);
+        continue;
+      }
       for (let xx = 0; xx < w; xx++) {
         const i = xx === 0 ? 0 : xx - 1;
         const k = xx === w - 1 ? xx : xx + 1;

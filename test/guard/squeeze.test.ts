@@ -98,3 +98,16 @@ test('L1 distance between probability vectors lies in 0..2', () => {
   assert.equal(l1Distance([0.5, 0.5], [0.5, 0.5]), 0);
   assert.throws(() => l1Distance([1], [0.5, 0.5]), RangeError);
 });
+
+test('property: 1-bit reduction (its own fast path) equals the general rounding rule, NaN and infinities included', () => {
+  fc.assert(
+    fc.property(fc.array(fc.float(), { maxLength: 64 }), (values) => {
+      const x = Float32Array.from(values);
+      const got = reduceBitDepth(x, 1);
+      return got.every((v, i) => {
+        const want = Math.round(Math.min(1, Math.max(0, x[i]!)));
+        return v === want || (Number.isNaN(v) && Number.isNaN(want));
+      });
+    }),
+  );
+});
