@@ -135,20 +135,28 @@ function median3x3(x: Float32Array, shape: PlanarShape, out: Float32Array): Floa
       const r1 = base + y * w;
       const r0 = y === 0 ? r1 : r1 - w;
       const r2 = y === h - 1 ? r1 : r1 + w;
-      let blank = true;
+      // Columns whose three values are all 0 (the margins of a digit): a window of three of them has median 0.
+      let first = w;
+      let last = -1;
       for (let i = 0; i < w; i++) {
         const a = x[r0 + i]!;
         const b = x[r1 + i]!;
         const d = x[r2 + i]!;
-        if (a !== 0 || b !== 0 || d !== 0) blank = false;
+        if (a !== 0 || b !== 0 || d !== 0) {
+          if (first === w) first = i;
+          last = i;
+        }
         sortColumn(a, b, d, i, lo, mid, hi);
       }
-      if (blank) {
-        // Three rows of zeros (the margins of a digit): every window's median is 0.
+      const from = Math.max(0, first - 1);
+      const to = Math.min(w, last + 2);
+      if (from >= to) {
         out.fill(0, r1, r1 + w);
         continue;
       }
-      for (let xx = 0; xx < w; xx++) {
+      out.fill(0, r1, r1 + from);
+      out.fill(0, r1 + to, r1 + w);
+      for (let xx = from; xx < to; xx++) {
         const i = xx === 0 ? 0 : xx - 1;
         const k = xx === w - 1 ? xx : xx + 1;
         const l0 = lo[i]!;
