@@ -302,10 +302,16 @@ export class Guard {
     const batch = squeezing ? withSqueezedCopies(tensor, this.shape!, this.squeezers) : undefined;
     const squeezeMs = performance.now() - t0;
     const ensemble = c.ensemble.enabled ? this.models.ensemble : undefined;
-    const [outputs, ensembleProbs] = await Promise.all([
-      this.timed(run, 'primaryMs', this.runPrimary(tensor, inputs, batch)),
-      ensemble ? this.timed(run, 'ensembleMs', ensemble(tensor, inputs)) : undefined,
-    ]);
+    let outputs: Float32Array[];
+    let ensembleProbs: Float32Array | undefined;
+    try {
+      [outputs, ensembleProbs] = await Promise.all([
+        this.timed(run, 'primaryMs', this.runPrimary(tensor, inputs, batch)),
+        ensemble ? this.timed(run, 'ensembleMs', ensemble(tensor, inputs)) : undefined,
+      ]);
+    } finally {
+      batch?.fill(0); // a copy of the input and what was derived from it
+    }
     const p = outputs[0]!;
     const primary = this.answer(p, 'primary');
     if (c.confidence.enabled) this.confidenceStage(primary, run);
@@ -313,7 +319,6 @@ export class Guard {
     if (batch) {
       const s = performance.now();
       this.squeezeStage(squeezeDistances(p, outputs[1]!, outputs[2]!), run);
-      batch.fill(0); // a copy of the input and what was derived from it
       run.timings.squeezeMs = squeezeMs + performance.now() - s;
     }
     return { primary, ...(ensembleProbs ? { ensembleProbs } : {}) };
