@@ -22,6 +22,10 @@
  * Adaptive attacks (bench/lib/adaptive-eval.ts), instead of the above:
  *   npx tsx bench/guard-eval.ts --adaptive [--attack-count 500] [--eps 0.1,0.2,0.3] [--steps 20] [--candidates] [--json out.json]
  * --candidates adds the detectors measured before choosing (bench/lib/candidate-detectors.ts).
+ *
+ * Black-box query attack against the agent's HTTP service (bench/lib/blackbox-eval.ts), with and
+ * without its probing defence:
+ *   npx tsx bench/guard-eval.ts --blackbox [--attack-count 50] [--query-budget 1000] [--json out.json]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -45,6 +49,7 @@ import { ROOT, SHAPE, asInput, loadDemoModels } from './lib/guard-setup.ts';
 import { blank, drawnLetters, drawnShapes, gaussianNoise, heavyBlur, inverted, uniformNoise } from './lib/ood.ts';
 import { rocAuc } from './lib/roc.ts';
 import { adaptiveEvaluation, adaptiveMarkdown, type ExtraDetector } from './lib/adaptive-eval.ts';
+import { blackboxEvaluation, blackboxMarkdown } from './lib/blackbox-eval.ts';
 import {
   autoencoderDetector,
   bits2,
@@ -68,6 +73,8 @@ const { values: args } = parseArgs({
     eps: { type: 'string', default: '0.1,0.2,0.3' },
     steps: { type: 'string', default: '20' },
     candidates: { type: 'boolean', default: false },
+    blackbox: { type: 'boolean', default: false },
+    'query-budget': { type: 'string', default: '1000' },
     median: { type: 'string', default: String(RECOMMENDED_SQUEEZERS.medianSize) },
   },
 });
@@ -235,9 +242,34 @@ async function adaptiveMain(): Promise<void> {
   for (const s of models.sessions) await s.release();
 }
 
+/** The black-box query attack only (--blackbox): SimBA over HTTP, without and with the probing defence. */
+async function blackboxMain(): Promise<void> {
+  const data = loadMnist();
+  const split = mnistSplit(data.count);
+  const count = Number(args['attack-count']);
+  const budget = Number(args['query-budget']);
+  const digits = split.evaluation.slice(0, count);
+  const runs = await blackboxEvaluation({
+    digits: digits.map((idx) => Float32Array.from(digitPixels(data, idx))),
+    labels: digits.map((idx) => data.labels[idx]!),
+    // Decoys: other evaluation digits, never attacked.
+    decoys: split.evaluation.slice(1000, 1200).map((idx) => Float32Array.from(digitPixels(data, idx))),
+    runs: [
+      { name: 'probing defence off', probing: { enabled: false }, decoys: 0 },
+      { name: 'probing defence on (defaults)', probing: {}, decoys: 0 },
+      { name: 'probing defence on (defaults)', probing: {}, decoys: 4 },
+    ],
+    settings: { budget, step: 0.2, eps: 0.3, seed: 17 },
+  });
+  if (args.json) writeFileSync(args.json, JSON.stringify(runs, null, 2) + '\n');
+  const checkpoints = [100, 250, 500, 1000, 2000, 5000].filter((q) => q <= budget);
+  console.log(blackboxMarkdown(runs, checkpoints));
+}
+
 async function main(): Promise<void> {
   await tf.setBackend('cpu');
   if (args.adaptive) return adaptiveMain();
+  if (args.blackbox) return blackboxMain();
   const data = loadMnist();
   const split = mnistSplit(data.count);
   const evalIdx = args.limit ? split.evaluation.slice(0, Number(args.limit)) : split.evaluation;

@@ -7,8 +7,11 @@
  *   fixtures/guard/mnist-cnn.profile.json      a per-stage (version 1) profile calibrated on the
  *                                              1,000 calibration digits at 5% FPR (for the demo,
  *                                              the README and the agent tests)
- *   fixtures/guard/mnist-cnn.pipeline.profile.json   a version-2 profile: the whole pipeline
- *                                              calibrated to a 4% budget (the demo's guard step)
+ *   fixtures/guard/mnist-cnn.pipeline.profile.json   a version-3 profile: the whole pipeline
+ *                                              calibrated to a 4% budget, with the calibrated
+ *                                              combiner, 1-bit + 3x3 median squeezers (what
+ *                                              `guard calibrate --fpr 0.04` writes; the demo's guard
+ *                                              and agent steps, examples/agent.yaml)
  *
  * Run: npx tsx scripts/make-guard-fixtures.ts   (seconds; not run by CI). Deterministic: the
  * first evaluation digit (split order) for which the 8-bit PNG of the attack still fools the
@@ -21,7 +24,7 @@ import sharp from 'sharp';
 import { loadTfFromOnnx } from './lib/demo-models.ts';
 import { fgsm } from './lib/attacks.ts';
 import { loadMnist, mnistSplit, digitPixels, MNIST_PIXELS } from './lib/mnist-split.ts';
-import { DEFAULT_SQUEEZERS, argmax, serializeProfile, squeezeScore } from '../src/guard/index.ts';
+import { RECOMMENDED_SQUEEZERS, argmax, serializeProfile, squeezeScore } from '../src/guard/index.ts';
 import { asInput, setUp, SHAPE } from '../bench/lib/guard-setup.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -37,8 +40,8 @@ async function main(): Promise<void> {
   console.log(
     `profile: squeeze threshold ${s.profile.squeeze?.threshold.toFixed(4)}, validation measured FPR ${s.profile.validation.measuredFpr}`,
   );
-  // Version 2 (no combiner, 1-bit + 2x2): the demo's guard step and the tests expect the per-stage pipeline.
-  const budget = await setUp(0.04, undefined, 'cnn', DEFAULT_SQUEEZERS, false);
+  // Version 3, as `guard calibrate --fpr 0.04` makes it: the combiner decides, 1-bit + 3x3 median.
+  const budget = await setUp(0.04, undefined, 'cnn', RECOMMENDED_SQUEEZERS, true);
   writeFileSync(join(OUT, 'mnist-cnn.pipeline.profile.json'), serializeProfile(budget.profile));
   console.log(
     `pipeline profile: cross-validated FPR ${budget.profile.pipeline?.crossValidatedFpr}, upper bound ${budget.profile.pipeline?.upperBound}`,

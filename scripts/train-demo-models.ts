@@ -173,7 +173,7 @@ async function main(): Promise<void> {
     const bytes = exportOnnx(
       model,
       arch,
-      `edgeguard demo MNIST ${arch.toUpperCase()}: input [1,1,28,28] pixel/255 white-on-black, output probabilities [1,10] for labels 0..9`,
+      `edgeguard demo MNIST ${arch.toUpperCase()}: input [N,1,28,28] pixel/255 white-on-black, output probabilities [N,10] for labels 0..9`,
     );
     const file = join(MODELS_DIR, `mnist-${arch}.onnx`);
     if (args.verify) {

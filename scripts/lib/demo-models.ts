@@ -3,7 +3,8 @@
  * TensorFlow.js, and the bridge between them and ONNX:
  *
  *   - exportOnnx(model): writes an ONNX ModelProto (IR 7, opset 13) with onnx-proto. Input `input`
- *     float32 [1,1,28,28] (NCHW), output `probabilities` float32 [1,10] (Softmax is the last node);
+ *     float32 [N,1,28,28] (NCHW), output `probabilities` float32 [N,10] (Softmax is the last node);
+ *     the batch N is symbolic so that the guard runs an input and its squeezed copies in one call;
  *     other dims for dense-only models (the sensor model: [1,12] -> [1,2]).
  *   - loadTfFromOnnx(bytes): rebuilds the TensorFlow.js model from an exported file, so that
  *     attacks that need gradients (bench/guard-eval.ts, scripts/make-guard-fixtures.ts) run
@@ -113,8 +114,10 @@ function floatTensor(name: string, dims: number[], data: Float32Array): onnxProt
   return { name, dims, dataType: FLOAT, rawData: raw }; // raw_data is little-endian IEEE 754
 }
 
-function valueInfo(name: string, dims: number[]): onnxProto.onnx.IValueInfoProto {
-  return { name, type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } };
+/** A float tensor's value info; with `batch`, the first dimension is that symbolic name instead of its number. */
+function valueInfo(name: string, dims: number[], batch?: string): onnxProto.onnx.IValueInfoProto {
+  const dim = dims.map((d, i) => (i === 0 && batch ? { dimParam: batch } : { dimValue: d }));
+  return { name, type: { tensorType: { elemType: FLOAT, shape: { dim } } } };
 }
 
 /** Transpose a TF.js conv kernel [kH,kW,C,M] into ONNX [M,C,kH,kW]. */
@@ -172,13 +175,17 @@ interface LayerPlan {
   activation: string;
 }
 
-/** The graph's input and output dims (with batch); the MNIST models' by default. */
+/**
+ * The graph's input and output dims (with batch); the MNIST models' by default. `batch` names a
+ * symbolic first dimension (the dims then give its size for a single input).
+ */
 export interface OnnxIo {
   input: number[];
   output: number[];
+  batch?: string;
 }
 
-const MNIST_IO: OnnxIo = { input: [1, 1, 28, 28], output: [1, 10] };
+const MNIST_IO: OnnxIo = { input: [1, 1, 28, 28], output: [1, 10], batch: 'N' };
 
 function plan(model: tf.Sequential, io: OnnxIo): LayerPlan[] {
   const plans: LayerPlan[] = [];
@@ -301,8 +308,8 @@ export function exportOnnx(model: tf.Sequential, arch: string, doc: string, io: 
       name: model.name,
       node: nodes,
       initializer: inits,
-      input: [valueInfo(ONNX_INPUT, io.input)],
-      output: [valueInfo(ONNX_OUTPUT, io.output)],
+      input: [valueInfo(ONNX_INPUT, io.input, io.batch)],
+      output: [valueInfo(ONNX_OUTPUT, io.output, io.batch)],
     },
   });
   return onnx.ModelProto.encode(modelProto).finish();

@@ -9,6 +9,7 @@
  *   contentKey: { file: model.key }                   # or { wrapped: model.key.wrapped, device: device/ }
  *   models:   { primary: mnist.egm, ensemble: mnist-cnn.egm, fallback: mnist-cnn.egm }
  *   guard:    { profile: profile.json, confidence: { threshold: 0.85 }, ... }   # src/guard config
+ *   probing:  { budget: { capacity: 300, refillPerSecond: 10 }, nearDuplicates: { history: 32, tolerance: 0.01, neighbours: 8 }, blockMs: 60000 }
  *   runtime:  { executionProviders: [cpu] }           # or cuda, tensorrt, openvino where the build has them
  *   review:   { publicKey: review.pub, spool: { dir: spool, maxItems: 1000, maxBytes: 67108864 } }
  *   upload:   { device: device/ }                   # enrolled device dir; or { server, ca, cert, key }
@@ -94,6 +95,43 @@ export const agentConfigSchema = z
       })
       .strict(),
     guard: guardConfigSchema.prefault({}),
+    /**
+     * Per-client probing defence of POST /v1/infer (src/guard/probing.ts); a client is its TLS
+     * certificate's subject when it has one, else its address. Refusals are 429 and journaled.
+     */
+    probing: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Token bucket per client: a burst of `capacity` queries, then `refillPerSecond`. */
+        budget: z
+          .object({
+            capacity: z.number().int().min(1).max(1_000_000).default(300),
+            refillPerSecond: z.number().positive().max(100_000).default(10),
+          })
+          .strict()
+          .prefault({}),
+        /** `neighbours` of the client's last `history` inputs within `tolerance` (not identical): probing. */
+        nearDuplicates: z
+          .object({
+            enabled: z.boolean().default(true),
+            history: z.number().int().min(2).max(1024).default(32),
+            /** Mean absolute difference of the inputs' 64-value sketches, in the input's units (0..1 for images). */
+            tolerance: z.number().min(0).max(1e6).default(0.01),
+            neighbours: z.number().int().min(1).max(1023).default(8),
+          })
+          .strict()
+          .refine((d) => d.neighbours < d.history, {
+            message: 'neighbours must be smaller than history',
+            path: ['neighbours'],
+          })
+          .prefault({}),
+        /** How long a client caught probing is refused, and at most one event per client per this long, ms. */
+        blockMs: z.number().int().min(1000).max(86_400_000).default(60_000),
+        /** Clients remembered (least recently seen forgotten first). */
+        maxClients: z.number().int().min(1).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
     runtime: z
       .object({
         /**

@@ -24,6 +24,7 @@ import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
+import { ProbingGate } from './probing-gate.ts';
 import {
   BodyTimeoutError,
   ERROR_RESPONSE_SCHEMA,
@@ -92,6 +93,8 @@ export interface BuildAgentAppOptions {
   lock?: { error(): EdgeguardError | undefined };
   /** Why inference is refused now (the lease is lost), checked before each request's body is read. */
   refusal?: () => EdgeguardError | undefined;
+  /** The probing defence's clock (tests); default Date.now. */
+  now?: () => number;
 }
 
 const micro = (v: number | undefined) =>
@@ -166,7 +169,19 @@ export async function buildAgentApp(
       if (error && req.url.startsWith('/v1/')) throw error;
     });
   registerServiceRoutes(app, config, runtime, o, metrics, slots);
-  registerInferRoute(app, config, metrics, slots, inferenceHandler(config, runtime, o, metrics), o.refusal);
+  const model = runtime.primary.metadata;
+  const probing = config.probing.enabled
+    ? new ProbingGate(config.probing, metrics, o.journal, `${model.name}@${model.version}`, o.now)
+    : undefined;
+  registerInferRoute(
+    app,
+    config,
+    metrics,
+    slots,
+    inferenceHandler(config, runtime, o, metrics, probing),
+    o.refusal,
+    probing,
+  );
   return { app, metrics };
 }
 
@@ -299,6 +314,7 @@ function registerInferRoute(
   slots: Slots,
   handle: InferenceHandler,
   refusal: BuildAgentAppOptions['refusal'],
+  probing: ProbingGate | undefined,
 ): void {
   const limits = config.limits;
   const budget = new BodyBudget({
@@ -316,7 +332,7 @@ function registerInferRoute(
         tags: ['inference'],
         summary: 'classify one input behind the guard',
         description:
-          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 408 when the body does not arrive within limits.requestTimeoutMs; 429 when the concurrency limit is reached.',
+          'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 408 when the body does not arrive within limits.requestTimeoutMs; 429 when the concurrency limit is reached (EG_OVERLOADED), the client query budget is spent (EG_RATE_LIMITED) or its inputs look like a query attack (EG_PROBING), with Retry-After.',
         body: {
           content: {
             'application/json': { schema: TENSOR_BODY_JSON_SCHEMA },
@@ -338,12 +354,14 @@ function registerInferRoute(
       },
       // The content-type parsers checked the bodies strictly; the schemas above document them.
       validatorCompiler: () => () => true,
-      // A device that may not serve (lease lost) refuses before the body is read. A large body
-      // waits, unread, for room in limits.bodyBytesInFlight; refused, its connection is closed
-      // (the unread body cannot be skipped).
+      // A device that may not serve (lease lost) refuses before the body is read; so does the
+      // probing defence for a client that is blocked or out of budget. Then a large body waits,
+      // unread, for room in limits.bodyBytesInFlight; refused, its connection is closed (the
+      // unread body cannot be skipped).
       onRequest: async (req, reply) => {
         const refused = refusal?.();
         if (refused) throw refused;
+        probing?.admit(req);
         try {
           // Room is reserved before preParsing reads a byte of the body; waiting leaves it unread.
           const release = await budget.reserve(announcedLength(req.headers['content-length']), limits.bodyBytes);
@@ -470,6 +488,7 @@ function inferenceHandler(
   runtime: GuardedModel,
   o: BuildAgentAppOptions,
   metrics: AgentMetrics,
+  probing: ProbingGate | undefined,
 ): InferenceHandler {
   const model = runtime.primary;
   const modelInfo = { name: model.metadata.name, version: model.metadata.version };
@@ -482,6 +501,8 @@ function inferenceHandler(
       const input = decodeRequest(req, type, wipeLater);
       const checkStart = performance.now();
       const checked = await checkInputKeeping(runtime, input, wipeLater);
+      // A client caught probing gets no answer (nor review, nor a guard event): the 429 and its journal event.
+      probing?.observe(req, checked.inputs);
       const timings = observeTimings(metrics, checkStart - t0 + checked.decodeMs, checked.result);
       const r = checked.result;
       metrics.verdicts.inc({ verdict: r.verdict });

@@ -14,6 +14,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_UNSUPPORTED_MEDIA_TYPE: 415,
   EG_INPUT: 422,
   EG_OVERLOADED: 429,
+  EG_RATE_LIMITED: 429,
+  EG_PROBING: 429,
   EG_TIMEOUT: 503,
   EG_LOCKED: 503,
 };
@@ -88,7 +90,9 @@ export function errorHandler(
     request.log.error({ err }, 'request failed');
   else request.log.info({ code: err.code }, err.message);
   // A locked device stays locked until re-provisioned: no point in retrying.
-  if (status === 429 || (status === 503 && err.code !== 'EG_LOCKED')) void reply.header('retry-after', '1');
+  const retryAfter = err.details?.['retryAfterS'];
+  if (status === 429 || (status === 503 && err.code !== 'EG_LOCKED'))
+    void reply.header('retry-after', typeof retryAfter === 'number' ? String(retryAfter) : '1');
   void reply.status(status).send({ error: { code: err.code, message: err.message } });
 }
 
@@ -99,6 +103,8 @@ export interface AgentMetrics {
   overload: Counter;
   bodyBudgetRefused: Counter;
   bodiesWaiting: Gauge;
+  probingRefused: Counter<'reason'>;
+  probingClients: Gauge;
   inflight: Gauge;
   duration: Histogram<'route'>;
   stage: Histogram<'stage'>;
@@ -151,6 +157,17 @@ export function createAgentMetrics(): AgentMetrics {
     bodiesWaiting: new Gauge({
       name: 'edgeguard_agent_large_bodies_waiting',
       help: 'Large requests waiting, unread, for room in limits.bodyBytesInFlight',
+      registers: r,
+    }),
+    probingRefused: new Counter({
+      name: 'edgeguard_agent_probing_refused_total',
+      help: 'Inference requests refused with 429 by the probing defence, by reason (budget, near-duplicates)',
+      labelNames: ['reason'],
+      registers: r,
+    }),
+    probingClients: new Gauge({
+      name: 'edgeguard_agent_probing_clients',
+      help: 'Clients the probing defence tracks',
       registers: r,
     }),
     inflight: new Gauge({ name: 'edgeguard_agent_inflight', help: 'Inference requests in flight', registers: r }),

@@ -88,6 +88,15 @@ export const auditEventSchema = z.discriminatedUnion('type', [
     model: id.optional(),
     modelSha256: hex(32).optional(),
   }),
+  // A client of the inference service refused for probing (src/guard/probing.ts): its query budget
+  // spent, or a run of near-duplicate inputs. client: "cert:<subject CN>" or "addr:<address>".
+  event('guard.probing', {
+    client: id,
+    reason: z.enum(['budget', 'near-duplicates']),
+    neighbours: count,
+    retryAfterS: count,
+    model: id.optional(),
+  }),
   event('review.item', { itemId: id, action: z.enum(['queued', 'uploaded', 'dropped']), reason: short.optional() }),
   event('cert.renewed', {
     previousSerial: id,
@@ -173,6 +182,7 @@ export const EVENT_AUTHORITY: Readonly<Record<AuditEventType, readonly EventAuth
   'enroll.failures': ['control-plane'],
   'audit.journal_gap': ['control-plane'],
   'checklist.reported': ['control-plane'],
+  'guard.probing': ['device'],
 };
 
 /** Whether `by` may record an event of `type`. */

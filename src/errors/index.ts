@@ -48,6 +48,8 @@ export const ERROR_EXIT_CODES = {
   EG_TIMEOUT: 6,
   EG_UNSUPPORTED_MEDIA_TYPE: 6,
   EG_PAYLOAD_TOO_LARGE: 6,
+  // A client of the inference service whose queries look like a black-box attack (near-duplicates).
+  EG_PROBING: 6,
   // Network, PKI, server, attestation, audit.
   EG_TLS: 7,
   EG_PKI: 7,

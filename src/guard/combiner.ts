@@ -96,13 +96,17 @@ function knotRanks(n: number): number[] {
   return ranks;
 }
 
+/** P(V >= values[j]) of the table. */
+function survival(t: TailTable, j: number): number {
+  return (t.atLeast[j]! + 1) / (t.n + 1);
+}
+
 /** P(V >= x) under the table (1 at or below the smallest value). */
 export function upperPValue(t: TailTable, x: number): number {
   const v = t.values;
   const last = v.length - 1;
-  const survival = (j: number) => (t.atLeast[j]! + 1) / (t.n + 1);
   if (!(x > v[0]!)) return Number.isNaN(x) ? 0 : 1;
-  if (x > v[last]!) return survival(last) * Math.exp(-(x - v[last]!) / t.scale);
+  if (x > v[last]!) return survival(t, last) * Math.exp(-(x - v[last]!) / t.scale);
   let lo = 0;
   let hi = last; // v[lo] < x <= v[hi]
   while (hi - lo > 1) {
@@ -111,7 +115,7 @@ export function upperPValue(t: TailTable, x: number): number {
     else hi = mid;
   }
   const f = (x - v[lo]!) / (v[hi]! - v[lo]!);
-  return Math.exp((1 - f) * Math.log(survival(lo)) + f * Math.log(survival(hi)));
+  return Math.exp((1 - f) * Math.log(survival(t, lo)) + f * Math.log(survival(t, hi)));
 }
 
 export interface ComponentTable {
@@ -164,18 +168,35 @@ export interface CombinedScore {
 /**
  * Fisher's statistic of one input over the components it has a value for; a component absent
  * (its stage disabled) adds nothing, which can only lower the score and so the false positives.
+ * `known` are parts already computed (-ln p by component), taken as they are; the sum runs in the
+ * tables' order either way, so the score does not depend on which parts were known.
  */
-export function combinedScore(tables: CombinerTables, values: ComponentValues): CombinedScore {
+export function combinedScore(tables: CombinerTables, values: ComponentValues, known?: ComponentValues): CombinedScore {
   const parts: ComponentValues = {};
   let score = 0;
-  for (const [name, table] of Object.entries(tables) as Array<[ComponentName, ComponentTable]>) {
-    const x = values[name];
-    if (x === undefined) continue;
-    const part = -Math.log(Math.max(componentPValue(table, x), Number.MIN_VALUE));
+  for (const [name, table] of tableEntries(tables)) {
+    let part = known?.[name];
+    if (part === undefined) {
+      const x = values[name];
+      if (x === undefined) continue;
+      part = -Math.log(Math.max(componentPValue(table, x), Number.MIN_VALUE));
+    }
     parts[name] = part;
     score += part;
   }
   return { score, parts };
+}
+
+const entriesOf = new WeakMap<CombinerTables, Array<[ComponentName, ComponentTable]>>();
+
+/** The tables' entries, listed once per tables object (a profile's are not changed after parsing). */
+function tableEntries(tables: CombinerTables): Array<[ComponentName, ComponentTable]> {
+  let entries = entriesOf.get(tables);
+  if (!entries) {
+    entries = Object.entries(tables) as Array<[ComponentName, ComponentTable]>;
+    entriesOf.set(tables, entries);
+  }
+  return entries;
 }
 
 /** The component values of an input: its six statistics and the model scores given. */

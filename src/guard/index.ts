@@ -18,6 +18,8 @@ export {
   medianFilter,
   l1Distance,
   squeezeScore,
+  withSqueezedCopies,
+  squeezeDistances,
 } from './squeeze.ts';
 export {
   type Classifier,
@@ -89,3 +91,11 @@ export {
   componentValues,
 } from './combiner.ts';
 export { guardInputShape } from './model-input.ts';
+export {
+  type ProbingSettings,
+  type ProbingReason,
+  type ProbingDecision,
+  SKETCH_SIZE,
+  ProbingMonitor,
+  sketch,
+} from './probing.ts';

@@ -27,7 +27,14 @@ import type { ModelInput } from '../inference/index.ts';
 import { argmax, type Classifier } from './classifier.ts';
 import { DEFAULT_CONFIDENCE_THRESHOLD, DEFAULT_SQUEEZERS, type GuardConfig } from './config.ts';
 import { validateStatistics, type GuardProfile, type StatisticViolation } from './profile.ts';
-import { l1Distance, squeezeScore, type PlanarShape, type SqueezeSettings } from './squeeze.ts';
+import {
+  l1Distance,
+  squeezeDistances,
+  withSqueezedCopies,
+  type PlanarShape,
+  type SqueezeScore,
+  type SqueezeSettings,
+} from './squeeze.ts';
 import { computeStatistics, NUMERIC_STATISTICS, type GuardImage, type InputStatistics } from './stats.ts';
 import {
   combinedScore,
@@ -78,6 +85,11 @@ export interface GuardResult {
   /** The primary model's own output, when it ran. */
   primary?: Answer;
   stages: StageResults;
+  /**
+   * Milliseconds. The models run concurrently, so primaryMs and ensembleMs overlap; primaryMs
+   * includes the squeezed copies when the primary takes batches, and squeezeMs is then the
+   * squeezers and distances only.
+   */
   timings: {
     validationMs?: number;
     primaryMs?: number;
@@ -266,44 +278,82 @@ export class Guard {
       this.combiner.components,
       componentValues(run.stages.validation.statistics, {}),
     );
+    run.statisticsParts = statisticsOnly.parts;
     if (statisticsOnly.score <= this.combiner.threshold) return false;
     this.recordCombined(run, statisticsOnly);
     return true;
   }
 
+  /**
+   * The models, all started at once: the primary on the input (and, with squeezing, on its two
+   * squeezed copies, in one batched run when the model takes batches), the ensemble beside it.
+   * ONNX Runtime's Node binding runs each call on the event loop after a turn, so concurrent
+   * calls share that turn and a batch shares one call. Scores and verdicts are those of separate
+   * runs (test/guard/batched.test.ts).
+   */
   private async modelStages(
     tensor: Float32Array,
     inputs: readonly ModelInput[] | undefined,
     run: Run,
   ): Promise<ModelOutputs> {
     const c = this.config;
-    let s = performance.now();
-    const p = await this.models.primary(tensor, inputs);
-    run.timings.primaryMs = performance.now() - s;
+    const t0 = performance.now();
+    const squeezing = c.squeeze.enabled && this.shape !== undefined;
+    const batch = squeezing ? withSqueezedCopies(tensor, this.shape!, this.squeezers) : undefined;
+    const squeezeMs = performance.now() - t0;
+    const ensemble = c.ensemble.enabled ? this.models.ensemble : undefined;
+    let outputs: Float32Array[];
+    let ensembleProbs: Float32Array | undefined;
+    try {
+      [outputs, ensembleProbs] = await Promise.all([
+        this.timed(run, 'primaryMs', this.runPrimary(tensor, inputs, batch)),
+        ensemble ? this.timed(run, 'ensembleMs', ensemble(tensor, inputs)) : undefined,
+      ]);
+    } finally {
+      batch?.fill(0); // a copy of the input and what was derived from it
+    }
+    const p = outputs[0]!;
     const primary = this.answer(p, 'primary');
     if (c.confidence.enabled) this.confidenceStage(primary, run);
-    let ensembleProbs: Float32Array | undefined;
-    if (c.ensemble.enabled && this.models.ensemble) {
-      s = performance.now();
-      ensembleProbs = await this.models.ensemble(tensor, inputs);
-      run.timings.ensembleMs = performance.now() - s;
-      this.ensembleStage(p, primary, ensembleProbs, run);
+    if (ensembleProbs) this.ensembleStage(p, primary, ensembleProbs, run);
+    if (batch) {
+      const s = performance.now();
+      this.squeezeStage(squeezeDistances(p, outputs[1]!, outputs[2]!), run);
+      run.timings.squeezeMs = squeezeMs + performance.now() - s;
     }
-    if (c.squeeze.enabled && this.shape) {
-      s = performance.now();
-      const sq = await squeezeScore(this.models.primary, tensor, p, this.shape, this.squeezers);
-      run.timings.squeezeMs = performance.now() - s;
-      const threshold = this.squeezeThreshold!;
-      const passed = sq.score <= threshold;
-      run.stages.squeeze = { passed, score: sq.score, bitDepth: sq.bitDepth, median: sq.median, threshold };
-      if (!passed && this.decidesAlone('squeeze'))
-        run.reasons.push({
-          stage: 'squeeze',
-          code: 'squeeze-distance',
-          message: `squeezing moved the prediction by ${sq.score.toFixed(3)} (L1), above ${threshold.toFixed(3)}`,
-        });
-    }
-    return { primary, ensembleProbs };
+    return { primary, ...(ensembleProbs ? { ensembleProbs } : {}) };
+  }
+
+  /** The primary's probabilities on the input, then on each squeezed copy (`batch`: all three, one batched run when it can). */
+  private runPrimary(
+    tensor: Float32Array,
+    inputs: readonly ModelInput[] | undefined,
+    batch: Float32Array | undefined,
+  ): Promise<Float32Array[]> {
+    const primary = this.models.primary;
+    if (!batch) return primary(tensor, inputs).then((p) => [p]);
+    if (primary.batch) return primary.batch(batch, 3);
+    const n = tensor.length;
+    return Promise.all([primary(tensor, inputs), primary(batch.subarray(n, 2 * n)), primary(batch.subarray(2 * n))]);
+  }
+
+  private async timed<T>(run: Run, key: 'primaryMs' | 'ensembleMs', work: Promise<T>): Promise<T> {
+    const s = performance.now();
+    const out = await work;
+    run.timings[key] = performance.now() - s;
+    return out;
+  }
+
+  private squeezeStage(sq: SqueezeScore, run: Run): void {
+    const threshold = this.squeezeThreshold!;
+    const passed = sq.score <= threshold;
+    run.stages.squeeze = { passed, score: sq.score, bitDepth: sq.bitDepth, median: sq.median, threshold };
+    if (!passed && this.decidesAlone('squeeze'))
+      run.reasons.push({
+        stage: 'squeeze',
+        code: 'squeeze-distance',
+        message: `squeezing moved the prediction by ${sq.score.toFixed(3)} (L1), above ${threshold.toFixed(3)}`,
+      });
   }
 
   private confidenceStage(primary: Answer, run: Run): void {
@@ -355,36 +405,37 @@ export class Guard {
   private decideCombined(run: Run): Verdict {
     const st = run.stages;
     if (run.reasons.some((r) => r.stage === 'validation')) return 'reject';
-    const combined = combinedScore(
-      this.combiner!.components,
-      componentValues(st.validation?.statistics, {
-        ...(st.confidence ? { confidence: st.confidence.value } : {}),
-        ...(st.ensemble ? { ensemble: st.ensemble.distance } : {}),
-        ...(st.squeeze ? { squeezeBits: st.squeeze.bitDepth, squeezeMedian: st.squeeze.median } : {}),
-      }),
-    );
+    const model = {
+      ...(st.confidence ? { confidence: st.confidence.value } : {}),
+      ...(st.ensemble ? { ensemble: st.ensemble.distance } : {}),
+      ...(st.squeeze ? { squeezeBits: st.squeeze.bitDepth, squeezeMedian: st.squeeze.median } : {}),
+    };
+    const tables = this.combiner!.components;
+    // The statistics' parts, when the short-circuit check already computed them, are not computed again.
+    const combined = run.statisticsParts
+      ? combinedScore(tables, model, run.statisticsParts)
+      : combinedScore(tables, componentValues(st.validation?.statistics, model));
     const top = this.recordCombined(run, combined);
     if (!st.combined!.passed) return top !== undefined && isStatistic(top) ? 'reject' : 'flag';
     return run.reasons.length > 0 ? 'flag' : 'accept';
   }
 
-  /** Records the combined stage and, when it fires, its reason; returns the largest contributor. */
+  /** Records the combined stage and, when it fires, its reason and its largest contributor (returned). */
   private recordCombined(run: Run, combined: CombinedScore): ComponentName | undefined {
     const threshold = this.combiner!.threshold;
     const passed = combined.score <= threshold;
-    const ranked = (Object.entries(combined.parts) as Array<[ComponentName, number]>).sort((a, b) => b[1] - a[1]);
     run.stages.combined = { passed, score: combined.score, threshold, parts: combined.parts };
-    if (!passed) {
-      const largest = ranked
-        .slice(0, 3)
-        .map(([name, part]) => `${name} ${part.toFixed(1)}`)
-        .join(', ');
-      run.reasons.unshift({
-        stage: 'combined',
-        code: 'combined-score',
-        message: `the stage scores together are unlike the calibration inputs: combined score ${combined.score.toFixed(2)} above ${threshold.toFixed(2)} (largest -ln p: ${largest})`,
-      });
-    }
+    if (passed) return undefined;
+    const ranked = (Object.entries(combined.parts) as Array<[ComponentName, number]>).sort((a, b) => b[1] - a[1]);
+    const largest = ranked
+      .slice(0, 3)
+      .map(([name, part]) => `${name} ${part.toFixed(1)}`)
+      .join(', ');
+    run.reasons.unshift({
+      stage: 'combined',
+      code: 'combined-score',
+      message: `the stage scores together are unlike the calibration inputs: combined score ${combined.score.toFixed(2)} above ${threshold.toFixed(2)} (largest -ln p: ${largest})`,
+    });
     return ranked[0]?.[0];
   }
 
@@ -408,6 +459,8 @@ interface Run {
   reasons: GuardReason[];
   stages: StageResults;
   timings: GuardResult['timings'];
+  /** -ln p of the statistics, from the short-circuit check. */
+  statisticsParts?: ComponentValues;
 }
 
 interface ModelOutputs {

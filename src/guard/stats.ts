@@ -69,70 +69,108 @@ function percentileFromHistogram(hist: Uint32Array, total: number, p: number): n
  * two Laplacians N = [1 -2 1; -2 4 -2; 1 -2 1] (which cancels image structure of second order)
  * and take sigma = sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N| over the interior pixels.
  */
-export function immerkaerNoise(lum: Float32Array, width: number, height: number): number {
-  if (width < 3 || height < 3) return 0;
-  let sum = 0;
-  for (let y = 1; y < height - 1; y++) {
-    for (let x = 1; x < width - 1; x++) {
-      const up = (y - 1) * width + x;
-      const mid = up + width;
-      const down = mid + width;
-      const v =
-        lum[up - 1]! -
-        2 * lum[up]! +
-        lum[up + 1]! -
-        2 * lum[mid - 1]! +
-        4 * lum[mid]! -
-        2 * lum[mid + 1]! +
-        lum[down - 1]! -
-        2 * lum[down]! +
-        lum[down + 1]!;
-      sum += Math.abs(v);
-    }
-  }
-  return (Math.sqrt(Math.PI / 2) * sum) / (6 * (width - 2) * (height - 2)) / 255;
+export function immerkaerNoise(lum: Float32Array | Uint8Array, width: number, height: number): number {
+  return structure(lum, width, height).noise;
 }
 
 /**
  * Blur as the variance of the Laplacian (Pech-Pacheco et al., ICPR 2000): the response of
  * [0 1 0; 1 -4 1; 0 1 0] over the interior pixels; sharp edges give a large variance.
  */
-export function laplacianVariance(lum: Float32Array, width: number, height: number): number {
-  if (width < 3 || height < 3) return 0;
+export function laplacianVariance(lum: Float32Array | Uint8Array, width: number, height: number): number {
+  return structure(lum, width, height).blur;
+}
+
+/** Both 3x3 statistics above in one pass over the interior pixels (they read the same neighbours). */
+function structure(lum: Float32Array | Uint8Array, width: number, height: number): { noise: number; blur: number } {
+  if (width < 3 || height < 3) return { noise: 0, blur: 0 };
+  let abs = 0;
   let sum = 0;
   let sumSq = 0;
   let n = 0;
   for (let y = 1; y < height - 1; y++) {
     for (let x = 1; x < width - 1; x++) {
-      const i = y * width + x;
-      const v = (lum[i - width]! + lum[i + width]! + lum[i - 1]! + lum[i + 1]! - 4 * lum[i]!) / 255;
+      const mid = y * width + x;
+      const up = mid - width;
+      const down = mid + width;
+      const ul = lum[up - 1]!;
+      const u = lum[up]!;
+      const ur = lum[up + 1]!;
+      const l = lum[mid - 1]!;
+      const c = lum[mid]!;
+      const r = lum[mid + 1]!;
+      const dl = lum[down - 1]!;
+      const d = lum[down]!;
+      const dr = lum[down + 1]!;
+      abs += Math.abs(ul - 2 * u + ur - 2 * l + 4 * c - 2 * r + dl - 2 * d + dr);
+      const v = (u + d + l + r - 4 * c) / 255;
       sum += v;
       sumSq += v * v;
       n++;
     }
   }
   const mean = sum / n;
-  return Math.max(0, sumSq / n - mean * mean);
+  return {
+    noise: (Math.sqrt(Math.PI / 2) * abs) / (6 * (width - 2) * (height - 2)) / 255,
+    blur: Math.max(0, sumSq / n - mean * mean),
+  };
 }
 
 /** Every statistic of one image. */
 export function computeStatistics(img: GuardImage): InputStatistics {
-  const lum = luminance(img);
-  const n = lum.length;
-  const hist = new Uint32Array(256);
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const v = lum[i]!;
-    sum += v;
-    hist[Math.min(255, Math.max(0, Math.round(v)))]!++;
-  }
+  if (img.pixels.length !== img.width * img.height * img.channels)
+    throw new RangeError(`expected ${img.width * img.height * img.channels} pixel bytes, got ${img.pixels.length}`);
+  // One channel is its own luminance: read the bytes, no copy (the same values, so the same results).
+  const grey = img.channels === 1;
+  const lum = grey ? undefined : luminance(img);
+  const n = img.width * img.height;
+  const { hist, sum } = grey ? histogramOfBytes(img.pixels) : histogramOfLuminance(lum!);
   let entropy = 0;
   for (let v = 0; v < 256; v++) {
     const p = hist[v]! / n;
     if (p > 0) entropy -= p * Math.log2(p);
   }
-  let clipped = 0;
+  const clipped = img.channels === 1 ? hist[0]! + hist[255]! : clippedPixels(img);
+  return {
+    brightness: n === 0 ? 0 : sum / n / 255,
+    contrast: n === 0 ? 0 : (percentileFromHistogram(hist, n, 0.99) - percentileFromHistogram(hist, n, 0.01)) / 255,
+    ...structure(grey ? img.pixels : lum!, img.width, img.height),
+    saturation: n === 0 ? 0 : clipped / n,
+    entropy: entropy === 0 ? 0 : entropy, // no -0
+    width: img.source.width,
+    height: img.source.height,
+    format: img.source.format,
+  };
+}
+
+/** The 256-bin histogram and sum of one-channel pixels (their own luminance, already whole). */
+function histogramOfBytes(pixels: Uint8Array): { hist: Uint32Array; sum: number } {
+  const hist = new Uint32Array(256);
+  let sum = 0;
+  for (let i = 0; i < pixels.length; i++) {
+    const v = pixels[i]!;
+    sum += v;
+    hist[v]!++;
+  }
+  return { hist, sum };
+}
+
+function histogramOfLuminance(lum: Float32Array): { hist: Uint32Array; sum: number } {
+  const hist = new Uint32Array(256);
+  let sum = 0;
+  for (let i = 0; i < lum.length; i++) {
+    const v = lum[i]!;
+    sum += v;
+    hist[Math.min(255, Math.max(0, Math.round(v)))]!++;
+  }
+  return { hist, sum };
+}
+
+/** Pixels clipped at black or white in every channel. */
+function clippedPixels(img: GuardImage): number {
   const c = img.channels;
+  const n = img.width * img.height;
+  let clipped = 0;
   for (let i = 0; i < n; i++) {
     let lo = true;
     let hi = true;
@@ -143,17 +181,7 @@ export function computeStatistics(img: GuardImage): InputStatistics {
     }
     if (lo || hi) clipped++;
   }
-  return {
-    brightness: n === 0 ? 0 : sum / n / 255,
-    contrast: n === 0 ? 0 : (percentileFromHistogram(hist, n, 0.99) - percentileFromHistogram(hist, n, 0.01)) / 255,
-    noise: immerkaerNoise(lum, img.width, img.height),
-    blur: laplacianVariance(lum, img.width, img.height),
-    saturation: n === 0 ? 0 : clipped / n,
-    entropy: entropy === 0 ? 0 : entropy, // no -0
-    width: img.source.width,
-    height: img.source.height,
-    format: img.source.format,
-  };
+  return clipped;
 }
 
 /** A 0..1 float image (the model's own scale) as an 8-bit greyscale GuardImage. */

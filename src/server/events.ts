@@ -41,6 +41,7 @@ export const EVENT_FAILURE_POLICY: Readonly<Record<AuditEventType, EventFailureP
   'model.load_failed': 'log-and-count',
   'guard.flagged': 'log-and-count',
   'guard.rejected': 'log-and-count',
+  'guard.probing': 'log-and-count',
   'review.item': 'log-and-count',
   'cert.renewed': 'log-and-count',
   'agent.started': 'log-and-count',

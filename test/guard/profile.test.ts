@@ -29,12 +29,17 @@ function refusesWithFormat(input: Uint8Array | string, pattern?: RegExp): void {
   );
 }
 
-test('the committed pipeline profile (version 2, 4% budget) parses and round-trips', () => {
+test('the committed pipeline profile (version 3, 4% budget, combiner) parses and round-trips', () => {
   const p = parseProfile(readFileSync(join(FIXTURES, 'guard', 'mnist-cnn.pipeline.profile.json')));
-  assert.equal(p.version, 2);
+  assert.equal(p.version, 3);
   assert.equal(p.samples, 1000);
   assert.equal(p.pipeline?.fpr, 0.04);
   assert.ok(p.pipeline.upperBound <= 0.04 && p.pipeline.crossValidatedFpr <= p.pipeline.upperBound);
+  assert.deepEqual(
+    { bitDepth: p.squeeze?.bitDepth, medianSize: p.squeeze?.medianSize },
+    { bitDepth: 1, medianSize: 3 },
+  );
+  assert.ok(p.combiner && p.combiner.upperBound <= 0.04 && p.combiner.threshold > 0);
   assert.equal(p.validation.fpr, p.pipeline.stageRate);
   assert.deepEqual(parseProfile(serializeProfile(p)), p);
 });

@@ -98,3 +98,36 @@ test('L1 distance between probability vectors lies in 0..2', () => {
   assert.equal(l1Distance([0.5, 0.5], [0.5, 0.5]), 0);
   assert.throws(() => l1Distance([1], [0.5, 0.5]), RangeError);
 });
+
+test('property: 1-bit reduction (its own fast path) equals the general rounding rule, NaN and infinities included', () => {
+  fc.assert(
+    fc.property(fc.array(fc.float(), { maxLength: 64 }), (values) => {
+      const x = Float32Array.from(values);
+      const got = reduceBitDepth(x, 1);
+      return got.every((v, i) => {
+        const want = Math.round(Math.min(1, Math.max(0, x[i]!)));
+        return v === want || (Number.isNaN(v) && Number.isNaN(want));
+      });
+    }),
+  );
+});
+
+test('property: the 3x3 median on mostly-zero planes (digit-like margins) equals the plain sort', () => {
+  const value = fc.oneof(
+    { weight: 6, arbitrary: fc.constant(0) },
+    { weight: 1, arbitrary: fc.float({ noNaN: true, min: -2, max: 2 }) },
+  );
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 1, max: 12 }),
+      fc.array(value, { minLength: 144, maxLength: 144 }),
+      (h, w, values) => {
+        const x = Float32Array.from(values.slice(0, h * w));
+        const got = medianFilter(x, { channels: 1, height: h, width: w }, 3, new Float32Array(h * w).fill(7));
+        const want = referenceMedian(x, h, w, 3);
+        return got.every((v, i) => v === want[i]);
+      },
+    ),
+  );
+});

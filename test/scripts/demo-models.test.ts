@@ -34,7 +34,7 @@ test('the committed ONNX models re-import into TensorFlow.js, re-export byte for
     const again = exportOnnx(
       model,
       arch,
-      `edgeguard demo MNIST ${arch.toUpperCase()}: input [1,1,28,28] pixel/255 white-on-black, output probabilities [1,10] for labels 0..9`,
+      `edgeguard demo MNIST ${arch.toUpperCase()}: input [N,1,28,28] pixel/255 white-on-black, output probabilities [N,10] for labels 0..9`,
     );
     assert.ok(Buffer.from(again).equals(bytes), `${arch}: re-export differs`);
     const session = await ort.InferenceSession.create(bytes);

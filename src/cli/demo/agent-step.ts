@@ -142,7 +142,8 @@ export const agentStep: DemoStep = {
       contentKey: { file: ctx.state.contentKeyPath! },
       // The CNN is the primary, the MLP the ensemble member and fallback (as in the guard step).
       models: { primary: ctx.state.fallbackPackagePath!, ensemble: ctx.state.packagePath! },
-      guard: { profile: join(ctx.fixtures, 'guard', 'mnist-cnn.profile.json') },
+      // The whole pipeline calibrated to a 4% budget; its calibrated combiner decides (version 3).
+      guard: { profile: join(ctx.fixtures, 'guard', 'mnist-cnn.pipeline.profile.json') },
       review: { publicKey: ctx.path('review.pub'), spool: { dir: ctx.path('review-spool'), maxItems: 100 } },
       limits: { concurrency: 4 },
       log: { level: 'silent' },
@@ -158,9 +159,13 @@ export const agentStep: DemoStep = {
       const noise = Buffer.alloc(784);
       for (let i = 0; i < noise.length; i++) noise[i] = (i * 7919 + 13) % 251;
       const sharp = (await import('sharp')).default;
+      const three = await readFile(join(ctx.fixtures, 'digits', '3-0.png'));
+      // Rotated by 20 degrees: an ordinary input the models are unsure of, flagged and sealed for review.
+      const rotated = await sharp(three).rotate(20, { background: '#000' }).resize(28, 28).png().toBuffer();
       const inputs: Array<[string, Buffer]> = [
         ['digits/7-0.png', await readFile(join(ctx.fixtures, 'digits', '7-0.png'))],
         ['digits/3-1.png', await readFile(join(ctx.fixtures, 'digits', '3-1.png'))],
+        ['digits/3-0.png rotated 20 degrees (in memory)', rotated],
         [
           'noise (in memory)',
           await sharp(noise, { raw: { width: 28, height: 28, channels: 1 } })
@@ -168,7 +173,7 @@ export const agentStep: DemoStep = {
             .toBuffer(),
         ],
       ];
-      fleetInputs.noise = inputs[2]![1];
+      fleetInputs.noise = inputs[3]![1];
       for (const [name, bytes] of inputs) {
         const res = await fetch(`${running.url}/v1/infer`, {
           method: 'POST',

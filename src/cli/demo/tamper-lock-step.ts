@@ -31,7 +31,7 @@ async function writeAgentConfig(ctx: DemoContext, fleet: DemoFleet, sysfs: strin
     trust: { publicKeys: [ctx.state.publisherPubPath!] },
     contentKey: { wrapped, device: fleet.deviceDir },
     models: { primary: ctx.state.fallbackPackagePath!, ensemble: ctx.state.packagePath! },
-    guard: { profile: join(ctx.fixtures, 'guard', 'mnist-cnn.profile.json') },
+    guard: { profile: join(ctx.fixtures, 'guard', 'mnist-cnn.pipeline.profile.json') },
     review: { enabled: false },
     upload: { device: fleet.deviceDir },
     renewal: { enabled: false },
