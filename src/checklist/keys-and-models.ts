@@ -3,11 +3,18 @@
  * device runs is signed). Nothing is unwrapped or decrypted: the binding key's recorded policy is
  * read from the device file, and the model directories are scanned for anything a thief could run.
  */
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { readPublicSigningKey } from '../crypto/index.ts';
 import { isEdgeguardError } from '../errors/index.ts';
 import { SPOOL_SUFFIX } from '../fleet/index.ts';
-import { readDeviceFile, type DeviceFile } from '../keystore/index.ts';
+import {
+  DEVICE_FILES,
+  PCR_AUTHORIZATIONS_DIR,
+  loadPcrAuthorizations,
+  readBindingPolicy,
+  readDeviceFile,
+  type DeviceFile,
+} from '../keystore/index.ts';
 import { inspectPackage, signaturePathFor, verifyPackage } from '../model/index.ts';
 import { byteEntropy, looksLikeOnnx, readHead, sha256File, walkFiles } from './evidence.ts';
 import { combine, type CheckDefinition, type ChecklistTarget, type Evidence } from './types.ts';
@@ -16,6 +23,8 @@ import { combine, type CheckDefinition, type ChecklistTarget, type Evidence } fr
 const LARGE_FILE_BYTES = 1024 * 1024;
 /** Below this, bytes are not ciphertext (AEAD output measures 7.99+ over 64 KiB). */
 const CIPHERTEXT_MIN_ENTROPY = 7.9;
+/** A report holds at most 64 evidence entries (report-schema.ts): the rest are counted, not listed. */
+const MAX_AUTHORIZATIONS_LISTED = 16;
 
 export function modelPaths(target: ChecklistTarget): string[] {
   const m = target.config.models;
@@ -73,7 +82,56 @@ async function checkPackages(target: ChecklistTarget, fails: string[], evidence:
   return ok;
 }
 
-function keyBinding(device: DeviceFile, target: ChecklistTarget, evidence: Evidence[]) {
+/**
+ * The binding key's policy as evidence. An authorized policy's digest is PolicyOR(provisioned
+ * PolicyPCR, PolicyAuthorize(PCR policy key)), so it is labelled as such, with the provisioned
+ * branch, the policy key's TPM name and every authorization on the device (checked against that
+ * key in software; the TPM is not asked).
+ */
+async function policyEvidence(
+  dir: string,
+  device: DeviceFile,
+  evidence: Evidence[],
+): Promise<{ label: string; withoutPcr7: string[] }> {
+  const t = device.tpm!;
+  const withoutPcr7: string[] = [];
+  if ((t.policyKind ?? 'pcr') === 'pcr') {
+    evidence.push({ name: 'PolicyPCR digest', value: t.policyDigest });
+    return { label: `PolicyPCR(${t.pcrs})`, withoutPcr7 };
+  }
+  evidence.push({ name: 'PolicyOR digest (provisioned PolicyPCR or PolicyAuthorize)', value: t.policyDigest });
+  evidence.push({ name: 'provisioned PolicyPCR digest', value: t.pcrPolicyDigest ?? '' });
+  evidence.push({
+    name: 'PCR policy key (TPM name)',
+    value: t.pcrPolicySigner ?? '',
+    path: join(dir, DEVICE_FILES.pcrPolicyKey),
+  });
+  const policy = await readBindingPolicy(dir, device);
+  if (policy.kind === 'authorized') {
+    const auths = await loadPcrAuthorizations(join(dir, PCR_AUTHORIZATIONS_DIR), policy.signerKey);
+    const listed: Evidence[] = [];
+    for (const { file, auth } of auths.valid) {
+      const label = auth.file.label !== undefined ? ` (${auth.file.label})` : '';
+      listed.push({
+        name: 'PCR authorization',
+        value: `${auth.file.pcrs} = ${auth.file.approvedPolicy}${label}`,
+        path: file,
+      });
+      if (!auth.selection.some((b) => b.pcrs.includes(7))) withoutPcr7.push(file);
+    }
+    for (const r of auths.rejected) listed.push({ name: 'ignored PCR authorization', value: r.code, path: r.file });
+    evidence.push(...listed.slice(0, MAX_AUTHORIZATIONS_LISTED));
+    evidence.push({
+      name: 'PCR authorizations',
+      value: `${auths.valid.length} valid, ${auths.rejected.length} ignored${listed.length > MAX_AUTHORIZATIONS_LISTED ? ` (first ${MAX_AUTHORIZATIONS_LISTED} listed)` : ''}`,
+      path: join(dir, PCR_AUTHORIZATIONS_DIR),
+    });
+  }
+  const signer = t.pcrPolicySigner?.slice(0, 16) ?? '';
+  return { label: `PolicyOR(PolicyPCR(${t.pcrs}), PolicyAuthorize(PCR policy key ${signer}…))`, withoutPcr7 };
+}
+
+async function keyBinding(device: DeviceFile, target: ChecklistTarget, evidence: Evidence[]) {
   const fails: string[] = [];
   const warns: string[] = [];
   const passes: string[] = [];
@@ -87,11 +145,13 @@ function keyBinding(device: DeviceFile, target: ChecklistTarget, evidence: Evide
     return { fails, warns, passes };
   }
   evidence.push({ name: 'PCR selection', value: device.tpm.pcrs });
-  evidence.push({ name: 'PolicyPCR digest', value: device.tpm.policyDigest });
+  const policy = await policyEvidence(resolve(target.deviceDir), device, evidence);
   evidence.push({ name: 'binding key name', value: device.tpm.bindingName });
+  for (const file of policy.withoutPcr7)
+    fails.push(`the PCR authorization ${file} does not cover PCR 7: under it the key unwraps in any Secure Boot state`);
   if (!device.tpm.policyDigest || !/\b7\b/.test(device.tpm.pcrs.split(':')[1] ?? ''))
     fails.push(`the binding key's policy (${device.tpm.pcrs}) does not cover PCR 7 (Secure Boot state)`);
-  else passes.push(`content key wrapped to the TPM binding key under PolicyPCR(${device.tpm.pcrs})`);
+  else passes.push(`content key wrapped to the TPM binding key under ${policy.label}`);
   return { fails, warns, passes };
 }
 
@@ -101,13 +161,13 @@ export const modelAtRest: CheckDefinition = {
   audit:
     "device.json's binding key and its PCR policy; agent.yaml's content key; every model file is an encrypted package; no plaintext model (.onnx, ONNX bytes, large non-ciphertext file) in the model directories",
   expected:
-    'models only as encrypted .egm packages; content key wrapped to a TPM binding key whose PolicyPCR covers the boot state (PCR 7)',
+    'models only as encrypted .egm packages; content key wrapped to a TPM binding key whose PolicyPCR (and every PCR authorization) covers the boot state (PCR 7)',
   remediation:
     'delete plaintext models (keep only .egm + .sig.json), wrap the content key to the device (edgeguard key wrap) and configure contentKey: { wrapped, device } on a device initialised with --tpm',
   async run(target) {
     const evidence: Evidence[] = [];
     const device = await readDeviceFile(target.deviceDir);
-    const findings = keyBinding(device, target, evidence);
+    const findings = await keyBinding(device, target, evidence);
     const packages = await checkPackages(target, findings.fails, evidence);
     await scanModelDirs(target, findings.fails, evidence);
     if (packages > 0) findings.passes.push(`${packages} encrypted package(s), no plaintext model found`);

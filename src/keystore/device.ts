@@ -281,7 +281,7 @@ export async function openDeviceKeyStore(dir: string, opts: OpenDeviceOptions = 
     { public: await read(FILES.bindingTpmPublic), private: await read(FILES.bindingTpmPrivate) },
     parsePcrSelection(t.pcrs),
     Buffer.from(t.srkName, 'hex'),
-    await bindingPolicy(abs, device),
+    await readBindingPolicy(abs, device),
   );
   if (store.posture.bindingKey !== device.bindingKey || store.posture.tpm?.bindingName !== t.bindingName) {
     throw new EdgeguardError(
@@ -308,7 +308,7 @@ function readPolicySigner(pem: string, source: string): { key: KeyObject; signer
 }
 
 /** How the binding key of a TPM device is used, from device.json (and pcr-policy.pub, checked by name). */
-async function bindingPolicy(dir: string, device: DeviceFile): Promise<TpmKeyStorePolicy> {
+export async function readBindingPolicy(dir: string, device: DeviceFile): Promise<TpmKeyStorePolicy> {
   const t = device.tpm!;
   if ((t.policyKind ?? 'pcr') === 'pcr') return { kind: 'pcr' };
   const path = join(dir, FILES.pcrPolicyKey);

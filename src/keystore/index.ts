@@ -43,6 +43,7 @@ export {
   openDeviceKeyStore,
   openDeviceIdentityStore,
   readDeviceFile,
+  readBindingPolicy,
 } from './device.ts';
 export {
   type CertifyEvidence,

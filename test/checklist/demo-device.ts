@@ -91,8 +91,14 @@ async function sealedSpoolItem(spoolDir: string, reviewPublicPem: string): Promi
   await writeFile(join(spoolDir, spoolFileName(Date.now(), item.id)), item.bytes);
 }
 
-/** `tpm`: the key store on this TPM (TCTI) with this PCR selection; default a software key store. */
-export async function makeDemoDevice(dir: string, tpm?: { tcti: string; pcrs?: string }): Promise<DemoDevice> {
+/**
+ * `tpm`: the key store on this TPM (TCTI) with this PCR selection, and the operator's PCR policy key
+ * (PEM) when given; default a software key store.
+ */
+export async function makeDemoDevice(
+  dir: string,
+  tpm?: { tcti: string; pcrs?: string; pcrPolicyKey?: string },
+): Promise<DemoDevice> {
   const d: DemoDevice = {
     dir,
     deviceDir: join(dir, 'device'),

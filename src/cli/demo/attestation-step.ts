@@ -7,70 +7,12 @@
  * not know: refused with KERNEL_NOT_ALLOWED, the gate closes, and the alert is in the audit log.
  * Without swtpm the step is skipped: the software key store has no PCRs to quote.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { AttestationReporter, readDeviceAk } from '../../agent/index.ts';
-import { createBootPolicy, formatBootPolicyYaml } from '../../attest/index.ts';
-import { decodeLogLeaf, type AuditEvent } from '../../audit/index.ts';
-import {
-  defaultSyntheticBoot,
-  parseEventLog,
-  playBoot,
-  syntheticBootEvents,
-  type SyntheticBoot,
-} from '../../eventlog/index.ts';
-import { deviceClient, loadDeviceCredential, type FleetClient, type VerdictResponse } from '../../fleet/index.ts';
-import { TPM_ALG, TpmClient, missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
+import { mkdir } from 'node:fs/promises';
+import { defaultSyntheticBoot, parseEventLog } from '../../eventlog/index.ts';
+import { missingSwtpmBinaries } from '../../tpm/index.ts';
 import type { DemoStep } from './context.ts';
 import { startDemoFleet, type DemoFleet } from './fleet-device.ts';
-
-const BANKS = [TPM_ALG.SHA256];
-const SILENT = { info: () => undefined, warn: () => undefined, error: () => undefined };
-
-/** The swtpm of the demo device, power-cycled between boots as a real one is by a reboot. */
-class DemoTpm {
-  private constructor(public running: Swtpm) {}
-
-  static async start(): Promise<DemoTpm> {
-    return new DemoTpm(await startSwtpm());
-  }
-
-  get client(): TpmClient {
-    return new TpmClient({ tcti: this.running.tcti });
-  }
-
-  /** Play `boot` into the TPM and write its event log to `logPath`, where firmware would keep it. */
-  async boot(boot: SyntheticBoot, logPath: string): Promise<Buffer> {
-    const log = await playBoot(this.client, BANKS, syntheticBootEvents(boot, BANKS));
-    await writeFile(logPath, log);
-    return log;
-  }
-
-  /** An orderly reboot: TPM2_Shutdown(CLEAR), off, on (a TPM Reset: PCRs cleared, resetCount + 1). */
-  async reboot(): Promise<void> {
-    await this.client.shutdown();
-    await this.running.stop();
-    this.running = await startSwtpm({ stateDir: this.running.stateDir, ca: this.running.ca });
-  }
-
-  /** Stop it and delete its state and its CA (a restarted swtpm does not own the CA it was given). */
-  async remove(): Promise<void> {
-    await this.running.remove();
-    await rm(this.running.ca.dir, { recursive: true, force: true });
-  }
-}
-
-function describeVerdict(v: VerdictResponse): string {
-  if (v.pass) return `PASS, trusted until ${v.trustedUntil}`;
-  return `FAIL ${v.codes.join(', ')}: ${v.reasons[0]?.detail ?? ''}`;
-}
-
-async function lastAuditResult(fleet: DemoFleet): Promise<AuditEvent | undefined> {
-  const log = fleet.controlPlane.audit.log!;
-  await log.flush();
-  const size = (await log.publishCheckpoint()).size;
-  const events = (await log.getEntries(0, size)).map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event);
-  return events.findLast((e) => e.type === 'attestation.result' && e.subject === fleet.deviceId);
-}
+import { DemoTpm, assignBootPolicy, describeVerdict, lastAuditResult, pushEvidence } from './measured-boot.ts';
 
 export const attestationStep: DemoStep = {
   id: 'attestation',
@@ -86,7 +28,6 @@ export const attestationStep: DemoStep = {
     }
     const tpm = await DemoTpm.start();
     let fleet: DemoFleet | undefined;
-    let client: FleetClient | undefined;
     try {
       const work = ctx.path('attestation');
       await mkdir(work, { recursive: true });
@@ -99,22 +40,10 @@ export const attestationStep: DemoStep = {
       ctx.say(`device ${fleet.deviceId} enrolled with its TPM (EK certificate, AK) and approved`);
 
       const policyPath = ctx.path('attestation', 'golden.yaml');
-      const policyYaml = formatBootPolicyYaml(createBootPolicy(parseEventLog(golden)));
-      await writeFile(policyPath, policyYaml);
-      ctx.command(`attest policy create --from-log ${logPath} -o ${policyPath}`);
-      const policy = await fleet.controlPlane.attestation.verifier!.assignPolicy(
-        { device: fleet.deviceId },
-        policyYaml,
-        'golden.yaml',
-        'demo-operator',
-      );
-      ctx.command(`attest policy assign ${policyPath} --device ${fleet.deviceId}`);
+      const policy = await assignBootPolicy(ctx, fleet, { bytes: golden, path: logPath }, policyPath);
       ctx.say(`policy ${policy.sha256.slice(0, 16)}… (Secure Boot required, PK/KEK/db, dbx, shim/grub/kernel digests)`);
 
-      client = deviceClient(await loadDeviceCredential(fleet.deviceDir));
-      const ak = await readDeviceAk(fleet.deviceDir);
-      const push = () =>
-        new AttestationReporter({ client: client!, tpm: tpm.client, ak, eventLogPath: logPath, log: SILENT }).pushNow();
+      const push = () => pushEvidence(fleet!, tpm, logPath);
       ctx.say('the agent (agent.yaml attestation: { enabled: true }) asks for a nonce, quotes, pushes the log:');
       const passed = await push();
       ctx.say(`verdict: ${describeVerdict(passed)}`);
@@ -143,7 +72,6 @@ export const attestationStep: DemoStep = {
         audited: alert?.outcome === 'failure',
       };
     } finally {
-      client?.close();
       await fleet?.server.close();
       await tpm.remove();
     }

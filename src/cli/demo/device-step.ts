@@ -19,7 +19,8 @@ import {
 import { TpmClient, missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
 
-async function refusedCode(p: Promise<unknown>): Promise<string> {
+/** The EG_ code a promise is refused with (an unexpected success or a foreign error is thrown). */
+export async function refusedCode(p: Promise<unknown>): Promise<string> {
   try {
     await p;
   } catch (e) {

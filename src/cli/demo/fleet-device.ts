@@ -19,12 +19,16 @@ export interface DemoFleet {
   deviceId: string;
 }
 
-/** Start the control plane in ctx.path(name + '-control-plane') and enroll ctx.path(name + '-device'). */
+/**
+ * Start the control plane in ctx.path(name + '-control-plane') and enroll ctx.path(name + '-device');
+ * `device.pcrPolicyKey` (PEM) gives a TPM device's binding key the operator's authorized PCR policy.
+ */
 export async function startDemoFleet(
   ctx: DemoContext,
   name: string,
   policy: { deviceCertDays?: number } = {},
   tpm?: Swtpm,
+  device: { pcrPolicyKey?: string } = {},
 ): Promise<DemoFleet> {
   const dataDir = ctx.path(`${name}-control-plane`);
   const deviceDir = ctx.path(`${name}-device`);
@@ -42,7 +46,7 @@ export async function startDemoFleet(
     plugins: controlPlane.all,
   });
   try {
-    await initDevice({ dir: deviceDir, ...(tpm ? { tcti: tpm.tcti } : {}) });
+    await initDevice({ dir: deviceDir, ...(tpm ? { tcti: tpm.tcti, ...device } : {}) });
     const enrolling = enrollDevice({
       deviceDir,
       server: server.url,

@@ -11,6 +11,7 @@ import { sensorStep } from './sensor-step.ts';
 import { agentStep } from './agent-step.ts';
 import { tamperLockStep } from './tamper-lock-step.ts';
 import { attestationStep } from './attestation-step.ts';
+import { kernelUpdateStep } from './kernel-update-step.ts';
 import type { DemoStep } from './context.ts';
 
 export { type DemoStep, type DemoContext, makeContext } from './context.ts';
@@ -29,6 +30,7 @@ export const DEMO_STEPS: DemoStep[] = [
   // Control plane (server, enrollment) steps go here.
   controlPlaneStep,
   attestationStep,
+  kernelUpdateStep,
   // Audit log steps go here.
   auditStep,
   tamperLockStep,
