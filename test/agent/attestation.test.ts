@@ -15,7 +15,7 @@ import { createBootPolicy, formatBootPolicyYaml } from '../../src/attest/index.t
 import { defaultSyntheticBoot, parseEventLog, playBoot, syntheticBootEvents } from '../../src/eventlog/index.ts';
 import type { FleetClient, VerdictResponse } from '../../src/fleet/index.ts';
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
-import { TPM_ALG, parseTpm2bPublic } from '../../src/tpm/index.ts';
+import { TPM_ALG } from '../../src/tpm/index.ts';
 import { TPM_SKIP, startTestTpmWithAk, stopTestTpm, type TestTpmWithAk } from '../helpers/swtpm.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 
@@ -50,10 +50,9 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
     fleet = await startTestFleet({ dataDir: dir, plugins: controlPlane.all });
     const cred = await fleet.deviceCredential();
     deviceId = cred.deviceId;
-    const ak = parseTpm2bPublic(device.keys.ak.public);
     await fleet.server.ctx.store.db
       .updateTable('devices')
-      .set({ ak_public: Buffer.from(ak.tpmtBytes).toString('base64') })
+      .set({ ak_public: Buffer.from(device.keys.ak.public).toString('base64') })
       .where('id', '=', deviceId)
       .execute();
     client = fleet.client(cred);

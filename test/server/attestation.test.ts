@@ -32,7 +32,7 @@ import {
   type VerdictResponse,
 } from '../../src/fleet/index.ts';
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
-import { TPM_ALG, TpmClient, parseTpm2bPublic, type EndorsementKeys } from '../../src/tpm/index.ts';
+import { TPM_ALG, TpmClient, type EndorsementKeys } from '../../src/tpm/index.ts';
 import {
   TPM_SKIP,
   startTestTpm,
@@ -92,13 +92,12 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     let dataDir: string;
     let pgDb: TempDatabase | undefined;
 
-    /** An enrolled device whose record holds `keys`' AK (as enrollment writes it). */
+    /** An enrolled device whose record holds `keys`' AK as enrollment writes it (the TPM2B_PUBLIC the device sent). */
     async function enrolledDevice(keys: EndorsementKeys) {
       const cred = await fleet.deviceCredential();
-      const ak = parseTpm2bPublic(keys.ak.public);
       await fleet.server.ctx.store.db
         .updateTable('devices')
-        .set({ ak_public: Buffer.from(ak.tpmtBytes).toString('base64') })
+        .set({ ak_public: Buffer.from(keys.ak.public).toString('base64') })
         .where('id', '=', cred.deviceId)
         .execute();
       return { id: cred.deviceId, client: fleet.client(cred) };

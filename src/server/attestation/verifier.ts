@@ -10,7 +10,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { appraiseBootEvidence, parseBootPolicyYaml, type Reason } from '../../attest/index.ts';
 import type { AttestationStatus, EvidenceRequest, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
 import type { DeviceRecord, Store } from '../../store/index.ts';
-import { parseTpmtPublic } from '../../tpm/index.ts';
+import { parseTpm2bPublic } from '../../tpm/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
 import { FailureActions, type FailureActionOptions } from './actions.ts';
 import { AttestationRecords, type NonceOutcome } from './records.ts';
@@ -111,7 +111,7 @@ export class AttestationVerifier {
         policySha256: assigned.sha256,
       };
     const verdict = appraiseBootEvidence({
-      akPublic: parseTpmtPublic(Buffer.from(device.ak_public, 'base64')),
+      akPublic: parseTpm2bPublic(Buffer.from(device.ak_public, 'base64')),
       evidence: {
         quote: Buffer.from(body.quote, 'base64'),
         signature: Buffer.from(body.signature, 'base64'),
