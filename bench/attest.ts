@@ -328,7 +328,9 @@ async function main(): Promise<void> {
     server = started.child;
     const { url } = started;
     const caPem = readFileSync(join(dataDir, 'fleet-ca.pem'), 'utf8');
+    process.stderr.write(`enrolling them through the TPM protocol...\n`);
     const { enrolled } = await enrollAll(emulated, url, caPem, 16);
+    process.stderr.write('admin certificate, policy, group...\n');
     const devices: Device[] = enrolled.map((e, i) => ({
       ...e,
       ak: emulated[i]!.ak,

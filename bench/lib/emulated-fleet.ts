@@ -214,6 +214,8 @@ export function call(
       },
     );
     req.on('error', reject);
+    // A stuck exchange fails the run with its path instead of hanging it.
+    req.setTimeout(120_000, () => req.destroy(new Error(`${method} ${path}: no answer within 120 s`)));
     if (payload) req.write(payload);
     req.end();
   });
