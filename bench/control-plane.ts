@@ -16,26 +16,17 @@
  *   node --import tsx bench/control-plane.ts [--devices 300] [--seconds 10] [--db postgres://...] [--quick]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import {
-  constants,
-  createDecipheriv,
-  createHmac,
-  generateKeyPairSync,
-  privateDecrypt,
-  randomBytes,
-  sign,
-  type KeyObject,
-} from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import type { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { kdfa, parseCredentialBlob, ekPublicKeyHash, protocol } from '../src/attest/index.ts';
-import { createCsr, generateP256, privateKeyToPkcs8Pem, x509 } from '../src/pki/index.ts';
-import { TpmWriter, parseTpm2bPublic, objectName, missingSwtpmBinaries, startSwtpm } from '../src/tpm/index.ts';
+import { ekPublicKeyHash } from '../src/attest/index.ts';
+import { parseTpm2bPublic, missingSwtpmBinaries, startSwtpm } from '../src/tpm/index.ts';
 import { initDevice } from '../src/keystore/index.ts';
 import { enrollDevice } from '../src/fleet/index.ts';
+import { call, deviceAgent, enrollAll, makeBenchVendor, makeDevices, percentile } from './lib/emulated-fleet.ts';
 import { machine } from './lib/machine.ts';
 
 const args = process.argv.slice(2);
@@ -47,164 +38,6 @@ const DB = args.includes('--db') ? opt('--db', '') : undefined;
 const CLIENTS = 100;
 const ENROLL_CONCURRENCY = 16;
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeguard.js');
-
-// ---- emulated TPM (bench client side only) ----
-
-function tpm2bPublicRsa(publicKey: KeyObject, attributes: number, signing: boolean): Buffer {
-  const n = Buffer.from(publicKey.export({ format: 'jwk' }).n!, 'base64url');
-  const w = new TpmWriter().u16(0x0001).u16(0x000b).u32(attributes).tpm2b(Buffer.alloc(0));
-  if (signing) w.u16(0x0010).u16(0x0014).u16(0x000b);
-  else w.u16(0x0006).u16(128).u16(0x0043).u16(0x0010);
-  return new TpmWriter().tpm2b(w.u16(2048).u32(0).tpm2b(n).toBuffer()).toBuffer();
-}
-
-const EK_ATTRS = 0x000300b2;
-const AK_ATTRS = 0x00050072; // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign
-const BINDING_ATTRS = 0x00020032; // fixedTPM|fixedParent|sensitiveDataOrigin|decrypt
-
-interface EmulatedDevice {
-  ekPrivate: KeyObject;
-  body: Omit<protocol.TpmEnrollStart, 'nonce' | 'csr'>;
-  ekHash: string;
-}
-
-/** TPM2_ActivateCredential in software (Part 1, 24): the inverse of makeCredential. */
-function activate(ekPrivate: KeyObject, akName: Buffer, blob: Buffer): Buffer {
-  const p = parseCredentialBlob(blob);
-  const seed = privateDecrypt(
-    {
-      key: ekPrivate,
-      padding: constants.RSA_PKCS1_OAEP_PADDING,
-      oaepHash: 'sha256',
-      oaepLabel: Buffer.from('IDENTITY\0', 'latin1'),
-    },
-    p.encSecret,
-  );
-  const hmac = createHmac('sha256', kdfa('sha256', seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), 256))
-    .update(p.encIdentity)
-    .update(akName)
-    .digest();
-  if (!hmac.equals(p.integrityHmac)) throw new Error('integrity check failed');
-  const d = createDecipheriv(
-    'aes-128-cfb',
-    kdfa('sha256', seed, 'STORAGE', akName, Buffer.alloc(0), 128),
-    Buffer.alloc(16),
-  );
-  const plain = Buffer.concat([d.update(p.encIdentity), d.final()]);
-  return plain.subarray(2, 2 + plain.readUInt16BE(0));
-}
-
-async function makeDevices(n: number, vendor: { name: string; keys: Awaited<ReturnType<typeof generateP256>> }) {
-  const ak = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const binding = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const akPublic = tpm2bPublicRsa(ak.publicKey, AK_ATTRS, true);
-  const bindingPublic = tpm2bPublicRsa(binding.publicKey, BINDING_ATTRS, false);
-  const akName = objectName(parseTpm2bPublic(akPublic));
-  const bindingName = objectName(parseTpm2bPublic(bindingPublic));
-  // TPMS_ATTEST for TPM2_Certify (Part 2, 10.12.12) signed RSASSA-SHA256 by the AK.
-  const attest = new TpmWriter()
-    .u32(0xff544347)
-    .u16(0x8017)
-    .tpm2b(akName)
-    .tpm2b(Buffer.alloc(0))
-    .u32(0)
-    .u32(1000)
-    .u32(1)
-    .u32(0)
-    .u8(1)
-    .u32(0)
-    .u32(0)
-    .tpm2b(bindingName)
-    .tpm2b(bindingName)
-    .toBuffer();
-  const sig = sign('sha256', attest, ak.privateKey);
-  const signature = new TpmWriter().u16(0x0014).u16(0x000b).tpm2b(sig).toBuffer();
-  const devices: EmulatedDevice[] = [];
-  for (let i = 0; i < n; i++) {
-    const ek = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const ekPublic = tpm2bPublicRsa(ek.publicKey, EK_ATTRS, false);
-    const cert = await x509.X509CertificateGenerator.create({
-      subject: '',
-      issuer: vendor.name,
-      publicKey: await x509.PublicKey.create(ek.publicKey.export({ type: 'spki', format: 'der' })),
-      signingKey: vendor.keys.privateKey,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      notAfter: new Date('9999-12-31T23:59:59Z'),
-      extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
-    });
-    devices.push({
-      ekPrivate: ek.privateKey,
-      ekHash: ekPublicKeyHash(parseTpm2bPublic(ekPublic)),
-      body: {
-        keyProvider: 'tpm',
-        ekCertificate: Buffer.from(cert.rawData).toString('base64'),
-        ekPublic: ekPublic.toString('base64'),
-        akPublic: akPublic.toString('base64'),
-        bindingPublic: bindingPublic.toString('base64'),
-        certifyInfo: attest.toString('base64'),
-        certifySignature: signature.toString('base64'),
-      },
-    });
-  }
-  return { devices, akName };
-}
-
-// ---- HTTP ----
-
-interface Res {
-  status: number;
-  body: unknown;
-}
-
-function call(
-  agent: Agent,
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Res> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      new URL(path, base),
-      {
-        method,
-        agent,
-        headers: {
-          ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
-          ...headers,
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            // not JSON
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
-        });
-      },
-    );
-    req.on('error', reject);
-    if (payload) req.write(payload);
-    req.end();
-  });
-}
-
-function must(r: Res, what: string): Record<string, unknown> {
-  if (r.status < 200 || r.status >= 300) throw new Error(`${what}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as Record<string, unknown>;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
 
 async function load(
   agents: Agent[],
@@ -240,18 +73,10 @@ async function main(): Promise<void> {
   try {
     process.stderr.write(`machine: ${machine({ load: true })}\n`);
     // A bench "TPM vendor" CA whose certificate goes into ek-roots.
-    const vendorKeys = await generateP256();
-    const vendorName = 'CN=Bench TPM Vendor EK CA';
-    const vendorCert = await x509.X509CertificateGenerator.createSelfSigned({
-      name: vendorName,
-      keys: vendorKeys,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      notAfter: new Date(Date.now() + 365 * 86400e3),
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-    });
-    writeFileSync(join(dataDir, 'ek-roots', 'vendor.pem'), vendorCert.toString('pem'));
+    const vendor = await makeBenchVendor();
+    writeFileSync(join(dataDir, 'ek-roots', 'vendor.pem'), vendor.certPem);
     process.stderr.write(`preparing ${DEVICES} emulated TPM devices (RSA-2048 EKs)...\n`);
-    const { devices, akName } = await makeDevices(DEVICES, { name: vendorName, keys: vendorKeys });
+    const devices = await makeDevices(DEVICES, vendor);
     // Auto-approve every bench EK so that the protocol runs through to the certificate.
     const devicesToApprove = devices.map((d) => d.ekHash);
 
@@ -296,60 +121,15 @@ async function main(): Promise<void> {
     const caPem = readFileSync(join(dataDir, 'fleet-ca.pem'), 'utf8');
 
     // ---- enrollments ----
-    const creds: Array<{ cert: string; key: string }> = [];
-    const csrKeys = await Promise.all(devices.map(() => generateP256()));
-    const csrs = await Promise.all(csrKeys.map((k) => createCsr(k, 'bench')));
-    let next = 0;
-    const enrollLat: number[] = [];
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: ENROLL_CONCURRENCY }, async () => {
-        const agent = new Agent({ keepAlive: true, maxSockets: 1, ca: caPem, minVersion: 'TLSv1.3' });
-        for (;;) {
-          const i = next++;
-          if (i >= devices.length) break;
-          const d = devices[i]!;
-          const t = performance.now();
-          const nonce = must(await call(agent, url, 'POST', '/v1/enroll/nonce'), 'nonce').nonce as string;
-          const ch = must(
-            await call(agent, url, 'POST', '/v1/enroll/start', { ...d.body, nonce, csr: csrs[i] }),
-            'start',
-          ) as unknown as protocol.ChallengeResponse;
-          const credential = activate(d.ekPrivate, akName, Buffer.from(ch.credentialBlob, 'base64')).toString('base64');
-          const fin = must(
-            await call(agent, url, 'POST', '/v1/enroll/finish', { challengeId: ch.challengeId, credential }),
-            'finish',
-          ) as unknown as protocol.EnrollFinished;
-          if (fin.status !== 'approved') throw new Error('not auto-approved');
-          const cert = must(
-            await call(agent, url, 'GET', `/v1/enroll/${fin.deviceId}/certificate`, undefined, {
-              'x-edgeguard-poll-token': fin.pollToken,
-            }),
-            'certificate',
-          ) as unknown as protocol.CertificateResponse;
-          enrollLat.push(performance.now() - t);
-          creds[i] = { cert: cert.certificateChain, key: await privateKeyToPkcs8Pem(csrKeys[i]!.privateKey) };
-        }
-        agent.destroy();
-      }),
-    );
-    const enrollSeconds = (performance.now() - t0) / 1000;
-    enrollLat.sort((a, b) => a - b);
+    const {
+      enrolled: creds,
+      latencies: enrollLat,
+      seconds: enrollSeconds,
+    } = await enrollAll(devices, url, caPem, ENROLL_CONCURRENCY);
     const enrollRate = devices.length / enrollSeconds;
 
     // ---- requests ----
-    const agents = Array.from(
-      { length: CLIENTS },
-      (_, i) =>
-        new Agent({
-          keepAlive: true,
-          maxSockets: 1,
-          ca: caPem,
-          cert: creds[i % creds.length]!.cert,
-          key: creds[i % creds.length]!.key,
-          minVersion: 'TLSv1.3',
-        }),
-    );
+    const agents = Array.from({ length: CLIENTS }, (_, i) => deviceAgent(creds[i % creds.length]!, caPem, i));
     await load(agents, url, '/healthz', 1); // warm-up: handshakes, JIT
     const base = await load(agents, url, '/healthz', SECONDS);
     const mtls = await load(agents, url, '/v1/device/self', SECONDS);

@@ -162,7 +162,14 @@ function checkQuote({ akPublic, evidence, nonce, policy, previousClock }: Apprai
   let values: Record<string, Record<number, Buffer>>;
   try {
     log = parseEventLog(evidence.eventLog);
-    values = replayedPcrsFor(replayEventLog(log), pcrSelect);
+    // Only the quoted banks are bound by the quote; replaying the others would prove nothing more.
+    values = replayedPcrsFor(
+      replayEventLog(
+        log,
+        pcrSelect.map((b) => b.hashAlg),
+      ),
+      pcrSelect,
+    );
   } catch (e) {
     if (isEdgeguardError(e) && e.code.startsWith('EG_EVENTLOG_'))
       return { reason: { code: 'LOG_MALFORMED', detail: e.message }, clock };

@@ -24,10 +24,11 @@ export function startupLocality(event: Pick<LogEvent, 'pcr' | 'type' | 'data'>):
 
 /**
  * The PCR values the log says the TPM holds, per bank name (sha1, sha256, ...), for every PCR the
- * log touches. Banks whose hash edgeguard cannot compute are left out.
+ * log touches. Banks whose hash edgeguard cannot compute are left out, and so are banks not in
+ * `only` when it is given (a verifier replays the banks a quote covers, not every bank the log has).
  */
-export function replayEventLog(log: EventLog): PcrValues {
-  const banks = logBanks(log).filter((alg) => HASH_ALGS[alg]);
+export function replayEventLog(log: EventLog, only?: readonly number[]): PcrValues {
+  const banks = logBanks(log).filter((alg) => HASH_ALGS[alg] && (only === undefined || only.includes(alg)));
   const out: PcrValues = {};
   for (const alg of banks) out[HASH_ALGS[alg]!.name] = {};
   for (const event of log.events) {
@@ -39,8 +40,8 @@ export function replayEventLog(log: EventLog): PcrValues {
     if (event.type === EV.NO_ACTION) continue;
     for (const { alg, digest } of event.digests) {
       const hash = HASH_ALGS[alg];
-      if (!hash) continue;
-      const bank = out[hash.name]!;
+      const bank = hash && out[hash.name];
+      if (!bank) continue;
       const before = bank[event.pcr] ?? Buffer.alloc(hash.size);
       bank[event.pcr] = createHash(hash.node).update(before).update(digest).digest();
     }

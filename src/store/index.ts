@@ -19,6 +19,7 @@ export {
   type OpenedDb,
 } from './open.ts';
 export { MIGRATIONS, migrationNames, migrateToLatest } from './migrations.ts';
+export { GroupCommit } from './group-commit.ts';
 export type {
   StoreDb,
   ControlPlaneTables,

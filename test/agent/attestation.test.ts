@@ -52,7 +52,7 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
     deviceId = cred.deviceId;
     await fleet.server.ctx.store.db
       .updateTable('devices')
-      .set({ ak_public: device.keys.ak.public.toString('base64') })
+      .set({ ak_public: Buffer.from(device.keys.ak.public).toString('base64') })
       .where('id', '=', deviceId)
       .execute();
     client = fleet.client(cred);

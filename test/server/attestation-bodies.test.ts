@@ -27,10 +27,10 @@ async function startAttestationFleet(attestation: AttestationOptions) {
   /** A device with an AK-shaped key on record (no TPM behind it: its quotes never verify). */
   const device = async () => {
     const cred = await fleet.deviceCredential();
-    const ak = rsaPublic({ attributes: AK_ATTRS, sign: true }).pub;
+    const ak = rsaPublic({ attributes: AK_ATTRS, sign: true });
     await fleet.server.ctx.store.db
       .updateTable('devices')
-      .set({ ak_public: Buffer.from(ak.tpmtBytes).toString('base64') })
+      .set({ ak_public: ak.tpm2b.toString('base64') })
       .where('id', '=', cred.deviceId)
       .execute();
     return { id: cred.deviceId, client: fleet.client(cred) };

@@ -92,12 +92,12 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     let dataDir: string;
     let pgDb: TempDatabase | undefined;
 
-    /** An enrolled device whose record holds `keys`' AK (as enrollment writes it). */
+    /** An enrolled device whose record holds `keys`' AK as enrollment writes it (the TPM2B_PUBLIC the device sent). */
     async function enrolledDevice(keys: EndorsementKeys) {
       const cred = await fleet.deviceCredential();
       await fleet.server.ctx.store.db
         .updateTable('devices')
-        .set({ ak_public: keys.ak.public.toString('base64') })
+        .set({ ak_public: Buffer.from(keys.ak.public).toString('base64') })
         .where('id', '=', cred.deviceId)
         .execute();
       return { id: cred.deviceId, client: fleet.client(cred) };

@@ -2,10 +2,12 @@
  * Reads and writes of the attestation tables (created by src/store/migrations/attestation.ts), the
  * same on SQLite and PostgreSQL. A nonce is spent with one conditional UPDATE, so two replicas
  * racing on it cannot both accept it; the silence of a device is recorded the same way, once.
+ * The writes of each appraisal (nonce issued, nonce spent, verdict) go through a group commit:
+ * concurrent appraisals share a commit, each still durable before its caller goes on.
  */
 import type { Kysely } from 'kysely';
 import type { QuoteClock } from '../../attest/index.ts';
-import type { StoreDb } from '../../store/index.ts';
+import { GroupCommit, type StoreDb } from '../../store/index.ts';
 
 export type AttestationTables = {
   attestation_policies: { sha256: string; label: string; yaml: string; created_at: string };
@@ -50,9 +52,11 @@ export type NonceOutcome = 'accepted' | 'unknown' | 'other-device' | 'replayed' 
 
 export class AttestationRecords {
   private readonly db: Kysely<AttestationTables>;
+  private readonly writes: GroupCommit<AttestationTables>;
 
   constructor(store: StoreDb) {
     this.db = store.withTables<AttestationTables>() as unknown as Kysely<AttestationTables>;
+    this.writes = new GroupCommit(this.db);
   }
 
   async putPolicy(p: { sha256: string; label: string; yaml: string }): Promise<void> {
@@ -111,30 +115,34 @@ export class AttestationRecords {
   async createNonce(nonce: string, deviceId: string, ttlSeconds: number): Promise<string> {
     const now = Date.now();
     const expiresAt = new Date(now + ttlSeconds * 1000).toISOString();
-    await this.db
-      .insertInto('attestation_nonces')
-      .values({
-        nonce,
-        device_id: deviceId,
-        created_at: new Date(now).toISOString(),
-        expires_at: expiresAt,
-        used_at: null,
-      })
-      .execute();
+    await this.writes.run((trx) =>
+      trx
+        .insertInto('attestation_nonces')
+        .values({
+          nonce,
+          device_id: deviceId,
+          created_at: new Date(now).toISOString(),
+          expires_at: expiresAt,
+          used_at: null,
+        })
+        .execute(),
+    );
     return expiresAt;
   }
 
   /** Spend the nonce for this device, or say why it cannot be spent. */
   async spendNonce(nonce: string, deviceId: string): Promise<NonceOutcome> {
     const now = new Date().toISOString();
-    const r = await this.db
-      .updateTable('attestation_nonces')
-      .set({ used_at: now })
-      .where('nonce', '=', nonce)
-      .where('device_id', '=', deviceId)
-      .where('used_at', 'is', null)
-      .where('expires_at', '>', now)
-      .executeTakeFirst();
+    const r = await this.writes.run((trx) =>
+      trx
+        .updateTable('attestation_nonces')
+        .set({ used_at: now })
+        .where('nonce', '=', nonce)
+        .where('device_id', '=', deviceId)
+        .where('used_at', 'is', null)
+        .where('expires_at', '>', now)
+        .executeTakeFirst(),
+    );
     if (Number(r.numUpdatedRows) === 1) return 'accepted';
     const row = await this.db
       .selectFrom('attestation_nonces')
@@ -154,7 +162,7 @@ export class AttestationRecords {
 
   /** Record a verdict; `acceptedClock` (when given) becomes the device's last accepted quote clock. */
   async recordVerdict(v: VerdictRow, trustedUntil: string | null, acceptedClock?: QuoteClock): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+    await this.writes.run(async (trx) => {
       await trx.insertInto('attestation_verdicts').values(v).execute();
       const state = {
         last_verdict_id: v.id,

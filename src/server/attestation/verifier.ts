@@ -10,6 +10,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import {
   appraiseBootEvidence,
   parseBootPolicyYaml,
+  type BootPolicy,
   reasonCodes,
   type QuoteClock,
   type Reason,
@@ -50,6 +51,8 @@ export class AttestationVerifier {
   private readonly nonceTtlSeconds: number;
   private readonly actions: FailureActions;
   private readonly store: Store;
+  /** Parsed policies by content hash (YAML parsing costs more than the rest of an appraisal's policy work). */
+  private readonly parsedPolicies = new Map<string, { yaml: string; policy: BootPolicy }>();
 
   constructor(
     private readonly ctx: Pick<ControlPlaneContext, 'store' | 'events' | 'crlChanged'>,
@@ -68,9 +71,7 @@ export class AttestationVerifier {
     const nonce = randomBytes(32).toString('hex');
     const expiresAt = await this.records.createNonce(nonce, deviceId, this.nonceTtlSeconds);
     const assigned = await this.records.policyFor(deviceId);
-    const pcrs = assigned
-      ? parseBootPolicyYaml(assigned.yaml, 'the assigned policy').pcrs
-      : 'sha256:0,1,2,3,4,5,6,7,8,9';
+    const pcrs = assigned ? this.policyOf(assigned).pcrs : 'sha256:0,1,2,3,4,5,6,7,8,9';
     return { nonce, expiresAt, pcrs };
   }
 
@@ -139,7 +140,7 @@ export class AttestationVerifier {
         eventLog: Buffer.from(body.eventLog, 'base64'),
       },
       nonce: Buffer.from(body.nonce, 'hex'),
-      policy: parseBootPolicyYaml(assigned.yaml, `policy ${assigned.sha256}`),
+      policy: this.policyOf(assigned),
       previousClock: await this.records.lastQuoteClock(device.id),
     });
     return {
@@ -148,6 +149,16 @@ export class AttestationVerifier {
       events: verdict.events,
       acceptedClock: verdict.acceptedClock,
     };
+  }
+
+  /** The parsed policy; a cached parse is used only for the very same YAML text. */
+  private policyOf(assigned: { sha256: string; yaml: string }): BootPolicy {
+    const cached = this.parsedPolicies.get(assigned.sha256);
+    if (cached?.yaml === assigned.yaml) return cached.policy;
+    const policy = parseBootPolicyYaml(assigned.yaml, `policy ${assigned.sha256}`);
+    if (this.parsedPolicies.size >= 1000) this.parsedPolicies.clear();
+    this.parsedPolicies.set(assigned.sha256, { yaml: assigned.yaml, policy });
+    return policy;
   }
 
   /** The gate: trusted only with a passing verdict inside its window and an approved device. */

@@ -1,0 +1,388 @@
+/**
+ * Attestation benchmark: full appraisals per second on one control-plane node. One appraisal is
+ * what a device does on its schedule: POST /v1/attestation/nonce, then POST /v1/attestation/evidence
+ * with a TPM2_Quote over the nonce and a real ~100-event crypto-agile measured-boot log; the server
+ * checks the quote (AK from enrollment, signature, nonce single use, PCR digest against the log's
+ * replay), derives Secure Boot state and boot components from the log, applies the device group's
+ * policy, stores the verdict and the device's state, and appends an audit event.
+ *
+ * The server runs as `edgeguard server` (default log level, audit plugin, as shipped) in its own
+ * process, on SQLite or on a PostgreSQL database this script creates and drops. The devices are
+ * emulated: each has its own RSA-2048 EK (certificate from a bench vendor CA) and its own RSA-2048
+ * restricted signing AK, enrolled through the full TPM protocol, so the server holds each AK as it
+ * would a real one. The device signs its quote in software with that AK (nonces are single use, so
+ * quotes cannot be made ahead on a TPM); the verifier's work is the same as for a TPM's quote. The
+ * log is a recorded log from real firmware (Ubuntu 21.04 on a shielded VM, 106 events, SHA-1,
+ * SHA-256 and SHA-384 banks); the quoted PCR values are its replay, as on the machine that wrote it.
+ *
+ * Measured: a baseline of GET /healthz over the same mutual-TLS connections, then a closed loop
+ * (every device attests again as soon as its verdict arrives: the maximum rate), then an open loop
+ * at half that rate (arrivals on a fixed schedule, latency from the scheduled time), p50/p99 of
+ * the whole nonce + evidence exchange. Server CPU time per appraisal is read from /proc.
+ *
+ *   npx tsx bench/attest.ts [--db sqlite|postgres] [--devices 100] [--seconds 10] [--log-level info] [--quick]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { Agent } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { appraiseBootEvidence, createBootPolicy, formatBootPolicyYaml, type BootPolicy } from '../src/attest/index.ts';
+import { parseEventLog, replayEventLog, replayedPcrsFor } from '../src/eventlog/index.ts';
+import type { NonceResponse, VerdictResponse } from '../src/fleet/index.ts';
+import {
+  TPM_ALG,
+  TpmWriter,
+  marshalPcrSelection,
+  parsePcrSelection,
+  pcrCompositeDigest,
+  parseTpm2bPublic,
+  type PcrSelection,
+  type PcrValues,
+} from '../src/tpm/index.ts';
+import { createTempDatabase, type TempDatabase } from '../test/helpers/postgres.ts';
+import {
+  call,
+  deviceAgent,
+  enrollAll,
+  makeBenchVendor,
+  makeDevices,
+  must,
+  percentile,
+  signAttestation,
+  type EmulatedAk,
+  type EnrolledDevice,
+} from './lib/emulated-fleet.ts';
+import { machine } from './lib/machine.ts';
+
+const args = process.argv.slice(2);
+const opt = (name: string, def: string) => (args.includes(name) ? (args[args.indexOf(name) + 1] ?? def) : def);
+const quick = args.includes('--quick');
+const DB = opt('--db', 'sqlite');
+const DEVICES = Number(opt('--devices', quick ? '40' : '100'));
+const SECONDS = Number(opt('--seconds', quick ? '3' : '10'));
+const LOG_LEVEL = opt('--log-level', 'info');
+const LOG_FILE = opt(
+  '--log',
+  join(import.meta.dirname, '..', 'test', 'eventlog', 'fixtures', 'ubuntu_2104_shielded_vm_no_secure_boot_eventlog'),
+);
+const CLI = join(import.meta.dirname, '..', 'bin', 'edgeguard.js');
+const PASSPHRASE = 'bench-attest-ca-passphrase';
+if (DB !== 'sqlite' && DB !== 'postgres') throw new Error('--db is sqlite or postgres');
+
+// ---- the emulated device: a TPM2_Quote over the replayed log, signed by its AK ----
+
+interface Device extends EnrolledDevice {
+  ak: EmulatedAk;
+  agent: Agent;
+  /** TPMS_CLOCK_INFO.clock: milliseconds the emulated TPM has run, growing with each quote. */
+  clockStart: number;
+}
+
+const selections = new Map<string, PcrSelection>();
+
+/** TPMS_ATTEST of a TPM2_Quote (Part 2, 10.12.12 and 10.12.8): the nonce as extraData, PCR digest of the log's replay. */
+function quote(device: Device, nonce: Buffer, pcrs: string, replayed: PcrValues): Buffer {
+  let sel = selections.get(pcrs);
+  if (!sel) selections.set(pcrs, (sel = parsePcrSelection(pcrs)));
+  const digest = pcrCompositeDigest(sel, replayedPcrsFor(replayed, sel), TPM_ALG.SHA256);
+  const clock = BigInt(Math.round(performance.now() - device.clockStart));
+  return new TpmWriter()
+    .u32(0xff544347)
+    .u16(0x8018)
+    .tpm2b(device.ak.name)
+    .tpm2b(nonce)
+    .u32(Number(clock >> 32n))
+    .u32(Number(clock & 0xffffffffn))
+    .u32(0) // resetCount
+    .u32(0) // restartCount
+    .u8(1) // safe
+    .u32(0)
+    .u32(0x20191023) // firmwareVersion
+    .bytes(marshalPcrSelection(sel))
+    .tpm2b(digest)
+    .toBuffer();
+}
+
+interface Setup {
+  url: string;
+  devices: Device[];
+  eventLog: string;
+  replayed: PcrValues;
+}
+
+/** One appraisal: nonce, quote, evidence; throws unless the verdict passes. */
+async function appraise(s: Setup, d: Device): Promise<void> {
+  const issued = must(
+    await call(d.agent, s.url, 'POST', '/v1/attestation/nonce', {}),
+    'nonce',
+  ) as unknown as NonceResponse;
+  const nonce = Buffer.from(issued.nonce, 'hex');
+  const attest = quote(d, nonce, issued.pcrs, s.replayed);
+  const verdict = must(
+    await call(d.agent, s.url, 'POST', '/v1/attestation/evidence', {
+      nonce: issued.nonce,
+      quote: attest.toString('base64'),
+      signature: signAttestation(d.ak, attest).toString('base64'),
+      eventLog: s.eventLog,
+    }),
+    'evidence',
+  ) as unknown as VerdictResponse;
+  if (!verdict.pass) throw new Error(`verdict failed: ${JSON.stringify(verdict.reasons)}`);
+}
+
+/** The verifier's pure work on one piece of evidence (quote, log, policy), in this process: microseconds each. */
+function appraisalInProcess(d: Device, logBytes: Buffer, policy: BootPolicy, replayed: PcrValues): number {
+  const nonce = Buffer.alloc(32, 7);
+  const attest = quote(d, nonce, policy.pcrs, replayed);
+  const input = {
+    akPublic: parseTpm2bPublic(d.ak.public),
+    evidence: { quote: attest, signature: signAttestation(d.ak, attest), eventLog: logBytes },
+    nonce,
+    policy,
+  };
+  const n = quick ? 100 : 500;
+  for (let i = 0; i < 50; i++) appraiseBootEvidence(input);
+  const t = performance.now();
+  for (let i = 0; i < n; i++) if (!appraiseBootEvidence(input).pass) throw new Error('the in-process appraisal failed');
+  return ((performance.now() - t) * 1000) / n;
+}
+
+// ---- load ----
+
+interface Figures {
+  rate: number;
+  p50: number;
+  p99: number;
+  n: number;
+  errors: number;
+  serverCpuMs: number;
+  benchCpuMs: number;
+}
+
+/** utime + stime of a process, in milliseconds (Linux /proc, clock ticks of 10 ms). */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+async function measured(pid: number, run: () => Promise<number[] & { errors?: number }>): Promise<Figures> {
+  const server0 = processCpuMs(pid);
+  const bench0 = process.cpuUsage();
+  const t0 = performance.now();
+  const lat = await run();
+  const elapsed = (performance.now() - t0) / 1000;
+  const bench = process.cpuUsage(bench0);
+  lat.sort((a, b) => a - b);
+  return {
+    rate: lat.length / elapsed,
+    p50: percentile(lat, 50),
+    p99: percentile(lat, 99),
+    n: lat.length,
+    errors: lat.errors ?? 0,
+    serverCpuMs: processCpuMs(pid) - server0,
+    benchCpuMs: (bench.user + bench.system) / 1000,
+  };
+}
+
+let firstError: string | undefined;
+function noteError(e: unknown): void {
+  firstError ??= (e as Error).message;
+}
+
+/** Every device in a loop for `seconds`: the next request as soon as the last one is answered. */
+function closedLoop(devices: Device[], seconds: number, one: (d: Device) => Promise<void>) {
+  return async () => {
+    const lat: number[] & { errors?: number } = [];
+    lat.errors = 0;
+    const end = performance.now() + seconds * 1000;
+    await Promise.all(
+      devices.map(async (d) => {
+        while (performance.now() < end) {
+          const t = performance.now();
+          try {
+            await one(d);
+            lat.push(performance.now() - t);
+          } catch (e) {
+            noteError(e);
+            lat.errors!++;
+          }
+        }
+      }),
+    );
+    return lat;
+  };
+}
+
+/**
+ * Arrivals every 1/rate s for `seconds`, each served by an idle device (queued when none is idle);
+ * latency runs from the scheduled arrival, so a stall is not hidden by the queue (no coordinated omission).
+ */
+function openLoop(devices: Device[], rate: number, seconds: number, one: (d: Device) => Promise<void>) {
+  return async () => {
+    const lat: number[] & { errors?: number } = [];
+    lat.errors = 0;
+    const idle = [...devices];
+    const queued: number[] = [];
+    const running: Array<Promise<void>> = [];
+    const serve = async (d: Device, scheduled: number): Promise<void> => {
+      for (let at: number | undefined = scheduled; at !== undefined; at = queued.shift()) {
+        try {
+          await one(d);
+          lat.push(performance.now() - at);
+        } catch (e) {
+          noteError(e);
+          lat.errors!++;
+        }
+      }
+      idle.push(d);
+    };
+    const t0 = performance.now();
+    const total = Math.floor(rate * seconds);
+    for (let i = 0; i < total; i++) {
+      const scheduled = t0 + (i * 1000) / rate;
+      const wait = scheduled - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      const d = idle.pop();
+      if (d) running.push(serve(d, scheduled));
+      else queued.push(scheduled);
+    }
+    await Promise.all(running);
+    return lat;
+  };
+}
+
+// ---- setup ----
+
+async function startServer(dataDir: string, dbUrl: string | undefined): Promise<{ child: ChildProcess; url: string }> {
+  const argv = [CLI, '--json', 'server', '--data', dataDir, '--listen', '127.0.0.1:0', '--log-level', LOG_LEVEL];
+  argv.push('--enroll-rate', '100000000');
+  if (dbUrl) argv.push('--db', dbUrl);
+  const prof = process.env.BENCH_CPU_PROF;
+  // Its log goes to a file, as to a journal, not through this process.
+  const logPath = join(dataDir, '..', 'server.log');
+  const logFd = openSync(logPath, 'w');
+  const child = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...argv], {
+    env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: PASSPHRASE },
+    stdio: ['ignore', logFd, logFd],
+  });
+  closeSync(logFd);
+  // The start-up result is one pretty-printed JSON object among the server's log lines (JSON, one a line).
+  let out = '';
+  let url: string | undefined;
+  for (let i = 0; i < 600 && url === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    out = readFileSync(logPath, 'utf8');
+    const m = /^\{\n[\s\S]*?\n\}$/m.exec(out);
+    if (m) url = (JSON.parse(m[0]) as { url: string }).url;
+  }
+  if (url === undefined) throw new Error(`the server did not start: ${out}`);
+  return { child, url };
+}
+
+async function adminAgent(dataDir: string, dbUrl: string | undefined, caPem: string): Promise<Agent> {
+  const prefix = join(dataDir, '..', 'admin');
+  const argv = [CLI, '--json', 'admin', 'cert', '--data', dataDir, '-o', prefix, ...(dbUrl ? ['--db', dbUrl] : [])];
+  await new Promise<void>((resolve, reject) => {
+    const c = spawn(process.execPath, argv, {
+      env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: PASSPHRASE },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`admin cert exited ${code}`))));
+  });
+  return deviceAgent(
+    { cert: readFileSync(`${prefix}.crt`, 'utf8'), key: readFileSync(`${prefix}.key`, 'utf8') },
+    caPem,
+    250,
+  );
+}
+
+const fmt = (f: Figures) =>
+  `${f.rate.toFixed(0)}/s, p50 ${f.p50.toFixed(1)} ms, p99 ${f.p99.toFixed(1)} ms (${f.n} done, ${f.errors} errors); ` +
+  `server CPU ${(f.serverCpuMs / f.n).toFixed(2)} ms each, bench CPU ${(f.benchCpuMs / f.n).toFixed(2)} ms each`;
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'eg-bench-attest-'));
+  const dataDir = join(work, 'server');
+  mkdirSync(join(dataDir, 'ek-roots'), { recursive: true });
+  let server: ChildProcess | undefined;
+  let pg: TempDatabase | undefined;
+  try {
+    const loadBefore = machine({ load: true });
+    process.stderr.write(`machine: ${loadBefore}\n`);
+    const logBytes = readFileSync(LOG_FILE);
+    const log = parseEventLog(logBytes);
+    const replayed = replayEventLog(log);
+    const bootPolicy = createBootPolicy(log);
+    const policy = formatBootPolicyYaml(bootPolicy);
+
+    const vendor = await makeBenchVendor();
+    writeFileSync(join(dataDir, 'ek-roots', 'vendor.pem'), vendor.certPem);
+    process.stderr.write(`preparing ${DEVICES} emulated TPM devices (RSA-2048 EK and AK each)...\n`);
+    const emulated = await makeDevices(DEVICES, vendor, 1);
+    writeFileSync(join(dataDir, 'auto-approve.txt'), emulated.map((d) => d.ekHash).join('\n') + '\n');
+
+    pg = DB === 'postgres' ? await createTempDatabase('eg_bench_attest') : undefined;
+    const started = await startServer(dataDir, pg?.url);
+    server = started.child;
+    const { url } = started;
+    const caPem = readFileSync(join(dataDir, 'fleet-ca.pem'), 'utf8');
+    process.stderr.write(`enrolling them through the TPM protocol...\n`);
+    const { enrolled } = await enrollAll(emulated, url, caPem, 16);
+    process.stderr.write('admin certificate, policy, group...\n');
+    const devices: Device[] = enrolled.map((e, i) => ({
+      ...e,
+      ak: emulated[i]!.ak,
+      agent: deviceAgent(e, caPem, i),
+      clockStart: performance.now() - 1e6 * (i + 1),
+    }));
+
+    const admin = await adminAgent(dataDir, pg?.url, caPem);
+    must(
+      await call(admin, url, 'POST', '/v1/attestation/policies', { policy, label: 'bench golden', group: 'bench' }),
+      'policy',
+    );
+    for (const d of devices)
+      must(await call(admin, url, 'PUT', `/v1/attestation/groups/bench/devices/${d.id}`), 'group');
+    admin.destroy();
+
+    const setup: Setup = { url, devices, eventLog: logBytes.toString('base64'), replayed };
+    const pid = server.pid!;
+    const healthz = async (d: Device) => {
+      must(await call(d.agent, url, 'GET', '/healthz'), 'healthz');
+    };
+    const one = (d: Device) => appraise(setup, d);
+    process.stderr.write('warm-up...\n');
+    await closedLoop(devices, 2, one)();
+    await closedLoop(devices, 1, healthz)();
+
+    const base = await measured(pid, closedLoop(devices, SECONDS, healthz));
+    const max = await measured(pid, closedLoop(devices, SECONDS, one));
+    const half = await measured(pid, openLoop(devices, max.rate / 2, SECONDS, one));
+    for (const d of devices) d.agent.destroy();
+
+    const inProcessUs = appraisalInProcess(devices[0]!, logBytes, bootPolicy, replayed);
+    const store = DB === 'postgres' ? 'PostgreSQL' : 'SQLite';
+    const lines = [
+      `attestation appraisals, ${store}, server log level ${LOG_LEVEL}; ${DEVICES} emulated devices, one mTLS keep-alive connection each; ${SECONDS} s per phase`,
+      `event log: ${LOG_FILE.split('/').pop()} (${log.events.length} events, ${logBytes.length} bytes); policy ${policy.length} bytes of YAML`,
+      `machine at start: ${loadBefore}`,
+      `machine at end:   ${machine({ load: true })}`,
+      `baseline GET /healthz, closed loop: ${fmt(base)}`,
+      `appraisals (nonce + evidence), closed loop (max rate): ${fmt(max)}`,
+      `appraisals at half that rate (${(max.rate / 2).toFixed(0)}/s offered), open loop: ${fmt(half)}`,
+      `appraiseBootEvidence alone (quote, log parse and replay, Secure Boot state, components, policy), in this process: ${inProcessUs.toFixed(0)} us each`,
+      `ratio: appraisals / baseline requests = ${(max.rate / base.rate).toFixed(3)}; server CPU per appraisal / per healthz = ${(max.serverCpuMs / max.n / (base.serverCpuMs / base.n)).toFixed(1)}x`,
+      ...(firstError ? [`first error: ${firstError}`] : []),
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    server?.kill('SIGTERM');
+    if (server && server.exitCode === null) await new Promise((r) => server!.once('exit', r));
+    await pg?.drop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();
