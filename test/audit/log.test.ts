@@ -41,6 +41,18 @@ function ev(i: number, actor = 'alice'): AuditEvent {
   };
 }
 
+/** An event of a type a device journals (admin.action is the control plane's own). */
+function deviceEv(i: number): AuditEvent {
+  return {
+    type: 'agent.stopped',
+    time: new Date(Date.UTC(2026, 10, 25, 20, 0, 0, i % 1000)).toISOString(),
+    actor: { kind: 'device', id: 'dev-1' },
+    subject: 'dev-1',
+    outcome: 'success',
+    details: { reason: `stop ${i}`, uptimeS: i },
+  };
+}
+
 async function rawSql(store: Store, text: string): Promise<void> {
   await sql.raw(text).execute(store.db);
 }
@@ -112,9 +124,7 @@ for (const backend of BACKENDS) {
         });
         const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
         const journal = await Journal.open(join(dir, 'j'), journalSignerFromKey(privateKey), publicKey);
-        const entries = await journal.append(
-          Array.from({ length: 8 }, (_, i) => ({ ...ev(i), actor: { kind: 'device' as const, id: 'dev-1' } })),
-        );
+        const entries = await journal.append(Array.from({ length: 8 }, (_, i) => deviceEv(i)));
         const records = entries.map((e) => encodeJournalRecord(e).subarray(4));
         const r1 = await log.appendDeviceRecords('dev-1', publicKey, records.slice(0, 3));
         assert.deepEqual(
@@ -152,7 +162,7 @@ for (const backend of BACKENDS) {
         const sizeBefore = await log.size();
         const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
         const j2 = await Journal.open(join(dir, 'j2'), journalSignerFromKey(other.privateKey), other.publicKey);
-        const forged = (await j2.append([ev(1)])).map((e) => encodeJournalRecord(e).subarray(4));
+        const forged = (await j2.append([deviceEv(1)])).map((e) => encodeJournalRecord(e).subarray(4));
         await assert.rejects(log.appendDeviceRecords('dev-1', publicKey, forged), (e: unknown) =>
           isEdgeguardError(e, 'EG_SIGNATURE_INVALID'),
         );
@@ -162,9 +172,7 @@ for (const backend of BACKENDS) {
         assert.equal(await log.size(), sizeBefore);
         // The device rewrites seq 6 (re-signed with its own key) after it was logged: a conflict.
         const rewritten = await Journal.open(join(dir, 'j3'), journalSignerFromKey(privateKey), publicKey);
-        const alt = await rewritten.append(
-          Array.from({ length: 7 }, (_, i) => ({ ...ev(100 + i), actor: { kind: 'device' as const, id: 'dev-1' } })),
-        );
+        const alt = await rewritten.append(Array.from({ length: 7 }, (_, i) => deviceEv(100 + i)));
         const r4 = await log.appendDeviceRecords('dev-1', publicKey, [encodeJournalRecord(alt[6]!).subarray(4)]);
         assert.deepEqual(
           r4.entries.map((e) => e.status),
