@@ -28,3 +28,35 @@ export {
   type FetchedRelease,
 } from './client.ts';
 export { type RefusalReason, releaseRefused } from './refusal.ts';
+export {
+  SLOT_NAMES,
+  SLOT_FILES,
+  type SlotName,
+  type SlotManifest,
+  type SlotPointer,
+  type SlotState,
+  type VerifiedSlot,
+  readPointer,
+  recoverSlots,
+  verifySlot,
+} from './slots.ts';
+export {
+  type AntiRollbackFloor,
+  DEFAULT_FLOOR_NV_INDEX,
+  SOFTWARE_FLOOR_LABEL,
+  TPM_FLOOR_LABEL,
+  SoftwareFloor,
+  TpmFloor,
+} from './floor.ts';
+export {
+  type VerifiedRelease,
+  type InstallContext,
+  type InstallOutcome,
+  installRelease,
+  recoverInstall,
+  slotContentKey,
+} from './install.ts';
+export { type SmokeTest, trialLoad } from './trial-load.ts';
+export { type HandoffOptions, type HandoffResult, handOff } from './handoff.ts';
+export { type PendingOutcome, recordOutcome, pendingOutcomes } from './outcomes.ts';
+export { type DeviceUpdateOptions, updateDevice } from './device-update.ts';
