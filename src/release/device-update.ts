@@ -6,6 +6,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { EdgeguardError } from '../errors/index.ts';
 import { fetchRelease } from './client.ts';
+import { removeInterruptedReplacementsSync } from './durable-file.ts';
 import { installRelease, recoverInstall, type InstallContext, type InstallOutcome } from './install.ts';
 import { stepBoundary } from './install-steps.ts';
 
@@ -26,6 +27,7 @@ export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutco
   const ctx = o.install;
   try {
     await recoverInstall(ctx);
+    removeInterruptedReplacementsSync(o.metadataDir);
     const fetched = await fetchRelease({
       metadataDir: o.metadataDir,
       metadataBaseUrl: o.metadataBaseUrl,

@@ -8,11 +8,11 @@
  * manager) owns its own A/B switch and rollback; edgeguard raises the floor once it exits 0.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { wipe } from '../crypto/index.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { wipe, writePrivateFile } from '../crypto/index.ts';
+import { EdgeguardError } from '../errors/index.ts';
 import { decryptPackageToMemory } from '../model/index.ts';
 import { resolveContentKey, type ContentKeySource } from '../keystore/index.ts';
 
@@ -43,17 +43,7 @@ function failed(message: string, cause?: unknown): EdgeguardError {
 
 async function writePayload(dir: string, bytes: Uint8Array): Promise<string> {
   const path = join(dir, 'payload');
-  try {
-    const fh = await open(path, 'wx', 0o600);
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch (e) {
-    throw fsError(e, path, 'write the payload for the installer');
-  }
+  await writePrivateFile(path, bytes);
   return path;
 }
 

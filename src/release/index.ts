@@ -60,3 +60,4 @@ export { type SmokeTest, trialLoad } from './trial-load.ts';
 export { type HandoffOptions, type HandoffResult, handOff } from './handoff.ts';
 export { type PendingOutcome, recordOutcome, pendingOutcomes } from './outcomes.ts';
 export { type DeviceUpdateOptions, updateDevice } from './device-update.ts';
+export { removeInterruptedReplacementsSync } from './durable-file.ts';

@@ -13,10 +13,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { syncDirectory } from '../crypto/index.ts';
+import { syncDirectory, writePrivateFile } from '../crypto/index.ts';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
 import { RELEASE_KINDS } from './release-target.ts';
@@ -219,18 +219,7 @@ export async function writeStagedFile(
   name: string,
   bytes: Uint8Array,
 ): Promise<{ sha256: string; length: number }> {
-  const path = join(dir, name);
-  try {
-    const fh = await open(path, 'wx', 0o600);
-    try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch (e) {
-    throw fsError(e, path, 'write the release slot');
-  }
+  await writePrivateFile(join(dir, name), bytes);
   return { sha256: createHash('sha256').update(bytes).digest('hex'), length: bytes.length };
 }
 
