@@ -27,4 +27,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'attest', load: async () => (await import('./attest.ts')).registerAttestCommands },
   { id: 'release', load: async () => (await import('./release.ts')).registerReleaseCommands },
   { id: 'checklist', load: async () => (await import('./checklist.ts')).registerChecklistCommand },
+  { id: 'agent-update', load: async () => (await import('./agent-update.ts')).registerAgentUpdateCommand },
 ];
