@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { abFixture, SMOKE_IMAGE, type AbFixture } from '../release/ab-fixture.ts';
@@ -73,16 +73,21 @@ test('`edgeguard agent update` exits 0 on install, 3 with the reason for a relea
   const f = await abFixture(t);
   const file = join(f.tmp, 'agent.yaml');
   await writeFile(file, JSON.stringify(configOf(f)));
+  // Asynchronous: the repository is served from this process.
   const run = (target: string) =>
-    spawnSync(process.execPath, [CLI, 'agent', 'update', '--config', file, '--target', target, '--json'], {
-      encoding: 'utf8',
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [CLI, 'agent', 'update', '--config', file, '--target', target, '--json'],
+        (error, stdout, stderr) => resolve({ status: error ? (error.code as number) : 0, stdout, stderr }),
+      );
     });
-  const ok = run(f.targets[2]!);
+  const ok = await run(f.targets[2]!);
   assert.equal(ok.status, 0, ok.stderr);
   const out = JSON.parse(ok.stdout) as { ok: boolean; slot: string; release: { version: number } };
   assert.equal(out.release.version, 2);
   assert.equal(out.slot, 'a');
-  const refused = run(f.targets[1]!);
+  const refused = await run(f.targets[1]!);
   assert.equal(refused.status, 3, refused.stdout + refused.stderr);
   assert.match(refused.stdout + refused.stderr, /EG_RELEASE_REFUSED/);
   assert.match(refused.stdout + refused.stderr, /below-minimum/);
