@@ -33,6 +33,32 @@ describe('TPM NV counter floor', { skip: TPM_SKIP }, () => {
     assert.equal(await floor.read('model'), 0, 'undefined: nothing to read');
     assert.ok((await floor.raise('model', 1)) >= 3, 'a redefined counter starts at the largest value it had');
   });
+
+  test('an A/B install on a TPM device: content key unwrapped in the TPM, floor in the NV counter', async (t) => {
+    const f = await abFixture(t, { tcti: tpm!.tcti });
+    const floor = new TpmFloor(new TpmClient({ tcti: tpm!.tcti }), 0x01800200);
+    const options = (target: string) => ({
+      install: {
+        dataDir: f.dataDir,
+        publicKeys: [f.keys.signer.publicKey],
+        contentKey: { wrapped: f.wrappedKeyPath, device: f.deviceDir, store: f.store },
+        floor,
+      },
+      metadataDir: f.metadataDir,
+      metadataBaseUrl: `${f.server.url}/metadata`,
+      targetBaseUrl: `${f.server.url}/targets`,
+      downloadDir: join(f.dataDir, 'download'),
+      target,
+    });
+    const v2 = await updateDevice(options(f.targets[2]!));
+    assert.equal(v2.ok, true, JSON.stringify(v2.error));
+    // This TPM's counters already went to 3 above, so the first increment starts there (docs/threat-model.md).
+    assert.equal(v2.floor.provider, 'tpm');
+    assert.ok(v2.floor.value >= 2, String(v2.floor.value));
+    const v1 = await updateDevice(options(f.targets[1]!));
+    assert.equal(v1.error?.reason, 'below-minimum');
+    assert.equal(await floor.read('model'), v2.floor.value);
+  });
 });
 
 test('the software floor is a labelled file that only grows', async (t) => {
