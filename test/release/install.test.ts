@@ -21,6 +21,7 @@ import {
 } from '../../src/release/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { packMnist } from './ab-fixture.ts';
+import { writeKeys } from '../helpers/workspace.ts';
 
 function options(f: AbFixture, target: string): DeviceUpdateOptions {
   return {
@@ -95,7 +96,6 @@ test('a package the publisher signed but whose content key is not the device one
   const f = await abFixture(t);
   assert.equal((await updateDevice(options(f, f.targets[1]!))).ok, true);
   // v3: same publisher, another content key: TUF and the OMS signature pass, decryption does not.
-  const { writeKeys } = await import('../helpers/workspace.ts');
   const other = await writeKeys(f.tmp, 'ecdsa-p256', 'other');
   const dir = join(f.tmp, 'v3');
   await mkdir(dir);
