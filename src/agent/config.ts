@@ -20,6 +20,7 @@
  *   log:      { level: info }
  *   tamper:   { sensors: [...] }                   # src/tamper: sensors that lock the device (needs contentKey.device)
  *   stateDir: device/                             # where tamper.lock.json lives; default: the device directory
+ *   update:   { metadataUrl, targetsUrl, target, firmware: { command: [rauc, install, '{path}'] } }  # A/B releases
  */
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -29,8 +30,10 @@ import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
 import { tamperConfigSchema } from '../tamper/index.ts';
+import { DEFAULT_FLOOR_NV_INDEX } from '../release/floor.ts';
 
 const path = z.string().min(1).max(4096);
+const installerCommand = z.array(z.string().min(1).max(4096)).min(1).max(64);
 
 export const agentConfigSchema = z
   .object({
@@ -268,6 +271,28 @@ export const agentConfigSchema = z
       .object({ enabled: z.boolean().default(true) })
       .strict()
       .prefault({}),
+    /** Signed releases (`edgeguard agent update`): the TUF repository, A/B slots in `dir`, installers per kind (README, "Updates"). */
+    update: z
+      .object({
+        /** A/B slots (releases/), the software anti-rollback file, hand-off directories. Default: stateDir. */
+        dir: path.optional(),
+        /** The repository's metadata/ and targets/ URLs (any static host, or the control plane's /v1/tuf/). */
+        metadataUrl: z.string().url(),
+        targetsUrl: z.string().url(),
+        /** The repository's root.json this device first trusts; copied into DIR/tuf when none is there. */
+        trustedRoot: path.optional(),
+        /** The package target to install (e.g. mnist/3/mnist.egm); `agent update --target` overrides it. */
+        target: z.string().min(1).max(512).optional(),
+        /** First TPM NV counter index of the anti-rollback floors (one per kind: model, agent, firmware). */
+        tpmNvIndex: z.number().int().min(0x01000000).max(0x01bffffd).default(DEFAULT_FLOOR_NV_INDEX),
+        /** How often a serving agent looks for a switched slot, ms. */
+        watchIntervalMs: z.number().int().min(100).max(3_600_000).default(5000),
+        /** Installer commands as argv (no shell); "{path}" becomes the verified payload's path. */
+        firmware: z.object({ command: installerCommand }).strict().optional(),
+        agent: z.object({ command: installerCommand }).strict().optional(),
+      })
+      .strict()
+      .optional(),
     /** What the device talks to, for `edgeguard harden egress` (docs/formats.md). */
     egress: egressConfigSchema.optional(),
     /** Physical tamper sensors and the response that locks the device (docs/formats.md, "Tamper configuration"). */
@@ -361,6 +386,15 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
     },
     stateDir: r(c.stateDir ?? defaultStateDir(c)),
     ...(c.tamper ? { tamper: { ...c.tamper, sysfsRoot: r(c.tamper.sysfsRoot) } } : {}),
+    ...(c.update
+      ? {
+          update: {
+            ...c.update,
+            dir: r(c.update.dir ?? c.stateDir ?? defaultStateDir(c)),
+            ...(c.update.trustedRoot ? { trustedRoot: r(c.update.trustedRoot) } : {}),
+          },
+        }
+      : {}),
     attestation: {
       ...c.attestation,
       eventLog: r(c.attestation.eventLog),

@@ -25,6 +25,7 @@ import { BodyBudget, announcedLength } from './body-budget.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
 import { ProbingGate } from './probing-gate.ts';
+import { ServedRuntime } from './served-runtime.ts';
 import {
   BodyTimeoutError,
   ERROR_RESPONSE_SCHEMA,
@@ -151,9 +152,10 @@ class Slots {
 
 export async function buildAgentApp(
   config: AgentConfig,
-  runtime: GuardedModel,
+  runtime: GuardedModel | ServedRuntime,
   o: BuildAgentAppOptions = {},
 ): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
+  const served = runtime instanceof ServedRuntime ? runtime : new ServedRuntime(runtime);
   const metrics = o.metrics ?? createAgentMetrics();
   const app = await createFastify(config, o.logger);
   const slots = new Slots(config.limits.concurrency, metrics);
@@ -168,8 +170,8 @@ export async function buildAgentApp(
       const error = lock.error();
       if (error && req.url.startsWith('/v1/')) throw error;
     });
-  registerServiceRoutes(app, config, runtime, o, metrics, slots);
-  const model = runtime.primary.metadata;
+  registerServiceRoutes(app, config, served, o, metrics, slots);
+  const model = served.current.primary.metadata;
   const probing = config.probing.enabled
     ? new ProbingGate(config.probing, metrics, o.journal, `${model.name}@${model.version}`, o.now)
     : undefined;
@@ -178,7 +180,7 @@ export async function buildAgentApp(
     config,
     metrics,
     slots,
-    inferenceHandler(config, runtime, o, metrics, probing),
+    inferenceHandler(config, served, o, metrics, probing),
     o.refusal,
     probing,
   );
@@ -266,12 +268,26 @@ function addTensorParsers(app: FastifyInstance, bodyLimit: number): void {
 function registerServiceRoutes(
   app: FastifyInstance,
   config: AgentConfig,
-  runtime: GuardedModel,
+  served: ServedRuntime,
   o: BuildAgentAppOptions,
   metrics: AgentMetrics,
   slots: Slots,
 ): void {
-  app.get('/healthz', { schema: { tags: ['service'], summary: 'liveness and what is loaded' } }, async () => ({
+  app.get('/healthz', { schema: { tags: ['service'], summary: 'liveness and what is loaded' } }, async () =>
+    healthBody(served.current, o, slots),
+  );
+  if (config.metrics.enabled) {
+    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+      void reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+  }
+  if (config.openapi.enabled) app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+}
+
+/** /healthz: what is served now (after a release switch, the new models), the key posture, load. */
+function healthBody(runtime: GuardedModel, o: BuildAgentAppOptions, slots: Slots): Record<string, unknown> {
+  return {
     status: o.lock?.error() ? 'locked' : 'ok',
     models: Object.fromEntries(
       (['primary', 'ensemble', 'fallback'] as const)
@@ -290,14 +306,7 @@ function registerServiceRoutes(
     inflight: slots.inflight,
     review: o.review ? { keyId: o.review.keyId, spooled: o.review.spool.items } : null,
     ...(o.health?.() ?? {}),
-  }));
-  if (config.metrics.enabled) {
-    app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
-      void reply.header('content-type', metrics.registry.contentType);
-      return metrics.registry.metrics();
-    });
-  }
-  if (config.openapi.enabled) app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  };
 }
 
 type InferenceHandler = (req: FastifyRequest, t0: number) => Promise<InferResponse>;
@@ -485,59 +494,70 @@ function reviewTypeOf(input: GuardedInput, type: InputType): InputType {
 /** POST /v1/infer's work: decode, check, review and journal the verdict, answer. */
 function inferenceHandler(
   config: AgentConfig,
-  runtime: GuardedModel,
+  served: ServedRuntime,
   o: BuildAgentAppOptions,
   metrics: AgentMetrics,
   probing: ProbingGate | undefined,
 ): InferenceHandler {
+  return (req, t0) => served.use((runtime) => handleInference(config, runtime, o, metrics, probing, req, t0));
+}
+
+/** One request on the runtime it started with (a release switch meanwhile does not touch it). */
+async function handleInference(
+  config: AgentConfig,
+  runtime: GuardedModel,
+  o: BuildAgentAppOptions,
+  metrics: AgentMetrics,
+  probing: ProbingGate | undefined,
+  req: FastifyRequest,
+  t0: number,
+): Promise<InferResponse> {
   const model = runtime.primary;
   const modelInfo = { name: model.metadata.name, version: model.metadata.version };
   const modelSha256 = model.provenance.headerSha256;
-  return async (req, t0) => {
-    const type = inputTypeOf(req);
-    // Everything derived from the input is wiped when the request ends, on every path.
-    const wipeLater: Wipeable[] = [];
-    try {
-      const input = decodeRequest(req, type, wipeLater);
-      const checkStart = performance.now();
-      const checked = await checkInputKeeping(runtime, input, wipeLater);
-      // A client caught probing gets no answer (nor review, nor a guard event): the 429 and its journal event.
-      probing?.observe(req, checked.inputs);
-      const timings = observeTimings(metrics, checkStart - t0 + checked.decodeMs, checked.result);
-      const r = checked.result;
-      metrics.verdicts.inc({ verdict: r.verdict });
-      let review: InferResponse['review'] = null;
-      if (o.review && config.review.verdicts.includes(r.verdict as 'flag' | 'reject')) {
-        const bytes = reviewBytesOf(input, checked.inputs, wipeLater);
-        review = await queueForReview(
-          req,
-          o.review,
-          metrics,
-          r,
-          { type: reviewTypeOf(input, type), ...modelInfo, headerSha256: modelSha256 },
-          bytes,
-        );
-      }
-      if (o.journal && (r.verdict === 'flag' || r.verdict === 'reject')) {
-        o.journal.record(
-          r.verdict === 'flag' ? 'guard.flagged' : 'guard.rejected',
-          r.verdict === 'flag' ? 'success' : 'denied',
-          {
-            ...guardFinding(r),
-            queuedForReview: review?.queued ?? false,
-            reasons: [...new Set(r.reasons.map((x) => x.code))].slice(0, 16),
-            model: `${modelInfo.name}@${modelInfo.version}`,
-            modelSha256,
-          },
-        );
-      }
-      timings.totalMs = performance.now() - t0;
-      metrics.stage.observe({ stage: 'total' }, timings.totalMs / 1000);
-      return inferResponse(req.id, r, review, modelInfo, timings);
-    } finally {
-      for (const b of wipeLater) b.fill(0);
+  const type = inputTypeOf(req);
+  // Everything derived from the input is wiped when the request ends, on every path.
+  const wipeLater: Wipeable[] = [];
+  try {
+    const input = decodeRequest(req, type, wipeLater);
+    const checkStart = performance.now();
+    const checked = await checkInputKeeping(runtime, input, wipeLater);
+    // A client caught probing gets no answer (nor review, nor a guard event): the 429 and its journal event.
+    probing?.observe(req, checked.inputs);
+    const timings = observeTimings(metrics, checkStart - t0 + checked.decodeMs, checked.result);
+    const r = checked.result;
+    metrics.verdicts.inc({ verdict: r.verdict });
+    let review: InferResponse['review'] = null;
+    if (o.review && config.review.verdicts.includes(r.verdict as 'flag' | 'reject')) {
+      const bytes = reviewBytesOf(input, checked.inputs, wipeLater);
+      review = await queueForReview(
+        req,
+        o.review,
+        metrics,
+        r,
+        { type: reviewTypeOf(input, type), ...modelInfo, headerSha256: modelSha256 },
+        bytes,
+      );
     }
-  };
+    if (o.journal && (r.verdict === 'flag' || r.verdict === 'reject')) {
+      o.journal.record(
+        r.verdict === 'flag' ? 'guard.flagged' : 'guard.rejected',
+        r.verdict === 'flag' ? 'success' : 'denied',
+        {
+          ...guardFinding(r),
+          queuedForReview: review?.queued ?? false,
+          reasons: [...new Set(r.reasons.map((x) => x.code))].slice(0, 16),
+          model: `${modelInfo.name}@${modelInfo.version}`,
+          modelSha256,
+        },
+      );
+    }
+    timings.totalMs = performance.now() - t0;
+    metrics.stage.observe({ stage: 'total' }, timings.totalMs / 1000);
+    return inferResponse(req.id, r, review, modelInfo, timings);
+  } finally {
+    for (const b of wipeLater) b.fill(0);
+  }
 }
 
 /** The decode time and the guard's stage timings, into the answer and the stage histogram. */

@@ -41,6 +41,8 @@ import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
 import { agentEgressDialer } from './egress.ts';
 import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
 import type { KeyStore } from '../keystore/index.ts';
+import { ServedRuntime } from './served-runtime.ts';
+import { SlotWatcher, journalOutcomes, servedModels } from './update.ts';
 import type { TamperGuard } from '../tamper/index.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
@@ -49,7 +51,9 @@ export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './
 export type AgentRuntime = GuardedModel;
 
 /** Load the models (in memory) and build the guard, as the config says; `store`: the device key store, already open. */
-export async function loadAgentRuntime(config: AgentConfig, store?: KeyStore): Promise<AgentRuntime> {
+export async function loadAgentRuntime(configured: AgentConfig, store?: KeyStore): Promise<AgentRuntime> {
+  // With update:, the active release slot's package serves in place of models.primary.
+  const { config } = await servedModels(configured, store);
   return openGuardedModel({
     models: config.models,
     publicKeys: await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p))),
@@ -62,7 +66,11 @@ export async function loadAgentRuntime(config: AgentConfig, store?: KeyStore): P
 
 export interface RunningAgent {
   app: FastifyInstance;
-  runtime: AgentRuntime;
+  /** What serves now (after a release switch, the new models). */
+  readonly runtime: AgentRuntime;
+  served: ServedRuntime;
+  /** With update: the watcher of the active release slot (check() looks now). */
+  slots?: SlotWatcher;
   metrics: AgentMetrics;
   review?: ReviewQueue;
   /** The device identity of `upload`, its certificate renewal and the audit journal. */
@@ -132,6 +140,8 @@ interface AgentParts {
   lease?: DeviceLease | undefined;
   reporter?: AttestationReporter | undefined;
   runtime: AgentRuntime;
+  served?: ServedRuntime | undefined;
+  slots?: SlotWatcher | undefined;
   tamper?: TamperGuard | undefined;
 }
 
@@ -143,18 +153,20 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   const lock = new ServiceLock();
   let parts: AgentParts;
   let app: FastifyInstance;
+  let store: KeyStore | undefined;
   await refuseIfLocked(config.stateDir!);
   try {
-    const store = await openTamperKeyStore(config);
+    store = await openTamperKeyStore(config);
     parts = await openParts(config, o, metrics, opened, store);
-    journalLoadedModels(parts);
+    parts.served = new ServedRuntime(parts.runtime);
+    journalLoadedModels(parts.journal, parts.runtime);
     parts.renewer = startRenewer(config, o, metrics, parts);
     if (parts.renewer) opened.push(() => parts.renewer!.close());
     parts.tamper = await startTamperGuard(config, o, store, lock, parts, opened);
     if (config.lease.enabled && parts.identity)
-      parts.lease = agentLease({ ...config.lease, log: o.logger }, parts.identity, () => parts.runtime.release());
+      parts.lease = agentLease({ ...config.lease, log: o.logger }, parts.identity, () => parts.served!.release());
     if (config.attestation.enabled && parts.identity) parts.reporter = await startReporter(config, parts, o.logger);
-    ({ app } = await buildAgentApp(config, parts.runtime, {
+    ({ app } = await buildAgentApp(config, parts.served, {
       logger: o.logger,
       review: parts.review,
       metrics,
@@ -176,15 +188,21 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
     throw e;
   }
   await journalStarted(config, parts);
+  if (config.update) parts.slots = await startSlotWatcher(config, store, parts, o.logger);
   parts.review?.start();
   parts.renewer?.start();
   parts.journal?.start();
   parts.lease?.start();
   parts.reporter?.start();
   const socket = config.listen.socket;
+  const served = parts.served!;
   return {
     app,
-    runtime: parts.runtime,
+    get runtime() {
+      return served.current;
+    },
+    served,
+    ...(parts.slots ? { slots: parts.slots } : {}),
     metrics,
     review: parts.review,
     ...(parts.identity ? { identity: parts.identity } : {}),
@@ -205,7 +223,7 @@ async function startTamperGuard(
   o: StartAgentOptions,
   store: KeyStore | undefined,
   lock: ServiceLock,
-  { runtime, journal, identity }: AgentParts,
+  { served, journal, identity }: AgentParts,
   opened: Opened,
 ): Promise<TamperGuard | undefined> {
   if (!store || !config.tamper) return undefined;
@@ -214,7 +232,7 @@ async function startTamperGuard(
     stateDir: config.stateDir!,
     store,
     lock,
-    runtime,
+    runtime: served!,
     journal,
     deviceId: identity?.deviceId,
     log: o.logger,
@@ -353,7 +371,7 @@ async function openReviewQueue(
 }
 
 /** One model.loaded event per distinct package. */
-function journalLoadedModels({ journal, runtime }: AgentParts): void {
+function journalLoadedModels(journal: AgentJournal | undefined, runtime: AgentRuntime): void {
   if (!journal) return;
   const seen = new Set<LoadedModel>();
   for (const m of [runtime.primary, runtime.ensemble, runtime.fallback]) {
@@ -411,6 +429,40 @@ function startRenewer(
       },
     },
   });
+}
+
+/**
+ * With update:, a pointer switch (an install by `edgeguard agent update`) loads the new slot's
+ * models beside the served ones and swaps; install outcomes go to the journal.
+ */
+async function startSlotWatcher(
+  config: AgentConfig,
+  store: KeyStore | undefined,
+  parts: AgentParts,
+  log: Logger | undefined,
+): Promise<SlotWatcher> {
+  const dir = config.update!.dir!;
+  const journalReports = async () => {
+    if (parts.journal && parts.identity) await journalOutcomes(dir, parts.journal, parts.identity.deviceId);
+  };
+  await journalReports().catch((e: unknown) => log?.error({ err: e }, 'could not journal the install reports'));
+  const watcher = new SlotWatcher(
+    dir,
+    config.update!.watchIntervalMs,
+    async () => {
+      try {
+        const next = await loadAgentRuntime(config, store);
+        journalLoadedModels(parts.journal, next);
+        await parts.served!.swap(next);
+        log?.info({ version: next.primary.metadata.version }, 'serving the switched release');
+      } finally {
+        await journalReports();
+      }
+    },
+    log,
+  );
+  await watcher.start();
+  return watcher;
 }
 
 /** The certificate, journal, lease and attestation fields of /healthz. */
@@ -481,7 +533,7 @@ async function journalStarted(config: AgentConfig, { journal, runtime }: AgentPa
 function closer(
   config: AgentConfig,
   app: FastifyInstance,
-  { identity, journal, review, renewer, lease, reporter, runtime, tamper }: AgentParts,
+  { identity, journal, review, renewer, lease, reporter, served, slots, tamper }: AgentParts,
   startedAt: number,
   log: Logger | undefined,
 ): (reason?: string) => Promise<void> {
@@ -495,6 +547,7 @@ function closer(
       } finally {
         clearTimeout(force);
         await tamper?.stop();
+        await slots?.stop();
         lease?.stop();
         reporter?.stop();
         await renewer?.close();
@@ -505,7 +558,7 @@ function closer(
         });
         await journal?.close().catch((e: unknown) => log?.error({ err: e }, 'could not close the audit journal'));
         identity?.close();
-        await runtime.release();
+        await served!.release();
         if (config.listen.socket) await unlink(config.listen.socket).catch(() => undefined);
       }
     })();

@@ -56,7 +56,8 @@ export interface AgentTamperParts {
   stateDir: string;
   store: KeyStore;
   lock: ServiceLock;
-  runtime: AgentRuntime;
+  /** What serves (after a release switch, the new models): released by the key wipe. */
+  runtime: Pick<AgentRuntime, 'release'>;
   journal: AgentJournal | undefined;
   /** The enrolled device's id; a device without `upload` is named by its binding key. */
   deviceId: string | undefined;

@@ -26,6 +26,8 @@ export const ERROR_EXIT_CODES = {
   EG_SIGNATURE_MISMATCH: 3,
   // A release the TUF client or the release policy refuses (details.reason says which attack).
   EG_RELEASE_REFUSED: 3,
+  // A verified release that did not install (trial load, smoke test, installer command): the device stays on the old one.
+  EG_INSTALL_FAILED: 10,
   // Keys.
   EG_KEY_FORMAT: 4,
   EG_WRONG_KEY: 4,

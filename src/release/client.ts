@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { verifyPackage, type VerifyResult } from '../model/index.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
 import { classifyTufError, releaseRefused } from './refusal.ts';
-import { RELEASE_KINDS, type ReleaseCustom } from './release-target.ts';
+import { RELEASE_KINDS, type ReleaseCustom, type ReleaseKind } from './release-target.ts';
 
 /**
  * tuf-js 5.0.1 persists trusted metadata with a plain writeFileSync (Updater#persistMetadata): a
@@ -59,11 +59,15 @@ export interface FetchReleaseOptions {
   publisherKeys: KeyObject[];
   /** The lowest version this device may run (its anti-rollback floor). */
   minimumVersion: number;
+  /** The device's floor for the release's kind (floor.ts), checked with minimumVersion before any download. */
+  floorOf?: ((kind: ReleaseKind) => Promise<number>) | undefined;
 }
 
 export interface FetchedRelease {
   packagePath: string;
   signaturePath: string;
+  /** The release's smoke-test input, downloaded and hash-checked like the package. */
+  smokeInputPath?: string | undefined;
   release: ReleaseCustom;
   verified: VerifyResult;
 }
@@ -100,7 +104,7 @@ export async function fetchRelease(o: FetchReleaseOptions): Promise<FetchedRelea
 }
 
 /** What downloading a release after a refresh needs: where, whose signatures, which floor. */
-export type DownloadOptions = Pick<FetchReleaseOptions, 'downloadDir' | 'publisherKeys' | 'minimumVersion'>;
+export type DownloadOptions = Pick<FetchReleaseOptions, 'downloadDir' | 'publisherKeys' | 'minimumVersion' | 'floorOf'>;
 
 /**
  * The release `info` names, downloaded from a refreshed Updater within its signed length and
@@ -112,22 +116,27 @@ export async function downloadVerified(
   o: DownloadOptions,
 ): Promise<FetchedRelease> {
   const release = releaseOf(info);
+  const minimum = Math.max(o.minimumVersion, (await o.floorOf?.(release.kind)) ?? 0);
   // Refused before any download: the signed metadata already says it is too old.
-  if (release.version < o.minimumVersion) {
-    throw releaseRefused('below-minimum', `${release.name} ${release.version} < minimum ${o.minimumVersion}`);
+  if (release.version < minimum) {
+    throw releaseRefused('below-minimum', `${release.name} ${release.version} < minimum ${minimum}`);
   }
   const sigInfo = await targetInfo(updater, release.signature.target);
   await mkdir(o.downloadDir, { recursive: true, mode: 0o700 });
   const packagePath = join(o.downloadDir, `${release.name}-${release.version}.egm`);
   const signaturePath = `${packagePath}.sig.json`;
+  const smokeInputPath = release.smokeTest ? `${packagePath}.smoke` : undefined;
   try {
     await tuf(() => updater.downloadTarget(info, packagePath));
     await tuf(() => updater.downloadTarget(sigInfo, signaturePath));
+    if (release.smokeTest && smokeInputPath) {
+      const smokeInfo = await targetInfo(updater, release.smokeTest.target);
+      await tuf(() => updater.downloadTarget(smokeInfo, smokeInputPath));
+    }
     const verified = await verifyPublished(packagePath, signaturePath, release, o);
-    return { packagePath, signaturePath, release, verified };
+    return { packagePath, signaturePath, smokeInputPath, release, verified };
   } catch (e) {
-    await rm(packagePath, { force: true });
-    await rm(signaturePath, { force: true });
+    for (const p of [packagePath, signaturePath, smokeInputPath]) if (p) await rm(p, { force: true });
     throw e;
   }
 }

@@ -3,9 +3,9 @@
  * then fsync of the directory, so a crash leaves the old file or the new one, never a truncated
  * one. Synchronous because tuf-js persists its trusted metadata from synchronous code.
  */
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fsError } from '../errors/index.ts';
 
 export function replaceFileDurablySync(path: string, contents: string | Uint8Array): void {
@@ -42,4 +42,15 @@ function syncDirectorySync(dir: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Start-up: the temporary files of replacements a crash interrupted (the files they were to replace are intact). */
+export function removeInterruptedReplacementsSync(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) if (/\.tmp-\d+-[0-9a-f]{8}$/.test(n)) removeQuietly(join(dir, n));
 }

@@ -48,3 +48,36 @@ export {
   type VerifiedDirectorMetadata,
 } from './director-metadata.ts';
 export { tufKeyOf, generateRoleKey, readRoleKey, writeRoleKey, type RoleKey } from './keys.ts';
+export {
+  SLOT_NAMES,
+  SLOT_FILES,
+  type SlotName,
+  type SlotManifest,
+  type SlotPointer,
+  type SlotState,
+  type VerifiedSlot,
+  readPointer,
+  recoverSlots,
+  verifySlot,
+} from './slots.ts';
+export {
+  type AntiRollbackFloor,
+  DEFAULT_FLOOR_NV_INDEX,
+  SOFTWARE_FLOOR_LABEL,
+  TPM_FLOOR_LABEL,
+  SoftwareFloor,
+  TpmFloor,
+} from './floor.ts';
+export {
+  type VerifiedRelease,
+  type InstallContext,
+  type InstallOutcome,
+  installRelease,
+  recoverInstall,
+  slotContentKey,
+} from './install.ts';
+export { type SmokeTest, trialLoad } from './trial-load.ts';
+export { type HandoffOptions, type HandoffResult, handOff } from './handoff.ts';
+export { type PendingOutcome, recordOutcome, pendingOutcomes } from './outcomes.ts';
+export { type DeviceUpdateOptions, updateDevice } from './device-update.ts';
+export { removeInterruptedReplacementsSync } from './durable-file.ts';

@@ -15,7 +15,7 @@
  *   endorsement hierarchy -> EK (TCG EK template, tpm2_createek) -> AK (restricted RSA signing key)
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { EdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
 import {
   DEFAULT_BINDING_PCRS,
   formatPcrSelection,
@@ -490,6 +490,44 @@ export class TpmClient extends TpmRunner {
       return cred;
     });
   }
+
+  // ---- NV counters (TCG TPM 2.0 Library Part 1, "NV Indices": TPM_NT_COUNTER) -----------------
+  // A counter index only grows: TPM2_NV_Increment adds one, and a counter defined again after it
+  // was undefined starts at the largest value any counter of this TPM ever held.
+
+  /** The counter's value; undefined when the index is not defined, 0 before its first increment. */
+  async nvCounterRead(index: number): Promise<bigint | undefined> {
+    try {
+      return await this.op('read the NV counter', async (s) => {
+        const out = await s.tool('tpm2_nvread', [nvHandle(index), '-C', 'o', '-s', '8']);
+        if (out.length !== 8)
+          throw new EdgeguardError('EG_TPM', `NV index ${nvHandle(index)} is not an 8-byte counter.`);
+        return out.readBigUInt64BE(0);
+      });
+    } catch (e) {
+      const rc = isEdgeguardError(e) ? String(e.details?.tpmRcName ?? '') : '';
+      if (/NV_UNINITIALIZED/.test(rc)) return 0n;
+      if (/HANDLE/.test(rc)) return undefined;
+      throw e;
+    }
+  }
+
+  /** Define an owner-authorized counter index (TPMA_NV_COUNTER | OWNERREAD | OWNERWRITE | NO_DA). */
+  async nvCounterDefine(index: number): Promise<void> {
+    await this.op('define the NV counter', (s) =>
+      s.tool('tpm2_nvdefine', [nvHandle(index), '-C', 'o', '-s', '8', '-a', 'nt=counter|ownerread|ownerwrite|no_da']),
+    );
+  }
+
+  /** TPM2_NV_Increment; returns the new value. */
+  async nvCounterIncrement(index: number): Promise<bigint> {
+    await this.op('increment the NV counter', (s) => s.tool('tpm2_nvincrement', [nvHandle(index), '-C', 'o']));
+    return (await this.nvCounterRead(index)) ?? 0n;
+  }
+}
+
+function nvHandle(index: number): string {
+  return `0x${index.toString(16)}`;
 }
 
 function bufJson(_k: string, v: unknown): unknown {

@@ -28,4 +28,5 @@ export const COMMAND_MODULES: CommandModule[] = [
   { id: 'release', load: async () => (await import('./release.ts')).registerReleaseCommands },
   { id: 'checklist', load: async () => (await import('./checklist.ts')).registerChecklistCommand },
   { id: 'ui', load: async () => (await import('./ui.ts')).registerUiCommands },
+  { id: 'agent-update', load: async () => (await import('./agent-update.ts')).registerAgentUpdateCommand },
 ];

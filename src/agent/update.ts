@@ -1,0 +1,190 @@
+/**
+ * Signed releases in the agent (agent.yaml `update:`): `edgeguard agent update` runs one check and
+ * install (src/release: TUF, OMS signature, floor, A/B slots or the installer command); a serving
+ * agent serves the active slot's model and, when the pointer changes, loads the new slot beside
+ * the old one and swaps (ServedRuntime: requests in flight finish on the old one). Install
+ * outcomes are journaled by the serving agent (release.installed / release.rejected).
+ */
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { readPublicSigningKey } from '../crypto/index.ts';
+import { openDeviceKeyStore, TpmKeyStore, type ContentKeySource, type KeyStore } from '../keystore/index.ts';
+import {
+  SoftwareFloor,
+  TpmFloor,
+  pendingOutcomes,
+  provisionTrustedRoot,
+  recordOutcome,
+  recoverInstall,
+  removeInterruptedReplacementsSync,
+  slotContentKey,
+  updateDevice,
+  type AntiRollbackFloor,
+  type InstallContext,
+  type InstallOutcome,
+  type VerifiedSlot,
+} from '../release/index.ts';
+import { EdgeguardError } from '../errors/index.ts';
+import type { AgentConfig } from './config.ts';
+import type { AgentJournal } from './agent-journal.ts';
+
+type UpdateConfig = NonNullable<AgentConfig['update']>;
+
+export function floorFor(update: UpdateConfig, store: KeyStore | undefined): AntiRollbackFloor {
+  return store instanceof TpmKeyStore ? new TpmFloor(store.client, update.tpmNvIndex) : new SoftwareFloor(update.dir!);
+}
+
+function configuredKey(config: AgentConfig, store: KeyStore | undefined): ContentKeySource {
+  return store && 'device' in config.contentKey ? { ...config.contentKey, store } : config.contentKey;
+}
+
+export async function installContext(config: AgentConfig, store: KeyStore | undefined): Promise<InstallContext> {
+  const update = config.update!;
+  return {
+    dataDir: update.dir!,
+    publicKeys: await Promise.all(config.trust.publicKeys.map((p) => readPublicSigningKey(p))),
+    contentKey: configuredKey(config, store),
+    floor: floorFor(update, store),
+    executionProviders: config.runtime.executionProviders,
+    installers: {
+      ...(update.firmware ? { firmware: update.firmware.command } : {}),
+      ...(update.agent ? { agent: update.agent.command } : {}),
+    },
+  };
+}
+
+/** The models and key to serve: the active slot's package in place of models.primary, once a release is installed. */
+export async function servedModels(
+  config: AgentConfig,
+  store: KeyStore | undefined,
+): Promise<{ config: AgentConfig; slot?: VerifiedSlot | undefined }> {
+  if (!config.update) return { config };
+  const device =
+    store ?? ('device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined);
+  const state = await recoverInstall({ dataDir: config.update.dir!, floor: floorFor(config.update, device) });
+  if (!state.active) return { config };
+  const key = slotContentKey(state.active, config.contentKey);
+  return {
+    config: {
+      ...config,
+      models: { ...config.models, primary: state.active.packagePath },
+      contentKey: key as AgentConfig['contentKey'],
+    },
+    slot: state.active,
+  };
+}
+
+/** The pointer's bytes: what the watcher compares. */
+async function pointerBytes(dir: string): Promise<string> {
+  return readFile(join(dir, 'releases', 'active'), 'utf8').catch(() => '');
+}
+
+/** Polls the active pointer; `switched` runs (one at a time) when it changed. */
+export class SlotWatcher {
+  private timer: NodeJS.Timeout | undefined;
+  private last: string | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly dir: string,
+    private readonly intervalMs: number,
+    private readonly switched: () => Promise<void>,
+    private readonly log?: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.last = await pointerBytes(this.dir);
+    this.timer = setInterval(() => void this.check(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One look now (also what the interval does). */
+  check(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        const now = await pointerBytes(this.dir);
+        if (now === this.last) return;
+        await this.switched();
+        this.last = now;
+      } catch (e) {
+        this.log?.error({ err: e }, 'could not load the switched release; still serving the previous one');
+        this.last = await pointerBytes(this.dir);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+}
+
+/** Journal the recorded install outcomes, then remove them. */
+export async function journalOutcomes(dir: string, journal: AgentJournal, deviceId: string): Promise<void> {
+  for (const p of await pendingOutcomes(dir)) {
+    const o = p.outcome;
+    const releaseId = (o.release ? `${o.release.name}@${o.release.version}` : 'unknown').slice(0, 200);
+    const version = String(o.release?.version ?? 'unknown');
+    if (o.ok) journal.record('release.installed', 'success', { releaseId, deviceId, version });
+    else
+      journal.record('release.rejected', 'denied', {
+        releaseId,
+        deviceId,
+        reason: `${o.error?.code ?? 'EG_INTERNAL'}: ${o.error?.message ?? ''}`.slice(0, 2000),
+      });
+    await p.done();
+  }
+}
+
+export interface AgentUpdateOptions {
+  /** The package target (default update.target). */
+  target?: string | undefined;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return access(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** One update check and install now (`edgeguard agent update`); the outcome is recorded for the journal. */
+export async function runAgentUpdate(
+  config: AgentConfig,
+  o: AgentUpdateOptions = {},
+): Promise<InstallOutcome & { target: string }> {
+  const update = config.update;
+  if (!update)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      'agent.yaml has no update: section; add update.metadataUrl and update.targetsUrl to install releases.',
+    );
+  const target = o.target ?? update.target;
+  if (!target)
+    throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
+  const metadataDir = join(update.dir!, 'tuf');
+  if (!(await exists(join(metadataDir, 'root.json')))) {
+    if (!update.trustedRoot)
+      throw new EdgeguardError(
+        'EG_CONFIG',
+        `${metadataDir} has no trusted root.json; set update.trustedRoot to the repository's root.json for the first update.`,
+      );
+    await provisionTrustedRoot(metadataDir, await readFile(update.trustedRoot));
+  }
+  removeInterruptedReplacementsSync(metadataDir);
+  const store = 'device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined;
+  const outcome = await updateDevice({
+    install: await installContext(config, store),
+    metadataDir,
+    metadataBaseUrl: update.metadataUrl,
+    targetBaseUrl: update.targetsUrl,
+    downloadDir: join(update.dir!, 'download'),
+    target,
+  });
+  await recordOutcome(update.dir!, outcome);
+  return outcome;
+}

@@ -1,0 +1,45 @@
+/**
+ * `edgeguard agent update --config agent.yaml [--target PATH] [--json]`: one release check and
+ * install now (agent.yaml `update:`). Exit 0 when the release is installed (or already was);
+ * otherwise the code of why not: 3 refused (EG_RELEASE_REFUSED, details.reason names the attack),
+ * 10 verified but not installed (EG_INSTALL_FAILED: trial load, smoke test, installer command),
+ * 2 configuration. A serving agent picks up the switch by itself.
+ */
+import { Command } from 'commander';
+import { loadAgentConfig, runAgentUpdate } from '../../agent/index.ts';
+import { EdgeguardError, type ErrorCode } from '../../errors/index.ts';
+import { Output, globalOptions } from '../output.ts';
+
+function group(program: Command, name: string, description: string): Command {
+  return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
+}
+
+export function registerAgentUpdateCommand(program: Command): void {
+  const agent = group(program, 'agent', 'the device agent');
+  agent
+    .command('update')
+    .description(
+      'check the release repository and install the release now (A/B slots, smoke test, anti-rollback floor)',
+    )
+    .requiredOption('--config <file>', 'agent.yaml with an update: section')
+    .option('--target <path>', 'the release target to install (default update.target)')
+    .action(async (opts: { config: string; target?: string }, cmd: Command) => {
+      const config = await loadAgentConfig(opts.config);
+      const outcome = await runAgentUpdate(config, { target: opts.target });
+      if (!outcome.ok) {
+        const e = outcome.error!;
+        throw new EdgeguardError(e.code as ErrorCode, e.message, {
+          details: { ...(e.reason ? { reason: e.reason } : {}), outcome },
+        });
+      }
+      const r = outcome.release!;
+      new Output(globalOptions(cmd)).result({ ...outcome }, [
+        outcome.unchanged
+          ? `${r.name} ${r.version} is already installed`
+          : `installed ${r.kind} ${r.name} ${r.version}${outcome.slot ? ` in slot ${outcome.slot}` : ''}` +
+            (outcome.previous ? ` (was ${outcome.previous.version})` : '') +
+            `; anti-rollback floor ${outcome.floor.value} (${outcome.floor.provider})` +
+            (outcome.floorPending ? `; floor raise pending: ${outcome.floorPending}` : ''),
+      ]);
+    });
+}

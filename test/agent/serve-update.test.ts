@@ -1,0 +1,94 @@
+/**
+ * A serving agent and `edgeguard agent update`: the agent serves the active release slot, picks up
+ * a switch while requests keep arriving (none fails), journals nothing it cannot, and the CLI
+ * exits with the refusal's code for a release below the floor.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { abFixture, SMOKE_IMAGE, type AbFixture } from '../release/ab-fixture.ts';
+import { CLI, FIXTURES } from '../helpers/workspace.ts';
+import { eventually } from '../helpers/wait.ts';
+import { agentConfig, runAgentUpdate, startAgent } from '../../src/agent/index.ts';
+
+function configOf(f: AbFixture) {
+  return {
+    listen: { port: 0 },
+    trust: { publicKeys: [f.keys.publicKeyPath] },
+    contentKey: { wrapped: f.wrappedKeyPath, device: f.deviceDir },
+    models: { primary: f.packages[1], ensemble: f.packages[1] },
+    review: { enabled: false },
+    guard: { profile: join(FIXTURES, 'guard', 'mnist-cnn.profile.json') },
+    log: { level: 'silent' },
+    update: {
+      dir: f.dataDir,
+      metadataUrl: `${f.server.url}/metadata`,
+      targetsUrl: `${f.server.url}/targets`,
+      target: f.targets[1],
+      watchIntervalMs: 100,
+    },
+  };
+}
+
+test('a serving agent switches to a newly installed release without failing a request in flight', async (t) => {
+  const f = await abFixture(t);
+  const config = agentConfig(configOf(f), f.tmp);
+  const first = await runAgentUpdate(config);
+  assert.equal(first.ok, true, JSON.stringify(first.error));
+  const agent = await startAgent(config);
+  t.after(() => agent.close());
+  const health = async () =>
+    (await (await fetch(`${agent.url}/healthz`)).json()) as { models: { primary: { version: number } } };
+  assert.equal((await health()).models.primary.version, 1);
+  assert.match(agent.runtime.primary.provenance.packagePath!, /releases\/a\/package\.egm$/);
+
+  const image = await readFile(SMOKE_IMAGE);
+  const statuses: number[] = [];
+  let stop = false;
+  const load = (async () => {
+    while (!stop) {
+      const r = await fetch(`${agent.url}/v1/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        body: image,
+      });
+      statuses.push(r.status);
+      await r.arrayBuffer();
+    }
+  })();
+  const second = await runAgentUpdate(config, { target: f.targets[2] });
+  assert.equal(second.ok, true, JSON.stringify(second.error));
+  await eventually('the agent serving v2', async () => (await health()).models.primary.version === 2);
+  const served = statuses.length;
+  await eventually('requests after the switch', () => statuses.length > served + 3);
+  stop = true;
+  await load;
+  assert.ok(statuses.length > 0);
+  assert.deepEqual([...new Set(statuses)], [200], 'every request during the switch succeeded');
+});
+
+test('`edgeguard agent update` exits 0 on install, 3 with the reason for a release below the floor', async (t) => {
+  const f = await abFixture(t);
+  const file = join(f.tmp, 'agent.yaml');
+  await writeFile(file, JSON.stringify(configOf(f)));
+  // Asynchronous: the repository is served from this process.
+  const run = (target: string) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [CLI, 'agent', 'update', '--config', file, '--target', target, '--json'],
+        (error, stdout, stderr) => resolve({ status: error ? (error.code as number) : 0, stdout, stderr }),
+      );
+    });
+  const ok = await run(f.targets[2]!);
+  assert.equal(ok.status, 0, ok.stderr);
+  const out = JSON.parse(ok.stdout) as { ok: boolean; slot: string; release: { version: number } };
+  assert.equal(out.release.version, 2);
+  assert.equal(out.slot, 'a');
+  const refused = await run(f.targets[1]!);
+  assert.equal(refused.status, 3, refused.stdout + refused.stderr);
+  assert.match(refused.stdout + refused.stderr, /EG_RELEASE_REFUSED/);
+  assert.match(refused.stdout + refused.stderr, /below-minimum/);
+});
