@@ -25,21 +25,13 @@ import {
   type SyntheticBoot,
 } from '../../src/eventlog/index.ts';
 import { TPM_ALG, TpmClient, parsePcrSelection } from '../../src/tpm/index.ts';
+import { kernelUpdateBoot } from '../helpers/boots.ts';
 import { runCli } from '../helpers/cli.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm, type Swtpm } from '../helpers/swtpm.ts';
 
 const SHA256 = [TPM_ALG.SHA256];
 const SELECTION = 'sha256:0,1,2,3,4,5,7,8,9,16';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest();
-
-function kernelB(): SyntheticBoot {
-  return {
-    ...defaultSyntheticBoot(),
-    kernel: Buffer.from('vmlinuz-6.1.0-28'),
-    initrd: Buffer.from('initrd.img-6.1.0-28'),
-    cmdline: '/boot/vmlinuz-6.1.0-28 root=/dev/mmcblk0p2 ro quiet',
-  };
-}
 
 const hexValues = (v: Record<string, Record<number, Buffer>>) =>
   Object.fromEntries(
@@ -66,7 +58,7 @@ describe('PCR prediction against swtpm', { skip: TPM_SKIP }, () => {
 
   test('kernel A played, kernel B predicted: the prediction is what a fresh TPM holds after booting B', async () => {
     const a = await bootFresh(defaultSyntheticBoot());
-    const b = kernelB();
+    const b = kernelUpdateBoot();
     const selection = parsePcrSelection(SELECTION);
     const p = predictPcrs(parseEventLog(a.log), selection, {
       kernel: { sha256: sha256(b.kernel) },
@@ -91,7 +83,7 @@ describe('PCR prediction against swtpm', { skip: TPM_SKIP }, () => {
     const a = await bootFresh(defaultSyntheticBoot());
     const logPath = join(work, 'golden.bin');
     await writeFile(logPath, a.log);
-    const b = kernelB();
+    const b = kernelUpdateBoot();
     const valuesPath = join(work, 'values.json');
     const predicted = await runCli([
       'attest',
