@@ -122,11 +122,11 @@ async function copyPcrAuthorizations(targetsDir: string, prefix: string, files: 
   const names = files.map((f) => basename(f));
   if (new Set(names).size !== names.length)
     throw new EdgeguardError('EG_USAGE', 'two --pcr-authorization files have the same name; rename one.');
-  const out: TargetFile[] = [];
-  for (const file of files) {
+  for (const file of files)
     parsePcrAuthorization(await readBoundedText(file, PCR_AUTHORIZATION_MAX_BYTES, 'read'), { source: file });
+  const out: TargetFile[] = [];
+  for (const file of files)
     out.push(await copyTarget(targetsDir, `${prefix}/${PCR_AUTHORIZATION_TARGETS}/${basename(file)}`, file));
-  }
   return out;
 }
 
@@ -145,11 +145,11 @@ export async function addRelease(o: AddReleaseOptions): Promise<TargetFile> {
   const meta = inspected.header.metadata;
   const minVersion = checkVersions(o, meta.version);
   const prefix = `${meta.name}/${o.version}`;
+  const authorizations = await copyPcrAuthorizations(paths.targets, prefix, o.pcrAuthorizationPaths ?? []);
   const sigTarget = await copyTarget(paths.targets, `${prefix}/${basename(o.packagePath)}.sig.json`, signaturePath);
   const smoke = o.smokeTest
     ? await copyTarget(paths.targets, `${prefix}/smoke-${basename(o.smokeTest.inputPath)}`, o.smokeTest.inputPath)
     : undefined;
-  const authorizations = await copyPcrAuthorizations(paths.targets, prefix, o.pcrAuthorizationPaths ?? []);
   const custom: ReleaseCustom = {
     kind: o.kind ?? 'model',
     name: meta.name,

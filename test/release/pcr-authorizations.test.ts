@@ -188,6 +188,25 @@ describe('PCR authorizations shipped with a release (swtpm)', { skip: TPM_SKIP }
     assert.ok(options.pcrPolicyKey, 'the device has an authorized binding policy');
   });
 
+  test('release add refuses a file that is not an authorization, before anything is staged', async () => {
+    const pkg = await packBytes(base, Buffer.alloc(100, 5), keys, { name: 'mnist', version: 5, file: 'mnist' });
+    const bogus = join(base, 'bogus.json');
+    await writeFile(bogus, '{"type":"something-else"}');
+    await assert.rejects(
+      addRelease({ dir: join(base, 'repo'), packagePath: pkg.packagePath, version: 5, pcrAuthorizationPaths: [bogus] }),
+      (e) => isEdgeguardError(e, 'EG_FORMAT'),
+    );
+    await assert.rejects(
+      addRelease({
+        dir: join(base, 'repo'),
+        packagePath: pkg.packagePath,
+        version: 5,
+        pcrAuthorizationPaths: [join(base, 'op-kernel-6.1.0-28.json'), join(base, 'op-kernel-6.1.0-28.json')],
+      }),
+      (e) => isEdgeguardError(e, 'EG_USAGE'),
+    );
+  });
+
   test('an authorization signed by another key refuses the release, typed; nothing is left behind', async () => {
     await assert.rejects(
       fetchRelease({ ...options, target: targets[3]! }),
