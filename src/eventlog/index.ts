@@ -55,3 +55,13 @@ export { readEventLogBytes, readEventLogFile } from './file.ts';
 export { eventLogReport, formatEventLogReport, type EventLogReport } from './report.ts';
 export { playBoot, eventsToReplay, type PcrExtender } from './play.ts';
 export { syntheticBootEvents, defaultSyntheticBoot, type SyntheticBoot } from './synthetic-boot.ts';
+export {
+  predictPcrs,
+  predictionFile,
+  PCR_PREDICTION_TYPE,
+  type BankDigests,
+  type BootChanges,
+  type PcrPrediction,
+  type PcrPredictionFile,
+  type ReplacedEvent,
+} from './predict.ts';

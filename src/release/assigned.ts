@@ -41,6 +41,8 @@ export interface FetchAssignedOptions {
   minimumVersion: number;
   /** Which assigned release to fetch when the director names several (default: the only one). */
   name?: string;
+  /** The device's PCR policy key: the release's PCR authorizations must be signed by it (client.ts). */
+  pcrPolicyKey?: KeyObject;
   /** A repository path the device was asked to install: refused unless the director assigned it. */
   path?: string;
   now?: Date;
@@ -63,6 +65,8 @@ export interface AssignedRelease {
   wrappedKey: string;
   directorVersion: number;
   verified: FetchedRelease['verified'];
+  /** Checked against `pcrPolicyKey`; install them (`installPcrAuthorizations`) before the new boot. */
+  pcrAuthorizations: FetchedRelease['pcrAuthorizations'];
 }
 
 const DIRECTOR_STATE = 'director.json';
@@ -152,6 +156,7 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
       wrappedKey: assigned.wrappedKeyText,
       directorVersion: director.version,
       verified: fetched.verified,
+      pcrAuthorizations: fetched.pcrAuthorizations,
     };
   } finally {
     fetcher.close();

@@ -13,7 +13,8 @@ import { z } from 'zod';
 import { verifyPackage, type VerifyResult } from '../model/index.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
 import { classifyTufError, releaseRefused } from './refusal.ts';
-import { RELEASE_KINDS, type ReleaseCustom, type ReleaseKind } from './release-target.ts';
+import { MAX_PCR_AUTHORIZATIONS, RELEASE_KINDS, type ReleaseCustom, type ReleaseKind } from './release-target.ts';
+import { fetchPcrAuthorizations, type ShippedPcrAuthorization } from './shipped-authorizations.ts';
 
 /**
  * tuf-js 5.0.1 persists trusted metadata with a plain writeFileSync (Updater#persistMetadata): a
@@ -46,6 +47,10 @@ const customSchema = z.object({
   headerSha256: z.string().regex(/^[0-9a-f]{64}$/),
   signature: z.object({ target: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
   smokeTest: z.object({ target: z.string().min(1), expectedLabel: z.string() }).optional(),
+  pcrAuthorizations: z
+    .array(z.object({ target: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) }))
+    .max(MAX_PCR_AUTHORIZATIONS)
+    .optional(),
 });
 
 export interface FetchReleaseOptions {
@@ -61,6 +66,11 @@ export interface FetchReleaseOptions {
   minimumVersion: number;
   /** The device's floor for the release's kind (floor.ts), checked with minimumVersion before any download. */
   floorOf?: ((kind: ReleaseKind) => Promise<number>) | undefined;
+  /**
+   * The device's PCR policy key (`devicePcrPolicyKey`): the release's PCR authorizations are
+   * fetched and must be signed by it. Without it (no authorized binding policy) none are fetched.
+   */
+  pcrPolicyKey?: KeyObject;
 }
 
 export interface FetchedRelease {
@@ -70,6 +80,8 @@ export interface FetchedRelease {
   smokeInputPath?: string | undefined;
   release: ReleaseCustom;
   verified: VerifyResult;
+  /** Verified, in memory; `installPcrAuthorizations` puts them on the device before its reboot. */
+  pcrAuthorizations: ShippedPcrAuthorization[];
 }
 
 export async function tuf<T>(step: () => Promise<T>): Promise<T> {
@@ -104,7 +116,10 @@ export async function fetchRelease(o: FetchReleaseOptions): Promise<FetchedRelea
 }
 
 /** What downloading a release after a refresh needs: where, whose signatures, which floor. */
-export type DownloadOptions = Pick<FetchReleaseOptions, 'downloadDir' | 'publisherKeys' | 'minimumVersion' | 'floorOf'>;
+export type DownloadOptions = Pick<
+  FetchReleaseOptions,
+  'downloadDir' | 'publisherKeys' | 'minimumVersion' | 'floorOf' | 'pcrPolicyKey'
+>;
 
 /**
  * The release `info` names, downloaded from a refreshed Updater within its signed length and
@@ -134,7 +149,10 @@ export async function downloadVerified(
       await tuf(() => updater.downloadTarget(smokeInfo, smokeInputPath));
     }
     const verified = await verifyPublished(packagePath, signaturePath, release, o);
-    return { packagePath, signaturePath, smokeInputPath, release, verified };
+    const pcrAuthorizations = o.pcrPolicyKey
+      ? await fetchPcrAuthorizations(updater, release, o.pcrPolicyKey, o.downloadDir)
+      : [];
+    return { packagePath, signaturePath, smokeInputPath, release, verified, pcrAuthorizations };
   } catch (e) {
     for (const p of [packagePath, signaturePath, smokeInputPath]) if (p) await rm(p, { force: true });
     throw e;

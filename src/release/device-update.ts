@@ -9,6 +9,7 @@ import { fetchRelease } from './client.ts';
 import { removeInterruptedReplacementsSync } from './durable-file.ts';
 import { installRelease, recoverInstall, type InstallContext, type InstallOutcome } from './install.ts';
 import { stepBoundary } from './install-steps.ts';
+import { devicePcrPolicyKey, installPcrAuthorizations } from './shipped-authorizations.ts';
 
 export interface DeviceUpdateOptions {
   install: InstallContext;
@@ -28,6 +29,10 @@ export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutco
   try {
     await recoverInstall(ctx);
     removeInterruptedReplacementsSync(o.metadataDir);
+    // A device whose binding key takes authorized PCR policies fetches the release's signed
+    // authorizations (the predicted PCRs of the boot it brings) and keeps them before installing.
+    const deviceDir = 'device' in ctx.contentKey ? ctx.contentKey.device : undefined;
+    const pcrPolicyKey = deviceDir ? await devicePcrPolicyKey(deviceDir) : undefined;
     const fetched = await fetchRelease({
       metadataDir: o.metadataDir,
       metadataBaseUrl: o.metadataBaseUrl,
@@ -37,9 +42,12 @@ export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutco
       publisherKeys: ctx.publicKeys,
       minimumVersion: 0,
       floorOf: (kind) => ctx.floor.read(kind),
+      ...(pcrPolicyKey ? { pcrPolicyKey } : {}),
     });
     stepBoundary('fetched');
     const r = fetched.release;
+    if (deviceDir && fetched.pcrAuthorizations.length > 0)
+      await installPcrAuthorizations(deviceDir, r, fetched.pcrAuthorizations);
     try {
       const outcome = await installRelease(
         {

@@ -20,7 +20,15 @@ export {
   type ReleaseCustom,
   type AddReleaseOptions,
   addRelease,
+  PCR_AUTHORIZATION_TARGETS,
+  MAX_PCR_AUTHORIZATIONS,
 } from './release-target.ts';
+export {
+  type ShippedPcrAuthorization,
+  devicePcrPolicyKey,
+  fetchPcrAuthorizations,
+  installPcrAuthorizations,
+} from './shipped-authorizations.ts';
 export { readCurrentMetadata, type CurrentMetadata } from './metadata-files.ts';
 export {
   DurableUpdater,

@@ -20,7 +20,8 @@ export type RefusalReason =
   | 'malformed'
   | 'not-assigned'
   | 'director-mismatch'
-  | 'attestation';
+  | 'attestation'
+  | 'pcr-authorization';
 
 const ADVICE: Record<RefusalReason, string> = {
   rollback: 'the repository served metadata older than what this device already trusts (rollback)',
@@ -37,6 +38,8 @@ const ADVICE: Record<RefusalReason, string> = {
   'not-assigned': 'the director did not assign this target to this device',
   'director-mismatch': 'the director and the release repository disagree on the target',
   attestation: 'the control plane issues release metadata only while the device has fresh, passing attestation',
+  'pcr-authorization':
+    "a PCR authorization shipped with the release is not signed by this device's PCR policy key, so its boot would lock the binding key",
 };
 
 export function releaseRefused(reason: RefusalReason, detail: string, cause?: unknown): EdgeguardError {

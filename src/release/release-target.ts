@@ -10,13 +10,17 @@ import { copyFile, mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { TargetFile } from '@tufjs/models';
 import { syncDirectory } from '../crypto/index.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError, readBoundedText } from '../errors/index.ts';
 import { inspectPackage, signaturePathFor, verifyPackage } from '../model/index.ts';
+import { PCR_AUTHORIZATION_MAX_BYTES, parsePcrAuthorization } from '../tpm/index.ts';
 import { releasePaths } from './layout.ts';
 import { stageTargets } from './staging.ts';
 
 export const RELEASE_KINDS = ['model', 'agent', 'firmware'] as const;
 export type ReleaseKind = (typeof RELEASE_KINDS)[number];
+/** The folder of a release's PCR authorizations among its targets. */
+export const PCR_AUTHORIZATION_TARGETS = 'pcr-authorizations';
+export const MAX_PCR_AUTHORIZATIONS = 16;
 
 /** The `custom.edgeguard` member of a package target. */
 export interface ReleaseCustom {
@@ -27,6 +31,8 @@ export interface ReleaseCustom {
   headerSha256: string;
   signature: { target: string; sha256: string };
   smokeTest?: { target: string; expectedLabel: string };
+  /** Operator-signed PCR authorizations of the boot this release brings (shipped-authorizations.ts). */
+  pcrAuthorizations?: Array<{ target: string; sha256: string }>;
 }
 
 export interface AddReleaseOptions {
@@ -39,6 +45,8 @@ export interface AddReleaseOptions {
   smokeTest?: { inputPath: string; expectedLabel: string };
   /** When given, the package must verify under one of them: devices would refuse it otherwise. */
   publisherKeys?: KeyObject[];
+  /** `attest authorize-pcrs` files shipped as targets NAME/VERSION/pcr-authorizations/FILE. */
+  pcrAuthorizationPaths?: string[];
 }
 
 async function sha256File(path: string): Promise<{ sha256: string; length: number }> {
@@ -104,6 +112,24 @@ function checkVersions(o: AddReleaseOptions, packageVersion: number): number {
   return minVersion;
 }
 
+/**
+ * Each authorization must parse (a device would refuse the release otherwise); which key signed it
+ * is the device's check, against its own PCR policy key.
+ */
+async function copyPcrAuthorizations(targetsDir: string, prefix: string, files: string[]): Promise<TargetFile[]> {
+  if (files.length > MAX_PCR_AUTHORIZATIONS)
+    throw new EdgeguardError('EG_USAGE', `a release ships at most ${MAX_PCR_AUTHORIZATIONS} PCR authorizations.`);
+  const names = files.map((f) => basename(f));
+  if (new Set(names).size !== names.length)
+    throw new EdgeguardError('EG_USAGE', 'two --pcr-authorization files have the same name; rename one.');
+  for (const file of files)
+    parsePcrAuthorization(await readBoundedText(file, PCR_AUTHORIZATION_MAX_BYTES, 'read'), { source: file });
+  const out: TargetFile[] = [];
+  for (const file of files)
+    out.push(await copyTarget(targetsDir, `${prefix}/${PCR_AUTHORIZATION_TARGETS}/${basename(file)}`, file));
+  return out;
+}
+
 /** Stage a release; `publishRepository` makes it visible. Returns the package target's entry. */
 export async function addRelease(o: AddReleaseOptions): Promise<TargetFile> {
   const paths = releasePaths(o.dir);
@@ -119,6 +145,7 @@ export async function addRelease(o: AddReleaseOptions): Promise<TargetFile> {
   const meta = inspected.header.metadata;
   const minVersion = checkVersions(o, meta.version);
   const prefix = `${meta.name}/${o.version}`;
+  const authorizations = await copyPcrAuthorizations(paths.targets, prefix, o.pcrAuthorizationPaths ?? []);
   const sigTarget = await copyTarget(paths.targets, `${prefix}/${basename(o.packagePath)}.sig.json`, signaturePath);
   const smoke = o.smokeTest
     ? await copyTarget(paths.targets, `${prefix}/smoke-${basename(o.smokeTest.inputPath)}`, o.smokeTest.inputPath)
@@ -131,10 +158,13 @@ export async function addRelease(o: AddReleaseOptions): Promise<TargetFile> {
     headerSha256: inspected.headerSha256,
     signature: { target: sigTarget.path, sha256: sigTarget.hashes.sha256! },
     ...(smoke && o.smokeTest ? { smokeTest: { target: smoke.path, expectedLabel: o.smokeTest.expectedLabel } } : {}),
+    ...(authorizations.length
+      ? { pcrAuthorizations: authorizations.map((t) => ({ target: t.path, sha256: t.hashes.sha256! })) }
+      : {}),
   };
   const pkgTarget = await copyTarget(paths.targets, `${prefix}/${basename(o.packagePath)}`, o.packagePath, {
     ...custom,
   });
-  await stageTargets(paths.staged, [pkgTarget, sigTarget, ...(smoke ? [smoke] : [])]);
+  await stageTargets(paths.staged, [pkgTarget, sigTarget, ...(smoke ? [smoke] : []), ...authorizations]);
   return pkgTarget;
 }

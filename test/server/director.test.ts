@@ -8,7 +8,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -31,7 +31,7 @@ import {
   type FetchAssignedOptions,
 } from '../../src/release/index.ts';
 import { controlPlanePlugins } from '../../src/server/index.ts';
-import { TPM_ALG, parseTpm2bPublic } from '../../src/tpm/index.ts';
+import { TPM_ALG, parsePcrSelection, parseTpm2bPublic, signPcrAuthorization } from '../../src/tpm/index.ts';
 import { packBytes } from '../helpers/packages.ts';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
 import { TPM_SKIP, startTestTpmWithAk, stopTestTpm, type TestTpmWithAk } from '../helpers/swtpm.ts';
@@ -39,6 +39,14 @@ import { writeKeys, type KeyFiles } from '../helpers/workspace.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 const BANKS = [TPM_ALG.SHA256];
+
+async function writeAuthorization(dir: string, privateKey: KeyObject): Promise<string> {
+  const selection = parsePcrSelection('sha256:4');
+  const auth = signPcrAuthorization({ privateKey, selection, values: { sha256: { 4: Buffer.alloc(32, 4) } } });
+  const path = join(dir, 'kernel-next.json');
+  await writeFile(path, JSON.stringify(auth));
+  return path;
+}
 
 for (const backend of ['sqlite', 'postgres'] as const) {
   describe(`release director on swtpm (${backend})`, { skip: TPM_SKIP }, () => {
@@ -55,6 +63,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     let auditLog: () => AuditLog;
     let directorPem: string;
     let fetchOptions: FetchAssignedOptions;
+    const operator = generateKeyPairSync('rsa', { modulusLength: 2048 });
 
     async function events() {
       const log = auditLog();
@@ -93,7 +102,9 @@ for (const backend of ['sqlite', 'postgres'] as const) {
           version,
           file: 'mnist',
         });
-        await addRelease({ dir: releases, packagePath: pkg.packagePath, version });
+        // Version 4 ships the operator's PCR authorization of the boot it brings.
+        const pcrAuthorizationPaths = version === 4 ? [await writeAuthorization(work, operator.privateKey)] : [];
+        await addRelease({ dir: releases, packagePath: pkg.packagePath, version, pcrAuthorizationPaths });
       }
       await publishRepository(releases);
 
@@ -238,6 +249,31 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         (e) => isEdgeguardError(e, 'EG_RELEASE_REFUSED') && e.details?.reason === 'malformed',
       );
       await writeFile(state, kept);
+    });
+
+    test('a release with a PCR authorization: the device gets it checked against its PCR policy key', async () => {
+      await admin.call('POST', '/v1/releases/assignments', {
+        release: 'mnist',
+        version: 4,
+        device: device.id,
+        contentKey: b64url(keys.contentKey.bytes),
+      });
+      await attest();
+      await assert.rejects(
+        fetchAssignedRelease({
+          ...fetchOptions,
+          pcrPolicyKey: generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey,
+        }),
+        (e) => isEdgeguardError(e, 'EG_RELEASE_REFUSED') && e.details?.reason === 'pcr-authorization',
+      );
+      const got = await fetchAssignedRelease({ ...fetchOptions, pcrPolicyKey: operator.publicKey });
+      assert.equal(got?.target.version, 4);
+      assert.deepEqual(
+        got.pcrAuthorizations.map((a) => a.target),
+        ['mnist/4/pcr-authorizations/kernel-next.json'],
+      );
+      // Without the key (a device with no authorized binding policy) none are fetched.
+      assert.deepEqual((await fetchAssignedRelease(fetchOptions))?.pcrAuthorizations, []);
     });
   });
 }

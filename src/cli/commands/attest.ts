@@ -18,6 +18,7 @@ import { Output, globalOptions } from '../output.ts';
 import { adminClient, run } from './fleet.ts';
 import { withConnection, type ConnectionOptions } from '../connection.ts';
 import { registerPcrAuthorizationCommands } from './attest-pcr.ts';
+import { registerPredictCommand } from './attest-predict.ts';
 
 export function registerAttestCommands(program: Command): void {
   const attest = program.command('attest').description('measured boot: event logs and boot policies');
@@ -36,6 +37,7 @@ export function registerAttestCommands(program: Command): void {
   registerPolicyCommands(policy);
   registerAssignmentCommands(policy, attest);
   registerPcrAuthorizationCommands(attest);
+  registerPredictCommand(attest);
 }
 
 function registerAssignmentCommands(policy: Command, attest: Command): void {

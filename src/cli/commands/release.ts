@@ -4,6 +4,7 @@
  *   release init --dir REPO [--root-expiry 365d ...] [--threshold ROLE=N ...]
  *   release add PACKAGE --version N [--min-version N] [--kind model|agent|firmware] --dir REPO
  *               [--signature FILE] [--smoke-input FILE --smoke-label LABEL] [--pub publisher.pub ...]
+ *               [--pcr-authorization AUTH.json ...]
  *   release publish --dir REPO          sign the staged targets, a new snapshot and timestamp
  *   release rotate-root --dir REPO      new root keys; root version N+1 signed by old and new
  *   release assign | status | director-keys   the control plane's director (release-director.ts)
@@ -82,6 +83,7 @@ interface AddOptions {
   smokeInput?: string;
   smokeLabel?: string;
   pub?: string[];
+  pcrAuthorization?: string[];
 }
 
 function registerAdd(release: Command): void {
@@ -100,6 +102,11 @@ function registerAdd(release: Command): void {
     .option('--smoke-input <file>', 'an input the device runs before switching to this release')
     .option('--smoke-label <label>', 'the label the smoke input must produce')
     .option('--pub <file>', 'trusted publisher public key: refuse a package it did not sign (repeatable)', collect)
+    .option(
+      '--pcr-authorization <file>',
+      'the signed PCR values of the boot this release brings (attest authorize-pcrs); shipped with it (repeatable)',
+      collect,
+    )
     .action(async (packagePath: string, opts: AddOptions, c: Command) => {
       if (Boolean(opts.smokeInput) !== Boolean(opts.smokeLabel)) {
         throw new EdgeguardError('EG_USAGE', '--smoke-input and --smoke-label go together.');
@@ -113,6 +120,7 @@ function registerAdd(release: Command): void {
         signaturePath: opts.signature,
         smokeTest: opts.smokeInput ? { inputPath: opts.smokeInput, expectedLabel: opts.smokeLabel! } : undefined,
         publisherKeys: opts.pub ? await Promise.all(opts.pub.map((f) => readPublicSigningKey(f))) : undefined,
+        pcrAuthorizationPaths: opts.pcrAuthorization,
       });
       new Output(globalOptions(c)).result({ ok: true, target: target.toJSON(), path: target.path }, [
         `staged ${target.path} (${target.length} bytes, sha256 ${target.hashes.sha256}); run release publish`,
