@@ -18,6 +18,7 @@ export {
   type StartAgentOptions,
 } from './serve.ts';
 export { agentEgressDialer } from './egress.ts';
+export { canReportOnly, startReportingAgent, type ReportingAgent } from './report-only.ts';
 export { AgentIdentity } from './renewal.ts';
 export {
   AttestationReporter,

@@ -132,7 +132,7 @@ class Opened {
   }
 }
 
-interface AgentParts {
+export interface AgentParts {
   identity?: AgentIdentity | undefined;
   journal?: AgentJournal | undefined;
   review?: ReviewQueue | undefined;
@@ -243,7 +243,11 @@ async function startTamperGuard(
 }
 
 /** The attestation reporter of `attestation:`; a failed verdict ends the lease. */
-function startReporter(config: AgentConfig, parts: AgentParts, log: Logger | undefined): Promise<AttestationReporter> {
+export function startReporter(
+  config: AgentConfig,
+  parts: Pick<AgentParts, 'identity' | 'lease'>,
+  log: Logger | undefined,
+): Promise<AttestationReporter> {
   const upload = config.upload;
   const deviceDir = config.attestation.device ?? (upload && 'device' in upload ? upload.device : '');
   const reporterOptions = {
@@ -296,7 +300,7 @@ async function openParts(
   return { identity, journal, review, runtime };
 }
 
-async function openJournal(
+export async function openJournal(
   config: AgentConfig,
   identity: AgentIdentity,
   metrics: AgentMetrics,
@@ -387,11 +391,11 @@ function journalLoadedModels(journal: AgentJournal | undefined, runtime: AgentRu
   }
 }
 
-function startRenewer(
+export function startRenewer(
   config: AgentConfig,
   o: StartAgentOptions,
   metrics: AgentMetrics,
-  { identity, journal }: AgentParts,
+  { identity, journal }: Pick<AgentParts, 'identity' | 'journal'>,
 ): CertificateRenewer | undefined {
   if (!identity || !config.renewal.enabled) return undefined;
   const r = config.renewal;
@@ -466,7 +470,13 @@ async function startSlotWatcher(
 }
 
 /** The certificate, journal, lease and attestation fields of /healthz. */
-function healthOf({ identity, renewer, journal, lease, reporter }: AgentParts): Record<string, unknown> {
+export function healthOf({
+  identity,
+  renewer,
+  journal,
+  lease,
+  reporter,
+}: Pick<AgentParts, 'identity' | 'renewer' | 'journal' | 'lease' | 'reporter'>): Record<string, unknown> {
   return {
     ...(reporter ? { attestation: reporter.report } : {}),
     ...(lease
@@ -489,7 +499,7 @@ function healthOf({ identity, renewer, journal, lease, reporter }: AgentParts): 
 }
 
 /** Listen on the unix socket (replacing a stale one) or host:port. */
-async function listen(app: FastifyInstance, config: AgentConfig): Promise<{ url: string; port?: number }> {
+export async function listen(app: FastifyInstance, config: AgentConfig): Promise<{ url: string; port?: number }> {
   const socket = config.listen.socket;
   try {
     if (socket) {

@@ -10,12 +10,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import YAML from 'yaml';
 import { AttestationReporter, readDeviceAk } from '../../src/agent/index.ts';
 import { createBootPolicy, formatBootPolicyYaml } from '../../src/attest/index.ts';
-import { generateContentKey } from '../../src/crypto/index.ts';
+import { generateContentKey, readContentKeyFile } from '../../src/crypto/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { defaultSyntheticBoot, parseEventLog, playBoot, syntheticBootEvents } from '../../src/eventlog/index.ts';
 import { deviceClient, enrollDevice, loadDeviceCredential, renewIfDue } from '../../src/fleet/index.ts';
@@ -29,6 +31,9 @@ import {
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
 import { TPM_ALG, TpmClient } from '../../src/tpm/index.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm, type Swtpm } from '../helpers/swtpm.ts';
+import { eventually } from '../helpers/wait.ts';
+import { FIXTURES } from '../helpers/workspace.ts';
+import { infer, serveFixture, startServeProcess } from './serve-fixture.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 
 describe('a device reports after an unauthorized boot change', { skip: TPM_SKIP }, () => {
@@ -129,5 +134,43 @@ describe('a device reports after an unauthorized boot change', { skip: TPM_SKIP 
       ['PCRS_DO_NOT_MATCH_LOG'],
     );
     assert.equal((await plugin.attestationGate(deviceId)).trusted, false);
+  });
+
+  test('agent serve after the change: no inference, but it keeps renewing and reporting; stopped, it exits 5', async (t) => {
+    const f = await serveFixture(t);
+    // The fixture's models, their content key wrapped to this device's binding key (refused now).
+    const store = await openDeviceKeyStore(deviceDir);
+    const key = await readContentKeyFile(join(f.dir, 'publisher-model.key'));
+    writeFileSync(join(f.dir, 'model.key.wrapped'), encodeWrappedKeyFile(wrapContentKey(key, store.bindingPublicKey)));
+    const configPath = join(f.dir, 'agent.yaml');
+    writeFileSync(
+      configPath,
+      YAML.stringify({
+        ...f.base,
+        contentKey: { wrapped: 'model.key.wrapped', device: deviceDir },
+        upload: { device: deviceDir },
+        attestation: { enabled: true, eventLog: logPath, intervalMs: 1000 },
+      }),
+    );
+    const before = (await plugin.attestationGate(deviceId)).lastVerdict?.id;
+    const started = await startServeProcess(t, configPath);
+    const url = started.value;
+    const health = await fetch(`${url}/healthz`);
+    assert.equal(health.status, 503);
+    const body = (await health.json()) as { status: string; error: { code: string } };
+    assert.deepEqual([body.status, body.error.code], ['refused', 'EG_TPM_POLICY']);
+    const digit = readFileSync(join(FIXTURES, 'digits', '6-0.png'));
+    const refused = await infer(url, digit, 'image/png');
+    assert.deepEqual([refused.status, refused.body.error?.code], [503, 'EG_TPM_POLICY']);
+    // The agent's own reporter reaches the control plane, which refuses this boot with its reasons.
+    const gate = await eventually('a verdict pushed by the agent', async () => {
+      const g = await plugin.attestationGate(deviceId);
+      return g.lastVerdict && g.lastVerdict.id !== before ? g : undefined;
+    });
+    assert.equal(gate.lastVerdict!.pass, false);
+    assert.equal(gate.trusted, false);
+    started.child.kill('SIGTERM');
+    const [code] = (await once(started.child, 'exit')) as [number | null];
+    assert.equal(code, 5);
   });
 });

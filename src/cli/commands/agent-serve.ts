@@ -1,7 +1,14 @@
 /** `edgeguard agent serve --config agent.yaml`: the inference service behind the guard. */
 import { Command } from 'commander';
 import pino from 'pino';
-import { loadAgentConfig, loadAgentRuntime, startAgent } from '../../agent/index.ts';
+import {
+  canReportOnly,
+  loadAgentConfig,
+  loadAgentRuntime,
+  startAgent,
+  startReportingAgent,
+  type AgentConfig,
+} from '../../agent/index.ts';
 import { Output, globalOptions } from '../output.ts';
 
 function group(program: Command, name: string, description: string): Command {
@@ -37,7 +44,15 @@ export function registerAgentServeCommand(program: Command): void {
         { level: g.debug ? 'debug' : config.log.level, base: { service: 'edgeguard-agent' } },
         pino.destination(2),
       );
-      const running = await startAgent(config, { logger });
+      let running;
+      try {
+        running = await startAgent(config, { logger });
+      } catch (e) {
+        if (!canReportOnly(config, e)) throw e;
+        // The TPM refuses the model key in this boot state: no inference, but keep reporting it.
+        await serveReportingOnly(config, e, logger, out);
+        return;
+      }
       logger.info(
         {
           url: running.url,
@@ -71,4 +86,27 @@ export function registerAgentServeCommand(program: Command): void {
       });
       out.result({ ok: true, stopped: true }, 'stopped');
     });
+}
+
+/** Until a signal: renewal, journal and attestation reports only; then exit with the refusal's status. */
+async function serveReportingOnly(
+  config: AgentConfig,
+  refusal: Parameters<typeof startReportingAgent>[1],
+  logger: pino.Logger,
+  out: Output,
+): Promise<void> {
+  const running = await startReportingAgent(config, refusal, { logger });
+  logger.error(
+    { code: refusal.code, url: running.url },
+    'model key refused by the TPM: no inference; renewing and reporting attestation only',
+  );
+  out.info(
+    `edgeguard agent serving on ${running.url} with NO inference (${refusal.code}: ${refusal.message}); still renewing its certificate and pushing attestation evidence so the control plane sees this boot. Authorize the new PCR values (edgeguard attest authorize-pcrs) or restore the boot; Ctrl-C to stop`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => void running.close(signal).finally(resolve);
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  throw refusal;
 }

@@ -1,0 +1,88 @@
+/**
+ * The agent when the TPM refuses its model key (EG_TPM_POLICY: the boot state is neither the
+ * provisioned one nor one the operator authorized): it serves no inference, but keeps what lets
+ * the fleet see and fix the device: its identity (the TLS key sits under the identity key, not
+ * the PCR policy), certificate renewal, the journal, and the attestation reporter, whose evidence
+ * the control plane appraises (and refuses, with its reasons). /healthz answers 503 with the
+ * refusal and the last verdict; POST /v1/infer answers 503 with the refusal's code.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { EdgeguardError } from '../errors/index.ts';
+import type { AgentJournal } from './agent-journal.ts';
+import type { AgentConfig } from './config.ts';
+import { AgentIdentity } from './renewal.ts';
+import { agentEgressDialer } from './egress.ts';
+import { createAgentMetrics } from './serve-http.ts';
+import { healthOf, listen, openJournal, startRenewer, startReporter, type StartAgentOptions } from './serve.ts';
+
+export interface ReportingAgent {
+  url: string;
+  /** Why no inference is served. */
+  refusal: EdgeguardError;
+  app: FastifyInstance;
+  close(reason?: string): Promise<void>;
+}
+
+/** Whether `startReportingAgent` can stand in for a refused `startAgent`: attestation on, a device identity. */
+export function canReportOnly(config: AgentConfig, e: unknown): e is EdgeguardError {
+  return e instanceof EdgeguardError && e.code === 'EG_TPM_POLICY' && config.attestation.enabled && !!config.upload;
+}
+
+export async function startReportingAgent(
+  config: AgentConfig,
+  refusal: EdgeguardError,
+  o: StartAgentOptions = {},
+): Promise<ReportingAgent> {
+  const metrics = createAgentMetrics();
+  const identity = await AgentIdentity.fromConfig(config.upload!);
+  const closers: Array<() => Promise<void> | void> = [() => identity.close()];
+  const closeAll = async () => {
+    for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => undefined);
+  };
+  try {
+    // The journal opens after the identity, whose clients already need the dialer: bound late.
+    let journal: AgentJournal | undefined;
+    identity.dialer = await agentEgressDialer(config, identity.server, (denial) => {
+      o.logger?.error(denial, 'egress refused by the agent allowlist');
+      journal?.record('egress.denied', 'failure', denial);
+    });
+    if (config.journal.enabled !== false) {
+      const opened = await openJournal(config, identity, metrics, o.logger);
+      journal = opened;
+      closers.push(() => opened.close(0));
+    }
+    const renewer = startRenewer(config, o, metrics, { identity, journal });
+    if (renewer) closers.push(() => renewer.close());
+    const reporter = await startReporter(config, { identity }, o.logger);
+    closers.push(() => reporter.stop());
+    const app = Fastify({ ...(o.logger ? { loggerInstance: o.logger as FastifyBaseLogger } : { logger: false }) });
+    const refused = { error: { code: refusal.code, message: refusal.message } };
+    app.get('/healthz', async (_req, reply) =>
+      reply.status(503).send({
+        status: 'refused',
+        ...refused,
+        ...healthOf({ identity, renewer, journal, reporter }),
+      }),
+    );
+    // Answered before any body is read (whatever its type): nothing of an input is taken in.
+    app.post(
+      '/v1/infer',
+      { onRequest: async (_req, reply) => reply.status(503).header('connection', 'close').send(refused) },
+      async () => refused,
+    );
+    if (config.metrics.enabled)
+      app.get('/metrics', async (_req, reply) => {
+        void reply.header('content-type', metrics.registry.contentType);
+        return metrics.registry.metrics();
+      });
+    const where = await listen(app, config);
+    closers.push(() => app.close());
+    renewer?.start();
+    journal?.start();
+    reporter.start();
+    return { url: where.url, refusal, app, close: async () => closeAll() };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}
