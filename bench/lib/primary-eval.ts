@@ -71,34 +71,38 @@ function cellText(c: DetectionCell | undefined): string {
 const COMBINER = 'pipeline, combiner (default)';
 
 /**
- * Two tables: how often each attack fools each primary (share of the correctly classified digits,
- * 95% Wilson interval), and the default pipeline's detection of the examples that fool it at each
- * rate; a last row gives the false positives on the clean evaluation digits. The runs' attacks are
- * matched by position (same --eps and the same number of surrogates); differing names (each
- * primary's own transfer source) are shown as "a / b".
+ * One table, the primaries side by side: how often each attack fools each primary (share of the
+ * attacked digits it classifies correctly when clean), the default pipeline's detection of the
+ * examples that fool it at each rate, and the wrong answers that get through at the largest rate
+ * (fooled and not detected, over the same base); 95% Wilson intervals. The last row gives the
+ * false positives on the clean evaluation digits. Runs are matched by position (same --eps and
+ * number of surrogates); differing attack names (each primary's own transfer source) read "a / b".
  */
 export function comparisonMarkdown(runs: PrimaryRun[], rates: number[]): string {
-  const lines: string[] = [];
   const head = runs.map((r) => basename(r.primary, '.onnx'));
-  const rows = runs[0]!.report.rows.map((row, i) => {
-    const names = [...new Set(runs.map((run) => run.report.rows[i]?.attack ?? '?'))];
-    return { label: names.join(' / '), eps: row.eps, at: runs.map((run) => run.report.rows[i]) };
+  const last = Math.max(...rates);
+  const columns: Array<{ title: string; cell: (r: AdaptiveRow) => string }> = [
+    { title: 'fooled', cell: (r) => rateText(r.successful, r.cleanCorrect) },
+    ...rates.map((rate) => ({
+      title: `detected at ${pct(rate)}`,
+      cell: (r: AdaptiveRow) => cellText(r.detection[COMBINER]?.[rate]),
+    })),
+    {
+      title: `wrong answer accepted at ${pct(last)}`,
+      cell: (r) => rateText(r.successful - (r.detection[COMBINER]?.[last]?.k ?? 0), r.cleanCorrect),
+    },
+  ];
+  const titles = columns.flatMap((c) => head.map((h) => `${c.title}: ${h}`));
+  const lines = [`| attack | eps | ${titles.join(' | ')} |`, `|---|---|${titles.map(() => '---').join('|')}|`];
+  runs[0]!.report.rows.forEach((row, i) => {
+    const at = runs.map((run) => run.report.rows[i]);
+    const label = [...new Set(at.map((r) => r?.attack ?? '?'))].join(' / ');
+    const cells = columns.flatMap((c) => at.map((r) => (r ? c.cell(r) : 'n/a')));
+    lines.push(`| ${label} | ${row.eps} | ${cells.join(' | ')} |`);
   });
-  const table = (title: string, cell: (r: AdaptiveRow | undefined) => string, footer?: string) => {
-    lines.push(title, '', `| attack | eps | ${head.join(' | ')} |`, `|---|---|${head.map(() => '---').join('|')}|`);
-    for (const row of rows) lines.push(`| ${row.label} | ${row.eps} | ${row.at.map(cell).join(' | ')} |`);
-    if (footer) lines.push(footer);
-    lines.push('');
-  };
-  table(
-    'Attacks that fool the primary (share of the attacked digits it classifies correctly when clean, 95% interval):',
-    (r) => (r ? rateText(r.successful, r.cleanCorrect) : 'n/a'),
+  const fp = rates.flatMap((rate) => runs.map((run) => cellText(run.report.clean[COMBINER]?.[rate])));
+  lines.push(
+    `| *clean evaluation digits (false positives)* | | ${head.map(() => '').join(' | ')} | ${fp.join(' | ')} | ${head.map(() => '').join(' | ')} |`,
   );
-  for (const rate of rates)
-    table(
-      `Detection by the default pipeline (combiner, calibrated at ${pct(rate)}) of the examples that fool each primary:`,
-      (r) => cellText(r?.detection[COMBINER]?.[rate]),
-      `| *clean evaluation digits (false positives)* | | ${runs.map((run) => cellText(run.report.clean[COMBINER]?.[rate])).join(' | ')} |`,
-    );
   return lines.join('\n');
 }
