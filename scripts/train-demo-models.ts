@@ -18,7 +18,7 @@
  * Every exported file is loaded back into ONNX Runtime and must give the same argmax as
  * TensorFlow.js on every evaluation digit (probabilities within 1e-4), or the script fails.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
@@ -214,6 +214,10 @@ async function adversarialMain(data: MnistData, split: ReturnType<typeof mnistSp
   };
   const train = split.train.slice(0, Number(args['train-count']));
   const start = args.from ? loadTfFromOnnx(readFileSync(join(ROOT, args.from)), 'linear').model : undefined;
+  // Continuing an earlier PGD run: keep its report, so the file says how the weights came about.
+  const previousReport = args.from ? join(ROOT, args.from.replace(/\.onnx$/, '.report.json')) : undefined;
+  const previous =
+    previousReport && existsSync(previousReport) ? (JSON.parse(readFileSync(previousReport, 'utf8')) as unknown) : null;
   console.log(
     `pgd training on ${train.length} digits${args.from ? ` from ${args.from}` : ''}: ${JSON.stringify(settings)}`,
   );
@@ -243,6 +247,7 @@ async function adversarialMain(data: MnistData, split: ReturnType<typeof mnistSp
     ...settings,
     ...check,
     pgdAccuracy: { eps: settings.eps, steps: 10, digits: 500, accuracy: robust },
+    previous,
   };
   writeFileSync(join(MODELS_DIR, 'mnist-cnn-pgd.report.json'), JSON.stringify(report, null, 2) + '\n');
   console.log(
