@@ -23,6 +23,12 @@
  *   npx tsx bench/guard-eval.ts --adaptive [--attack-count 500] [--eps 0.1,0.2,0.3] [--steps 20] [--candidates] [--json out.json]
  * --candidates adds the detectors measured before choosing (bench/lib/candidate-detectors.ts).
  *
+ * Another primary (every mode; the guard profile is calibrated for it on the calibration digits):
+ *   --primary fixtures/models/mnist-cnn-pgd.onnx   (default: fixtures/models/mnist-cnn.onnx)
+ * With --adaptive --surrogates FILE[,FILE], the attacks are those that compare primaries
+ * (bench/lib/primary-eval.ts): BIM and validation-aware, white box and transferred from each
+ * surrogate, at every --eps. --compare a.json,b.json prints two such --json reports side by side.
+ *
  * Black-box query attack against the agent's HTTP service (bench/lib/blackbox-eval.ts), with and
  * without its probing defence:
  *   npx tsx bench/guard-eval.ts --blackbox [--attack-count 50] [--query-budget 1000] [--json out.json]
@@ -45,7 +51,8 @@ import {
 import { loadTfFromOnnx } from '../scripts/lib/demo-models.ts';
 import { bim, fgsm } from '../scripts/lib/attacks.ts';
 import { digitPixels, loadMnist, mnistSplit, MNIST_PIXELS, type MnistData } from '../scripts/lib/mnist-split.ts';
-import { ROOT, SHAPE, asInput, loadDemoModels } from './lib/guard-setup.ts';
+import { DEFAULT_PRIMARY, ROOT, SHAPE, asInput, loadDemoModels } from './lib/guard-setup.ts';
+import { comparisonMarkdown, primaryVariants, sourceName, type PrimaryRun } from './lib/primary-eval.ts';
 import { blank, drawnLetters, drawnShapes, gaussianNoise, heavyBlur, inverted, uniformNoise } from './lib/ood.ts';
 import { rocAuc } from './lib/roc.ts';
 import { adaptiveEvaluation, adaptiveMarkdown, type ExtraDetector } from './lib/adaptive-eval.ts';
@@ -76,6 +83,9 @@ const { values: args } = parseArgs({
     blackbox: { type: 'boolean', default: false },
     'query-budget': { type: 'string', default: '1000' },
     median: { type: 'string', default: String(RECOMMENDED_SQUEEZERS.medianSize) },
+    primary: { type: 'string', default: DEFAULT_PRIMARY },
+    surrogates: { type: 'string' },
+    compare: { type: 'string' },
   },
 });
 const FPR = Number(args.fpr);
@@ -204,9 +214,16 @@ async function candidates(
 async function adaptiveMain(): Promise<void> {
   const data = loadMnist();
   const split = mnistSplit(data.count);
-  const models = await loadDemoModels();
-  const tfModel = (file: string) => loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models', file)), 'linear').model;
-  const cnnTf = tfModel('mnist-cnn.onnx');
+  const models = await loadDemoModels(args.primary);
+  const tfModel = (file: string) => loadTfFromOnnx(readFileSync(join(ROOT, file)), 'linear').model;
+  const cnnTf = tfModel(args.primary!);
+  const sources = args.surrogates
+    ? [
+        { name: sourceName(undefined), model: cnnTf },
+        ...args.surrogates.split(',').map((f) => ({ name: sourceName(f), model: tfModel(f) })),
+      ]
+    : undefined;
+  const epsilons = args.eps!.split(',').map(Number);
   const extra = args.candidates ? await candidates(cnnTf, models.cnn, data, split.train) : [];
   const report = await adaptiveEvaluation({
     models,
@@ -227,17 +244,19 @@ async function adaptiveMain(): Promise<void> {
           ),
         ]
       : [],
-    mlpTf: tfModel('mnist-mlp.onnx'),
+    mlpTf: tfModel('fixtures/models/mnist-mlp.onnx'),
+    ...(sources ? { variants: primaryVariants(sources, epsilons, Number(args.steps)) } : {}),
     calibration: split.calibration.map((idx) => Float32Array.from(digitPixels(data, idx))),
     evaluation: split.evaluation.map((idx) => Float32Array.from(digitPixels(data, idx))),
     evaluationLabels: split.evaluation.map((idx) => data.labels[idx]!),
     attackCount: Number(args['attack-count']),
     rates: ADAPTIVE_RATES,
-    epsilons: args.eps!.split(',').map(Number),
+    epsilons,
     steps: Number(args.steps),
     squeeze: SQUEEZERS,
   });
-  if (args.json) writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
+  const run: PrimaryRun = { primary: args.primary!, report };
+  if (args.json) writeFileSync(args.json, JSON.stringify(sources ? run : report, null, 2) + '\n');
   console.log(adaptiveMarkdown(report, ADAPTIVE_RATES));
   for (const s of models.sessions) await s.release();
 }
@@ -270,10 +289,14 @@ async function main(): Promise<void> {
   await tf.setBackend('cpu');
   if (args.adaptive) return adaptiveMain();
   if (args.blackbox) return blackboxMain();
+  if (args.compare) {
+    const runs = args.compare.split(',').map((f) => JSON.parse(readFileSync(f, 'utf8')) as PrimaryRun);
+    return console.log(comparisonMarkdown(runs, ADAPTIVE_RATES));
+  }
   const data = loadMnist();
   const split = mnistSplit(data.count);
   const evalIdx = args.limit ? split.evaluation.slice(0, Number(args.limit)) : split.evaluation;
-  const models = await loadDemoModels();
+  const models = await loadDemoModels(args.primary);
 
   // 1. Calibrate on the calibration split only.
   const calSamples = split.calibration.map((idx) => {
@@ -327,7 +350,7 @@ async function main(): Promise<void> {
   const cleanStage = await runGuard(stageGuard, evalImages);
   const cleanCorrect = clean.map((c, i) => c.primaryIndex === evalLabels[i]);
 
-  const cnnTf = loadTfFromOnnx(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), 'linear').model;
+  const cnnTf = loadTfFromOnnx(readFileSync(join(ROOT, args.primary!)), 'linear').model;
   const sets: Array<{ name: string; images: Float32Array[]; note: string; keep?: (s: Scored, i: number) => boolean }> =
     [];
   for (const attack of ['FGSM', 'BIM'] as const) {

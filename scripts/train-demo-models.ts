@@ -8,12 +8,17 @@
  * Run: npx tsx scripts/train-demo-models.ts   (about 12 minutes on 2 cores; not run by CI).
  *      --verify       retrain and compare with the committed .onnx files byte for byte, write nothing
  *      --only mlp|cnn one architecture
+ *      --adversarial pgd [--eps 0.3] [--steps 5] [--epochs 3] [--train-count 7000] [--adversarial-share 0.5]
+ *                     [--ramp-epochs 1] [--from fixtures/models/mnist-cnn.onnx]
+ *                     instead: PGD adversarial training of the CNN (scripts/lib/adversarial-training.ts),
+ *                     written to fixtures/models/mnist-cnn-pgd.onnx and mnist-cnn-pgd.report.json;
+ *                     --from continues from an exported model's weights instead of seeded ones
  * Reproducible: fixed initializer seeds, a seeded shuffle per epoch, the deterministic split of
  * scripts/lib/mnist-split.ts, and TensorFlow.js's deterministic pure-JS cpu backend.
  * Every exported file is loaded back into ONNX Runtime and must give the same argmax as
  * TensorFlow.js on every evaluation digit (probabilities within 1e-4), or the script fails.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
@@ -28,7 +33,17 @@ import {
   MNIST_PIXELS,
   type MnistData,
 } from './lib/mnist-split.ts';
-import { buildMlp, buildCnn, exportOnnx, ONNX_INPUT, ONNX_OUTPUT, type DemoArch } from './lib/demo-models.ts';
+import {
+  buildMlp,
+  buildCnn,
+  exportOnnx,
+  loadTfFromOnnx,
+  ONNX_INPUT,
+  ONNX_OUTPUT,
+  type DemoArch,
+} from './lib/demo-models.ts';
+import { trainPgd, type PgdTrainingSettings } from './lib/adversarial-training.ts';
+import { pgd } from './lib/attacks.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const MODELS_DIR = join(ROOT, 'fixtures', 'models');
@@ -150,8 +165,95 @@ async function writeDigits(data: MnistData, evaluation: number[]): Promise<strin
 }
 
 const { values: args } = parseArgs({
-  options: { verify: { type: 'boolean', default: false }, only: { type: 'string' } },
+  options: {
+    verify: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    adversarial: { type: 'string' },
+    eps: { type: 'string', default: '0.3' },
+    steps: { type: 'string', default: '5' },
+    epochs: { type: 'string', default: '3' },
+    'train-count': { type: 'string', default: '7000' },
+    'adversarial-share': { type: 'string', default: '0.5' },
+    'ramp-epochs': { type: 'string', default: '1' },
+    from: { type: 'string' },
+  },
 });
+
+/** Accuracy under PGD (eps, 10 steps, random start) of a logit model on the given digits. */
+function robustAccuracy(model: tf.Sequential, data: MnistData, indices: number[], eps: number): number {
+  let correct = 0;
+  for (let i = 0; i < indices.length; i += 100) {
+    const chunk = indices.slice(i, i + 100);
+    const rows = new Float32Array(chunk.length * MNIST_PIXELS);
+    chunk.forEach((idx, k) => rows.set(digitPixels(data, idx), k * MNIST_PIXELS));
+    const labels = chunk.map((idx) => data.labels[idx]!);
+    const adv = pgd(model, rows, labels, { eps, alpha: eps / 4, steps: 10, seed: 7 + i });
+    const logits = tf.tidy(
+      () => (model.predict(tf.tensor4d(adv, [chunk.length, 28, 28, 1])) as tf.Tensor).dataSync() as Float32Array,
+    );
+    labels.forEach((label, k) => {
+      if (argmax(logits, k * 10) === label) correct++;
+    });
+  }
+  return correct / indices.length;
+}
+
+/** --adversarial pgd: train the PGD CNN, export it beside the demo models, check it, report. */
+async function adversarialMain(data: MnistData, split: ReturnType<typeof mnistSplit>): Promise<void> {
+  if (args.adversarial !== 'pgd') throw new Error(`--adversarial ${args.adversarial}: only pgd is implemented`);
+  const settings: PgdTrainingSettings = {
+    eps: Number(args.eps),
+    steps: Number(args.steps),
+    epochs: Number(args.epochs),
+    batchSize: 64,
+    learningRate: 0.001,
+    adversarialShare: Number(args['adversarial-share']),
+    rampEpochs: Number(args['ramp-epochs']),
+    shuffleSeed: 303,
+    pgdSeed: 404,
+  };
+  const train = split.train.slice(0, Number(args['train-count']));
+  const start = args.from ? loadTfFromOnnx(readFileSync(join(ROOT, args.from)), 'linear').model : undefined;
+  // Continuing an earlier PGD run: keep its report, so the file says how the weights came about.
+  const previousReport = args.from ? join(ROOT, args.from.replace(/\.onnx$/, '.report.json')) : undefined;
+  const previous =
+    previousReport && existsSync(previousReport) ? (JSON.parse(readFileSync(previousReport, 'utf8')) as unknown) : null;
+  console.log(
+    `pgd training on ${train.length} digits${args.from ? ` from ${args.from}` : ''}: ${JSON.stringify(settings)}`,
+  );
+  const t0 = Date.now();
+  const model = await trainPgd(train, (idx) => batchTensors(data, idx), settings, start);
+  const seconds = (Date.now() - t0) / 1000;
+  const bytes = exportOnnx(
+    model,
+    'cnn',
+    `edgeguard demo MNIST CNN, PGD adversarially trained (eps ${settings.eps}, ${settings.steps} steps): input [N,1,28,28] pixel/255 white-on-black, output probabilities [N,10] for labels 0..9`,
+  );
+  const probs = tfProbabilities(model, data, split.evaluation);
+  const check = await checkOnnx(bytes, probs, data, split.evaluation);
+  if (check.argmaxMismatches !== 0 || check.maxAbsProbabilityDiff > 1e-4) {
+    throw new Error('ONNX export of the PGD CNN disagrees with TensorFlow.js');
+  }
+  const logits = loadTfFromOnnx(bytes, 'linear').model;
+  const robust = robustAccuracy(logits, data, split.evaluation.slice(0, 500), settings.eps);
+  writeFileSync(join(MODELS_DIR, 'mnist-cnn-pgd.onnx'), bytes);
+  const report = {
+    file: 'fixtures/models/mnist-cnn-pgd.onnx',
+    bytes: bytes.length,
+    parameters: model.countParams(),
+    trainDigits: train.length,
+    from: args.from ?? null,
+    trainSeconds: Math.round(seconds),
+    ...settings,
+    ...check,
+    pgdAccuracy: { eps: settings.eps, steps: 10, digits: 500, accuracy: robust },
+    previous,
+  };
+  writeFileSync(join(MODELS_DIR, 'mnist-cnn-pgd.report.json'), JSON.stringify(report, null, 2) + '\n');
+  console.log(
+    `cnn-pgd: trained in ${seconds.toFixed(0)} s; evaluation accuracy ${(check.onnxAccuracy * 100).toFixed(2)}%; PGD eps ${settings.eps} accuracy on 500 evaluation digits ${(robust * 100).toFixed(1)}%`,
+  );
+}
 
 async function main(): Promise<void> {
   await tf.setBackend('cpu');
@@ -162,6 +264,7 @@ async function main(): Promise<void> {
     `mnist: ${data.count} digits; train ${split.train.length}, calibration ${split.calibration.length}, evaluation ${split.evaluation.length}`,
   );
   mkdirSync(MODELS_DIR, { recursive: true });
+  if (args.adversarial) return adversarialMain(data, split);
   const report: Record<string, unknown> = {
     split: { train: split.train.length, calibration: split.calibration.length, evaluation: split.evaluation.length },
   };

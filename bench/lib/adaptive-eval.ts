@@ -81,6 +81,11 @@ export interface AdaptiveEvalOptions {
   /** The squeezers calibrated (and known to the squeezing-aware attacker). */
   squeeze: SqueezeSettings;
   extra?: ExtraDetector[];
+  /**
+   * The attacks to run, given the attacker's copy of validation; attackVariants (the four adaptive
+   * kinds against the primary) when absent.
+   */
+  variants?: (passes: (p: Float32Array) => boolean) => AttackVariant[];
   /** Profile-independent combined detectors, fitted at a rate on the calibration scores. */
   combined?: Array<{ name: string; fit: (calibration: InputScores[], rate: number) => Detector }>;
 }
@@ -96,6 +101,8 @@ export interface AdaptiveRow {
   attack: string;
   eps: number;
   attempted: number;
+  /** Attempts whose clean digit the primary classifies correctly (the base of the fooling rate). */
+  cleanCorrect: number;
   successful: number;
   /** detector name -> rate -> detection among successful examples. */
   detection: Record<string, Record<number, DetectionCell>>;
@@ -294,7 +301,7 @@ export async function adaptiveEvaluation(o: AdaptiveEvalOptions): Promise<Adapti
   const start = o.evaluation.slice(0, o.attackCount);
   const labels = o.evaluationLabels.slice(0, o.attackCount);
   const rows: AdaptiveRow[] = [];
-  for (const v of attackVariants(o, passes)) {
+  for (const v of o.variants ? o.variants(passes) : attackVariants(o, passes)) {
     const adv = batched(v.run, start, labels, `${v.name} eps ${v.eps}`);
     const scored = await scoreAll(adv, guards, extra);
     const successful = scored.filter((s, i) => clean[i]!.primaryIndex === labels[i] && s.primaryIndex !== labels[i]);
@@ -302,6 +309,7 @@ export async function adaptiveEvaluation(o: AdaptiveEvalOptions): Promise<Adapti
       attack: v.name,
       eps: v.eps,
       attempted: adv.length,
+      cleanCorrect: labels.filter((label, i) => clean[i]!.primaryIndex === label).length,
       successful: successful.length,
       detection: tally(successful),
     });

@@ -29,13 +29,17 @@ export interface DemoModels {
   sessions: ort.InferenceSession[];
 }
 
-export async function loadDemoModels(): Promise<DemoModels> {
+/** The demo primary; bench/guard-eval.ts --primary picks another (e.g. the PGD-trained CNN). */
+export const DEFAULT_PRIMARY = 'fixtures/models/mnist-cnn.onnx';
+
+/** The primary (in the `cnn` slot; `primaryFile` relative to the repository) and the MLP ensemble model. */
+export async function loadDemoModels(primaryFile = DEFAULT_PRIMARY): Promise<DemoModels> {
   const opts: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: 1,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   };
-  const cnnS = await ort.InferenceSession.create(readFileSync(join(ROOT, 'fixtures/models/mnist-cnn.onnx')), opts);
+  const cnnS = await ort.InferenceSession.create(readFileSync(join(ROOT, primaryFile)), opts);
   const mlpS = await ort.InferenceSession.create(readFileSync(join(ROOT, 'fixtures/models/mnist-mlp.onnx')), opts);
   return {
     cnn: sessionClassifier(cnnS, { dims: DIMS }),
