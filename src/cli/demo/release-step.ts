@@ -41,6 +41,7 @@ import {
   type AssignedRelease,
   type FetchAssignedOptions,
   type InstallContext,
+  verifiedReleaseOf,
 } from '../../release/index.ts';
 import { missingSwtpmBinaries } from '../../tpm/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
@@ -162,19 +163,10 @@ async function installAssigned(ctx: DemoContext, fleet: DemoFleet, device: Devic
   await writeFile(device.wrappedKeyPath, got.wrappedKey, { mode: 0o600 });
   try {
     const outcome = await installRelease(
-      {
-        kind: t.kind,
-        name: t.name,
-        version: t.version,
-        minVersion: t.custom.minVersion,
-        headerSha256: t.custom.headerSha256,
-        packagePath: t.path,
-        signaturePath: t.signaturePath,
-        wrappedKey: got.wrappedKey,
-        ...(t.custom.smokeTest && t.smokeInputPath
-          ? { smokeTest: { input: await readFile(t.smokeInputPath), expectedLabel: t.custom.smokeTest.expectedLabel } }
-          : {}),
-      },
+      await verifiedReleaseOf(
+        { release: t.custom, packagePath: t.path, signaturePath: t.signaturePath, smokeInputPath: t.smokeInputPath },
+        got.wrappedKey,
+      ),
       device.install,
     );
     if (!outcome.ok) throw new Error(`the install failed: ${outcome.error?.code}: ${outcome.error?.message}`);
