@@ -10,9 +10,7 @@
  * Without swtpm the step is skipped: the director wraps keys only to TPM-bound devices.
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { join, resolve, sep } from 'node:path';
+import { join } from 'node:path';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import {
   b64url,
@@ -48,6 +46,7 @@ import type { DemoContext, DemoStep } from './context.ts';
 import { startDemoFleet, type DemoFleet } from './fleet-device.ts';
 import { DemoTpm, assignBootPolicy, describeVerdict, lastAuditResult, pushEvidence } from './measured-boot.ts';
 import { keysStep, packDemoModel } from './model-step.ts';
+import { startReplayingMirror } from './replaying-mirror.ts';
 
 /** A sample digit the demo MLP classifies correctly: the smoke test of each release. */
 const SMOKE = { file: '3-0.png', label: '3' };
@@ -194,29 +193,6 @@ async function showStatus(ctx: DemoContext, fleet: DemoFleet) {
     `${fleet.deviceId}  mnist  assigned ${mine?.assigned?.version ?? '-'}  installed ${mine?.installed ?? '-'}  failures ${mine?.failures ?? 0}`,
   );
   return mine;
-}
-
-/**
- * A static mirror of the repository (any file host can serve it) that replays the timestamp of
- * the day mnist 3 was current; everything else it serves as published.
- */
-async function startReplayingMirror(
-  repository: string,
-  oldTimestamp: Buffer,
-): Promise<{ url: string; server: Server }> {
-  const root = resolve(repository);
-  const server = createServer((req, res) => {
-    const path = resolve(root, `.${decodeURIComponent(new URL(req.url ?? '/', 'http://mirror').pathname)}`);
-    const send = (status: number, body: Buffer) => res.writeHead(status).end(body);
-    if (path === join(root, 'metadata', 'timestamp.json')) return send(200, oldTimestamp);
-    if (!path.startsWith(root + sep)) return send(404, Buffer.alloc(0));
-    readFile(path).then(
-      (b) => send(200, b),
-      () => send(404, Buffer.alloc(0)),
-    );
-  });
-  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
 }
 
 /** A mirror replays the old timestamp, then the director names the older release: both refused. */
