@@ -60,6 +60,8 @@ export interface AssignedRelease {
     /** The repository target path, e.g. mnist/3/mnist.egm. */
     tufPath: string;
     custom: ReleaseCustom;
+    /** The release's smoke-test input, downloaded and hash-checked like the package. */
+    smokeInputPath?: string | undefined;
   };
   /** The wrapped key file (docs/formats.md), for `KeyStore.unwrapContentKey`. */
   wrappedKey: string;
@@ -152,6 +154,7 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
         signaturePath: fetched.signaturePath,
         tufPath: repository!.path,
         custom: r,
+        smokeInputPath: fetched.smokeInputPath,
       },
       wrappedKey: assigned.wrappedKeyText,
       directorVersion: director.version,

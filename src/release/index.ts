@@ -85,6 +85,7 @@ export {
   slotContentKey,
 } from './install.ts';
 export { type SmokeTest, trialLoad } from './trial-load.ts';
+export { type FetchedFiles, verifiedReleaseOf } from './verified-release.ts';
 export { type HandoffOptions, type HandoffResult, handOff } from './handoff.ts';
 export { type PendingOutcome, recordOutcome, pendingOutcomes } from './outcomes.ts';
 export { type DeviceUpdateOptions, updateDevice } from './device-update.ts';

@@ -12,6 +12,7 @@ import { agentStep } from './agent-step.ts';
 import { tamperLockStep } from './tamper-lock-step.ts';
 import { attestationStep } from './attestation-step.ts';
 import { kernelUpdateStep } from './kernel-update-step.ts';
+import { releaseStep } from './release-step.ts';
 import type { DemoStep } from './context.ts';
 
 export { type DemoStep, type DemoContext, makeContext } from './context.ts';
@@ -31,6 +32,7 @@ export const DEMO_STEPS: DemoStep[] = [
   controlPlaneStep,
   attestationStep,
   kernelUpdateStep,
+  releaseStep,
   // Audit log steps go here.
   auditStep,
   tamperLockStep,

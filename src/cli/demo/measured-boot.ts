@@ -96,11 +96,11 @@ export async function pushEvidence(fleet: DemoFleet, tpm: DemoTpm, eventLogPath:
   }
 }
 
-/** The newest attestation.result event for the demo device in the control plane's Merkle log. */
-export async function lastAuditResult(fleet: DemoFleet): Promise<AuditEvent | undefined> {
+/** The newest event of `type` (default attestation.result) for the demo device in the control plane's Merkle log. */
+export async function lastAuditResult(fleet: DemoFleet, type = 'attestation.result'): Promise<AuditEvent | undefined> {
   const log = fleet.controlPlane.audit.log!;
   await log.flush();
   const size = (await log.publishCheckpoint()).size;
   const events = (await log.getEntries(0, size)).map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event);
-  return events.findLast((e) => e.type === 'attestation.result' && e.subject === fleet.deviceId);
+  return events.findLast((e) => e.type === type && e.subject === fleet.deviceId);
 }

@@ -50,10 +50,10 @@ export async function packDemoModel(
   version: number,
   suite: 'aes-256-gcm' | 'chacha20-poly1305',
   metaFile = 'mnist.meta.yaml',
+  outputPath = ctx.path(`${name}.egm`),
 ) {
   const meta = YAML.parse(await readFile(join(ctx.fixtures, 'models', metaFile), 'utf8')) as Record<string, unknown>;
   const metadata = parseModelMetadata({ ...meta, name, version, format: 'onnx', label: `demo ${file}` });
-  const outputPath = ctx.path(`${name}.egm`);
   const contentKey = await readContentKeyFile(ctx.state.contentKeyPath!);
   try {
     const r = await packModel({
