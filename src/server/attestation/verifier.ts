@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import {
   appraiseBootEvidence,
+  LogAnalysisCache,
   parseBootPolicyYaml,
   type BootPolicy,
   reasonCodes,
@@ -53,6 +54,8 @@ export class AttestationVerifier {
   private readonly store: Store;
   /** Parsed policies by content hash (YAML parsing costs more than the rest of an appraisal's policy work). */
   private readonly parsedPolicies = new Map<string, { yaml: string; policy: BootPolicy }>();
+  /** Each log's replay and policy reasons, by log digest and policy: a device pushes the same log until it reboots. */
+  readonly analyses = new LogAnalysisCache();
 
   constructor(
     private readonly ctx: Pick<ControlPlaneContext, 'store' | 'events' | 'crlChanged'>,
@@ -142,6 +145,7 @@ export class AttestationVerifier {
       nonce: Buffer.from(body.nonce, 'hex'),
       policy: this.policyOf(assigned),
       previousClock: await this.records.lastQuoteClock(device.id),
+      cache: this.analyses,
     });
     return {
       reasons: verdict.reasons,
