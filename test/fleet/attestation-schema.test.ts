@@ -9,13 +9,16 @@ import { EvidenceRequest, isBase64Text } from '../../src/fleet/index.ts';
 
 const PATTERN = /^[A-Za-z0-9+/]*={0,2}$/;
 
-test('isBase64Text accepts exactly what /^[A-Za-z0-9+/]*={0,2}$/ accepts (fast-check, 20k cases)', () => {
+test('isBase64Text accepts exactly what /^[A-Za-z0-9+/]*={0,2}$/ accepts (fast-check, 50k cases)', () => {
   const near = fc.string({ unit: fc.constantFrom(...'AZaz09+/=-_ \n\u00e9\ud83d'), maxLength: 40 });
+  const spliced = fc
+    .tuple(fc.base64String({ maxLength: 3000 }), fc.nat(), fc.constantFrom(...'-_ \n=!\u00e9\ud83d'))
+    .map(([b, at, c]) => b.slice(0, at % (b.length + 1)) + c + b.slice(at % (b.length + 1)));
   fc.assert(
-    fc.property(fc.oneof(near, fc.base64String({ maxLength: 60 }), fc.string()), (s) => {
+    fc.property(fc.oneof(near, spliced, fc.base64String({ maxLength: 60 }), fc.string()), (s) => {
       assert.equal(isBase64Text(s), PATTERN.test(s), JSON.stringify(s));
     }),
-    { numRuns: 20_000 },
+    { numRuns: 50_000 },
   );
   for (const s of ['', '=', '==', '===', 'AA==', 'AA=A', 'A===', 'AAA=\n'])
     assert.equal(isBase64Text(s), PATTERN.test(s), JSON.stringify(s));
