@@ -20,7 +20,12 @@
  * at half that rate (arrivals on a fixed schedule, latency from the scheduled time), p50/p99 of
  * the whole nonce + evidence exchange. Server CPU time per appraisal is read from /proc.
  *
- *   npx tsx bench/attest.ts [--db sqlite|postgres] [--devices 100] [--seconds 10] [--log-level info] [--quick]
+ * With `--replicas N` (PostgreSQL only) N server processes share the database and the data
+ * directory (CA, EK roots, audit key), the devices spread over them round-robin; rates are per
+ * machine, server CPU is summed over the replicas.
+ *
+ *   npx tsx bench/attest.ts [--db sqlite|postgres] [--devices 100] [--seconds 10] [--log-level info]
+ *     [--replicas 1] [--quick]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -69,7 +74,11 @@ const LOG_FILE = opt(
 );
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeguard.js');
 const PASSPHRASE = 'bench-attest-ca-passphrase';
+const REPLICAS = Number(opt('--replicas', '1'));
 if (DB !== 'sqlite' && DB !== 'postgres') throw new Error('--db is sqlite or postgres');
+// SQLite has one writer per file and better-sqlite3 waits for a lock on the event loop: replicas
+// are meant to share PostgreSQL (docs/architecture.md).
+if (REPLICAS > 1 && DB !== 'postgres') throw new Error('--replicas needs --db postgres');
 
 // ---- the emulated device: a TPM2_Quote over the replayed log, signed by its AK ----
 
@@ -78,6 +87,8 @@ interface Device extends EnrolledDevice {
   agent: Agent;
   /** TPMS_CLOCK_INFO.clock: milliseconds the emulated TPM has run, growing with each quote. */
   clockStart: number;
+  /** The replica this device talks to. */
+  url: string;
 }
 
 const selections = new Map<string, PcrSelection>();
@@ -106,7 +117,6 @@ function quote(device: Device, nonce: Buffer, pcrs: string, replayed: PcrValues)
 }
 
 interface Setup {
-  url: string;
   devices: Device[];
   eventLog: string;
   replayed: PcrValues;
@@ -115,13 +125,13 @@ interface Setup {
 /** One appraisal: nonce, quote, evidence; throws unless the verdict passes. */
 async function appraise(s: Setup, d: Device): Promise<void> {
   const issued = must(
-    await call(d.agent, s.url, 'POST', '/v1/attestation/nonce', {}),
+    await call(d.agent, d.url, 'POST', '/v1/attestation/nonce', {}),
     'nonce',
   ) as unknown as NonceResponse;
   const nonce = Buffer.from(issued.nonce, 'hex');
   const attest = quote(d, nonce, issued.pcrs, s.replayed);
   const verdict = must(
-    await call(d.agent, s.url, 'POST', '/v1/attestation/evidence', {
+    await call(d.agent, d.url, 'POST', '/v1/attestation/evidence', {
       nonce: issued.nonce,
       quote: attest.toString('base64'),
       signature: signAttestation(d.ak, attest).toString('base64'),
@@ -167,8 +177,9 @@ function processCpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-async function measured(pid: number, run: () => Promise<number[] & { errors?: number }>): Promise<Figures> {
-  const server0 = processCpuMs(pid);
+async function measured(pids: number[], run: () => Promise<number[] & { errors?: number }>): Promise<Figures> {
+  const cpu = () => pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  const server0 = cpu();
   const bench0 = process.cpuUsage();
   const t0 = performance.now();
   const lat = await run();
@@ -181,7 +192,7 @@ async function measured(pid: number, run: () => Promise<number[] & { errors?: nu
     p99: percentile(lat, 99),
     n: lat.length,
     errors: lat.errors ?? 0,
-    serverCpuMs: processCpuMs(pid) - server0,
+    serverCpuMs: cpu() - server0,
     benchCpuMs: (bench.user + bench.system) / 1000,
   };
 }
@@ -255,13 +266,17 @@ function openLoop(devices: Device[], rate: number, seconds: number, one: (d: Dev
 
 // ---- setup ----
 
-async function startServer(dataDir: string, dbUrl: string | undefined): Promise<{ child: ChildProcess; url: string }> {
+async function startServer(
+  dataDir: string,
+  dbUrl: string | undefined,
+  name = 'server',
+): Promise<{ child: ChildProcess; url: string }> {
   const argv = [CLI, '--json', 'server', '--data', dataDir, '--listen', '127.0.0.1:0', '--log-level', LOG_LEVEL];
   argv.push('--enroll-rate', '100000000');
   if (dbUrl) argv.push('--db', dbUrl);
   const prof = process.env.BENCH_CPU_PROF;
   // Its log goes to a file, as to a journal, not through this process.
-  const logPath = join(dataDir, '..', 'server.log');
+  const logPath = join(dataDir, '..', `${name}.log`);
   const logFd = openSync(logPath, 'w');
   const child = spawn(process.execPath, [...(prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : []), ...argv], {
     env: { ...process.env, EDGEGUARD_CA_PASSPHRASE: PASSPHRASE },
@@ -306,7 +321,7 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'eg-bench-attest-'));
   const dataDir = join(work, 'server');
   mkdirSync(join(dataDir, 'ek-roots'), { recursive: true });
-  let server: ChildProcess | undefined;
+  const servers: ChildProcess[] = [];
   let pg: TempDatabase | undefined;
   try {
     const loadBefore = machine({ load: true });
@@ -325,7 +340,7 @@ async function main(): Promise<void> {
 
     pg = DB === 'postgres' ? await createTempDatabase('eg_bench_attest') : undefined;
     const started = await startServer(dataDir, pg?.url);
-    server = started.child;
+    servers.push(started.child);
     const { url } = started;
     const caPem = readFileSync(join(dataDir, 'fleet-ca.pem'), 'utf8');
     process.stderr.write(`enrolling them through the TPM protocol...\n`);
@@ -336,6 +351,7 @@ async function main(): Promise<void> {
       ak: emulated[i]!.ak,
       agent: deviceAgent(e, caPem, i),
       clockStart: performance.now() - 1e6 * (i + 1),
+      url,
     }));
 
     const admin = await adminAgent(dataDir, pg?.url, caPem);
@@ -347,25 +363,33 @@ async function main(): Promise<void> {
       must(await call(admin, url, 'PUT', `/v1/attestation/groups/bench/devices/${d.id}`), 'group');
     admin.destroy();
 
-    const setup: Setup = { url, devices, eventLog: logBytes.toString('base64'), replayed };
-    const pid = server.pid!;
+    // The other replicas: same data directory and database, devices spread round-robin.
+    const urls = [url];
+    for (let r = 1; r < REPLICAS; r++) {
+      const replica = await startServer(dataDir, pg?.url, `server-${r}`);
+      servers.push(replica.child);
+      urls.push(replica.url);
+    }
+    devices.forEach((d, i) => (d.url = urls[i % urls.length]!));
+    const setup: Setup = { devices, eventLog: logBytes.toString('base64'), replayed };
+    const pids = servers.map((c) => c.pid!);
     const healthz = async (d: Device) => {
-      must(await call(d.agent, url, 'GET', '/healthz'), 'healthz');
+      must(await call(d.agent, d.url, 'GET', '/healthz'), 'healthz');
     };
     const one = (d: Device) => appraise(setup, d);
     process.stderr.write('warm-up...\n');
     await closedLoop(devices, 2, one)();
     await closedLoop(devices, 1, healthz)();
 
-    const base = await measured(pid, closedLoop(devices, SECONDS, healthz));
-    const max = await measured(pid, closedLoop(devices, SECONDS, one));
-    const half = await measured(pid, openLoop(devices, max.rate / 2, SECONDS, one));
+    const base = await measured(pids, closedLoop(devices, SECONDS, healthz));
+    const max = await measured(pids, closedLoop(devices, SECONDS, one));
+    const half = await measured(pids, openLoop(devices, max.rate / 2, SECONDS, one));
     for (const d of devices) d.agent.destroy();
 
     const inProcessUs = appraisalInProcess(devices[0]!, logBytes, bootPolicy, replayed);
     const store = DB === 'postgres' ? 'PostgreSQL' : 'SQLite';
     const lines = [
-      `attestation appraisals, ${store}, server log level ${LOG_LEVEL}; ${DEVICES} emulated devices, one mTLS keep-alive connection each; ${SECONDS} s per phase`,
+      `attestation appraisals, ${store}, server log level ${LOG_LEVEL}; ${REPLICAS} server process(es); ${DEVICES} emulated devices, one mTLS keep-alive connection each; ${SECONDS} s per phase`,
       `event log: ${LOG_FILE.split('/').pop()} (${log.events.length} events, ${logBytes.length} bytes); policy ${policy.length} bytes of YAML`,
       `machine at start: ${loadBefore}`,
       `machine at end:   ${machine({ load: true })}`,
@@ -374,12 +398,19 @@ async function main(): Promise<void> {
       `appraisals at half that rate (${(max.rate / 2).toFixed(0)}/s offered), open loop: ${fmt(half)}`,
       `appraiseBootEvidence alone (quote, log parse and replay, Secure Boot state, components, policy), in this process: ${inProcessUs.toFixed(0)} us each`,
       `ratio: appraisals / baseline requests = ${(max.rate / base.rate).toFixed(3)}; server CPU per appraisal / per healthz = ${(max.serverCpuMs / max.n / (base.serverCpuMs / base.n)).toFixed(1)}x`,
+      ...(REPLICAS > 1
+        ? [
+            `per replica: ${(max.rate / REPLICAS).toFixed(0)} appraisals/s in the closed loop (rates above are the machine's)`,
+          ]
+        : []),
       ...(firstError ? [`first error: ${firstError}`] : []),
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    server?.kill('SIGTERM');
-    if (server && server.exitCode === null) await new Promise((r) => server!.once('exit', r));
+    for (const server of servers) {
+      server.kill('SIGTERM');
+      if (server.exitCode === null) await new Promise((r) => server.once('exit', r));
+    }
     await pg?.drop();
     rmSync(work, { recursive: true, force: true });
   }

@@ -25,9 +25,11 @@ import {
   pcrCompositeDigest,
   verifyAttestation,
   type PcrSelection,
+  type PcrValues,
   type TpmPublic,
 } from '../tpm/index.ts';
 import type { BootPolicy } from './boot-policy.ts';
+import type { LogAnalysis, LogAnalysisCache } from './log-analysis-cache.ts';
 import { checkQuoteClock, quoteClockOf, type QuoteClock, type VerdictEvent } from './quote-clock.ts';
 
 export const REASON_CODES = [
@@ -101,6 +103,8 @@ export interface AppraisalInput {
   policy: BootPolicy;
   /** The clock of the device's last accepted quote; absent for its first. */
   previousClock?: QuoteClock | undefined;
+  /** Log analyses kept between appraisals; the quote is still checked in full on every call. */
+  cache?: LogAnalysisCache | undefined;
 }
 
 /** The distinct codes of `reasons`, in order of first appearance. */
@@ -114,7 +118,7 @@ export function appraiseBootEvidence(input: AppraisalInput): Verdict {
   const reasons = [
     ...(quoted.reason ? [quoted.reason] : []),
     ...(clock?.reasons ?? []),
-    ...(quoted.log ? checkLogAgainstPolicy(quoted.log, input.policy, quoted.values) : []),
+    ...(quoted.analysis ? quoted.analysis.reasons.map((r) => ({ ...r })) : []),
   ];
   return {
     pass: reasons.length === 0,
@@ -130,12 +134,12 @@ interface QuoteCheck {
   reason?: Reason;
   /** The clock rules, once the quote is known to be genuine. */
   clock?: ReturnType<typeof checkQuoteClock> & { accepted: QuoteClock };
-  log?: EventLog;
-  values?: Record<string, Record<number, Buffer>>;
+  /** The log's replay and the policy's reasons on it, once the quote has bound the log. */
+  analysis?: LogAnalysis;
 }
 
 /** Signature, nonce, clock, selection, then the quoted PCR digest against the log's replay. */
-function checkQuote({ akPublic, evidence, nonce, policy, previousClock }: AppraisalInput): QuoteCheck {
+function checkQuote({ akPublic, evidence, nonce, policy, previousClock, cache }: AppraisalInput): QuoteCheck {
   let attested;
   try {
     attested = verifyAttestation(akPublic, evidence.quote, evidence.signature);
@@ -158,23 +162,22 @@ function checkQuote({ akPublic, evidence, nonce, policy, previousClock }: Apprai
       reason: { code: 'QUOTE_SELECTION_INCOMPLETE', detail: `the quote does not cover ${uncovered.join(', ')}` },
       clock,
     };
-  let log: EventLog;
-  let values: Record<string, Record<number, Buffer>>;
-  try {
-    log = parseEventLog(evidence.eventLog);
-    // Only the quoted banks are bound by the quote; replaying the others would prove nothing more.
-    values = replayedPcrsFor(
-      replayEventLog(
-        log,
-        pcrSelect.map((b) => b.hashAlg),
-      ),
-      pcrSelect,
-    );
-  } catch (e) {
-    if (isEdgeguardError(e) && e.code.startsWith('EG_EVENTLOG_'))
-      return { reason: { code: 'LOG_MALFORMED', detail: e.message }, clock };
-    throw e;
-  }
+  const key = cache?.keyOf(evidence.eventLog, policy, pcrSelect);
+  const cached = key === undefined ? undefined : cache!.get(key);
+  let log: EventLog | undefined;
+  let values: PcrValues;
+  if (cached) values = cached.values;
+  else
+    try {
+      log = parseEventLog(evidence.eventLog);
+      // Only the quoted banks are bound by the quote; replaying the others would prove nothing more.
+      const banks = pcrSelect.map((b) => b.hashAlg);
+      values = replayedPcrsFor(replayEventLog(log, banks), pcrSelect);
+    } catch (e) {
+      if (isEdgeguardError(e) && e.code.startsWith('EG_EVENTLOG_'))
+        return { reason: { code: 'LOG_MALFORMED', detail: e.message }, clock };
+      throw e;
+    }
   const matches = pcrSelect.every((b) => values[HASH_ALGS[b.hashAlg]?.name ?? '']);
   if (!matches || !pcrCompositeDigest(pcrSelect, values, signature.hashAlg).equals(pcrDigest))
     return {
@@ -185,7 +188,10 @@ function checkQuote({ akPublic, evidence, nonce, policy, previousClock }: Apprai
       },
       clock,
     };
-  return { clock, log, values };
+  // The policy's reasons are a pure function of (log bytes, policy, selection): what the cache keeps.
+  const analysis = cached ?? { values, reasons: checkLogAgainstPolicy(log!, policy, values) };
+  if (!cached && key !== undefined) cache!.set(key, analysis);
+  return { clock, analysis };
 }
 
 /** Bank:PCR pairs the policy needs that the signed selection lacks. */

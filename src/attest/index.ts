@@ -2,8 +2,8 @@
  * Remote attestation on the verifier side: MakeCredential (credential.ts), EK certificate chains
  * (ek.ts), attestation-key policy (ak.ts), the enrollment evidence check that composes them
  * (enrollment.ts), the enrollment protocol's messages (protocol.ts), and measured-boot appraisal:
- * boot policies (boot-policy.ts), the verdict on a quote with its event log (appraise.ts) and the
- * quote's clock rules (quote-clock.ts).
+ * boot policies (boot-policy.ts), the verdict on a quote with its event log (appraise.ts), the
+ * log analyses kept between pushes (log-analysis-cache.ts) and the quote's clock rules (quote-clock.ts).
  */
 export {
   makeCredential,
@@ -45,6 +45,7 @@ export {
   type BootEvidence,
   type AppraisalInput,
 } from './appraise.ts';
+export { LogAnalysisCache, type LogAnalysis, type LogAnalysisCacheOptions } from './log-analysis-cache.ts';
 export {
   checkQuoteClock,
   quoteClockOf,

@@ -17,11 +17,35 @@ export const MAX_EVIDENCE_LOG_BYTES = 1024 * 1024;
 const MAX_QUOTE_BYTES = 4096;
 const NONCE_BYTES = 32;
 
+const BASE64_ALPHABET = /^[A-Za-z0-9+/]$/;
+
+/**
+ * The language of /^[A-Za-z0-9+/]*={0,2}$/ at a fraction of a regular expression's cost on a
+ * ~50 KB log: Node's decoder skips what is not base64 (and reads base64url's `-` and `_`), so the
+ * text is decoded and encoded again; every character but the last (whose low bits the decoder may
+ * drop) must come back unchanged, and the last must be in the alphabet.
+ */
+export function isBase64Text(text: string): boolean {
+  const end = text.endsWith('==') ? text.length - 2 : text.endsWith('=') ? text.length - 1 : text.length;
+  if (end === 0) return true;
+  if (!BASE64_ALPHABET.test(text[end - 1]!)) return false;
+  const body = text.slice(0, end - 1);
+  // '=' inside the text could line up with the padding of the encoding.
+  if (body.includes('=')) return false;
+  return Buffer.from(text.slice(0, end), 'base64').toString('base64').startsWith(body);
+}
+
+/**
+ * Base64 text of at most `maxBytes` bytes. Its alphabet is checked once, by zod: the JSON Schema
+ * made from this (the server route's body schema, the OpenAPI document) carries the type and the
+ * length, and names the encoding.
+ */
 const base64Of = (maxBytes: number) =>
   z
     .string()
     .max(Math.ceil(maxBytes / 3) * 4)
-    .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'base64');
+    .refine(isBase64Text, 'base64')
+    .meta({ contentEncoding: 'base64' });
 const hexDigest = z.string().regex(/^([0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f]{128})$/);
 
 export const NonceResponse = z.strictObject({

@@ -51,6 +51,7 @@ export { EgressDialer, type EgressDenial } from './egress-dialer.ts';
 export {
   AttestationStatus,
   EvidenceRequest,
+  isBase64Text,
   MAX_EVIDENCE_LOG_BYTES,
   NonceResponse,
   VerdictResponse,

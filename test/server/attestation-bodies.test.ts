@@ -74,6 +74,8 @@ describe('attestation routes refuse malformed bodies with a typed 4xx', () => {
       ['short nonce', { ...good, nonce: 'ab' }],
       ['nonce not hex', { ...good, nonce: 'zz'.repeat(32) }],
       ['quote not base64', { ...good, quote: '!!!!' }],
+      ['event log not base64', { ...good, eventLog: `${'A'.repeat(50_000)}-AAA` }],
+      ['padding inside the event log', { ...good, eventLog: 'AA==AAAA' }],
       ['signature a number', { ...good, signature: 7 }],
       ['quote too large', { ...good, quote: 'A'.repeat(8000) }],
       ['event log over the cap', { ...good, eventLog: 'A'.repeat(Math.ceil(MAX_EVIDENCE_LOG_BYTES / 3) * 4 + 4) }],

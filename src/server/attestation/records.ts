@@ -90,26 +90,38 @@ export class AttestationRecords {
       .execute();
   }
 
-  /** The device's own policy, else its group's; undefined when neither is assigned. */
-  async policyFor(deviceId: string): Promise<{ sha256: string; yaml: string } | undefined> {
-    const own = await this.assigned('device', deviceId);
-    if (own) return own;
-    const group = await this.db
-      .selectFrom('attestation_device_groups')
-      .select('group_name')
-      .where('device_id', '=', deviceId)
-      .executeTakeFirst();
-    return group ? this.assigned('group', group.group_name) : undefined;
+  /**
+   * The sha256 of the device's own policy, else its group's; undefined when neither is assigned.
+   * One query, without the YAML: the caller keeps parsed policies by their content hash.
+   */
+  async assignedPolicy(deviceId: string): Promise<string | undefined> {
+    const rows = await this.db
+      .selectFrom('attestation_assignments')
+      .select(['scope', 'policy_sha256'])
+      .where((eb) =>
+        eb.or([
+          eb.and([eb('scope', '=', 'device'), eb('target', '=', deviceId)]),
+          eb.and([
+            eb('scope', '=', 'group'),
+            eb(
+              'target',
+              'in',
+              eb.selectFrom('attestation_device_groups').select('group_name').where('device_id', '=', deviceId),
+            ),
+          ]),
+        ]),
+      )
+      .execute();
+    return (rows.find((r) => r.scope === 'device') ?? rows[0])?.policy_sha256;
   }
 
-  private async assigned(scope: 'device' | 'group', target: string) {
-    return this.db
-      .selectFrom('attestation_assignments as a')
-      .innerJoin('attestation_policies as p', 'p.sha256', 'a.policy_sha256')
-      .select(['p.sha256', 'p.yaml'])
-      .where('a.scope', '=', scope)
-      .where('a.target', '=', target)
+  async policyYaml(sha256: string): Promise<string | undefined> {
+    const row = await this.db
+      .selectFrom('attestation_policies')
+      .select('yaml')
+      .where('sha256', '=', sha256)
       .executeTakeFirst();
+    return row?.yaml;
   }
 
   async createNonce(nonce: string, deviceId: string, ttlSeconds: number): Promise<string> {

@@ -7,8 +7,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
+import { EdgeguardError } from '../../errors/index.ts';
 import {
   appraiseBootEvidence,
+  LogAnalysisCache,
   parseBootPolicyYaml,
   type BootPolicy,
   reasonCodes,
@@ -52,7 +54,9 @@ export class AttestationVerifier {
   private readonly actions: FailureActions;
   private readonly store: Store;
   /** Parsed policies by content hash (YAML parsing costs more than the rest of an appraisal's policy work). */
-  private readonly parsedPolicies = new Map<string, { yaml: string; policy: BootPolicy }>();
+  private readonly parsedPolicies = new Map<string, BootPolicy>();
+  /** Each log's replay and policy reasons, by log digest and policy: a device pushes the same log until it reboots. */
+  readonly analyses = new LogAnalysisCache();
 
   constructor(
     private readonly ctx: Pick<ControlPlaneContext, 'store' | 'events' | 'crlChanged'>,
@@ -69,9 +73,11 @@ export class AttestationVerifier {
   /** A fresh nonce for this device, and the PCRs its policy needs quoted (sha256:0-9 when none is assigned yet). */
   async issueNonce(deviceId: string): Promise<NonceResponse> {
     const nonce = randomBytes(32).toString('hex');
-    const expiresAt = await this.records.createNonce(nonce, deviceId, this.nonceTtlSeconds);
-    const assigned = await this.records.policyFor(deviceId);
-    const pcrs = assigned ? this.policyOf(assigned).pcrs : 'sha256:0,1,2,3,4,5,6,7,8,9';
+    const [expiresAt, assigned] = await Promise.all([
+      this.records.createNonce(nonce, deviceId, this.nonceTtlSeconds),
+      this.policyFor(deviceId),
+    ]);
+    const pcrs = assigned ? assigned.policy.pcrs : 'sha256:0,1,2,3,4,5,6,7,8,9';
     return { nonce, expiresAt, pcrs };
   }
 
@@ -124,7 +130,7 @@ export class AttestationVerifier {
   }> {
     const spent = await this.records.spendNonce(body.nonce, device.id);
     if (spent !== 'accepted') return { reasons: [NONCE_REASON[spent]] };
-    const assigned = await this.records.policyFor(device.id);
+    const assigned = await this.policyFor(device.id);
     if (!assigned)
       return { reasons: [{ code: 'NO_POLICY', detail: 'no boot policy is assigned to this device or its group' }] };
     if (!device.ak_public)
@@ -140,8 +146,9 @@ export class AttestationVerifier {
         eventLog: Buffer.from(body.eventLog, 'base64'),
       },
       nonce: Buffer.from(body.nonce, 'hex'),
-      policy: this.policyOf(assigned),
+      policy: assigned.policy,
       previousClock: await this.records.lastQuoteClock(device.id),
+      cache: this.analyses,
     });
     return {
       reasons: verdict.reasons,
@@ -151,14 +158,26 @@ export class AttestationVerifier {
     };
   }
 
-  /** The parsed policy; a cached parse is used only for the very same YAML text. */
-  private policyOf(assigned: { sha256: string; yaml: string }): BootPolicy {
-    const cached = this.parsedPolicies.get(assigned.sha256);
-    if (cached?.yaml === assigned.yaml) return cached.policy;
-    const policy = parseBootPolicyYaml(assigned.yaml, `policy ${assigned.sha256}`);
+  /**
+   * The device's policy, parsed. Policies are stored under the sha256 of their YAML, so a parse is
+   * kept by that hash; the YAML is read and checked against its hash only when it is not kept yet.
+   */
+  private async policyFor(deviceId: string): Promise<{ sha256: string; policy: BootPolicy } | undefined> {
+    const sha256 = await this.records.assignedPolicy(deviceId);
+    if (sha256 === undefined) return undefined;
+    const cached = this.parsedPolicies.get(sha256);
+    if (cached) return { sha256, policy: cached };
+    const yaml = await this.records.policyYaml(sha256);
+    if (yaml === undefined) return undefined;
+    if (createHash('sha256').update(yaml).digest('hex') !== sha256)
+      throw new EdgeguardError(
+        'EG_ATTEST_POLICY',
+        `the stored boot policy ${sha256} does not match its hash; assign the policy again (edgeguard attest policy assign).`,
+      );
+    const policy = parseBootPolicyYaml(yaml, `policy ${sha256}`);
     if (this.parsedPolicies.size >= 1000) this.parsedPolicies.clear();
-    this.parsedPolicies.set(assigned.sha256, { yaml: assigned.yaml, policy });
-    return policy;
+    this.parsedPolicies.set(sha256, policy);
+    return { sha256, policy };
   }
 
   /** The gate: trusted only with a passing verdict inside its window and an approved device. */
