@@ -1,6 +1,8 @@
 /**
  * Signed releases in the agent (agent.yaml `update:`): `edgeguard agent update` runs one check and
- * install (src/release: TUF, OMS signature, floor, A/B slots or the installer command); a serving
+ * install (src/release: TUF, OMS signature, floor, A/B slots or the installer command) of the
+ * configured target, or, with `update.director`, of what the control plane's director assigns
+ * this device (asked with its mTLS identity, reported back as a signed version report); a serving
  * agent serves the active slot's model and, when the pointer changes, loads the new slot beside
  * the old one and swaps (ServedRuntime: requests in flight finish on the old one). Install
  * outcomes are journaled by the serving agent (release.installed / release.rejected).
@@ -8,7 +10,9 @@
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { readPublicSigningKey } from '../crypto/index.ts';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { publicKeyId, readPublicSigningKey, signingAlgorithmOf, type SigningKeyPair } from '../crypto/index.ts';
+import { reportInstalledVersion } from '../fleet/index.ts';
 import { openDeviceKeyStore, TpmKeyStore, type ContentKeySource, type KeyStore } from '../keystore/index.ts';
 import {
   SoftwareFloor,
@@ -20,14 +24,16 @@ import {
   removeInterruptedReplacementsSync,
   slotContentKey,
   updateDevice,
+  updateFromDirector,
   type AntiRollbackFloor,
+  type DirectorUpdateOutcome,
   type InstallContext,
-  type InstallOutcome,
   type VerifiedSlot,
 } from '../release/index.ts';
 import { EdgeguardError } from '../errors/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
+import { AgentIdentity } from './renewal.ts';
 
 type UpdateConfig = NonNullable<AgentConfig['update']>;
 
@@ -141,9 +147,12 @@ export async function journalOutcomes(dir: string, journal: AgentJournal, device
 }
 
 export interface AgentUpdateOptions {
-  /** The package target (default update.target). */
+  /** The package target (default update.target); with update.director, refused unless the director assigned it. */
   target?: string | undefined;
 }
+
+/** One update's outcome: the install's, with the director's answer in director mode. */
+export type AgentUpdateOutcome = DirectorUpdateOutcome;
 
 async function exists(p: string): Promise<boolean> {
   return access(p).then(
@@ -152,20 +161,8 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-/** One update check and install now (`edgeguard agent update`); the outcome is recorded for the journal. */
-export async function runAgentUpdate(
-  config: AgentConfig,
-  o: AgentUpdateOptions = {},
-): Promise<InstallOutcome & { target: string }> {
-  const update = config.update;
-  if (!update)
-    throw new EdgeguardError(
-      'EG_CONFIG',
-      'agent.yaml has no update: section; add update.metadataUrl and update.targetsUrl to install releases.',
-    );
-  const target = o.target ?? update.target;
-  if (!target)
-    throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
+/** DIR/tuf with a trusted root.json (provisioned from update.trustedRoot the first time). */
+async function trustedMetadataDir(update: UpdateConfig): Promise<string> {
   const metadataDir = join(update.dir!, 'tuf');
   if (!(await exists(join(metadataDir, 'root.json')))) {
     if (!update.trustedRoot)
@@ -176,15 +173,76 @@ export async function runAgentUpdate(
     await provisionTrustedRoot(metadataDir, await readFile(update.trustedRoot));
   }
   removeInterruptedReplacementsSync(metadataDir);
+  return metadataDir;
+}
+
+/** The key of the device certificate, as the signer of its version reports. */
+function reportSigner(keyPem: string): SigningKeyPair {
+  const privateKey = createPrivateKey(keyPem);
+  const publicKey = createPublicKey(privateKey);
+  return { algorithm: signingAlgorithmOf(privateKey), privateKey, publicKey, keyId: publicKeyId(publicKey) };
+}
+
+/** Director mode: ask the control plane of `upload` with the device identity, install, report. */
+async function directorUpdate(
+  config: AgentConfig,
+  install: InstallContext,
+  metadataDir: string,
+  target: string | undefined,
+): Promise<AgentUpdateOutcome> {
+  const update = config.update!;
+  const directorKeys = await Promise.all(update.director!.keys.map((p) => readPublicSigningKey(p)));
+  const identity = await AgentIdentity.fromConfig(config.upload!);
+  try {
+    const client = identity.client();
+    const signer = reportSigner(identity.keyPem);
+    return await updateFromDirector({
+      install,
+      director: {
+        server: identity.server,
+        ca: identity.caPem,
+        cert: identity.certPem,
+        key: identity.keyPem,
+        deviceId: identity.deviceId,
+        metadataDir,
+        downloadDir: join(update.dir!, 'download'),
+        directorKeys,
+        ...(target ? { path: target } : {}),
+      },
+      report: (r) => reportInstalledVersion(client, signer, { deviceId: identity.deviceId, ...r }),
+    });
+  } finally {
+    identity.close();
+  }
+}
+
+/**
+ * One update check and install now (`edgeguard agent update`): from the repository's configured
+ * target, or what the director assigns; the outcome is recorded for the journal.
+ */
+export async function runAgentUpdate(config: AgentConfig, o: AgentUpdateOptions = {}): Promise<AgentUpdateOutcome> {
+  const update = config.update;
+  if (!update)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      'agent.yaml has no update: section; add update.metadataUrl and update.targetsUrl (or update.director) to install releases.',
+    );
+  const target = o.target ?? update.target;
+  if (!update.director && !target)
+    throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
+  const metadataDir = await trustedMetadataDir(update);
   const store = 'device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined;
-  const outcome = await updateDevice({
-    install: await installContext(config, store),
-    metadataDir,
-    metadataBaseUrl: update.metadataUrl,
-    targetBaseUrl: update.targetsUrl,
-    downloadDir: join(update.dir!, 'download'),
-    target,
-  });
-  await recordOutcome(update.dir!, outcome);
+  const install = await installContext(config, store);
+  const outcome: AgentUpdateOutcome = update.director
+    ? await directorUpdate(config, install, metadataDir, target)
+    : await updateDevice({
+        install,
+        metadataDir,
+        metadataBaseUrl: update.metadataUrl!,
+        targetBaseUrl: update.targetsUrl!,
+        downloadDir: join(update.dir!, 'download'),
+        target: target!,
+      });
+  if (!outcome.nothingAssigned) await recordOutcome(update.dir!, outcome);
   return outcome;
 }
