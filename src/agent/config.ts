@@ -286,7 +286,11 @@ export const agentConfigSchema = z
          * from GET /v1/director/keys), pinned here.
          */
         director: z
-          .object({ keys: z.array(path).min(1).max(8) })
+          .object({
+            keys: z.array(path).min(1).max(8),
+            /** A serving agent asks the director this often (ms); absent: only `agent update` asks (run it from a timer). */
+            intervalMs: z.number().int().min(100).max(86_400_000).optional(),
+          })
           .strict()
           .optional(),
         /** The repository's root.json this device first trusts; copied into DIR/tuf when none is there. */
@@ -422,7 +426,7 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
             ...c.update,
             dir: r(c.update.dir ?? c.stateDir ?? defaultStateDir(c)),
             ...(c.update.trustedRoot ? { trustedRoot: r(c.update.trustedRoot) } : {}),
-            ...(c.update.director ? { director: { keys: c.update.director.keys.map(r) } } : {}),
+            ...(c.update.director ? { director: { ...c.update.director, keys: c.update.director.keys.map(r) } } : {}),
           },
         }
       : {}),

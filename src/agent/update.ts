@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { publicKeyId, readPublicSigningKey, signingAlgorithmOf, type SigningKeyPair } from '../crypto/index.ts';
-import { reportInstalledVersion } from '../fleet/index.ts';
+import { reportInstalledVersion, type FleetClient } from '../fleet/index.ts';
 import { openDeviceKeyStore, TpmKeyStore, type ContentKeySource, type KeyStore } from '../keystore/index.ts';
 import {
   SoftwareFloor,
@@ -183,37 +183,78 @@ function reportSigner(keyPem: string): SigningKeyPair {
   return { algorithm: signingAlgorithmOf(privateKey), privateKey, publicKey, keyId: publicKeyId(publicKey) };
 }
 
+/** The device identity of `upload` and one client of it (it follows certificate renewals). */
+interface DirectorConnection {
+  identity: AgentIdentity;
+  client: FleetClient;
+}
+
 /** Director mode: ask the control plane of `upload` with the device identity, install, report. */
 async function directorUpdate(
   config: AgentConfig,
   install: InstallContext,
   metadataDir: string,
   target: string | undefined,
+  { identity, client }: DirectorConnection,
 ): Promise<AgentUpdateOutcome> {
   const update = config.update!;
   const directorKeys = await Promise.all(update.director!.keys.map((p) => readPublicSigningKey(p)));
-  const identity = await AgentIdentity.fromConfig(config.upload!);
-  try {
-    const client = identity.client();
-    const signer = reportSigner(identity.keyPem);
-    return await updateFromDirector({
-      install,
-      director: {
-        server: identity.server,
-        ca: identity.caPem,
-        cert: identity.certPem,
-        key: identity.keyPem,
-        deviceId: identity.deviceId,
+  const signer = reportSigner(identity.keyPem);
+  return updateFromDirector({
+    install,
+    director: {
+      server: identity.server,
+      ca: identity.caPem,
+      cert: identity.certPem,
+      key: identity.keyPem,
+      deviceId: identity.deviceId,
+      metadataDir,
+      downloadDir: join(update.dir!, 'download'),
+      directorKeys,
+      ...(target ? { path: target } : {}),
+    },
+    report: (r) => reportInstalledVersion(client, signer, { deviceId: identity.deviceId, ...r }),
+  });
+}
+
+/** One check and install; the identity (director mode) is the serving agent's, or one opened for this run. */
+async function updateOnce(
+  config: AgentConfig,
+  store: KeyStore | undefined,
+  target: string | undefined,
+  connection: DirectorConnection | undefined,
+): Promise<AgentUpdateOutcome> {
+  const update = config.update!;
+  const metadataDir = await trustedMetadataDir(update);
+  // The device's key store decides the floor (TPM NV counter or file): open it when not handed one.
+  const device =
+    store ?? ('device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined);
+  const install = await installContext(config, device);
+  let outcome: AgentUpdateOutcome;
+  if (update.director) {
+    const own = connection ? undefined : await AgentIdentity.fromConfig(config.upload!);
+    try {
+      outcome = await directorUpdate(
+        config,
+        install,
         metadataDir,
-        downloadDir: join(update.dir!, 'download'),
-        directorKeys,
-        ...(target ? { path: target } : {}),
-      },
-      report: (r) => reportInstalledVersion(client, signer, { deviceId: identity.deviceId, ...r }),
+        target,
+        connection ?? { identity: own!, client: own!.client() },
+      );
+    } finally {
+      own?.close();
+    }
+  } else
+    outcome = await updateDevice({
+      install,
+      metadataDir,
+      metadataBaseUrl: update.metadataUrl!,
+      targetBaseUrl: update.targetsUrl!,
+      downloadDir: join(update.dir!, 'download'),
+      target: target!,
     });
-  } finally {
-    identity.close();
-  }
+  if (!outcome.nothingAssigned) await recordOutcome(update.dir!, outcome);
+  return outcome;
 }
 
 /**
@@ -230,19 +271,52 @@ export async function runAgentUpdate(config: AgentConfig, o: AgentUpdateOptions 
   const target = o.target ?? update.target;
   if (!update.director && !target)
     throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
-  const metadataDir = await trustedMetadataDir(update);
-  const store = 'device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined;
-  const install = await installContext(config, store);
-  const outcome: AgentUpdateOutcome = update.director
-    ? await directorUpdate(config, install, metadataDir, target)
-    : await updateDevice({
-        install,
-        metadataDir,
-        metadataBaseUrl: update.metadataUrl!,
-        targetBaseUrl: update.targetsUrl!,
-        downloadDir: join(update.dir!, 'download'),
-        target: target!,
-      });
-  if (!outcome.nothingAssigned) await recordOutcome(update.dir!, outcome);
-  return outcome;
+  return updateOnce(config, undefined, target, undefined);
+}
+
+/**
+ * The serving agent's own director check (update.director.intervalMs), one at a time; the switch
+ * it makes is picked up by the SlotWatcher (`slotsChanged`) like one by `agent update`.
+ */
+export class DirectorPoller {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  private readonly connection: DirectorConnection;
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly store: KeyStore | undefined,
+    identity: AgentIdentity,
+    private readonly slotsChanged: () => Promise<void>,
+    private readonly log?: Logger,
+  ) {
+    this.connection = { identity, client: identity.client() };
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.check(), this.config.update!.director!.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One check now (also what the interval does). */
+  check(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        const outcome = await updateOnce(this.config, this.store, undefined, this.connection);
+        if (!outcome.ok) this.log?.warn({ error: outcome.error }, 'the director update installed nothing');
+        await this.slotsChanged();
+      } catch (e) {
+        this.log?.error({ err: e }, 'the director update failed; still serving the current release');
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
 }

@@ -6,7 +6,8 @@
  * control plane's audit log). After a passing attestation round (a played boot quoted by the AK
  * against its boot policy), `agent update` installs the release with the content key the director
  * wrapped to this device's binding key (no wrapped key is provisioned on the device), the smoke
- * test runs, the signed version report shows in the release status, and a serving agent serves it.
+ * test runs, the signed version report shows in the release status, and a serving agent serves it;
+ * a serving agent with update.director.intervalMs installs the next assignment by itself.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -31,6 +32,7 @@ import { addRelease, initRepository, publishRepository, releasePaths } from '../
 import { controlPlanePlugins } from '../../src/server/index.ts';
 import { TPM_ALG, parseTpm2bPublic } from '../../src/tpm/index.ts';
 import { TPM_SKIP, startTestTpmWithAk, stopTestTpm, type TestTpmWithAk } from '../helpers/swtpm.ts';
+import { eventually } from '../helpers/wait.ts';
 import { CLI, FIXTURES, writeKeys, type KeyFiles } from '../helpers/workspace.ts';
 import { packMnist, SMOKE_IMAGE } from '../release/ab-fixture.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
@@ -59,10 +61,10 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     return leaves.map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event);
   }
 
-  async function attest() {
-    const issued = await requestAttestationNonce(device.client);
+  async function attest(client = device.client) {
+    const issued = await requestAttestationNonce(client);
     const q = await tpm.client.quote(tpm.keys.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
-    return pushAttestationEvidence(device.client, issued.nonce, {
+    return pushAttestationEvidence(client, issued.nonce, {
       quote: q.attest,
       signature: q.signature,
       eventLog: goldenLog,
@@ -92,14 +94,16 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     const releases = join(dataDir, 'releases');
     await initRepository({ dir: releases });
     keys = await writeKeys(work);
-    await mkdir(join(work, 'v1'));
-    await addRelease({
-      dir: releases,
-      packagePath: await packMnist(join(work, 'v1'), keys, 1, 'mnist-cnn'),
-      version: 1,
-      minVersion: 1,
-      smokeTest: { inputPath: SMOKE_IMAGE, expectedLabel: '3' },
-    });
+    for (const version of [1, 2]) {
+      await mkdir(join(work, `v${version}`));
+      await addRelease({
+        dir: releases,
+        packagePath: await packMnist(join(work, `v${version}`), keys, version, 'mnist-cnn'),
+        version,
+        minVersion: version,
+        smokeTest: { inputPath: SMOKE_IMAGE, expectedLabel: '3' },
+      });
+    }
     await publishRepository(releases);
 
     const controlPlane = controlPlanePlugins({ dataDir, attestation: { freshnessSeconds: 300 } });
@@ -237,8 +241,7 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     // Another attested device (the same TPM, enrolled again) that is assigned nothing.
     const other = await fleet.deviceCredential();
     await enrolled(other);
-    device = { id: other.deviceId, client: fleet.client(other) };
-    assert.equal((await attest()).pass, true);
+    assert.equal((await attest(fleet.client(other))).pass, true);
     const upload = config.upload as Record<string, string>;
     const otherFile = join(work, 'other.yaml');
     await writeFile(
@@ -253,5 +256,31 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     assert.equal(nothing.status, 0, nothing.stdout + nothing.stderr);
     assert.equal((JSON.parse(nothing.stdout) as { nothingAssigned?: boolean }).nothingAssigned, true);
     assert.equal(existsSync(join(work, 'other-update', 'releases', 'active')), false);
+  });
+
+  test('a serving agent with update.director.intervalMs asks the director itself and serves what it installs', async () => {
+    await admin.call('POST', '/v1/releases/assignments', {
+      release: 'mnist',
+      version: 2,
+      device: device.id,
+      contentKey: b64url(keys.contentKey.bytes),
+    });
+    assert.equal((await attest()).pass, true);
+    const update = config.update as { director: object };
+    const agent = await startAgent(
+      agentConfig({ ...config, update: { ...update, director: { ...update.director, intervalMs: 300 } } }, work),
+    );
+    try {
+      const version = async () =>
+        ((await (await fetch(`${agent.url}/healthz`)).json()) as { models: { primary: { version: number } } }).models
+          .primary.version;
+      await eventually('the agent serving v2', async () => (await version()) === 2);
+      assert.match(agent.runtime.primary.provenance.packagePath!, /releases\/b\/package\.egm$/);
+    } finally {
+      await agent.close();
+    }
+    const status = (await admin.call<ReleaseStatusResponse>('GET', '/v1/releases/status')).body;
+    const mine = status.devices.find((d) => d.deviceId === device.id && d.release === 'mnist');
+    assert.equal(mine?.installed, 2);
   });
 });
