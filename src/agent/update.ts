@@ -86,46 +86,61 @@ async function pointerBytes(dir: string): Promise<string> {
   return readFile(join(dir, 'releases', 'active'), 'utf8').catch(() => '');
 }
 
-/** Polls the active pointer; `switched` runs (one at a time) when it changed. */
-export class SlotWatcher {
+/** A check run on an interval (unref'd), never two at once; `check()` runs one now. */
+abstract class PeriodicCheck {
   private timer: NodeJS.Timeout | undefined;
-  private last: string | undefined;
   private running: Promise<void> | undefined;
 
-  constructor(
-    private readonly dir: string,
-    private readonly intervalMs: number,
-    private readonly switched: () => Promise<void>,
-    private readonly log?: Logger,
-  ) {}
+  /** One check; reports its own failures (never rejects). */
+  protected abstract tick(): Promise<void>;
 
-  async start(): Promise<void> {
-    this.last = await pointerBytes(this.dir);
-    this.timer = setInterval(() => void this.check(), this.intervalMs);
+  protected startTimer(intervalMs: number): void {
+    this.timer = setInterval(() => void this.check(), intervalMs);
     this.timer.unref();
   }
 
-  /** One look now (also what the interval does). */
+  /** One check now (also what the interval does). */
   check(): Promise<void> {
-    this.running ??= (async () => {
-      try {
-        const now = await pointerBytes(this.dir);
-        if (now === this.last) return;
-        await this.switched();
-        this.last = now;
-      } catch (e) {
-        this.log?.error({ err: e }, 'could not load the switched release; still serving the previous one');
-        this.last = await pointerBytes(this.dir);
-      } finally {
-        this.running = undefined;
-      }
-    })();
+    this.running ??= this.tick().finally(() => {
+      this.running = undefined;
+    });
     return this.running;
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.running;
+  }
+}
+
+/** Polls the active pointer; `switched` runs (one at a time) when it changed. */
+export class SlotWatcher extends PeriodicCheck {
+  private last: string | undefined;
+
+  constructor(
+    private readonly dir: string,
+    private readonly intervalMs: number,
+    private readonly switched: () => Promise<void>,
+    private readonly log?: Logger,
+  ) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    this.last = await pointerBytes(this.dir);
+    this.startTimer(this.intervalMs);
+  }
+
+  protected async tick(): Promise<void> {
+    try {
+      const now = await pointerBytes(this.dir);
+      if (now === this.last) return;
+      await this.switched();
+      this.last = now;
+    } catch (e) {
+      this.log?.error({ err: e }, 'could not load the switched release; still serving the previous one');
+      this.last = await pointerBytes(this.dir);
+    }
   }
 }
 
@@ -278,10 +293,7 @@ export async function runAgentUpdate(config: AgentConfig, o: AgentUpdateOptions 
  * The serving agent's own director check (update.director.intervalMs), one at a time; the switch
  * it makes is picked up by the SlotWatcher (`slotsChanged`) like one by `agent update`.
  */
-export class DirectorPoller {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-
+export class DirectorPoller extends PeriodicCheck {
   private readonly connection: DirectorConnection;
 
   constructor(
@@ -291,32 +303,21 @@ export class DirectorPoller {
     private readonly slotsChanged: () => Promise<void>,
     private readonly log?: Logger,
   ) {
+    super();
     this.connection = { identity, client: identity.client() };
   }
 
   start(): void {
-    this.timer = setInterval(() => void this.check(), this.config.update!.director!.intervalMs);
-    this.timer.unref();
+    this.startTimer(this.config.update!.director!.intervalMs!);
   }
 
-  /** One check now (also what the interval does). */
-  check(): Promise<void> {
-    this.running ??= (async () => {
-      try {
-        const outcome = await updateOnce(this.config, this.store, undefined, this.connection);
-        if (!outcome.ok) this.log?.warn({ error: outcome.error }, 'the director update installed nothing');
-        await this.slotsChanged();
-      } catch (e) {
-        this.log?.error({ err: e }, 'the director update failed; still serving the current release');
-      } finally {
-        this.running = undefined;
-      }
-    })();
-    return this.running;
-  }
-
-  async stop(): Promise<void> {
-    clearInterval(this.timer);
-    await this.running;
+  protected async tick(): Promise<void> {
+    try {
+      const outcome = await updateOnce(this.config, this.store, undefined, this.connection);
+      if (!outcome.ok) this.log?.warn({ error: outcome.error }, 'the director update installed nothing');
+      await this.slotsChanged();
+    } catch (e) {
+      this.log?.error({ err: e }, 'the director update failed; still serving the current release');
+    }
   }
 }
