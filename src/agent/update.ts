@@ -60,6 +60,21 @@ export async function installContext(config: AgentConfig, store: KeyStore | unde
   };
 }
 
+/**
+ * The serving agent checks the floor but leaves raising it to the installer (its commit, or the
+ * recovery at the start of the next install): a TPM counter raise is read-then-increment, so a
+ * serving agent loading a fresh switch while `agent update` commits in another process would
+ * increment it twice, past the installed version.
+ */
+function checkOnly(floor: AntiRollbackFloor): AntiRollbackFloor {
+  return {
+    provider: floor.provider,
+    label: floor.label,
+    read: (kind) => floor.read(kind),
+    raise: (kind) => floor.read(kind),
+  };
+}
+
 /** The models and key to serve: the active slot's package in place of models.primary, once a release is installed. */
 export async function servedModels(
   config: AgentConfig,
@@ -68,7 +83,10 @@ export async function servedModels(
   if (!config.update) return { config };
   const device =
     store ?? ('device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined);
-  const state = await recoverInstall({ dataDir: config.update.dir!, floor: floorFor(config.update, device) });
+  const state = await recoverInstall({
+    dataDir: config.update.dir!,
+    floor: checkOnly(floorFor(config.update, device)),
+  });
   if (!state.active) return { config };
   const key = slotContentKey(state.active, config.contentKey);
   return {
