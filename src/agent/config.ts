@@ -21,6 +21,7 @@
  *   tamper:   { sensors: [...] }                   # src/tamper: sensors that lock the device (needs contentKey.device)
  *   stateDir: device/                             # where tamper.lock.json lives; default: the device directory
  *   update:   { metadataUrl, targetsUrl, target, firmware: { command: [rauc, install, '{path}'] } }  # A/B releases
+ *             # or { director: { keys: [director.pub] } }: the control plane's director assigns (needs upload)
  */
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -276,9 +277,22 @@ export const agentConfigSchema = z
       .object({
         /** A/B slots (releases/), the software anti-rollback file, hand-off directories. Default: stateDir. */
         dir: path.optional(),
-        /** The repository's metadata/ and targets/ URLs (any static host, or the control plane's /v1/tuf/). */
-        metadataUrl: z.string().url(),
-        targetsUrl: z.string().url(),
+        /** The repository's metadata/ and targets/ URLs (any static host, or the control plane's /v1/tuf/); not with director. */
+        metadataUrl: z.string().url().optional(),
+        targetsUrl: z.string().url().optional(),
+        /**
+         * Director mode: the control plane of `upload` names the release (only while attestation
+         * passes), its repository is /v1/tuf/ there; keys are the director's public keys (PEM files,
+         * from GET /v1/director/keys), pinned here.
+         */
+        director: z
+          .object({
+            keys: z.array(path).min(1).max(8),
+            /** A serving agent asks the director this often (ms); absent: only `agent update` asks (run it from a timer). */
+            intervalMs: z.number().int().min(100).max(86_400_000).optional(),
+          })
+          .strict()
+          .optional(),
         /** The repository's root.json this device first trusts; copied into DIR/tuf when none is there. */
         trustedRoot: path.optional(),
         /** The package target to install (e.g. mnist/3/mnist.egm); `agent update --target` overrides it. */
@@ -328,6 +342,26 @@ export const agentConfigSchema = z
         path: ['attestation', 'device'],
         message:
           'attestation quotes with the AK of an enrolled device directory: set attestation.device or upload.device',
+      });
+    if (c.update?.director && !c.upload)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['update', 'director'],
+        message:
+          'the director is asked with the device identity, so it needs upload (an enrolled device or its certificate and key)',
+      });
+    if (c.update && !c.update.director && !(c.update.metadataUrl && c.update.targetsUrl))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['update', 'metadataUrl'],
+        message:
+          'update needs the repository (metadataUrl and targetsUrl) or the control plane director (director.keys)',
+      });
+    if (c.update?.director && (c.update.metadataUrl || c.update.targetsUrl || c.update.target))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['update', 'director'],
+        message: 'with update.director the director names the release: remove metadataUrl, targetsUrl and target',
       });
     if (c.lease.enabled && !c.upload)
       ctx.addIssue({
@@ -392,6 +426,7 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
             ...c.update,
             dir: r(c.update.dir ?? c.stateDir ?? defaultStateDir(c)),
             ...(c.update.trustedRoot ? { trustedRoot: r(c.update.trustedRoot) } : {}),
+            ...(c.update.director ? { director: { ...c.update.director, keys: c.update.director.keys.map(r) } } : {}),
           },
         }
       : {}),

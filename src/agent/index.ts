@@ -29,5 +29,5 @@ export {
   type AttestationReporterOptions,
 } from './attestation.ts';
 export { DeviceLease, type DeviceLeaseOptions, type LeaseLoss } from './lease.ts';
-export { runAgentUpdate, type AgentUpdateOptions } from './update.ts';
+export { runAgentUpdate, type AgentUpdateOptions, type AgentUpdateOutcome } from './update.ts';
 export { ServedRuntime } from './served-runtime.ts';

@@ -42,7 +42,7 @@ import { agentEgressDialer } from './egress.ts';
 import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
 import type { KeyStore } from '../keystore/index.ts';
 import { ServedRuntime } from './served-runtime.ts';
-import { SlotWatcher, journalOutcomes, servedModels } from './update.ts';
+import { DirectorPoller, SlotWatcher, journalOutcomes, servedModels } from './update.ts';
 import type { TamperGuard } from '../tamper/index.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
@@ -142,6 +142,7 @@ export interface AgentParts {
   runtime: AgentRuntime;
   served?: ServedRuntime | undefined;
   slots?: SlotWatcher | undefined;
+  director?: DirectorPoller | undefined;
   tamper?: TamperGuard | undefined;
 }
 
@@ -189,6 +190,11 @@ export async function startAgent(config: AgentConfig, o: StartAgentOptions = {})
   }
   await journalStarted(config, parts);
   if (config.update) parts.slots = await startSlotWatcher(config, store, parts, o.logger);
+  if (config.update?.director?.intervalMs && parts.identity) {
+    const slots = parts.slots!;
+    parts.director = new DirectorPoller(config, store, parts.identity, () => slots.check(), o.logger);
+    parts.director.start();
+  }
   parts.review?.start();
   parts.renewer?.start();
   parts.journal?.start();
@@ -543,7 +549,7 @@ async function journalStarted(config: AgentConfig, { journal, runtime }: AgentPa
 function closer(
   config: AgentConfig,
   app: FastifyInstance,
-  { identity, journal, review, renewer, lease, reporter, served, slots, tamper }: AgentParts,
+  { identity, journal, review, renewer, lease, reporter, served, slots, director, tamper }: AgentParts,
   startedAt: number,
   log: Logger | undefined,
 ): (reason?: string) => Promise<void> {
@@ -557,6 +563,7 @@ function closer(
       } finally {
         clearTimeout(force);
         await tamper?.stop();
+        await director?.stop();
         await slots?.stop();
         lease?.stop();
         reporter?.stop();

@@ -1,6 +1,8 @@
 /**
  * Signed releases in the agent (agent.yaml `update:`): `edgeguard agent update` runs one check and
- * install (src/release: TUF, OMS signature, floor, A/B slots or the installer command); a serving
+ * install (src/release: TUF, OMS signature, floor, A/B slots or the installer command) of the
+ * configured target, or, with `update.director`, of what the control plane's director assigns
+ * this device (asked with its mTLS identity, reported back as a signed version report); a serving
  * agent serves the active slot's model and, when the pointer changes, loads the new slot beside
  * the old one and swaps (ServedRuntime: requests in flight finish on the old one). Install
  * outcomes are journaled by the serving agent (release.installed / release.rejected).
@@ -8,7 +10,9 @@
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { readPublicSigningKey } from '../crypto/index.ts';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { publicKeyId, readPublicSigningKey, signingAlgorithmOf, type SigningKeyPair } from '../crypto/index.ts';
+import { reportInstalledVersion, type FleetClient } from '../fleet/index.ts';
 import { openDeviceKeyStore, TpmKeyStore, type ContentKeySource, type KeyStore } from '../keystore/index.ts';
 import {
   SoftwareFloor,
@@ -20,14 +24,16 @@ import {
   removeInterruptedReplacementsSync,
   slotContentKey,
   updateDevice,
+  updateFromDirector,
   type AntiRollbackFloor,
+  type DirectorUpdateOutcome,
   type InstallContext,
-  type InstallOutcome,
   type VerifiedSlot,
 } from '../release/index.ts';
 import { EdgeguardError } from '../errors/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
+import { AgentIdentity } from './renewal.ts';
 
 type UpdateConfig = NonNullable<AgentConfig['update']>;
 
@@ -54,6 +60,21 @@ export async function installContext(config: AgentConfig, store: KeyStore | unde
   };
 }
 
+/**
+ * The serving agent checks the floor but leaves raising it to the installer (its commit, or the
+ * recovery at the start of the next install): a TPM counter raise is read-then-increment, so a
+ * serving agent loading a fresh switch while `agent update` commits in another process would
+ * increment it twice, past the installed version.
+ */
+function checkOnly(floor: AntiRollbackFloor): AntiRollbackFloor {
+  return {
+    provider: floor.provider,
+    label: floor.label,
+    read: (kind) => floor.read(kind),
+    raise: (kind) => floor.read(kind),
+  };
+}
+
 /** The models and key to serve: the active slot's package in place of models.primary, once a release is installed. */
 export async function servedModels(
   config: AgentConfig,
@@ -62,7 +83,10 @@ export async function servedModels(
   if (!config.update) return { config };
   const device =
     store ?? ('device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined);
-  const state = await recoverInstall({ dataDir: config.update.dir!, floor: floorFor(config.update, device) });
+  const state = await recoverInstall({
+    dataDir: config.update.dir!,
+    floor: checkOnly(floorFor(config.update, device)),
+  });
   if (!state.active) return { config };
   const key = slotContentKey(state.active, config.contentKey);
   return {
@@ -80,46 +104,61 @@ async function pointerBytes(dir: string): Promise<string> {
   return readFile(join(dir, 'releases', 'active'), 'utf8').catch(() => '');
 }
 
-/** Polls the active pointer; `switched` runs (one at a time) when it changed. */
-export class SlotWatcher {
+/** A check run on an interval (unref'd), never two at once; `check()` runs one now. */
+abstract class PeriodicCheck {
   private timer: NodeJS.Timeout | undefined;
-  private last: string | undefined;
   private running: Promise<void> | undefined;
 
-  constructor(
-    private readonly dir: string,
-    private readonly intervalMs: number,
-    private readonly switched: () => Promise<void>,
-    private readonly log?: Logger,
-  ) {}
+  /** One check; reports its own failures (never rejects). */
+  protected abstract tick(): Promise<void>;
 
-  async start(): Promise<void> {
-    this.last = await pointerBytes(this.dir);
-    this.timer = setInterval(() => void this.check(), this.intervalMs);
+  protected startTimer(intervalMs: number): void {
+    this.timer = setInterval(() => void this.check(), intervalMs);
     this.timer.unref();
   }
 
-  /** One look now (also what the interval does). */
+  /** One check now (also what the interval does). */
   check(): Promise<void> {
-    this.running ??= (async () => {
-      try {
-        const now = await pointerBytes(this.dir);
-        if (now === this.last) return;
-        await this.switched();
-        this.last = now;
-      } catch (e) {
-        this.log?.error({ err: e }, 'could not load the switched release; still serving the previous one');
-        this.last = await pointerBytes(this.dir);
-      } finally {
-        this.running = undefined;
-      }
-    })();
+    this.running ??= this.tick().finally(() => {
+      this.running = undefined;
+    });
     return this.running;
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.running;
+  }
+}
+
+/** Polls the active pointer; `switched` runs (one at a time) when it changed. */
+export class SlotWatcher extends PeriodicCheck {
+  private last: string | undefined;
+
+  constructor(
+    private readonly dir: string,
+    private readonly intervalMs: number,
+    private readonly switched: () => Promise<void>,
+    private readonly log?: Logger,
+  ) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    this.last = await pointerBytes(this.dir);
+    this.startTimer(this.intervalMs);
+  }
+
+  protected async tick(): Promise<void> {
+    try {
+      const now = await pointerBytes(this.dir);
+      if (now === this.last) return;
+      await this.switched();
+      this.last = now;
+    } catch (e) {
+      this.log?.error({ err: e }, 'could not load the switched release; still serving the previous one');
+      this.last = await pointerBytes(this.dir);
+    }
   }
 }
 
@@ -141,9 +180,12 @@ export async function journalOutcomes(dir: string, journal: AgentJournal, device
 }
 
 export interface AgentUpdateOptions {
-  /** The package target (default update.target). */
+  /** The package target (default update.target); with update.director, refused unless the director assigned it. */
   target?: string | undefined;
 }
+
+/** One update's outcome: the install's, with the director's answer in director mode. */
+export type AgentUpdateOutcome = DirectorUpdateOutcome;
 
 async function exists(p: string): Promise<boolean> {
   return access(p).then(
@@ -152,20 +194,8 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-/** One update check and install now (`edgeguard agent update`); the outcome is recorded for the journal. */
-export async function runAgentUpdate(
-  config: AgentConfig,
-  o: AgentUpdateOptions = {},
-): Promise<InstallOutcome & { target: string }> {
-  const update = config.update;
-  if (!update)
-    throw new EdgeguardError(
-      'EG_CONFIG',
-      'agent.yaml has no update: section; add update.metadataUrl and update.targetsUrl to install releases.',
-    );
-  const target = o.target ?? update.target;
-  if (!target)
-    throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
+/** DIR/tuf with a trusted root.json (provisioned from update.trustedRoot the first time). */
+async function trustedMetadataDir(update: UpdateConfig): Promise<string> {
   const metadataDir = join(update.dir!, 'tuf');
   if (!(await exists(join(metadataDir, 'root.json')))) {
     if (!update.trustedRoot)
@@ -176,15 +206,136 @@ export async function runAgentUpdate(
     await provisionTrustedRoot(metadataDir, await readFile(update.trustedRoot));
   }
   removeInterruptedReplacementsSync(metadataDir);
-  const store = 'device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined;
-  const outcome = await updateDevice({
-    install: await installContext(config, store),
-    metadataDir,
-    metadataBaseUrl: update.metadataUrl,
-    targetBaseUrl: update.targetsUrl,
-    downloadDir: join(update.dir!, 'download'),
-    target,
+  return metadataDir;
+}
+
+/** The key of the device certificate, as the signer of its version reports. */
+function reportSigner(keyPem: string): SigningKeyPair {
+  const privateKey = createPrivateKey(keyPem);
+  const publicKey = createPublicKey(privateKey);
+  return { algorithm: signingAlgorithmOf(privateKey), privateKey, publicKey, keyId: publicKeyId(publicKey) };
+}
+
+/** The device identity of `upload` and one client of it (it follows certificate renewals). */
+interface DirectorConnection {
+  identity: AgentIdentity;
+  client: FleetClient;
+}
+
+/** Director mode: ask the control plane of `upload` with the device identity, install, report. */
+async function directorUpdate(
+  config: AgentConfig,
+  install: InstallContext,
+  metadataDir: string,
+  target: string | undefined,
+  { identity, client }: DirectorConnection,
+): Promise<AgentUpdateOutcome> {
+  const update = config.update!;
+  const directorKeys = await Promise.all(update.director!.keys.map((p) => readPublicSigningKey(p)));
+  const signer = reportSigner(identity.keyPem);
+  return updateFromDirector({
+    install,
+    director: {
+      server: identity.server,
+      ca: identity.caPem,
+      cert: identity.certPem,
+      key: identity.keyPem,
+      deviceId: identity.deviceId,
+      metadataDir,
+      downloadDir: join(update.dir!, 'download'),
+      directorKeys,
+      ...(target ? { path: target } : {}),
+    },
+    report: (r) => reportInstalledVersion(client, signer, { deviceId: identity.deviceId, ...r }),
   });
-  await recordOutcome(update.dir!, outcome);
+}
+
+/** One check and install; the identity (director mode) is the serving agent's, or one opened for this run. */
+async function updateOnce(
+  config: AgentConfig,
+  store: KeyStore | undefined,
+  target: string | undefined,
+  connection: DirectorConnection | undefined,
+): Promise<AgentUpdateOutcome> {
+  const update = config.update!;
+  const metadataDir = await trustedMetadataDir(update);
+  // The device's key store decides the floor (TPM NV counter or file): open it when not handed one.
+  const device =
+    store ?? ('device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined);
+  const install = await installContext(config, device);
+  let outcome: AgentUpdateOutcome;
+  if (update.director) {
+    const own = connection ? undefined : await AgentIdentity.fromConfig(config.upload!);
+    try {
+      outcome = await directorUpdate(
+        config,
+        install,
+        metadataDir,
+        target,
+        connection ?? { identity: own!, client: own!.client() },
+      );
+    } finally {
+      own?.close();
+    }
+  } else
+    outcome = await updateDevice({
+      install,
+      metadataDir,
+      metadataBaseUrl: update.metadataUrl!,
+      targetBaseUrl: update.targetsUrl!,
+      downloadDir: join(update.dir!, 'download'),
+      target: target!,
+    });
+  if (!outcome.nothingAssigned) await recordOutcome(update.dir!, outcome);
   return outcome;
+}
+
+/**
+ * One update check and install now (`edgeguard agent update`): from the repository's configured
+ * target, or what the director assigns; the outcome is recorded for the journal.
+ */
+export async function runAgentUpdate(config: AgentConfig, o: AgentUpdateOptions = {}): Promise<AgentUpdateOutcome> {
+  const update = config.update;
+  if (!update)
+    throw new EdgeguardError(
+      'EG_CONFIG',
+      'agent.yaml has no update: section; add update.metadataUrl and update.targetsUrl (or update.director) to install releases.',
+    );
+  const target = o.target ?? update.target;
+  if (!update.director && !target)
+    throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
+  return updateOnce(config, undefined, target, undefined);
+}
+
+/**
+ * The serving agent's own director check (update.director.intervalMs), one at a time; the switch
+ * it makes is picked up by the SlotWatcher (`slotsChanged`) like one by `agent update`.
+ */
+export class DirectorPoller extends PeriodicCheck {
+  private readonly connection: DirectorConnection;
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly store: KeyStore | undefined,
+    identity: AgentIdentity,
+    private readonly slotsChanged: () => Promise<void>,
+    private readonly log?: Logger,
+  ) {
+    super();
+    this.connection = { identity, client: identity.client() };
+  }
+
+  start(): void {
+    this.startTimer(this.config.update!.director!.intervalMs!);
+  }
+
+  protected async tick(): Promise<void> {
+    try {
+      const outcome = await updateOnce(this.config, this.store, undefined, this.connection);
+      if (!outcome.ok) this.log?.warn({ error: outcome.error }, 'the director update installed nothing');
+      await this.slotsChanged();
+    } catch (e) {
+      this.log?.error({ err: e }, 'the director update failed; still serving the current release');
+    }
+  }
 }

@@ -11,7 +11,14 @@ import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { fsError } from '../errors/index.ts';
 import { parseWrappedKeyFile } from '../keystore/index.ts';
-import { DurableUpdater, downloadVerified, releaseOf, tuf, type FetchedRelease } from './client.ts';
+import {
+  DurableUpdater,
+  downloadVerified,
+  releaseOf,
+  tuf,
+  type FetchReleaseOptions,
+  type FetchedRelease,
+} from './client.ts';
 import { checkAgreement, MAX_DIRECTOR_METADATA_BYTES, verifyDirectorMetadata } from './director-metadata.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
 import { tufKeyOf } from './keys.ts';
@@ -39,6 +46,8 @@ export interface FetchAssignedOptions {
   directorKeys: KeyObject[];
   /** The lowest version this device may run (its anti-rollback floor). */
   minimumVersion: number;
+  /** The device's floor per kind (the installer's), checked before any download. */
+  floorOf?: FetchReleaseOptions['floorOf'];
   /** Which assigned release to fetch when the director names several (default: the only one). */
   name?: string;
   /** The device's PCR policy key: the release's PCR authorizations must be signed by it (client.ts). */
@@ -57,6 +66,8 @@ export interface AssignedRelease {
     /** The verified package (encrypted) and its signature file, in downloadDir. */
     path: string;
     signaturePath: string;
+    /** The release's smoke-test input (hash-checked like the package), when it names one. */
+    smokeInputPath?: string | undefined;
     /** The repository target path, e.g. mnist/3/mnist.egm. */
     tufPath: string;
     custom: ReleaseCustom;
@@ -141,6 +152,7 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
     if (parseWrappedKeyFile(assigned.wrappedKeyText).kid !== fetched.verified.header.keyId) {
       await rm(fetched.packagePath, { force: true });
       await rm(fetched.signaturePath, { force: true });
+      if (fetched.smokeInputPath) await rm(fetched.smokeInputPath, { force: true });
       throw releaseRefused('director-mismatch', `the wrapped key is not the content key of ${repository!.path}`);
     }
     remember();
@@ -152,6 +164,7 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
         kind: r.kind,
         path: fetched.packagePath,
         signaturePath: fetched.signaturePath,
+        smokeInputPath: fetched.smokeInputPath,
         tufPath: repository!.path,
         custom: r,
         smokeInputPath: fetched.smokeInputPath,

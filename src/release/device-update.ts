@@ -1,14 +1,21 @@
 /**
- * One update of a device: the release check (fetchRelease: TUF, OMS signature, header, the floor
- * of the release's kind) feeding the installer (install.ts). When the control plane's director
- * hands out releases, its fetch produces the same VerifiedRelease and calls installRelease.
+ * One update of a device, in either of its two modes, feeding the installer (install.ts):
+ *
+ *   - repository: the release check (fetchRelease: TUF, OMS signature, header, the floor of the
+ *     release's kind) of a configured target;
+ *   - director: the control plane's director names what this device runs (fetchAssignedRelease,
+ *     over the device's mTLS identity, only while its attestation passes) with the content key
+ *     wrapped to this device's TPM binding key; the slot keeps that wrapped key, and the outcome
+ *     goes back to the control plane as a signed version report.
  */
 import { readFile, rm } from 'node:fs/promises';
 import { EdgeguardError } from '../errors/index.ts';
-import { fetchRelease } from './client.ts';
+import { fetchAssignedRelease, type AssignedRelease, type FetchAssignedOptions } from './assigned.ts';
+import { fetchRelease, type FetchedRelease } from './client.ts';
 import { removeInterruptedReplacementsSync } from './durable-file.ts';
 import { installRelease, recoverInstall, type InstallContext, type InstallOutcome } from './install.ts';
 import { stepBoundary } from './install-steps.ts';
+import type { ReleaseCustom } from './release-target.ts';
 import { devicePcrPolicyKey, installPcrAuthorizations } from './shipped-authorizations.ts';
 
 export interface DeviceUpdateOptions {
@@ -23,16 +30,82 @@ export interface DeviceUpdateOptions {
   target: string;
 }
 
-export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutcome & { target: string }> {
+/** A verified download, whatever fetched it: what `installFetched` installs. */
+interface Fetched {
+  release: ReleaseCustom;
+  packagePath: string;
+  signaturePath: string;
+  smokeInputPath?: string | undefined;
+  pcrAuthorizations: FetchedRelease['pcrAuthorizations'];
+  /** The director's wrapped content key for this device; default: the configured one. */
+  wrappedKey?: string | undefined;
+}
+
+/** The device directory of a TPM/software key store, and its PCR policy key when it has one. */
+async function devicePolicy(ctx: InstallContext) {
+  const deviceDir = 'device' in ctx.contentKey ? ctx.contentKey.device : undefined;
+  const pcrPolicyKey = deviceDir ? await devicePcrPolicyKey(deviceDir) : undefined;
+  return { deviceDir, pcrPolicyKey };
+}
+
+/** Recover an interrupted install and metadata write: the start of either mode. */
+async function recover(ctx: InstallContext, metadataDir: string): Promise<void> {
   stepBoundary('start');
+  await recoverInstall(ctx);
+  removeInterruptedReplacementsSync(metadataDir);
+}
+
+/**
+ * The release's signed PCR authorizations (the predicted PCRs of the boot it brings) go on the
+ * device first, then the A/B install; the downloads are removed either way.
+ */
+async function installFetched(f: Fetched, ctx: InstallContext, deviceDir: string | undefined): Promise<InstallOutcome> {
+  const r = f.release;
+  try {
+    if (deviceDir && f.pcrAuthorizations.length > 0) await installPcrAuthorizations(deviceDir, r, f.pcrAuthorizations);
+    const outcome = await installRelease(
+      {
+        kind: r.kind,
+        name: r.name,
+        version: r.version,
+        minVersion: r.minVersion,
+        headerSha256: r.headerSha256,
+        packagePath: f.packagePath,
+        signaturePath: f.signaturePath,
+        wrappedKey: f.wrappedKey,
+        ...(r.smokeTest && f.smokeInputPath
+          ? { smokeTest: { input: await readFile(f.smokeInputPath), expectedLabel: r.smokeTest.expectedLabel } }
+          : {}),
+      },
+      ctx,
+    );
+    stepBoundary('done');
+    return outcome;
+  } finally {
+    for (const p of [f.packagePath, f.signaturePath, f.smokeInputPath]) if (p) await rm(p, { force: true });
+  }
+}
+
+/** A refusal or failure before the installer ran, as an outcome (never thrown). */
+function refusedOutcome(e: unknown, ctx: InstallContext): InstallOutcome {
+  if (!(e instanceof EdgeguardError)) throw e;
+  return {
+    ok: false,
+    at: new Date().toISOString(),
+    floor: { provider: ctx.floor.provider, value: 0 },
+    error: {
+      code: e.code,
+      message: e.message,
+      ...(typeof e.details?.reason === 'string' ? { reason: e.details.reason } : {}),
+    },
+  };
+}
+
+export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutcome & { target: string }> {
   const ctx = o.install;
   try {
-    await recoverInstall(ctx);
-    removeInterruptedReplacementsSync(o.metadataDir);
-    // A device whose binding key takes authorized PCR policies fetches the release's signed
-    // authorizations (the predicted PCRs of the boot it brings) and keeps them before installing.
-    const deviceDir = 'device' in ctx.contentKey ? ctx.contentKey.device : undefined;
-    const pcrPolicyKey = deviceDir ? await devicePcrPolicyKey(deviceDir) : undefined;
+    await recover(ctx, o.metadataDir);
+    const { deviceDir, pcrPolicyKey } = await devicePolicy(ctx);
     const fetched = await fetchRelease({
       metadataDir: o.metadataDir,
       metadataBaseUrl: o.metadataBaseUrl,
@@ -45,45 +118,97 @@ export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutco
       ...(pcrPolicyKey ? { pcrPolicyKey } : {}),
     });
     stepBoundary('fetched');
-    const r = fetched.release;
-    if (deviceDir && fetched.pcrAuthorizations.length > 0)
-      await installPcrAuthorizations(deviceDir, r, fetched.pcrAuthorizations);
-    try {
-      const outcome = await installRelease(
-        {
-          kind: r.kind,
-          name: r.name,
-          version: r.version,
-          minVersion: r.minVersion,
-          headerSha256: r.headerSha256,
-          packagePath: fetched.packagePath,
-          signaturePath: fetched.signaturePath,
-          ...(r.smokeTest && fetched.smokeInputPath
-            ? {
-                smokeTest: { input: await readFile(fetched.smokeInputPath), expectedLabel: r.smokeTest.expectedLabel },
-              }
-            : {}),
-        },
-        ctx,
-      );
-      stepBoundary('done');
-      return { target: o.target, ...outcome };
-    } finally {
-      for (const p of [fetched.packagePath, fetched.signaturePath, fetched.smokeInputPath])
-        if (p) await rm(p, { force: true });
-    }
+    return { target: o.target, ...(await installFetched(fetched, ctx, deviceDir)) };
   } catch (e) {
-    if (!(e instanceof EdgeguardError)) throw e;
-    return {
-      target: o.target,
-      ok: false,
-      at: new Date().toISOString(),
-      floor: { provider: ctx.floor.provider, value: 0 },
-      error: {
-        code: e.code,
-        message: e.message,
-        ...(typeof e.details?.reason === 'string' ? { reason: e.details.reason } : {}),
-      },
-    };
+    return { target: o.target, ...refusedOutcome(e, ctx) };
   }
+}
+
+/** What the device tells the control plane after an install (fleet's reportInstalledVersion). */
+export interface DirectorReport {
+  release: string;
+  version: number;
+  status: 'installed' | 'failed';
+  detail?: string;
+}
+
+export interface DirectorUpdateOptions {
+  install: InstallContext;
+  /** The director fetch: the device's mTLS identity, pinned director keys, metadata and download dirs. */
+  director: Omit<FetchAssignedOptions, 'publisherKeys' | 'minimumVersion' | 'floorOf' | 'pcrPolicyKey'>;
+  /** Sends the signed version report; its failure is noted in the outcome, the install stands. */
+  report: (r: DirectorReport) => Promise<void>;
+}
+
+export type DirectorUpdateOutcome = InstallOutcome & {
+  /** The repository target the director assigned (absent when nothing is assigned or it was refused). */
+  target?: string | undefined;
+  /** The director assigns this device nothing: nothing was fetched or installed. */
+  nothingAssigned?: true;
+  directorVersion?: number | undefined;
+  /** Whether the version report reached the control plane ("EG_CODE: sentence" when it did not). */
+  reported?: true | string;
+};
+
+/**
+ * Ask the director what this device runs and install it. A refusal (attestation not passing, a
+ * metadata attack, a mismatch of director and repository) installs nothing and is the outcome's
+ * error; an install that ran, successful or not, is reported to the control plane.
+ */
+export async function updateFromDirector(o: DirectorUpdateOptions): Promise<DirectorUpdateOutcome> {
+  const ctx = o.install;
+  let assigned: AssignedRelease | null;
+  let deviceDir: string | undefined;
+  try {
+    await recover(ctx, o.director.metadataDir);
+    const policy = await devicePolicy(ctx);
+    deviceDir = policy.deviceDir;
+    assigned = await fetchAssignedRelease({
+      ...o.director,
+      publisherKeys: ctx.publicKeys,
+      minimumVersion: 0,
+      floorOf: (kind) => ctx.floor.read(kind),
+      ...(policy.pcrPolicyKey ? { pcrPolicyKey: policy.pcrPolicyKey } : {}),
+    });
+  } catch (e) {
+    return refusedOutcome(e, ctx);
+  }
+  if (!assigned)
+    return {
+      ok: true,
+      nothingAssigned: true,
+      at: new Date().toISOString(),
+      floor: { provider: ctx.floor.provider, value: await ctx.floor.read('model') },
+    };
+  stepBoundary('fetched');
+  const t = assigned.target;
+  let outcome: InstallOutcome;
+  try {
+    outcome = await installFetched(
+      {
+        release: t.custom,
+        packagePath: t.path,
+        signaturePath: t.signaturePath,
+        smokeInputPath: t.smokeInputPath,
+        pcrAuthorizations: assigned.pcrAuthorizations,
+        wrappedKey: assigned.wrappedKey,
+      },
+      ctx,
+      deviceDir,
+    );
+  } catch (e) {
+    outcome = { release: { kind: t.kind, name: t.name, version: t.version }, ...refusedOutcome(e, ctx) };
+  }
+  const reported = await o
+    .report({
+      release: t.name,
+      version: t.version,
+      status: outcome.ok ? 'installed' : 'failed',
+      ...(outcome.error ? { detail: `${outcome.error.code}: ${outcome.error.message}`.slice(0, 2000) } : {}),
+    })
+    .then(
+      () => true as const,
+      (e: unknown) => (e instanceof EdgeguardError ? `${e.code}: ${e.message}` : String(e)),
+    );
+  return { ...outcome, target: t.tufPath, directorVersion: assigned.directorVersion, reported };
 }

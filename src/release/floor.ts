@@ -94,6 +94,9 @@ export class SoftwareFloor implements AntiRollbackFloor {
   }
 }
 
+/** The raise in progress per NV index, in this process. */
+const RAISING = new Map<number, Promise<void>>();
+
 export class TpmFloor implements AntiRollbackFloor {
   readonly provider = 'tpm' as const;
   readonly label = TPM_FLOOR_LABEL;
@@ -111,8 +114,26 @@ export class TpmFloor implements AntiRollbackFloor {
     return toVersion(await this.client.nvCounterRead(this.indexOf(kind)));
   }
 
-  async raise(kind: ReleaseKind, to: number): Promise<number> {
+  /**
+   * Read-then-increment is not atomic on the TPM: two raises at once (the installer's commit and a
+   * serving agent's start-up recovery after the switch) would both increment and overshoot the
+   * floor past the installed version. Raises of one index are serialized within the process.
+   */
+  raise(kind: ReleaseKind, to: number): Promise<number> {
     const index = this.indexOf(kind);
+    const run = (RAISING.get(index) ?? Promise.resolve()).then(() => this.raiseNow(index, kind, to));
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    RAISING.set(index, settled);
+    void settled.then(() => {
+      if (RAISING.get(index) === settled) RAISING.delete(index);
+    });
+    return run;
+  }
+
+  private async raiseNow(index: number, kind: ReleaseKind, to: number): Promise<number> {
     let value = await this.client.nvCounterRead(index);
     if (value === undefined) {
       await this.client.nvCounterDefine(index);

@@ -88,5 +88,12 @@ export { type SmokeTest, trialLoad } from './trial-load.ts';
 export { type FetchedFiles, verifiedReleaseOf } from './verified-release.ts';
 export { type HandoffOptions, type HandoffResult, handOff } from './handoff.ts';
 export { type PendingOutcome, recordOutcome, pendingOutcomes } from './outcomes.ts';
-export { type DeviceUpdateOptions, updateDevice } from './device-update.ts';
+export {
+  type DeviceUpdateOptions,
+  type DirectorReport,
+  type DirectorUpdateOptions,
+  type DirectorUpdateOutcome,
+  updateDevice,
+  updateFromDirector,
+} from './device-update.ts';
 export { removeInterruptedReplacementsSync } from './durable-file.ts';

@@ -1,7 +1,10 @@
 /**
  * `edgeguard agent update --config agent.yaml [--target PATH] [--json]`: one release check and
- * install now (agent.yaml `update:`). Exit 0 when the release is installed (or already was);
+ * install now (agent.yaml `update:`; with update.director, what the control plane's director
+ * assigns, reported back). Exit 0 when the release is installed (or already was, or the director
+ * assigns nothing);
  * otherwise the code of why not: 3 refused (EG_RELEASE_REFUSED, details.reason names the attack),
+ * reason attestation: the director refused while the device's attestation is not fresh and passing),
  * 10 verified but not installed (EG_INSTALL_FAILED: trial load, smoke test, installer command),
  * 2 configuration. A serving agent picks up the switch by itself.
  */
@@ -19,7 +22,7 @@ export function registerAgentUpdateCommand(program: Command): void {
   agent
     .command('update')
     .description(
-      'check the release repository and install the release now (A/B slots, smoke test, anti-rollback floor)',
+      'check the release repository (or the director) and install the release now (A/B slots, smoke test, anti-rollback floor)',
     )
     .requiredOption('--config <file>', 'agent.yaml with an update: section')
     .option('--target <path>', 'the release target to install (default update.target)')
@@ -32,14 +35,22 @@ export function registerAgentUpdateCommand(program: Command): void {
           details: { ...(e.reason ? { reason: e.reason } : {}), outcome },
         });
       }
+      const out = new Output(globalOptions(cmd));
+      if (outcome.nothingAssigned) {
+        out.result({ ...outcome }, ['the director assigns this device no release: nothing to do']);
+        return;
+      }
       const r = outcome.release!;
-      new Output(globalOptions(cmd)).result({ ...outcome }, [
+      out.result({ ...outcome }, [
         outcome.unchanged
           ? `${r.name} ${r.version} is already installed`
           : `installed ${r.kind} ${r.name} ${r.version}${outcome.slot ? ` in slot ${outcome.slot}` : ''}` +
             (outcome.previous ? ` (was ${outcome.previous.version})` : '') +
             `; anti-rollback floor ${outcome.floor.value} (${outcome.floor.provider})` +
-            (outcome.floorPending ? `; floor raise pending: ${outcome.floorPending}` : ''),
+            (outcome.floorPending ? `; floor raise pending: ${outcome.floorPending}` : '') +
+            (typeof outcome.reported === 'string'
+              ? `; the version report did not reach the control plane: ${outcome.reported}`
+              : ''),
       ]);
     });
 }
