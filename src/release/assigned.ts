@@ -71,8 +71,6 @@ export interface AssignedRelease {
     /** The repository target path, e.g. mnist/3/mnist.egm. */
     tufPath: string;
     custom: ReleaseCustom;
-    /** The release's smoke-test input, downloaded and hash-checked like the package. */
-    smokeInputPath?: string | undefined;
   };
   /** The wrapped key file (docs/formats.md), for `KeyStore.unwrapContentKey`. */
   wrappedKey: string;
@@ -167,7 +165,6 @@ export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<Ass
         smokeInputPath: fetched.smokeInputPath,
         tufPath: repository!.path,
         custom: r,
-        smokeInputPath: fetched.smokeInputPath,
       },
       wrappedKey: assigned.wrappedKeyText,
       directorVersion: director.version,
