@@ -8,13 +8,14 @@
  *     wrapped to this device's TPM binding key; the slot keeps that wrapped key, and the outcome
  *     goes back to the control plane as a signed version report.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { EdgeguardError } from '../errors/index.ts';
 import { fetchAssignedRelease, type AssignedRelease, type FetchAssignedOptions } from './assigned.ts';
 import { fetchRelease, type FetchedRelease } from './client.ts';
 import { removeInterruptedReplacementsSync } from './durable-file.ts';
 import { installRelease, recoverInstall, type InstallContext, type InstallOutcome } from './install.ts';
 import { stepBoundary } from './install-steps.ts';
+import { verifiedReleaseOf } from './verified-release.ts';
 import type { ReleaseCustom } from './release-target.ts';
 import { devicePcrPolicyKey, installPcrAuthorizations } from './shipped-authorizations.ts';
 
@@ -63,22 +64,7 @@ async function installFetched(f: Fetched, ctx: InstallContext, deviceDir: string
   const r = f.release;
   try {
     if (deviceDir && f.pcrAuthorizations.length > 0) await installPcrAuthorizations(deviceDir, r, f.pcrAuthorizations);
-    const outcome = await installRelease(
-      {
-        kind: r.kind,
-        name: r.name,
-        version: r.version,
-        minVersion: r.minVersion,
-        headerSha256: r.headerSha256,
-        packagePath: f.packagePath,
-        signaturePath: f.signaturePath,
-        wrappedKey: f.wrappedKey,
-        ...(r.smokeTest && f.smokeInputPath
-          ? { smokeTest: { input: await readFile(f.smokeInputPath), expectedLabel: r.smokeTest.expectedLabel } }
-          : {}),
-      },
-      ctx,
-    );
+    const outcome = await installRelease(await verifiedReleaseOf(f, f.wrappedKey), ctx);
     stepBoundary('done');
     return outcome;
   } finally {
