@@ -34,6 +34,7 @@ import { EdgeguardError } from '../errors/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import { AgentIdentity } from './renewal.ts';
+import { agentEgressDialer } from './egress.ts';
 
 type UpdateConfig = NonNullable<AgentConfig['update']>;
 
@@ -240,6 +241,7 @@ async function directorUpdate(
       ca: identity.caPem,
       cert: identity.certPem,
       key: identity.keyPem,
+      dialer: identity.dialer,
       deviceId: identity.deviceId,
       metadataDir,
       downloadDir: join(update.dir!, 'download'),
@@ -266,6 +268,9 @@ async function updateOnce(
   let outcome: AgentUpdateOutcome;
   if (update.director) {
     const own = connection ? undefined : await AgentIdentity.fromConfig(config.upload!);
+    // A run of its own (`edgeguard agent update`) keeps to agent.yaml's egress allowlist too: a
+    // denial is this run's outcome (EG_EGRESS_DENIED), as the serving agent journals it.
+    if (own) own.dialer = await agentEgressDialer(config, own.server, () => undefined);
     try {
       outcome = await directorUpdate(
         config,

@@ -10,6 +10,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { fsError } from '../errors/index.ts';
+import type { EgressDialer } from '../fleet/index.ts';
 import { parseWrappedKeyFile } from '../keystore/index.ts';
 import {
   DurableUpdater,
@@ -37,6 +38,8 @@ export interface FetchAssignedOptions {
   ca: string;
   cert: string;
   key: string;
+  /** The agent's egress allowlist, applied to every director and repository download. */
+  dialer?: EgressDialer | undefined;
   deviceId: string;
   /** tuf-js's trusted metadata (root.json provisioned) and, beside it, director.json (last version). */
   metadataDir: string;
@@ -104,7 +107,7 @@ async function lastDirectorVersion(metadataDir: string): Promise<number> {
 /** null when the director assigns this device nothing. */
 export async function fetchAssignedRelease(o: FetchAssignedOptions): Promise<AssignedRelease | null> {
   const base = o.server.replace(/\/+$/, '');
-  const fetcher = new MtlsFetcher({ ca: o.ca, cert: o.cert, key: o.key });
+  const fetcher = new MtlsFetcher({ ca: o.ca, cert: o.cert, key: o.key, dialer: o.dialer });
   try {
     const bytes = await fetcher
       .downloadBytes(`${base}${DIRECTOR_TARGETS_PATH}`, MAX_DIRECTOR_METADATA_BYTES)
