@@ -45,11 +45,8 @@ export {
   type CalibrateOptions,
   MIN_CALIBRATION_SAMPLES,
   calibrateProfile,
-  thresholdAtFpr,
-  lowerThresholdAtRate,
-  rateUpperBound,
-  allowedCount,
 } from './calibrate.ts';
+export { thresholdAtFpr, lowerThresholdAtRate, rateUpperBound, allowedCount } from './rates.ts';
 export {
   type GuardConfig,
   type GuardConfigInput,
