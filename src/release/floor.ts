@@ -359,6 +359,30 @@ export class TpmFloor implements AntiRollbackFloor {
   }
 
   /**
+   * Move a provisioned floor to this binding key (`edgeguard device reprovision` made a new one):
+   * B is read and checked as `previous`'s (its Name with the old key's authPolicy), then defined
+   * again with this key's authPolicy and the same baselines, so every floor stays exactly where it
+   * was. A floor that does not check out under `previous` is not moved (its EG_FLOOR_* error).
+   */
+  async transferFrom(previous: FloorBindingKey): Promise<TpmFloorState> {
+    const before = await new TpmFloor(previous, this.baseIndex).state();
+    const baselines = Object.fromEntries(RELEASE_KINDS.map((k) => [k, before.kinds[k].baseline])) as Record<
+      ReleaseKind,
+      bigint
+    >;
+    const policy = await this.key.keyPolicy();
+    await this.client.nvUndefine(this.baselinesIndex);
+    await this.writeBaselines(baselines, policy);
+    return this.state();
+  }
+
+  private async writeBaselines(baselines: Record<ReleaseKind, bigint>, policy: KeyPolicy): Promise<void> {
+    const index = this.baselinesIndex;
+    await this.client.nvDefine(index, FLOOR_BASELINES_SIZE, FLOOR_BASELINES_DEFINE_ATTRIBUTES, this.authPolicy());
+    await this.client.nvWriteLocked(index, encodeFloorBaselines(baselines), policy);
+  }
+
+  /**
    * Provision the floor (`edgeguard device init`, `edgeguard device floor init`): counters that do
    * not exist are defined, each counter without a value is incremented once, and B is defined with
    * the binding key's authPolicy, written and locked with the binding key's session. A counter
@@ -402,8 +426,7 @@ export class TpmFloor implements AntiRollbackFloor {
     }
     const policy = await this.key.keyPolicy();
     if (existing) await this.client.nvUndefine(index);
-    await this.client.nvDefine(index, FLOOR_BASELINES_SIZE, FLOOR_BASELINES_DEFINE_ATTRIBUTES, this.authPolicy());
-    await this.client.nvWriteLocked(index, encodeFloorBaselines(baselines), policy);
+    await this.writeBaselines(baselines, policy);
     return { state: await this.state(), reset: Boolean(existing) && force, kept };
   }
 }

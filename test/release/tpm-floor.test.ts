@@ -230,4 +230,22 @@ describe('TPM anti-rollback floor: counters minus baselines', { skip: TPM_SKIP }
     assert.equal(out.error?.code, 'EG_FLOOR_UNPROVISIONED');
     assert.match(out.error?.message ?? '', /edgeguard device floor init/);
   });
+  // Last: it extends a PCR, so the first device's policy no longer holds afterwards.
+  test('B is anchored to the binding key policy: another policy reads it as tampered; transferFrom moves it unchanged', async () => {
+    const floor = await freshFloor();
+    await floor.raise('agent', 2);
+    tpm2(tpm!.tcti, 'tpm2_pcrextend', [`7:sha256=${'11'.repeat(32)}`]);
+    const other = await initDevice({ dir: join(tmp, 'device-2'), tcti: tpm!.tcti });
+    assert.ok(other.store instanceof TpmKeyStore);
+    const moved = new TpmFloor(other.store, floor.baseIndex);
+    await assert.rejects(moved.read('agent'), rejectsWith('EG_FLOOR_TAMPERED', /Name differs/));
+    const st = await moved.transferFrom(store);
+    assert.equal(st.kinds.agent.floor, 2);
+    assert.equal(await moved.read('agent'), 2);
+    await assert.rejects(
+      floor.read('agent'),
+      rejectsWith('EG_FLOOR_TAMPERED'),
+      "the old key's policy no longer matches",
+    );
+  });
 });

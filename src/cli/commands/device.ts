@@ -150,9 +150,18 @@ export function registerDeviceCommands(program: Command): void {
     )
     .requiredOption('--dir <dir>', 'device directory')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
-    .action(async (opts: { dir: string; tpm?: string }, cmd: Command) => {
+    .option('--nv-index <index>', NV_INDEX_OPTION_HELP)
+    .action(async (opts: { dir: string; tpm?: string; nvIndex?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const r = await reprovisionDevice({ dir: opts.dir, tcti: opts.tpm });
+      const r = await reprovisionDevice({
+        dir: opts.dir,
+        tcti: opts.tpm,
+        floorIndex: opts.nvIndex ? parseFloorNvIndex(opts.nvIndex) : undefined,
+      });
+      if (r.floor && !r.floor.moved)
+        out.warn(
+          `the anti-rollback floor was not moved to the new binding key (${r.floor.code}), so updates stay refused: ${r.floor.message}`,
+        );
       const bindingPem = join(r.dir, DEVICE_FILES.bindingPem);
       out.result(
         {
@@ -162,10 +171,12 @@ export function registerDeviceCommands(program: Command): void {
           bindingKey: r.device.bindingKey,
           previousBindingKey: r.previousBindingKey,
           retiredTo: r.retiredTo,
+          floor: r.floor ? (r.floor.moved ? { moved: true } : { moved: false, code: r.floor.code }) : null,
         },
         [
           `device ${r.dir}: new binding key ${r.device.bindingKey} (was ${r.previousBindingKey})${r.wasLocked ? '; tamper lock cleared' : ''}`,
           `the old key store and enrollment are kept in ${r.retiredTo}`,
+          ...(r.floor?.moved ? ['the anti-rollback floor moved to the new binding key; every floor is unchanged'] : []),
           `next: wrap the content keys to ${bindingPem} (edgeguard key wrap ... --to ${bindingPem}),`,
           '      remove the tampered device on the control plane (edgeguard device remove ID),',
           '      enroll again (edgeguard agent enroll) and approve it (edgeguard device approve ID).',
