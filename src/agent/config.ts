@@ -297,8 +297,8 @@ export const agentConfigSchema = z
         trustedRoot: path.optional(),
         /** The package target to install (e.g. mnist/3/mnist.egm); `agent update --target` overrides it. */
         target: z.string().min(1).max(512).optional(),
-        /** First TPM NV counter index of the anti-rollback floors (one per kind: model, agent, firmware). */
-        tpmNvIndex: z.number().int().min(0x01000000).max(0x01bffffd).default(DEFAULT_FLOOR_NV_INDEX),
+        /** First TPM NV index of the anti-rollback floor: counters (model, agent, firmware) at +0..+2, baselines at +3. */
+        tpmNvIndex: z.number().int().min(0x01000000).max(0x01bffffc).default(DEFAULT_FLOOR_NV_INDEX),
         /** How often a serving agent looks for a switched slot, ms. */
         watchIntervalMs: z.number().int().min(100).max(3_600_000).default(5000),
         /** Installer commands as argv (no shell); "{path}" becomes the verified payload's path. */

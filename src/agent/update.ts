@@ -39,7 +39,7 @@ import { agentEgressDialer } from './egress.ts';
 type UpdateConfig = NonNullable<AgentConfig['update']>;
 
 export function floorFor(update: UpdateConfig, store: KeyStore | undefined): AntiRollbackFloor {
-  return store instanceof TpmKeyStore ? new TpmFloor(store.client, update.tpmNvIndex) : new SoftwareFloor(update.dir!);
+  return store instanceof TpmKeyStore ? new TpmFloor(store, update.tpmNvIndex) : new SoftwareFloor(update.dir!);
 }
 
 function configuredKey(config: AgentConfig, store: KeyStore | undefined): ContentKeySource {

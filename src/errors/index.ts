@@ -26,6 +26,10 @@ export const ERROR_EXIT_CODES = {
   EG_SIGNATURE_MISMATCH: 3,
   // A release the TUF client or the release policy refuses (details.reason says which attack).
   EG_RELEASE_REFUSED: 3,
+  // The anti-rollback floor cannot be read as provisioned (an NV index removed, re-created or
+  // rewritten), or was never provisioned on this TPM: updates are refused until an operator acts.
+  EG_FLOOR_TAMPERED: 3,
+  EG_FLOOR_UNPROVISIONED: 3,
   // A verified release that did not install (trial load, smoke test, installer command): the device stays on the old one.
   EG_INSTALL_FAILED: 10,
   // Keys.

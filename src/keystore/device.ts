@@ -165,7 +165,11 @@ export async function initDevice(o: InitDeviceOptions): Promise<InitDeviceResult
   const endorsement = await client.createEndorsementKeys();
   const certify = await client.certify(endorsement.ak, binding);
   const ekCert = await client.readEkCertificate();
-  const store = new TpmKeyStore(o.tcti, binding, pcrs, srkName);
+  // The store answers with the session the key was made for (PolicyOR with a PCR policy key).
+  const policy: TpmKeyStorePolicy = signer
+    ? { kind: 'authorized', signerKey: signer.key, provisionedPolicy: binding.pcrPolicyDigest, deviceDir: dir }
+    : { kind: 'pcr' };
+  const store = new TpmKeyStore(o.tcti, binding, pcrs, srkName, policy);
   const evidence: CertifyEvidence = {
     type: CERTIFY_EVIDENCE_TYPE,
     version: 1,

@@ -70,11 +70,24 @@ export {
 } from './slots.ts';
 export {
   type AntiRollbackFloor,
+  type FloorBindingKey,
+  type ProvisionTpmFloorResult,
+  type TpmFloorKind,
+  type TpmFloorState,
   DEFAULT_FLOOR_NV_INDEX,
+  FLOOR_BASELINES_ATTRIBUTES,
+  FLOOR_BASELINES_DEFINE_ATTRIBUTES,
+  FLOOR_BASELINES_OFFSET,
+  FLOOR_BASELINES_SIZE,
+  MAX_FLOOR_STEP,
   SOFTWARE_FLOOR_LABEL,
   TPM_FLOOR_LABEL,
   SoftwareFloor,
   TpmFloor,
+  encodeFloorBaselines,
+  expectedBaselinesName,
+  parseFloorBaselines,
+  parseFloorNvIndex,
 } from './floor.ts';
 export {
   type VerifiedRelease,

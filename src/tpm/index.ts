@@ -59,7 +59,21 @@ export {
   BINDING_KEY_ATTRIBUTES,
   IDENTITY_KEY_ATTRIBUTES,
   EK_CERT_NV_INDEX_RSA,
+  NV_COUNTER_ATTRIBUTES,
+  type NvAuth,
 } from './client.ts';
+export {
+  type NvPublic,
+  TPMA_NV,
+  TPM_NT,
+  nvType,
+  hasNvAttributes,
+  parseTpm2bNvPublic,
+  marshalNvPublic,
+  nvName,
+  nvReadPublicCommand,
+  parseNvReadPublicResponse,
+} from './nv.ts';
 export { type KeyPolicy, type SignedPcrPolicy } from './policy-session.ts';
 export {
   type PolicySigner,

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { readContentKeyFile } from '../../src/crypto/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import {
+  TpmKeyStore,
   encodeWrappedKeyFile,
   initDevice,
   openDeviceKeyStore,
@@ -31,6 +32,8 @@ import { reprovisionDevice } from '../../src/cli/commands/device-reprovision.ts'
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
 import { isLocked, TAMPER_RESPONSE_STEPS } from '../../src/tamper/index.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
+import { provisionedTpmFloor } from '../helpers/floor.ts';
+import { TpmFloor } from '../../src/release/index.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm } from '../helpers/swtpm.ts';
 import { makeSysfs } from '../helpers/sysfs.ts';
 import { startTestFleet } from '../server/fleet-helpers.ts';
@@ -63,7 +66,8 @@ test(
 
     const f = await serveFixture(t);
     const deviceDir = join(f.dir, 'device');
-    await initDevice({ dir: deviceDir, tcti: tpm.tcti });
+    const floor = await provisionedTpmFloor((await initDevice({ dir: deviceDir, tcti: tpm.tcti })).store);
+    assert.equal(await floor.raise('model', 2), 2);
     const contentKey = join(f.dir, 'publisher-model.key');
     const wrappedText = await wrapTo(contentKey, deviceDir, join(f.dir, 'model.key.wrapped'));
     const device = await fleet.deviceCredential();
@@ -145,6 +149,13 @@ test(
     assert.equal(r.previousBindingKey, oldBinding);
     assert.equal(await isLocked(deviceDir), false);
     assert.equal(JSON.parse(await readFile(join(r.retiredTo, 'device.json'), 'utf8')).bindingKey, oldBinding);
+    // The anti-rollback floor moved to the new binding key unchanged (B is bound to the key's
+    // authPolicy, which is the old one's here: the same PolicyPCR over the same boot).
+    assert.equal(r.floor?.moved, true);
+    const newStore = await openDeviceKeyStore(deviceDir);
+    assert.ok(newStore instanceof TpmKeyStore);
+    assert.equal(await new TpmFloor(newStore).read('model'), 2);
+    assert.equal(await floor.read('model'), 2);
     // The old wrap is for the old key; the operator wraps again to the new binding.pub.
     await wrapTo(contentKey, deviceDir, join(f.dir, 'model.key.wrapped'));
     // The case is closed again; the device serves with its new key (no fleet identity until it re-enrolls).

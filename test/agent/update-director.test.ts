@@ -31,6 +31,7 @@ import { initDevice } from '../../src/keystore/index.ts';
 import { addRelease, initRepository, publishRepository, releasePaths } from '../../src/release/index.ts';
 import { controlPlanePlugins } from '../../src/server/index.ts';
 import { TPM_ALG, parseTpm2bPublic } from '../../src/tpm/index.ts';
+import { provisionedTpmFloor } from '../helpers/floor.ts';
 import { TPM_SKIP, startTestTpmWithAk, stopTestTpm, type TestTpmWithAk } from '../helpers/swtpm.ts';
 import { eventually } from '../helpers/wait.ts';
 import { CLI, FIXTURES, writeKeys, type KeyFiles } from '../helpers/workspace.ts';
@@ -86,7 +87,8 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     const dataDir = join(work, 'control-plane');
     // The binding key is made after the boot: its PCR policy holds for the played boot.
     const deviceKeys = join(work, 'device-keys');
-    await initDevice({ dir: deviceKeys, tcti: tpm.tpm.tcti });
+    // As `edgeguard device init --tpm` does: the anti-rollback floor is provisioned with the keys.
+    await provisionedTpmFloor((await initDevice({ dir: deviceKeys, tcti: tpm.tpm.tcti })).store);
     const certify = JSON.parse(await readFile(join(deviceKeys, 'binding.certify.json'), 'utf8')) as {
       bindingPublic: string;
     };

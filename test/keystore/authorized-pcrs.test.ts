@@ -74,6 +74,11 @@ describe('authorized PCR policies on a device (swtpm)', { skip: TPM_SKIP }, () =
     ]);
     assert.equal(init.code, 0, init.stderr);
     assert.match(init.stdout, /PolicyOR\(PolicyPCR sha256:0,1,2,3,4,5,7,16, PolicyAuthorize/);
+    // The floor's baselines index is written under the same PolicyOR session the key is used with.
+    assert.match(
+      init.stdout,
+      /anti-rollback floor \(TPM counters at 0x01800100\.\., baselines at 0x01800103\): provisioned/,
+    );
     contentKey = generateContentKey();
     const binding = (await openDeviceKeyStore(dev)).bindingPublicKey;
     wrapped = encodeWrappedKeyFile(wrapContentKey(contentKey, binding));

@@ -8,7 +8,9 @@
  *   2. the old key store and enrollment (device.json, binding blobs, fleet/ with its journal) move
  *      to DEV/retired/TIME/, kept as evidence;
  *   3. `device init` makes a new binding key (same provider, TCTI, PCR selection and PCR policy key);
- *   4. clearTamperLock removes tamper.lock.json (it refuses while the binding key is the old one).
+ *   4. with a TPM, the anti-rollback floor moves to the new key (TpmFloor.transferFrom: the same
+ *      baselines, B defined again with the new key's policy), so no floor is lowered or lost;
+ *   5. clearTamperLock removes tamper.lock.json (it refuses while the binding key is the old one).
  *
  * The operator then wraps the content keys to the new binding.pub, removes the tampered device on
  * the control plane, and the device enrolls again, which needs approval again.
@@ -16,7 +18,15 @@
 import { mkdir, readFile, readdir, rename } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
-import { DEVICE_FILES, initDevice, readDeviceFile, type DeviceFile } from '../../keystore/index.ts';
+import {
+  DEVICE_FILES,
+  TpmKeyStore,
+  initDevice,
+  openDeviceKeyStore,
+  readDeviceFile,
+  type DeviceFile,
+} from '../../keystore/index.ts';
+import { DEFAULT_FLOOR_NV_INDEX, TpmFloor, type TpmFloorState } from '../../release/index.ts';
 import { LOCK_STATE_FILE, clearTamperLock, isLocked, readLockState, tamperConfigSchema } from '../../tamper/index.ts';
 import { TpmClient } from '../../tpm/index.ts';
 
@@ -28,6 +38,8 @@ export interface ReprovisionResult {
   previousBindingKey: string;
   device: DeviceFile;
   wasLocked: boolean;
+  /** The TPM floor, moved to the new binding key; or why it could not be (updates stay refused). */
+  floor?: { moved: true; state: TpmFloorState } | { moved: false; code: string; message: string };
 }
 
 /** Refuse while the tamper PCR still holds the response's extend (it resets only at boot). */
@@ -55,7 +67,11 @@ async function retireOldFiles(dir: string): Promise<string> {
   return target;
 }
 
-export async function reprovisionDevice(o: { dir: string; tcti?: string | undefined }): Promise<ReprovisionResult> {
+export async function reprovisionDevice(o: {
+  dir: string;
+  tcti?: string | undefined;
+  floorIndex?: number | undefined;
+}): Promise<ReprovisionResult> {
   const dir = resolve(o.dir);
   const old = await readDeviceFile(dir);
   const wasLocked = await isLocked(dir);
@@ -69,12 +85,30 @@ export async function reprovisionDevice(o: { dir: string; tcti?: string | undefi
           throw fsError(e, join(dir, DEVICE_FILES.pcrPolicyKey), 'read');
         })
       : undefined;
+  const previous = old.provider === 'tpm' ? await openDeviceKeyStore(dir, { tcti: tcti! }) : undefined;
   const retiredTo = await retireOldFiles(dir);
   const made = await initDevice({
     dir,
     ...(old.provider === 'tpm' ? { tcti: tcti!, pcrs: old.tpm!.pcrs } : {}),
     ...(pcrPolicyKey !== undefined ? { pcrPolicyKey } : {}),
   });
+  let floor: ReprovisionResult['floor'];
+  if (previous instanceof TpmKeyStore && made.store instanceof TpmKeyStore) {
+    try {
+      const state = await new TpmFloor(made.store, o.floorIndex ?? DEFAULT_FLOOR_NV_INDEX).transferFrom(previous);
+      floor = { moved: true, state };
+    } catch (e) {
+      if (!(e instanceof EdgeguardError && e.code.startsWith('EG_FLOOR_'))) throw e;
+      floor = { moved: false, code: e.code, message: e.message };
+    }
+  }
   await clearTamperLock(dir, made.device.bindingKey);
-  return { dir, retiredTo, previousBindingKey: old.bindingKey, device: made.device, wasLocked };
+  return {
+    dir,
+    retiredTo,
+    previousBindingKey: old.bindingKey,
+    device: made.device,
+    wasLocked,
+    ...(floor ? { floor } : {}),
+  };
 }

@@ -17,10 +17,20 @@ import {
   wrapContentKey,
   bindingKeyThumbprint,
   type TpmKeyStatus,
+  openDeviceKeyStore,
+  TpmKeyStore,
 } from '../../keystore/index.ts';
 import { DEFAULT_BINDING_PCRS } from '../../tpm/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { reprovisionDevice } from './device-reprovision.ts';
+import {
+  NV_INDEX_OPTION_HELP,
+  floorLines,
+  provisionNewDeviceFloor,
+  registerDeviceFloorCommands,
+  tpmFloorStatus,
+} from './device-floor.ts';
+import { DEFAULT_FLOOR_NV_INDEX, parseFloorNvIndex } from '../../release/index.ts';
 
 export function registerDeviceCommands(program: Command): void {
   const device = program
@@ -41,6 +51,7 @@ export function registerDeviceCommands(program: Command): void {
       '--pcr-policy-key <file>',
       "the operator's PCR policy key (PREFIX.pub from `attest policy-key create`): the binding key also answers under PCR values it signs (TPM only)",
     )
+    .option('--nv-index <index>', `${NV_INDEX_OPTION_HELP} (TPM only)`)
     .action(async (opts: InitOptions, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       if (Boolean(opts.tpm) === Boolean(opts.software)) {
@@ -50,6 +61,8 @@ export function registerDeviceCommands(program: Command): void {
       if (opts.software && pcrsGiven) throw new EdgeguardError('EG_USAGE', '--pcrs only applies with --tpm.');
       if (opts.software && opts.pcrPolicyKey)
         throw new EdgeguardError('EG_USAGE', '--pcr-policy-key only applies with --tpm.');
+      if (opts.software && opts.nvIndex) throw new EdgeguardError('EG_USAGE', '--nv-index only applies with --tpm.');
+      const floorIndex = opts.nvIndex ? parseFloorNvIndex(opts.nvIndex) : DEFAULT_FLOOR_NV_INDEX;
       const pcrPolicyKey = opts.pcrPolicyKey ? await readText(opts.pcrPolicyKey) : undefined;
       const r = await initDevice({
         dir: opts.dir,
@@ -59,6 +72,8 @@ export function registerDeviceCommands(program: Command): void {
       const d = r.device;
       if (d.provider === 'software')
         out.warn(`${d.posture}: anyone who copies ${r.dir} can unwrap keys wrapped to it.`);
+      // A TPM device's anti-rollback floor is provisioned here, never lazily by the agent.
+      const floor = await provisionNewDeviceFloor(r.store, floorIndex, out, r.dir);
       out.result(
         {
           ok: true,
@@ -68,6 +83,7 @@ export function registerDeviceCommands(program: Command): void {
           posture: d.posture,
           bindingKey: d.bindingKey,
           tpm: d.tpm ?? null,
+          floor: floor ?? null,
           files: r.files,
         },
         [
@@ -81,6 +97,7 @@ export function registerDeviceCommands(program: Command): void {
                 `AK ${d.tpm.akName}; TPM2_Certify evidence in ${join(r.dir, DEVICE_FILES.certify)}`,
               ]
             : []),
+          ...(floor ? floorLines(floor) : []),
           `wrap content keys to ${join(r.dir, DEVICE_FILES.bindingPem)}: edgeguard key wrap model.key --to ${join(r.dir, DEVICE_FILES.bindingPem)} -o model.key.wrapped`,
         ],
       );
@@ -93,10 +110,14 @@ export function registerDeviceCommands(program: Command): void {
     )
     .requiredOption('--dir <dir>', 'device directory')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
-    .action(async (opts: { dir: string; tpm?: string }, cmd: Command) => {
+    .option('--nv-index <index>', NV_INDEX_OPTION_HELP)
+    .action(async (opts: { dir: string; tpm?: string; nvIndex?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
+      const baseIndex = opts.nvIndex ? parseFloorNvIndex(opts.nvIndex) : DEFAULT_FLOOR_NV_INDEX;
       const st = await deviceKeyStatus(opts.dir, opts.tpm ? { tcti: opts.tpm } : {});
       const t = st.tpm;
+      const store = t ? await openDeviceKeyStore(opts.dir, opts.tpm ? { tcti: opts.tpm } : {}) : undefined;
+      const floor = store instanceof TpmKeyStore ? await tpmFloorStatus(store, baseIndex) : undefined;
       if (!t) out.warn(`${st.posture.label}: anyone who copies ${opts.dir} can unwrap keys wrapped to it.`);
       out.result(
         {
@@ -106,8 +127,14 @@ export function registerDeviceCommands(program: Command): void {
           posture: st.posture.label,
           bindingKey: st.posture.bindingKey,
           ...(t ? { tpm: t } : {}),
+          ...(floor ? { floor } : {}),
         },
-        [`device ${opts.dir}: ${st.posture.label}`, `binding key ${st.posture.bindingKey}`, ...(t ? tpmLines(t) : [])],
+        [
+          `device ${opts.dir}: ${st.posture.label}`,
+          `binding key ${st.posture.bindingKey}`,
+          ...(t ? tpmLines(t) : []),
+          ...(floor ? floorLines(floor) : []),
+        ],
       );
       if (t && !t.satisfied) {
         const err = policyNotSatisfied(t);
@@ -123,9 +150,18 @@ export function registerDeviceCommands(program: Command): void {
     )
     .requiredOption('--dir <dir>', 'device directory')
     .option('--tpm <tcti>', 'override the TCTI recorded in device.json')
-    .action(async (opts: { dir: string; tpm?: string }, cmd: Command) => {
+    .option('--nv-index <index>', NV_INDEX_OPTION_HELP)
+    .action(async (opts: { dir: string; tpm?: string; nvIndex?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const r = await reprovisionDevice({ dir: opts.dir, tcti: opts.tpm });
+      const r = await reprovisionDevice({
+        dir: opts.dir,
+        tcti: opts.tpm,
+        floorIndex: opts.nvIndex ? parseFloorNvIndex(opts.nvIndex) : undefined,
+      });
+      if (r.floor && !r.floor.moved)
+        out.warn(
+          `the anti-rollback floor was not moved to the new binding key (${r.floor.code}), so updates stay refused: ${r.floor.message}`,
+        );
       const bindingPem = join(r.dir, DEVICE_FILES.bindingPem);
       out.result(
         {
@@ -135,16 +171,20 @@ export function registerDeviceCommands(program: Command): void {
           bindingKey: r.device.bindingKey,
           previousBindingKey: r.previousBindingKey,
           retiredTo: r.retiredTo,
+          floor: r.floor ? (r.floor.moved ? { moved: true } : { moved: false, code: r.floor.code }) : null,
         },
         [
           `device ${r.dir}: new binding key ${r.device.bindingKey} (was ${r.previousBindingKey})${r.wasLocked ? '; tamper lock cleared' : ''}`,
           `the old key store and enrollment are kept in ${r.retiredTo}`,
+          ...(r.floor?.moved ? ['the anti-rollback floor moved to the new binding key; every floor is unchanged'] : []),
           `next: wrap the content keys to ${bindingPem} (edgeguard key wrap ... --to ${bindingPem}),`,
           '      remove the tampered device on the control plane (edgeguard device remove ID),',
           '      enroll again (edgeguard agent enroll) and approve it (edgeguard device approve ID).',
         ],
       );
     });
+
+  registerDeviceFloorCommands(device);
 
   const key =
     program.commands.find((c) => c.name() === 'key') ?? program.command('key').description('make and handle keys');
@@ -185,6 +225,7 @@ interface InitOptions {
   software?: boolean;
   pcrs: string;
   pcrPolicyKey?: string;
+  nvIndex?: string;
 }
 
 async function readText(path: string): Promise<string> {

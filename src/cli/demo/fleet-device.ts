@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { enrollDevice } from '../../fleet/index.ts';
-import { initDevice } from '../../keystore/index.ts';
+import { TpmKeyStore, initDevice } from '../../keystore/index.ts';
+import { TpmFloor } from '../../release/index.ts';
 import { controlPlanePlugins, startServer, type RunningServer } from '../../server/index.ts';
 import type { Swtpm } from '../../tpm/index.ts';
 import type { DemoContext } from './context.ts';
@@ -46,7 +47,9 @@ export async function startDemoFleet(
     plugins: controlPlane.all,
   });
   try {
-    await initDevice({ dir: deviceDir, ...(tpm ? { tcti: tpm.tcti, ...device } : {}) });
+    const init = await initDevice({ dir: deviceDir, ...(tpm ? { tcti: tpm.tcti, ...device } : {}) });
+    // As `edgeguard device init` does on a TPM device: the anti-rollback floor is provisioned with it.
+    if (init.store instanceof TpmKeyStore) await new TpmFloor(init.store).provision();
     const enrolling = enrollDevice({
       deviceDir,
       server: server.url,

@@ -24,7 +24,7 @@ import {
 import { isEdgeguardError } from '../../errors/index.ts';
 import { defaultSyntheticBoot } from '../../eventlog/index.ts';
 import { deviceClient, loadDeviceCredential, reportInstalledVersion, type FleetClient } from '../../fleet/index.ts';
-import { openDeviceKeyStore } from '../../keystore/index.ts';
+import { TpmKeyStore, openDeviceKeyStore } from '../../keystore/index.ts';
 import {
   TpmFloor,
   addRelease,
@@ -113,15 +113,13 @@ async function provisionDevice(ctx: DemoContext, fleet: DemoFleet, tpm: DemoTpm,
     minimumVersion: 0,
   };
   const wrappedKeyPath = ctx.path('release', 'model.key.wrapped');
+  const store = await openDeviceKeyStore(fleet.deviceDir, { tcti: tpm.tcti });
+  if (!(store instanceof TpmKeyStore)) throw new Error('the release demo device is a TPM device');
   const install: InstallContext = {
     dataDir: ctx.path('release', 'agent-data'),
     publicKeys: fetchOptions.publisherKeys,
-    contentKey: {
-      wrapped: wrappedKeyPath,
-      device: fleet.deviceDir,
-      store: await openDeviceKeyStore(fleet.deviceDir, { tcti: tpm.tcti }),
-    },
-    floor: new TpmFloor(tpm.client),
+    contentKey: { wrapped: wrappedKeyPath, device: fleet.deviceDir, store },
+    floor: new TpmFloor(store),
   };
   return { client, signer: signingKeyOf(cred.keyPem), fetchOptions, install, wrappedKeyPath };
 }
