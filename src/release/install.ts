@@ -119,14 +119,16 @@ export async function recoverInstall(ctx: RecoveryContext): Promise<SlotState> {
 
 /**
  * What a serving process serves: the recovered slots when no install runs; while one does (it
- * holds the lock), the active slot as the pointer names it, checked whole and against the floor,
- * with nothing removed (at every moment of an install the pointer names a complete slot).
+ * holds the lock), or when this process may not write the data directory (EG_IO: a serving agent
+ * with read-only access beside a privileged installer), the active slot as the pointer names it,
+ * checked whole and against the floor, with nothing removed (at every moment of an install the
+ * pointer names a complete slot).
  */
 export async function servedSlots(ctx: Pick<InstallContext, 'dataDir' | 'floor'>): Promise<SlotState> {
   try {
     return await recoverInstall({ ...ctx, lockWaitMs: 0 });
   } catch (e) {
-    if (!isEdgeguardError(e, 'EG_BUSY')) throw e;
+    if (!isEdgeguardError(e, 'EG_BUSY') && !isEdgeguardError(e, 'EG_IO')) throw e;
   }
   const state = await readSlots(ctx.dataDir);
   if (state.active) refuseBelowFloor(state, await ctx.floor.read(state.active.manifest.release.kind));
