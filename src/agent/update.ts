@@ -20,17 +20,18 @@ import {
   pendingOutcomes,
   provisionTrustedRoot,
   recordOutcome,
-  recoverInstall,
   removeInterruptedReplacementsSync,
+  servedSlots,
   slotContentKey,
   updateDevice,
   updateFromDirector,
+  withInstallLock,
   type AntiRollbackFloor,
   type DirectorUpdateOutcome,
   type InstallContext,
   type VerifiedSlot,
 } from '../release/index.ts';
-import { EdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import { AgentIdentity } from './renewal.ts';
@@ -76,7 +77,10 @@ function checkOnly(floor: AntiRollbackFloor): AntiRollbackFloor {
   };
 }
 
-/** The models and key to serve: the active slot's package in place of models.primary, once a release is installed. */
+/**
+ * The models and key to serve: the active slot's package in place of models.primary, once a
+ * release is installed (recovered when no install runs, read as it is while one does).
+ */
 export async function servedModels(
   config: AgentConfig,
   store: KeyStore | undefined,
@@ -84,7 +88,7 @@ export async function servedModels(
   if (!config.update) return { config };
   const device =
     store ?? ('device' in config.contentKey ? await openDeviceKeyStore(config.contentKey.device) : undefined);
-  const state = await recoverInstall({
+  const state = await servedSlots({
     dataDir: config.update.dir!,
     floor: checkOnly(floorFor(config.update, device)),
   });
@@ -183,6 +187,8 @@ export async function journalOutcomes(dir: string, journal: AgentJournal, device
 export interface AgentUpdateOptions {
   /** The package target (default update.target); with update.director, refused unless the director assigned it. */
   target?: string | undefined;
+  /** How long to wait for another install on this data directory (default 0: EG_BUSY at once). */
+  waitMs?: number | undefined;
 }
 
 /** One update's outcome: the install's, with the director's answer in director mode. */
@@ -252,8 +258,22 @@ async function directorUpdate(
   });
 }
 
-/** One check and install; the identity (director mode) is the serving agent's, or one opened for this run. */
-async function updateOnce(
+/**
+ * One check and install under the data directory's install lock (EG_BUSY, thrown, when another
+ * install holds it: nothing is touched or recorded); the identity (director mode) is the serving
+ * agent's, or one opened for this run.
+ */
+function updateOnce(
+  config: AgentConfig,
+  store: KeyStore | undefined,
+  target: string | undefined,
+  connection: DirectorConnection | undefined,
+  waitMs = 0,
+): Promise<AgentUpdateOutcome> {
+  return withInstallLock(config.update!.dir!, () => updateLocked(config, store, target, connection), { waitMs });
+}
+
+async function updateLocked(
   config: AgentConfig,
   store: KeyStore | undefined,
   target: string | undefined,
@@ -309,12 +329,14 @@ export async function runAgentUpdate(config: AgentConfig, o: AgentUpdateOptions 
   const target = o.target ?? update.target;
   if (!update.director && !target)
     throw new EdgeguardError('EG_USAGE', 'no release target: pass --target PATH or set update.target in agent.yaml.');
-  return updateOnce(config, undefined, target, undefined);
+  return updateOnce(config, undefined, target, undefined, o.waitMs);
 }
 
 /**
  * The serving agent's own director check (update.director.intervalMs), one at a time; the switch
- * it makes is picked up by the SlotWatcher (`slotsChanged`) like one by `agent update`.
+ * it makes is picked up by the SlotWatcher (`slotsChanged`) like one by `agent update`. While
+ * another process installs (a timer's `agent update`), the round is skipped and the next interval
+ * tries again.
  */
 export class DirectorPoller extends PeriodicCheck {
   private readonly connection: DirectorConnection;
@@ -340,7 +362,9 @@ export class DirectorPoller extends PeriodicCheck {
       if (!outcome.ok) this.log?.warn({ error: outcome.error }, 'the director update installed nothing');
       await this.slotsChanged();
     } catch (e) {
-      this.log?.error({ err: e }, 'the director update failed; still serving the current release');
+      if (isEdgeguardError(e, 'EG_BUSY'))
+        this.log?.info({ holder: e.details?.holder }, `director check skipped: ${e.message}`);
+      else this.log?.error({ err: e }, 'the director update failed; still serving the current release');
     }
   }
 }

@@ -32,6 +32,8 @@ export const ERROR_EXIT_CODES = {
   EG_FLOOR_UNPROVISIONED: 3,
   // A verified release that did not install (trial load, smoke test, installer command): the device stays on the old one.
   EG_INSTALL_FAILED: 10,
+  // Another install holds the data directory's install lock: nothing was done; try again later.
+  EG_BUSY: 11,
   // Keys.
   EG_KEY_FORMAT: 4,
   EG_WRONG_KEY: 4,

@@ -6,7 +6,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { ekPublicKeyHash } from '../attest/index.ts';
 import { EdgeguardError, FILE_CAPS, fsError, readBoundedText } from '../errors/index.ts';
 import { HASH_ALGS, parsePcrSelection, parseTpm2bPublic, type PcrValues } from '../tpm/index.ts';
 import { parseCertifyEvidence, verifyCertifyEvidence } from './certify-evidence.ts';
@@ -95,7 +94,7 @@ export async function deviceKeyStatus(dir: string, opts: OpenDeviceOptions = {})
     differences,
     authorizations: { valid: [], rejected: [] },
     identityKey: null,
-    ekSha256: ekPublicKeyHash(parseTpm2bPublic(await readBinary(join(abs, FILES.ekTpmPublic)))),
+    ekSha256: await ekSha256Of(join(abs, FILES.ekTpmPublic)),
   };
   const identity = await openDeviceIdentityStore(abs, { ...opts, create: false });
   if (identity?.posture.tpm) status.identityKey = { name: identity.posture.tpm.bindingName };
@@ -144,4 +143,13 @@ export function policyNotSatisfied(s: TpmKeyStatus): EdgeguardError {
     'EG_TPM_POLICY',
     `the binding key's policy is not satisfied by the current PCRs (${s.differences.length} PCR(s) differ from the provisioned values${s.policyKind === 'pcr-or-authorized' ? ' and no PCR authorization approves them' : ''}): model keys will be refused.`,
   );
+}
+
+/**
+ * The EK's hash, from attest: loaded only here, because attest brings the X.509 library (about
+ * 0.3 s of start-up) that nothing else the key store serves (unwrap, run, install) needs.
+ */
+async function ekSha256Of(path: string): Promise<string> {
+  const { ekPublicKeyHash } = await import('../attest/index.ts');
+  return ekPublicKeyHash(parseTpm2bPublic(await readBinary(path)));
 }

@@ -7,6 +7,9 @@
  *     over the device's mTLS identity, only while its attestation passes) with the content key
  *     wrapped to this device's TPM binding key; the slot keeps that wrapped key, and the outcome
  *     goes back to the control plane as a signed version report.
+ *
+ * Either runs whole (recovery, metadata refresh, download, install, report) under the data
+ * directory's install lock: another install running is an EG_BUSY outcome, nothing touched.
  */
 import { rm } from 'node:fs/promises';
 import { EdgeguardError } from '../errors/index.ts';
@@ -14,6 +17,7 @@ import { fetchAssignedRelease, type AssignedRelease, type FetchAssignedOptions }
 import { fetchRelease, type FetchedRelease } from './client.ts';
 import { removeInterruptedReplacementsSync } from './durable-file.ts';
 import { installRelease, recoverInstall, type InstallContext, type InstallOutcome } from './install.ts';
+import { withInstallLock } from './install-lock.ts';
 import { stepBoundary } from './install-steps.ts';
 import { verifiedReleaseOf } from './verified-release.ts';
 import type { ReleaseCustom } from './release-target.ts';
@@ -87,7 +91,20 @@ function refusedOutcome(e: unknown, ctx: InstallContext): InstallOutcome {
   };
 }
 
+/** Run one update under the install lock; EG_BUSY (another install runs) becomes the outcome. */
+async function locked<T extends object>(ctx: InstallContext, fn: () => Promise<T>): Promise<T | InstallOutcome> {
+  try {
+    return await withInstallLock(ctx.dataDir, fn, { waitMs: ctx.lockWaitMs });
+  } catch (e) {
+    return refusedOutcome(e, ctx);
+  }
+}
+
 export async function updateDevice(o: DeviceUpdateOptions): Promise<InstallOutcome & { target: string }> {
+  return { target: o.target, ...(await locked(o.install, () => updateDeviceLocked(o))) };
+}
+
+async function updateDeviceLocked(o: DeviceUpdateOptions): Promise<InstallOutcome & { target: string }> {
   const ctx = o.install;
   try {
     await recover(ctx, o.metadataDir);
@@ -141,7 +158,11 @@ export type DirectorUpdateOutcome = InstallOutcome & {
  * metadata attack, a mismatch of director and repository) installs nothing and is the outcome's
  * error; an install that ran, successful or not, is reported to the control plane.
  */
-export async function updateFromDirector(o: DirectorUpdateOptions): Promise<DirectorUpdateOutcome> {
+export function updateFromDirector(o: DirectorUpdateOptions): Promise<DirectorUpdateOutcome> {
+  return locked(o.install, () => updateFromDirectorLocked(o));
+}
+
+async function updateFromDirectorLocked(o: DirectorUpdateOptions): Promise<DirectorUpdateOutcome> {
   const ctx = o.install;
   let assigned: AssignedRelease | null;
   let deviceDir: string | undefined;

@@ -65,6 +65,7 @@ export {
   type SlotState,
   type VerifiedSlot,
   readPointer,
+  readSlots,
   recoverSlots,
   verifySlot,
 } from './slots.ts';
@@ -95,8 +96,25 @@ export {
   type InstallOutcome,
   installRelease,
   recoverInstall,
+  servedSlots,
   slotContentKey,
 } from './install.ts';
+export {
+  INSTALL_LOCK_FILE,
+  MAX_INSTALL_LOCK_BYTES,
+  UNPARSABLE_LOCK_GRACE_MS,
+  type InstallLock,
+  type InstallLockHolder,
+  type InstallLockOptions,
+  type LockVerdict,
+  acquireInstallLock,
+  installLockPath,
+  judgeInstallLock,
+  parseInstallLock,
+  processStartTime,
+  startTimeFromStat,
+  withInstallLock,
+} from './install-lock.ts';
 export { type SmokeTest, trialLoad } from './trial-load.ts';
 export { type FetchedFiles, verifiedReleaseOf } from './verified-release.ts';
 export { type HandoffOptions, type HandoffResult, handOff } from './handoff.ts';

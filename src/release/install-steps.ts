@@ -5,6 +5,9 @@
  *
  *   EDGEGUARD_INSTALL_STEP_HOOK=print        each boundary's name on stdout ("install-step NAME")
  *   EDGEGUARD_INSTALL_STEP_HOOK=kill:NAME    the same, then SIGKILL to itself at boundary NAME
+ *   EDGEGUARD_INSTALL_STEP_HOOK=stop:NAME    the same, then SIGSTOP to itself at boundary NAME (the
+ *                                            harness resumes it with SIGCONT: an install paused
+ *                                            mid-way, holding the install lock)
  */
 import { writeSync } from 'node:fs';
 
@@ -29,4 +32,5 @@ export function stepBoundary(step: InstallStep): void {
   // Synchronous: the line is out before a kill that follows it.
   writeSync(1, `install-step ${step}\n`);
   if (hook === `kill:${step}`) process.kill(process.pid, 'SIGKILL');
+  if (hook === `stop:${step}`) process.kill(process.pid, 'SIGSTOP');
 }

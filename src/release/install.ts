@@ -8,17 +8,19 @@
  *   -> trial load (unwrap in memory, ORT session, smoke test) -> switch (pointer rename)
  *   -> commit (raise the anti-rollback floor)
  *
- * Any failure before the switch leaves the pointer where it was; the half-installed slot is
- * removed. Kinds firmware and agent go to the configured installer command (handoff.ts). Each
+ * All of it, and the start-up recovery, runs under the data directory's install lock
+ * (install-lock.ts): one installer at a time across processes. Any failure before the switch
+ * leaves the pointer where it was; the half-installed slot is removed. Kinds firmware and agent go to the configured installer command (handoff.ts). Each
  * install ends in an InstallOutcome (recorded for the agent's journal, printed by the CLI).
  */
 import { copyFile, mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, type KeyObject } from 'node:crypto';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError, isEdgeguardError } from '../errors/index.ts';
 import type { ContentKeySource } from '../keystore/index.ts';
 import type { AntiRollbackFloor } from './floor.ts';
 import { handOff } from './handoff.ts';
+import { withInstallLock } from './install-lock.ts';
 import { stepBoundary } from './install-steps.ts';
 import { releaseRefused } from './refusal.ts';
 import type { ReleaseKind } from './release-target.ts';
@@ -27,6 +29,7 @@ import {
   createStaging,
   otherSlot,
   placeStaging,
+  readSlots,
   recoverSlots,
   sealStaging,
   slotsDir,
@@ -66,6 +69,8 @@ export interface InstallContext {
   executionProviders?: readonly string[] | undefined;
   /** Installer argv per kind (agent.yaml update.firmware.command, update.agent.command). */
   installers?: Partial<Record<'firmware' | 'agent', readonly string[]>> | undefined;
+  /** How long to wait while another install holds the data directory's lock (default 0: EG_BUSY at once). */
+  lockWaitMs?: number | undefined;
 }
 
 export interface InstallOutcome {
@@ -86,16 +91,47 @@ export interface InstallOutcome {
   error?: { code: string; message: string; reason?: string } | undefined;
 }
 
-/** Start-up: recover the slots and finish a commit a crash interrupted (the floor raise is idempotent). */
-export async function recoverInstall(ctx: Pick<InstallContext, 'dataDir' | 'floor'>): Promise<SlotState> {
-  const state = await recoverSlots(ctx.dataDir);
-  if (state.active) {
-    const r = state.active.manifest.release;
-    const floor = await ctx.floor.raise(r.kind, r.minVersion);
-    // Only a slot swapped outside the installer can be below the floor: fail closed.
-    if (r.version < floor)
-      throw releaseRefused('below-minimum', `the active slot holds ${r.name} ${r.version} < floor ${floor}`);
+type RecoveryContext = Pick<InstallContext, 'dataDir' | 'floor' | 'lockWaitMs'>;
+
+/** Only a slot swapped outside the installer can be below the floor: fail closed. */
+function refuseBelowFloor(state: SlotState, floor: number): void {
+  const r = state.active!.manifest.release;
+  if (r.version < floor)
+    throw releaseRefused('below-minimum', `the active slot holds ${r.name} ${r.version} < floor ${floor}`);
+}
+
+/**
+ * Start-up, under the install lock: recover the slots and finish a commit a crash interrupted
+ * (the floor raise is idempotent).
+ */
+export async function recoverInstall(ctx: RecoveryContext): Promise<SlotState> {
+  return withInstallLock(
+    ctx.dataDir,
+    async () => {
+      const state = await recoverSlots(ctx.dataDir);
+      const r = state.active?.manifest.release;
+      if (r) refuseBelowFloor(state, await ctx.floor.raise(r.kind, r.minVersion));
+      return state;
+    },
+    { waitMs: ctx.lockWaitMs },
+  );
+}
+
+/**
+ * What a serving process serves: the recovered slots when no install runs; while one does (it
+ * holds the lock), or when this process may not write the data directory (EG_IO: a serving agent
+ * with read-only access beside a privileged installer), the active slot as the pointer names it,
+ * checked whole and against the floor, with nothing removed (at every moment of an install the
+ * pointer names a complete slot).
+ */
+export async function servedSlots(ctx: Pick<InstallContext, 'dataDir' | 'floor'>): Promise<SlotState> {
+  try {
+    return await recoverInstall({ ...ctx, lockWaitMs: 0 });
+  } catch (e) {
+    if (!isEdgeguardError(e, 'EG_BUSY') && !isEdgeguardError(e, 'EG_IO')) throw e;
   }
+  const state = await readSlots(ctx.dataDir);
+  if (state.active) refuseBelowFloor(state, await ctx.floor.read(state.active.manifest.release.kind));
   return state;
 }
 
@@ -236,7 +272,7 @@ async function commit(r: VerifiedRelease, ctx: InstallContext, out: InstallOutco
   }
 }
 
-/** Install one verified release; never throws for a refused or failed install, the outcome says it. */
+/** Install one verified release under the install lock; never throws for a refused, busy or failed install, the outcome says it. */
 export async function installRelease(r: VerifiedRelease, ctx: InstallContext): Promise<InstallOutcome> {
   const out: InstallOutcome = {
     ok: false,
@@ -245,13 +281,19 @@ export async function installRelease(r: VerifiedRelease, ctx: InstallContext): P
     floor: { provider: ctx.floor.provider, value: 0 },
   };
   try {
-    const floor = await ctx.floor.read(r.kind);
-    out.floor.value = floor;
-    if (r.version < floor) throw releaseRefused('below-minimum', `${r.name} ${r.version} < minimum ${floor}`);
-    if (r.kind === 'model') await installModel(r, ctx, out);
-    else await installByHandoff(r, ctx);
-    out.ok = true;
-    if (!out.unchanged) await commit(r, ctx, out);
+    await withInstallLock(
+      ctx.dataDir,
+      async () => {
+        const floor = await ctx.floor.read(r.kind);
+        out.floor.value = floor;
+        if (r.version < floor) throw releaseRefused('below-minimum', `${r.name} ${r.version} < minimum ${floor}`);
+        if (r.kind === 'model') await installModel(r, ctx, out);
+        else await installByHandoff(r, ctx);
+        out.ok = true;
+        if (!out.unchanged) await commit(r, ctx, out);
+      },
+      { waitMs: ctx.lockWaitMs },
+    );
   } catch (e) {
     if (!(e instanceof EdgeguardError)) throw e;
     out.error = {

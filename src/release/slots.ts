@@ -205,6 +205,13 @@ export async function recoverSlots(dataDir: string): Promise<SlotState> {
   return { pointer, active, previous };
 }
 
+/** The slots as they are, nothing removed: the active one checked whole (a reader beside a running install). */
+export async function readSlots(dataDir: string): Promise<SlotState> {
+  const pointer = await readPointer(dataDir);
+  const active = pointer ? await verifySlot(dataDir, pointer.active.slot, pointer.active.manifestSha256) : undefined;
+  return { pointer, active, previous: undefined };
+}
+
 /** A new staging directory (mode 0700) for slot `slot`. */
 export async function createStaging(dataDir: string, slot: SlotName): Promise<string> {
   const dir = join(slotsDir(dataDir), `.staging-${slot}`);

@@ -1,17 +1,20 @@
 /**
  * A serving agent and `edgeguard agent update`: the agent serves the active release slot, picks up
  * a switch while requests keep arriving (none fails), journals nothing it cannot, and the CLI
- * exits with the refusal's code for a release below the floor.
+ * exits with the refusal's code for a release below the floor, or 11 while another install holds
+ * the data directory's install lock (beside which a serving agent starts without recovering).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { abFixture, SMOKE_IMAGE, type AbFixture } from '../release/ab-fixture.ts';
 import { CLI, FIXTURES } from '../helpers/workspace.ts';
 import { eventually } from '../helpers/wait.ts';
 import { agentConfig, runAgentUpdate, startAgent } from '../../src/agent/index.ts';
+import { INSTALL_LOCK_FILE, acquireInstallLock } from '../../src/release/index.ts';
+import { isEdgeguardError } from '../../src/errors/index.ts';
 
 function configOf(f: AbFixture) {
   return {
@@ -91,4 +94,41 @@ test('`edgeguard agent update` exits 0 on install, 3 with the reason for a relea
   assert.equal(refused.status, 3, refused.stdout + refused.stderr);
   assert.match(refused.stdout + refused.stderr, /EG_RELEASE_REFUSED/);
   assert.match(refused.stdout + refused.stderr, /below-minimum/);
+});
+
+test('`edgeguard agent update` while another install holds the lock: exit 11 (EG_BUSY), nothing touched', async (t) => {
+  const f = await abFixture(t);
+  const file = join(f.tmp, 'agent.yaml');
+  await writeFile(file, JSON.stringify(configOf(f)));
+  const lock = await acquireInstallLock(f.dataDir);
+  t.after(() => lock.release());
+  const r = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+    execFile(process.execPath, [CLI, 'agent', 'update', '--config', file], (error, _stdout, stderr) =>
+      resolve({ status: error ? (error.code as number) : 0, stderr }),
+    );
+  });
+  assert.equal(r.status, 11, r.stderr);
+  assert.equal(
+    r.stderr.trim(),
+    `EG_BUSY: another install is running (pid ${process.pid} since ${lock.holder.startedAt}); try again later.`,
+  );
+  assert.deepEqual((await readdir(f.dataDir)).sort(), [INSTALL_LOCK_FILE, 'tuf'], 'no slot, download or report');
+});
+
+test('a serving agent started during an install serves the active slot and leaves the install alone', async (t) => {
+  const f = await abFixture(t);
+  const config = agentConfig(configOf(f), f.tmp);
+  assert.equal((await runAgentUpdate(config)).ok, true);
+  // Another process's install, mid-way: it holds the lock and is staging slot b.
+  const lock = await acquireInstallLock(f.dataDir);
+  t.after(() => lock.release());
+  const staging = join(f.dataDir, 'releases', '.staging-b');
+  await mkdir(staging);
+  await writeFile(join(staging, 'package.egm'), 'being written');
+  await assert.rejects(runAgentUpdate(config), (e) => isEdgeguardError(e, 'EG_BUSY'));
+  const agent = await startAgent(config);
+  t.after(() => agent.close());
+  const health = (await (await fetch(`${agent.url}/healthz`)).json()) as { models: { primary: { version: number } } };
+  assert.equal(health.models.primary.version, 1);
+  assert.deepEqual(await readdir(staging), ['package.egm'], 'the running install’s staging is not recovered away');
 });

@@ -7,7 +7,8 @@
  * against its boot policy), `agent update` installs the release with the content key the director
  * wrapped to this device's binding key (no wrapped key is provisioned on the device), the smoke
  * test runs, the signed version report shows in the release status, and a serving agent serves it;
- * a serving agent with update.director.intervalMs installs the next assignment by itself.
+ * a serving agent with update.director.intervalMs installs the next assignment by itself, skipping
+ * its rounds while another install holds the data directory's lock.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,7 +29,14 @@ import {
   type ReleaseStatusResponse,
 } from '../../src/fleet/index.ts';
 import { initDevice } from '../../src/keystore/index.ts';
-import { addRelease, initRepository, publishRepository, releasePaths } from '../../src/release/index.ts';
+import {
+  acquireInstallLock,
+  addRelease,
+  initRepository,
+  publishRepository,
+  releasePaths,
+} from '../../src/release/index.ts';
+import { pino } from 'pino';
 import { controlPlanePlugins } from '../../src/server/index.ts';
 import { TPM_ALG, parseTpm2bPublic } from '../../src/tpm/index.ts';
 import { provisionedTpmFloor } from '../helpers/floor.ts';
@@ -260,7 +268,7 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     assert.equal(existsSync(join(work, 'other-update', 'releases', 'active')), false);
   });
 
-  test('a serving agent with update.director.intervalMs asks the director itself and serves what it installs', async () => {
+  test('a serving agent with update.director.intervalMs skips rounds while another install runs, then installs', async () => {
     await admin.call('POST', '/v1/releases/assignments', {
       release: 'mnist',
       version: 2,
@@ -269,16 +277,28 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
     });
     assert.equal((await attest()).pass, true);
     const update = config.update as { director: object };
-    const agent = await startAgent(
-      agentConfig({ ...config, update: { ...update, director: { ...update.director, intervalMs: 300 } } }, work),
+    const serving = agentConfig(
+      { ...config, update: { ...update, director: { ...update.director, intervalMs: 300 } } },
+      work,
     );
+    // A timer's `agent update` in another process, mid-install: the poller must not install beside it.
+    const held = await acquireInstallLock(serving.update!.dir!);
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const agent = await startAgent(serving, { logger });
     try {
       const version = async () =>
         ((await (await fetch(`${agent.url}/healthz`)).json()) as { models: { primary: { version: number } } }).models
           .primary.version;
+      await eventually('a director round skipped', () =>
+        lines.some((l) => l.includes('director check skipped: another install is running')),
+      );
+      assert.equal(await version(), 1, 'nothing installed while the lock is held');
+      held.release();
       await eventually('the agent serving v2', async () => (await version()) === 2);
       assert.match(agent.runtime.primary.provenance.packagePath!, /releases\/b\/package\.egm$/);
     } finally {
+      held.release();
       await agent.close();
     }
     const status = (await admin.call<ReleaseStatusResponse>('GET', '/v1/releases/status')).body;

@@ -6,6 +6,7 @@
  * otherwise the code of why not: 3 refused (EG_RELEASE_REFUSED, details.reason names the attack),
  * reason attestation: the director refused while the device's attestation is not fresh and passing),
  * 10 verified but not installed (EG_INSTALL_FAILED: trial load, smoke test, installer command),
+ * 11 another install holds the data directory's lock (EG_BUSY: nothing done; after --wait SECONDS),
  * 2 configuration. A serving agent picks up the switch by itself.
  */
 import { Command } from 'commander';
@@ -26,9 +27,13 @@ export function registerAgentUpdateCommand(program: Command): void {
     )
     .requiredOption('--config <file>', 'agent.yaml with an update: section')
     .option('--target <path>', 'the release target to install (default update.target)')
-    .action(async (opts: { config: string; target?: string }, cmd: Command) => {
+    .option('--wait <seconds>', 'wait this long while another install runs on the data directory (default 0)', '0')
+    .action(async (opts: { config: string; target?: string; wait: string }, cmd: Command) => {
+      const wait = Number(opts.wait);
+      if (!Number.isFinite(wait) || wait < 0 || wait > 86400)
+        throw new EdgeguardError('EG_USAGE', `--wait takes seconds from 0 to 86400, not "${opts.wait}".`);
       const config = await loadAgentConfig(opts.config);
-      const outcome = await runAgentUpdate(config, { target: opts.target });
+      const outcome = await runAgentUpdate(config, { target: opts.target, waitMs: wait * 1000 });
       if (!outcome.ok) {
         const e = outcome.error!;
         throw new EdgeguardError(e.code as ErrorCode, e.message, {
