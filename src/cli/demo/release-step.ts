@@ -168,7 +168,7 @@ async function installAssigned(ctx: DemoContext, fleet: DemoFleet, device: Devic
     );
     if (!outcome.ok) throw new Error(`the install failed: ${outcome.error?.code}: ${outcome.error?.message}`);
     ctx.say(
-      `installed into slot ${outcome.slot}: key unwrapped in the TPM, session created, smoke test ${SMOKE.file} -> "${outcome.smokeLabel}"; switched; floor (TPM NV counter) ${outcome.floor.value}`,
+      `installed into slot ${outcome.slot}: key unwrapped in the TPM, session created, smoke test ${SMOKE.file} -> "${outcome.smokeLabel}"; switched; model floor (TPM NV counter minus its provisioned baseline) ${outcome.floor.value}`,
     );
     await reportInstalledVersion(device.client, device.signer, {
       deviceId: fleet.deviceId,
