@@ -15,7 +15,7 @@ import type { Store } from '../store/index.ts';
 import type { EkTrustStore } from '../attest/index.ts';
 import { makeAuthenticator, type Requirement } from './auth.ts';
 import { resolvePolicy, type ControlPlaneContext, type ServerPolicyOptions, type CertificateCheck } from './context.ts';
-import { capConnectionsPerAddress } from './connections.ts';
+import { limitConnectionsPerAddress } from './connections.ts';
 import { EnrollmentService } from './enrollment.ts';
 import { AuditEvents } from './events.ts';
 import { EnrollmentFailures } from './enroll-failures.ts';
@@ -88,7 +88,15 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
   app.server.headersTimeout = limits.headersTimeoutMs;
 
   const { registry, metrics } = createMetrics(opts.store);
-  capConnectionsPerAddress(app.server, limits.connectionsPerAddress, metrics.connectionsRefused);
+  limitConnectionsPerAddress(
+    app.server,
+    {
+      perAddress: limits.connectionsPerAddress,
+      ratePerSecond: limits.connectionRatePerAddress,
+      burst: limits.connectionBurstPerAddress,
+    },
+    metrics.connectionsRefused,
+  );
   const authenticate = makeAuthenticator(opts.store, metrics);
   const guard =
     (need: Requirement): CertificateCheck =>

@@ -171,4 +171,42 @@ describe('control plane under hostile load', () => {
     const metrics = await fleet.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
     assert.match(metrics, /edgeguard_connections_refused_total\{reason="per_address"\} [1-9]/);
   });
+
+  it('closes new connections from one address beyond its rate before the TLS handshake, and counts them', async () => {
+    // A second server, so that this test's burst is the only traffic its address makes.
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-rate-'));
+    const limited = await startTestFleet({
+      dataDir: dir,
+      // A rate this low refills no token within the test: only the burst of 4 is accepted.
+      policy: { limits: { connectionRatePerAddress: 0.001, connectionBurstPerAddress: 4 } },
+    });
+    try {
+      let handshakes = 0;
+      limited.server.app.server.on('secureConnection', () => handshakes++);
+      const url = new URL(limited.server.url);
+      const sockets = Array.from({ length: 6 }, () =>
+        connect({ host: url.hostname, port: Number(url.port), ca: limited.ca.rootPem, servername: 'localhost' }),
+      );
+      const outcomes = await Promise.all(
+        sockets.map(
+          (socket) =>
+            new Promise<string>((resolve) => {
+              socket.once('secureConnect', () => resolve('handshake completed'));
+              socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+            }),
+        ),
+      );
+      assert.equal(outcomes.filter((o) => o === 'handshake completed').length, 4, outcomes.join(', '));
+      assert.equal(outcomes.filter((o) => o === 'ECONNRESET').length, 2, outcomes.join(', '));
+      // The server completes a handshake after its client does: wait for the four it accepted, no more.
+      while (handshakes < 4) await new Promise((resolve) => setTimeout(resolve, 10));
+      for (const socket of sockets) socket.destroy();
+      assert.equal(handshakes, 4);
+      const metrics = await limited.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+      assert.match(metrics, /edgeguard_connections_refused_total\{reason="rate"\} 2/);
+    } finally {
+      await limited.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
