@@ -5,7 +5,7 @@
  * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
  */
 import { performance } from 'node:perf_hooks';
-import { PassThrough, type Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
@@ -19,7 +19,13 @@ import {
   type ModelInput,
   type SuppliedTensor,
 } from '../inference/index.ts';
-import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable } from '../runtime/index.ts';
+import {
+  checkInputKeeping,
+  foreignImageHead,
+  type GuardedInput,
+  type GuardedModel,
+  type Wipeable,
+} from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
 import type { AgentJournal } from './agent-journal.ts';
@@ -381,7 +387,7 @@ function registerInferRoute(
           throw e;
         }
       },
-      preParsing: async (_req, reply, payload) => bodyWithDeadline(payload, reply, limits.requestTimeoutMs),
+      preParsing: async (req, reply, payload) => checkedBody(payload, req, reply, limits.requestTimeoutMs),
       // The slot is taken once the body is complete and valid: a client trickling its body holds
       // a connection and a timer, never one of the few inference slots.
       preHandler: async (req, reply) => {
@@ -408,12 +414,38 @@ function registerInferRoute(
   );
 }
 
+/** The first bytes of an image body checked as they arrive: the longest signature (PNG). */
+const IMAGE_HEAD_BYTES = 8;
+
 /**
  * The body as a stream that fails with BodyTimeoutError (408) unless it ends within `ms`, so a
- * client sending a byte a second is cut off, whatever its Content-Length.
+ * client sending a byte a second is cut off, whatever its Content-Length; and, for an image, with
+ * EG_INPUT (422) as soon as its first bytes cannot start the declared format, the rest unread and
+ * the connection closed: a body that is not what it says costs one chunk, not a megabyte.
  */
-function bodyWithDeadline(payload: Readable, reply: FastifyReply, ms: number): Readable {
-  const body = new PassThrough();
+function checkedBody(payload: Readable, req: FastifyRequest, reply: FastifyReply, ms: number): Readable {
+  const type = String(req.headers['content-type'] ?? '')
+    .split(';')[0]!
+    .trim()
+    .toLowerCase();
+  const format = type === 'image/png' || type === 'image/jpeg' ? type : undefined;
+  let head = format ? Buffer.alloc(0) : undefined;
+  const body = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (format && head) {
+        head = Buffer.concat([head, chunk.subarray(0, IMAGE_HEAD_BYTES - head.length)]);
+        const foreign = foreignImageHead(format, head, false);
+        if (foreign) {
+          payload.unpipe(body);
+          void reply.header('connection', 'close');
+          done(foreign);
+          return;
+        }
+        if (head.length >= IMAGE_HEAD_BYTES) head = undefined;
+      }
+      done(null, chunk);
+    },
+  });
   const timer = setTimeout(() => {
     payload.unpipe(body);
     body.destroy(new BodyTimeoutError(ms));
