@@ -5,6 +5,7 @@
  * schemas, OpenAPI at /docs, Prometheus metrics at /metrics (admin only), pino logs.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -79,6 +80,8 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     // Errors the router raises before any route runs (a bad URL, a path parameter over the length
     // limit) get the same `{ error: { code: 'EG_...' } }` body as every other answer.
     frameworkErrors: errorHandler,
+    // One line per request, written in onResponse below, and none for refused uncertified traffic.
+    disableRequestLogging: true,
   };
   const app = Fastify({
     ...fastifyOpts,
@@ -153,6 +156,14 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     const route = req.routeOptions?.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
     metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    // A 4xx to a client without a fleet certificate (401 before the body, 413, 429, a malformed
+    // enrollment) is anyone's traffic: the metrics above count it, and a log line each would let
+    // a flood turn into log I/O. Everything else is logged once, when answered.
+    // `authorized` alone is true on a resumed session that never had a certificate.
+    const socket = req.raw.socket as TLSSocket;
+    const certified = socket.authorized === true && socket.getPeerCertificate?.(false)?.raw !== undefined;
+    if (reply.statusCode >= 400 && reply.statusCode < 500 && !certified) return;
+    req.log.info({ req, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   });
 
   await app.register(rateLimit, {

@@ -4,6 +4,8 @@ import { connect, type TLSSocket } from 'node:tls';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlPlanePlugins } from '../../src/server/index.ts';
@@ -206,6 +208,36 @@ describe('control plane under hostile load', () => {
       assert.match(metrics, /edgeguard_connections_refused_total\{reason="rate"\} 2/);
     } finally {
       await limited.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('logs no line per refused request from a client without a certificate; certified requests one each', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-log-'));
+    const lines: Array<{ msg?: string; req?: { url?: string }; res?: { statusCode?: number } }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const logged = await startTestFleet({ dataDir: dir, logger: pino({ level: 'info' }, sink) });
+    try {
+      const about = () => lines.filter((l) => l.req?.url === '/v1/devices');
+      const anonymous = logged.client();
+      for (let i = 0; i < 5; i++) assert.equal((await anonymous.send('GET', '/v1/devices')).status, 401);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(about(), []);
+      const admin = logged.client(await logged.adminCredential('log-admin'));
+      assert.equal((await admin.send('GET', '/v1/devices')).status, 200);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(about().length, 1, JSON.stringify(about()));
+      assert.equal(about()[0]!.msg, 'request completed');
+      assert.equal(about()[0]!.res?.statusCode, 200);
+      const refused = await logged.server.ctx.registry.getSingleMetricAsString('edgeguard_http_requests_total');
+      assert.match(refused, /status="401"\} 5/);
+    } finally {
+      await logged.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });
