@@ -60,7 +60,7 @@ interface Target {
 type AttackSpec =
   | { kind: 'none' }
   | { kind: 'slow'; path: string; type: string }
-  | { kind: 'large'; path: string; type: string; bytes: number }
+  | { kind: 'large'; path: string; type: string; bytes: number; signed: boolean }
   | { kind: 'flood' };
 
 /** What an attack has done so far: connections it opened, requests it sent. */
@@ -133,6 +133,8 @@ function countConnections(agent: HttpAgent | HttpsAgent, actions: Actions): void
   };
 }
 
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
 /** `n` loops of `once` until stopped. */
 function loops(n: number, once: () => Promise<unknown>): () => void {
   let running = true;
@@ -163,6 +165,8 @@ function slowBodies(path: string, type: string): Phase {
         s.once(target.tls ? 'secureConnect' : 'connect', () => {
           actions.requests++;
           s.write(`POST ${path} HTTP/1.1\r\nhost: ${HOST}\r\ncontent-type: ${type}\r\ncontent-length: 1000000\r\n\r\n`);
+          // A body that starts like its type: the agent refuses one that does not at its first bytes.
+          if (type === 'image/png') s.write(PNG_SIGNATURE);
         });
         s.on('data', () => undefined);
         s.once('close', () => {
@@ -181,11 +185,18 @@ function slowBodies(path: string, type: string): Phase {
   };
 }
 
-function largeBodies(path: string, type: string, bytes: number): Phase {
-  const body = { type, bytes: randomBytes(bytes) };
+/**
+ * 100 clients posting random near-limit bodies in a loop; `signed`: the body starts with the PNG
+ * signature, so the agent reads it whole before it fails to decode (random bytes are refused at
+ * their first chunk).
+ */
+function largeBodies(path: string, type: string, bytes: number, signed = false): Phase {
+  const random = randomBytes(bytes);
+  if (signed) PNG_SIGNATURE.copy(random);
+  const body = { type, bytes: random };
   return {
-    name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB)`,
-    spec: { kind: 'large', path, type, bytes },
+    name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB${signed ? ', PNG signature' : ''})`,
+    spec: { kind: 'large', path, type, bytes, signed },
     start(target, actions) {
       const agent = target.tls
         ? new HttpsAgent({ keepAlive: true, maxSockets: 100, ca: target.tls.ca })
@@ -227,7 +238,7 @@ function phaseOf(spec: AttackSpec): Phase {
     case 'slow':
       return slowBodies(spec.path, spec.type);
     case 'large':
-      return largeBodies(spec.path, spec.type, spec.bytes);
+      return largeBodies(spec.path, spec.type, spec.bytes, spec.signed);
     case 'flood':
       return enrollmentFlood;
   }
@@ -344,6 +355,7 @@ async function agentRows(dir: string): Promise<Row[]> {
         noAttack,
         slowBodies('/v1/infer', 'image/png'),
         largeBodies('/v1/infer', 'image/png', config.limits.bodyBytes - 1024),
+        largeBodies('/v1/infer', 'image/png', config.limits.bodyBytes - 1024, true),
       ],
       legit,
     );
