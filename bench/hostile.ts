@@ -31,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
+import { pino } from 'pino';
 import { startAgent } from '../src/agent/serve.ts';
 import { controlPlanePlugins, startServer } from '../src/server/index.ts';
 import { generateP256, privateKeyToPkcs8Pem, spkiOf } from '../src/pki/index.ts';
@@ -371,7 +372,8 @@ async function controlPlaneRows(dir: string): Promise<Row[]> {
     dataDir: dir,
     listen: `${HOST}:0`,
     caPassphrase: 'bench-passphrase',
-    logger: false,
+    // Logging as deployed (`edgeguard server`: info), to a sink that costs no disk.
+    logger: pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true })),
     policy: { allowSoftwareDevices: true },
     plugins: controlPlanePlugins({ dataDir: dir }).all,
   });
