@@ -294,8 +294,11 @@ function runAttacker(json: string): void {
 }
 
 /** Two legitimate clients for SECONDS: latencies and the share answered 200. */
-async function legitimate(legit: () => Promise<number>): Promise<{ latencies: number[]; ok: number }> {
+async function legitimate(
+  legit: () => Promise<number>,
+): Promise<{ latencies: number[]; ok: number; failed: Map<number, number> }> {
   const latencies: number[] = [];
+  const failed = new Map<number, number>();
   let ok = 0;
   const end = performance.now() + SECONDS * 1000;
   await Promise.all(
@@ -305,10 +308,11 @@ async function legitimate(legit: () => Promise<number>): Promise<{ latencies: nu
         const status = await legit();
         latencies.push(performance.now() - t);
         if (status === 200) ok++;
+        else failed.set(status, (failed.get(status) ?? 0) + 1);
       }
     }),
   );
-  return { latencies, ok };
+  return { latencies, ok, failed };
 }
 
 async function measure(service: string, target: Target, phases: Phase[], legit: () => Promise<number>) {
@@ -320,7 +324,7 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
     await new Promise((r) => setTimeout(r, 1500));
     const before = await attack.actions();
     const cpu = process.cpuUsage();
-    const { latencies, ok } = await legitimate(legit);
+    const { latencies, ok, failed } = await legitimate(legit);
     const used = process.cpuUsage(cpu);
     const after = await attack.actions();
     await attack.stop();
@@ -334,7 +338,8 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
       cpuMs: (used.user + used.system) / 1000,
       actions: { connections: after.connections - before.connections, requests: after.requests - before.requests },
     });
-    console.error(`${service}: ${phase.name} done`);
+    const statuses = [...failed].map(([status, n]) => `${n} x ${status || 'connection failed'}`).join(', ');
+    console.error(`${service}: ${phase.name} done${statuses ? `; legitimate failures: ${statuses}` : ''}`);
     await new Promise((r) => setTimeout(r, 1000));
   }
   return rows;
