@@ -6,7 +6,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -81,7 +81,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     // limit) get the same `{ error: { code: 'EG_...' } }` body as every other answer.
     frameworkErrors: errorHandler,
     // One line per request, written in onResponse below, and none for refused uncertified traffic.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   };
   const app = Fastify({
     ...fastifyOpts,
