@@ -13,9 +13,10 @@
  * first measurements were made: then the attack's own work blocks the event loop the services and
  * the legitimate clients share). `--pin` models two 1-core hosts instead: this process (the
  * services and the legitimate clients) on CPU 0, the attackers on CPU 1 (taskset, util-linux).
- * Each row also gives what the attacker did (connections opened, requests sent) and the CPU this
- * process spent beyond the legitimate traffic's own, per attack action: the service's cost of the
- * attack, which depends less on the other work on the machine than p99 does. `--only TEXT` runs
+ * After each row the attack runs ALONE_SECONDS more without legitimate traffic: what the attacker
+ * did (connections opened, requests sent) and this process's CPU beyond idle, per attack action,
+ * is the service's cost of the attack, which depends less on the other work on the machine than
+ * p99 does. `--only TEXT` runs
  * the rows whose "service: attack" contains TEXT (and each service's no-attack row).
  *
  *   node --import tsx bench/hostile.ts [--seconds 5] [--in-process | --pin] [--only TEXT]
@@ -83,11 +84,12 @@ interface Row {
   success: number;
   p50: number;
   p99: number;
-  /** CPU time of the benchmark's process (the service and the legitimate clients), ms. */
-  cpuMs: number;
-  /** What the attacker did during the measured window. */
-  actions: Actions;
+  /** CPU time of the benchmark's process, ms, and what the attacker did, with no legitimate traffic. */
+  alone: { cpuMs: number; actions: Actions };
 }
+
+/** The attack alone (no legitimate traffic) for this long after each row: the service's cost per action. */
+const ALONE_SECONDS = 2;
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -322,9 +324,11 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
     const attack = await startAttacker(phase, target);
     // Let the attack reach its steady state.
     await new Promise((r) => setTimeout(r, 1500));
+    const { latencies, ok, failed } = await legitimate(legit);
+    // Then the attack alone: this process's CPU is the service's (and the idle legitimate clients').
     const before = await attack.actions();
     const cpu = process.cpuUsage();
-    const { latencies, ok, failed } = await legitimate(legit);
+    await new Promise((r) => setTimeout(r, ALONE_SECONDS * 1000));
     const used = process.cpuUsage(cpu);
     const after = await attack.actions();
     await attack.stop();
@@ -335,8 +339,10 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
       success: ok / latencies.length,
       p50: pct(latencies, 0.5),
       p99: pct(latencies, 0.99),
-      cpuMs: (used.user + used.system) / 1000,
-      actions: { connections: after.connections - before.connections, requests: after.requests - before.requests },
+      alone: {
+        cpuMs: (used.user + used.system) / 1000,
+        actions: { connections: after.connections - before.connections, requests: after.requests - before.requests },
+      },
     });
     const statuses = [...failed].map(([status, n]) => `${n} x ${status || 'connection failed'}`).join(', ');
     console.error(`${service}: ${phase.name} done${statuses ? `; legitimate failures: ${statuses}` : ''}`);
@@ -433,21 +439,23 @@ function pinSelf(): void {
 
 function table(rows: Row[]): string[] {
   const lines = [
-    '| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met | attacker connections / requests | service CPU | extra CPU per attack action |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met | attack alone: connections / requests per s | service CPU per attack action |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     const base = rows.find((x) => x.service === r.service && x.attack === 'no attack')!;
     const ratio = r.p99 / base.p99;
     const met = r.success >= 0.99 && ratio <= 3 ? 'yes' : 'no';
-    // The CPU the legitimate requests cost (as in the no-attack row) taken out; an action is a
-    // connection opened or a request sent, whichever the attack does more of.
-    const actions = Math.max(r.actions.connections, r.actions.requests);
-    const extra = r.cpuMs - (r.requests * base.cpuMs) / base.requests;
-    const perAction = actions ? `${((1000 * extra) / actions).toFixed(0)} µs` : '-';
-    const counts = actions ? `${r.actions.connections} / ${r.actions.requests}` : '-';
+    // The idle CPU (the no-attack row's quiet window) taken out; an action is a connection opened
+    // or a request sent, whichever the attack does more of.
+    const { connections, requests } = r.alone.actions;
+    const actions = Math.max(connections, requests);
+    const perAction = actions ? `${((1000 * (r.alone.cpuMs - base.alone.cpuMs)) / actions).toFixed(0)} µs` : '-';
+    const rates = actions
+      ? `${(connections / ALONE_SECONDS).toFixed(0)} / ${(requests / ALONE_SECONDS).toFixed(0)}`
+      : '-';
     lines.push(
-      `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} | ${counts} | ${((100 * r.cpuMs) / (SECONDS * 1000)).toFixed(0)}% | ${perAction} |`,
+      `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} | ${rates} | ${perAction} |`,
     );
   }
   return lines;
