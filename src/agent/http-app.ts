@@ -28,6 +28,7 @@ import {
 } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
+import { Slots, type Slot } from './slots.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
 import { ProbingGate } from './probing-gate.ts';
@@ -39,11 +40,6 @@ import {
   errorHandler,
   type AgentMetrics,
 } from './serve-http.ts';
-
-interface Slot {
-  released: boolean;
-  work?: Promise<unknown>;
-}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -127,35 +123,6 @@ function guardFinding(r: GuardResult): { check: string; score: number; threshold
   }
 }
 
-/** The concurrency limit: a counter, and a slot per admitted request released once its work ends. */
-class Slots {
-  inflight = 0;
-  constructor(
-    private readonly limit: number,
-    private readonly metrics: AgentMetrics,
-  ) {}
-
-  acquire(): Slot {
-    if (this.inflight >= this.limit) {
-      this.metrics.overload.inc();
-      throw new EdgeguardError(
-        'EG_OVERLOADED',
-        `the service is at its concurrency limit (${this.limit} requests); retry shortly.`,
-      );
-    }
-    this.inflight++;
-    this.metrics.inflight.set(this.inflight);
-    return { released: false };
-  }
-
-  release(slot: Slot): void {
-    if (slot.released) return;
-    slot.released = true;
-    this.inflight--;
-    this.metrics.inflight.set(this.inflight);
-  }
-}
-
 export async function buildAgentApp(
   config: AgentConfig,
   runtime: GuardedModel | ServedRuntime,
@@ -164,7 +131,7 @@ export async function buildAgentApp(
   const served = runtime instanceof ServedRuntime ? runtime : new ServedRuntime(runtime);
   const metrics = o.metrics ?? createAgentMetrics();
   const app = await createFastify(config, o.logger);
-  const slots = new Slots(config.limits.concurrency, metrics);
+  const slots = new Slots(config.limits.concurrency, metrics.overload, metrics.inflight);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     metrics.requests.inc({ route, status: String(reply.statusCode) });
@@ -391,7 +358,9 @@ function registerInferRoute(
       // The slot is taken once the body is complete and valid: a client trickling its body holds
       // a connection and a timer, never one of the few inference slots.
       preHandler: async (req, reply) => {
-        const slot = slots.acquire();
+        // A large body (as limits.bodyBytesInFlight counts them) never takes the last free slot.
+        const large = (announcedLength(req.headers['content-length']) ?? limits.bodyBytes) > SMALL_BODY_BYTES;
+        const slot = slots.acquire(large);
         req.egSlot = slot;
         // The response is finished or the connection is gone (client abort): a request that never
         // reached its work frees the slot here; one that did, when the work ends.
