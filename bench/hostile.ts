@@ -11,11 +11,17 @@
  * it would from another host, but on the same two cores: its CPU still competes with the
  * service. `--in-process` runs the attackers inside the benchmark's own process instead (how the
  * first measurements were made: then the attack's own work blocks the event loop the services and
- * the legitimate clients share).
+ * the legitimate clients share). `--pin` models two 1-core hosts instead: this process (the
+ * services and the legitimate clients) on CPU 0, the attackers on CPU 1 (taskset, util-linux).
+ * After each row the attack runs ALONE_SECONDS more without legitimate traffic: what the attacker
+ * did (connections opened, requests sent) and this process's CPU beyond idle, per attack action,
+ * is the service's cost of the attack, which depends less on the other work on the machine than
+ * p99 does. `--only TEXT` runs
+ * the rows whose "service: attack" contains TEXT (and each service's no-attack row).
  *
- *   node --import tsx bench/hostile.ts [--seconds 5] [--in-process]
+ *   node --import tsx bench/hostile.ts [--seconds 5] [--in-process | --pin] [--only TEXT]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -26,6 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
+import { pino } from 'pino';
 import { startAgent } from '../src/agent/serve.ts';
 import { controlPlanePlugins, startServer } from '../src/server/index.ts';
 import { generateP256, privateKeyToPkcs8Pem, spkiOf } from '../src/pki/index.ts';
@@ -35,6 +42,15 @@ import { machine } from './lib/machine.ts';
 const args = process.argv.slice(2);
 const SECONDS = Number(args.includes('--seconds') ? args[args.indexOf('--seconds') + 1] : 5);
 const IN_PROCESS = args.includes('--in-process');
+/** Only the rows whose "service: attack" contains this (and each service's no-attack row). */
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+/**
+ * Two 1-core hosts: this process (the services and the legitimate clients) on one core, the
+ * attackers on the other, with taskset.
+ */
+const PIN = args.includes('--pin');
+const SERVICE_CPU = '0';
+const ATTACKER_CPU = '1';
 const HOST = '127.0.0.1';
 
 interface Target {
@@ -46,13 +62,19 @@ interface Target {
 type AttackSpec =
   | { kind: 'none' }
   | { kind: 'slow'; path: string; type: string }
-  | { kind: 'large'; path: string; type: string; bytes: number }
+  | { kind: 'large'; path: string; type: string; bytes: number; signed: boolean }
   | { kind: 'flood' };
+
+/** What an attack has done so far: connections it opened, requests it sent. */
+interface Actions {
+  connections: number;
+  requests: number;
+}
 
 interface Phase {
   name: string;
   spec: AttackSpec;
-  start(target: Target): () => void;
+  start(target: Target, actions: Actions): () => void;
 }
 
 interface Row {
@@ -62,7 +84,12 @@ interface Row {
   success: number;
   p50: number;
   p99: number;
+  /** CPU time of the benchmark's process, ms, and what the attacker did, with no legitimate traffic. */
+  alone: { cpuMs: number; actions: Actions };
 }
+
+/** The attack alone (no legitimate traffic) for this long after each row: the service's cost per action. */
+const ALONE_SECONDS = 2;
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -76,7 +103,9 @@ function send(
   method: string,
   path: string,
   body?: { type: string; bytes: Buffer },
+  actions?: Actions,
 ): Promise<number> {
+  if (actions) actions.requests++;
   const request = target.tls ? httpsRequest : httpRequest;
   return new Promise((resolve) => {
     const req = request(
@@ -98,6 +127,17 @@ function send(
   });
 }
 
+/** Counts the connections an agent opens (each one a TCP connect, and a TLS handshake over TLS). */
+function countConnections(agent: HttpAgent | HttpsAgent, actions: Actions): void {
+  const create = agent.createConnection.bind(agent) as (...a: unknown[]) => unknown;
+  (agent as unknown as { createConnection: (...a: unknown[]) => unknown }).createConnection = (...a) => {
+    actions.connections++;
+    return create(...a);
+  };
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
 /** `n` loops of `once` until stopped. */
 function loops(n: number, once: () => Promise<unknown>): () => void {
   let running = true;
@@ -113,7 +153,7 @@ function slowBodies(path: string, type: string): Phase {
   return {
     name: 'slow bodies x100',
     spec: { kind: 'slow', path, type },
-    start(target) {
+    start(target, actions) {
       const sockets = new Set<Socket>();
       let running = true;
       const open = () => {
@@ -122,11 +162,15 @@ function slowBodies(path: string, type: string): Phase {
         const s = target.tls
           ? tlsConnect({ host: HOST, port, ca: target.tls.ca, servername: 'localhost' })
           : netConnect(port, HOST);
+        actions.connections++;
         sockets.add(s);
         s.on('error', () => undefined);
-        s.once(target.tls ? 'secureConnect' : 'connect', () =>
-          s.write(`POST ${path} HTTP/1.1\r\nhost: ${HOST}\r\ncontent-type: ${type}\r\ncontent-length: 1000000\r\n\r\n`),
-        );
+        s.once(target.tls ? 'secureConnect' : 'connect', () => {
+          actions.requests++;
+          s.write(`POST ${path} HTTP/1.1\r\nhost: ${HOST}\r\ncontent-type: ${type}\r\ncontent-length: 1000000\r\n\r\n`);
+          // A body that starts like its type: the agent refuses one that does not at its first bytes.
+          if (type === 'image/png') s.write(PNG_SIGNATURE);
+        });
         s.on('data', () => undefined);
         s.once('close', () => {
           sockets.delete(s);
@@ -144,16 +188,24 @@ function slowBodies(path: string, type: string): Phase {
   };
 }
 
-function largeBodies(path: string, type: string, bytes: number): Phase {
-  const body = { type, bytes: randomBytes(bytes) };
+/**
+ * 100 clients posting random near-limit bodies in a loop; `signed`: the body starts with the PNG
+ * signature, so the agent reads it whole before it fails to decode (random bytes are refused at
+ * their first chunk).
+ */
+function largeBodies(path: string, type: string, bytes: number, signed = false): Phase {
+  const random = randomBytes(bytes);
+  if (signed) PNG_SIGNATURE.copy(random);
+  const body = { type, bytes: random };
   return {
-    name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB)`,
-    spec: { kind: 'large', path, type, bytes },
-    start(target) {
+    name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB${signed ? ', PNG signature' : ''})`,
+    spec: { kind: 'large', path, type, bytes, signed },
+    start(target, actions) {
       const agent = target.tls
         ? new HttpsAgent({ keepAlive: true, maxSockets: 100, ca: target.tls.ca })
         : new HttpAgent({ keepAlive: true, maxSockets: 100 });
-      const stop = loops(100, () => send(target, agent, 'POST', path, body));
+      countConnections(agent, actions);
+      const stop = loops(100, () => send(target, agent, 'POST', path, body, actions));
       return () => {
         stop();
         agent.destroy();
@@ -165,12 +217,13 @@ function largeBodies(path: string, type: string, bytes: number): Phase {
 const enrollmentFlood: Phase = {
   name: 'enrollment flood (32 loops: nonce + malformed start)',
   spec: { kind: 'flood' },
-  start(target) {
+  start(target, actions) {
     const agent = new HttpsAgent({ keepAlive: true, maxSockets: 32, ca: target.tls!.ca });
+    countConnections(agent, actions);
     const start = { type: 'application/json', bytes: Buffer.from(JSON.stringify({ nonce: 'x', csr: 'y' })) };
     const stop = loops(32, async () => {
-      await send(target, agent, 'POST', '/v1/enroll/nonce');
-      await send(target, agent, 'POST', '/v1/enroll/start', start);
+      await send(target, agent, 'POST', '/v1/enroll/nonce', undefined, actions);
+      await send(target, agent, 'POST', '/v1/enroll/start', start, actions);
     });
     return () => {
       stop();
@@ -188,36 +241,53 @@ function phaseOf(spec: AttackSpec): Phase {
     case 'slow':
       return slowBodies(spec.path, spec.type);
     case 'large':
-      return largeBodies(spec.path, spec.type, spec.bytes);
+      return largeBodies(spec.path, spec.type, spec.bytes, spec.signed);
     case 'flood':
       return enrollmentFlood;
   }
 }
 
-/** The phase in a process of its own; the returned stop ends it. Resolves once it attacks. */
-async function startAttacker(phase: Phase, target: Target): Promise<() => Promise<void>> {
-  if (phase.spec.kind === 'none') return async () => undefined;
+interface RunningAttack {
+  /** What the attacker has done so far. */
+  actions(): Promise<Actions>;
+  stop(): Promise<void>;
+}
+
+/** The phase in a process of its own (on the attackers' core with --pin). Resolves once it attacks. */
+async function startAttacker(phase: Phase, target: Target): Promise<RunningAttack> {
+  if (phase.spec.kind === 'none')
+    return { actions: async () => ({ connections: 0, requests: 0 }), stop: async () => {} };
   if (IN_PROCESS) {
-    const stop = phase.start(target);
-    return async () => stop();
+    const actions = { connections: 0, requests: 0 };
+    const stop = phase.start(target, actions);
+    return { actions: async () => ({ ...actions }), stop: async () => stop() };
   }
   const spec = JSON.stringify({ spec: phase.spec, url: target.url.href, ca: target.tls?.ca });
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', import.meta.filename, '--attacker', spec], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const node = [process.execPath, '--import', 'tsx', import.meta.filename, '--attacker', spec];
+  const [command, ...argv] = PIN ? ['taskset', '-c', ATTACKER_CPU, ...node] : node;
+  const child: ChildProcess = spawn(command!, argv, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   const [line] = (await Promise.race([once(child.stdout!, 'data'), once(child, 'exit')])) as [Buffer | number];
   if (!Buffer.isBuffer(line) || !line.toString().startsWith('attacking'))
     throw new Error(`the attacker for "${phase.name}" did not start`);
-  return async () => {
-    child.kill('SIGTERM');
-    if (child.exitCode === null) await once(child, 'exit');
+  return {
+    async actions() {
+      child.send('actions');
+      const [counts] = (await once(child, 'message')) as [Actions];
+      return counts;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await once(child, 'exit');
+    },
   };
 }
 
-/** Child mode: run one attack until SIGTERM. */
+/** Child mode: run one attack until SIGTERM; answers 'actions' with what it has done so far. */
 function runAttacker(json: string): void {
   const { spec, url, ca } = JSON.parse(json) as { spec: AttackSpec; url: string; ca?: string };
-  const stop = phaseOf(spec).start({ url: new URL(url), ...(ca ? { tls: { ca } } : {}) });
+  const actions = { connections: 0, requests: 0 };
+  const stop = phaseOf(spec).start({ url: new URL(url), ...(ca ? { tls: { ca } } : {}) }, actions);
+  process.on('message', () => process.send!(actions));
   process.once('SIGTERM', () => {
     stop();
     process.exit(0);
@@ -226,8 +296,11 @@ function runAttacker(json: string): void {
 }
 
 /** Two legitimate clients for SECONDS: latencies and the share answered 200. */
-async function legitimate(legit: () => Promise<number>): Promise<{ latencies: number[]; ok: number }> {
+async function legitimate(
+  legit: () => Promise<number>,
+): Promise<{ latencies: number[]; ok: number; failed: Map<number, number> }> {
   const latencies: number[] = [];
+  const failed = new Map<number, number>();
   let ok = 0;
   const end = performance.now() + SECONDS * 1000;
   await Promise.all(
@@ -237,20 +310,28 @@ async function legitimate(legit: () => Promise<number>): Promise<{ latencies: nu
         const status = await legit();
         latencies.push(performance.now() - t);
         if (status === 200) ok++;
+        else failed.set(status, (failed.get(status) ?? 0) + 1);
       }
     }),
   );
-  return { latencies, ok };
+  return { latencies, ok, failed };
 }
 
 async function measure(service: string, target: Target, phases: Phase[], legit: () => Promise<number>) {
   const rows: Row[] = [];
   for (const phase of phases) {
-    const stop = await startAttacker(phase, target);
+    if (ONLY && phase !== noAttack && !`${service}: ${phase.name}`.includes(ONLY)) continue;
+    const attack = await startAttacker(phase, target);
     // Let the attack reach its steady state.
     await new Promise((r) => setTimeout(r, 1500));
-    const { latencies, ok } = await legitimate(legit);
-    await stop();
+    const { latencies, ok, failed } = await legitimate(legit);
+    // Then the attack alone: this process's CPU is the service's (and the idle legitimate clients').
+    const before = await attack.actions();
+    const cpu = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, ALONE_SECONDS * 1000));
+    const used = process.cpuUsage(cpu);
+    const after = await attack.actions();
+    await attack.stop();
     rows.push({
       service,
       attack: phase.name,
@@ -258,8 +339,13 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
       success: ok / latencies.length,
       p50: pct(latencies, 0.5),
       p99: pct(latencies, 0.99),
+      alone: {
+        cpuMs: (used.user + used.system) / 1000,
+        actions: { connections: after.connections - before.connections, requests: after.requests - before.requests },
+      },
     });
-    console.error(`${service}: ${phase.name} done`);
+    const statuses = [...failed].map(([status, n]) => `${n} x ${status || 'connection failed'}`).join(', ');
+    console.error(`${service}: ${phase.name} done${statuses ? `; legitimate failures: ${statuses}` : ''}`);
     await new Promise((r) => setTimeout(r, 1000));
   }
   return rows;
@@ -281,6 +367,7 @@ async function agentRows(dir: string): Promise<Row[]> {
         noAttack,
         slowBodies('/v1/infer', 'image/png'),
         largeBodies('/v1/infer', 'image/png', config.limits.bodyBytes - 1024),
+        largeBodies('/v1/infer', 'image/png', config.limits.bodyBytes - 1024, true),
       ],
       legit,
     );
@@ -296,7 +383,8 @@ async function controlPlaneRows(dir: string): Promise<Row[]> {
     dataDir: dir,
     listen: `${HOST}:0`,
     caPassphrase: 'bench-passphrase',
-    logger: false,
+    // Logging as deployed (`edgeguard server`: info), to a sink that costs no disk.
+    logger: pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true })),
     policy: { allowSoftwareDevices: true },
     plugins: controlPlanePlugins({ dataDir: dir }).all,
   });
@@ -344,24 +432,56 @@ async function controlPlaneRows(dir: string): Promise<Row[]> {
   }
 }
 
+/** Pins this process, every thread of it, to the service's core (the attackers get the other). */
+function pinSelf(): void {
+  execFileSync('taskset', ['-a', '-p', '-c', SERVICE_CPU, String(process.pid)], { stdio: 'ignore' });
+}
+
+function table(rows: Row[]): string[] {
+  const lines = [
+    '| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met | attack alone: connections / requests per s | service CPU per attack action |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const base = rows.find((x) => x.service === r.service && x.attack === 'no attack')!;
+    const ratio = r.p99 / base.p99;
+    const met = r.success >= 0.99 && ratio <= 3 ? 'yes' : 'no';
+    // The idle CPU (the no-attack row's quiet window) taken out; an action is a connection opened
+    // or a request sent, whichever the attack does more of.
+    const { connections, requests } = r.alone.actions;
+    const actions = Math.max(connections, requests);
+    const perAction = actions ? `${((1000 * (r.alone.cpuMs - base.alone.cpuMs)) / actions).toFixed(0)} µs` : '-';
+    const rates = actions
+      ? `${(connections / ALONE_SECONDS).toFixed(0)} / ${(requests / ALONE_SECONDS).toFixed(0)}`
+      : '-';
+    lines.push(
+      `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} | ${rates} | ${perAction} |`,
+    );
+  }
+  return lines;
+}
+
 async function main() {
+  if (PIN && IN_PROCESS) throw new Error('--pin needs the attackers in their own processes (drop --in-process)');
+  if (PIN) pinSelf();
   const dir = await mkdtemp(join(tmpdir(), 'eg-bench-hostile-'));
   try {
     await rm(join(dir, 'cp'), { recursive: true, force: true });
-    const rows = [...(await agentRows(dir)), ...(await controlPlaneRows(join(dir, 'cp')))];
+    // `--only "control plane: ..."` skips the agent's rows altogether, and the other way round.
+    const skip = (service: string) => ONLY !== undefined && ONLY.includes(':') && !ONLY.startsWith(service);
+    const rows = [
+      ...(skip('agent') ? [] : await agentRows(dir)),
+      ...(skip('control plane') ? [] : await controlPlaneRows(join(dir, 'cp'))),
+    ];
+    const where = IN_PROCESS
+      ? 'in the benchmark process'
+      : PIN
+        ? `in their own processes on CPU ${ATTACKER_CPU}, the services and legitimate clients on CPU ${SERVICE_CPU} (--pin)`
+        : 'in their own processes, all sharing the cores';
     console.log(
-      `machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients; attackers ${IN_PROCESS ? 'in the benchmark process' : 'in their own processes'}`,
+      `machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients; attackers ${where}`,
     );
-    console.log('| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met |');
-    console.log('|---|---|---|---|---|---|---|---|');
-    for (const r of rows) {
-      const base = rows.find((x) => x.service === r.service && x.attack === 'no attack')!;
-      const ratio = r.p99 / base.p99;
-      const met = r.success >= 0.99 && ratio <= 3 ? 'yes' : 'no';
-      console.log(
-        `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} |`,
-      );
-    }
+    for (const line of table(rows)) console.log(line);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

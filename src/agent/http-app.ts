@@ -5,7 +5,7 @@
  * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
  */
 import { performance } from 'node:perf_hooks';
-import { PassThrough, type Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
@@ -19,9 +19,16 @@ import {
   type ModelInput,
   type SuppliedTensor,
 } from '../inference/index.ts';
-import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable } from '../runtime/index.ts';
+import {
+  checkInputKeeping,
+  foreignImageHead,
+  type GuardedInput,
+  type GuardedModel,
+  type Wipeable,
+} from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
+import { Slots, type Slot } from './slots.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
 import { ProbingGate } from './probing-gate.ts';
@@ -33,11 +40,6 @@ import {
   errorHandler,
   type AgentMetrics,
 } from './serve-http.ts';
-
-interface Slot {
-  released: boolean;
-  work?: Promise<unknown>;
-}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -121,35 +123,6 @@ function guardFinding(r: GuardResult): { check: string; score: number; threshold
   }
 }
 
-/** The concurrency limit: a counter, and a slot per admitted request released once its work ends. */
-class Slots {
-  inflight = 0;
-  constructor(
-    private readonly limit: number,
-    private readonly metrics: AgentMetrics,
-  ) {}
-
-  acquire(): Slot {
-    if (this.inflight >= this.limit) {
-      this.metrics.overload.inc();
-      throw new EdgeguardError(
-        'EG_OVERLOADED',
-        `the service is at its concurrency limit (${this.limit} requests); retry shortly.`,
-      );
-    }
-    this.inflight++;
-    this.metrics.inflight.set(this.inflight);
-    return { released: false };
-  }
-
-  release(slot: Slot): void {
-    if (slot.released) return;
-    slot.released = true;
-    this.inflight--;
-    this.metrics.inflight.set(this.inflight);
-  }
-}
-
 export async function buildAgentApp(
   config: AgentConfig,
   runtime: GuardedModel | ServedRuntime,
@@ -158,7 +131,7 @@ export async function buildAgentApp(
   const served = runtime instanceof ServedRuntime ? runtime : new ServedRuntime(runtime);
   const metrics = o.metrics ?? createAgentMetrics();
   const app = await createFastify(config, o.logger);
-  const slots = new Slots(config.limits.concurrency, metrics);
+  const slots = new Slots(config.limits.concurrency, metrics.overload, metrics.inflight);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     metrics.requests.inc({ route, status: String(reply.statusCode) });
@@ -381,11 +354,13 @@ function registerInferRoute(
           throw e;
         }
       },
-      preParsing: async (_req, reply, payload) => bodyWithDeadline(payload, reply, limits.requestTimeoutMs),
+      preParsing: async (req, reply, payload) => checkedBody(payload, req, reply, limits.requestTimeoutMs),
       // The slot is taken once the body is complete and valid: a client trickling its body holds
       // a connection and a timer, never one of the few inference slots.
       preHandler: async (req, reply) => {
-        const slot = slots.acquire();
+        // A large body (as limits.bodyBytesInFlight counts them) never takes the last free slot.
+        const large = (announcedLength(req.headers['content-length']) ?? limits.bodyBytes) > SMALL_BODY_BYTES;
+        const slot = slots.acquire(large);
         req.egSlot = slot;
         // The response is finished or the connection is gone (client abort): a request that never
         // reached its work frees the slot here; one that did, when the work ends.
@@ -408,12 +383,38 @@ function registerInferRoute(
   );
 }
 
+/** The first bytes of an image body checked as they arrive: the longest signature (PNG). */
+const IMAGE_HEAD_BYTES = 8;
+
 /**
  * The body as a stream that fails with BodyTimeoutError (408) unless it ends within `ms`, so a
- * client sending a byte a second is cut off, whatever its Content-Length.
+ * client sending a byte a second is cut off, whatever its Content-Length; and, for an image, with
+ * EG_INPUT (422) as soon as its first bytes cannot start the declared format, the rest unread and
+ * the connection closed: a body that is not what it says costs one chunk, not a megabyte.
  */
-function bodyWithDeadline(payload: Readable, reply: FastifyReply, ms: number): Readable {
-  const body = new PassThrough();
+function checkedBody(payload: Readable, req: FastifyRequest, reply: FastifyReply, ms: number): Readable {
+  const type = String(req.headers['content-type'] ?? '')
+    .split(';')[0]!
+    .trim()
+    .toLowerCase();
+  const format = type === 'image/png' || type === 'image/jpeg' ? type : undefined;
+  let head = format ? Buffer.alloc(0) : undefined;
+  const body = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (format && head) {
+        head = Buffer.concat([head, chunk.subarray(0, IMAGE_HEAD_BYTES - head.length)]);
+        const foreign = foreignImageHead(format, head, false);
+        if (foreign) {
+          payload.unpipe(body);
+          void reply.header('connection', 'close');
+          done(foreign);
+          return;
+        }
+        if (head.length >= IMAGE_HEAD_BYTES) head = undefined;
+      }
+      done(null, chunk);
+    },
+  });
   const timer = setTimeout(() => {
     payload.unpipe(body);
     body.destroy(new BodyTimeoutError(ms));

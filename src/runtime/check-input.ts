@@ -40,6 +40,29 @@ const MAGIC = {
   'image/jpeg': { bytes: Buffer.from([0xff, 0xd8, 0xff]), name: 'JPEG' },
 } as const;
 
+/**
+ * EG_INPUT if `head`, the first bytes of a body declared as `format`, cannot start such an image;
+ * undefined while it still can. `complete`: `head` is the whole body (too short is then foreign
+ * too). The agent checks the first bytes as they arrive and refuses the rest unread.
+ */
+export function foreignImageHead(
+  format: keyof typeof MAGIC,
+  head: Uint8Array,
+  complete: boolean,
+): EdgeguardError | undefined {
+  const magic = MAGIC[format];
+  const n = Math.min(head.length, magic.bytes.length);
+  if (
+    Buffer.from(head.buffer, head.byteOffset, n).equals(magic.bytes.subarray(0, n)) &&
+    (n === magic.bytes.length || !complete)
+  )
+    return undefined;
+  return new EdgeguardError(
+    'EG_INPUT',
+    `the body is not a ${magic.name} image (its first bytes do not match ${format}).`,
+  );
+}
+
 /** Decode and check one input; every buffer derived from it is wiped before returning. */
 export async function checkInput(target: GuardTarget, input: GuardedInput): Promise<InputVerdict> {
   const derived: Wipeable[] = [];
@@ -84,12 +107,8 @@ async function decodeImageInput(
       'the model declares no image preprocessing; send its inputs as a tensor (application/json or .npy).',
     );
   if (input.format) {
-    const magic = MAGIC[input.format];
-    if (input.bytes.length < magic.bytes.length || !input.bytes.subarray(0, magic.bytes.length).equals(magic.bytes))
-      throw new EdgeguardError(
-        'EG_INPUT',
-        `the body is not a ${magic.name} image (its first bytes do not match ${input.format}).`,
-      );
+    const foreign = foreignImageHead(input.format, input.bytes, true);
+    if (foreign) throw foreign;
   }
   const image = await decodeImage(input.bytes, pre);
   wipeLater.push(image.pixels);

@@ -5,7 +5,8 @@
  * schemas, OpenAPI at /docs, Prometheus metrics at /metrics (admin only), pino logs.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { TLSSocket } from 'node:tls';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -15,7 +16,7 @@ import type { Store } from '../store/index.ts';
 import type { EkTrustStore } from '../attest/index.ts';
 import { makeAuthenticator, type Requirement } from './auth.ts';
 import { resolvePolicy, type ControlPlaneContext, type ServerPolicyOptions, type CertificateCheck } from './context.ts';
-import { capConnectionsPerAddress } from './connections.ts';
+import { limitConnectionsPerAddress } from './connections.ts';
 import { EnrollmentService } from './enrollment.ts';
 import { AuditEvents } from './events.ts';
 import { EnrollmentFailures } from './enroll-failures.ts';
@@ -79,6 +80,8 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     // Errors the router raises before any route runs (a bad URL, a path parameter over the length
     // limit) get the same `{ error: { code: 'EG_...' } }` body as every other answer.
     frameworkErrors: errorHandler,
+    // One line per request, written in onResponse below, and none for refused uncertified traffic.
+    logController: new LogController({ disableRequestLogging: true }),
   };
   const app = Fastify({
     ...fastifyOpts,
@@ -88,7 +91,15 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
   app.server.headersTimeout = limits.headersTimeoutMs;
 
   const { registry, metrics } = createMetrics(opts.store);
-  capConnectionsPerAddress(app.server, limits.connectionsPerAddress, metrics.connectionsRefused);
+  limitConnectionsPerAddress(
+    app.server,
+    {
+      perAddress: limits.connectionsPerAddress,
+      ratePerSecond: limits.connectionRatePerAddress,
+      burst: limits.connectionBurstPerAddress,
+    },
+    metrics.connectionsRefused,
+  );
   const authenticate = makeAuthenticator(opts.store, metrics);
   const guard =
     (need: Requirement): CertificateCheck =>
@@ -145,6 +156,14 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     const route = req.routeOptions?.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
     metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    // A 4xx to a client without a fleet certificate (401 before the body, 413, 429, a malformed
+    // enrollment) is anyone's traffic: the metrics above count it, and a log line each would let
+    // a flood turn into log I/O. Everything else is logged once, when answered.
+    // `authorized` alone is true on a resumed session that never had a certificate.
+    const socket = req.raw.socket as TLSSocket;
+    const certified = socket.authorized === true && socket.getPeerCertificate?.(false)?.raw !== undefined;
+    if (reply.statusCode >= 400 && reply.statusCode < 500 && !certified) return;
+    req.log.info({ req, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   });
 
   await app.register(rateLimit, {

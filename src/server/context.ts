@@ -53,6 +53,12 @@ export interface ServerLimits {
   connectionTimeoutMs: number;
   /** Open connections one remote address may hold; more are closed at once. */
   connectionsPerAddress: number;
+  /**
+   * New connections one remote address may open per second on average (each costs a TLS
+   * handshake), after a burst of `connectionBurstPerAddress`; more are closed before the handshake.
+   */
+  connectionRatePerAddress: number;
+  connectionBurstPerAddress: number;
   /** Body limit of the routes reachable without a certificate (enrollment). */
   anonymousBodyBytes: number;
 }
@@ -72,6 +78,8 @@ export const DEFAULT_POLICY: ServerPolicy = {
     keepAliveTimeoutMs: 30_000,
     connectionTimeoutMs: 60_000,
     connectionsPerAddress: 64,
+    connectionRatePerAddress: 50,
+    connectionBurstPerAddress: 200,
     anonymousBodyBytes: 32 * 1024,
   },
 };

@@ -58,7 +58,7 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
     }),
     connectionsRefused: new Counter({
       name: 'edgeguard_connections_refused_total',
-      help: 'Connections closed on arrival, by reason (per_address: the remote address holds its cap)',
+      help: 'Connections closed on arrival, before the TLS handshake, by reason (per_address: the remote address holds its cap; rate: it opens new connections faster than its rate)',
       labelNames: ['reason'],
       registers: [registry],
     }),

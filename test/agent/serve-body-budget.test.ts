@@ -72,6 +72,35 @@ describe('large bodies share a budget', () => {
     assert.match(answer, /^HTTP\/1\.1 [24]\d\d /);
   });
 
+  test(
+    'a large body whose first bytes are not its declared image type is refused unread (422, closed)',
+    { timeout: 30_000 },
+    async (t) => {
+      const f = await serveFixture(t);
+      const s = await startService(t, f.config({ limits: { requestTimeoutMs: 60_000 } }));
+      // A megabyte announced as a PNG; only its first 64 bytes, not a PNG signature, are ever sent.
+      const client = await announce(s.url, 1_000_000);
+      t.after(() => client.socket.destroy());
+      client.socket.write(Buffer.alloc(64, 'x'));
+      const answer = await client.answer;
+      assert.match(answer, /^HTTP\/1\.1 422 /, answer.slice(0, 200));
+      assert.match(answer, /\r\nconnection: close\r\n/i);
+      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as {
+        error: { code: string; message: string };
+      };
+      assert.equal(body.error.code, 'EG_INPUT');
+      assert.match(body.error.message, /not a PNG image/);
+      // A PNG whose bytes arrive one at a time is still read and judged on its content.
+      const png = await readFile(join(FIXTURES, 'digits', '5-0.png'));
+      const slow = await announce(s.url, png.length);
+      t.after(() => slow.socket.destroy());
+      for (const byte of png.subarray(0, 12)) slow.socket.write(Buffer.from([byte]));
+      slow.socket.write(png.subarray(12));
+      const served = await slow.answer;
+      assert.match(served, /^HTTP\/1\.1 200 /, served.slice(0, 200));
+    },
+  );
+
   test('BodyBudget: first come first served, a wait limit and a queue limit, small bodies never counted', async () => {
     let refused = 0;
     const b = new BodyBudget({

@@ -17,7 +17,10 @@ interface SlowClient {
   answer: Promise<string>;
 }
 
-/** A client that sends headers for a 1000-byte body and then one byte at a time, until the server ends it. */
+/**
+ * A client that sends headers for a 1000-byte PNG body, the PNG signature (a body that does not
+ * start like its type is refused at once), and then one byte at a time, until the server ends it.
+ */
 async function slowClient(url: string, trickle: (send: () => void) => NodeJS.Timeout): Promise<SlowClient> {
   const { hostname, port } = new URL(url);
   const socket = connect(Number(port), hostname);
@@ -25,6 +28,7 @@ async function slowClient(url: string, trickle: (send: () => void) => NodeJS.Tim
   socket.write(
     `POST /v1/infer HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: image/png\r\ncontent-length: 1000\r\n\r\n`,
   );
+  socket.write(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
   const timer = trickle(() => socket.write('x'));
   const answer = new Promise<string>((resolve) => {
     let text = '';

@@ -79,7 +79,13 @@ describe('control-plane API fuzzer', () => {
     fleet = await startTestFleet({
       dataDir,
       plugins: controlPlanePlugins({ dataDir }).all,
-      policy: { allowSoftwareDevices: true, enrollRateLimit: { max: 1_000_000, timeWindowMs: 60_000 } },
+      // Refused requests close their connection, so the fuzzer reconnects far faster than any client:
+      // the per-address enrollment and connection rates would answer in its place.
+      policy: {
+        allowSoftwareDevices: true,
+        enrollRateLimit: { max: 1_000_000, timeWindowMs: 60_000 },
+        limits: { connectionRatePerAddress: 1_000_000, connectionBurstPerAddress: 1_000_000 },
+      },
     });
     const admin = await fleet.adminCredential('fuzz-admin');
     const a = await fleet.deviceCredential();

@@ -4,6 +4,8 @@ import { connect, type TLSSocket } from 'node:tls';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlPlanePlugins } from '../../src/server/index.ts';
@@ -170,5 +172,73 @@ describe('control plane under hostile load', () => {
     assert.equal(r.status, 200);
     const metrics = await fleet.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
     assert.match(metrics, /edgeguard_connections_refused_total\{reason="per_address"\} [1-9]/);
+  });
+
+  it('closes new connections from one address beyond its rate before the TLS handshake, and counts them', async () => {
+    // A second server, so that this test's burst is the only traffic its address makes.
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-rate-'));
+    const limited = await startTestFleet({
+      dataDir: dir,
+      // A rate this low refills no token within the test: only the burst of 4 is accepted.
+      policy: { limits: { connectionRatePerAddress: 0.001, connectionBurstPerAddress: 4 } },
+    });
+    try {
+      let handshakes = 0;
+      limited.server.app.server.on('secureConnection', () => handshakes++);
+      const url = new URL(limited.server.url);
+      const sockets = Array.from({ length: 6 }, () =>
+        connect({ host: url.hostname, port: Number(url.port), ca: limited.ca.rootPem, servername: 'localhost' }),
+      );
+      const outcomes = await Promise.all(
+        sockets.map(
+          (socket) =>
+            new Promise<string>((resolve) => {
+              socket.once('secureConnect', () => resolve('handshake completed'));
+              socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+            }),
+        ),
+      );
+      assert.equal(outcomes.filter((o) => o === 'handshake completed').length, 4, outcomes.join(', '));
+      assert.equal(outcomes.filter((o) => o === 'ECONNRESET').length, 2, outcomes.join(', '));
+      // The server completes a handshake after its client does: wait for the four it accepted, no more.
+      while (handshakes < 4) await new Promise((resolve) => setTimeout(resolve, 10));
+      for (const socket of sockets) socket.destroy();
+      assert.equal(handshakes, 4);
+      const metrics = await limited.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+      assert.match(metrics, /edgeguard_connections_refused_total\{reason="rate"\} 2/);
+    } finally {
+      await limited.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('logs no line per refused request from a client without a certificate; certified requests one each', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-log-'));
+    const lines: Array<{ msg?: string; req?: { url?: string }; res?: { statusCode?: number } }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const logged = await startTestFleet({ dataDir: dir, logger: pino({ level: 'info' }, sink) });
+    try {
+      const about = () => lines.filter((l) => l.req?.url === '/v1/devices');
+      const anonymous = logged.client();
+      for (let i = 0; i < 5; i++) assert.equal((await anonymous.send('GET', '/v1/devices')).status, 401);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(about(), []);
+      const admin = logged.client(await logged.adminCredential('log-admin'));
+      assert.equal((await admin.send('GET', '/v1/devices')).status, 200);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(about().length, 1, JSON.stringify(about()));
+      assert.equal(about()[0]!.msg, 'request completed');
+      assert.equal(about()[0]!.res?.statusCode, 200);
+      const refused = await logged.server.ctx.registry.getSingleMetricAsString('edgeguard_http_requests_total');
+      assert.match(refused, /status="401"\} 5/);
+    } finally {
+      await logged.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
