@@ -40,6 +40,16 @@ export interface VerifierReason {
   detail: string;
 }
 
+/** The PCRs quoted when no policy is assigned yet (the appraisal then fails with NO_POLICY). */
+const DEFAULT_PCRS = 'sha256:0,1,2,3,4,5,6,7,8,9';
+
+interface AssignedPolicy {
+  sha256: string;
+  policy: BootPolicy;
+}
+
+const pcrsOf = (assigned: AssignedPolicy | undefined): string => assigned?.policy.pcrs ?? DEFAULT_PCRS;
+
 const NONCE_REASON: Record<Exclude<NonceOutcome, 'accepted'>, VerifierReason> = {
   unknown: { code: 'NONCE_UNKNOWN', detail: 'the control plane never issued this nonce' },
   'other-device': { code: 'NONCE_OTHER_DEVICE', detail: 'the nonce was issued to another device' },
@@ -77,19 +87,30 @@ export class AttestationVerifier {
       this.records.createNonce(nonce, deviceId, this.nonceTtlSeconds),
       this.policyFor(deviceId),
     ]);
-    const pcrs = assigned ? assigned.policy.pcrs : 'sha256:0,1,2,3,4,5,6,7,8,9';
-    return { nonce, expiresAt, pcrs };
+    return { nonce, expiresAt, pcrs: pcrsOf(assigned) };
   }
 
-  /** Appraise, record, emit, act. Every outcome is a recorded verdict, never an exception for bad evidence. */
+  /**
+   * Appraise, record, emit, act. Every outcome is a recorded verdict, never an exception for bad
+   * evidence. With `nextNonce` the verdict carries the device's next nonce, exactly as /nonce
+   * would issue it (same device binding and lifetime), stored in the verdict's transaction.
+   */
   async appraise(device: DeviceRecord, body: EvidenceRequest): Promise<VerdictResponse> {
-    const { reasons, policySha256, events = [], acceptedClock } = await this.reasonsFor(device, body);
+    const { reasons, assigned, events = [], acceptedClock } = await this.reasonsFor(device, body);
+    const policySha256 = assigned?.sha256;
+    const next = body.nextNonce
+      ? {
+          nonce: randomBytes(32).toString('hex'),
+          ttlSeconds: this.nonceTtlSeconds,
+          pcrs: pcrsOf(assigned ?? (await this.policyFor(device.id))),
+        }
+      : undefined;
     const pass = reasons.length === 0;
     const codes = reasonCodes(reasons);
     const now = Date.now();
     const verdictId = randomBytes(16).toString('hex');
     const trustedUntil = pass ? new Date(now + this.freshnessMs).toISOString() : null;
-    await this.records.recordVerdict(
+    const nextExpiresAt = await this.records.recordVerdict(
       {
         id: verdictId,
         device_id: device.id,
@@ -101,6 +122,7 @@ export class AttestationVerifier {
       },
       trustedUntil,
       acceptedClock,
+      next,
     );
     const eventCodes = events.map((e) => e.code);
     this.log.info({ deviceId: device.id, pass, reasons: codes, events: eventCodes }, 'attestation verdict');
@@ -116,7 +138,17 @@ export class AttestationVerifier {
       },
     });
     if (!pass) await this.actions.fire(device.id, 'verdict', reasons);
-    return { verdictId, pass, codes, reasons, events, ...(trustedUntil ? { trustedUntil } : {}) };
+    return {
+      verdictId,
+      pass,
+      codes,
+      reasons,
+      events,
+      ...(trustedUntil ? { trustedUntil } : {}),
+      ...(next && nextExpiresAt
+        ? { nextNonce: { nonce: next.nonce, expiresAt: nextExpiresAt, pcrs: next.pcrs, ttlSeconds: next.ttlSeconds } }
+        : {}),
+    };
   }
 
   private async reasonsFor(
@@ -124,7 +156,7 @@ export class AttestationVerifier {
     body: EvidenceRequest,
   ): Promise<{
     reasons: VerifierReason[];
-    policySha256?: string;
+    assigned?: AssignedPolicy;
     events?: VerdictEvent[];
     acceptedClock?: QuoteClock | undefined;
   }> {
@@ -136,7 +168,7 @@ export class AttestationVerifier {
     if (!device.ak_public)
       return {
         reasons: [{ code: 'AK_UNKNOWN', detail: 'the device enrolled without a TPM attestation key' }],
-        policySha256: assigned.sha256,
+        assigned,
       };
     const verdict = appraiseBootEvidence({
       akPublic: storedAkPublic(device.ak_public),
@@ -152,7 +184,7 @@ export class AttestationVerifier {
     });
     return {
       reasons: verdict.reasons,
-      policySha256: assigned.sha256,
+      assigned,
       events: verdict.events,
       acceptedClock: verdict.acceptedClock,
     };
@@ -162,7 +194,7 @@ export class AttestationVerifier {
    * The device's policy, parsed. Policies are stored under the sha256 of their YAML, so a parse is
    * kept by that hash; the YAML is read and checked against its hash only when it is not kept yet.
    */
-  private async policyFor(deviceId: string): Promise<{ sha256: string; policy: BootPolicy } | undefined> {
+  private async policyFor(deviceId: string): Promise<AssignedPolicy | undefined> {
     const sha256 = await this.records.assignedPolicy(deviceId);
     if (sha256 === undefined) return undefined;
     const cached = this.parsedPolicies.get(sha256);
