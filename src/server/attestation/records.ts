@@ -6,7 +6,7 @@
  * through a group commit: concurrent appraisals share a commit, each still durable before its
  * caller goes on.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { QuoteClock } from '../../attest/index.ts';
 import { GroupCommit, type StoreDb } from '../../store/index.ts';
 
@@ -163,32 +163,43 @@ export class AttestationRecords {
 
   /**
    * Record a verdict; `acceptedClock` (when given) becomes the device's last accepted quote clock.
-   * `next` is the nonce of the device's next round, issued in the same transaction as the verdict
-   * (one commit for both); resolves with its expiry then.
+   * `next` is the nonce of the device's next round, issued in the same transaction as the verdict.
+   * Written by the group commit here, or handed (`work`) to another transaction on this store: the
+   * audit log's, so that the verdict and its audit event share one commit.
    */
-  async recordVerdict(
+  verdictWrite(
     v: VerdictRow,
     trustedUntil: string | null,
     acceptedClock?: QuoteClock,
     next?: { nonce: string; ttlSeconds: number },
-  ): Promise<string | undefined> {
+  ): { work: (trx: Transaction<unknown>) => Promise<void>; alone: () => Promise<void>; nextExpiresAt?: string } {
     const nextRow = next ? nonceRow(next.nonce, v.device_id, next.ttlSeconds) : undefined;
-    await this.writes.run(async (trx) => {
+    const state = {
+      last_verdict_id: v.id,
+      trusted_until: trustedUntil,
+      silence_recorded_at: null,
+      ...(acceptedClock ? { quote_clock: encodeQuoteClock(acceptedClock) } : {}),
+    };
+    const write = async (trx: Transaction<AttestationTables>) => {
       await trx.insertInto('attestation_verdicts').values(v).execute();
-      const state = {
-        last_verdict_id: v.id,
-        trusted_until: trustedUntil,
-        silence_recorded_at: null,
-        ...(acceptedClock ? { quote_clock: encodeQuoteClock(acceptedClock) } : {}),
-      };
       await trx
         .insertInto('attestation_state')
         .values({ device_id: v.device_id, ...state })
         .onConflict((oc) => oc.column('device_id').doUpdateSet(state))
         .execute();
       if (nextRow) await trx.insertInto('attestation_nonces').values(nextRow).execute();
-    });
-    return nextRow?.expires_at;
+    };
+    return {
+      // The store's transaction, whose tables include these (src/store/migrations/attestation.ts).
+      work: (trx) => write(trx as unknown as Transaction<AttestationTables>),
+      alone: () => this.writes.run(write),
+      ...(nextRow ? { nextExpiresAt: nextRow.expires_at } : {}),
+    };
+  }
+
+  /** `verdictWrite` committed by this group commit alone. */
+  async recordVerdict(v: VerdictRow, trustedUntil: string | null, acceptedClock?: QuoteClock): Promise<void> {
+    await this.verdictWrite(v, trustedUntil, acceptedClock).alone();
   }
 
   async current(deviceId: string): Promise<{ state: StateRow; verdict: VerdictRow } | undefined> {

@@ -110,7 +110,7 @@ export class AttestationVerifier {
     const now = Date.now();
     const verdictId = randomBytes(16).toString('hex');
     const trustedUntil = pass ? new Date(now + this.freshnessMs).toISOString() : null;
-    const nextExpiresAt = await this.records.recordVerdict(
+    const write = this.records.verdictWrite(
       {
         id: verdictId,
         device_id: device.id,
@@ -124,19 +124,26 @@ export class AttestationVerifier {
       acceptedClock,
       next,
     );
+    const nextExpiresAt = write.nextExpiresAt;
     const eventCodes = events.map((e) => e.code);
-    this.log.info({ deviceId: device.id, pass, reasons: codes, events: eventCodes }, 'attestation verdict');
-    await this.ctx.events.emit('attestation.result', {
-      actor: { kind: 'device', id: device.id },
-      subject: device.id,
-      outcome: pass ? 'success' : 'failure',
-      details: {
-        deviceId: device.id,
-        verified: pass,
-        ...(pass ? {} : { codes, reason: summarize(reasons) }),
-        ...(eventCodes.length > 0 ? { events: eventCodes } : {}),
+    // The verdict (with the next nonce) and its audit event: one transaction, one commit.
+    await this.ctx.events.emitWith(
+      'attestation.result',
+      {
+        actor: { kind: 'device', id: device.id },
+        subject: device.id,
+        outcome: pass ? 'success' : 'failure',
+        details: {
+          deviceId: device.id,
+          verified: pass,
+          ...(pass ? {} : { codes, reason: summarize(reasons) }),
+          ...(eventCodes.length > 0 ? { events: eventCodes } : {}),
+        },
       },
-    });
+      write.work,
+      write.alone,
+    );
+    this.log.info({ deviceId: device.id, pass, reasons: codes, events: eventCodes }, 'attestation verdict');
     if (!pass) await this.actions.fire(device.id, 'verdict', reasons);
     return {
       verdictId,
