@@ -41,6 +41,7 @@ import {
   type Swtpm,
   type TestTpmWithAk,
 } from '../helpers/swtpm.ts';
+import { failureCount, refuseAuditWrites } from '../helpers/audit-down.ts';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
@@ -288,6 +289,28 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await assertRefused(refused.verdict, ['NONCE_EXPIRED']);
       const recovered = await pushOver(refused.verdict.nextNonce!, goldenLog);
       assert.equal(recovered.verdict.pass, true);
+    });
+
+    test('when the audit store refuses writes, the verdict is still recorded alone and the lost event counted', async () => {
+      const db = fleet.server.ctx.store.db;
+      const lost = await failureCount(fleet, 'attestation.result');
+      await refuseAuditWrites(backend, db, true);
+      let carried;
+      try {
+        const { verdict } = await pushOver(await requestAttestationNonce(a.client), goldenLog, { askNextNonce: true });
+        assert.deepEqual([verdict.pass, verdict.codes], [true, []]);
+        carried = verdict.nextNonce!;
+        const status = await gate(a.id);
+        assert.deepEqual([status.trusted, status.lastVerdict?.id], [true, verdict.verdictId]);
+        assert.equal(await failureCount(fleet, 'attestation.result'), lost + 1);
+      } finally {
+        await refuseAuditWrites(backend, db, false);
+      }
+      // The nonce written with it (alone) is good; with the store back, the verdict is an entry again.
+      const next = await pushOver(carried, goldenLog);
+      assert.equal(next.verdict.pass, true);
+      const results = (await auditEvents()).filter((e) => e.type === 'attestation.result' && e.subject === a.id);
+      assert.deepEqual(results.at(-1)?.details, { deviceId: a.id, verified: true });
     });
 
     test("quote by another TPM's AK", async () => {
