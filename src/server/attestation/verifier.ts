@@ -65,6 +65,8 @@ export class AttestationVerifier {
   private readonly store: Store;
   /** Parsed policies by content hash (YAML parsing costs more than the rest of an appraisal's policy work). */
   private readonly parsedPolicies = new Map<string, BootPolicy>();
+  /** Parsed AKs by their stored base64 (device records' ak_public). */
+  private readonly akPublics = new Map<string, TpmPublic>();
   /** Each log's replay and policy reasons, by log digest and policy: a device pushes the same log until it reboots. */
   readonly analyses = new LogAnalysisCache();
 
@@ -178,7 +180,7 @@ export class AttestationVerifier {
         assigned,
       };
     const verdict = appraiseBootEvidence({
-      akPublic: storedAkPublic(device.ak_public),
+      akPublic: this.akPublic(device.ak_public),
       evidence: {
         quote: Buffer.from(body.quote, 'base64'),
         signature: Buffer.from(body.signature, 'base64'),
@@ -217,6 +219,21 @@ export class AttestationVerifier {
     if (this.parsedPolicies.size >= 1000) this.parsedPolicies.clear();
     this.parsedPolicies.set(sha256, policy);
     return { sha256, policy };
+  }
+
+  /**
+   * The AK of a device record, parsed once per stored value: kept by the stored bytes themselves,
+   * so a device that enrolls again (a new AK) is never checked against the old one. The parsed
+   * area also keeps its key object (src/tpm/public.ts).
+   */
+  private akPublic(stored: string): TpmPublic {
+    let ak = this.akPublics.get(stored);
+    if (ak === undefined) {
+      ak = storedAkPublic(stored);
+      if (this.akPublics.size >= 10_000) this.akPublics.clear();
+      this.akPublics.set(stored, ak);
+    }
+    return ak;
   }
 
   /** The gate: trusted only with a passing verdict inside its window and an approved device. */
