@@ -444,7 +444,7 @@ async function main(): Promise<void> {
       `machine at start: ${loadBefore}`,
       `machine at end:   ${machine({ load: true })}`,
       `baseline GET /healthz, closed loop: ${fmt(base)}`,
-      `appraisals (nonce + evidence), closed loop (max rate): ${fmt(max)}`,
+      `appraisals (${ASK_NONCE ? 'nonce + evidence' : 'evidence, nonce carried'}), closed loop (max rate): ${fmt(max)}`,
       `appraisals at half that rate (${(max.rate / 2).toFixed(0)}/s offered), open loop: ${fmt(half)}`,
       `appraiseBootEvidence alone (quote, log parse and replay, Secure Boot state, components, policy), in this process: ${inProcessUs.toFixed(0)} us each`,
       `ratio: appraisals / baseline requests = ${(max.rate / base.rate).toFixed(3)}; server CPU per appraisal / per healthz = ${(max.serverCpuMs / max.n / (base.serverCpuMs / base.n)).toFixed(1)}x`,
