@@ -9,12 +9,14 @@ import {
   constants,
   createDecipheriv,
   createHmac,
+  generateKeyPair,
   generateKeyPairSync,
   privateDecrypt,
   sign,
   type KeyObject,
 } from 'node:crypto';
 import { Agent, request } from 'node:https';
+import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { kdfa, parseCredentialBlob, ekPublicKeyHash, protocol } from '../../src/attest/index.ts';
 import { createCsr, generateP256, privateKeyToPkcs8Pem, x509 } from '../../src/pki/index.ts';
@@ -79,11 +81,13 @@ export function signAttestation(ak: EmulatedAk, attest: Buffer): Buffer {
     .toBuffer();
 }
 
-function makeAk(kind: AkKind): EmulatedAk {
-  const pair =
-    kind === 'ecc'
-      ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
-      : generateKeyPairSync('rsa', { modulusLength: 2048 });
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/** Key generation on libuv's thread pool: a fleet's RSA keys are made on every core at once. */
+const generateRsa2048 = () => generateKeyPairAsync('rsa', { modulusLength: 2048 });
+
+async function makeAk(kind: AkKind): Promise<EmulatedAk> {
+  const pair = kind === 'ecc' ? await generateKeyPairAsync('ec', { namedCurve: 'P-256' }) : await generateRsa2048();
   const pub =
     kind === 'ecc' ? tpm2bPublicEccSigning(pair.publicKey, AK_ATTRS) : tpm2bPublicRsa(pair.publicKey, AK_ATTRS, true);
   return { kind, privateKey: pair.privateKey, public: pub, name: objectName(parseTpm2bPublic(pub)) };
@@ -120,17 +124,19 @@ export async function makeDevices(
   akKind: AkKind = 'rsa',
 ): Promise<EmulatedDevice[]> {
   const binding = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const aks = await Promise.all(Array.from({ length: Math.ceil(n / devicesPerAk) }, () => makeAk(akKind)));
+  const eks = await Promise.all(Array.from({ length: n }, generateRsa2048));
   const bindingPublic = tpm2bPublicRsa(binding.publicKey, BINDING_ATTRS, false);
   const bindingName = objectName(parseTpm2bPublic(bindingPublic));
   const devices: EmulatedDevice[] = [];
-  let ak = makeAk(akKind);
+  let ak = aks[0]!;
   let certify = certifyBinding(ak, bindingName);
   for (let i = 0; i < n; i++) {
     if (i > 0 && i % devicesPerAk === 0) {
-      ak = makeAk(akKind);
+      ak = aks[i / devicesPerAk]!;
       certify = certifyBinding(ak, bindingName);
     }
-    const ek = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const ek = eks[i]!;
     const ekPublic = tpm2bPublicRsa(ek.publicKey, EK_ATTRS, false);
     const cert = await x509.X509CertificateGenerator.create({
       subject: '',
