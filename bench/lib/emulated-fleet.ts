@@ -9,12 +9,14 @@ import {
   constants,
   createDecipheriv,
   createHmac,
+  generateKeyPair,
   generateKeyPairSync,
   privateDecrypt,
   sign,
   type KeyObject,
 } from 'node:crypto';
 import { Agent, request } from 'node:https';
+import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { kdfa, parseCredentialBlob, ekPublicKeyHash, protocol } from '../../src/attest/index.ts';
 import { createCsr, generateP256, privateKeyToPkcs8Pem, x509 } from '../../src/pki/index.ts';
@@ -32,11 +34,26 @@ const EK_ATTRS = 0x000300b2;
 const AK_ATTRS = 0x00050072; // fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign
 const BINDING_ATTRS = 0x00020032; // fixedTPM|fixedParent|sensitiveDataOrigin|decrypt
 
-/** An RSA-2048 RSASSA-SHA256 attestation key, as tpm2_createak makes it. */
+/**
+ * An attestation key as tpm2_createak makes it: RSA-2048 with RSASSA-SHA256 (its default), or
+ * ECC P-256 with ECDSA-SHA256 (`-G ecc`).
+ */
 export interface EmulatedAk {
+  kind: AkKind;
   privateKey: KeyObject;
   public: Buffer;
   name: Buffer;
+}
+
+export type AkKind = 'rsa' | 'ecc';
+
+/** TPM2B_PUBLIC of a P-256 restricted ECDSA-SHA256 signing key (Part 2, 12.2.3.6 and 11.2.5.6). */
+function tpm2bPublicEccSigning(publicKey: KeyObject, attributes: number): Buffer {
+  const jwk = publicKey.export({ format: 'jwk' });
+  const t = new TpmWriter().u16(0x0023).u16(0x000b).u32(attributes).tpm2b(Buffer.alloc(0));
+  t.u16(0x0010).u16(0x0018).u16(0x000b).u16(0x0003).u16(0x0010); // symmetric NULL, ECDSA-SHA256, NIST P-256, kdf NULL
+  t.tpm2b(Buffer.from(jwk.x!, 'base64url')).tpm2b(Buffer.from(jwk.y!, 'base64url'));
+  return new TpmWriter().tpm2b(t.toBuffer()).toBuffer();
 }
 
 export interface EmulatedDevice {
@@ -51,8 +68,12 @@ export interface BenchVendor {
   keys: Awaited<ReturnType<typeof generateP256>>;
 }
 
-/** TPMT_SIGNATURE, RSASSA with SHA-256 (Part 2, 11.3.4), over TPMS_ATTEST bytes. */
+/** TPMT_SIGNATURE (Part 2, 11.3.4) over TPMS_ATTEST bytes: RSASSA or ECDSA with SHA-256, by the AK's kind. */
 export function signAttestation(ak: EmulatedAk, attest: Buffer): Buffer {
+  if (ak.kind === 'ecc') {
+    const rs = sign('sha256', attest, { key: ak.privateKey, dsaEncoding: 'ieee-p1363' });
+    return new TpmWriter().u16(0x0018).u16(0x000b).tpm2b(rs.subarray(0, 32)).tpm2b(rs.subarray(32)).toBuffer();
+  }
   return new TpmWriter()
     .u16(0x0014)
     .u16(0x000b)
@@ -60,10 +81,16 @@ export function signAttestation(ak: EmulatedAk, attest: Buffer): Buffer {
     .toBuffer();
 }
 
-function makeAk(): EmulatedAk {
-  const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const pub = tpm2bPublicRsa(pair.publicKey, AK_ATTRS, true);
-  return { privateKey: pair.privateKey, public: pub, name: objectName(parseTpm2bPublic(pub)) };
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/** Key generation on libuv's thread pool: a fleet's RSA keys are made on every core at once. */
+const generateRsa2048 = () => generateKeyPairAsync('rsa', { modulusLength: 2048 });
+
+async function makeAk(kind: AkKind): Promise<EmulatedAk> {
+  const pair = kind === 'ecc' ? await generateKeyPairAsync('ec', { namedCurve: 'P-256' }) : await generateRsa2048();
+  const pub =
+    kind === 'ecc' ? tpm2bPublicEccSigning(pair.publicKey, AK_ATTRS) : tpm2bPublicRsa(pair.publicKey, AK_ATTRS, true);
+  return { kind, privateKey: pair.privateKey, public: pub, name: objectName(parseTpm2bPublic(pub)) };
 }
 
 /** TPMS_ATTEST for TPM2_Certify (Part 2, 10.12.12) of the binding key, signed by the AK. */
@@ -90,19 +117,26 @@ function certifyBinding(ak: EmulatedAk, bindingName: Buffer): { attest: Buffer; 
  * `n` devices, each with its own RSA-2048 EK and an EK certificate from the bench vendor CA; the
  * AKs (and one binding key) are shared in groups of `devicesPerAk` (1: one AK per device).
  */
-export async function makeDevices(n: number, vendor: BenchVendor, devicesPerAk = n): Promise<EmulatedDevice[]> {
+export async function makeDevices(
+  n: number,
+  vendor: BenchVendor,
+  devicesPerAk = n,
+  akKind: AkKind = 'rsa',
+): Promise<EmulatedDevice[]> {
   const binding = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const aks = await Promise.all(Array.from({ length: Math.ceil(n / devicesPerAk) }, () => makeAk(akKind)));
+  const eks = await Promise.all(Array.from({ length: n }, generateRsa2048));
   const bindingPublic = tpm2bPublicRsa(binding.publicKey, BINDING_ATTRS, false);
   const bindingName = objectName(parseTpm2bPublic(bindingPublic));
   const devices: EmulatedDevice[] = [];
-  let ak = makeAk();
+  let ak = aks[0]!;
   let certify = certifyBinding(ak, bindingName);
   for (let i = 0; i < n; i++) {
     if (i > 0 && i % devicesPerAk === 0) {
-      ak = makeAk();
+      ak = aks[i / devicesPerAk]!;
       certify = certifyBinding(ak, bindingName);
     }
-    const ek = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const ek = eks[i]!;
     const ekPublic = tpm2bPublicRsa(ek.publicKey, EK_ATTRS, false);
     const cert = await x509.X509CertificateGenerator.create({
       subject: '',
@@ -186,7 +220,8 @@ export function call(
   body?: unknown,
   headers: Record<string, string> = {},
 ): Promise<Res> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  // A Buffer is JSON already encoded (a body assembled from parts made once).
+  const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = request(
       new URL(path, base),

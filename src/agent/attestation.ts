@@ -4,6 +4,11 @@
  * enrolled AK over that nonce (every bank the policy lists), read the measured-boot event log, and
  * push both; on a schedule (default every 60 s, jittered so a fleet does not report in lockstep)
  * and on demand. A failed push backs off like the other fleet clients and never stops the service.
+ *
+ * Each push asks for the next round's nonce in its verdict, so a device in steady state makes one
+ * request per round: the next round uses that nonce while it is still usable by the device's own
+ * clock (its lifetime less a margin for the quote and the trip), is scheduled no later than that,
+ * and asks /nonce only when it holds none (the first round, after a failure, after a pause).
  */
 import type { FastifyBaseLogger } from 'fastify';
 import { readFile } from 'node:fs/promises';
@@ -11,6 +16,7 @@ import { join } from 'node:path';
 import { EdgeguardError, fsError } from '../errors/index.ts';
 import { readDeviceFile } from '../keystore/index.ts';
 import { readEventLogBytes } from '../eventlog/index.ts';
+import { performance } from 'node:perf_hooks';
 import {
   MAX_EVIDENCE_LOG_BYTES,
   backoffDelay,
@@ -45,6 +51,18 @@ export interface AttestationReport {
   lastPushAt?: string;
   lastError?: string;
   consecutiveFailures: number;
+  /** Rounds that used the nonce the previous verdict carried (no /nonce request). */
+  noncesCarried: number;
+}
+
+/** A carried nonce is used only with this much of its lifetime left (the quote, the log, the trip). */
+const NEXT_NONCE_MARGIN_MS = 10_000;
+
+interface HeldNonce {
+  nonce: string;
+  pcrs: string;
+  /** performance.now() after which it is not used. */
+  usableUntil: number;
 }
 
 /** The AK blobs of an enrolled device directory. */
@@ -60,7 +78,9 @@ export class AttestationReporter {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<VerdictResponse> | undefined;
   private stopped = true;
-  readonly report: AttestationReport = { consecutiveFailures: 0 };
+  /** The nonce the last verdict carried, single use: taken (and forgotten) by the next round. */
+  private held: HeldNonce | undefined;
+  readonly report: AttestationReport = { consecutiveFailures: 0, noncesCarried: 0 };
 
   constructor(private readonly o: AttestationReporterOptions) {}
 
@@ -82,14 +102,24 @@ export class AttestationReporter {
 
   private async round(): Promise<VerdictResponse> {
     try {
-      const issued = await requestAttestationNonce(this.o.client);
+      const carried = this.takeHeldNonce();
+      const issued = carried ?? (await requestAttestationNonce(this.o.client));
+      if (carried) this.report.noncesCarried++;
       const eventLog = await readEventLogBytes(this.o.eventLogPath ?? DEFAULT_EVENT_LOG_PATH, MAX_EVIDENCE_LOG_BYTES);
       const q = await this.o.tpm.quote(this.o.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
-      const verdict = await pushAttestationEvidence(this.o.client, issued.nonce, {
-        quote: q.attest,
-        signature: q.signature,
-        eventLog,
-      });
+      const verdict = await pushAttestationEvidence(
+        this.o.client,
+        issued.nonce,
+        { quote: q.attest, signature: q.signature, eventLog },
+        { askNextNonce: true },
+      );
+      const next = verdict.nextNonce;
+      if (next)
+        this.held = {
+          nonce: next.nonce,
+          pcrs: next.pcrs,
+          usableUntil: performance.now() + next.ttlSeconds * 1000 - NEXT_NONCE_MARGIN_MS,
+        };
       Object.assign(this.report, {
         lastVerdict: verdict,
         lastPushAt: new Date().toISOString(),
@@ -108,11 +138,23 @@ export class AttestationReporter {
     }
   }
 
+  /** The held nonce if it is still usable; either way it is not held any more (single use). */
+  private takeHeldNonce(): HeldNonce | undefined {
+    const held = this.held;
+    this.held = undefined;
+    return held && performance.now() < held.usableUntil ? held : undefined;
+  }
+
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       this.pushNow().then(
-        () => this.schedule(jittered(this.o.intervalMs ?? 60_000)),
+        () => {
+          const wait = jittered(this.o.intervalMs ?? 60_000);
+          // Before the held nonce runs out, so that the next round needs no /nonce request.
+          const held = this.held ? Math.max(0, this.held.usableUntil - performance.now()) : Infinity;
+          this.schedule(Math.min(wait, held));
+        },
         () =>
           this.schedule(
             backoffDelay(

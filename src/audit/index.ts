@@ -90,6 +90,7 @@ export {
   type AuditLogOptions,
   type AppendResult,
   type DeviceAppendResult,
+  type StoreWork,
   type StoredCheckpoint,
   type InclusionProofResult,
   type ConsistencyReport,

@@ -26,14 +26,14 @@ import { consistencyProof, hashLeaf, inclusionProof, type NodeId, type NodeSourc
 import { noteVerifier, type NoteSigner, type NoteVerifier } from './note.ts';
 import { AppendSequencer, type AppendResult } from './sequencer.ts';
 import { openAuditStorage } from './storage-open.ts';
-import type { AuditStorage, StoredCheckpoint } from './storage.ts';
+import type { AuditStorage, StoreWork, StoredCheckpoint } from './storage.ts';
 import { TreeWriter, storeBehindCheckpoint } from './tree-writer.ts';
 
 export { MAX_LEAF_BYTES } from './leaf.ts';
 export { deviceLeaf, type DeviceAppendResult } from './device-ingest.ts';
 export type { AppendResult } from './sequencer.ts';
 export type { ConsistencyReport } from './fsck.ts';
-export type { StoredCheckpoint } from './storage.ts';
+export type { StoreWork, StoredCheckpoint } from './storage.ts';
 
 /** Nodes at this level and above (covering >= 64 entries each) are cached for serving proofs. */
 const CACHE_MIN_LEVEL = 6;
@@ -90,11 +90,7 @@ export class AuditLog implements NodeSource {
     this.origin = opts.origin ?? verifier.name;
     this.now = opts.now ?? (() => new Date());
     const writer = new TreeWriter(storage, this.now);
-    this.sequencer = new AppendSequencer(
-      (leaves) => writer.commit(leaves),
-      opts.maxBatch ?? 1024,
-      opts.maxDelayMs ?? 2,
-    );
+    this.sequencer = new AppendSequencer((units) => writer.commit(units), opts.maxBatch ?? 1024, opts.maxDelayMs ?? 2);
     this.devices = new DeviceIngest(writer, this.origin, this.now);
     this.checkpoints = new CheckpointPublisher(storage, {
       signer: opts.signer,
@@ -148,6 +144,20 @@ export class AuditLog implements NodeSource {
     if (this.closed) return Promise.reject(new EdgeguardError('EG_AUDIT', 'the audit log is closed.'));
     try {
       return this.sequencer.enqueue(this.serverLeaf(event));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Append one server-side event together with the store write it records (`work`, on the same
+   * database): both in the batch's transaction, so they share one commit. If `work` fails, the
+   * event is not appended and this rejects with its error; other appends of the batch go on.
+   */
+  appendWith(event: AuditEvent, work: StoreWork): Promise<AppendResult> {
+    if (this.closed) return Promise.reject(new EdgeguardError('EG_AUDIT', 'the audit log is closed.'));
+    try {
+      return this.sequencer.enqueue(this.serverLeaf(event), work);
     } catch (e) {
       return Promise.reject(e);
     }

@@ -1,14 +1,26 @@
 /**
  * Group commit: appends from one process are queued and committed in batches, so a burst of
  * appends costs one transaction (and one fsync) per batch rather than per entry. While one batch
- * commits, the next one fills; a lone append waits at most `maxDelayMs` for company.
+ * commits, the next one fills; a lone append waits at most `maxDelayMs` for company. An append may
+ * bring the store write that its event records (`work`): it runs in the batch's transaction, so
+ * the record and its audit entry share one commit; a failing `work` drops its own entry only.
  */
+import type { StoreWork } from './storage.ts';
+
 export interface AppendResult {
   index: number;
 }
 
-interface Pending {
+/** One entry of a batch, and the store write committed with it. */
+export interface AppendUnit {
   leaf: Buffer;
+  work?: StoreWork | undefined;
+}
+
+/** Per unit of a batch: its index, or why its own work failed (its entry was not appended). */
+export type UnitOutcome = AppendResult | { error: unknown };
+
+interface Pending extends AppendUnit {
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 }
@@ -19,15 +31,15 @@ export class AppendSequencer {
   private delayTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    /** Commits a batch of leaves in order; resolves with the index of the first. */
-    private readonly commit: (leaves: Buffer[]) => Promise<number>,
+    /** Commits a batch in order, in one transaction; resolves with each unit's outcome. */
+    private readonly commit: (units: AppendUnit[]) => Promise<UnitOutcome[]>,
     private readonly maxBatch: number,
     private readonly maxDelayMs: number,
   ) {}
 
-  enqueue(leaf: Buffer): Promise<AppendResult> {
+  enqueue(leaf: Buffer, work?: StoreWork): Promise<AppendResult> {
     return new Promise<AppendResult>((resolve, reject) => {
-      this.pending.push({ leaf, resolve, reject });
+      this.pending.push({ leaf, work, resolve, reject });
       this.schedule();
     });
   }
@@ -60,9 +72,14 @@ export class AppendSequencer {
     }
     const batch = this.pending.splice(0, this.maxBatch);
     if (batch.length === 0) return;
-    this.flushing = this.commit(batch.map((p) => p.leaf))
+    this.flushing = this.commit(batch.map((p) => ({ leaf: p.leaf, work: p.work })))
       .then(
-        (first) => batch.forEach((p, i) => p.resolve({ index: first + i })),
+        (outcomes) =>
+          batch.forEach((p, i) => {
+            const o = outcomes[i]!;
+            if ('error' in o) p.reject(o.error);
+            else p.resolve(o);
+          }),
         (e: unknown) => batch.forEach((p) => p.reject(e)),
       )
       .finally(() => {

@@ -66,6 +66,17 @@ export abstract class KyselyAuditStorage implements AuditStorage {
           .onConflict((oc) => oc.column('device_id').doUpdateSet(values))
           .execute();
       },
+      inSavepoint: async (work) => {
+        await sql`savepoint audit_store_work`.execute(trx);
+        try {
+          await work(trx as unknown as Transaction<unknown>);
+        } catch (e) {
+          await sql`rollback to savepoint audit_store_work`.execute(trx);
+          await sql`release savepoint audit_store_work`.execute(trx);
+          throw e;
+        }
+        await sql`release savepoint audit_store_work`.execute(trx);
+      },
     };
   }
 

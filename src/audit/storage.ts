@@ -3,7 +3,15 @@
  * ingestion, checkpoints, checks) is written once against this interface, and each database has
  * one driver (storage-sqlite.ts, storage-postgres.ts) with one query path through kysely.
  */
+import type { Transaction } from 'kysely';
 import type { NodeId, NodeSource } from './merkle.ts';
+
+/**
+ * A write of another part of the store (the record an audit event is about), committed in the
+ * audit batch's transaction. The transaction is the store's own (every table is in the same
+ * database); the caller narrows it to its tables.
+ */
+export type StoreWork = (trx: Transaction<unknown>) => Promise<void>;
 
 export interface TreeState {
   size: number;
@@ -40,6 +48,8 @@ export interface AuditWriteTx {
     rows: ReadonlyArray<{ device_id: string; seq: number; idx: number; hash: string }>,
   ): Promise<void>;
   setDeviceHead(deviceId: string, head: DeviceHeadRow, updatedAt: string): Promise<void>;
+  /** Run `work` in a savepoint of this transaction: if it fails, it alone is rolled back (and it rejects). */
+  inSavepoint(work: StoreWork): Promise<void>;
 }
 
 export interface AuditStorage {

@@ -6,6 +6,7 @@
  */
 import { EdgeguardError } from '../errors/index.ts';
 import { CompactRange, hashLeaf, rangeNodes } from './merkle.ts';
+import type { AppendUnit, UnitOutcome } from './sequencer.ts';
 import type { AuditStorage, AuditWriteTx } from './storage.ts';
 
 /** The stored size and the latest signed size when the store is behind the latest checkpoint. */
@@ -42,9 +43,25 @@ export class TreeWriter {
     private readonly now: () => Date,
   ) {}
 
-  /** Append `leaves` in a transaction of their own; resolves with the index of the first. */
-  commit(leaves: readonly Buffer[]): Promise<number> {
-    return this.write((_tx, append) => append(leaves));
+  /**
+   * Append a batch in one transaction: each unit's store write first (in its own savepoint), then
+   * the entries of the units whose write held, in order. Resolves with each unit's outcome.
+   */
+  commit(units: readonly AppendUnit[]): Promise<UnitOutcome[]> {
+    return this.write(async (tx, append) => {
+      const failed = new Map<number, unknown>();
+      for (const [i, u] of units.entries()) {
+        if (u.work === undefined) continue;
+        try {
+          await tx.inSavepoint(u.work);
+        } catch (error) {
+          failed.set(i, error);
+        }
+      }
+      const leaves = units.filter((_, i) => !failed.has(i)).map((u) => u.leaf);
+      let next = leaves.length > 0 ? await append(leaves) : 0;
+      return units.map((_, i) => (failed.has(i) ? { error: failed.get(i) } : { index: next++ }));
+    });
   }
 
   /** Run `work` in one transaction holding the sequencer lock; `append` integrates leaves in it. */

@@ -6,6 +6,10 @@
  *
  *   POST /v1/attestation/nonce      device  {}                        -> NonceResponse
  *   POST /v1/attestation/evidence   device  EvidenceRequest           -> VerdictResponse
+ *
+ * A device in steady state makes one request per appraisal: evidence with `nextNonce: true` is
+ * answered with the nonce of its next round (single use, bound to the device, the same expiry),
+ * and the device asks /nonce only when it holds none that is still usable.
  */
 import { z } from 'zod';
 import { parseAnswer } from './answer.ts';
@@ -56,6 +60,13 @@ export const NonceResponse = z.strictObject({
 });
 export type NonceResponse = z.infer<typeof NonceResponse>;
 
+/**
+ * The nonce of the device's next round, carried by a verdict: what /nonce answers, plus its
+ * lifetime in seconds, so the device can tell when it expires by its own clock (not the server's).
+ */
+export const NextNonce = NonceResponse.extend({ ttlSeconds: z.number().int().min(1).max(86_400) }).strict();
+export type NextNonce = z.infer<typeof NextNonce>;
+
 export const EvidenceRequest = z.strictObject({
   nonce: NonceResponse.shape.nonce,
   /** TPMS_ATTEST of a TPM2_Quote, as the TPM signed it. */
@@ -68,6 +79,8 @@ export const EvidenceRequest = z.strictObject({
   pcrValues: z
     .record(z.enum(['sha1', 'sha256', 'sha384', 'sha512']), z.record(z.string().regex(/^\d{1,2}$/), hexDigest))
     .optional(),
+  /** Ask for the next round's nonce in the verdict (one request per appraisal instead of two). */
+  nextNonce: z.literal(true).optional(),
 });
 export type EvidenceRequest = z.infer<typeof EvidenceRequest>;
 
@@ -87,6 +100,8 @@ export const VerdictResponse = z.strictObject({
   events: z.array(VerdictEvent),
   /** End of the freshness window this verdict opened; absent when it failed. */
   trustedUntil: z.string().optional(),
+  /** The next round's nonce, when the evidence asked for it (`nextNonce: true`). */
+  nextNonce: NextNonce.optional(),
 });
 export type VerdictResponse = z.infer<typeof VerdictResponse>;
 
@@ -126,10 +141,12 @@ export async function requestAttestationNonce(client: FleetClient): Promise<Nonc
   return parseAnswer(NonceResponse, r.body, 'attestation nonce');
 }
 
+/** Push evidence over `nonce`; with `askNextNonce` the verdict carries the next round's nonce. */
 export async function pushAttestationEvidence(
   client: FleetClient,
   nonce: string,
   evidence: Evidence,
+  o: { askNextNonce?: boolean } = {},
 ): Promise<VerdictResponse> {
   const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
   const body: EvidenceRequest = {
@@ -138,6 +155,7 @@ export async function pushAttestationEvidence(
     signature: b64(evidence.signature),
     eventLog: b64(evidence.eventLog),
     ...(evidence.pcrValues ? { pcrValues: evidence.pcrValues } : {}),
+    ...(o.askNextNonce ? { nextNonce: true as const } : {}),
   };
   const r = await client.call('POST', '/v1/attestation/evidence', body);
   return parseAnswer(VerdictResponse, r.body, 'attestation verdict');

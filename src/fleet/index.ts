@@ -53,6 +53,7 @@ export {
   EvidenceRequest,
   isBase64Text,
   MAX_EVIDENCE_LOG_BYTES,
+  NextNonce,
   NonceResponse,
   VerdictResponse,
   pushAttestationEvidence,

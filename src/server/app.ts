@@ -69,7 +69,10 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
       rejectUnauthorized: false,
       minVersion: 'TLSv1.3',
     },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // unicode: false: string lengths are UTF-16 units (String.length, as zod counts), not code
+    // points: a maxLength is never more lenient (no schema has a minLength above 1), and no long
+    // string is walked character by character (~0.3 ms for each attestation push's 51 KB log).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false, unicode: false } },
     bodyLimit: 64 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',

@@ -8,7 +8,7 @@
  */
 import type { FastifyBaseLogger, FastifyError, FastifyRequest, onErrorAsyncHookHandler } from 'fastify';
 import type { Counter } from 'prom-client';
-import type { AuditEvent, AuditEventType } from '../audit/index.ts';
+import type { AuditEvent, AuditEventType, StoreWork } from '../audit/index.ts';
 import { EdgeguardError, isEdgeguardError, type ErrorCode } from '../errors/index.ts';
 import { errorReply } from './errors.ts';
 
@@ -56,6 +56,8 @@ export const EVENT_FAILURE_POLICY: Readonly<Record<AuditEventType, EventFailureP
 /** Where events go: the audit log (anything with its append). */
 export interface AuditEventSink {
   append(event: AuditEvent): Promise<unknown>;
+  /** The event and the store write it records in one commit (the audit log on the server's own store). */
+  appendWith?(event: AuditEvent, work: StoreWork): Promise<unknown>;
 }
 
 /** Waits before the 2nd and 3rd attempt: a store that is briefly busy or reconnecting recovers. */
@@ -80,9 +82,39 @@ export class AuditEvents {
   async emit<T extends AuditEventType>(type: T, input: EventInput<T>): Promise<void> {
     const sink = this.sink;
     if (sink === undefined) return;
-    const event = { ...input, type, time: new Date().toISOString() } as AuditEvent;
-    const failure = await appendWithRetry(sink, event);
+    const event = eventOf(type, input);
+    const failure = await appendWithRetry((e) => sink.append(e), event);
+    if (failure !== undefined) this.failed(type, event, failure);
+  }
+
+  /**
+   * Emit an event together with the store write it records (`work`): one transaction, so one
+   * commit, for both when the sink can (the audit log on the server's own store). Without such a
+   * sink, or when the shared append fails for good (it rolled back, `work` with it), `alone` makes
+   * the write by itself first; then the event goes as `emit` sends it, or its failure is handled
+   * as `emit` handles it. Either way the record is written once, and the event never before it.
+   */
+  async emitWith<T extends AuditEventType>(
+    type: T,
+    input: EventInput<T>,
+    work: StoreWork,
+    alone: () => Promise<void>,
+  ): Promise<void> {
+    const sink = this.sink;
+    const appendWith = sink?.appendWith?.bind(sink);
+    if (appendWith === undefined) {
+      await alone();
+      return this.emit(type, input);
+    }
+    const event = eventOf(type, input);
+    const failure = await appendWithRetry((e) => appendWith(e, work), event);
     if (failure === undefined) return;
+    await alone();
+    this.failed(type, event, failure);
+  }
+
+  /** An event that could not be appended: counted, logged, and thrown under the fail-request policy. */
+  private failed(type: AuditEventType, event: AuditEvent, failure: Error): void {
     const policy = EVENT_FAILURE_POLICY[type];
     this.failures.inc({ type, policy });
     this.log.error({ err: failure, event, policy }, `audit event ${type} could not be appended to the audit log`);
@@ -111,11 +143,18 @@ export class AuditEvents {
   }
 }
 
+function eventOf<T extends AuditEventType>(type: T, input: EventInput<T>): AuditEvent {
+  return { ...input, type, time: new Date().toISOString() } as AuditEvent;
+}
+
 /** Undefined once appended, else the last failure after the bounded retries. */
-async function appendWithRetry(sink: AuditEventSink, event: AuditEvent): Promise<Error | undefined> {
+async function appendWithRetry(
+  append: (event: AuditEvent) => Promise<unknown>,
+  event: AuditEvent,
+): Promise<Error | undefined> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await sink.append(event);
+      await append(event);
       return undefined;
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));

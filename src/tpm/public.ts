@@ -191,6 +191,16 @@ function leftPad(b: Buffer, size: number, field: string): Buffer {
 
 /** The Node KeyObject for an RSA or ECC TPM public area. */
 export function tpmPublicKey(pub: TpmPublic): KeyObject {
+  // A parsed public area does not change: its key is made once (a verifier checks the same AK's
+  // signatures again and again; making the key is most of a signature check's cost).
+  let key = keyObjects.get(pub);
+  if (key === undefined) keyObjects.set(pub, (key = makePublicKey(pub)));
+  return key;
+}
+
+const keyObjects = new WeakMap<TpmPublic, KeyObject>();
+
+function makePublicKey(pub: TpmPublic): KeyObject {
   const p = pub.params;
   try {
     if (p.type === 'rsa') {

@@ -31,9 +31,9 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
   let logPath: string;
   let goldenLog: Buffer;
 
-  const reporter = (onVerdict?: (v: VerdictResponse) => void, intervalMs?: number) =>
+  const reporter = (onVerdict?: (v: VerdictResponse) => void, intervalMs?: number, via: FleetClient = client) =>
     new AttestationReporter({
-      client,
+      client: via,
       tpm: device.client,
       ak: device.keys.ak,
       eventLogPath: logPath,
@@ -112,4 +112,91 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
     assert.equal((await r.pushNow()).pass, true);
     assert.equal(r.report.consecutiveFailures, 0);
   });
+
+  test('in steady state a round is one request: the nonce the last verdict carried is used, once', async () => {
+    const paths: string[] = [];
+    const r = reporter(undefined, undefined, countingClient(client, paths));
+    for (let i = 0; i < 3; i++) assert.equal((await r.pushNow()).pass, true);
+    assert.deepEqual(paths, [
+      '/v1/attestation/nonce',
+      '/v1/attestation/evidence',
+      '/v1/attestation/evidence',
+      '/v1/attestation/evidence',
+    ]);
+    assert.equal(r.report.noncesCarried, 2);
+    // A round that fails before its push has used up the held nonce: the next one asks again.
+    rmSync(logPath);
+    await assert.rejects(r.pushNow(), { code: 'EG_NOT_FOUND' });
+    writeFileSync(logPath, goldenLog);
+    paths.length = 0;
+    assert.equal((await r.pushNow()).pass, true);
+    assert.deepEqual(paths, ['/v1/attestation/nonce', '/v1/attestation/evidence']);
+  });
 });
+
+describe('agent attestation reporter with nonces too short-lived to carry', { skip: TPM_SKIP }, () => {
+  let dir: string;
+  let device: TestTpmWithAk;
+  let fleet: TestFleet;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'eg-agent-attest-ttl-'));
+    device = await startTestTpmWithAk();
+    // 10 s is within the reporter's margin: a carried nonce is never usable.
+    const controlPlane = controlPlanePlugins({ dataDir: dir, attestation: { nonceTtlSeconds: 10 } });
+    fleet = await startTestFleet({ dataDir: dir, plugins: controlPlane.all });
+  });
+  after(async () => {
+    await fleet?.stop();
+    await stopTestTpm(device?.tpm);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a carried nonce that would expire before the push is not used: the reporter asks for one', async () => {
+    const cred = await fleet.deviceCredential();
+    await fleet.server.ctx.store.db
+      .updateTable('devices')
+      .set({ ak_public: Buffer.from(device.keys.ak.public).toString('base64') })
+      .where('id', '=', cred.deviceId)
+      .execute();
+    const log = await playBoot(device.client, BANKS, syntheticBootEvents(defaultSyntheticBoot(), BANKS));
+    const logPath = join(dir, 'binary_bios_measurements');
+    writeFileSync(logPath, log);
+    const admin = fleet.client(await fleet.adminCredential());
+    const policy = formatBootPolicyYaml(createBootPolicy(parseEventLog(log)));
+    await admin.call('POST', '/v1/attestation/policies', { policy, label: 'golden.yaml', device: cred.deviceId });
+    const paths: string[] = [];
+    const r = new AttestationReporter({
+      client: countingClient(fleet.client(cred), paths),
+      tpm: device.client,
+      ak: device.keys.ak,
+      eventLogPath: logPath,
+      log: pino({ level: 'silent' }),
+    });
+    for (let i = 0; i < 2; i++) {
+      const verdict = await r.pushNow();
+      assert.equal(verdict.pass, true);
+      assert.equal(verdict.nextNonce?.ttlSeconds, 10);
+    }
+    assert.deepEqual(paths, [
+      '/v1/attestation/nonce',
+      '/v1/attestation/evidence',
+      '/v1/attestation/nonce',
+      '/v1/attestation/evidence',
+    ]);
+    assert.equal(r.report.noncesCarried, 0);
+  });
+});
+
+/** `client`, recording the path of every call. */
+function countingClient(client: FleetClient, paths: string[]): FleetClient {
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      if (prop !== 'call') return Reflect.get(target, prop, receiver) as unknown;
+      return (method: string, path: string, ...rest: unknown[]) => {
+        paths.push(path);
+        return (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, ...rest);
+      };
+    },
+  });
+}

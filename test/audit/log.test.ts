@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import {
   AuditLog,
@@ -109,6 +109,46 @@ for (const backend of BACKENDS) {
           (e: unknown) => isEdgeguardError(e, 'EG_AUDIT') && /same audit-log.key/.test((e as Error).message),
         );
         await stray.close();
+      } finally {
+        await cleanup();
+      }
+    });
+
+    test('appendWith: the store write commits with its entry; a failing write drops only its own entry', async () => {
+      const { store, cleanup } = await backend.open();
+      try {
+        const log = await AuditLog.open(store, {
+          signer: generateLogSigner('edgeguard.test/audit'),
+          checkpointIntervalMs: 0,
+        });
+        await rawSql(store, 'create table audit_work_test (k varchar(10) primary key)');
+        const insert = (k: string) => async (trx: Transaction<unknown>) => {
+          await sql`insert into audit_work_test (k) values (${k})`.execute(trx);
+        };
+        // Queued in one turn: one batch, one transaction.
+        const [a, dup, plain, b] = await Promise.allSettled([
+          log.appendWith(ev(1), insert('a')),
+          log.appendWith(ev(2), insert('a')),
+          log.append(ev(3)),
+          log.appendWith(ev(4), insert('b')),
+        ]);
+        assert.deepEqual(
+          [a, plain, b].map((r) => (r.status === 'fulfilled' ? r.value.index : r.reason)),
+          [0, 1, 2],
+        );
+        assert.equal(dup.status, 'rejected');
+        const rows = await sql<{ k: string }>`select k from audit_work_test order by k`.execute(store.db);
+        assert.deepEqual(
+          rows.rows.map((r) => r.k),
+          ['a', 'b'],
+        );
+        const entries = await log.getEntries(0, (await log.publishCheckpoint()).size);
+        assert.deepEqual(
+          entries.map((l) => decodeLogLeaf(Buffer.from(l, 'utf8')).event.subject),
+          ['device-1', 'device-3', 'device-4'],
+        );
+        assert.deepEqual((await log.checkConsistency()).problems, []);
+        await log.close();
       } finally {
         await cleanup();
       }

@@ -41,6 +41,7 @@ import {
   type Swtpm,
   type TestTpmWithAk,
 } from '../helpers/swtpm.ts';
+import { failureCount, refuseAuditWrites } from '../helpers/audit-down.ts';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
@@ -109,9 +110,21 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       o: { asker?: FleetClient; pusher?: FleetClient; by?: TpmClient; keys?: EndorsementKeys } = {},
     ) {
       const issued = await requestAttestationNonce(o.asker ?? a.client);
+      return { issued, ...(await pushOver(issued, log, o)) };
+    }
+
+    /** Quote over `issued` (a nonce asked or carried by a verdict) by `keys` on `by`, pushed by `pusher`. */
+    async function pushOver(
+      issued: { nonce: string; pcrs: string },
+      log: Buffer,
+      o: { pusher?: FleetClient; by?: TpmClient; keys?: EndorsementKeys; askNextNonce?: boolean } = {},
+    ) {
       const q = await (o.by ?? tpm).quote((o.keys ?? device.keys).ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
       const evidence = { quote: q.attest, signature: q.signature, eventLog: log };
-      return { issued, evidence, verdict: await pushAttestationEvidence(o.pusher ?? a.client, issued.nonce, evidence) };
+      const verdict = await pushAttestationEvidence(o.pusher ?? a.client, issued.nonce, evidence, {
+        askNextNonce: o.askNextNonce ?? false,
+      });
+      return { evidence, verdict };
     }
 
     /**
@@ -238,6 +251,66 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     test('nonce from another device', async () => {
       const { verdict } = await attest(goldenLog, { asker: b.client });
       await assertRefused(verdict, ['NONCE_OTHER_DEVICE']);
+    });
+
+    test('a verdict carries the next nonce when asked: one request per round, same rules as an asked nonce', async () => {
+      const first = await attest(goldenLog);
+      assert.equal(first.verdict.nextNonce, undefined);
+      const asked = await pushOver(await requestAttestationNonce(a.client), goldenLog, { askNextNonce: true });
+      const carried = asked.verdict.nextNonce!;
+      assert.equal(asked.verdict.pass, true);
+      assert.match(carried.nonce, /^[0-9a-f]{64}$/);
+      assert.equal(carried.pcrs, first.issued.pcrs);
+      assert.equal(carried.ttlSeconds, 60);
+      const lifetime = Date.parse(carried.expiresAt) - Date.now();
+      assert.ok(lifetime > 50_000 && lifetime <= 60_000, `expires in ${lifetime} ms`);
+      // The carried nonce is good for the next round, which carries another one.
+      const second = await pushOver(carried, goldenLog, { askNextNonce: true });
+      assert.deepEqual([second.verdict.pass, second.verdict.codes], [true, []]);
+      assert.notEqual(second.verdict.nextNonce!.nonce, carried.nonce);
+      // Single use.
+      await assertRefused(await pushAttestationEvidence(a.client, carried.nonce, second.evidence), ['NONCE_REPLAYED']);
+      // Bound to the device it was carried to: device b cannot spend a's nonce...
+      const forA = (await pushOver(await requestAttestationNonce(a.client), goldenLog, { askNextNonce: true })).verdict
+        .nextNonce!;
+      const stolen = await pushOver(forA, goldenLog, { pusher: b.client, by: other.client, keys: other.keys });
+      assert.deepEqual([stolen.verdict.pass, stolen.verdict.codes], [false, ['NONCE_OTHER_DEVICE']]);
+      assert.deepEqual([(await webhook.next()).deviceId], [b.id]);
+      // ...and it expires like any nonce.
+      await fleet.server.ctx.store.db
+        .withTables<{ attestation_nonces: { nonce: string; expires_at: string } }>()
+        .updateTable('attestation_nonces')
+        .set({ expires_at: new Date(Date.now() - 1000).toISOString() })
+        .where('nonce', '=', forA.nonce)
+        .execute();
+      await assertRefused((await pushOver(forA, goldenLog)).verdict, ['NONCE_EXPIRED']);
+      // A refused round still carries a nonce when asked: the device is not sent back to /nonce.
+      const refused = await pushOver(forA, goldenLog, { askNextNonce: true });
+      await assertRefused(refused.verdict, ['NONCE_EXPIRED']);
+      const recovered = await pushOver(refused.verdict.nextNonce!, goldenLog);
+      assert.equal(recovered.verdict.pass, true);
+    });
+
+    test('when the audit store refuses writes, the verdict is still recorded alone and the lost event counted', async () => {
+      const db = fleet.server.ctx.store.db;
+      const lost = await failureCount(fleet, 'attestation.result');
+      await refuseAuditWrites(backend, db, true);
+      let carried;
+      try {
+        const { verdict } = await pushOver(await requestAttestationNonce(a.client), goldenLog, { askNextNonce: true });
+        assert.deepEqual([verdict.pass, verdict.codes], [true, []]);
+        carried = verdict.nextNonce!;
+        const status = await gate(a.id);
+        assert.deepEqual([status.trusted, status.lastVerdict?.id], [true, verdict.verdictId]);
+        assert.equal(await failureCount(fleet, 'attestation.result'), lost + 1);
+      } finally {
+        await refuseAuditWrites(backend, db, false);
+      }
+      // The nonce written with it (alone) is good; with the store back, the verdict is an entry again.
+      const next = await pushOver(carried, goldenLog);
+      assert.equal(next.verdict.pass, true);
+      const results = (await auditEvents()).filter((e) => e.type === 'attestation.result' && e.subject === a.id);
+      assert.deepEqual(results.at(-1)?.details, { deviceId: a.id, verified: true });
     });
 
     test("quote by another TPM's AK", async () => {

@@ -9,7 +9,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { sql } from 'kysely';
 import { pino } from 'pino';
 import {
   decodeLogLeaf,
@@ -23,6 +22,7 @@ import { createCsr, generateP256, normalizeSerial, x509 } from '../../src/pki/in
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
 import type { protocol } from '../../src/attest/index.ts';
 import { createTempDatabase, type TempDatabase } from '../helpers/postgres.ts';
+import { failureCount, refuseAuditWrites } from '../helpers/audit-down.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 type ErrBody = { error: { code: string; message: string } };
@@ -250,40 +250,4 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       await provenEvent(log, 'device.approved', device.deviceId);
     });
   });
-}
-
-async function failureCount(fleet: TestFleet, type: string): Promise<number> {
-  const metric = await fleet.server.ctx.registry.getSingleMetric('edgeguard_audit_event_failures_total')?.get();
-  return metric?.values.find((v) => v.labels.type === type)?.value ?? 0;
-}
-
-/** Make the database itself refuse new audit entries (a trigger), or take them again. */
-async function refuseAuditWrites(
-  backend: 'sqlite' | 'postgres',
-  db: TestFleet['server']['ctx']['store']['db'],
-  refuse: boolean,
-): Promise<void> {
-  if (backend === 'sqlite') {
-    await sql
-      .raw(
-        refuse
-          ? `create trigger audit_down before insert on audit_entries begin select raise(abort, 'the audit store refuses writes'); end`
-          : 'drop trigger audit_down',
-      )
-      .execute(db);
-    return;
-  }
-  if (refuse) {
-    await sql
-      .raw(
-        `create function audit_down() returns trigger language plpgsql as $$ begin raise exception 'the audit store refuses writes'; end $$`,
-      )
-      .execute(db);
-    await sql
-      .raw('create trigger audit_down before insert on audit_entries for each row execute function audit_down()')
-      .execute(db);
-  } else {
-    await sql.raw('drop trigger audit_down on audit_entries').execute(db);
-    await sql.raw('drop function audit_down()').execute(db);
-  }
 }

@@ -2,10 +2,11 @@
  * Reads and writes of the attestation tables (created by src/store/migrations/attestation.ts), the
  * same on SQLite and PostgreSQL. A nonce is spent with one conditional UPDATE, so two replicas
  * racing on it cannot both accept it; the silence of a device is recorded the same way, once.
- * The writes of each appraisal (nonce issued, nonce spent, verdict) go through a group commit:
- * concurrent appraisals share a commit, each still durable before its caller goes on.
+ * The writes of each appraisal (nonce issued, nonce spent, verdict with the next round's nonce) go
+ * through a group commit: concurrent appraisals share a commit, each still durable before its
+ * caller goes on.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { QuoteClock } from '../../attest/index.ts';
 import { GroupCommit, type StoreDb } from '../../store/index.ts';
 
@@ -125,21 +126,9 @@ export class AttestationRecords {
   }
 
   async createNonce(nonce: string, deviceId: string, ttlSeconds: number): Promise<string> {
-    const now = Date.now();
-    const expiresAt = new Date(now + ttlSeconds * 1000).toISOString();
-    await this.writes.run((trx) =>
-      trx
-        .insertInto('attestation_nonces')
-        .values({
-          nonce,
-          device_id: deviceId,
-          created_at: new Date(now).toISOString(),
-          expires_at: expiresAt,
-          used_at: null,
-        })
-        .execute(),
-    );
-    return expiresAt;
+    const row = nonceRow(nonce, deviceId, ttlSeconds);
+    await this.writes.run((trx) => trx.insertInto('attestation_nonces').values(row).execute());
+    return row.expires_at;
   }
 
   /** Spend the nonce for this device, or say why it cannot be spent. */
@@ -172,22 +161,45 @@ export class AttestationRecords {
     await this.db.deleteFrom('attestation_nonces').where('expires_at', '<', before).execute();
   }
 
-  /** Record a verdict; `acceptedClock` (when given) becomes the device's last accepted quote clock. */
-  async recordVerdict(v: VerdictRow, trustedUntil: string | null, acceptedClock?: QuoteClock): Promise<void> {
-    await this.writes.run(async (trx) => {
+  /**
+   * Record a verdict; `acceptedClock` (when given) becomes the device's last accepted quote clock.
+   * `next` is the nonce of the device's next round, issued in the same transaction as the verdict.
+   * Written by the group commit here, or handed (`work`) to another transaction on this store: the
+   * audit log's, so that the verdict and its audit event share one commit.
+   */
+  verdictWrite(
+    v: VerdictRow,
+    trustedUntil: string | null,
+    acceptedClock?: QuoteClock,
+    next?: { nonce: string; ttlSeconds: number },
+  ): { work: (trx: Transaction<unknown>) => Promise<void>; alone: () => Promise<void>; nextExpiresAt?: string } {
+    const nextRow = next ? nonceRow(next.nonce, v.device_id, next.ttlSeconds) : undefined;
+    const state = {
+      last_verdict_id: v.id,
+      trusted_until: trustedUntil,
+      silence_recorded_at: null,
+      ...(acceptedClock ? { quote_clock: encodeQuoteClock(acceptedClock) } : {}),
+    };
+    const write = async (trx: Transaction<AttestationTables>) => {
       await trx.insertInto('attestation_verdicts').values(v).execute();
-      const state = {
-        last_verdict_id: v.id,
-        trusted_until: trustedUntil,
-        silence_recorded_at: null,
-        ...(acceptedClock ? { quote_clock: encodeQuoteClock(acceptedClock) } : {}),
-      };
       await trx
         .insertInto('attestation_state')
         .values({ device_id: v.device_id, ...state })
         .onConflict((oc) => oc.column('device_id').doUpdateSet(state))
         .execute();
-    });
+      if (nextRow) await trx.insertInto('attestation_nonces').values(nextRow).execute();
+    };
+    return {
+      // The store's transaction, whose tables include these (src/store/migrations/attestation.ts).
+      work: (trx) => write(trx as unknown as Transaction<AttestationTables>),
+      alone: () => this.writes.run(write),
+      ...(nextRow ? { nextExpiresAt: nextRow.expires_at } : {}),
+    };
+  }
+
+  /** `verdictWrite` committed by this group commit alone. */
+  async recordVerdict(v: VerdictRow, trustedUntil: string | null, acceptedClock?: QuoteClock): Promise<void> {
+    await this.verdictWrite(v, trustedUntil, acceptedClock).alone();
   }
 
   async current(deviceId: string): Promise<{ state: StateRow; verdict: VerdictRow } | undefined> {
@@ -237,6 +249,18 @@ export class AttestationRecords {
       .executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
   }
+}
+
+/** A fresh, unused nonce row for `deviceId`, expiring `ttlSeconds` from now. */
+function nonceRow(nonce: string, deviceId: string, ttlSeconds: number): AttestationTables['attestation_nonces'] {
+  const now = Date.now();
+  return {
+    nonce,
+    device_id: deviceId,
+    created_at: new Date(now).toISOString(),
+    expires_at: new Date(now + ttlSeconds * 1000).toISOString(),
+    used_at: null,
+  };
 }
 
 function encodeQuoteClock(c: QuoteClock): string {

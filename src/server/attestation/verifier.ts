@@ -40,6 +40,16 @@ export interface VerifierReason {
   detail: string;
 }
 
+/** The PCRs quoted when no policy is assigned yet (the appraisal then fails with NO_POLICY). */
+const DEFAULT_PCRS = 'sha256:0,1,2,3,4,5,6,7,8,9';
+
+interface AssignedPolicy {
+  sha256: string;
+  policy: BootPolicy;
+}
+
+const pcrsOf = (assigned: AssignedPolicy | undefined): string => assigned?.policy.pcrs ?? DEFAULT_PCRS;
+
 const NONCE_REASON: Record<Exclude<NonceOutcome, 'accepted'>, VerifierReason> = {
   unknown: { code: 'NONCE_UNKNOWN', detail: 'the control plane never issued this nonce' },
   'other-device': { code: 'NONCE_OTHER_DEVICE', detail: 'the nonce was issued to another device' },
@@ -55,6 +65,8 @@ export class AttestationVerifier {
   private readonly store: Store;
   /** Parsed policies by content hash (YAML parsing costs more than the rest of an appraisal's policy work). */
   private readonly parsedPolicies = new Map<string, BootPolicy>();
+  /** Parsed AKs by their stored base64 (device records' ak_public). */
+  private readonly akPublics = new Map<string, TpmPublic>();
   /** Each log's replay and policy reasons, by log digest and policy: a device pushes the same log until it reboots. */
   readonly analyses = new LogAnalysisCache();
 
@@ -77,19 +89,30 @@ export class AttestationVerifier {
       this.records.createNonce(nonce, deviceId, this.nonceTtlSeconds),
       this.policyFor(deviceId),
     ]);
-    const pcrs = assigned ? assigned.policy.pcrs : 'sha256:0,1,2,3,4,5,6,7,8,9';
-    return { nonce, expiresAt, pcrs };
+    return { nonce, expiresAt, pcrs: pcrsOf(assigned) };
   }
 
-  /** Appraise, record, emit, act. Every outcome is a recorded verdict, never an exception for bad evidence. */
+  /**
+   * Appraise, record, emit, act. Every outcome is a recorded verdict, never an exception for bad
+   * evidence. With `nextNonce` the verdict carries the device's next nonce, exactly as /nonce
+   * would issue it (same device binding and lifetime), stored in the verdict's transaction.
+   */
   async appraise(device: DeviceRecord, body: EvidenceRequest): Promise<VerdictResponse> {
-    const { reasons, policySha256, events = [], acceptedClock } = await this.reasonsFor(device, body);
+    const { reasons, assigned, events = [], acceptedClock } = await this.reasonsFor(device, body);
+    const policySha256 = assigned?.sha256;
+    const next = body.nextNonce
+      ? {
+          nonce: randomBytes(32).toString('hex'),
+          ttlSeconds: this.nonceTtlSeconds,
+          pcrs: pcrsOf(assigned ?? (await this.policyFor(device.id))),
+        }
+      : undefined;
     const pass = reasons.length === 0;
     const codes = reasonCodes(reasons);
     const now = Date.now();
     const verdictId = randomBytes(16).toString('hex');
     const trustedUntil = pass ? new Date(now + this.freshnessMs).toISOString() : null;
-    await this.records.recordVerdict(
+    const write = this.records.verdictWrite(
       {
         id: verdictId,
         device_id: device.id,
@@ -101,22 +124,40 @@ export class AttestationVerifier {
       },
       trustedUntil,
       acceptedClock,
+      next,
     );
+    const nextExpiresAt = write.nextExpiresAt;
     const eventCodes = events.map((e) => e.code);
-    this.log.info({ deviceId: device.id, pass, reasons: codes, events: eventCodes }, 'attestation verdict');
-    await this.ctx.events.emit('attestation.result', {
-      actor: { kind: 'device', id: device.id },
-      subject: device.id,
-      outcome: pass ? 'success' : 'failure',
-      details: {
-        deviceId: device.id,
-        verified: pass,
-        ...(pass ? {} : { codes, reason: summarize(reasons) }),
-        ...(eventCodes.length > 0 ? { events: eventCodes } : {}),
+    // The verdict (with the next nonce) and its audit event: one transaction, one commit.
+    await this.ctx.events.emitWith(
+      'attestation.result',
+      {
+        actor: { kind: 'device', id: device.id },
+        subject: device.id,
+        outcome: pass ? 'success' : 'failure',
+        details: {
+          deviceId: device.id,
+          verified: pass,
+          ...(pass ? {} : { codes, reason: summarize(reasons) }),
+          ...(eventCodes.length > 0 ? { events: eventCodes } : {}),
+        },
       },
-    });
+      write.work,
+      write.alone,
+    );
+    this.log.info({ deviceId: device.id, pass, reasons: codes, events: eventCodes }, 'attestation verdict');
     if (!pass) await this.actions.fire(device.id, 'verdict', reasons);
-    return { verdictId, pass, codes, reasons, events, ...(trustedUntil ? { trustedUntil } : {}) };
+    return {
+      verdictId,
+      pass,
+      codes,
+      reasons,
+      events,
+      ...(trustedUntil ? { trustedUntil } : {}),
+      ...(next && nextExpiresAt
+        ? { nextNonce: { nonce: next.nonce, expiresAt: nextExpiresAt, pcrs: next.pcrs, ttlSeconds: next.ttlSeconds } }
+        : {}),
+    };
   }
 
   private async reasonsFor(
@@ -124,7 +165,7 @@ export class AttestationVerifier {
     body: EvidenceRequest,
   ): Promise<{
     reasons: VerifierReason[];
-    policySha256?: string;
+    assigned?: AssignedPolicy;
     events?: VerdictEvent[];
     acceptedClock?: QuoteClock | undefined;
   }> {
@@ -136,10 +177,10 @@ export class AttestationVerifier {
     if (!device.ak_public)
       return {
         reasons: [{ code: 'AK_UNKNOWN', detail: 'the device enrolled without a TPM attestation key' }],
-        policySha256: assigned.sha256,
+        assigned,
       };
     const verdict = appraiseBootEvidence({
-      akPublic: storedAkPublic(device.ak_public),
+      akPublic: this.akPublic(device.ak_public),
       evidence: {
         quote: Buffer.from(body.quote, 'base64'),
         signature: Buffer.from(body.signature, 'base64'),
@@ -152,7 +193,7 @@ export class AttestationVerifier {
     });
     return {
       reasons: verdict.reasons,
-      policySha256: assigned.sha256,
+      assigned,
       events: verdict.events,
       acceptedClock: verdict.acceptedClock,
     };
@@ -162,7 +203,7 @@ export class AttestationVerifier {
    * The device's policy, parsed. Policies are stored under the sha256 of their YAML, so a parse is
    * kept by that hash; the YAML is read and checked against its hash only when it is not kept yet.
    */
-  private async policyFor(deviceId: string): Promise<{ sha256: string; policy: BootPolicy } | undefined> {
+  private async policyFor(deviceId: string): Promise<AssignedPolicy | undefined> {
     const sha256 = await this.records.assignedPolicy(deviceId);
     if (sha256 === undefined) return undefined;
     const cached = this.parsedPolicies.get(sha256);
@@ -178,6 +219,21 @@ export class AttestationVerifier {
     if (this.parsedPolicies.size >= 1000) this.parsedPolicies.clear();
     this.parsedPolicies.set(sha256, policy);
     return { sha256, policy };
+  }
+
+  /**
+   * The AK of a device record, parsed once per stored value: kept by the stored bytes themselves,
+   * so a device that enrolls again (a new AK) is never checked against the old one. The parsed
+   * area also keeps its key object (src/tpm/public.ts).
+   */
+  private akPublic(stored: string): TpmPublic {
+    let ak = this.akPublics.get(stored);
+    if (ak === undefined) {
+      ak = storedAkPublic(stored);
+      if (this.akPublics.size >= 10_000) this.akPublics.clear();
+      this.akPublics.set(stored, ak);
+    }
+    return ak;
   }
 
   /** The gate: trusted only with a passing verdict inside its window and an approved device. */
