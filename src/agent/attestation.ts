@@ -13,7 +13,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, fsError, isEdgeguardError } from '../errors/index.ts';
 import { readDeviceFile } from '../keystore/index.ts';
 import { readEventLogBytes } from '../eventlog/index.ts';
 import { performance } from 'node:perf_hooks';
@@ -22,6 +22,7 @@ import {
   backoffDelay,
   pushAttestationEvidence,
   requestAttestationNonce,
+  type Evidence,
   type FleetClient,
   type VerdictResponse,
 } from '../fleet/index.ts';
@@ -57,6 +58,8 @@ export interface AttestationReport {
 
 /** A carried nonce is used only with this much of its lifetime left (the quote, the log, the trip). */
 const NEXT_NONCE_MARGIN_MS = 10_000;
+/** After a control plane refused `nextNonce` (older than the field), it is asked for again after this long. */
+const NEXT_NONCE_RETRY_MS = 3_600_000;
 
 interface HeldNonce {
   nonce: string;
@@ -80,6 +83,8 @@ export class AttestationReporter {
   private stopped = true;
   /** The nonce the last verdict carried, single use: taken (and forgotten) by the next round. */
   private held: HeldNonce | undefined;
+  /** performance.now() until which evidence does not ask for the next nonce (an older control plane). */
+  private nextNonceUnsupportedUntil = 0;
   readonly report: AttestationReport = { consecutiveFailures: 0, noncesCarried: 0 };
 
   constructor(private readonly o: AttestationReporterOptions) {}
@@ -107,12 +112,7 @@ export class AttestationReporter {
       if (carried) this.report.noncesCarried++;
       const eventLog = await readEventLogBytes(this.o.eventLogPath ?? DEFAULT_EVENT_LOG_PATH, MAX_EVIDENCE_LOG_BYTES);
       const q = await this.o.tpm.quote(this.o.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
-      const verdict = await pushAttestationEvidence(
-        this.o.client,
-        issued.nonce,
-        { quote: q.attest, signature: q.signature, eventLog },
-        { askNextNonce: true },
-      );
+      const verdict = await this.push(issued.nonce, { quote: q.attest, signature: q.signature, eventLog });
       const next = verdict.nextNonce;
       if (next)
         this.held = {
@@ -135,6 +135,27 @@ export class AttestationReporter {
       this.report.lastError = (e as Error).message;
       this.o.log.warn({ err: e }, 'attestation evidence could not be pushed');
       throw e;
+    }
+  }
+
+  /**
+   * Push, asking for the next round's nonce unless the control plane is known not to know the field.
+   * A control plane older than `nextNonce` refuses the body with 400 before it looks at the nonce
+   * (schema validation), so the same evidence is pushed again without the field, and the field is
+   * not asked for until NEXT_NONCE_RETRY_MS have passed (the control plane may be upgraded since).
+   */
+  private async push(nonce: string, evidence: Evidence): Promise<VerdictResponse> {
+    const ask = performance.now() >= this.nextNonceUnsupportedUntil;
+    try {
+      return await pushAttestationEvidence(this.o.client, nonce, evidence, { askNextNonce: ask });
+    } catch (e) {
+      if (!ask || !isEdgeguardError(e) || (e.details as { status?: unknown } | undefined)?.status !== 400) throw e;
+      this.nextNonceUnsupportedUntil = performance.now() + NEXT_NONCE_RETRY_MS;
+      this.o.log.warn(
+        { err: e },
+        'the control plane refused evidence that asks for the next nonce (an older control plane?): pushing without it',
+      );
+      return pushAttestationEvidence(this.o.client, nonce, evidence);
     }
   }
 

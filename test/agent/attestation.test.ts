@@ -132,6 +132,38 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
     assert.equal((await r.pushNow()).pass, true);
     assert.deepEqual(paths, ['/v1/attestation/nonce', '/v1/attestation/evidence']);
   });
+
+  test('a control plane older than nextNonce: its 400 makes the reporter push the same evidence without the field', async () => {
+    // The real control plane refuses a field it does not know with 400, as one older than
+    // nextNonce refuses nextNonce: the field is sent under a name this one does not know either.
+    const sent: Array<{ path: string; nextNonce: boolean }> = [];
+    const older = new Proxy(client, {
+      get(target, prop, receiver) {
+        if (prop !== 'call') return Reflect.get(target, prop, receiver) as unknown;
+        return (method: string, path: string, body?: Record<string, unknown>, ...rest: unknown[]) => {
+          sent.push({ path, nextNonce: body?.nextNonce === true });
+          let forwarded = body;
+          if (body && 'nextNonce' in body) {
+            const { nextNonce, ...others } = body;
+            forwarded = { ...others, nextNonceFromTheFuture: nextNonce };
+          }
+          return (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, forwarded, ...rest);
+        };
+      },
+    });
+    const r = reporter(undefined, undefined, older);
+    for (let i = 0; i < 2; i++) assert.equal((await r.pushNow()).pass, true);
+    assert.deepEqual(sent, [
+      { path: '/v1/attestation/nonce', nextNonce: false },
+      { path: '/v1/attestation/evidence', nextNonce: true },
+      // Refused before the nonce was looked at: the same nonce, without the field.
+      { path: '/v1/attestation/evidence', nextNonce: false },
+      // No nonce was carried, and the field is not asked for again for a while.
+      { path: '/v1/attestation/nonce', nextNonce: false },
+      { path: '/v1/attestation/evidence', nextNonce: false },
+    ]);
+    assert.equal(r.report.consecutiveFailures, 0);
+  });
 });
 
 describe('agent attestation reporter with nonces too short-lived to carry', { skip: TPM_SKIP }, () => {
