@@ -169,6 +169,14 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     req.log.info({ req, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   });
 
+  // A client over a rate limit (enrollment, renewals) on a keep-alive connection could go on
+  // sending refused requests at the speed of its socket; closing the connection after the 429
+  // makes each further try a new connection, which the per-address connection rate limits
+  // before the TLS handshake (policy.limits.connectionRatePerAddress).
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (reply.statusCode === 429) void reply.header('connection', 'close');
+    return payload;
+  });
   await app.register(rateLimit, {
     global: false,
     errorResponseBuilder: (_req, c) => ({

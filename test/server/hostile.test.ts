@@ -242,3 +242,33 @@ describe('control plane under hostile load', () => {
     }
   });
 });
+
+describe('control plane: a client over a rate limit', () => {
+  let fleet: TestFleet;
+  before(async () => {
+    fleet = await startTestFleet({ policy: { enrollRateLimit: { max: 1, timeWindowMs: 60_000 } } });
+  });
+  after(async () => fleet.stop());
+
+  it('gets its 429 with Connection: close, and the connection is closed', { timeout: 20_000 }, async () => {
+    const socket = await rawConnection(fleet);
+    try {
+      const ask =
+        'POST /v1/enroll/nonce HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}';
+      socket.write(ask);
+      const first = await readResponse(socket);
+      assert.equal(first.status, 200);
+      assert.doesNotMatch(first.head, /connection: close/i);
+      const closed = once(socket, 'close');
+      socket.write(ask);
+      const second = await readResponse(socket);
+      assert.equal(second.status, 429);
+      assert.equal((JSON.parse(second.body) as ErrBody).error.code, 'EG_RATE_LIMITED');
+      assert.match(second.head, /connection: close/i);
+      // The server ends the connection: further refused requests need a new one.
+      await closed;
+    } finally {
+      socket.destroy();
+    }
+  });
+});
