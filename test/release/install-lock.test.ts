@@ -283,9 +283,18 @@ test(
 interface InstallRun {
   child: ChildProcessWithoutNullStreams;
   lines: string[];
-  /** Resolves with the first line matching. */
+  /** Resolves with the first line matching; rejects, with what the child printed, if it ends without one. */
   waitFor(re: RegExp): Promise<string>;
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Resolves once process `pid` is stopped (state T in /proc/PID/stat). */
+async function stopped(pid: number): Promise<void> {
+  for (;;) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 function installChild(args: object, hook: string): InstallRun {
@@ -322,7 +331,14 @@ function installChild(args: object, hook: string): InstallRun {
     exit,
     waitFor: (re) => {
       const seen = lines.find((l) => re.test(l));
-      return seen !== undefined ? Promise.resolve(seen) : new Promise((resolve) => waiters.push({ re, resolve }));
+      if (seen !== undefined) return Promise.resolve(seen);
+      // A child that ends without the line fails the test at once, saying what it printed.
+      const ended = exit.then(({ code, signal }) => {
+        const late = lines.find((l) => re.test(l));
+        if (late !== undefined) return late;
+        throw new Error(`child ended (${code ?? signal}) without ${re}:\n${lines.join('\n')}\nstderr: ${stderr}`);
+      });
+      return Promise.race([new Promise<string>((resolve) => waiters.push({ re, resolve })), ended]);
     },
   };
 }
@@ -359,6 +375,8 @@ test(
     assert.equal(refused.error.code, 'EG_BUSY');
     assert.match(refused.error.message, new RegExp(`another install is running \\(pid ${winner.child.pid} since `));
     assert.ok(!lost.lines.some((l) => l.startsWith('install-step')), 'the refused update did not start');
+    // The line is written just before the child stops itself: a SIGCONT sent in between is lost.
+    await stopped(winner.child.pid!);
     winner.child.kill('SIGCONT');
     const done = JSON.parse((await winner.waitFor(/^outcome /)).slice('outcome '.length)) as { ok: boolean };
     assert.equal(done.ok, true, winner.lines.join('\n'));
