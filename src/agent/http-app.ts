@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
 import type { GuardResult } from '../guard/index.ts';
 import {
+  MAX_INPUT_PIXELS,
   TENSOR_BODY_JSON_SCHEMA,
   parseNpy,
   parseTensorJson,
@@ -21,7 +22,7 @@ import {
 } from '../inference/index.ts';
 import {
   checkInputKeeping,
-  foreignImageHead,
+  imageStructureCheck,
   type GuardedInput,
   type GuardedModel,
   type Wipeable,
@@ -354,7 +355,8 @@ function registerInferRoute(
           throw e;
         }
       },
-      preParsing: async (req, reply, payload) => checkedBody(payload, req, reply, limits.requestTimeoutMs),
+      preParsing: async (req, reply, payload) =>
+        checkedBody(payload, req, reply, limits.requestTimeoutMs, limits.bodyBytes),
       // The slot is taken once the body is complete and valid: a client trickling its body holds
       // a connection and a timer, never one of the few inference slots.
       preHandler: async (req, reply) => {
@@ -383,36 +385,46 @@ function registerInferRoute(
   );
 }
 
-/** The first bytes of an image body checked as they arrive: the longest signature (PNG). */
-const IMAGE_HEAD_BYTES = 8;
-
 /**
  * The body as a stream that fails with BodyTimeoutError (408) unless it ends within `ms`, so a
  * client sending a byte a second is cut off, whatever its Content-Length; and, for an image, with
- * EG_INPUT (422) as soon as its first bytes cannot start the declared format, the rest unread and
- * the connection closed: a body that is not what it says costs one chunk, not a megabyte.
+ * EG_INPUT (422) as soon as its bytes cannot be such an image (the signature, then the PNG chunks
+ * or JPEG segments: src/runtime/image-structure.ts), the rest unread and the connection closed: a
+ * body that is not what it says costs the chunk where it goes wrong, not a megabyte and a decode.
  */
-function checkedBody(payload: Readable, req: FastifyRequest, reply: FastifyReply, ms: number): Readable {
+function checkedBody(
+  payload: Readable,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  ms: number,
+  bodyLimit: number,
+): Readable {
   const type = String(req.headers['content-type'] ?? '')
     .split(';')[0]!
     .trim()
     .toLowerCase();
-  const format = type === 'image/png' || type === 'image/jpeg' ? type : undefined;
-  let head = format ? Buffer.alloc(0) : undefined;
+  const structure =
+    type === 'image/png' || type === 'image/jpeg'
+      ? imageStructureCheck(type, {
+          bodyBytes: Math.min(announcedLength(req.headers['content-length']) ?? bodyLimit, bodyLimit),
+          maxPixels: MAX_INPUT_PIXELS,
+        })
+      : undefined;
+  const refuse = (error: EdgeguardError, done: (e: Error) => void) => {
+    payload.unpipe(body);
+    void reply.header('connection', 'close');
+    done(error);
+  };
   const body = new Transform({
     transform(chunk: Buffer, _encoding, done) {
-      if (format && head) {
-        head = Buffer.concat([head, chunk.subarray(0, IMAGE_HEAD_BYTES - head.length)]);
-        const foreign = foreignImageHead(format, head, false);
-        if (foreign) {
-          payload.unpipe(body);
-          void reply.header('connection', 'close');
-          done(foreign);
-          return;
-        }
-        if (head.length >= IMAGE_HEAD_BYTES) head = undefined;
-      }
-      done(null, chunk);
+      const error = structure?.push(chunk);
+      if (error) refuse(error, done);
+      else done(null, chunk);
+    },
+    flush(done) {
+      const error = structure?.end();
+      if (error) refuse(error, done);
+      else done();
     },
   });
   const timer = setTimeout(() => {
