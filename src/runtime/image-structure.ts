@@ -15,7 +15,7 @@
  * decoder ignores them too). What this passes can still fail to decode: it refuses early, it does
  * not decode.
  */
-import { EdgeguardError } from '../errors/index.ts';
+import { refusal, type EdgeguardError } from '../errors/index.ts';
 
 export type ImageFormat = 'image/png' | 'image/jpeg';
 
@@ -76,7 +76,7 @@ const PNG_DEPTHS: Record<number, number[]> = {
 };
 
 function invalid(name: string, why: string, at: number): EdgeguardError {
-  return new EdgeguardError(
+  return refusal(
     'EG_INPUT',
     `the body is not a valid ${name} image: ${why} (at byte ${at}); send the image file as it was written.`,
   );
@@ -218,7 +218,7 @@ class PngCheck extends StreamCheck {
 }
 
 function notSignature(name: string, format: ImageFormat): EdgeguardError {
-  return new EdgeguardError('EG_INPUT', `the body is not a ${name} image (its first bytes do not match ${format}).`);
+  return refusal('EG_INPUT', `the body is not a ${name} image (its first bytes do not match ${format}).`);
 }
 
 function printable(type: string): string {
