@@ -1,7 +1,8 @@
 /**
- * The agent's HTTP surface (fastify): `POST /v1/infer` (input decoding by content type, a deadline
- * on the whole body, the concurrency slot taken once the body is complete, the inference timeout), `/healthz`,
- * `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
+ * The agent's HTTP surface (fastify): new connections admitted at limits.connectionRate
+ * (connection-gate.ts), `POST /v1/infer` (input decoding by content type, a deadline on the
+ * whole body, the concurrency slot taken once the body is complete, the inference timeout),
+ * `/healthz`, `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
  * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
  */
 import { performance } from 'node:perf_hooks';
@@ -29,6 +30,7 @@ import {
 } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
+import { ConnectionGate, gateConnections } from './connection-gate.ts';
 import { Slots, type Slot } from './slots.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
@@ -131,7 +133,7 @@ export async function buildAgentApp(
 ): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
   const served = runtime instanceof ServedRuntime ? runtime : new ServedRuntime(runtime);
   const metrics = o.metrics ?? createAgentMetrics();
-  const app = await createFastify(config, o.logger);
+  const app = await createFastify(config, o.logger, metrics);
   const slots = new Slots(config.limits.concurrency, metrics.overload, metrics.inflight);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
@@ -161,8 +163,15 @@ export async function buildAgentApp(
   return { app, metrics };
 }
 
-/** Fastify with the limits, error answers, OpenAPI and the three accepted body types. */
-async function createFastify(config: AgentConfig, logger: Logger | undefined): Promise<FastifyInstance> {
+/** New connections waiting for limits.connectionRate at most; more are closed at once. */
+const MAX_WAITING_CONNECTIONS = 1024;
+
+/** Fastify with the limits, the new-connection gate, error answers, OpenAPI and the accepted body types. */
+async function createFastify(
+  config: AgentConfig,
+  logger: Logger | undefined,
+  metrics: AgentMetrics,
+): Promise<FastifyInstance> {
   const limits = config.limits;
   const app = Fastify({
     ...(logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: false }),
@@ -177,6 +186,17 @@ async function createFastify(config: AgentConfig, logger: Logger | undefined): P
     // Router errors (a malformed URL) get the same EG body as every other answer.
     frameworkErrors: errorHandler,
   });
+  const gate = new ConnectionGate({
+    ratePerSecond: limits.connectionRate,
+    burst: limits.connectionBurst ?? limits.connectionRate,
+    waitMs: limits.requestTimeoutMs,
+    maxWaiting: MAX_WAITING_CONNECTIONS,
+    onRefused: () => metrics.connectionsRefused.inc(),
+    onWaiting: (n) => metrics.connectionsWaiting.set(n),
+  });
+  gateConnections(app.server, gate);
+  // Waiting connections are not the HTTP server's yet: it would wait for them to close.
+  app.addHook('preClose', async () => gate.close());
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).send({

@@ -103,6 +103,8 @@ export interface AgentMetrics {
   overload: Counter;
   bodyBudgetRefused: Counter;
   bodiesWaiting: Gauge;
+  connectionsWaiting: Gauge;
+  connectionsRefused: Counter;
   probingRefused: Counter<'reason'>;
   probingClients: Gauge;
   inflight: Gauge;
@@ -152,6 +154,16 @@ export function createAgentMetrics(): AgentMetrics {
     bodyBudgetRefused: new Counter({
       name: 'edgeguard_agent_body_budget_refused_total',
       help: 'Large request bodies refused before reading because limits.bodyBytesInFlight was in use',
+      registers: r,
+    }),
+    connectionsWaiting: new Gauge({
+      name: 'edgeguard_agent_connections_waiting',
+      help: 'New connections accepted but not yet read, waiting for limits.connectionRate',
+      registers: r,
+    }),
+    connectionsRefused: new Counter({
+      name: 'edgeguard_agent_connections_refused_total',
+      help: 'New connections closed unread: too many waiting, or waited longer than limits.requestTimeoutMs',
       registers: r,
     }),
     bodiesWaiting: new Gauge({
