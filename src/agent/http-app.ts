@@ -7,7 +7,13 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Transform, type Readable } from 'node:stream';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
@@ -139,6 +145,11 @@ export async function buildAgentApp(
     const route = req.routeOptions.url ?? 'unknown';
     metrics.requests.inc({ route, status: String(reply.statusCode) });
     metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+    // A 4xx (a refused input, overload, a client's budget) is answered at the client's pace: the
+    // metrics above count it and its reason is logged at debug (errorHandler), so a client
+    // flooding refused requests cannot turn them into log I/O. Everything else: one line, here.
+    if (reply.statusCode >= 400 && reply.statusCode < 500) return;
+    req.log.info({ req, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   });
   const lock = o.lock;
   if (lock)
@@ -185,6 +196,8 @@ async function createFastify(
     return503OnClosing: true,
     // Router errors (a malformed URL) get the same EG body as every other answer.
     frameworkErrors: errorHandler,
+    // One line per request, written in onResponse (buildAgentApp), none for a 4xx.
+    logController: new LogController({ disableRequestLogging: true }),
   });
   const gate = new ConnectionGate({
     ratePerSecond: limits.connectionRate,

@@ -88,7 +88,9 @@ export function errorHandler(
   if (status === 408) void reply.header('connection', 'close');
   if (status >= 500 && err.code !== 'EG_TIMEOUT' && err.code !== 'EG_LOCKED')
     request.log.error({ err }, 'request failed');
-  else request.log.info({ code: err.code }, err.message);
+  // A refusal (4xx, or 503 while locked or timed out) is counted by the metrics; its reason is
+  // for debugging a client, not a line per request at info.
+  else request.log.debug({ code: err.code }, err.message);
   // A locked device stays locked until re-provisioned: no point in retrying.
   const retryAfter = err.details?.['retryAfterS'];
   if (status === 429 || (status === 503 && err.code !== 'EG_LOCKED'))
