@@ -6,7 +6,8 @@
  *   - anonymous large bodies x100: clients without a certificate posting near-limit bodies in a loop;
  *   - enrollment flood (control plane): anonymous nonce and malformed start requests in a loop.
  * Legitimate traffic: two clients one request at a time (agent: POST /v1/infer with a digit;
- * control plane: an admin's GET /v1/devices). Goal: >= 99% success and p99 within 3x of the
+ * control plane: an admin's GET /v1/devices); both services log as deployed (pino at info, to
+ * /dev/null). Goal: >= 99% success and p99 within 3x of the
  * no-attack p99. Each attack runs in a process of its own (this script, `--attacker SPEC`), as
  * it would from another host, but on the same two cores: its CPU still competes with the
  * service. `--in-process` runs the attackers inside the benchmark's own process instead (how the
@@ -351,9 +352,15 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
   return rows;
 }
 
+/** pino at `info`, as `edgeguard server` and `edgeguard agent serve` log by default, to /dev/null. */
+function deployedLogger() {
+  return pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true }));
+}
+
 async function agentRows(dir: string): Promise<Row[]> {
   const { config } = await benchAgentConfig(dir);
-  const agent = await startAgent(config);
+  // Logging as deployed (`edgeguard agent serve`: info), to a sink that costs no disk.
+  const agent = await startAgent(config, { logger: deployedLogger() });
   try {
     const png = await readFile(join(FIXTURES, 'digits', '7-0.png'));
     const target = { url: new URL(agent.url) };
@@ -384,7 +391,7 @@ async function controlPlaneRows(dir: string): Promise<Row[]> {
     listen: `${HOST}:0`,
     caPassphrase: 'bench-passphrase',
     // Logging as deployed (`edgeguard server`: info), to a sink that costs no disk.
-    logger: pino({ level: 'info' }, pino.destination({ dest: '/dev/null', sync: true })),
+    logger: deployedLogger(),
     policy: { allowSoftwareDevices: true },
     plugins: controlPlanePlugins({ dataDir: dir }).all,
   });

@@ -9,7 +9,7 @@
  * latency (bench/hostile.ts). A request that waits longer than `waitMs`, or finds `maxWaiting`
  * others already waiting, is refused (429 EG_OVERLOADED, its connection closed).
  */
-import { EdgeguardError } from '../errors/index.ts';
+import { refusal, type EdgeguardError } from '../errors/index.ts';
 
 interface Waiter {
   bytes: number;
@@ -50,7 +50,7 @@ export class BodyBudget {
     const bytes = Math.min(announced ?? maxBytes, maxBytes);
     if (bytes <= this.o.smallBytes) return () => undefined;
     if (this.queue.length === 0 && this.inFlight + bytes <= this.o.limitBytes) return this.take(bytes);
-    if (this.queue.length >= this.o.maxWaiting) throw this.refusal('too many large requests are waiting');
+    if (this.queue.length >= this.o.maxWaiting) throw this.refused('too many large requests are waiting');
     await new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         bytes,
@@ -62,7 +62,7 @@ export class BodyBudget {
       const timer = setTimeout(() => {
         this.queue.splice(this.queue.indexOf(waiter), 1);
         this.o.onWaiting?.(this.queue.length);
-        reject(this.refusal(`no room came within ${this.o.waitMs} ms`));
+        reject(this.refused(`no room came within ${this.o.waitMs} ms`));
       }, this.o.waitMs);
       this.queue.push(waiter);
       this.o.onWaiting?.(this.queue.length);
@@ -91,9 +91,9 @@ export class BodyBudget {
     }
   }
 
-  private refusal(why: string): EdgeguardError {
+  private refused(why: string): EdgeguardError {
     this.o.onRefused?.();
-    return new EdgeguardError(
+    return refusal(
       'EG_OVERLOADED',
       `the agent is reading ${this.inFlight} bytes of large request bodies already (limits.bodyBytesInFlight ${this.o.limitBytes}) and ${why}; retry shortly, or send a smaller input.`,
     );

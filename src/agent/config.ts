@@ -4,7 +4,7 @@
  * file's directory. Every key is documented in the README ("Inference service").
  *
  *   listen:   { host: 127.0.0.1, port: 8480 }        # or { socket: /run/edgeguard/agent.sock }
- *   limits:   { bodyBytes: 1048576, concurrency: 4, requestTimeoutMs: 10000, inferenceTimeoutMs: 5000 }
+ *   limits:   { bodyBytes: 1048576, concurrency: 4, requestTimeoutMs: 10000, inferenceTimeoutMs: 5000, connectionRate: 100 }
  *   trust:    { publicKeys: [publisher.pub] }
  *   contentKey: { file: model.key }                   # or { wrapped: model.key.wrapped, device: device/ }
  *   models:   { primary: mnist.egm, ensemble: mnist-cnn.egm, fallback: mnist-cnn.egm }
@@ -75,6 +75,15 @@ export const agentConfigSchema = z
         requestTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
         /** Time for decoding, the guard and the models of one request, ms; then 503. */
         inferenceTimeoutMs: z.number().int().min(10).max(600_000).default(5_000),
+        /**
+         * New connections handed to HTTP per second (a token bucket); more wait, accepted but
+         * unread, for up to requestTimeoutMs, first come first served. Connections already open
+         * (keep-alive) are never held back. Bounds what a client reconnecting as fast as it can
+         * costs the agent.
+         */
+        connectionRate: z.number().int().min(1).max(1_000_000).default(100),
+        /** New connections admitted at once after a quiet spell. Default: connectionRate. */
+        connectionBurst: z.number().int().min(1).max(1_000_000).optional(),
         /** Idle keep-alive connections are closed after this long, ms. */
         keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
         /** On shutdown, wait this long for requests in flight, ms. */

@@ -1,17 +1,25 @@
 /**
- * The agent's HTTP surface (fastify): `POST /v1/infer` (input decoding by content type, a deadline
- * on the whole body, the concurrency slot taken once the body is complete, the inference timeout), `/healthz`,
- * `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
+ * The agent's HTTP surface (fastify): new connections admitted at limits.connectionRate
+ * (connection-gate.ts), `POST /v1/infer` (input decoding by content type, a deadline on the
+ * whole body, the concurrency slot taken once the body is complete, the inference timeout),
+ * `/healthz`, `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
  * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
  */
 import { performance } from 'node:perf_hooks';
 import { Transform, type Readable } from 'node:stream';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
 import type { GuardResult } from '../guard/index.ts';
 import {
+  MAX_INPUT_PIXELS,
   TENSOR_BODY_JSON_SCHEMA,
   parseNpy,
   parseTensorJson,
@@ -21,13 +29,14 @@ import {
 } from '../inference/index.ts';
 import {
   checkInputKeeping,
-  foreignImageHead,
+  imageStructureCheck,
   type GuardedInput,
   type GuardedModel,
   type Wipeable,
 } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
+import { ConnectionGate, gateConnections } from './connection-gate.ts';
 import { Slots, type Slot } from './slots.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
@@ -130,12 +139,17 @@ export async function buildAgentApp(
 ): Promise<{ app: FastifyInstance; metrics: AgentMetrics }> {
   const served = runtime instanceof ServedRuntime ? runtime : new ServedRuntime(runtime);
   const metrics = o.metrics ?? createAgentMetrics();
-  const app = await createFastify(config, o.logger);
+  const app = await createFastify(config, o.logger, metrics);
   const slots = new Slots(config.limits.concurrency, metrics.overload, metrics.inflight);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unknown';
     metrics.requests.inc({ route, status: String(reply.statusCode) });
     metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+    // A 4xx (a refused input, overload, a client's budget) is answered at the client's pace: the
+    // metrics above count it and its reason is logged at debug (errorHandler), so a client
+    // flooding refused requests cannot turn them into log I/O. Everything else: one line, here.
+    if (reply.statusCode >= 400 && reply.statusCode < 500) return;
+    req.log.info({ req, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   });
   const lock = o.lock;
   if (lock)
@@ -160,8 +174,15 @@ export async function buildAgentApp(
   return { app, metrics };
 }
 
-/** Fastify with the limits, error answers, OpenAPI and the three accepted body types. */
-async function createFastify(config: AgentConfig, logger: Logger | undefined): Promise<FastifyInstance> {
+/** New connections waiting for limits.connectionRate at most; more are closed at once. */
+const MAX_WAITING_CONNECTIONS = 1024;
+
+/** Fastify with the limits, the new-connection gate, error answers, OpenAPI and the accepted body types. */
+async function createFastify(
+  config: AgentConfig,
+  logger: Logger | undefined,
+  metrics: AgentMetrics,
+): Promise<FastifyInstance> {
   const limits = config.limits;
   const app = Fastify({
     ...(logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: false }),
@@ -175,7 +196,20 @@ async function createFastify(config: AgentConfig, logger: Logger | undefined): P
     return503OnClosing: true,
     // Router errors (a malformed URL) get the same EG body as every other answer.
     frameworkErrors: errorHandler,
+    // One line per request, written in onResponse (buildAgentApp), none for a 4xx.
+    logController: new LogController({ disableRequestLogging: true }),
   });
+  const gate = new ConnectionGate({
+    ratePerSecond: limits.connectionRate,
+    burst: limits.connectionBurst ?? limits.connectionRate,
+    waitMs: limits.requestTimeoutMs,
+    maxWaiting: MAX_WAITING_CONNECTIONS,
+    onRefused: () => metrics.connectionsRefused.inc(),
+    onWaiting: (n) => metrics.connectionsWaiting.set(n),
+  });
+  gateConnections(app.server, gate);
+  // Waiting connections are not the HTTP server's yet: it would wait for them to close.
+  app.addHook('preClose', async () => gate.close());
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).send({
@@ -354,7 +388,8 @@ function registerInferRoute(
           throw e;
         }
       },
-      preParsing: async (req, reply, payload) => checkedBody(payload, req, reply, limits.requestTimeoutMs),
+      preParsing: async (req, reply, payload) =>
+        checkedBody(payload, req, reply, limits.requestTimeoutMs, limits.bodyBytes),
       // The slot is taken once the body is complete and valid: a client trickling its body holds
       // a connection and a timer, never one of the few inference slots.
       preHandler: async (req, reply) => {
@@ -383,36 +418,46 @@ function registerInferRoute(
   );
 }
 
-/** The first bytes of an image body checked as they arrive: the longest signature (PNG). */
-const IMAGE_HEAD_BYTES = 8;
-
 /**
  * The body as a stream that fails with BodyTimeoutError (408) unless it ends within `ms`, so a
  * client sending a byte a second is cut off, whatever its Content-Length; and, for an image, with
- * EG_INPUT (422) as soon as its first bytes cannot start the declared format, the rest unread and
- * the connection closed: a body that is not what it says costs one chunk, not a megabyte.
+ * EG_INPUT (422) as soon as its bytes cannot be such an image (the signature, then the PNG chunks
+ * or JPEG segments: src/runtime/image-structure.ts), the rest unread and the connection closed: a
+ * body that is not what it says costs the chunk where it goes wrong, not a megabyte and a decode.
  */
-function checkedBody(payload: Readable, req: FastifyRequest, reply: FastifyReply, ms: number): Readable {
+function checkedBody(
+  payload: Readable,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  ms: number,
+  bodyLimit: number,
+): Readable {
   const type = String(req.headers['content-type'] ?? '')
     .split(';')[0]!
     .trim()
     .toLowerCase();
-  const format = type === 'image/png' || type === 'image/jpeg' ? type : undefined;
-  let head = format ? Buffer.alloc(0) : undefined;
+  const structure =
+    type === 'image/png' || type === 'image/jpeg'
+      ? imageStructureCheck(type, {
+          bodyBytes: Math.min(announcedLength(req.headers['content-length']) ?? bodyLimit, bodyLimit),
+          maxPixels: MAX_INPUT_PIXELS,
+        })
+      : undefined;
+  const refuse = (error: EdgeguardError, done: (e: Error) => void) => {
+    payload.unpipe(body);
+    void reply.header('connection', 'close');
+    done(error);
+  };
   const body = new Transform({
     transform(chunk: Buffer, _encoding, done) {
-      if (format && head) {
-        head = Buffer.concat([head, chunk.subarray(0, IMAGE_HEAD_BYTES - head.length)]);
-        const foreign = foreignImageHead(format, head, false);
-        if (foreign) {
-          payload.unpipe(body);
-          void reply.header('connection', 'close');
-          done(foreign);
-          return;
-        }
-        if (head.length >= IMAGE_HEAD_BYTES) head = undefined;
-      }
-      done(null, chunk);
+      const error = structure?.push(chunk);
+      if (error) refuse(error, done);
+      else done(null, chunk);
+    },
+    flush(done) {
+      const error = structure?.end();
+      if (error) refuse(error, done);
+      else done();
     },
   });
   const timer = setTimeout(() => {

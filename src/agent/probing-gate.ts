@@ -5,7 +5,7 @@
  */
 import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
-import { EdgeguardError } from '../errors/index.ts';
+import { refusal } from '../errors/index.ts';
 import { ProbingMonitor, type ProbingDecision } from '../guard/index.ts';
 import type { ModelInput } from '../inference/index.ts';
 import type { AgentConfig } from './config.ts';
@@ -62,12 +62,12 @@ export class ProbingGate {
       });
     const details = { reason: d.reason, retryAfterS: d.retryAfterS };
     if (d.reason === 'budget')
-      throw new EdgeguardError(
+      throw refusal(
         'EG_RATE_LIMITED',
         `this client has used its query budget (probing.budget in agent.yaml); retry in ${d.retryAfterS} s.`,
         { details },
       );
-    throw new EdgeguardError(
+    throw refusal(
       'EG_PROBING',
       `this client sent many near-identical inputs, as a query attack does (probing.nearDuplicates in agent.yaml); refused for ${d.retryAfterS} s.`,
       { details },

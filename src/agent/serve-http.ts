@@ -88,7 +88,9 @@ export function errorHandler(
   if (status === 408) void reply.header('connection', 'close');
   if (status >= 500 && err.code !== 'EG_TIMEOUT' && err.code !== 'EG_LOCKED')
     request.log.error({ err }, 'request failed');
-  else request.log.info({ code: err.code }, err.message);
+  // A refusal (4xx, or 503 while locked or timed out) is counted by the metrics; its reason is
+  // for debugging a client, not a line per request at info.
+  else request.log.debug({ code: err.code }, err.message);
   // A locked device stays locked until re-provisioned: no point in retrying.
   const retryAfter = err.details?.['retryAfterS'];
   if (status === 429 || (status === 503 && err.code !== 'EG_LOCKED'))
@@ -103,6 +105,8 @@ export interface AgentMetrics {
   overload: Counter;
   bodyBudgetRefused: Counter;
   bodiesWaiting: Gauge;
+  connectionsWaiting: Gauge;
+  connectionsRefused: Counter;
   probingRefused: Counter<'reason'>;
   probingClients: Gauge;
   inflight: Gauge;
@@ -152,6 +156,16 @@ export function createAgentMetrics(): AgentMetrics {
     bodyBudgetRefused: new Counter({
       name: 'edgeguard_agent_body_budget_refused_total',
       help: 'Large request bodies refused before reading because limits.bodyBytesInFlight was in use',
+      registers: r,
+    }),
+    connectionsWaiting: new Gauge({
+      name: 'edgeguard_agent_connections_waiting',
+      help: 'New connections accepted but not yet read, waiting for limits.connectionRate',
+      registers: r,
+    }),
+    connectionsRefused: new Counter({
+      name: 'edgeguard_agent_connections_refused_total',
+      help: 'New connections closed unread: too many waiting, or waited longer than limits.requestTimeoutMs',
       registers: r,
     }),
     bodiesWaiting: new Gauge({

@@ -7,7 +7,7 @@
  * one, that one slot is for anybody.
  */
 import type { Counter, Gauge } from 'prom-client';
-import { EdgeguardError } from '../errors/index.ts';
+import { refusal } from '../errors/index.ts';
 
 export interface Slot {
   released: boolean;
@@ -29,7 +29,7 @@ export class Slots {
     const largeLimit = Math.max(1, Math.floor(this.limit / 2));
     if (this.inflight >= this.limit || (large && this.largeInflight >= largeLimit)) {
       this.overload?.inc();
-      throw new EdgeguardError(
+      throw refusal(
         'EG_OVERLOADED',
         large && this.inflight < this.limit
           ? `the service is at its concurrency limit for large inputs (${largeLimit} of ${this.limit} requests; the rest are kept for small ones); retry shortly.`

@@ -121,6 +121,22 @@ export function isEdgeguardError(e: unknown, code?: ErrorCode): e is EdgeguardEr
   return e instanceof EdgeguardError && (code === undefined || e.code === code);
 }
 
+/**
+ * An EdgeguardError without a stack trace, for refusals made at a client's pace (input that is not
+ * what it claims to be, overload): the trace would point at the same line every time, and Node's
+ * streams format it when the error passes through them (with source maps, hundreds of
+ * microseconds: more than the refusal itself). Its `stack` is the name and the message.
+ */
+export function refusal(code: ErrorCode, message: string, options?: EdgeguardErrorOptions): EdgeguardError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new EdgeguardError(code, message, options);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 /** Wrap an unknown failure (fs, OpenSSL, ORT) so the user sees a code and a sentence, not a trace. */
 export function asEdgeguardError(e: unknown, code: ErrorCode, message: string): EdgeguardError {
   if (e instanceof EdgeguardError) return e;

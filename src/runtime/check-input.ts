@@ -10,6 +10,7 @@ import {
   checkModelInputs,
   defaultInputRange,
   decodeImage,
+  MAX_INPUT_PIXELS,
   pixelsToTensor,
   type ModelInput,
   type SuppliedTensor,
@@ -18,9 +19,10 @@ import {
 import type { TensorDescription } from '../model/index.ts';
 import type { GuardImage, GuardResult, PlanarShape } from '../guard/index.ts';
 import type { GuardTarget } from './guarded-model.ts';
+import { checkImageStructure } from './image-structure.ts';
 
 export type GuardedInput =
-  /** `format`, when given, is checked against the bytes' magic (what the sender declared). */
+  /** `format`, when given, is what the sender declared: the bytes' structure is checked against it. */
   | { kind: 'image'; bytes: Buffer; format?: 'image/png' | 'image/jpeg' }
   | { kind: 'tensors'; tensors: readonly SuppliedTensor[] };
 
@@ -33,34 +35,6 @@ export interface InputVerdict {
 /** Anything that holds input-derived values and can be overwritten. */
 export interface Wipeable {
   fill(value: number): unknown;
-}
-
-const MAGIC = {
-  'image/png': { bytes: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), name: 'PNG' },
-  'image/jpeg': { bytes: Buffer.from([0xff, 0xd8, 0xff]), name: 'JPEG' },
-} as const;
-
-/**
- * EG_INPUT if `head`, the first bytes of a body declared as `format`, cannot start such an image;
- * undefined while it still can. `complete`: `head` is the whole body (too short is then foreign
- * too). The agent checks the first bytes as they arrive and refuses the rest unread.
- */
-export function foreignImageHead(
-  format: keyof typeof MAGIC,
-  head: Uint8Array,
-  complete: boolean,
-): EdgeguardError | undefined {
-  const magic = MAGIC[format];
-  const n = Math.min(head.length, magic.bytes.length);
-  if (
-    Buffer.from(head.buffer, head.byteOffset, n).equals(magic.bytes.subarray(0, n)) &&
-    (n === magic.bytes.length || !complete)
-  )
-    return undefined;
-  return new EdgeguardError(
-    'EG_INPUT',
-    `the body is not a ${magic.name} image (its first bytes do not match ${format}).`,
-  );
 }
 
 /** Decode and check one input; every buffer derived from it is wiped before returning. */
@@ -107,8 +81,8 @@ async function decodeImageInput(
       'the model declares no image preprocessing; send its inputs as a tensor (application/json or .npy).',
     );
   if (input.format) {
-    const foreign = foreignImageHead(input.format, input.bytes, true);
-    if (foreign) throw foreign;
+    const invalid = checkImageStructure(input.format, input.bytes, MAX_INPUT_PIXELS);
+    if (invalid) throw invalid;
   }
   const image = await decodeImage(input.bytes, pre);
   wipeLater.push(image.pixels);

@@ -15,11 +15,11 @@ export {
   type ModelSet,
   type ModelSetSpec,
 } from './guarded-model.ts';
+export { checkInput, checkInputKeeping, type GuardedInput, type InputVerdict, type Wipeable } from './check-input.ts';
 export {
-  checkInput,
-  checkInputKeeping,
-  foreignImageHead,
-  type GuardedInput,
-  type InputVerdict,
-  type Wipeable,
-} from './check-input.ts';
+  checkImageStructure,
+  imageStructureCheck,
+  type ImageFormat,
+  type ImageStructureCheck,
+  type ImageStructureOptions,
+} from './image-structure.ts';

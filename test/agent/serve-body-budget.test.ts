@@ -5,8 +5,9 @@
  * room comes. The queue's own rules (first come first served, a wait limit, a queue limit) are
  * checked on BodyBudget itself.
  */
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -38,6 +39,24 @@ async function announce(url: string, length: number): Promise<Announced> {
     socket.once('close', () => resolve(text));
   });
   return { socket, answer, answered: () => text.length > 0 };
+}
+
+/**
+ * A megabyte announced as a PNG of which only `first` is sent: the answer must be 422 EG_INPUT
+ * with the connection closed; its message.
+ */
+async function refusedUnread(t: TestContext, url: string, first: Buffer): Promise<string> {
+  const client = await announce(url, 1_000_000);
+  t.after(() => client.socket.destroy());
+  client.socket.write(first);
+  const answer = await client.answer;
+  assert.match(answer, /^HTTP\/1\.1 422 /, answer.slice(0, 200));
+  assert.match(answer, /\r\nconnection: close\r\n/i);
+  const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as {
+    error: { code: string; message: string };
+  };
+  assert.equal(body.error.code, 'EG_INPUT');
+  return body.error.message;
 }
 
 describe('large bodies share a budget', () => {
@@ -79,17 +98,7 @@ describe('large bodies share a budget', () => {
       const f = await serveFixture(t);
       const s = await startService(t, f.config({ limits: { requestTimeoutMs: 60_000 } }));
       // A megabyte announced as a PNG; only its first 64 bytes, not a PNG signature, are ever sent.
-      const client = await announce(s.url, 1_000_000);
-      t.after(() => client.socket.destroy());
-      client.socket.write(Buffer.alloc(64, 'x'));
-      const answer = await client.answer;
-      assert.match(answer, /^HTTP\/1\.1 422 /, answer.slice(0, 200));
-      assert.match(answer, /\r\nconnection: close\r\n/i);
-      const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as {
-        error: { code: string; message: string };
-      };
-      assert.equal(body.error.code, 'EG_INPUT');
-      assert.match(body.error.message, /not a PNG image/);
+      assert.match(await refusedUnread(t, s.url, Buffer.alloc(64, 'x')), /not a PNG image/);
       // A PNG whose bytes arrive one at a time is still read and judged on its content.
       const png = await readFile(join(FIXTURES, 'digits', '5-0.png'));
       const slow = await announce(s.url, png.length);
@@ -98,6 +107,28 @@ describe('large bodies share a budget', () => {
       slow.socket.write(png.subarray(12));
       const served = await slow.answer;
       assert.match(served, /^HTTP\/1\.1 200 /, served.slice(0, 200));
+    },
+  );
+
+  test(
+    'a large body with the PNG signature and garbage after it is refused at its first chunk (422, closed)',
+    { timeout: 30_000 },
+    async (t) => {
+      const f = await serveFixture(t);
+      // Before the structure check the rest was awaited, and the answer was 408 after this long.
+      const s = await startService(t, f.config({ limits: { requestTimeoutMs: 5_000 } }));
+      const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      // A megabyte announced as a PNG; its signature, and a first chunk that is not IHDR, are all that is sent.
+      const first = Buffer.concat([signature, Buffer.from('\x00\x00\x00\x0dtEXt', 'latin1'), randomBytes(48)]);
+      assert.match(await refusedUnread(t, s.url, first), /not a valid PNG image: its first chunk is not an IHDR chunk/);
+      // A real PNG announced with more bytes than it has (padding after IEND) is still judged on its content.
+      const png = await readFile(join(FIXTURES, 'digits', '4-0.png'));
+      const padded = await announce(s.url, png.length + 1000);
+      t.after(() => padded.socket.destroy());
+      padded.socket.write(Buffer.concat([png, Buffer.alloc(1000)]));
+      const served = await padded.answer;
+      assert.match(served, /^HTTP\/1\.1 200 /, served.slice(0, 200));
+      assert.match(served, /"label":"4"/);
     },
   );
 
