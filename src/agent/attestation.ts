@@ -58,6 +58,15 @@ export interface AttestationReport {
 
 /** A carried nonce is used only with this much of its lifetime left (the quote, the log, the trip). */
 const NEXT_NONCE_MARGIN_MS = 10_000;
+/** The control plane's schema refused a member it does not know (the only 400 an older one gives `nextNonce`). */
+function refusedUnknownField(e: unknown): boolean {
+  return (
+    isEdgeguardError(e, 'EG_BAD_REQUEST') &&
+    (e.details as { status?: unknown } | undefined)?.status === 400 &&
+    /additional properties/.test(e.message)
+  );
+}
+
 /** After a control plane refused `nextNonce` (older than the field), it is asked for again after this long. */
 const NEXT_NONCE_RETRY_MS = 3_600_000;
 
@@ -141,15 +150,16 @@ export class AttestationReporter {
   /**
    * Push, asking for the next round's nonce unless the control plane is known not to know the field.
    * A control plane older than `nextNonce` refuses the body with 400 before it looks at the nonce
-   * (schema validation), so the same evidence is pushed again without the field, and the field is
-   * not asked for until NEXT_NONCE_RETRY_MS have passed (the control plane may be upgraded since).
+   * (schema validation: "body must NOT have additional properties"), so the same evidence is
+   * pushed again without the field, and the field is not asked for until NEXT_NONCE_RETRY_MS have
+   * passed (the control plane may be upgraded since). Any other refusal is this round's failure.
    */
   private async push(nonce: string, evidence: Evidence): Promise<VerdictResponse> {
     const ask = performance.now() >= this.nextNonceUnsupportedUntil;
     try {
       return await pushAttestationEvidence(this.o.client, nonce, evidence, { askNextNonce: ask });
     } catch (e) {
-      if (!ask || !isEdgeguardError(e) || (e.details as { status?: unknown } | undefined)?.status !== 400) throw e;
+      if (!ask || !refusedUnknownField(e)) throw e;
       this.nextNonceUnsupportedUntil = performance.now() + NEXT_NONCE_RETRY_MS;
       this.o.log.warn(
         { err: e },

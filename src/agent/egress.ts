@@ -8,10 +8,13 @@ import { EgressDialer, type EgressDenial } from '../fleet/index.ts';
 import { planEgress } from '../harden/index.ts';
 import type { AgentConfig } from './config.ts';
 
-/** `server`: the control plane the agent was configured with (upload.server or the enrolled device's). */
+/**
+ * `server`: the control plane the agent was configured with (upload.server or the enrolled
+ * device's); without one, egress.controlPlane must name it (EG_CONFIG otherwise).
+ */
 export async function agentEgressDialer(
   config: AgentConfig,
-  server: string,
+  server: string | undefined,
   onDenied: (denial: EgressDenial) => void,
 ): Promise<EgressDialer | undefined> {
   if (!config.egress) return undefined;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { publicKeyId, readPublicSigningKey, signingAlgorithmOf, type SigningKeyPair } from '../crypto/index.ts';
-import { reportInstalledVersion, type FleetClient } from '../fleet/index.ts';
+import { reportInstalledVersion, type EgressDialer, type FleetClient } from '../fleet/index.ts';
 import { openDeviceKeyStore, TpmKeyStore, type ContentKeySource, type KeyStore } from '../keystore/index.ts';
 import {
   SoftwareFloor,
@@ -21,6 +21,7 @@ import {
   provisionTrustedRoot,
   recordOutcome,
   removeInterruptedReplacementsSync,
+  RepositoryFetcher,
   servedSlots,
   slotContentKey,
   updateDevice,
@@ -258,6 +259,18 @@ async function directorUpdate(
   });
 }
 
+/** The egress allowlist of a run of its own, named after the control plane of agent.yaml's upload: section. */
+async function ownDialer(config: AgentConfig): Promise<EgressDialer | undefined> {
+  if (!config.egress) return undefined;
+  let server: string | undefined;
+  if (config.upload) {
+    const identity = await AgentIdentity.fromConfig(config.upload);
+    server = identity.server;
+    identity.close();
+  }
+  return agentEgressDialer(config, server, () => undefined);
+}
+
 /**
  * One check and install under the data directory's install lock (EG_BUSY, thrown, when another
  * install holds it: nothing is touched or recorded); the identity (director mode) is the serving
@@ -302,15 +315,25 @@ async function updateLocked(
     } finally {
       own?.close();
     }
-  } else
-    outcome = await updateDevice({
-      install,
-      metadataDir,
-      metadataBaseUrl: update.metadataUrl!,
-      targetBaseUrl: update.targetsUrl!,
-      downloadDir: join(update.dir!, 'download'),
-      target: target!,
-    });
+  } else {
+    // A static repository host is reached through the egress allowlist too (agent.yaml `egress:`,
+    // where the host is one of egress.endpoints); a denial is this run's outcome (EG_EGRESS_DENIED).
+    const dialer = connection ? connection.identity.dialer : await ownDialer(config);
+    const fetcher = dialer ? new RepositoryFetcher({ dialer }) : undefined;
+    try {
+      outcome = await updateDevice({
+        install,
+        metadataDir,
+        metadataBaseUrl: update.metadataUrl!,
+        targetBaseUrl: update.targetsUrl!,
+        downloadDir: join(update.dir!, 'download'),
+        target: target!,
+        fetcher,
+      });
+    } finally {
+      fetcher?.close();
+    }
+  }
   if (!outcome.nothingAssigned) await recordOutcome(update.dir!, outcome);
   return outcome;
 }

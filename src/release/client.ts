@@ -8,7 +8,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
-import { Updater, type TargetFile } from 'tuf-js';
+import { Updater, type BaseFetcher, type TargetFile } from 'tuf-js';
 import { z } from 'zod';
 import { verifyPackage, type VerifyResult } from '../model/index.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
@@ -71,6 +71,8 @@ export interface FetchReleaseOptions {
    * fetched and must be signed by it. Without it (no authorized binding policy) none are fetched.
    */
   pcrPolicyKey?: KeyObject;
+  /** How metadata and targets are fetched (default: tuf-js's own); RepositoryFetcher keeps to an egress allowlist. */
+  fetcher?: BaseFetcher | undefined;
 }
 
 export interface FetchedRelease {
@@ -110,6 +112,7 @@ export async function fetchRelease(o: FetchReleaseOptions): Promise<FetchedRelea
     metadataBaseUrl: o.metadataBaseUrl,
     targetBaseUrl: o.targetBaseUrl,
     targetDir: o.downloadDir,
+    ...(o.fetcher ? { fetcher: o.fetcher } : {}),
   });
   await tuf(() => updater.refresh());
   return downloadVerified(updater, await targetInfo(updater, o.target), o);

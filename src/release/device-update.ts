@@ -12,6 +12,7 @@
  * directory's install lock: another install running is an EG_BUSY outcome, nothing touched.
  */
 import { rm } from 'node:fs/promises';
+import type { BaseFetcher } from 'tuf-js';
 import { EdgeguardError } from '../errors/index.ts';
 import { fetchAssignedRelease, type AssignedRelease, type FetchAssignedOptions } from './assigned.ts';
 import { fetchRelease, type FetchedRelease } from './client.ts';
@@ -33,6 +34,8 @@ export interface DeviceUpdateOptions {
   downloadDir: string;
   /** The package target to install, e.g. mnist/3/mnist.egm. */
   target: string;
+  /** How the repository is reached (default: tuf-js's own fetcher); the agent passes a RepositoryFetcher with its egress allowlist. */
+  fetcher?: BaseFetcher | undefined;
 }
 
 /** A verified download, whatever fetched it: what `installFetched` installs. */
@@ -119,6 +122,7 @@ async function updateDeviceLocked(o: DeviceUpdateOptions): Promise<InstallOutcom
       minimumVersion: 0,
       floorOf: (kind) => ctx.floor.read(kind),
       ...(pcrPolicyKey ? { pcrPolicyKey } : {}),
+      fetcher: o.fetcher,
     });
     stepBoundary('fetched');
     return { target: o.target, ...(await installFetched(fetched, ctx, deviceDir)) };

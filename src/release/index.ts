@@ -39,6 +39,7 @@ export {
 } from './client.ts';
 export { type RefusalReason, releaseRefused } from './refusal.ts';
 export { MtlsFetcher, type MtlsFetcherOptions } from './mtls-fetcher.ts';
+export { RepositoryFetcher, type RepositoryFetcherOptions } from './repository-fetcher.ts';
 export {
   DIRECTOR_TARGETS_PATH,
   fetchAssignedRelease,

@@ -16,6 +16,7 @@ import { defaultSyntheticBoot, parseEventLog, playBoot, syntheticBootEvents } fr
 import type { FleetClient, VerdictResponse } from '../../src/fleet/index.ts';
 import { controlPlanePlugins, type AttestationServerPlugin } from '../../src/server/index.ts';
 import { TPM_ALG } from '../../src/tpm/index.ts';
+import { isEdgeguardError } from '../../src/errors/index.ts';
 import { TPM_SKIP, startTestTpmWithAk, stopTestTpm, type TestTpmWithAk } from '../helpers/swtpm.ts';
 import { startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 
@@ -163,6 +164,32 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
       { path: '/v1/attestation/evidence', nextNonce: false },
     ]);
     assert.equal(r.report.consecutiveFailures, 0);
+  });
+
+  test("any other 400 is the round's failure: no second push, and the next round asks for the next nonce again", async () => {
+    const sent: Array<{ path: string; nextNonce: boolean }> = [];
+    let spoil = true;
+    const spoiling = new Proxy(client, {
+      get(target, prop, receiver) {
+        if (prop !== 'call') return Reflect.get(target, prop, receiver) as unknown;
+        return (method: string, path: string, body?: Record<string, unknown>, ...rest: unknown[]) => {
+          sent.push({ path, nextNonce: body?.nextNonce === true });
+          // A body the schema refuses for another reason than an unknown member.
+          const forwarded = spoil && body && 'quote' in body ? { ...body, quote: 42 } : body;
+          return (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, forwarded, ...rest);
+        };
+      },
+    });
+    const r = reporter(undefined, undefined, spoiling);
+    await assert.rejects(r.pushNow(), (e) => isEdgeguardError(e, 'EG_BAD_REQUEST') && !/additional/.test(e.message));
+    spoil = false;
+    assert.equal((await r.pushNow()).pass, true);
+    assert.deepEqual(sent, [
+      { path: '/v1/attestation/nonce', nextNonce: false },
+      { path: '/v1/attestation/evidence', nextNonce: true },
+      { path: '/v1/attestation/nonce', nextNonce: false },
+      { path: '/v1/attestation/evidence', nextNonce: true },
+    ]);
   });
 });
 

@@ -13,7 +13,7 @@ import { abFixture, SMOKE_IMAGE, type AbFixture } from '../release/ab-fixture.ts
 import { CLI, FIXTURES } from '../helpers/workspace.ts';
 import { eventually } from '../helpers/wait.ts';
 import { agentConfig, runAgentUpdate, startAgent } from '../../src/agent/index.ts';
-import { INSTALL_LOCK_FILE, acquireInstallLock } from '../../src/release/index.ts';
+import { INSTALL_LOCK_FILE, acquireInstallLock, recoverSlots } from '../../src/release/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 
 function configOf(f: AbFixture) {
@@ -131,4 +131,18 @@ test('a serving agent started during an install serves the active slot and leave
   const health = (await (await fetch(`${agent.url}/healthz`)).json()) as { models: { primary: { version: number } } };
   assert.equal(health.models.primary.version, 1);
   assert.deepEqual(await readdir(staging), ['package.egm'], 'the running install’s staging is not recovered away');
+});
+
+test('an update from a static repository keeps to the egress allowlist: refused unlisted, installed listed', async (t) => {
+  const f = await abFixture(t);
+  const port = Number(new URL(f.server.url).port);
+  const withEndpoints = (endpoints: Array<{ host: string; port: number }>) =>
+    agentConfig({ ...configOf(f), egress: { controlPlane: 'https://127.0.0.3:8443', endpoints } }, f.tmp);
+  const refused = await runAgentUpdate(withEndpoints([]));
+  assert.equal(refused.ok, false);
+  assert.equal(refused.error?.code, 'EG_EGRESS_DENIED', JSON.stringify(refused.error));
+  assert.equal((await recoverSlots(f.dataDir)).active, undefined, 'nothing was installed');
+  const installed = await runAgentUpdate(withEndpoints([{ host: '127.0.0.1', port }]));
+  assert.equal(installed.ok, true, JSON.stringify(installed.error));
+  assert.equal((await recoverSlots(f.dataDir)).active?.manifest.release.version, 1);
 });
