@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { appraiseBootEvidence, createBootPolicy, formatBootPolicyYaml, type BootPolicy } from '../src/attest/index.ts';
 import { parseEventLog, replayEventLog, replayedPcrsFor } from '../src/eventlog/index.ts';
-import type { NonceResponse, VerdictResponse } from '../src/fleet/index.ts';
+import { encodeEvidence, EVIDENCE_MEDIA_TYPE, type NonceResponse, type VerdictResponse } from '../src/fleet/index.ts';
 import {
   TPM_ALG,
   TpmWriter,
@@ -71,6 +71,7 @@ const USAGE = `usage: node --import tsx bench/attest.ts [options]     (run \`npm
   --quick                40 devices, 3 s phases
   --ak rsa|ecc           the devices' attestation keys: RSA-2048 (default) or P-256
   --ask-nonce            ask /v1/attestation/nonce before every push (two requests per appraisal)
+  --evidence binary|json the evidence body: binary (application/vnd.edgeguard.evidence, as the agent sends it; default) or JSON with base64 members
   --log-level LEVEL      the server's log level (default info)
   --replicas N           N server processes on one PostgreSQL database (needs --db postgres)
   --log FILE             the measured-boot log to push (default: the recorded Ubuntu 21.04 log)
@@ -97,6 +98,8 @@ const PASSPHRASE = 'bench-attest-ca-passphrase';
 const REPLICAS = Number(opt('--replicas', '1'));
 const ASK_NONCE = args.includes('--ask-nonce');
 const AK_KIND = opt('--ak', 'rsa') as AkKind;
+const EVIDENCE_FORM = opt('--evidence', 'binary');
+if (EVIDENCE_FORM !== 'binary' && EVIDENCE_FORM !== 'json') throw new Error('--evidence is binary or json');
 if (AK_KIND !== 'rsa' && AK_KIND !== 'ecc') throw new Error('--ak is rsa or ecc');
 /** Rounds that asked /v1/attestation/nonce (the others used the nonce their last verdict carried). */
 let noncesAsked = 0;
@@ -145,8 +148,10 @@ function quote(device: Device, nonce: Buffer, pcrs: string, replayed: PcrValues)
 
 interface Setup {
   devices: Device[];
-  /** `"eventLog":"<base64>"}`: the log's part of every evidence body, encoded once. */
+  /** `"eventLog":"<base64>"}`: the log's part of every JSON evidence body, encoded once. */
   eventLogTail: Buffer;
+  /** The log's bytes, for the binary body. */
+  eventLog: Buffer;
   replayed: PcrValues;
 }
 
@@ -164,17 +169,31 @@ async function appraise(s: Setup, d: Device): Promise<void> {
     (must(await call(d.agent, d.url, 'POST', '/v1/attestation/nonce', {}), 'nonce') as unknown as NonceResponse);
   const nonce = Buffer.from(issued.nonce, 'hex');
   const attest = quote(d, nonce, issued.pcrs, s.replayed);
-  // The same JSON as JSON.stringify of { nonce, quote, signature, nextNonce?, eventLog } (hex and
-  // base64 need no escaping), without encoding the 51 KB log again for every push.
-  const head = {
-    nonce: issued.nonce,
-    quote: attest.toString('base64'),
-    signature: signAttestation(d.ak, attest).toString('base64'),
-    ...(ASK_NONCE ? {} : { nextNonce: true }),
-  };
-  const body = Buffer.concat([Buffer.from(JSON.stringify(head).slice(0, -1) + ','), s.eventLogTail]);
+  const signature = signAttestation(d.ak, attest);
+  let body: Buffer;
+  let headers: Record<string, string> = {};
+  if (EVIDENCE_FORM === 'binary') {
+    body = encodeEvidence({
+      nonce: issued.nonce,
+      quote: attest,
+      signature,
+      eventLog: s.eventLog,
+      nextNonce: !ASK_NONCE,
+    });
+    headers = { 'content-type': EVIDENCE_MEDIA_TYPE };
+  } else {
+    // The same JSON as JSON.stringify of { nonce, quote, signature, nextNonce?, eventLog } (hex and
+    // base64 need no escaping), without encoding the 51 KB log again for every push.
+    const head = {
+      nonce: issued.nonce,
+      quote: attest.toString('base64'),
+      signature: signature.toString('base64'),
+      ...(ASK_NONCE ? {} : { nextNonce: true }),
+    };
+    body = Buffer.concat([Buffer.from(JSON.stringify(head).slice(0, -1) + ','), s.eventLogTail]);
+  }
   const verdict = must(
-    await call(d.agent, d.url, 'POST', '/v1/attestation/evidence', body),
+    await call(d.agent, d.url, 'POST', '/v1/attestation/evidence', body, headers),
     'evidence',
   ) as unknown as VerdictResponse;
   if (!verdict.pass) throw new Error(`verdict failed: ${JSON.stringify(verdict.reasons)}`);
@@ -420,6 +439,7 @@ async function main(): Promise<void> {
     const setup: Setup = {
       devices,
       eventLogTail: Buffer.from(`"eventLog":"${logBytes.toString('base64')}"}`),
+      eventLog: logBytes,
       replayed,
     };
     const pids = servers.map((c) => c.pid!);
@@ -439,7 +459,7 @@ async function main(): Promise<void> {
     const inProcessUs = appraisalInProcess(devices[0]!, logBytes, bootPolicy, replayed);
     const store = DB === 'postgres' ? 'PostgreSQL' : 'SQLite';
     const lines = [
-      `attestation appraisals, ${store}, server log level ${LOG_LEVEL}; ${REPLICAS} server process(es); ${DEVICES} emulated devices, one mTLS keep-alive connection each; ${SECONDS} s per phase`,
+      `attestation appraisals, ${store}, ${EVIDENCE_FORM} evidence bodies, server log level ${LOG_LEVEL}; ${REPLICAS} server process(es); ${DEVICES} emulated devices, one mTLS keep-alive connection each; ${SECONDS} s per phase`,
       `event log: ${LOG_FILE.split('/').pop()} (${log.events.length} events, ${logBytes.length} bytes); policy ${policy.length} bytes of YAML`,
       `machine at start: ${loadBefore}`,
       `machine at end:   ${machine({ load: true })}`,
