@@ -58,6 +58,7 @@ export interface AttestationReport {
 
 /** A carried nonce is used only with this much of its lifetime left (the quote, the log, the trip). */
 const NEXT_NONCE_MARGIN_MS = 10_000;
+
 /** The control plane's schema refused a member it does not know (the only 400 an older one gives `nextNonce`). */
 function refusedUnknownField(e: unknown): boolean {
   return (
@@ -67,7 +68,10 @@ function refusedUnknownField(e: unknown): boolean {
   );
 }
 
-/** After a control plane refused `nextNonce` (older than the field), it is asked for again after this long. */
+/**
+ * After a control plane refused `nextNonce` (older than the field), it is asked for again after this
+ * long; the same for the binary evidence body.
+ */
 const NEXT_NONCE_RETRY_MS = 3_600_000;
 
 interface HeldNonce {
@@ -94,6 +98,7 @@ export class AttestationReporter {
   private held: HeldNonce | undefined;
   /** performance.now() until which evidence does not ask for the next nonce (an older control plane). */
   private nextNonceUnsupportedUntil = 0;
+  private binaryUnsupportedUntil = 0;
   readonly report: AttestationReport = { consecutiveFailures: 0, noncesCarried: 0 };
 
   constructor(private readonly o: AttestationReporterOptions) {}
@@ -148,24 +153,37 @@ export class AttestationReporter {
   }
 
   /**
-   * Push, asking for the next round's nonce unless the control plane is known not to know the field.
-   * A control plane older than `nextNonce` refuses the body with 400 before it looks at the nonce
-   * (schema validation: "body must NOT have additional properties"), so the same evidence is
-   * pushed again without the field, and the field is not asked for until NEXT_NONCE_RETRY_MS have
-   * passed (the control plane may be upgraded since). Any other refusal is this round's failure.
+   * Push in the binary form (no base64 for the control plane to check and decode), asking for the
+   * next round's nonce, unless the control plane is known not to read them. Both refusals come
+   * before the nonce is looked at, so the same evidence is pushed again over the same nonce:
+   * a control plane older than the binary body answers 415 (the JSON form is used for
+   * NEXT_NONCE_RETRY_MS), one older than `nextNonce` refuses the field with 400 (schema
+   * validation: "body must NOT have additional properties"; the field is then not asked for during
+   * NEXT_NONCE_RETRY_MS). Any other refusal is this round's failure.
    */
   private async push(nonce: string, evidence: Evidence): Promise<VerdictResponse> {
-    const ask = performance.now() >= this.nextNonceUnsupportedUntil;
+    const now = performance.now();
+    const ask = now >= this.nextNonceUnsupportedUntil;
+    const binary = now >= this.binaryUnsupportedUntil;
     try {
-      return await pushAttestationEvidence(this.o.client, nonce, evidence, { askNextNonce: ask });
+      return await pushAttestationEvidence(this.o.client, nonce, evidence, { askNextNonce: ask, binary });
     } catch (e) {
-      if (!ask || !refusedUnknownField(e)) throw e;
+      const status = isEdgeguardError(e) ? (e.details as { status?: unknown } | undefined)?.status : undefined;
+      if (binary && status === 415) {
+        this.binaryUnsupportedUntil = performance.now() + NEXT_NONCE_RETRY_MS;
+        this.o.log.warn(
+          { err: e },
+          'the control plane refused the binary evidence body (an older control plane?): pushing JSON',
+        );
+        return this.push(nonce, evidence);
+      }
+      if (!ask || binary || !refusedUnknownField(e)) throw e;
       this.nextNonceUnsupportedUntil = performance.now() + NEXT_NONCE_RETRY_MS;
       this.o.log.warn(
         { err: e },
         'the control plane refused evidence that asks for the next nonce (an older control plane?): pushing without it',
       );
-      return pushAttestationEvidence(this.o.client, nonce, evidence);
+      return pushAttestationEvidence(this.o.client, nonce, evidence, { binary: false });
     }
   }
 

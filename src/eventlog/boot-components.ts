@@ -56,7 +56,7 @@ function readImages(events: LogEvent[], out: BootComponents): void {
   const images: LogEvent[] = [];
   for (const event of events) {
     const backed = digestsMatch(event);
-    if (claimsUnbackedDigest(event) || (backed && event.type === EV.EFI_BOOT_SERVICES_APPLICATION))
+    if (claimsUnbackedDigest(event, backed) || (backed && event.type === EV.EFI_BOOT_SERVICES_APPLICATION))
       out.findings.push({
         code: 'EVENT_RELABELLED',
         pcr: IMAGE_PCR,

@@ -5,8 +5,8 @@
  * not extended; the one exception to "starts at zero" is the StartupLocality event, which tells
  * that PCR 0 started at the locality TPM2_Startup ran from (its last byte), as H-CRTM platforms do.
  */
-import { createHash } from 'node:crypto';
 import { HASH_ALGS, type PcrSelection, type PcrValues } from '../tpm/index.ts';
+import { digestOf } from './digest.ts';
 import { EV } from './event-types.ts';
 import { logBanks, type EventLog, type LogEvent } from './parse.ts';
 import { malformedLog } from './reader.ts';
@@ -43,7 +43,7 @@ export function replayEventLog(log: EventLog, only?: readonly number[]): PcrValu
       const bank = hash && out[hash.name];
       if (!bank) continue;
       const before = bank[event.pcr] ?? Buffer.alloc(hash.size);
-      bank[event.pcr] = createHash(hash.node).update(before).update(digest).digest();
+      bank[event.pcr] = digestOf(hash.node, Buffer.concat([before, digest], before.length + digest.length));
     }
   }
   return out;

@@ -6,8 +6,8 @@
  * that hashes to its digests, and as a separator only if its four bytes do; the label must agree
  * with what the digest proves, or the event is reported as relabelled.
  */
-import { createHash } from 'node:crypto';
 import { isEdgeguardError } from '../errors/index.ts';
+import { digestOf } from './digest.ts';
 import { EV } from './event-types.ts';
 import type { EventLog, LogEvent } from './parse.ts';
 import {
@@ -118,7 +118,7 @@ function readVariableEvent(state: SecureBootState, event: LogEvent, v: UefiVaria
     note('EVENT_RELABELLED', event, `it measured the variable ${v.name} but is labelled as another event type`);
     return;
   }
-  const measured = { sequence: event.sequence, sha256: createHash('sha256').update(v.value).digest('hex') };
+  const measured = { sequence: event.sequence, sha256: digestOf('sha256', v.value).toString('hex') };
   if (state.separator) {
     state.authorities.push({ ...measured, name: v.name });
     return;

@@ -4,7 +4,7 @@
  * Database"), the contents of PK, KEK, db and dbx. Both are read from event data that the caller
  * has already matched against its digest; they are still outside bytes and are read bounded.
  */
-import { createHash } from 'node:crypto';
+import { digestOf } from './digest.ts';
 import { LogReader, malformedLog } from './reader.ts';
 
 export const EFI_GLOBAL_VARIABLE = '8be4df61-93ca-11d2-aa0d-00e098032b8c';
@@ -21,9 +21,14 @@ const GUID_SIZE = 16;
 
 /** EFI_GUID: u32, u16, u16 little-endian, then 8 bytes in order, printed as the usual text form. */
 export function formatGuid(b: Buffer): string {
-  const hex = (x: Buffer) => x.toString('hex');
-  const le = (x: Buffer) => hex(Buffer.from(x).reverse());
-  return `${le(b.subarray(0, 4))}-${le(b.subarray(4, 6))}-${le(b.subarray(6, 8))}-${hex(b.subarray(8, 10))}-${hex(b.subarray(10, 16))}`;
+  const h = b.toString('hex', 0, 16);
+  // Byte i is h[2i, 2i + 2]: the first three fields are read back to front.
+  const le = (from: number, to: number) => {
+    let out = '';
+    for (let i = to - 1; i >= from; i--) out += h.slice(2 * i, 2 * i + 2);
+    return out;
+  };
+  return `${le(0, 4)}-${le(4, 6)}-${le(6, 8)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
 export function guidBytes(text: string): Buffer {
@@ -91,7 +96,7 @@ export function parseSignatureDatabase(value: Buffer): SignatureEntry[] {
     for (let n = body / signatureSize; n > 0; n--) {
       const owner = formatGuid(r.bytes(GUID_SIZE, 'SignatureOwner'));
       const data = r.bytes(signatureSize - GUID_SIZE, 'SignatureData');
-      const sha256 = type === 'sha256' && data.length === 32 ? data : createHash('sha256').update(data).digest();
+      const sha256 = type === 'sha256' && data.length === 32 ? data : digestOf('sha256', data);
       entries.push({ type, owner, sha256: sha256.toString('hex') });
     }
   }

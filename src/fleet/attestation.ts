@@ -12,13 +12,14 @@
  * and the device asks /nonce only when it holds none that is still usable.
  */
 import { z } from 'zod';
+import { EdgeguardError } from '../errors/index.ts';
 import { parseAnswer } from './answer.ts';
 import type { FleetClient } from './client.ts';
 
 /** Largest event log a device may push; real firmware logs are tens of KiB. */
 export const MAX_EVIDENCE_LOG_BYTES = 1024 * 1024;
 /** TPMS_ATTEST of a quote over 24 PCRs in 4 banks stays far below this, as does an RSA-4096 signature. */
-const MAX_QUOTE_BYTES = 4096;
+export const MAX_QUOTE_BYTES = 4096;
 const NONCE_BYTES = 32;
 
 const BASE64_ALPHABET = /^[A-Za-z0-9+/]$/;
@@ -84,6 +85,102 @@ export const EvidenceRequest = z.strictObject({
 });
 export type EvidenceRequest = z.infer<typeof EvidenceRequest>;
 
+/**
+ * Evidence as the verifier reads it, from either wire form: the JSON body (base64 members) or the
+ * binary body (`EVIDENCE_MEDIA_TYPE`). `nonce` is lowercase hex, as issued.
+ */
+export interface DecodedEvidence {
+  nonce: string;
+  quote: Buffer;
+  signature: Buffer;
+  eventLog: Buffer;
+  nextNonce: boolean;
+}
+
+/**
+ * The binary evidence body (docs/formats.md, "Binary evidence body"): the same members as the JSON
+ * body without base64 or JSON around the ~50 KB log, so the server neither checks the base64
+ * alphabet of the log nor decodes it. `pcrValues` (diagnostics only) has no place in it.
+ *
+ *   "EGEV" | version 1 | flags (bit 0: nextNonce) | nonce (32) | u16 quote length | quote |
+ *   u16 signature length | signature | u32 event log length | event log          (big-endian)
+ */
+export const EVIDENCE_MEDIA_TYPE = 'application/vnd.edgeguard.evidence';
+const EVIDENCE_MAGIC = Buffer.from('EGEV', 'latin1');
+const EVIDENCE_VERSION = 1;
+const FLAG_NEXT_NONCE = 0x01;
+const EVIDENCE_HEADER_BYTES = EVIDENCE_MAGIC.length + 2 + NONCE_BYTES;
+/** The largest binary evidence body: header, both length-prefixed quote members at their cap, the log at its cap. */
+export const MAX_EVIDENCE_BODY_BYTES = EVIDENCE_HEADER_BYTES + 2 * (2 + MAX_QUOTE_BYTES) + 4 + MAX_EVIDENCE_LOG_BYTES;
+
+export function encodeEvidence(e: DecodedEvidence): Buffer {
+  const nonce = Buffer.from(e.nonce, 'hex');
+  if (nonce.length !== NONCE_BYTES || nonce.toString('hex') !== e.nonce.toLowerCase())
+    throw new EdgeguardError('EG_BAD_REQUEST', `the nonce is not ${NONCE_BYTES} bytes of hex.`);
+  if (e.quote.length > MAX_QUOTE_BYTES || e.signature.length > MAX_QUOTE_BYTES)
+    throw new EdgeguardError('EG_BAD_REQUEST', `a quote or its signature is over ${MAX_QUOTE_BYTES} bytes.`);
+  if (e.eventLog.length > MAX_EVIDENCE_LOG_BYTES)
+    throw new EdgeguardError('EG_BAD_REQUEST', `the event log is over ${MAX_EVIDENCE_LOG_BYTES} bytes.`);
+  const out = Buffer.allocUnsafe(
+    EVIDENCE_HEADER_BYTES + 4 + e.quote.length + e.signature.length + 4 + e.eventLog.length,
+  );
+  let at = EVIDENCE_MAGIC.copy(out, 0);
+  at = out.writeUInt8(EVIDENCE_VERSION, at);
+  at = out.writeUInt8(e.nextNonce ? FLAG_NEXT_NONCE : 0, at);
+  at += nonce.copy(out, at);
+  at = out.writeUInt16BE(e.quote.length, at);
+  at += e.quote.copy(out, at);
+  at = out.writeUInt16BE(e.signature.length, at);
+  at += e.signature.copy(out, at);
+  at = out.writeUInt32BE(e.eventLog.length, at);
+  e.eventLog.copy(out, at);
+  return out;
+}
+
+/**
+ * A binary evidence body, checked as the JSON form's schema checks its members: magic, version,
+ * no unknown flag, every length within its cap and inside the body, nothing after the log. The
+ * members are views into `body`, not copies. Throws EG_BAD_REQUEST (a 400) for anything else.
+ */
+export function decodeEvidence(body: Buffer): DecodedEvidence {
+  const bad = (why: string) => new EdgeguardError('EG_BAD_REQUEST', `the evidence is invalid: ${why}.`);
+  if (body.length < EVIDENCE_HEADER_BYTES || !body.subarray(0, EVIDENCE_MAGIC.length).equals(EVIDENCE_MAGIC))
+    throw bad(`not a binary evidence body (${EVIDENCE_MEDIA_TYPE} starts with "EGEV")`);
+  const version = body[EVIDENCE_MAGIC.length]!;
+  if (version !== EVIDENCE_VERSION)
+    throw bad(`version ${version} is not one this control plane reads (${EVIDENCE_VERSION}); send the JSON form`);
+  const flags = body[EVIDENCE_MAGIC.length + 1]!;
+  if ((flags & ~FLAG_NEXT_NONCE) !== 0) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  let at = EVIDENCE_MAGIC.length + 2;
+  const nonce = body.toString('hex', at, at + NONCE_BYTES);
+  at += NONCE_BYTES;
+  const member = (name: string, lengthBytes: 2 | 4, max: number): Buffer => {
+    if (body.length - at < lengthBytes) throw bad(`the body ends before the length of ${name}`);
+    const length = lengthBytes === 2 ? body.readUInt16BE(at) : body.readUInt32BE(at);
+    at += lengthBytes;
+    if (length > max) throw bad(`${name} is ${length} bytes, over its cap of ${max}`);
+    if (body.length - at < length) throw bad(`the body ends inside ${name}`);
+    at += length;
+    return body.subarray(at - length, at);
+  };
+  const quote = member('quote', 2, MAX_QUOTE_BYTES);
+  const signature = member('signature', 2, MAX_QUOTE_BYTES);
+  const eventLog = member('eventLog', 4, MAX_EVIDENCE_LOG_BYTES);
+  if (at !== body.length) throw bad(`${body.length - at} bytes follow the event log`);
+  return { nonce, quote, signature, eventLog, nextNonce: (flags & FLAG_NEXT_NONCE) !== 0 };
+}
+
+/** The JSON form, once its schema has held, as the verifier reads it. */
+export function evidenceFromJson(body: EvidenceRequest): DecodedEvidence {
+  return {
+    nonce: body.nonce,
+    quote: Buffer.from(body.quote, 'base64'),
+    signature: Buffer.from(body.signature, 'base64'),
+    eventLog: Buffer.from(body.eventLog, 'base64'),
+    nextNonce: body.nextNonce === true,
+  };
+}
+
 export const AttestationReason = z.strictObject({ code: z.string(), detail: z.string() });
 /** A stable reason code (appraisal: src/attest/appraise.ts REASON_CODES; verifier: NONCE_*, NO_POLICY, ...). */
 const ReasonCode = z.string().regex(/^[A-Z][A-Z0-9_]{0,63}$/);
@@ -141,13 +238,28 @@ export async function requestAttestationNonce(client: FleetClient): Promise<Nonc
   return parseAnswer(NonceResponse, r.body, 'attestation nonce');
 }
 
-/** Push evidence over `nonce`; with `askNextNonce` the verdict carries the next round's nonce. */
+/**
+ * Push evidence over `nonce`; with `askNextNonce` the verdict carries the next round's nonce. With
+ * `binary` the body is the binary form (EVIDENCE_MEDIA_TYPE), which a control plane older than it
+ * refuses with 415 EG_UNSUPPORTED_MEDIA_TYPE; `pcrValues` is then not sent (diagnostics only).
+ */
 export async function pushAttestationEvidence(
   client: FleetClient,
   nonce: string,
   evidence: Evidence,
-  o: { askNextNonce?: boolean } = {},
+  o: { askNextNonce?: boolean; binary?: boolean } = {},
 ): Promise<VerdictResponse> {
+  if (o.binary) {
+    const body = encodeEvidence({
+      nonce,
+      quote: Buffer.from(evidence.quote),
+      signature: Buffer.from(evidence.signature),
+      eventLog: Buffer.from(evidence.eventLog),
+      nextNonce: o.askNextNonce === true,
+    });
+    const r = await client.call('POST', '/v1/attestation/evidence', body, { 'content-type': EVIDENCE_MEDIA_TYPE });
+    return parseAnswer(VerdictResponse, r.body, 'attestation verdict');
+  }
   const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
   const body: EvidenceRequest = {
     nonce,

@@ -93,7 +93,8 @@ export class FleetClient {
   ): Promise<FleetResponse<T>> {
     const url = new URL(path, this.base);
     this.dialer?.checkUrl(url);
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    // A Buffer is sent as it is (its content-type in `headers`); anything else as JSON.
+    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = httpsRequest(
         url,

@@ -50,14 +50,21 @@ export { backoffDelay } from './backoff.ts';
 export { EgressDialer, type EgressDenial } from './egress-dialer.ts';
 export {
   AttestationStatus,
+  decodeEvidence,
+  encodeEvidence,
+  EVIDENCE_MEDIA_TYPE,
+  evidenceFromJson,
   EvidenceRequest,
   isBase64Text,
+  MAX_EVIDENCE_BODY_BYTES,
   MAX_EVIDENCE_LOG_BYTES,
+  MAX_QUOTE_BYTES,
   NextNonce,
   NonceResponse,
   VerdictResponse,
   pushAttestationEvidence,
   requestAttestationNonce,
+  type DecodedEvidence,
   type Evidence,
 } from './attestation.ts';
 export {

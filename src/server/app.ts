@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { FleetCa } from '../pki/index.ts';
 import type { Store } from '../store/index.ts';
 import type { EkTrustStore } from '../attest/index.ts';
-import { makeAuthenticator, type Requirement } from './auth.ts';
+import { makeAuthenticator, presentsFleetCertificate, type Requirement } from './auth.ts';
 import { resolvePolicy, type ControlPlaneContext, type ServerPolicyOptions, type CertificateCheck } from './context.ts';
 import { limitConnectionsPerAddress } from './connections.ts';
 import { EnrollmentService } from './enrollment.ts';
@@ -164,8 +164,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
     // a flood turn into log I/O. Everything else is logged once, when answered.
     // `authorized` alone is true on a resumed session that never had a certificate.
     const socket = req.raw.socket as TLSSocket;
-    const certified = socket.authorized === true && socket.getPeerCertificate?.(false)?.raw !== undefined;
-    if (reply.statusCode >= 400 && reply.statusCode < 500 && !certified) return;
+    if (reply.statusCode >= 400 && reply.statusCode < 500 && !presentsFleetCertificate(socket)) return;
     req.log.info({ req, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   });
 

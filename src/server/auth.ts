@@ -46,6 +46,23 @@ function explainTlsError(code: string | undefined): string {
   }
 }
 
+const certifiedSockets = new WeakMap<TLSSocket, boolean>();
+
+/**
+ * Whether the connection presented a certificate that chains to the fleet root (layer 1 only),
+ * kept per connection: the server speaks TLS 1.3 only, where a connection's peer certificate
+ * cannot change after the handshake, and `getPeerCertificate` builds a new object on every call
+ * (~40 us, once per request in the response hook before this).
+ */
+export function presentsFleetCertificate(socket: TLSSocket): boolean {
+  let certified = certifiedSockets.get(socket);
+  if (certified === undefined) {
+    certified = socket.authorized === true && socket.getPeerCertificate?.(false)?.raw !== undefined;
+    certifiedSockets.set(socket, certified);
+  }
+  return certified;
+}
+
 /** Layers 1 and 2, cached per connection. */
 function connectionIdentity(socket: TLSSocket): CertificateIdentity {
   const cached = perSocket.get(socket);

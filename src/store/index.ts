@@ -20,6 +20,7 @@ export {
 } from './open.ts';
 export { MIGRATIONS, migrationNames, migrateToLatest } from './migrations.ts';
 export { GroupCommit } from './group-commit.ts';
+export { preparedQuery } from './prepared.ts';
 export type {
   StoreDb,
   ControlPlaneTables,

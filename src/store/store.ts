@@ -6,6 +6,7 @@
  */
 import { EdgeguardError } from '../errors/index.ts';
 import { openDatabase, type OpenStoreOptions, type StoreDialect } from './open.ts';
+import { preparedQuery } from './prepared.ts';
 import type {
   CertificateRole,
   CertificatesTable,
@@ -36,6 +37,37 @@ export interface NewCertificate {
 }
 
 const now = (): string => new Date().toISOString();
+
+/**
+ * What authentication needs on every request, in one query: the certificate's revocation state
+ * and, for a device certificate, the device record. Compiled once per handle (prepared.ts).
+ */
+const authLookupQuery = preparedQuery((db: StoreDb, serial: string) =>
+  db
+    .selectFrom('certificates as c')
+    .leftJoin('devices as d', 'd.id', 'c.device_id')
+    .select(['c.revoked_at as cert_revoked_at', 'c.serial as cert_serial'])
+    .select([
+      'd.id',
+      'd.ek_pub_sha256',
+      'd.ek_cert_pem',
+      'd.ak_public',
+      'd.ak_name',
+      'd.binding_public',
+      'd.key_provider',
+      'd.status',
+      'd.label',
+      'd.csr_pem',
+      'd.poll_token_sha256',
+      'd.created_at',
+      'd.approved_at',
+      'd.approved_by',
+      'd.revoked_at',
+      'd.tampered_at',
+      'd.last_seen_at',
+    ])
+    .where('c.serial', '=', serial),
+);
 
 export class Store {
   private constructor(
@@ -254,31 +286,7 @@ export class Store {
   async authLookup(
     serial: string,
   ): Promise<{ status: 'good' | 'revoked' | 'unknown'; device: DeviceRecord | undefined }> {
-    const row = await this.db
-      .selectFrom('certificates as c')
-      .leftJoin('devices as d', 'd.id', 'c.device_id')
-      .select(['c.revoked_at as cert_revoked_at', 'c.serial as cert_serial'])
-      .select([
-        'd.id',
-        'd.ek_pub_sha256',
-        'd.ek_cert_pem',
-        'd.ak_public',
-        'd.ak_name',
-        'd.binding_public',
-        'd.key_provider',
-        'd.status',
-        'd.label',
-        'd.csr_pem',
-        'd.poll_token_sha256',
-        'd.created_at',
-        'd.approved_at',
-        'd.approved_by',
-        'd.revoked_at',
-        'd.tampered_at',
-        'd.last_seen_at',
-      ])
-      .where('c.serial', '=', serial)
-      .executeTakeFirst();
+    const [row] = await authLookupQuery(this.db, serial);
     if (row === undefined) return { status: 'unknown', device: undefined };
     const { cert_revoked_at, cert_serial: _s, ...d } = row;
     const device = d.id === null ? undefined : (d as DeviceRecord);

@@ -134,61 +134,112 @@ describe('agent attestation reporter on swtpm', { skip: TPM_SKIP }, () => {
     assert.deepEqual(paths, ['/v1/attestation/nonce', '/v1/attestation/evidence']);
   });
 
-  test('a control plane older than nextNonce: its 400 makes the reporter push the same evidence without the field', async () => {
-    // The real control plane refuses a field it does not know with 400, as one older than
-    // nextNonce refuses nextNonce: the field is sent under a name this one does not know either.
-    const sent: Array<{ path: string; nextNonce: boolean }> = [];
-    const older = new Proxy(client, {
+  /**
+   * A client that makes the real control plane answer as an older one would: the binary evidence
+   * body goes out as application/octet-stream (415, as a type it does not read), and with
+   * `withoutNextNonce` the JSON field nextNonce under a name it does not know (400); while `spoil()`
+   * says so, a JSON body's quote is one the schema refuses for another reason (400).
+   */
+  const olderControlPlane = (
+    sent: Array<{ path: string; form: string; nextNonce: boolean }>,
+    withoutNextNonce: boolean,
+    spoil: () => boolean = () => false,
+  ) =>
+    new Proxy(client, {
       get(target, prop, receiver) {
         if (prop !== 'call') return Reflect.get(target, prop, receiver) as unknown;
-        return (method: string, path: string, body?: Record<string, unknown>, ...rest: unknown[]) => {
-          sent.push({ path, nextNonce: body?.nextNonce === true });
-          let forwarded = body;
-          if (body && 'nextNonce' in body) {
-            const { nextNonce, ...others } = body;
-            forwarded = { ...others, nextNonceFromTheFuture: nextNonce };
+        return (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+          const call = (b: unknown, h: Record<string, string>) =>
+            (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, b, h);
+          if (Buffer.isBuffer(body)) {
+            sent.push({ path, form: 'binary', nextNonce: (body[5]! & 1) === 1 });
+            return call(body, { ...headers, 'content-type': 'application/octet-stream' });
           }
-          return (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, forwarded, ...rest);
+          const json = body as Record<string, unknown> | undefined;
+          sent.push({ path, form: 'json', nextNonce: json?.nextNonce === true });
+          if (spoil() && json && 'quote' in json) return call({ ...json, quote: 42 }, headers);
+          if (withoutNextNonce && json && 'nextNonce' in json) {
+            const { nextNonce, ...others } = json;
+            return call({ ...others, nextNonceFromTheFuture: nextNonce }, headers);
+          }
+          return call(body, headers);
         };
       },
     });
-    const r = reporter(undefined, undefined, older);
+
+  test('pushes the binary evidence body', async () => {
+    const sent: string[] = [];
+    const seen = new Proxy(client, {
+      get(target, prop, receiver) {
+        if (prop !== 'call') return Reflect.get(target, prop, receiver) as unknown;
+        return (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+          sent.push(`${path} ${Buffer.isBuffer(body) ? headers['content-type'] : 'json'}`);
+          return (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, body, headers);
+        };
+      },
+    });
+    const r = reporter(undefined, undefined, seen);
     for (let i = 0; i < 2; i++) assert.equal((await r.pushNow()).pass, true);
     assert.deepEqual(sent, [
-      { path: '/v1/attestation/nonce', nextNonce: false },
-      { path: '/v1/attestation/evidence', nextNonce: true },
+      '/v1/attestation/nonce json',
+      '/v1/attestation/evidence application/vnd.edgeguard.evidence',
+      '/v1/attestation/evidence application/vnd.edgeguard.evidence',
+    ]);
+  });
+
+  test('a control plane older than the binary body: its 415 makes the reporter push the same evidence as JSON', async () => {
+    const sent: Array<{ path: string; form: string; nextNonce: boolean }> = [];
+    const r = reporter(undefined, undefined, olderControlPlane(sent, false));
+    for (let i = 0; i < 2; i++) assert.equal((await r.pushNow()).pass, true);
+    assert.deepEqual(sent, [
+      { path: '/v1/attestation/nonce', form: 'json', nextNonce: false },
+      { path: '/v1/attestation/evidence', form: 'binary', nextNonce: true },
+      // Refused before the nonce was looked at: the same nonce, as JSON, still asking for the next one.
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: true },
+      // The carried nonce is used, and JSON is kept for a while.
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: true },
+    ]);
+    assert.equal(r.report.consecutiveFailures, 0);
+  });
+
+  test('a control plane older than nextNonce: its 400 makes the reporter push the same evidence without the field', async () => {
+    // The real control plane refuses a field it does not know with 400, as one older than
+    // nextNonce refuses nextNonce: the field is sent under a name this one does not know either.
+    // Older than nextNonce is older than the binary body too (415 first).
+    const sent: Array<{ path: string; form: string; nextNonce: boolean }> = [];
+    const r = reporter(undefined, undefined, olderControlPlane(sent, true));
+    for (let i = 0; i < 2; i++) assert.equal((await r.pushNow()).pass, true);
+    assert.deepEqual(sent, [
+      { path: '/v1/attestation/nonce', form: 'json', nextNonce: false },
+      { path: '/v1/attestation/evidence', form: 'binary', nextNonce: true },
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: true },
       // Refused before the nonce was looked at: the same nonce, without the field.
-      { path: '/v1/attestation/evidence', nextNonce: false },
-      // No nonce was carried, and the field is not asked for again for a while.
-      { path: '/v1/attestation/nonce', nextNonce: false },
-      { path: '/v1/attestation/evidence', nextNonce: false },
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: false },
+      // No nonce was carried, and neither the binary body nor the field is tried again for a while.
+      { path: '/v1/attestation/nonce', form: 'json', nextNonce: false },
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: false },
     ]);
     assert.equal(r.report.consecutiveFailures, 0);
   });
 
   test("any other 400 is the round's failure: no second push, and the next round asks for the next nonce again", async () => {
-    const sent: Array<{ path: string; nextNonce: boolean }> = [];
+    const sent: Array<{ path: string; form: string; nextNonce: boolean }> = [];
     let spoil = true;
-    const spoiling = new Proxy(client, {
-      get(target, prop, receiver) {
-        if (prop !== 'call') return Reflect.get(target, prop, receiver) as unknown;
-        return (method: string, path: string, body?: Record<string, unknown>, ...rest: unknown[]) => {
-          sent.push({ path, nextNonce: body?.nextNonce === true });
-          // A body the schema refuses for another reason than an unknown member.
-          const forwarded = spoil && body && 'quote' in body ? { ...body, quote: 42 } : body;
-          return (target.call as (...a: unknown[]) => Promise<unknown>).call(target, method, path, forwarded, ...rest);
-        };
-      },
-    });
-    const r = reporter(undefined, undefined, spoiling);
+    const r = reporter(
+      undefined,
+      undefined,
+      olderControlPlane(sent, false, () => spoil),
+    );
     await assert.rejects(r.pushNow(), (e) => isEdgeguardError(e, 'EG_BAD_REQUEST') && !/additional/.test(e.message));
     spoil = false;
     assert.equal((await r.pushNow()).pass, true);
     assert.deepEqual(sent, [
-      { path: '/v1/attestation/nonce', nextNonce: false },
-      { path: '/v1/attestation/evidence', nextNonce: true },
-      { path: '/v1/attestation/nonce', nextNonce: false },
-      { path: '/v1/attestation/evidence', nextNonce: true },
+      { path: '/v1/attestation/nonce', form: 'json', nextNonce: false },
+      { path: '/v1/attestation/evidence', form: 'binary', nextNonce: true },
+      // Refused by the schema for its quote, not for nextNonce: no push without the field.
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: true },
+      { path: '/v1/attestation/nonce', form: 'json', nextNonce: false },
+      { path: '/v1/attestation/evidence', form: 'json', nextNonce: true },
     ]);
   });
 });

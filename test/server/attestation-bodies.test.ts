@@ -12,7 +12,13 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { createBootPolicy, formatBootPolicyYaml } from '../../src/attest/index.ts';
 import { defaultSyntheticBoot, encodeEventLog, parseEventLog, syntheticBootEvents } from '../../src/eventlog/index.ts';
-import { MAX_EVIDENCE_LOG_BYTES, requestAttestationNonce, type FleetClient } from '../../src/fleet/index.ts';
+import {
+  encodeEvidence,
+  EVIDENCE_MEDIA_TYPE,
+  MAX_EVIDENCE_LOG_BYTES,
+  requestAttestationNonce,
+  type FleetClient,
+} from '../../src/fleet/index.ts';
 import { controlPlanePlugins, type AttestationOptions } from '../../src/server/index.ts';
 import { TPM_ALG } from '../../src/tpm/index.ts';
 import { AK_ATTRS, rsaPublic } from '../attest/tpm-public-builder.ts';
@@ -87,6 +93,106 @@ describe('attestation routes refuse malformed bodies with a typed 4xx', () => {
       assertTyped4xx(r, what);
     }
     assertTyped4xx(await dev.client.send('POST', '/v1/attestation/nonce', { pcrs: 'sha256:0' }), 'nonce with members');
+  });
+
+  test('fixed bad binary evidence bodies', async () => {
+    const good = encodeEvidence({
+      nonce: 'ab'.repeat(32),
+      quote: Buffer.alloc(3),
+      signature: Buffer.alloc(3),
+      eventLog: Buffer.alloc(3),
+      nextNonce: false,
+    });
+    const withLength = (at: number, value: number, bytes: 2 | 4) => {
+      const b = Buffer.from(good);
+      if (bytes === 2) b.writeUInt16BE(value, at);
+      else b.writeUInt32BE(value, at);
+      return b;
+    };
+    const quoteAt = 38;
+    const logAt = quoteAt + 2 + 3 + 2 + 3;
+    const bad: Array<[string, Buffer]> = [
+      ['empty', Buffer.alloc(0)],
+      ['JSON sent as binary', Buffer.from(JSON.stringify({ nonce: 'ab'.repeat(32) }))],
+      ['wrong magic', Buffer.concat([Buffer.from('EGEX'), good.subarray(4)])],
+      ['version 2', Buffer.concat([good.subarray(0, 4), Buffer.from([2]), good.subarray(5)])],
+      ['unknown flag', Buffer.concat([good.subarray(0, 5), Buffer.from([0x02]), good.subarray(6)])],
+      ['header only', good.subarray(0, quoteAt)],
+      ['ends inside a length', good.subarray(0, quoteAt + 1)],
+      ['quote over its cap', withLength(quoteAt, 4097, 2)],
+      ['quote longer than the body', withLength(quoteAt, 4000, 2)],
+      ['event log over its cap', withLength(logAt, MAX_EVIDENCE_LOG_BYTES + 1, 4)],
+      ['event log longer than the body', withLength(logAt, 4, 4)],
+      ['a byte after the log', Buffer.concat([good, Buffer.alloc(1)])],
+    ];
+    for (const [what, body] of bad) {
+      const r = await dev.client.send('POST', '/v1/attestation/evidence', body, {
+        'content-type': EVIDENCE_MEDIA_TYPE,
+      });
+      assertTyped4xx(r, what);
+      assert.equal((r.body as ErrBody).error?.code, 'EG_BAD_REQUEST', what);
+    }
+    // The OpenAPI document names both forms.
+    const doc = (await dev.client.send('GET', '/docs/json')).body as {
+      paths: Record<string, { post?: { requestBody?: { content?: Record<string, unknown> } } }>;
+    };
+    assert.deepEqual(Object.keys(doc.paths['/v1/attestation/evidence']?.post?.requestBody?.content ?? {}).sort(), [
+      'application/json',
+      EVIDENCE_MEDIA_TYPE,
+    ]);
+    // Another binary type is not evidence.
+    const other = await dev.client.send('POST', '/v1/attestation/evidence', good, {
+      'content-type': 'application/octet-stream',
+    });
+    assert.equal(other.status, 415);
+    assertTyped4xx(other, 'octet-stream');
+  });
+
+  test('fast-check: arbitrary and mutated binary evidence bodies never get a 5xx (300 cases)', async () => {
+    const { nonce } = await requestAttestationNonce(dev.client);
+    const valid = encodeEvidence({
+      nonce,
+      quote: Buffer.alloc(40, 1),
+      signature: Buffer.alloc(40, 2),
+      eventLog: GOLDEN_LOG,
+      nextNonce: true,
+    });
+    // Well-formed, garbage quote: read as evidence and refused as a verdict, with the next nonce.
+    const read = await dev.client.send<{ pass: boolean; codes: string[]; nextNonce?: unknown }>(
+      'POST',
+      '/v1/attestation/evidence',
+      valid,
+      { 'content-type': EVIDENCE_MEDIA_TYPE },
+    );
+    assert.equal(read.status, 200, JSON.stringify(read.body));
+    assert.deepEqual(
+      [read.body.pass, read.body.codes.length > 0, read.body.nextNonce !== undefined],
+      [false, true, true],
+    );
+    const mutated = fc
+      .tuple(fc.nat({ max: valid.length - 1 }), fc.integer({ min: 0, max: 255 }), fc.nat({ max: valid.length }))
+      .map(([at, byte, cut]) => {
+        const b = Buffer.from(valid);
+        b[at] = byte;
+        return b.subarray(0, Math.max(cut, at + 1));
+      });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+          mutated,
+        ),
+        async (body) => {
+          const r = await dev.client.send('POST', '/v1/attestation/evidence', body, {
+            'content-type': EVIDENCE_MEDIA_TYPE,
+          });
+          assert.ok(r.status < 500, `HTTP ${r.status} for ${body.subarray(0, 64).toString('hex')}`);
+          if (r.status !== 200) assertTyped4xx(r, body.subarray(0, 64).toString('hex'));
+          else assert.equal((r.body as { pass: boolean }).pass, false);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   test('fixed bad admin bodies', async () => {

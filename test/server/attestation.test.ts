@@ -117,12 +117,19 @@ for (const backend of ['sqlite', 'postgres'] as const) {
     async function pushOver(
       issued: { nonce: string; pcrs: string },
       log: Buffer,
-      o: { pusher?: FleetClient; by?: TpmClient; keys?: EndorsementKeys; askNextNonce?: boolean } = {},
+      o: {
+        pusher?: FleetClient;
+        by?: TpmClient;
+        keys?: EndorsementKeys;
+        askNextNonce?: boolean;
+        binary?: boolean;
+      } = {},
     ) {
       const q = await (o.by ?? tpm).quote((o.keys ?? device.keys).ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
       const evidence = { quote: q.attest, signature: q.signature, eventLog: log };
       const verdict = await pushAttestationEvidence(o.pusher ?? a.client, issued.nonce, evidence, {
         askNextNonce: o.askNextNonce ?? false,
+        binary: o.binary ?? false,
       });
       return { evidence, verdict };
     }
@@ -246,6 +253,37 @@ for (const backend of ['sqlite', 'postgres'] as const) {
       const { issued, evidence, verdict } = await attest(goldenLog);
       assert.equal(verdict.pass, true);
       await assertRefused(await pushAttestationEvidence(a.client, issued.nonce, evidence), ['NONCE_REPLAYED']);
+    });
+
+    test('the binary evidence body: the played boot passes, carries the next nonce, and a nonce is spent for both forms', async () => {
+      const first = await pushOver(await requestAttestationNonce(a.client), goldenLog, {
+        binary: true,
+        askNextNonce: true,
+      });
+      assert.deepEqual([first.verdict.pass, first.verdict.codes], [true, []]);
+      const carried = first.verdict.nextNonce!;
+      const second = await pushOver(carried, goldenLog, { binary: true });
+      assert.deepEqual([second.verdict.pass, second.verdict.codes, second.verdict.nextNonce], [true, [], undefined]);
+      // Spent in the binary form: refused in either form.
+      await assertRefused(await pushAttestationEvidence(a.client, carried.nonce, second.evidence), ['NONCE_REPLAYED']);
+      await assertRefused(await pushAttestationEvidence(a.client, carried.nonce, second.evidence, { binary: true }), [
+        'NONCE_REPLAYED',
+      ]);
+      // The same checks hold: another device's nonce, and an edited log.
+      await assertRefused(
+        (await pushOver(await requestAttestationNonce(b.client), goldenLog, { binary: true })).verdict,
+        ['NONCE_OTHER_DEVICE'],
+      );
+      const kernel = parseEventLog(goldenLog).events.find((e) => e.pcr === 9 && e.data.includes('vmlinuz'))!;
+      const edited = Buffer.from(goldenLog);
+      edited[kernel.offset + 14] = edited[kernel.offset + 14]! ^ 0xff;
+      const refused = (await pushOver(await requestAttestationNonce(a.client), edited, { binary: true })).verdict;
+      await assertRefused(refused, ['PCRS_DO_NOT_MATCH_LOG']);
+      // The device is trusted again after a good binary push.
+      assert.equal(
+        (await pushOver(await requestAttestationNonce(a.client), goldenLog, { binary: true })).verdict.pass,
+        true,
+      );
     });
 
     test('nonce from another device', async () => {

@@ -8,7 +8,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { QuoteClock } from '../../attest/index.ts';
-import { GroupCommit, type StoreDb } from '../../store/index.ts';
+import { GroupCommit, preparedQuery, type StoreDb } from '../../store/index.ts';
 
 export type AttestationTables = {
   attestation_policies: { sha256: string; label: string; yaml: string; created_at: string };
@@ -50,6 +50,35 @@ export type AttestationTables = {
 export type VerdictRow = AttestationTables['attestation_verdicts'];
 export type StateRow = AttestationTables['attestation_state'];
 export type NonceOutcome = 'accepted' | 'unknown' | 'other-device' | 'replayed' | 'expired';
+
+type AttestationDb = Kysely<AttestationTables>;
+
+/**
+ * The sha256 of the device's own policy and of its group's (the caller prefers the device's). One
+ * query, without the YAML; compiled once per handle (src/store/prepared.ts), as it runs on every push.
+ */
+const assignedPolicyQuery = preparedQuery((db: AttestationDb, deviceId: string) =>
+  db
+    .selectFrom('attestation_assignments')
+    .select(['scope', 'policy_sha256'])
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('scope', '=', 'device'), eb('target', '=', deviceId)]),
+        eb.and([
+          eb('scope', '=', 'group'),
+          eb(
+            'target',
+            'in',
+            eb.selectFrom('attestation_device_groups').select('group_name').where('device_id', '=', deviceId),
+          ),
+        ]),
+      ]),
+    ),
+);
+
+const lastQuoteClockQuery = preparedQuery((db: AttestationDb, deviceId: string) =>
+  db.selectFrom('attestation_state').select('quote_clock').where('device_id', '=', deviceId),
+);
 
 export class AttestationRecords {
   private readonly db: Kysely<AttestationTables>;
@@ -96,23 +125,7 @@ export class AttestationRecords {
    * One query, without the YAML: the caller keeps parsed policies by their content hash.
    */
   async assignedPolicy(deviceId: string): Promise<string | undefined> {
-    const rows = await this.db
-      .selectFrom('attestation_assignments')
-      .select(['scope', 'policy_sha256'])
-      .where((eb) =>
-        eb.or([
-          eb.and([eb('scope', '=', 'device'), eb('target', '=', deviceId)]),
-          eb.and([
-            eb('scope', '=', 'group'),
-            eb(
-              'target',
-              'in',
-              eb.selectFrom('attestation_device_groups').select('group_name').where('device_id', '=', deviceId),
-            ),
-          ]),
-        ]),
-      )
-      .execute();
+    const rows = await assignedPolicyQuery(this.db, deviceId);
     return (rows.find((r) => r.scope === 'device') ?? rows[0])?.policy_sha256;
   }
 
@@ -219,11 +232,7 @@ export class AttestationRecords {
 
   /** The clock of the device's last accepted quote, if it ever had one. */
   async lastQuoteClock(deviceId: string): Promise<QuoteClock | undefined> {
-    const row = await this.db
-      .selectFrom('attestation_state')
-      .select('quote_clock')
-      .where('device_id', '=', deviceId)
-      .executeTakeFirst();
+    const [row] = await lastQuoteClockQuery(this.db, deviceId);
     return row?.quote_clock ? decodeQuoteClock(row.quote_clock) : undefined;
   }
 

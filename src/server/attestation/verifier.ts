@@ -18,7 +18,7 @@ import {
   type Reason,
   type VerdictEvent,
 } from '../../attest/index.ts';
-import type { AttestationStatus, EvidenceRequest, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
+import type { AttestationStatus, DecodedEvidence, NonceResponse, VerdictResponse } from '../../fleet/index.ts';
 import type { DeviceRecord, Store } from '../../store/index.ts';
 import { parseTpm2bPublic, parseTpmtPublic, type TpmPublic } from '../../tpm/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
@@ -97,7 +97,7 @@ export class AttestationVerifier {
    * evidence. With `nextNonce` the verdict carries the device's next nonce, exactly as /nonce
    * would issue it (same device binding and lifetime), stored in the verdict's transaction.
    */
-  async appraise(device: DeviceRecord, body: EvidenceRequest): Promise<VerdictResponse> {
+  async appraise(device: DeviceRecord, body: DecodedEvidence): Promise<VerdictResponse> {
     const { reasons, assigned, events = [], acceptedClock } = await this.reasonsFor(device, body);
     const policySha256 = assigned?.sha256;
     const next = body.nextNonce
@@ -162,7 +162,7 @@ export class AttestationVerifier {
 
   private async reasonsFor(
     device: DeviceRecord,
-    body: EvidenceRequest,
+    body: DecodedEvidence,
   ): Promise<{
     reasons: VerifierReason[];
     assigned?: AssignedPolicy;
@@ -181,11 +181,7 @@ export class AttestationVerifier {
       };
     const verdict = appraiseBootEvidence({
       akPublic: this.akPublic(device.ak_public),
-      evidence: {
-        quote: Buffer.from(body.quote, 'base64'),
-        signature: Buffer.from(body.signature, 'base64'),
-        eventLog: Buffer.from(body.eventLog, 'base64'),
-      },
+      evidence: { quote: body.quote, signature: body.signature, eventLog: body.eventLog },
       nonce: Buffer.from(body.nonce, 'hex'),
       policy: assigned.policy,
       previousClock: await this.records.lastQuoteClock(device.id),

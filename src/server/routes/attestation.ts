@@ -16,10 +16,15 @@ import { protocol } from '../../attest/index.ts';
 import { EdgeguardError, isEdgeguardError } from '../../errors/index.ts';
 import {
   AttestationStatus,
+  decodeEvidence,
+  EVIDENCE_MEDIA_TYPE,
+  evidenceFromJson,
   EvidenceRequest,
+  MAX_EVIDENCE_BODY_BYTES,
   MAX_EVIDENCE_LOG_BYTES,
   NonceResponse,
   VerdictResponse,
+  type DecodedEvidence,
 } from '../../fleet/index.ts';
 import { DEVICE_ID_RE } from '../../pki/index.ts';
 import type { ControlPlaneContext } from '../context.ts';
@@ -56,7 +61,7 @@ export function attestationServerPlugin(options: AttestationOptions = {}): Attes
       const v = new AttestationVerifier(ctx, ctx.log, options);
       verifier = v;
       startSilenceTimer(app, v, ((options.freshnessSeconds ?? 300) * 1000) / 5);
-      deviceRoutes(app, ctx, v);
+      await deviceRoutes(app, ctx, v);
       adminRoutes(app, ctx, v);
     },
   };
@@ -85,7 +90,7 @@ const QUIET = {
   },
 } as const;
 
-function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: AttestationVerifier): void {
+async function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: AttestationVerifier): Promise<void> {
   app.post(
     '/v1/attestation/nonce',
     {
@@ -101,33 +106,58 @@ function deviceRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: Attesta
     async (req) => v.issueNonce(req.identity!.deviceId!),
   );
 
-  app.post(
-    '/v1/attestation/evidence',
-    {
-      ...QUIET,
-      onRequest: ctx.requireDevice,
-      bodyLimit: Math.ceil((MAX_EVIDENCE_LOG_BYTES * 4) / 3) + 64 * 1024,
-      schema: {
-        tags: ['attestation'],
-        summary: 'appraise a quote and its measured-boot event log against the device policy; the verdict is recorded',
-        body: protocol.jsonSchemaOf(EvidenceRequest),
-        response: { 200: protocol.jsonSchemaOf(VerdictResponse), ...errors },
+  // Its own scope: the binary evidence parser applies to this route only.
+  await app.register(async (scope) => {
+    scope.addContentTypeParser(
+      EVIDENCE_MEDIA_TYPE,
+      { parseAs: 'buffer', bodyLimit: MAX_EVIDENCE_BODY_BYTES },
+      (_req, body, done) => done(null, body),
+    );
+    scope.post(
+      '/v1/attestation/evidence',
+      {
+        ...QUIET,
+        onRequest: ctx.requireDevice,
+        bodyLimit: Math.max(Math.ceil((MAX_EVIDENCE_LOG_BYTES * 4) / 3) + 64 * 1024, MAX_EVIDENCE_BODY_BYTES),
+        schema: {
+          tags: ['attestation'],
+          summary:
+            'appraise a quote and its measured-boot event log against the device policy; the verdict is recorded',
+          description: `The evidence as JSON (base64 members) or, with Content-Type ${EVIDENCE_MEDIA_TYPE}, in the binary form of docs/formats.md ("Binary evidence body"): the same members without base64.`,
+          body: {
+            content: {
+              'application/json': { schema: protocol.jsonSchemaOf(EvidenceRequest) },
+              // The bytes are checked by decodeEvidence (magic, version, flags, every length).
+              [EVIDENCE_MEDIA_TYPE]: {
+                schema: {
+                  description:
+                    '"EGEV", version 1, flags (bit 0: nextNonce), nonce (32 bytes), u16 length + quote, u16 length + signature, u32 length + event log; big-endian',
+                  contentMediaType: EVIDENCE_MEDIA_TYPE,
+                },
+              },
+            },
+          },
+          response: { 200: protocol.jsonSchemaOf(VerdictResponse), ...errors },
+        },
       },
-    },
-    async (req) => {
-      // The JSON Schema above has checked the shape, types and lengths; zod checks the base64
-      // alphabet (once: a pattern in the schema would scan the ~50 KB log a second time).
-      const body = EvidenceRequest.safeParse(req.body);
-      if (!body.success) {
-        const issue = body.error.issues[0];
-        throw new EdgeguardError(
-          'EG_BAD_REQUEST',
-          `the evidence is invalid: ${issue?.path.join('.')}: ${issue?.message}.`,
-        );
-      }
-      return v.appraise(req.device!, body.data);
-    },
-  );
+      async (req) => v.appraise(req.device!, evidenceOf(req.body)),
+    );
+  });
+}
+
+/**
+ * The evidence from either form. JSON: the JSON Schema has checked the shape, types and lengths;
+ * zod checks the base64 alphabet (once: a pattern in the schema would scan the ~50 KB log a second
+ * time). Binary: decodeEvidence checks every length; there is no alphabet to check.
+ */
+function evidenceOf(raw: unknown): DecodedEvidence {
+  if (Buffer.isBuffer(raw)) return decodeEvidence(raw);
+  const body = EvidenceRequest.safeParse(raw);
+  if (!body.success) {
+    const issue = body.error.issues[0];
+    throw new EdgeguardError('EG_BAD_REQUEST', `the evidence is invalid: ${issue?.path.join('.')}: ${issue?.message}.`);
+  }
+  return evidenceFromJson(body.data);
 }
 
 function adminRoutes(app: FastifyInstance, ctx: ControlPlaneContext, v: AttestationVerifier): void {
