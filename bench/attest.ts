@@ -11,7 +11,7 @@
  * The server runs as `edgeguard server` (default log level, audit plugin, as shipped) in its own
  * process, on SQLite or on a PostgreSQL database this script creates and drops. The devices are
  * emulated: each has its own RSA-2048 EK (certificate from a bench vendor CA) and its own
- * restricted signing AK (RSA-2048 as tpm2_createak makes by default; P-256 with --ak ecc), enrolled
+ * restricted signing AK (P-256 as `device init` makes it; RSA-2048, tpm2_createak's default, with --ak rsa), enrolled
  * through the full TPM protocol, so the server holds each AK as it would a real one. The device
  * signs its quote in software with that AK (nonces are single use, so quotes cannot be made ahead
  * on a TPM); the verifier's work is the same as for a TPM's quote. The log is a recorded log from
@@ -75,7 +75,7 @@ const USAGE = `usage: node --import tsx bench/attest.ts [options]     (run \`npm
   --devices N            emulated devices, one mTLS keep-alive connection each (default 100; 40 with --quick)
   --seconds S            length of each phase: baseline, closed loop, open loop at half rate (default 10; 3 with --quick)
   --quick                40 devices, 3 s phases
-  --ak rsa|ecc           the devices' attestation keys: RSA-2048 (default) or P-256
+  --ak ecc|rsa           the devices' attestation keys: P-256 (default, as device init makes them) or RSA-2048
   --ask-nonce            ask /v1/attestation/nonce before every push (two requests per appraisal)
   --evidence binary|json the evidence body: binary (application/vnd.edgeguard.evidence, as the agent sends it; default) or JSON with base64 members
   --log-level LEVEL      the server's log level (default info)
@@ -103,7 +103,7 @@ const CLI = opt('--cli', join(import.meta.dirname, '..', 'bin', 'edgeguard.js'))
 const PASSPHRASE = 'bench-attest-ca-passphrase';
 const REPLICAS = Number(opt('--replicas', '1'));
 const ASK_NONCE = args.includes('--ask-nonce');
-const AK_KIND = opt('--ak', 'rsa') as AkKind;
+const AK_KIND = opt('--ak', 'ecc') as AkKind;
 const EVIDENCE_FORM = opt('--evidence', 'binary');
 if (EVIDENCE_FORM !== 'binary' && EVIDENCE_FORM !== 'json') throw new Error('--evidence is binary or json');
 if (AK_KIND !== 'rsa' && AK_KIND !== 'ecc') throw new Error('--ak is rsa or ecc');

@@ -12,7 +12,7 @@
  *                         PolicyOR(PolicyPCR, PolicyAuthorize(operator key)))
  *                      -> identity key (RSA-2048 decrypt, fixedTPM|fixedParent, no policy)
  *                      -> sealed objects
- *   endorsement hierarchy -> EK (TCG EK template, tpm2_createek) -> AK (restricted RSA signing key)
+ *   endorsement hierarchy -> EK (TCG EK template, tpm2_createek) -> AK (restricted ECDSA P-256 signing key)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
@@ -62,7 +62,7 @@ export interface BindingKey extends TpmKeyBlobs {
 export interface EndorsementKeys {
   /** EK TPM2B_PUBLIC. */
   ekPublic: Buffer;
-  /** The AK (restricted RSASSA-SHA256 signing key under the EK). */
+  /** The AK (restricted ECDSA P-256 / SHA-256 signing key under the EK; RSASSA ones enrolled earlier stay valid). */
   ak: TpmKeyBlobs;
   akName: Buffer;
 }
@@ -354,7 +354,11 @@ export class TpmClient extends TpmRunner {
     });
   }
 
-  /** The EK (TCG default RSA template) and a new AK under it (restricted RSASSA-SHA256 signing key). */
+  /**
+   * The EK (TCG default RSA template) and a new AK under it: a restricted ECDSA P-256 / SHA-256
+   * signing key (a quote signed in a fraction of an RSA-2048 signature's time, on the device's TPM
+   * and in the verifier). AKs enrolled as RSASSA keys stay valid: the verifier checks both.
+   */
   async createEndorsementKeys(): Promise<EndorsementKeys> {
     return this.op('create the endorsement and attestation keys', async (s) => {
       await s.tool('tpm2_createek', ['-Q', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
@@ -366,11 +370,11 @@ export class TpmClient extends TpmRunner {
         '-c',
         'ak.ctx',
         '-G',
-        'rsa',
+        'ecc',
         '-g',
         'sha256',
         '-s',
-        'rsassa',
+        'ecdsa',
         '-u',
         'ak.pub',
         '-r',
