@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import sharp from 'sharp';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { MAX_INPUT_PIXELS } from '../../src/inference/index.ts';
@@ -153,3 +154,32 @@ function crc32(bytes: Uint8Array): number {
   }
   return (c ^ 0xffffffff) >>> 0;
 }
+
+test('fast-check: random and mutated PNG and JPEG bodies, split anywhere, end in a pass or EG_INPUT', async () => {
+  const png = await readFile(join(FIXTURES, 'digits', '7-0.png'));
+  const jpeg = await sharp(png).jpeg().toBuffer();
+  const random = (format: ImageFormat) =>
+    fc.uint8Array({ maxLength: 2048 }).map((b) => ({ format, bytes: Buffer.from(b) }));
+  const mutated = (format: ImageFormat, real: Buffer) =>
+    fc
+      .tuple(fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat())
+      .map(([edits, cut]) => {
+        const bytes = Buffer.from(real);
+        for (const [at, value] of edits) bytes[at % bytes.length] = value;
+        return { format, bytes: bytes.subarray(0, bytes.length - (cut % 64)) };
+      });
+  const body = fc.oneof(
+    random('image/png'),
+    random('image/jpeg'),
+    mutated('image/png', png),
+    mutated('image/jpeg', jpeg),
+  );
+  fc.assert(
+    fc.property(body, fc.integer({ min: 1, max: 4096 }), fc.nat({ max: 16 }), ({ format, bytes }, size, extra) => {
+      // The announced length is what arrives, or more (a client that stops early).
+      const r = streamed(format, bytes, size, bytes.length + extra);
+      if (r) assert.ok(isEdgeguardError(r.error, 'EG_INPUT'), String(r.error));
+    }),
+    { numRuns: 20_000 },
+  );
+});
