@@ -36,7 +36,7 @@ import {
 } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
 import { BodyBudget, announcedLength } from './body-budget.ts';
-import { ConnectionGate, gateConnections } from './connection-gate.ts';
+import { ConnectionGate, gateConnections } from '../net/index.ts';
 import { Slots, type Slot } from './slots.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { ConnectionGate, gateConnections, type ConnectionGateOptions } from '../../src/agent/connection-gate.ts';
+import { ConnectionGate, gateConnections, type ConnectionGateOptions } from '../../src/net/index.ts';
 import { eventually } from '../helpers/wait.ts';
 import { FIXTURES } from '../helpers/workspace.ts';
 import { serveFixture, startService } from './serve-fixture.ts';

@@ -53,6 +53,12 @@ export class ConnectionGate {
     return this.queue.length;
   }
 
+  /** Nobody waiting and the bucket full again: the gate is as new (a per-address map may drop it). */
+  idle(): boolean {
+    this.refill();
+    return this.queue.length === 0 && this.tokens >= this.o.burst;
+  }
+
   /** `admit` is called once the connection may be read (at once when a token is free). */
   offer(socket: Socket, admit: () => void): void {
     if (this.closed) {
@@ -145,20 +151,28 @@ export class ConnectionGate {
 }
 
 /**
- * Put `gate` in front of `server`'s own connection handling (Node's HTTP server reads and parses
- * a connection from its 'connection' event on): the server accepts connections paused, and each
- * goes to the listeners registered so far once the gate admits it.
+ * Take over `server`'s new connections: the server accepts them paused (`pauseOnConnect`, so not a
+ * byte is read), and each goes to `offer`, which decides its fate. `admit(socket)` hands it to the
+ * listeners the server had (Node's HTTP or TLS handling, which read and parse a connection from
+ * its 'connection' event on) and resumes it; a connection `offer` does not admit, it must close.
  */
-export function gateConnections(server: Server, gate: ConnectionGate): void {
+export function interceptConnections(
+  server: Server,
+  offer: (socket: Socket, admit: (socket: Socket) => void) => void,
+): void {
   const listeners = server.listeners('connection') as Array<(socket: Socket) => void>;
   server.removeAllListeners('connection');
   // net.Server reads this when it accepts: a paused socket is not read until resumed.
   (server as Server & { pauseOnConnect: boolean }).pauseOnConnect = true;
-  server.on('connection', (socket: Socket) =>
-    gate.offer(socket, () => {
-      if (socket.destroyed) return;
-      for (const listener of listeners) listener.call(server, socket);
-      socket.resume();
-    }),
-  );
+  const admit = (socket: Socket) => {
+    if (socket.destroyed) return;
+    for (const listener of listeners) listener.call(server, socket);
+    socket.resume();
+  };
+  server.on('connection', (socket: Socket) => offer(socket, admit));
+}
+
+/** Put `gate` in front of `server`'s own connection handling: one gate for every connection. */
+export function gateConnections(server: Server, gate: ConnectionGate): void {
+  interceptConnections(server, (socket, admit) => gate.offer(socket, () => admit(socket)));
 }
