@@ -114,15 +114,21 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
   app.server.headersTimeout = limits.headersTimeoutMs;
 
   const { registry, metrics } = createMetrics(opts.store);
-  limitConnectionsPerAddress(
+  const connections = limitConnectionsPerAddress(
     app.server,
     {
       perAddress: limits.connectionsPerAddress,
       ratePerSecond: limits.connectionRatePerAddress,
       burst: limits.connectionBurstPerAddress,
+      waitMs: limits.connectionWaitMs,
+      overCapCloseDelayMs: limits.overCapCloseDelayMs,
+      overCapHeldMax: limits.overCapHeldMax,
     },
-    metrics.connectionsRefused,
+    { refused: metrics.connectionsRefused, waiting: metrics.connectionsWaiting },
   );
+  // Connections waiting for their address's rate are not yet the HTTP server's: close them, or
+  // closing would wait for them.
+  app.addHook('preClose', async () => connections.close());
   const authenticate = makeAuthenticator(opts.store, metrics);
   const guard =
     (need: Requirement): CertificateCheck =>
@@ -190,7 +196,7 @@ export async function buildServer(opts: BuildServerOptions): Promise<BuiltServer
 
   // A client over a rate limit (enrollment, renewals) on a keep-alive connection could go on
   // sending refused requests at the speed of its socket; closing the connection after the 429
-  // makes each further try a new connection, which the per-address connection rate limits
+  // makes each further try a new connection, which waits for the per-address connection rate
   // before the TLS handshake (policy.limits.connectionRatePerAddress).
   app.addHook('onSend', async (_req, reply, payload) => {
     if (reply.statusCode === 429) void reply.header('connection', 'close');

@@ -51,14 +51,22 @@ export interface ServerLimits {
   keepAliveTimeoutMs: number;
   /** A connection with no traffic at all is closed after this (connections that never send a request). */
   connectionTimeoutMs: number;
-  /** Open connections one remote address may hold; more are closed at once. */
+  /**
+   * Open connections one remote address may hold, waiting ones included; more are closed unread
+   * after `overCapCloseDelayMs` (at most `overCapHeldMax` held so at a time; beyond, at once).
+   */
   connectionsPerAddress: number;
+  overCapCloseDelayMs: number;
+  overCapHeldMax: number;
   /**
    * New connections one remote address may open per second on average (each costs a TLS
-   * handshake), after a burst of `connectionBurstPerAddress`; more are closed before the handshake.
+   * handshake), after a burst of `connectionBurstPerAddress`; more wait, accepted but unread,
+   * before the handshake, and are served in turn.
    */
   connectionRatePerAddress: number;
   connectionBurstPerAddress: number;
+  /** How long a connection may wait for its address's rate; then it is closed. */
+  connectionWaitMs: number;
   /** Body limit of the routes reachable without a certificate (enrollment). */
   anonymousBodyBytes: number;
 }
@@ -78,8 +86,11 @@ export const DEFAULT_POLICY: ServerPolicy = {
     keepAliveTimeoutMs: 30_000,
     connectionTimeoutMs: 60_000,
     connectionsPerAddress: 64,
+    overCapCloseDelayMs: 1_000,
+    overCapHeldMax: 256,
     connectionRatePerAddress: 50,
     connectionBurstPerAddress: 200,
+    connectionWaitMs: 10_000,
     anonymousBodyBytes: 32 * 1024,
   },
 };

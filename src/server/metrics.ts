@@ -11,8 +11,10 @@ export interface ServerMetrics {
   auditEventFailures: Counter<'type' | 'policy'>;
   /** Refused enrollment requests (anonymous), by stage and reason; summarised in the log, not one entry each. */
   enrollmentFailures: Counter<'stage' | 'reason'>;
-  /** Connections closed at once (one address beyond its cap). */
+  /** Connections closed before the TLS handshake (one address beyond its cap, or waited too long for its rate). */
   connectionsRefused: Counter<'reason'>;
+  /** Connections accepted and waiting, unread, for their address's connection rate. */
+  connectionsWaiting: Gauge;
 }
 
 export function createMetrics(store: Store): { registry: Registry; metrics: ServerMetrics } {
@@ -58,8 +60,13 @@ export function createMetrics(store: Store): { registry: Registry; metrics: Serv
     }),
     connectionsRefused: new Counter({
       name: 'edgeguard_connections_refused_total',
-      help: 'Connections closed on arrival, before the TLS handshake, by reason (per_address: the remote address holds its cap; rate: it opens new connections faster than its rate)',
+      help: 'Connections closed before the TLS handshake, by reason (per_address: the remote address holds its cap; rate: it opens new connections faster than its rate, and one waited longer than limits.connectionWaitMs)',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    connectionsWaiting: new Gauge({
+      name: 'edgeguard_connections_waiting',
+      help: "Connections accepted and waiting, unread, for their address's connection rate (limits.connectionRatePerAddress)",
       registers: [registry],
     }),
   };

@@ -174,41 +174,136 @@ describe('control plane under hostile load', () => {
     assert.match(metrics, /edgeguard_connections_refused_total\{reason="per_address"\} [1-9]/);
   });
 
-  it('closes new connections from one address beyond its rate before the TLS handshake, and counts them', async () => {
+  /** `n` raw TLS connections from this address; each promise settles with its outcome. */
+  function connectMany(f: TestFleet, n: number): { sockets: TLSSocket[]; outcomes: Array<Promise<string>> } {
+    const url = new URL(f.server.url);
+    const sockets = Array.from({ length: n }, () =>
+      connect({ host: url.hostname, port: Number(url.port), ca: f.ca.rootPem, servername: 'localhost' }),
+    );
+    const outcomes = sockets.map(
+      (socket) =>
+        new Promise<string>((resolve) => {
+          socket.once('secureConnect', () => resolve('handshake completed'));
+          socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+          socket.once('close', () => resolve('closed'));
+        }),
+    );
+    return { sockets, outcomes };
+  }
+
+  it('holds new connections from one address beyond its rate unread, before the TLS handshake, and closes them on stop', async () => {
     // A second server, so that this test's burst is the only traffic its address makes.
     const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-rate-'));
     const limited = await startTestFleet({
       dataDir: dir,
-      // A rate this low refills no token within the test: only the burst of 4 is accepted.
-      policy: { limits: { connectionRatePerAddress: 0.001, connectionBurstPerAddress: 4 } },
+      // A rate this low refills no token within the test: only the burst of 4 is admitted.
+      policy: { limits: { connectionRatePerAddress: 0.001, connectionBurstPerAddress: 4, connectionWaitMs: 60_000 } },
     });
+    let stopped = false;
     try {
       let handshakes = 0;
       limited.server.app.server.on('secureConnection', () => handshakes++);
-      const url = new URL(limited.server.url);
-      const sockets = Array.from({ length: 6 }, () =>
-        connect({ host: url.hostname, port: Number(url.port), ca: limited.ca.rootPem, servername: 'localhost' }),
-      );
-      const outcomes = await Promise.all(
-        sockets.map(
-          (socket) =>
-            new Promise<string>((resolve) => {
-              socket.once('secureConnect', () => resolve('handshake completed'));
-              socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-            }),
-        ),
-      );
-      assert.equal(outcomes.filter((o) => o === 'handshake completed').length, 4, outcomes.join(', '));
-      assert.equal(outcomes.filter((o) => o === 'ECONNRESET').length, 2, outcomes.join(', '));
-      // The server completes a handshake after its client does: wait for the four it accepted, no more.
-      while (handshakes < 4) await new Promise((resolve) => setTimeout(resolve, 10));
-      for (const socket of sockets) socket.destroy();
+      const { sockets, outcomes } = connectMany(limited, 6);
+      const settled: string[] = [];
+      outcomes.forEach((o) => void o.then((v) => settled.push(v)));
+      // The server completes a handshake after its client does: wait for the four it admitted.
+      while (handshakes < 4 || settled.length < 4) await new Promise((resolve) => setTimeout(resolve, 10));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // The other two wait: accepted, not refused, not a byte of their ClientHello read.
+      assert.deepEqual(settled, Array(4).fill('handshake completed'));
       assert.equal(handshakes, 4);
-      const metrics = await limited.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
-      assert.match(metrics, /edgeguard_connections_refused_total\{reason="rate"\} 2/);
+      const waiting = await limited.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_waiting');
+      assert.match(waiting, /^edgeguard_connections_waiting 2$/m);
+      // Closing the admitted ones frees the cap, not the rate: the two still wait.
+      for (const socket of sockets.slice(0, 4)) socket.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(settled.length, 4);
+      // Stopping the server closes them (it does not wait the minute they may wait).
+      await limited.stop();
+      stopped = true;
+      const last = await Promise.all(outcomes.slice(4));
+      assert.ok(
+        last.every((o) => o !== 'handshake completed'),
+        last.join(', '),
+      );
+      assert.equal(handshakes, 4);
+    } finally {
+      if (!stopped) await limited.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("holds a connection beyond its address's cap unread until its delayed close, a bounded number at a time", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-cap-'));
+    const capped = await startTestFleet({
+      dataDir: dir,
+      policy: { limits: { connectionsPerAddress: 2, overCapCloseDelayMs: 60_000, overCapHeldMax: 1 } },
+    });
+    let stopped = false;
+    try {
+      let handshakes = 0;
+      capped.server.app.server.on('secureConnection', () => handshakes++);
+      const kept = connectMany(capped, 2);
+      assert.deepEqual(await Promise.all(kept.outcomes), ['handshake completed', 'handshake completed']);
+      // The third is held: neither served nor reset, so a client in a loop cannot retry at once.
+      const third = connectMany(capped, 1);
+      let thirdOutcome: string | undefined;
+      void third.outcomes[0]!.then((o) => (thirdOutcome = o));
+      // The fourth finds the one hold taken: closed at once.
+      const fourth = connectMany(capped, 1);
+      assert.equal(await fourth.outcomes[0], 'ECONNRESET');
+      assert.equal(thirdOutcome, undefined);
+      const metrics = await capped.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+      assert.match(metrics, /edgeguard_connections_refused_total\{reason="per_address"\} 2/);
+      // Stopping the server closes the held one without a handshake.
+      for (const socket of kept.sockets) socket.destroy();
+      await capped.stop();
+      stopped = true;
+      assert.notEqual(await third.outcomes[0], 'handshake completed');
+      assert.equal(handshakes, 2);
+    } finally {
+      if (!stopped) await capped.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("admits waiting connections in turn at the address's rate, and closes one that waited too long (counted)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-rate-'));
+    const limited = await startTestFleet({
+      dataDir: dir,
+      policy: { limits: { connectionRatePerAddress: 20, connectionBurstPerAddress: 1, connectionWaitMs: 5_000 } },
+    });
+    const slow = mkdtempSync(join(tmpdir(), 'eg-hostile-rate-'));
+    const strict = await startTestFleet({
+      dataDir: slow,
+      policy: { limits: { connectionRatePerAddress: 0.001, connectionBurstPerAddress: 1, connectionWaitMs: 200 } },
+    });
+    try {
+      // 5 at once at 20 a second after a burst of 1: all served, none refused.
+      const served = connectMany(limited, 5);
+      const outcomes = await Promise.all(served.outcomes);
+      for (const socket of served.sockets) socket.destroy();
+      assert.deepEqual(outcomes, Array(5).fill('handshake completed'));
+      const refused = await limited.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+      assert.doesNotMatch(refused, /reason="rate"/);
+
+      // No token in time: the second waits 200 ms and is closed without a handshake.
+      let handshakes = 0;
+      strict.server.app.server.on('secureConnection', () => handshakes++);
+      const first = connectMany(strict, 1);
+      assert.equal(await first.outcomes[0], 'handshake completed');
+      const second = connectMany(strict, 1);
+      assert.notEqual(await second.outcomes[0], 'handshake completed');
+      first.sockets[0]!.destroy();
+      second.sockets[0]!.destroy();
+      assert.equal(handshakes, 1);
+      const counted = await strict.server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+      assert.match(counted, /edgeguard_connections_refused_total\{reason="rate"\} 1/);
     } finally {
       await limited.stop();
+      await strict.stop();
       rmSync(dir, { recursive: true, force: true });
+      rmSync(slow, { recursive: true, force: true });
     }
   });
 
