@@ -19,8 +19,13 @@
  * is the service's cost of the attack, which depends less on the other work on the machine than
  * p99 does. `--only TEXT` runs
  * the rows whose "service: attack" contains TEXT (and each service's no-attack row).
+ * The large-body attackers write their bodies as curl does, a slice at a time as the connection
+ * takes them, so a body the service refuses after its first bytes is not encrypted and buffered
+ * whole in the attacker's process; `--eager-bodies` hands Node each body whole (`req.end(body)`:
+ * the TLS layer encrypts all of it at once, ~8 ms of the attacker's CPU per 8 MiB request that
+ * the service never reads), as every run recorded before this option did.
  *
- *   node --import tsx bench/hostile.ts [--seconds 5] [--in-process | --pin] [--only TEXT]
+ *   node --import tsx bench/hostile.ts [--seconds 5] [--in-process | --pin] [--only TEXT] [--eager-bodies]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -50,6 +55,8 @@ const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefi
  * attackers on the other, with taskset.
  */
 const PIN = args.includes('--pin');
+/** Large bodies handed to Node whole instead of written a slice at a time (see above). */
+const EAGER_BODIES = args.includes('--eager-bodies');
 const SERVICE_CPU = '0';
 const ATTACKER_CPU = '1';
 const HOST = '127.0.0.1';
@@ -63,7 +70,7 @@ interface Target {
 type AttackSpec =
   | { kind: 'none' }
   | { kind: 'slow'; path: string; type: string }
-  | { kind: 'large'; path: string; type: string; bytes: number; signed: boolean }
+  | { kind: 'large'; path: string; type: string; bytes: number; signed: boolean; eager: boolean }
   | { kind: 'flood' };
 
 /** What an attack has done so far: connections it opened, requests it sent. */
@@ -103,12 +110,13 @@ function send(
   agent: HttpAgent | HttpsAgent | false,
   method: string,
   path: string,
-  body?: { type: string; bytes: Buffer },
+  body?: { type: string; bytes: Buffer; streamed?: boolean },
   actions?: Actions,
 ): Promise<number> {
   if (actions) actions.requests++;
   const request = target.tls ? httpsRequest : httpRequest;
   return new Promise((resolve) => {
+    let answered = false;
     const req = request(
       new URL(path, target.url),
       {
@@ -118,13 +126,33 @@ function send(
         headers: body ? { 'content-type': body.type, 'content-length': String(body.bytes.length) } : {},
       },
       (res) => {
+        answered = true;
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
         res.on('error', () => resolve(0));
       },
     );
     req.on('error', () => resolve(0));
-    req.end(body?.bytes);
+    if (!body?.streamed) {
+      req.end(body?.bytes);
+      return;
+    }
+    // A slice at a time, as the connection takes them; none more once the service has answered.
+    const bytes = body.bytes;
+    let offset = 0;
+    const pump = () => {
+      while (offset < bytes.length) {
+        if (answered || req.destroyed) return;
+        const slice = bytes.subarray(offset, offset + 65536);
+        offset += slice.length;
+        if (!req.write(slice)) {
+          req.once('drain', pump);
+          return;
+        }
+      }
+      req.end();
+    };
+    pump();
   });
 }
 
@@ -194,13 +222,13 @@ function slowBodies(path: string, type: string): Phase {
  * signature, so the agent reads it whole before it fails to decode (random bytes are refused at
  * their first chunk).
  */
-function largeBodies(path: string, type: string, bytes: number, signed = false): Phase {
+function largeBodies(path: string, type: string, bytes: number, signed = false, eager = EAGER_BODIES): Phase {
   const random = randomBytes(bytes);
   if (signed) PNG_SIGNATURE.copy(random);
-  const body = { type, bytes: random };
+  const body = { type, bytes: random, streamed: !eager };
   return {
     name: `anonymous large bodies x100 (${(bytes / 1048576).toFixed(1)} MiB${signed ? ', PNG signature' : ''})`,
-    spec: { kind: 'large', path, type, bytes, signed },
+    spec: { kind: 'large', path, type, bytes, signed, eager },
     start(target, actions) {
       const agent = target.tls
         ? new HttpsAgent({ keepAlive: true, maxSockets: 100, ca: target.tls.ca })
@@ -242,7 +270,7 @@ function phaseOf(spec: AttackSpec): Phase {
     case 'slow':
       return slowBodies(spec.path, spec.type);
     case 'large':
-      return largeBodies(spec.path, spec.type, spec.bytes, spec.signed);
+      return largeBodies(spec.path, spec.type, spec.bytes, spec.signed, spec.eager);
     case 'flood':
       return enrollmentFlood;
   }
@@ -480,13 +508,14 @@ async function main() {
       ...(skip('agent') ? [] : await agentRows(dir)),
       ...(skip('control plane') ? [] : await controlPlaneRows(join(dir, 'cp'))),
     ];
+    const bodies = EAGER_BODIES ? '; large bodies handed to Node whole (--eager-bodies)' : '';
     const where = IN_PROCESS
       ? 'in the benchmark process'
       : PIN
         ? `in their own processes on CPU ${ATTACKER_CPU}, the services and legitimate clients on CPU ${SERVICE_CPU} (--pin)`
         : 'in their own processes, all sharing the cores';
     console.log(
-      `machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients; attackers ${where}`,
+      `machine: ${machine({ load: true })}; ${SECONDS} s of legitimate traffic per row, 2 clients; attackers ${where}${bodies}`,
     );
     for (const line of table(rows)) console.log(line);
   } finally {
