@@ -24,10 +24,9 @@
  *             # or { director: { keys: [director.pub] } }: the control plane's director assigns (needs upload)
  */
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_EVENT_LOG_PATH } from './attestation.ts';
-import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
+import { checkConfig, FILE_CAPS, parseYamlText, readBoundedText } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
 import { tamperConfigSchema } from '../tamper/index.ts';
@@ -456,27 +455,11 @@ function resolvePaths(c: AgentConfig, baseDir: string): AgentConfig {
 }
 
 export function agentConfig(value: unknown, baseDir: string, where = 'the agent configuration'): AgentConfig {
-  const parsed = agentConfigSchema.safeParse(value ?? {});
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new EdgeguardError(
-      'EG_CONFIG',
-      `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
-    );
-  }
-  return resolvePaths(parsed.data, baseDir);
+  return resolvePaths(checkConfig(agentConfigSchema, value, where), baseDir);
 }
 
 export function parseAgentConfigYaml(text: string, baseDir: string, where = 'the agent configuration'): AgentConfig {
-  let value: unknown;
-  try {
-    value = parseYaml(text, { maxAliasCount: 16 });
-  } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, {
-      cause: e,
-    });
-  }
-  return agentConfig(value, baseDir, where);
+  return agentConfig(parseYamlText(text, where), baseDir, where);
 }
 
 export async function loadAgentConfig(file: string): Promise<AgentConfig> {

@@ -13,9 +13,8 @@
  * (a version-2 profile carries one for every stage), else the built-in default: 0.85 for
  * confidence (the seed's value), argmax disagreement for the ensemble; squeezing has none.
  */
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
+import { checkConfig, FILE_CAPS, parseYamlText, readBoundedText } from '../errors/index.ts';
 
 export const guardConfigSchema = z
   .object({
@@ -93,27 +92,11 @@ export type GuardConfig = z.infer<typeof guardConfigSchema>;
 export type GuardConfigInput = z.input<typeof guardConfigSchema>;
 
 export function guardConfig(value: unknown = {}, where = 'the guard configuration'): GuardConfig {
-  const r = guardConfigSchema.safeParse(value ?? {});
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    throw new EdgeguardError(
-      'EG_CONFIG',
-      `${where} is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
-    );
-  }
-  return r.data;
+  return checkConfig(guardConfigSchema, value, where);
 }
 
 export function parseGuardConfigYaml(text: string, where = 'the guard configuration'): GuardConfig {
-  let value: unknown;
-  try {
-    value = parseYaml(text, { maxAliasCount: 16 });
-  } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', `${where} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, {
-      cause: e,
-    });
-  }
-  return guardConfig(value, where);
+  return guardConfig(parseYamlText(text, where), where);
 }
 
 export async function loadGuardConfig(path: string): Promise<GuardConfig> {
