@@ -22,6 +22,7 @@ export {
 export { attestationServerPlugin, type AttestationServerPlugin } from './routes/attestation.ts';
 export { AttestationVerifier, type AttestationOptions } from './attestation/verifier.ts';
 export { openServerStore, SERVER_CONFIG_FILE } from './server-config.ts';
+export { loadServerConfig, parseServerConfigYaml, type ServerFileConfig } from './limits-config.ts';
 export { recordAdminCertificate } from './admin-cert.ts';
 export { directorServerPlugin, type DirectorServerPlugin } from './routes/director.ts';
 export { Director, type DirectorGate, type DirectorOptions } from './director/director.ts';

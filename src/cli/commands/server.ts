@@ -17,7 +17,13 @@ import {
   DEFAULT_ADMIN_DAYS,
   FLEET_CA_FILE,
 } from '../../pki/index.ts';
-import { controlPlanePlugins, parseListen, recordAdminCertificate, startServer } from '../../server/index.ts';
+import {
+  controlPlanePlugins,
+  loadServerConfig,
+  parseListen,
+  recordAdminCertificate,
+  startServer,
+} from '../../server/index.ts';
 import { logOriginFor } from '../../audit/index.ts';
 import { userInfo } from 'node:os';
 import { Output, globalOptions } from '../output.ts';
@@ -42,6 +48,10 @@ export function registerServerCommands(program: Command): void {
     .requiredOption('--data <dir>', 'data directory (fleet CA, SQLite database, ek-roots/, auto-approve.txt)')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
     .option('--db <url>', 'PostgreSQL URL (postgres://user@host:port/db); SQLite in --data when absent')
+    .option(
+      '--config <file>',
+      'YAML server configuration: `limits:` (connection and request limits; README, "Control plane limits")',
+    )
     .option(
       '--ca-passphrase-file <file>',
       'file whose first line is the CA key passphrase (else $EDGEGUARD_CA_PASSPHRASE)',
@@ -71,6 +81,7 @@ export function registerServerCommands(program: Command): void {
           data: string;
           listen: string;
           db?: string;
+          config?: string;
           caPassphraseFile?: string;
           hostname?: string[];
           allowSoftwareDevices?: boolean;
@@ -94,6 +105,7 @@ export function registerServerCommands(program: Command): void {
         const windowSeconds = Number(opts.attestWindow);
         if (!Number.isInteger(windowSeconds) || windowSeconds < 10)
           throw new EdgeguardError('EG_USAGE', '--attest-window must be a whole number of seconds, at least 10.');
+        const fileConfig = opts.config !== undefined ? await loadServerConfig(opts.config) : {};
         const passphrase = resolveCaPassphrase({ file: opts.caPassphraseFile });
         const logger = pino({ level: opts.logLevel, base: { service: 'edgeguard-server' } }, process.stderr);
         // The first start makes the fleet CA, its encrypted key and the log key (seconds on a small machine).
@@ -115,6 +127,7 @@ export function registerServerCommands(program: Command): void {
             allowSoftwareDevices: Boolean(opts.allowSoftwareDevices),
             deviceCertDays: days,
             enrollRateLimit: { max: rate, timeWindowMs: 60_000 },
+            ...(fileConfig.limits ? { limits: fileConfig.limits } : {}),
           },
           plugins: controlPlanePlugins({
             dataDir: opts.data,
