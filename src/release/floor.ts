@@ -228,7 +228,7 @@ function toVersion(v: bigint): number {
   return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
 }
 
-/** Read with the index's own authValue when the counter allows it (counters made by nvCounterDefine). */
+/** Read with the index's own authValue when the counter allows it (counters made by nv.counterDefine). */
 function counterAuth(pub: NvPublic): NvAuth {
   return hasNvAttributes(pub.attributes, TPMA_NV.authread | TPMA_NV.authwrite) ? 'index' : 'owner';
 }
@@ -260,7 +260,7 @@ export class TpmFloor implements AntiRollbackFloor {
   /** B checked (defined, written, locked, our Name), then its baselines. */
   private async baselines(): Promise<Record<ReleaseKind, bigint>> {
     const index = this.baselinesIndex;
-    const pub = await this.client.nvReadPublic(index);
+    const pub = await this.client.nv.readPublic(index);
     if (!pub)
       throw new EdgeguardError(
         'EG_FLOOR_UNPROVISIONED',
@@ -275,13 +275,13 @@ export class TpmFloor implements AntiRollbackFloor {
       throw tampered(
         `NV index ${hexIndex(index)} is not the anti-rollback baselines index provisioned for this device's binding key (its Name differs: it was re-created with other attributes, policy or size, or the binding key changed since the floor was provisioned).`,
       );
-    return parseFloorBaselines(await this.client.nvRead(index, FLOOR_BASELINES_SIZE), index);
+    return parseFloorBaselines(await this.client.nv.read(index, FLOOR_BASELINES_SIZE), index);
   }
 
   /** Counter K checked (defined, a written 8-byte counter) and its value. */
   private async counter(kind: ReleaseKind): Promise<{ value: bigint; auth: NvAuth }> {
     const index = this.indexOf(kind);
-    const pub = await this.client.nvReadPublic(index);
+    const pub = await this.client.nv.readPublic(index);
     if (!pub) throw tampered(`the ${kind} floor's NV counter ${hexIndex(index)} was removed.`);
     if (nvType(pub.attributes) !== TPM_NT.counter || pub.dataSize !== 8)
       throw tampered(`NV index ${hexIndex(index)} (the ${kind} floor) is no longer an 8-byte counter.`);
@@ -290,7 +290,7 @@ export class TpmFloor implements AntiRollbackFloor {
         `the ${kind} floor's NV counter ${hexIndex(index)} was re-created after the floor was provisioned.`,
       );
     const auth = counterAuth(pub);
-    const value = await this.client.nvCounterRead(index, auth);
+    const value = await this.client.nv.counterRead(index, auth);
     if (value === undefined) throw tampered(`the ${kind} floor's NV counter ${hexIndex(index)} was removed.`);
     return { value, auth };
   }
@@ -354,7 +354,7 @@ export class TpmFloor implements AntiRollbackFloor {
         `raising the ${kind} floor from ${s.floor} to ${to} takes more than ${MAX_FLOOR_STEP} TPM counter increments; use small consecutive release versions.`,
       );
     let value = s.counter;
-    while (toVersion(value - s.baseline) < to) value = await this.client.nvCounterIncrement(s.counterIndex, s.auth);
+    while (toVersion(value - s.baseline) < to) value = await this.client.nv.counterIncrement(s.counterIndex, s.auth);
     return toVersion(value - s.baseline);
   }
 
@@ -371,15 +371,15 @@ export class TpmFloor implements AntiRollbackFloor {
       bigint
     >;
     const policy = await this.key.keyPolicy();
-    await this.client.nvUndefine(this.baselinesIndex);
+    await this.client.nv.undefine(this.baselinesIndex);
     await this.writeBaselines(baselines, policy);
     return this.state();
   }
 
   private async writeBaselines(baselines: Record<ReleaseKind, bigint>, policy: KeyPolicy): Promise<void> {
     const index = this.baselinesIndex;
-    await this.client.nvDefine(index, FLOOR_BASELINES_SIZE, FLOOR_BASELINES_DEFINE_ATTRIBUTES, this.authPolicy());
-    await this.client.nvWriteLocked(index, encodeFloorBaselines(baselines), policy);
+    await this.client.nv.define(index, FLOOR_BASELINES_SIZE, FLOOR_BASELINES_DEFINE_ATTRIBUTES, this.authPolicy());
+    await this.client.nv.writeLocked(index, encodeFloorBaselines(baselines), policy);
   }
 
   /**
@@ -394,7 +394,7 @@ export class TpmFloor implements AntiRollbackFloor {
    */
   async provision(o: { force?: boolean } = {}): Promise<ProvisionTpmFloorResult> {
     const index = this.baselinesIndex;
-    const existing = await this.client.nvReadPublic(index);
+    const existing = await this.client.nv.readPublic(index);
     const force = o.force === true;
     if (existing && hasNvAttributes(existing.attributes, TPMA_NV.written) && !force)
       throw new EdgeguardError(
@@ -405,10 +405,10 @@ export class TpmFloor implements AntiRollbackFloor {
     const kept: ReleaseKind[] = [];
     for (const k of RELEASE_KINDS) {
       const c = this.indexOf(k);
-      let pub = await this.client.nvReadPublic(c);
+      let pub = await this.client.nv.readPublic(c);
       if (!pub) {
-        await this.client.nvCounterDefine(c);
-        pub = await this.client.nvReadPublic(c);
+        await this.client.nv.counterDefine(c);
+        pub = await this.client.nv.readPublic(c);
       }
       if (!pub || nvType(pub.attributes) !== TPM_NT.counter || pub.dataSize !== 8)
         throw new EdgeguardError(
@@ -417,15 +417,15 @@ export class TpmFloor implements AntiRollbackFloor {
         );
       const auth = counterAuth(pub);
       if (!hasNvAttributes(pub.attributes, TPMA_NV.written)) {
-        baselines[k] = await this.client.nvCounterIncrement(c, auth);
+        baselines[k] = await this.client.nv.counterIncrement(c, auth);
       } else {
-        const value = (await this.client.nvCounterRead(c, auth)) ?? 0n;
+        const value = (await this.client.nv.counterRead(c, auth)) ?? 0n;
         baselines[k] = force ? value : 0n;
         if (!force) kept.push(k);
       }
     }
     const policy = await this.key.keyPolicy();
-    if (existing) await this.client.nvUndefine(index);
+    if (existing) await this.client.nv.undefine(index);
     await this.writeBaselines(baselines, policy);
     return { state: await this.state(), reset: Boolean(existing) && force, kept };
   }

@@ -4,7 +4,8 @@
  * the clear: unwrapped keys and unsealed data come back on the tool's stdout, into memory:
  * tpm2_rsadecrypt, tpm2_unseal and tpm2_getrandom write raw bytes to stdout when given no -o.
  * (`-o /dev/stdout` does NOT work here: Node's stdio pipes are socketpairs, which cannot be
- * reopened through /proc/self/fd.) Sessions that authorize a key's use: policy-session.ts.
+ * reopened through /proc/self/fd.) Sessions that authorize a key's use: policy-session.ts; NV index
+ * operations (`tpm.nv`): nv-client.ts.
  *
  * Key hierarchy (TCG TPM 2.0 Library Part 1, 23 "Protected storage hierarchy"):
  *   owner hierarchy -> SRK (primary, recreated from its template each time: same seed, same key)
@@ -15,7 +16,7 @@
  *   endorsement hierarchy -> EK (TCG EK template, tpm2_createek) -> AK (restricted ECDSA P-256 signing key)
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
+import { EdgeguardError } from '../errors/index.ts';
 import {
   DEFAULT_BINDING_PCRS,
   formatPcrSelection,
@@ -24,7 +25,7 @@ import {
   type PcrValues,
 } from './pcr.ts';
 import { objectName, parseTpm2bPublic, type TpmPublic } from './public.ts';
-import { nvReadPublicCommand, parseNvReadPublicResponse, type NvPublic } from './nv.ts';
+import { TpmNv } from './nv-client.ts';
 import { HASH_ALGS } from './constants.ts';
 import { keyPolicySession, prepareKeyPolicy, type KeyPolicy, type Step } from './policy-session.ts';
 import { TpmRunner, type TpmKeyBlobs } from './runner.ts';
@@ -82,6 +83,9 @@ function hex(b: Uint8Array): string {
 const EXTENDS_PER_RUN = 64;
 
 export class TpmClient extends TpmRunner {
+  /** NV index operations (nv-client.ts), on this client's step runner: `tpm.nv.counterRead(...)`. */
+  readonly nv = new TpmNv({ op: (action, fn) => this.op(action, fn), createSrk: (s) => this.createSrk(s) });
+
   /** The EK (recreated from the TCG template) and the AK loaded under it with a PolicySecret(endorsement) session. */
   private static async loadAk(s: Step, ak: TpmKeyBlobs): Promise<void> {
     await writeFile(s.file('ak.pub'), ak.public);
@@ -495,125 +499,6 @@ export class TpmClient extends TpmRunner {
       return cred;
     });
   }
-
-  // ---- NV indices (TCG TPM 2.0 Library Part 1, "NV Indices"; Part 3, 31) ---------------------
-  // A counter index (TPM_NT_COUNTER) only grows: TPM2_NV_Increment adds one, and a counter defined
-  // again after it was undefined starts, at its first increment, at the largest value any counter
-  // of this TPM ever held.
-
-  /** TPM2_NV_ReadPublic, sent raw (nv.ts): the index's public area, or undefined when it is not defined. */
-  async nvReadPublic(index: number): Promise<NvPublic | undefined> {
-    const out = await this.op(`read the public area of NV index ${nvHandle(index)}`, (s) =>
-      s.tool('tpm2_send', [], { stdin: nvReadPublicCommand(index) }),
-    );
-    return parseNvReadPublicResponse(out, index);
-  }
-
-  /**
-   * The counter's value; undefined when the index is not defined, 0 before its first increment.
-   * `auth`: the owner hierarchy (counters defined before the floor's baselines) or the index's own
-   * empty authValue (counters nvCounterDefine makes), which still works after an owner password is set.
-   */
-  async nvCounterRead(index: number, auth: NvAuth = 'owner'): Promise<bigint | undefined> {
-    try {
-      return await this.op('read the NV counter', async (s) => {
-        const out = await s.tool('tpm2_nvread', [nvHandle(index), ...nvAuthArgs(auth), '-s', '8']);
-        if (out.length !== 8)
-          throw new EdgeguardError('EG_TPM', `NV index ${nvHandle(index)} is not an 8-byte counter.`);
-        return out.readBigUInt64BE(0);
-      });
-    } catch (e) {
-      const rc = isEdgeguardError(e) ? String(e.details?.tpmRcName ?? '') : '';
-      if (/NV_UNINITIALIZED/.test(rc)) return 0n;
-      if (/HANDLE/.test(rc)) return undefined;
-      throw e;
-    }
-  }
-
-  /**
-   * Define a counter index readable and incrementable with the owner hierarchy or the index's
-   * empty authValue (TPM_NT_COUNTER | OWNERREAD | OWNERWRITE | AUTHREAD | AUTHWRITE | NO_DA):
-   * anyone who reaches the TPM can only make it grow; undefining it takes owner authorization.
-   */
-  async nvCounterDefine(index: number): Promise<void> {
-    await this.op('define the NV counter', (s) =>
-      s.tool('tpm2_nvdefine', [nvHandle(index), '-C', 'o', '-s', '8', '-a', NV_COUNTER_ATTRIBUTES]),
-    );
-  }
-
-  /** TPM2_NV_Increment; returns the new value. */
-  async nvCounterIncrement(index: number, auth: NvAuth = 'owner'): Promise<bigint> {
-    await this.op('increment the NV counter', (s) =>
-      s.tool('tpm2_nvincrement', [nvHandle(index), ...nvAuthArgs(auth)]),
-    );
-    return (await this.nvCounterRead(index, auth)) ?? 0n;
-  }
-
-  /** TPM2_NV_Read of `size` bytes of an ordinary index, authorized by its own (empty) authValue. */
-  async nvRead(index: number, size: number): Promise<Buffer> {
-    return this.op(`read NV index ${nvHandle(index)}`, (s) =>
-      s.tool('tpm2_nvread', [nvHandle(index), '-s', String(size)]),
-    );
-  }
-
-  /** TPM2_NV_DefineSpace (owner hierarchy) of an ordinary index with `attributes` (tpm2-tools syntax) and authPolicy. */
-  async nvDefine(index: number, size: number, attributes: string, authPolicy: Uint8Array): Promise<void> {
-    await this.op(`define NV index ${nvHandle(index)}`, async (s) => {
-      await writeFile(s.file('policy.bin'), authPolicy);
-      await s.tool('tpm2_nvdefine', [
-        nvHandle(index),
-        '-C',
-        'o',
-        '-s',
-        String(size),
-        '-a',
-        attributes,
-        '-L',
-        'policy.bin',
-      ]);
-    });
-  }
-
-  /** TPM2_NV_UndefineSpace with the owner hierarchy's (empty) authorization. */
-  async nvUndefine(index: number): Promise<void> {
-    await this.op(`undefine NV index ${nvHandle(index)}`, (s) =>
-      s.tool('tpm2_nvundefine', [nvHandle(index), '-C', 'o']),
-    );
-  }
-
-  /**
-   * TPM2_NV_Write of `data` at offset 0 of a POLICYWRITE index, then TPM2_NV_WriteLock (which, with
-   * WRITEDEFINE, lasts until the index is undefined), each under a session satisfying `policy`:
-   * the session a key with the same authPolicy is used with (policy-session.ts).
-   */
-  async nvWriteLocked(index: number, data: Uint8Array, policy: KeyPolicy): Promise<void> {
-    await this.op(`write NV index ${nvHandle(index)} under the binding key's policy`, async (s) => {
-      await writeFile(s.file('nv.bin'), data);
-      await prepareKeyPolicy(s, policy);
-      await this.createSrk(s);
-      const auth = await keyPolicySession(s, policy);
-      await s.tool('tpm2_nvwrite', [nvHandle(index), '-i', 'nv.bin', '-P', auth]);
-      await s.flush(true);
-      await this.createSrk(s);
-      const again = await keyPolicySession(s, policy);
-      await s.tool('tpm2_nvwritelock', [nvHandle(index), '-P', again]);
-    });
-  }
-}
-
-/** How a counter is authorized: the owner hierarchy, or the index's own empty authValue. */
-export type NvAuth = 'owner' | 'index';
-
-/** tpm2-tools attributes of the counters nvCounterDefine makes. */
-export const NV_COUNTER_ATTRIBUTES = 'nt=counter|ownerread|ownerwrite|authread|authwrite|no_da';
-
-function nvAuthArgs(auth: NvAuth): string[] {
-  // Without -C, tpm2-tools authorizes with the index itself.
-  return auth === 'owner' ? ['-C', 'o'] : [];
-}
-
-function nvHandle(index: number): string {
-  return `0x${index.toString(16)}`;
 }
 
 function bufJson(_k: string, v: unknown): unknown {

@@ -1,7 +1,7 @@
 /**
- * Public face of the TPM module: a TPM 2.0 client over tpm2-tools (client.ts), and TCG structures
- * parsed and verified in pure TypeScript (public.ts, attest.ts, signature.ts, pcr.ts) so that a
- * verifier needs no TPM software at all.
+ * Public face of the TPM module: a TPM 2.0 client over tpm2-tools (client.ts, with its NV index
+ * operations in nv-client.ts), and TCG structures parsed and verified in pure TypeScript (public.ts,
+ * attest.ts, signature.ts, pcr.ts, nv.ts) so that a verifier needs no TPM software at all.
  */
 export {
   TPM_ALG,
@@ -59,9 +59,8 @@ export {
   BINDING_KEY_ATTRIBUTES,
   IDENTITY_KEY_ATTRIBUTES,
   EK_CERT_NV_INDEX_RSA,
-  NV_COUNTER_ATTRIBUTES,
-  type NvAuth,
 } from './client.ts';
+export { TpmNv, NV_COUNTER_ATTRIBUTES, type NvAuth, type NvSteps } from './nv-client.ts';
 export {
   type NvPublic,
   TPMA_NV,

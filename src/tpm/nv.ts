@@ -1,7 +1,7 @@
 /**
  * NV index public areas (TCG TPM 2.0 Library Part 2, 13.5 TPMS_NV_PUBLIC, 13.6 TPM2B_NV_PUBLIC,
  * 13.4 TPMA_NV) and their Names (Part 1, 16 "Names": nameAlg || H_nameAlg(TPMS_NV_PUBLIC)), and
- * the raw TPM2_NV_ReadPublic command and response (Part 3, 31.6), which the client sends with
+ * the raw TPM2_NV_ReadPublic command and response (Part 3, 31.6), which nv-client.ts sends with
  * tpm2_send so that the public area arrives as the TPM's own bytes rather than tool YAML.
  */
 import { createHash } from 'node:crypto';

@@ -168,7 +168,7 @@ describe('TPM anti-rollback floor: counters minus baselines', { skip: TPM_SKIP }
   test('the genuine baselines index is write-locked: not even the binding key session rewrites it', async () => {
     const floor = await freshFloor();
     await assert.rejects(
-      store.client.nvWriteLocked(
+      store.client.nv.writeLocked(
         floor.baselinesIndex,
         encodeFloorBaselines({ model: 1n << 40n, agent: 0n, firmware: 0n }),
         await store.keyPolicy(),
@@ -193,7 +193,7 @@ describe('TPM anti-rollback floor: counters minus baselines', { skip: TPM_SKIP }
         'nt=counter|ownerread|ownerwrite|no_da',
       ]);
     for (let i = 0; i < 3; i++) tpm2(tpm!.tcti, 'tpm2_nvincrement', [nvHex(floor.indexOf('model')), '-C', 'o']);
-    const raw = Number(await store.client.nvCounterRead(floor.indexOf('model')));
+    const raw = Number(await store.client.nv.counterRead(floor.indexOf('model')));
     assert.ok(raw >= 3);
     await assert.rejects(floor.read('model'), rejectsWith('EG_FLOOR_UNPROVISIONED'), 'never provisioned lazily');
     const r = await floor.provision();

@@ -1,0 +1,141 @@
+/**
+ * NV index operations of the TPM client (TCG TPM 2.0 Library Part 1, "NV Indices"; Part 3, 31), as
+ * tpm2-tools steps run by the client's step runner (runner.ts): TpmClient exposes them as `tpm.nv`.
+ * The raw structures and the TPM2_NV_ReadPublic command they send are parsed in nv.ts.
+ *
+ * A counter index (TPM_NT_COUNTER) only grows: TPM2_NV_Increment adds one, and a counter defined
+ * again after it was undefined starts, at its first increment, at the largest value any counter
+ * of this TPM ever held.
+ */
+import { writeFile } from 'node:fs/promises';
+import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
+import { nvReadPublicCommand, parseNvReadPublicResponse, type NvPublic } from './nv.ts';
+import { keyPolicySession, prepareKeyPolicy, type KeyPolicy, type Step } from './policy-session.ts';
+
+/** How a counter is authorized: the owner hierarchy, or the index's own empty authValue. */
+export type NvAuth = 'owner' | 'index';
+
+/** tpm2-tools attributes of the counters counterDefine makes. */
+export const NV_COUNTER_ATTRIBUTES = 'nt=counter|ownerread|ownerwrite|authread|authwrite|no_da';
+
+/** What the NV operations need from the client: its serialized, retried step runner and its SRK check. */
+export interface NvSteps {
+  op<T>(action: string, fn: (step: Step) => Promise<T>): Promise<T>;
+  createSrk(s: Step): Promise<Buffer>;
+}
+
+export class TpmNv {
+  private readonly steps: NvSteps;
+
+  constructor(steps: NvSteps) {
+    this.steps = steps;
+  }
+
+  /** TPM2_NV_ReadPublic, sent raw (nv.ts): the index's public area, or undefined when it is not defined. */
+  async readPublic(index: number): Promise<NvPublic | undefined> {
+    const out = await this.steps.op(`read the public area of NV index ${nvHandle(index)}`, (s) =>
+      s.tool('tpm2_send', [], { stdin: nvReadPublicCommand(index) }),
+    );
+    return parseNvReadPublicResponse(out, index);
+  }
+
+  /**
+   * The counter's value; undefined when the index is not defined, 0 before its first increment.
+   * `auth`: the owner hierarchy (counters defined before the floor's baselines) or the index's own
+   * empty authValue (counters counterDefine makes), which still works after an owner password is set.
+   */
+  async counterRead(index: number, auth: NvAuth = 'owner'): Promise<bigint | undefined> {
+    try {
+      return await this.steps.op('read the NV counter', async (s) => {
+        const out = await s.tool('tpm2_nvread', [nvHandle(index), ...nvAuthArgs(auth), '-s', '8']);
+        if (out.length !== 8)
+          throw new EdgeguardError('EG_TPM', `NV index ${nvHandle(index)} is not an 8-byte counter.`);
+        return out.readBigUInt64BE(0);
+      });
+    } catch (e) {
+      const rc = isEdgeguardError(e) ? String(e.details?.tpmRcName ?? '') : '';
+      if (/NV_UNINITIALIZED/.test(rc)) return 0n;
+      if (/HANDLE/.test(rc)) return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * Define a counter index readable and incrementable with the owner hierarchy or the index's
+   * empty authValue (TPM_NT_COUNTER | OWNERREAD | OWNERWRITE | AUTHREAD | AUTHWRITE | NO_DA):
+   * anyone who reaches the TPM can only make it grow; undefining it takes owner authorization.
+   */
+  async counterDefine(index: number): Promise<void> {
+    await this.steps.op('define the NV counter', (s) =>
+      s.tool('tpm2_nvdefine', [nvHandle(index), '-C', 'o', '-s', '8', '-a', NV_COUNTER_ATTRIBUTES]),
+    );
+  }
+
+  /** TPM2_NV_Increment; returns the new value. */
+  async counterIncrement(index: number, auth: NvAuth = 'owner'): Promise<bigint> {
+    await this.steps.op('increment the NV counter', (s) =>
+      s.tool('tpm2_nvincrement', [nvHandle(index), ...nvAuthArgs(auth)]),
+    );
+    return (await this.counterRead(index, auth)) ?? 0n;
+  }
+
+  /** TPM2_NV_Read of `size` bytes of an ordinary index, authorized by its own (empty) authValue. */
+  async read(index: number, size: number): Promise<Buffer> {
+    return this.steps.op(`read NV index ${nvHandle(index)}`, (s) =>
+      s.tool('tpm2_nvread', [nvHandle(index), '-s', String(size)]),
+    );
+  }
+
+  /** TPM2_NV_DefineSpace (owner hierarchy) of an ordinary index with `attributes` (tpm2-tools syntax) and authPolicy. */
+  async define(index: number, size: number, attributes: string, authPolicy: Uint8Array): Promise<void> {
+    await this.steps.op(`define NV index ${nvHandle(index)}`, async (s) => {
+      await writeFile(s.file('policy.bin'), authPolicy);
+      await s.tool('tpm2_nvdefine', [
+        nvHandle(index),
+        '-C',
+        'o',
+        '-s',
+        String(size),
+        '-a',
+        attributes,
+        '-L',
+        'policy.bin',
+      ]);
+    });
+  }
+
+  /** TPM2_NV_UndefineSpace with the owner hierarchy's (empty) authorization. */
+  async undefine(index: number): Promise<void> {
+    await this.steps.op(`undefine NV index ${nvHandle(index)}`, (s) =>
+      s.tool('tpm2_nvundefine', [nvHandle(index), '-C', 'o']),
+    );
+  }
+
+  /**
+   * TPM2_NV_Write of `data` at offset 0 of a POLICYWRITE index, then TPM2_NV_WriteLock (which, with
+   * WRITEDEFINE, lasts until the index is undefined), each under a session satisfying `policy`:
+   * the session a key with the same authPolicy is used with (policy-session.ts).
+   */
+  async writeLocked(index: number, data: Uint8Array, policy: KeyPolicy): Promise<void> {
+    await this.steps.op(`write NV index ${nvHandle(index)} under the binding key's policy`, async (s) => {
+      await writeFile(s.file('nv.bin'), data);
+      await prepareKeyPolicy(s, policy);
+      await this.steps.createSrk(s);
+      const auth = await keyPolicySession(s, policy);
+      await s.tool('tpm2_nvwrite', [nvHandle(index), '-i', 'nv.bin', '-P', auth]);
+      await s.flush(true);
+      await this.steps.createSrk(s);
+      const again = await keyPolicySession(s, policy);
+      await s.tool('tpm2_nvwritelock', [nvHandle(index), '-P', again]);
+    });
+  }
+}
+
+function nvAuthArgs(auth: NvAuth): string[] {
+  // Without -C, tpm2-tools authorizes with the index itself.
+  return auth === 'owner' ? ['-C', 'o'] : [];
+}
+
+function nvHandle(index: number): string {
+  return `0x${index.toString(16)}`;
+}
