@@ -44,6 +44,7 @@ import type { KeyStore } from '../keystore/index.ts';
 import { ServedRuntime } from './served-runtime.ts';
 import { DirectorPoller, SlotWatcher, journalOutcomes, servedModels } from './update.ts';
 import type { TamperGuard } from '../tamper/index.ts';
+import { listenHost } from '../net/index.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
 
@@ -520,9 +521,10 @@ export async function listen(app: FastifyInstance, config: AgentConfig): Promise
       await chmod(socket, 0o660);
       return { url: `unix:${socket}` };
     }
-    await app.listen({ host: config.listen.host, port: config.listen.port });
+    const bound = listenHost(config.listen.host);
+    await app.listen({ host: bound, port: config.listen.port });
     const port = (app.server.address() as AddressInfo).port;
-    const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
+    const host = bound.includes(':') ? `[${bound}]` : bound;
     return { url: `http://${host}:${port}`, port };
   } catch (e) {
     if (e instanceof EdgeguardError) throw e;

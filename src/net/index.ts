@@ -8,3 +8,4 @@ export {
   interceptConnections,
   type ConnectionGateOptions,
 } from './connection-gate.ts';
+export { listenHost } from './listen-host.ts';

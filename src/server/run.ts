@@ -16,6 +16,7 @@ import { writeServerConfig } from './server-config.ts';
 import { AUTO_APPROVE_FILE, ensurePrivateDir, refuseUnsafeTrustInputs, restrictToOwner } from './data-dir.ts';
 import type { ServerPolicyOptions } from './context.ts';
 import type { ServerPlugin } from './plugins.ts';
+import { listenHost } from '../net/index.ts';
 
 export interface StartServerOptions {
   dataDir: string;
@@ -46,7 +47,9 @@ export function parseListen(listen: string): { host: string; port: number } {
 }
 
 export async function startServer(opts: StartServerOptions): Promise<RunningServer> {
-  const { host, port } = parseListen(opts.listen);
+  const { host: listenOn, port } = parseListen(opts.listen);
+  // The certificate still names localhost; the URL and the socket are 127.0.0.1 (src/net/listen-host.ts).
+  const host = listenHost(listenOn);
   // Checked before anything is tightened: a directory others could write may already hold their files.
   refuseUnsafeTrustInputs(opts.dataDir);
   ensurePrivateDir(opts.dataDir);

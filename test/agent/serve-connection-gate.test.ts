@@ -112,6 +112,21 @@ describe('new connections at a bounded rate', () => {
     assert.match((await keepAlive(agent, s.url, '/metrics')).text, /^edgeguard_agent_connections_refused_total 0$/m);
   });
 
+  test('listen.host localhost is bound as 127.0.0.1 alone: no second server on ::1 outside the gate', async (t) => {
+    const f = await serveFixture(t);
+    const s = await startService(t, f.config({ listen: { host: 'localhost', port: 0 } }));
+    const port = Number(new URL(s.url).port);
+    assert.equal(new URL(s.url).hostname, '127.0.0.1');
+    // Fastify would also bind ::1 with a server of its own, which the gate would not see.
+    const v6 = connect(port, '::1');
+    const outcome = await new Promise<string>((resolve) => {
+      v6.once('connect', () => resolve('connected'));
+      v6.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    v6.destroy();
+    assert.notEqual(outcome, 'connected');
+  });
+
   test('ConnectionGate: a queue limit, a wait limit, clients that give up, and shutdown', async (t) => {
     let refused = 0;
     const waiting: number[] = [];

@@ -42,12 +42,14 @@ export async function startTestFleet(
     dataDir?: string;
     plugins?: ServerPlugin[];
     logger?: Logger;
+    /** HOST:PORT; 127.0.0.1:0 when absent. */
+    listen?: string;
   } = {},
 ): Promise<TestFleet> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'eg-fleet-'));
   const server = await startServer({
     dataDir,
-    listen: '127.0.0.1:0',
+    listen: opts.listen ?? '127.0.0.1:0',
     dbUrl: opts.dbUrl,
     caPassphrase: TEST_PASSPHRASE,
     policy: opts.policy ?? {},

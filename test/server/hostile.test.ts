@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type TLSSocket } from 'node:tls';
 import { once } from 'node:events';
-import type { Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -263,6 +263,25 @@ describe('control plane under hostile load', () => {
       assert.equal(handshakes, 2);
     } finally {
       if (!stopped) await capped.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('binds --listen localhost as 127.0.0.1 alone: no second server on ::1 outside the per-address limits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eg-hostile-localhost-'));
+    const local = await startTestFleet({ dataDir: dir, listen: 'localhost:0' });
+    try {
+      const url = new URL(local.server.url);
+      assert.equal(url.hostname, '127.0.0.1');
+      const v6 = netConnect(Number(url.port), '::1');
+      const outcome = await new Promise<string>((resolve) => {
+        v6.once('connect', () => resolve('connected'));
+        v6.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      });
+      v6.destroy();
+      assert.notEqual(outcome, 'connected');
+    } finally {
+      await local.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });

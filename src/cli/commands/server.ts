@@ -46,7 +46,11 @@ export function registerServerCommands(program: Command): void {
     .command('server')
     .description('run the control plane: fleet CA, TPM-proven enrollment, device API over mutual TLS')
     .requiredOption('--data <dir>', 'data directory (fleet CA, SQLite database, ek-roots/, auto-approve.txt)')
-    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
+    .option(
+      '--listen <host:port>',
+      'address to listen on (localhost: 127.0.0.1 alone, so the per-address limits see every connection)',
+      '127.0.0.1:8443',
+    )
     .option('--db <url>', 'PostgreSQL URL (postgres://user@host:port/db); SQLite in --data when absent')
     .option(
       '--config <file>',
