@@ -133,10 +133,7 @@ export function checkedBody(
   ms: number,
   bodyLimit: number,
 ): Readable {
-  const type = String(req.headers['content-type'] ?? '')
-    .split(';')[0]!
-    .trim()
-    .toLowerCase();
+  const type = mediaTypeOf(req);
   const structure =
     type === 'image/png' || type === 'image/jpeg'
       ? imageStructureCheck(type, {
@@ -177,12 +174,17 @@ export function checkedBody(
 const INPUT_TYPES = ['image/png', 'image/jpeg', 'application/json', 'application/x-npy'] as const;
 export type InputType = (typeof INPUT_TYPES)[number];
 
-/** The content type named by the request, one of the four the route takes. */
-export function inputTypeOf(req: FastifyRequest): InputType {
-  const type = String(req.headers['content-type'] ?? '')
+/** The request's Content-Type without its parameters, in lower case ('' when there is none). */
+function mediaTypeOf(req: FastifyRequest): string {
+  return String(req.headers['content-type'] ?? '')
     .split(';')[0]!
     .trim()
     .toLowerCase();
+}
+
+/** The content type named by the request, one of the four the route takes. */
+export function inputTypeOf(req: FastifyRequest): InputType {
+  const type = mediaTypeOf(req);
   if (!(INPUT_TYPES as readonly string[]).includes(type)) {
     throw new EdgeguardError(
       'EG_UNSUPPORTED_MEDIA_TYPE',
