@@ -1,54 +1,38 @@
 /**
  * The agent's HTTP surface (fastify): new connections admitted at limits.connectionRate
- * (connection-gate.ts), `POST /v1/infer` (input decoding by content type, a deadline on the
- * whole body, the concurrency slot taken once the body is complete, the inference timeout),
- * `/healthz`, `/metrics`, `/openapi.json`. What one input means is src/runtime's checkInput; what a verdict
- * leads to here is the review queue and the audit journal. Start-up wiring is in serve.ts.
+ * (connection-gate.ts), `POST /v1/infer` (the body's checks as it arrives, in the route's hooks,
+ * and its decoding by content type are infer-body.ts; here, the concurrency slot taken once the
+ * body is complete, the inference timeout, the answer), `/healthz`, `/metrics`, `/openapi.json`.
+ * What one input means is src/runtime's checkInput; what a verdict leads to here is the review
+ * queue and the audit journal. Start-up wiring is in serve.ts.
  */
 import { performance } from 'node:perf_hooks';
-import { Transform, type Readable } from 'node:stream';
-import Fastify, {
-  LogController,
-  type FastifyBaseLogger,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
-import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
+import { EdgeguardError } from '../errors/index.ts';
 import type { GuardResult } from '../guard/index.ts';
-import {
-  MAX_INPUT_PIXELS,
-  TENSOR_BODY_JSON_SCHEMA,
-  parseNpy,
-  parseTensorJson,
-  wipeValues,
-  type ModelInput,
-  type SuppliedTensor,
-} from '../inference/index.ts';
-import {
-  checkInputKeeping,
-  imageStructureCheck,
-  type GuardedInput,
-  type GuardedModel,
-  type Wipeable,
-} from '../runtime/index.ts';
+import type { ModelInput } from '../inference/index.ts';
+import { checkInputKeeping, type GuardedInput, type GuardedModel, type Wipeable } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
-import { BodyBudget, announcedLength } from './body-budget.ts';
+import {
+  INFER_BODY_SCHEMA,
+  addInputParsers,
+  checkedBody,
+  createBodyBudget,
+  decodeRequest,
+  inputTypeOf,
+  isLargeBody,
+  reserveBody,
+  type InputType,
+} from './infer-body.ts';
 import { ConnectionGate, gateConnections } from '../net/index.ts';
 import { Slots, type Slot } from './slots.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import type { ReviewQueue } from './review.ts';
 import { ProbingGate } from './probing-gate.ts';
 import { ServedRuntime } from './served-runtime.ts';
-import {
-  BodyTimeoutError,
-  ERROR_RESPONSE_SCHEMA,
-  createAgentMetrics,
-  errorHandler,
-  type AgentMetrics,
-} from './serve-http.ts';
+import { ERROR_RESPONSE_SCHEMA, createAgentMetrics, errorHandler, type AgentMetrics } from './serve-http.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -177,7 +161,10 @@ export async function buildAgentApp(
 /** New connections waiting for limits.connectionRate at most; more are closed at once. */
 const MAX_WAITING_CONNECTIONS = 1024;
 
-/** Fastify with the limits, the new-connection gate, error answers, OpenAPI and the accepted body types. */
+/**
+ * Fastify with the limits, the new-connection gate, error answers, OpenAPI and the accepted body
+ * types (infer-body.ts).
+ */
 async function createFastify(
   config: AgentConfig,
   logger: Logger | undefined,
@@ -187,8 +174,9 @@ async function createFastify(
   const app = Fastify({
     ...(logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: false }),
     bodyLimit: limits.bodyBytes,
-    // The body's own deadline (bodyWithDeadline) answers 408 with an EG body; Node's coarser
-    // whole-request timeout (checked every 30 s) stays as the backstop for headers that never end.
+    // The body's own deadline (checkedBody, infer-body.ts) answers 408 with an EG body; Node's
+    // coarser whole-request timeout (checked every 30 s) stays as the backstop for headers that
+    // never end.
     requestTimeout: 2 * limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     connectionTimeout: limits.requestTimeoutMs,
@@ -228,48 +216,8 @@ async function createFastify(
       },
     });
   }
-  // Only the four input types are parsed; any other body is refused (415) without being read.
-  app.removeContentTypeParser(['text/plain', 'application/json']);
-  app.addContentTypeParser(
-    ['image/png', 'image/jpeg'],
-    { parseAs: 'buffer', bodyLimit: limits.bodyBytes },
-    (_req, body, done) => done(null, body),
-  );
-  addTensorParsers(app, limits.bodyBytes);
+  addInputParsers(app, limits.bodyBytes);
   return app;
-}
-
-/** A malformed tensor body is the client's mistake: 400 with the parser's reason. */
-function asBadRequest(e: unknown): unknown {
-  return isEdgeguardError(e, 'EG_FORMAT') ? new EdgeguardError('EG_BAD_REQUEST', e.message, { cause: e }) : e;
-}
-
-/**
- * Tensor bodies become SuppliedTensor[] in the parser, under a strict schema (numbers only, no
- * unknown keys: nothing is coerced), so the route's JSON Schema below only documents them.
- */
-function addTensorParsers(app: FastifyInstance, bodyLimit: number): void {
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (req, body, done) => {
-    parseJson(req, body as string, (err, value) => {
-      if (err) return done(err, undefined);
-      try {
-        done(null, parseTensorJson(value, 'the tensor body'));
-      } catch (e) {
-        done(asBadRequest(e) as Error, undefined);
-      }
-    });
-  });
-  app.addContentTypeParser('application/x-npy', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => {
-    const bytes = body as Buffer;
-    try {
-      done(null, [parseNpy(bytes)] satisfies SuppliedTensor[]);
-    } catch (e) {
-      done(asBadRequest(e) as Error, undefined);
-    } finally {
-      bytes.fill(0);
-    }
-  });
 }
 
 function registerServiceRoutes(
@@ -318,11 +266,6 @@ function healthBody(runtime: GuardedModel, o: BuildAgentAppOptions, slots: Slots
 
 type InferenceHandler = (req: FastifyRequest, t0: number) => Promise<InferResponse>;
 
-/** Bodies up to this size are never counted against limits.bodyBytesInFlight. */
-const SMALL_BODY_BYTES = 64 * 1024;
-/** Large requests waiting for room at most; more are refused at once. */
-const MAX_WAITING_LARGE_BODIES = 1024;
-
 function registerInferRoute(
   app: FastifyInstance,
   config: AgentConfig,
@@ -333,14 +276,7 @@ function registerInferRoute(
   probing: ProbingGate | undefined,
 ): void {
   const limits = config.limits;
-  const budget = new BodyBudget({
-    limitBytes: limits.bodyBytesInFlight ?? 4 * limits.bodyBytes,
-    smallBytes: SMALL_BODY_BYTES,
-    waitMs: limits.requestTimeoutMs,
-    maxWaiting: MAX_WAITING_LARGE_BODIES,
-    onRefused: () => metrics.bodyBudgetRefused.inc(),
-    onWaiting: (n) => metrics.bodiesWaiting.set(n),
-  });
+  const budget = createBodyBudget(limits, metrics);
   app.post(
     '/v1/infer',
     {
@@ -349,14 +285,7 @@ function registerInferRoute(
         summary: 'classify one input behind the guard',
         description:
           'Send image/png or image/jpeg bytes (image models), application/json {"tensor":{"dims":[..],"data":[numbers]}} or {"inputs":{"NAME":{"dims":[..],"data":[numbers]}}}, or application/x-npy (one NumPy array). Tensors must match the model metadata: dims (422), values within each input\'s declared range (422; 0..1 for image models that declare none). The verdict is accept (primary answer), flag (fallback answer; the input is sealed to the review key) or reject (no answer). 408 when the body does not arrive within limits.requestTimeoutMs; 429 when the concurrency limit is reached (EG_OVERLOADED), the client query budget is spent (EG_RATE_LIMITED) or its inputs look like a query attack (EG_PROBING), with Retry-After.',
-        body: {
-          content: {
-            'application/json': { schema: TENSOR_BODY_JSON_SCHEMA },
-            'application/x-npy': { schema: {} },
-            'image/png': { schema: {} },
-            'image/jpeg': { schema: {} },
-          },
-        },
+        body: INFER_BODY_SCHEMA,
         response: {
           200: INFER_RESPONSE_SCHEMA,
           400: ERROR_RESPONSE_SCHEMA,
@@ -378,15 +307,7 @@ function registerInferRoute(
         const refused = refusal?.();
         if (refused) throw refused;
         probing?.admit(req);
-        try {
-          // Room is reserved before preParsing reads a byte of the body; waiting leaves it unread.
-          const release = await budget.reserve(announcedLength(req.headers['content-length']), limits.bodyBytes);
-          if (reply.raw.destroyed || req.raw.destroyed) release();
-          else reply.raw.once('close', release);
-        } catch (e) {
-          void reply.header('connection', 'close');
-          throw e;
-        }
+        await reserveBody(budget, req, reply, limits.bodyBytes);
       },
       preParsing: async (req, reply, payload) =>
         checkedBody(payload, req, reply, limits.requestTimeoutMs, limits.bodyBytes),
@@ -394,8 +315,7 @@ function registerInferRoute(
       // a connection and a timer, never one of the few inference slots.
       preHandler: async (req, reply) => {
         // A large body (as limits.bodyBytesInFlight counts them) never takes the last free slot.
-        const large = (announcedLength(req.headers['content-length']) ?? limits.bodyBytes) > SMALL_BODY_BYTES;
-        const slot = slots.acquire(large);
+        const slot = slots.acquire(isLargeBody(req, limits.bodyBytes));
         req.egSlot = slot;
         // The response is finished or the connection is gone (client abort): a request that never
         // reached its work frees the slot here; one that did, when the work ends.
@@ -418,61 +338,6 @@ function registerInferRoute(
   );
 }
 
-/**
- * The body as a stream that fails with BodyTimeoutError (408) unless it ends within `ms`, so a
- * client sending a byte a second is cut off, whatever its Content-Length; and, for an image, with
- * EG_INPUT (422) as soon as its bytes cannot be such an image (the signature, then the PNG chunks
- * or JPEG segments: src/runtime/image-structure.ts), the rest unread and the connection closed: a
- * body that is not what it says costs the chunk where it goes wrong, not a megabyte and a decode.
- */
-function checkedBody(
-  payload: Readable,
-  req: FastifyRequest,
-  reply: FastifyReply,
-  ms: number,
-  bodyLimit: number,
-): Readable {
-  const type = String(req.headers['content-type'] ?? '')
-    .split(';')[0]!
-    .trim()
-    .toLowerCase();
-  const structure =
-    type === 'image/png' || type === 'image/jpeg'
-      ? imageStructureCheck(type, {
-          bodyBytes: Math.min(announcedLength(req.headers['content-length']) ?? bodyLimit, bodyLimit),
-          maxPixels: MAX_INPUT_PIXELS,
-        })
-      : undefined;
-  const refuse = (error: EdgeguardError, done: (e: Error) => void) => {
-    payload.unpipe(body);
-    void reply.header('connection', 'close');
-    done(error);
-  };
-  const body = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      const error = structure?.push(chunk);
-      if (error) refuse(error, done);
-      else done(null, chunk);
-    },
-    flush(done) {
-      const error = structure?.end();
-      if (error) refuse(error, done);
-      else done();
-    },
-  });
-  const timer = setTimeout(() => {
-    payload.unpipe(body);
-    body.destroy(new BodyTimeoutError(ms));
-  }, ms);
-  // Done with the body: it ended, or the answer went out without it (413 by Content-Length, 415).
-  body.once('close', () => clearTimeout(timer));
-  payload.once('end', () => clearTimeout(timer));
-  reply.raw.once('close', () => clearTimeout(timer));
-  payload.once('error', (e) => body.destroy(e));
-  payload.pipe(body);
-  return body;
-}
-
 async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -489,36 +354,6 @@ async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-const INPUT_TYPES = ['image/png', 'image/jpeg', 'application/json', 'application/x-npy'] as const;
-type InputType = (typeof INPUT_TYPES)[number];
-
-/** The content type named by the request, one of the four the route takes. */
-function inputTypeOf(req: FastifyRequest): InputType {
-  const type = String(req.headers['content-type'] ?? '')
-    .split(';')[0]!
-    .trim()
-    .toLowerCase();
-  if (!(INPUT_TYPES as readonly string[]).includes(type)) {
-    throw new EdgeguardError(
-      'EG_UNSUPPORTED_MEDIA_TYPE',
-      'send the input as image/png, image/jpeg, application/json or application/x-npy (a tensor).',
-    );
-  }
-  return type as InputType;
-}
-
-/** The request body as the runtime's input; the body joins `wipeLater`. */
-function decodeRequest(req: FastifyRequest, type: InputType, wipeLater: Wipeable[]): GuardedInput {
-  if (type === 'image/png' || type === 'image/jpeg') {
-    const bytes = req.body as Buffer;
-    wipeLater.push(bytes);
-    return { kind: 'image', bytes, format: type };
-  }
-  const tensors = req.body as SuppliedTensor[];
-  for (const t of tensors) wipeLater.push({ fill: () => wipeValues(t.values as number[]) });
-  return { kind: 'tensors', tensors };
 }
 
 /** What goes to review: the image bytes as sent, or the inputs as checked (re-encoded as tensor JSON). */
