@@ -17,8 +17,9 @@
  * After each row the attack runs ALONE_SECONDS more without legitimate traffic: what the attacker
  * did (connections opened, requests sent) and this process's CPU beyond idle, per attack action,
  * is the service's cost of the attack, which depends less on the other work on the machine than
- * p99 does. `--only TEXT` runs
- * the rows whose "service: attack" contains TEXT (and each service's no-attack row).
+ * p99 does; and the attacker process's own CPU in that window (on shared cores it is taken from
+ * the service). `--only TEXT` runs the rows whose "service: attack" contains TEXT (and each
+ * service's no-attack row).
  * The large-body attackers write their bodies as curl does, a slice at a time as the connection
  * takes them, so a body the service refuses after its first bytes is not encrypted and buffered
  * whole in the attacker's process; `--eager-bodies` hands Node each body whole (`req.end(body)`:
@@ -73,10 +74,14 @@ type AttackSpec =
   | { kind: 'large'; path: string; type: string; bytes: number; signed: boolean; eager: boolean }
   | { kind: 'flood' };
 
-/** What an attack has done so far: connections it opened, requests it sent. */
+/**
+ * What an attack has done so far: connections it opened, requests it sent, and the attacker's
+ * own CPU time in ms (undefined in the benchmark's process, --in-process).
+ */
 interface Actions {
   connections: number;
   requests: number;
+  cpuMs?: number;
 }
 
 interface Phase {
@@ -316,7 +321,10 @@ function runAttacker(json: string): void {
   const { spec, url, ca } = JSON.parse(json) as { spec: AttackSpec; url: string; ca?: string };
   const actions = { connections: 0, requests: 0 };
   const stop = phaseOf(spec).start({ url: new URL(url), ...(ca ? { tls: { ca } } : {}) }, actions);
-  process.on('message', () => process.send!(actions));
+  process.on('message', () => {
+    const cpu = process.cpuUsage();
+    process.send!({ ...actions, cpuMs: (cpu.user + cpu.system) / 1000 });
+  });
   process.once('SIGTERM', () => {
     stop();
     process.exit(0);
@@ -370,7 +378,11 @@ async function measure(service: string, target: Target, phases: Phase[], legit: 
       p99: pct(latencies, 0.99),
       alone: {
         cpuMs: (used.user + used.system) / 1000,
-        actions: { connections: after.connections - before.connections, requests: after.requests - before.requests },
+        actions: {
+          connections: after.connections - before.connections,
+          requests: after.requests - before.requests,
+          ...(after.cpuMs !== undefined && before.cpuMs !== undefined ? { cpuMs: after.cpuMs - before.cpuMs } : {}),
+        },
       },
     });
     const statuses = [...failed].map(([status, n]) => `${n} x ${status || 'connection failed'}`).join(', ');
@@ -474,8 +486,8 @@ function pinSelf(): void {
 
 function table(rows: Row[]): string[] {
   const lines = [
-    '| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met | attack alone: connections / requests per s | service CPU per attack action |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| service | attack | legitimate requests | success | p50 | p99 | p99 vs no attack | goal met | attack alone: connections / requests per s | service CPU per attack action | attacker CPU (cores) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     const base = rows.find((x) => x.service === r.service && x.attack === 'no attack')!;
@@ -489,8 +501,12 @@ function table(rows: Row[]): string[] {
     const rates = actions
       ? `${(connections / ALONE_SECONDS).toFixed(0)} / ${(requests / ALONE_SECONDS).toFixed(0)}`
       : '-';
+    // The attacker process's own CPU while it attacks alone, in cores: on shared cores it is taken
+    // from the service (an attacker on another host would not take it).
+    const attackerCpu =
+      r.alone.actions.cpuMs !== undefined ? (r.alone.actions.cpuMs / 1000 / ALONE_SECONDS).toFixed(2) : '-';
     lines.push(
-      `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} | ${rates} | ${perAction} |`,
+      `| ${r.service} | ${r.attack} | ${r.requests} | ${(100 * r.success).toFixed(1)}% | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${ratio.toFixed(1)}x | ${met} | ${rates} | ${perAction} | ${attackerCpu} |`,
     );
   }
   return lines;
