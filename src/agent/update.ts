@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { publicKeyId, readPublicSigningKey, signingAlgorithmOf, type SigningKeyPair } from '../crypto/index.ts';
-import { reportInstalledVersion, type EgressDialer, type FleetClient } from '../fleet/index.ts';
+import { enrolledServer, reportInstalledVersion, type EgressDialer, type FleetClient } from '../fleet/index.ts';
 import { openDeviceKeyStore, TpmKeyStore, type ContentKeySource, type KeyStore } from '../keystore/index.ts';
 import {
   SoftwareFloor,
@@ -262,12 +262,9 @@ async function directorUpdate(
 /** The egress allowlist of a run of its own, named after the control plane of agent.yaml's upload: section. */
 async function ownDialer(config: AgentConfig): Promise<EgressDialer | undefined> {
   if (!config.egress) return undefined;
-  let server: string | undefined;
-  if (config.upload) {
-    const identity = await AgentIdentity.fromConfig(config.upload);
-    server = identity.server;
-    identity.close();
-  }
+  // Only the control plane's URL: the device credential (a TPM-wrapped key) is not opened for it.
+  const upload = config.upload;
+  const server = upload ? ('device' in upload ? await enrolledServer(upload.device) : upload.server) : undefined;
   return agentEgressDialer(config, server, () => undefined);
 }
 

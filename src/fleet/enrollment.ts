@@ -320,18 +320,28 @@ export interface DeviceCredential {
 }
 
 /** Load an enrolled device's mTLS credential (unwrapping the TLS key through the key store). */
-export async function loadDeviceCredential(deviceDir: string, opts: { tcti?: string } = {}): Promise<DeviceCredential> {
+/** An enrolled device directory's enrollment state (no key is opened); EG_NOT_FOUND before enrollment. */
+async function enrollmentState(deviceDir: string): Promise<z.infer<typeof EnrollmentState>> {
   const dir = resolve(deviceDir);
   const fleetDir = join(dir, FLEET_SUBDIR);
-  const certPath = join(fleetDir, FLEET_FILES.certificate);
-  if (!existsSync(certPath))
+  if (!existsSync(join(fleetDir, FLEET_FILES.certificate)))
     throw new EdgeguardError(
       'EG_NOT_FOUND',
       `${dir} is not enrolled yet; run \`edgeguard agent enroll --device ${deviceDir} ...\`.`,
     );
-  const state = EnrollmentState.parse(
-    JSON.parse(await readText(join(fleetDir, FLEET_FILES.state), 'the enrollment state')),
-  );
+  return EnrollmentState.parse(JSON.parse(await readText(join(fleetDir, FLEET_FILES.state), 'the enrollment state')));
+}
+
+/** The control plane an enrolled device belongs to, read without opening its keys (the TPM is not touched). */
+export async function enrolledServer(deviceDir: string): Promise<string> {
+  return (await enrollmentState(deviceDir)).server;
+}
+
+export async function loadDeviceCredential(deviceDir: string, opts: { tcti?: string } = {}): Promise<DeviceCredential> {
+  const dir = resolve(deviceDir);
+  const fleetDir = join(dir, FLEET_SUBDIR);
+  const certPath = join(fleetDir, FLEET_FILES.certificate);
+  const state = await enrollmentState(deviceDir);
   const tcti = opts.tcti ? { tcti: opts.tcti } : {};
   const stores = {
     binding: await openDeviceKeyStore(dir, tcti),

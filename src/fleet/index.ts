@@ -10,6 +10,7 @@ export {
   FLEET_SUBDIR,
   deviceClient,
   enrollDevice,
+  enrolledServer,
   loadDeviceCredential,
   renewIfDue,
   requestRenewal,

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { initDevice } from '../../src/keystore/index.ts';
-import { enrollDevice, loadDeviceCredential, deviceClient, renewIfDue } from '../../src/fleet/index.ts';
+import { enrollDevice, enrolledServer, loadDeviceCredential, deviceClient, renewIfDue } from '../../src/fleet/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { x509 } from '../../src/pki/index.ts';
 import { startTestTpm, stopTestTpm, TPM_SKIP, type Swtpm } from '../helpers/swtpm.ts';
@@ -196,5 +196,22 @@ describe('enrollment end to end on swtpm', { skip: TPM_SKIP }, () => {
     } finally {
       client.close();
     }
+    // The control plane's URL is read without opening the device's keys: with its TLS key file
+    // unreadable, the credential cannot be loaded, the server URL still can.
+    assert.equal(await enrolledServer(deviceDir), fleet.server.url);
+    const tlsKey = join(deviceDir, 'fleet', 'tls-key.json');
+    const saved = readFileSync(tlsKey);
+    writeFileSync(tlsKey, 'not a key');
+    try {
+      await assert.rejects(loadDeviceCredential(deviceDir));
+      assert.equal(await enrolledServer(deviceDir), fleet.server.url);
+    } finally {
+      writeFileSync(tlsKey, saved);
+    }
+    await assert.rejects(enrolledServer(join(work, 'never-enrolled')), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'EG_NOT_FOUND');
+      assert.match(e.message, /is not enrolled yet/);
+      return true;
+    });
   });
 });
