@@ -1,9 +1,12 @@
 /**
  * Demo step of the control plane: a server on a free port with SQLite in the workspace, a device
  * (swtpm when installed, else the software key store, labelled) that enrolls with TPM evidence,
- * an operator approval, then the device's first mutual-TLS call and the refusals that matter.
+ * an operator approval, then the device's first mutual-TLS call and the refusals that matter, and
+ * a flood of idle connections from one address held to its cap while the operator is still served.
  */
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initDevice } from '../../keystore/index.ts';
@@ -123,12 +126,17 @@ export const controlPlaneStep: DemoStep = {
       ctx.say(
         `the revoked device's next call (same kept-alive connection) -> HTTP ${afterRevoke}; its serial is in GET /v1/crl`,
       );
+      const flood = await connectionFlood(server, adminClient);
+      ctx.say(
+        `an anonymous flood of ${FLOOD} idle connections from one address: ${flood.held} held (with the operator's own connection, the per-address cap of ${flood.cap}; no TLS handshake until they speak), ${flood.refused} closed unread after a second; the operator's kept-alive call meanwhile -> HTTP ${flood.adminStatus}`,
+      );
       return {
         deviceId: enrolled.deviceId,
         keyProvider: enrolled.keyProvider,
         noClientCert: noCert,
         deviceOnAdmin: onAdmin,
         afterRevoke,
+        flood,
       };
     } finally {
       for (const c of clients) c.close();
@@ -137,3 +145,44 @@ export const controlPlaneStep: DemoStep = {
     }
   },
 };
+
+const FLOOD = 100;
+
+/**
+ * FLOOD raw TCP connections from 127.0.0.1 that never send a byte: the server holds its
+ * per-address cap of them and closes the rest unread (limits.connectionsPerAddress,
+ * overCapCloseDelayMs); the admin's kept-alive connection is answered meanwhile.
+ */
+async function connectionFlood(
+  server: RunningServer,
+  admin: FleetClient,
+): Promise<{ held: number; refused: number; cap: number; adminStatus: number }> {
+  const refusedSoFar = async () => {
+    const text = await server.ctx.registry.getSingleMetricAsString('edgeguard_connections_refused_total');
+    return Number(/reason="per_address"\} (\d+)/.exec(text)?.[1] ?? 0);
+  };
+  const before = await refusedSoFar();
+  const sockets = await Promise.all(
+    Array.from({ length: FLOOD }, async () => {
+      const socket = connect(server.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await once(socket, 'connect').catch(() => undefined);
+      return socket;
+    }),
+  );
+  try {
+    const cap = server.ctx.policy.limits.connectionsPerAddress;
+    // Every connection has been accepted once the refusals beyond the cap are counted and stay put.
+    let refused = -1;
+    for (let i = 0; i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const now = (await refusedSoFar()) - before;
+      if (now === refused && now >= FLOOD - cap) break;
+      refused = now;
+    }
+    const adminStatus = (await admin.send('GET', '/v1/devices')).status;
+    return { held: FLOOD - refused, refused, cap, adminStatus };
+  } finally {
+    for (const socket of sockets) socket.destroy();
+  }
+}
