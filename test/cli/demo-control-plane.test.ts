@@ -5,17 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runCli } from '../helpers/cli.ts';
+import { demoStepResult } from '../helpers/cli.ts';
 
 test('demo control-plane: refusals, and a connection flood held to the per-address cap', async () => {
-  const r = await runCli(['demo', '--only', 'control-plane', '--json']);
-  assert.equal(r.code, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as {
-    steps: Array<{ id: string; ok: boolean; result: Record<string, unknown> }>;
-  };
-  const step = report.steps.find((s) => s.id === 'control-plane')!;
-  assert.equal(step.ok, true);
-  const result = step.result as {
+  const stepResult = await demoStepResult('control-plane', 'control-plane');
+  const result = stepResult as {
     noClientCert: number;
     deviceOnAdmin: number;
     afterRevoke: number;

@@ -6,21 +6,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runCli } from '../helpers/cli.ts';
+import { demoStepResult } from '../helpers/cli.ts';
 import { TPM_SKIP } from '../helpers/swtpm.ts';
 
 test(
   'demo kernel-update: authorized update keeps the key, unsigned change refused and reported',
   { skip: TPM_SKIP },
   async () => {
-    const r = await runCli(['demo', '--only', 'keys,kernel-update', '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const report = JSON.parse(r.stdout) as {
-      steps: Array<{ id: string; ok: boolean; result: Record<string, unknown> }>;
-    };
-    const step = report.steps.find((s) => s.id === 'kernel-update')!;
-    assert.equal(step.ok, true);
-    const { kernelUpdate, unauthorized } = step.result as {
+    const stepResult = await demoStepResult('keys,kernel-update', 'kernel-update');
+    const { kernelUpdate, unauthorized } = stepResult as {
       kernelUpdate: Record<string, unknown>;
       unauthorized: Record<string, unknown>;
     };

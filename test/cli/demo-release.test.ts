@@ -6,18 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runCli } from '../helpers/cli.ts';
+import { demoStepResult } from '../helpers/cli.ts';
 import { TPM_SKIP } from '../helpers/swtpm.ts';
 
 test('demo release: refused unattested, installed attested, rollbacks refused', { skip: TPM_SKIP }, async () => {
-  const r = await runCli(['demo', '--only', 'keys,release', '--json']);
-  assert.equal(r.code, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as {
-    steps: Array<{ id: string; ok: boolean; result: Record<string, unknown> }>;
-  };
-  const step = report.steps.find((s) => s.id === 'release')!;
-  assert.equal(step.ok, true);
-  const result = step.result as {
+  const stepResult = await demoStepResult('keys,release', 'release');
+  const result = stepResult as {
     unattested: Record<string, unknown>;
     verdict: boolean;
     installed: Record<string, unknown>;

@@ -29,3 +29,13 @@ export function runCli(
     child.stdin.end(opts.input ?? '');
   });
 }
+
+/** `edgeguard demo --only STEPS --json`, which must pass: the result of its step `id`. */
+export async function demoStepResult(steps: string, id: string): Promise<Record<string, unknown>> {
+  const r = await runCli(['demo', '--only', steps, '--json']);
+  if (r.code !== 0) throw new Error(`demo --only ${steps} exited ${r.code}: ${r.stderr}`);
+  const report = JSON.parse(r.stdout) as { steps: Array<{ id: string; ok: boolean; result: Record<string, unknown> }> };
+  const step = report.steps.find((s) => s.id === id);
+  if (!step?.ok) throw new Error(`demo step ${id} did not pass: ${r.stdout}`);
+  return step.result;
+}
