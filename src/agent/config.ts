@@ -26,7 +26,8 @@
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_EVENT_LOG_PATH } from './attestation.ts';
-import { checkConfig, FILE_CAPS, parseYamlText, readBoundedText } from '../errors/index.ts';
+import { checkConfig, parseYamlText } from '../config/index.ts';
+import { FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { guardConfigSchema, type GuardConfig } from '../guard/index.ts';
 import { egressConfigSchema } from '../harden/index.ts';
 import { tamperConfigSchema } from '../tamper/index.ts';

@@ -157,4 +157,3 @@ export function fsError(e: unknown, path: string, action: string): EdgeguardErro
 }
 
 export { FILE_CAPS, readBounded, readBoundedText } from './read-bounded.ts';
-export { checkConfig, parseYamlText } from './config-check.ts';

@@ -14,7 +14,8 @@
  * confidence (the seed's value), argmax disagreement for the ensemble; squeezing has none.
  */
 import { z } from 'zod';
-import { checkConfig, FILE_CAPS, parseYamlText, readBoundedText } from '../errors/index.ts';
+import { checkConfig, parseYamlText } from '../config/index.ts';
+import { FILE_CAPS, readBoundedText } from '../errors/index.ts';
 
 export const guardConfigSchema = z
   .object({

@@ -6,7 +6,8 @@
  * put them in the proxy).
  */
 import { z } from 'zod';
-import { checkConfig, FILE_CAPS, parseYamlText, readBoundedText } from '../errors/index.ts';
+import { checkConfig, parseYamlText } from '../config/index.ts';
+import { FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import type { ServerLimits } from './context.ts';
 
 const ms = (max: number) => z.number().int().min(0).max(max);

@@ -5,7 +5,7 @@
  */
 import { parse as parseYaml } from 'yaml';
 import type { ZodType } from 'zod';
-import { EdgeguardError } from './index.ts';
+import { EdgeguardError } from '../errors/index.ts';
 
 /** `text` as a YAML value; `where` names it in the error. */
 export function parseYamlText(text: string, where: string): unknown {
