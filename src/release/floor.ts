@@ -13,7 +13,10 @@
  *     counters, so a model floor of 5 made the first agent and firmware floors 5 as well.
  *     Each read checks B's Name against the one our template gives (nameAlg, attributes incl.
  *     WRITTEN|WRITELOCKED, the binding key's authPolicy, size): a B re-created with another
- *     policy (to write larger baselines, i.e. lower floors) has another Name. A missing or
+ *     policy (to write larger baselines, i.e. lower floors) has another Name. NV_ReadPublic is
+ *     sent raw, but B and each counter are then read under an SRK-salted HMAC session bound to
+ *     the Name just checked (nv-client.ts): an active interposer on the TPM bus can neither change
+ *     the values read nor answer NV_ReadPublic for an index the TPM holds under another Name. A missing or
  *     re-created counter, an unwritten or foreign B: EG_FLOOR_TAMPERED; no B: EG_FLOOR_UNPROVISIONED.
  *     Both refuse updates. Only `edgeguard device init` and `edgeguard device floor init`
  *     provision (provisionTpmFloor); the agent and the installer never do.
@@ -275,7 +278,9 @@ export class TpmFloor implements AntiRollbackFloor {
       throw tampered(
         `NV index ${hexIndex(index)} is not the anti-rollback baselines index provisioned for this device's binding key (its Name differs: it was re-created with other attributes, policy or size, or the binding key changed since the floor was provisioned).`,
       );
-    return parseFloorBaselines(await this.client.nv.read(index, FLOOR_BASELINES_SIZE), index);
+    // Bound to the Name just checked (nv-client.ts): a raw NV_ReadPublic answered with our
+    // template's area does not cover a B that the TPM holds under another Name.
+    return parseFloorBaselines(await this.client.nv.read(index, FLOOR_BASELINES_SIZE, nvName(pub)), index);
   }
 
   /** Counter K checked (defined, a written 8-byte counter) and its value. */
@@ -290,7 +295,7 @@ export class TpmFloor implements AntiRollbackFloor {
         `the ${kind} floor's NV counter ${hexIndex(index)} was re-created after the floor was provisioned.`,
       );
     const auth = counterAuth(pub);
-    const value = await this.client.nv.counterRead(index, auth);
+    const value = await this.client.nv.counterRead(index, auth, nvName(pub));
     if (value === undefined) throw tampered(`the ${kind} floor's NV counter ${hexIndex(index)} was removed.`);
     return { value, auth };
   }

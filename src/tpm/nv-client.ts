@@ -3,17 +3,25 @@
  * tpm2-tools steps run by the client's step runner (runner.ts): TpmClient exposes them as `tpm.nv`.
  * The raw structures and the TPM2_NV_ReadPublic command they send are parsed in nv.ts.
  *
+ * Reads (counterRead, read) go through an HMAC session salted with the SRK (whose Name is checked
+ * against the one pinned at provisioning), not a plain password: an active interposer on the TPM
+ * bus does not know the session key, so it cannot forge the response HMAC that covers the returned
+ * data (ESAPI refuses the answer: EG_TAMPERED), nor the command HMAC that covers the index's Name
+ * (the TPM refuses the command). Given the Name the caller checked (from readPublic, which is sent
+ * raw and covered by nothing), the read's cpHash is compared with the one that Name gives, so a
+ * successful read also proves the TPM's index has that Name. Increments, definitions and
+ * readPublic alone are not in such a session.
+ *
  * A counter index (TPM_NT_COUNTER) only grows: TPM2_NV_Increment adds one, and a counter defined
  * again after it was undefined starts, at its first increment, at the largest value any counter
  * of this TPM ever held.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
-import { nvReadPublicCommand, parseNvReadPublicResponse, type NvPublic } from './nv.ts';
+import { nvReadCpHash, nvReadPublicCommand, parseNvReadPublicResponse, type NvAuth, type NvPublic } from './nv.ts';
 import { keyPolicySession, prepareKeyPolicy, type KeyPolicy, type Step } from './policy-session.ts';
 
-/** How a counter is authorized: the owner hierarchy, or the index's own empty authValue. */
-export type NvAuth = 'owner' | 'index';
+export type { NvAuth };
 
 /** tpm2-tools attributes of the counters counterDefine makes. */
 export const NV_COUNTER_ATTRIBUTES = 'nt=counter|ownerread|ownerwrite|authread|authwrite|no_da';
@@ -31,7 +39,11 @@ export class TpmNv {
     this.steps = steps;
   }
 
-  /** TPM2_NV_ReadPublic, sent raw (nv.ts): the index's public area, or undefined when it is not defined. */
+  /**
+   * TPM2_NV_ReadPublic, sent raw (nv.ts): the index's public area, or undefined when it is not
+   * defined. No session covers this answer; a read given the Name it reports (counterRead's and
+   * read's `name`) fails unless the TPM's index has that Name.
+   */
   async readPublic(index: number): Promise<NvPublic | undefined> {
     const out = await this.steps.op(`read the public area of NV index ${nvHandle(index)}`, (s) =>
       s.tool('tpm2_send', [], { stdin: nvReadPublicCommand(index) }),
@@ -43,11 +55,12 @@ export class TpmNv {
    * The counter's value; undefined when the index is not defined, 0 before its first increment.
    * `auth`: the owner hierarchy (counters defined before the floor's baselines) or the index's own
    * empty authValue (counters counterDefine makes), which still works after an owner password is set.
+   * `name`: the index's Name as the caller checked it; the read fails unless the TPM's index has it.
    */
-  async counterRead(index: number, auth: NvAuth = 'owner'): Promise<bigint | undefined> {
+  async counterRead(index: number, auth: NvAuth = 'owner', name?: Uint8Array): Promise<bigint | undefined> {
     try {
       return await this.steps.op('read the NV counter', async (s) => {
-        const out = await s.tool('tpm2_nvread', [nvHandle(index), ...nvAuthArgs(auth), '-s', '8']);
+        const out = await this.sessionRead(s, index, auth, 8, name);
         if (out.length !== 8)
           throw new EdgeguardError('EG_TPM', `NV index ${nvHandle(index)} is not an 8-byte counter.`);
         return out.readBigUInt64BE(0);
@@ -71,7 +84,7 @@ export class TpmNv {
     );
   }
 
-  /** TPM2_NV_Increment; returns the new value. */
+  /** TPM2_NV_Increment; returns the new value (read back as counterRead does, without a Name to check). */
   async counterIncrement(index: number, auth: NvAuth = 'owner'): Promise<bigint> {
     await this.steps.op('increment the NV counter', (s) =>
       s.tool('tpm2_nvincrement', [nvHandle(index), ...nvAuthArgs(auth)]),
@@ -79,11 +92,38 @@ export class TpmNv {
     return (await this.counterRead(index, auth)) ?? 0n;
   }
 
-  /** TPM2_NV_Read of `size` bytes of an ordinary index, authorized by its own (empty) authValue. */
-  async read(index: number, size: number): Promise<Buffer> {
-    return this.steps.op(`read NV index ${nvHandle(index)}`, (s) =>
-      s.tool('tpm2_nvread', [nvHandle(index), '-s', String(size)]),
-    );
+  /**
+   * TPM2_NV_Read of `size` bytes of an ordinary index, authorized by its own (empty) authValue;
+   * `name` as for counterRead.
+   */
+  async read(index: number, size: number, name?: Uint8Array): Promise<Buffer> {
+    return this.steps.op(`read NV index ${nvHandle(index)}`, (s) => this.sessionRead(s, index, 'index', size, name));
+  }
+
+  /**
+   * TPM2_NV_Read under an HMAC session salted with the (pinned) SRK: ESAPI checks the response
+   * HMAC, and a TPM that answers at all checked the command HMAC over the cpHash, which holds the
+   * index's Name as ESAPI read it; with `name`, that cpHash must be the one `name` gives.
+   */
+  private async sessionRead(s: Step, index: number, auth: NvAuth, size: number, name?: Uint8Array): Promise<Buffer> {
+    await this.steps.createSrk(s);
+    await s.tool('tpm2_startauthsession', ['-Q', '--hmac-session', '-S', 'hmac.ctx', '-c', 'srk.ctx'], {
+      action: 'start a salted HMAC session',
+    });
+    const hashes = name ? ['--cphash', 'cp.bin', '--rphash', 'rp.bin'] : [];
+    const args = [nvHandle(index), ...nvAuthArgs(auth), '-P', 'session:hmac.ctx', '-s', String(size), ...hashes];
+    const out = await s.tool('tpm2_nvread', args);
+    await s.tool('tpm2_flushcontext', ['hmac.ctx'], { action: 'flush the HMAC session' });
+    // cp.bin is a TPM2B_DIGEST.
+    if (name && !(await readFile(s.file('cp.bin'))).subarray(2).equals(nvReadCpHash(auth, name, size))) {
+      out.fill(0);
+      throw new EdgeguardError(
+        'EG_TAMPERED',
+        `the TPM read NV index ${nvHandle(index)} under another Name than the one checked just before: the index was re-created in between, or something between this process and the TPM answers for it. The value is not used; do not install updates on this device until it is checked.`,
+        { details: { index: nvHandle(index) } },
+      );
+    }
+    return out;
   }
 
   /** TPM2_NV_DefineSpace (owner hierarchy) of an ordinary index with `attributes` (tpm2-tools syntax) and authPolicy. */

@@ -2,7 +2,8 @@
  * NV index public areas (TCG TPM 2.0 Library Part 2, 13.5 TPMS_NV_PUBLIC, 13.6 TPM2B_NV_PUBLIC,
  * 13.4 TPMA_NV) and their Names (Part 1, 16 "Names": nameAlg || H_nameAlg(TPMS_NV_PUBLIC)), and
  * the raw TPM2_NV_ReadPublic command and response (Part 3, 31.6), which nv-client.ts sends with
- * tpm2_send so that the public area arrives as the TPM's own bytes rather than tool YAML.
+ * tpm2_send so that the public area arrives as the TPM's own bytes rather than tool YAML; and the
+ * cpHash of a TPM2_NV_Read (Part 3, 31.13), with which nv-client.ts ties a read to a checked Name.
  */
 import { createHash } from 'node:crypto';
 import { EdgeguardError } from '../errors/index.ts';
@@ -59,6 +60,7 @@ export interface NvPublic {
 const MAX_DIGEST = 64;
 const TPM_ST_NO_SESSIONS = 0x8001;
 const TPM_CC_NV_READ_PUBLIC = 0x00000169;
+const TPM_CC_NV_READ = 0x0000014e;
 /** Handle-1 TPM_RC_HANDLE (0x08B | 0x100): no NV index at that handle. */
 const TPM_RC_HANDLE = 0x08b;
 
@@ -96,6 +98,25 @@ export function nvName(p: Pick<NvPublic, 'nameAlg' | 'bytes'>): Buffer {
   const alg = Buffer.alloc(2);
   alg.writeUInt16BE(p.nameAlg);
   return Buffer.concat([alg, createHash(h.node).update(p.bytes).digest()]);
+}
+
+/** How an NV index is authorized: the owner hierarchy, or the index's own (empty) authValue. */
+export type NvAuth = 'owner' | 'index';
+
+/** TPM_RH_OWNER: a permanent handle's Name is the handle itself (Part 1, 16). */
+const TPM_RH_OWNER = 0x40000001;
+
+/**
+ * The cpHash of TPM2_NV_Read(authHandle, nvIndex, size, offset) (Part 1, 18.7): SHA-256 of
+ * commandCode || Name(authHandle) || Name(nvIndex) || size u16 || offset u16. authHandle is the owner
+ * hierarchy or the index itself. A session's command HMAC covers it, so a TPM that accepts the
+ * HMAC computed the same cpHash: its index has `name`.
+ */
+export function nvReadCpHash(auth: NvAuth, name: Uint8Array, size: number, offset = 0): Buffer {
+  const w = new TpmWriter().u32(TPM_CC_NV_READ);
+  if (auth === 'owner') w.u32(TPM_RH_OWNER);
+  else w.bytes(name);
+  return createHash('sha256').update(w.bytes(name).u16(size).u16(offset).toBuffer()).digest();
 }
 
 /** TPM2_NV_ReadPublic(nvIndex) as a raw command (Part 3, 31.6.2): no sessions. */

@@ -2,13 +2,17 @@
  * TPM_RC decoding (TCG TPM 2.0 Library Part 2, 6.6 "TPM_RC") and the mapping from a response code
  * to an EdgeguardError a person can act on. tpm2-tools report the code on stderr as
  * `ERROR: Esys_Xxx(0x99D) - ...` or `ErrorCode (0x0000099d)`; TSS layers above the TPM put a layer
- * number in bits 16..23 (10 = TCTI, the transport).
+ * number in bits 16..23 (7 = ESAPI, 10 = TCTI, the transport).
  */
 import { EdgeguardError, type ErrorCode } from '../errors/index.ts';
 
 const RC_VER1 = 0x100;
 const RC_FMT1 = 0x080;
 const RC_WARN = 0x900;
+/** The TSS layer of ESAPI, and its TSS2_BASE_RC_RSP_AUTH_FAILED: a response HMAC that does not verify. */
+const ESYS_LAYER = 7;
+const RSP_AUTH_FAILED = 0x1b;
+export const ESYS_RSP_AUTH_FAILED = 'TSS2_ESYS_RC_RSP_AUTH_FAILED';
 
 const FMT1_NAMES: Record<number, string> = {
   0x01: 'ASYMMETRIC',
@@ -100,9 +104,9 @@ const WARN_NAMES: Record<number, string> = {
 
 export interface DecodedRc {
   rc: number;
-  /** TSS layer (0 = the TPM itself, 10 = TCTI transport). */
+  /** TSS layer (0 = the TPM itself, 7 = ESAPI, 10 = TCTI transport). */
   layer: number;
-  /** `TPM_RC_POLICY_FAIL`, `TPM_RC_OBJECT_MEMORY`, ... or `TSS layer N error 0x...`. */
+  /** `TPM_RC_POLICY_FAIL`, `TPM_RC_OBJECT_MEMORY`, ..., `TSS2_ESYS_RC_RSP_AUTH_FAILED` or `TSS layer N error 0x...`. */
   name: string;
   /** Which handle, parameter or session the format-one code refers to, e.g. "session 1". */
   where?: string;
@@ -115,10 +119,11 @@ export interface DecodedRc {
 export function decodeResponseCode(rc: number): DecodedRc {
   const layer = (rc >>> 16) & 0xff;
   if (layer !== 0) {
+    const rspAuthFailed = layer === ESYS_LAYER && (rc & 0xffff) === RSP_AUTH_FAILED;
     return {
       rc,
       layer,
-      name: `TSS layer ${layer} error 0x${(rc & 0xffff).toString(16)}`,
+      name: rspAuthFailed ? ESYS_RSP_AUTH_FAILED : `TSS layer ${layer} error 0x${(rc & 0xffff).toString(16)}`,
       retryable: false,
       resources: false,
     };
@@ -172,6 +177,10 @@ export function tpmErrorFor(decoded: DecodedRc, action: string, tool: string): E
   if (decoded.layer === 10) {
     code = 'EG_TPM_UNAVAILABLE';
     sentence = `could not talk to the TPM to ${action} (transport error ${decoded.name}); check that the TPM (or swtpm) is running and the TCTI is right.`;
+  } else if (decoded.name === ESYS_RSP_AUTH_FAILED) {
+    // Only the TPM and this process hold a salted session's key: the answer was changed on its way.
+    code = 'EG_TAMPERED';
+    sentence = `the TPM's answer when asked to ${action} failed its integrity check (the session's response HMAC): something between this process and the TPM changed it, and it is not used. Do not install updates on this device or trust its TPM until its hardware is checked.`;
   } else if (['POLICY_FAIL', 'POLICY_CC', 'EXPIRED', 'PCR_CHANGED', 'PCR'].includes(n)) {
     code = 'EG_TPM_POLICY';
     sentence = `the TPM refused to ${action}: the PCR policy is not satisfied (${decoded.name}), so this device is not running the boot chain the key was bound to. Re-provision the key for the current boot state only if the change is expected.`;

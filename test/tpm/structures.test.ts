@@ -37,6 +37,7 @@ import {
   decodeResponseCode,
   type PcrValues,
 } from '../../src/tpm/index.ts';
+import { tpmErrorFor } from '../../src/tpm/response-code.ts';
 
 const fx = JSON.parse(readFileSync(new URL('./fixtures/swtpm-recorded.json', import.meta.url), 'utf8')) as Record<
   string,
@@ -330,6 +331,16 @@ describe('response codes', () => {
     assert.ok(decodeResponseCode(0x128).retryable);
     assert.equal(decodeResponseCode(0x921).name, 'TPM_RC_LOCKOUT');
     assert.equal(decodeResponseCode(0xa000a).layer, 10);
+  });
+
+  test("ESAPI's RSP_AUTH_FAILED (a response HMAC that does not verify) is named, and is EG_TAMPERED", () => {
+    const d = decodeResponseCode(0x7001b);
+    assert.equal(d.layer, 7);
+    assert.equal(d.name, 'TSS2_ESYS_RC_RSP_AUTH_FAILED');
+    assert.equal(decodeResponseCode(0x70007).name, 'TSS layer 7 error 0x7');
+    const e = tpmErrorFor(d, 'read the NV counter', 'tpm2_nvread');
+    assert.ok(isEdgeguardError(e, 'EG_TAMPERED'));
+    assert.match(e.message, /read the NV counter failed its integrity check/);
   });
 });
 
