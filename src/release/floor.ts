@@ -359,7 +359,16 @@ export class TpmFloor implements AntiRollbackFloor {
         `raising the ${kind} floor from ${s.floor} to ${to} takes more than ${MAX_FLOOR_STEP} TPM counter increments; use small consecutive release versions.`,
       );
     let value = s.counter;
-    while (toVersion(value - s.baseline) < to) value = await this.client.nv.counterIncrement(s.counterIndex, s.auth);
+    // Each increment must show in the counter read back (in its HMAC session): one that does not was
+    // not done by the TPM (an interposer answering for it), and trying again would never end.
+    while (toVersion(value - s.baseline) < to) {
+      const next = await this.client.nv.counterIncrement(s.counterIndex, s.auth);
+      if (next <= value)
+        throw tampered(
+          `the ${kind} floor's NV counter ${hexIndex(s.counterIndex)} did not grow when incremented (${value} before, ${next} after): the TPM did not do the increment it answered for, so something between this process and the TPM answers in its place.`,
+        );
+      value = next;
+    }
     return toVersion(value - s.baseline);
   }
 

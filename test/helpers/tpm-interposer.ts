@@ -21,6 +21,9 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { freePortPair, type Swtpm } from '../../src/tpm/swtpm.ts';
 
 export const TPM_CC_NV_READ = 0x0000014e;
+export const TPM_CC_NV_INCREMENT = 0x00000134;
+/** TPM_RS_PW: a password session, whose response carries no HMAC. */
+const TPM_RS_PW = 0x40000009;
 const TPM_ST_SESSIONS = 0x8002;
 const HEADER = 10;
 
@@ -31,6 +34,10 @@ export interface TpmInterposer {
   forge: ((data: Buffer) => void) | undefined;
   /** NV_Read responses altered and re-signed so far. */
   forged: number;
+  /** While set, TPM2_NV_Increment is not forwarded: the proxy answers success itself, signed as for `forge`. */
+  swallowIncrements: boolean;
+  /** NV_Increment commands answered in the TPM's place so far. */
+  swallowed: number;
   close(): Promise<void>;
 }
 
@@ -77,6 +84,8 @@ export async function startTpmInterposer(tpm: Swtpm): Promise<TpmInterposer> {
     tcti: `swtpm:host=127.0.0.1,port=${port}`,
     forge: undefined,
     forged: 0,
+    swallowIncrements: false,
+    swallowed: 0,
     close: async () => {
       for (const s of sockets) s.destroy();
       await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
@@ -108,6 +117,36 @@ export async function startTpmInterposer(tpm: Swtpm): Promise<TpmInterposer> {
       .copy(response, hmacAt + 2);
     proxy.forged++;
   };
+  /**
+   * A success answer to an NV_Increment the TPM never saw: no parameters, the command's session
+   * echoed with a made-up nonceTPM and an HMAC made with the empty key (none for a password session).
+   */
+  const fakeIncrement = (command: Buffer): Buffer => {
+    const callerAt = HEADER + 8 + 4 + 4;
+    const handle = command.readUInt32BE(callerAt - 4);
+    const nonceCaller = command.subarray(callerAt + 2, callerAt + 2 + command.readUInt16BE(callerAt));
+    const attributes = command.subarray(callerAt + 2 + nonceCaller.length, callerAt + 3 + nonceCaller.length);
+    const nonceTpm = handle === TPM_RS_PW ? Buffer.alloc(0) : createHash('sha256').update(command).digest();
+    const rpHash = createHash('sha256')
+      .update(Buffer.from([0, 0, 0, 0]))
+      .update(command.subarray(6, 10))
+      .digest();
+    const hmac =
+      handle === TPM_RS_PW
+        ? Buffer.alloc(0)
+        : createHmac('sha256', Buffer.alloc(0))
+            .update(Buffer.concat([rpHash, nonceTpm, nonceCaller, attributes]))
+            .digest();
+    const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
+    const auth = Buffer.concat([u16(nonceTpm.length), nonceTpm, attributes, u16(hmac.length), hmac]);
+    const out = Buffer.alloc(HEADER + 4);
+    out.writeUInt16BE(TPM_ST_SESSIONS, 0);
+    out.writeUInt32BE(0, 6);
+    out.writeUInt32BE(0, HEADER);
+    const frame = Buffer.concat([out, auth]);
+    frame.writeUInt32BE(frame.length, 2);
+    return frame;
+  };
   const data = await listen(port, (client) => {
     const tpmSide = track(connect({ host: '127.0.0.1', port: tpm.port }));
     track(client);
@@ -115,6 +154,11 @@ export async function startTpmInterposer(tpm: Swtpm): Promise<TpmInterposer> {
     client.on(
       'data',
       framer((cmd) => {
+        if (proxy.swallowIncrements && cmd.readUInt32BE(6) === TPM_CC_NV_INCREMENT) {
+          proxy.swallowed++;
+          client.write(fakeIncrement(cmd));
+          return;
+        }
         commands.push(Buffer.from(cmd));
         tpmSide.write(cmd);
       }),

@@ -138,6 +138,24 @@ describe('NV reads against an active TPM bus interposer', { skip: TPM_SKIP }, ()
     assert.equal(await proxiedFloor.read('model'), 3);
   });
 
+  test(
+    'an increment the TPM never did (answered by the interposer) stops the raise with EG_FLOOR_TAMPERED',
+    { timeout: 60_000 },
+    async () => {
+      proxy!.swallowIncrements = true;
+      try {
+        await assert.rejects(
+          proxiedFloor.raise('model', 4),
+          rejectsWith('EG_FLOOR_TAMPERED', /did not grow when incremented/),
+        );
+        assert.equal(proxy!.swallowed, 1, 'one answered increment, then the raise stops');
+      } finally {
+        proxy!.swallowIncrements = false;
+      }
+      assert.equal(await floor.read('model'), 3);
+    },
+  );
+
   test("a read bound to a Name other than the TPM's index fails closed", async () => {
     const b = floor.baselinesIndex;
     const name = nvName((await store.client.nv.readPublic(b))!);
