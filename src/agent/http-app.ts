@@ -187,6 +187,9 @@ async function createFastify(
     // One line per request, written in onResponse (buildAgentApp), none for a 4xx.
     logController: new LogController({ disableRequestLogging: true }),
   });
+  // One gate for every client: loopback TCP clients all come from 127.0.0.1 and Node does not give
+  // a unix socket's peer credentials, so a client that opens a connection per request waits
+  // behind the crowd (use keep-alive); it is not refused.
   const gate = new ConnectionGate({
     ratePerSecond: limits.connectionRate,
     burst: limits.connectionBurst ?? limits.connectionRate,

@@ -319,7 +319,6 @@ export interface DeviceCredential {
   certificate: x509.X509Certificate;
 }
 
-/** Load an enrolled device's mTLS credential (unwrapping the TLS key through the key store). */
 /** An enrolled device directory's enrollment state (no key is opened); EG_NOT_FOUND before enrollment. */
 async function enrollmentState(deviceDir: string): Promise<z.infer<typeof EnrollmentState>> {
   const dir = resolve(deviceDir);
@@ -337,6 +336,7 @@ export async function enrolledServer(deviceDir: string): Promise<string> {
   return (await enrollmentState(deviceDir)).server;
 }
 
+/** Load an enrolled device's mTLS credential (unwrapping the TLS key through the key store). */
 export async function loadDeviceCredential(deviceDir: string, opts: { tcti?: string } = {}): Promise<DeviceCredential> {
   const dir = resolve(deviceDir);
   const fleetDir = join(dir, FLEET_SUBDIR);

@@ -1,16 +1,16 @@
 /**
- * New connections handed to HTTP at a bounded rate, so that a client reconnecting as fast as it
- * can (each connection refused at its first bad bytes, then opened again) cannot take the agent's
- * CPU from the connections already being served. A token bucket (`ratePerSecond`, up to `burst`
- * at once) admits new connections; one that finds no token waits, accepted but unread (the
- * server does not read a byte from it until it is admitted: `pauseOnConnect`), first come first
- * served. Connections already admitted (a keep-alive client's) are never gated: their next
- * request is read at once, whatever the crowd of new ones. A waiting connection is closed after
- * `waitMs`; beyond `maxWaiting` waiting, a new one is closed at once.
+ * New connections handed to a server at a bounded rate, so that a client reconnecting as fast as it
+ * can (each connection refused at its first bad bytes, then opened again) cannot take the CPU from
+ * the connections already being served. A token bucket (`ratePerSecond`, up to `burst` at once)
+ * admits new connections; one that finds no token waits, accepted but unread (the server does not
+ * read a byte from it until it is admitted: `pauseOnConnect`), first come first served.
+ * Connections already admitted (a keep-alive client's) are never gated: their next request is read
+ * at once, whatever the crowd of new ones. A waiting connection is closed after `waitMs`; beyond
+ * `maxWaiting` waiting, a new one is closed at once.
  *
- * Loopback TCP clients all come from 127.0.0.1 and Node does not give a unix socket's peer
- * credentials, so the queue is one for everybody: a legitimate client that opens a connection
- * per request waits behind the crowd (use keep-alive), it is not refused.
+ * The agent puts one gate in front of its whole server (gateConnections; its clients are local,
+ * all from 127.0.0.1); the control plane keeps one per remote address (src/server/connections.ts,
+ * through interceptConnections).
  */
 import type { Server, Socket } from 'node:net';
 

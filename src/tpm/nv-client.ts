@@ -110,6 +110,9 @@ export class TpmNv {
     await s.tool('tpm2_startauthsession', ['-Q', '--hmac-session', '-S', 'hmac.ctx', '-c', 'srk.ctx'], {
       action: 'start a salted HMAC session',
     });
+    // --cphash alone would make tpm2_nvread compute the cpHash and NOT send the command; with
+    // --rphash as well it sends it and records both (tpm2_nvread(1)). Should a tool version stop
+    // sending, no data comes back and the caller's length checks refuse it.
     const hashes = name ? ['--cphash', 'cp.bin', '--rphash', 'rp.bin'] : [];
     const args = [nvHandle(index), ...nvAuthArgs(auth), '-P', 'session:hmac.ctx', '-s', String(size), ...hashes];
     const out = await s.tool('tpm2_nvread', args);
