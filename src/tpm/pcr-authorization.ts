@@ -123,7 +123,8 @@ export function parsePcrAuthorization(
   if (o.version !== 1)
     throw new EdgeguardError(
       'EG_UNSUPPORTED',
-      `${source} is version ${String(o.version)}; this build reads version 1.`,
+      // JSON, not String(): an array of objects whose toString is not a function makes String() throw.
+      `${source} is version ${String(JSON.stringify(o.version)).slice(0, 40)}; this build reads version 1.`,
     );
   if (typeof o.pcrs !== 'string' || o.pcrs.length > 200) throw bad(source, 'pcrs is not a PCR selection');
   let selection: PcrSelection;

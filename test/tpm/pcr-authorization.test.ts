@@ -116,6 +116,11 @@ describe('PCR authorization file', () => {
     );
   });
 
+  test('a version that String() cannot convert is refused typed (a counterexample fast-check found)', () => {
+    const o = { ...JSON.parse(text), version: [{ toString: 0 }] };
+    assert.ok(typed(() => parsePcrAuthorization(JSON.stringify(o), { signerKey })));
+  });
+
   test('property: arbitrary JSON in any member is refused typed', () => {
     const members = Object.keys(file);
     fc.assert(
