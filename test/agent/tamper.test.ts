@@ -162,6 +162,10 @@ test(
     await sysfs.intrusion(0);
     const restored = await startService(t, f.config({ contentKey: config.contentKey, tamper: tamperSection }));
     assert.equal((await infer(restored.url, digit, 'image/png')).body.label, '9');
+    // Closed here, not only in its after hook: the hooks registered before it (the TPM, the sensors'
+    // directory, the device directory) would otherwise go while its tamper monitor still runs, and
+    // a sensor that disappears is an alarm that writes a lock into the directory being removed.
+    await restored.close();
   },
 );
 

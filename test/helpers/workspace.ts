@@ -20,12 +20,25 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const FIXTURES = join(REPO_ROOT, 'fixtures');
 export const CLI = join(REPO_ROOT, 'bin', 'edgeguard.js');
 
+/**
+ * A scratch directory removed when the test ends. node:test runs a test's after hooks in the order
+ * they were registered and stops at the first that throws, so this removal usually runs before the
+ * hooks that close the services writing into the directory (registered later), and a failed removal
+ * would skip those closes and leave the test file's process running for good. The removal therefore
+ * retries (a file written during it gives ENOTEMPTY) and reports, rather than throws, a failure.
+ */
 export async function tempDir(
   t: TestContext | { after(fn: () => Promise<void>): void },
   prefix = 'eg-test-',
 ): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  t.after(async () => {
+    try {
+      await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch (e) {
+      process.stderr.write(`# tempDir: ${dir} was not removed: ${(e as Error).message}\n`);
+    }
+  });
   return dir;
 }
 
