@@ -171,15 +171,24 @@ export class SlotWatcher extends PeriodicCheck {
 /** Journal the recorded install outcomes, then remove them. */
 export async function journalOutcomes(dir: string, journal: AgentJournal, deviceId: string): Promise<void> {
   for (const p of await pendingOutcomes(dir)) {
-    const o = p.outcome;
-    const releaseId = (o.release ? `${o.release.name}@${o.release.version}` : 'unknown').slice(0, 200);
-    const version = String(o.release?.version ?? 'unknown');
-    if (o.ok) journal.record('release.installed', 'success', { releaseId, deviceId, version });
+    // A report file is read back from disk: only members of their type are used (an array of
+    // objects whose toString is not a function would make the template literals throw), and one
+    // that is not exactly a success is journaled as a rejection.
+    const o = p.outcome as unknown as {
+      ok?: unknown;
+      release?: { name?: unknown; version?: unknown } | null;
+      error?: { code?: unknown; message?: unknown } | null;
+    } | null;
+    const text = (v: unknown, otherwise: string) =>
+      typeof v === 'string' || typeof v === 'number' ? String(v) : otherwise;
+    const version = text(o?.release?.version, 'unknown');
+    const releaseId = (o?.release ? `${text(o.release.name, 'unknown')}@${version}` : 'unknown').slice(0, 200);
+    if (o?.ok === true) journal.record('release.installed', 'success', { releaseId, deviceId, version });
     else
       journal.record('release.rejected', 'denied', {
         releaseId,
         deviceId,
-        reason: `${o.error?.code ?? 'EG_INTERNAL'}: ${o.error?.message ?? ''}`.slice(0, 2000),
+        reason: `${text(o?.error?.code, 'EG_INTERNAL')}: ${text(o?.error?.message, '')}`.slice(0, 2000),
       });
     await p.done();
   }

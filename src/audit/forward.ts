@@ -26,10 +26,11 @@ interface AppendAnswer {
 }
 
 function failed(what: string, r: { status: number; body: unknown }): EdgeguardError {
-  const err = (r.body as { error?: { code?: string; message?: string } } | undefined)?.error;
+  // Outside input: the server's message is used only when it is a string.
+  const message = (r.body as { error?: { message?: unknown } } | null | undefined)?.error?.message;
   return new EdgeguardError(
     r.status === 401 || r.status === 403 ? 'EG_UNAUTHORIZED' : 'EG_SERVER',
-    `${what} failed (HTTP ${r.status}${err?.message ? `: ${err.message}` : ''}).`,
+    `${what} failed (HTTP ${r.status}${typeof message === 'string' && message ? `: ${message}` : ''}).`,
   );
 }
 

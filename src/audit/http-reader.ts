@@ -110,12 +110,14 @@ export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogRead
   async function getOk(path: string): Promise<Buffer> {
     const r = await get(path);
     if (r.status === 200) return r.body;
-    let err: { code?: string; message?: string } | undefined;
+    let err: { code?: unknown; message?: unknown } | undefined;
     try {
-      err = (JSON.parse(r.body.toString('utf8')) as { error?: { code?: string; message?: string } }).error;
+      err = (JSON.parse(r.body.toString('utf8')) as { error?: { code?: unknown; message?: unknown } } | null)?.error;
     } catch {
       err = undefined;
     }
+    // Outside input: the server's message is used only when it is a string.
+    const message = typeof err?.message === 'string' ? err.message : '';
     const code =
       err?.code === 'EG_NOT_FOUND'
         ? 'EG_NOT_FOUND'
@@ -124,10 +126,7 @@ export async function httpLogReader(opts: HttpLogReaderOptions): Promise<LogRead
           : r.status === 403
             ? 'EG_FORBIDDEN'
             : 'EG_SERVER';
-    throw new EdgeguardError(
-      code,
-      `the server answered ${r.status} to ${path}${err?.message ? `: ${err.message}` : ''}`,
-    );
+    throw new EdgeguardError(code, `the server answered ${r.status} to ${path}${message ? `: ${message}` : ''}`);
   }
 
   function hashes(value: unknown, what: string): Buffer[] {

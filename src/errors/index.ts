@@ -137,6 +137,23 @@ export function refusal(code: ErrorCode, message: string, options?: EdgeguardErr
   }
 }
 
+/**
+ * A value from outside (a JSON or YAML member not yet checked to be a string or number) as a short
+ * piece of an error message. String() and template literals run the value's own toString/valueOf,
+ * and an array of objects whose toString is not a function (`[{"toString":0}]`) makes them throw a
+ * TypeError; JSON text cannot. At most `max` characters.
+ */
+export function describeValue(value: unknown, max = 40): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = undefined;
+  }
+  text ??= typeof value;
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
 /** Wrap an unknown failure (fs, OpenSSL, ORT) so the user sees a code and a sentence, not a trace. */
 export function asEdgeguardError(e: unknown, code: ErrorCode, message: string): EdgeguardError {
   if (e instanceof EdgeguardError) return e;

@@ -163,9 +163,13 @@ export class FleetClient {
 }
 
 export function serverError(r: FleetResponse<unknown>): EdgeguardError {
-  const err = (r.body as { error?: { code?: string; message?: string } } | undefined)?.error;
-  const code = err?.code && err.code in ERROR_EXIT_CODES ? (err.code as ErrorCode) : 'EG_SERVER';
-  return new EdgeguardError(code, err?.message ?? `the server answered HTTP ${r.status}.`, {
+  // The answer is outside input: only string members are used (an object there would make the
+  // `in` test and Error's message conversion throw a TypeError), and only codes this build knows.
+  const err = (r.body as { error?: { code?: unknown; message?: unknown } } | null | undefined)?.error;
+  const code =
+    typeof err?.code === 'string' && Object.hasOwn(ERROR_EXIT_CODES, err.code) ? (err.code as ErrorCode) : 'EG_SERVER';
+  const message = typeof err?.message === 'string' ? err.message : `the server answered HTTP ${r.status}.`;
+  return new EdgeguardError(code, message, {
     details: { status: r.status },
   });
 }

@@ -23,6 +23,7 @@
  * bytes, and nothing after.
  */
 import { createHash, randomBytes, type KeyObject } from 'node:crypto';
+import { z } from 'zod';
 import { EdgeguardError } from '../errors/index.ts';
 import {
   HPKE_AEAD_AES_256_GCM,
@@ -57,6 +58,28 @@ export interface ReviewMetadata {
   model?: { name: string; version?: number; headerSha256?: string };
   device?: string;
 }
+
+/**
+ * What openReviewItem accepts as metadata: the sealed JSON comes from a device, and the review
+ * commands print its members in sentences, so each has its type before it is used (an array of
+ * objects whose toString is not a function would make a template literal throw a TypeError).
+ * Members a later agent may add are kept.
+ */
+const reviewMetadataSchema = z.looseObject({
+  kind: z.literal('edgeguard-review-item'),
+  version: z.literal(1),
+  id: z.string(),
+  createdAt: z.string(),
+  contentType: z.string(),
+  verdict: z.enum(['accept', 'flag', 'reject']),
+  reasons: z.array(z.looseObject({ stage: z.string(), code: z.string(), message: z.string() })),
+  answer: z.looseObject({ source: z.string(), label: z.string(), confidence: z.number() }).optional(),
+  primary: z.looseObject({ label: z.string(), confidence: z.number() }).optional(),
+  model: z
+    .looseObject({ name: z.string(), version: z.number().optional(), headerSha256: z.string().optional() })
+    .optional(),
+  device: z.string().optional(),
+});
 
 export interface ReviewHeader {
   version: number;
@@ -204,16 +227,27 @@ export function openReviewItem(bytes: Uint8Array, privateKey: KeyObject, where =
         'EG_FORMAT',
         `${where} declares an input of ${l} bytes; the plaintext holds ${pt.length - 8 - m}.`,
       );
-    let metadata: ReviewMetadata;
+    let json: unknown;
     try {
-      metadata = JSON.parse(pt.subarray(4, 4 + m).toString('utf8')) as ReviewMetadata;
+      json = JSON.parse(pt.subarray(4, 4 + m).toString('utf8'));
     } catch (e) {
       throw new EdgeguardError('EG_FORMAT', `${where} holds metadata that is not JSON.`, { cause: e });
     }
-    if (metadata?.kind !== 'edgeguard-review-item' || metadata.id !== header.id) {
+    if (
+      (json as { kind?: unknown } | null)?.kind !== 'edgeguard-review-item' ||
+      (json as { id?: unknown }).id !== header.id
+    ) {
       throw new EdgeguardError('EG_FORMAT', `${where} holds metadata of another kind or another item id.`);
     }
-    return { header, metadata, input: Buffer.from(pt.subarray(8 + m)) };
+    const parsed = reviewMetadataSchema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new EdgeguardError(
+        'EG_FORMAT',
+        `${where} holds metadata that is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
+      );
+    }
+    return { header, metadata: parsed.data as ReviewMetadata, input: Buffer.from(pt.subarray(8 + m)) };
   } finally {
     pt.fill(0);
   }

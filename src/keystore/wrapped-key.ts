@@ -6,7 +6,7 @@
  */
 import { constants, createPublicKey, publicEncrypt, type KeyObject } from 'node:crypto';
 import { b64url, fromB64url, sha256, type ContentKey } from '../crypto/index.ts';
-import { EdgeguardError } from '../errors/index.ts';
+import { describeValue, EdgeguardError } from '../errors/index.ts';
 
 export const WRAPPED_KEY_TYPE = 'edgeguard-wrapped-key';
 export const WRAPPED_KEY_VERSION = 1;
@@ -106,12 +106,12 @@ export function parseWrappedKeyFile(text: string): WrappedKeyFile & { ciphertext
   if (o.version !== WRAPPED_KEY_VERSION)
     throw new EdgeguardError(
       'EG_UNSUPPORTED',
-      `wrapped key file version ${String(o.version)} is not supported (this build reads version ${WRAPPED_KEY_VERSION}).`,
+      `wrapped key file version ${describeValue(o.version)} is not supported (this build reads version ${WRAPPED_KEY_VERSION}).`,
     );
   if (o.alg !== WRAP_ALG)
     throw new EdgeguardError(
       'EG_UNSUPPORTED',
-      `wrapping algorithm ${String(o.alg)} is not supported (only ${WRAP_ALG}).`,
+      `wrapping algorithm ${describeValue(o.alg)} is not supported (only ${WRAP_ALG}).`,
     );
   const b64 = /^[A-Za-z0-9_-]{43}$/;
   if (typeof o.kid !== 'string' || !b64.test(o.kid)) throw bad('kid is not a 43-character base64url thumbprint');

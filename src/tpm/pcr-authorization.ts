@@ -15,7 +15,7 @@
  * instead of TPM_RC_SIGNATURE.
  */
 import { sign as rsaSign, verify as rsaVerify, type KeyObject } from 'node:crypto';
-import { EdgeguardError } from '../errors/index.ts';
+import { describeValue, EdgeguardError } from '../errors/index.ts';
 import { HASH_ALGS, TPM_ALG } from './constants.ts';
 import { formatPcrSelection, parsePcrSelection, policyPcrDigest, type PcrSelection, type PcrValues } from './pcr.ts';
 import { PCR_POLICY_REF, authorizationMessage, policySignerPublic } from './policy.ts';
@@ -123,8 +123,7 @@ export function parsePcrAuthorization(
   if (o.version !== 1)
     throw new EdgeguardError(
       'EG_UNSUPPORTED',
-      // JSON, not String(): an array of objects whose toString is not a function makes String() throw.
-      `${source} is version ${String(JSON.stringify(o.version)).slice(0, 40)}; this build reads version 1.`,
+      `${source} is version ${describeValue(o.version)}; this build reads version 1.`,
     );
   if (typeof o.pcrs !== 'string' || o.pcrs.length > 200) throw bad(source, 'pcrs is not a PCR selection');
   let selection: PcrSelection;

@@ -63,6 +63,30 @@ test('a sealed item round-trips; its layout is parsed strictly', () => {
   );
 });
 
+test('metadata members that are not of their type are refused with EG_FORMAT, not a TypeError when printed', () => {
+  const k = generateSealKeyPair();
+  const hostile: unknown[] = [[{ toString: 0 }], { toString: 0, valueOf: 0 }];
+  for (const v of hostile) {
+    for (const meta of [
+      { ...META, reasons: [{ ...META.reasons[0], code: v }] },
+      { ...META, answer: { source: 'primary', label: v, confidence: 0.5 } },
+      { ...META, primary: { label: 'cat', confidence: v } },
+      { ...META, contentType: v },
+      { ...META, reasons: v },
+    ]) {
+      const { bytes } = sealReviewItem(k.publicKey, meta as never, Buffer.from('x'));
+      assert.throws(
+        () => openReviewItem(bytes, k.privateKey),
+        (e) => isEdgeguardError(e, 'EG_FORMAT'),
+        JSON.stringify(meta),
+      );
+    }
+  }
+  // Members a later agent adds are kept.
+  const { bytes } = sealReviewItem(k.publicKey, { ...META, extra: 1 } as never, Buffer.from('x'));
+  assert.equal((openReviewItem(bytes, k.privateKey).metadata as unknown as { extra: number }).extra, 1);
+});
+
 test('property: arbitrary bytes and single-byte changes never open and never throw untyped errors', () => {
   const k = generateSealKeyPair();
   const { bytes } = sealReviewItem(k.publicKey, META, Buffer.from('x'.repeat(100)));

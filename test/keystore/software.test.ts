@@ -111,6 +111,9 @@ describe('software key store and wrapped key files', () => {
       [{ ...good, ciphertext: 'AAAA' }, 'EG_KEY_FORMAT'],
       [{ ...good, ciphertext: '+/+/' }, 'EG_KEY_FORMAT'],
       [{ ...good, type: 'jwe' }, 'EG_KEY_FORMAT'],
+      // Values String() cannot convert (it threw a TypeError): refused with the typed error.
+      [{ ...good, version: [{ toString: 0 }] }, 'EG_UNSUPPORTED'],
+      [{ ...good, alg: { toString: 0, valueOf: 0 } }, 'EG_UNSUPPORTED'],
     ];
     for (const [c, code] of cases) {
       assert.throws(
@@ -138,6 +141,22 @@ describe('software key store and wrapped key files', () => {
           }
         },
       ),
+      { numRuns: 500 },
+    );
+  });
+
+  test('property: arbitrary JSON in any member parses or fails with a typed error', () => {
+    const good = JSON.parse(
+      encodeWrappedKeyFile(wrapContentKey(generateContentKey(), parseBindingPublicKey(generateRsaPem()))),
+    ) as Record<string, unknown>;
+    fc.assert(
+      fc.property(fc.constantFrom(...Object.keys(good)), fc.jsonValue(), (member, value) => {
+        try {
+          parseWrappedKeyFile(JSON.stringify({ ...good, [member]: value }));
+        } catch (e) {
+          assert.ok(e instanceof EdgeguardError, String(e));
+        }
+      }),
       { numRuns: 500 },
     );
   });
