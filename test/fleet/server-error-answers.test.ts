@@ -5,14 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
-import { createServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { forwardJournal, httpLogReader, type Journal } from '../../src/audit/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { serverError } from '../../src/fleet/index.ts';
-import { FleetCa } from '../../src/pki/index.ts';
-import { tempDir } from '../helpers/workspace.ts';
+import { json, startFakeControlPlane } from '../helpers/fake-control-plane.ts';
 
 const HOSTILE: unknown[] = [{ toString: 0 }, { toString: 0, valueOf: 0 }];
 
@@ -49,28 +45,9 @@ test('forwardJournal: an error answer whose message is not a string fails typed'
 });
 
 test('httpLogReader: an error answer whose message is not a string fails typed', async (t) => {
-  const dir = await tempDir(t);
-  const ca = await FleetCa.create(dir, 'server error answers test');
-  const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const issued = await ca.issueServerCertificate({
-    hostnames: ['127.0.0.1'],
-    publicKey: pair.publicKey.export({ type: 'spki', format: 'der' }),
-  });
-  const body = JSON.stringify({ error: { code: HOSTILE[0], message: [HOSTILE[1]] } });
-  const server = createServer(
-    { key: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }), cert: issued.chainPem },
-    (_req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end(body),
-  );
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const reader = await httpLogReader({
-    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    pems: {
-      ca: ca.rootPem,
-      cert: issued.chainPem,
-      key: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
-    },
-  });
+  const body = { error: { code: HOSTILE[0], message: [HOSTILE[1]] } };
+  const cp = await startFakeControlPlane(t, (_req, res) => json(res, 500, body));
+  const reader = await httpLogReader({ url: cp.url, pems: { ca: cp.caPem, ...cp.client } });
   await assert.rejects(reader.checkpoint(), (e: unknown) => {
     assert.ok(isEdgeguardError(e, 'EG_SERVER'), String(e));
     assert.equal(e.message, 'the server answered 500 to /v1/audit/checkpoint');
