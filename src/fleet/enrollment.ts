@@ -32,6 +32,7 @@ import {
 import { TpmClient } from '../tpm/index.ts';
 import { protocol } from '../attest/index.ts';
 import { renewalDue, x509 } from '../pki/index.ts';
+import { parseAnswer } from './answer.ts';
 import { FleetClient, serverError } from './client.ts';
 import type { EgressDialer } from './egress-dialer.ts';
 import { createWrappedTlsKey, loadDeviceTlsKey } from './tls-key.ts';
@@ -154,7 +155,11 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
         await rename(keyPath, `${keyPath}.abandoned-${Date.now()}`);
       }
       const keys = await createWrappedTlsKey(identity, keyPath);
-      const nonce = (await client.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
+      const nonce = parseAnswer(
+        protocol.NonceResponse,
+        (await client.call('POST', '/v1/enroll/nonce')).body,
+        'enrollment nonce',
+      ).nonce;
       let finished: protocol.EnrollFinished;
       if (device.provider === 'software') {
         const csr = await x509.Pkcs10CertificateRequestGenerator.create({
@@ -170,7 +175,11 @@ export async function enrollDevice(opts: EnrollOptions): Promise<EnrollResult> {
           csr: csr.toString('pem'),
           ...(opts.label ? { label: opts.label } : {}),
         };
-        finished = (await client.call<protocol.EnrollFinished>('POST', '/v1/enroll/start', body)).body;
+        finished = parseAnswer(
+          protocol.EnrollFinished,
+          (await client.call('POST', '/v1/enroll/start', body)).body,
+          'enrollment',
+        );
       } else {
         finished = await tpmExchange(client, dir, store, keys, nonce, opts, progress);
       }
@@ -247,7 +256,11 @@ async function tpmExchange(
     ...(opts.label ? { label: opts.label } : {}),
   };
   progress('sending TPM evidence (EK, AK, binding key certification)');
-  const challenge = (await client.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', body)).body;
+  const challenge = parseAnswer(
+    protocol.ChallengeResponse,
+    (await client.call('POST', '/v1/enroll/start', body)).body,
+    'enrollment challenge',
+  );
   const tcti = store.posture.tpm?.tcti;
   if (!tcti)
     throw new EdgeguardError('EG_TPM_UNAVAILABLE', 'the device has no TPM TCTI; was it initialised with --tpm?');
@@ -262,7 +275,11 @@ async function tpmExchange(
   );
   try {
     const finish: protocol.EnrollFinish = { challengeId: challenge.challengeId, credential: b64file(credential) };
-    return (await client.call<protocol.EnrollFinished>('POST', '/v1/enroll/finish', finish)).body;
+    return parseAnswer(
+      protocol.EnrollFinished,
+      (await client.call('POST', '/v1/enroll/finish', finish)).body,
+      'enrollment',
+    );
   } finally {
     credential.fill(0);
   }
@@ -286,7 +303,7 @@ async function pollForCertificate(
       undefined,
       { 'x-edgeguard-poll-token': state.pollToken },
     );
-    if (r.status === 200) return protocol.CertificateResponse.parse(r.body);
+    if (r.status === 200) return parseAnswer(protocol.CertificateResponse, r.body, 'certificate');
     if (r.status === 429) {
       wait = Math.min(max, wait * 2);
     } else if (r.status !== 202) {
@@ -416,8 +433,11 @@ export async function requestRenewal(
     keys,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
   });
-  const r = (await client.call<protocol.CertificateResponse>('POST', '/v1/device/renew', { csr: csr.toString('pem') }))
-    .body;
+  const r = parseAnswer(
+    protocol.CertificateResponse,
+    (await client.call('POST', '/v1/device/renew', { csr: csr.toString('pem') })).body,
+    'renewal',
+  );
   const certificate = await checkIssued(r.certificateChain, cred.keyPem, cred.caPem);
   return { chainPem: r.certificateChain, certificate };
 }
