@@ -22,7 +22,7 @@ import { backoffDelay } from '../../src/fleet/index.ts';
 import { AgentJournal } from '../../src/agent/agent-journal.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import type { RunningAgent } from '../../src/agent/serve.ts';
-import { FIXTURES } from '../helpers/workspace.ts';
+import { FIXTURES, tempDir } from '../helpers/workspace.ts';
 import { TEST_PASSPHRASE, startTestFleet, type TestFleet } from '../server/fleet-helpers.ts';
 import { serveFixture, startService, infer, pngOf, type ServeFixture } from './serve-fixture.ts';
 import { eventually } from '../helpers/wait.ts';
@@ -182,8 +182,7 @@ test('the running agent renews its certificate by itself and its existing client
 });
 
 test('with the control plane down: renewal retried with backoff, the agent keeps serving, journal entries wait and arrive later without gaps', async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'eg-renewal-cp-'));
-  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const dataDir = await tempDir(t, 'eg-renewal-cp-');
   const fleet = await startTestFleet({ plugins: [audit], dataDir });
   const port = fleet.server.port;
   const f = await serveFixture(t);

@@ -14,8 +14,6 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readContentKeyFile } from '../../src/crypto/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
@@ -31,7 +29,7 @@ import { startAgent } from '../../src/agent/serve.ts';
 import { reprovisionDevice } from '../../src/cli/commands/device-reprovision.ts';
 import { auditServerPlugin } from '../../src/server/routes/audit.ts';
 import { isLocked, TAMPER_RESPONSE_STEPS } from '../../src/tamper/index.ts';
-import { FIXTURES } from '../helpers/workspace.ts';
+import { FIXTURES, tempDir } from '../helpers/workspace.ts';
 import { provisionedTpmFloor } from '../helpers/floor.ts';
 import { TpmFloor } from '../../src/release/index.ts';
 import { TPM_SKIP, startTestTpm, stopTestTpm } from '../helpers/swtpm.ts';
@@ -56,8 +54,7 @@ test(
   async (t) => {
     const tpm = await startTestTpm();
     t.after(() => stopTestTpm(tpm));
-    const logKeyDir = mkdtempSync(join(tmpdir(), 'eg-tamper-agent-log-'));
-    t.after(() => rmSync(logKeyDir, { recursive: true, force: true }));
+    const logKeyDir = await tempDir(t, 'eg-tamper-agent-log-');
     const fleet = await startTestFleet({ plugins: [auditServerPlugin({ dataDir: logKeyDir })] });
     t.after(() => fleet.stop());
     const sysfs = await makeSysfs();

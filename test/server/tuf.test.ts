@@ -1,17 +1,15 @@
 /** /v1/tuf/: the release repository served read-only by the control plane, behind the certificate check. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestFleet } from './fleet-helpers.ts';
+import { tempDir } from '../helpers/workspace.ts';
 import { tufServerPlugin, releaseRepositoryDir } from '../../src/server/routes/tuf.ts';
 import { initRepository } from '../../src/release/index.ts';
 
 test('the control plane serves repository files to a device, nothing else, and nothing without a certificate', async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'eg-tuf-'));
-  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const dataDir = await tempDir(t, 'eg-tuf-');
   await initRepository({ dir: join(dataDir, 'releases') });
   const fleet = await startTestFleet({ dataDir, plugins: [tufServerPlugin({ dataDir })] });
   t.after(() => fleet.stop());
