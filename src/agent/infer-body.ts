@@ -4,7 +4,7 @@
  * and .npy strictly, image bytes as sent), the body budget a large body waits in, unread, for room
  * in limits.bodyBytesInFlight, the deadline on the whole body and the image structure check on
  * each chunk as it arrives; then the complete body as the runtime's input. The route that runs
- * them, in its hooks, is http-app.ts.
+ * them, in its hooks, is http-app.ts; the request's work on the decoded body is infer-handler.ts.
  */
 import { Transform, type Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';

@@ -18,7 +18,8 @@
  *   - With `tamper`: a locked device does not start; a tamper finding locks it (tamper-wiring.ts).
  *
  * This file is the start-up wiring (what is opened, in which order, and closed in reverse); the
- * HTTP surface is http-app.ts, the guarded model and input -> verdict are src/runtime.
+ * HTTP surface is http-app.ts (one inference request's work: infer-handler.ts), the guarded model
+ * and input -> verdict are src/runtime.
  */
 import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFile, unlink, chmod, lstat } from 'node:fs/promises';
@@ -46,7 +47,8 @@ import { DirectorPoller, SlotWatcher, journalOutcomes, servedModels } from './up
 import type { TamperGuard } from '../tamper/index.ts';
 import { listenHost } from '../net/index.ts';
 
-export { buildAgentApp, type BuildAgentAppOptions, type InferResponse } from './http-app.ts';
+export { buildAgentApp, type BuildAgentAppOptions } from './http-app.ts';
+export type { InferResponse } from './infer-handler.ts';
 
 /** The models and the guard the agent serves (src/runtime). */
 export type AgentRuntime = GuardedModel;
