@@ -12,8 +12,8 @@ import type { AgentJournal } from './agent-journal.ts';
 import type { AgentConfig } from './config.ts';
 import { AgentIdentity } from './renewal.ts';
 import { agentEgressDialer } from './egress.ts';
-import { createAgentMetrics } from './serve-http.ts';
-import { healthOf, listen, openJournal, startRenewer, startReporter, type StartAgentOptions } from './serve.ts';
+import { createAgentMetrics, listen } from './serve-http.ts';
+import { healthOf, openJournal, startRenewer, startReporter, type StartAgentOptions } from './fleet-parts.ts';
 
 export interface ReportingAgent {
   url: string;

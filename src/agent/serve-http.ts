@@ -1,10 +1,15 @@
 /**
  * HTTP plumbing of the inference service: error codes as statuses (every error body is
- * `{ error: { code, message } }` with a stable EG_* code), and the Prometheus metrics.
+ * `{ error: { code, message } }` with a stable EG_* code), the Prometheus metrics, and listening
+ * on the configured unix socket or host:port (serve.ts and report-only.ts).
  */
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { EdgeguardError, type ErrorCode } from '../errors/index.ts';
+import { listenHost } from '../net/index.ts';
+import type { AgentConfig } from './config.ts';
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   EG_BAD_REQUEST: 400,
@@ -277,4 +282,35 @@ export function createAgentMetrics(): AgentMetrics {
       registers: r,
     }),
   };
+}
+
+/** Listen on the unix socket (replacing a stale one) or host:port. */
+export async function listen(app: FastifyInstance, config: AgentConfig): Promise<{ url: string; port?: number }> {
+  const socket = config.listen.socket;
+  try {
+    if (socket) {
+      const st = await lstat(socket).catch(() => undefined);
+      if (st?.isSocket()) await unlink(socket);
+      else if (st)
+        throw new EdgeguardError(
+          'EG_EXISTS',
+          `${socket} exists and is not a socket; choose another listen.socket path.`,
+        );
+      await app.listen({ path: socket });
+      await chmod(socket, 0o660);
+      return { url: `unix:${socket}` };
+    }
+    const bound = listenHost(config.listen.host);
+    await app.listen({ host: bound, port: config.listen.port });
+    const port = (app.server.address() as AddressInfo).port;
+    const host = bound.includes(':') ? `[${bound}]` : bound;
+    return { url: `http://${host}:${port}`, port };
+  } catch (e) {
+    if (e instanceof EdgeguardError) throw e;
+    throw new EdgeguardError(
+      'EG_IO',
+      `could not listen on ${socket ?? `${config.listen.host}:${config.listen.port}`} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}).`,
+      { cause: e },
+    );
+  }
 }

@@ -17,38 +17,46 @@
  *     the control plane (agent-journal.ts).
  *   - With `tamper`: a locked device does not start; a tamper finding locks it (tamper-wiring.ts).
  *
- * This file is the start-up wiring (what is opened, in which order, and closed in reverse); the
- * HTTP surface is http-app.ts (one inference request's work: infer-handler.ts), the guarded model
- * and input -> verdict are src/runtime.
+ * This file is the start-up wiring (what is opened, in which order, and closed in reverse) and the
+ * closer; the journal, renewer, reporter and review queue are built in fleet-parts.ts (shared with
+ * report-only.ts), listening is serve-http.ts, the HTTP surface is http-app.ts (one inference
+ * request's work: infer-handler.ts), the guarded model and input -> verdict are src/runtime.
  */
-import { createHash, createPrivateKey, createPublicKey } from 'node:crypto';
-import { readFile, unlink, chmod, lstat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
-import { parseSealPublicKeyPem, readPublicSigningKey } from '../crypto/index.ts';
+import { EdgeguardError } from '../errors/index.ts';
+import { readPublicSigningKey } from '../crypto/index.ts';
 import type { LoadedModel } from '../inference/index.ts';
 import { openGuardedModel, type GuardedModel } from '../runtime/index.ts';
 import type { AgentConfig } from './config.ts';
-import { AgentIdentity, CertificateRenewer } from './renewal.ts';
-import { AgentJournal } from './agent-journal.ts';
-import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
+import { AgentIdentity, type CertificateRenewer } from './renewal.ts';
+import type { AgentJournal } from './agent-journal.ts';
+import type { ReviewQueue } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
 import { agentLease, type DeviceLease } from './lease.ts';
-import { agentAttestationReporter, type AttestationReporter } from './attestation.ts';
-import { createAgentMetrics, type AgentMetrics } from './serve-http.ts';
+import { createAgentMetrics, listen, type AgentMetrics } from './serve-http.ts';
 import { agentEgressDialer } from './egress.ts';
 import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
 import type { KeyStore } from '../keystore/index.ts';
 import { ServedRuntime } from './served-runtime.ts';
 import { DirectorPoller, SlotWatcher, journalOutcomes, servedModels } from './update.ts';
 import type { TamperGuard } from '../tamper/index.ts';
-import { listenHost } from '../net/index.ts';
+import {
+  healthOf,
+  openJournal,
+  openReviewQueue,
+  startRenewer,
+  startReporter,
+  type FleetParts,
+  type StartAgentOptions,
+} from './fleet-parts.ts';
 
 export { buildAgentApp, type BuildAgentAppOptions } from './http-app.ts';
 export type { InferResponse } from './infer-handler.ts';
+export type { StartAgentOptions } from './fleet-parts.ts';
 
 /** The models and the guard the agent serves (src/runtime). */
 export type AgentRuntime = GuardedModel;
@@ -92,14 +100,6 @@ export interface RunningAgent {
   close(reason?: string): Promise<void>;
 }
 
-export interface StartAgentOptions {
-  logger?: Logger;
-  /** Override the review sink (tests); by default the control plane from `upload`, if configured. */
-  reviewSink?: ReviewSink;
-  /** Wall clock of the certificate renewal schedule (tests, the demo); default Date.now. */
-  renewalClock?: () => number;
-}
-
 /** SHA-256 of the resolved configuration as JSON with sorted keys: which configuration ran. */
 export function configDigest(config: AgentConfig): string {
   const sorted = (v: unknown): unknown =>
@@ -135,13 +135,9 @@ class Opened {
   }
 }
 
-export interface AgentParts {
-  identity?: AgentIdentity | undefined;
-  journal?: AgentJournal | undefined;
+/** What startAgent opens: the fleet-facing parts (fleet-parts.ts), the review queue and what serves. */
+export interface AgentParts extends FleetParts {
   review?: ReviewQueue | undefined;
-  renewer?: CertificateRenewer | undefined;
-  lease?: DeviceLease | undefined;
-  reporter?: AttestationReporter | undefined;
   runtime: AgentRuntime;
   served?: ServedRuntime | undefined;
   slots?: SlotWatcher | undefined;
@@ -251,23 +247,6 @@ async function startTamperGuard(
   return tamper;
 }
 
-/** The attestation reporter of `attestation:`; a failed verdict ends the lease. */
-export function startReporter(
-  config: AgentConfig,
-  parts: Pick<AgentParts, 'identity' | 'lease'>,
-  log: Logger | undefined,
-): Promise<AttestationReporter> {
-  const upload = config.upload;
-  const deviceDir = config.attestation.device ?? (upload && 'device' in upload ? upload.device : '');
-  const reporterOptions = {
-    deviceDir,
-    eventLogPath: config.attestation.eventLog,
-    intervalMs: config.attestation.intervalMs,
-    log,
-  };
-  return agentAttestationReporter(reporterOptions, parts.identity!, (v) => parts.lease?.onVerdict(v));
-}
-
 /** Identity, journal, review queue and models, in that order (each may record to the journal). */
 async function openParts(
   config: AgentConfig,
@@ -309,80 +288,6 @@ async function openParts(
   return { identity, journal, review, runtime };
 }
 
-export async function openJournal(
-  config: AgentConfig,
-  identity: AgentIdentity,
-  metrics: AgentMetrics,
-  log: Logger | undefined,
-): Promise<AgentJournal> {
-  const privateKey = createPrivateKey(identity.keyPem);
-  const j = config.journal;
-  const journal = await AgentJournal.open({
-    path: j.path!,
-    privateKey,
-    publicKey: createPublicKey(privateKey),
-    deviceId: identity.deviceId,
-    transport: identity.client(),
-    intervalMs: j.forwardIntervalMs,
-    backoffMaxMs: j.backoffMaxMs,
-    batch: j.batch,
-    maxPending: j.maxPending,
-    ...(log ? { log } : {}),
-    events: {
-      appended: (n, seq) => {
-        metrics.journalEntries.inc(n);
-        metrics.journalHeadSeq.set(seq);
-      },
-      dropped: (n) => metrics.journalDropped.inc(n),
-      forwarded: (r) => metrics.journalForwardedSeq.set(r.serverSeq),
-      forwardFailed: () => metrics.journalForwardFailures.inc(),
-    },
-  });
-  metrics.journalHeadSeq.set(journal.journal.lastSeq);
-  return journal;
-}
-
-async function openReviewQueue(
-  config: AgentConfig,
-  o: StartAgentOptions,
-  metrics: AgentMetrics,
-  identity: AgentIdentity | undefined,
-  journal: AgentJournal | undefined,
-): Promise<ReviewQueue> {
-  const pem = await readBoundedText(config.review.publicKey!, FILE_CAPS.key, 'read the review public key');
-  const reviewEvent = (itemId: string, action: 'queued' | 'uploaded' | 'dropped', reason?: string) =>
-    journal?.record('review.item', action === 'dropped' ? 'failure' : 'success', {
-      itemId,
-      action,
-      ...(reason ? { reason } : {}),
-    });
-  return ReviewQueue.open({
-    publicKey: parseSealPublicKeyPem(pem, config.review.publicKey),
-    dir: config.review.spool.dir,
-    maxItems: config.review.spool.maxItems,
-    maxBytes: config.review.spool.maxBytes,
-    sink: o.reviewSink ?? (identity ? fleetReviewSink(identity.client()) : undefined),
-    intervalMs: config.upload?.intervalMs,
-    log: o.logger,
-    events: {
-      dropped: (e, reason) => {
-        metrics.reviewDropped.inc({ reason });
-        reviewEvent(e.id, 'dropped', `spool ${reason}`);
-      },
-      changed: (items, bytes) => {
-        metrics.spoolItems.set(items);
-        metrics.spoolBytes.set(bytes);
-      },
-      sealed: (id) => reviewEvent(id, 'queued'),
-      uploaded: (id) => {
-        metrics.reviewUploaded.inc();
-        reviewEvent(id, 'uploaded');
-      },
-      uploadFailed: () => metrics.reviewUploadFailures.inc(),
-    },
-  });
-}
-
 /** One model.loaded event per distinct package. */
 function journalLoadedModels(journal: AgentJournal | undefined, runtime: AgentRuntime): void {
   if (!journal) return;
@@ -398,50 +303,6 @@ function journalLoadedModels(journal: AgentJournal | undefined, runtime: AgentRu
       keyProvider: runtime.key.provider,
     });
   }
-}
-
-export function startRenewer(
-  config: AgentConfig,
-  o: StartAgentOptions,
-  metrics: AgentMetrics,
-  { identity, journal }: Pick<AgentParts, 'identity' | 'journal'>,
-): CertificateRenewer | undefined {
-  if (!identity || !config.renewal.enabled) return undefined;
-  const r = config.renewal;
-  const attempted = (result: 'renewed' | 'failed') => {
-    metrics.certRenewals.inc({ result });
-    metrics.certRenewalLastSuccess.set(result === 'renewed' ? 1 : 0);
-    metrics.certRenewalLastTime.set(Math.floor(Date.now() / 1000));
-  };
-  return new CertificateRenewer({
-    identity,
-    maxSleepMs: r.maxSleepMs,
-    backoffInitialMs: r.backoffInitialMs,
-    backoffMaxMs: Math.max(r.backoffInitialMs, r.backoffMaxMs),
-    ...(o.renewalClock ? { now: o.renewalClock } : {}),
-    ...(o.logger ? { log: o.logger } : {}),
-    events: {
-      renewed: (previousSerial, cert) => {
-        attempted('renewed');
-        metrics.certNotAfter.set(Math.floor(cert.notAfter.getTime() / 1000));
-        journal?.record(
-          'cert.renewed',
-          'success',
-          { previousSerial, serial: identity.serial, notAfter: cert.notAfter.toISOString() },
-          identity.serial,
-        );
-      },
-      failed: (err) => {
-        attempted('failed');
-        journal?.record(
-          'cert.renewed',
-          'failure',
-          { previousSerial: identity.serial, reason: `${err.code}: ${err.message}`.slice(0, 2000) },
-          identity.serial,
-        );
-      },
-    },
-  });
 }
 
 /**
@@ -476,66 +337,6 @@ async function startSlotWatcher(
   );
   await watcher.start();
   return watcher;
-}
-
-/** The certificate, journal, lease and attestation fields of /healthz. */
-export function healthOf({
-  identity,
-  renewer,
-  journal,
-  lease,
-  reporter,
-}: Pick<AgentParts, 'identity' | 'renewer' | 'journal' | 'lease' | 'reporter'>): Record<string, unknown> {
-  return {
-    ...(reporter ? { attestation: reporter.report } : {}),
-    ...(lease
-      ? { lease: { holds: lease.holds(), until: lease.until, ...(lease.lost ? { lost: lease.lost } : {}) } }
-      : {}),
-    ...(identity
-      ? {
-          certificate: renewer
-            ? renewer.status()
-            : {
-                deviceId: identity.deviceId,
-                serial: identity.serial,
-                notAfter: identity.certificate.notAfter.toISOString(),
-                renewal: 'disabled',
-              },
-        }
-      : {}),
-    ...(journal ? { journal: journal.status() } : {}),
-  };
-}
-
-/** Listen on the unix socket (replacing a stale one) or host:port. */
-export async function listen(app: FastifyInstance, config: AgentConfig): Promise<{ url: string; port?: number }> {
-  const socket = config.listen.socket;
-  try {
-    if (socket) {
-      const st = await lstat(socket).catch(() => undefined);
-      if (st?.isSocket()) await unlink(socket);
-      else if (st)
-        throw new EdgeguardError(
-          'EG_EXISTS',
-          `${socket} exists and is not a socket; choose another listen.socket path.`,
-        );
-      await app.listen({ path: socket });
-      await chmod(socket, 0o660);
-      return { url: `unix:${socket}` };
-    }
-    const bound = listenHost(config.listen.host);
-    await app.listen({ host: bound, port: config.listen.port });
-    const port = (app.server.address() as AddressInfo).port;
-    const host = bound.includes(':') ? `[${bound}]` : bound;
-    return { url: `http://${host}:${port}`, port };
-  } catch (e) {
-    if (e instanceof EdgeguardError) throw e;
-    throw new EdgeguardError(
-      'EG_IO',
-      `could not listen on ${socket ?? `${config.listen.host}:${config.listen.port}`} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}).`,
-      { cause: e },
-    );
-  }
 }
 
 async function journalStarted(config: AgentConfig, { journal, runtime }: AgentParts): Promise<void> {
