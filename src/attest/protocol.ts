@@ -11,6 +11,7 @@
  *   GET  /v1/enroll/{id}/certificate  (header x-edgeguard-poll-token) -> 202 pending | CertificateResponse
  */
 import { z } from 'zod';
+import { DEVICE_ID_RE } from '../pki/index.ts';
 
 const b64 = (max: number) =>
   z
@@ -94,9 +95,12 @@ export const EnrollFinish = z
   .strict();
 export type EnrollFinish = z.infer<typeof EnrollFinish>;
 
+/** A fleet device id (`dev-` and 16 hex digits): the device puts it in URL paths and file names. */
+const DeviceId = z.string().regex(DEVICE_ID_RE, 'must be a fleet device id (dev- and 16 hex digits)');
+
 export const EnrollFinished = z
   .object({
-    deviceId: z.string(),
+    deviceId: DeviceId,
     status: z.enum(['pending', 'approved']),
     keyProvider: z.enum(['tpm', 'software']),
     /** Secret for polling the certificate; shown once, stored only as a hash on the server. */
@@ -107,7 +111,7 @@ export type EnrollFinished = z.infer<typeof EnrollFinished>;
 
 export const CertificateResponse = z
   .object({
-    deviceId: z.string(),
+    deviceId: DeviceId,
     /** Device certificate followed by the issuing CA, PEM. */
     certificateChain: z.string(),
     /** The fleet root, PEM (what the agent pins). */

@@ -14,7 +14,12 @@ import { tempDir } from '../helpers/workspace.ts';
 
 const HOSTILE = [{ toString: 0 }];
 const NONCE = { nonce: 'n'.repeat(43), expiresAt: new Date(Date.now() + 60_000).toISOString() };
-const FINISHED = { deviceId: 'dev-1', status: 'pending', keyProvider: 'software', pollToken: 't'.repeat(43) };
+const FINISHED = {
+  deviceId: 'dev-0123456789abcdef',
+  status: 'pending',
+  keyProvider: 'software',
+  pollToken: 't'.repeat(43),
+};
 
 /** Enroll a fresh software device against a control plane answering `answers[path]`. */
 async function enrollAgainst(t: TestContext, answers: Record<string, unknown>) {
@@ -35,13 +40,22 @@ const cases: Array<[string, Record<string, unknown>]> = [
     'a device id that is not a string',
     { '/v1/enroll/nonce': NONCE, '/v1/enroll/start': { ...FINISHED, deviceId: HOSTILE } },
   ],
+  [
+    'a device id with path characters',
+    { '/v1/enroll/nonce': NONCE, '/v1/enroll/start': { ...FINISHED, deviceId: 'dev-0123456789abcdef/../x' } },
+  ],
   ['an unknown status', { '/v1/enroll/nonce': NONCE, '/v1/enroll/start': { ...FINISHED, status: 'revoked' } }],
   [
     'a certificate answer without its chain',
     {
       '/v1/enroll/nonce': NONCE,
       '/v1/enroll/start': FINISHED,
-      '/v1/enroll/dev-1/certificate': { deviceId: 'dev-1', certificateChain: HOSTILE, fleetCa: '', notAfter: '' },
+      '/v1/enroll/dev-0123456789abcdef/certificate': {
+        deviceId: 'dev-0123456789abcdef',
+        certificateChain: HOSTILE,
+        fleetCa: '',
+        notAfter: '',
+      },
     },
   ],
 ];
