@@ -4,7 +4,9 @@
  * (the alarm file flips to 1) locks the device: inference answers 503 EG_LOCKED, the key store is
  * wiped, the lock state is on disk, tamper.detected + device.locked reach the control plane's
  * Merkle log at once, and the control plane marks the device tampered and revokes its certificate.
- * A restart stays locked. (Software key store here: the tamper PCR step needs a TPM and says so.)
+ * A restart stays locked. With swtpm installed the device is TPM-bound (binding PCRs include 16,
+ * the tamper PCR): the response extends PCR 16 and the TPM itself refuses the binding key after;
+ * without it the device uses the software key store, said so, and the PCR step is skipped.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,13 +15,23 @@ import { loadAgentConfig, startAgent } from '../../agent/index.ts';
 import { decodeLogLeaf } from '../../audit/index.ts';
 import { readContentKeyFile } from '../../crypto/index.ts';
 import { isEdgeguardError } from '../../errors/index.ts';
-import { encodeWrappedKeyFile, parseBindingPublicKey, wrapContentKey } from '../../keystore/index.ts';
+import {
+  encodeWrappedKeyFile,
+  openDeviceKeyStore,
+  parseBindingPublicKey,
+  wrapContentKey,
+} from '../../keystore/index.ts';
+import { missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
 import { startDemoFleet, type DemoFleet } from './fleet-device.ts';
 
 const ALARM = join('class', 'hwmon', 'hwmon0', 'intrusion0_alarm');
 
-async function writeAgentConfig(ctx: DemoContext, fleet: DemoFleet, sysfs: string): Promise<string> {
+async function writeAgentConfig(
+  ctx: DemoContext,
+  fleet: DemoFleet,
+  sysfs: string,
+): Promise<{ path: string; wrapped: string }> {
   const wrapped = ctx.path('tamper-model.key.wrapped');
   const binding = parseBindingPublicKey(await readFile(join(fleet.deviceDir, 'binding.pub'), 'utf8'));
   await writeFile(
@@ -45,7 +57,17 @@ async function writeAgentConfig(ctx: DemoContext, fleet: DemoFleet, sysfs: strin
   };
   const path = ctx.path('agent-tamper.yaml');
   await writeFile(path, YAML.stringify(config));
-  return path;
+  return { path, wrapped };
+}
+
+/** What the device's own key store says to the wrapped content key now: `unwrapped`, or the refusal's code. */
+async function unwrapOutcome(deviceDir: string, wrapped: string): Promise<string> {
+  return openDeviceKeyStore(deviceDir)
+    .then(async (store) => (await store.unwrapContentKey(await readFile(wrapped, 'utf8'))).bytes.fill(0))
+    .then(
+      () => 'unwrapped',
+      (e: unknown) => (isEdgeguardError(e) ? e.code : 'error'),
+    );
 }
 
 /** The device's and the control plane's events about this device in the Merkle log. */
@@ -71,12 +93,22 @@ export const tamperLockStep: DemoStep = {
   title:
     'Physical tamper: a simulated case-open locks the device, the control plane revokes it, the audit log shows it',
   async run(ctx) {
-    const fleet = await startDemoFleet(ctx, 'tamper');
+    let tpm: Swtpm | undefined;
+    let fleet: DemoFleet | undefined;
     try {
+      if (missingSwtpmBinaries().length === 0) {
+        tpm = await startSwtpm();
+        ctx.say(
+          `started swtpm at ${tpm.tcti}: the device's binding key is bound to PCRs 0-5, 7 and 16 (the tamper PCR)`,
+        );
+      } else {
+        ctx.say('swtpm is not installed: this device uses the SOFTWARE key store, which has no tamper PCR to extend.');
+      }
+      fleet = await startDemoFleet(ctx, 'tamper', {}, tpm);
       const sysfs = ctx.path('tamper-sysfs');
       await mkdir(join(sysfs, 'class', 'hwmon', 'hwmon0'), { recursive: true });
       await writeFile(join(sysfs, ALARM), '0\n');
-      const configPath = await writeAgentConfig(ctx, fleet, sysfs);
+      const { path: configPath, wrapped } = await writeAgentConfig(ctx, fleet, sysfs);
       const config = await loadAgentConfig(configPath);
       const agent = await startAgent(config);
       const digit = await readFile(join(ctx.fixtures, 'digits', '9-0.png'));
@@ -97,6 +129,12 @@ export const tamperLockStep: DemoStep = {
       } finally {
         await agent.close('demo done');
       }
+      const keyAfter = await unwrapOutcome(fleet.deviceDir, wrapped);
+      ctx.say(
+        tpm
+          ? `the TPM itself now refuses the binding key (PCR 16 moved): ${keyAfter}`
+          : `the software key store still opens the wrapped key (${keyAfter}): only the lock file stops the agent`,
+      );
       const device = await fleet.server.ctx.store.getDevice(fleet.deviceId);
       ctx.command(`device show ${fleet.deviceId}   # status: ${device?.status}, certificate revoked`);
       const types = await loggedTypes(fleet);
@@ -109,9 +147,19 @@ export const tamperLockStep: DemoStep = {
         `restart: ${restart} (tamper.lock.json in ${fleet.deviceDir}; edgeguard device reprovision brings it back)`,
       );
       if (device?.status !== 'tampered' || restart !== 'EG_LOCKED') throw new Error('the demo device did not lock');
-      return { status: device.status, restart, totalMs: report.totalMs, logTypes: types };
+      if (tpm && keyAfter !== 'EG_TPM_POLICY') throw new Error(`the TPM did not refuse the binding key: ${keyAfter}`);
+      return {
+        keyProvider: tpm ? 'tpm' : 'software',
+        status: device.status,
+        restart,
+        totalMs: report.totalMs,
+        steps: Object.fromEntries(report.steps.map((s) => [s.step, s.ok ? 'ok' : (s.error?.code ?? 'failed')])),
+        keyAfter,
+        logTypes: types,
+      };
     } finally {
-      await fleet.server.close();
+      await fleet?.server.close();
+      await tpm?.remove();
     }
   },
 };
