@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { forwardJournal, httpLogReader, type Journal } from '../../src/audit/index.ts';
 import { isEdgeguardError } from '../../src/errors/index.ts';
-import { serverError } from '../../src/fleet/index.ts';
+import { FleetClient, serverError } from '../../src/fleet/index.ts';
 import { json, startFakeControlPlane } from '../helpers/fake-control-plane.ts';
 
 const HOSTILE: unknown[] = [{ toString: 0 }, { toString: 0, valueOf: 0 }];
@@ -31,12 +31,12 @@ test('serverError: a code or message that is not a string gives EG_SERVER and th
   assert.ok(isEdgeguardError(serverError({ status: 500, body: null, headers: {} }), 'EG_SERVER'));
 });
 
-test('forwardJournal: an error answer whose message is not a string fails typed', async () => {
+test('forwardJournal: an error answer whose message is not a string fails typed', async (t) => {
   for (const v of HOSTILE) {
-    const transport = {
-      send: async <T>() => ({ status: 500, body: { error: { message: [v] } } as T }),
-    };
-    await assert.rejects(forwardJournal({} as Journal, transport), (e: unknown) => {
+    const cp = await startFakeControlPlane(t, (_req, res) => json(res, 500, { error: { message: [v] } }));
+    const client = new FleetClient({ server: cp.url, ca: cp.caPem, ...cp.client });
+    t.after(() => client.close());
+    await assert.rejects(forwardJournal({} as Journal, client), (e: unknown) => {
       assert.ok(isEdgeguardError(e, 'EG_SERVER'), String(e));
       assert.equal(e.message, 'asking the server for the journal head failed (HTTP 500).');
       return true;
