@@ -63,7 +63,8 @@ export interface ReviewMetadata {
  * What openReviewItem accepts as metadata: the sealed JSON comes from a device, and the review
  * commands print its members in sentences, so each has its type before it is used (an array of
  * objects whose toString is not a function would make a template literal throw a TypeError).
- * Members a later agent may add are kept.
+ * Members a later agent may add are kept. openReviewItem returns its output as ReviewMetadata
+ * without a cast, so the compiler keeps the two in step.
  */
 const reviewMetadataSchema = z.looseObject({
   kind: z.literal('edgeguard-review-item'),
@@ -247,7 +248,7 @@ export function openReviewItem(bytes: Uint8Array, privateKey: KeyObject, where =
         `${where} holds metadata that is invalid at ${issue?.path.join('.') || 'the top level'}: ${issue?.message ?? 'schema mismatch'}.`,
       );
     }
-    return { header, metadata: parsed.data as ReviewMetadata, input: Buffer.from(pt.subarray(8 + m)) };
+    return { header, metadata: parsed.data, input: Buffer.from(pt.subarray(8 + m)) };
   } finally {
     pt.fill(0);
   }
