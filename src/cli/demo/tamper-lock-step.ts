@@ -21,7 +21,7 @@ import {
   parseBindingPublicKey,
   wrapContentKey,
 } from '../../keystore/index.ts';
-import { missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
+import { DEFAULT_BINDING_PCRS, missingSwtpmBinaries, startSwtpm, type Swtpm } from '../../tpm/index.ts';
 import type { DemoContext, DemoStep } from './context.ts';
 import { startDemoFleet, type DemoFleet } from './fleet-device.ts';
 
@@ -99,7 +99,7 @@ export const tamperLockStep: DemoStep = {
       if (missingSwtpmBinaries().length === 0) {
         tpm = await startSwtpm();
         ctx.say(
-          `started swtpm at ${tpm.tcti}: the device's binding key is bound to PCRs 0-5, 7 and 16 (the tamper PCR)`,
+          `started swtpm at ${tpm.tcti}: the device's binding key is bound to PCRs ${DEFAULT_BINDING_PCRS} (16 is the tamper PCR)`,
         );
       } else {
         ctx.say('swtpm is not installed: this device uses the SOFTWARE key store, which has no tamper PCR to extend.');
