@@ -2,48 +2,28 @@
  * `edgeguard guard calibrate` learns the input profile (per-statistic bounds and the feature-
  * squeezing threshold) from a folder of legitimate images; `edgeguard guard check` runs the whole
  * guard pipeline on images. Models come from protected packages, decrypted only in memory (or,
- * for development, from a plain .onnx with --onnx and --meta).
+ * for development, from a plain .onnx with --onnx and --meta); opening them and reading the image
+ * files is guard-models.ts.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, extname, join, resolve } from 'node:path';
-import YAML from 'yaml';
+import { stat, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
-import { createSessionFromMemory, decodeImage, pixelsToTensor } from '../../inference/index.ts';
-import { parseModelMetadata, type ImagePreprocessing } from '../../model/index.ts';
 import {
   calibrateProfile,
   computeStatistics,
   guardConfig,
-  guardInputShape,
   loadGuardConfig,
-  loadedModelClassifier,
   RECOMMENDED_SQUEEZERS,
   rateUpperBound,
   serializeProfile,
-  sessionClassifier,
   type CalibrationSample,
-  type Classifier,
   type GuardProfile,
-  type PlanarShape,
 } from '../../guard/index.ts';
-import { checkInput, guardOver, loadGuardProfile, openModelSet, type GuardTarget } from '../../runtime/index.ts';
+import { guardOver, loadGuardProfile } from '../../runtime/index.ts';
 import { collect } from '../args.ts';
-import { contentKeySource } from '../content-key-source.ts';
-import { readTrustedKeys } from '../model-options.ts';
 import { Output, globalOptions } from '../output.ts';
-
-interface ModelOpts {
-  model?: string;
-  onnx?: string;
-  meta?: string;
-  ensemble?: string;
-  ensembleOnnx?: string;
-  key?: string;
-  wrappedKey?: string;
-  device?: string;
-  pub?: string[];
-}
+import { checkImageFile, listImages, modelOptions, openModels, readInput, type ModelOpts } from './guard-models.ts';
 
 interface CalibrateOpts extends ModelOpts {
   images: string;
@@ -82,28 +62,6 @@ interface CheckOpts extends ModelOpts {
   input: string[];
 }
 
-/** The primary (and ensemble) classifiers, from protected packages or, in development, plain ONNX. */
-interface OpenedModels {
-  primary: Classifier;
-  ensemble?: Classifier;
-  pre: ImagePreprocessing;
-  shape: PlanarShape;
-  labels: string[] | undefined;
-  info: { name: string; version: number; sha256?: string };
-  release(): Promise<void>;
-}
-
-interface OnnxModel {
-  classifier: Classifier;
-  pre: ImagePreprocessing;
-  shape: PlanarShape;
-  labels: string[] | undefined;
-  info: { name: string; version: number };
-  release(): Promise<void>;
-}
-
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp']);
-
 function parseRate(value: string): number {
   const n = Number(value);
   if (!(n > 0 && n < 1)) throw new InvalidArgumentError('expected a rate between 0 and 1, e.g. 0.05.');
@@ -121,189 +79,6 @@ function parseProbability(value: string): number {
   const n = Number(value);
   if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError('expected a probability between 0 and 1, e.g. 0.85.');
   return n;
-}
-
-function modelOptions(cmd: Command): Command {
-  return cmd
-    .option('--model <package>', 'protected model package (.egm), the primary model')
-    .option('--ensemble <package>', 'second model of another architecture (.egm, same key and publisher)')
-    .option('--key <file>', 'content key file')
-    .option('--wrapped-key <file>', 'content key wrapped to this device (use with --device)')
-    .option('--device <dir>', 'device directory from `edgeguard device init`')
-    .option('--pub <file>', 'trusted publisher public key (repeatable)', collect)
-    .option('--onnx <file>', 'development only: a plain ONNX primary model instead of --model (needs --meta)')
-    .option('--ensemble-onnx <file>', 'development only: a plain ONNX ensemble model')
-    .option('--meta <file.yaml>', 'metadata with the preprocessing block, for --onnx');
-}
-
-async function readMetaPreprocessing(
-  path: string | undefined,
-): Promise<{ pre: ImagePreprocessing; labels: string[] | undefined }> {
-  if (!path)
-    throw new EdgeguardError(
-      'EG_USAGE',
-      '--onnx needs --meta file.yaml with the preprocessing block (e.g. fixtures/models/mnist.meta.yaml).',
-    );
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the metadata file');
-  }
-  let parsed: unknown;
-  try {
-    parsed = YAML.parse(text);
-  } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', `${path} is not valid YAML (${(e as Error).message.split('\n')[0]}).`, {
-      cause: e,
-    });
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new EdgeguardError('EG_CONFIG', `${path} must be a YAML mapping with a preprocessing block.`);
-  let meta;
-  try {
-    meta = parseModelMetadata(
-      { ...(parsed as Record<string, unknown>), name: 'development', version: 0, format: 'onnx' },
-      path,
-    );
-  } catch (e) {
-    throw new EdgeguardError('EG_CONFIG', (e as Error).message);
-  }
-  if (!meta.preprocessing)
-    throw new EdgeguardError(
-      'EG_CONFIG',
-      `${path} has no preprocessing block; the guard needs to know how to decode images.`,
-    );
-  return { pre: meta.preprocessing, labels: meta.outputs[0]?.labels };
-}
-
-async function openOnnx(path: string, metaPath: string | undefined): Promise<OnnxModel> {
-  const { pre, labels } = await readMetaPreprocessing(metaPath);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw fsError(e, path, 'read the model');
-  }
-  const shape = guardInputShape(pre, path);
-  const session = await createSessionFromMemory(bytes, path);
-  const dims = [1, shape.channels, shape.height, shape.width];
-  return {
-    classifier: sessionClassifier(session, { dims }),
-    pre,
-    shape,
-    labels,
-    info: { name: basename(path, extname(path)), version: 0 },
-    release: () => session.release(),
-  };
-}
-
-/** Open the primary model and, when asked for, the ensemble member. */
-async function openModels(o: ModelOpts): Promise<OpenedModels> {
-  if (Boolean(o.model) === Boolean(o.onnx))
-    throw new EdgeguardError(
-      'EG_USAGE',
-      'pass the primary model: --model mnist.egm (or --onnx model.onnx --meta meta.yaml for development).',
-    );
-  if (o.ensemble && o.ensembleOnnx)
-    throw new EdgeguardError('EG_USAGE', 'pass either --ensemble or --ensemble-onnx, not both.');
-  if (o.onnx) return openOnnxModels(o);
-  if (o.ensembleOnnx)
-    throw new EdgeguardError(
-      'EG_USAGE',
-      'with --model give the ensemble as a protected package: --ensemble other.egm.',
-    );
-  const set = await openModelSet({
-    models: { primary: o.model!, ensemble: o.ensemble },
-    publicKeys: await readTrustedKeys(o.pub),
-    contentKey: contentKeySource(o),
-  });
-  const m = set.primary;
-  if (!set.pre || !set.shape) {
-    await set.release();
-    throw new EdgeguardError(
-      'EG_USAGE',
-      `model ${m.metadata.name} takes no images (its metadata has no preprocessing block); the guard commands calibrate and check images only.`,
-    );
-  }
-  return {
-    primary: loadedModelClassifier(m),
-    ...(set.ensemble ? { ensemble: loadedModelClassifier(set.ensemble) } : {}),
-    pre: set.pre,
-    shape: set.shape,
-    labels: set.labels,
-    info: { name: m.metadata.name, version: m.metadata.version, sha256: m.provenance.headerSha256 },
-    release: () => set.release(),
-  };
-}
-
-async function openOnnxModels(o: ModelOpts): Promise<OpenedModels> {
-  const primary = await openOnnx(o.onnx!, o.meta);
-  let ensemble: OnnxModel | undefined;
-  try {
-    if (o.ensembleOnnx) ensemble = await openOnnx(o.ensembleOnnx, o.meta);
-    if (o.ensemble) throw new EdgeguardError('EG_USAGE', 'with --onnx give the ensemble as --ensemble-onnx.');
-  } catch (e) {
-    await primary.release();
-    await ensemble?.release();
-    throw e;
-  }
-  return {
-    primary: primary.classifier,
-    ...(ensemble ? { ensemble: ensemble.classifier } : {}),
-    pre: primary.pre,
-    shape: primary.shape,
-    labels: primary.labels,
-    info: primary.info,
-    release: async () => {
-      await primary.release();
-      await ensemble?.release();
-    },
-  };
-}
-
-/** Read one image file for `use`; its bytes are wiped after, and an error names the file. */
-async function withImageFile<T>(path: string, use: (bytes: Buffer) => Promise<T>): Promise<T> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw fsError(e, path, 'read the image');
-  }
-  try {
-    return await use(bytes);
-  } catch (e) {
-    if (e instanceof EdgeguardError) throw new EdgeguardError(e.code, `${path}: ${e.message}`, { cause: e });
-    throw e;
-  } finally {
-    bytes.fill(0);
-  }
-}
-
-/** Decode one image in memory as the model's preprocessing declares (calibration samples). */
-function readInput(path: string, pre: ImagePreprocessing) {
-  return withImageFile(path, async (bytes) => {
-    const image = await decodeImage(bytes, pre);
-    return { image, tensor: pixelsToTensor(image, pre).data };
-  });
-}
-
-/** One image file through the guard. */
-function checkImageFile(target: GuardTarget, path: string) {
-  return withImageFile(path, (bytes) => checkInput(target, { kind: 'image', bytes }));
-}
-
-async function listImages(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    throw fsError(e, dir, 'list the images in');
-  }
-  return names
-    .filter((n) => IMAGE_EXTENSIONS.has(extname(n).toLowerCase()))
-    .sort()
-    .map((n) => join(dir, n));
 }
 
 export function registerGuardCommands(program: Command): void {
