@@ -11,6 +11,7 @@ import { decodeLogLeaf, type AuditLog, type LogLeaf, type StoredCheckpoint } fro
 import type { ChecklistReport } from '../../checklist/index.ts';
 import type { DeviceRecord, Store } from '../../store/index.ts';
 import type { AttestationTables } from '../attestation/records.ts';
+import { describeValue } from '../../errors/index.ts';
 
 /** The latest checklist report a device uploaded; the dashboard shows "no report" without one. */
 export interface StoredChecklistReport {
@@ -155,7 +156,7 @@ export class DashboardData {
       .orderBy('received_at', 'desc')
       .limit(limit)
       .execute();
-    return rows.map((r) => ({ pass: Boolean(r.pass), at: r.received_at, reasons: reasonCodes(r.reasons) }));
+    return rows.map((r) => ({ pass: Boolean(r.pass), at: r.received_at, reasons: storedReasonCodes(r.reasons) }));
   }
 
   async checklistReport(deviceId: string): Promise<StoredChecklistReport | undefined> {
@@ -191,16 +192,23 @@ export function failingChecks(
   return report.controls.flatMap((c) => c.tests.flatMap((t) => t.results.filter((r) => r.status === 'FAIL')));
 }
 
-function reasonCodes(json: string): string[] {
+/**
+ * The reason codes of a stored verdict's reasons column (JSON written by the appraisal). A code that
+ * is not a string is shown as JSON rather than converted with String(), which throws on values
+ * such as {"toString":0}; a column that is not a JSON array shows no reasons.
+ */
+export function storedReasonCodes(json: string): string[] {
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(json) as unknown;
-    if (!Array.isArray(parsed)) return [];
-    return parsed.map((r) =>
-      typeof r === 'object' && r !== null ? String((r as { code?: unknown }).code) : String(r),
-    );
+    parsed = JSON.parse(json);
   } catch {
     return [];
   }
+  if (!Array.isArray(parsed)) return [];
+  return parsed.map((r: unknown) => {
+    const code = typeof r === 'object' && r !== null && !Array.isArray(r) ? (r as { code?: unknown }).code : r;
+    return typeof code === 'string' ? code : describeValue(code);
+  });
 }
 
 /** Whether an entry is about `deviceId`: from its journal, or with the device as subject. */
