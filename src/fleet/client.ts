@@ -4,8 +4,10 @@
  * (mutual TLS). Connections are kept alive. Used by the agent and by the admin CLI.
  */
 import { Agent, request as httpsRequest } from 'node:https';
+import type { z } from 'zod';
 import { EdgeguardError, type ErrorCode, ERROR_EXIT_CODES } from '../errors/index.ts';
 import type { EgressDialer } from './egress-dialer.ts';
+import { parseAnswer } from './answer.ts';
 
 export interface FleetClientOptions {
   /** https://host:port */
@@ -150,6 +152,11 @@ export class FleetClient {
     const r = await this.send<T>(method, path, body, headers);
     if (r.status >= 200 && r.status < 300) return r;
     throw serverError(r);
+  }
+
+  /** call(), with the answer checked against `schema` before any member is used (EG_SERVER naming `what`). */
+  async callChecked<T>(schema: z.ZodType<T>, what: string, method: string, path: string, body?: unknown): Promise<T> {
+    return parseAnswer(schema, (await this.call(method, path, body)).body, what);
   }
 
   close(): void {

@@ -47,6 +47,20 @@ export {
   type SpoolOptions,
 } from './review-spool.ts';
 export { DEVICE_STATUSES, DEVICE_VIEW_SCHEMA, deviceView, type DeviceView } from './device-view.ts';
+export { parseAnswer } from './answer.ts';
+export {
+  AuditAppendAnswer,
+  AuditEntriesAnswer,
+  CertificateRevokeAnswer,
+  DeviceListAnswer,
+  DeviceRevokeAnswer,
+  DeviceViewAnswer,
+  DirectorKeysAnswer,
+  LoginLinkAnswer,
+  PolicyStoredAnswer,
+  ReviewItemAnswer,
+  ReviewPageAnswer,
+} from './admin-answers.ts';
 export { backoffDelay } from './backoff.ts';
 export { EgressDialer, type EgressDenial } from './egress-dialer.ts';
 export {
