@@ -13,6 +13,7 @@ import {
   parseBootPolicyYaml,
 } from '../../attest/index.ts';
 import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
+import { PolicyStoredAnswer } from '../../fleet/index.ts';
 import { eventLogReport, formatEventLogReport, readEventLogFile } from '../../eventlog/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { adminClient, run } from './fleet.ts';
@@ -58,14 +59,14 @@ function registerAssignmentCommands(policy: Command, attest: Command): void {
     parseBootPolicyYaml(text, file);
     const target = opts.device !== undefined ? { device: opts.device } : { group: opts.group };
     const r = await run(adminClient(opts), (c) =>
-      c.call<{ sha256: string }>('POST', '/v1/attestation/policies', {
+      c.callChecked(PolicyStoredAnswer, 'policy', 'POST', '/v1/attestation/policies', {
         policy: text,
         label: basename(file),
         ...target,
       }),
     );
     const who = opts.device !== undefined ? `device ${opts.device}` : `group ${opts.group}`;
-    out.result({ ok: true, sha256: r.body.sha256, ...target }, `${file} (sha256 ${r.body.sha256}) assigned to ${who}`);
+    out.result({ ok: true, sha256: r.sha256, ...target }, `${file} (sha256 ${r.sha256}) assigned to ${who}`);
   });
 
   withConnection(

@@ -27,7 +27,7 @@ import {
 import { parsePublicKeyPem } from '../../crypto/index.ts';
 import { Store } from '../../store/index.ts';
 import { openServerStore } from '../../server/index.ts';
-import { FleetClient, loadDeviceCredential } from '../../fleet/index.ts';
+import { AuditAppendAnswer, AuditEntriesAnswer, FleetClient, loadDeviceCredential } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { connectionPaths, resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
 
@@ -68,9 +68,9 @@ async function listEntries(client: FleetClient, o: ListOptions): Promise<ListedE
     const q = new URLSearchParams(filters);
     q.set('limit', String(Math.min(1000, limit - entries.length)));
     if (after !== null) q.set('after', String(after));
-    const page = await client.call<{ entries: ListedEntry[]; next: number | null }>('GET', `/v1/audit/entries?${q}`);
-    entries.push(...page.body.entries);
-    after = page.body.next;
+    const page = await client.callChecked(AuditEntriesAnswer, 'audit entries', 'GET', `/v1/audit/entries?${q}`);
+    entries.push(...page.entries);
+    after = page.next;
   } while (after !== null && entries.length < limit);
   return entries;
 }
@@ -447,10 +447,10 @@ export function registerAuditCommands(program: Command): void {
     const c = resolveConnection(o, 'required');
     const client = new FleetClient({ server: c.server, ca: c.ca, cert: c.cert!, key: c.key! });
     try {
-      const r = await client.call<{ index: number }>('POST', '/v1/audit/events', event);
+      const { index } = await client.callChecked(AuditAppendAnswer, 'audit append', 'POST', '/v1/audit/events', event);
       out.result(
-        { ok: true, index: r.body.index },
-        `appended as entry ${r.body.index}; \`edgeguard audit prove ${r.body.index}\` once the next checkpoint is signed`,
+        { ok: true, index },
+        `appended as entry ${index}; \`edgeguard audit prove ${index}\` once the next checkpoint is signed`,
       );
     } finally {
       client.close();

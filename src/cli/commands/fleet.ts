@@ -10,14 +10,18 @@ import { ERROR_EXIT_CODES, EdgeguardError } from '../../errors/index.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  AttestationStatus,
+  CertificateRevokeAnswer,
   DEVICE_STATUSES,
+  DeviceListAnswer,
+  DeviceRevokeAnswer,
+  DeviceViewAnswer,
   FLEET_FILES,
   FLEET_SUBDIR,
   FleetClient,
   enrollDevice,
   renewIfDue,
   retireEnrollment,
-  type AttestationStatus,
   type DeviceView,
 } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
@@ -68,8 +72,9 @@ export function registerFleetCommands(program: Command): void {
     .action(async (opts: ConnectionOptions & { status?: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const q = opts.status ? `?status=${opts.status}` : '';
-      const r = await run(adminClient(opts), (c) => c.call<{ devices: DeviceView[] }>('GET', `/v1/devices${q}`));
-      const devices = r.body.devices;
+      const { devices } = await run(adminClient(opts), (c) =>
+        c.callChecked(DeviceListAnswer, 'device list', 'GET', `/v1/devices${q}`),
+      );
       out.result(
         { ok: true, devices },
         devices.length === 0
@@ -83,11 +88,15 @@ export function registerFleetCommands(program: Command): void {
   ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     const { d, attestation } = await run(adminClient(opts), async (c) => ({
-      d: (await c.call<DeviceView>('GET', `/v1/devices/${encodeURIComponent(id)}`)).body,
+      d: await c.callChecked(DeviceViewAnswer, 'device', 'GET', `/v1/devices/${encodeURIComponent(id)}`),
       // A control plane without the attestation plugin has no such route: say so, do not fail.
       attestation: await c
-        .call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`)
-        .then((r) => r.body)
+        .callChecked(
+          AttestationStatus,
+          'attestation status',
+          'GET',
+          `/v1/devices/${encodeURIComponent(id)}/attestation`,
+        )
         .catch((e: unknown) => {
           if (e instanceof EdgeguardError && e.code === 'EG_NOT_FOUND') return undefined;
           throw e;
@@ -117,12 +126,17 @@ export function registerFleetCommands(program: Command): void {
       .argument('<id>', 'device id (dev-...)'),
   ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
-    const r = await run(adminClient(opts), (c) =>
-      c.call<AttestationStatus>('GET', `/v1/devices/${encodeURIComponent(id)}/attestation`),
+    const status = await run(adminClient(opts), (c) =>
+      c.callChecked(
+        AttestationStatus,
+        'attestation status',
+        'GET',
+        `/v1/devices/${encodeURIComponent(id)}/attestation`,
+      ),
     );
-    out.result({ ok: r.body.trusted, attestation: r.body }, attestationLines(r.body));
+    out.result({ ok: status.trusted, attestation: status }, attestationLines(status));
     // One document on stdout either way; an untrusted device exits with EG_ATTEST_REFUSED's status (9).
-    if (!r.body.trusted) {
+    if (!status.trusted) {
       const why = `device ${id} is not trusted (reasons above): fix its boot, or bring it back online so that its agent pushes fresh evidence.`;
       if (!out.opts.json) process.stderr.write(`EG_ATTEST_REFUSED: ${why}\n`);
       process.exitCode = ERROR_EXIT_CODES.EG_ATTEST_REFUSED;
@@ -136,12 +150,12 @@ export function registerFleetCommands(program: Command): void {
       .argument('<id>', 'device id'),
   ).action(async (id: string, opts: ConnectionOptions, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
-    const r = await run(adminClient(opts), (c) =>
-      c.call<DeviceView>('POST', `/v1/devices/${encodeURIComponent(id)}/approve`),
+    const d = await run(adminClient(opts), (c) =>
+      c.callChecked(DeviceViewAnswer, 'device approval', 'POST', `/v1/devices/${encodeURIComponent(id)}/approve`),
     );
     out.result(
-      { ok: true, device: r.body },
-      `approved ${r.body.id} (${r.body.keyProvider}${r.body.softwareBound ? ', software-bound' : ''})`,
+      { ok: true, device: d },
+      `approved ${d.id} (${d.keyProvider}${d.softwareBound ? ', software-bound' : ''})`,
     );
   });
 
@@ -159,15 +173,13 @@ export function registerFleetCommands(program: Command): void {
     .action(async (id: string, opts: ConnectionOptions & { reason: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const r = await run(adminClient(opts), (c) =>
-        c.call<{ device: DeviceView; revokedSerials: string[] }>(
-          'POST',
-          `/v1/devices/${encodeURIComponent(id)}/revoke`,
-          { reason: opts.reason },
-        ),
+        c.callChecked(DeviceRevokeAnswer, 'device revocation', 'POST', `/v1/devices/${encodeURIComponent(id)}/revoke`, {
+          reason: opts.reason,
+        }),
       );
       out.result(
-        { ok: true, device: r.body.device, revokedSerials: r.body.revokedSerials },
-        `revoked ${id}; certificates ${r.body.revokedSerials.join(', ') || '(none)'} are refused from now on`,
+        { ok: true, device: r.device, revokedSerials: r.revokedSerials },
+        `revoked ${id}; certificates ${r.revokedSerials.join(', ') || '(none)'} are refused from now on`,
       );
     });
 
@@ -197,13 +209,15 @@ export function registerFleetCommands(program: Command): void {
     .action(async (serial: string, opts: ConnectionOptions & { reason: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
       const r = await run(adminClient(opts), (c) =>
-        c.call<{ serial: string; role: string; revokedAt: string }>(
+        c.callChecked(
+          CertificateRevokeAnswer,
+          'certificate revocation',
           'POST',
           `/v1/certificates/${encodeURIComponent(serial)}/revoke`,
           { reason: opts.reason },
         ),
       );
-      out.result({ ok: true, ...r.body }, `revoked ${r.body.role} certificate ${r.body.serial} at ${r.body.revokedAt}`);
+      out.result({ ok: true, ...r }, `revoked ${r.role} certificate ${r.serial} at ${r.revokedAt}`);
     });
 
   const agent = group(program, 'agent', 'the device agent');

@@ -12,10 +12,11 @@ import { Command, InvalidArgumentError } from 'commander';
 import { b64url, readContentKeyFile, wipe } from '../../crypto/index.ts';
 import { EdgeguardError, fsError } from '../../errors/index.ts';
 import {
+  Assignment,
+  DirectorKeysAnswer,
   RELEASE_NAME_RE,
-  type Assignment,
+  ReleaseStatusResponse,
   type DeviceReleaseStatus,
-  type ReleaseStatusResponse,
 } from '../../fleet/index.ts';
 import { parseNonNegativeInt } from '../args.ts';
 import { withConnection, type ConnectionOptions } from '../connection.ts';
@@ -97,8 +98,10 @@ export function registerDirectorCommands(release: Command): void {
       body.contentKey = b64url(key.bytes);
       wipe(key.bytes);
     }
-    const r = await run(adminClient(opts), (c) => c.call<Assignment>('POST', '/v1/releases/assignments', body));
-    out.result({ ok: true, assignment: r.body }, assignmentLines(r.body));
+    const a = await run(adminClient(opts), (c) =>
+      c.callChecked(Assignment, 'assignment', 'POST', '/v1/releases/assignments', body),
+    );
+    out.result({ ok: true, assignment: a }, assignmentLines(a));
   });
 
   withConnection(
@@ -111,12 +114,14 @@ export function registerDirectorCommands(release: Command): void {
   ).action(async (opts: ConnectionOptions & { release?: string }, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     const q = opts.release !== undefined ? `?release=${encodeURIComponent(opts.release)}` : '';
-    const r = await run(adminClient(opts), (c) => c.call<ReleaseStatusResponse>('GET', `/v1/releases/status${q}`));
-    const halted = r.body.assignments.filter((a) => a.state === 'halted');
-    out.result(r.body, [
-      ...r.body.assignments.flatMap(assignmentLines),
+    const r = await run(adminClient(opts), (c) =>
+      c.callChecked(ReleaseStatusResponse, 'release status', 'GET', `/v1/releases/status${q}`),
+    );
+    const halted = r.assignments.filter((a) => a.state === 'halted');
+    out.result(r, [
+      ...r.assignments.flatMap(assignmentLines),
       ...halted.map((a) => `HALTED ${a.release}@${a.version} (${a.id}): ${a.haltReason ?? ''}`),
-      ...(r.body.devices.length ? r.body.devices.map(statusLine) : ['no device has an assignment or a report']),
+      ...(r.devices.length ? r.devices.map(statusLine) : ['no device has an assignment or a report']),
     ]);
   });
 
@@ -128,17 +133,17 @@ export function registerDirectorCommands(release: Command): void {
   ).action(async (opts: ConnectionOptions & { out?: string }, cmd: Command) => {
     const out = new Output(globalOptions(cmd));
     const r = await run(adminClient(opts), (c) =>
-      c.call<{ threshold: number; keys: Array<{ keyId: string; pem: string }> }>('GET', '/v1/director/keys'),
+      c.callChecked(DirectorKeysAnswer, 'director keys', 'GET', '/v1/director/keys'),
     );
-    const pem = r.body.keys.map((k) => k.pem).join('');
+    const pem = r.keys.map((k) => k.pem).join('');
     if (opts.out !== undefined) {
       await writeFile(opts.out, pem, { mode: 0o644 }).catch((e: unknown) => {
         throw fsError(e, opts.out!, 'write');
       });
     }
     out.result(
-      { ok: true, ...r.body, ...(opts.out !== undefined ? { output: opts.out } : {}) },
-      opts.out !== undefined ? `director key ${r.body.keys[0]?.keyId} -> ${opts.out}` : pem.trimEnd(),
+      { ok: true, ...r, ...(opts.out !== undefined ? { output: opts.out } : {}) },
+      opts.out !== undefined ? `director key ${r.keys[0]?.keyId} -> ${opts.out}` : pem.trimEnd(),
     );
   });
 }

@@ -30,6 +30,8 @@ import {
   type ReviewMetadata,
   spoolFileName,
   FleetClient,
+  ReviewItemAnswer,
+  ReviewPageAnswer,
 } from '../../fleet/index.ts';
 import { Output, globalOptions } from '../output.ts';
 import { resolveConnection, withConnection, type ConnectionOptions } from '../connection.ts';
@@ -364,10 +366,12 @@ export function registerReviewCommands(program: Command): void {
         let fetched = 0;
         let skipped = 0;
         for (;;) {
-          const page = await client.call<{
-            items: Array<{ id: string; createdMs: number; deviceId: string; receivedAt: string }>;
-          }>('GET', `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`);
-          const items = page.body.items;
+          const { items } = await client.callChecked(
+            ReviewPageAnswer,
+            'review items',
+            'GET',
+            `/v1/review/items?limit=500${after ? `&after=${after}` : ''}`,
+          );
           if (items.length === 0) break;
           for (const it of items) {
             const name = spoolFileName(it.createdMs, it.id);
@@ -376,8 +380,8 @@ export function registerReviewCommands(program: Command): void {
               skipped++;
               continue;
             }
-            const r = await client.call<{ id: string; item: string }>('GET', `/v1/review/items/${it.id}`);
-            const bytes = Buffer.from(r.body.item, 'base64');
+            const r = await client.callChecked(ReviewItemAnswer, 'review item', 'GET', `/v1/review/items/${it.id}`);
+            const bytes = Buffer.from(r.item, 'base64');
             parseReviewItem(bytes, `item ${it.id} from the server`);
             await writeFile(join(opts.out, name), bytes, { mode: 0o600 });
             const device = { id: it.id, deviceId: it.deviceId, receivedAt: it.receivedAt };

@@ -8,6 +8,7 @@
 import { userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { EdgeguardError } from '../../errors/index.ts';
+import { LoginLinkAnswer } from '../../fleet/index.ts';
 import { issueUiLoginLinkOffline, UI_LINK_TTL_MS, type UiLoginLink } from '../../server/index.ts';
 import { withConnection, type ConnectionOptions } from '../connection.ts';
 import { Output, globalOptions } from '../output.ts';
@@ -59,7 +60,9 @@ export function registerUiCommands(program: Command): void {
             'EG_USAGE',
             '--name goes with --data; over the API the link is for your certificate.',
           );
-        link = (await run(adminClient(opts), (c) => c.call<UiLoginLink>('POST', '/v1/ui/login-links'))).body;
+        link = await run(adminClient(opts), (c) =>
+          c.callChecked(LoginLinkAnswer, 'sign-in link', 'POST', '/v1/ui/login-links'),
+        );
       }
       out.result({ ok: true, url: link.url, expiresAt: link.expiresAt }, [
         link.url,
