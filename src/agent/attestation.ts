@@ -33,7 +33,7 @@ export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_mea
 export interface AttestationReporterOptions {
   /** The mTLS client of the device identity. */
   client: FleetClient;
-  tpm: Pick<TpmClient, 'quote'>;
+  tpm: Pick<TpmClient, 'attestation'>;
   /** The AK the device enrolled with (DIR/ak.tpm.pub, DIR/ak.tpm.priv). */
   ak: TpmKeyBlobs;
   /** Where the firmware's event log is read (default DEFAULT_EVENT_LOG_PATH). */
@@ -125,7 +125,7 @@ export class AttestationReporter {
       const issued = carried ?? (await requestAttestationNonce(this.o.client));
       if (carried) this.report.noncesCarried++;
       const eventLog = await readEventLogBytes(this.o.eventLogPath ?? DEFAULT_EVENT_LOG_PATH, MAX_EVIDENCE_LOG_BYTES);
-      const q = await this.o.tpm.quote(this.o.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
+      const q = await this.o.tpm.attestation.quote(this.o.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
       const verdict = await this.push(issued.nonce, { quote: q.attest, signature: q.signature, eventLog });
       const next = verdict.nextNonce;
       if (next)

@@ -269,7 +269,7 @@ async function tpmExchange(
     public: await readFile(join(dir, DEVICE_FILES.akTpmPublic)),
     private: await readFile(join(dir, DEVICE_FILES.akTpmPrivate)),
   };
-  const credential = await new TpmClient({ tcti }).activateCredential(
+  const credential = await new TpmClient({ tcti }).attestation.activateCredential(
     ak,
     Buffer.from(challenge.credentialBlob, 'base64'),
   );

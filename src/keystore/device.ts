@@ -162,9 +162,9 @@ export async function initDevice(o: InitDeviceOptions): Promise<InitDeviceResult
   const binding = await client.createBindingKey(pcrs, signer?.signer);
   const identity = await client.createIdentityKey();
   const srkName = await client.storageRootKeyName();
-  const endorsement = await client.createEndorsementKeys();
-  const certify = await client.certify(endorsement.ak, binding);
-  const ekCert = await client.readEkCertificate();
+  const endorsement = await client.attestation.createEndorsementKeys();
+  const certify = await client.attestation.certify(endorsement.ak, binding);
+  const ekCert = await client.attestation.readEkCertificate();
   // The store answers with the session the key was made for (PolicyOR with a PCR policy key).
   const policy: TpmKeyStorePolicy = signer
     ? { kind: 'authorized', signerKey: signer.key, provisionedPolicy: binding.pcrPolicyDigest, deviceDir: dir }

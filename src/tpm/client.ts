@@ -5,7 +5,8 @@
  * tpm2_rsadecrypt, tpm2_unseal and tpm2_getrandom write raw bytes to stdout when given no -o.
  * (`-o /dev/stdout` does NOT work here: Node's stdio pipes are socketpairs, which cannot be
  * reopened through /proc/self/fd.) Sessions that authorize a key's use: policy-session.ts; NV index
- * operations (`tpm.nv`): nv-client.ts.
+ * operations (`tpm.nv`): nv-client.ts; the EK, the AK, certify, quote and credential activation
+ * (`tpm.attestation`): attest-client.ts.
  *
  * Key hierarchy (TCG TPM 2.0 Library Part 1, 23 "Protected storage hierarchy"):
  *   owner hierarchy -> SRK (primary, recreated from its template each time: same seed, same key)
@@ -14,6 +15,7 @@
  *                      -> identity key (RSA-2048 decrypt, fixedTPM|fixedParent, no policy)
  *                      -> sealed objects
  *   endorsement hierarchy -> EK (TCG EK template, tpm2_createek) -> AK (restricted ECDSA P-256 signing key)
+ *                            (attest-client.ts)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { EdgeguardError } from '../errors/index.ts';
@@ -26,8 +28,9 @@ import {
 } from './pcr.ts';
 import { objectName, parseTpm2bPublic, type TpmPublic } from './public.ts';
 import { TpmNv } from './nv-client.ts';
+import { TpmAttestation } from './attest-client.ts';
 import { HASH_ALGS } from './constants.ts';
-import { keyPolicySession, prepareKeyPolicy, type KeyPolicy, type Step } from './policy-session.ts';
+import { keyPolicySession, prepareKeyPolicy, type KeyPolicy } from './policy-session.ts';
 import { TpmRunner, type TpmKeyBlobs } from './runner.ts';
 import { policyAuthorizeDigest, policyOrDigest, type PolicySigner } from './policy.ts';
 
@@ -44,8 +47,6 @@ export const BINDING_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|
 export const IDENTITY_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|decrypt';
 /** Sealed data objects: cannot be duplicated; unsealing needs the policy session. */
 const SEAL_ATTRIBUTES = 'fixedtpm|fixedparent';
-/** TCG EK Credential Profile 2.0, section 2.2.1.4: the RSA EK certificate's NV index. */
-export const EK_CERT_NV_INDEX_RSA = 0x01c00002;
 export { SRK_TEMPLATE, type TpmClientOptions, type TpmKeyBlobs } from './runner.ts';
 
 export interface BindingKey extends TpmKeyBlobs {
@@ -60,21 +61,6 @@ export interface BindingKey extends TpmKeyBlobs {
   pcrValues: PcrValues;
 }
 
-export interface EndorsementKeys {
-  /** EK TPM2B_PUBLIC. */
-  ekPublic: Buffer;
-  /** The AK (restricted ECDSA P-256 / SHA-256 signing key under the EK; RSASSA ones enrolled earlier stay valid). */
-  ak: TpmKeyBlobs;
-  akName: Buffer;
-}
-
-export interface Attestation {
-  /** TPMS_ATTEST bytes, exactly as signed. */
-  attest: Buffer;
-  /** TPMT_SIGNATURE. */
-  signature: Buffer;
-}
-
 function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }
@@ -85,30 +71,12 @@ const EXTENDS_PER_RUN = 64;
 export class TpmClient extends TpmRunner {
   /** NV index operations (nv-client.ts), on this client's step runner: `tpm.nv.counterRead(...)`. */
   readonly nv = new TpmNv({ op: (action, fn) => this.op(action, fn), createSrk: (s) => this.createSrk(s) });
-
-  /** The EK (recreated from the TCG template) and the AK loaded under it with a PolicySecret(endorsement) session. */
-  private static async loadAk(s: Step, ak: TpmKeyBlobs): Promise<void> {
-    await writeFile(s.file('ak.pub'), ak.public);
-    await writeFile(s.file('ak.priv'), ak.private);
-    await s.tool('tpm2_createek', ['-Q', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub'], {
-      action: 'recreate the endorsement key',
-    });
-    await s.flush();
-    await TpmClient.endorsementSession(s, 'ek-session.ctx');
-    await s.tool(
-      'tpm2_load',
-      ['-Q', '-C', 'ek.ctx', '-u', 'ak.pub', '-r', 'ak.priv', '-c', 'ak.ctx', '-P', 'session:ek-session.ctx'],
-      { action: 'load the attestation key' },
-    );
-    await s.flush(true);
-  }
-
-  private static async endorsementSession(s: Step, file: string): Promise<void> {
-    await s.tool('tpm2_startauthsession', ['-Q', '--policy-session', '-S', file], {
-      action: 'start an endorsement policy session',
-    });
-    await s.tool('tpm2_policysecret', ['-Q', '-S', file, '-c', 'e'], { action: 'authorize the endorsement hierarchy' });
-  }
+  /** EK, AK, certify, quote, activateCredential (attest-client.ts): `tpm.attestation.quote(...)`. */
+  readonly attestation = new TpmAttestation({
+    op: (action, fn) => this.op(action, fn),
+    loadUnderSrk: (s, key, ctx, what) => this.loadUnderSrk(s, key, ctx, what),
+    readPcrs: (selection) => this.readPcrs(selection),
+  });
 
   // ---- operations ----------------------------------------------------------------------------
 
@@ -357,148 +325,6 @@ export class TpmClient extends TpmRunner {
       return s.tool('tpm2_unseal', ['-Q', '-c', 'seal.ctx', '-p', auth]);
     });
   }
-
-  /**
-   * The EK (TCG default RSA template) and a new AK under it: a restricted ECDSA P-256 / SHA-256
-   * signing key (a quote signed in a fraction of an RSA-2048 signature's time, on the device's TPM
-   * and in the verifier). AKs enrolled as RSASSA keys stay valid: the verifier checks both.
-   */
-  async createEndorsementKeys(): Promise<EndorsementKeys> {
-    return this.op('create the endorsement and attestation keys', async (s) => {
-      await s.tool('tpm2_createek', ['-Q', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub']);
-      await s.flush();
-      await s.tool('tpm2_createak', [
-        '-Q',
-        '-C',
-        'ek.ctx',
-        '-c',
-        'ak.ctx',
-        '-G',
-        'ecc',
-        '-g',
-        'sha256',
-        '-s',
-        'ecdsa',
-        '-u',
-        'ak.pub',
-        '-r',
-        'ak.priv',
-        '-n',
-        'ak.name',
-      ]);
-      await s.flush(true);
-      return {
-        ekPublic: await readFile(s.file('ek.pub')),
-        ak: { public: await readFile(s.file('ak.pub')), private: await readFile(s.file('ak.priv')) },
-        akName: await readFile(s.file('ak.name')),
-      };
-    });
-  }
-
-  /** The EK certificate (DER) from its TCG NV index, or undefined when the TPM has none. */
-  async readEkCertificate(index = EK_CERT_NV_INDEX_RSA): Promise<Buffer | undefined> {
-    try {
-      return await this.op('read the EK certificate', async (s) => {
-        await s.tool('tpm2_nvread', ['-Q', `0x${index.toString(16)}`, '-o', 'ek.crt']);
-        return readFile(s.file('ek.crt'));
-      });
-    } catch (e) {
-      if (e instanceof EdgeguardError && e.code === 'EG_TPM') return undefined;
-      throw e;
-    }
-  }
-
-  /** TPM2_Certify: the AK signs the name of `key` (proof that `key` is resident in this TPM). */
-  async certify(ak: TpmKeyBlobs, key: TpmKeyBlobs): Promise<Attestation> {
-    return this.op('certify the key with the attestation key', async (s) => {
-      await TpmClient.loadAk(s, ak);
-      await this.loadUnderSrk(s, key, 'key.ctx', 'key to certify');
-      await s.tool('tpm2_certify', [
-        '-Q',
-        '-c',
-        'key.ctx',
-        '-C',
-        'ak.ctx',
-        '-g',
-        'sha256',
-        '-o',
-        'attest.bin',
-        '-s',
-        'sig.bin',
-        '-f',
-        'tss',
-      ]);
-      await s.flush();
-      return { attest: await readFile(s.file('attest.bin')), signature: await readFile(s.file('sig.bin')) };
-    });
-  }
-
-  /** TPM2_Quote of `pcrs` with `nonce` as qualifying data, and the PCR values it covers. */
-  async quote(
-    ak: TpmKeyBlobs,
-    pcrs: PcrSelection | string,
-    nonce: Uint8Array,
-  ): Promise<Attestation & { pcrValues: PcrValues }> {
-    const sel = typeof pcrs === 'string' ? parsePcrSelection(pcrs) : pcrs;
-    const q = await this.op('quote PCRs', async (s) => {
-      await TpmClient.loadAk(s, ak);
-      await s.tool('tpm2_quote', [
-        '-Q',
-        '-c',
-        'ak.ctx',
-        '-l',
-        formatPcrSelection(sel),
-        '-q',
-        hex(nonce),
-        '-g',
-        'sha256',
-        '-m',
-        'attest.bin',
-        '-s',
-        'sig.bin',
-      ]);
-      await s.flush();
-      return { attest: await readFile(s.file('attest.bin')), signature: await readFile(s.file('sig.bin')) };
-    });
-    // The values are read after the quote; a verifier recomputes the digest and asks again on a mismatch.
-    return { ...q, pcrValues: await this.readPcrs(sel) };
-  }
-
-  /**
-   * TPM2_ActivateCredential (Part 3, 12.5): recover the credential a verifier made with
-   * MakeCredential for (EK, AK name). `credentialBlob` is the tpm2-tools file form
-   * (u32 0xBADCC0DE, u32 1, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET). The credential comes back in memory.
-   */
-  async activateCredential(ak: TpmKeyBlobs, credentialBlob: Uint8Array): Promise<Buffer> {
-    return this.op('activate the credential', async (s) => {
-      await writeFile(s.file('cred.in'), credentialBlob);
-      await TpmClient.loadAk(s, ak);
-      await TpmClient.endorsementSession(s, 'ek-session.ctx');
-      // tpm2_activatecredential prints `certinfodata:<hex>` on stdout (followed by the raw bytes
-      // when no -o is given); we parse the hex line and never name an output file.
-      const out = await s.tool('tpm2_activatecredential', [
-        '-c',
-        'ak.ctx',
-        '-C',
-        'ek.ctx',
-        '-i',
-        'cred.in',
-        '-P',
-        'session:ek-session.ctx',
-      ]);
-      const m = /^certinfodata:([0-9a-fA-F]*)\r?\n/.exec(out.subarray(0, 300).toString('latin1'));
-      if (!m) {
-        out.fill(0);
-        throw new EdgeguardError(
-          'EG_TPM',
-          'tpm2_activatecredential printed no certinfodata line; is this tpm2-tools 5.x?',
-        );
-      }
-      const cred = Buffer.from(m[1]!, 'hex');
-      out.fill(0);
-      return cred;
-    });
-  }
 }
 
 function bufJson(_k: string, v: unknown): unknown {
@@ -509,5 +335,5 @@ function bufJson(_k: string, v: unknown): unknown {
 
 /** Convenience for callers holding a TCTI string (e.g. the control plane's enrollment tests). */
 export function activateCredential(tcti: string, ak: TpmKeyBlobs, credentialBlob: Uint8Array): Promise<Buffer> {
-  return new TpmClient({ tcti }).activateCredential(ak, credentialBlob);
+  return new TpmClient({ tcti }).attestation.activateCredential(ak, credentialBlob);
 }

@@ -1,6 +1,7 @@
 /**
  * Public face of the TPM module: a TPM 2.0 client over tpm2-tools (client.ts, with its NV index
- * operations in nv-client.ts), and TCG structures parsed and verified in pure TypeScript (public.ts,
+ * operations in nv-client.ts and its EK, AK, certify, quote and credential activation in
+ * attest-client.ts), and TCG structures parsed and verified in pure TypeScript (public.ts,
  * attest.ts, signature.ts, pcr.ts, nv.ts) so that a verifier needs no TPM software at all.
  */
 export {
@@ -52,15 +53,19 @@ export {
   type TpmClientOptions,
   type TpmKeyBlobs,
   type BindingKey,
-  type EndorsementKeys,
-  type Attestation,
   SRK_TEMPLATE,
   BINDING_KEY_ALG,
   BINDING_KEY_ATTRIBUTES,
   IDENTITY_KEY_ATTRIBUTES,
-  EK_CERT_NV_INDEX_RSA,
 } from './client.ts';
 export { TpmNv, NV_COUNTER_ATTRIBUTES, type NvAuth, type NvSteps } from './nv-client.ts';
+export {
+  TpmAttestation,
+  EK_CERT_NV_INDEX_RSA,
+  type AttestationSteps,
+  type EndorsementKeys,
+  type Attestation,
+} from './attest-client.ts';
 export {
   type NvPublic,
   TPMA_NV,

@@ -72,7 +72,7 @@ describe('the agent installs what the director assigns (swtpm)', { skip: TPM_SKI
 
   async function attest(client = device.client) {
     const issued = await requestAttestationNonce(client);
-    const q = await tpm.client.quote(tpm.keys.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
+    const q = await tpm.client.attestation.quote(tpm.keys.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
     return pushAttestationEvidence(client, issued.nonce, {
       quote: q.attest,
       signature: q.signature,

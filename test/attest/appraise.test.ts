@@ -60,7 +60,7 @@ describe('appraisal of a played boot on swtpm', { skip: TPM_SKIP }, () => {
   }
 
   async function quoteWith(client: TpmClient, keys: EndorsementKeys, p: BootPolicy, nonce: Buffer) {
-    const q = await client.quote(keys.ak, p.pcrs, nonce);
+    const q = await client.attestation.quote(keys.ak, p.pcrs, nonce);
     return { quote: q.attest, signature: q.signature };
   }
 

@@ -256,14 +256,14 @@ describe('MakeCredential activated by a real TPM (swtpm)', { skip: TPM_SKIP }, (
   before(async () => {
     tpm = await startTestTpm();
     client = new TpmClient({ tcti: tpm.tcti });
-    keys = await client.createEndorsementKeys();
+    keys = await client.attestation.createEndorsementKeys();
   });
   after(async () => stopTestTpm(tpm));
 
   it('releases the credential to the AK it was made for', async () => {
     const secret = randomBytes(32);
     const made = makeCredential(parseTpm2bPublic(keys.ekPublic), keys.akName, secret);
-    const got = await client.activateCredential(keys.ak, made.blob);
+    const got = await client.attestation.activateCredential(keys.ak, made.blob);
     assert.deepEqual(got, secret);
   });
 
@@ -339,12 +339,15 @@ describe('MakeCredential activated by a real TPM (swtpm)', { skip: TPM_SKIP }, (
     const secret = randomBytes(32);
     const otherName = Buffer.concat([keys.akName.subarray(0, 2), randomBytes(32)]);
     await assert.rejects(
-      client.activateCredential(keys.ak, makeCredential(parseTpm2bPublic(keys.ekPublic), otherName, secret).blob),
+      client.attestation.activateCredential(
+        keys.ak,
+        makeCredential(parseTpm2bPublic(keys.ekPublic), otherName, secret).blob,
+      ),
       (e) => isEdgeguardError(e),
     );
     const made = makeCredential(parseTpm2bPublic(keys.ekPublic), keys.akName, secret);
     const tampered = Buffer.from(made.blob);
     tampered[8 + 2 + 2 + 5]! ^= 0x01; // inside the integrity HMAC
-    await assert.rejects(client.activateCredential(keys.ak, tampered), (e) => isEdgeguardError(e));
+    await assert.rejects(client.attestation.activateCredential(keys.ak, tampered), (e) => isEdgeguardError(e));
   });
 });

@@ -33,7 +33,7 @@ const QUOTED = parsePcrSelection('sha256:0,1,2,3,4,5,6,7,8,9,14');
 
 async function quoteMatchesLog(client: TpmClient, keys: EndorsementKeys, logBytes: Buffer): Promise<void> {
   const nonce = randomBytes(32);
-  const q = await client.quote(keys.ak, QUOTED, nonce);
+  const q = await client.attestation.quote(keys.ak, QUOTED, nonce);
   const replayed = replayedPcrsFor(replayEventLog(parseEventLog(logBytes)), QUOTED);
   verifyQuote(parseTpm2bPublic(keys.ak.public), q.attest, q.signature, nonce, replayed);
 }

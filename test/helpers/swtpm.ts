@@ -17,7 +17,8 @@ import {
   type SwtpmOptions,
   type LocalCa,
 } from '../../src/tpm/swtpm.ts';
-import { TpmClient, type EndorsementKeys } from '../../src/tpm/client.ts';
+import { TpmClient } from '../../src/tpm/client.ts';
+import type { EndorsementKeys } from '../../src/tpm/attest-client.ts';
 
 export type { Swtpm, LocalCa };
 export { createLocalCa };
@@ -50,5 +51,5 @@ export interface TestTpmWithAk {
 export async function startTestTpmWithAk(): Promise<TestTpmWithAk> {
   const tpm = await startTestTpm();
   const client = new TpmClient({ tcti: tpm.tcti });
-  return { tpm, client, keys: await client.createEndorsementKeys() };
+  return { tpm, client, keys: await client.attestation.createEndorsementKeys() };
 }

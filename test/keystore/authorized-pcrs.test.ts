@@ -157,7 +157,7 @@ describe('authorized PCR policies on a device (swtpm)', { skip: TPM_SKIP }, () =
       private: await readFile(join(dev, DEVICE_FILES.akTpmPrivate)),
     };
     const nonce = randomBytes(20);
-    const q = await client.quote(ak, PCRS, nonce);
+    const q = await client.attestation.quote(ak, PCRS, nonce);
     const v = verifyQuote(parseTpm2bPublic(ak.public), q.attest, q.signature, nonce, q.pcrValues);
     assert.deepEqual(v.pcrSelect, parsePcrSelection(PCRS));
   });

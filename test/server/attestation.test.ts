@@ -125,7 +125,11 @@ for (const backend of ['sqlite', 'postgres'] as const) {
         binary?: boolean;
       } = {},
     ) {
-      const q = await (o.by ?? tpm).quote((o.keys ?? device.keys).ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
+      const q = await (o.by ?? tpm).attestation.quote(
+        (o.keys ?? device.keys).ak,
+        issued.pcrs,
+        Buffer.from(issued.nonce, 'hex'),
+      );
       const evidence = { quote: q.attest, signature: q.signature, eventLog: log };
       const verdict = await pushAttestationEvidence(o.pusher ?? a.client, issued.nonce, evidence, {
         askNextNonce: o.askNextNonce ?? false,

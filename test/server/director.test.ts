@@ -73,7 +73,7 @@ for (const backend of ['sqlite', 'postgres'] as const) {
 
     async function attest() {
       const issued = await requestAttestationNonce(device.client);
-      const q = await tpm.client.quote(tpm.keys.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
+      const q = await tpm.client.attestation.quote(tpm.keys.ak, issued.pcrs, Buffer.from(issued.nonce, 'hex'));
       return pushAttestationEvidence(device.client, issued.nonce, {
         quote: q.attest,
         signature: q.signature,

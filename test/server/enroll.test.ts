@@ -95,7 +95,7 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
 
   it('refuses an EK certificate that is for another key, and a missing certificate for an unregistered EK', async () => {
     const c = fleet.client();
-    const otherEk = (await tpmClient.createEndorsementKeys()).ekPublic; // same TPM, same EK template: equal
+    const otherEk = (await tpmClient.attestation.createEndorsementKeys()).ekPublic; // same TPM, same EK template: equal
     assert.deepEqual(otherEk, Buffer.from(evidence.ekPublic, 'base64'));
     // A certificate for the EK, presented with another RSA storage key's public area.
     const fakeEk = await tpmClient.createKey(
@@ -154,7 +154,7 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     assert.equal(wrong.status, 403);
     assert.match(wrong.body.error.message, /ActivateCredential answer is wrong/);
     // Even the right answer is refused now: one attempt per challenge.
-    const right = await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'));
+    const right = await tpmClient.attestation.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'));
     const late = await c.send<ErrBody>('POST', '/v1/enroll/finish', {
       challengeId: challenge.challengeId,
       credential: right.toString('base64'),
@@ -169,7 +169,7 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const challenge = (await c.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', body)).body;
     await refusedAt(c, body, 403, /nonce is unknown, expired or already used/);
     const credential = (
-      await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))
+      await tpmClient.attestation.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))
     ).toString('base64');
     const finish = { challengeId: challenge.challengeId, credential };
     const ok = await c.send<protocol.EnrollFinished>('POST', '/v1/enroll/finish', finish);
@@ -207,7 +207,7 @@ describe('enrollment refusals (swtpm evidence)', { skip: TPM_SKIP }, () => {
     const { ekCertificate: _drop, ...noCert } = await startBody(c);
     const challenge = (await c.call<protocol.ChallengeResponse>('POST', '/v1/enroll/start', noCert)).body;
     const credential = (
-      await tpmClient.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))
+      await tpmClient.attestation.activateCredential(ak, Buffer.from(challenge.credentialBlob, 'base64'))
     ).toString('base64');
     const done = (
       await c.call<protocol.EnrollFinished>('POST', '/v1/enroll/finish', {

@@ -113,19 +113,19 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
   });
 
   test('EK and AK; TPM2_Certify of the binding key verifies in pure TypeScript', async () => {
-    endorsement = await client.createEndorsementKeys();
+    endorsement = await client.attestation.createEndorsementKeys();
     const ak = parseTpm2bPublic(endorsement.ak.public);
     assert.deepEqual(objectName(ak), endorsement.akName);
     const ek = parseTpm2bPublic(endorsement.ekPublic);
     assert.ok(hasAttributes(ek, 'fixedTPM', 'restricted', 'decrypt'));
-    const c = await client.certify(endorsement.ak, binding);
+    const c = await client.attestation.certify(endorsement.ak, binding);
     const v = verifyCertify(ak, binding.publicArea, c.attest, c.signature);
     assert.equal(v.attest.attested.kind, 'certify');
     if (v.attest.attested.kind === 'certify') assert.deepEqual(v.attest.attested.name, binding.name);
   });
 
   test('the EK certificate from NV is signed by the local CA', async () => {
-    const der = await client.readEkCertificate();
+    const der = await client.attestation.readEkCertificate();
     assert.ok(der && der.length > 0);
     writeFileSync(join(work, 'ek.der'), der);
     execFileSync('openssl', ['x509', '-inform', 'der', '-in', join(work, 'ek.der'), '-out', join(work, 'ek.pem')]);
@@ -139,7 +139,7 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
 
   test('quote verifies against nonce and PCR values', async () => {
     const nonce = randomBytes(16);
-    const q = await client.quote(endorsement.ak, 'sha256:0,1,2,3,7,16', nonce);
+    const q = await client.attestation.quote(endorsement.ak, 'sha256:0,1,2,3,7,16', nonce);
     const v = verifyQuote(parseTpm2bPublic(endorsement.ak.public), q.attest, q.signature, nonce, q.pcrValues);
     assert.equal(v.pcrSelect[0]!.pcrs.join(','), '0,1,2,3,7,16');
   });
@@ -154,7 +154,7 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
       { cwd: work, stdio: 'pipe' },
     );
     const blob = readFileSync(join(work, 'cred.bin'));
-    assert.deepEqual(await client.activateCredential(endorsement.ak, blob), secret);
+    assert.deepEqual(await client.attestation.activateCredential(endorsement.ak, blob), secret);
     // A credential made for another name is refused by the TPM.
     execFileSync(
       'tpm2_makecredential',
@@ -162,7 +162,7 @@ describe('TpmClient against swtpm', { skip: TPM_SKIP }, () => {
       { cwd: work, stdio: 'pipe' },
     );
     await assert.rejects(
-      client.activateCredential(endorsement.ak, readFileSync(join(work, 'cred2.bin'))),
+      client.attestation.activateCredential(endorsement.ak, readFileSync(join(work, 'cred2.bin'))),
       (e: unknown) => isEdgeguardError(e),
     );
   });
