@@ -12,6 +12,7 @@ import { agentConfig } from '../../src/agent/config.ts';
 import { runAgentUpdate } from '../../src/agent/update.ts';
 import { loadOrCreateLogSigner, readLogVerifierKey, Witness } from '../../src/audit/index.ts';
 import { FleetCa, resolveCaPassphrase } from '../../src/pki/index.ts';
+import { readCurrentMetadata, readPointer } from '../../src/release/index.ts';
 import { readSettings } from '../../src/release/settings.ts';
 import { openServerStore, readAutoApproveList, SERVER_CONFIG_FILE } from '../../src/server/index.ts';
 import { lockStatePath, readLockState } from '../../src/tamper/index.ts';
@@ -69,9 +70,17 @@ test('pki: the CA passphrase file and the fleet CA files', async (t) => {
   await refusedWithoutReading(() => FleetCa.load(dir, 'a passphrase'));
 });
 
-test('release settings, and the agent update trusted root', async (t) => {
+test('release: settings, repository metadata, the slot pointer, and the agent update trusted root', async (t) => {
   const dir = await tempDir(t, 'eg-bounded-release-');
   await refusedWithoutReading(async () => readSettings(await sparseFile(join(dir, 'release.json'))));
+  const metadata = join(dir, 'metadata');
+  await mkdir(metadata);
+  await sparseFile(join(metadata, 'root.json'));
+  await refusedWithoutReading(() => readCurrentMetadata(metadata));
+  assert.equal(await readPointer(dir), undefined);
+  await mkdir(join(dir, 'releases'));
+  await sparseFile(join(dir, 'releases', 'active'));
+  await refusedWithoutReading(() => readPointer(dir));
   await sparseFile(join(dir, 'root.json'));
   const config = agentConfig(
     {
