@@ -32,7 +32,7 @@ import {
   type InstallContext,
   type VerifiedSlot,
 } from '../release/index.ts';
-import { EdgeguardError, isEdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, isEdgeguardError, readBounded } from '../errors/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
 import { AgentIdentity } from './renewal.ts';
@@ -220,7 +220,10 @@ async function trustedMetadataDir(update: UpdateConfig): Promise<string> {
         'EG_CONFIG',
         `${metadataDir} has no trusted root.json; set update.trustedRoot to the repository's root.json for the first update.`,
       );
-    await provisionTrustedRoot(metadataDir, await readFile(update.trustedRoot));
+    await provisionTrustedRoot(
+      metadataDir,
+      await readBounded(update.trustedRoot, FILE_CAPS.config, 'read the trusted root (update.trustedRoot)'),
+    );
   }
   removeInterruptedReplacementsSync(metadataDir);
   return metadataDir;

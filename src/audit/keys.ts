@@ -4,9 +4,9 @@
  * (`name+keyid+base64`, C2SP signed-note) as `audit-log.pub`, which clients pin with --log-key.
  */
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, readBoundedText } from '../errors/index.ts';
 import { assertPrivateFileMode, writePrivateFile } from '../crypto/index.ts';
 import { formatVerifierKey, noteSigner, parseVerifierKey, type NoteSigner, type NoteVerifier } from './note.ts';
 
@@ -36,7 +36,7 @@ export async function loadOrCreateLogSigner(dir: string, origin: string): Promis
   let pem: string | undefined;
   try {
     await assertPrivateFileMode(keyPath);
-    pem = await readFile(keyPath, 'utf8');
+    pem = await readBoundedText(keyPath, FILE_CAPS.key, 'read the log key');
   } catch (e) {
     if (!(e instanceof EdgeguardError && e.code === 'EG_NOT_FOUND')) throw e;
   }
@@ -62,11 +62,5 @@ export async function loadOrCreateLogSigner(dir: string, origin: string): Promis
 
 /** Read a verifier key string from a file (as written to audit-log.pub). */
 export async function readLogVerifierKey(path: string): Promise<NoteVerifier> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the log verifier key');
-  }
-  return parseVerifierKey(text);
+  return parseVerifierKey(await readBoundedText(path, FILE_CAPS.key, 'read the log verifier key'));
 }

@@ -5,8 +5,8 @@
  * a failed proof is a fork; both raise EG_AUDIT_INCONSISTENT carrying both signed checkpoints,
  * which together are evidence that the log misbehaved.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { rename, writeFile } from 'node:fs/promises';
+import { EdgeguardError, FILE_CAPS, fsError, isEdgeguardError, readBoundedText } from '../errors/index.ts';
 import { openCheckpoint, type OpenedCheckpoint } from './checkpoint.ts';
 import { verifyConsistency } from './merkle.ts';
 import type { NoteVerifier } from './note.ts';
@@ -34,9 +34,9 @@ export class Witness {
     if (stateFile !== undefined) {
       let text: string | undefined;
       try {
-        text = await readFile(stateFile, 'utf8');
+        text = await readBoundedText(stateFile, FILE_CAPS.config, 'read the trusted checkpoint');
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(e, stateFile, 'read the trusted checkpoint');
+        if (!isEdgeguardError(e, 'EG_NOT_FOUND')) throw e;
       }
       if (text !== undefined) trusted = openCheckpoint(text, logKey, origin);
     }

@@ -3,9 +3,8 @@
  * variables say what the firmware enforces now; EG-07 asks the control plane for a verdict on a
  * quote made now (when the caller supplies the round), since the control plane's gate decides.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isEdgeguardError } from '../errors/index.ts';
+import { FILE_CAPS, isEdgeguardError, readBounded } from '../errors/index.ts';
 import { EFI_GLOBAL_VARIABLE_GUID, readSecureBootState } from '../harden/index.ts';
 import { readDeviceFile, DEVICE_FILES } from '../keystore/index.ts';
 import { exists, sha256Hex } from './evidence.ts';
@@ -15,7 +14,7 @@ async function efiVariableEvidence(root: string): Promise<Evidence[]> {
   const evidence: Evidence[] = [];
   for (const name of ['SecureBoot', 'SetupMode']) {
     const path = join(root, 'sys', 'firmware', 'efi', 'efivars', `${name}-${EFI_GLOBAL_VARIABLE_GUID}`);
-    const bytes = await readFile(path).catch(() => undefined);
+    const bytes = await readBounded(path, FILE_CAPS.key, 'read the UEFI variable').catch(() => undefined);
     if (bytes) evidence.push({ name: `${name} variable (attributes + value)`, value: bytes.toString('hex'), path });
     if (bytes) evidence.push({ name: `${name} variable sha256`, value: sha256Hex(bytes), path });
   }

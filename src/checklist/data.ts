@@ -3,14 +3,17 @@
  * shaped like an input lies under the agent's directories) and EG-08 (the input guard is configured
  * with a calibrated profile).
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { isEdgeguardError } from '../errors/index.ts';
+import { FILE_CAPS, isEdgeguardError, readBounded } from '../errors/index.ts';
 import { parseReviewItem, SPOOL_SUFFIX } from '../fleet/index.ts';
 import { parseProfile } from '../guard/index.ts';
 import { modelPaths } from './keys-and-models.ts';
 import { inputKindOf, readHead, sha256File, sha256Hex, walkFiles } from './evidence.ts';
 import { combine, type CheckDefinition, type ChecklistTarget, type Evidence } from './types.ts';
+
+/** A sealed item holds one input the agent took (its body limit is a few MiB): far more is not one. */
+const MAX_REVIEW_ITEM_BYTES = FILE_CAPS.config;
 
 /** Directories the agent writes to or reads from: where an input copy would end up. */
 function agentDirs(target: ChecklistTarget): string[] {
@@ -34,7 +37,7 @@ async function checkSpool(dir: string, fails: string[], evidence: Evidence[]): P
       continue;
     }
     try {
-      parseReviewItem(await readFile(path), path);
+      parseReviewItem(await readBounded(path, MAX_REVIEW_ITEM_BYTES, 'read the review item'), path);
       sealed++;
     } catch (e) {
       if (!isEdgeguardError(e)) throw e;
@@ -87,7 +90,7 @@ export const guardCalibrated: CheckDefinition = {
     if (!c.guard.profile) warns.push('no calibrated profile: the guard runs on built-in thresholds');
     else {
       try {
-        const bytes = await readFile(c.guard.profile);
+        const bytes = await readBounded(c.guard.profile, FILE_CAPS.config, 'read the guard profile');
         const profile = parseProfile(bytes, c.guard.profile);
         evidence.push({ name: 'guard profile sha256', value: sha256Hex(bytes), path: c.guard.profile });
         passes.push(`calibrated profile version ${profile.version} (${c.guard.profile})`);

@@ -3,11 +3,10 @@
  * and EG-04 (the device reaches the control plane only over mutual TLS under the pinned fleet CA).
  */
 import { X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FLEET_FILES, FLEET_SUBDIR } from '../fleet/index.ts';
 import { listEgressTable, NFT_TABLE } from '../harden/index.ts';
-import { isEdgeguardError } from '../errors/index.ts';
+import { FILE_CAPS, isEdgeguardError, readBoundedText } from '../errors/index.ts';
 import { sha256Hex } from './evidence.ts';
 import { combine, type CheckDefinition, type ChecklistTarget, type Evidence } from './types.ts';
 
@@ -86,7 +85,11 @@ async function mtlsFiles(target: ChecklistTarget): Promise<MtlsFiles | undefined
 /** The control plane an enrolled device talks to; undefined when the state file is missing or damaged. */
 async function enrolledServer(statePath: string): Promise<string | undefined> {
   try {
-    const server = (JSON.parse(await readFile(statePath, 'utf8')) as { server?: unknown } | null)?.server;
+    const server = (
+      JSON.parse(await readBoundedText(statePath, FILE_CAPS.config, 'read the fleet state')) as {
+        server?: unknown;
+      } | null
+    )?.server;
     return typeof server === 'string' ? server : undefined;
   } catch {
     return undefined;
@@ -97,7 +100,7 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE
 
 /** Every certificate of a PEM file, leaf first; empty when the file is missing or unreadable. */
 export async function readCertificates(path: string): Promise<X509Certificate[]> {
-  const pem = await readFile(path, 'utf8').catch(() => '');
+  const pem = await readBoundedText(path, FILE_CAPS.certificate, 'read the certificates').catch(() => '');
   try {
     return (pem.match(PEM_CERTIFICATE) ?? []).map((block) => new X509Certificate(block));
   } catch {

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { checkJournalBytes } from '../audit/index.ts';
-import { isEdgeguardError } from '../errors/index.ts';
+import { FILE_CAPS, isEdgeguardError, readBounded } from '../errors/index.ts';
 import { lockStatePath, readLockState } from '../tamper/index.ts';
 import { deviceCertificate } from './network.ts';
 import { sha256Hex } from './evidence.ts';
@@ -25,7 +25,13 @@ export const tamperDetection: CheckDefinition = {
         return {
           status: 'FAIL',
           actual: `the device is locked after a tamper finding (${JSON.stringify(state)})`,
-          evidence: [{ name: 'lock state sha256', value: sha256Hex(await readFile(path)), path }],
+          evidence: [
+            {
+              name: 'lock state sha256',
+              value: sha256Hex(await readBounded(path, FILE_CAPS.config, 'read the lock state')),
+              path,
+            },
+          ],
           remediation: 'inspect the device, then re-provision it; a locked device must not be trusted',
         };
     } catch (e) {

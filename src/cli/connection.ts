@@ -13,14 +13,11 @@
  * EDGEGUARD_CERT/EDGEGUARD_KEY, the names of earlier versions, are still read (hidden): `--key`
  * otherwise always means a model content key.
  */
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { EdgeguardError, fsError } from '../errors/index.ts';
-
-const MAX_PEM_BYTES = 256 * 1024;
+import { EdgeguardError, FILE_CAPS, readBoundedTextSync } from '../errors/index.ts';
 
 const ConfigFile = z.strictObject({
   server: z.string().optional(),
@@ -61,16 +58,8 @@ export function withConnection(cmd: Command, what = 'admin'): Command {
 }
 
 /** A PEM file (a certificate, a key, a CA), read whole under a size cap. */
-export function readPemFile(path: string, what: string, maxBytes = MAX_PEM_BYTES): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, `read ${what}`);
-  }
-  if (Buffer.byteLength(text) > maxBytes)
-    throw new EdgeguardError('EG_CONFIG', `${path} (${what}) is larger than ${maxBytes} bytes; it is not a PEM file.`);
-  return text;
+export function readPemFile(path: string, what: string, maxBytes: number = FILE_CAPS.certificate): string {
+  return readBoundedTextSync(path, maxBytes, `read ${what}`);
 }
 
 /** The --config file's settings, with its relative paths resolved against its directory. */

@@ -2,20 +2,21 @@
  * A tensor file for `run --tensor`: NumPy .npy (recognised by its magic) or the JSON tensor forms
  * of docs/formats.md. Both parsers are strict and bounded; see src/inference.
  */
-import { readFile } from 'node:fs/promises';
-import { EdgeguardError, fsError } from '../errors/index.ts';
-import { parseNpy, parseTensorJson, type SuppliedTensor } from '../inference/index.ts';
+import { EdgeguardError, readBounded } from '../errors/index.ts';
+import { MAX_NPY_FILE_BYTES, parseNpy, parseTensorJson, type SuppliedTensor } from '../inference/index.ts';
 
 const NPY_MAGIC = Buffer.from('\x93NUMPY', 'latin1');
+/**
+ * No tensor file larger than the largest .npy that could parse (MAX_TENSOR_VALUES values of 8
+ * bytes, about 128 MiB) is read. JSON text has no such bound (a value's digits, white space), and
+ * at a few bytes per value the same cap takes tens of millions of values, more than one input may
+ * have: a tensor that big belongs in a .npy file.
+ */
+const MAX_TENSOR_FILE_BYTES = MAX_NPY_FILE_BYTES;
 
 /** Read and parse one tensor file; the caller wipes the returned values. */
 export async function readTensorFile(path: string): Promise<SuppliedTensor[]> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw fsError(e, path, 'read the tensor file');
-  }
+  const bytes = await readBounded(path, MAX_TENSOR_FILE_BYTES, 'read the tensor file');
   try {
     if (bytes.subarray(0, NPY_MAGIC.length).equals(NPY_MAGIC)) return [parseNpy(bytes)];
     let value: unknown;

@@ -173,4 +173,4 @@ export function fsError(e: unknown, path: string, action: string): EdgeguardErro
   return new EdgeguardError('EG_IO', `could not ${action} ${path} (${code ?? 'unknown error'}).`, { cause: e });
 }
 
-export { FILE_CAPS, readBounded, readBoundedText } from './read-bounded.ts';
+export { FILE_CAPS, readBounded, readBoundedSync, readBoundedText, readBoundedTextSync } from './read-bounded.ts';

@@ -30,7 +30,7 @@ export {
   wipeModelInputs,
   wipeValues,
 } from './tensor.ts';
-export { type NpyArray, encodeNpy, parseNpy } from './npy.ts';
+export { type NpyArray, MAX_NPY_FILE_BYTES, encodeNpy, parseNpy } from './npy.ts';
 export { TENSOR_BODY_JSON_SCHEMA, parseTensorJson } from './tensor-json.ts';
 export {
   EXECUTION_PROVIDERS,

@@ -11,11 +11,13 @@
  */
 import { EdgeguardError } from '../errors/index.ts';
 import type { TensorDtype } from '../model/index.ts';
-import { countValues, typedValues, type TypedValues } from './tensor.ts';
+import { MAX_TENSOR_VALUES, countValues, typedValues, type TypedValues } from './tensor.ts';
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);
 /** numpy itself refuses headers longer than this by default (max_header_size). */
 const MAX_HEADER_BYTES = 10_000;
+/** The largest .npy file parseNpy can take: a version 2.0 preamble, the longest header, the most values of the widest type. */
+export const MAX_NPY_FILE_BYTES = 12 + MAX_HEADER_BYTES + MAX_TENSOR_VALUES * 8;
 
 const DESCR: Record<string, { dtype: TensorDtype; size: number }> = {
   '<f4': { dtype: 'float32', size: 4 },

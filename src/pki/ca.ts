@@ -9,9 +9,9 @@
  * tools pin.
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, readBoundedTextSync } from '../errors/index.ts';
 import { decryptPrivateKey, encryptPrivateKey } from './keyfile.ts';
 import { integer } from './der.ts';
 import { ECDSA_SHA256, signingKeyFromKeyObject, x509, isP256Spki, type CryptoKey } from './crypto.ts';
@@ -65,12 +65,8 @@ function pemOf(cert: x509.X509Certificate): string {
   return cert.toString('pem') + '\n';
 }
 
-function readText(path: string, what: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, `read ${what}`);
-  }
+function readText(path: string, maxBytes: number, what: string): string {
+  return readBoundedTextSync(path, maxBytes, `read ${what}`);
 }
 
 export class FleetCa {
@@ -159,10 +155,14 @@ export class FleetCa {
         'EG_NOT_FOUND',
         `no fleet CA in ${dir}; start \`edgeguard server --data ${dataDir}\` once to create it.`,
       );
-    const root = new x509.X509Certificate(readText(join(dir, 'root-ca.crt'), 'the root CA certificate'));
-    const issuing = new x509.X509Certificate(readText(join(dir, 'issuing-ca.crt'), 'the issuing CA certificate'));
+    const root = new x509.X509Certificate(
+      readText(join(dir, 'root-ca.crt'), FILE_CAPS.certificate, 'the root CA certificate'),
+    );
+    const issuing = new x509.X509Certificate(
+      readText(join(dir, 'issuing-ca.crt'), FILE_CAPS.certificate, 'the issuing CA certificate'),
+    );
     const keyObject = decryptPrivateKey(
-      readText(join(dir, 'issuing-ca.key'), 'the issuing CA key'),
+      readText(join(dir, 'issuing-ca.key'), FILE_CAPS.key, 'the issuing CA key'),
       passphrase,
       'the issuing CA key',
     );

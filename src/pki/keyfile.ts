@@ -5,8 +5,7 @@
  * that OpenSSL reads (`openssl pkey -in root-ca.key`), and Node decrypts it for us.
  */
 import { createCipheriv, createPrivateKey, pbkdf2Sync, randomBytes, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedTextSync } from '../errors/index.ts';
 import { derNull, integer, octetString, oid, sequence } from './der.ts';
 
 const OID_PBES2 = '1.2.840.113549.1.5.13';
@@ -87,12 +86,7 @@ export function decryptPrivateKey(pem: string, passphrase: string, what = 'the C
 export function resolveCaPassphrase(opts: { file?: string | undefined; env?: NodeJS.ProcessEnv }): string {
   const env = opts.env ?? process.env;
   if (opts.file !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(opts.file, 'utf8');
-    } catch (e) {
-      throw fsError(e, opts.file, 'read the CA passphrase file');
-    }
+    const text = readBoundedTextSync(opts.file, FILE_CAPS.key, 'read the CA passphrase file');
     const first = text.split(/\r?\n/)[0] ?? '';
     if (first.length === 0) throw new EdgeguardError('EG_CONFIG', `the CA passphrase file ${opts.file} is empty.`);
     return first;

@@ -4,10 +4,9 @@
  * unversioned timestamp.json). Every file is replaced durably, and the timestamp last, so a client
  * polling during a publish sees the old release or the new one.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata, MetadataKind, Root, type Snapshot, type Targets, type Timestamp } from '@tufjs/models';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
 
 export function metadataFileName(kind: MetadataKind, version: number): string {
@@ -24,12 +23,7 @@ export function writeMetadata(dir: string, md: Metadata<Root | Targets | Snapsho
 type JSONObject = Parameters<typeof Root.fromJSON>[0];
 
 async function readJson(path: string): Promise<JSONObject> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read repository metadata');
-  }
+  const text = await readBoundedText(path, FILE_CAPS.config, 'read repository metadata');
   try {
     return JSON.parse(text) as JSONObject;
   } catch (e) {

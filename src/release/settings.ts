@@ -1,7 +1,6 @@
 /** The release workspace's settings (release.json): how long each role's metadata stays valid. */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import type { RoleName } from './layout.ts';
 
 const DAY = 24 * 3600;
@@ -25,12 +24,11 @@ const settingsSchema = z
 export type ReleaseSettings = z.infer<typeof settingsSchema>;
 
 export async function readSettings(path: string): Promise<ReleaseSettings> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the release settings (run `edgeguard release init` first)');
-  }
+  const text = await readBoundedText(
+    path,
+    FILE_CAPS.config,
+    'read the release settings (run `edgeguard release init` first)',
+  );
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -17,7 +17,7 @@ import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { syncDirectory, writePrivateFile } from '../crypto/index.ts';
-import { EdgeguardError, fsError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, isEdgeguardError, readBoundedText } from '../errors/index.ts';
 import { replaceFileDurablySync } from './durable-file.ts';
 import { RELEASE_KINDS } from './release-target.ts';
 
@@ -105,10 +105,10 @@ export async function readPointer(dataDir: string): Promise<SlotPointer | undefi
   const path = pointerPath(dataDir);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBoundedText(path, FILE_CAPS.config, 'read the active slot pointer');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw fsError(e, path, 'read the active slot pointer');
+    if (isEdgeguardError(e, 'EG_NOT_FOUND')) return undefined;
+    throw e;
   }
   let json: unknown;
   try {

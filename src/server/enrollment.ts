@@ -10,8 +10,7 @@
  *   approve -> the device certificate is issued from the CSR kept with the device
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { EdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, isEdgeguardError, readBoundedTextSync } from '../errors/index.ts';
 import { makeCredential, verifyTpmEvidence, protocol } from '../attest/index.ts';
 import { verifyCsr, x509, type IssuedCertificate } from '../pki/index.ts';
 import type { DeviceRecord, KeyProvider } from '../store/index.ts';
@@ -20,14 +19,19 @@ import type { ControlPlaneContext } from './context.ts';
 const sha256hex = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 const b64 = (s: string) => Buffer.from(s, 'base64');
 
-/** One lowercase SHA-256 hex per line; '#' starts a comment; anything else is ignored (fail closed). */
+/**
+ * One lowercase SHA-256 hex per line; '#' starts a comment; anything else is ignored (fail closed).
+ * A list that cannot be read approves nothing; one past the cap refuses the enrollment with
+ * EG_FILE_TOO_LARGE, so the operator learns why the list is not used.
+ */
 export function readAutoApproveList(path: string | undefined): Set<string> {
   const out = new Set<string>();
   if (path === undefined) return out;
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
-  } catch {
+    text = readBoundedTextSync(path, FILE_CAPS.config, 'read the auto-approve list');
+  } catch (e) {
+    if (isEdgeguardError(e, 'EG_FILE_TOO_LARGE')) throw e;
     return out;
   }
   for (const raw of text.split(/\r?\n/)) {

@@ -4,9 +4,9 @@
  * next to a PostgreSQL deployment (whose certificates the server would then not know). The URL is
  * written without its password; give it to admin commands through PGPASSWORD or ~/.pgpass.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { EdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, readBoundedTextSync } from '../errors/index.ts';
 import { SQLITE_FILE, Store } from '../store/index.ts';
 
 export const SERVER_CONFIG_FILE = 'server.json';
@@ -41,8 +41,9 @@ export async function openServerStore(o: { dataDir: string; db?: string | undefi
 function readServerConfig(dataDir: string): ServerConfig | undefined {
   const path = join(dataDir, SERVER_CONFIG_FILE);
   if (!existsSync(path)) return undefined;
+  const text = readBoundedTextSync(path, FILE_CAPS.config, 'read the server configuration');
   try {
-    const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<ServerConfig>;
+    const parsed = JSON.parse(text) as Partial<ServerConfig>;
     if (parsed.version === 1 && typeof parsed.database === 'string') return parsed as ServerConfig;
   } catch (e) {
     throw new EdgeguardError('EG_CONFIG', `${path} is not valid JSON; remove it and start the server again.`, {

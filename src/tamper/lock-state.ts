@@ -5,11 +5,11 @@
  * the device locked after that. Only re-provisioning (a new binding key) removes it.
  * Layout: docs/formats.md ("Tamper lock state").
  */
-import { readFile, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { replacePrivateFile, syncDirectory } from '../crypto/index.ts';
-import { EdgeguardError, fsError, isEdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, isEdgeguardError, readBoundedText } from '../errors/index.ts';
 
 export const LOCK_STATE_FILE = 'tamper.lock.json';
 export const LOCK_STATE_TYPE = 'edgeguard-tamper-lock';
@@ -45,10 +45,14 @@ export async function readLockState(stateDir: string): Promise<LockState | undef
   const path = lockStatePath(stateDir);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await readBoundedText(path, FILE_CAPS.config, 'read the lock state');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new EdgeguardError('EG_LOCKED', `${path} cannot be read, so the device is treated as locked.`, { cause: e });
+    if (isEdgeguardError(e, 'EG_NOT_FOUND')) return undefined;
+    throw new EdgeguardError(
+      'EG_LOCKED',
+      `the device is treated as locked, its lock state cannot be read: ${(e as Error).message}`,
+      { cause: e },
+    );
   }
   let value: unknown;
   try {

@@ -5,14 +5,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadAgentConfig, type AgentConfig } from '../../src/agent/index.ts';
 import { runChecklist, type CheckResult } from '../../src/checklist/index.ts';
 import { FleetCa } from '../../src/pki/index.ts';
 import { makeDemoDevice, type DemoDevice } from './demo-device.ts';
-import { parseTamperConfig } from '../../src/tamper/index.ts';
+import { lockStatePath, parseTamperConfig } from '../../src/tamper/index.ts';
+import { SPOOL_SUFFIX } from '../../src/fleet/index.ts';
 
 describe('checklist items that follow agent.yaml', () => {
   let base: string;
@@ -87,6 +88,41 @@ describe('checklist items that follow agent.yaml', () => {
     }));
     assert.equal(armed.status, 'PASS');
     assert.match(armed.actual, /1 tamper sensor\(s\): intrusion chassis/);
+  });
+
+  test('a profile, spool item, CA or lock state far past its size is reported, not read', async () => {
+    const sparse = async (path: string) => {
+      const h = await open(path, 'w', 0o600);
+      await h.truncate(1024 * 1024 * 1024);
+      await h.close();
+      return path;
+    };
+    const before = process.memoryUsage().arrayBuffers;
+    const profile = await sparse(join(base, 'big.profile.json'));
+    const eg08 = await item('EG-08', (c) => ({ ...c, guard: { ...c.guard, profile } }));
+    assert.equal(eg08.status, 'FAIL');
+    assert.match(eg08.actual, /EG_FILE_TOO_LARGE/);
+    const spool = join(base, 'big-spool');
+    await mkdir(spool);
+    await sparse(join(spool, `item${SPOOL_SUFFIX}`));
+    const eg05 = await item('EG-05', (c) => ({
+      ...c,
+      review: { ...c.review, spool: { ...c.review.spool, dir: spool } },
+    }));
+    assert.equal(eg05.status, 'FAIL');
+    assert.match(eg05.actual, /not a sealed item \(EG_FILE_TOO_LARGE\)/);
+    const ca = await sparse(join(base, 'big-ca.pem'));
+    const eg04 = await item('EG-04', (c) => ({ ...c, upload: { ...(c.upload as { ca: string }), ca } }) as AgentConfig);
+    assert.equal(eg04.status, 'FAIL');
+    await sparse(lockStatePath(device.deviceDir));
+    try {
+      const eg09 = await item('EG-09', (c) => c);
+      assert.equal(eg09.status, 'FAIL');
+      assert.match(eg09.actual, /damaged.*1073741824 bytes/);
+    } finally {
+      await rm(lockStatePath(device.deviceDir));
+    }
+    assert.ok(process.memoryUsage().arrayBuffers - before < 64 * 1024 * 1024);
   });
 
   test('no nft on the machine: EG-03 is not available; no egress section fails', async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { isEdgeguardError, readBounded } from '../../src/errors/index.ts';
+import { isEdgeguardError, readBounded, readBoundedSync } from '../../src/errors/index.ts';
 import { readSignatureFile } from '../../src/model/index.ts';
 import { tempDir } from '../helpers/workspace.ts';
 
@@ -50,4 +50,43 @@ test('readBounded: contents up to the cap, EG_FILE_TOO_LARGE past it, typed erro
 
 test('a file whose size says 0 but keeps growing (/proc style) is still capped', async () => {
   await assert.rejects(readBounded('/dev/zero', 1024, 'read'), (e) => isEdgeguardError(e, 'EG_FILE_TOO_LARGE'));
+});
+
+test('readBoundedSync: the same contents and the same errors as readBounded', async (t) => {
+  const dir = await tempDir(t, 'eg-bounded-');
+  await fc.assert(
+    fc.asyncProperty(fc.uint8Array({ maxLength: 4096 }), fc.nat(4096), async (bytes, cap) => {
+      const path = join(dir, 'f');
+      await writeFile(path, bytes);
+      if (bytes.length <= cap) {
+        assert.deepEqual(new Uint8Array(readBoundedSync(path, cap, 'read the test file')), bytes);
+      } else {
+        assert.throws(
+          () => readBoundedSync(path, cap, 'read the test file'),
+          (e) => isEdgeguardError(e, 'EG_FILE_TOO_LARGE'),
+        );
+      }
+    }),
+    { numRuns: 200 },
+  );
+  const big = join(dir, 'big');
+  await sparseFile(big, 700 * 1024 * 1024);
+  const before = process.memoryUsage().arrayBuffers;
+  assert.throws(
+    () => readBoundedSync(big, 1024 * 1024, 'read'),
+    (e) => isEdgeguardError(e, 'EG_FILE_TOO_LARGE') && /734003200 bytes/.test(e.message),
+  );
+  assert.ok(process.memoryUsage().arrayBuffers - before < 64 * 1024 * 1024);
+  assert.throws(
+    () => readBoundedSync('/dev/zero', 1024, 'read'),
+    (e) => isEdgeguardError(e, 'EG_FILE_TOO_LARGE'),
+  );
+  assert.throws(
+    () => readBoundedSync(join(dir, 'missing'), 10, 'read'),
+    (e) => isEdgeguardError(e, 'EG_NOT_FOUND'),
+  );
+  assert.throws(
+    () => readBoundedSync(dir, 10, 'read'),
+    (e) => isEdgeguardError(e, 'EG_IO'),
+  );
 });

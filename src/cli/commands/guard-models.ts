@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { readFile, readdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import YAML from 'yaml';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, readBoundedText } from '../../errors/index.ts';
 import { createSessionFromMemory, decodeImage, pixelsToTensor } from '../../inference/index.ts';
 import { parseModelMetadata, type ImagePreprocessing } from '../../model/index.ts';
 import {
@@ -78,12 +78,7 @@ async function readMetaPreprocessing(
       'EG_USAGE',
       '--onnx needs --meta file.yaml with the preprocessing block (e.g. fixtures/models/mnist.meta.yaml).',
     );
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the metadata file');
-  }
+  const text = await readBoundedText(path, FILE_CAPS.config, 'read the metadata file');
   let parsed: unknown;
   try {
     parsed = YAML.parse(text);

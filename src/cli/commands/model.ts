@@ -12,7 +12,7 @@ import {
   wipe,
   type CipherSuite,
 } from '../../crypto/index.ts';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, readBoundedText } from '../../errors/index.ts';
 import {
   DEFAULT_CHUNK_SIZE,
   inspectPackage,
@@ -250,12 +250,7 @@ export function registerModelCommands(program: Command): void {
 async function buildMetadata(modelPath: string, opts: PackOpts): Promise<ModelMetadata> {
   let fromFile: Record<string, unknown> = {};
   if (opts.meta) {
-    let text: string;
-    try {
-      text = await readFile(opts.meta, 'utf8');
-    } catch (e) {
-      throw fsError(e, opts.meta, 'read the metadata file');
-    }
+    const text = await readBoundedText(opts.meta, FILE_CAPS.config, 'read the metadata file');
     let parsed: unknown;
     try {
       parsed = YAML.parse(text);
