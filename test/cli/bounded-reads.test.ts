@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, type CliResult } from '../helpers/cli.ts';
 import { FIXTURES, tempDir } from '../helpers/workspace.ts';
@@ -65,4 +65,27 @@ test('the connection options refuse a CA, client pair or --config file past the 
   assertTooLarge(await list('--ca', big, '--client-cert', small, '--client-key', small), big);
   assertTooLarge(await list('--ca', small, '--client-cert', small, '--client-key', big), big);
   assertTooLarge(await list('--config', bigConfig), bigConfig);
+});
+
+test('attest policy, review list and review show refuse a policy, item or key file past the cap', async (t) => {
+  const dir = await tempDir(t);
+  const p = (f: string) => join(dir, f);
+  const bigPolicy = await sparseFile(p('big-policy.yaml'), 1024 * 1024 * 1024);
+  await writeFile(p('log.bin'), 'not read: the policy is refused first');
+  assertTooLarge(await runCli(['attest', 'policy', 'check', '--log', p('log.bin'), '--policy', bigPolicy]), bigPolicy);
+
+  const items = p('items');
+  await mkdir(items);
+  const bigItem = await sparseFile(
+    join(items, '0000000000000001-0123456789abcdef0123456789abcdef.egr'),
+    65 * 1024 * 1024,
+  );
+  assertTooLarge(await runCli(['review', 'list', '--dir', items]), bigItem);
+
+  const bigKey = await sparseFile(p('review.key'), 1024 * 1024 * 1024);
+  await chmod(bigKey, 0o600);
+  assertTooLarge(
+    await runCli(['review', 'show', '0123456789abcdef0123456789abcdef', '--dir', items, '--review-key', bigKey]),
+    bigKey,
+  );
 });

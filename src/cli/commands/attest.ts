@@ -4,7 +4,7 @@
  * policy assign` and `attest group set` (which policy the control plane appraises a device with).
  */
 import { Command } from 'commander';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import {
   checkLogAgainstPolicy,
@@ -12,7 +12,7 @@ import {
   formatBootPolicyYaml,
   parseBootPolicyYaml,
 } from '../../attest/index.ts';
-import { ERROR_EXIT_CODES, EdgeguardError, fsError } from '../../errors/index.ts';
+import { ERROR_EXIT_CODES, EdgeguardError, FILE_CAPS, fsError, readBoundedText } from '../../errors/index.ts';
 import { PolicyStoredAnswer } from '../../fleet/index.ts';
 import { eventLogReport, formatEventLogReport, readEventLogFile } from '../../eventlog/index.ts';
 import { Output, globalOptions } from '../output.ts';
@@ -53,9 +53,7 @@ function registerAssignmentCommands(policy: Command, attest: Command): void {
     const out = new Output(globalOptions(cmd));
     if ((opts.device === undefined) === (opts.group === undefined))
       throw new EdgeguardError('EG_USAGE', 'pass exactly one of --device ID or --group NAME.');
-    const text = await readFile(file, 'utf8').catch((e) => {
-      throw fsError(e, file, 'read');
-    });
+    const text = await readBoundedText(file, FILE_CAPS.config, 'read the boot policy');
     parseBootPolicyYaml(text, file);
     const target = opts.device !== undefined ? { device: opts.device } : { group: opts.group };
     const r = await run(adminClient(opts), (c) =>
@@ -115,9 +113,7 @@ function registerPolicyCommands(policy: Command): void {
     .requiredOption('--policy <file>', 'the boot policy (YAML)')
     .action(async (opts: { log: string; policy: string }, cmd: Command) => {
       const out = new Output(globalOptions(cmd));
-      const text = await readFile(opts.policy, 'utf8').catch((e) => {
-        throw fsError(e, opts.policy, 'read');
-      });
+      const text = await readBoundedText(opts.policy, FILE_CAPS.config, 'read the boot policy');
       const reasons = checkLogAgainstPolicy(await readEventLogFile(opts.log), parseBootPolicyYaml(text, opts.policy));
       out.result({ pass: reasons.length === 0, reasons }, [
         reasons.length === 0 ? `${opts.log} passes ${opts.policy}` : `${opts.log} fails ${opts.policy}:`,

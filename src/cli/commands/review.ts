@@ -21,7 +21,7 @@ import {
   writePrivateFile,
   assertPrivateFileMode,
 } from '../../crypto/index.ts';
-import { EdgeguardError, fsError } from '../../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, fsError, readBounded, readBoundedText } from '../../errors/index.ts';
 import {
   openReviewItem,
   parseReviewItem,
@@ -30,6 +30,7 @@ import {
   type ReviewMetadata,
   spoolFileName,
   FleetClient,
+  MAX_SEALED_BYTES,
   ReviewItemAnswer,
   ReviewPageAnswer,
 } from '../../fleet/index.ts';
@@ -42,13 +43,12 @@ function group(program: Command, name: string, description: string): Command {
 
 async function readPrivateKey(path: string): Promise<KeyObject> {
   await assertPrivateFileMode(path);
-  let pem: string;
-  try {
-    pem = await readFile(path, 'utf8');
-  } catch (e) {
-    throw fsError(e, path, 'read the review private key');
-  }
-  return parseSealPrivateKeyPem(pem, path);
+  return parseSealPrivateKeyPem(await readBoundedText(path, FILE_CAPS.key, 'read the review private key'), path);
+}
+
+/** A sealed item is at most MAX_SEALED_BYTES: a larger file is not one, and is not buffered. */
+function readReviewItemFile(file: string): Promise<Buffer> {
+  return readBounded(file, MAX_SEALED_BYTES, 'read the review item');
 }
 
 interface Listed {
@@ -66,9 +66,7 @@ async function listItems(dir: string): Promise<Listed[]> {
   const out: Listed[] = [];
   for (const n of names) {
     const file = join(dir, n);
-    const bytes = await readFile(file).catch((e) => {
-      throw fsError(e, file, 'read the review item');
-    });
+    const bytes = await readReviewItemFile(file);
     out.push({ file, header: parseReviewItem(bytes, file) });
   }
   return out;
@@ -210,7 +208,7 @@ export function registerReviewCommands(program: Command): void {
           label: labels.get(l.header.id)?.label ?? null,
         };
         if (key) {
-          const opened = openReviewItem(await readFile(l.file), key, l.file);
+          const opened = openReviewItem(await readReviewItemFile(l.file), key, l.file);
           row.metadata = opened.metadata;
           row.inputBytes = opened.input.length;
           opened.input.fill(0);
@@ -242,7 +240,7 @@ export function registerReviewCommands(program: Command): void {
       const out = new Output(globalOptions(cmd));
       const key = await readPrivateKey(requireReviewKey(opts));
       const item = await findItem(opts.dir, id);
-      const opened = openReviewItem(await readFile(item.file), key, item.file);
+      const opened = openReviewItem(await readReviewItemFile(item.file), key, item.file);
       try {
         if (opts.out) await writePrivateFile(opts.out, opened.input);
         const label = (await readLabels(opts.dir)).get(opened.header.id) ?? null;
@@ -300,7 +298,7 @@ export function registerReviewCommands(program: Command): void {
           );
         const key = await readPrivateKey(requireReviewKey(opts));
         const item = await findItem(opts.dir, id);
-        const opened = openReviewItem(await readFile(item.file), key, item.file);
+        const opened = openReviewItem(await readReviewItemFile(item.file), key, item.file);
         opened.input.fill(0);
         const record: LabelRecord = {
           id: opened.header.id,
