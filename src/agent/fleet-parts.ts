@@ -11,7 +11,8 @@ import type { Logger } from 'pino';
 import { FILE_CAPS, readBoundedText } from '../errors/index.ts';
 import { parseSealPublicKeyPem } from '../crypto/index.ts';
 import type { AgentConfig } from './config.ts';
-import { CertificateRenewer, type AgentIdentity } from './renewal.ts';
+import { AgentIdentity, CertificateRenewer } from './renewal.ts';
+import { agentEgressDialer } from './egress.ts';
 import { AgentJournal } from './agent-journal.ts';
 import { ReviewQueue, fleetReviewSink, type ReviewSink } from './review.ts';
 import type { DeviceLease } from './lease.ts';
@@ -50,6 +51,46 @@ export function startReporter(
     log,
   };
   return agentAttestationReporter(reporterOptions, parts.identity!, (v) => parts.lease?.onVerdict(v));
+}
+
+/** What start-up opened, closed in reverse order when a later step fails or the agent stops. */
+export class Opened {
+  private readonly closers: Array<() => Promise<void> | void> = [];
+  push(close: () => Promise<void> | void): void {
+    this.closers.push(close);
+  }
+  async closeAll(): Promise<void> {
+    for (const f of this.closers.reverse()) await Promise.resolve(f()).catch(() => undefined);
+  }
+}
+
+/**
+ * The device identity from agent.yaml's upload block (none without one), its clients dialing through the agent's egress
+ * allowlist, and the journal after it (each pushed to `opened`). A refused connection is logged and
+ * journaled: the journal opens after the identity, whose clients already need the dialer, so the
+ * dialer's report is bound late.
+ */
+export async function openIdentityAndJournal(
+  config: AgentConfig,
+  metrics: AgentMetrics,
+  log: Logger | undefined,
+  opened: Opened,
+): Promise<{ identity?: AgentIdentity; journal?: AgentJournal }> {
+  if (!config.upload) return {};
+  const identity = await AgentIdentity.fromConfig(config.upload);
+  opened.push(() => identity.close());
+  let journal: AgentJournal | undefined;
+  identity.dialer = await agentEgressDialer(config, identity.server, (denial) => {
+    log?.error(denial, 'egress refused by the agent allowlist');
+    journal?.record('egress.denied', 'failure', denial);
+  });
+  metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
+  if (config.journal.enabled !== false) {
+    const j = await openJournal(config, identity, metrics, log);
+    journal = j;
+    opened.push(() => j.close(0));
+  }
+  return { identity, ...(journal ? { journal } : {}) };
 }
 
 export async function openJournal(

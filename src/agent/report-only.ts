@@ -8,12 +8,16 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { EdgeguardError } from '../errors/index.ts';
-import type { AgentJournal } from './agent-journal.ts';
 import type { AgentConfig } from './config.ts';
-import { AgentIdentity } from './renewal.ts';
-import { agentEgressDialer } from './egress.ts';
 import { createAgentMetrics, listen } from './serve-http.ts';
-import { healthOf, openJournal, startRenewer, startReporter, type StartAgentOptions } from './fleet-parts.ts';
+import {
+  Opened,
+  healthOf,
+  openIdentityAndJournal,
+  startRenewer,
+  startReporter,
+  type StartAgentOptions,
+} from './fleet-parts.ts';
 
 export interface ReportingAgent {
   url: string;
@@ -34,27 +38,16 @@ export async function startReportingAgent(
   o: StartAgentOptions = {},
 ): Promise<ReportingAgent> {
   const metrics = createAgentMetrics();
-  const identity = await AgentIdentity.fromConfig(config.upload!);
-  const closers: Array<() => Promise<void> | void> = [() => identity.close()];
-  const closeAll = async () => {
-    for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => undefined);
-  };
+  const opened = new Opened();
+  const closeAll = () => opened.closeAll();
   try {
-    // The journal opens after the identity, whose clients already need the dialer: bound late.
-    let journal: AgentJournal | undefined;
-    identity.dialer = await agentEgressDialer(config, identity.server, (denial) => {
-      o.logger?.error(denial, 'egress refused by the agent allowlist');
-      journal?.record('egress.denied', 'failure', denial);
-    });
-    if (config.journal.enabled !== false) {
-      const opened = await openJournal(config, identity, metrics, o.logger);
-      journal = opened;
-      closers.push(() => opened.close(0));
-    }
+    const { identity, journal } = await openIdentityAndJournal(config, metrics, o.logger, opened);
+    // canReportOnly: the refused agent has an upload block, so an identity.
+    if (!identity) throw new EdgeguardError('EG_CONFIG', 'reporting without inference needs the upload block.');
     const renewer = startRenewer(config, o, metrics, { identity, journal });
-    if (renewer) closers.push(() => renewer.close());
+    if (renewer) opened.push(() => renewer.close());
     const reporter = await startReporter(config, { identity }, o.logger);
-    closers.push(() => reporter.stop());
+    opened.push(() => reporter.stop());
     const app = Fastify({ ...(o.logger ? { loggerInstance: o.logger as FastifyBaseLogger } : { logger: false }) });
     const refused = { error: { code: refusal.code, message: refusal.message } };
     app.get('/healthz', async (_req, reply) =>
@@ -76,7 +69,7 @@ export async function startReportingAgent(
         return metrics.registry.metrics();
       });
     const where = await listen(app, config);
-    closers.push(() => app.close());
+    opened.push(() => app.close());
     renewer?.start();
     journal?.start();
     reporter.start();

@@ -38,15 +38,15 @@ import type { ReviewQueue } from './review.ts';
 import { buildAgentApp } from './http-app.ts';
 import { agentLease, type DeviceLease } from './lease.ts';
 import { createAgentMetrics, listen, type AgentMetrics } from './serve-http.ts';
-import { agentEgressDialer } from './egress.ts';
 import { ServiceLock, agentTamperGuard, openTamperKeyStore, refuseIfLocked } from './tamper-wiring.ts';
 import type { KeyStore } from '../keystore/index.ts';
 import { ServedRuntime } from './served-runtime.ts';
 import { DirectorPoller, SlotWatcher, journalOutcomes, servedModels } from './update.ts';
 import type { TamperGuard } from '../tamper/index.ts';
 import {
+  Opened,
   healthOf,
-  openJournal,
+  openIdentityAndJournal,
   openReviewQueue,
   startRenewer,
   startReporter,
@@ -122,17 +122,6 @@ async function fileDigest(path: string | undefined): Promise<string | undefined>
   return createHash('sha256')
     .update(await readFile(path).catch(() => Buffer.alloc(0)))
     .digest('hex');
-}
-
-/** What start-up opened, closed in reverse order when a later step fails. */
-class Opened {
-  private readonly closers: Array<() => Promise<void> | void> = [];
-  push(close: () => Promise<void> | void): void {
-    this.closers.push(close);
-  }
-  async closeAll(): Promise<void> {
-    for (const f of this.closers.reverse()) await Promise.resolve(f()).catch(() => undefined);
-  }
 }
 
 /** What startAgent opens: the fleet-facing parts (fleet-parts.ts), the review queue and what serves. */
@@ -255,22 +244,7 @@ async function openParts(
   opened: Opened,
   store: KeyStore | undefined,
 ): Promise<AgentParts> {
-  let identity: AgentIdentity | undefined;
-  // The journal opens after the identity, whose clients already need the dialer: bound late.
-  let journal: AgentJournal | undefined;
-  if (config.upload) {
-    identity = await AgentIdentity.fromConfig(config.upload);
-    opened.push(() => identity!.close());
-    identity.dialer = await agentEgressDialer(config, identity.server, (denial) => {
-      o.logger?.error(denial, 'egress refused by the agent allowlist');
-      journal?.record('egress.denied', 'failure', denial);
-    });
-    metrics.certNotAfter.set(Math.floor(identity.certificate.notAfter.getTime() / 1000));
-  }
-  if (identity && config.journal.enabled !== false) {
-    journal = await openJournal(config, identity, metrics, o.logger);
-    opened.push(() => journal!.close(0));
-  }
+  const { identity, journal } = await openIdentityAndJournal(config, metrics, o.logger, opened);
   let review: ReviewQueue | undefined;
   if (config.review.enabled) {
     review = await openReviewQueue(config, o, metrics, identity, journal);

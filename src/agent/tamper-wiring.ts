@@ -24,7 +24,7 @@ import {
 } from '../tamper/index.ts';
 import type { AgentConfig } from './config.ts';
 import type { AgentJournal } from './agent-journal.ts';
-import type { AgentRuntime } from './serve.ts';
+import type { ServedRuntime } from './served-runtime.ts';
 
 /** Whether the service is locked, and the error it answers with. */
 export class ServiceLock {
@@ -57,7 +57,7 @@ export interface AgentTamperParts {
   store: KeyStore;
   lock: ServiceLock;
   /** What serves (after a release switch, the new models): released by the key wipe. */
-  runtime: Pick<AgentRuntime, 'release'>;
+  runtime: Pick<ServedRuntime, 'release'>;
   journal: AgentJournal | undefined;
   /** The enrolled device's id; a device without `upload` is named by its binding key. */
   deviceId: string | undefined;
