@@ -21,8 +21,8 @@ const b64 = (s: string) => Buffer.from(s, 'base64');
 
 /**
  * One lowercase SHA-256 hex per line; '#' starts a comment; anything else is ignored (fail closed).
- * A list that cannot be read approves nothing; one past the cap refuses the enrollment with
- * EG_FILE_TOO_LARGE, so the operator learns why the list is not used.
+ * A list that cannot be read approves nothing; one past the cap is EG_FILE_TOO_LARGE (the server
+ * refuses to start with it; at an enrollment it approves nothing and the error is logged).
  */
 export function readAutoApproveList(path: string | undefined): Set<string> {
   const out = new Set<string>();
@@ -93,7 +93,7 @@ export class EnrollmentService {
     if (req.keyProvider === 'software') return this.startSoftware(req);
     await this.consumeNonce(req.nonce);
     await verifyCsr(req.csr);
-    const autoApprove = readAutoApproveList(this.ctx.policy.autoApproveFile);
+    const autoApprove = this.autoApproveList();
     const v = await verifyTpmEvidence(
       {
         ekPublic: b64(req.ekPublic),
@@ -190,8 +190,21 @@ export class EnrollmentService {
     return this.recordDevice(pending);
   }
 
+  /**
+   * The list, re-read at each enrollment. One that grew past its cap since start approves nothing
+   * (the device waits for an operator) and is logged: the anonymous caller is not told the path.
+   */
+  private autoApproveList(): Set<string> {
+    try {
+      return readAutoApproveList(this.ctx.policy.autoApproveFile);
+    } catch (e) {
+      this.ctx.log.error({ err: e }, 'the auto-approve list is not used');
+      return new Set();
+    }
+  }
+
   private async recordDevice(p: PendingEnrollment): Promise<protocol.EnrollFinished> {
-    const autoApprove = readAutoApproveList(this.ctx.policy.autoApproveFile);
+    const autoApprove = this.autoApproveList();
     const approved = p.keyProvider === 'tpm' && autoApprove.has(p.ekHash);
     const id = `dev-${randomBytes(8).toString('hex')}`;
     const pollToken = randomBytes(32).toString('base64url');

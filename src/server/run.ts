@@ -14,6 +14,7 @@ import { buildServer, type BuiltServer } from './app.ts';
 import { watchEkRoots } from './ek-roots-watch.ts';
 import { writeServerConfig } from './server-config.ts';
 import { AUTO_APPROVE_FILE, ensurePrivateDir, refuseUnsafeTrustInputs, restrictToOwner } from './data-dir.ts';
+import { readAutoApproveList } from './enrollment.ts';
 import type { ServerPolicyOptions } from './context.ts';
 import type { ServerPlugin } from './plugins.ts';
 import { listenHost } from '../net/index.ts';
@@ -52,6 +53,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const host = listenHost(listenOn);
   // Checked before anything is tightened: a directory others could write may already hold their files.
   refuseUnsafeTrustInputs(opts.dataDir);
+  // A list past its cap is refused here (EG_FILE_TOO_LARGE), not found out at an enrollment.
+  readAutoApproveList(opts.policy?.autoApproveFile ?? join(opts.dataDir, AUTO_APPROVE_FILE));
   ensurePrivateDir(opts.dataDir);
   ensurePrivateDir(join(opts.dataDir, EK_ROOTS_SUBDIR));
   const { ca, created } = await FleetCa.openOrCreate(opts.dataDir, opts.caPassphrase);

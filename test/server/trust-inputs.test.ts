@@ -1,12 +1,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { FLEET_CA_FILE } from '../../src/pki/index.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isEdgeguardError } from '../../src/errors/index.ts';
 import { startServer } from '../../src/server/index.ts';
-import { TEST_PASSPHRASE } from './fleet-helpers.ts';
+import { protocol } from '../../src/attest/index.ts';
+import { generateP256, x509 } from '../../src/pki/index.ts';
+import { TEST_PASSPHRASE, startTestFleet } from './fleet-helpers.ts';
 
 const start = (dataDir: string) =>
   startServer({ dataDir, listen: '127.0.0.1:0', caPassphrase: TEST_PASSPHRASE, logger: false });
@@ -76,6 +78,52 @@ describe('EK roots re-read while the server runs', () => {
       assert.equal(anchors.length, 1);
     } finally {
       await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('an auto-approve list past its cap', () => {
+  it('is refused at start, and one that grew past it after start approves nothing without a 5xx', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'eg-autoapprove-'));
+    const list = join(dataDir, 'auto-approve.txt');
+    try {
+      writeFileSync(list, '', { mode: 0o600 });
+      truncateSync(list, 64 * 1024 * 1024);
+      const refused = await start(dataDir).then(
+        async (running) => {
+          await running.close();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      assert.ok(isEdgeguardError(refused, 'EG_FILE_TOO_LARGE'), `started, or failed otherwise: ${String(refused)}`);
+      assert.ok(refused.message.includes(list), refused.message);
+      truncateSync(list, 0);
+      const fleet = await startTestFleet({ dataDir, policy: { allowSoftwareDevices: true } });
+      try {
+        truncateSync(list, 64 * 1024 * 1024);
+        const c = fleet.client();
+        const keys = await generateP256();
+        const nonce = (await c.call<protocol.NonceResponse>('POST', '/v1/enroll/nonce')).body.nonce;
+        const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+          name: 'CN=x',
+          keys,
+          signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+          attributes: [new x509.ChallengePasswordAttribute(nonce)],
+        });
+        const r = await c.send<protocol.EnrollFinished>('POST', '/v1/enroll/start', {
+          keyProvider: 'software',
+          nonce,
+          csr: csr.toString('pem'),
+        });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        assert.equal(r.body.status, 'pending');
+        assert.ok(!JSON.stringify(r.body).includes(dataDir), 'the anonymous caller is not told server paths');
+      } finally {
+        await fleet.stop();
+      }
+    } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
