@@ -10,9 +10,9 @@
  * refuse, and the EKU is the TCG one (2.23.133.8.1), not a TLS purpose.
  */
 import { createHash, createPublicKey } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { EdgeguardError } from '../errors/index.ts';
+import { EdgeguardError, FILE_CAPS, isEdgeguardError, readBoundedSync } from '../errors/index.ts';
 import { x509 } from '../pki/index.ts';
 import { tpmPublicKey, type TpmPublic } from '../tpm/index.ts';
 
@@ -26,7 +26,7 @@ export interface EkTrustStore {
 }
 
 function certsFromFile(path: string): x509.X509Certificate[] {
-  const bytes = readFileSync(path);
+  const bytes = readBoundedSync(path, FILE_CAPS.certificate, 'read the EK trust anchor');
   const text = bytes.toString('latin1');
   if (text.includes('-----BEGIN CERTIFICATE-----')) {
     const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
@@ -44,6 +44,7 @@ export function loadEkTrustStore(dir: string): EkTrustStore {
       try {
         anchors.push(...certsFromFile(join(dir, name)));
       } catch (e) {
+        if (isEdgeguardError(e, 'EG_FILE_TOO_LARGE')) throw e;
         throw new EdgeguardError(
           'EG_CONFIG',
           `${join(dir, name)} is not a PEM or DER certificate; remove it from the EK trust store.`,

@@ -1,6 +1,6 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { webcrypto } from 'node:crypto';
@@ -96,6 +96,14 @@ describe('EK certificate chains', () => {
       writeFileSync(join(dir, 'README.txt'), 'not a cert');
       assert.equal(loadEkTrustStore(dir).anchors.length, 3);
       assert.equal(loadEkTrustStore(join(dir, 'missing')).anchors.length, 0);
+      // A file far past what a certificate bundle can be is refused before it is read.
+      writeFileSync(join(dir, 'huge.pem'), '');
+      truncateSync(join(dir, 'huge.pem'), 1024 * 1024 * 1024);
+      assert.throws(
+        () => loadEkTrustStore(dir),
+        (e) => isEdgeguardError(e, 'EG_FILE_TOO_LARGE') && e.message.includes('huge.pem'),
+      );
+      rmSync(join(dir, 'huge.pem'));
       writeFileSync(join(dir, 'broken.crt'), 'garbage');
       assert.throws(
         () => loadEkTrustStore(dir),
