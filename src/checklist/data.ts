@@ -6,14 +6,11 @@
 import { readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FILE_CAPS, isEdgeguardError, readBounded } from '../errors/index.ts';
-import { parseReviewItem, SPOOL_SUFFIX } from '../fleet/index.ts';
+import { MAX_SEALED_BYTES, parseReviewItem, SPOOL_SUFFIX } from '../fleet/index.ts';
 import { parseProfile } from '../guard/index.ts';
 import { modelPaths } from './keys-and-models.ts';
 import { inputKindOf, readHead, sha256File, sha256Hex, walkFiles } from './evidence.ts';
 import { combine, type CheckDefinition, type ChecklistTarget, type Evidence } from './types.ts';
-
-/** A sealed item holds one input the agent took (its body limit is a few MiB): far more is not one. */
-const MAX_REVIEW_ITEM_BYTES = FILE_CAPS.config;
 
 /** Directories the agent writes to or reads from: where an input copy would end up. */
 function agentDirs(target: ChecklistTarget): string[] {
@@ -37,7 +34,7 @@ async function checkSpool(dir: string, fails: string[], evidence: Evidence[]): P
       continue;
     }
     try {
-      parseReviewItem(await readBounded(path, MAX_REVIEW_ITEM_BYTES, 'read the review item'), path);
+      parseReviewItem(await readBounded(path, MAX_SEALED_BYTES, 'read the review item'), path);
       sealed++;
     } catch (e) {
       if (!isEdgeguardError(e)) throw e;
